@@ -1,0 +1,224 @@
+//! Reverse-mode automatic differentiation.
+//!
+//! Ops record a [`GradFn`] node when an input requires a gradient and grad
+//! mode is on ([`no_grad`] turns it off for the current thread). `backward`
+//! sorts the recorded graph topologically, walks it from the output to the
+//! leaves, and returns the gradients of the leaves in a [`GradStore`].
+//! Backward rules are ordinary tensor ops run in no-grad mode, so no graph is
+//! built during backward; each node's saved tensors are dropped as soon as
+//! its rule has run.
+
+mod gradcheck;
+mod store;
+
+pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+pub use store::GradStore;
+
+use crate::error::{Error, Result};
+use crate::tensor::{Tensor, TensorId};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+/// The backward rule of one recorded op.
+///
+/// Implement it to add a differentiable op from outside the crate (see
+/// [`Tensor::from_op`]); the built-in ops implement it beside their kernels.
+pub trait GradFn: Send + Sync {
+    /// A short name for error messages and graph dumps (`"mul"`, `"conv2d"`).
+    fn name(&self) -> &'static str;
+    /// The op's tensor inputs, in a fixed order.
+    fn inputs(&self) -> Vec<Tensor>;
+    /// Given the op's (detached) output and the gradient flowing into it,
+    /// returns one gradient per input (`None` for inputs that get none, e.g.
+    /// integer indices). Each gradient must have its input's shape.
+    fn backward(&self, output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// What produced a tensor.
+pub(crate) enum Node {
+    /// Created directly (data, parameters, detached values).
+    Leaf,
+    /// The output of a recorded op.
+    Op(Box<dyn GradFn>),
+    /// The output of an op whose saved state a backward pass already freed.
+    Freed(&'static str),
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// True unless a [`no_grad`] scope is active on this thread.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Disables op recording on this thread until dropped; restores the
+/// previous mode (scopes nest).
+pub struct NoGradGuard {
+    prev: bool,
+}
+
+impl NoGradGuard {
+    /// Enters a no-grad scope.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let prev = GRAD_ENABLED.with(|g| g.replace(false));
+        NoGradGuard { prev }
+    }
+}
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Runs `f` with op recording disabled (for evaluation and parameter updates).
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = NoGradGuard::new();
+    f()
+}
+
+/// Options of a backward pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BackwardOptions {
+    /// Keep the graph's saved tensors so that backward can run again.
+    pub retain_graph: bool,
+}
+
+impl Tensor {
+    /// Gradients of this scalar (one-element) tensor with respect to every
+    /// leaf that requires a gradient. Frees the graph's saved tensors.
+    pub fn backward(&self) -> Result<GradStore> {
+        if self.numel() != 1 {
+            return Err(Error::Autograd(format!(
+                "backward() needs a one-element output, got shape {:?}; pass an explicit \
+                 upstream gradient with backward_with_grad",
+                self.shape()
+            )));
+        }
+        let seed = self.ones_like()?;
+        self.backward_with_grad(&seed)
+    }
+
+    /// Backward from a non-scalar output with an explicit upstream gradient
+    /// of the output's shape (the vector in a vector-Jacobian product).
+    pub fn backward_with_grad(&self, grad: &Tensor) -> Result<GradStore> {
+        let mut store = GradStore::new();
+        self.backward_into(grad, &mut store, BackwardOptions::default())?;
+        Ok(store)
+    }
+
+    /// Backward that adds into an existing store (gradient accumulation over
+    /// micro-batches), with options.
+    pub fn backward_into(
+        &self,
+        grad: &Tensor,
+        store: &mut GradStore,
+        opts: BackwardOptions,
+    ) -> Result<()> {
+        if grad.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "backward",
+                lhs: self.shape().to_vec(),
+                rhs: grad.shape().to_vec(),
+            });
+        }
+        if !self.requires_grad() {
+            return Err(Error::Autograd(
+                "backward on a tensor that does not require a gradient (no input of its \
+                 graph requires one, or it was computed under no_grad)"
+                    .into(),
+            ));
+        }
+        let _no_grad = NoGradGuard::new();
+        let order = topological_order(self)?;
+        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
+        pending.insert(self.id(), grad.to_dtype(self.dtype())?);
+        for t in order.iter().rev() {
+            let Some(g) = pending.remove(&t.id()) else {
+                continue;
+            };
+            let mut node = t.node();
+            let op = match &*node {
+                Node::Leaf => {
+                    store.accumulate(t, g)?;
+                    continue;
+                }
+                Node::Freed(name) => return Err(freed_error(name)),
+                Node::Op(op) => op,
+            };
+            let inputs = op.inputs();
+            let grads = op.backward(&t.detach(), &g)?;
+            if grads.len() != inputs.len() {
+                return Err(Error::Autograd(format!(
+                    "{}: backward returned {} gradients for {} inputs",
+                    op.name(),
+                    grads.len(),
+                    inputs.len()
+                )));
+            }
+            for (input, grad) in inputs.iter().zip(grads) {
+                let Some(grad) = grad else { continue };
+                if !input.requires_grad() {
+                    continue;
+                }
+                if grad.shape() != input.shape() {
+                    return Err(Error::Autograd(format!(
+                        "{}: gradient of shape {:?} for an input of shape {:?}",
+                        op.name(),
+                        grad.shape(),
+                        input.shape()
+                    )));
+                }
+                match pending.remove(&input.id()) {
+                    Some(acc) => pending.insert(input.id(), acc.add(&grad)?),
+                    None => pending.insert(input.id(), grad),
+                };
+            }
+            if !opts.retain_graph {
+                let name = op.name();
+                *node = Node::Freed(name);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn freed_error(name: &str) -> Error {
+    Error::Autograd(format!(
+        "the graph through `{name}` was already freed by an earlier backward; \
+         use BackwardOptions {{ retain_graph: true }} to run backward twice"
+    ))
+}
+
+/// Tensors that require a gradient and are reachable from `root`, inputs
+/// before outputs. Iterative DFS, so deep graphs cannot overflow the stack.
+fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
+    let mut order = Vec::new();
+    let mut visited = HashSet::new();
+    // (tensor, children already pushed?)
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !visited.insert(t.id()) {
+            continue;
+        }
+        let inputs = match &*t.node() {
+            Node::Op(op) => op.inputs(),
+            Node::Leaf => Vec::new(),
+            Node::Freed(name) => return Err(freed_error(name)),
+        };
+        stack.push((t, true));
+        for input in inputs {
+            if input.requires_grad() && !visited.contains(&input.id()) {
+                stack.push((input, false));
+            }
+        }
+    }
+    Ok(order)
+}

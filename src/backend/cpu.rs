@@ -1,0 +1,47 @@
+//! CPU threading policy.
+//!
+//! Kernels go parallel (on rayon's pool, sized by `RAYON_NUM_THREADS` or the
+//! core count) only above a size threshold, where the work per task pays for
+//! the scheduling; below it they run serially on the calling thread.
+//! GEMM calls inside rayon tasks are always single-threaded, so the two kinds
+//! of parallelism never nest.
+
+use rayon::prelude::*;
+
+/// Element count above which elementwise kernels and reductions go parallel.
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// Threads in the current rayon pool.
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Fills `out` by calling `f(start, chunk)` on consecutive chunks, in
+/// parallel when `out` holds at least [`PARALLEL_MIN_ELEMENTS`] elements.
+/// `start` is the index of the chunk's first element within `out`.
+pub fn fill_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    fill_chunks_weighted(out, 1, f)
+}
+
+/// Like [`fill_chunks`], for outputs whose elements each cost `work_per_item`
+/// elementary steps (e.g. a reduction over rows of that length).
+pub fn fill_chunks_weighted<T: Send>(
+    out: &mut [T],
+    work_per_item: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let n = out.len();
+    let work = n.saturating_mul(work_per_item.max(1));
+    let threads = num_threads();
+    if work < PARALLEL_MIN_ELEMENTS || threads == 1 || n < 2 {
+        f(0, out);
+        return;
+    }
+    // A few chunks per thread balance uneven progress; each chunk still
+    // carries at least PARALLEL_MIN_ELEMENTS / 4 units of work.
+    let min_items = (PARALLEL_MIN_ELEMENTS / 4).div_ceil(work_per_item.max(1));
+    let chunk = n.div_ceil(threads * 4).max(min_items).max(1);
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, c)| f(i * chunk, c));
+}

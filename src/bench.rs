@@ -1,0 +1,1 @@
+//! Kernel benchmarks (placeholder, filled below).

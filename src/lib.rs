@@ -1,0 +1,30 @@
+//! # ferrite
+//!
+//! A small, readable deep-learning engine in pure Rust: an n-dimensional
+//! [`Tensor`] with reverse-mode automatic differentiation, CPU kernels
+//! (GEMM through `matrixmultiply`, parallelism through `rayon`) and an
+//! optional CUDA backend (feature `cuda`).
+//!
+//! ```
+//! use ferrite::{Tensor, DType};
+//! let w = Tensor::from_vec(vec![0.5f32, -1.0], &[2]).unwrap().requires_grad_(true);
+//! let x = Tensor::from_vec(vec![3.0f32, 4.0], &[2]).unwrap();
+//! let loss = w.mul(&x).unwrap().sum_all().unwrap();
+//! let grads = loss.backward().unwrap();
+//! assert_eq!(grads.get(&w).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 4.0]);
+//! ```
+//!
+//! Layers: [`tensor`] (types, layouts, storage) → [`ops`] (kernels and
+//! backward rules, one folder per op family) → [`autograd`] (graph walk,
+//! gradient store, gradcheck); [`backend`] holds device infrastructure.
+
+pub mod autograd;
+pub mod backend;
+pub mod bench;
+pub mod error;
+pub mod ops;
+pub mod tensor;
+
+pub use autograd::{no_grad, GradStore};
+pub use error::{Error, Result};
+pub use tensor::{DType, Device, Tensor, TensorId};

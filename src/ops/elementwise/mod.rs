@@ -1,0 +1,498 @@
+//! Elementwise ops: unary math, broadcasting binary math, scalar forms,
+//! comparisons, `where`, casts and copies, with their backward rules.
+//!
+//! Binary ops follow NumPy broadcasting: shapes are aligned from the right
+//! and size-1 dimensions stretch. The backward of a broadcast operand sums
+//! the gradient back to the operand's shape ([`Tensor::sum_to_shape`]).
+
+pub mod cpu;
+
+use crate::autograd::GradFn;
+use crate::error::{Error, Result};
+use crate::tensor::{broadcast_shapes, DType, Tensor};
+
+/// A float-to-float elementwise function.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Abs,
+    Sign,
+    Relu,
+    /// 1 where x > 0, else 0 (the derivative of relu).
+    Step,
+    Sigmoid,
+    Tanh,
+    /// Exact GELU, `x Φ(x)` with the normal CDF Φ (PyTorch's default).
+    Gelu,
+    /// `Φ(x) + x φ(x)`, the derivative of exact GELU.
+    GeluDerivative,
+    /// `ln(1 + e^x)`, linear above 20 (PyTorch's default threshold).
+    Softplus,
+    Powf(f64),
+    Clamp(f64, f64),
+    /// 1 where lo ≤ x ≤ hi, else 0 (the derivative of clamp).
+    InRange(f64, f64),
+    /// `x * mul + add`: the scalar forms of add, sub, mul and div.
+    Affine(f64, f64),
+    /// x where finite, else 0.
+    FiniteOrZero,
+}
+
+impl UnaryOp {
+    /// The op's name in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Step => "step",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::GeluDerivative => "gelu_derivative",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Powf(_) => "powf",
+            UnaryOp::Clamp(..) => "clamp",
+            UnaryOp::InRange(..) => "in_range",
+            UnaryOp::Affine(..) => "affine",
+            UnaryOp::FiniteOrZero => "finite_or_zero",
+        }
+    }
+}
+
+/// A broadcasting float binary function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Maximum,
+    Minimum,
+}
+
+impl BinaryOp {
+    /// The op's name in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+        }
+    }
+}
+
+/// An elementwise comparison producing a `U8` mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+struct UnaryBackward {
+    op: UnaryOp,
+    input: Tensor,
+}
+
+impl GradFn for UnaryBackward {
+    fn name(&self) -> &'static str {
+        self.op.name()
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.input.clone()]
+    }
+    fn backward(&self, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &self.input;
+        let grad = match self.op {
+            UnaryOp::Neg => g.neg()?,
+            UnaryOp::Exp => g.mul(y)?,
+            UnaryOp::Log => g.div(x)?,
+            UnaryOp::Sqrt => g.div(y)?.mul_scalar(0.5)?,
+            // d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 y^3
+            UnaryOp::Rsqrt => g.mul(&y.powf(3.0)?)?.mul_scalar(-0.5)?,
+            UnaryOp::Abs => g.mul(&x.sign()?)?,
+            UnaryOp::Relu => g.mul(&x.unary(UnaryOp::Step)?)?,
+            UnaryOp::Sigmoid => g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?,
+            UnaryOp::Tanh => g.mul(&y.mul(y)?.affine(-1.0, 1.0)?)?,
+            UnaryOp::Gelu => g.mul(&x.unary(UnaryOp::GeluDerivative)?)?,
+            UnaryOp::Softplus => g.mul(&x.sigmoid()?)?,
+            UnaryOp::Powf(p) => g.mul(&x.powf(p - 1.0)?)?.mul_scalar(p)?,
+            UnaryOp::Clamp(lo, hi) => g.mul(&x.unary(UnaryOp::InRange(lo, hi))?)?,
+            UnaryOp::Affine(mul, _) => g.mul_scalar(mul)?,
+            UnaryOp::FiniteOrZero => {
+                g.mul(&x.unary(UnaryOp::FiniteOrZero)?.unary(UnaryOp::Step)?)?
+            }
+            // Piecewise constant: zero gradient almost everywhere.
+            UnaryOp::Sign | UnaryOp::Step | UnaryOp::InRange(..) | UnaryOp::GeluDerivative => {
+                g.zeros_like()?
+            }
+        };
+        Ok(vec![Some(grad)])
+    }
+}
+
+struct BinaryBackward {
+    op: BinaryOp,
+    lhs: Tensor,
+    rhs: Tensor,
+}
+
+impl GradFn for BinaryBackward {
+    fn name(&self) -> &'static str {
+        self.op.name()
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.lhs.clone(), self.rhs.clone()]
+    }
+    fn backward(&self, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (&self.lhs, &self.rhs);
+        let (ga, gb) = match self.op {
+            BinaryOp::Add => (g.clone(), g.clone()),
+            BinaryOp::Sub => (g.clone(), g.neg()?),
+            BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
+            BinaryOp::Div => (g.div(b)?, g.mul(y)?.div(b)?.neg()?),
+            BinaryOp::Pow => (
+                g.mul(b)?.mul(&a.pow(&b.affine(1.0, -1.0)?)?)?,
+                g.mul(y)?.mul(&a.log()?)?,
+            ),
+            // Ties split the gradient in half, as PyTorch does.
+            BinaryOp::Maximum | BinaryOp::Minimum => {
+                let wins = if self.op == BinaryOp::Maximum {
+                    a.gt(b)?
+                } else {
+                    a.lt(b)?
+                };
+                let share = wins
+                    .to_dtype(g.dtype())?
+                    .add(&a.eq(b)?.to_dtype(g.dtype())?.mul_scalar(0.5)?)?;
+                let ga = g.mul(&share)?;
+                let gb = g.sub(&ga)?;
+                (ga, gb)
+            }
+        };
+        Ok(vec![
+            Some(ga.sum_to_shape(a.shape())?),
+            Some(gb.sum_to_shape(b.shape())?),
+        ])
+    }
+}
+
+struct CastBackward {
+    input: Tensor,
+}
+
+impl GradFn for CastBackward {
+    fn name(&self) -> &'static str {
+        "to_dtype"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.input.clone()]
+    }
+    fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.to_dtype(self.input.dtype())?)])
+    }
+}
+
+struct WhereBackward {
+    cond: Tensor,
+    on_true: Tensor,
+    on_false: Tensor,
+}
+
+impl GradFn for WhereBackward {
+    fn name(&self) -> &'static str {
+        "where_cond"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![
+            self.cond.clone(),
+            self.on_true.clone(),
+            self.on_false.clone(),
+        ]
+    }
+    fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let zero = Tensor::zeros(&[], g.dtype())?;
+        let gt = self
+            .cond
+            .where_cond(g, &zero)?
+            .sum_to_shape(self.on_true.shape())?;
+        let gf = self
+            .cond
+            .where_cond(&zero, g)?
+            .sum_to_shape(self.on_false.shape())?;
+        Ok(vec![None, Some(gt), Some(gf)])
+    }
+}
+
+impl Tensor {
+    /// Applies a float unary op (public so that users can reach every
+    /// variant; the named methods below are the usual entry points).
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        self.check_float(op.name())?;
+        let s = cpu::unary(op, &self.storage(), self.layout())?;
+        let out = Tensor::from_storage(s, self.shape());
+        Ok(out.track(&[self], || {
+            Box::new(UnaryBackward {
+                op,
+                input: self.clone(),
+            })
+        }))
+    }
+
+    /// `-x`.
+    pub fn neg(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Neg)
+    }
+    /// `e^x`.
+    pub fn exp(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Exp)
+    }
+    /// Natural logarithm.
+    pub fn log(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Log)
+    }
+    /// Square root.
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// `1 / sqrt(x)`.
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Rsqrt)
+    }
+    /// `|x|` (gradient `sign(x)`, 0 at 0).
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Abs)
+    }
+    /// -1, 0 or 1 (zero gradient).
+    pub fn sign(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sign)
+    }
+    /// `max(x, 0)` (gradient 0 at 0).
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Relu)
+    }
+    /// `1 / (1 + e^-x)`, computed without overflow for large |x|.
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sigmoid)
+    }
+    /// Hyperbolic tangent.
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Tanh)
+    }
+    /// Exact GELU, `x Φ(x)`.
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Gelu)
+    }
+    /// `ln(1 + e^x)`, linear for x > 20.
+    pub fn softplus(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Softplus)
+    }
+    /// `x^p` for a scalar exponent.
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Powf(p))
+    }
+    /// `x²`.
+    pub fn square(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Powf(2.0))
+    }
+    /// Limits values to `[min, max]` (pass ±infinity for one-sided clamps).
+    pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
+        if min > max || min.is_nan() || max.is_nan() {
+            return Err(Error::invalid("clamp", format!("min {min} > max {max}")));
+        }
+        self.unary(UnaryOp::Clamp(min, max))
+    }
+    /// `x * mul + add` in one pass.
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Affine(mul, add))
+    }
+    /// `x + s`.
+    pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0, s)
+    }
+    /// `x - s`.
+    pub fn sub_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0, -s)
+    }
+    /// `x * s`.
+    pub fn mul_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(s, 0.0)
+    }
+    /// `x / s`.
+    pub fn div_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0 / s, 0.0)
+    }
+
+    /// Applies a broadcasting float binary op.
+    pub fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
+        self.check_same(op.name(), rhs)?;
+        self.check_float(op.name())?;
+        let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
+        let la = self.layout().broadcast_to(&shape);
+        let lb = rhs.layout().broadcast_to(&shape);
+        let s = if self.same_storage(rhs) {
+            let st = self.storage();
+            cpu::binary(op, &st, &la, &st, &lb)?
+        } else {
+            cpu::binary(op, &self.storage(), &la, &rhs.storage(), &lb)?
+        };
+        let out = Tensor::from_storage(s, &shape);
+        Ok(out.track(&[self, rhs], || {
+            Box::new(BinaryBackward {
+                op,
+                lhs: self.clone(),
+                rhs: rhs.clone(),
+            })
+        }))
+    }
+
+    /// `self + rhs` with broadcasting.
+    pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Add, rhs)
+    }
+    /// `self - rhs` with broadcasting.
+    pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Sub, rhs)
+    }
+    /// `self * rhs` with broadcasting.
+    pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Mul, rhs)
+    }
+    /// `self / rhs` with broadcasting.
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Div, rhs)
+    }
+    /// `self ^ rhs` with broadcasting.
+    pub fn pow(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Pow, rhs)
+    }
+    /// Elementwise maximum (ties share the gradient equally).
+    pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Maximum, rhs)
+    }
+    /// Elementwise minimum (ties share the gradient equally).
+    pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Minimum, rhs)
+    }
+
+    /// Elementwise comparison with broadcasting (any dtype); a `U8` mask.
+    pub fn compare(&self, op: CmpOp, rhs: &Tensor) -> Result<Tensor> {
+        self.check_same("compare", rhs)?;
+        let shape = broadcast_shapes("compare", self.shape(), rhs.shape())?;
+        let la = self.layout().broadcast_to(&shape);
+        let lb = rhs.layout().broadcast_to(&shape);
+        let mask = if self.same_storage(rhs) {
+            let st = self.storage();
+            cpu::compare(op, &st, &la, &st, &lb)
+        } else {
+            cpu::compare(op, &self.storage(), &la, &rhs.storage(), &lb)
+        };
+        Tensor::from_vec(mask, &shape)
+    }
+    /// `self == rhs` as a `U8` mask.
+    pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.compare(CmpOp::Eq, rhs)
+    }
+    /// `self != rhs` as a `U8` mask.
+    pub fn ne(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.compare(CmpOp::Ne, rhs)
+    }
+    /// `self < rhs` as a `U8` mask.
+    pub fn lt(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.compare(CmpOp::Lt, rhs)
+    }
+    /// `self <= rhs` as a `U8` mask.
+    pub fn le(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.compare(CmpOp::Le, rhs)
+    }
+    /// `self > rhs` as a `U8` mask.
+    pub fn gt(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.compare(CmpOp::Gt, rhs)
+    }
+    /// `self >= rhs` as a `U8` mask.
+    pub fn ge(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.compare(CmpOp::Ge, rhs)
+    }
+    /// Compares with a scalar (converted to this tensor's dtype).
+    pub fn compare_scalar(&self, op: CmpOp, s: f64) -> Result<Tensor> {
+        self.compare(op, &Tensor::full(&[], s, self.dtype())?)
+    }
+
+    /// `self ? on_true : on_false` elementwise, where `self` is a mask (any
+    /// dtype, nonzero = true); all three broadcast together.
+    pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        on_true.check_same("where_cond", on_false)?;
+        let shape = broadcast_shapes("where_cond", on_true.shape(), on_false.shape())?;
+        let shape = broadcast_shapes("where_cond", self.shape(), &shape)?;
+        let (lc, la, lb) = (
+            self.layout().broadcast_to(&shape),
+            on_true.layout().broadcast_to(&shape),
+            on_false.layout().broadcast_to(&shape),
+        );
+        let s = {
+            let (c, a) = (self.storage(), on_true.storage());
+            if on_true.same_storage(on_false) {
+                cpu::where_cond(&c, &lc, &a, &la, &a, &lb)
+            } else {
+                cpu::where_cond(&c, &lc, &a, &la, &on_false.storage(), &lb)
+            }
+        };
+        let out = Tensor::from_storage(s, &shape);
+        Ok(out.track(&[on_true, on_false], || {
+            Box::new(WhereBackward {
+                cond: self.detach(),
+                on_true: on_true.clone(),
+                on_false: on_false.clone(),
+            })
+        }))
+    }
+
+    /// Replaces elements where `mask` is nonzero by `value` (mask broadcasts).
+    pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
+        let fill = Tensor::full(&[], value, self.dtype())?;
+        let out = mask.where_cond(&fill, self)?;
+        if out.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "masked_fill",
+                lhs: self.shape().to_vec(),
+                rhs: mask.shape().to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Converts to `dtype` (differentiable between float dtypes).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let s = cpu::cast(&self.storage(), self.layout(), dtype);
+        let out = Tensor::from_storage(s, self.shape());
+        if !dtype.is_float() {
+            return Ok(out);
+        }
+        Ok(out.track(&[self], || {
+            Box::new(CastBackward {
+                input: self.clone(),
+            })
+        }))
+    }
+}

@@ -1,0 +1,60 @@
+//! In-place updates, for optimizers and other code that owns parameters.
+//!
+//! These ops are not recorded in the graph. To keep backward honest they
+//! refuse to run while grad mode is on for a tensor that requires a
+//! gradient: update parameters inside [`no_grad`](crate::no_grad), after
+//! backward, as `torch.no_grad()` requires in PyTorch.
+
+use crate::autograd::is_grad_enabled;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+impl Tensor {
+    fn check_writable(&self, op: &'static str, src: &Tensor) -> Result<()> {
+        if is_grad_enabled() && self.requires_grad() {
+            return Err(Error::Autograd(format!(
+                "{op}: in-place update of a tensor that requires a gradient; run it inside no_grad"
+            )));
+        }
+        if !self.is_contiguous() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "destination must be contiguous, got strides {:?}",
+                    self.strides()
+                ),
+            ));
+        }
+        if src.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().to_vec(),
+                rhs: src.shape().to_vec(),
+            });
+        }
+        self.check_same(op, src)
+    }
+
+    /// Overwrites this tensor's elements with those of `src` (same shape and
+    /// dtype). Every handle sharing the storage sees the new values.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        self.check_writable("assign", src)?;
+        // Read first (src may share our storage), then write.
+        let values = crate::ops::elementwise::cpu::copy(&src.storage(), src.layout());
+        let off = self.layout().offset();
+        let n = self.numel();
+        let mut dst = self.storage_mut();
+        crate::tensor::with_storage!(&mut *dst, |d: T| {
+            let s = <T as crate::tensor::StorageElement>::slice(&values).expect("dtype checked");
+            d[off..off + n].copy_from_slice(s);
+        });
+        Ok(())
+    }
+
+    /// `self += alpha * other`, in place (float dtypes).
+    pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> Result<()> {
+        self.check_writable("add_scaled_", other)?;
+        let updated = crate::no_grad(|| self.add(&other.mul_scalar(alpha)?))?;
+        self.assign(&updated)
+    }
+}

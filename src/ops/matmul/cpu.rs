@@ -1,0 +1,237 @@
+//! CPU GEMM: `matrixmultiply`'s packed, cache-blocked sgemm/dgemm kernels
+//! called on strided operands, so transposed views need no copy.
+//!
+//! Parallelism comes from rayon only, never from matrixmultiply's own
+//! threading: a batch of products runs one product per task; a single large
+//! product is split into row (or column) panels of the output, one task
+//! per panel. Small products run serially on the calling thread.
+
+use crate::backend::cpu::num_threads;
+use crate::error::{Error, Result};
+use crate::ops::elementwise::cpu::map1;
+use crate::tensor::{CpuStorage, Layout};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// Products below this many multiply-adds run serially.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// The operands of a (batched) product, already broadcast: `a` is
+/// `[batch.., m, k]`, `b` is `[batch.., k, n]` with the same batch shape.
+pub struct GemmArgs<'a> {
+    pub a: &'a Layout,
+    pub b: &'a Layout,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// An element type matrixmultiply multiplies natively.
+trait Gemm: Copy + Send + Sync + Default {
+    /// `c[m×n] = a[m×k] · b[k×n]` with arbitrary element strides for a and b
+    /// and a row-major c with row stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        ldc: isize,
+    );
+}
+
+impl Gemm for f32 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        c: *mut f32,
+        ldc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, ldc, 1);
+    }
+}
+
+impl Gemm for f64 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        c: *mut f64,
+        ldc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, ldc, 1);
+    }
+}
+
+/// Storage offsets of the first element of each batch matrix.
+fn batch_offsets(l: &Layout) -> Vec<usize> {
+    let nb = l.ndim() - 2;
+    let batch_shape = &l.shape()[..nb];
+    let count: usize = batch_shape.iter().product();
+    let mut out = Vec::with_capacity(count);
+    let mut idx = vec![0usize; nb];
+    for _ in 0..count {
+        out.push(
+            l.offset()
+                + idx
+                    .iter()
+                    .zip(l.strides())
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>(),
+        );
+        for d in (0..nb).rev() {
+            idx[d] += 1;
+            if idx[d] < batch_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Vec<T> {
+    let GemmArgs { m, k, n, .. } = *args;
+    let (la, lb) = (args.a, args.b);
+    let nd = la.ndim();
+    let (rsa, csa) = (la.strides()[nd - 2] as isize, la.strides()[nd - 1] as isize);
+    let (rsb, csb) = (lb.strides()[nd - 2] as isize, lb.strides()[nd - 1] as isize);
+    let offs_a = batch_offsets(la);
+    let offs_b = batch_offsets(lb);
+    let batch = offs_a.len();
+    let mut out = vec![T::default(); batch * m * n];
+    if m * n == 0 {
+        return out;
+    }
+    if k == 0 {
+        return out; // empty sum: zeros
+    }
+    let (pa, pb) = (a.as_ptr() as usize, b.as_ptr() as usize);
+    // Safety (all calls below): offsets and strides come from layouts that
+    // lie inside their storage, and every task writes a disjoint panel of `out`.
+    let product = |bi: usize,
+                   rows: std::ops::Range<usize>,
+                   cols: std::ops::Range<usize>,
+                   c: &mut [T],
+                   ldc: usize| unsafe {
+        let a0 = (pa as *const T).add(offs_a[bi] + rows.start * rsa as usize);
+        let b0 = (pb as *const T).add(offs_b[bi] + cols.start * csb as usize);
+        T::gemm(
+            rows.len(),
+            k,
+            cols.len(),
+            a0,
+            rsa,
+            csa,
+            b0,
+            rsb,
+            csb,
+            c.as_mut_ptr(),
+            ldc as isize,
+        );
+    };
+    let macs = batch * m * n * k;
+    let threads = num_threads();
+    if macs < PARALLEL_MIN_MACS || threads == 1 {
+        for (bi, c) in out.chunks_mut(m * n).enumerate() {
+            product(bi, 0..m, 0..n, c, n);
+        }
+    } else if batch >= threads {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, c)| product(bi, 0..m, 0..n, c, n));
+    } else if m >= n || m >= 2 * threads {
+        // Row panels: each task computes `rows × n` of the output.
+        let panel = m.div_ceil(threads);
+        for (bi, c) in out.chunks_mut(m * n).enumerate() {
+            c.par_chunks_mut(panel * n).enumerate().for_each(|(p, cp)| {
+                let r0 = p * panel;
+                product(bi, r0..r0 + cp.len() / n, 0..n, cp, n);
+            });
+        }
+    } else {
+        // Column panels for wide, short outputs: compute each `m × cols`
+        // panel into its own buffer, then scatter it into place.
+        let panel = n.div_ceil(threads);
+        for (bi, c) in out.chunks_mut(m * n).enumerate() {
+            let panels: Vec<(usize, Vec<T>)> = (0..n.div_ceil(panel))
+                .into_par_iter()
+                .map(|p| {
+                    let cols = p * panel..((p + 1) * panel).min(n);
+                    let mut buf = vec![T::default(); m * cols.len()];
+                    let w = cols.len();
+                    product(bi, 0..m, cols.clone(), &mut buf, w);
+                    (cols.start, buf)
+                })
+                .collect();
+            for (c0, buf) in panels {
+                let w = buf.len() / m;
+                for r in 0..m {
+                    c[r * n + c0..r * n + c0 + w].copy_from_slice(&buf[r * w..(r + 1) * w]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Batched matrix product of two float views; returns a contiguous
+/// `[batch.., m, n]` buffer. Half types are multiplied in f32.
+pub fn matmul(a: &CpuStorage, b: &CpuStorage, args: &GemmArgs) -> Result<CpuStorage> {
+    let widen = |s: &CpuStorage, l: &Layout| -> Vec<f32> {
+        match s {
+            CpuStorage::BF16(v) => map1(v, l, |x: bf16| x.to_f32()),
+            CpuStorage::F16(v) => map1(v, l, |x: f16| x.to_f32()),
+            _ => unreachable!(),
+        }
+    };
+    match (a, b) {
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => Ok(CpuStorage::F32(gemm_typed(x, y, args))),
+        (CpuStorage::F64(x), CpuStorage::F64(y)) => Ok(CpuStorage::F64(gemm_typed(x, y, args))),
+        (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
+            let (wa, wb) = (widen(a, args.a), widen(b, args.b));
+            let (la, lb) = (
+                Layout::contiguous(args.a.shape()),
+                Layout::contiguous(args.b.shape()),
+            );
+            let r = gemm_typed(
+                &wa,
+                &wb,
+                &GemmArgs {
+                    a: &la,
+                    b: &lb,
+                    ..*args
+                },
+            );
+            Ok(match a {
+                CpuStorage::BF16(_) => {
+                    CpuStorage::BF16(r.into_iter().map(bf16::from_f32).collect())
+                }
+                _ => CpuStorage::F16(r.into_iter().map(f16::from_f32).collect()),
+            })
+        }
+        _ => Err(Error::UnsupportedDType {
+            op: "matmul",
+            dtype: a.dtype(),
+        }),
+    }
+}

@@ -1,0 +1,16 @@
+//! Tensor operations, one folder per op family.
+//!
+//! Each family's `mod.rs` holds the `Tensor` methods (shape rules, dtype
+//! checks, op recording) and the backward rules; its `cpu.rs` holds the CPU
+//! kernels, which work on raw buffers and layouts and know nothing of
+//! autodiff. See `docs/OPS.md` for the checklist of ops and their tests.
+
+pub mod elementwise;
+pub mod index;
+pub mod inplace;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
+pub mod view;
+
+pub use elementwise::{BinaryOp, CmpOp, UnaryOp};

@@ -1,0 +1,78 @@
+//! `softmax` and `log_softmax` along one dimension, with closed-form
+//! backward rules:
+//! softmax `dx = y ⊙ (g − Σ g ⊙ y)`; log-softmax `dx = g − eʸ ⊙ Σ g`,
+//! the sums taken along the softmax dimension.
+
+pub mod cpu;
+
+use crate::autograd::GradFn;
+use crate::error::Result;
+use crate::tensor::{normalize_dim, Layout, Tensor};
+
+struct SoftmaxBackward {
+    input: Tensor,
+    dim: isize,
+    log: bool,
+}
+
+impl GradFn for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        if self.log {
+            "log_softmax"
+        } else {
+            "softmax"
+        }
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.input.clone()]
+    }
+    fn backward(&self, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let d = [self.dim];
+        let grad = if self.log {
+            g.sub(&y.exp()?.mul(&g.sum(&d, true)?)?)?
+        } else {
+            y.mul(&g.sub(&g.mul(y)?.sum(&d, true)?)?)?
+        };
+        Ok(vec![Some(grad)])
+    }
+}
+
+impl Tensor {
+    fn softmax_impl(&self, dim: isize, log: bool) -> Result<Tensor> {
+        let name = if log { "log_softmax" } else { "softmax" };
+        self.check_float(name)?;
+        let d = normalize_dim(name, dim, self.ndim().max(1))?;
+        if self.ndim() == 0 {
+            return self.reshape(&[1])?.softmax_impl(0, log)?.reshape(&[]);
+        }
+        // Move `dim` last, run the row kernel, and view the result back.
+        let last = self.ndim() - 1;
+        let mut order: Vec<usize> = (0..self.ndim()).collect();
+        order.swap(d, last);
+        let moved = self.layout().permute(&order);
+        let s = cpu::softmax_last_dim(&self.storage(), &moved, log)?;
+        let computed = Tensor::from_storage(s, moved.shape());
+        let out = if d == last {
+            computed
+        } else {
+            computed.view_with(Layout::contiguous(moved.shape()).permute(&order))
+        };
+        Ok(out.track(&[self], || {
+            Box::new(SoftmaxBackward {
+                input: self.clone(),
+                dim: d as isize,
+                log,
+            })
+        }))
+    }
+
+    /// `exp(x) / Σ exp(x)` along `dim`, computed stably.
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_impl(dim, false)
+    }
+
+    /// `x − log Σ exp(x)` along `dim`, computed stably.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_impl(dim, true)
+    }
+}

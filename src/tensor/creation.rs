@@ -1,0 +1,171 @@
+//! Constructors: from data, constant fills, ranges and seeded random draws.
+//!
+//! Random constructors take the generator explicitly (any `rand::Rng`, e.g.
+//! `rand::rngs::StdRng::seed_from_u64(0)`), so runs are reproducible and no
+//! hidden global state is involved.
+
+use super::{CpuStorage, DType, StorageElement, Tensor};
+use crate::error::{Error, Result};
+use rand::Rng;
+
+fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if len != n {
+        return Err(Error::bad_shape(
+            op,
+            format!("{len} values cannot fill shape {shape:?} ({n} elements)"),
+        ));
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// A tensor owning `data` (row-major) with the given shape.
+    pub fn from_vec<T: StorageElement>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        check_len("from_vec", data.len(), shape)?;
+        Ok(Tensor::from_storage(T::into_storage(data), shape))
+    }
+
+    /// A tensor holding a copy of `data` (row-major) with the given shape.
+    pub fn from_slice<T: StorageElement>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+
+    /// A 0-dimensional tensor holding `value`.
+    pub fn scalar<T: StorageElement>(value: T) -> Tensor {
+        Tensor::from_storage(T::into_storage(vec![value]), &[])
+    }
+
+    /// A tensor of `shape` filled with `value` converted to `dtype`.
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
+        let n = shape.iter().product();
+        Ok(Tensor::from_storage(
+            CpuStorage::full(dtype, n, value),
+            shape,
+        ))
+    }
+
+    /// Zeros of `shape` and `dtype`.
+    pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::full(shape, 0.0, dtype)
+    }
+
+    /// Ones of `shape` and `dtype`.
+    pub fn ones(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dtype)
+    }
+
+    /// Zeros with this tensor's shape and dtype.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros(self.shape(), self.dtype())
+    }
+
+    /// Ones with this tensor's shape and dtype.
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Tensor::ones(self.shape(), self.dtype())
+    }
+
+    /// `value` with this tensor's shape and dtype.
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
+        Tensor::full(self.shape(), value, self.dtype())
+    }
+
+    /// `start, start + step, ...` up to (excluding) `end`, as a 1-D tensor.
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::invalid(
+                "arange",
+                format!("invalid range {start}..{end} step {step}"),
+            ));
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| start + i as f64 * step));
+        Ok(Tensor::from_storage(s, &[n]))
+    }
+
+    /// The `n × n` identity matrix.
+    pub fn eye(n: usize, dtype: DType) -> Result<Tensor> {
+        let s = CpuStorage::from_f64_iter(
+            dtype,
+            (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }),
+        );
+        Ok(Tensor::from_storage(s, &[n, n]))
+    }
+
+    /// Uniform samples in `[low, high)` drawn from `rng`.
+    pub fn rand<R: Rng + ?Sized>(
+        shape: &[usize],
+        low: f64,
+        high: f64,
+        dtype: DType,
+        rng: &mut R,
+    ) -> Result<Tensor> {
+        check_float_dtype("rand", dtype)?;
+        if !(low < high) {
+            return Err(Error::invalid(
+                "rand",
+                format!("empty range [{low}, {high})"),
+            ));
+        }
+        let n: usize = shape.iter().product();
+        let s = CpuStorage::from_f64_iter(
+            dtype,
+            (0..n).map(|_| low + (high - low) * rng.random::<f64>()),
+        );
+        Ok(Tensor::from_storage(s, shape))
+    }
+
+    /// Normal samples with the given mean and standard deviation, drawn from
+    /// `rng` with the Box–Muller transform.
+    pub fn randn<R: Rng + ?Sized>(
+        shape: &[usize],
+        mean: f64,
+        std: f64,
+        dtype: DType,
+        rng: &mut R,
+    ) -> Result<Tensor> {
+        check_float_dtype("randn", dtype)?;
+        let n: usize = shape.iter().product();
+        let mut values = Vec::with_capacity(n + 1);
+        while values.len() < n {
+            // 1 - u lies in (0, 1], so its log is finite.
+            let u1 = 1.0 - rng.random::<f64>();
+            let u2 = rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt();
+            let theta = 2.0 * std::f64::consts::PI * u2;
+            values.push(mean + std * r * theta.cos());
+            values.push(mean + std * r * theta.sin());
+        }
+        values.truncate(n);
+        Ok(Tensor::from_storage(
+            CpuStorage::from_f64_iter(dtype, values.into_iter()),
+            shape,
+        ))
+    }
+
+    /// Samples 0/1 with probability given by each element of `self` (a float
+    /// tensor of probabilities in [0, 1]); same shape and dtype as `self`.
+    pub fn bernoulli<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Tensor> {
+        self.check_float("bernoulli")?;
+        let p = self.to_f64_vec()?;
+        if let Some(bad) = p.iter().find(|p| !(0.0..=1.0).contains(*p)) {
+            return Err(Error::invalid(
+                "bernoulli",
+                format!("probability {bad} outside [0, 1]"),
+            ));
+        }
+        let s = CpuStorage::from_f64_iter(
+            self.dtype(),
+            p.iter()
+                .map(|&p| if rng.random::<f64>() < p { 1.0 } else { 0.0 }),
+        );
+        Ok(Tensor::from_storage(s, self.shape()))
+    }
+}
+
+fn check_float_dtype(op: &'static str, dtype: DType) -> Result<()> {
+    if !dtype.is_float() {
+        return Err(Error::UnsupportedDType { op, dtype });
+    }
+    Ok(())
+}

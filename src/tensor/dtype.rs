@@ -1,0 +1,175 @@
+//! Element types and the Rust types that store them.
+
+use half::{bf16, f16};
+
+/// The element type of a tensor.
+///
+/// `F32` is the default and is supported by every op. `F64` serves reference
+/// math and gradient checks. `BF16`/`F16` are storage formats: math on them is
+/// carried out in f32 and rounded back. `I64` holds class indices and argmax
+/// results; `U8` holds boolean masks (0 or 1) produced by comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+    BF16,
+    F16,
+    I64,
+    U8,
+}
+
+impl DType {
+    /// Size of one element in bytes.
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 | DType::I64 => 8,
+            DType::BF16 | DType::F16 => 2,
+            DType::U8 => 1,
+        }
+    }
+
+    /// True for the floating-point dtypes (the ones that can carry gradients).
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::BF16 | DType::F16)
+    }
+
+    /// Lower-case name as used in file formats and messages (`"f32"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
+            DType::I64 => "i64",
+            DType::U8 => "u8",
+        }
+    }
+}
+
+/// A Rust type that can be stored in a tensor.
+///
+/// Conversions go through `f64`, which represents every value of every
+/// supported type exactly except `i64` beyond 2^53.
+pub trait WithDType: Copy + Default + Send + Sync + 'static + std::fmt::Debug {
+    /// The dtype tag of this Rust type.
+    const DTYPE: DType;
+    /// Converts from f64 (rounding to nearest for narrower types).
+    fn from_f64(v: f64) -> Self;
+    /// Converts to f64.
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! with_dtype {
+    ($t:ty, $d:ident, |$a:ident| $from:expr, |$b:ident| $to:expr) => {
+        impl WithDType for $t {
+            const DTYPE: DType = DType::$d;
+            #[inline]
+            fn from_f64($a: f64) -> Self {
+                $from
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                let $b = self;
+                $to
+            }
+        }
+    };
+}
+
+with_dtype!(f32, F32, |v| v as f32, |v| v as f64);
+with_dtype!(f64, F64, |v| v, |v| v);
+with_dtype!(bf16, BF16, |v| bf16::from_f64(v), |v| v.to_f64());
+with_dtype!(f16, F16, |v| f16::from_f64(v), |v| v.to_f64());
+with_dtype!(i64, I64, |v| v as i64, |v| v as f64);
+with_dtype!(u8, U8, |v| v as u8, |v| v as f64);
+
+/// Floating-point element types on which CPU math kernels run natively.
+///
+/// Half types are computed in f32 (see [`DType`]), so only f32 and f64
+/// implement this trait.
+pub trait Float:
+    WithDType
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+    + std::iter::Sum
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INFINITY: Self;
+    const INFINITY: Self;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn abs(self) -> Self;
+    fn tanh(self) -> Self;
+    fn erf(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn powf(self, p: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+    fn is_nan(self) -> bool;
+}
+
+macro_rules! float_impl {
+    ($t:ty, $erf:path) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            const INFINITY: Self = <$t>::INFINITY;
+            #[inline]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            #[inline]
+            fn powf(self, p: Self) -> Self {
+                <$t>::powf(self, p)
+            }
+            #[inline]
+            fn max(self, o: Self) -> Self {
+                <$t>::max(self, o)
+            }
+            #[inline]
+            fn min(self, o: Self) -> Self {
+                <$t>::min(self, o)
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+        }
+    };
+}
+
+float_impl!(f32, libm::erff);
+float_impl!(f64, libm::erf);

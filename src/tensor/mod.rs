@@ -1,0 +1,327 @@
+//! The [`Tensor`] handle: storage + layout + dtype + device + autodiff node.
+//!
+//! A `Tensor` is a cheap `Clone` (an `Arc`). Views share the storage of the
+//! tensor they come from; ops produce new tensors and, when an input requires
+//! a gradient, record a [`GradFn`](crate::autograd::GradFn) node that
+//! `backward` later walks.
+
+mod creation;
+mod device;
+mod display;
+mod dtype;
+mod layout;
+mod storage;
+
+pub use device::Device;
+pub use dtype::{DType, Float, WithDType};
+pub use layout::{broadcast_shapes, contiguous_strides, Layout};
+pub(crate) use layout::{collapse_dims, normalize_dim, normalize_dims, walk_runs};
+pub(crate) use storage::with_storage;
+pub use storage::{CpuStorage, StorageElement};
+
+use crate::autograd::{self, GradFn, Node};
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A unique identity for a tensor handle (views and results get fresh ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// An n-dimensional array that can take part in reverse-mode autodiff.
+#[derive(Clone)]
+pub struct Tensor(Arc<TensorInner>);
+
+pub(crate) struct TensorInner {
+    id: TensorId,
+    storage: Arc<RwLock<CpuStorage>>,
+    layout: Layout,
+    dtype: DType,
+    device: Device,
+    requires_grad: bool,
+    node: Mutex<Node>,
+}
+
+impl Tensor {
+    // ----- construction (crate-internal) -------------------------------
+
+    /// A fresh contiguous tensor owning `storage`, with no gradient tracking.
+    pub(crate) fn from_storage(storage: CpuStorage, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(storage.len(), shape.iter().product::<usize>());
+        let dtype = storage.dtype();
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::fresh(),
+            storage: Arc::new(RwLock::new(storage)),
+            layout: Layout::contiguous(shape),
+            dtype,
+            device: Device::Cpu,
+            requires_grad: false,
+            node: Mutex::new(Node::Leaf),
+        }))
+    }
+
+    /// A new handle viewing this tensor's storage through `layout`
+    /// (no gradient tracking: callers record the view op themselves).
+    pub(crate) fn view_with(&self, layout: Layout) -> Tensor {
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::fresh(),
+            storage: self.0.storage.clone(),
+            layout,
+            dtype: self.0.dtype,
+            device: self.0.device,
+            requires_grad: false,
+            node: Mutex::new(Node::Leaf),
+        }))
+    }
+
+    /// Records `make_op()` as the node that produced `self` when gradients
+    /// are enabled and any of `inputs` requires one; otherwise returns `self`
+    /// untouched and never builds the op (inference pays nothing).
+    pub(crate) fn track(
+        self,
+        inputs: &[&Tensor],
+        make_op: impl FnOnce() -> Box<dyn GradFn>,
+    ) -> Tensor {
+        if !autograd::is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+            return self;
+        }
+        Tensor(Arc::new(TensorInner {
+            id: self.0.id,
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            dtype: self.0.dtype,
+            device: self.0.device,
+            requires_grad: true,
+            node: Mutex::new(Node::Op(make_op())),
+        }))
+    }
+
+    /// Builds the result of a user-defined op: `out` (computed by the caller,
+    /// typically under no-grad) becomes the output of `op`, whose inputs are
+    /// `op.inputs()`. This is how new differentiable ops are added from
+    /// outside the crate; check them with [`gradcheck`](crate::autograd::gradcheck).
+    pub fn from_op(out: Tensor, op: Box<dyn GradFn>) -> Tensor {
+        let inputs = op.inputs();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        out.detach().track(&refs, || op)
+    }
+
+    // ----- accessors ---------------------------------------------------
+
+    /// This handle's unique id (the key of its gradient in a `GradStore`).
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+
+    /// The extent of each dimension.
+    pub fn shape(&self) -> &[usize] {
+        self.0.layout.shape()
+    }
+
+    /// Alias of [`shape`](Self::shape).
+    pub fn dims(&self) -> &[usize] {
+        self.shape()
+    }
+
+    /// Extent of dimension `dim` (negative counts from the end).
+    pub fn dim(&self, dim: isize) -> Result<usize> {
+        Ok(self.shape()[normalize_dim("dim", dim, self.ndim())?])
+    }
+
+    /// Number of dimensions (0 for a scalar).
+    pub fn ndim(&self) -> usize {
+        self.0.layout.ndim()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// Where the data lives.
+    pub fn device(&self) -> Device {
+        self.0.device
+    }
+
+    /// Shape, strides and offset into the storage.
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+
+    /// Strides in elements.
+    pub fn strides(&self) -> &[usize] {
+        self.0.layout.strides()
+    }
+
+    /// True when the elements are row-major without gaps.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+
+    /// True when gradients flow to (leaf) or through (op result) this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// True when this tensor was not produced by a recorded op.
+    pub fn is_leaf(&self) -> bool {
+        matches!(
+            *self.0.node.lock().unwrap_or_else(|e| e.into_inner()),
+            Node::Leaf
+        )
+    }
+
+    /// True when both handles view the same storage buffer.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    pub(crate) fn node(&self) -> std::sync::MutexGuard<'_, Node> {
+        self.0.node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Read access to the underlying storage (whole buffer, see `layout`).
+    pub fn storage(&self) -> RwLockReadGuard<'_, CpuStorage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, CpuStorage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ----- autodiff handles --------------------------------------------
+
+    /// A leaf handle on the same data with gradient tracking switched on or
+    /// off. Parameters are made this way: `Tensor::randn(..)?.requires_grad_(true)`.
+    pub fn requires_grad_(&self, requires_grad: bool) -> Tensor {
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::fresh(),
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            dtype: self.0.dtype,
+            device: self.0.device,
+            requires_grad,
+            node: Mutex::new(Node::Leaf),
+        }))
+    }
+
+    /// A handle on the same data that is cut off from the graph.
+    pub fn detach(&self) -> Tensor {
+        self.view_with(self.0.layout.clone())
+    }
+
+    // ----- checks shared by ops ----------------------------------------
+
+    /// Errors unless `self` and `other` have the same dtype and device.
+    pub(crate) fn check_same(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.dtype() != other.dtype() {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: self.dtype(),
+                rhs: other.dtype(),
+            });
+        }
+        if self.device() != other.device() {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: self.device(),
+                rhs: other.device(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Errors unless the dtype is floating point.
+    pub(crate) fn check_float(&self, op: &'static str) -> Result<()> {
+        if !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: self.dtype(),
+            });
+        }
+        Ok(())
+    }
+
+    // ----- moving data out ---------------------------------------------
+
+    /// The elements in row-major order as a `Vec<T>`; `T` must match the dtype.
+    pub fn to_vec<T: StorageElement>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
+        }
+        let c = self.contiguous()?;
+        let s = c.storage();
+        let span = c.layout().offset()..c.layout().offset() + c.numel();
+        Ok(T::slice(&s).expect("dtype checked")[span].to_vec())
+    }
+
+    /// A 2-D tensor as rows.
+    pub fn to_vec2<T: StorageElement>(&self) -> Result<Vec<Vec<T>>> {
+        if self.ndim() != 2 {
+            return Err(Error::bad_shape(
+                "to_vec2",
+                format!("expected a 2-D tensor, got shape {:?}", self.shape()),
+            ));
+        }
+        let flat = self.to_vec::<T>()?;
+        let cols = self.shape()[1].max(1);
+        Ok(flat.chunks(cols).map(|c| c.to_vec()).collect())
+    }
+
+    /// The single element of a one-element tensor.
+    pub fn to_scalar<T: StorageElement>(&self) -> Result<T> {
+        if self.numel() != 1 {
+            return Err(Error::bad_shape(
+                "to_scalar",
+                format!("expected one element, got shape {:?}", self.shape()),
+            ));
+        }
+        Ok(self.to_vec::<T>()?[0])
+    }
+
+    /// All elements converted to f64, row-major (any dtype).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        self.to_dtype(DType::F64)?.to_vec::<f64>()
+    }
+
+    /// Moves the tensor to `device` (a no-op when already there).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        Err(Error::DeviceUnavailable {
+            device,
+            msg: "CUDA tensors are not implemented yet; tensors live on the CPU".into(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor[id={:?}, shape={:?}, dtype={:?}, device={:?}, requires_grad={}]",
+            self.id().0,
+            self.shape(),
+            self.dtype(),
+            self.device(),
+            self.requires_grad()
+        )
+    }
+}
