@@ -1,1 +1,271 @@
-//! Kernel benchmarks (placeholder, filled below).
+//! Kernel benchmarks, shared by `ferrite bench` and `cargo bench`.
+//!
+//! Each benchmark times one tensor op end to end (allocation of the result
+//! included, as a user would see it), takes the median of repeated runs and
+//! reports GFLOP/s for compute-bound kernels or GB/s for memory-bound ones,
+//! next to the machine's peak: the FMA peak is measured by a register-only
+//! FMA loop on every thread (or given by the user), the memory bandwidth
+//! by a STREAM-style triad.
+
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+/// What to run and how long to spend on it.
+#[derive(Clone, Debug, Default)]
+pub struct BenchConfig {
+    /// Smaller sizes and fewer repeats, for a quick look.
+    pub quick: bool,
+    /// Only run benchmarks whose name contains this string.
+    pub filter: Option<String>,
+    /// Use this FMA peak (GFLOP/s) instead of measuring it.
+    pub peak_gflops: Option<f64>,
+}
+
+/// One row of the results table.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    pub kernel: String,
+    pub shape: String,
+    pub median: Duration,
+    /// Achieved rate: GFLOP/s or GB/s, see `unit`.
+    pub rate: f64,
+    pub unit: &'static str,
+    /// Rate as a percentage of the machine's peak for that unit.
+    pub percent_of_peak: f64,
+}
+
+/// The machine's reference peaks.
+#[derive(Clone, Copy, Debug)]
+pub struct Peaks {
+    /// f32 FMA throughput of all threads, GFLOP/s.
+    pub gflops: f64,
+    /// Whether `gflops` was measured (false: given by the user).
+    pub gflops_measured: bool,
+    /// STREAM triad bandwidth, GB/s.
+    pub triad_gbs: f64,
+}
+
+/// Median wall time of `f` over repeated runs after one warm-up run: at
+/// least 3 runs and about `budget` of total time, at most 50 runs.
+pub fn time_median(budget: Duration, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 3 || (start.elapsed() < budget && times.len() < 50) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// f32 FMA peak of the rayon pool in GFLOP/s, from a loop of independent
+/// 256-bit FMAs that never touches memory (AVX2+FMA machines); `None`
+/// where that instruction set is unavailable.
+pub fn measure_fma_peak() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        let threads = rayon::current_num_threads();
+        let iters: u64 = 20_000_000;
+        let run = || {
+            (0..threads)
+                .into_par_iter()
+                .map(|_| unsafe { fma_loop(iters) })
+                .sum::<f32>()
+        };
+        std::hint::black_box(run()); // warm-up, spins up the pool and clocks
+        let t = Instant::now();
+        std::hint::black_box(run());
+        let secs = t.elapsed().as_secs_f64();
+        // 10 independent accumulators × 8 lanes × 2 flops per iteration.
+        let flops = threads as f64 * iters as f64 * 10.0 * 8.0 * 2.0;
+        Some(flops / secs / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// Ten independent chains of `acc = acc * a + b` on 8-lane f32 vectors:
+/// enough chains to cover FMA latency on two FMA ports.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(1.0); 10];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut out = [0f32; 8];
+    let mut sum = _mm256_setzero_ps();
+    for x in acc {
+        sum = _mm256_add_ps(sum, x);
+    }
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out.iter().sum()
+}
+
+/// STREAM triad `a = b + s·c` over three f32 arrays of `n` elements,
+/// parallel over the rayon pool; GB/s counting 12 bytes per element.
+pub fn measure_triad(n: usize, budget: Duration) -> f64 {
+    let b = vec![1.0f32; n];
+    let c = vec![2.0f32; n];
+    let mut a = vec![0.0f32; n];
+    let chunk = n.div_ceil(rayon::current_num_threads() * 4).max(1 << 14);
+    let t = time_median(budget, || {
+        a.par_chunks_mut(chunk).enumerate().for_each(|(i, ac)| {
+            let (bc, cc) = (
+                &b[i * chunk..i * chunk + ac.len()],
+                &c[i * chunk..i * chunk + ac.len()],
+            );
+            for ((x, &y), &z) in ac.iter_mut().zip(bc).zip(cc) {
+                *x = y + 3.0 * z;
+            }
+        });
+        std::hint::black_box(&a);
+    });
+    (12 * n) as f64 / t.as_secs_f64() / 1e9
+}
+
+fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
+    Tensor::randn(
+        shape,
+        0.0,
+        1.0,
+        DType::F32,
+        &mut StdRng::seed_from_u64(seed),
+    )
+}
+
+/// Measures the machine's peaks (or takes the FMA peak from `config`).
+pub fn peaks(config: &BenchConfig) -> Peaks {
+    let budget = Duration::from_millis(if config.quick { 200 } else { 1000 });
+    let triad_n = if config.quick { 1 << 23 } else { 1 << 25 };
+    let (gflops, measured) = match config.peak_gflops {
+        Some(p) => (p, false),
+        None => (measure_fma_peak().unwrap_or(f64::NAN), true),
+    };
+    Peaks {
+        gflops,
+        gflops_measured: measured,
+        triad_gbs: measure_triad(triad_n, budget),
+    }
+}
+
+/// Runs every benchmark selected by `config` against `peaks`.
+pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
+    let budget = Duration::from_millis(if config.quick { 200 } else { 1500 });
+    let selected = |name: &str| config.filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut out = Vec::new();
+    let mut push = |kernel: &str, shape: String, median: Duration, amount: f64, compute: bool| {
+        let rate = amount / median.as_secs_f64() / 1e9;
+        let (unit, peak) = if compute {
+            ("GFLOP/s", peaks.gflops)
+        } else {
+            ("GB/s", peaks.triad_gbs)
+        };
+        out.push(BenchResult {
+            kernel: kernel.to_string(),
+            shape,
+            median,
+            rate,
+            unit,
+            percent_of_peak: 100.0 * rate / peak,
+        });
+    };
+
+    let gemm_sizes: &[usize] = if config.quick {
+        &[256, 512]
+    } else {
+        &[256, 512, 1024, 2048]
+    };
+    if selected("matmul_f32") {
+        for &n in gemm_sizes {
+            let (a, b) = (randn(&[n, n], 1)?, randn(&[n, n], 2)?);
+            let t = time_median(budget, || {
+                std::hint::black_box(a.matmul(&b).expect("shapes match"));
+            });
+            push(
+                "matmul_f32",
+                format!("{n}x{n}x{n}"),
+                t,
+                2.0 * (n * n * n) as f64,
+                true,
+            );
+        }
+    }
+
+    let n = if config.quick { 1 << 22 } else { 1 << 24 };
+    let (x, y) = (randn(&[n], 3)?, randn(&[n], 4)?);
+    for (name, op) in [("add_f32", 0), ("mul_f32", 1)] {
+        if selected(name) {
+            let t = time_median(budget, || {
+                let r = if op == 0 { x.add(&y) } else { x.mul(&y) };
+                std::hint::black_box(r.expect("shapes match"));
+            });
+            push(name, format!("{n}"), t, (12 * n) as f64, false);
+        }
+    }
+    if selected("sum_f32") {
+        let t = time_median(budget, || {
+            std::hint::black_box(x.sum_all().expect("float input"));
+        });
+        push("sum_f32", format!("{n}"), t, (4 * n) as f64, false);
+    }
+    if selected("softmax_f32") {
+        let (rows, cols) = (n / 1024, 1024);
+        let m = x.reshape(&[rows, cols])?;
+        let t = time_median(budget, || {
+            std::hint::black_box(m.softmax(1).expect("float input"));
+        });
+        push(
+            "softmax_f32",
+            format!("{rows}x{cols}"),
+            t,
+            (8 * n) as f64,
+            false,
+        );
+    }
+    Ok(out)
+}
+
+/// Formats results and peaks as a Markdown table.
+pub fn format_table(results: &[BenchResult], peaks: &Peaks) -> String {
+    let mut s = format!(
+        "threads: {}   FMA peak: {:.1} GFLOP/s ({})   STREAM triad: {:.1} GB/s\n\n",
+        rayon::current_num_threads(),
+        peaks.gflops,
+        if peaks.gflops_measured {
+            "measured"
+        } else {
+            "given"
+        },
+        peaks.triad_gbs
+    );
+    s.push_str("| kernel | shape | median | rate | % of peak |\n|---|---|---:|---:|---:|\n");
+    for r in results {
+        s.push_str(&format!(
+            "| {} | {} | {:.3} ms | {:.1} {} | {:.0} % |\n",
+            r.kernel,
+            r.shape,
+            r.median.as_secs_f64() * 1e3,
+            r.rate,
+            r.unit,
+            r.percent_of_peak
+        ));
+    }
+    s
+}

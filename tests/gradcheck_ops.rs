@@ -1,5 +1,6 @@
 //! Finite-difference gradient checks (f64) of every differentiable op,
 //! including broadcasting, non-contiguous inputs, size-1 and zero-size dims.
+#![allow(clippy::cloned_ref_to_slice_refs)] // `&[x.clone()]` reads best here
 
 mod common;
 use common::{check_grad, randn, uniform};

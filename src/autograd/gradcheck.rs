@@ -159,7 +159,7 @@ pub fn gradcheck(
                 worst_ratio = ratio;
                 report.worst = Some((i, unravel(j, var.shape()), a, numerical));
             }
-            if !(err <= tol) {
+            if err.is_nan() || err > tol {
                 report.passed = false;
             }
         }

@@ -101,7 +101,7 @@ impl Tensor {
         rng: &mut R,
     ) -> Result<Tensor> {
         check_float_dtype("rand", dtype)?;
-        if !(low < high) {
+        if low.is_nan() || high.is_nan() || low >= high {
             return Err(Error::invalid(
                 "rand",
                 format!("empty range [{low}, {high})"),

@@ -1,0 +1,3 @@
+//! Datasets. For now: small synthetic problems for examples and tests.
+
+pub mod synthetic;
