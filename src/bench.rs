@@ -49,9 +49,9 @@ pub struct Peaks {
     pub triad_gbs: f64,
 }
 
-/// Median wall time of `f` over repeated runs after one warm-up run: at
+/// Sorted wall times of `f` over repeated runs after one warm-up run: at
 /// least 3 runs and about `budget` of total time, at most 50 runs.
-pub fn time_median(budget: Duration, mut f: impl FnMut()) -> Duration {
+fn sample(budget: Duration, mut f: impl FnMut()) -> Vec<Duration> {
     f();
     let mut times = Vec::new();
     let start = Instant::now();
@@ -61,10 +61,24 @@ pub fn time_median(budget: Duration, mut f: impl FnMut()) -> Duration {
         times.push(t.elapsed());
     }
     times.sort();
+    times
+}
+
+/// Median wall time of `f` (see [`sample`] for the number of runs): what
+/// kernels are reported with.
+pub fn time_median(budget: Duration, f: impl FnMut()) -> Duration {
+    let times = sample(budget, f);
     times[times.len() / 2]
 }
 
-/// f32 FMA peak of the rayon pool in GFLOP/s, from a loop of independent
+/// Best wall time of `f`: what peaks are reported with (as STREAM does),
+/// since on a shared machine slow runs measure the neighbours, not the
+/// hardware.
+pub fn time_best(budget: Duration, f: impl FnMut()) -> Duration {
+    sample(budget, f)[0]
+}
+
+/// f32 FMA peak of the rayon pool in GFLOP/s (best of several runs), from a loop of independent
 /// 256-bit FMAs that never touches memory (AVX2+FMA machines); `None`
 /// where that instruction set is unavailable.
 pub fn measure_fma_peak() -> Option<f64> {
@@ -74,17 +88,17 @@ pub fn measure_fma_peak() -> Option<f64> {
             return None;
         }
         let threads = rayon::current_num_threads();
-        let iters: u64 = 20_000_000;
+        let iters: u64 = 5_000_000;
         let run = || {
             (0..threads)
                 .into_par_iter()
                 .map(|_| unsafe { fma_loop(iters) })
                 .sum::<f32>()
         };
-        std::hint::black_box(run()); // warm-up, spins up the pool and clocks
-        let t = Instant::now();
-        std::hint::black_box(run());
-        let secs = t.elapsed().as_secs_f64();
+        let secs = time_best(Duration::from_millis(500), || {
+            std::hint::black_box(run());
+        })
+        .as_secs_f64();
         // 10 independent accumulators × 8 lanes × 2 flops per iteration.
         let flops = threads as f64 * iters as f64 * 10.0 * 8.0 * 2.0;
         Some(flops / secs / 1e9)
@@ -119,13 +133,14 @@ unsafe fn fma_loop(iters: u64) -> f32 {
 }
 
 /// STREAM triad `a = b + s·c` over three f32 arrays of `n` elements,
-/// parallel over the rayon pool; GB/s counting 12 bytes per element.
+/// parallel over the rayon pool; GB/s of the best run, counting 12 bytes
+/// per element.
 pub fn measure_triad(n: usize, budget: Duration) -> f64 {
     let b = vec![1.0f32; n];
     let c = vec![2.0f32; n];
     let mut a = vec![0.0f32; n];
     let chunk = n.div_ceil(rayon::current_num_threads() * 4).max(1 << 14);
-    let t = time_median(budget, || {
+    let t = time_best(budget, || {
         a.par_chunks_mut(chunk).enumerate().for_each(|(i, ac)| {
             let (bc, cc) = (
                 &b[i * chunk..i * chunk + ac.len()],

@@ -58,6 +58,15 @@ macro_rules! with_storage {
 }
 pub(crate) use with_storage;
 
+/// Large buffers go back to the CPU buffer cache for reuse.
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        with_storage!(self, |v: T| crate::backend::cpu::pool::recycle(
+            std::mem::take(v)
+        ))
+    }
+}
+
 impl CpuStorage {
     /// The dtype of the elements.
     pub fn dtype(&self) -> DType {
@@ -91,8 +100,8 @@ impl CpuStorage {
         match dtype {
             DType::F32 => CpuStorage::F32(vec![value as f32; n]),
             DType::F64 => CpuStorage::F64(vec![value; n]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::from_f64(value); n]),
-            DType::F16 => CpuStorage::F16(vec![f16::from_f64(value); n]),
+            DType::BF16 => CpuStorage::BF16(vec![WithDType::from_f64(value); n]),
+            DType::F16 => CpuStorage::F16(vec![WithDType::from_f64(value); n]),
             DType::I64 => CpuStorage::I64(vec![value as i64; n]),
             DType::U8 => CpuStorage::U8(vec![value as u8; n]),
         }
@@ -103,8 +112,8 @@ impl CpuStorage {
         match dtype {
             DType::F32 => CpuStorage::F32(it.map(|v| v as f32).collect()),
             DType::F64 => CpuStorage::F64(it.collect()),
-            DType::BF16 => CpuStorage::BF16(it.map(bf16::from_f64).collect()),
-            DType::F16 => CpuStorage::F16(it.map(f16::from_f64).collect()),
+            DType::BF16 => CpuStorage::BF16(it.map(<bf16 as WithDType>::from_f64).collect()),
+            DType::F16 => CpuStorage::F16(it.map(<f16 as WithDType>::from_f64).collect()),
             DType::I64 => CpuStorage::I64(it.map(|v| v as i64).collect()),
             DType::U8 => CpuStorage::U8(it.map(|v| v as u8).collect()),
         }

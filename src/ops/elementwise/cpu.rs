@@ -13,6 +13,7 @@
 
 use super::{BinaryOp, CmpOp, UnaryOp};
 use crate::backend::cpu::fill_chunks;
+use crate::backend::cpu::pool::take;
 use crate::error::{Error, Result};
 use crate::tensor::{
     collapse_dims, walk_runs, with_storage, CpuStorage, DType, Float, Layout, WithDType,
@@ -23,9 +24,9 @@ use half::{bf16, f16};
 pub fn map1<A, O>(a: &[A], la: &Layout, f: impl Fn(A) -> O + Sync) -> Vec<O>
 where
     A: Copy + Sync,
-    O: Copy + Send + Default,
+    O: Copy + Send + Default + 'static,
 {
-    let mut out = vec![O::default(); la.numel()];
+    let mut out = take::<O>(la.numel());
     let (shape, [sa]) = collapse_dims(la.shape(), [la.strides()]);
     let strides = [sa];
     let inner = shape.len() - 1;
@@ -65,10 +66,10 @@ pub fn map2<A, B, O>(
 where
     A: Copy + Sync,
     B: Copy + Sync,
-    O: Copy + Send + Default,
+    O: Copy + Send + Default + 'static,
 {
     debug_assert_eq!(la.shape(), lb.shape());
-    let mut out = vec![O::default(); la.numel()];
+    let mut out = take::<O>(la.numel());
     let (shape, strides) = collapse_dims(la.shape(), [la.strides(), lb.strides()]);
     let inner = shape.len() - 1;
     let (sa, sb) = (strides[0][inner], strides[1][inner]);
@@ -123,9 +124,9 @@ where
     A: Copy + Sync,
     B: Copy + Sync,
     C: Copy + Sync,
-    O: Copy + Send + Default,
+    O: Copy + Send + Default + 'static,
 {
-    let mut out = vec![O::default(); la.numel()];
+    let mut out = take::<O>(la.numel());
     let (shape, strides) = collapse_dims(la.shape(), [la.strides(), lb.strides(), lc.strides()]);
     let inner = shape.len() - 1;
     let (sa, sb, sc) = (strides[0][inner], strides[1][inner], strides[2][inner]);
@@ -403,8 +404,12 @@ pub fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> CpuStorage {
     with_storage!(s, |v: S| match dtype {
         DType::F32 => CpuStorage::F32(map1(v, l, |x: S| f32::from_f64(x.to_f64()))),
         DType::F64 => CpuStorage::F64(map1(v, l, |x: S| x.to_f64())),
-        DType::BF16 => CpuStorage::BF16(map1(v, l, |x: S| bf16::from_f64(x.to_f64()))),
-        DType::F16 => CpuStorage::F16(map1(v, l, |x: S| f16::from_f64(x.to_f64()))),
+        DType::BF16 => CpuStorage::BF16(map1(v, l, |x: S| {
+            <bf16 as WithDType>::from_f64(x.to_f64())
+        })),
+        DType::F16 => CpuStorage::F16(map1(v, l, |x: S| {
+            <f16 as WithDType>::from_f64(x.to_f64())
+        })),
         DType::I64 => CpuStorage::I64(map1(v, l, |x: S| i64::from_f64(x.to_f64()))),
         DType::U8 => CpuStorage::U8(map1(v, l, |x: S| u8::from_f64(x.to_f64()))),
     })

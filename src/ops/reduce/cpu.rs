@@ -24,7 +24,7 @@ pub enum ReduceOp {
 
 /// The input as a contiguous `rows × len` slice: kept dims first, reduced
 /// dims last. Borrows when possible, copies otherwise.
-fn as_rows<'a, T: Copy + Sync + Send + Default>(
+fn as_rows<'a, T: Copy + Sync + Send + Default + 'static>(
     v: &'a [T],
     l: &Layout,
     dims: &[usize],
@@ -47,7 +47,7 @@ fn as_rows<'a, T: Copy + Sync + Send + Default>(
 }
 
 /// Sum of a slice: 8 independent lanes, combined in f64.
-fn sum_block<T: Float>(xs: &[T]) -> f64 {
+pub(crate) fn sum_block<T: Float>(xs: &[T]) -> f64 {
     let mut lanes = [T::ZERO; 8];
     let chunks = xs.chunks_exact(8);
     let tail = chunks.remainder();
@@ -71,6 +71,24 @@ fn sum_row<T: Float>(row: &[T], parallel: bool) -> T {
         row.chunks(BLOCK).map(sum_block).sum()
     };
     T::from_f64(total)
+}
+
+/// Maximum of a slice over 8 independent lanes (NaN is ignored; -inf for
+/// an empty slice). Used where NaN handling does not matter, e.g. to find
+/// softmax's shift.
+pub(crate) fn max_lanes<T: Float>(xs: &[T]) -> T {
+    let mut lanes = [T::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    lanes
+        .iter()
+        .chain(tail)
+        .fold(T::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 /// Max (or min, with `max = false`) of a non-empty row; NaN propagates.

@@ -5,49 +5,44 @@
 //! term overflows and the largest term is exactly 1. Rows run in parallel
 //! above the size threshold.
 
-use crate::backend::cpu::fill_chunks_weighted;
+use crate::backend::cpu::fill_rows;
+use crate::backend::cpu::pool::take;
 use crate::error::Result;
 use crate::ops::elementwise::cpu::{float_dispatch, map1};
+use crate::ops::reduce::cpu::{max_lanes, sum_block};
 use crate::tensor::{CpuStorage, Float, Layout};
 
 fn softmax_rows<T: Float>(v: &[T], l: &Layout, log: bool) -> Vec<T> {
     // The caller arranges for the softmax dim to be the last one.
     let len = *l.shape().last().unwrap_or(&1);
-    let data: Vec<T> = if l.is_contiguous() {
-        v[l.offset()..l.offset() + l.numel()].to_vec()
+    let strided;
+    let data: &[T] = if l.is_contiguous() {
+        &v[l.offset()..l.offset() + l.numel()]
     } else {
-        map1(v, l, |x| x)
+        strided = map1(v, l, |x| x);
+        &strided
     };
-    let mut out = data;
-    if len == 0 {
-        return out;
-    }
-    // Process whole rows: chunk boundaries must fall on row boundaries, so
-    // hand out rows as units of `len` elements.
-    let mut row_slices: Vec<&mut [T]> = out.chunks_mut(len).collect();
-    fill_chunks_weighted(&mut row_slices, len, |_, chunk| {
-        for row in chunk.iter_mut() {
-            let max = row
-                .iter()
-                .fold(T::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-            // An all -inf row would give NaN from (-inf) - (-inf): shift by 0.
-            let shift = if max == T::NEG_INFINITY { T::ZERO } else { max };
-            if log {
-                let sum: T = row.iter().map(|&x| (x - shift).exp()).sum();
-                let lse = sum.ln() + shift;
-                for x in row.iter_mut() {
-                    *x = *x - lse;
-                }
-            } else {
-                let mut sum = T::ZERO;
-                for x in row.iter_mut() {
-                    *x = (*x - shift).exp();
-                    sum += *x;
-                }
-                let inv = T::ONE / sum;
-                for x in row.iter_mut() {
-                    *x = *x * inv;
-                }
+    let mut out = take::<T>(data.len());
+    fill_rows(&mut out, len, |i, row| {
+        let x = &data[i * len..(i + 1) * len];
+        // Separate passes (max, exp, sum, scale) keep each loop free of
+        // cross-iteration dependencies except the laned ones, so they vectorise.
+        let max = max_lanes(x);
+        // An all -inf row would give NaN from (-inf) - (-inf): shift by 0.
+        let shift = if max == T::NEG_INFINITY { T::ZERO } else { max };
+        for (o, &v) in row.iter_mut().zip(x) {
+            *o = (v - shift).exp();
+        }
+        let sum = T::from_f64(sum_block(row));
+        if log {
+            let lse = sum.ln() + shift;
+            for (o, &v) in row.iter_mut().zip(x) {
+                *o = v - lse;
+            }
+        } else {
+            let inv = T::ONE / sum;
+            for o in row.iter_mut() {
+                *o = *o * inv;
             }
         }
     });

@@ -6,6 +6,8 @@
 //! GEMM calls inside rayon tasks are always single-threaded, so the two kinds
 //! of parallelism never nest.
 
+pub mod pool;
+
 use rayon::prelude::*;
 
 /// Element count above which elementwise kernels and reductions go parallel.
@@ -44,4 +46,30 @@ pub fn fill_chunks_weighted<T: Send>(
     out.par_chunks_mut(chunk)
         .enumerate()
         .for_each(|(i, c)| f(i * chunk, c));
+}
+
+/// Calls `f(row_index, row)` for each `row_len`-element row of `out`, in
+/// parallel (whole rows per task) when `out` is large enough.
+pub fn fill_rows<T: Send>(out: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if row_len == 0 || out.is_empty() {
+        return;
+    }
+    let rows = out.len() / row_len;
+    let threads = num_threads();
+    if out.len() < PARALLEL_MIN_ELEMENTS || threads == 1 || rows < 2 {
+        out.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+        return;
+    }
+    let rows_per_task = rows
+        .div_ceil(threads * 4)
+        .max((PARALLEL_MIN_ELEMENTS / 4).div_ceil(row_len));
+    out.par_chunks_mut(rows_per_task * row_len)
+        .enumerate()
+        .for_each(|(t, block)| {
+            for (i, r) in block.chunks_mut(row_len).enumerate() {
+                f(t * rows_per_task + i, r);
+            }
+        });
 }

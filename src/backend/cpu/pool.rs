@@ -1,0 +1,103 @@
+//! A cache of freed large CPU buffers, reused by later allocations of the
+//! same element type and length.
+//!
+//! Large allocations come straight from the OS (glibc maps them freshly),
+//! so every new output buffer is paid for with one page fault per 4 KiB on
+//! first touch. For a 64 MiB elementwise result that costs more than the
+//! arithmetic. Training repeats the same shapes every step, so buffers freed
+//! by one step fit the next exactly: dropping a large storage parks its
+//! `Vec` here, and kernels ask here first for their output.
+//!
+//! The cache holds at most [`limit_bytes`] (default 1 GiB; [`set_limit_bytes`]
+//! changes it, 0 disables caching) and [`clear`] releases everything. Buffers
+//! under 64 KiB are left to the allocator, which handles them well.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Buffers smaller than this are not cached.
+pub const MIN_CACHED_BYTES: usize = 64 * 1024;
+
+struct Pool {
+    free: HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>,
+    bytes: usize,
+    limit: usize,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+    let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = guard.get_or_insert_with(|| Pool {
+        free: HashMap::new(),
+        bytes: 0,
+        limit: 1 << 30,
+    });
+    f(pool)
+}
+
+/// A vector of exactly `n` elements whose contents are unspecified (a
+/// recycled buffer, or default values): callers overwrite every element.
+pub fn take<T: Copy + Default + Send + 'static>(n: usize) -> Vec<T> {
+    let bytes = n * std::mem::size_of::<T>();
+    if bytes >= MIN_CACHED_BYTES {
+        let reused = with_pool(|p| {
+            let v = p.free.get_mut(&(TypeId::of::<T>(), n))?.pop()?;
+            p.bytes -= bytes;
+            Some(v)
+        });
+        if let Some(v) = reused {
+            return *v.downcast::<Vec<T>>().expect("keyed by type");
+        }
+    }
+    vec![T::default(); n]
+}
+
+/// Parks a buffer for reuse (or frees it when small, or when the cache is
+/// full).
+pub fn recycle<T: Send + 'static>(v: Vec<T>) {
+    let bytes = v.len() * std::mem::size_of::<T>();
+    if bytes < MIN_CACHED_BYTES {
+        return;
+    }
+    with_pool(move |p| {
+        if p.bytes + bytes <= p.limit {
+            p.bytes += bytes;
+            p.free
+                .entry((TypeId::of::<T>(), v.len()))
+                .or_default()
+                .push(Box::new(v));
+        }
+    });
+}
+
+/// Bytes currently held by the cache.
+pub fn cached_bytes() -> usize {
+    with_pool(|p| p.bytes)
+}
+
+/// The most bytes the cache may hold.
+pub fn limit_bytes() -> usize {
+    with_pool(|p| p.limit)
+}
+
+/// Sets the most bytes the cache may hold (0 disables caching) and frees
+/// what no longer fits.
+pub fn set_limit_bytes(limit: usize) {
+    with_pool(|p| {
+        p.limit = limit;
+        if p.bytes > limit {
+            p.free.clear();
+            p.bytes = 0;
+        }
+    });
+}
+
+/// Frees every cached buffer.
+pub fn clear() {
+    with_pool(|p| {
+        p.free.clear();
+        p.bytes = 0;
+    });
+}
