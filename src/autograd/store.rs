@@ -5,7 +5,7 @@ use crate::tensor::{Tensor, TensorId};
 use std::collections::HashMap;
 
 /// Gradients of leaf tensors, keyed by the leaf's [`TensorId`].
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct GradStore {
     grads: HashMap<TensorId, Tensor>,
 }

@@ -4,12 +4,12 @@
 //! `rand::rngs::StdRng::seed_from_u64(0)`), so runs are reproducible and no
 //! hidden global state is involved.
 
-use super::{CpuStorage, DType, StorageElement, Tensor};
+use super::{checked_numel, CpuStorage, DType, StorageElement, Tensor};
 use crate::error::{Error, Result};
 use rand::Rng;
 
 fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
-    let n: usize = shape.iter().product();
+    let n = checked_numel(op, shape)?;
     if len != n {
         return Err(Error::bad_shape(
             op,
@@ -38,7 +38,7 @@ impl Tensor {
 
     /// A tensor of `shape` filled with `value` converted to `dtype`.
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
-        let n = shape.iter().product();
+        let n = checked_numel("full", shape)?;
         Ok(Tensor::from_storage(
             CpuStorage::full(dtype, n, value),
             shape,
@@ -78,16 +78,24 @@ impl Tensor {
                 format!("invalid range {start}..{end} step {step}"),
             ));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let count = ((end - start) / step).ceil().max(0.0);
+        if count > (isize::MAX as usize / 8) as f64 {
+            return Err(Error::invalid(
+                "arange",
+                format!("{start}..{end} step {step} has too many elements"),
+            ));
+        }
+        let n = count as usize;
         let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| start + i as f64 * step));
         Ok(Tensor::from_storage(s, &[n]))
     }
 
     /// The `n × n` identity matrix.
     pub fn eye(n: usize, dtype: DType) -> Result<Tensor> {
+        let total = checked_numel("eye", &[n, n])?;
         let s = CpuStorage::from_f64_iter(
             dtype,
-            (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }),
+            (0..total).map(|i| if i / n == i % n { 1.0 } else { 0.0 }),
         );
         Ok(Tensor::from_storage(s, &[n, n]))
     }
@@ -107,7 +115,7 @@ impl Tensor {
                 format!("empty range [{low}, {high})"),
             ));
         }
-        let n: usize = shape.iter().product();
+        let n = checked_numel("rand", shape)?;
         let s = CpuStorage::from_f64_iter(
             dtype,
             (0..n).map(|_| low + (high - low) * rng.random::<f64>()),
@@ -125,7 +133,7 @@ impl Tensor {
         rng: &mut R,
     ) -> Result<Tensor> {
         check_float_dtype("randn", dtype)?;
-        let n: usize = shape.iter().product();
+        let n = checked_numel("randn", shape)?;
         let mut values = Vec::with_capacity(n + 1);
         while values.len() < n {
             // 1 - u lies in (0, 1], so its log is finite.

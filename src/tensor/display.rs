@@ -1,15 +1,18 @@
 //! `Display` for tensors, in PyTorch's style.
 //!
 //! `tensor([[ 1.5000, -2.0000], ...])`: one format for all elements (integer
-//! valued floats print as `1.`, wide ranges switch to scientific notation),
-//! right-aligned columns, and tensors over 1000 elements summarised with
-//! `...` keeping three items at each edge of every dimension.
+//! valued floats print as `1.`, wide ranges switch to scientific notation
+//! with Python's `1.0000e+03` exponents), right-aligned columns, rows
+//! wrapped at 80 characters, and tensors over 1000 elements summarised with
+//! `...` keeping three items at each edge of every dimension. As in
+//! PyTorch, only the printed elements decide the format and the width.
 
 use super::{DType, Tensor};
 use std::fmt;
 
 const SUMMARIZE_OVER: usize = 1000;
 const EDGE_ITEMS: usize = 3;
+const LINE_WIDTH: usize = 80;
 
 enum Style {
     Int,
@@ -19,27 +22,29 @@ enum Style {
 }
 
 impl Style {
+    /// PyTorch's `_Formatter` rule, applied to the nonzero finite values.
     fn pick(dtype: DType, values: &[f64]) -> Style {
         if !dtype.is_float() {
             return Style::Int;
         }
-        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        if finite.iter().all(|v| v.fract() == 0.0) {
-            let max = finite.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            return if max > 1e8 {
+        let nonzero: Vec<f64> = values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite() && *v != 0.0)
+            .collect();
+        if nonzero.is_empty() {
+            return Style::IntegralFloat;
+        }
+        let max = nonzero.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let min = nonzero.iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
+        let wide = max / min > 1000.0 || max > 1e8;
+        if nonzero.iter().all(|v| v.fract() == 0.0) {
+            if wide {
                 Style::Sci
             } else {
                 Style::IntegralFloat
-            };
-        }
-        let nonzero: Vec<f64> = finite
-            .iter()
-            .map(|v| v.abs())
-            .filter(|&v| v > 0.0)
-            .collect();
-        let max = nonzero.iter().fold(0.0f64, |m, &v| m.max(v));
-        let min = nonzero.iter().fold(f64::INFINITY, |m, &v| m.min(v));
-        if !nonzero.is_empty() && (max / min > 1000.0 || max > 1e8 || min < 1e-4) {
+            }
+        } else if wide || min < 1e-4 {
             Style::Sci
         } else {
             Style::Fixed
@@ -57,8 +62,24 @@ impl Style {
             Style::Int => format!("{}", v as i64),
             Style::IntegralFloat => format!("{v:.0}."),
             Style::Fixed => format!("{v:.4}"),
-            Style::Sci => format!("{v:.4e}"),
+            Style::Sci => python_sci(v),
         }
+    }
+}
+
+/// `v` as Python's `{:.4e}` writes it: the exponent has a sign and at
+/// least two digits (`1.0000e-05`, where Rust writes `1.0000e-5`).
+fn python_sci(v: f64) -> String {
+    let s = format!("{v:.4e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
     }
 }
 
@@ -78,35 +99,55 @@ fn shown(n: usize, summarize: bool) -> Vec<Option<usize>> {
 struct Printer<'a> {
     shape: &'a [usize],
     strides: Vec<usize>,
-    cells: Vec<String>,
+    values: &'a [f64],
+    style: Style,
     width: usize,
     summarize: bool,
 }
 
 impl Printer<'_> {
+    /// Row-major positions of the elements that will be printed.
+    fn printed(&self, dim: usize, base: usize, out: &mut Vec<usize>) {
+        for i in shown(self.shape[dim], self.summarize).into_iter().flatten() {
+            let pos = base + i * self.strides[dim];
+            if dim + 1 == self.shape.len() {
+                out.push(pos);
+            } else {
+                self.printed(dim + 1, pos, out);
+            }
+        }
+    }
+
     fn write(&self, out: &mut String, dim: usize, base: usize, indent: usize) {
         out.push('[');
         let items = shown(self.shape[dim], self.summarize);
         let last_dim = dim + 1 == self.shape.len();
+        // Items per line of a row, as PyTorch's `_vector_str`.
+        let per_line = (LINE_WIDTH.saturating_sub(indent) / (self.width + 2)).max(1);
         for (k, item) in items.iter().enumerate() {
             if k > 0 {
-                if last_dim {
+                if last_dim && k % per_line != 0 {
                     out.push_str(", ");
                 } else {
                     out.push(',');
-                    let blank = self.shape.len() - dim - 1;
+                    let blank = if last_dim {
+                        1
+                    } else {
+                        self.shape.len() - dim - 1
+                    };
                     out.push_str(&"\n".repeat(blank));
                     out.push_str(&" ".repeat(indent + 1));
                 }
             }
             match item {
+                None if last_dim => out.push_str(" ..."),
                 None => out.push_str("..."),
                 Some(i) => {
                     let pos = base + i * self.strides[dim];
                     if last_dim {
-                        let cell = &self.cells[pos];
-                        out.push_str(&" ".repeat(self.width - cell.len()));
-                        out.push_str(cell);
+                        let cell = self.style.format(self.values[pos]);
+                        out.push_str(&" ".repeat(self.width.saturating_sub(cell.len())));
+                        out.push_str(&cell);
                     } else {
                         self.write(out, dim + 1, pos, indent + 1);
                     }
@@ -123,30 +164,44 @@ impl fmt::Display for Tensor {
             Ok(v) => v,
             Err(e) => return write!(f, "tensor(<unreadable: {e}>)"),
         };
-        let summarize = values.len() > SUMMARIZE_OVER;
-        let strides = super::contiguous_strides(self.shape());
-        // Only the printed elements decide the format, as in PyTorch.
-        let style = Style::pick(self.dtype(), &values);
-        let cells: Vec<String> = values.iter().map(|&v| style.format(v)).collect();
-        let width = cells.iter().map(|c| c.len()).max().unwrap_or(0);
+        let mut printer = Printer {
+            shape: self.shape(),
+            strides: super::contiguous_strides(self.shape()),
+            values: &values,
+            style: Style::Int,
+            width: 1,
+            summarize: values.len() > SUMMARIZE_OVER,
+        };
+        // Only the printed elements decide the format and the width; for
+        // floats the width counts nonzero finite values only, as in PyTorch.
+        let printed: Vec<f64> = if self.ndim() == 0 {
+            values.clone()
+        } else {
+            let mut pos = Vec::new();
+            if !values.is_empty() {
+                printer.printed(0, 0, &mut pos);
+            }
+            pos.iter().map(|&p| values[p]).collect()
+        };
+        printer.style = Style::pick(self.dtype(), &printed);
+        let float = self.dtype().is_float();
+        printer.width = printed
+            .iter()
+            .filter(|v| !float || (v.is_finite() && **v != 0.0))
+            .map(|&v| printer.style.format(v).len())
+            .fold(1, usize::max);
         let mut body = String::new();
         if self.ndim() == 0 {
-            body.push_str(cells.first().map(String::as_str).unwrap_or(""));
+            body.push_str(&printer.style.format(values[0]));
         } else if values.is_empty() {
             body.push_str("[]");
         } else {
-            let printer = Printer {
-                shape: self.shape(),
-                strides,
-                cells,
-                width,
-                summarize,
-            };
             printer.write(&mut body, 0, 0, "tensor(".len());
         }
         write!(f, "tensor({body}")?;
-        if values.is_empty() && self.ndim() > 0 {
-            write!(f, ", size={:?}", self.shape())?;
+        if values.is_empty() && self.ndim() != 1 {
+            let dims: Vec<String> = self.shape().iter().map(|d| d.to_string()).collect();
+            write!(f, ", size=({})", dims.join(", "))?;
         }
         if self.dtype() != DType::F32 && self.dtype() != DType::I64 {
             write!(f, ", dtype={}", self.dtype().as_str())?;

@@ -25,6 +25,16 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// The element count of `shape`, or an error naming `op` when it does not
+/// fit in memory addressing (so absurd shapes fail cleanly, not by panic).
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 8)
+        .ok_or_else(|| Error::bad_shape(op, format!("shape {shape:?} has too many elements")))
+}
+
 /// Normalises a possibly negative dimension index against `ndim`.
 pub fn normalize_dim(op: &'static str, dim: isize, ndim: usize) -> Result<usize> {
     let d = if dim < 0 { dim + ndim as isize } else { dim };

@@ -14,7 +14,7 @@ mod storage;
 
 pub use device::Device;
 pub use dtype::{DType, Float, WithDType};
-pub use layout::{broadcast_shapes, contiguous_strides, Layout};
+pub use layout::{broadcast_shapes, checked_numel, contiguous_strides, Layout};
 pub(crate) use layout::{collapse_dims, normalize_dim, normalize_dims, walk_runs};
 pub(crate) use storage::with_storage;
 pub use storage::{CpuStorage, StorageElement};
@@ -47,6 +47,36 @@ pub(crate) struct TensorInner {
     device: Device,
     requires_grad: bool,
     node: Mutex<Node>,
+}
+
+impl Drop for TensorInner {
+    /// Frees the graph behind this tensor iteratively. Dropping naturally
+    /// would recurse once per recorded op (tensor → node → input tensor →
+    /// ...), which overflows the stack for deep graphs such as a long chain
+    /// of ops that never ran backward. Instead, each node whose input handle
+    /// is the last one left is detached from that input and freed in a loop.
+    fn drop(&mut self) {
+        let node = self.node.get_mut().unwrap_or_else(|e| e.into_inner());
+        let Node::Op(op) = std::mem::replace(node, Node::Leaf) else {
+            return;
+        };
+        let mut pending: Vec<Box<dyn GradFn>> = vec![op];
+        while let Some(op) = pending.pop() {
+            // Keep the inputs alive past the op, so that dropping the op
+            // only decrements their counts.
+            let inputs = op.inputs();
+            drop(op);
+            for input in inputs {
+                if let Some(mut inner) = Arc::into_inner(input.0) {
+                    let node = inner.node.get_mut().unwrap_or_else(|e| e.into_inner());
+                    if let Node::Op(op) = std::mem::replace(node, Node::Leaf) {
+                        pending.push(op);
+                    }
+                    // `inner` now drops without recursing: its node is a leaf.
+                }
+            }
+        }
+    }
 }
 
 impl Tensor {
@@ -197,6 +227,31 @@ impl Tensor {
         self.0.storage.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` with read access to the storages of `tensors`, locking each
+    /// distinct buffer once: handles that share a buffer (`x * x`,
+    /// `cat(&[x, x])`) share one guard instead of taking the lock twice.
+    pub(crate) fn read_storages<R>(tensors: &[&Tensor], f: impl FnOnce(&[&CpuStorage]) -> R) -> R {
+        let mut owners: Vec<&Arc<RwLock<CpuStorage>>> = Vec::with_capacity(tensors.len());
+        let which: Vec<usize> = tensors
+            .iter()
+            .map(
+                |t| match owners.iter().position(|o| Arc::ptr_eq(o, &t.0.storage)) {
+                    Some(i) => i,
+                    None => {
+                        owners.push(&t.0.storage);
+                        owners.len() - 1
+                    }
+                },
+            )
+            .collect();
+        let guards: Vec<RwLockReadGuard<'_, CpuStorage>> = owners
+            .iter()
+            .map(|o| o.read().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let refs: Vec<&CpuStorage> = which.iter().map(|&i| &*guards[i]).collect();
+        f(&refs)
+    }
+
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, CpuStorage> {
         self.0.storage.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -280,8 +335,12 @@ impl Tensor {
             ));
         }
         let flat = self.to_vec::<T>()?;
-        let cols = self.shape()[1].max(1);
-        Ok(flat.chunks(cols).map(|c| c.to_vec()).collect())
+        let cols = self.shape()[1];
+        // Row by row rather than `chunks(cols)`, so that zero-width rows
+        // are kept (`[2, 0]` gives two empty rows, as PyTorch's `tolist`).
+        Ok((0..self.shape()[0])
+            .map(|r| flat[r * cols..(r + 1) * cols].to_vec())
+            .collect())
     }
 
     /// The single element of a one-element tensor.

@@ -222,7 +222,14 @@ fn unary_typed<T: Float>(op: UnaryOp, v: &[T], l: &Layout) -> Vec<T> {
                 T::ZERO
             }
         }),
-        UnaryOp::Relu => map1(v, l, |x: T| if x > T::ZERO { x } else { T::ZERO }),
+        // NaN propagates (`NaN > 0` is false, so test it explicitly).
+        UnaryOp::Relu => map1(v, l, |x: T| {
+            if x > T::ZERO || x.is_nan() {
+                x
+            } else {
+                T::ZERO
+            }
+        }),
         UnaryOp::Step => map1(v, l, |x: T| if x > T::ZERO { T::ONE } else { T::ZERO }),
         UnaryOp::Sigmoid => map1(v, l, sigmoid),
         UnaryOp::Tanh => map1(v, l, |x: T| x.tanh()),

@@ -348,12 +348,7 @@ impl Tensor {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
-        let s = if self.same_storage(rhs) {
-            let st = self.storage();
-            cpu::binary(op, &st, &la, &st, &lb)?
-        } else {
-            cpu::binary(op, &self.storage(), &la, &rhs.storage(), &lb)?
-        };
+        let s = Tensor::read_storages(&[self, rhs], |s| cpu::binary(op, s[0], &la, s[1], &lb))?;
         let out = Tensor::from_storage(s, &shape);
         Ok(out.track(&[self, rhs], || {
             Box::new(BinaryBackward {
@@ -399,12 +394,7 @@ impl Tensor {
         let shape = broadcast_shapes("compare", self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
-        let mask = if self.same_storage(rhs) {
-            let st = self.storage();
-            cpu::compare(op, &st, &la, &st, &lb)
-        } else {
-            cpu::compare(op, &self.storage(), &la, &rhs.storage(), &lb)
-        };
+        let mask = Tensor::read_storages(&[self, rhs], |s| cpu::compare(op, s[0], &la, s[1], &lb));
         Tensor::from_vec(mask, &shape)
     }
     /// `self == rhs` as a `U8` mask.
@@ -447,14 +437,9 @@ impl Tensor {
             on_true.layout().broadcast_to(&shape),
             on_false.layout().broadcast_to(&shape),
         );
-        let s = {
-            let (c, a) = (self.storage(), on_true.storage());
-            if on_true.same_storage(on_false) {
-                cpu::where_cond(&c, &lc, &a, &la, &a, &lb)
-            } else {
-                cpu::where_cond(&c, &lc, &a, &la, &on_false.storage(), &lb)
-            }
-        };
+        let s = Tensor::read_storages(&[self, on_true, on_false], |s| {
+            cpu::where_cond(s[0], &lc, s[1], &la, s[2], &lb)
+        });
         let out = Tensor::from_storage(s, &shape);
         Ok(out.track(&[on_true, on_false], || {
             Box::new(WhereBackward {

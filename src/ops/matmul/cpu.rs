@@ -9,7 +9,7 @@
 use crate::backend::cpu::num_threads;
 use crate::error::{Error, Result};
 use crate::ops::elementwise::cpu::map1;
-use crate::tensor::{CpuStorage, Layout};
+use crate::tensor::{CpuStorage, Float, Layout};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -27,20 +27,24 @@ pub struct GemmArgs<'a> {
 }
 
 /// An element type matrixmultiply multiplies natively.
-trait Gemm: Copy + Send + Sync + Default {
-    /// `c[m×n] = a[m×k] · b[k×n]` with arbitrary element strides for a and b
-    /// and a row-major c with row stride `ldc`.
+pub trait Gemm: Float {
+    /// `c[m×n] = a[m×k] · b[k×n] + beta · c` with arbitrary element strides
+    /// for a and b and a row-major c with row stride `ldc`. With `beta = 0`
+    /// c is only written, never read.
+    ///
+    /// # Safety
+    /// Every element the strides address must lie inside live buffers, and
+    /// c must not alias a or b.
     #[allow(clippy::too_many_arguments)]
     unsafe fn gemm(
         m: usize,
         k: usize,
         n: usize,
         a: *const Self,
-        rsa: isize,
-        csa: isize,
+        a_strides: (isize, isize),
         b: *const Self,
-        rsb: isize,
-        csb: isize,
+        b_strides: (isize, isize),
+        beta: Self,
         c: *mut Self,
         ldc: isize,
     );
@@ -52,15 +56,14 @@ impl Gemm for f32 {
         k: usize,
         n: usize,
         a: *const f32,
-        rsa: isize,
-        csa: isize,
+        (rsa, csa): (isize, isize),
         b: *const f32,
-        rsb: isize,
-        csb: isize,
+        (rsb, csb): (isize, isize),
+        beta: f32,
         c: *mut f32,
         ldc: isize,
     ) {
-        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, ldc, 1);
+        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, ldc, 1);
     }
 }
 
@@ -70,15 +73,100 @@ impl Gemm for f64 {
         k: usize,
         n: usize,
         a: *const f64,
-        rsa: isize,
-        csa: isize,
+        (rsa, csa): (isize, isize),
         b: *const f64,
-        rsb: isize,
-        csb: isize,
+        (rsb, csb): (isize, isize),
+        beta: f64,
         c: *mut f64,
         ldc: isize,
     ) {
-        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, ldc, 1);
+        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, ldc, 1);
+    }
+}
+
+/// A strided matrix view into a slice: element `(i, j)` lives at
+/// `data[offset + i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a, T> {
+    pub data: &'a [T],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A row-major `rows × cols` matrix starting at `offset`.
+    pub fn row_major(data: &'a [T], offset: usize, rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, as a view (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `c = a · b` (or `c += a · b` when `accumulate`), single-threaded, for
+/// kernels that run GEMMs inside their own rayon tasks (convolution).
+/// `c` is row-major `a.rows × b.cols`. Bounds are checked before the
+/// unchecked inner call.
+pub fn gemm_serial<T: Gemm>(a: MatRef<T>, b: MatRef<T>, c: &mut [T], accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && c.len() == m * n,
+        "gemm_serial: inner dimensions or output size disagree"
+    );
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "gemm_serial: operand view out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(T::ZERO);
+        }
+        return;
+    }
+    let beta = if accumulate { T::ONE } else { T::ZERO };
+    // Safety: the views were checked to lie inside their slices, and `c` is
+    // a distinct `&mut` slice of exactly m × n elements.
+    unsafe {
+        T::gemm(
+            m,
+            k,
+            n,
+            a.data.as_ptr().add(a.offset),
+            (a.row_stride as isize, a.col_stride as isize),
+            b.data.as_ptr().add(b.offset),
+            (b.row_stride as isize, b.col_stride as isize),
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+        );
     }
 }
 
@@ -118,13 +206,11 @@ fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Vec<T> {
     let offs_a = batch_offsets(la);
     let offs_b = batch_offsets(lb);
     let batch = offs_a.len();
-    let mut out = vec![T::default(); batch * m * n];
-    if m * n == 0 {
-        return out;
+    if m * n == 0 || k == 0 {
+        return vec![T::default(); batch * m * n]; // empty sum: zeros
     }
-    if k == 0 {
-        return out; // empty sum: zeros
-    }
+    // beta = 0 below: every element is written, so a recycled buffer is fine.
+    let mut out = crate::backend::cpu::pool::take::<T>(batch * m * n);
     let (pa, pb) = (a.as_ptr() as usize, b.as_ptr() as usize);
     // Safety (all calls below): offsets and strides come from layouts that
     // lie inside their storage, and every task writes a disjoint panel of `out`.
@@ -140,11 +226,10 @@ fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Vec<T> {
             k,
             cols.len(),
             a0,
-            rsa,
-            csa,
+            (rsa, csa),
             b0,
-            rsb,
-            csb,
+            (rsb, csb),
+            T::ZERO,
             c.as_mut_ptr(),
             ldc as isize,
         );

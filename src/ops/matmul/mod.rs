@@ -112,12 +112,7 @@ impl Tensor {
             k,
             n,
         };
-        let s = if self.same_storage(rhs) {
-            let st = self.storage();
-            cpu::matmul(&st, &st, &args)?
-        } else {
-            cpu::matmul(&self.storage(), &rhs.storage(), &args)?
-        };
+        let s = Tensor::read_storages(&[self, rhs], |s| cpu::matmul(s[0], s[1], &args))?;
         let out = Tensor::from_storage(s, &full(m, n));
         Ok(out.track(&[self, rhs], || {
             Box::new(MatmulBackward {

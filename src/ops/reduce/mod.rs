@@ -159,6 +159,9 @@ impl Tensor {
 
     /// `log Σ exp(x)` over `dims`, stable: the max is subtracted first.
     pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        // Validate up front so that errors name logsumexp, not its parts.
+        self.check_float("logsumexp")?;
+        let norm = normalize_dims("logsumexp", dims, self.ndim())?;
         // The shift is a constant for differentiation purposes, so it is
         // detached; an all -inf slice shifts by 0 and yields -inf.
         let shift = crate::no_grad(|| {
@@ -174,7 +177,6 @@ impl Tensor {
         if keepdim {
             return Ok(lse);
         }
-        let norm = normalize_dims("logsumexp", dims, self.ndim())?;
         lse.reshape(&reduced_shape(self.shape(), &norm, false))
     }
 

@@ -142,7 +142,7 @@ impl Tensor {
     /// [`reshape_infer`](Self::reshape_infer) for a `-1` dimension). Returns a
     /// view when the strides allow one, otherwise a contiguous copy.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = crate::tensor::checked_numel("reshape", shape)?;
         if n != self.numel() {
             return Err(Error::ShapeMismatch {
                 op: "reshape",
@@ -425,20 +425,21 @@ impl Tensor {
             .iter()
             .map(|t| t.contiguous())
             .collect::<Result<_>>()?;
-        let guards: Vec<_> = parts.iter().map(|t| t.storage()).collect();
-        let storage = with_storage!(&*guards[0], |_v: T| {
-            let mut out: Vec<T> = Vec::with_capacity(shape.iter().product());
-            for o in 0..outer {
-                for (t, g) in parts.iter().zip(&guards) {
-                    let block = t.shape()[d] * inner;
-                    let src = T::slice(g).expect("dtypes checked");
-                    let start = t.layout().offset() + o * block;
-                    out.extend_from_slice(&src[start..start + block]);
+        let part_refs: Vec<&Tensor> = parts.iter().collect();
+        let storage = Tensor::read_storages(&part_refs, |storages| {
+            with_storage!(storages[0], |_v: T| {
+                let mut out: Vec<T> = Vec::with_capacity(shape.iter().product());
+                for o in 0..outer {
+                    for (t, s) in parts.iter().zip(storages) {
+                        let block = t.shape()[d] * inner;
+                        let src = T::slice(s).expect("dtypes checked");
+                        let start = t.layout().offset() + o * block;
+                        out.extend_from_slice(&src[start..start + block]);
+                    }
                 }
-            }
-            T::into_storage(out)
+                T::into_storage(out)
+            })
         });
-        drop(guards);
         let out = Tensor::from_storage(storage, &shape);
         let refs: Vec<&Tensor> = tensors.iter().collect();
         Ok(out.track(&refs, || {
