@@ -13,8 +13,9 @@ use crate::tensor::{CpuStorage, Float, Layout};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-/// Products below this many multiply-adds run serially.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// Products below this many multiply-adds run serially (a split costs tens
+/// of microseconds of thread wake-up, see `backend::cpu`).
+const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 /// The operands of a (batched) product, already broadcast: `a` is
 /// `[batch.., m, k]`, `b` is `[batch.., k, n]` with the same batch shape.

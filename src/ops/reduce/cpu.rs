@@ -52,6 +52,8 @@ pub(crate) fn sum_block<T: Float>(xs: &[T]) -> f64 {
     let chunks = xs.chunks_exact(8);
     let tail = chunks.remainder();
     for c in chunks {
+        // A fixed-size array: no bounds checks, so the lanes vectorise.
+        let c: &[T; 8] = c.try_into().expect("chunks_exact(8)");
         for i in 0..8 {
             lanes[i] += c[i];
         }
@@ -81,6 +83,7 @@ pub(crate) fn max_lanes<T: Float>(xs: &[T]) -> T {
     let chunks = xs.chunks_exact(8);
     let tail = chunks.remainder();
     for c in chunks {
+        let c: &[T; 8] = c.try_into().expect("chunks_exact(8)");
         for i in 0..8 {
             lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
         }
