@@ -254,7 +254,45 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
             false,
         );
     }
+    if selected("conv2d") {
+        conv_benches(config, budget, &mut push)?;
+    }
     Ok(out)
+}
+
+/// conv2d, batch 32, 3×3 kernel, padding 1, on the ResNet shapes
+/// (Cin, Cout, H = W): forward alone, and forward + backward (input and
+/// weight gradients), which does three times the forward's multiply-adds.
+fn conv_benches(
+    config: &BenchConfig,
+    budget: Duration,
+    push: &mut impl FnMut(&str, String, Duration, f64, bool),
+) -> Result<()> {
+    use crate::ops::Conv2dParams;
+    let batch = if config.quick { 8 } else { 32 };
+    let shapes: &[(usize, usize, usize)] =
+        &[(64, 64, 32), (128, 128, 16), (256, 256, 8), (3, 64, 32)];
+    for &(cin, cout, hw) in shapes {
+        let x = randn(&[batch, cin, hw, hw], 5)?;
+        let w = randn(&[cout, cin, 3, 3], 6)?.requires_grad_(true);
+        let params = Conv2dParams::default().padding(1);
+        let flops = 2.0 * (batch * cout * hw * hw * cin * 9) as f64;
+        let shape = format!("{batch}x{cin}x{hw}x{hw} -> {cout}");
+        let t = time_median(budget, || {
+            std::hint::black_box(
+                crate::no_grad(|| x.conv2d(&w, None, params)).expect("valid conv"),
+            );
+        });
+        push("conv2d_fwd", shape.clone(), t, flops, true);
+        let xg = x.requires_grad_(true);
+        let t = time_median(budget, || {
+            let y = xg.conv2d(&w, None, params).expect("valid conv");
+            let g = y.ones_like().expect("alloc");
+            std::hint::black_box(y.backward_with_grad(&g).expect("backward"));
+        });
+        push("conv2d_fwd_bwd", shape, t, 3.0 * flops, true);
+    }
+    Ok(())
 }
 
 /// Formats results and peaks as a Markdown table.

@@ -5,6 +5,7 @@
 //! kernels, which work on raw buffers and layouts and know nothing of
 //! autodiff. See `docs/OPS.md` for the checklist of ops and their tests.
 
+pub mod conv;
 pub mod elementwise;
 pub mod index;
 pub mod inplace;
@@ -13,4 +14,5 @@ pub mod reduce;
 pub mod softmax;
 pub mod view;
 
+pub use conv::Conv2dParams;
 pub use elementwise::{BinaryOp, CmpOp, UnaryOp};

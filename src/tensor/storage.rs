@@ -95,15 +95,21 @@ impl CpuStorage {
         Self::full(dtype, n, 0.0)
     }
 
-    /// `n` copies of `value` converted to `dtype`.
+    /// `n` copies of `value` converted to `dtype` (in a recycled buffer
+    /// when one of that size is cached, saving the page faults of a fresh one).
     pub fn full(dtype: DType, n: usize, value: f64) -> Self {
+        fn filled<T: Copy + Default + Send + 'static>(n: usize, v: T) -> Vec<T> {
+            let mut buf = crate::backend::cpu::pool::take::<T>(n);
+            buf.fill(v);
+            buf
+        }
         match dtype {
-            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
-            DType::F64 => CpuStorage::F64(vec![value; n]),
-            DType::BF16 => CpuStorage::BF16(vec![WithDType::from_f64(value); n]),
-            DType::F16 => CpuStorage::F16(vec![WithDType::from_f64(value); n]),
-            DType::I64 => CpuStorage::I64(vec![value as i64; n]),
-            DType::U8 => CpuStorage::U8(vec![value as u8; n]),
+            DType::F32 => CpuStorage::F32(filled(n, value as f32)),
+            DType::F64 => CpuStorage::F64(filled(n, value)),
+            DType::BF16 => CpuStorage::BF16(filled(n, WithDType::from_f64(value))),
+            DType::F16 => CpuStorage::F16(filled(n, WithDType::from_f64(value))),
+            DType::I64 => CpuStorage::I64(filled(n, value as i64)),
+            DType::U8 => CpuStorage::U8(filled(n, value as u8)),
         }
     }
 

@@ -1,0 +1,288 @@
+//! conv2d: the im2col + GEMM kernels against the naive definition on many
+//! shapes, finite-difference gradient checks, and bad-input errors.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+mod common;
+use common::{assert_close, check_grad, randn};
+use ferrite::ops::Conv2dParams;
+use ferrite::{DType, Tensor};
+
+struct Case {
+    x: [usize; 4],
+    w: [usize; 4],
+    params: Conv2dParams,
+    bias: bool,
+}
+
+fn p(
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Conv2dParams {
+    Conv2dParams {
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            x: [2, 3, 7, 6],
+            w: [4, 3, 3, 3],
+            params: p((1, 1), (1, 1), (1, 1), 1),
+            bias: true,
+        },
+        Case {
+            x: [2, 3, 7, 6],
+            w: [4, 3, 3, 3],
+            params: p((2, 2), (1, 1), (1, 1), 1),
+            bias: false,
+        },
+        Case {
+            x: [1, 2, 9, 8],
+            w: [3, 2, 3, 3],
+            params: p((1, 1), (2, 2), (2, 2), 1),
+            bias: true,
+        },
+        Case {
+            x: [2, 4, 6, 5],
+            w: [6, 2, 3, 3],
+            params: p((1, 1), (1, 1), (1, 1), 2),
+            bias: true,
+        },
+        Case {
+            x: [1, 3, 5, 5],
+            w: [3, 1, 3, 3],
+            params: p((1, 1), (1, 1), (1, 1), 3),
+            bias: false,
+        },
+        Case {
+            x: [2, 5, 6, 6],
+            w: [7, 5, 1, 1],
+            params: p((1, 1), (0, 0), (1, 1), 1),
+            bias: true,
+        },
+        Case {
+            x: [2, 5, 6, 6],
+            w: [7, 5, 1, 1],
+            params: p((2, 2), (0, 0), (1, 1), 1),
+            bias: false,
+        },
+        Case {
+            x: [1, 2, 7, 9],
+            w: [3, 2, 2, 3],
+            params: p((2, 1), (1, 0), (1, 2), 1),
+            bias: true,
+        },
+        Case {
+            x: [1, 3, 11, 11],
+            w: [4, 3, 7, 7],
+            params: p((2, 2), (3, 3), (1, 1), 1),
+            bias: false,
+        },
+        Case {
+            x: [3, 2, 4, 4],
+            w: [2, 2, 4, 4],
+            params: p((1, 1), (0, 0), (1, 1), 1),
+            bias: true,
+        },
+        Case {
+            x: [1, 1, 3, 3],
+            w: [1, 1, 3, 3],
+            params: p((3, 3), (2, 2), (1, 1), 1),
+            bias: false,
+        },
+    ]
+}
+
+#[test]
+fn im2col_gemm_matches_the_definition() {
+    for (i, c) in cases().iter().enumerate() {
+        let s = 100 * i as u64;
+        let (x, w, b) = (randn(&c.x, s), randn(&c.w, s + 1), randn(&[c.w[0]], s + 2));
+        let bias = c.bias.then_some(&b);
+        let fast = x.conv2d(&w, bias, c.params).unwrap();
+        let slow = x.conv2d_reference(&w, bias, c.params).unwrap();
+        assert_eq!(fast.shape(), slow.shape(), "case {i}");
+        assert_close(
+            &format!("case {i}"),
+            &fast.to_f64_vec().unwrap(),
+            &slow.to_f64_vec().unwrap(),
+            1e-12,
+            1e-12,
+        );
+        // f32 too, through the same kernels.
+        let (xf, wf, bf) = (
+            x.to_dtype(DType::F32).unwrap(),
+            w.to_dtype(DType::F32).unwrap(),
+            b.to_dtype(DType::F32).unwrap(),
+        );
+        let fast = xf.conv2d(&wf, c.bias.then_some(&bf), c.params).unwrap();
+        assert_eq!(fast.dtype(), DType::F32);
+        assert_close(
+            &format!("case {i} f32"),
+            &fast.to_f64_vec().unwrap(),
+            &slow.to_f64_vec().unwrap(),
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn output_size_formula() {
+    // (in + 2p - d(k-1) - 1) / s + 1
+    let x = Tensor::zeros(&[1, 1, 10, 7], DType::F32).unwrap();
+    let w = Tensor::zeros(&[1, 1, 3, 2], DType::F32).unwrap();
+    let y = x.conv2d(&w, None, p((3, 2), (1, 2), (2, 1), 1)).unwrap();
+    assert_eq!(
+        y.shape(),
+        &[1, 1, (10 + 2 - 4 - 1) / 3 + 1, (7 + 4 - 1 - 1) / 2 + 1]
+    );
+}
+
+#[test]
+fn hand_computed_values() {
+    // 1 channel 3x3 input, 2x2 kernel of ones, padding 0: window sums.
+    let x = Tensor::from_vec((1..=9).map(|v| v as f32).collect::<Vec<_>>(), &[1, 1, 3, 3]).unwrap();
+    let w = Tensor::ones(&[1, 1, 2, 2], DType::F32).unwrap();
+    let b = Tensor::from_vec(vec![0.5f32], &[1]).unwrap();
+    let y = x.conv2d(&w, Some(&b), Conv2dParams::default()).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![12.5, 16.5, 24.5, 28.5]);
+    // Padding 1, stride 2: corners see one, two or four inputs.
+    let y = x
+        .conv2d(&w, None, Conv2dParams::default().padding(1).stride(2))
+        .unwrap();
+    assert_eq!(y.shape(), &[1, 1, 2, 2]);
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 5.0, 11.0, 28.0]);
+}
+
+#[test]
+fn gradients() {
+    for (i, c) in cases().iter().enumerate() {
+        let s = 200 * i as u64;
+        let (x, w, b) = (randn(&c.x, s), randn(&c.w, s + 1), randn(&[c.w[0]], s + 2));
+        let params = c.params;
+        if c.bias {
+            check_grad(
+                &format!("conv case {i}"),
+                |t| t[0].conv2d(&t[1], Some(&t[2]), params),
+                &[x, w, b],
+            );
+        } else {
+            check_grad(
+                &format!("conv case {i}"),
+                |t| t[0].conv2d(&t[1], None, params),
+                &[x, w],
+            );
+        }
+    }
+}
+
+#[test]
+fn gradients_with_non_contiguous_input() {
+    let x = randn(&[2, 6, 5, 3], 7);
+    let w = randn(&[4, 3, 3, 3], 8);
+    check_grad(
+        "permuted conv input",
+        |t| {
+            t[0].permute(&[0, 3, 2, 1])?
+                .conv2d(&t[1], None, Conv2dParams::default().padding(1))
+        },
+        &[x, w],
+    );
+}
+
+#[test]
+fn parallel_batch_matches_serial_reference() {
+    // Big enough to go parallel over images, in f32.
+    let x = randn(&[8, 16, 20, 20], 9).to_dtype(DType::F32).unwrap();
+    let w = randn(&[24, 16, 3, 3], 10).to_dtype(DType::F32).unwrap();
+    let params = Conv2dParams::default().padding(1);
+    let fast = x.conv2d(&w, None, params).unwrap();
+    let slow = x.conv2d_reference(&w, None, params).unwrap();
+    assert_close(
+        "parallel",
+        &fast.to_f64_vec().unwrap(),
+        &slow.to_f64_vec().unwrap(),
+        1e-4,
+        1e-4,
+    );
+    // Backward through the parallel paths equals the f64 serial gradients.
+    let (xv, wv) = (x.requires_grad_(true), w.requires_grad_(true));
+    let g = xv
+        .conv2d(&wv, None, params)
+        .unwrap()
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let (x64, w64) = (
+        x.to_dtype(DType::F64).unwrap().requires_grad_(true),
+        w.to_dtype(DType::F64).unwrap().requires_grad_(true),
+    );
+    let g64 = x64
+        .conv2d(&w64, None, params)
+        .unwrap()
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (a, b, name) in [(&xv, &x64, "dx"), (&wv, &w64, "dw")] {
+        let got = g.get(a).unwrap().to_f64_vec().unwrap();
+        let want = g64.get(b).unwrap().to_f64_vec().unwrap();
+        assert_close(name, &got, &want, 1e-2, 1e-3);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let x = Tensor::zeros(&[1, 4, 5, 5], DType::F32).unwrap();
+    let w = Tensor::zeros(&[2, 3, 3, 3], DType::F32).unwrap();
+    let e = x
+        .conv2d(&w, None, Conv2dParams::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conv2d") && e.contains("[1, 4, 5, 5]") && e.contains("[2, 3, 3, 3]"),
+        "{e}"
+    );
+    let w = Tensor::zeros(&[2, 4, 7, 7], DType::F32).unwrap();
+    assert!(x
+        .conv2d(&w, None, Conv2dParams::default())
+        .unwrap_err()
+        .to_string()
+        .contains("larger than padded input"));
+    let w = Tensor::zeros(&[2, 4, 3, 3], DType::F32).unwrap();
+    assert!(x
+        .conv2d(&w, None, Conv2dParams::default().stride(0))
+        .is_err());
+    let b = Tensor::zeros(&[3], DType::F32).unwrap();
+    assert!(x
+        .conv2d(&w, Some(&b), Conv2dParams::default())
+        .unwrap_err()
+        .to_string()
+        .contains("[3]"));
+    let w64 = Tensor::zeros(&[2, 4, 3, 3], DType::F64).unwrap();
+    assert!(x
+        .conv2d(&w64, None, Conv2dParams::default())
+        .unwrap_err()
+        .to_string()
+        .contains("dtype"));
+    let flat = Tensor::zeros(&[4, 5, 5], DType::F32).unwrap();
+    assert!(flat.conv2d(&w, None, Conv2dParams::default()).is_err());
+    let w = Tensor::zeros(&[3, 2, 3, 3], DType::F32).unwrap();
+    assert!(
+        x.conv2d(&w, None, Conv2dParams::default().groups(2))
+            .is_err(),
+        "3 output channels do not split into 2 groups"
+    );
+}
