@@ -24,6 +24,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 
 pub use autograd::{no_grad, GradStore};

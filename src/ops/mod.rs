@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod index;
 pub mod inplace;
 pub mod matmul;
+pub mod optim;
 pub mod reduce;
 pub mod softmax;
 pub mod view;

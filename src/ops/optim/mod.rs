@@ -1,0 +1,185 @@
+//! In-place optimizer updates as tensor methods, so that optimizers (in
+//! `crate::optim`) stay above the tensor API.
+//!
+//! Each update runs one fused CPU pass (see `cpu.rs`) over the parameter,
+//! its gradient and its state buffers. Like the other in-place ops these
+//! are not recorded and are refused while grad mode is on for a parameter
+//! that requires a gradient: call them inside [`no_grad`](crate::no_grad).
+
+pub mod cpu;
+
+use crate::autograd::is_grad_enabled;
+use crate::error::{Error, Result};
+use crate::tensor::{CpuStorage, Tensor};
+
+/// Hyper-parameters of one SGD update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// True on the first step, when the momentum buffer is initialised to
+    /// the gradient instead of being decayed.
+    pub first_step: bool,
+}
+
+/// Hyper-parameters of one Adam/AdamW update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// AdamW's decoupled decay instead of Adam's L2 term.
+    pub decoupled: bool,
+    /// 1-based step count, for the bias corrections.
+    pub step: u64,
+}
+
+impl Tensor {
+    /// Checks that `self` can be updated in place from `others`: grad mode
+    /// off (or no gradient required), contiguous float, same shape and dtype.
+    fn check_update(&self, op: &'static str, others: &[&Tensor]) -> Result<()> {
+        if is_grad_enabled() && self.requires_grad() {
+            return Err(Error::Autograd(format!(
+                "{op}: in-place update of a tensor that requires a gradient; run it inside no_grad"
+            )));
+        }
+        self.check_float(op)?;
+        for t in std::iter::once(&self).chain(others) {
+            if t.shape() != self.shape() {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
+            }
+            self.check_same(op, t)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one SGD step to this parameter in place; `momentum_buf`
+    /// (same shape, contiguous) is updated in place when given.
+    pub fn sgd_update_(
+        &self,
+        grad: &Tensor,
+        momentum_buf: Option<&Tensor>,
+        h: &SgdStep,
+    ) -> Result<()> {
+        let mut others = vec![grad];
+        others.extend(momentum_buf);
+        self.check_update("sgd_update_", &others)?;
+        let grad = grad.contiguous()?;
+        let state: Vec<&Tensor> = std::iter::once(self).chain(momentum_buf).collect();
+        with_state_slices("sgd_update_", &state, &grad, |slices, g| {
+            match (slices, g) {
+                (Slices::F32(mut s), GradSlice::F32(g)) => {
+                    let p = s.remove(0);
+                    cpu::sgd(p, g, s.pop(), h)
+                }
+                (Slices::F64(mut s), GradSlice::F64(g)) => {
+                    let p = s.remove(0);
+                    cpu::sgd(p, g, s.pop(), h)
+                }
+                _ => unreachable!("dtypes checked"),
+            }
+        })
+    }
+
+    /// Applies one Adam (or AdamW) step to this parameter in place,
+    /// updating the moment buffers `m` and `v` in place.
+    pub fn adam_update_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, h: &AdamStep) -> Result<()> {
+        self.check_update("adam_update_", &[grad, m, v])?;
+        if h.step == 0 {
+            return Err(Error::invalid("adam_update_", "steps are counted from 1"));
+        }
+        let grad = grad.contiguous()?;
+        with_state_slices("adam_update_", &[self, m, v], &grad, |slices, g| {
+            match (slices, g) {
+                (Slices::F32(mut s), GradSlice::F32(g)) => {
+                    let (v, m, p) = (s.pop().unwrap(), s.pop().unwrap(), s.pop().unwrap());
+                    cpu::adam(p, g, m, v, h)
+                }
+                (Slices::F64(mut s), GradSlice::F64(g)) => {
+                    let (v, m, p) = (s.pop().unwrap(), s.pop().unwrap(), s.pop().unwrap());
+                    cpu::adam(p, g, m, v, h)
+                }
+                _ => unreachable!("dtypes checked"),
+            }
+        })
+    }
+}
+
+enum Slices<'a> {
+    F32(Vec<&'a mut [f32]>),
+    F64(Vec<&'a mut [f64]>),
+}
+
+enum GradSlice<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+/// Locks the (distinct, contiguous) state tensors for writing and the
+/// gradient for reading, and hands `f` their element slices.
+fn with_state_slices(
+    op: &'static str,
+    state: &[&Tensor],
+    grad: &Tensor,
+    f: impl FnOnce(Slices<'_>, GradSlice<'_>),
+) -> Result<()> {
+    for (i, t) in state.iter().enumerate() {
+        if !t.is_contiguous() {
+            return Err(Error::invalid(
+                op,
+                format!("state tensor {i} must be contiguous"),
+            ));
+        }
+        if state[..i].iter().chain([&grad]).any(|o| o.same_storage(t)) {
+            return Err(Error::invalid(
+                op,
+                format!("state tensor {i} shares storage with another operand"),
+            ));
+        }
+    }
+    let n = grad.numel();
+    let gguard = grad.storage();
+    let goff = grad.layout().offset();
+    let mut guards: Vec<_> = state.iter().map(|t| t.storage_mut()).collect();
+    let offs: Vec<usize> = state.iter().map(|t| t.layout().offset()).collect();
+    match &*gguard {
+        CpuStorage::F32(g) => {
+            let slices = guards
+                .iter_mut()
+                .zip(&offs)
+                .map(|(s, &o)| match &mut **s {
+                    CpuStorage::F32(v) => &mut v[o..o + n],
+                    _ => unreachable!("dtypes checked"),
+                })
+                .collect();
+            f(Slices::F32(slices), GradSlice::F32(&g[goff..goff + n]));
+        }
+        CpuStorage::F64(g) => {
+            let slices = guards
+                .iter_mut()
+                .zip(&offs)
+                .map(|(s, &o)| match &mut **s {
+                    CpuStorage::F64(v) => &mut v[o..o + n],
+                    _ => unreachable!("dtypes checked"),
+                })
+                .collect();
+            f(Slices::F64(slices), GradSlice::F64(&g[goff..goff + n]));
+        }
+        other => {
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: other.dtype(),
+            })
+        }
+    }
+    Ok(())
+}

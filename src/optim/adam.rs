@@ -1,0 +1,157 @@
+//! Adam (`torch.optim.Adam`, L2 weight decay) and AdamW
+//! (`torch.optim.AdamW`, decoupled weight decay).
+
+use super::{check_groups, Optimizer, ParamGroup};
+use crate::autograd::{no_grad, GradStore};
+use crate::error::{Error, Result};
+use crate::ops::optim::AdamStep;
+use crate::tensor::Tensor;
+
+/// Moment settings shared by all groups.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// AdamW: decay the weights directly instead of adding `wd·p` to the gradient.
+    pub decoupled_weight_decay: bool,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            decoupled_weight_decay: false,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// AdamW's defaults (decoupled decay).
+    pub fn adamw() -> Self {
+        AdamConfig {
+            decoupled_weight_decay: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Adam / AdamW; see [`AdamStep`] for the update rule.
+pub struct Adam {
+    groups: Vec<ParamGroup>,
+    current_lr: Vec<f64>,
+    config: AdamConfig,
+    /// First and second moments per parameter (group order), created on
+    /// the parameter's first update, with its own step count.
+    state: Vec<Option<(Tensor, Tensor, u64)>>,
+    steps: u64,
+}
+
+impl Adam {
+    /// An optimizer over `groups`.
+    pub fn new(groups: Vec<ParamGroup>, config: AdamConfig) -> Result<Self> {
+        check_groups("Adam::new", &groups)?;
+        let ok = (0.0..1.0).contains(&config.beta1)
+            && (0.0..1.0).contains(&config.beta2)
+            && config.eps >= 0.0;
+        if !ok {
+            return Err(Error::invalid(
+                "Adam::new",
+                format!("invalid betas/eps {config:?}"),
+            ));
+        }
+        let n = groups.iter().map(|g| g.params.len()).sum();
+        Ok(Adam {
+            current_lr: groups.iter().map(|g| g.lr).collect(),
+            groups,
+            config,
+            state: vec![None; n],
+            steps: 0,
+        })
+    }
+
+    /// Per-parameter `(m, v, step)` in group order (for checkpoints).
+    pub fn moments(&self) -> &[Option<(Tensor, Tensor, u64)>] {
+        &self.state
+    }
+
+    /// Restores moments (e.g. from a checkpoint) and the step count.
+    pub fn load_state(
+        &mut self,
+        state: Vec<Option<(Tensor, Tensor, u64)>>,
+        steps: u64,
+    ) -> Result<()> {
+        let params: Vec<&Tensor> = self.groups.iter().flat_map(|g| &g.params).collect();
+        if state.len() != params.len() {
+            return Err(Error::invalid(
+                "Adam::load_state",
+                format!("{} states for {} parameters", state.len(), params.len()),
+            ));
+        }
+        for (s, p) in state.iter().zip(&params) {
+            if let Some((m, v, _)) = s {
+                if m.shape() != p.shape() || v.shape() != p.shape() {
+                    return Err(Error::ShapeMismatch {
+                        op: "Adam::load_state",
+                        lhs: p.shape().to_vec(),
+                        rhs: m.shape().to_vec(),
+                    });
+                }
+            }
+        }
+        self.state = state;
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        no_grad(|| -> Result<()> {
+            let mut k = 0;
+            for (gi, group) in self.groups.iter().enumerate() {
+                for p in &group.params {
+                    let slot = k;
+                    k += 1;
+                    let Some(grad) = grads.get(p) else { continue };
+                    if self.state[slot].is_none() {
+                        self.state[slot] = Some((p.zeros_like()?, p.zeros_like()?, 0));
+                    }
+                    let (m, v, step) = self.state[slot].as_mut().expect("just created");
+                    *step += 1;
+                    let h = AdamStep {
+                        lr: self.current_lr[gi],
+                        beta1: self.config.beta1,
+                        beta2: self.config.beta2,
+                        eps: self.config.eps,
+                        weight_decay: group.weight_decay,
+                        decoupled: self.config.decoupled_weight_decay,
+                        step: *step,
+                    };
+                    p.adam_update_(grad, m, v, &h)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) {
+        self.current_lr[group] = lr;
+    }
+
+    fn lr(&self, group: usize) -> f64 {
+        self.current_lr[group]
+    }
+
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+}

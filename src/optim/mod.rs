@@ -1,0 +1,107 @@
+//! Optimizers, learning-rate schedules and gradient clipping.
+//!
+//! An optimizer owns parameter groups (each with its own learning rate and
+//! weight decay, e.g. no decay on batch-norm and bias parameters) and the
+//! per-parameter state (momentum, moments). `step(&grads)` reads the
+//! gradients of a backward pass from the [`GradStore`] and updates every
+//! parameter in place with one fused pass; parameters without a gradient
+//! are skipped, as in PyTorch.
+//!
+//! Schedules give the learning rate of each epoch in closed form from a
+//! group's base rate; `Optimizer::apply_schedule` sets every group's rate.
+
+mod adam;
+mod clip;
+mod schedule;
+mod sgd;
+
+pub use adam::{Adam, AdamConfig};
+pub use clip::clip_grad_norm;
+pub use schedule::{
+    ConstantLr, CosineAnnealing, LinearWarmup, LrSchedule, MultiStepLr, Sequential, StepLr,
+};
+pub use sgd::{Sgd, SgdConfig};
+
+use crate::autograd::GradStore;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Parameters that share a learning rate and a weight decay.
+#[derive(Clone, Debug)]
+pub struct ParamGroup {
+    /// The parameters (leaf tensors that require a gradient).
+    pub params: Vec<Tensor>,
+    /// Base learning rate (schedules scale it).
+    pub lr: f64,
+    /// Weight decay (L2 for SGD and Adam, decoupled for AdamW).
+    pub weight_decay: f64,
+}
+
+impl ParamGroup {
+    /// A group with the given parameters, learning rate and weight decay.
+    pub fn new(params: Vec<Tensor>, lr: f64, weight_decay: f64) -> Self {
+        ParamGroup {
+            params,
+            lr,
+            weight_decay,
+        }
+    }
+}
+
+/// What every optimizer offers to training loops.
+pub trait Optimizer {
+    /// Updates every parameter that has a gradient in `grads`, in place.
+    fn step(&mut self, grads: &GradStore) -> Result<()>;
+    /// The parameter groups.
+    fn groups(&self) -> &[ParamGroup];
+    /// Sets the current learning rate of group `group` (its base rate in
+    /// [`ParamGroup::lr`] is unchanged).
+    fn set_lr(&mut self, group: usize, lr: f64);
+    /// The current learning rate of group `group`.
+    fn lr(&self, group: usize) -> f64;
+    /// Steps taken so far.
+    fn steps(&self) -> u64;
+
+    /// Sets every group's rate to what `schedule` gives for `epoch` from
+    /// the group's base rate.
+    fn apply_schedule(&mut self, schedule: &dyn LrSchedule, epoch: usize) {
+        let bases: Vec<f64> = self.groups().iter().map(|g| g.lr).collect();
+        for (i, base) in bases.into_iter().enumerate() {
+            self.set_lr(i, schedule.lr_at(base, epoch));
+        }
+    }
+}
+
+/// Validates a group list: positive finite rates, non-negative decay,
+/// parameters that are float leaves requiring a gradient, none repeated.
+fn check_groups(op: &'static str, groups: &[ParamGroup]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, g) in groups.iter().enumerate() {
+        if !(g.lr.is_finite() && g.lr >= 0.0)
+            || !(g.weight_decay.is_finite() && g.weight_decay >= 0.0)
+        {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "group {i}: invalid lr {} or weight decay {}",
+                    g.lr, g.weight_decay
+                ),
+            ));
+        }
+        for p in &g.params {
+            if !p.requires_grad() || !p.dtype().is_float() {
+                return Err(Error::invalid(
+                    op,
+                    format!("group {i}: {p:?} is not a float tensor that requires a gradient"),
+                ));
+            }
+            if !seen.insert(p.id()) {
+                return Err(Error::invalid(
+                    op,
+                    format!("group {i}: parameter {p:?} appears twice"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

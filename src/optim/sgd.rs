@@ -1,0 +1,141 @@
+//! Stochastic gradient descent with momentum, dampening, Nesterov momentum
+//! and (L2) weight decay, as `torch.optim.SGD`.
+
+use super::{check_groups, Optimizer, ParamGroup};
+use crate::autograd::{no_grad, GradStore};
+use crate::error::{Error, Result};
+use crate::ops::optim::SgdStep;
+use crate::tensor::Tensor;
+
+/// Momentum settings shared by all groups.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig {
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+/// SGD; see [`SgdStep`] for the update rule.
+pub struct Sgd {
+    groups: Vec<ParamGroup>,
+    current_lr: Vec<f64>,
+    config: SgdConfig,
+    /// One momentum buffer per parameter (group-major order), created on
+    /// the parameter's first update.
+    buffers: Vec<Option<Tensor>>,
+    steps: u64,
+}
+
+impl Sgd {
+    /// An optimizer over `groups`.
+    pub fn new(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
+        check_groups("Sgd::new", &groups)?;
+        if !(0.0..=1.0).contains(&config.dampening) || config.momentum.is_nan() || config.momentum < 0.0 {
+            return Err(Error::invalid(
+                "Sgd::new",
+                format!("invalid momentum/dampening {config:?}"),
+            ));
+        }
+        if config.nesterov && (config.momentum <= 0.0 || config.dampening != 0.0) {
+            return Err(Error::invalid(
+                "Sgd::new",
+                "Nesterov momentum needs momentum > 0 and zero dampening",
+            ));
+        }
+        let n = groups.iter().map(|g| g.params.len()).sum();
+        Ok(Sgd {
+            current_lr: groups.iter().map(|g| g.lr).collect(),
+            groups,
+            config,
+            buffers: vec![None; n],
+            steps: 0,
+        })
+    }
+
+    /// The momentum buffers, one per parameter in group order (for checkpoints).
+    pub fn momentum_buffers(&self) -> &[Option<Tensor>] {
+        &self.buffers
+    }
+
+    /// Restores momentum buffers (e.g. from a checkpoint) and the step count.
+    pub fn load_state(&mut self, buffers: Vec<Option<Tensor>>, steps: u64) -> Result<()> {
+        let params: Vec<&Tensor> = self.groups.iter().flat_map(|g| &g.params).collect();
+        if buffers.len() != params.len() {
+            return Err(Error::invalid(
+                "Sgd::load_state",
+                format!("{} buffers for {} parameters", buffers.len(), params.len()),
+            ));
+        }
+        for (b, p) in buffers.iter().zip(&params) {
+            if let Some(b) = b {
+                if b.shape() != p.shape() || b.dtype() != p.dtype() {
+                    return Err(Error::ShapeMismatch {
+                        op: "Sgd::load_state",
+                        lhs: p.shape().to_vec(),
+                        rhs: b.shape().to_vec(),
+                    });
+                }
+            }
+        }
+        self.buffers = buffers;
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        no_grad(|| -> Result<()> {
+            let mut k = 0;
+            for (gi, group) in self.groups.iter().enumerate() {
+                for p in &group.params {
+                    let slot = k;
+                    k += 1;
+                    let Some(grad) = grads.get(p) else { continue };
+                    let first_step = self.buffers[slot].is_none();
+                    if self.config.momentum != 0.0 && first_step {
+                        self.buffers[slot] = Some(p.zeros_like()?);
+                    }
+                    let h = SgdStep {
+                        lr: self.current_lr[gi],
+                        momentum: self.config.momentum,
+                        dampening: self.config.dampening,
+                        nesterov: self.config.nesterov,
+                        weight_decay: group.weight_decay,
+                        first_step,
+                    };
+                    p.sgd_update_(grad, self.buffers[slot].as_ref(), &h)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) {
+        self.current_lr[group] = lr;
+    }
+
+    fn lr(&self, group: usize) -> f64 {
+        self.current_lr[group]
+    }
+
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+}
