@@ -6,14 +6,20 @@
 //! autodiff. See `docs/OPS.md` for the checklist of ops and their tests.
 
 pub mod conv;
+pub mod dropout;
 pub mod elementwise;
 pub mod index;
 pub mod inplace;
+pub mod linear;
 pub mod matmul;
+pub mod norm;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod view;
 
 pub use conv::Conv2dParams;
 pub use elementwise::{BinaryOp, CmpOp, UnaryOp};
+pub use norm::BatchNormOptions;
+pub use pool::Pool2dParams;

@@ -1,0 +1,55 @@
+//! Dropout (`torch.nn.functional.dropout`): zeroes each element with
+//! probability `p` during training and scales the survivors by `1/(1 − p)`,
+//! so the expected value is unchanged.
+//!
+//! The mask is drawn from a generator passed by the caller (no global RNG),
+//! so a seed reproduces it. The op is built from existing differentiable
+//! ops: `y = x ⊙ mask` with `mask ∈ {0, 1/(1 − p)}` a constant tensor, so
+//! the backward `dx = dy ⊙ mask` comes from `mul` and needs no new `GradFn`.
+
+use crate::error::{Error, Result};
+use crate::tensor::{CpuStorage, Tensor};
+use rand::Rng;
+
+impl Tensor {
+    /// Dropout with drop probability `p` in [0, 1].
+    ///
+    /// - `!training` or `p == 0`: returns `self` unchanged (the same handle,
+    ///   so gradients pass straight through);
+    /// - `p == 1`: `self · 0`, zeros that stay connected to the graph (zero
+    ///   gradient), as PyTorch;
+    /// - otherwise `self ⊙ mask / (1 − p)`, with each mask element kept
+    ///   (= 1) with probability `1 − p`: element `i` (row-major) is kept when
+    ///   the `i`-th `rng.random::<f64>()` draw is `< 1 − p`. The scaled mask
+    ///   is built in `self`'s dtype, and the gradient is `dy ⊙ mask / (1 − p)`.
+    ///
+    /// Errors: `p` outside [0, 1] (or NaN), a non-float tensor.
+    pub fn dropout<R: Rng + ?Sized>(&self, p: f64, training: bool, rng: &mut R) -> Result<Tensor> {
+        self.check_float("dropout")?;
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::invalid(
+                "dropout",
+                format!("probability p must be in [0, 1], got {p}"),
+            ));
+        }
+        if !training || p == 0.0 {
+            return Ok(self.clone());
+        }
+        if p == 1.0 {
+            return self.mul_scalar(0.0);
+        }
+        let keep = 1.0 - p;
+        let scale = 1.0 / keep;
+        let mask = CpuStorage::from_f64_iter(
+            self.dtype(),
+            (0..self.numel()).map(|_| {
+                if rng.random::<f64>() < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            }),
+        );
+        self.mul(&Tensor::from_storage(mask, self.shape()))
+    }
+}

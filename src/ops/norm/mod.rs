@@ -1,0 +1,438 @@
+//! Batch normalisation as one op (`torch.nn.functional.batch_norm`), with
+//! its closed-form backward.
+//!
+//! For `x` of shape `N×C×*` (channels on dim 1) and `M = N·∏spatial`
+//! elements per channel:
+//!
+//! - **training**: per-channel batch mean `μ` and *biased* variance `σ²`
+//!   (sums accumulated in f64), `invstd = 1/√(σ² + eps)`,
+//!   `y = (x − μ)·invstd·w + b`; the running statistics, when given, are
+//!   updated in place: `rm ← (1 − m)·rm + m·μ`,
+//!   `rv ← (1 − m)·rv + m·σ²·M/(M − 1)` (unbiased variance).
+//! - **eval**: `y = (x − rm)·invstd·w + b` with `invstd = 1/√(rv + eps)`.
+//!
+//! The backward saves the input and `(μ, invstd)` per channel. With
+//! `x̂ = (x − μ)·invstd` and per-channel sums over batch and space:
+//! training `dx = w·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, eval
+//! `dx = dy·w·invstd`; both modes `dw = Σ(dy·x̂)`, `db = Σdy`. Running
+//! statistics are buffers: they never enter the graph and get no gradient.
+//! Kernels are in `cpu.rs`; half-precision inputs are computed in f32.
+
+pub mod cpu;
+
+use crate::autograd::{no_grad, GradFn};
+use crate::error::{Error, Result};
+use crate::tensor::{CpuStorage, DType, Float, StorageElement, Tensor};
+use cpu::NcsShape;
+
+const OP: &str = "batch_norm";
+
+/// Mode and hyper-parameters of [`Tensor::batch_norm`]. `Default` is
+/// training mode, momentum 0.1, eps 1e-5 (PyTorch's defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormOptions {
+    /// Normalise with the batch statistics and update the running ones
+    /// (`true`), or normalise with the running statistics (`false`).
+    pub training: bool,
+    /// Weight of the new batch statistic in the running average, in [0, 1].
+    pub momentum: f64,
+    /// Added to the variance before the square root; must be ≥ 0.
+    pub eps: f64,
+}
+
+impl Default for BatchNormOptions {
+    fn default() -> Self {
+        BatchNormOptions {
+            training: true,
+            momentum: 0.1,
+            eps: 1e-5,
+        }
+    }
+}
+
+/// Contiguous f32 or f64 data of a tensor (half types widened to f32).
+fn data_of(t: &Tensor) -> Result<Tensor> {
+    match t.dtype() {
+        DType::BF16 | DType::F16 => t.to_dtype(DType::F32)?.contiguous(),
+        _ => t.contiguous(),
+    }
+}
+
+/// The typed elements of a contiguous tensor whose storage is `s`.
+fn elems<'a, T: StorageElement>(s: &'a CpuStorage, t: &Tensor) -> &'a [T] {
+    let off = t.layout().offset();
+    &T::slice(s).expect("dtype checked by the caller")[off..off + t.numel()]
+}
+
+/// A 1-D tensor of `dtype` holding `values`.
+fn vector(values: &[f64], dtype: DType) -> Tensor {
+    Tensor::from_storage(
+        CpuStorage::from_f64_iter(dtype, values.iter().copied()),
+        &[values.len()],
+    )
+}
+
+/// Checks that a per-channel tensor `t` matches `x`: same dtype and
+/// device, shape `[C]`; a shape error carries `op` (which names the
+/// argument) and both shapes.
+fn check_per_channel(x: &Tensor, t: &Tensor, op: &'static str) -> Result<()> {
+    x.check_same(OP, t)?;
+    if t.shape() != [x.shape()[1]] {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape().to_vec(),
+            rhs: t.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Every argument check of [`Tensor::batch_norm`], done before any work.
+fn validate(
+    x: &Tensor,
+    running_mean: Option<&Tensor>,
+    running_var: Option<&Tensor>,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    opts: &BatchNormOptions,
+) -> Result<()> {
+    x.check_float(OP)?;
+    if x.ndim() < 2 {
+        return Err(Error::bad_shape(
+            OP,
+            format!(
+                "expected an input of rank ≥ 2 (N×C×…, channels on dim 1), got shape {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    if !(opts.eps >= 0.0 && opts.eps.is_finite()) {
+        return Err(Error::invalid(
+            OP,
+            format!("eps must be finite and ≥ 0, got {}", opts.eps),
+        ));
+    }
+    if !(0.0..=1.0).contains(&opts.momentum) {
+        return Err(Error::invalid(
+            OP,
+            format!("momentum must be in [0, 1], got {}", opts.momentum),
+        ));
+    }
+    if let Some(w) = weight {
+        check_per_channel(
+            x,
+            w,
+            "batch_norm (weight must have C = input.shape[1] elements)",
+        )?;
+    }
+    if let Some(b) = bias {
+        check_per_channel(
+            x,
+            b,
+            "batch_norm (bias must have C = input.shape[1] elements)",
+        )?;
+    }
+    for (name, stat) in [("running_mean", running_mean), ("running_var", running_var)] {
+        let Some(stat) = stat else { continue };
+        check_per_channel(
+            x,
+            stat,
+            if name == "running_mean" {
+                "batch_norm (running_mean must have C = input.shape[1] elements)"
+            } else {
+                "batch_norm (running_var must have C = input.shape[1] elements)"
+            },
+        )?;
+        if stat.requires_grad() {
+            return Err(Error::invalid(
+                OP,
+                format!("{name} is a buffer and must not require a gradient"),
+            ));
+        }
+        if opts.training && !stat.is_contiguous() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{name} is updated in place in training mode and must be contiguous, \
+                     got strides {:?}",
+                    stat.strides()
+                ),
+            ));
+        }
+    }
+    if !opts.training && (running_mean.is_none() || running_var.is_none()) {
+        return Err(Error::invalid(
+            OP,
+            "running_mean and running_var are required in eval mode (training = false)",
+        ));
+    }
+    let sh = NcsShape::of(x.shape());
+    if opts.training && sh.per_channel() == 1 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "Expected more than 1 value per channel when training, got input size {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `buf ← (1 − momentum)·buf + momentum·batch`, in place (f64 arithmetic,
+/// rounded to the buffer's dtype), outside the graph.
+fn update_running(buf: &Tensor, batch: &[f64], momentum: f64) -> Result<()> {
+    let old = buf.to_f64_vec()?;
+    let new: Vec<f64> = old
+        .iter()
+        .zip(batch)
+        .map(|(&r, &b)| momentum * b + (1.0 - momentum) * r)
+        .collect();
+    let src = vector(&new, buf.dtype()).reshape(buf.shape())?;
+    no_grad(|| buf.assign(&src))
+}
+
+/// Float element types the batch-norm kernels run on (f32 and f64; half
+/// types are widened to f32 by [`data_of`]).
+trait Kernel: Float + StorageElement {}
+impl Kernel for f32 {}
+impl Kernel for f64 {}
+
+/// Runs `$f::<T>(args)` with `T` = f64 for F64 data, f32 otherwise (the
+/// data was prepared by [`data_of`], so nothing else can occur).
+macro_rules! dispatch {
+    ($dtype:expr, $f:ident($($arg:expr),*)) => {
+        match $dtype {
+            DType::F64 => $f::<f64>($($arg),*),
+            _ => $f::<f32>($($arg),*),
+        }
+    };
+}
+
+/// Per-channel `(mean, Σ(x − mean)²)` of contiguous data `x`.
+fn moments<T: Kernel>(x: &Tensor, sh: NcsShape) -> (Vec<f64>, Vec<f64>) {
+    let s = x.storage();
+    cpu::channel_moments(elems::<T>(&s, x), sh)
+}
+
+/// `(x − mean)·scale + shift` per channel, on contiguous data `x`.
+fn normalize<T: Kernel>(
+    x: &Tensor,
+    sh: NcsShape,
+    mean: &[f64],
+    scale: &[f64],
+    shift: &[f64],
+) -> CpuStorage {
+    let s = x.storage();
+    T::into_storage(cpu::channel_normalize(
+        elems::<T>(&s, x),
+        sh,
+        mean,
+        scale,
+        shift,
+    ))
+}
+
+/// Per-channel `(Σdy, Σdy·(x − mean))` on contiguous data of one dtype.
+fn grad_sums<T: Kernel>(
+    dy: &Tensor,
+    x: &Tensor,
+    sh: NcsShape,
+    mean: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
+    Tensor::read_storages(&[dy, x], |s| {
+        cpu::channel_grad_sums(elems::<T>(s[0], dy), elems::<T>(s[1], x), sh, mean)
+    })
+}
+
+/// `dx = a·dy + p·(x − mean) + q` per channel, on contiguous data.
+fn grad_input<T: Kernel>(
+    dy: &Tensor,
+    x: &Tensor,
+    sh: NcsShape,
+    mean: &[f64],
+    coef: (&[f64], &[f64], &[f64]),
+) -> CpuStorage {
+    Tensor::read_storages(&[dy, x], |s| {
+        T::into_storage(cpu::channel_grad_input(
+            elems::<T>(s[0], dy),
+            elems::<T>(s[1], x),
+            sh,
+            mean,
+            coef,
+        ))
+    })
+}
+
+struct BatchNormBackward {
+    input: Tensor,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    /// Per-channel mean used to normalise (batch mean, or running mean in eval).
+    mean: Vec<f64>,
+    /// Per-channel `1/√(var + eps)` used to normalise.
+    invstd: Vec<f64>,
+    training: bool,
+}
+
+impl GradFn for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        let mut v = vec![self.input.clone()];
+        v.extend(self.weight.clone());
+        v.extend(self.bias.clone());
+        v
+    }
+    fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let sh = NcsShape::of(self.input.shape());
+        let m = sh.per_channel() as f64;
+        let x = data_of(&self.input)?;
+        // Same compute dtype as x (g may arrive in another float dtype).
+        let dy = g.to_dtype(x.dtype())?.contiguous()?;
+        let (mean, invstd) = (&self.mean, &self.invstd);
+        let (sum_dy, sum_dy_xmu) = dispatch!(x.dtype(), grad_sums(&dy, &x, sh, mean));
+        let dtype = self.input.dtype();
+        let mut grads = Vec::with_capacity(3);
+        grads.push(if self.input.requires_grad() {
+            let w = match &self.weight {
+                Some(w) => w.to_f64_vec()?,
+                None => vec![1.0; sh.c],
+            };
+            // dx = a·dy + p·(x − μ) + q: the closed form, per channel.
+            let a: Vec<f64> = w.iter().zip(invstd).map(|(w, i)| w * i).collect();
+            let (mut p, mut q) = (vec![0.0; sh.c], vec![0.0; sh.c]);
+            if self.training {
+                for c in 0..sh.c {
+                    p[c] = -a[c] * invstd[c] * invstd[c] * sum_dy_xmu[c] / m;
+                    q[c] = -a[c] * sum_dy[c] / m;
+                }
+            }
+            let s = dispatch!(x.dtype(), grad_input(&dy, &x, sh, mean, (&a, &p, &q)));
+            Some(Tensor::from_storage(s, self.input.shape()).to_dtype(dtype)?)
+        } else {
+            None
+        });
+        if let Some(w) = &self.weight {
+            grads.push(if w.requires_grad() {
+                // dw = Σ dy·x̂ = invstd·Σ dy·(x − μ)
+                let dw: Vec<f64> = sum_dy_xmu.iter().zip(invstd).map(|(s, i)| s * i).collect();
+                Some(vector(&dw, dtype))
+            } else {
+                None
+            });
+        }
+        if let Some(b) = &self.bias {
+            grads.push(if b.requires_grad() {
+                Some(vector(&sum_dy, dtype))
+            } else {
+                None
+            });
+        }
+        Ok(grads)
+    }
+}
+
+impl Tensor {
+    /// Batch normalisation over dim 1 of an `N×C×*` input (rank ≥ 2), as
+    /// `torch.nn.functional.batch_norm(x, running_mean, running_var, weight,
+    /// bias, training, momentum, eps)`.
+    ///
+    /// Training mode normalises each channel with its batch mean and biased
+    /// variance (statistics accumulated in f64) and, when running statistics
+    /// are given, updates them **in place**:
+    /// `running_mean = (1 − m)·running_mean + m·batch_mean`,
+    /// `running_var = (1 − m)·running_var + m·unbiased_batch_var`. It needs
+    /// more than one value per channel. Eval mode normalises with the
+    /// running statistics, which are then required. `weight` and `bias`
+    /// (`C` elements each, optional: `None` is `affine = False`) scale and
+    /// shift the result; gradients flow to the input, weight and bias.
+    ///
+    /// Running statistics are buffers: `C`-element tensors of the input's
+    /// dtype that must not require a gradient (and must be contiguous in
+    /// training mode); they are never recorded in the graph. They may be
+    /// `None` in training mode. An input with no elements gives an empty
+    /// output and leaves the running statistics untouched (as PyTorch).
+    ///
+    /// Errors: rank < 2, a per-channel tensor whose shape is not `[C]` (the
+    /// message names both shapes), dtype or device mismatch, a non-float
+    /// input, eval mode without running statistics, one value per channel
+    /// in training mode, `eps` < 0, `momentum` outside [0, 1].
+    pub fn batch_norm(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        opts: BatchNormOptions,
+    ) -> Result<Tensor> {
+        validate(self, running_mean, running_var, weight, bias, &opts)?;
+        if self.numel() == 0 {
+            return self.batch_norm_empty(weight, bias);
+        }
+        let sh = NcsShape::of(self.shape());
+        let m = sh.per_channel() as f64;
+        let x = data_of(self)?;
+        let (mean, invstd) = if opts.training {
+            let (mean, var_sum) = dispatch!(x.dtype(), moments(&x, sh));
+            if let Some(rm) = running_mean {
+                update_running(rm, &mean, opts.momentum)?;
+            }
+            if let Some(rv) = running_var {
+                let unbiased: Vec<f64> = var_sum.iter().map(|v| v / (m - 1.0)).collect();
+                update_running(rv, &unbiased, opts.momentum)?;
+            }
+            let invstd: Vec<f64> = var_sum
+                .iter()
+                .map(|v| 1.0 / (v / m + opts.eps).sqrt())
+                .collect();
+            (mean, invstd)
+        } else {
+            let rm = running_mean.expect("validated").to_f64_vec()?;
+            let rv = running_var.expect("validated").to_f64_vec()?;
+            let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v + opts.eps).sqrt()).collect();
+            (rm, invstd)
+        };
+        let mut scale = invstd.clone();
+        if let Some(w) = weight {
+            for (s, w) in scale.iter_mut().zip(w.to_f64_vec()?) {
+                *s *= w;
+            }
+        }
+        let shift = match bias {
+            Some(b) => b.to_f64_vec()?,
+            None => vec![0.0; sh.c],
+        };
+        let storage = dispatch!(x.dtype(), normalize(&x, sh, &mean, &scale, &shift));
+        let out = Tensor::from_storage(storage, self.shape()).to_dtype(self.dtype())?;
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        Ok(out.track(&inputs, || {
+            Box::new(BatchNormBackward {
+                input: self.clone(),
+                weight: weight.cloned(),
+                bias: bias.cloned(),
+                mean,
+                invstd,
+                training: opts.training,
+            })
+        }))
+    }
+
+    /// Batch norm of an input with no elements: an empty result that stays
+    /// connected to the input, weight and bias (zero gradients), as PyTorch.
+    fn batch_norm_empty(&self, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
+        let mut per_channel = vec![1; self.ndim()];
+        per_channel[1] = self.shape()[1];
+        let mut out = self.contiguous_copy()?;
+        if let Some(w) = weight {
+            out = out.mul(&w.reshape(&per_channel)?)?;
+        }
+        if let Some(b) = bias {
+            out = out.add(&b.reshape(&per_channel)?)?;
+        }
+        Ok(out)
+    }
+}
