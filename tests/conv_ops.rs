@@ -286,3 +286,27 @@ fn bad_input_is_an_error() {
         "3 output channels do not split into 2 groups"
     );
 }
+
+#[test]
+fn uneven_multi_image_tiles_with_groups() {
+    // Five images make tiles of 3 and 2 images (two threads); groups and a
+    // stride exercise the tile gather/scatter paths forward and backward.
+    let x = randn(&[5, 4, 6, 5], 31);
+    let w = randn(&[6, 2, 3, 3], 32);
+    let b = randn(&[6], 33);
+    let params = Conv2dParams::default().padding(1).stride(2).groups(2);
+    let fast = x.conv2d(&w, Some(&b), params).unwrap();
+    let slow = x.conv2d_reference(&w, Some(&b), params).unwrap();
+    assert_close(
+        "tiles",
+        &fast.to_f64_vec().unwrap(),
+        &slow.to_f64_vec().unwrap(),
+        1e-12,
+        1e-12,
+    );
+    check_grad(
+        "tiled conv",
+        |t| t[0].conv2d(&t[1], Some(&t[2]), params),
+        &[x, w, b],
+    );
+}

@@ -142,8 +142,10 @@ fn geometry(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> 
     })
 }
 
-/// Contiguous f32 or f64 data of a tensor, converting half types to f32.
+/// Contiguous f32 or f64 data of a tensor, converting half types to f32
+/// (detached: kernels read it, the graph records the conv op itself).
 fn data_of(t: &Tensor) -> Result<Tensor> {
+    let t = t.detach();
     match t.dtype() {
         DType::BF16 | DType::F16 => t.to_dtype(DType::F32)?.contiguous(),
         _ => t.contiguous(),
