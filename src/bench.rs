@@ -260,6 +260,113 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
     Ok(out)
 }
 
+/// One row of the training-step table.
+#[derive(Clone, Debug)]
+pub struct StepResult {
+    pub model: String,
+    pub batch: usize,
+    pub median: Duration,
+    pub images_per_sec: f64,
+    /// Floating-point operations of one step (forward + backward ≈ 3× forward).
+    pub gflop: f64,
+    /// Peak resident memory of the process so far, in MiB (Linux only).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Peak resident set size of this process (`VmHWM`), in MiB, where the OS reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Times full training steps (forward, cross-entropy, backward, SGD with
+/// momentum) of the CIFAR ResNet-18 and ResNet-32 on random 3×32×32 batches.
+pub fn run_training_steps(config: &BenchConfig) -> Result<Vec<StepResult>> {
+    use crate::nn::resnet::{resnet18_cifar, resnet32, ResNet, ResNetConfig};
+    use crate::nn::{self, Module};
+    use crate::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
+    let batch = if config.quick { 8 } else { 32 };
+    let steps = if config.quick { 2 } else { 5 };
+    let models: [(&str, ResNetConfig, f64); 2] = [
+        ("resnet18_cifar", resnet18_cifar(3, 10), 0.557),
+        ("resnet32_cifar", resnet32(3, 10), 0.0694),
+    ];
+    let mut out = Vec::new();
+    for (name, cfg, fwd_gflop_per_image) in models {
+        if !config
+            .filter
+            .as_deref()
+            .is_none_or(|f| name.contains(f) || "train_step".contains(f))
+        {
+            continue;
+        }
+        let mut rng = StdRng::seed_from_u64(0);
+        let net = ResNet::new(&cfg, &mut rng)?;
+        let mut opt = Sgd::new(
+            vec![ParamGroup::new(nn::parameters(&net), 0.01, 5e-4)],
+            SgdConfig {
+                momentum: 0.9,
+                ..SgdConfig::default()
+            },
+        )?;
+        let x = Tensor::randn(&[batch, 3, 32, 32], 0.0, 1.0, DType::F32, &mut rng)?;
+        let y = Tensor::from_vec(
+            (0..batch as i64).map(|i| i % 10).collect::<Vec<_>>(),
+            &[batch, 1],
+        )?;
+        let mut step = || -> Result<()> {
+            let loss = net
+                .forward(&x)?
+                .log_softmax(1)?
+                .gather(1, &y)?
+                .mean_all()?
+                .neg()?;
+            let grads = loss.backward()?;
+            opt.step(&grads)
+        };
+        step()?; // warm-up: state buffers, caches
+        let mut times = Vec::new();
+        for _ in 0..steps {
+            let t = Instant::now();
+            step()?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        out.push(StepResult {
+            model: name.to_string(),
+            batch,
+            median,
+            images_per_sec: batch as f64 / median.as_secs_f64(),
+            gflop: 3.0 * fwd_gflop_per_image * batch as f64,
+            peak_rss_mib: peak_rss_mib(),
+        });
+    }
+    Ok(out)
+}
+
+/// Formats training-step results as a Markdown table.
+pub fn format_steps(results: &[StepResult], peaks: &Peaks) -> String {
+    let mut s = String::from("| model | batch | median step | images/s | GFLOP/s | % of FMA peak | peak RSS |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in results {
+        let rate = r.gflop / r.median.as_secs_f64();
+        s.push_str(&format!(
+            "| {} | {} | {:.0} ms | {:.1} | {:.1} | {:.0} % | {} |\n",
+            r.model,
+            r.batch,
+            r.median.as_secs_f64() * 1e3,
+            r.images_per_sec,
+            rate,
+            100.0 * rate / peaks.gflops,
+            r.peak_rss_mib
+                .map_or("n/a".to_string(), |m| format!("{m:.0} MiB"))
+        ));
+    }
+    s
+}
+
 /// conv2d, batch 32, 3×3 kernel, padding 1, on the ResNet shapes
 /// (Cin, Cout, H = W): forward alone, and forward + backward (input and
 /// weight gradients), which does three times the forward's multiply-adds.

@@ -23,6 +23,7 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod tensor;

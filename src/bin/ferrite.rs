@@ -70,6 +70,13 @@ fn run_bench(args: &[String]) -> Result<(), String> {
         let peaks = bench::peaks(&config);
         let results = bench::run(&config, &peaks).map_err(|e| e.to_string())?;
         print!("{}", bench::format_table(&results, &peaks));
+        let steps = bench::run_training_steps(&config).map_err(|e| e.to_string())?;
+        if !steps.is_empty() {
+            print!(
+                "\ntraining steps (forward + backward + SGD momentum, random 3×32×32 batch):\n\n"
+            );
+            print!("{}", bench::format_steps(&steps, &peaks));
+        }
         Ok(())
     })
 }

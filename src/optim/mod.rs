@@ -77,9 +77,8 @@ pub trait Optimizer {
 fn check_groups(op: &'static str, groups: &[ParamGroup]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for (i, g) in groups.iter().enumerate() {
-        if !(g.lr.is_finite() && g.lr >= 0.0)
-            || !(g.weight_decay.is_finite() && g.weight_decay >= 0.0)
-        {
+        let valid = |v: f64| v.is_finite() && v >= 0.0;
+        if !valid(g.lr) || !valid(g.weight_decay) {
             return Err(Error::invalid(
                 op,
                 format!(

@@ -40,7 +40,10 @@ impl Sgd {
     /// An optimizer over `groups`.
     pub fn new(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
         check_groups("Sgd::new", &groups)?;
-        if !(0.0..=1.0).contains(&config.dampening) || config.momentum.is_nan() || config.momentum < 0.0 {
+        if !(0.0..=1.0).contains(&config.dampening)
+            || config.momentum.is_nan()
+            || config.momentum < 0.0
+        {
             return Err(Error::invalid(
                 "Sgd::new",
                 format!("invalid momentum/dampening {config:?}"),

@@ -1,0 +1,313 @@
+//! The standard layers.
+
+use super::{init, join, Module, Role};
+use crate::error::{Error, Result};
+use crate::ops::{BatchNormOptions, Conv2dParams, Pool2dParams};
+use crate::tensor::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Mutex;
+
+/// `y = x·Wᵀ + b` with `W` of shape (out, in).
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer with PyTorch's default initialisation.
+    pub fn new<R: Rng + ?Sized>(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let weight = init::default_uniform(&[out_features, in_features], in_features, rng)?
+            .requires_grad_(true);
+        let bias = if bias {
+            Some(init::default_uniform(&[out_features], in_features, rng)?.requires_grad_(true))
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        f(&join(prefix, "weight"), &self.weight, Role::Parameter);
+        if let Some(b) = &self.bias {
+            f(&join(prefix, "bias"), b, Role::Parameter);
+        }
+    }
+}
+
+/// 2-D convolution layer (see [`Tensor::conv2d`]).
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub params: Conv2dParams,
+}
+
+impl Conv2d {
+    /// A `kernel × kernel` convolution with PyTorch's default initialisation.
+    pub fn new<R: Rng + ?Sized>(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        params: Conv2dParams,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        if params.groups == 0
+            || in_channels % params.groups != 0
+            || out_channels % params.groups != 0
+        {
+            return Err(Error::invalid(
+                "Conv2d::new",
+                format!(
+                    "{in_channels} → {out_channels} channels do not split into {} groups",
+                    params.groups
+                ),
+            ));
+        }
+        let fan_in = in_channels / params.groups * kernel * kernel;
+        let shape = [out_channels, in_channels / params.groups, kernel, kernel];
+        let weight = init::default_uniform(&shape, fan_in, rng)?.requires_grad_(true);
+        let bias = if bias {
+            Some(init::default_uniform(&[out_channels], fan_in, rng)?.requires_grad_(true))
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            params,
+        })
+    }
+
+    /// Re-draws the weight Kaiming-normal (fan-out, ReLU), as torchvision's ResNets do.
+    pub fn kaiming_normal_<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Result<()> {
+        let s = self.weight.shape();
+        let fan_out = s[0] * s[2] * s[3];
+        self.weight = init::kaiming_normal_fan_out(s, fan_out, rng)?.requires_grad_(true);
+        Ok(())
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.weight, self.bias.as_ref(), self.params)
+    }
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        f(&join(prefix, "weight"), &self.weight, Role::Parameter);
+        if let Some(b) = &self.bias {
+            f(&join(prefix, "bias"), b, Role::Parameter);
+        }
+    }
+}
+
+/// Batch normalisation over the channels of N×C×H×W inputs, with learned
+/// scale and shift and running statistics (buffers) for evaluation.
+pub struct BatchNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    /// Training steps seen (i64 scalar), as PyTorch keeps it.
+    pub num_batches_tracked: Tensor,
+    pub momentum: f64,
+    pub eps: f64,
+    pub training: bool,
+}
+
+impl BatchNorm2d {
+    /// Weight 1, bias 0, running mean 0, running variance 1; momentum 0.1,
+    /// eps 1e-5; training mode.
+    pub fn new(channels: usize) -> Result<Self> {
+        Ok(BatchNorm2d {
+            weight: Tensor::ones(&[channels], DType::F32)?.requires_grad_(true),
+            bias: Tensor::zeros(&[channels], DType::F32)?.requires_grad_(true),
+            running_mean: Tensor::zeros(&[channels], DType::F32)?,
+            running_var: Tensor::ones(&[channels], DType::F32)?,
+            num_batches_tracked: Tensor::scalar(0i64),
+            momentum: 0.1,
+            eps: 1e-5,
+            training: true,
+        })
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let opts = BatchNormOptions {
+            training: self.training,
+            momentum: self.momentum,
+            eps: self.eps,
+        };
+        let y = x.batch_norm(
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            Some(&self.weight),
+            Some(&self.bias),
+            opts,
+        )?;
+        if self.training {
+            let n = self.num_batches_tracked.to_scalar::<i64>()?;
+            self.num_batches_tracked.assign(&Tensor::scalar(n + 1))?;
+        }
+        Ok(y)
+    }
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        f(&join(prefix, "weight"), &self.weight, Role::Parameter);
+        f(&join(prefix, "bias"), &self.bias, Role::Parameter);
+        f(
+            &join(prefix, "running_mean"),
+            &self.running_mean,
+            Role::Buffer,
+        );
+        f(
+            &join(prefix, "running_var"),
+            &self.running_var,
+            Role::Buffer,
+        );
+        f(
+            &join(prefix, "num_batches_tracked"),
+            &self.num_batches_tracked,
+            Role::Buffer,
+        );
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}
+
+/// `max(x, 0)`.
+pub struct ReLU;
+
+impl Module for ReLU {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.relu()
+    }
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+}
+
+/// Max pooling (see [`Tensor::max_pool2d`]).
+pub struct MaxPool2d(pub Pool2dParams);
+
+impl Module for MaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.max_pool2d(self.0)
+    }
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+}
+
+/// Average pooling (see [`Tensor::avg_pool2d`]).
+pub struct AvgPool2d {
+    pub params: Pool2dParams,
+    pub count_include_pad: bool,
+}
+
+impl Module for AvgPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.avg_pool2d(self.params, self.count_include_pad)
+    }
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+}
+
+/// Adaptive average pooling to a fixed output size.
+pub struct AdaptiveAvgPool2d(pub (usize, usize));
+
+impl Module for AdaptiveAvgPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.adaptive_avg_pool2d(self.0)
+    }
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+}
+
+/// Flattens every dimension after the first.
+pub struct Flatten;
+
+impl Module for Flatten {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.flatten(1, -1)
+    }
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+}
+
+/// Dropout with its own seeded generator, active in training mode only.
+pub struct Dropout {
+    pub p: f64,
+    pub training: bool,
+    rng: Mutex<StdRng>,
+}
+
+impl Dropout {
+    /// Drops each element with probability `p`; masks come from a generator
+    /// seeded with `seed`, so runs repeat exactly.
+    pub fn new(p: f64, seed: u64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::invalid(
+                "Dropout::new",
+                format!("probability {p} outside [0, 1]"),
+            ));
+        }
+        Ok(Dropout {
+            p,
+            training: true,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        })
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        x.dropout(self.p, self.training, &mut *rng)
+    }
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}
+
+/// Modules applied in order; children are named `0`, `1`, ... as in PyTorch.
+#[derive(Default)]
+pub struct Sequential {
+    pub layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    /// An empty container.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Appends a layer (builder style).
+    pub fn with(mut self, layer: impl Module + 'static) -> Self {
+        self.layers.push(Box::new(layer));
+        self
+    }
+}
+
+impl Module for Sequential {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.forward(&h)?;
+        }
+        Ok(h)
+    }
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.visit(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn set_training(&mut self, training: bool) {
+        for layer in &mut self.layers {
+            layer.set_training(training);
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Residual networks: torchvision's ImageNet ResNet-18/34/50, the same
+//! networks with a CIFAR stem, and the CIFAR ResNet-20/32/44/56 of He et
+//! al. (2016), for any number of classes and input channels.
+//!
+//! Parameter names follow torchvision (`conv1`, `bn1`, `layer1.0.conv1`,
+//! `layer2.0.downsample.0`, `fc`), so a torchvision `state_dict` loads by
+//! name. Convolutions are initialised Kaiming-normal (fan-out), batch norm
+//! with weight 1 and bias 0, the classifier as `nn.Linear`.
+
+use super::{join, BatchNorm2d, Conv2d, Linear, Module, Role};
+use crate::error::{Error, Result};
+use crate::ops::{Conv2dParams, Pool2dParams};
+use crate::tensor::Tensor;
+use rand::Rng;
+
+fn conv<R: Rng + ?Sized>(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    rng: &mut R,
+) -> Result<Conv2d> {
+    let params = Conv2dParams::default().stride(stride).padding(k / 2);
+    let mut c = Conv2d::new(cin, cout, k, params, false, rng)?;
+    c.kaiming_normal_(rng)?;
+    Ok(c)
+}
+
+/// How a block's input reaches its output when the shapes differ.
+pub enum Shortcut {
+    /// The input itself (same shape).
+    Identity,
+    /// A 1×1 strided convolution and batch norm (torchvision's
+    /// `downsample`, option B of the paper).
+    Projection(Conv2d, BatchNorm2d),
+    /// Subsample by `stride` and zero-pad the new channels (option A of the
+    /// paper, the CIFAR ResNets' choice: no parameters).
+    ZeroPad {
+        stride: usize,
+        extra_channels: usize,
+    },
+}
+
+impl Shortcut {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Shortcut::Identity => Ok(x.clone()),
+            Shortcut::Projection(c, bn) => bn.forward(&c.forward(x)?),
+            Shortcut::ZeroPad {
+                stride,
+                extra_channels,
+            } => {
+                // A 1×1 average pool with stride s keeps every s-th pixel.
+                let sub = x.avg_pool2d(Pool2dParams::new(1).stride(*stride), true)?;
+                let s = sub.shape();
+                let before = extra_channels / 2;
+                let zeros = |c: usize| Tensor::zeros(&[s[0], c, s[2], s[3]], x.dtype());
+                Tensor::cat(
+                    &[zeros(before)?, sub.clone(), zeros(extra_channels - before)?],
+                    1,
+                )
+            }
+        }
+    }
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        if let Shortcut::Projection(c, bn) = self {
+            c.visit(&join(prefix, "downsample.0"), f);
+            bn.visit(&join(prefix, "downsample.1"), f);
+        }
+    }
+    fn set_training(&mut self, training: bool) {
+        if let Shortcut::Projection(_, bn) = self {
+            bn.set_training(training);
+        }
+    }
+}
+
+/// Two 3×3 convolutions with batch norm and a residual connection:
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+pub struct BasicBlock {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub shortcut: Shortcut,
+}
+
+/// 1×1 reduce, 3×3 (strided, as torchvision's v1.5), 1×1 expand ×4, with
+/// batch norm after each and a residual connection.
+pub struct Bottleneck {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub conv3: Conv2d,
+    pub bn3: BatchNorm2d,
+    pub shortcut: Shortcut,
+}
+
+/// The kind of residual block a network is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    Basic,
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Output channels per `planes`: 1 for basic blocks, 4 for bottlenecks.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// Either block.
+pub enum Block {
+    Basic(BasicBlock),
+    Bottleneck(Bottleneck),
+}
+
+impl Module for Block {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Block::Basic(b) => {
+                let h = b.bn1.forward(&b.conv1.forward(x)?)?.relu()?;
+                let h = b.bn2.forward(&b.conv2.forward(&h)?)?;
+                h.add(&b.shortcut.forward(x)?)?.relu()
+            }
+            Block::Bottleneck(b) => {
+                let h = b.bn1.forward(&b.conv1.forward(x)?)?.relu()?;
+                let h = b.bn2.forward(&b.conv2.forward(&h)?)?.relu()?;
+                let h = b.bn3.forward(&b.conv3.forward(&h)?)?;
+                h.add(&b.shortcut.forward(x)?)?.relu()
+            }
+        }
+    }
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        match self {
+            Block::Basic(b) => {
+                b.conv1.visit(&join(prefix, "conv1"), f);
+                b.bn1.visit(&join(prefix, "bn1"), f);
+                b.conv2.visit(&join(prefix, "conv2"), f);
+                b.bn2.visit(&join(prefix, "bn2"), f);
+                b.shortcut.visit(prefix, f);
+            }
+            Block::Bottleneck(b) => {
+                b.conv1.visit(&join(prefix, "conv1"), f);
+                b.bn1.visit(&join(prefix, "bn1"), f);
+                b.conv2.visit(&join(prefix, "conv2"), f);
+                b.bn2.visit(&join(prefix, "bn2"), f);
+                b.conv3.visit(&join(prefix, "conv3"), f);
+                b.bn3.visit(&join(prefix, "bn3"), f);
+                b.shortcut.visit(prefix, f);
+            }
+        }
+    }
+    fn set_training(&mut self, training: bool) {
+        match self {
+            Block::Basic(b) => {
+                for bn in [&mut b.bn1, &mut b.bn2] {
+                    bn.set_training(training);
+                }
+                b.shortcut.set_training(training);
+            }
+            Block::Bottleneck(b) => {
+                for bn in [&mut b.bn1, &mut b.bn2, &mut b.bn3] {
+                    bn.set_training(training);
+                }
+                b.shortcut.set_training(training);
+            }
+        }
+    }
+}
+
+/// The first layers, before the residual stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stem {
+    /// 7×7 stride-2 convolution, batch norm, ReLU, 3×3 stride-2 max-pool.
+    ImageNet,
+    /// 3×3 stride-1 convolution, batch norm, ReLU, no pooling (32×32 inputs).
+    Cifar,
+}
+
+/// How blocks that change shape connect their input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShortcutKind {
+    /// 1×1 convolution + batch norm (torchvision).
+    Projection,
+    /// Subsample + zero channels (the CIFAR ResNets of the paper).
+    ZeroPad,
+}
+
+/// Everything that defines a residual network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResNetConfig {
+    pub block: BlockKind,
+    /// Blocks per stage.
+    pub layers: Vec<usize>,
+    /// `planes` of each stage (the output has `planes × expansion` channels).
+    pub widths: Vec<usize>,
+    pub stem: Stem,
+    pub shortcut: ShortcutKind,
+    pub in_channels: usize,
+    pub num_classes: usize,
+}
+
+/// A residual network: stem, stages of blocks, global average pool, linear classifier.
+pub struct ResNet {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub stem: Stem,
+    /// `layer1`, `layer2`, ...
+    pub stages: Vec<Vec<Block>>,
+    pub fc: Linear,
+}
+
+impl ResNet {
+    /// Builds and initialises a network from `config`.
+    pub fn new<R: Rng + ?Sized>(config: &ResNetConfig, rng: &mut R) -> Result<Self> {
+        if config.layers.len() != config.widths.len() || config.layers.is_empty() {
+            return Err(Error::invalid(
+                "ResNet::new",
+                "layers and widths must be non-empty and of equal length",
+            ));
+        }
+        if config.in_channels == 0 || config.num_classes == 0 {
+            return Err(Error::invalid(
+                "ResNet::new",
+                "in_channels and num_classes must be positive",
+            ));
+        }
+        let stem_width = config.widths[0];
+        let conv1 = match config.stem {
+            Stem::ImageNet => conv(config.in_channels, stem_width, 7, 2, rng)?,
+            Stem::Cifar => conv(config.in_channels, stem_width, 3, 1, rng)?,
+        };
+        let bn1 = BatchNorm2d::new(stem_width)?;
+        let exp = config.block.expansion();
+        let mut inplanes = stem_width;
+        let mut stages = Vec::new();
+        for (i, (&n, &planes)) in config.layers.iter().zip(&config.widths).enumerate() {
+            let stride = if i == 0 { 1 } else { 2 };
+            let mut blocks = Vec::new();
+            for b in 0..n {
+                let s = if b == 0 { stride } else { 1 };
+                blocks.push(make_block(config, inplanes, planes, s, rng)?);
+                inplanes = planes * exp;
+            }
+            stages.push(blocks);
+        }
+        let fc = Linear::new(inplanes, config.num_classes, true, rng)?;
+        Ok(ResNet {
+            conv1,
+            bn1,
+            stem: config.stem,
+            stages,
+            fc,
+        })
+    }
+
+    /// The stem and residual stages: features before pooling.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        if self.stem == Stem::ImageNet {
+            h = h.max_pool2d(Pool2dParams::new(3).stride(2).padding(1))?;
+        }
+        for stage in &self.stages {
+            for block in stage {
+                h = block.forward(&h)?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+fn make_block<R: Rng + ?Sized>(
+    config: &ResNetConfig,
+    inplanes: usize,
+    planes: usize,
+    stride: usize,
+    rng: &mut R,
+) -> Result<Block> {
+    let out = planes * config.block.expansion();
+    let shortcut = if stride == 1 && inplanes == out {
+        Shortcut::Identity
+    } else {
+        match config.shortcut {
+            ShortcutKind::Projection => {
+                Shortcut::Projection(conv(inplanes, out, 1, stride, rng)?, BatchNorm2d::new(out)?)
+            }
+            ShortcutKind::ZeroPad => {
+                if out < inplanes {
+                    return Err(Error::invalid(
+                        "ResNet::new",
+                        "zero-pad shortcuts cannot reduce channels",
+                    ));
+                }
+                Shortcut::ZeroPad {
+                    stride,
+                    extra_channels: out - inplanes,
+                }
+            }
+        }
+    };
+    Ok(match config.block {
+        BlockKind::Basic => Block::Basic(BasicBlock {
+            conv1: conv(inplanes, planes, 3, stride, rng)?,
+            bn1: BatchNorm2d::new(planes)?,
+            conv2: conv(planes, planes, 3, 1, rng)?,
+            bn2: BatchNorm2d::new(planes)?,
+            shortcut,
+        }),
+        BlockKind::Bottleneck => Block::Bottleneck(Bottleneck {
+            conv1: conv(inplanes, planes, 1, 1, rng)?,
+            bn1: BatchNorm2d::new(planes)?,
+            conv2: conv(planes, planes, 3, stride, rng)?,
+            bn2: BatchNorm2d::new(planes)?,
+            conv3: conv(planes, out, 1, 1, rng)?,
+            bn3: BatchNorm2d::new(out)?,
+            shortcut,
+        }),
+    })
+}
+
+impl Module for ResNet {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self
+            .features(x)?
+            .adaptive_avg_pool2d((1, 1))?
+            .flatten(1, -1)?;
+        self.fc.forward(&h)
+    }
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        self.conv1.visit(&join(prefix, "conv1"), f);
+        self.bn1.visit(&join(prefix, "bn1"), f);
+        for (i, stage) in self.stages.iter().enumerate() {
+            for (j, block) in stage.iter().enumerate() {
+                block.visit(&join(prefix, &format!("layer{}.{j}", i + 1)), f);
+            }
+        }
+        self.fc.visit(&join(prefix, "fc"), f);
+    }
+    fn set_training(&mut self, training: bool) {
+        self.bn1.set_training(training);
+        for block in self.stages.iter_mut().flatten() {
+            block.set_training(training);
+        }
+    }
+}
+
+fn imagenet(
+    block: BlockKind,
+    layers: &[usize],
+    in_channels: usize,
+    num_classes: usize,
+) -> ResNetConfig {
+    ResNetConfig {
+        block,
+        layers: layers.to_vec(),
+        widths: vec![64, 128, 256, 512],
+        stem: Stem::ImageNet,
+        shortcut: ShortcutKind::Projection,
+        in_channels,
+        num_classes,
+    }
+}
+
+/// torchvision's ResNet-18 (ImageNet stem).
+pub fn resnet18(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    imagenet(BlockKind::Basic, &[2, 2, 2, 2], in_channels, num_classes)
+}
+
+/// torchvision's ResNet-34 (ImageNet stem).
+pub fn resnet34(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    imagenet(BlockKind::Basic, &[3, 4, 6, 3], in_channels, num_classes)
+}
+
+/// torchvision's ResNet-50 (ImageNet stem, bottleneck blocks).
+pub fn resnet50(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    imagenet(
+        BlockKind::Bottleneck,
+        &[3, 4, 6, 3],
+        in_channels,
+        num_classes,
+    )
+}
+
+/// ResNet-18 for 32×32 inputs: 3×3 stem, no max-pool (11.2 M parameters
+/// for 10 classes).
+pub fn resnet18_cifar(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    ResNetConfig {
+        stem: Stem::Cifar,
+        ..resnet18(in_channels, num_classes)
+    }
+}
+
+/// The CIFAR ResNet of depth `6n + 2` (20, 32, 44, 56, 110): three stages
+/// of `n` basic blocks with 16, 32, 64 channels and zero-pad shortcuts.
+pub fn resnet_cifar(depth: usize, in_channels: usize, num_classes: usize) -> Result<ResNetConfig> {
+    if depth < 8 || (depth - 2) % 6 != 0 {
+        return Err(Error::invalid(
+            "resnet_cifar",
+            format!("depth {depth} is not 6n + 2"),
+        ));
+    }
+    let n = (depth - 2) / 6;
+    Ok(ResNetConfig {
+        block: BlockKind::Basic,
+        layers: vec![n; 3],
+        widths: vec![16, 32, 64],
+        stem: Stem::Cifar,
+        shortcut: ShortcutKind::ZeroPad,
+        in_channels,
+        num_classes,
+    })
+}
+
+/// ResNet-20 for CIFAR (0.27 M parameters).
+pub fn resnet20(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    resnet_cifar(20, in_channels, num_classes).expect("valid depth")
+}
+
+/// ResNet-32 for CIFAR (0.46 M parameters).
+pub fn resnet32(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    resnet_cifar(32, in_channels, num_classes).expect("valid depth")
+}
+
+/// ResNet-44 for CIFAR.
+pub fn resnet44(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    resnet_cifar(44, in_channels, num_classes).expect("valid depth")
+}
+
+/// ResNet-56 for CIFAR (0.85 M parameters).
+pub fn resnet56(in_channels: usize, num_classes: usize) -> ResNetConfig {
+    resnet_cifar(56, in_channels, num_classes).expect("valid depth")
+}
