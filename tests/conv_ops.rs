@@ -310,3 +310,25 @@ fn uneven_multi_image_tiles_with_groups() {
         &[x, w, b],
     );
 }
+
+#[test]
+fn stride_one_input_gradient_through_the_flipped_kernel() {
+    // 16+ input channels per group and stride 1 take the transposed-conv
+    // route for dx; dilation and asymmetric padding must survive the flip.
+    let x = randn(&[2, 16, 5, 6], 41);
+    let w = randn(&[4, 16, 3, 2], 42);
+    let params = Conv2dParams {
+        stride: (1, 1),
+        padding: (2, 1),
+        dilation: (2, 1),
+        groups: 1,
+    };
+    check_grad("flipped dx", |t| t[0].conv2d(&t[1], None, params), &[x, w]);
+    let x = randn(&[1, 32, 4, 4], 43);
+    let w = randn(&[8, 16, 3, 3], 44);
+    check_grad(
+        "flipped dx, groups",
+        |t| t[0].conv2d(&t[1], None, Conv2dParams::default().padding(1).groups(2)),
+        &[x, w],
+    );
+}

@@ -278,7 +278,58 @@ fn gather_tile<T: Copy>(dy: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, 
 }
 
 /// Input gradient: `dy` (N×O×oh×ow) and `w` → `dx` (N×C×H×W).
+///
+/// For stride 1 this is itself a convolution: `dx = conv(dy, W')` with the
+/// kernel flipped and its channel axes swapped,
+/// `W'[g·cg + c, o, i, j] = W[g·og + o, c, kh−1−i, kw−1−j]`, and padding
+/// `d·(k−1) − p`. Its GEMMs have `og·kh·kw` as inner dimension instead of
+/// `og`, which suits the GEMM kernel better than the `col2im` route (inner
+/// dimension `og`, often 64), kept for strided convolutions and inputs with
+/// few channels.
 pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    let (dh, dw) = g.dilation;
+    let reach = (dh * (g.kh - 1), dw * (g.kw - 1));
+    // With few input channels per group (an RGB stem), the flipped GEMM
+    // would have only `cg` rows; col2im's `cg·kh·kw` rows then do better.
+    if g.stride == (1, 1) && g.padding.0 <= reach.0 && g.padding.1 <= reach.1 && g.cg() >= 16 {
+        let (og, cg) = (g.og(), g.cg());
+        let mut flipped = vec![T::ZERO; w.len()];
+        for gi in 0..g.groups {
+            for o in 0..og {
+                for c in 0..cg {
+                    for i in 0..g.kh {
+                        for j in 0..g.kw {
+                            let src = (((gi * og + o) * cg + c) * g.kh + i) * g.kw + j;
+                            let dst = (((gi * cg + c) * og + o) * g.kh + (g.kh - 1 - i)) * g.kw
+                                + (g.kw - 1 - j);
+                            flipped[dst] = w[src];
+                        }
+                    }
+                }
+            }
+        }
+        let transposed = ConvGeom {
+            n: g.n,
+            c_in: g.c_out,
+            h: g.oh,
+            w: g.ow,
+            c_out: g.c_in,
+            kh: g.kh,
+            kw: g.kw,
+            stride: (1, 1),
+            padding: (reach.0 - g.padding.0, reach.1 - g.padding.1),
+            dilation: g.dilation,
+            groups: g.groups,
+            oh: g.h,
+            ow: g.w,
+        };
+        return conv2d_forward(dy, &flipped, None, &transposed);
+    }
+    conv2d_backward_input_col2im(dy, w, g)
+}
+
+/// Input gradient through `dcol = Wᵀ · dy` and `col2im`, for any stride.
+fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
     let mut dx = take::<T>(g.n * g.image_len());
     dx.fill(T::ZERO); // col2im accumulates
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
