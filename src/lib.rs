@@ -21,6 +21,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod nn;
