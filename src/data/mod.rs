@@ -1,3 +1,6 @@
-//! Datasets. For now: small synthetic problems for examples and tests.
+//! Datasets: IDX files (MNIST, Fashion-MNIST) and small synthetic problems.
 
+pub mod idx;
+pub mod loader;
+pub mod mnist;
 pub mod synthetic;

@@ -10,11 +10,13 @@
 pub mod init;
 mod layers;
 pub mod resnet;
+mod small_cnn;
 
 pub use layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
     Sequential,
 };
+pub use small_cnn::small_cnn;
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -1,0 +1,28 @@
+//! A small convolutional network for 28×28 images (MNIST-sized).
+
+use super::{BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential};
+use crate::error::Result;
+use crate::ops::{Conv2dParams, Pool2dParams};
+use rand::Rng;
+
+/// conv 3×3 (32) → BN → ReLU → max-pool 2 → conv 3×3 (64) → BN → ReLU →
+/// max-pool 2 → linear (64·7·7 → `classes`): about 50 K parameters for 10
+/// classes; reaches 99 % on MNIST in a few epochs.
+pub fn small_cnn<R: Rng + ?Sized>(
+    in_channels: usize,
+    classes: usize,
+    rng: &mut R,
+) -> Result<Sequential> {
+    let same = Conv2dParams::default().padding(1);
+    Ok(Sequential::new()
+        .with(Conv2d::new(in_channels, 32, 3, same, false, rng)?)
+        .with(BatchNorm2d::new(32)?)
+        .with(ReLU)
+        .with(MaxPool2d(Pool2dParams::new(2)))
+        .with(Conv2d::new(32, 64, 3, same, false, rng)?)
+        .with(BatchNorm2d::new(64)?)
+        .with(ReLU)
+        .with(MaxPool2d(Pool2dParams::new(2)))
+        .with(Flatten)
+        .with(Linear::new(64 * 7 * 7, classes, true, rng)?))
+}
