@@ -165,3 +165,46 @@ fn a_few_sgd_steps_reduce_the_loss() {
     let last = loss_of(&net).unwrap().to_scalar::<f32>().unwrap();
     assert!(last < 0.5 * first, "loss {first} -> {last}");
 }
+
+#[test]
+fn same_seed_same_run_bit_for_bit() {
+    // Large enough for the parallel conv, reduction and batch-norm paths.
+    let run = || -> Vec<f32> {
+        let mut r = rng();
+        let net = ResNet::new(&resnet20(3, 10), &mut r).unwrap();
+        let x = Tensor::randn(&[8, 3, 16, 16], 0.0, 1.0, DType::F32, &mut r).unwrap();
+        let y = Tensor::from_vec((0..8).collect::<Vec<i64>>(), &[8, 1]).unwrap();
+        let mut opt = Sgd::new(
+            vec![ParamGroup::new(nn::parameters(&net), 0.1, 1e-4)],
+            SgdConfig {
+                momentum: 0.9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..3 {
+            let loss = net
+                .forward(&x)
+                .unwrap()
+                .log_softmax(1)
+                .unwrap()
+                .gather(1, &y)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .neg()
+                .unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        nn::state_dict(&net)
+            .into_iter()
+            .filter(|(_, t)| t.dtype() == DType::F32)
+            .flat_map(|(_, t)| t.to_vec::<f32>().unwrap())
+            .collect()
+    };
+    let (a, b) = (run(), run());
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "two runs with one seed differ"
+    );
+}

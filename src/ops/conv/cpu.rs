@@ -391,17 +391,20 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
         (dw, col, dyt)
     };
     if parallel(g) {
-        tiles
-            .par_iter()
-            .fold(init, add_tile)
-            .map(|(dw, _, _)| dw)
-            .reduce(
-                || vec![T::ZERO; wlen],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-                    a
-                },
-            )
+        // A fixed split of the tiles into one run per thread, summed in run
+        // order: the result is the same on every call (rayon's adaptive
+        // fold/reduce would change the order of the additions).
+        let per_run = tiles.len().div_ceil(num_threads()).max(1);
+        let partials: Vec<Vec<T>> = tiles
+            .par_chunks(per_run)
+            .map(|run| run.iter().fold(init(), add_tile).0)
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
+        for p in parts {
+            dw.iter_mut().zip(&p).for_each(|(x, &y)| *x += y);
+        }
+        dw
     } else {
         tiles.iter().fold(init(), add_tile).0
     }

@@ -68,7 +68,10 @@ pub(crate) fn sum_block<T: Float>(xs: &[T]) -> f64 {
 fn sum_row<T: Float>(row: &[T], parallel: bool) -> T {
     const BLOCK: usize = 4096;
     let total: f64 = if parallel && row.len() >= PARALLEL_MIN_ELEMENTS {
-        row.par_chunks(BLOCK).map(sum_block).sum()
+        // Partial sums collected in block order and added serially, so the
+        // result does not depend on how rayon happened to split the work.
+        let partials: Vec<f64> = row.par_chunks(BLOCK).map(sum_block).collect();
+        partials.iter().sum()
     } else {
         row.chunks(BLOCK).map(sum_block).sum()
     };
