@@ -2,47 +2,10 @@
 //! `tests/fixtures/layers.json` (made offline by `tests/fixtures/gen_layers.py`).
 
 mod common;
-use common::assert_close;
+use common::{assert_close, pair, tensor_of, values};
 use ferrite::ops::Conv2dParams;
 use ferrite::Tensor;
 use serde_json::Value;
-
-fn tensor_of(v: &Value) -> Tensor {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap());
-    match v["dtype"].as_str().unwrap() {
-        "f64" => Tensor::from_vec(data.collect::<Vec<f64>>(), &shape),
-        "f32" => Tensor::from_vec(data.map(|x| x as f32).collect::<Vec<f32>>(), &shape),
-        other => panic!("unexpected dtype {other}"),
-    }
-    .unwrap()
-}
-
-fn pair(v: &Value) -> (usize, usize) {
-    let a = v.as_array().unwrap();
-    (
-        a[0].as_u64().unwrap() as usize,
-        a[1].as_u64().unwrap() as usize,
-    )
-}
-
-fn values(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
 
 #[test]
 fn conv2d_matches_pytorch() {

@@ -5,7 +5,7 @@
 //! relative).
 
 mod common;
-use common::assert_close;
+use common::{assert_close, shape_of, tensor_of, values};
 use ferrite::ops::BatchNormOptions;
 use ferrite::{DType, Tensor};
 use serde_json::Value;
@@ -15,36 +15,6 @@ use serde_json::Value;
 /// linear (f64, f32), linear_batched (f64).
 const BATCH_NORM_CASES: usize = 4;
 const LINEAR_CASES: usize = 3;
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn values(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn tensor_of(v: &Value) -> Tensor {
-    let shape = shape_of(v);
-    let data = values(v);
-    match v["dtype"].as_str().unwrap() {
-        "f64" => Tensor::from_vec(data, &shape),
-        // f32 fixture values are exact f32 values written as Python floats.
-        "f32" => Tensor::from_vec(data.iter().map(|&x| x as f32).collect::<Vec<f32>>(), &shape),
-        other => panic!("unknown fixture dtype {other}"),
-    }
-    .unwrap()
-}
 
 fn cases() -> Vec<Value> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/layers.json");

@@ -3,54 +3,16 @@
 //! `tests/fixtures/gen_optim.py`), plus the optimizers' own rules.
 
 mod common;
-use common::assert_close;
+use common::{assert_close, fixture, tensor_of, values};
 use ferrite::optim::{
     clip_grad_norm, Adam, AdamConfig, CosineAnnealing, LinearWarmup, LrSchedule, MultiStepLr,
     Optimizer, ParamGroup, Sequential, Sgd, SgdConfig, StepLr,
 };
 use ferrite::{DType, GradStore, Tensor};
-use serde_json::Value;
-
-fn fixture() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/optim.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn tensor_of(v: &Value) -> Tensor {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap());
-    match v["dtype"].as_str().unwrap() {
-        "f64" => Tensor::from_vec(data.collect::<Vec<f64>>(), &shape),
-        _ => Tensor::from_vec(data.map(|x| x as f32).collect::<Vec<f32>>(), &shape),
-    }
-    .unwrap()
-}
-
-fn values(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
 
 #[test]
 fn optimizer_trajectories_match_pytorch() {
-    let root = fixture();
+    let root = fixture("optim.json");
     let cases = root["optimizers"].as_array().unwrap();
     assert_eq!(cases.len(), 11);
     for case in cases {
@@ -119,7 +81,7 @@ fn optimizer_trajectories_match_pytorch() {
 
 #[test]
 fn schedules_match_pytorch() {
-    let root = fixture();
+    let root = fixture("optim.json");
     let schedule = |name: &str| -> Box<dyn LrSchedule> {
         match name {
             "step" => Box::new(StepLr {
@@ -189,7 +151,7 @@ fn schedules_match_pytorch() {
 
 #[test]
 fn clipping_matches_pytorch() {
-    let root = fixture();
+    let root = fixture("optim.json");
     for case in root["clip_grad_norm"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let before: Vec<Tensor> = case["grads_before"]

@@ -5,9 +5,9 @@
 //! with PyTorch's: f64 to 1e-10, f32 to 1e-5 (absolute and relative).
 
 mod common;
-use common::assert_close;
+use common::{assert_close, pair, shape_of, tensor_of, values};
 use ferrite::ops::Pool2dParams;
-use ferrite::{DType, Tensor};
+use ferrite::DType;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -31,41 +31,6 @@ const EXPECTED: [&str; 14] = [
 ];
 
 const POOL_OPS: [&str; 3] = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"];
-
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn pair(v: &Value) -> (usize, usize) {
-    let p = usizes(v);
-    assert_eq!(p.len(), 2, "expected a pair, got {v}");
-    (p[0], p[1])
-}
-
-fn values(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-/// A fixture tensor in its own dtype (f32 values are exact in the JSON).
-fn tensor_of(v: &Value) -> Tensor {
-    let shape = usizes(&v["shape"]);
-    let data = values(v);
-    match v["dtype"].as_str().unwrap() {
-        "f64" => Tensor::from_vec(data, &shape),
-        "f32" => Tensor::from_vec(data.iter().map(|&x| x as f32).collect::<Vec<f32>>(), &shape),
-        other => panic!("unexpected fixture dtype {other}"),
-    }
-    .unwrap()
-}
 
 fn pool_params(p: &Value) -> Pool2dParams {
     Pool2dParams {
@@ -109,11 +74,7 @@ fn pooling_matches_pytorch() {
         .unwrap_or_else(|e| panic!("{name}: {e}"));
 
         let want = &case["output"];
-        assert_eq!(
-            y.shape(),
-            usizes(&want["shape"]).as_slice(),
-            "{name}: output shape"
-        );
+        assert_eq!(y.shape(), shape_of(want).as_slice(), "{name}: output shape");
         assert_eq!(y.dtype(), dtype, "{name}: output dtype");
         let got = y.to_f64_vec().unwrap();
         assert_close(&format!("{name} output"), &got, &values(want), tol, tol);
@@ -124,11 +85,7 @@ fn pooling_matches_pytorch() {
             .get(&x)
             .unwrap_or_else(|| panic!("{name}: no gradient"));
         let want = &case["grads"][0];
-        assert_eq!(
-            gx.shape(),
-            usizes(&want["shape"]).as_slice(),
-            "{name}: grad shape"
-        );
+        assert_eq!(gx.shape(), shape_of(want).as_slice(), "{name}: grad shape");
         assert_eq!(gx.dtype(), dtype, "{name}: grad dtype");
         let got = gx.to_f64_vec().unwrap();
         assert_close(&format!("{name} grad"), &got, &values(want), tol, tol);

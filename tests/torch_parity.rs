@@ -4,7 +4,7 @@
 //! its own dtype: f64 to 1e-10, f32 to 1e-4 (relative and absolute).
 
 mod common;
-use common::assert_close;
+use common::{assert_close, tensor_of, values};
 use ferrite::{DType, Result, Tensor};
 use serde_json::Value;
 
@@ -86,47 +86,6 @@ fn expression(name: &str) -> Option<CaseFn> {
         _ => return None,
     };
     Some(f)
-}
-
-fn tensor_of(v: &Value) -> Tensor {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data = v["data"].as_array().unwrap();
-    match v["dtype"].as_str().unwrap() {
-        "f64" => Tensor::from_vec(
-            data.iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect::<Vec<f64>>(),
-            &shape,
-        ),
-        "f32" => Tensor::from_vec(
-            data.iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect::<Vec<f32>>(),
-            &shape,
-        ),
-        "i64" => Tensor::from_vec(
-            data.iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect::<Vec<i64>>(),
-            &shape,
-        ),
-        other => panic!("unknown fixture dtype {other}"),
-    }
-    .unwrap()
-}
-
-fn values(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 #[test]

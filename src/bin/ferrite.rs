@@ -15,6 +15,7 @@ commands:
            --filter NAME      only kernels whose name contains NAME (e.g. matmul)
            --peak-gflops X    use X GFLOP/s as the FMA peak instead of measuring it
            --threads N        size of the thread pool (default: RAYON_NUM_THREADS or all cores)
+           --buffer-cache-mib N  bytes of freed buffers kept for reuse (default 1024; 0 disables)
   help     print this message";
 
 fn parse_bench(args: &[String]) -> Result<(BenchConfig, Option<usize>), String> {
@@ -49,6 +50,13 @@ fn parse_bench(args: &[String]) -> Result<(BenchConfig, Option<usize>), String> 
                     return Err("--threads must be at least 1".into());
                 }
                 threads = Some(n);
+            }
+            "--buffer-cache-mib" => {
+                let v = value("--buffer-cache-mib")?;
+                let mib: usize = v
+                    .parse()
+                    .map_err(|_| format!("--buffer-cache-mib: '{v}' is not a whole number"))?;
+                ferrite::backend::cpu::pool::set_limit_bytes(mib.saturating_mul(1 << 20));
             }
             other => return Err(format!("unknown option '{other}'")),
         }

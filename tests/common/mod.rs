@@ -51,3 +51,69 @@ pub fn assert_close(name: &str, got: &[f64], expected: &[f64], atol: f64, rtol: 
         assert!(ok, "{name}: element {i}: got {g}, expected {e}");
     }
 }
+
+/// The parsed JSON fixture `tests/fixtures/<name>` (written offline by the
+/// `gen_*.py` scripts beside it).
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The flat `data` of a fixture tensor, as f64.
+pub fn values(v: &serde_json::Value) -> Vec<f64> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The `shape` of a fixture tensor.
+pub fn shape_of(v: &serde_json::Value) -> Vec<usize> {
+    v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// A fixture tensor `{"dtype", "shape", "data"}` (f64, f32 or i64; f32
+/// values are exact f32 values written as Python floats).
+pub fn tensor_of(v: &serde_json::Value) -> Tensor {
+    let shape = shape_of(v);
+    let data = v["data"].as_array().unwrap();
+    match v["dtype"].as_str().unwrap() {
+        "f64" => Tensor::from_vec(
+            data.iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect::<Vec<f64>>(),
+            &shape,
+        ),
+        "f32" => Tensor::from_vec(
+            data.iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect::<Vec<f32>>(),
+            &shape,
+        ),
+        "i64" => Tensor::from_vec(
+            data.iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect::<Vec<i64>>(),
+            &shape,
+        ),
+        other => panic!("unknown fixture dtype {other}"),
+    }
+    .unwrap()
+}
+
+/// A two-element fixture list `[a, b]` as a pair.
+pub fn pair(v: &serde_json::Value) -> (usize, usize) {
+    let a = v.as_array().unwrap();
+    (
+        a[0].as_u64().unwrap() as usize,
+        a[1].as_u64().unwrap() as usize,
+    )
+}

@@ -8,16 +8,24 @@
 //! by one step fit the next exactly: dropping a large storage parks its
 //! `Vec` here, and kernels ask here first for their output.
 //!
+//! Only buffers of 32 MiB and more are cached. Smaller ones are left to the
+//! system allocator, which reuses them well: glibc serves requests below its
+//! mmap threshold (raised dynamically up to 32 MiB) from a heap it keeps, and
+//! caching them here by exact size only fragments memory. Measured on a
+//! CIFAR ResNet-18 training step (activations of at most 8 MiB): caching
+//! everything from 64 KiB took 1.59 s and 893 MiB peak RSS, caching nothing
+//! 1.23 s and 494 MiB, while a 64 MiB elementwise add went from 30 ms
+//! uncached to 10 ms cached.
+//!
 //! The cache holds at most [`limit_bytes`] (default 1 GiB; [`set_limit_bytes`]
-//! changes it, 0 disables caching) and [`clear`] releases everything. Buffers
-//! under 64 KiB are left to the allocator, which handles them well.
+//! changes it, 0 disables caching) and [`clear`] releases everything.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Buffers smaller than this are not cached.
-pub const MIN_CACHED_BYTES: usize = 64 * 1024;
+/// Buffers smaller than this are not cached (see the module docs).
+pub const MIN_CACHED_BYTES: usize = 32 << 20;
 
 struct Pool {
     free: HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>,
