@@ -1113,33 +1113,35 @@ fn matmul_small_shapes() {
 
 #[test]
 fn large_outputs_never_show_stale_values() {
-    // Large buffers may be recycled between ops: results that are sums over
-    // nothing, or only partly computed, must still come out right.
+    // Large buffers are recycled between ops: results that are sums over
+    // nothing, or only partly computed, must still come out right. Rows of
+    // 256 f32 make every tensor below as large as the smallest cached buffer.
+    let rows = ferrite::backend::cpu::pool::MIN_CACHED_BYTES / (4 * 256);
     for _ in 0..3 {
-        let junk = Tensor::full(&[256, 256], 7.0, DType::F32)
+        let junk = Tensor::full(&[rows, 256], 7.0, DType::F32)
             .unwrap()
             .add_scalar(1.0)
             .unwrap();
         assert_eq!(junk.to_vec::<f32>().unwrap()[0], 8.0);
         drop(junk);
-        let a = Tensor::zeros(&[256, 0], DType::F32).unwrap();
+        let a = Tensor::zeros(&[rows, 0], DType::F32).unwrap();
         let b = Tensor::zeros(&[0, 256], DType::F32).unwrap();
         let z = a.matmul(&b).unwrap();
         assert!(z.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0));
-        let e = Tensor::zeros(&[0, 256 * 256], DType::F32).unwrap();
+        let e = Tensor::zeros(&[0, rows * 256], DType::F32).unwrap();
         let s = e.sum(&[0], false).unwrap();
         assert!(s.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0));
-        let x = Tensor::ones(&[256, 256], DType::F32).unwrap();
+        let x = Tensor::ones(&[rows, 256], DType::F32).unwrap();
         let sm = x.softmax(1).unwrap().to_vec::<f32>().unwrap();
         assert!(sm.iter().all(|&v| v == 1.0 / 256.0));
-        let idx = Tensor::from_vec(vec![0i64; 256], &[256]).unwrap();
-        let ia = Tensor::zeros(&[256, 256], DType::F32)
+        let idx = Tensor::from_vec(vec![0i64; rows], &[rows]).unwrap();
+        let ia = Tensor::zeros(&[rows, 256], DType::F32)
             .unwrap()
             .index_add(0, &idx, &x)
             .unwrap()
             .to_vec::<f32>()
             .unwrap();
-        assert!(ia[..256].iter().all(|&v| v == 256.0));
+        assert!(ia[..256].iter().all(|&v| v == rows as f32));
         assert!(ia[256..].iter().all(|&v| v == 0.0));
     }
 }
