@@ -1,8 +1,8 @@
 //! Adam (`torch.optim.Adam`, L2 weight decay) and AdamW
 //! (`torch.optim.AdamW`, decoupled weight decay).
 
-use super::{check_groups, Optimizer, ParamGroup};
-use crate::autograd::{no_grad, GradStore};
+use super::{check_groups, for_each_update, Optimizer, ParamGroup};
+use crate::autograd::GradStore;
 use crate::error::{Error, Result};
 use crate::ops::optim::AdamStep;
 use crate::tensor::Tensor;
@@ -109,31 +109,23 @@ impl Adam {
 
 impl Optimizer for Adam {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        no_grad(|| -> Result<()> {
-            let mut k = 0;
-            for (gi, group) in self.groups.iter().enumerate() {
-                for p in &group.params {
-                    let slot = k;
-                    k += 1;
-                    let Some(grad) = grads.get(p) else { continue };
-                    if self.state[slot].is_none() {
-                        self.state[slot] = Some((p.zeros_like()?, p.zeros_like()?, 0));
-                    }
-                    let (m, v, step) = self.state[slot].as_mut().expect("just created");
-                    *step += 1;
-                    let h = AdamStep {
-                        lr: self.current_lr[gi],
-                        beta1: self.config.beta1,
-                        beta2: self.config.beta2,
-                        eps: self.config.eps,
-                        weight_decay: group.weight_decay,
-                        decoupled: self.config.decoupled_weight_decay,
-                        step: *step,
-                    };
-                    p.adam_update_(grad, m, v, &h)?;
-                }
+        let (config, lrs, state) = (&self.config, &self.current_lr, &mut self.state);
+        for_each_update(&self.groups, grads, |gi, slot, p, grad| {
+            if state[slot].is_none() {
+                state[slot] = Some((p.zeros_like()?, p.zeros_like()?, 0));
             }
-            Ok(())
+            let (m, v, step) = state[slot].as_mut().expect("just created");
+            *step += 1;
+            let h = AdamStep {
+                lr: lrs[gi],
+                beta1: config.beta1,
+                beta2: config.beta2,
+                eps: config.eps,
+                weight_decay: self.groups[gi].weight_decay,
+                decoupled: config.decoupled_weight_decay,
+                step: *step,
+            };
+            p.adam_update_(grad, m, v, &h)
         })?;
         self.steps += 1;
         Ok(())

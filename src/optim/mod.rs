@@ -72,6 +72,28 @@ pub trait Optimizer {
     }
 }
 
+/// Calls `f(group_index, slot, param, grad)` for every parameter that has
+/// a gradient in `grads`, inside `no_grad`; `slot` numbers the parameters
+/// of all groups in order (the index of their optimizer state).
+fn for_each_update(
+    groups: &[ParamGroup],
+    grads: &GradStore,
+    mut f: impl FnMut(usize, usize, &Tensor, &Tensor) -> Result<()>,
+) -> Result<()> {
+    crate::autograd::no_grad(|| {
+        let slots = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(gi, g)| g.params.iter().map(move |p| (gi, p)));
+        for (slot, (gi, p)) in slots.enumerate() {
+            if let Some(grad) = grads.get(p) {
+                f(gi, slot, p, grad)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Validates a group list: positive finite rates, non-negative decay,
 /// parameters that are float leaves requiring a gradient, none repeated.
 fn check_groups(op: &'static str, groups: &[ParamGroup]) -> Result<()> {

@@ -1,8 +1,8 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov momentum
 //! and (L2) weight decay, as `torch.optim.SGD`.
 
-use super::{check_groups, Optimizer, ParamGroup};
-use crate::autograd::{no_grad, GradStore};
+use super::{check_groups, for_each_update, Optimizer, ParamGroup};
+use crate::autograd::GradStore;
 use crate::error::{Error, Result};
 use crate::ops::optim::SgdStep;
 use crate::tensor::Tensor;
@@ -98,29 +98,21 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        no_grad(|| -> Result<()> {
-            let mut k = 0;
-            for (gi, group) in self.groups.iter().enumerate() {
-                for p in &group.params {
-                    let slot = k;
-                    k += 1;
-                    let Some(grad) = grads.get(p) else { continue };
-                    let first_step = self.buffers[slot].is_none();
-                    if self.config.momentum != 0.0 && first_step {
-                        self.buffers[slot] = Some(p.zeros_like()?);
-                    }
-                    let h = SgdStep {
-                        lr: self.current_lr[gi],
-                        momentum: self.config.momentum,
-                        dampening: self.config.dampening,
-                        nesterov: self.config.nesterov,
-                        weight_decay: group.weight_decay,
-                        first_step,
-                    };
-                    p.sgd_update_(grad, self.buffers[slot].as_ref(), &h)?;
-                }
+        let (config, lrs, buffers) = (&self.config, &self.current_lr, &mut self.buffers);
+        for_each_update(&self.groups, grads, |gi, slot, p, grad| {
+            let first_step = buffers[slot].is_none();
+            if config.momentum != 0.0 && first_step {
+                buffers[slot] = Some(p.zeros_like()?);
             }
-            Ok(())
+            let h = SgdStep {
+                lr: lrs[gi],
+                momentum: config.momentum,
+                dampening: config.dampening,
+                nesterov: config.nesterov,
+                weight_decay: self.groups[gi].weight_decay,
+                first_step,
+            };
+            p.sgd_update_(grad, buffers[slot].as_ref(), &h)
         })?;
         self.steps += 1;
         Ok(())
