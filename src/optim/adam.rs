@@ -1,7 +1,7 @@
 //! Adam (`torch.optim.Adam`, L2 weight decay) and AdamW
 //! (`torch.optim.AdamW`, decoupled weight decay).
 
-use super::{check_groups, for_each_update, Optimizer, ParamGroup};
+use super::{check_groups, check_state, for_each_update, Optimizer, ParamGroup};
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
 use crate::ops::optim::AdamStep;
@@ -83,24 +83,11 @@ impl Adam {
         state: Vec<Option<(Tensor, Tensor, u64)>>,
         steps: u64,
     ) -> Result<()> {
-        let params: Vec<&Tensor> = self.groups.iter().flat_map(|g| &g.params).collect();
-        if state.len() != params.len() {
-            return Err(Error::invalid(
-                "Adam::load_state",
-                format!("{} states for {} parameters", state.len(), params.len()),
-            ));
-        }
-        for (s, p) in state.iter().zip(&params) {
-            if let Some((m, v, _)) = s {
-                if m.shape() != p.shape() || v.shape() != p.shape() {
-                    return Err(Error::ShapeMismatch {
-                        op: "Adam::load_state",
-                        lhs: p.shape().to_vec(),
-                        rhs: m.shape().to_vec(),
-                    });
-                }
-            }
-        }
+        let entries: Vec<Vec<&Tensor>> = state
+            .iter()
+            .map(|s| s.iter().flat_map(|(m, v, _)| [m, v]).collect())
+            .collect();
+        check_state("Adam::load_state", &self.groups, &entries)?;
         self.state = state;
         self.steps = steps;
         Ok(())

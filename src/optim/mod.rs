@@ -94,6 +94,35 @@ fn for_each_update(
     })
 }
 
+/// Checks restored per-parameter state: one entry per parameter (in group
+/// order), each tensor of an entry with its parameter's shape and dtype.
+fn check_state(op: &'static str, groups: &[ParamGroup], state: &[Vec<&Tensor>]) -> Result<()> {
+    let params: Vec<&Tensor> = groups.iter().flat_map(|g| &g.params).collect();
+    if state.len() != params.len() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "state for {} parameters, optimizer has {}",
+                state.len(),
+                params.len()
+            ),
+        ));
+    }
+    for (entry, p) in state.iter().zip(&params) {
+        for t in entry {
+            if t.shape() != p.shape() {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: p.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
+            }
+            p.check_same(op, t)?;
+        }
+    }
+    Ok(())
+}
+
 /// Validates a group list: positive finite rates, non-negative decay,
 /// parameters that are float leaves requiring a gradient, none repeated.
 fn check_groups(op: &'static str, groups: &[ParamGroup]) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov momentum
 //! and (L2) weight decay, as `torch.optim.SGD`.
 
-use super::{check_groups, for_each_update, Optimizer, ParamGroup};
+use super::{check_groups, check_state, for_each_update, Optimizer, ParamGroup};
 use crate::autograd::GradStore;
 use crate::error::{Error, Result};
 use crate::ops::optim::SgdStep;
@@ -72,24 +72,8 @@ impl Sgd {
 
     /// Restores momentum buffers (e.g. from a checkpoint) and the step count.
     pub fn load_state(&mut self, buffers: Vec<Option<Tensor>>, steps: u64) -> Result<()> {
-        let params: Vec<&Tensor> = self.groups.iter().flat_map(|g| &g.params).collect();
-        if buffers.len() != params.len() {
-            return Err(Error::invalid(
-                "Sgd::load_state",
-                format!("{} buffers for {} parameters", buffers.len(), params.len()),
-            ));
-        }
-        for (b, p) in buffers.iter().zip(&params) {
-            if let Some(b) = b {
-                if b.shape() != p.shape() || b.dtype() != p.dtype() {
-                    return Err(Error::ShapeMismatch {
-                        op: "Sgd::load_state",
-                        lhs: p.shape().to_vec(),
-                        rhs: b.shape().to_vec(),
-                    });
-                }
-            }
-        }
+        let entries: Vec<Vec<&Tensor>> = buffers.iter().map(|b| b.iter().collect()).collect();
+        check_state("Sgd::load_state", &self.groups, &entries)?;
         self.buffers = buffers;
         self.steps = steps;
         Ok(())

@@ -226,6 +226,45 @@ impl GradFn for Conv2dBackward {
     }
 }
 
+/// Which forward kernel computes a convolution.
+#[derive(Clone, Copy)]
+enum Kernel {
+    /// im2col + GEMM over image tiles.
+    Gemm,
+    /// The seven-loop definition.
+    Direct,
+}
+
+/// Validates, runs `kernel` on contiguous f32/f64 data and returns the
+/// untracked output (in the input's dtype) with the geometry.
+fn forward(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+    kernel: Kernel,
+) -> Result<(Tensor, ConvGeom)> {
+    let geom = geometry(x, weight, bias, &params)?;
+    let (xd, wd) = (data_of(x)?, data_of(weight)?);
+    let bd = bias.map(data_of).transpose()?;
+    let s = match &bd {
+        Some(b) => with_float_slices!(xd.dtype(), [xd, wd, b], |T, xs, ws, bs| {
+            let bs = Some(&bs[..geom.c_out]);
+            match kernel {
+                Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, bs, &geom),
+                Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, bs, &geom),
+            }
+        }),
+        None => with_float_slices!(xd.dtype(), [xd, wd], |T, xs, ws| match kernel {
+            Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, None, &geom),
+            Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, None, &geom),
+        }),
+    };
+    let out =
+        Tensor::from_storage(s, &[geom.n, geom.c_out, geom.oh, geom.ow]).to_dtype(x.dtype())?;
+    Ok((out, geom))
+}
+
 impl Tensor {
     /// 2-D convolution of an `N×C×H×W` input with an `O×C/groups×kh×kw`
     /// weight and an optional bias of `O` entries (cross-correlation, as
@@ -236,19 +275,7 @@ impl Tensor {
         bias: Option<&Tensor>,
         params: Conv2dParams,
     ) -> Result<Tensor> {
-        let geom = geometry(self, weight, bias, &params)?;
-        let (x, w) = (data_of(self)?, data_of(weight)?);
-        let b = bias.map(data_of).transpose()?;
-        let s = match &b {
-            Some(b) => with_float_slices!(x.dtype(), [x, w, b], |T, xs, ws, bs| {
-                cpu::conv2d_forward::<T>(xs, ws, Some(&bs[..geom.c_out]), &geom)
-            }),
-            None => with_float_slices!(x.dtype(), [x, w], |T, xs, ws| cpu::conv2d_forward::<T>(
-                xs, ws, None, &geom
-            )),
-        };
-        let out = Tensor::from_storage(s, &[geom.n, geom.c_out, geom.oh, geom.ow])
-            .to_dtype(self.dtype())?;
+        let (out, geom) = forward(self, weight, bias, params, Kernel::Gemm)?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         Ok(out.track(&inputs, || {
@@ -269,17 +296,6 @@ impl Tensor {
         bias: Option<&Tensor>,
         params: Conv2dParams,
     ) -> Result<Tensor> {
-        let geom = geometry(self, weight, bias, &params)?;
-        let (x, w) = (data_of(self)?, data_of(weight)?);
-        let b = bias.map(data_of).transpose()?;
-        let s = match &b {
-            Some(b) => with_float_slices!(x.dtype(), [x, w, b], |T, xs, ws, bs| {
-                cpu::conv2d_direct::<T>(xs, ws, Some(&bs[..geom.c_out]), &geom)
-            }),
-            None => with_float_slices!(x.dtype(), [x, w], |T, xs, ws| cpu::conv2d_direct::<T>(
-                xs, ws, None, &geom
-            )),
-        };
-        Tensor::from_storage(s, &[geom.n, geom.c_out, geom.oh, geom.ow]).to_dtype(self.dtype())
+        Ok(forward(self, weight, bias, params, Kernel::Direct)?.0)
     }
 }
