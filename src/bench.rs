@@ -273,6 +273,12 @@ pub struct StepResult {
     pub peak_rss_mib: Option<f64>,
 }
 
+/// Resets the peak-RSS mark (Linux: `echo 5 > /proc/self/clear_refs`), so
+/// that [`peak_rss_mib`] measures from now on; elsewhere a no-op.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Peak resident set size of this process (`VmHWM`), in MiB, where the OS reports it.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -304,6 +310,9 @@ pub fn run_training_steps(config: &BenchConfig) -> Result<Vec<StepResult>> {
         {
             continue;
         }
+        // Measure this model's peak, not the earlier benchmarks' buffers.
+        crate::backend::cpu::pool::clear();
+        reset_peak_rss();
         let mut rng = StdRng::seed_from_u64(0);
         let net = ResNet::new(&cfg, &mut rng)?;
         let mut opt = Sgd::new(
