@@ -113,6 +113,7 @@ fn damaged_files_are_clear_errors() {
         "{missing}"
     );
     assert!(mnist::load("/nonexistent").is_err());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
