@@ -58,10 +58,6 @@ impl ConvGeom {
     pub fn col_cols(&self) -> usize {
         self.oh * self.ow
     }
-    /// True when `col` would equal the input (1×1, stride 1, no padding).
-    pub fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.padding == (0, 0)
-    }
     fn image_len(&self) -> usize {
         self.c_in * self.h * self.w
     }
@@ -229,10 +225,7 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
         |(col, prod), n0, t| {
             let ld = t * cols;
             for gi in 0..g.groups {
-                for i in 0..t {
-                    let image = &x[(n0 + i) * g.image_len()..(n0 + i + 1) * g.image_len()];
-                    im2col(image, g, gi * g.cg(), col, ld, i * cols);
-                }
+                im2col_tile(x, g, gi, n0, t, col);
                 let weights = MatRef::row_major(w, gi * og * k, og, k);
                 gemm_serial(
                     weights,
@@ -261,6 +254,16 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
         },
     );
     out
+}
+
+/// Unrolls group `gi` of the tile's images `n0..n0 + t` side by side
+/// into `col` (`cg·kh·kw × t·oh·ow`), the layout of a tile GEMM.
+fn im2col_tile<T: Float>(x: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, col: &mut [T]) {
+    let (cols, len) = (g.col_cols(), g.image_len());
+    for i in 0..t {
+        let image = &x[(n0 + i) * len..(n0 + i + 1) * len];
+        im2col(image, g, gi * g.cg(), col, t * cols, i * cols);
+    }
 }
 
 /// Copies the output-gradient planes of a tile's images, group `gi`, side
@@ -380,10 +383,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
         let ld = t * cols;
         for gi in 0..g.groups {
             gather_tile(dy, g, gi, n0, t, &mut dyt);
-            for i in 0..t {
-                let image = &x[(n0 + i) * g.image_len()..(n0 + i + 1) * g.image_len()];
-                im2col(image, g, gi * g.cg(), &mut col, ld, i * cols);
-            }
+            im2col_tile(x, g, gi, n0, t, &mut col);
             let grad = MatRef::row_major(&dyt, 0, og, ld);
             let cols_t = MatRef::row_major(&col, 0, k, ld).t();
             gemm_serial(grad, cols_t, &mut dw[gi * og * k..(gi + 1) * og * k], true);
