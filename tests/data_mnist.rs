@@ -131,3 +131,102 @@ fn epoch_batches_are_a_seeded_permutation() {
     assert_ne!(a, epoch_batches(10, 4, 7, 1), "epochs differ");
     assert_ne!(a, epoch_batches(10, 4, 8, 0), "seeds differ");
 }
+
+/// A valid four-file MNIST-like folder in `dir`: 3 train and 2 test images
+/// of 2×2, gzipped when `gz`. Returns the file paths.
+fn write_mini_mnist(dir: &std::path::Path, gz: bool) -> Vec<std::path::PathBuf> {
+    let idx = |dims: &[u32], data: &[u8]| {
+        let mut out = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            out.extend(d.to_be_bytes());
+        }
+        out.extend(data);
+        out
+    };
+    let files = [
+        ("train-images-idx3-ubyte", idx(&[3, 2, 2], &[7; 12])),
+        ("train-labels-idx1-ubyte", idx(&[3], &[1, 2, 3])),
+        ("t10k-images-idx3-ubyte", idx(&[2, 2, 2], &[9; 8])),
+        ("t10k-labels-idx1-ubyte", idx(&[2], &[4, 5])),
+    ];
+    files
+        .iter()
+        .map(|(name, raw)| {
+            let (path, bytes) = if gz {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(raw).unwrap();
+                (dir.join(format!("{name}.gz")), enc.finish().unwrap())
+            } else {
+                (dir.join(name), raw.clone())
+            };
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn every_damaged_mnist_file_is_an_error_naming_it() {
+    for gz in [false, true] {
+        let dir =
+            std::env::temp_dir().join(format!("ferrite-mini-mnist-{gz}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = write_mini_mnist(&dir, gz);
+        let (train, test) = mnist::load(&dir).unwrap();
+        assert_eq!(
+            (train.labels.clone(), test.labels.clone()),
+            (vec![1, 2, 3], vec![4, 5])
+        );
+        for path in &paths {
+            let good = std::fs::read(path).unwrap();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let check = |bytes: &[u8], what: &str| {
+                std::fs::write(path, bytes).unwrap();
+                match mnist::load(&dir) {
+                    // Bytes outside the data and the checked header fields
+                    // (e.g. a gzip timestamp) or a still-valid label or
+                    // pixel: the folder still loads consistently.
+                    Ok((tr, te)) => {
+                        assert_eq!(tr.images.len(), tr.len() * tr.rows * tr.cols, "{what}");
+                        assert_eq!(te.images.len(), te.len() * te.rows * te.cols, "{what}");
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        assert!(text.contains(name), "{name} {what}: {text}");
+                    }
+                }
+            };
+            for cut in 0..good.len() {
+                std::fs::write(path, &good[..cut]).unwrap();
+                let err = mnist::load(&dir).unwrap_err().to_string();
+                assert!(err.contains(name), "{name} cut at {cut}: {err}");
+            }
+            for i in 0..good.len() {
+                for flip in [0x01, 0x80, 0xFF] {
+                    let mut bad = good.clone();
+                    bad[i] ^= flip;
+                    check(&bad, &format!("flip {flip:#x} at {i}"));
+                }
+            }
+            std::fs::write(path, &good).unwrap();
+        }
+        // A label out of 0..9 and inconsistent counts are caught.
+        let labels = &paths[1];
+        write_mini_mnist(&dir, gz);
+        let mut raw = vec![0, 0, 8, 1, 0, 0, 0, 3, 1, 10, 3];
+        if gz {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(&raw).unwrap();
+            raw = enc.finish().unwrap();
+        }
+        std::fs::write(labels, raw).unwrap();
+        let err = mnist::load(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("train-labels-idx1-ubyte") && err.contains("label 10"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,5 +1,6 @@
 //! MNIST and Fashion-MNIST from their four IDX files.
 
+use super::dataset::ImageDataset;
 use super::idx::read_idx;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -10,8 +11,11 @@ use std::path::{Path, PathBuf};
 pub struct ImageSplit {
     /// `n × rows × cols` pixel bytes, row-major.
     pub images: Vec<u8>,
+    /// One label (0–9) per image.
     pub labels: Vec<u8>,
+    /// Image height.
     pub rows: usize,
+    /// Image width.
     pub cols: usize,
 }
 
@@ -60,6 +64,16 @@ impl ImageSplit {
 pub fn load(dir: impl AsRef<Path>) -> Result<(ImageSplit, ImageSplit)> {
     let dir = dir.as_ref();
     Ok((load_split(dir, "train")?, load_split(dir, "t10k")?))
+}
+
+/// Loads a split pair like [`load`] and converts it to single-label
+/// [`ImageDataset`]s named `"{name}-train"` and `"{name}-test"`.
+pub fn load_dataset(dir: impl AsRef<Path>, name: &str) -> Result<(ImageDataset, ImageDataset)> {
+    let (train, test) = load(dir)?;
+    Ok((
+        ImageDataset::from_split(&train, format!("{name}-train"))?,
+        ImageDataset::from_split(&test, format!("{name}-test"))?,
+    ))
 }
 
 fn find(dir: &Path, stem: &str) -> PathBuf {

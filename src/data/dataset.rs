@@ -1,0 +1,310 @@
+//! The in-memory image dataset shared by every loader and the trainer.
+//!
+//! Images are kept as bytes (`n × channels × height × width`, each image in
+//! CHW order), exactly as the files store them; the [`DataLoader`] turns
+//! them into normalised `f32` tensors a batch at a time. Labels are either
+//! one class per image or a multi-hot row per image.
+//!
+//! [`DataLoader`]: super::loader::DataLoader
+
+use super::mnist::ImageSplit;
+use crate::error::{Error, Result};
+
+/// The labels of a dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// One class index per image (single-label classification).
+    Single(Vec<u32>),
+    /// A multi-hot row per image: `bits[i * num_classes + c]` is 1 when
+    /// image `i` shows class `c`, else 0.
+    Multi { num_classes: usize, bits: Vec<u8> },
+}
+
+/// Images as bytes with their labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDataset {
+    /// `n × channels × height × width` pixel bytes, CHW within each image.
+    pub images: Vec<u8>,
+    /// Channels per image (1 for grey, 3 for RGB).
+    pub channels: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Number of classes; labels are in `0..num_classes`.
+    pub num_classes: usize,
+    /// One label or one multi-hot row per image.
+    pub labels: Labels,
+    /// A short name for messages and logs (e.g. `"mnist-train"`).
+    pub name: String,
+}
+
+impl ImageDataset {
+    /// Number of images (counted from the labels).
+    pub fn len(&self) -> usize {
+        match &self.labels {
+            Labels::Single(l) => l.len(),
+            Labels::Multi { num_classes, bits } => {
+                bits.len().checked_div(*num_classes).unwrap_or(0)
+            }
+        }
+    }
+
+    /// True when the dataset holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True for multi-hot labels.
+    pub fn is_multi_label(&self) -> bool {
+        matches!(self.labels, Labels::Multi { .. })
+    }
+
+    /// Bytes per image: `channels × height × width`.
+    pub fn image_size(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The bytes of image `i` (CHW), or `None` when `i` is out of range.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
+        let size = self.image_size();
+        self.images.get(i * size..(i + 1) * size)
+    }
+
+    /// For each class, the number of images that show it (for single
+    /// labels: the class sizes). Labels outside `0..num_classes` are not
+    /// counted; [`Self::validate`] reports them.
+    pub fn positives_per_class(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.num_classes];
+        match &self.labels {
+            Labels::Single(labels) => {
+                for &l in labels {
+                    if let Some(c) = counts.get_mut(l as usize) {
+                        *c += 1;
+                    }
+                }
+            }
+            Labels::Multi { num_classes, bits } if *num_classes > 0 => {
+                for row in bits.chunks_exact(*num_classes) {
+                    for (count, &b) in counts.iter_mut().zip(row) {
+                        *count += (b != 0) as usize;
+                    }
+                }
+            }
+            Labels::Multi { .. } => {}
+        }
+        counts
+    }
+
+    /// Writes the target row of image `i` into `out` (length
+    /// `num_classes`): its multi-hot row, or the one-hot encoding of its
+    /// single label.
+    pub fn target_row(&self, i: usize, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "ImageDataset::target_row";
+        if out.len() != self.num_classes {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "output row has {} entries, dataset '{}' has {} classes",
+                    out.len(),
+                    self.name,
+                    self.num_classes
+                ),
+            ));
+        }
+        let out_of_range = || Error::IndexOutOfRange {
+            op: OP,
+            index: i as i64,
+            size: self.len(),
+        };
+        match &self.labels {
+            Labels::Single(labels) => {
+                let label = *labels.get(i).ok_or_else(out_of_range)? as usize;
+                if label >= self.num_classes {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "label {label} of image {i} is outside 0..{}",
+                            self.num_classes
+                        ),
+                    ));
+                }
+                out.fill(0.0);
+                out[label] = 1.0;
+            }
+            Labels::Multi { num_classes, bits } => {
+                let row = bits
+                    .get(i * num_classes..(i + 1) * num_classes)
+                    .ok_or_else(out_of_range)?;
+                if row.len() != out.len() {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "labels have {num_classes} classes, dataset '{}' declares {}",
+                            self.name, self.num_classes
+                        ),
+                    ));
+                }
+                for (o, &b) in out.iter_mut().zip(row) {
+                    *o = b as f32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new dataset with the images `indices`, in that order (repeats
+    /// allowed). The name gets a `"-subset"` suffix.
+    pub fn subset(&self, indices: &[usize]) -> Result<Self> {
+        let n = self.len();
+        if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
+            return Err(Error::IndexOutOfRange {
+                op: "ImageDataset::subset",
+                index: bad as i64,
+                size: n,
+            });
+        }
+        let size = self.image_size();
+        if self.images.len() < n * size {
+            return Err(self.size_error("ImageDataset::subset"));
+        }
+        let mut images = Vec::with_capacity(indices.len() * size);
+        for &i in indices {
+            images.extend_from_slice(&self.images[i * size..(i + 1) * size]);
+        }
+        let labels = match &self.labels {
+            Labels::Single(l) => Labels::Single(indices.iter().map(|&i| l[i]).collect()),
+            Labels::Multi { num_classes, bits } => {
+                let c = *num_classes;
+                let mut out = Vec::with_capacity(indices.len() * c);
+                for &i in indices {
+                    out.extend_from_slice(&bits[i * c..(i + 1) * c]);
+                }
+                Labels::Multi {
+                    num_classes: c,
+                    bits: out,
+                }
+            }
+        };
+        Ok(ImageDataset {
+            images,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            num_classes: self.num_classes,
+            labels,
+            name: format!("{}-subset", self.name),
+        })
+    }
+
+    /// Checks that the fields agree: positive image sizes and class count,
+    /// `images.len() == len() × channels × height × width`, single labels
+    /// below `num_classes`, multi-hot rows of `num_classes` entries that are
+    /// all 0 or 1.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "ImageDataset::validate";
+        let name = &self.name;
+        if self.channels == 0 || self.height == 0 || self.width == 0 {
+            return Err(Error::bad_shape(
+                OP,
+                format!(
+                    "dataset '{name}' has an empty image shape {}x{}x{}",
+                    self.channels, self.height, self.width
+                ),
+            ));
+        }
+        if self.num_classes == 0 {
+            return Err(Error::invalid(
+                OP,
+                format!("dataset '{name}' has 0 classes"),
+            ));
+        }
+        match &self.labels {
+            Labels::Single(labels) => {
+                if let Some((i, l)) = labels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &l)| l as usize >= self.num_classes)
+                {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "dataset '{name}': label {l} of image {i} is outside 0..{}",
+                            self.num_classes
+                        ),
+                    ));
+                }
+            }
+            Labels::Multi { num_classes, bits } => {
+                if *num_classes != self.num_classes {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "dataset '{name}': multi-hot rows have {num_classes} classes, the dataset declares {}",
+                            self.num_classes
+                        ),
+                    ));
+                }
+                if bits.len() % num_classes != 0 {
+                    return Err(Error::bad_shape(
+                        OP,
+                        format!(
+                            "dataset '{name}': {} label bits are not whole rows of {num_classes}",
+                            bits.len()
+                        ),
+                    ));
+                }
+                if let Some(p) = bits.iter().position(|&b| b > 1) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "dataset '{name}': label bit {} of image {} is {}, not 0 or 1",
+                            p % num_classes,
+                            p / num_classes,
+                            bits[p]
+                        ),
+                    ));
+                }
+            }
+        }
+        let expected = self
+            .len()
+            .checked_mul(self.image_size())
+            .ok_or_else(|| Error::bad_shape(OP, format!("dataset '{name}' is too large")))?;
+        if self.images.len() != expected {
+            return Err(self.size_error(OP));
+        }
+        Ok(())
+    }
+
+    fn size_error(&self, op: &'static str) -> Error {
+        Error::bad_shape(
+            op,
+            format!(
+                "dataset '{}': {} image bytes for {} images of {}x{}x{}",
+                self.name,
+                self.images.len(),
+                self.len(),
+                self.channels,
+                self.height,
+                self.width
+            ),
+        )
+    }
+
+    /// A single-label, one-channel dataset from an MNIST or Fashion-MNIST
+    /// split (10 classes), checked with [`Self::validate`].
+    pub fn from_split(split: &ImageSplit, name: impl Into<String>) -> Result<Self> {
+        let dataset = ImageDataset {
+            images: split.images.clone(),
+            channels: 1,
+            height: split.rows,
+            width: split.cols,
+            num_classes: 10,
+            labels: Labels::Single(split.labels.iter().map(|&l| l as u32).collect()),
+            name: name.into(),
+        };
+        dataset.validate()?;
+        Ok(dataset)
+    }
+}
