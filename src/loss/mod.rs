@@ -1,0 +1,40 @@
+//! Training objectives on logits.
+//!
+//! - Multi-label (one sigmoid per logit): [`bce_with_logits`] (and
+//!   [`bce_with_logits_pos_weight`]), [`sigmoid_focal_loss`] and
+//!   [`asymmetric_loss`], also selectable by name through [`ElementLoss`].
+//!   Each is one fused op (`formulas.rs` holds the closed-form losses and
+//!   derivatives, `fused.rs` the op) that never overflows for large logits.
+//! - Single-label (softmax over classes): [`cross_entropy()`], with class
+//!   weights, label smoothing and an ignored index, as PyTorch.
+//! - [`class_balanced_weights`]: per-class weights from class counts.
+//!
+//! Every loss takes an explicit [`Reduction`]. Targets and weights are
+//! constants: gradients flow to the logits only.
+
+mod class_balanced;
+mod cross_entropy;
+mod element_loss;
+mod formulas;
+mod fused;
+mod sigmoid;
+
+pub use class_balanced::class_balanced_weights;
+pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
+pub use element_loss::ElementLoss;
+pub use sigmoid::{
+    asymmetric_loss, bce_with_logits, bce_with_logits_pos_weight, sigmoid_focal_loss, AslOptions,
+};
+
+/// How a loss combines its per-element (or per-sample) values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// No reduction: one value per element (per sample for cross-entropy),
+    /// in the input's shape.
+    None,
+    /// The mean (for cross-entropy with class weights, the weighted mean).
+    #[default]
+    Mean,
+    /// The sum.
+    Sum,
+}
