@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plm;
 pub mod tensor;
 
 pub use autograd::{no_grad, GradStore};

@@ -1,0 +1,98 @@
+//! The options of PLM, with the defaults of the reference implementation.
+
+use super::divergence::Divergence;
+use crate::error::{Error, Result};
+
+/// The starting value of the target ratios `rhat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RhatInit {
+    /// `rhat_c = r_c` (default): the first epoch masks nothing.
+    Ratio,
+    /// `rhat_c = 1`: every class starts balanced, one kept positive per
+    /// kept negative.
+    Balanced,
+}
+
+impl RhatInit {
+    /// The name used in saved state (`"ratio"`, `"balanced"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RhatInit::Ratio => "ratio",
+            RhatInit::Balanced => "balanced",
+        }
+    }
+
+    /// The option called `name` in saved state.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "ratio" => Some(RhatInit::Ratio),
+            "balanced" => Some(RhatInit::Balanced),
+            _ => None,
+        }
+    }
+}
+
+/// Hyper-parameters of Partial Label Masking.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlmConfig {
+    /// Change rate λ of the update `rhat ← rhat · exp(λ · Δ)` (0.01);
+    /// 0 keeps `rhat` fixed.
+    pub lambda: f64,
+    /// Number of equal-width probability bins over [0, 1] (10).
+    pub n_bins: usize,
+    /// Starting value of `rhat` ([`RhatInit::Ratio`]).
+    pub init: RhatInit,
+    /// Direction of the KL divergence ([`Divergence::PredVsTruth`]).
+    pub divergence: Divergence,
+    /// Standardise the divergences across classes before the update (true).
+    pub standardize: bool,
+    /// Lower clamp of `rhat` (1e-6).
+    pub rhat_min: f64,
+    /// Upper clamp of `rhat` (1e6).
+    pub rhat_max: f64,
+    /// Seed of the mask generator (0).
+    pub seed: u64,
+}
+
+impl Default for PlmConfig {
+    fn default() -> Self {
+        PlmConfig {
+            lambda: 0.01,
+            n_bins: 10,
+            init: RhatInit::Ratio,
+            divergence: Divergence::PredVsTruth,
+            standardize: true,
+            rhat_min: 1e-6,
+            rhat_max: 1e6,
+            seed: 0,
+        }
+    }
+}
+
+impl PlmConfig {
+    /// Checks every field: λ finite and ≥ 0, at least two bins (one bin
+    /// cannot tell predictions from labels), `0 < rhat_min ≤ rhat_max`, both
+    /// finite.
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        if !self.lambda.is_finite() || self.lambda < 0.0 {
+            return Err(Error::invalid(
+                op,
+                format!("lambda must be finite and >= 0, got {}", self.lambda),
+            ));
+        }
+        if self.n_bins < 2 {
+            return Err(Error::invalid(
+                op,
+                format!("n_bins must be at least 2, got {}", self.n_bins),
+            ));
+        }
+        let (lo, hi) = (self.rhat_min, self.rhat_max);
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi) {
+            return Err(Error::invalid(
+                op,
+                format!("need finite 0 < rhat_min <= rhat_max, got rhat_min {lo}, rhat_max {hi}"),
+            ));
+        }
+        Ok(())
+    }
+}

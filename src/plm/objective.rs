@@ -1,0 +1,291 @@
+//! [`Plm`]: the state of Partial Label Masking during training (ratios,
+//! target ratios, histograms, mask counter) and its per-batch and per-epoch
+//! operations.
+
+use super::config::{PlmConfig, RhatInit};
+use super::histogram::Histograms;
+use super::mask::{apply_mask, check_loss, draw_mask, keep_probabilities, labels_of, mask_tensor};
+use super::update::{epoch_update, PlmEpochUpdate};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Partial Label Masking for a training set with `C` classes.
+///
+/// Per batch: [`Plm::masked_loss`] (or [`Plm::sample_mask`] and
+/// [`apply_mask`]) and [`Plm::observe`]; per epoch: [`Plm::end_epoch`].
+#[derive(Clone, Debug)]
+pub struct Plm {
+    config: PlmConfig,
+    positives: Vec<usize>,
+    num_samples: usize,
+    ratios: Vec<f64>,
+    eligible: Vec<bool>,
+    bounds: Vec<(f64, f64)>,
+    rhat: Vec<f64>,
+    histograms: Histograms,
+    batches: u64,
+    epochs: u64,
+}
+
+/// The saved pieces of a [`Plm`] beyond its configuration and label counts.
+pub(crate) struct Progress {
+    pub rhat: Vec<f64>,
+    pub histograms: Histograms,
+    pub batches: u64,
+    pub epochs: u64,
+}
+
+impl Plm {
+    /// PLM for a training set of `num_samples` samples whose class `c` has
+    /// `positives[c]` positive labels (counted once, on the whole set).
+    ///
+    /// The ratio is `r_c = Npos_c / Nneg_c`. A class with no positives or
+    /// no negatives has no ratio: it is never masked and never updated
+    /// (its reported ratio is `max(Npos, 1) / max(Nneg, 1)`).
+    pub fn new(config: PlmConfig, positives: &[usize], num_samples: usize) -> Result<Self> {
+        Plm::from_parts(config, positives, num_samples, None)
+    }
+
+    /// Builds the state, starting afresh (`progress = None`) or from saved
+    /// progress, which is checked against the configuration.
+    pub(crate) fn from_parts(
+        config: PlmConfig,
+        positives: &[usize],
+        num_samples: usize,
+        progress: Option<Progress>,
+    ) -> Result<Self> {
+        let op = "Plm::new";
+        config.validate(op)?;
+        if positives.is_empty() {
+            return Err(Error::invalid(op, "need at least one class"));
+        }
+        if num_samples == 0 {
+            return Err(Error::invalid(
+                op,
+                "the training set is empty (num_samples = 0)",
+            ));
+        }
+        if let Some((c, &n)) = positives.iter().enumerate().find(|(_, &n)| n > num_samples) {
+            return Err(Error::invalid(
+                op,
+                format!("class {c} has {n} positives in a training set of {num_samples} samples"),
+            ));
+        }
+        let eligible: Vec<bool> = positives
+            .iter()
+            .map(|&n| n > 0 && n < num_samples)
+            .collect();
+        let ratios: Vec<f64> = positives
+            .iter()
+            .map(|&n| n.max(1) as f64 / (num_samples - n).max(1) as f64)
+            .collect();
+        // The clamp interval widens to include r, so that rhat = r is
+        // always a valid starting point.
+        let bounds: Vec<(f64, f64)> = ratios
+            .iter()
+            .map(|&r| (config.rhat_min.min(r), config.rhat_max.max(r)))
+            .collect();
+        let c = positives.len();
+        let mut plm = Plm {
+            config,
+            positives: positives.to_vec(),
+            num_samples,
+            rhat: Vec::new(),
+            histograms: Histograms::new(config.n_bins, c)?,
+            batches: 0,
+            epochs: 0,
+            ratios,
+            eligible,
+            bounds,
+        };
+        match progress {
+            None => {
+                plm.rhat = (0..c)
+                    .map(|k| match config.init {
+                        RhatInit::Balanced if plm.eligible[k] => 1.0,
+                        _ => plm.ratios[k],
+                    })
+                    .collect();
+            }
+            Some(p) => {
+                if p.histograms.n_bins() != config.n_bins || p.histograms.num_classes() != c {
+                    return Err(Error::invalid(
+                        op,
+                        format!(
+                            "histograms of {} bins x {} classes for a configuration of {} bins x {c} classes",
+                            p.histograms.n_bins(),
+                            p.histograms.num_classes(),
+                            config.n_bins
+                        ),
+                    ));
+                }
+                plm.set_rhat(&p.rhat)?;
+                plm.histograms = p.histograms;
+                plm.batches = p.batches;
+                plm.epochs = p.epochs;
+            }
+        }
+        Ok(plm)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PlmConfig {
+        &self.config
+    }
+
+    /// Number of classes `C`.
+    pub fn num_classes(&self) -> usize {
+        self.positives.len()
+    }
+
+    /// Positive labels per class in the training set.
+    pub fn positives(&self) -> &[usize] {
+        &self.positives
+    }
+
+    /// Size of the training set.
+    pub fn num_samples(&self) -> usize {
+        self.num_samples
+    }
+
+    /// The ground-truth ratios `r_c = Npos_c / Nneg_c`.
+    pub fn ratios(&self) -> &[f64] {
+        &self.ratios
+    }
+
+    /// Which classes take part in masking and updates (those with both
+    /// positives and negatives in the training set).
+    pub fn eligible(&self) -> &[bool] {
+        &self.eligible
+    }
+
+    /// The current target ratios `rhat_c`.
+    pub fn rhat(&self) -> &[f64] {
+        &self.rhat
+    }
+
+    /// Sets the target ratios (e.g. for a fixed-`rhat` ablation with
+    /// λ = 0). Each value must be finite and inside the clamp interval
+    /// `[min(rhat_min, r_c), max(rhat_max, r_c)]`.
+    pub fn set_rhat(&mut self, rhat: &[f64]) -> Result<()> {
+        let op = "Plm::set_rhat";
+        if rhat.len() != self.num_classes() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: vec![rhat.len()],
+                rhs: vec![self.num_classes()],
+            });
+        }
+        for (c, (&v, &(lo, hi))) in rhat.iter().zip(&self.bounds).enumerate() {
+            if !(lo..=hi).contains(&v) {
+                return Err(Error::invalid(
+                    op,
+                    format!("rhat[{c}] = {v} is outside [{lo}, {hi}]"),
+                ));
+            }
+        }
+        self.rhat = rhat.to_vec();
+        Ok(())
+    }
+
+    /// The per-class keep probabilities `(keep_pos, keep_neg)` under the
+    /// current `rhat` (see [`keep_probabilities`]); 1 for classes that do
+    /// not take part.
+    pub fn keep_probabilities(&self) -> (Vec<f64>, Vec<f64>) {
+        (0..self.num_classes())
+            .map(|c| {
+                if self.eligible[c] {
+                    keep_probabilities(self.ratios[c], self.rhat[c])
+                } else {
+                    (1.0, 1.0)
+                }
+            })
+            .unzip()
+    }
+
+    /// Number of masks drawn so far, which is also the counter of the next
+    /// mask.
+    pub fn batches_drawn(&self) -> u64 {
+        self.batches
+    }
+
+    /// Number of completed epochs (calls of [`Plm::end_epoch`]).
+    pub fn epochs(&self) -> u64 {
+        self.epochs
+    }
+
+    /// The histograms accumulated since the last update.
+    pub fn histograms(&self) -> &Histograms {
+        &self.histograms
+    }
+
+    /// A fresh 0/1 mask for the next batch, with the dtype and shape of
+    /// `targets` (`[B, C]`, values 0 or 1): 1 keeps a label in the loss.
+    /// Each call uses the next value of the mask counter.
+    pub fn sample_mask(&mut self, targets: &Tensor) -> Result<Tensor> {
+        let labels = labels_of("Plm::sample_mask", targets, self.num_classes())?;
+        let (keep_pos, keep_neg) = self.keep_probabilities();
+        let bits = draw_mask(
+            self.config.seed,
+            self.batches,
+            &labels,
+            &keep_pos,
+            &keep_neg,
+        )?;
+        self.batches += 1;
+        mask_tensor(&bits, targets.shape(), targets.dtype())
+    }
+
+    /// The PLM loss of one batch, `Σ g ⊙ loss / (B · C)`, with a fresh mask
+    /// `g` drawn for `targets`. `elementwise_loss` is the differentiable
+    /// per-element base loss (e.g. BCE with no reduction, possibly already
+    /// multiplied by class weights), of the same `[B, C]` shape.
+    pub fn masked_loss(&mut self, elementwise_loss: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        check_loss("Plm::masked_loss", elementwise_loss, targets.shape())?;
+        let mask = self.sample_mask(targets)?;
+        apply_mask(elementwise_loss, &mask)
+    }
+
+    /// Adds a training batch to the histograms: `probabilities` are the
+    /// sigmoid outputs `[B, C]` of the training forward pass (all elements,
+    /// masked or not), `targets` its labels. NaN values and values outside
+    /// [0, 1] are counted as discarded. Validation data must not be
+    /// observed.
+    pub fn observe(&mut self, probabilities: &Tensor, targets: &Tensor) -> Result<()> {
+        let op = "Plm::observe";
+        if probabilities.shape() != targets.shape() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: probabilities.shape().to_vec(),
+                rhs: targets.shape().to_vec(),
+            });
+        }
+        if !probabilities.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: probabilities.dtype(),
+            });
+        }
+        let labels = labels_of(op, targets, self.num_classes())?;
+        let p = probabilities.detach().to_f64_vec()?;
+        self.histograms.add(&p, &labels)
+    }
+
+    /// Ends an epoch: computes the divergences, `Δ` and the new `rhat`
+    /// from the histograms (see [`epoch_update`]), applies the new `rhat`
+    /// to the following masks, and resets the histograms.
+    pub fn end_epoch(&mut self) -> Result<PlmEpochUpdate> {
+        let update = epoch_update(
+            &self.histograms,
+            &self.rhat,
+            &self.eligible,
+            &self.bounds,
+            &self.config,
+            self.epochs,
+        )?;
+        self.rhat.clone_from(&update.rhat);
+        self.histograms.reset();
+        self.epochs += 1;
+        Ok(update)
+    }
+}
