@@ -111,6 +111,14 @@ impl std::error::Error for Error {
 
 impl Error {
     /// Builds an [`Error::InvalidArgument`].
+    /// An [`Error::Io`] for `path`, saying `what` was being done.
+    pub(crate) fn io(path: &std::path::Path, what: &str, e: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
+        }
+    }
+
     pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op,

@@ -31,6 +31,7 @@ pub mod ops;
 pub mod optim;
 pub mod plm;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{no_grad, GradStore};
 pub use error::{Error, Result};

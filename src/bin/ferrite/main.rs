@@ -1,0 +1,280 @@
+//! The `ferrite` command-line tool: `train`, `eval` and `compare` for
+//! long-tailed (multi-label) classification with PLM and its baselines,
+//! and `bench` for the kernel benchmarks.
+
+mod args;
+mod progress;
+
+use args::RunArgs;
+use clap::{Parser, Subcommand};
+use ferrite::bench::{self, BenchConfig};
+use ferrite::train::compare::{compare, Variant};
+use ferrite::train::run::{evaluate_checkpoint, Trainer};
+use ferrite::train::LossKind;
+use progress::Progress;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A small deep-learning engine in pure Rust: train and evaluate ResNets on
+/// long-tailed data with Partial Label Masking and its baselines.
+#[derive(Parser)]
+#[command(name = "ferrite", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one model; writes config.json, log.jsonl, checkpoint.safetensors,
+    /// report.md, report.json and per_class.svg into --out
+    Train {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Loss: bce, focal, cb, asl, plm, plm+focal, plm+cb, ce
+        #[arg(long, default_value = "plm")]
+        loss: String,
+        /// Seed of initialisation, shuffling, augmentation and PLM masks
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder (must not hold a run unless --resume)
+        #[arg(long, default_value = "runs/train")]
+        out: PathBuf,
+        /// Continue the run in --out from its checkpoint (its stored
+        /// configuration is used; other run options are ignored)
+        #[arg(long)]
+        resume: bool,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Evaluate a checkpoint on its run's test set and print the report
+    Eval {
+        /// A checkpoint.safetensors written by `ferrite train`
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Read the dataset from here instead of the folder stored in the checkpoint
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Also write report.md, report.json and per_class.svg into this folder
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Train several losses x seeds; writes one table (mean ± std) and one chart
+    Compare {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Comma-separated losses, each LOSS[/key=value...], e.g. bce,focal,plm,plm/lambda=0
+        #[arg(long, value_delimiter = ',', default_value = "bce,plm")]
+        losses: Vec<String>,
+        /// Comma-separated seeds
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+        seeds: Vec<u64>,
+        /// Output folder; finished runs in it are reused, interrupted ones resumed
+        #[arg(long, default_value = "runs/compare")]
+        out: PathBuf,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Time the CPU kernels and print GFLOP/s or GB/s next to the machine's peak
+    Bench {
+        /// Smaller sizes, shorter runs
+        #[arg(long)]
+        quick: bool,
+        /// Only kernels whose name contains this (e.g. matmul)
+        #[arg(long)]
+        filter: Option<String>,
+        /// Use this FMA peak (GFLOP/s) instead of measuring it
+        #[arg(long)]
+        peak_gflops: Option<f64>,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+        /// MiB of freed buffers kept for reuse (default 1024; 0 disables)
+        #[arg(long)]
+        buffer_cache_mib: Option<usize>,
+    },
+}
+
+/// Runs `f` on a thread pool of `threads` workers (all cores by default).
+fn with_threads<T>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> Result<T, String> + Send,
+) -> Result<T, String>
+where
+    T: Send,
+{
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        builder = builder.num_threads(n);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot start the thread pool: {e}"))?
+        .install(f)
+}
+
+fn train(run: RunArgs, loss: String, seed: u64, out: PathBuf, resume: bool) -> Result<(), String> {
+    let mut trainer = if resume {
+        let t = Trainer::resume(&out).map_err(|e| e.to_string())?;
+        println!(
+            "resuming {} after epoch {} of {}",
+            out.display(),
+            t.epochs_done(),
+            t.config().epochs
+        );
+        t
+    } else {
+        let loss: LossKind = loss.parse().map_err(|e: ferrite::Error| e.to_string())?;
+        let config = run.to_config(loss, seed).map_err(|e| e.to_string())?;
+        Trainer::new(config, &out).map_err(|e| e.to_string())?
+    };
+    let data = trainer.data();
+    println!(
+        "{}: {} training / {} test images, {} classes; training positives per class: {:?}",
+        trainer.config().data.kind.name(),
+        data.train.len(),
+        data.test.len(),
+        data.train.num_classes,
+        data.train_positives
+    );
+    let label = trainer.config().loss.kind.name().to_string();
+    let summary = trainer
+        .run(&mut Progress::new(&label))
+        .map_err(|e| e.to_string())?;
+    println!("\n{}", summary.markdown());
+    println!(
+        "wrote {0}/report.md, {0}/report.json, {0}/per_class.svg, {0}/log.jsonl, {0}/checkpoint.safetensors",
+        out.display()
+    );
+    Ok(())
+}
+
+fn eval(
+    checkpoint: PathBuf,
+    data_dir: Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> Result<(), String> {
+    let summary = evaluate_checkpoint(&checkpoint, data_dir).map_err(|e| e.to_string())?;
+    println!("{}", summary.markdown());
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        ferrite::train::report::write_report(&dir, &summary).map_err(|e| e.to_string())?;
+        println!("wrote the report into {}", dir.display());
+    }
+    Ok(())
+}
+
+fn run_compare(
+    run: RunArgs,
+    losses: Vec<String>,
+    seeds: Vec<u64>,
+    out: PathBuf,
+) -> Result<(), String> {
+    let variants = losses
+        .iter()
+        .map(|l| l.parse::<Variant>())
+        .collect::<ferrite::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    let first = variants.first().ok_or("--losses is empty")?;
+    let base = run
+        .to_config(first.loss, seeds.first().copied().unwrap_or(0))
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    compare(&base, &variants, &seeds, &out, &mut |label| {
+        Box::new(Progress::new(label))
+    })
+    .map_err(|e| e.to_string())?;
+    let table = std::fs::read_to_string(out.join("compare.md")).unwrap_or_default();
+    println!("\n{table}");
+    println!(
+        "wrote {0}/compare.md, {0}/compare.json, {0}/compare.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+fn run_bench(
+    config: BenchConfig,
+    threads: Option<usize>,
+    buffer_cache_mib: Option<usize>,
+) -> Result<(), String> {
+    if let Some(p) = config.peak_gflops {
+        if !(p > 0.0 && p.is_finite()) {
+            return Err(format!("--peak-gflops must be positive, got {p}"));
+        }
+    }
+    if let Some(mib) = buffer_cache_mib {
+        ferrite::backend::cpu::pool::set_limit_bytes(mib.saturating_mul(1 << 20));
+    }
+    with_threads(threads, || {
+        let peaks = bench::peaks(&config);
+        let results = bench::run(&config, &peaks).map_err(|e| e.to_string())?;
+        print!("{}", bench::format_table(&results, &peaks));
+        let steps = bench::run_training_steps(&config).map_err(|e| e.to_string())?;
+        if !steps.is_empty() {
+            print!(
+                "\ntraining steps (forward + backward + SGD momentum, random 3×32×32 batch):\n\n"
+            );
+            print!("{}", bench::format_steps(&steps, &peaks));
+        }
+        Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train {
+            run,
+            loss,
+            seed,
+            out,
+            resume,
+            threads,
+        } => with_threads(threads, || train(run, loss, seed, out, resume)),
+        Command::Eval {
+            checkpoint,
+            data_dir,
+            out,
+            threads,
+        } => with_threads(threads, || eval(checkpoint, data_dir, out)),
+        Command::Compare {
+            run,
+            losses,
+            seeds,
+            out,
+            threads,
+        } => with_threads(threads, || run_compare(run, losses, seeds, out)),
+        Command::Bench {
+            quick,
+            filter,
+            peak_gflops,
+            threads,
+            buffer_cache_mib,
+        } => run_bench(
+            BenchConfig {
+                quick,
+                filter,
+                peak_gflops,
+            },
+            threads,
+            buffer_cache_mib,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("ferrite: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

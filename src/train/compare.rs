@@ -1,0 +1,326 @@
+//! Several objectives × seeds on one dataset: runs each (or reuses a
+//! finished run's report), then one table of mean ± standard deviation and
+//! one chart of per-class recall and precision averaged over seeds.
+
+use super::config::{parse_divergence, parse_rhat_init, LossKind, TrainConfig};
+use super::report::{RunSummary, REPORT_JSON};
+use super::run::{Observer, Trainer, CHECKPOINT_FILE};
+use super::svg::{per_class_chart, Series};
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One row of a comparison: a loss with optional settings, written
+/// `LOSS[/key=value,...]`, e.g. `plm/lambda=0` (PLM with a fixed r̂) or
+/// `focal/gamma=1`. Keys: `lambda`, `init` (ratio|balanced), `divergence`
+/// (pred-gt|gt-pred), `standardize` (true|false), `bins`, `gamma`,
+/// `alpha`, `beta`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variant {
+    /// The text it was parsed from (the row label and folder name).
+    pub label: String,
+    pub loss: LossKind,
+    pub settings: Vec<(String, String)>,
+}
+
+impl std::str::FromStr for Variant {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (loss, rest) = s.split_once('/').unwrap_or((s, ""));
+        let loss: LossKind = loss.parse()?;
+        let mut settings = Vec::new();
+        for kv in rest.split(',').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Error::invalid("Variant", format!("`{kv}` in `{s}` is not key=value"))
+            })?;
+            settings.push((k.to_string(), v.to_string()));
+        }
+        let variant = Variant {
+            label: s.to_string(),
+            loss,
+            settings,
+        };
+        // Fail now, not after hours of other runs.
+        variant.apply(&mut TrainConfig::new(
+            super::config::DataConfig::new(super::config::DatasetKind::Mnist),
+            "resnet8",
+            loss,
+        ))?;
+        Ok(variant)
+    }
+}
+
+impl Variant {
+    /// Sets the loss and settings of this variant on `config`.
+    pub fn apply(&self, config: &mut TrainConfig) -> Result<()> {
+        config.loss.kind = self.loss;
+        let bad = |k: &str, v: &str| {
+            Error::invalid(
+                "Variant",
+                format!("`{k}={v}` in `{}`: bad value", self.label),
+            )
+        };
+        for (k, v) in &self.settings {
+            let num = || v.parse::<f64>().map_err(|_| bad(k, v));
+            let l = &mut config.loss;
+            match k.as_str() {
+                "lambda" => l.plm.lambda = num()?,
+                "init" => l.plm.init = parse_rhat_init(v)?,
+                "divergence" => l.plm.divergence = parse_divergence(v)?,
+                "standardize" => l.plm.standardize = v.parse().map_err(|_| bad(k, v))?,
+                "bins" => l.plm.n_bins = v.parse().map_err(|_| bad(k, v))?,
+                "gamma" => l.focal_gamma = num()?,
+                "alpha" => l.focal_alpha = Some(num()?),
+                "beta" => l.cb_beta = num()?,
+                _ => {
+                    return Err(Error::invalid(
+                        "Variant",
+                        format!(
+                            "unknown setting `{k}` in `{}` (expected lambda, init, divergence, standardize, bins, gamma, alpha or beta)",
+                            self.label
+                        ),
+                    ))
+                }
+            }
+        }
+        config.validate()
+    }
+
+    /// A folder name for the variant (`/`, `=` and `,` replaced).
+    pub fn folder(&self) -> String {
+        self.label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '+' || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+}
+
+/// The metrics a comparison table shows, by summary key.
+pub fn table_metrics(multi_label: bool) -> &'static [&'static str] {
+    if multi_label {
+        &[
+            "macro_f1",
+            "micro_f1",
+            "subset_accuracy",
+            "map",
+            "rare3_recall",
+            "frequent3_precision",
+        ]
+    } else {
+        &[
+            "top1",
+            "many",
+            "medium",
+            "few",
+            "macro_f1",
+            "rare3_recall",
+            "frequent3_precision",
+        ]
+    }
+}
+
+/// Mean and sample standard deviation (divisor n − 1; 0 for one value) of `xs`.
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Runs every variant with every seed into `out_dir/<variant>/seed<s>/`
+/// (skipping runs whose `report.json` exists, resuming runs with a
+/// checkpoint), then writes `compare.md`, `compare.json` and
+/// `compare.svg` into `out_dir`. `observer` is asked for an observer per
+/// run (with the run's label).
+pub fn compare(
+    base: &TrainConfig,
+    variants: &[Variant],
+    seeds: &[u64],
+    out_dir: &Path,
+    observer: &mut dyn FnMut(&str) -> Box<dyn Observer>,
+) -> Result<Vec<(Variant, Vec<RunSummary>)>> {
+    if variants.is_empty() || seeds.is_empty() {
+        return Err(Error::invalid(
+            "compare",
+            "needs at least one loss and one seed",
+        ));
+    }
+    let mut results = Vec::new();
+    for variant in variants {
+        let mut runs = Vec::new();
+        for &seed in seeds {
+            let dir: PathBuf = out_dir.join(variant.folder()).join(format!("seed{seed}"));
+            let report = dir.join(REPORT_JSON);
+            let summary = if report.exists() {
+                read_summary(&report)?
+            } else {
+                let mut obs = observer(&format!("{} seed {seed}", variant.label));
+                let mut trainer = if dir.join(CHECKPOINT_FILE).exists() {
+                    Trainer::resume(&dir)?
+                } else {
+                    let mut config = base.clone();
+                    config.seed = seed;
+                    variant.apply(&mut config)?;
+                    Trainer::new(config, &dir)?
+                };
+                trainer.run(obs.as_mut())?
+            };
+            runs.push(summary);
+        }
+        results.push((variant.clone(), runs));
+    }
+    write_comparison(out_dir, base, &results)?;
+    Ok(results)
+}
+
+fn read_summary(path: &Path) -> Result<RunSummary> {
+    let shown = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(path, "reading a run report", e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::CorruptFile {
+        path: shown.clone(),
+        msg: format!("not JSON: {e}"),
+    })?;
+    RunSummary::from_json(&v, &shown)
+}
+
+/// Writes the comparison table (Markdown + JSON) and chart.
+pub fn write_comparison(
+    out_dir: &Path,
+    base: &TrainConfig,
+    results: &[(Variant, Vec<RunSummary>)],
+) -> Result<()> {
+    let metrics = table_metrics(base.data.kind.is_multi_label());
+    let mut md = String::new();
+    let seeds = results.first().map_or(0, |(_, r)| r.len());
+    let _ = writeln!(
+        md,
+        "# {} — {} seeds per row, mean ± std\n\nModel {}, {} epochs, batch {}, {} {} (lr {}).\n",
+        base.data.kind.name(),
+        seeds,
+        base.model,
+        base.epochs,
+        base.batch_size,
+        base.optim.kind.name(),
+        base.optim.schedule.name(),
+        base.optim.lr
+    );
+    let _ = writeln!(md, "| loss | {} |", metrics.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(metrics.len()));
+    let mut rows_json = Vec::new();
+    let mut series = Vec::new();
+    for (variant, runs) in results {
+        let _ = write!(md, "| {} |", variant.label);
+        let mut cells = serde_json::Map::new();
+        for m in metrics {
+            let xs: Vec<f64> = runs.iter().filter_map(|r| r.get(m)).collect();
+            if xs.is_empty() {
+                md.push_str(" – |");
+                continue;
+            }
+            let (mean, std) = mean_std(&xs);
+            let _ = write!(md, " {mean:.4} ± {std:.4} |");
+            cells.insert(
+                m.to_string(),
+                json!({"mean": mean, "std": std, "values": xs}),
+            );
+        }
+        md.push('\n');
+        rows_json.push(json!({"variant": variant.label, "metrics": cells}));
+        // Per-class mean over seeds, in the first run's (head → tail) order.
+        if let Some(first) = runs.first() {
+            let per_class = |f: fn(&super::report::ClassRow) -> f64| {
+                first
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        let xs: Vec<f64> = runs
+                            .iter()
+                            .filter_map(|r| r.rows.iter().find(|x| x.class == row.class).map(f))
+                            .collect();
+                        mean_std(&xs)
+                    })
+                    .unzip::<f64, f64, Vec<f64>, Vec<f64>>()
+            };
+            let (recall, recall_std) = per_class(|r| r.recall);
+            let (precision, precision_std) = per_class(|r| r.precision);
+            series.push(Series {
+                label: variant.label.clone(),
+                recall,
+                precision,
+                recall_std: (runs.len() > 1).then_some(recall_std),
+                precision_std: (runs.len() > 1).then_some(precision_std),
+            });
+        }
+    }
+    let svg = match results.first().and_then(|(_, r)| r.first()) {
+        Some(first) => per_class_chart(
+            &format!(
+                "{}: per-class recall and precision (mean over seeds)",
+                base.data.kind.name()
+            ),
+            &first
+                .rows
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>(),
+            &first
+                .rows
+                .iter()
+                .map(|r| r.train_positives)
+                .collect::<Vec<_>>(),
+            &series,
+        ),
+        None => String::new(),
+    };
+    let json = serde_json::to_string_pretty(&json!({
+        "base_config": base.to_json(),
+        "metrics": metrics,
+        "rows": rows_json,
+    }))
+    .unwrap_or_default();
+    for (name, text) in [
+        ("compare.md", md),
+        ("compare.json", json),
+        ("compare.svg", svg),
+    ] {
+        super::write_text(&out_dir.join(name), &text)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_parse_and_reject_bad_settings() {
+        let v: Variant = "plm/lambda=0,init=balanced".parse().unwrap();
+        assert_eq!(v.loss, LossKind::Plm);
+        assert_eq!(v.settings.len(), 2);
+        assert_eq!(v.folder(), "plm_lambda_0_init_balanced");
+        assert!("plm/lambda".parse::<Variant>().is_err());
+        assert!("plm/speed=3".parse::<Variant>().is_err());
+        assert!("softmax".parse::<Variant>().is_err());
+        assert!("plm/lambda=-1".parse::<Variant>().is_err());
+    }
+
+    #[test]
+    fn mean_std_uses_the_sample_deviation() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
+        assert_eq!(m, 2.0);
+        assert!((s - 1.0).abs() < 1e-12);
+        assert_eq!(mean_std(&[4.0]), (4.0, 0.0));
+    }
+}

@@ -1,0 +1,161 @@
+//! The training objective of a run: a base loss (BCE, focal, ASL, softmax
+//! cross-entropy), optional class-balanced weights, and optional Partial
+//! Label Masking on top.
+
+use super::config::{LossConfig, LossKind};
+use crate::error::{Error, Result};
+use crate::loss::{
+    class_balanced_weights, cross_entropy, AslOptions, CrossEntropyOptions, ElementLoss, Reduction,
+};
+use crate::plm::{Plm, PlmEpochUpdate};
+use crate::tensor::{DType, Tensor};
+
+/// A loss function with its per-run state (PLM's ratios and histograms).
+pub struct Objective {
+    kind: LossKind,
+    element: ElementLoss,
+    class_weights: Option<Tensor>,
+    plm: Option<Plm>,
+}
+
+impl Objective {
+    /// The objective of `config` for a training set of `num_samples`
+    /// samples with `positives[c]` positives of class `c`; `seed` drives
+    /// PLM's masks.
+    pub fn new(
+        config: &LossConfig,
+        seed: u64,
+        positives: &[usize],
+        num_samples: usize,
+    ) -> Result<Self> {
+        let element = match config.kind {
+            LossKind::Focal | LossKind::PlmFocal => ElementLoss::Focal {
+                gamma: config.focal_gamma,
+                alpha: config.focal_alpha,
+            },
+            LossKind::Asl => ElementLoss::Asl(AslOptions {
+                gamma_pos: config.asl_gamma_pos,
+                gamma_neg: config.asl_gamma_neg,
+                clip: config.asl_clip,
+            }),
+            _ => ElementLoss::Bce,
+        };
+        let class_weights = match config.kind {
+            LossKind::Cb | LossKind::PlmCb => {
+                let w = class_balanced_weights(positives, config.cb_beta)?;
+                let w: Vec<f32> = w.into_iter().map(|x| x as f32).collect();
+                Some(Tensor::from_vec(w, &[positives.len()])?)
+            }
+            _ => None,
+        };
+        let plm = if config.kind.uses_plm() {
+            let mut plm_config = config.plm;
+            plm_config.seed = seed ^ 0x504c_4d5f_6d61_736b; // "PLM_mask"
+            Some(Plm::new(plm_config, positives, num_samples)?)
+        } else {
+            None
+        };
+        Ok(Objective {
+            kind: config.kind,
+            element,
+            class_weights,
+            plm,
+        })
+    }
+
+    /// The loss kind.
+    pub fn kind(&self) -> LossKind {
+        self.kind
+    }
+
+    /// PLM's state, when the objective masks.
+    pub fn plm(&self) -> Option<&Plm> {
+        self.plm.as_ref()
+    }
+
+    /// Replaces PLM's state (resuming from a checkpoint); an error if this
+    /// objective does not use PLM or the class counts differ.
+    pub fn set_plm(&mut self, plm: Plm) -> Result<()> {
+        match &self.plm {
+            Some(current) if current.rhat().len() == plm.rhat().len() => {
+                self.plm = Some(plm);
+                Ok(())
+            }
+            Some(current) => Err(Error::invalid(
+                "Objective::set_plm",
+                format!(
+                    "PLM state has {} classes, the run has {}",
+                    plm.rhat().len(),
+                    current.rhat().len()
+                ),
+            )),
+            None => Err(Error::invalid(
+                "Objective::set_plm",
+                format!("loss `{}` does not use PLM", self.kind.name()),
+            )),
+        }
+    }
+
+    /// The scalar loss of a training batch: `logits` `[B, C]`, `targets`
+    /// `[B, C]` multi-hot (or one-hot) f32, `labels` the class indices
+    /// `[B]` (i64; needed by softmax cross-entropy only). With PLM a fresh
+    /// mask is drawn and the prediction histograms are updated.
+    pub fn loss(
+        &mut self,
+        logits: &Tensor,
+        targets: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if self.kind == LossKind::Ce {
+            let labels = labels.ok_or_else(|| {
+                Error::invalid(
+                    "Objective::loss",
+                    "softmax cross-entropy needs class labels",
+                )
+            })?;
+            let opts = CrossEntropyOptions {
+                weight: None,
+                label_smoothing: 0.0,
+                ignore_index: None,
+                reduction: Reduction::Mean,
+            };
+            return cross_entropy(logits, labels, &opts);
+        }
+        match &mut self.plm {
+            None => self.element.compute(
+                logits,
+                targets,
+                self.class_weights.as_ref(),
+                Reduction::Mean,
+            ),
+            Some(plm) => {
+                let per_element = self.element.compute(
+                    logits,
+                    targets,
+                    self.class_weights.as_ref(),
+                    Reduction::None,
+                )?;
+                let loss = plm.masked_loss(&per_element, targets)?;
+                let probabilities = crate::no_grad(|| logits.detach().sigmoid())?;
+                plm.observe(&probabilities, targets)?;
+                Ok(loss)
+            }
+        }
+    }
+
+    /// Ends an epoch: PLM's adaptive update of r̂ (None without PLM).
+    pub fn end_epoch(&mut self) -> Result<Option<PlmEpochUpdate>> {
+        self.plm.as_mut().map(Plm::end_epoch).transpose()
+    }
+
+    /// Prediction scores in [0, 1] from logits: softmax probabilities for
+    /// cross-entropy, per-class sigmoids otherwise.
+    pub fn scores(&self, logits: &Tensor) -> Result<Tensor> {
+        let logits = logits.to_dtype(DType::F32)?;
+        if self.kind == LossKind::Ce {
+            logits.softmax(1)
+        } else {
+            logits.sigmoid()
+        }
+    }
+}

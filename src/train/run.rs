@@ -1,0 +1,467 @@
+//! The training loop of a run: epochs of shuffled, augmented batches,
+//! PLM's per-epoch update, evaluation, a JSONL log line and an atomic
+//! checkpoint after every epoch, and the final report.
+
+use super::config::TrainConfig;
+use super::datasets::{class_names, load_datasets, RunData};
+use super::evaluation::Evaluation;
+use super::model::build_model;
+use super::objective::Objective;
+use super::optimizer::{build_schedule, RunOptimizer};
+use super::report::{write_report, RunSummary};
+use crate::checkpoint::CheckpointOptimizer;
+use crate::checkpoint::{load_training, read_training, save_training};
+use crate::data::loader::{DataLoader, LoaderConfig};
+use crate::data::{ImageDataset, Labels};
+use crate::error::{Error, Result};
+use crate::nn::resnet::ResNet;
+use crate::nn::Module;
+use crate::optim::{clip_grad_norm, LrSchedule, Optimizer};
+use crate::plm::Plm;
+use crate::tensor::Tensor;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The checkpoint written after every epoch (the latest one).
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// One JSON object per finished epoch.
+pub const LOG_FILE: &str = "log.jsonl";
+/// The run's configuration.
+pub const CONFIG_FILE: &str = "config.json";
+
+const META_CONFIG: &str = "train.config";
+const META_PLM: &str = "train.plm";
+const META_SECONDS: &str = "train.seconds";
+
+/// Receives progress while a run trains (the CLI draws a progress bar).
+pub trait Observer {
+    /// An epoch (1-based `epoch` of `epochs`) starts with `batches` batches.
+    fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// A training batch of `images` images finished with loss `loss`.
+    fn batch_finished(&mut self, _loss: f64, _images: usize) {}
+    /// An epoch finished; `record` is the line written to the log.
+    fn epoch_finished(&mut self, _record: &Value) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// A training run in an output folder.
+pub struct Trainer {
+    config: TrainConfig,
+    out_dir: PathBuf,
+    data: RunData,
+    model: ResNet,
+    optimizer: RunOptimizer,
+    objective: Objective,
+    schedule: Box<dyn LrSchedule>,
+    /// Epochs already trained.
+    epochs_done: usize,
+    /// Training seconds so far (across resumes).
+    seconds: f64,
+}
+
+impl Trainer {
+    /// Prepares a new run of `config` writing into `out_dir` (created if
+    /// needed). Refuses a folder that already holds a run's checkpoint, so
+    /// nothing written before is overwritten: resume it instead.
+    pub fn new(config: TrainConfig, out_dir: impl AsRef<Path>) -> Result<Self> {
+        config.validate()?;
+        let out_dir = out_dir.as_ref().to_path_buf();
+        let ckpt = out_dir.join(CHECKPOINT_FILE);
+        if ckpt.exists() {
+            return Err(Error::invalid(
+                "Trainer::new",
+                format!(
+                    "{} already holds a run ({} exists): resume it, or choose another output folder",
+                    out_dir.display(),
+                    ckpt.display()
+                ),
+            ));
+        }
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| Error::io(&out_dir, "creating the output folder", e))?;
+        let trainer = Self::build(config, out_dir)?;
+        let text = serde_json::to_string_pretty(&trainer.config.to_json()).unwrap_or_default();
+        super::write_text(&trainer.out_dir.join(CONFIG_FILE), &text)?;
+        // A fresh run starts a fresh log.
+        super::write_text(&trainer.out_dir.join(LOG_FILE), "")?;
+        Ok(trainer)
+    }
+
+    /// Reopens the run in `out_dir` from its checkpoint: configuration,
+    /// model, optimizer, PLM state and epoch count, so training continues
+    /// exactly where it stopped. Log lines of epochs after the checkpoint
+    /// (from a run killed between log and checkpoint) are dropped.
+    pub fn resume(out_dir: impl AsRef<Path>) -> Result<Self> {
+        let out_dir = out_dir.as_ref().to_path_buf();
+        let trainer = Self::open(&out_dir.join(CHECKPOINT_FILE), out_dir, None)?;
+        trainer.truncate_log()?;
+        Ok(trainer)
+    }
+
+    /// Rebuilds the run stored in the checkpoint at `path` (writing, if it
+    /// ever trains, into `out_dir`), reading the data from `data_dir` when
+    /// given instead of the stored folder.
+    fn open(path: &Path, out_dir: PathBuf, data_dir: Option<PathBuf>) -> Result<Self> {
+        let corrupt = |msg: String| Error::CorruptFile {
+            path: path.display().to_string(),
+            msg,
+        };
+        let mut config = Self::config_of_checkpoint(path)?;
+        if let Some(dir) = data_dir {
+            config.data.dir = dir;
+        }
+        let mut trainer = Self::build(config, out_dir)?;
+        let ckpt = load_training(path, &trainer.model, &mut trainer.optimizer)?;
+        if let Some(state) = ckpt.metadata.get(META_PLM) {
+            let plm =
+                Plm::from_state_json(state).map_err(|e| corrupt(format!("`{META_PLM}`: {e}")))?;
+            trainer.objective.set_plm(plm)?;
+        } else if trainer.objective.plm().is_some() {
+            return Err(corrupt(format!(
+                "the run uses PLM but the checkpoint has no `{META_PLM}` state"
+            )));
+        }
+        trainer.epochs_done = ckpt.epoch as usize;
+        trainer.seconds = ckpt
+            .metadata
+            .get(META_SECONDS)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        Ok(trainer)
+    }
+
+    /// Reads the configuration stored in a run's checkpoint.
+    pub fn config_of_checkpoint(path: impl AsRef<Path>) -> Result<TrainConfig> {
+        let path = path.as_ref();
+        let ckpt = read_training(path)?;
+        let corrupt = |msg: String| Error::CorruptFile {
+            path: path.display().to_string(),
+            msg,
+        };
+        let text = ckpt
+            .metadata
+            .get(META_CONFIG)
+            .ok_or_else(|| corrupt(format!("no `{META_CONFIG}` entry: not a ferrite run")))?;
+        let json: Value = serde_json::from_str(text)
+            .map_err(|e| corrupt(format!("`{META_CONFIG}` is not JSON: {e}")))?;
+        TrainConfig::from_json(&json).map_err(|e| corrupt(format!("`{META_CONFIG}`: {e}")))
+    }
+
+    /// The report of the run in checkpoint `path` on its test set (read
+    /// from `data_dir` when given): nothing is written.
+    pub fn evaluate_checkpoint_at(path: &Path, data_dir: Option<PathBuf>) -> Result<RunSummary> {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut trainer = Self::open(path, dir, data_dir)?;
+        trainer.summary()
+    }
+
+    fn summary(&mut self) -> Result<RunSummary> {
+        let evaluation = self.evaluate_test()?;
+        Ok(RunSummary::new(
+            &self.config,
+            &self.data,
+            &evaluation,
+            self.objective.plm(),
+            self.seconds,
+            class_names(self.config.data.kind, self.data.train.num_classes),
+        ))
+    }
+
+    fn build(config: TrainConfig, out_dir: PathBuf) -> Result<Self> {
+        let data = load_datasets(&config.data)?;
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let model = build_model(
+            &config.model,
+            config.stem.as_deref(),
+            data.train.channels,
+            data.train.num_classes,
+            &mut rng,
+        )?;
+        let optimizer = RunOptimizer::new(&config.optim, &model)?;
+        let objective = Objective::new(
+            &config.loss,
+            config.seed,
+            &data.train_positives,
+            data.train.len(),
+        )?;
+        let schedule = build_schedule(&config.optim, config.epochs);
+        Ok(Trainer {
+            config,
+            out_dir,
+            data,
+            model,
+            optimizer,
+            objective,
+            schedule,
+            epochs_done: 0,
+            seconds: 0.0,
+        })
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &ResNet {
+        &self.model
+    }
+
+    /// The datasets of the run.
+    pub fn data(&self) -> &RunData {
+        &self.data
+    }
+
+    /// The objective (with PLM's state, if any).
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    /// Epochs trained so far.
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// Trains the remaining epochs, then evaluates, writes the report files
+    /// (`report.md`, `report.json`, `per_class.svg`) and returns the summary.
+    pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        while self.epochs_done < self.config.epochs {
+            self.train_epoch(observer)?;
+        }
+        let summary = self.summary()?;
+        write_report(&self.out_dir, &summary)?;
+        Ok(summary)
+    }
+
+    /// Trains one epoch, updates PLM, evaluates, appends the log line and
+    /// writes the checkpoint. Returns the log record.
+    pub fn train_epoch(&mut self, observer: &mut dyn Observer) -> Result<Value> {
+        let epoch = self.epochs_done;
+        let lr_before = {
+            self.optimizer.apply_schedule(self.schedule.as_ref(), epoch);
+            self.optimizer.lr(0)
+        };
+        let mut loader = DataLoader::new(&self.data.train, self.loader_config(true))?;
+        observer.epoch_started(epoch + 1, self.config.epochs, loader.num_batches());
+        self.model.set_training(true);
+        let params = crate::nn::parameters(&self.model);
+        let start = Instant::now();
+        let (mut loss_sum, mut images) = (0.0f64, 0usize);
+        for (b, batch) in loader.epoch(epoch).enumerate() {
+            let batch = batch?;
+            let n = batch.indices.len();
+            let labels = match &batch.labels {
+                Some(l) => Some(Tensor::from_vec(
+                    l.iter().map(|&c| c as i64).collect::<Vec<i64>>(),
+                    &[n],
+                )?),
+                None => None,
+            };
+            let logits = self.model.forward(&batch.x)?;
+            let loss = self
+                .objective
+                .loss(&logits, &batch.targets, labels.as_ref())?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(Error::invalid(
+                    "Trainer::train_epoch",
+                    format!(
+                        "the loss became {value} at epoch {} batch {}: lower the learning rate (now {lr_before})",
+                        epoch + 1,
+                        b + 1
+                    ),
+                ));
+            }
+            let mut grads = loss.backward()?;
+            if let Some(max_norm) = self.config.optim.clip_grad_norm {
+                clip_grad_norm(&mut grads, &params, max_norm)?;
+            }
+            self.optimizer.step(&grads)?;
+            loss_sum += value * n as f64;
+            images += n;
+            observer.batch_finished(value, n);
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        let plm_update = self.objective.end_epoch()?;
+        let evaluation = self.evaluate_test()?;
+        self.seconds += train_seconds;
+        self.epochs_done += 1;
+
+        let mut record = json!({
+            "epoch": self.epochs_done,
+            "lr": lr_before,
+            "train_loss": loss_sum / images.max(1) as f64,
+            "train_seconds": train_seconds,
+            "images_per_sec": images as f64 / train_seconds.max(1e-9),
+            "test": evaluation.summary_json(),
+        });
+        if let (Some(update), Some(plm)) = (&plm_update, self.objective.plm()) {
+            record["plm"] = json!({
+                "rhat": plm.rhat(),
+                "ratio": plm.ratios(),
+                "delta": update.delta,
+                "d_pos": update.d_pos,
+                "d_neg": update.d_neg,
+            });
+        }
+        self.append_log(&record)?;
+        self.save_checkpoint()?;
+        observer.epoch_finished(&record);
+        Ok(record)
+    }
+
+    fn loader_config(&self, training: bool) -> LoaderConfig {
+        LoaderConfig {
+            batch_size: self.config.batch_size,
+            shuffle: training,
+            drop_last: false,
+            seed: self.config.seed,
+            crop_padding: if training {
+                self.config.data.crop_padding
+            } else {
+                0
+            },
+            hflip: training && self.config.data.hflip,
+            mean: self.data.mean.clone(),
+            std: self.data.std.clone(),
+        }
+    }
+
+    /// The metrics of the current model on `dataset` (evaluation mode, no
+    /// augmentation, no graph).
+    pub fn evaluate(&mut self, dataset: &ImageDataset) -> Result<Evaluation> {
+        let config = self.loader_config(false);
+        evaluate_model(
+            &mut self.model,
+            &self.objective,
+            dataset,
+            config,
+            &self.data.train_positives,
+            self.config.threshold,
+        )
+    }
+
+    /// [`Trainer::evaluate`] on the run's own test set.
+    fn evaluate_test(&mut self) -> Result<Evaluation> {
+        let config = self.loader_config(false);
+        evaluate_model(
+            &mut self.model,
+            &self.objective,
+            &self.data.test,
+            config,
+            &self.data.train_positives,
+            self.config.threshold,
+        )
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let mut extra = BTreeMap::new();
+        extra.insert(META_CONFIG.to_string(), self.config.to_json().to_string());
+        extra.insert(META_SECONDS.to_string(), self.seconds.to_string());
+        if let Some(plm) = self.objective.plm() {
+            extra.insert(META_PLM.to_string(), plm.state_json());
+        }
+        save_training(
+            self.out_dir.join(CHECKPOINT_FILE),
+            &self.model,
+            &self.optimizer.checkpoint_state()?,
+            self.epochs_done as u64,
+            &extra,
+        )
+    }
+
+    fn append_log(&self, record: &Value) -> Result<()> {
+        let path = self.out_dir.join(LOG_FILE);
+        let io = |e: std::io::Error| Error::io(&path, "appending to the log", e);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        writeln!(f, "{record}").map_err(io)?;
+        f.sync_data().map_err(io)
+    }
+
+    /// Keeps the log lines of epochs up to the checkpoint's.
+    fn truncate_log(&self) -> Result<()> {
+        let path = self.out_dir.join(LOG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, "reading the log", e)),
+        };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v["epoch"].as_u64())
+                    .is_some_and(|e| e as usize <= self.epochs_done)
+            })
+            .collect();
+        let mut text = String::new();
+        for line in kept {
+            text.push_str(line);
+            text.push('\n');
+        }
+        super::write_text(&path, &text)
+    }
+}
+
+/// Evaluates the run stored in checkpoint `path` (see
+/// [`Trainer::evaluate_checkpoint_at`]).
+pub fn evaluate_checkpoint(
+    path: impl AsRef<Path>,
+    data_dir: Option<PathBuf>,
+) -> Result<RunSummary> {
+    Trainer::evaluate_checkpoint_at(path.as_ref(), data_dir)
+}
+
+/// Scores `dataset` with `model` in evaluation mode (restoring training
+/// mode afterwards) and computes its metrics.
+fn evaluate_model(
+    model: &mut ResNet,
+    objective: &Objective,
+    dataset: &ImageDataset,
+    mut loader_config: LoaderConfig,
+    train_positives: &[usize],
+    threshold: f64,
+) -> Result<Evaluation> {
+    loader_config.batch_size = loader_config.batch_size.max(256);
+    let mut loader = DataLoader::new(dataset, loader_config)?;
+    let mut scores = Vec::with_capacity(dataset.len() * dataset.num_classes);
+    model.set_training(false);
+    let scored = crate::no_grad(|| -> Result<()> {
+        for batch in loader.epoch(0) {
+            let logits = model.forward(&batch?.x)?;
+            scores.extend(objective.scores(&logits)?.to_vec::<f32>()?);
+        }
+        Ok(())
+    });
+    model.set_training(true);
+    scored?;
+    let c = dataset.num_classes;
+    let mut targets = vec![0u8; dataset.len() * c];
+    let mut row = vec![0f32; c];
+    for i in 0..dataset.len() {
+        dataset.target_row(i, &mut row)?;
+        for (t, &v) in targets[i * c..(i + 1) * c].iter_mut().zip(&row) {
+            *t = (v > 0.5) as u8;
+        }
+    }
+    let labels = match &dataset.labels {
+        Labels::Single(l) => Some(l.as_slice()),
+        Labels::Multi { .. } => None,
+    };
+    Evaluation::new(&scores, &targets, labels, c, train_positives, threshold)
+}
