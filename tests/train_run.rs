@@ -204,7 +204,7 @@ fn compare_writes_one_table_and_reuses_finished_runs() {
     let mut base = tiny_config(LossKind::Bce, 1);
     base.data.train_size = 64;
     base.data.test_size = 32;
-    let variants: Vec<Variant> = ["bce", "plm/lambda=0,init=balanced"]
+    let variants: Vec<Variant> = ["bce", "plm/lambda=0/init=balanced"]
         .iter()
         .map(|v| v.parse().unwrap())
         .collect();
@@ -217,10 +217,10 @@ fn compare_writes_one_table_and_reuses_finished_runs() {
     assert_eq!(runs, 4);
     assert_eq!(results.len(), 2);
     let table = std::fs::read_to_string(dir.join("compare.md")).unwrap();
-    assert!(table.contains("| bce |") && table.contains("| plm/lambda=0,init=balanced |"));
+    assert!(table.contains("| bce |") && table.contains("| plm/lambda=0/init=balanced |"));
     assert!(table.contains(" ± "), "{table}");
     let svg = std::fs::read_to_string(dir.join("compare.svg")).unwrap();
-    assert!(svg.contains("plm/lambda=0,init=balanced"));
+    assert!(svg.contains("plm/lambda=0/init=balanced"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 2);

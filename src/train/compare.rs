@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// One row of a comparison: a loss with optional settings, written
-/// `LOSS[/key=value,...]`, e.g. `plm/lambda=0` (PLM with a fixed r̂) or
-/// `focal/gamma=1`. Keys: `lambda`, `init` (ratio|balanced), `divergence`
+/// `LOSS[/key=value]...`, e.g. `plm/init=balanced/lambda=0` (PLM with a
+/// fixed r̂ = 1) or `focal/gamma=1`. Keys: `lambda`, `init` (ratio|balanced), `divergence`
 /// (pred-gt|gt-pred), `standardize` (true|false), `bins`, `gamma`,
 /// `alpha`, `beta`.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,10 +27,10 @@ pub struct Variant {
 impl std::str::FromStr for Variant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let (loss, rest) = s.split_once('/').unwrap_or((s, ""));
-        let loss: LossKind = loss.parse()?;
+        let mut parts = s.split('/');
+        let loss: LossKind = parts.next().unwrap_or("").parse()?;
         let mut settings = Vec::new();
-        for kv in rest.split(',').filter(|kv| !kv.is_empty()) {
+        for kv in parts {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
                 Error::invalid("Variant", format!("`{kv}` in `{s}` is not key=value"))
             })?;
@@ -87,7 +87,7 @@ impl Variant {
         config.validate()
     }
 
-    /// A folder name for the variant (`/`, `=` and `,` replaced).
+    /// A folder name for the variant (`/` and `=` replaced by `_`).
     pub fn folder(&self) -> String {
         self.label
             .chars()
@@ -306,11 +306,13 @@ mod tests {
 
     #[test]
     fn variants_parse_and_reject_bad_settings() {
-        let v: Variant = "plm/lambda=0,init=balanced".parse().unwrap();
+        let v: Variant = "plm/lambda=0/init=balanced".parse().unwrap();
         assert_eq!(v.loss, LossKind::Plm);
         assert_eq!(v.settings.len(), 2);
         assert_eq!(v.folder(), "plm_lambda_0_init_balanced");
         assert!("plm/lambda".parse::<Variant>().is_err());
+        assert!("plm/lambda=0,init=balanced".parse::<Variant>().is_err());
+        assert!("plm/".parse::<Variant>().is_err());
         assert!("plm/speed=3".parse::<Variant>().is_err());
         assert!("softmax".parse::<Variant>().is_err());
         assert!("plm/lambda=-1".parse::<Variant>().is_err());

@@ -67,7 +67,7 @@ enum Command {
     Compare {
         #[command(flatten)]
         run: RunArgs,
-        /// Comma-separated losses, each LOSS[/key=value...], e.g. bce,focal,plm,plm/lambda=0
+        /// Comma-separated losses, each LOSS[/key=value]..., e.g. bce,focal,plm,plm/init=balanced/lambda=0
         #[arg(long, value_delimiter = ',', default_value = "bce,plm")]
         losses: Vec<String>,
         /// Comma-separated seeds
