@@ -1,27 +1,53 @@
 //! CUDA device infrastructure (feature `cuda`).
 //!
 //! cudarc loads `libcuda` and `libnvrtc` dynamically at run time, so this
-//! module compiles on machines without a CUDA toolkit. Because cudarc
-//! panics when a library is missing, every entry point first checks that
-//! the libraries can be loaded and returns [`Error::DeviceUnavailable`]
-//! otherwise. CUDA tensors and kernels (`kernels/*.cu`, compiled with NVRTC
-//! at first use) build on this context.
+//! module compiles on machines without a CUDA toolkit. cudarc panics when a
+//! library is missing, so every entry point first checks that the libraries
+//! can be loaded and returns [`Error::DeviceUnavailable`] otherwise: no
+//! driver, no GPU or no NVRTC is a clear error, never a panic.
+//!
+//! - [`device`]: [`CudaDevice`], a context and stream on one GPU, with its
+//!   compiled-module cache and caching allocator.
+//! - [`allocator`]: the size-class caching allocator (device independent,
+//!   unit-tested on the CPU through the [`RawMemory`] trait).
+//! - [`buffer`]: [`CudaBuffer`], a device allocation that returns to the
+//!   cache when dropped.
+//! - [`compile`]: the `kernels/*.cu` sources, embedded in the binary and
+//!   compiled with NVRTC at first use, cached in the process and on disk.
+//! - [`launch`]: grid and block sizes of each kernel shape.
+//! - [`params`]: the `#[repr(C)]` argument structs the kernels take.
+//! - [`kernels`]: launchers on raw device buffers for a first set of kernels.
+//!
+//! See `docs/CUDA.md` for the organisation, the tests and what remains to be
+//! wired into `Tensor`.
+
+pub mod allocator;
+pub mod buffer;
+pub mod compile;
+pub mod device;
+pub mod kernels;
+pub mod launch;
+pub mod params;
+
+pub use allocator::{AllocatorStats, CachingAllocator, RawMemory};
+pub use buffer::CudaBuffer;
+pub use device::CudaDevice;
 
 use crate::error::{Error, Result};
 use crate::tensor::Device;
 use cudarc::driver::CudaContext;
-use std::sync::Arc;
 
-/// An initialised CUDA context on one GPU.
-pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
-}
-
-fn unavailable(ordinal: usize, msg: impl Into<String>) -> Error {
+/// The error for GPU `ordinal` being unusable, with the reason in words.
+pub(crate) fn unavailable(ordinal: usize, msg: impl Into<String>) -> Error {
     Error::DeviceUnavailable {
         device: Device::Cuda(ordinal),
         msg: msg.into(),
     }
+}
+
+/// The error for a failed driver call `what` on GPU `ordinal`.
+pub(crate) fn driver_error(ordinal: usize, what: &str, e: cudarc::driver::DriverError) -> Error {
+    unavailable(ordinal, format!("{what} failed: {e:?}"))
 }
 
 /// True when the CUDA driver library can be loaded and reports a GPU.
@@ -49,37 +75,17 @@ pub fn nvrtc_available() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
-impl CudaBackend {
-    /// Opens the primary context of GPU `ordinal`.
-    pub fn new(ordinal: usize) -> Result<Self> {
-        let count = device_count()?;
-        if ordinal >= count {
-            return Err(unavailable(
-                ordinal,
-                format!("only {count} CUDA device(s) present"),
-            ));
-        }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| unavailable(ordinal, format!("context creation failed: {e:?}")))?;
-        Ok(CudaBackend { ctx })
-    }
-
-    /// The GPU's name, e.g. "NVIDIA H100 80GB HBM3".
-    pub fn name(&self) -> Result<String> {
-        self.ctx
-            .name()
-            .map_err(|e| unavailable(self.ctx.ordinal(), format!("{e:?}")))
-    }
-
-    /// Compute capability `(major, minor)`, which selects the NVRTC target.
-    pub fn compute_capability(&self) -> Result<(i32, i32)> {
-        self.ctx
-            .compute_capability()
-            .map_err(|e| unavailable(self.ctx.ordinal(), format!("{e:?}")))
-    }
-
-    /// The underlying cudarc context.
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+/// An error unless NVRTC can be loaded (checked before any NVRTC call,
+/// which would otherwise panic inside cudarc).
+pub(crate) fn require_nvrtc(ordinal: usize) -> Result<()> {
+    if nvrtc_available() {
+        Ok(())
+    } else {
+        Err(unavailable(
+            ordinal,
+            "the NVRTC runtime compiler (libnvrtc) was not found; it compiles the CUDA kernels \
+             and ships with the CUDA toolkit (or the nvidia-cuda-nvrtc wheel): add its directory \
+             to LD_LIBRARY_PATH",
+        ))
     }
 }

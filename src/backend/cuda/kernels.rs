@@ -1,0 +1,473 @@
+//! Launchers on raw device buffers for a first set of kernels: each checks
+//! its arguments (op names, buffer sizes, GPU capability), builds the
+//! kernel's parameter struct and launch configuration, and queues the
+//! kernel on the device's stream.
+//!
+//! These are the building blocks the CUDA side of each op family
+//! (`src/ops/<family>/cuda.rs`) will call once tensors can live on a GPU,
+//! and what `tests/cuda_device.rs` checks against the CPU kernels. Buffers
+//! are contiguous, row-major, and hold at least the elements the shapes
+//! say; outputs are new buffers from the caching allocator.
+
+use super::buffer::CudaBuffer;
+use super::compile::names;
+use super::device::CudaDevice;
+use super::driver_error;
+use super::launch;
+use super::params::{
+    AdamParams, ElementwiseParams, GemmParams, Im2colParams, PlmHistogramParams, PlmMaskParams,
+    RowParams, SgdParams,
+};
+use crate::error::{Error, Result};
+use crate::ops::optim::{AdamStep, SgdStep};
+use crate::tensor::{broadcast_shapes, checked_numel, DType, Layout};
+use cudarc::driver::PushKernelArg;
+
+/// Queues kernel `$entry` of family `$family` with launch configuration
+/// `$cfg` (an `Option`: `None` launches nothing) and the given arguments,
+/// which must outlive the statement (locals, buffer slices).
+macro_rules! launch {
+    ($dev:expr, $family:expr, $entry:expr, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
+        let dev: &CudaDevice = $dev;
+        let entry: &str = $entry;
+        match $cfg {
+            None => Ok(()),
+            Some(cfg) => {
+                let f = dev.function($family, entry)?;
+                let mut builder = dev.stream().launch_builder(&f);
+                $( builder.arg($arg); )*
+                // Safety: the arguments match the kernel's signature in
+                // kernels/<family>.cu (parameter struct by value, then device
+                // pointers), and the callers checked every buffer size.
+                unsafe { builder.launch(cfg) }
+                    .map(|_| ())
+                    .map_err(|e| driver_error(dev.ordinal(), &format!("launching {entry}"), e))
+            }
+        }
+    }};
+}
+
+/// The name of a kernel built from an op table entry, or an error naming
+/// the valid ops.
+fn checked_op(op: &str, table: &[&str], what: &'static str) -> Result<()> {
+    if table.contains(&op) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            what,
+            format!("unknown op {op:?}; expected one of {table:?}"),
+        ))
+    }
+}
+
+/// `out = a ∘ b` for the binary op `op` (`"add"`, `"mul"`, ...; see
+/// [`names::BINARY_OPS`]) on contiguous f32 operands of shapes `a_shape` and
+/// `b_shape`, broadcast NumPy-style. Returns the output and its shape.
+pub fn binary_f32(
+    dev: &CudaDevice,
+    op: &str,
+    (a, a_shape): (&CudaBuffer, &[usize]),
+    (b, b_shape): (&CudaBuffer, &[usize]),
+) -> Result<(CudaBuffer, Vec<usize>)> {
+    const OP: &str = "cuda binary_f32";
+    checked_op(op, names::BINARY_OPS, OP)?;
+    a.check_holds::<f32>(OP, "lhs", checked_numel(OP, a_shape)?)?;
+    b.check_holds::<f32>(OP, "rhs", checked_numel(OP, b_shape)?)?;
+    let shape = broadcast_shapes(OP, a_shape, b_shape)?;
+    let la = Layout::contiguous(a_shape).broadcast_to(&shape);
+    let lb = Layout::contiguous(b_shape).broadcast_to(&shape);
+    let params = ElementwiseParams::new(&shape, &[&la, &lb])?;
+    let numel = params.numel as usize;
+    let mut out = dev.alloc(numel * 4)?;
+    launch!(
+        dev,
+        "elementwise",
+        &format!("{op}_fwd_f32"),
+        launch::elementwise(numel),
+        [&params, a.slice(), b.slice(), out.slice_mut()]
+    )?;
+    Ok((out, shape))
+}
+
+/// `y = f(x)` for the unary op `op` (see [`names::UNARY_OPS`]) on `numel`
+/// contiguous f32 values; `alpha` and `beta` are the op's scalar arguments
+/// (exponent, bounds...), ignored by the others.
+pub fn unary_f32(
+    dev: &CudaDevice,
+    op: &str,
+    x: &CudaBuffer,
+    numel: usize,
+    (alpha, beta): (f32, f32),
+) -> Result<CudaBuffer> {
+    const OP: &str = "cuda unary_f32";
+    checked_op(op, names::UNARY_OPS, OP)?;
+    x.check_holds::<f32>(OP, "input", numel)?;
+    let params = ElementwiseParams::flat(numel).with_scalars(alpha, beta);
+    let mut out = dev.alloc(numel * 4)?;
+    launch!(
+        dev,
+        "elementwise",
+        &format!("{op}_fwd_f32"),
+        launch::elementwise(numel),
+        [&params, x.slice(), out.slice_mut()]
+    )?;
+    Ok(out)
+}
+
+/// One value per row of the contiguous f32 matrix `x` (`rows × cols`):
+/// `op` is `"sum"`, `"mean"`, `"max"` or `"logsumexp"`.
+pub fn row_reduce_f32(
+    dev: &CudaDevice,
+    op: &str,
+    x: &CudaBuffer,
+    rows: usize,
+    cols: usize,
+) -> Result<CudaBuffer> {
+    const OP: &str = "cuda row_reduce_f32";
+    checked_op(op, &["sum", "mean", "max", "logsumexp"], OP)?;
+    x.check_holds::<f32>(OP, "input", checked_numel(OP, &[rows, cols])?)?;
+    let params = RowParams::contiguous(rows, cols);
+    let mut out = dev.alloc(rows * 4)?;
+    launch!(
+        dev,
+        "reduce",
+        &format!("{op}_fwd_f32"),
+        launch::rows(rows, cols),
+        [&params, x.slice(), out.slice_mut()]
+    )?;
+    Ok(out)
+}
+
+/// The index (i64) of the largest element of each row of `x`
+/// (`rows × cols`, `cols ≥ 1`): the first on ties, the first NaN if any.
+pub fn argmax_f32(
+    dev: &CudaDevice,
+    x: &CudaBuffer,
+    rows: usize,
+    cols: usize,
+) -> Result<CudaBuffer> {
+    const OP: &str = "cuda argmax_f32";
+    if cols == 0 {
+        return Err(Error::invalid(OP, "argmax of empty rows"));
+    }
+    x.check_holds::<f32>(OP, "input", checked_numel(OP, &[rows, cols])?)?;
+    let params = RowParams::contiguous(rows, cols);
+    let mut out = dev.alloc(rows * 8)?;
+    launch!(
+        dev,
+        "reduce",
+        "argmax_fwd_f32",
+        launch::rows(rows, cols),
+        [&params, x.slice(), out.slice_mut()]
+    )?;
+    Ok(out)
+}
+
+/// Softmax (or log-softmax with `log`) over each row of `x` (`rows × cols`).
+pub fn softmax_f32(
+    dev: &CudaDevice,
+    x: &CudaBuffer,
+    rows: usize,
+    cols: usize,
+    log: bool,
+) -> Result<CudaBuffer> {
+    const OP: &str = "cuda softmax_f32";
+    let numel = checked_numel(OP, &[rows, cols])?;
+    x.check_holds::<f32>(OP, "input", numel)?;
+    let params = RowParams::contiguous(rows, cols);
+    let mut out = dev.alloc(numel * 4)?;
+    let entry = if log {
+        "log_softmax_fwd_f32"
+    } else {
+        "softmax_fwd_f32"
+    };
+    launch!(
+        dev,
+        "reduce",
+        entry,
+        launch::rows(rows, cols),
+        [&params, x.slice(), out.slice_mut()]
+    )?;
+    Ok(out)
+}
+
+/// `C[b] = A[b]·B[b]` for contiguous row-major `A: batch×m×k` and
+/// `B: batch×k×n` of `dtype` F32 (tiled SGEMM) or BF16/F16 (tensor cores,
+/// f32 accumulation, compute capability ≥ 8.0; buffers hold the raw 16-bit
+/// values). Returns `C: batch×m×n` of the same dtype.
+pub fn gemm(
+    dev: &CudaDevice,
+    dtype: DType,
+    a: &CudaBuffer,
+    b: &CudaBuffer,
+    (batch, m, k, n): (usize, usize, usize, usize),
+) -> Result<CudaBuffer> {
+    const OP: &str = "cuda gemm";
+    let (entry, cfg) = match dtype {
+        DType::F32 => ("gemm_fwd_f32", launch::sgemm(m, n, batch)),
+        DType::BF16 | DType::F16 => {
+            if dev.compute_capability() < (8, 0) {
+                let (major, minor) = dev.compute_capability();
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "{dtype:?} GEMM uses tensor-core mma.sync, which needs compute \
+                         capability 8.0 or later; this GPU is {major}.{minor}"
+                    ),
+                ));
+            }
+            let entry = if dtype == DType::BF16 {
+                "gemm_fwd_bf16"
+            } else {
+                "gemm_fwd_f16"
+            };
+            (entry, launch::tensor_core_gemm(m, n, batch))
+        }
+        other => {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: other,
+            })
+        }
+    };
+    let size = dtype.size_in_bytes();
+    a.check_holds::<u8>(OP, "A", checked_numel(OP, &[batch, m, k, size])?)?;
+    b.check_holds::<u8>(OP, "B", checked_numel(OP, &[batch, k, n, size])?)?;
+    let params = GemmParams::row_major(batch, m, k, n);
+    let mut c = dev.alloc(checked_numel(OP, &[batch, m, n, size])?)?;
+    launch!(
+        dev,
+        "gemm",
+        entry,
+        cfg,
+        [&params, a.slice(), b.slice(), c.slice_mut()]
+    )?;
+    Ok(c)
+}
+
+/// The column buffer of `n` images `x` (`n × c × h × w`, f32) for
+/// convolution `p` (see [`Im2colParams::new`]): `n × (c·kh·kw) × (oh·ow)`.
+pub fn im2col_f32(dev: &CudaDevice, x: &CudaBuffer, p: &Im2colParams) -> Result<CudaBuffer> {
+    const OP: &str = "cuda im2col_f32";
+    let u = |v: i64| v as usize;
+    x.check_holds::<f32>(
+        OP,
+        "input",
+        checked_numel(OP, &[u(p.n), u(p.c), u(p.h), u(p.w)])?,
+    )?;
+    let cols = checked_numel(OP, &[u(p.n), u(p.c), u(p.kh), u(p.kw), u(p.oh), u(p.ow)])?;
+    let mut out = dev.alloc(cols * 4)?;
+    let cfg = launch::im2col(u(p.n), u(p.c), (u(p.kh), u(p.kw)), (u(p.oh), u(p.ow)))?;
+    launch!(
+        dev,
+        "conv",
+        "im2col_fwd_f32",
+        cfg,
+        [p, x.slice(), out.slice_mut()]
+    )?;
+    Ok(out)
+}
+
+/// The f32 0/1 PLM mask of batch number `batch` under `seed` for the
+/// `[B, C]` targets (f32, 1 = positive) with per-class keep probabilities
+/// (f64, as on the CPU): bit for bit `plm::draw_mask`.
+pub fn plm_mask_f32(
+    dev: &CudaDevice,
+    (seed, batch): (u64, u64),
+    targets: &CudaBuffer,
+    numel: usize,
+    keep_pos: &[f64],
+    keep_neg: &[f64],
+) -> Result<CudaBuffer> {
+    const OP: &str = "cuda plm_mask_f32";
+    let classes = keep_pos.len();
+    if classes == 0 || keep_neg.len() != classes || numel % classes != 0 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "{numel} targets with {classes} keep_pos and {} keep_neg values do not form \
+                 [B, C] batches",
+                keep_neg.len()
+            ),
+        ));
+    }
+    targets.check_holds::<f32>(OP, "targets", numel)?;
+    let pos = dev.upload(keep_pos)?;
+    let neg = dev.upload(keep_neg)?;
+    let params = PlmMaskParams {
+        seed,
+        batch,
+        numel: numel as i64,
+        classes: classes as i64,
+    };
+    let mut mask = dev.alloc(numel * 4)?;
+    launch!(
+        dev,
+        "loss",
+        "plm_mask_fwd_f32",
+        launch::philox_blocks(numel),
+        [
+            &params,
+            targets.slice(),
+            pos.slice(),
+            neg.slice(),
+            mask.slice_mut()
+        ]
+    )?;
+    Ok(mask)
+}
+
+/// The PLM histogram counts on the device (all u64), `[bin][class]` for the
+/// predictions, per class for the labels, as in `plm::Histograms`.
+pub struct PlmHistogramBuffers {
+    /// Number of classes.
+    pub classes: usize,
+    /// Number of bins.
+    pub n_bins: usize,
+    /// Predicted-probability counts of positives (`n_bins × classes`).
+    pub pos_pred: CudaBuffer,
+    /// Predicted-probability counts of negatives (`n_bins × classes`).
+    pub neg_pred: CudaBuffer,
+    /// Positive labels per class.
+    pub pos_labels: CudaBuffer,
+    /// Negative labels per class.
+    pub neg_labels: CudaBuffer,
+    /// Probabilities left out (NaN or outside [0, 1]); one counter.
+    pub discarded: CudaBuffer,
+}
+
+impl PlmHistogramBuffers {
+    /// Zeroed counts for `classes` classes and `n_bins` bins (both ≥ 1).
+    pub fn zeros(dev: &CudaDevice, classes: usize, n_bins: usize) -> Result<Self> {
+        if classes == 0 || n_bins == 0 {
+            return Err(Error::invalid(
+                "PlmHistogramBuffers::zeros",
+                format!("need classes >= 1 and n_bins >= 1, got {classes} and {n_bins}"),
+            ));
+        }
+        let cells = checked_numel("PlmHistogramBuffers::zeros", &[classes, n_bins])?;
+        Ok(PlmHistogramBuffers {
+            classes,
+            n_bins,
+            pos_pred: dev.upload(&vec![0u64; cells])?,
+            neg_pred: dev.upload(&vec![0u64; cells])?,
+            pos_labels: dev.upload(&vec![0u64; classes])?,
+            neg_labels: dev.upload(&vec![0u64; classes])?,
+            discarded: dev.upload(&[0u64])?,
+        })
+    }
+}
+
+/// Adds one batch of `numel` predicted probabilities and targets (f32,
+/// `[B, C]`) to the counts `h` (`Histograms::add` on the device).
+pub fn plm_histogram_f32(
+    dev: &CudaDevice,
+    probs: &CudaBuffer,
+    targets: &CudaBuffer,
+    numel: usize,
+    h: &mut PlmHistogramBuffers,
+) -> Result<()> {
+    const OP: &str = "cuda plm_histogram_f32";
+    if numel % h.classes != 0 {
+        return Err(Error::invalid(
+            OP,
+            format!("{numel} elements do not form [B, {}] batches", h.classes),
+        ));
+    }
+    probs.check_holds::<f32>(OP, "probabilities", numel)?;
+    targets.check_holds::<f32>(OP, "targets", numel)?;
+    let params = PlmHistogramParams {
+        numel: numel as i64,
+        classes: h.classes as i64,
+        n_bins: h.n_bins as i64,
+    };
+    launch!(
+        dev,
+        "loss",
+        "plm_histogram_fwd_f32",
+        launch::elementwise(numel),
+        [
+            &params,
+            probs.slice(),
+            targets.slice(),
+            h.pos_pred.slice_mut(),
+            h.neg_pred.slice_mut(),
+            h.pos_labels.slice_mut(),
+            h.neg_labels.slice_mut(),
+            h.discarded.slice_mut(),
+        ]
+    )
+}
+
+/// One SGD step in place on `n` f32 parameters `p` from gradients `g`,
+/// with momentum buffer `buf` when given (see `ops::optim::cpu::sgd`).
+pub fn sgd_step_f32(
+    dev: &CudaDevice,
+    p: &mut CudaBuffer,
+    g: &CudaBuffer,
+    buf: Option<&mut CudaBuffer>,
+    n: usize,
+    h: &SgdStep,
+) -> Result<()> {
+    const OP: &str = "cuda sgd_step_f32";
+    p.check_holds::<f32>(OP, "parameters", n)?;
+    g.check_holds::<f32>(OP, "gradients", n)?;
+    let params = SgdParams::new(n, h, buf.is_some());
+    let cfg = launch::elementwise(n);
+    match buf {
+        Some(buf) => {
+            buf.check_holds::<f32>(OP, "momentum buffer", n)?;
+            launch!(
+                dev,
+                "optim",
+                "sgd_step_f32",
+                cfg,
+                [&params, p.slice_mut(), g.slice(), buf.slice_mut()]
+            )
+        }
+        None => {
+            let null: u64 = 0;
+            launch!(
+                dev,
+                "optim",
+                "sgd_step_f32",
+                cfg,
+                [&params, p.slice_mut(), g.slice(), &null]
+            )
+        }
+    }
+}
+
+/// One Adam/AdamW step in place on `n` f32 parameters `p` with moments `m`
+/// and `v` (see `ops::optim::cpu::adam`).
+pub fn adam_step_f32(
+    dev: &CudaDevice,
+    (p, g): (&mut CudaBuffer, &CudaBuffer),
+    (m, v): (&mut CudaBuffer, &mut CudaBuffer),
+    n: usize,
+    h: &AdamStep,
+) -> Result<()> {
+    const OP: &str = "cuda adam_step_f32";
+    for (what, buf) in [
+        ("parameters", &*p),
+        ("gradients", g),
+        ("m", &*m),
+        ("v", &*v),
+    ] {
+        buf.check_holds::<f32>(OP, what, n)?;
+    }
+    let params = AdamParams::new(n, h);
+    launch!(
+        dev,
+        "optim",
+        "adam_step_f32",
+        launch::elementwise(n),
+        [
+            &params,
+            p.slice_mut(),
+            g.slice(),
+            m.slice_mut(),
+            v.slice_mut()
+        ]
+    )
+}

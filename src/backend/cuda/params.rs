@@ -1,0 +1,702 @@
+//! The argument structs of the kernels, field for field the structs of
+//! `kernels/*.cu`.
+//!
+//! Each kernel takes its scalar arguments as one struct passed by value.
+//! The Rust mirror is `#[repr(C)]` with the same fields in the same order;
+//! fields are ordered 8-byte first, so neither side has hidden padding. The
+//! size of every struct is asserted here at compile time and in the `.cu`
+//! file by a `static_assert` with the same number, which NVRTC checks on
+//! every compilation (`tests/cuda_kernels_compile.rs`).
+//!
+//! The constructors validate shapes and fold the derived quantities (merged
+//! dims, output sizes, optimizer constants), so launchers stay short.
+
+use crate::error::{Error, Result};
+use crate::ops::optim::{AdamStep, SgdStep};
+use crate::tensor::{checked_numel, collapse_dims, Layout};
+use cudarc::driver::DeviceRepr;
+use std::mem::size_of;
+
+/// The most dims a strided kernel handles (`FERRITE_MAX_DIMS`), after
+/// merging the dims that are contiguous with each other.
+pub const MAX_DIMS: usize = 8;
+
+/// Arguments of the elementwise kernels (`kernels/elementwise.cu`): the
+/// output shape and, for up to 3 operands, the strides and offset of each
+/// operand viewed with that shape (stride 0 on broadcast dims).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ElementwiseParams {
+    pub numel: i64,
+    pub shape: [i64; MAX_DIMS],
+    pub strides: [[i64; MAX_DIMS]; 3],
+    pub offsets: [i64; 3],
+    pub ndim: i32,
+    /// 1 when every operand is read at `offset + i` (contiguous, not
+    /// broadcast): the kernels then skip the index arithmetic.
+    pub contiguous: i32,
+    /// Scalar argument: `powf` exponent, `clamp`/`in_range` low bound,
+    /// `affine` multiplier, `fill` value.
+    pub alpha: f32,
+    /// Scalar argument: `clamp`/`in_range` high bound, `affine` addend.
+    pub beta: f32,
+}
+const _: () = assert!(size_of::<ElementwiseParams>() == 304);
+
+impl ElementwiseParams {
+    /// Parameters for a contiguous output of `shape` and `operands` (1 to
+    /// 3 layouts, each already broadcast to `shape`, e.g. with
+    /// [`Layout::broadcast_to`]). Dims that are contiguous with each other
+    /// in every operand are merged first, so plain contiguous operands
+    /// become one flat dim and take the fast path.
+    pub fn new(shape: &[usize], operands: &[&Layout]) -> Result<Self> {
+        const OP: &str = "ElementwiseParams::new";
+        if operands.is_empty() || operands.len() > 3 {
+            return Err(Error::invalid(
+                OP,
+                format!("expected 1 to 3 operands, got {}", operands.len()),
+            ));
+        }
+        for l in operands {
+            if l.shape() != shape {
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    lhs: shape.to_vec(),
+                    rhs: l.shape().to_vec(),
+                });
+            }
+        }
+        let numel = checked_numel(OP, shape)?;
+        // Pad to three stride sets with copies of the first: the copies never
+        // block a merge the real operands allow.
+        let pick = |k: usize| operands.get(k).unwrap_or(&operands[0]).strides();
+        let (merged, strides) = collapse_dims(shape, [pick(0), pick(1), pick(2)]);
+        if merged.len() > MAX_DIMS {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "shape {shape:?} with these strides needs {} dims after merging, \
+                     the kernels handle at most {MAX_DIMS}",
+                    merged.len()
+                ),
+            ));
+        }
+        let mut p = ElementwiseParams {
+            numel: numel as i64,
+            shape: [1; MAX_DIMS],
+            strides: [[0; MAX_DIMS]; 3],
+            offsets: [0; 3],
+            ndim: merged.len() as i32,
+            contiguous: 0,
+            alpha: 0.0,
+            beta: 0.0,
+        };
+        for (d, &size) in merged.iter().enumerate() {
+            p.shape[d] = size as i64;
+        }
+        for (k, (dst, src)) in p.strides.iter_mut().zip(&strides).enumerate() {
+            for (to, &from) in dst.iter_mut().zip(src) {
+                *to = from as i64;
+            }
+            p.offsets[k] = operands.get(k).unwrap_or(&operands[0]).offset() as i64;
+        }
+        let flat = merged.len() == 1 && strides.iter().all(|s| s[0] == 1);
+        p.contiguous = i32::from(flat || numel <= 1);
+        Ok(p)
+    }
+
+    /// Parameters for contiguous operands of `numel` elements at offset 0:
+    /// the flat fast path, without building layouts.
+    pub fn flat(numel: usize) -> Self {
+        let mut p = ElementwiseParams {
+            numel: numel as i64,
+            shape: [1; MAX_DIMS],
+            strides: [[0; MAX_DIMS]; 3],
+            offsets: [0; 3],
+            ndim: 1,
+            contiguous: 1,
+            alpha: 0.0,
+            beta: 0.0,
+        };
+        p.shape[0] = numel as i64;
+        for s in &mut p.strides {
+            s[0] = 1;
+        }
+        p
+    }
+
+    /// The same parameters with the scalar arguments set.
+    pub fn with_scalars(mut self, alpha: f32, beta: f32) -> Self {
+        self.alpha = alpha;
+        self.beta = beta;
+        self
+    }
+}
+
+/// Arguments of the row kernels of `kernels/reduce.cu`: `rows × cols`,
+/// row `r` starting at `r · row_stride`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowParams {
+    pub rows: i64,
+    pub cols: i64,
+    pub row_stride: i64,
+}
+const _: () = assert!(size_of::<RowParams>() == 24);
+
+impl RowParams {
+    /// Contiguous rows (`row_stride = cols`).
+    pub fn contiguous(rows: usize, cols: usize) -> Self {
+        RowParams {
+            rows: rows as i64,
+            cols: cols as i64,
+            row_stride: cols as i64,
+        }
+    }
+}
+
+/// Arguments of the strided reductions of `kernels/reduce.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StridedReduceParams {
+    pub out_numel: i64,
+    pub red_numel: i64,
+    pub offset: i64,
+    pub out_shape: [i64; MAX_DIMS],
+    pub out_strides: [i64; MAX_DIMS],
+    pub red_shape: [i64; MAX_DIMS],
+    pub red_strides: [i64; MAX_DIMS],
+    pub out_ndim: i32,
+    pub red_ndim: i32,
+}
+const _: () = assert!(size_of::<StridedReduceParams>() == 288);
+
+impl StridedReduceParams {
+    /// Reducing `input` over `dims` (each `< ndim`, no repeats): the kept
+    /// dims index the contiguous output in their original order.
+    pub fn new(input: &Layout, dims: &[usize]) -> Result<Self> {
+        const OP: &str = "StridedReduceParams::new";
+        let nd = input.ndim();
+        let mut reduced = vec![false; nd];
+        for &d in dims {
+            if d >= nd || reduced[d] {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "bad or repeated dim {d} for a tensor of shape {:?}",
+                        input.shape()
+                    ),
+                ));
+            }
+            reduced[d] = true;
+        }
+        let split = |keep: bool| -> Vec<(usize, usize)> {
+            (0..nd)
+                .filter(|&d| reduced[d] != keep)
+                .map(|d| (input.shape()[d], input.strides()[d]))
+                .collect()
+        };
+        let (kept, red) = (split(true), split(false));
+        if kept.len() > MAX_DIMS || red.len() > MAX_DIMS {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "at most {MAX_DIMS} kept and {MAX_DIMS} reduced dims, shape {:?}",
+                    input.shape()
+                ),
+            ));
+        }
+        let mut p = StridedReduceParams {
+            out_numel: kept.iter().map(|&(s, _)| s as i64).product(),
+            red_numel: red.iter().map(|&(s, _)| s as i64).product(),
+            offset: input.offset() as i64,
+            out_shape: [1; MAX_DIMS],
+            out_strides: [0; MAX_DIMS],
+            red_shape: [1; MAX_DIMS],
+            red_strides: [0; MAX_DIMS],
+            out_ndim: kept.len() as i32,
+            red_ndim: red.len() as i32,
+        };
+        for (d, &(size, stride)) in kept.iter().enumerate() {
+            p.out_shape[d] = size as i64;
+            p.out_strides[d] = stride as i64;
+        }
+        for (d, &(size, stride)) in red.iter().enumerate() {
+            p.red_shape[d] = size as i64;
+            p.red_strides[d] = stride as i64;
+        }
+        Ok(p)
+    }
+}
+
+/// Arguments of `kernels/gemm.cu`: `C = alpha·A·B + beta·C` over strided,
+/// batched matrices (see the kernel's comment for the stride meaning).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmParams {
+    pub m: i64,
+    pub n: i64,
+    pub k: i64,
+    pub batch: i64,
+    pub a_row: i64,
+    pub a_col: i64,
+    pub b_row: i64,
+    pub b_col: i64,
+    pub c_row: i64,
+    pub c_col: i64,
+    pub a_batch: i64,
+    pub b_batch: i64,
+    pub c_batch: i64,
+    pub alpha: f32,
+    pub beta: f32,
+}
+const _: () = assert!(size_of::<GemmParams>() == 112);
+
+impl GemmParams {
+    /// `C[b] = A[b]·B[b]` for contiguous row-major `A: batch×m×k`,
+    /// `B: batch×k×n` and `C: batch×m×n` (alpha 1, beta 0).
+    pub fn row_major(batch: usize, m: usize, k: usize, n: usize) -> Self {
+        let (m, k, n) = (m as i64, k as i64, n as i64);
+        GemmParams {
+            m,
+            n,
+            k,
+            batch: batch as i64,
+            a_row: k,
+            a_col: 1,
+            b_row: n,
+            b_col: 1,
+            c_row: n,
+            c_col: 1,
+            a_batch: m * k,
+            b_batch: k * n,
+            c_batch: m * n,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+}
+
+/// Arguments of `kernels/conv.cu` (im2col and col2im).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Im2colParams {
+    pub n: i64,
+    pub c: i64,
+    pub h: i64,
+    pub w: i64,
+    pub kh: i64,
+    pub kw: i64,
+    pub oh: i64,
+    pub ow: i64,
+    pub stride_h: i64,
+    pub stride_w: i64,
+    pub pad_h: i64,
+    pub pad_w: i64,
+    pub dil_h: i64,
+    pub dil_w: i64,
+}
+const _: () = assert!(size_of::<Im2colParams>() == 112);
+
+/// The output length of a convolution along one axis,
+/// `(in + 2·pad − dilation·(k − 1) − 1) / stride + 1`, or `None` when the
+/// dilated kernel does not fit in the padded input or a size is zero.
+pub fn conv_out_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+) -> Option<usize> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return None;
+    }
+    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
+    let padded = input.checked_add(pad.checked_mul(2)?)?;
+    (padded >= span).then(|| (padded - span) / stride + 1)
+}
+
+impl Im2colParams {
+    /// im2col of `n` images of `c × h × w` for a `kh × kw` kernel with the
+    /// given (vertical, horizontal) stride, padding and dilation; the
+    /// output size is computed and checked.
+    pub fn new(
+        n: usize,
+        (c, h, w): (usize, usize, usize),
+        (kh, kw): (usize, usize),
+        stride: (usize, usize),
+        pad: (usize, usize),
+        dilation: (usize, usize),
+    ) -> Result<Self> {
+        let oh = conv_out_len(h, kh, stride.0, pad.0, dilation.0);
+        let ow = conv_out_len(w, kw, stride.1, pad.1, dilation.1);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(Error::invalid(
+                "im2col",
+                format!(
+                    "a {kh}x{kw} kernel (stride {stride:?}, padding {pad:?}, dilation {dilation:?}) \
+                     does not fit an input of {h}x{w}"
+                ),
+            ));
+        };
+        let i = |v: usize| v as i64;
+        Ok(Im2colParams {
+            n: i(n),
+            c: i(c),
+            h: i(h),
+            w: i(w),
+            kh: i(kh),
+            kw: i(kw),
+            oh: i(oh),
+            ow: i(ow),
+            stride_h: i(stride.0),
+            stride_w: i(stride.1),
+            pad_h: i(pad.0),
+            pad_w: i(pad.1),
+            dil_h: i(dilation.0),
+            dil_w: i(dilation.1),
+        })
+    }
+}
+
+/// Arguments of `kernels/pool.cu` (adaptive pooling uses only `planes`,
+/// `h`, `w`, `oh`, `ow`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub planes: i64,
+    pub h: i64,
+    pub w: i64,
+    pub oh: i64,
+    pub ow: i64,
+    pub kh: i64,
+    pub kw: i64,
+    pub stride_h: i64,
+    pub stride_w: i64,
+    pub pad_h: i64,
+    pub pad_w: i64,
+    pub count_include_pad: i32,
+    pub _unused: i32,
+}
+const _: () = assert!(size_of::<Pool2dParams>() == 96);
+
+/// Arguments of `kernels/norm.cu`: the input seen as `n × c × s`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormParams {
+    pub n: i64,
+    pub c: i64,
+    pub s: i64,
+    pub eps: f32,
+    pub momentum: f32,
+    pub update_running: i32,
+    pub _unused: i32,
+}
+const _: () = assert!(size_of::<BatchNormParams>() == 40);
+
+impl BatchNormParams {
+    /// For an input of `shape` (rank ≥ 2, channels on dim 1).
+    pub fn new(shape: &[usize], eps: f64, momentum: f64, update_running: bool) -> Result<Self> {
+        if shape.len() < 2 {
+            return Err(Error::bad_shape(
+                "batch_norm",
+                format!("expected an input of rank ≥ 2 (N×C×…), got shape {shape:?}"),
+            ));
+        }
+        let s: usize = shape[2..].iter().product();
+        Ok(BatchNormParams {
+            n: shape[0] as i64,
+            c: shape[1] as i64,
+            s: s as i64,
+            eps: eps as f32,
+            momentum: momentum as f32,
+            update_running: i32::from(update_running),
+            _unused: 0,
+        })
+    }
+}
+
+/// Arguments of the sigmoid losses of `kernels/loss.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SigmoidLossParams {
+    pub numel: i64,
+    pub classes: i64,
+    pub dy_stride: i64,
+    pub gamma: f32,
+    pub alpha: f32,
+    pub gamma_pos: f32,
+    pub gamma_neg: f32,
+    pub clip: f32,
+    pub has_alpha: i32,
+}
+const _: () = assert!(size_of::<SigmoidLossParams>() == 48);
+
+/// Arguments of `plm_mask_fwd_f32`: mask number `batch` under `seed`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlmMaskParams {
+    pub seed: u64,
+    pub batch: u64,
+    pub numel: i64,
+    pub classes: i64,
+}
+const _: () = assert!(size_of::<PlmMaskParams>() == 32);
+
+/// Arguments of `plm_histogram_fwd_f32`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlmHistogramParams {
+    pub numel: i64,
+    pub classes: i64,
+    pub n_bins: i64,
+}
+const _: () = assert!(size_of::<PlmHistogramParams>() == 24);
+
+/// Arguments of `sgd_step_f32`, the constants rounded to f32 as the CPU
+/// kernel rounds them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdParams {
+    pub n: i64,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub momentum: f32,
+    pub dampening_complement: f32,
+    pub nesterov: i32,
+    pub first_step: i32,
+    pub has_buf: i32,
+    pub _unused: i32,
+}
+const _: () = assert!(size_of::<SgdParams>() == 40);
+
+impl SgdParams {
+    /// One step over `n` elements; `has_buf` when a momentum buffer is used.
+    pub fn new(n: usize, h: &SgdStep, has_buf: bool) -> Self {
+        SgdParams {
+            n: n as i64,
+            lr: h.lr as f32,
+            weight_decay: h.weight_decay as f32,
+            momentum: h.momentum as f32,
+            dampening_complement: (1.0 - h.dampening) as f32,
+            nesterov: i32::from(h.nesterov),
+            first_step: i32::from(h.first_step),
+            has_buf: i32::from(has_buf),
+            _unused: 0,
+        }
+    }
+}
+
+/// Arguments of `adam_step_f32`, with the step-dependent constants folded
+/// in f64 and rounded to f32 once (as `ops::optim::cpu::adam` does).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamParams {
+    pub n: i64,
+    pub step_size: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    pub eps: f32,
+    pub bc2_sqrt: f32,
+    pub decay: f32,
+    pub weight_decay: f32,
+    pub decoupled: i32,
+    pub _unused: i32,
+}
+const _: () = assert!(size_of::<AdamParams>() == 48);
+
+impl AdamParams {
+    /// One step over `n` elements.
+    pub fn new(n: usize, h: &AdamStep) -> Self {
+        let t = h.step as i32;
+        let bc1 = 1.0 - h.beta1.powi(t);
+        AdamParams {
+            n: n as i64,
+            step_size: (h.lr / bc1) as f32,
+            one_minus_beta1: (1.0 - h.beta1) as f32,
+            beta2: h.beta2 as f32,
+            one_minus_beta2: (1.0 - h.beta2) as f32,
+            eps: h.eps as f32,
+            bc2_sqrt: (1.0 - h.beta2.powi(t)).sqrt() as f32,
+            decay: (1.0 - h.lr * h.weight_decay) as f32,
+            weight_decay: h.weight_decay as f32,
+            decoupled: i32::from(h.decoupled),
+            _unused: 0,
+        }
+    }
+}
+
+// Safety: every struct above is #[repr(C)], made of plain integers and
+// floats with no padding (sizes asserted), and mirrors the kernel's struct.
+unsafe impl DeviceRepr for ElementwiseParams {}
+unsafe impl DeviceRepr for RowParams {}
+unsafe impl DeviceRepr for StridedReduceParams {}
+unsafe impl DeviceRepr for GemmParams {}
+unsafe impl DeviceRepr for Im2colParams {}
+unsafe impl DeviceRepr for Pool2dParams {}
+unsafe impl DeviceRepr for BatchNormParams {}
+unsafe impl DeviceRepr for SigmoidLossParams {}
+unsafe impl DeviceRepr for PlmMaskParams {}
+unsafe impl DeviceRepr for PlmHistogramParams {}
+unsafe impl DeviceRepr for SgdParams {}
+unsafe impl DeviceRepr for AdamParams {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offset of element `i` (row-major in the params' shape) of
+    /// operand `k`, the way the kernel's `operand_offset` computes it.
+    fn kernel_offset(p: &ElementwiseParams, k: usize, mut i: i64) -> i64 {
+        if p.contiguous == 1 {
+            return p.offsets[k] + i;
+        }
+        let mut off = p.offsets[k];
+        for d in (0..p.ndim as usize).rev() {
+            off += (i % p.shape[d]) * p.strides[k][d];
+            i /= p.shape[d];
+        }
+        off
+    }
+
+    /// The offset of element `i` of `layout` straight from its strides.
+    fn layout_offset(layout: &Layout, mut i: usize) -> i64 {
+        let mut off = layout.offset();
+        for d in (0..layout.ndim()).rev() {
+            off += (i % layout.shape()[d]) * layout.strides()[d];
+            i /= layout.shape()[d];
+        }
+        off as i64
+    }
+
+    fn check_offsets(shape: &[usize], operands: &[&Layout]) -> ElementwiseParams {
+        let p = ElementwiseParams::new(shape, operands).unwrap();
+        for i in 0..p.numel {
+            for (k, l) in operands.iter().enumerate() {
+                assert_eq!(
+                    kernel_offset(&p, k, i),
+                    layout_offset(l, i as usize),
+                    "element {i} of operand {k}"
+                );
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn contiguous_operands_take_the_flat_path() {
+        let l = Layout::contiguous(&[2, 3, 4]);
+        let p = check_offsets(&[2, 3, 4], &[&l, &l]);
+        assert_eq!(p.contiguous, 1);
+        assert_eq!((p.ndim, p.shape[0], p.numel), (1, 24, 24));
+        // A narrowed contiguous view keeps its offset on the flat path.
+        let n = Layout::contiguous(&[5, 4]).narrow(0, 2, 3);
+        let p = check_offsets(&[3, 4], &[&n]);
+        assert_eq!((p.contiguous, p.offsets[0]), (1, 8));
+        assert_eq!(ElementwiseParams::flat(10), {
+            let l = Layout::contiguous(&[10]);
+            ElementwiseParams::new(&[10], &[&l]).unwrap()
+        });
+    }
+
+    #[test]
+    fn broadcast_and_permuted_operands_map_every_element() {
+        let out = [3, 4, 5];
+        let a = Layout::contiguous(&[4, 1]).broadcast_to(&out);
+        let b = Layout::contiguous(&[5, 4, 3]).permute(&[2, 1, 0]);
+        let c = Layout::contiguous(&[3, 4, 5]);
+        let p = check_offsets(&out, &[&a, &b, &c]);
+        assert_eq!(p.contiguous, 0);
+        assert!(p.strides[0].contains(&0), "broadcast dims have stride 0");
+        // Scalars and empty tensors.
+        let s = Layout::contiguous(&[]);
+        check_offsets(&[], &[&s]);
+        let e = Layout::contiguous(&[0, 3]);
+        assert_eq!(ElementwiseParams::new(&[0, 3], &[&e]).unwrap().numel, 0);
+    }
+
+    #[test]
+    fn elementwise_params_reject_bad_operands() {
+        let l = Layout::contiguous(&[2, 3]);
+        assert!(ElementwiseParams::new(&[2, 3], &[]).is_err());
+        assert!(ElementwiseParams::new(&[2, 3], &[&l, &l, &l, &l]).is_err());
+        assert!(ElementwiseParams::new(&[3, 2], &[&l]).is_err());
+        // Nine dims that cannot merge (every other one permuted).
+        let shape = [2usize; 9];
+        let order = [1, 0, 3, 2, 5, 4, 7, 6, 8];
+        let p = Layout::contiguous(&shape).permute(&order);
+        assert!(ElementwiseParams::new(&shape, &[&p]).is_err());
+    }
+
+    #[test]
+    fn strided_reduce_splits_kept_and_reduced_dims() {
+        let l = Layout::contiguous(&[2, 3, 4]);
+        let p = StridedReduceParams::new(&l, &[1]).unwrap();
+        assert_eq!((p.out_numel, p.red_numel), (8, 3));
+        assert_eq!((p.out_ndim, p.red_ndim), (2, 1));
+        assert_eq!(&p.out_shape[..2], &[2, 4]);
+        assert_eq!(&p.out_strides[..2], &[12, 1]);
+        assert_eq!((p.red_shape[0], p.red_strides[0]), (3, 4));
+        let all = StridedReduceParams::new(&l, &[0, 1, 2]).unwrap();
+        assert_eq!((all.out_numel, all.red_numel, all.out_ndim), (1, 24, 0));
+        assert!(StridedReduceParams::new(&l, &[3]).is_err());
+        assert!(StridedReduceParams::new(&l, &[1, 1]).is_err());
+    }
+
+    #[test]
+    fn conv_output_sizes_follow_the_formula() {
+        assert_eq!(conv_out_len(32, 3, 1, 1, 1), Some(32));
+        assert_eq!(conv_out_len(224, 7, 2, 3, 1), Some(112));
+        assert_eq!(conv_out_len(5, 3, 1, 0, 2), Some(1));
+        assert_eq!(
+            conv_out_len(4, 3, 1, 0, 2),
+            None,
+            "dilated kernel wider than input"
+        );
+        assert_eq!(conv_out_len(4, 3, 0, 0, 1), None);
+        assert_eq!(conv_out_len(4, 0, 1, 0, 1), None);
+        let p = Im2colParams::new(2, (3, 8, 8), (3, 3), (2, 2), (1, 1), (1, 1)).unwrap();
+        assert_eq!((p.oh, p.ow), (4, 4));
+        assert!(Im2colParams::new(1, (1, 2, 2), (3, 3), (1, 1), (0, 0), (1, 1)).is_err());
+    }
+
+    #[test]
+    fn optimizer_constants_are_folded_like_the_cpu_kernel() {
+        let h = AdamStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled: true,
+            step: 3,
+        };
+        let p = AdamParams::new(10, &h);
+        assert_eq!(p.step_size, (1e-3 / (1.0 - 0.9f64.powi(3))) as f32);
+        assert_eq!(p.bc2_sqrt, (1.0 - 0.999f64.powi(3)).sqrt() as f32);
+        assert_eq!(p.decay, (1.0 - 1e-3 * 0.01) as f32);
+        assert_eq!((p.decoupled, p.n), (1, 10));
+        let s = SgdParams::new(
+            4,
+            &SgdStep {
+                lr: 0.1,
+                momentum: 0.9,
+                dampening: 0.25,
+                nesterov: true,
+                weight_decay: 0.0,
+                first_step: false,
+            },
+            true,
+        );
+        assert_eq!(s.dampening_complement, 0.75);
+        assert_eq!((s.nesterov, s.first_step, s.has_buf), (1, 0, 1));
+        let b = BatchNormParams::new(&[4, 3, 5, 6], 1e-5, 0.1, true).unwrap();
+        assert_eq!((b.n, b.c, b.s, b.update_running), (4, 3, 30, 1));
+        assert_eq!(
+            BatchNormParams::new(&[4, 3], 1e-5, 0.1, false).unwrap().s,
+            1
+        );
+        assert!(BatchNormParams::new(&[4], 1e-5, 0.1, false).is_err());
+    }
+}
