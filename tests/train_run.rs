@@ -60,6 +60,17 @@ fn a_run_writes_its_report_log_and_checkpoint() {
     let record: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(record["epoch"], 1);
     assert_eq!(record["plm"]["rhat"].as_array().unwrap().len(), 10);
+    // Prediction histograms of the epoch ([bins][classes]) count every
+    // training label once.
+    let counted: u64 = ["hist_pos_pred", "hist_neg_pred"]
+        .iter()
+        .map(|k| {
+            let h = record["plm"][k].as_array().unwrap();
+            assert_eq!(h.len(), 10 * 10);
+            h.iter().map(|v| v.as_u64().unwrap()).sum::<u64>()
+        })
+        .sum();
+    assert_eq!(counted, 256 * 10);
     assert!(record["test"]["macro_f1"].is_number());
     // Rows are ordered head → tail by training positives.
     let counts: Vec<usize> = summary.rows.iter().map(|r| r.train_positives).collect();

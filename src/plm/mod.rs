@@ -53,6 +53,7 @@
 //! # Usage
 //!
 //! ```
+//! use ferrite::loss::{bce_with_logits, Reduction};
 //! use ferrite::plm::{Plm, PlmConfig};
 //! use ferrite::Tensor;
 //! # fn main() -> ferrite::Result<()> {
@@ -60,8 +61,7 @@
 //! let mut plm = Plm::new(PlmConfig::default(), &[1, 2], 4)?;
 //! let logits = Tensor::from_vec(vec![0.3f32, -1.0, 2.0, 0.5], &[2, 2])?.requires_grad_(true);
 //! let y = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], &[2, 2])?;
-//! // Elementwise BCE with logits: softplus(z) − y·z.
-//! let bce = logits.softplus()?.sub(&y.mul(&logits)?)?;
+//! let bce = bce_with_logits(&logits, &y, None, Reduction::None)?; // [B, C], not reduced
 //! let loss = plm.masked_loss(&bce, &y)?;
 //! plm.observe(&logits.sigmoid()?, &y)?;
 //! let _grads = loss.backward()?;

@@ -124,10 +124,7 @@ impl Evaluation {
 
     /// The value of summary metric `name`.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.summary
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|&(_, v)| v)
+        summary_value(&self.summary, name)
     }
 
     /// The summary as a JSON object (keys in summary order).
@@ -138,6 +135,11 @@ impl Evaluation {
         }
         Value::Object(m)
     }
+}
+
+/// The value named `name` in a summary list.
+pub fn summary_value(summary: &[(String, f64)], name: &str) -> Option<f64> {
+    summary.iter().find(|(k, _)| k == name).map(|&(_, v)| v)
 }
 
 /// One-hot rows of each row's first maximum.

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::loss::{
     class_balanced_weights, cross_entropy, AslOptions, CrossEntropyOptions, ElementLoss, Reduction,
 };
-use crate::plm::{Plm, PlmEpochUpdate};
+use crate::plm::{Histograms, Plm, PlmEpochUpdate};
 use crate::tensor::{DType, Tensor};
 
 /// A loss function with its per-run state (PLM's ratios and histograms).
@@ -143,9 +143,16 @@ impl Objective {
         }
     }
 
-    /// Ends an epoch: PLM's adaptive update of r̂ (None without PLM).
-    pub fn end_epoch(&mut self) -> Result<Option<PlmEpochUpdate>> {
-        self.plm.as_mut().map(Plm::end_epoch).transpose()
+    /// Ends an epoch: PLM's adaptive update of r̂, with the epoch's
+    /// prediction histograms it was computed from (None without PLM).
+    pub fn end_epoch(&mut self) -> Result<Option<(PlmEpochUpdate, Histograms)>> {
+        match &mut self.plm {
+            None => Ok(None),
+            Some(plm) => {
+                let histograms = plm.histograms().clone();
+                Ok(Some((plm.end_epoch()?, histograms)))
+            }
+        }
     }
 
     /// Prediction scores in [0, 1] from logits: softmax probabilities for

@@ -104,10 +104,7 @@ impl RunSummary {
 
     /// The value of summary metric `name`.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.summary
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|&(_, v)| v)
+        super::evaluation::summary_value(&self.summary, name)
     }
 
     /// The report as Markdown: summary table, then the per-class table.

@@ -305,13 +305,16 @@ impl Trainer {
             "images_per_sec": images as f64 / train_seconds.max(1e-9),
             "test": evaluation.summary_json(),
         });
-        if let (Some(update), Some(plm)) = (&plm_update, self.objective.plm()) {
+        if let (Some((update, hist)), Some(plm)) = (&plm_update, self.objective.plm()) {
+            // Histograms are [bin][class], flattened row-major.
             record["plm"] = json!({
                 "rhat": plm.rhat(),
                 "ratio": plm.ratios(),
                 "delta": update.delta,
                 "d_pos": update.d_pos,
                 "d_neg": update.d_neg,
+                "hist_pos_pred": hist.pos_pred(),
+                "hist_neg_pred": hist.neg_pred(),
             });
         }
         self.append_log(&record)?;
