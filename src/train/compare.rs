@@ -204,9 +204,19 @@ pub fn write_comparison(
     let metrics = table_metrics(base.data.kind.is_multi_label());
     let mut md = String::new();
     let seeds = results.first().map_or(0, |(_, r)| r.len());
+    let sizes = results
+        .first()
+        .and_then(|(_, r)| r.first())
+        .map_or(String::new(), |r| {
+            format!(" {} training / {} test images.", r.train_size, r.test_size)
+        });
+    let stem = base
+        .stem
+        .as_deref()
+        .map_or(String::new(), |s| format!(" ({s} stem)"));
     let _ = writeln!(
         md,
-        "# {} — {} seeds per row, mean ± std\n\nModel {}, {} epochs, batch {}, {} {} (lr {}).\n",
+        "# {} — {} seeds per row, mean ± std\n\nModel {}{stem}, {} epochs, batch {}, {} {} (lr {}).{sizes}\n",
         base.data.kind.name(),
         seeds,
         base.model,

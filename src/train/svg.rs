@@ -24,10 +24,10 @@ const PALETTE: &[&str] = &[
     "#7f7f7f", "#bcbd22",
 ];
 
-const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 860.0;
 const PANEL_H: f64 = 230.0;
 const LEFT: f64 = 60.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 250.0;
 const TOP: f64 = 40.0;
 const GAP: f64 = 60.0;
 
