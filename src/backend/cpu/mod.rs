@@ -6,6 +6,7 @@
 //! GEMM calls inside rayon tasks are always single-threaded, so the two kinds
 //! of parallelism never nest.
 
+pub mod output;
 pub mod pool;
 
 use rayon::prelude::*;
