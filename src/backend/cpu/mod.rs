@@ -8,6 +8,7 @@
 
 pub mod output;
 pub mod pool;
+pub mod scratch;
 
 use rayon::prelude::*;
 
