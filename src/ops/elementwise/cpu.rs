@@ -317,6 +317,39 @@ pub fn binary(
     }
 }
 
+/// Relu's input gradient in one pass: `g` where `x > 0`, else `0·g`, the
+/// same values as `g · step(x)` (a NaN or infinite `g` gives NaN where
+/// `x ≤ 0`, as the product does). `g` and `x` share one shape and dtype.
+pub fn relu_backward(
+    g: &CpuStorage,
+    lg: &Layout,
+    x: &CpuStorage,
+    lx: &Layout,
+) -> Result<CpuStorage> {
+    fn typed<T: Float>(g: &[T], lg: &Layout, x: &[T], lx: &Layout) -> Vec<T> {
+        map2(
+            g,
+            lg,
+            x,
+            lx,
+            |g: T, x: T| if x > T::ZERO { g } else { g * T::ZERO },
+        )
+    }
+    match (g, x) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(typed(a, lg, b, lx))),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(typed(a, lg, b, lx))),
+        (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
+            let (wg, wx) = (to_f32(g, lg), to_f32(x, lx));
+            let l = Layout::contiguous(lg.shape());
+            Ok(from_f32(g.dtype(), typed(&wg, &l, &wx, &l)))
+        }
+        _ => Err(Error::UnsupportedDType {
+            op: "relu_backward",
+            dtype: g.dtype(),
+        }),
+    }
+}
+
 fn to_f32(s: &CpuStorage, l: &Layout) -> Vec<f32> {
     with_storage!(s, |v: T| map1(v, l, |x: T| x.to_f64() as f32))
 }
