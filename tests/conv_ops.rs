@@ -96,6 +96,14 @@ fn cases() -> Vec<Case> {
             params: p((3, 3), (2, 2), (1, 1), 1),
             bias: false,
         },
+        // Stride 1 with output rows as long as the input's: im2col copies
+        // shifted planes; kernel rows 0 and 4 see only padding.
+        Case {
+            x: [2, 2, 2, 3],
+            w: [3, 2, 5, 5],
+            params: p((1, 1), (2, 2), (1, 1), 1),
+            bias: true,
+        },
     ]
 }
 

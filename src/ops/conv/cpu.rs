@@ -114,6 +114,11 @@ fn im2col<T: Float>(x: &[T], g: &ConvGeom, c0: usize, col: &mut [T], ld: usize, 
             for j in 0..g.kw {
                 let xs = valid_range(g.ow, g.w, sw, pw, j * dw);
                 let dst = &mut col[row * ld + off..row * ld + off + cols];
+                if (sh, sw) == (1, 1) && g.ow == g.w {
+                    shifted_plane(plane, dst, g.w, (&ys, &xs), (i * dh, j * dw), (ph, pw));
+                    row += 1;
+                    continue;
+                }
                 for oy in 0..g.oh {
                     let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
                     if !ys.contains(&oy) || xs.is_empty() {
@@ -136,6 +141,39 @@ fn im2col<T: Float>(x: &[T], g: &ConvGeom, c0: usize, col: &mut [T], ld: usize, 
                 row += 1;
             }
         }
+    }
+}
+
+/// One `col` row of a stride-1 convolution whose output rows are as long
+/// as the input's (`w`, e.g. a 3×3 kernel with padding 1): then
+/// `dst[oy·w + ox] = plane[(oy + di − ph)·w + ox + dj − pw]` is the plane
+/// shifted by a constant offset, so the valid rows `ys` are one contiguous
+/// copy, after which the columns outside `xs` (which the copy filled with
+/// neighbouring rows' pixels) and the rows outside `ys` are set to zero.
+/// One long copy instead of one short copy per output row.
+fn shifted_plane<T: Float>(
+    plane: &[T],
+    dst: &mut [T],
+    w: usize,
+    (ys, xs): (&std::ops::Range<usize>, &std::ops::Range<usize>),
+    (di, dj): (usize, usize),
+    (ph, pw): (usize, usize),
+) {
+    dst[..ys.start * w].fill(T::ZERO);
+    dst[ys.end * w..].fill(T::ZERO);
+    if ys.is_empty() || xs.is_empty() {
+        dst[ys.start * w..ys.end * w].fill(T::ZERO);
+        return;
+    }
+    // Output range of the copy, and where it starts in the plane:
+    // (first valid oy, first valid ox) maps to (iy, ix) = (oy + di − ph, ox + dj − pw).
+    let lo = ys.start * w + xs.start;
+    let hi = (ys.end - 1) * w + xs.end;
+    let src = (ys.start + di - ph) * w + xs.start + dj - pw;
+    dst[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+    for oy in ys.clone() {
+        dst[oy * w..oy * w + xs.start].fill(T::ZERO);
+        dst[oy * w + xs.end..(oy + 1) * w].fill(T::ZERO);
     }
 }
 
