@@ -5,9 +5,8 @@
 //! (broadcast operands carry stride 0). Each collapses mergeable dimensions,
 //! then walks runs along the innermost dimension: a contiguous operand
 //! produces one long run with unit stride, which the compiler vectorises.
-//! Outputs are written once, without zero-filling first
-//! ([`build`](crate::backend::cpu::output::build)); above the parallel
-//! threshold they are split into chunks across rayon.
+//! Outputs are written once, without zero-filling first ([`build`]);
+//! above the parallel threshold they are split into chunks across rayon.
 //!
 //! The typed kernels below dispatch an op enum to a monomorphised closure
 //! once per call (never per element). BF16/F16 inputs are widened to f32,
