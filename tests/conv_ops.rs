@@ -96,6 +96,14 @@ fn cases() -> Vec<Case> {
             params: p((3, 3), (2, 2), (1, 1), 1),
             bias: false,
         },
+        // Stride 1 with output rows as long as the input's: im2col copies
+        // shifted planes; kernel rows 0 and 4 see only padding.
+        Case {
+            x: [2, 2, 2, 3],
+            w: [3, 2, 5, 5],
+            params: p((1, 1), (2, 2), (1, 1), 1),
+            bias: true,
+        },
     ]
 }
 
@@ -331,4 +339,56 @@ fn stride_one_input_gradient_through_the_flipped_kernel() {
         |t| t[0].conv2d(&t[1], None, Conv2dParams::default().padding(1).groups(2)),
         &[x, w],
     );
+}
+
+#[test]
+fn large_planes_take_the_direct_paths() {
+    // 32×33 planes (at least 1024 pixels) make the forward GEMMs, and the
+    // transposed ones of dx, write straight into the NCHW output one image
+    // at a time, and the weight-gradient GEMMs read dy in place. Three
+    // images on two threads make tiles of two and one.
+    let x = randn(&[3, 32, 32, 33], 51);
+    let w = randn(&[8, 16, 3, 3], 52);
+    let b = randn(&[8], 53);
+    let params = Conv2dParams::default().padding(1).groups(2);
+    let fast = x.conv2d(&w, Some(&b), params).unwrap();
+    let slow = x.conv2d_reference(&w, Some(&b), params).unwrap();
+    assert_close(
+        "direct forward",
+        &fast.to_f64_vec().unwrap(),
+        &slow.to_f64_vec().unwrap(),
+        1e-12,
+        1e-12,
+    );
+    // L(x, w) = Σ conv(x, w)·r is linear in x and in w, so its gradients
+    // are checked exactly along random directions: ⟨dL/dx, v⟩ = L(v, w)
+    // and ⟨dL/dw, u⟩ = L(x, u), the right sides by the reference kernel.
+    let r = randn(fast.shape(), 54);
+    let loss_ref = |x: &Tensor, w: &Tensor| -> f64 {
+        let y = x.conv2d_reference(w, None, params).unwrap();
+        y.mul(&r).unwrap().sum_all().unwrap().to_scalar().unwrap()
+    };
+    let (xv, wv) = (
+        x.clone().requires_grad_(true),
+        w.clone().requires_grad_(true),
+    );
+    let loss = xv.conv2d(&wv, Some(&b), params).unwrap().mul(&r).unwrap();
+    let grads = loss.sum_all().unwrap().backward().unwrap();
+    let dot = |g: &Tensor, v: &Tensor| -> f64 {
+        g.mul(v).unwrap().sum_all().unwrap().to_scalar().unwrap()
+    };
+    for seed in 0..3 {
+        let v = randn(x.shape(), 60 + seed);
+        let (got, want) = (dot(grads.get(&xv).unwrap(), &v), loss_ref(&v, &w));
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "dx·v {got} vs {want}"
+        );
+        let u = randn(w.shape(), 70 + seed);
+        let (got, want) = (dot(grads.get(&wv).unwrap(), &u), loss_ref(&x, &u));
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "dw·u {got} vs {want}"
+        );
+    }
 }

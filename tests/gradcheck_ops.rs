@@ -348,3 +348,35 @@ fn compositions() {
         &[x, w, b],
     );
 }
+
+#[test]
+fn relu_gradient_at_the_kink_and_with_special_values() {
+    // The fused relu backward must give `g · step(x)` exactly: g where
+    // x > 0, a zero (signed like g) where x ≤ 0 or x is NaN, and NaN where
+    // an infinite or NaN g meets x ≤ 0; x and g are strided views.
+    let xs = [1.5, 0.0, -2.0, f64::NAN, 3.0, -0.0];
+    let gs = [-2.0, -3.0, 4.0, 5.0, f64::INFINITY, f64::NAN];
+    let want = [-2.0, -0.0, 0.0, 0.0, f64::INFINITY, f64::NAN];
+    for dtype in [DType::F64, DType::F32, DType::BF16] {
+        let leaf = Tensor::from_vec(xs.to_vec(), &[3, 2])
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+            .requires_grad_(true);
+        // Both transposed, so that g's element i still meets xs[i].
+        let x = leaf.t().unwrap();
+        let g = Tensor::from_vec(gs.to_vec(), &[3, 2])
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+            .t()
+            .unwrap();
+        let grads = x.relu().unwrap().backward_with_grad(&g).unwrap();
+        let got = grads.get(&leaf).unwrap().to_f64_vec().unwrap();
+        for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+            let same = (a.is_nan() && b.is_nan())
+                || (a == b && a.is_sign_negative() == b.is_sign_negative());
+            assert!(same, "{dtype:?} element {i}: got {a}, expected {b}");
+        }
+    }
+}

@@ -99,8 +99,8 @@ impl CpuStorage {
     /// when one of that size is cached, saving the page faults of a fresh one).
     pub fn full(dtype: DType, n: usize, value: f64) -> Self {
         fn filled<T: Copy + Default + Send + 'static>(n: usize, v: T) -> Vec<T> {
-            let mut buf = crate::backend::cpu::pool::take::<T>(n);
-            buf.fill(v);
+            let mut buf = crate::backend::cpu::pool::take_empty::<T>(n);
+            buf.resize(n, v);
             buf
         }
         match dtype {

@@ -6,7 +6,9 @@
 //! GEMM calls inside rayon tasks are always single-threaded, so the two kinds
 //! of parallelism never nest.
 
+pub mod output;
 pub mod pool;
+pub mod scratch;
 
 use rayon::prelude::*;
 

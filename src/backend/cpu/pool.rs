@@ -45,21 +45,37 @@ fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
     f(pool)
 }
 
+/// A cached buffer of exactly `n` elements of `T`, if there is one.
+fn take_cached<T: Send + 'static>(n: usize) -> Option<Vec<T>> {
+    let bytes = n * std::mem::size_of::<T>();
+    if bytes < MIN_CACHED_BYTES {
+        return None;
+    }
+    let v = with_pool(|p| {
+        let v = p.free.get_mut(&(TypeId::of::<T>(), n))?.pop()?;
+        p.bytes -= bytes;
+        Some(v)
+    })?;
+    Some(*v.downcast::<Vec<T>>().expect("keyed by type"))
+}
+
 /// A vector of exactly `n` elements whose contents are unspecified (a
 /// recycled buffer, or default values): callers overwrite every element.
 pub fn take<T: Copy + Default + Send + 'static>(n: usize) -> Vec<T> {
-    let bytes = n * std::mem::size_of::<T>();
-    if bytes >= MIN_CACHED_BYTES {
-        let reused = with_pool(|p| {
-            let v = p.free.get_mut(&(TypeId::of::<T>(), n))?.pop()?;
-            p.bytes -= bytes;
-            Some(v)
-        });
-        if let Some(v) = reused {
-            return *v.downcast::<Vec<T>>().expect("keyed by type");
+    take_cached(n).unwrap_or_else(|| vec![T::default(); n])
+}
+
+/// An empty vector with room for `n` elements: a recycled buffer of that
+/// length, cleared, or a fresh allocation. For kernels that write their
+/// output without filling it with zeros first (see `backend::cpu::output`).
+pub fn take_empty<T: Copy + Send + 'static>(n: usize) -> Vec<T> {
+    match take_cached(n) {
+        Some(mut v) => {
+            v.clear();
+            v
         }
+        None => Vec::with_capacity(n),
     }
-    vec![T::default(); n]
 }
 
 /// Parks a buffer for reuse (or frees it when small, or when the cache is

@@ -14,14 +14,24 @@
 //! give per-image GEMMs only 16–64 columns. Tiles run in parallel (rayon),
 //! each task with its own buffers and single-threaded GEMMs; the weight
 //! gradient is accumulated per task and summed at the end.
+//!
+//! Large output planes skip the tile layout where it costs a copy: with at
+//! least [`DIRECT_MIN_COLUMNS`] pixels per plane, the forward GEMM runs once
+//! per image and writes straight into the NCHW output, and with at least
+//! [`DIRECT_MIN_INNER`] the weight-gradient GEMMs read `dy` in place, one
+//! image at a time. Outputs are not zero-filled before they are written,
+//! and the tile buffers are per-thread scratch reused across calls
+//! (`backend::cpu::scratch`).
 //! [`conv2d_direct`] is the naive seven-loop definition, kept as the test
 //! oracle.
 
 use crate::backend::cpu::num_threads;
-use crate::backend::cpu::pool::take;
-use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
+use crate::backend::cpu::pool::take_empty;
+use crate::backend::cpu::scratch::with_scratch;
+use crate::ops::matmul::cpu::{gemm_serial, gemm_serial_uninit, Gemm, MatRef};
 use crate::tensor::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Shapes and hyper-parameters of one convolution, with derived sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +114,11 @@ fn im2col<T: Float>(x: &[T], g: &ConvGeom, c0: usize, col: &mut [T], ld: usize, 
             for j in 0..g.kw {
                 let xs = valid_range(g.ow, g.w, sw, pw, j * dw);
                 let dst = &mut col[row * ld + off..row * ld + off + cols];
+                if (sh, sw) == (1, 1) && g.ow == g.w {
+                    shifted_plane(plane, dst, g.w, (&ys, &xs), (i * dh, j * dw), (ph, pw));
+                    row += 1;
+                    continue;
+                }
                 for oy in 0..g.oh {
                     let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
                     if !ys.contains(&oy) || xs.is_empty() {
@@ -126,6 +141,39 @@ fn im2col<T: Float>(x: &[T], g: &ConvGeom, c0: usize, col: &mut [T], ld: usize, 
                 row += 1;
             }
         }
+    }
+}
+
+/// One `col` row of a stride-1 convolution whose output rows are as long
+/// as the input's (`w`, e.g. a 3×3 kernel with padding 1): then
+/// `dst[oy·w + ox] = plane[(oy + di − ph)·w + ox + dj − pw]` is the plane
+/// shifted by a constant offset, so the valid rows `ys` are one contiguous
+/// copy, after which the columns outside `xs` (which the copy filled with
+/// neighbouring rows' pixels) and the rows outside `ys` are set to zero.
+/// One long copy instead of one short copy per output row.
+fn shifted_plane<T: Float>(
+    plane: &[T],
+    dst: &mut [T],
+    w: usize,
+    (ys, xs): (&std::ops::Range<usize>, &std::ops::Range<usize>),
+    (di, dj): (usize, usize),
+    (ph, pw): (usize, usize),
+) {
+    dst[..ys.start * w].fill(T::ZERO);
+    dst[ys.end * w..].fill(T::ZERO);
+    if ys.is_empty() || xs.is_empty() {
+        dst[ys.start * w..ys.end * w].fill(T::ZERO);
+        return;
+    }
+    // Output range of the copy, and where it starts in the plane:
+    // (first valid oy, first valid ox) maps to (iy, ix) = (oy + di − ph, ox + dj − pw).
+    let lo = ys.start * w + xs.start;
+    let hi = (ys.end - 1) * w + xs.end;
+    let src = (ys.start + di - ph) * w + xs.start + dj - pw;
+    dst[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+    for oy in ys.clone() {
+        dst[oy * w..oy * w + xs.start].fill(T::ZERO);
+        dst[oy * w + xs.end..(oy + 1) * w].fill(T::ZERO);
     }
 }
 
@@ -171,26 +219,35 @@ fn tile_images(g: &ConvGeom) -> usize {
     by_width.min(by_threads).min(g.n.max(1))
 }
 
+/// Output planes of at least this many pixels get one forward GEMM per
+/// image, written straight into the NCHW output. matrixmultiply packs the
+/// weights once per 1024 output columns anyway (its `NC` block), so
+/// per-image GEMMs this wide pack no more than a tile GEMM does; smaller
+/// planes share a tile GEMM and are copied out of it.
+pub const DIRECT_MIN_COLUMNS: usize = 1024;
+
+/// Output planes of at least this many pixels get one weight-gradient GEMM
+/// per image, reading `dy` in place. matrixmultiply walks the inner
+/// dimension in blocks of 256 (its `KC`), reading and writing the result
+/// once per block, so cutting the inner dimension at image boundaries
+/// costs nothing extra once an image fills a block; smaller planes are
+/// gathered side by side first.
+pub const DIRECT_MIN_INNER: usize = 256;
+
 /// True when the whole job is big enough to spread tiles over threads.
 fn parallel(g: &ConvGeom) -> bool {
     g.n > 1 && g.macs() >= 1 << 21
 }
 
-/// Runs `f(first_image, images)` for every tile, in parallel when worth it,
-/// with a per-task scratch value made by `init`.
-fn for_each_tile<S>(
-    g: &ConvGeom,
-    init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, usize, usize) + Sync,
-) {
+/// Runs `f(first_image, images)` for every tile, in parallel when worth it.
+fn for_each_tile(g: &ConvGeom, f: impl Fn(usize, usize) + Sync) {
     let t = tile_images(g);
     let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
-    let run = |s: &mut S, &n0: &usize| f(s, n0, t.min(g.n - n0));
+    let run = |&n0: &usize| f(n0, t.min(g.n - n0));
     if parallel(g) {
-        tiles.par_iter().for_each_init(&init, run);
+        tiles.par_iter().for_each(run);
     } else {
-        let mut s = init();
-        tiles.iter().for_each(|n0| run(&mut s, n0));
+        tiles.iter().for_each(run);
     }
 }
 
@@ -212,47 +269,76 @@ impl<T> SharedMut<T> {
     }
 }
 
+/// The `cg·kh·kw × oh·ow` columns of image `i` of a tile inside `col`,
+/// whose rows are `ld` long.
+fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatRef<'a, T> {
+    MatRef::rows_strided(col, i * g.col_cols(), g.col_rows(), g.col_cols(), ld)
+}
+
 /// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
 /// contiguous; returns N×O×oh×ow.
 pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
-    let mut out = take::<T>(g.n * g.out_image_len());
+    let len = g.n * g.out_image_len();
+    let mut out = take_empty::<T>(len);
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
+    let direct = cols >= DIRECT_MIN_COLUMNS;
     let max_ld = tile_images(g) * cols;
-    let out_ptr = SharedMut(out.as_mut_ptr());
-    for_each_tile(
-        g,
-        || (vec![T::ZERO; k * max_ld], vec![T::ZERO; og * max_ld]),
-        |(col, prod), n0, t| {
+    let prod_len = if direct { 0 } else { og * max_ld };
+    let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
+    // The planes of group `gi` of image `n`, not yet written.
+    let planes = |n: usize, gi: usize| -> &mut [MaybeUninit<T>] {
+        // Safety: in range, and each (image, group) pair is written by one
+        // task only (tiles hold disjoint images).
+        unsafe { out_ptr.slice(n * g.out_image_len() + gi * og * cols, og * cols) }
+    };
+    for_each_tile(g, |n0, t| {
+        with_scratch(k * max_ld + prod_len, |scratch: &mut [T]| {
+            let (col, prod) = scratch.split_at_mut(k * max_ld);
             let ld = t * cols;
             for gi in 0..g.groups {
                 im2col_tile(x, g, gi, n0, t, col);
                 let weights = MatRef::row_major(w, gi * og * k, og, k);
-                gemm_serial(
-                    weights,
-                    MatRef::row_major(col, 0, k, ld),
-                    &mut prod[..og * ld],
-                    false,
-                );
+                if direct {
+                    for i in 0..t {
+                        let cols_i = image_columns(col, g, i, ld);
+                        let dst = gemm_serial_uninit(weights, cols_i, planes(n0 + i, gi));
+                        if let Some(b) = bias {
+                            for (o, plane) in dst.chunks_exact_mut(cols).enumerate() {
+                                let bv = b[gi * og + o];
+                                plane.iter_mut().for_each(|v| *v += bv);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let prod = &mut prod[..og * ld];
+                gemm_serial(weights, MatRef::row_major(col, 0, k, ld), prod, false);
                 for i in 0..t {
-                    // Safety: tile images are disjoint, so their output planes are.
-                    let dst = unsafe {
-                        out_ptr.slice((n0 + i) * g.out_image_len() + gi * og * cols, og * cols)
-                    };
+                    let dst = planes(n0 + i, gi);
                     for o in 0..og {
                         let src = &prod[o * ld + i * cols..o * ld + (i + 1) * cols];
-                        let plane = &mut dst[o * cols..(o + 1) * cols];
-                        match bias {
-                            Some(b) => {
-                                let bv = b[gi * og + o];
-                                plane.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bv);
-                            }
-                            None => plane.copy_from_slice(src),
+                        let plane = dst[o * cols..(o + 1) * cols].iter_mut();
+                        match bias.map(|b| b[gi * og + o]) {
+                            Some(bv) => plane.zip(src).for_each(|(d, &v)| {
+                                d.write(v + bv);
+                            }),
+                            None => plane.zip(src).for_each(|(d, &v)| {
+                                d.write(v);
+                            }),
                         }
                     }
                 }
             }
-        },
-    );
+        })
+    });
+    // SAFETY: `for_each_tile` runs every tile, and the tiles cover images
+    // 0..n. For each of its images and each group, a tile writes all
+    // `og × oh·ow` elements of that group's planes: through a GEMM with
+    // beta = 0 (direct), or through the copy loop, which writes each plane
+    // element once. Groups cover the `c_out` channels, so all
+    // `n × c_out × oh × ow` elements are written. (A panic in a tile
+    // propagates before this line; `out` is then dropped with length 0.)
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -296,16 +382,16 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
     // would have only `cg` rows; col2im's `cg·kh·kw` rows then do better.
     if g.stride == (1, 1) && g.padding.0 <= reach.0 && g.padding.1 <= reach.1 && g.cg() >= 16 {
         let (og, cg) = (g.og(), g.cg());
-        let mut flipped = vec![T::ZERO; w.len()];
+        // Built in W' order: for each (group, c, o, i, j), the element of W
+        // it comes from.
+        let mut flipped = Vec::with_capacity(w.len());
         for gi in 0..g.groups {
-            for o in 0..og {
-                for c in 0..cg {
+            for c in 0..cg {
+                for o in 0..og {
                     for i in 0..g.kh {
                         for j in 0..g.kw {
-                            let src = (((gi * og + o) * cg + c) * g.kh + i) * g.kw + j;
-                            let dst = (((gi * cg + c) * og + o) * g.kh + (g.kh - 1 - i)) * g.kw
-                                + (g.kw - 1 - j);
-                            flipped[dst] = w[src];
+                            let (si, sj) = (g.kh - 1 - i, g.kw - 1 - j);
+                            flipped.push(w[(((gi * og + o) * cg + c) * g.kh + si) * g.kw + sj]);
                         }
                     }
                 }
@@ -333,15 +419,15 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
 
 /// Input gradient through `dcol = Wᵀ · dy` and `col2im`, for any stride.
 fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
-    let mut dx = take::<T>(g.n * g.image_len());
-    dx.fill(T::ZERO); // col2im accumulates
+    let len = g.n * g.image_len();
+    let mut dx = take_empty::<T>(len);
+    dx.resize(len, T::ZERO); // col2im accumulates
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let max_ld = tile_images(g) * cols;
     let dx_ptr = SharedMut(dx.as_mut_ptr());
-    for_each_tile(
-        g,
-        || (vec![T::ZERO; k * max_ld], vec![T::ZERO; og * max_ld]),
-        |(col, dyt), n0, t| {
+    for_each_tile(g, |n0, t| {
+        with_scratch(k * max_ld + og * max_ld, |scratch: &mut [T]| {
+            let (col, dyt) = scratch.split_at_mut(k * max_ld);
             let ld = t * cols;
             for gi in 0..g.groups {
                 gather_tile(dy, g, gi, n0, t, dyt);
@@ -358,8 +444,8 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec
                     col2im(col, g, gi * g.cg(), dx_n, ld, i * cols);
                 }
             }
-        },
-    );
+        })
+    });
     dx
 }
 
@@ -370,25 +456,32 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
     let t = tile_images(g);
     let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
     let max_ld = t * cols;
-    // Scratch per task: its partial dw, a col tile and a gathered dy tile.
-    let init = || {
-        (
-            vec![T::ZERO; wlen],
-            vec![T::ZERO; k * max_ld],
-            vec![T::ZERO; og * max_ld],
-        )
-    };
-    let add_tile = |(mut dw, mut col, mut dyt): (Vec<T>, Vec<T>, Vec<T>), &n0: &usize| {
+    let direct = cols >= DIRECT_MIN_INNER;
+    let dyt_len = if direct { 0 } else { og * max_ld };
+    // Adds the weight gradient of the tile starting at image `n0` to `dw`.
+    let add_tile = |mut dw: Vec<T>, &n0: &usize| {
         let t = t.min(g.n - n0);
         let ld = t * cols;
-        for gi in 0..g.groups {
-            gather_tile(dy, g, gi, n0, t, &mut dyt);
-            im2col_tile(x, g, gi, n0, t, &mut col);
-            let grad = MatRef::row_major(&dyt, 0, og, ld);
-            let cols_t = MatRef::row_major(&col, 0, k, ld).t();
-            gemm_serial(grad, cols_t, &mut dw[gi * og * k..(gi + 1) * og * k], true);
-        }
-        (dw, col, dyt)
+        with_scratch(k * max_ld + dyt_len, |scratch: &mut [T]| {
+            let (col, dyt) = scratch.split_at_mut(k * max_ld);
+            for gi in 0..g.groups {
+                im2col_tile(x, g, gi, n0, t, col);
+                let dw_g = &mut dw[gi * og * k..(gi + 1) * og * k];
+                if direct {
+                    for i in 0..t {
+                        let base = (n0 + i) * g.out_image_len() + gi * og * cols;
+                        let grad = MatRef::row_major(dy, base, og, cols);
+                        gemm_serial(grad, image_columns(col, g, i, ld).t(), dw_g, true);
+                    }
+                } else {
+                    gather_tile(dy, g, gi, n0, t, dyt);
+                    let grad = MatRef::row_major(dyt, 0, og, ld);
+                    let cols_t = MatRef::row_major(col, 0, k, ld).t();
+                    gemm_serial(grad, cols_t, dw_g, true);
+                }
+            }
+        });
+        dw
     };
     if parallel(g) {
         // A fixed split of the tiles into one run per thread, summed in run
@@ -397,7 +490,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
         let per_run = tiles.len().div_ceil(num_threads()).max(1);
         let partials: Vec<Vec<T>> = tiles
             .par_chunks(per_run)
-            .map(|run| run.iter().fold(init(), add_tile).0)
+            .map(|run| run.iter().fold(vec![T::ZERO; wlen], add_tile))
             .collect();
         let mut parts = partials.into_iter();
         let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
@@ -406,7 +499,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
         }
         dw
     } else {
-        tiles.iter().fold(init(), add_tile).0
+        tiles.iter().fold(vec![T::ZERO; wlen], add_tile)
     }
 }
 

@@ -5,15 +5,15 @@
 //! (broadcast operands carry stride 0). Each collapses mergeable dimensions,
 //! then walks runs along the innermost dimension: a contiguous operand
 //! produces one long run with unit stride, which the compiler vectorises.
-//! Outputs above the parallel threshold are split into chunks across rayon.
+//! Outputs are written once, without zero-filling first ([`build`]);
+//! above the parallel threshold they are split into chunks across rayon.
 //!
 //! The typed kernels below dispatch an op enum to a monomorphised closure
 //! once per call (never per element). BF16/F16 inputs are widened to f32,
 //! computed, and rounded back.
 
 use super::{BinaryOp, CmpOp, UnaryOp};
-use crate::backend::cpu::fill_chunks;
-use crate::backend::cpu::pool::take;
+use crate::backend::cpu::output::build;
 use crate::error::{Error, Result};
 use crate::tensor::{
     collapse_dims, walk_runs, with_storage, CpuStorage, DType, Float, Layout, WithDType,
@@ -26,33 +26,24 @@ where
     A: Copy + Sync,
     O: Copy + Send + Default + 'static,
 {
-    let mut out = take::<O>(la.numel());
-    let (shape, [sa]) = collapse_dims(la.shape(), [la.strides()]);
-    let strides = [sa];
-    let inner = shape.len() - 1;
-    fill_chunks(&mut out, |start, chunk| {
+    let (shape, strides) = collapse_dims(la.shape(), [la.strides()]);
+    let sa = strides[0][shape.len() - 1];
+    build(la.numel(), |start, out| {
         walk_runs(
             &shape,
             &strides,
             [la.offset()],
             start,
-            chunk.len(),
-            |lin, [oa], run| {
-                let dst = &mut chunk[lin - start..lin - start + run];
-                let s = strides[0][inner];
-                if s == 1 {
-                    for (d, &x) in dst.iter_mut().zip(&a[oa..oa + run]) {
-                        *d = f(x);
-                    }
+            out.len(),
+            |_, [oa], run| {
+                if sa == 1 {
+                    out.extend(a[oa..oa + run].iter().map(|&x| f(x)));
                 } else {
-                    for (i, d) in dst.iter_mut().enumerate() {
-                        *d = f(a[oa + i * s]);
-                    }
+                    out.extend((0..run).map(|i| f(a[oa + i * sa])));
                 }
             },
         );
-    });
-    out
+    })
 }
 
 /// `out[i] = f(a[i], b[i])`; `la` and `lb` must have the output's shape.
@@ -69,48 +60,33 @@ where
     O: Copy + Send + Default + 'static,
 {
     debug_assert_eq!(la.shape(), lb.shape());
-    let mut out = take::<O>(la.numel());
     let (shape, strides) = collapse_dims(la.shape(), [la.strides(), lb.strides()]);
     let inner = shape.len() - 1;
     let (sa, sb) = (strides[0][inner], strides[1][inner]);
-    fill_chunks(&mut out, |start, chunk| {
+    build(la.numel(), |start, out| {
         walk_runs(
             &shape,
             &strides,
             [la.offset(), lb.offset()],
             start,
-            chunk.len(),
-            |lin, [oa, ob], run| {
-                let dst = &mut chunk[lin - start..lin - start + run];
-                match (sa, sb) {
-                    (1, 1) => {
-                        let (xa, xb) = (&a[oa..oa + run], &b[ob..ob + run]);
-                        for ((d, &x), &y) in dst.iter_mut().zip(xa).zip(xb) {
-                            *d = f(x, y);
-                        }
-                    }
-                    (1, 0) => {
-                        let y = b[ob];
-                        for (d, &x) in dst.iter_mut().zip(&a[oa..oa + run]) {
-                            *d = f(x, y);
-                        }
-                    }
-                    (0, 1) => {
-                        let x = a[oa];
-                        for (d, &y) in dst.iter_mut().zip(&b[ob..ob + run]) {
-                            *d = f(x, y);
-                        }
-                    }
-                    _ => {
-                        for (i, d) in dst.iter_mut().enumerate() {
-                            *d = f(a[oa + i * sa], b[ob + i * sb]);
-                        }
-                    }
+            out.len(),
+            |_, [oa, ob], run| match (sa, sb) {
+                (1, 1) => {
+                    let (xa, xb) = (&a[oa..oa + run], &b[ob..ob + run]);
+                    out.extend(xa.iter().zip(xb).map(|(&x, &y)| f(x, y)));
                 }
+                (1, 0) => {
+                    let y = b[ob];
+                    out.extend(a[oa..oa + run].iter().map(|&x| f(x, y)));
+                }
+                (0, 1) => {
+                    let x = a[oa];
+                    out.extend(b[ob..ob + run].iter().map(|&y| f(x, y)));
+                }
+                _ => out.extend((0..run).map(|i| f(a[oa + i * sa], b[ob + i * sb]))),
             },
         );
-    });
-    out
+    })
 }
 
 /// `out[i] = f(a[i], b[i], c[i])`; all layouts must have the output's shape.
@@ -126,26 +102,21 @@ where
     C: Copy + Sync,
     O: Copy + Send + Default + 'static,
 {
-    let mut out = take::<O>(la.numel());
     let (shape, strides) = collapse_dims(la.shape(), [la.strides(), lb.strides(), lc.strides()]);
     let inner = shape.len() - 1;
     let (sa, sb, sc) = (strides[0][inner], strides[1][inner], strides[2][inner]);
-    fill_chunks(&mut out, |start, chunk| {
+    build(la.numel(), |start, out| {
         walk_runs(
             &shape,
             &strides,
             [la.offset(), lb.offset(), lc.offset()],
             start,
-            chunk.len(),
-            |lin, [oa, ob, oc], run| {
-                let dst = &mut chunk[lin - start..lin - start + run];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = f(a[oa + i * sa], b[ob + i * sb], c[oc + i * sc]);
-                }
+            out.len(),
+            |_, [oa, ob, oc], run| {
+                out.extend((0..run).map(|i| f(a[oa + i * sa], b[ob + i * sb], c[oc + i * sc])));
             },
         );
-    });
-    out
+    })
 }
 
 /// Runs a float kernel on any float storage: f32/f64 natively, half types
@@ -341,6 +312,39 @@ pub fn binary(
         _ => Err(Error::UnsupportedDType {
             op: op.name(),
             dtype: a.dtype(),
+        }),
+    }
+}
+
+/// Relu's input gradient in one pass: `g` where `x > 0`, else `0·g`, the
+/// same values as `g · step(x)` (a NaN or infinite `g` gives NaN where
+/// `x ≤ 0`, as the product does). `g` and `x` share one shape and dtype.
+pub fn relu_backward(
+    g: &CpuStorage,
+    lg: &Layout,
+    x: &CpuStorage,
+    lx: &Layout,
+) -> Result<CpuStorage> {
+    fn typed<T: Float>(g: &[T], lg: &Layout, x: &[T], lx: &Layout) -> Vec<T> {
+        map2(
+            g,
+            lg,
+            x,
+            lx,
+            |g: T, x: T| if x > T::ZERO { g } else { g * T::ZERO },
+        )
+    }
+    match (g, x) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(typed(a, lg, b, lx))),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(typed(a, lg, b, lx))),
+        (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
+            let (wg, wx) = (to_f32(g, lg), to_f32(x, lx));
+            let l = Layout::contiguous(lg.shape());
+            Ok(from_f32(g.dtype(), typed(&wg, &l, &wx, &l)))
+        }
+        _ => Err(Error::UnsupportedDType {
+            op: "relu_backward",
+            dtype: g.dtype(),
         }),
     }
 }

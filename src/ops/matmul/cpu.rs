@@ -12,6 +12,7 @@ use crate::ops::elementwise::cpu::map1;
 use crate::tensor::{CpuStorage, Float, Layout};
 use half::{bf16, f16};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Products below this many multiply-adds run serially (a split costs tens
 /// of microseconds of thread wake-up, see `backend::cpu`).
@@ -110,6 +111,25 @@ impl<'a, T> MatRef<'a, T> {
         }
     }
 
+    /// A `rows × cols` matrix starting at `offset` whose rows lie
+    /// `row_stride` elements apart (a block of columns of a wider matrix).
+    pub fn rows_strided(
+        data: &'a [T],
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    ) -> Self {
+        MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
     /// The transpose, as a view (no copy).
     pub fn t(self) -> Self {
         MatRef {
@@ -169,6 +189,53 @@ pub fn gemm_serial<T: Gemm>(a: MatRef<T>, b: MatRef<T>, c: &mut [T], accumulate:
             n as isize,
         );
     }
+}
+
+/// `c = a · b` into uninitialised memory, single-threaded; returns `c`
+/// as the initialised slice it now is. `c` is row-major `a.rows × b.cols`.
+pub fn gemm_serial_uninit<'c, T: Gemm>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: &'c mut [MaybeUninit<T>],
+) -> &'c mut [T] {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && c.len() == m * n,
+        "gemm_serial_uninit: inner dimensions or output size disagree"
+    );
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "gemm_serial_uninit: operand view out of bounds"
+    );
+    if k == 0 {
+        c.iter_mut().for_each(|v| {
+            v.write(T::ZERO);
+        });
+    } else if m > 0 && n > 0 {
+        // Safety: the views were checked to lie inside their slices, and
+        // `c` is a distinct `&mut` slice of exactly m × n elements.
+        // With beta = 0 the GEMM only writes c (matrixmultiply: "if β is
+        // zero, then C does not need to be initialized").
+        unsafe {
+            T::gemm(
+                m,
+                k,
+                n,
+                a.data.as_ptr().add(a.offset),
+                (a.row_stride as isize, a.col_stride as isize),
+                b.data.as_ptr().add(b.offset),
+                (b.row_stride as isize, b.col_stride as isize),
+                T::ZERO,
+                c.as_mut_ptr().cast::<T>(),
+                n as isize,
+            );
+        }
+    }
+    // SAFETY: every one of the m × n elements was written above, by the
+    // zero fill (k = 0) or by the GEMM with beta = 0, which writes each
+    // element of its row-major m × n output (nothing to write when m or n
+    // is 0); `MaybeUninit<T>` has the layout of `T`.
+    unsafe { &mut *(c as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// Storage offsets of the first element of each batch matrix.

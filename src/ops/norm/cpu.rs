@@ -13,9 +13,9 @@
 //!   added in unit order. The cut depends only on the shape, never on the
 //!   thread count, so results are bitwise the same serial or parallel.
 //! - **per-channel elementwise maps** ([`channel_normalize`],
-//!   [`channel_grad_input`]): one pass writing the output, with per-channel
-//!   coefficients computed by the caller in f64 and rounded to the element
-//!   type once. The output is split into chunks across rayon above the same
+//!   [`channel_grad_input`]): one pass writing the output (not zero-filled
+//!   first, see [`build`]), with per-channel coefficients computed by the
+//!   caller in f64 and rounded to the element type once. The output is split into chunks across rayon above the same
 //!   threshold; each chunk walks its runs with a channel counter (no
 //!   division per run).
 //!
@@ -24,8 +24,9 @@
 //! channels, and the loops zip it with the per-channel accumulators or
 //! coefficients.
 
+use crate::backend::cpu::output::{build, OutChunk};
 use crate::backend::cpu::pool::take;
-use crate::backend::cpu::{fill_chunks, fill_rows, num_threads, PARALLEL_MIN_ELEMENTS};
+use crate::backend::cpu::{fill_rows, num_threads, PARALLEL_MIN_ELEMENTS};
 use crate::tensor::Float;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -286,25 +287,25 @@ pub fn channel_grad_sums<T: Float>(
     )
 }
 
-/// Fills `out` (`N×C×S`) by calling `f(c, i, dst)` on each maximal run
-/// `dst = out[i..i + dst.len()]` of elements of one channel `c`, in parallel
-/// chunks for large outputs.
-fn fill_channel_runs<T: Send>(
-    out: &mut [T],
+/// Builds an `N×C×S` output by calling `f(c, range, out)` on each maximal
+/// run `range` of elements of one channel `c`, in order; `f` appends the
+/// run's `range.len()` values to `out`. Large outputs are built in
+/// parallel chunks.
+fn build_channel_runs<T>(
     sh: NcsShape,
-    f: impl Fn(usize, usize, &mut [T]) + Sync,
-) {
-    if sh.numel() == 0 {
-        return;
-    }
-    fill_chunks(out, |start, chunk| {
-        let end = start + chunk.len();
+    f: impl Fn(usize, Range<usize>, &mut OutChunk<T>) + Sync,
+) -> Vec<T>
+where
+    T: Copy + Default + Send + 'static,
+{
+    build(sh.numel(), |start, out| {
+        let end = start + out.len();
         let mut plane = start / sh.s;
         let mut c = plane % sh.c;
         let mut i = start;
         while i < end {
             let run_end = ((plane + 1) * sh.s).min(end);
-            f(c, i, &mut chunk[i - start..run_end - start]);
+            f(c, i..run_end, out);
             i = run_end;
             plane += 1;
             c += 1;
@@ -312,7 +313,7 @@ fn fill_channel_runs<T: Send>(
                 c = 0;
             }
         }
-    });
+    })
 }
 
 /// Batch-norm output `y = (x − mean_c)·scale_c + shift_c` for `x` of shape
@@ -329,10 +330,10 @@ pub fn channel_normalize<T: Float>(
     debug_assert_eq!(x.len(), sh.numel());
     let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|&v| T::from_f64(v)).collect() };
     let (m, a, b) = (cast(mean), cast(scale), cast(shift));
-    let mut out = take::<T>(sh.numel());
     if sh.s == 1 {
         // Rank 2: one row of C channels at a time, zipped with the
         // coefficient vectors (vectorises).
+        let mut out = take::<T>(sh.numel());
         fill_rows(&mut out, sh.c, |n, row| {
             let xr = &x[n * sh.c..(n + 1) * sh.c];
             for ((((o, &v), &m), &a), &b) in row.iter_mut().zip(xr).zip(&m).zip(&a).zip(&b) {
@@ -341,14 +342,10 @@ pub fn channel_normalize<T: Float>(
         });
         return out;
     }
-    fill_channel_runs(&mut out, sh, |c, i, dst| {
+    build_channel_runs(sh, |c, r, out| {
         let (m, a, b) = (m[c], a[c], b[c]);
-        let n = dst.len();
-        for (o, &v) in dst.iter_mut().zip(&x[i..i + n]) {
-            *o = (v - m) * a + b;
-        }
-    });
-    out
+        out.extend(x[r].iter().map(|&v| (v - m) * a + b));
+    })
 }
 
 /// Input gradient of batch norm, `dx = a_c·dy + p_c·(x − mean_c) + q_c`,
@@ -369,9 +366,9 @@ pub fn channel_grad_input<T: Float>(
     debug_assert_eq!(x.len(), sh.numel());
     let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|&v| T::from_f64(v)).collect() };
     let (m, a, p, q) = (cast(mean), cast(a), cast(p), cast(q));
-    let mut out = take::<T>(sh.numel());
     if sh.s == 1 {
         // Rank 2: one row of C channels at a time (see channel_normalize).
+        let mut out = take::<T>(sh.numel());
         fill_rows(&mut out, sh.c, |n, row| {
             let r = n * sh.c..(n + 1) * sh.c;
             let (gr, xr) = (&dy[r.clone()], &x[r]);
@@ -382,14 +379,11 @@ pub fn channel_grad_input<T: Float>(
         });
         return out;
     }
-    fill_channel_runs(&mut out, sh, |c, i, dst| {
+    build_channel_runs(sh, |c, r, out| {
         let (m, a, p, q) = (m[c], a[c], p[c], q[c]);
-        let n = dst.len();
-        for ((o, &g), &v) in dst.iter_mut().zip(&dy[i..i + n]).zip(&x[i..i + n]) {
-            *o = a * g + p * (v - m) + q;
-        }
-    });
-    out
+        let (gs, xs) = (&dy[r.clone()], &x[r]);
+        out.extend(gs.iter().zip(xs).map(|(&g, &v)| a * g + p * (v - m) + q));
+    })
 }
 
 #[cfg(test)]
@@ -425,8 +419,7 @@ mod tests {
     #[test]
     fn runs_are_split_at_channel_boundaries() {
         let sh = NcsShape { n: 2, c: 3, s: 2 };
-        let mut out = vec![0usize; sh.numel()];
-        fill_channel_runs(&mut out, sh, |c, _, dst| dst.fill(c));
+        let out = build_channel_runs(sh, |c, r, out| out.extend(r.map(|_| c)));
         assert_eq!(out, vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
     }
 }

@@ -1,0 +1,150 @@
+//! New output buffers written once, without zero-initialisation.
+//!
+//! A kernel writes every element of its output right after allocating it,
+//! so filling the buffer with zeros first (`vec![0; n]`, a `memset` for any
+//! buffer the allocator recycles) is a wasted pass over memory: about 6 % of
+//! a ResNet training step. [`build`] hands a kernel the new buffer's
+//! uninitialised slots instead, cut into chunks ([`OutChunk`]) that can only
+//! be written front to back and that count what they receive; the vector
+//! gets its length only after every slot is known to be written. Kernels
+//! stay in safe code; the one `unsafe` line is in [`build_weighted`].
+
+use super::fill_chunks_weighted;
+use super::pool::take_empty;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A run of consecutive, not yet initialised slots of a new buffer,
+/// written front to back.
+pub struct OutChunk<'a, T> {
+    slots: &'a mut [MaybeUninit<T>],
+    written: usize,
+}
+
+impl<T> OutChunk<'_, T> {
+    /// Number of slots in the chunk.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True for a chunk without slots.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Slots written so far (the next value goes to slot `written()`).
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Writes `values` into the next slots, stopping when the chunk is full.
+    ///
+    /// A slice iterator zipped and mapped (`a.iter().zip(b).map(f)`) keeps
+    /// its exact length through the zip below, so the loop vectorises as a
+    /// plain indexed loop would.
+    #[inline]
+    pub fn extend(&mut self, values: impl IntoIterator<Item = T>) {
+        let mut count = 0;
+        for (slot, v) in self.slots[self.written..].iter_mut().zip(values) {
+            slot.write(v);
+            count += 1;
+        }
+        self.written += count;
+    }
+
+    /// Writes one value into the next slot.
+    ///
+    /// # Panics
+    /// When the chunk is already full (a kernel bug, not bad input).
+    #[inline]
+    pub fn push(&mut self, v: T) {
+        self.slots[self.written].write(v);
+        self.written += 1;
+    }
+}
+
+/// A vector of `n` elements built by calling `f(start, chunk)` on
+/// consecutive chunks that together cover `0..n`, in parallel when `n` is
+/// at least [`PARALLEL_MIN_ELEMENTS`](super::PARALLEL_MIN_ELEMENTS). `start`
+/// is the index of the chunk's first slot; `f` must fill its chunk
+/// completely (through [`OutChunk::extend`] / [`OutChunk::push`]).
+///
+/// # Panics
+/// When `f` leaves a slot unwritten (a kernel bug, not bad input).
+pub fn build<T>(n: usize, f: impl Fn(usize, &mut OutChunk<T>) + Sync) -> Vec<T>
+where
+    T: Copy + Default + Send + 'static,
+{
+    build_weighted(n, 1, f)
+}
+
+/// [`build`] for outputs whose elements each cost `work_per_item`
+/// elementary steps (see [`fill_chunks_weighted`]).
+pub fn build_weighted<T>(
+    n: usize,
+    work_per_item: usize,
+    f: impl Fn(usize, &mut OutChunk<T>) + Sync,
+) -> Vec<T>
+where
+    T: Copy + Default + Send + 'static,
+{
+    let mut out = take_empty::<T>(n);
+    let total = AtomicUsize::new(0);
+    fill_chunks_weighted(
+        &mut out.spare_capacity_mut()[..n],
+        work_per_item,
+        |start, slots| {
+            let mut chunk = OutChunk { slots, written: 0 };
+            f(start, &mut chunk);
+            assert_eq!(
+                chunk.written,
+                chunk.slots.len(),
+                "output kernel left slots {}..{} unwritten",
+                start + chunk.written,
+                start + chunk.slots.len()
+            );
+            total.fetch_add(chunk.written, Ordering::Relaxed);
+        },
+    );
+    assert_eq!(total.into_inner(), n, "output kernel skipped a chunk");
+    // SAFETY: `OutChunk` only writes its slots front to back and counts each
+    // write, so the first `written` slots of every chunk are initialised.
+    // Every chunk was checked to be full; the chunks are disjoint `&mut`
+    // sub-slices of the first `n` slots and their lengths add up to `n`
+    // (checked), so they cover all `n` slots: every element is initialised.
+    unsafe { out.set_len(n) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_serial_and_parallel_outputs() {
+        for n in [0, 1, 7, 1 << 20] {
+            let v = build(n, |start, chunk| {
+                let len = chunk.len();
+                chunk.extend((start..start + len).map(|i| i as u32 * 3));
+            });
+            assert_eq!(v.len(), n);
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 * 3));
+        }
+    }
+
+    #[test]
+    fn push_and_extend_mix() {
+        let v = build(5, |_, chunk| {
+            chunk.push(1.0f32);
+            chunk.extend([2.0, 3.0]);
+            chunk.extend([4.0, 5.0, 6.0]); // the extra value is dropped
+        });
+        assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "unwritten")]
+    fn an_unwritten_slot_is_caught() {
+        let _ = build(4, |_, chunk| chunk.extend([1u8, 2, 3]));
+    }
+}
