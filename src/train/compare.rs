@@ -156,6 +156,10 @@ pub fn compare(
             "needs at least one loss and one seed",
         ));
     }
+    // Every variant must fit the base run before hours go into the others.
+    for variant in variants {
+        variant.apply(&mut base.clone())?;
+    }
     let mut results = Vec::new();
     for variant in variants {
         let mut runs = Vec::new();
@@ -326,6 +330,27 @@ mod tests {
         assert!("plm/speed=3".parse::<Variant>().is_err());
         assert!("softmax".parse::<Variant>().is_err());
         assert!("plm/lambda=-1".parse::<Variant>().is_err());
+    }
+
+    #[test]
+    fn a_variant_that_does_not_fit_the_data_fails_before_anything_runs() {
+        let base = TrainConfig::new(
+            super::super::config::DataConfig::new(super::super::config::DatasetKind::MultiMnistLt),
+            "resnet8",
+            LossKind::Bce,
+        );
+        let variants: Vec<Variant> = ["bce", "ce"].iter().map(|v| v.parse().unwrap()).collect();
+        let mut started = 0;
+        let dir = std::env::temp_dir().join(format!("ferrite-compare-{}", std::process::id()));
+        let err = compare(&base, &variants, &[0], &dir, &mut |_| {
+            started += 1;
+            Box::new(super::super::run::Quiet)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("single-label"), "{err}");
+        assert_eq!(started, 0);
+        assert!(!dir.exists());
     }
 
     #[test]
