@@ -139,16 +139,24 @@ extern "C" __global__ void argmax_fwd_f32(RowParams p, const float* x, i64* out)
 // max, sum, write (rows are re-read from L2/L1; the simple form is kept for
 // clarity). Output rows are contiguous (`rows × cols`).
 
+// The maximum m of a row and Σ exp(x − m) over it, both reduced over the
+// block (every thread gets them): the first two passes of (log-)softmax.
+__device__ void row_max_sum_exp(const float* row, i64 cols, float* scratch, float* m_out, float* s_out) {
+    float m = neg_inf();
+    for (i64 j = threadIdx.x; j < cols; j += blockDim.x) m = nan_max(m, row[j]);
+    m = block_max(m, scratch);
+    float s = 0.0f;
+    for (i64 j = threadIdx.x; j < cols; j += blockDim.x) s += expf(row[j] - m);
+    *m_out = m;
+    *s_out = block_sum(s, scratch);
+}
+
 extern "C" __global__ void softmax_fwd_f32(RowParams p, const float* x, float* y) {
     __shared__ float scratch[32];
     for (i64 r = blockIdx.x; r < p.rows; r += gridDim.x) {
         const float* row = x + r * p.row_stride;
-        float m = neg_inf();
-        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) m = nan_max(m, row[j]);
-        m = block_max(m, scratch);
-        float s = 0.0f;
-        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) s += expf(row[j] - m);
-        s = block_sum(s, scratch);
+        float m, s;
+        row_max_sum_exp(row, p.cols, scratch, &m, &s);
         float inv = 1.0f / s;
         for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) {
             y[r * p.cols + j] = expf(row[j] - m) * inv;
@@ -160,12 +168,8 @@ extern "C" __global__ void log_softmax_fwd_f32(RowParams p, const float* x, floa
     __shared__ float scratch[32];
     for (i64 r = blockIdx.x; r < p.rows; r += gridDim.x) {
         const float* row = x + r * p.row_stride;
-        float m = neg_inf();
-        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) m = nan_max(m, row[j]);
-        m = block_max(m, scratch);
-        float s = 0.0f;
-        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) s += expf(row[j] - m);
-        s = block_sum(s, scratch);
+        float m, s;
+        row_max_sum_exp(row, p.cols, scratch, &m, &s);
         float shift = m + logf(s);
         for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) {
             y[r * p.cols + j] = row[j] - shift;

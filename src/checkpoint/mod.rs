@@ -57,6 +57,6 @@ pub use atomic::write_atomic;
 pub use format::{load_state_dict, save_state_dict};
 pub use module::{apply_state_dict, load_into_module, save_module, LoadReport, Mismatch};
 pub use training::{
-    load_training, read_training, save_training, CheckpointOptimizer, OptimizerState,
-    TrainingCheckpoint,
+    load_training, read_training, restore_training, save_training, CheckpointOptimizer,
+    OptimizerState, TrainingCheckpoint,
 };

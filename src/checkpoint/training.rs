@@ -465,8 +465,21 @@ pub fn load_training(
     optimizer: &mut dyn CheckpointOptimizer,
 ) -> Result<TrainingCheckpoint> {
     let path = path.as_ref();
-    let shown = path.display().to_string();
     let ckpt = read_training(path)?;
+    restore_training(&ckpt, path, module, optimizer)?;
+    Ok(ckpt)
+}
+
+/// [`load_training`] for a checkpoint already read with [`read_training`]
+/// (e.g. to build the module from its metadata first); `path` names the
+/// file in errors.
+pub fn restore_training(
+    ckpt: &TrainingCheckpoint,
+    path: &Path,
+    module: &dyn Module,
+    optimizer: &mut dyn CheckpointOptimizer,
+) -> Result<()> {
+    let shown = path.display().to_string();
     let (report, copies) = plan("load_training", module, &ckpt.model)?;
     if !report.is_exact() {
         return Err(Error::invalid(
@@ -487,6 +500,5 @@ pub fn load_training(
                 ),
             )
         })?;
-    apply(&copies)?;
-    Ok(ckpt)
+    apply(&copies)
 }

@@ -136,7 +136,7 @@ impl Objective {
                     Reduction::None,
                 )?;
                 let loss = plm.masked_loss(&per_element, targets)?;
-                let probabilities = crate::no_grad(|| logits.detach().sigmoid())?;
+                let probabilities = logits.detach().sigmoid()?;
                 plm.observe(&probabilities, targets)?;
                 Ok(loss)
             }

@@ -10,7 +10,7 @@ use super::objective::Objective;
 use super::optimizer::{build_schedule, RunOptimizer};
 use super::report::{write_report, RunSummary};
 use crate::checkpoint::CheckpointOptimizer;
-use crate::checkpoint::{load_training, read_training, save_training};
+use crate::checkpoint::{read_training, restore_training, save_training, TrainingCheckpoint};
 use crate::data::loader::{DataLoader, LoaderConfig};
 use crate::data::{ImageDataset, Labels};
 use crate::error::{Error, Result};
@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The checkpoint written after every epoch (the latest one).
@@ -57,7 +58,8 @@ impl Observer for Quiet {}
 pub struct Trainer {
     config: TrainConfig,
     out_dir: PathBuf,
-    data: RunData,
+    /// Shared so that the test set can be evaluated while `self` is borrowed mutably.
+    data: Arc<RunData>,
     model: ResNet,
     optimizer: RunOptimizer,
     objective: Objective,
@@ -115,12 +117,13 @@ impl Trainer {
             path: path.display().to_string(),
             msg,
         };
-        let mut config = Self::config_of_checkpoint(path)?;
+        let ckpt = read_training(path)?;
+        let mut config = stored_config(&ckpt, path)?;
         if let Some(dir) = data_dir {
             config.data.dir = dir;
         }
         let mut trainer = Self::build(config, out_dir)?;
-        let ckpt = load_training(path, &trainer.model, &mut trainer.optimizer)?;
+        restore_training(&ckpt, path, &trainer.model, &mut trainer.optimizer)?;
         if let Some(state) = ckpt.metadata.get(META_PLM) {
             let plm =
                 Plm::from_state_json(state).map_err(|e| corrupt(format!("`{META_PLM}`: {e}")))?;
@@ -142,18 +145,7 @@ impl Trainer {
     /// Reads the configuration stored in a run's checkpoint.
     pub fn config_of_checkpoint(path: impl AsRef<Path>) -> Result<TrainConfig> {
         let path = path.as_ref();
-        let ckpt = read_training(path)?;
-        let corrupt = |msg: String| Error::CorruptFile {
-            path: path.display().to_string(),
-            msg,
-        };
-        let text = ckpt
-            .metadata
-            .get(META_CONFIG)
-            .ok_or_else(|| corrupt(format!("no `{META_CONFIG}` entry: not a ferrite run")))?;
-        let json: Value = serde_json::from_str(text)
-            .map_err(|e| corrupt(format!("`{META_CONFIG}` is not JSON: {e}")))?;
-        TrainConfig::from_json(&json).map_err(|e| corrupt(format!("`{META_CONFIG}`: {e}")))
+        stored_config(&read_training(path)?, path)
     }
 
     /// The report of the run in checkpoint `path` on its test set (read
@@ -197,7 +189,7 @@ impl Trainer {
         Ok(Trainer {
             config,
             out_dir,
-            data,
+            data: Arc::new(data),
             model,
             optimizer,
             objective,
@@ -356,15 +348,8 @@ impl Trainer {
 
     /// [`Trainer::evaluate`] on the run's own test set.
     fn evaluate_test(&mut self) -> Result<Evaluation> {
-        let config = self.loader_config(false);
-        evaluate_model(
-            &mut self.model,
-            &self.objective,
-            &self.data.test,
-            config,
-            &self.data.train_positives,
-            self.config.threshold,
-        )
+        let data = Arc::clone(&self.data);
+        self.evaluate(&data.test)
     }
 
     fn save_checkpoint(&self) -> Result<()> {
@@ -428,6 +413,22 @@ pub fn evaluate_checkpoint(
     data_dir: Option<PathBuf>,
 ) -> Result<RunSummary> {
     Trainer::evaluate_checkpoint_at(path.as_ref(), data_dir)
+}
+
+/// The run configuration in a checkpoint's metadata (`path` names the
+/// file in errors).
+fn stored_config(ckpt: &TrainingCheckpoint, path: &Path) -> Result<TrainConfig> {
+    let corrupt = |msg: String| Error::CorruptFile {
+        path: path.display().to_string(),
+        msg,
+    };
+    let text = ckpt
+        .metadata
+        .get(META_CONFIG)
+        .ok_or_else(|| corrupt(format!("no `{META_CONFIG}` entry: not a ferrite run")))?;
+    let json: Value = serde_json::from_str(text)
+        .map_err(|e| corrupt(format!("`{META_CONFIG}` is not JSON: {e}")))?;
+    TrainConfig::from_json(&json).map_err(|e| corrupt(format!("`{META_CONFIG}`: {e}")))
 }
 
 /// Scores `dataset` with `model` in evaluation mode (restoring training
