@@ -43,6 +43,9 @@ pub struct BenchResult {
 pub struct Peaks {
     /// f32 FMA throughput of all threads, GFLOP/s.
     pub gflops: f64,
+    /// The vector FMA the peak was measured with (`None` when given by the
+    /// user or unavailable).
+    pub isa: Option<FmaIsa>,
     /// Whether `gflops` was measured (false: given by the user).
     pub gflops_measured: bool,
     /// STREAM triad bandwidth, GB/s.
@@ -78,34 +81,90 @@ pub fn time_best(budget: Duration, f: impl FnMut()) -> Duration {
     sample(budget, f)[0]
 }
 
-/// f32 FMA peak of the rayon pool in GFLOP/s (best of several runs), from a loop of independent
-/// 256-bit FMAs that never touches memory (AVX2+FMA machines); `None`
-/// where that instruction set is unavailable.
-pub fn measure_fma_peak() -> Option<f64> {
+/// The widest f32 FMA this CPU offers, which is also the one the GEMM
+/// microkernel picks at run time (matrixmultiply dispatches on the same
+/// feature tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FmaIsa {
+    /// 512-bit FMAs (16 f32 lanes).
+    Avx512,
+    /// 256-bit FMAs (8 f32 lanes).
+    Avx2Fma,
+}
+
+impl FmaIsa {
+    /// Detects the ISA at run time; `None` on CPUs without vector FMA.
+    pub fn detect() -> Option<FmaIsa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Some(FmaIsa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Some(FmaIsa::Avx2Fma);
+            }
+        }
+        None
+    }
+
+    /// Name as printed in the benchmark header.
+    pub fn name(self) -> &'static str {
+        match self {
+            FmaIsa::Avx512 => "AVX-512",
+            FmaIsa::Avx2Fma => "AVX2+FMA",
+        }
+    }
+
+    /// f32 lanes per FMA instruction.
+    fn lanes(self) -> u64 {
+        match self {
+            FmaIsa::Avx512 => 16,
+            FmaIsa::Avx2Fma => 8,
+        }
+    }
+}
+
+/// f32 FMA peak of the rayon pool in GFLOP/s (best of several runs), from a
+/// loop of independent FMAs of the widest vector width the CPU offers (see
+/// [`FmaIsa`]) that never touches memory; `None` where there is no vector
+/// FMA.
+pub fn measure_fma_peak() -> Option<(f64, FmaIsa)> {
+    let isa = FmaIsa::detect()?;
+    let threads = rayon::current_num_threads();
+    let iters: u64 = 5_000_000;
+    let run = || {
+        (0..threads)
+            .into_par_iter()
+            .map(|_| fma_loop(isa, iters))
+            .sum::<f32>()
+    };
+    let secs = time_best(Duration::from_millis(500), || {
+        std::hint::black_box(run());
+    })
+    .as_secs_f64();
+    // 10 independent accumulators × lanes × 2 flops per iteration.
+    let flops = threads as f64 * iters as f64 * 10.0 * isa.lanes() as f64 * 2.0;
+    Some((flops / secs / 1e9, isa))
+}
+
+/// Runs the register-only FMA loop of `isa` (detected, so the
+/// `target_feature` functions below are safe to call).
+fn fma_loop(isa: FmaIsa, iters: u64) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-            return None;
+        // SAFETY: `isa` came from `FmaIsa::detect`, which checked that the
+        // CPU supports the instructions each function is compiled for.
+        unsafe {
+            match isa {
+                FmaIsa::Avx512 => fma_loop_avx512(iters),
+                FmaIsa::Avx2Fma => fma_loop_avx2(iters),
+            }
         }
-        let threads = rayon::current_num_threads();
-        let iters: u64 = 5_000_000;
-        let run = || {
-            (0..threads)
-                .into_par_iter()
-                .map(|_| unsafe { fma_loop(iters) })
-                .sum::<f32>()
-        };
-        let secs = time_best(Duration::from_millis(500), || {
-            std::hint::black_box(run());
-        })
-        .as_secs_f64();
-        // 10 independent accumulators × 8 lanes × 2 flops per iteration.
-        let flops = threads as f64 * iters as f64 * 10.0 * 8.0 * 2.0;
-        Some(flops / secs / 1e9)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        None
+        let _ = (isa, iters);
+        0.0
     }
 }
 
@@ -113,7 +172,7 @@ pub fn measure_fma_peak() -> Option<f64> {
 /// enough chains to cover FMA latency on two FMA ports.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fma_loop(iters: u64) -> f32 {
+unsafe fn fma_loop_avx2(iters: u64) -> f32 {
     use std::arch::x86_64::*;
     let a = _mm256_set1_ps(0.999_999);
     let b = _mm256_set1_ps(1e-7);
@@ -130,6 +189,26 @@ unsafe fn fma_loop(iters: u64) -> f32 {
     }
     _mm256_storeu_ps(out.as_mut_ptr(), sum);
     out.iter().sum()
+}
+
+/// The same ten chains on 16-lane AVX-512 vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_loop_avx512(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    let mut acc = [_mm512_set1_ps(1.0); 10];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for x in acc {
+        sum = _mm512_add_ps(sum, x);
+    }
+    _mm512_reduce_add_ps(sum)
 }
 
 /// STREAM triad `a = b + s·c` over three f32 arrays of `n` elements,
@@ -169,12 +248,16 @@ fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
 pub fn peaks(config: &BenchConfig) -> Peaks {
     let budget = Duration::from_millis(if config.quick { 200 } else { 1000 });
     let triad_n = if config.quick { 1 << 23 } else { 1 << 25 };
-    let (gflops, measured) = match config.peak_gflops {
-        Some(p) => (p, false),
-        None => (measure_fma_peak().unwrap_or(f64::NAN), true),
+    let (gflops, isa, measured) = match config.peak_gflops {
+        Some(p) => (p, None, false),
+        None => match measure_fma_peak() {
+            Some((p, isa)) => (p, Some(isa), true),
+            None => (f64::NAN, None, true),
+        },
     };
     Peaks {
         gflops,
+        isa,
         gflops_measured: measured,
         triad_gbs: measure_triad(triad_n, budget),
     }
@@ -419,10 +502,10 @@ pub fn format_table(results: &[BenchResult], peaks: &Peaks) -> String {
         "threads: {}   FMA peak: {:.1} GFLOP/s ({})   STREAM triad: {:.1} GB/s\n\n",
         rayon::current_num_threads(),
         peaks.gflops,
-        if peaks.gflops_measured {
-            "measured"
-        } else {
-            "given"
+        match (peaks.gflops_measured, peaks.isa) {
+            (false, _) => "given".to_string(),
+            (true, Some(isa)) => format!("measured, {}", isa.name()),
+            (true, None) => "no vector FMA".to_string(),
         },
         peaks.triad_gbs
     );

@@ -180,9 +180,9 @@ fn oracle2_kept_ratio_equals_rhat_over_a_million_samples() {
     let c = 3;
     // Class 0: 4 of every 5 samples; class 1: 1 of 100; class 2: 1 of 2.
     let label = |i: usize, k: usize| match k {
-        0 => i % 5 != 0,
-        1 => i % 100 == 0,
-        _ => i % 2 == 0,
+        0 => !i.is_multiple_of(5),
+        1 => i.is_multiple_of(100),
+        _ => i.is_multiple_of(2),
     };
     let mut plm = Plm::new(PlmConfig::default(), &[800_000, 10_000, 500_000], n).unwrap();
     assert_close(

@@ -11,7 +11,7 @@ pub(crate) fn score_rows(op: &'static str, scores: &[f32], num_classes: usize) -
     if scores.is_empty() {
         return Err(Error::bad_shape(op, "scores is empty: nothing to evaluate"));
     }
-    if scores.len() % num_classes != 0 {
+    if !scores.len().is_multiple_of(num_classes) {
         return Err(Error::bad_shape(
             op,
             format!(

@@ -63,8 +63,8 @@ impl Conv2d {
         rng: &mut R,
     ) -> Result<Self> {
         if params.groups == 0
-            || in_channels % params.groups != 0
-            || out_channels % params.groups != 0
+            || !in_channels.is_multiple_of(params.groups)
+            || !out_channels.is_multiple_of(params.groups)
         {
             return Err(Error::invalid(
                 "Conv2d::new",

@@ -399,7 +399,7 @@ pub fn resnet18_cifar(in_channels: usize, num_classes: usize) -> ResNetConfig {
 /// The CIFAR ResNet of depth `6n + 2` (20, 32, 44, 56, 110): three stages
 /// of `n` basic blocks with 16, 32, 64 channels and zero-pad shortcuts.
 pub fn resnet_cifar(depth: usize, in_channels: usize, num_classes: usize) -> Result<ResNetConfig> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(Error::invalid(
             "resnet_cifar",
             format!("depth {depth} is not 6n + 2"),

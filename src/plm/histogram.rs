@@ -103,7 +103,7 @@ impl Histograms {
     /// is NaN or outside [0, 1], in which case it is counted as discarded.
     pub fn add(&mut self, probabilities: &[f64], labels: &[bool]) -> Result<()> {
         let c = self.num_classes;
-        if probabilities.len() != labels.len() || labels.len() % c != 0 {
+        if probabilities.len() != labels.len() || !labels.len().is_multiple_of(c) {
             return Err(Error::invalid(
                 "Histograms::add",
                 format!(

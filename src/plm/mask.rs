@@ -35,7 +35,7 @@ pub fn draw_mask(
     keep_neg: &[f64],
 ) -> Result<Vec<bool>> {
     let c = keep_pos.len();
-    if c == 0 || keep_neg.len() != c || labels.len() % c != 0 {
+    if c == 0 || keep_neg.len() != c || !labels.len().is_multiple_of(c) {
         return Err(Error::invalid(
             "draw_mask",
             format!(

@@ -281,7 +281,7 @@ pub fn plm_mask_f32(
 ) -> Result<CudaBuffer> {
     const OP: &str = "cuda plm_mask_f32";
     let classes = keep_pos.len();
-    if classes == 0 || keep_neg.len() != classes || numel % classes != 0 {
+    if classes == 0 || keep_neg.len() != classes || !numel.is_multiple_of(classes) {
         return Err(Error::invalid(
             OP,
             format!(
@@ -368,7 +368,7 @@ pub fn plm_histogram_f32(
     h: &mut PlmHistogramBuffers,
 ) -> Result<()> {
     const OP: &str = "cuda plm_histogram_f32";
-    if numel % h.classes != 0 {
+    if !numel.is_multiple_of(h.classes) {
         return Err(Error::invalid(
             OP,
             format!("{numel} elements do not form [B, {}] batches", h.classes),
