@@ -23,6 +23,8 @@ pub struct BenchConfig {
     pub filter: Option<String>,
     /// Use this FMA peak (GFLOP/s) instead of measuring it.
     pub peak_gflops: Option<f64>,
+    /// Also profile the training steps op by op (see [`crate::profile`]).
+    pub profile: bool,
 }
 
 /// One row of the results table.
@@ -354,6 +356,9 @@ pub struct StepResult {
     pub gflop: f64,
     /// Peak resident memory of the process so far, in MiB (Linux only).
     pub peak_rss_mib: Option<f64>,
+    /// Per-op times of an average step, when [`BenchConfig::profile`] is set
+    /// (measured after the timed steps, so profiling does not slow them).
+    pub profile: Option<crate::profile::Profile>,
 }
 
 /// Resets the peak-RSS mark (Linux: `echo 5 > /proc/self/clear_refs`), so
@@ -429,13 +434,27 @@ pub fn run_training_steps(config: &BenchConfig) -> Result<Vec<StepResult>> {
         }
         times.sort();
         let median = times[times.len() / 2];
+        let peak_rss_mib = peak_rss_mib();
+        let profile = if config.profile {
+            let (result, profile) = crate::profile::profile(|| -> Result<()> {
+                for _ in 0..steps {
+                    step()?;
+                }
+                Ok(())
+            });
+            result?;
+            Some(profile.per_step(steps as u32))
+        } else {
+            None
+        };
         out.push(StepResult {
             model: name.to_string(),
             batch,
             median,
             images_per_sec: batch as f64 / median.as_secs_f64(),
             gflop: 3.0 * 2.0 * fwd_gmacs_per_image * batch as f64,
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mib,
+            profile,
         });
     }
     Ok(out)

@@ -150,7 +150,10 @@ impl Tensor {
                 Node::Op(op) => op,
             };
             let inputs = op.inputs();
-            let grads = op.backward(&t.detach(), &g)?;
+            let grads = {
+                let _profile = crate::profile::backward_scope(op.name());
+                op.backward(&t.detach(), &g)?
+            };
             if grads.len() != inputs.len() {
                 return Err(Error::Autograd(format!(
                     "{}: backward returned {} gradients for {} inputs",
@@ -173,7 +176,10 @@ impl Tensor {
                     )));
                 }
                 match pending.remove(&input.id()) {
-                    Some(acc) => pending.insert(input.id(), acc.add(&grad)?),
+                    Some(acc) => {
+                        let _profile = crate::profile::backward_scope("accumulate");
+                        pending.insert(input.id(), acc.add(&grad)?)
+                    }
                     None => pending.insert(input.id(), grad),
                 };
             }

@@ -44,6 +44,7 @@ pub fn cross_entropy(
     targets: &Tensor,
     opts: &CrossEntropyOptions,
 ) -> Result<Tensor> {
+    let _profile = crate::profile::scope("cross_entropy");
     let (b, c) = check_shapes(logits, targets)?;
     let eps = opts.label_smoothing;
     if !(0.0..=1.0).contains(&eps) {

@@ -54,6 +54,7 @@ pub(crate) struct SigmoidLoss<'a> {
 impl SigmoidLoss<'_> {
     /// Validates the arguments and runs the fused op.
     pub fn run(&self) -> Result<Tensor> {
+        let _profile = crate::profile::scope(self.op);
         let (op, logits) = (self.op, self.logits);
         logits.check_float(op)?;
         for t in [Some(self.targets), self.weight, self.pos_weight]

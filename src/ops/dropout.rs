@@ -25,6 +25,7 @@ impl Tensor {
     ///
     /// Errors: `p` outside [0, 1] (or NaN), a non-float tensor.
     pub fn dropout<R: Rng + ?Sized>(&self, p: f64, training: bool, rng: &mut R) -> Result<Tensor> {
+        let _profile = crate::profile::scope("dropout");
         self.check_float("dropout")?;
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::invalid(

@@ -23,6 +23,7 @@ impl Tensor {
     /// bias whose shape is not `(out)` (each message names both shapes);
     /// dtype or device mismatch; non-float dtypes.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let _profile = crate::profile::scope("linear");
         if self.ndim() == 0
             || weight.ndim() != 2
             || self.shape()[self.ndim() - 1] != weight.shape()[1]

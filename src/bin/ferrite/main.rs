@@ -97,6 +97,9 @@ enum Command {
         /// MiB of freed buffers kept for reuse (default 1024; 0 disables)
         #[arg(long)]
         buffer_cache_mib: Option<usize>,
+        /// Also print where a training step's time goes, op by op
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -225,6 +228,14 @@ fn run_bench(
                 "\ntraining steps (forward + backward + SGD momentum, random 3×32×32 batch):\n\n"
             );
             print!("{}", bench::format_steps(&steps, &peaks));
+            for step in &steps {
+                if let Some(profile) = &step.profile {
+                    print!(
+                        "\nper-op profile of one {} step (average of several):\n\n{profile}",
+                        step.model
+                    );
+                }
+            }
         }
         Ok(())
     })
@@ -260,11 +271,13 @@ fn main() -> ExitCode {
             peak_gflops,
             threads,
             buffer_cache_mib,
+            profile,
         } => run_bench(
             BenchConfig {
                 quick,
                 filter,
                 peak_gflops,
+                profile,
             },
             threads,
             buffer_cache_mib,

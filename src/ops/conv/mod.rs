@@ -275,6 +275,7 @@ impl Tensor {
         bias: Option<&Tensor>,
         params: Conv2dParams,
     ) -> Result<Tensor> {
+        let _profile = crate::profile::scope("conv2d");
         let (out, geom) = forward(self, weight, bias, params, Kernel::Gemm)?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);

@@ -263,6 +263,7 @@ impl Tensor {
     /// Applies a float unary op (public so that users can reach every
     /// variant; the named methods below are the usual entry points).
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let _profile = crate::profile::scope(op.name());
         self.check_float(op.name())?;
         let s = cpu::unary(op, &self.storage(), self.layout())?;
         let out = Tensor::from_storage(s, self.shape());
@@ -360,6 +361,7 @@ impl Tensor {
 
     /// Applies a broadcasting float binary op.
     pub fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope(op.name());
         self.check_same(op.name(), rhs)?;
         self.check_float(op.name())?;
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
@@ -407,6 +409,7 @@ impl Tensor {
 
     /// Elementwise comparison with broadcasting (any dtype); a `U8` mask.
     pub fn compare(&self, op: CmpOp, rhs: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope("compare");
         self.check_same("compare", rhs)?;
         let shape = broadcast_shapes("compare", self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
@@ -446,6 +449,7 @@ impl Tensor {
     /// `self ? on_true : on_false` elementwise, where `self` is a mask (any
     /// dtype, nonzero = true); all three broadcast together.
     pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope("where_cond");
         on_true.check_same("where_cond", on_false)?;
         let shape = broadcast_shapes("where_cond", on_true.shape(), on_false.shape())?;
         let shape = broadcast_shapes("where_cond", self.shape(), &shape)?;
@@ -469,6 +473,7 @@ impl Tensor {
 
     /// Replaces elements where `mask` is nonzero by `value` (mask broadcasts).
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
+        let _profile = crate::profile::scope("masked_fill");
         let fill = Tensor::full(&[], value, self.dtype())?;
         let out = mask.where_cond(&fill, self)?;
         if out.shape() != self.shape() {
@@ -483,6 +488,7 @@ impl Tensor {
 
     /// Converts to `dtype` (differentiable between float dtypes).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        let _profile = crate::profile::scope("to_dtype");
         if dtype == self.dtype() {
             return Ok(self.clone());
         }

@@ -128,6 +128,7 @@ impl Tensor {
     /// Picks the slices `index[j]` along `dim`: the result has
     /// `index.numel()` entries along `dim`. `index` is a 1-D i64 tensor.
     pub fn index_select(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope("index_select");
         let d = normalize_dim("index_select", dim, self.ndim())?;
         if index.ndim() != 1 {
             return Err(Error::bad_shape(
@@ -159,6 +160,7 @@ impl Tensor {
     /// Returns `self` with `source[.., j, ..]` added at `index[j]` along
     /// `dim` (repeated indices accumulate).
     pub fn index_add(&self, dim: isize, index: &Tensor, source: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope("index_add");
         self.check_same("index_add", source)?;
         self.check_float("index_add")?;
         if is_half(self.dtype()) {
@@ -200,6 +202,7 @@ impl Tensor {
     /// `out[p] = self[p with coordinate dim := index[p]]`: the output has
     /// the index's shape (same rank as `self`, no larger in other dims).
     pub fn gather(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope("gather");
         let d = normalize_dim("gather", dim, self.ndim())?;
         self.check_gather_shape("gather", d, index)?;
         let idx = check_index_tensor("gather", index)?;
@@ -218,6 +221,7 @@ impl Tensor {
     /// Returns `self` with `source[p]` added at position `p` with coordinate
     /// `dim := index[p]`; `source` has the index's shape.
     pub fn scatter_add(&self, dim: isize, index: &Tensor, source: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope("scatter_add");
         self.check_same("scatter_add", source)?;
         self.check_float("scatter_add")?;
         if is_half(self.dtype()) {

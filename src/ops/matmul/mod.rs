@@ -51,6 +51,7 @@ impl Tensor {
     /// Matrix product: 1-D·1-D (dot), 2-D·2-D, and batched products with
     /// broadcast batch dimensions, as `torch.matmul`.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let _profile = crate::profile::scope("matmul");
         self.check_same("matmul", rhs)?;
         if self.ndim() == 0 || rhs.ndim() == 0 {
             return Err(Error::ShapeMismatch {

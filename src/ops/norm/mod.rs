@@ -367,6 +367,7 @@ impl Tensor {
         bias: Option<&Tensor>,
         opts: BatchNormOptions,
     ) -> Result<Tensor> {
+        let _profile = crate::profile::scope("batch_norm");
         validate(self, running_mean, running_var, weight, bias, &opts)?;
         if self.numel() == 0 {
             return self.batch_norm_empty(weight, bias);

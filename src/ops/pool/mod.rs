@@ -271,6 +271,7 @@ impl Tensor {
     /// within its `H×W` input plane. The indices carry no gradient, and they
     /// are the caller's own copy: changing them does not affect backward.
     pub fn max_pool2d_with_indices(&self, p: Pool2dParams) -> Result<(Tensor, Tensor)> {
+        let _profile = crate::profile::scope("max_pool2d");
         self.max_pool2d_impl(p, true)
     }
 
@@ -317,6 +318,7 @@ impl Tensor {
     ///
     /// Errors as [`max_pool2d`](Self::max_pool2d).
     pub fn avg_pool2d(&self, p: Pool2dParams, count_include_pad: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("avg_pool2d");
         let plan = plan("avg_pool2d", self, &p)?;
         self.avg_pool_with_plan("avg_pool2d", plan, count_include_pad)
     }
@@ -331,6 +333,7 @@ impl Tensor {
     /// Errors for a non-4-D or non-float input, empty channel/spatial dims
     /// or an output size with a zero.
     pub fn adaptive_avg_pool2d(&self, output: (usize, usize)) -> Result<Tensor> {
+        let _profile = crate::profile::scope("adaptive_avg_pool2d");
         const OP: &str = "adaptive_avg_pool2d";
         let shape = check_input(OP, self)?;
         let [n, c, h, w] = shape;

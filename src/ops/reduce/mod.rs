@@ -103,16 +103,19 @@ impl Tensor {
 
     /// Sum over `dims`.
     pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("sum");
         self.reduce(ReduceOp::Sum, dims, keepdim)
     }
 
     /// Sum of all elements, as a 0-d tensor.
     pub fn sum_all(&self) -> Result<Tensor> {
+        let _profile = crate::profile::scope("sum");
         self.sum(&all_dims(self), false)
     }
 
     /// Mean over `dims` (NaN over zero elements).
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("mean");
         let norm = normalize_dims("mean", dims, self.ndim())?;
         let n: usize = norm.iter().map(|&d| self.shape()[d]).product();
         self.sum(dims, keepdim)?.mul_scalar(1.0 / n as f64)
@@ -120,32 +123,38 @@ impl Tensor {
 
     /// Mean of all elements, as a 0-d tensor.
     pub fn mean_all(&self) -> Result<Tensor> {
+        let _profile = crate::profile::scope("mean");
         self.mean(&all_dims(self), false)
     }
 
     /// Maximum over `dims` (PyTorch's `amax`).
     pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("max");
         self.reduce(ReduceOp::Max, dims, keepdim)
     }
 
     /// Minimum over `dims` (PyTorch's `amin`).
     pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("min");
         self.reduce(ReduceOp::Min, dims, keepdim)
     }
 
     /// Maximum of all elements.
     pub fn max_all(&self) -> Result<Tensor> {
+        let _profile = crate::profile::scope("max");
         self.max(&all_dims(self), false)
     }
 
     /// Minimum of all elements.
     pub fn min_all(&self) -> Result<Tensor> {
+        let _profile = crate::profile::scope("min");
         self.min(&all_dims(self), false)
     }
 
     /// Variance over `dims` with `correction` subtracted from the count
     /// (1 = unbiased, PyTorch's default; 0 = population variance).
     pub fn var(&self, dims: &[isize], correction: usize, keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("var");
         let norm = normalize_dims("var", dims, self.ndim())?;
         let n: usize = norm.iter().map(|&d| self.shape()[d]).product();
         let mean = self.mean(dims, true)?;
@@ -159,6 +168,7 @@ impl Tensor {
 
     /// `log Σ exp(x)` over `dims`, stable: the max is subtracted first.
     pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("logsumexp");
         // Validate up front so that errors name logsumexp, not its parts.
         self.check_float("logsumexp")?;
         let norm = normalize_dims("logsumexp", dims, self.ndim())?;
@@ -195,17 +205,20 @@ impl Tensor {
 
     /// Index (i64) of the maximum along `dim`; the first one on ties.
     pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("argmax");
         self.arg_extreme(dim, keepdim, true)
     }
 
     /// Index (i64) of the minimum along `dim`; the first one on ties.
     pub fn argmin(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let _profile = crate::profile::scope("argmin");
         self.arg_extreme(dim, keepdim, false)
     }
 
     /// Sums a broadcast result back to `shape` (the shape it was broadcast
     /// from): the backward of broadcasting.
     pub fn sum_to_shape(&self, shape: &[usize]) -> Result<Tensor> {
+        let _profile = crate::profile::scope("sum_to_shape");
         if self.shape() == shape {
             return Ok(self.clone());
         }

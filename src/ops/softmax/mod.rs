@@ -68,11 +68,13 @@ impl Tensor {
 
     /// `exp(x) / Σ exp(x)` along `dim`, computed stably.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        let _profile = crate::profile::scope("softmax");
         self.softmax_impl(dim, false)
     }
 
     /// `x − log Σ exp(x)` along `dim`, computed stably.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        let _profile = crate::profile::scope("log_softmax");
         self.softmax_impl(dim, true)
     }
 }

@@ -377,6 +377,7 @@ impl Tensor {
 
     /// This tensor if already contiguous, otherwise a contiguous copy.
     pub fn contiguous(&self) -> Result<Tensor> {
+        let _profile = crate::profile::scope("contiguous");
         if self.is_contiguous() {
             return Ok(self.clone());
         }
@@ -385,6 +386,7 @@ impl Tensor {
 
     /// A contiguous copy with its own storage, always.
     pub fn contiguous_copy(&self) -> Result<Tensor> {
+        let _profile = crate::profile::scope("contiguous");
         let s = cpu::copy(&self.storage(), self.layout());
         let out = Tensor::from_storage(s, self.shape());
         Ok(out.track(&[self], || {
@@ -396,6 +398,7 @@ impl Tensor {
 
     /// Concatenates tensors of equal shape except along `dim`.
     pub fn cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let _profile = crate::profile::scope("cat");
         let first = tensors
             .first()
             .ok_or_else(|| Error::invalid("cat", "no tensors given"))?;
@@ -452,6 +455,7 @@ impl Tensor {
 
     /// Stacks tensors of equal shape along a new dimension `dim`.
     pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let _profile = crate::profile::scope("stack");
         let first = tensors
             .first()
             .ok_or_else(|| Error::invalid("stack", "no tensors given"))?;
