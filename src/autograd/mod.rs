@@ -39,9 +39,64 @@ pub(crate) enum Node {
     /// Created directly (data, parameters, detached values).
     Leaf,
     /// The output of a recorded op.
-    Op(Box<dyn GradFn>),
+    Op(RecordedOp),
     /// The output of an op whose saved state a backward pass already freed.
     Freed(&'static str),
+}
+
+/// A recorded op with the storage versions (see [`Tensor::version`]) of its
+/// inputs and output when it ran. Backward rules read those tensors, so a
+/// later in-place write to any of them would make the gradient wrong;
+/// [`check_versions`](Self::check_versions) turns that into an error.
+///
+/// Every input is checked, not only those the rule reads, which is stricter
+/// than PyTorch for ops such as `add` whose rule reads no input.
+pub(crate) struct RecordedOp {
+    pub(crate) op: Box<dyn GradFn>,
+    input_versions: Vec<u64>,
+    output_version: u64,
+}
+
+impl RecordedOp {
+    /// Records `op`, which produced `output`, as it stands now.
+    pub(crate) fn new(op: Box<dyn GradFn>, output: &Tensor) -> Self {
+        let input_versions = op.inputs().iter().map(Tensor::version).collect();
+        RecordedOp {
+            op,
+            input_versions,
+            output_version: output.version(),
+        }
+    }
+
+    /// Fails when `inputs` (this op's current inputs) or `output` were
+    /// written in place since the op ran.
+    fn check_versions(&self, inputs: &[Tensor], output: &Tensor) -> Result<()> {
+        let name = self.op.name();
+        let modified = |what: String, shape: &[usize], then: u64, now: u64| {
+            Error::Autograd(format!(
+                "{name}: its {what} (shape {shape:?}) was modified in place after the forward \
+                 pass used it (version {then} then, {now} now), so its gradient would be wrong; \
+                 modify a copy, or run backward before the in-place update (e.g. the optimizer \
+                 step)"
+            ))
+        };
+        for (i, (input, &then)) in inputs.iter().zip(&self.input_versions).enumerate() {
+            let now = input.version();
+            if now != then {
+                return Err(modified(format!("input {i}"), input.shape(), then, now));
+            }
+        }
+        let now = output.version();
+        if now != self.output_version {
+            return Err(modified(
+                "output".into(),
+                output.shape(),
+                self.output_version,
+                now,
+            ));
+        }
+        Ok(())
+    }
 }
 
 thread_local! {
@@ -141,15 +196,17 @@ impl Tensor {
                 continue;
             };
             let mut node = t.node();
-            let op = match &*node {
+            let recorded = match &*node {
                 Node::Leaf => {
                     store.accumulate(t, g)?;
                     continue;
                 }
                 Node::Freed(name) => return Err(freed_error(name)),
-                Node::Op(op) => op,
+                Node::Op(recorded) => recorded,
             };
+            let op = &recorded.op;
             let inputs = op.inputs();
+            recorded.check_versions(&inputs, t)?;
             let grads = {
                 let _profile = crate::profile::backward_scope(op.name());
                 op.backward(&t.detach(), &g)?
@@ -215,7 +272,7 @@ fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
             continue;
         }
         let inputs = match &*t.node() {
-            Node::Op(op) => op.inputs(),
+            Node::Op(recorded) => recorded.op.inputs(),
             Node::Leaf => Vec::new(),
             Node::Freed(name) => return Err(freed_error(name)),
         };

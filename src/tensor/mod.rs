@@ -19,7 +19,7 @@ pub(crate) use layout::{collapse_dims, normalize_dim, normalize_dims, walk_runs}
 pub(crate) use storage::with_storage;
 pub use storage::{CpuStorage, StorageElement};
 
-use crate::autograd::{self, GradFn, Node};
+use crate::autograd::{self, GradFn, Node, RecordedOp};
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -39,9 +39,27 @@ impl TensorId {
 #[derive(Clone)]
 pub struct Tensor(Arc<TensorInner>);
 
+/// A buffer shared by a tensor and its views, with a count of the in-place
+/// writes made to it. Recorded ops note the versions of their inputs, so that
+/// backward can refuse to use a tensor that was modified after it was read
+/// (the gradient would silently be wrong otherwise).
+pub(crate) struct SharedStorage {
+    data: RwLock<CpuStorage>,
+    version: AtomicU64,
+}
+
+impl SharedStorage {
+    fn new(storage: CpuStorage) -> Self {
+        SharedStorage {
+            data: RwLock::new(storage),
+            version: AtomicU64::new(0),
+        }
+    }
+}
+
 pub(crate) struct TensorInner {
     id: TensorId,
-    storage: Arc<RwLock<CpuStorage>>,
+    storage: Arc<SharedStorage>,
     layout: Layout,
     dtype: DType,
     device: Device,
@@ -57,10 +75,10 @@ impl Drop for TensorInner {
     /// is the last one left is detached from that input and freed in a loop.
     fn drop(&mut self) {
         let node = self.node.get_mut().unwrap_or_else(|e| e.into_inner());
-        let Node::Op(op) = std::mem::replace(node, Node::Leaf) else {
+        let Node::Op(recorded) = std::mem::replace(node, Node::Leaf) else {
             return;
         };
-        let mut pending: Vec<Box<dyn GradFn>> = vec![op];
+        let mut pending: Vec<Box<dyn GradFn>> = vec![recorded.op];
         while let Some(op) = pending.pop() {
             // Keep the inputs alive past the op, so that dropping the op
             // only decrements their counts.
@@ -69,8 +87,8 @@ impl Drop for TensorInner {
             for input in inputs {
                 if let Some(mut inner) = Arc::into_inner(input.0) {
                     let node = inner.node.get_mut().unwrap_or_else(|e| e.into_inner());
-                    if let Node::Op(op) = std::mem::replace(node, Node::Leaf) {
-                        pending.push(op);
+                    if let Node::Op(recorded) = std::mem::replace(node, Node::Leaf) {
+                        pending.push(recorded.op);
                     }
                     // `inner` now drops without recursing: its node is a leaf.
                 }
@@ -88,7 +106,7 @@ impl Tensor {
         let dtype = storage.dtype();
         Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
-            storage: Arc::new(RwLock::new(storage)),
+            storage: Arc::new(SharedStorage::new(storage)),
             layout: Layout::contiguous(shape),
             dtype,
             device: Device::Cpu,
@@ -129,7 +147,7 @@ impl Tensor {
             dtype: self.0.dtype,
             device: self.0.device,
             requires_grad: true,
-            node: Mutex::new(Node::Op(make_op())),
+            node: Mutex::new(Node::Op(RecordedOp::new(make_op(), &self))),
         }))
     }
 
@@ -224,14 +242,25 @@ impl Tensor {
 
     /// Read access to the underlying storage (whole buffer, see `layout`).
     pub fn storage(&self) -> RwLockReadGuard<'_, CpuStorage> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+        self.0
+            .storage
+            .data
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many in-place writes this tensor's storage has seen (shared with
+    /// every view of it). Ops record it for their inputs and output, and
+    /// backward fails with a clear error when it changed in between.
+    pub fn version(&self) -> u64 {
+        self.0.storage.version.load(Ordering::Acquire)
     }
 
     /// Runs `f` with read access to the storages of `tensors`, locking each
     /// distinct buffer once: handles that share a buffer (`x * x`,
     /// `cat(&[x, x])`) share one guard instead of taking the lock twice.
     pub(crate) fn read_storages<R>(tensors: &[&Tensor], f: impl FnOnce(&[&CpuStorage]) -> R) -> R {
-        let mut owners: Vec<&Arc<RwLock<CpuStorage>>> = Vec::with_capacity(tensors.len());
+        let mut owners: Vec<&Arc<SharedStorage>> = Vec::with_capacity(tensors.len());
         let which: Vec<usize> = tensors
             .iter()
             .map(
@@ -246,14 +275,23 @@ impl Tensor {
             .collect();
         let guards: Vec<RwLockReadGuard<'_, CpuStorage>> = owners
             .iter()
-            .map(|o| o.read().unwrap_or_else(|e| e.into_inner()))
+            .map(|o| o.data.read().unwrap_or_else(|e| e.into_inner()))
             .collect();
         let refs: Vec<&CpuStorage> = which.iter().map(|&i| &*guards[i]).collect();
         f(&refs)
     }
 
+    /// Write access to the underlying storage; counts as an in-place
+    /// modification (bumps [`version`](Self::version)).
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, CpuStorage> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self
+            .0
+            .storage
+            .data
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        self.0.storage.version.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 
     // ----- autodiff handles --------------------------------------------
