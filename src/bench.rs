@@ -83,9 +83,9 @@ pub fn time_best(budget: Duration, f: impl FnMut()) -> Duration {
     sample(budget, f)[0]
 }
 
-/// The widest f32 FMA this CPU offers, which is also the one the GEMM
-/// microkernel picks at run time (matrixmultiply dispatches on the same
-/// feature tests).
+/// The widest f32 FMA the GEMM microkernel uses on this CPU: AVX-512 when
+/// the CPU has it and the `avx512` feature is on, else AVX2+FMA
+/// (matrixmultiply dispatches on the same run-time feature tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FmaIsa {
     /// 512-bit FMAs (16 f32 lanes).
@@ -99,7 +99,7 @@ impl FmaIsa {
     pub fn detect() -> Option<FmaIsa> {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") {
+            if cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f") {
                 return Some(FmaIsa::Avx512);
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
