@@ -81,7 +81,7 @@ impl Profile {
     }
 
     /// Divides every time and call count by `n` (a profile of `n` identical
-    /// steps becomes the profile of an average step).
+    /// steps becomes the profile of an average step; counts round down).
     pub fn per_step(mut self, n: u32) -> Profile {
         let n = n.max(1);
         self.wall /= n;
