@@ -7,6 +7,7 @@
 //! FMA loop on every thread (or given by the user), the memory bandwidth
 //! by a STREAM-style triad.
 
+use crate::backend::cpu::simd::VectorIsa;
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use rand::rngs::StdRng;
@@ -47,7 +48,7 @@ pub struct Peaks {
     pub gflops: f64,
     /// The vector FMA the peak was measured with (`None` when given by the
     /// user or unavailable).
-    pub isa: Option<FmaIsa>,
+    pub isa: Option<VectorIsa>,
     /// Whether `gflops` was measured (false: given by the user).
     pub gflops_measured: bool,
     /// STREAM triad bandwidth, GB/s.
@@ -83,55 +84,16 @@ pub fn time_best(budget: Duration, f: impl FnMut()) -> Duration {
     sample(budget, f)[0]
 }
 
-/// The widest f32 FMA the GEMM microkernel uses on this CPU: AVX-512 when
-/// the CPU has it and the `avx512` feature is on, else AVX2+FMA
-/// (matrixmultiply dispatches on the same run-time feature tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FmaIsa {
-    /// 512-bit FMAs (16 f32 lanes).
-    Avx512,
-    /// 256-bit FMAs (8 f32 lanes).
-    Avx2Fma,
-}
-
-impl FmaIsa {
-    /// Detects the ISA at run time; `None` on CPUs without vector FMA.
-    pub fn detect() -> Option<FmaIsa> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f") {
-                return Some(FmaIsa::Avx512);
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Some(FmaIsa::Avx2Fma);
-            }
-        }
-        None
-    }
-
-    /// Name as printed in the benchmark header.
-    pub fn name(self) -> &'static str {
-        match self {
-            FmaIsa::Avx512 => "AVX-512",
-            FmaIsa::Avx2Fma => "AVX2+FMA",
-        }
-    }
-
-    /// f32 lanes per FMA instruction.
-    fn lanes(self) -> u64 {
-        match self {
-            FmaIsa::Avx512 => 16,
-            FmaIsa::Avx2Fma => 8,
-        }
-    }
-}
-
 /// f32 FMA peak of the rayon pool in GFLOP/s (best of several runs), from a
-/// loop of independent FMAs of the widest vector width the CPU offers (see
-/// [`FmaIsa`]) that never touches memory; `None` where there is no vector
-/// FMA.
-pub fn measure_fma_peak() -> Option<(f64, FmaIsa)> {
-    let isa = FmaIsa::detect()?;
+/// loop of independent FMAs that never touches memory, on the widest
+/// vectors the kernels use here (see
+/// [`simd::detect`](crate::backend::cpu::simd::detect), which also follows
+/// the GEMM's choice); `None` where there is no vector FMA.
+pub fn measure_fma_peak() -> Option<(f64, VectorIsa)> {
+    let isa = crate::backend::cpu::simd::detect();
+    if isa == VectorIsa::Baseline {
+        return None;
+    }
     let threads = rayon::current_num_threads();
     let iters: u64 = 5_000_000;
     let run = || {
@@ -145,28 +107,22 @@ pub fn measure_fma_peak() -> Option<(f64, FmaIsa)> {
     })
     .as_secs_f64();
     // 10 independent accumulators × lanes × 2 flops per iteration.
-    let flops = threads as f64 * iters as f64 * 10.0 * isa.lanes() as f64 * 2.0;
+    let flops = threads as f64 * iters as f64 * 10.0 * isa.f32_lanes() as f64 * 2.0;
     Some((flops / secs / 1e9, isa))
 }
 
-/// Runs the register-only FMA loop of `isa` (detected, so the
-/// `target_feature` functions below are safe to call).
-fn fma_loop(isa: FmaIsa, iters: u64) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: `isa` came from `FmaIsa::detect`, which checked that the
-        // CPU supports the instructions each function is compiled for.
-        unsafe {
-            match isa {
-                FmaIsa::Avx512 => fma_loop_avx512(iters),
-                FmaIsa::Avx2Fma => fma_loop_avx2(iters),
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (isa, iters);
-        0.0
+/// Runs the register-only FMA loop of `isa`, which must be available
+/// (callers pass [`simd::detect`](crate::backend::cpu::simd::detect)'s answer).
+fn fma_loop(isa: VectorIsa, iters: u64) -> f32 {
+    debug_assert!(isa.is_available());
+    match isa {
+        // SAFETY: `isa` is available on this CPU, which is all the
+        // target_feature functions require.
+        #[cfg(target_arch = "x86_64")]
+        VectorIsa::Avx512 => unsafe { fma_loop_avx512(iters) },
+        #[cfg(target_arch = "x86_64")]
+        VectorIsa::Avx2 => unsafe { fma_loop_avx2(iters) },
+        _ => 0.0,
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod output;
 pub mod pool;
 pub mod scratch;
+pub mod simd;
 
 use rayon::prelude::*;
 
