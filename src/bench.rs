@@ -31,11 +31,15 @@ pub struct BenchConfig {
 /// One row of the results table.
 #[derive(Clone, Debug)]
 pub struct BenchResult {
+    /// Benchmark name, e.g. `matmul_f32` or `conv2d_fwd`.
     pub kernel: String,
+    /// Problem size as printed, e.g. `512x512x512`.
     pub shape: String,
+    /// Median wall time of one run, result allocation included.
     pub median: Duration,
     /// Achieved rate: GFLOP/s or GB/s, see `unit`.
     pub rate: f64,
+    /// Unit of `rate`: `"GFLOP/s"` (compute-bound) or `"GB/s"` (memory-bound).
     pub unit: &'static str,
     /// Rate as a percentage of the machine's peak for that unit.
     pub percent_of_peak: f64,
@@ -304,9 +308,13 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
 /// One row of the training-step table.
 #[derive(Clone, Debug)]
 pub struct StepResult {
+    /// Model name, e.g. `resnet18_cifar`.
     pub model: String,
+    /// Images per training step.
     pub batch: usize,
+    /// Median wall time of one training step.
     pub median: Duration,
+    /// Throughput: `batch` divided by `median`, in images per second.
     pub images_per_sec: f64,
     /// Floating-point operations of one step (forward + backward ≈ 3× forward).
     pub gflop: f64,

@@ -16,51 +16,93 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     /// Two operands (or an operand and a requested shape) are incompatible.
     ShapeMismatch {
+        /// Name of the operation that failed.
         op: &'static str,
+        /// Shape of the first operand.
         lhs: Vec<usize>,
+        /// Shape of the second operand, or the requested shape.
         rhs: Vec<usize>,
     },
     /// A shape that is invalid on its own (wrong rank, wrong element count...).
-    BadShape { op: &'static str, msg: String },
+    BadShape {
+        /// Name of the operation that failed.
+        op: &'static str,
+        /// What is wrong with the shape.
+        msg: String,
+    },
     /// Operands have different dtypes.
     DTypeMismatch {
+        /// Name of the operation that failed.
         op: &'static str,
+        /// Dtype of the first operand.
         lhs: DType,
+        /// Dtype of the second operand.
         rhs: DType,
     },
     /// The op is not defined for this dtype (e.g. `exp` of an integer tensor).
-    UnsupportedDType { op: &'static str, dtype: DType },
+    UnsupportedDType {
+        /// Name of the operation that failed.
+        op: &'static str,
+        /// The dtype the operation was given.
+        dtype: DType,
+    },
     /// Operands live on different devices.
     DeviceMismatch {
+        /// Name of the operation that failed.
         op: &'static str,
+        /// Device of the first operand.
         lhs: Device,
+        /// Device of the second operand.
         rhs: Device,
     },
     /// The device cannot be used (no driver, no GPU, feature not compiled in...).
-    DeviceUnavailable { device: Device, msg: String },
+    DeviceUnavailable {
+        /// The device that was asked for.
+        device: Device,
+        /// Why it cannot be used.
+        msg: String,
+    },
     /// A dimension index is outside `-ndim..ndim`.
     DimOutOfRange {
+        /// Name of the operation that failed.
         op: &'static str,
+        /// The dimension index given (negative counts from the end).
         dim: isize,
+        /// Number of dimensions of the tensor.
         ndim: usize,
     },
     /// An index value (in `index_select`, `gather`, ...) is outside `0..size`.
     IndexOutOfRange {
+        /// Name of the operation that failed.
         op: &'static str,
+        /// The offending index value.
         index: i64,
+        /// Size of the indexed dimension.
         size: usize,
     },
     /// Any other invalid argument, described in words.
-    InvalidArgument { op: &'static str, msg: String },
+    InvalidArgument {
+        /// Name of the operation that failed.
+        op: &'static str,
+        /// What is wrong with the argument.
+        msg: String,
+    },
     /// Automatic differentiation was misused (e.g. backward on a freed graph).
     Autograd(String),
     /// An I/O error while reading or writing `path`.
     Io {
+        /// The file or directory being accessed.
         path: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// A file exists but its contents are not what they should be.
-    CorruptFile { path: String, msg: String },
+    CorruptFile {
+        /// The file that was read.
+        path: String,
+        /// What is wrong with its contents.
+        msg: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -110,7 +152,6 @@ impl std::error::Error for Error {
 }
 
 impl Error {
-    /// Builds an [`Error::InvalidArgument`].
     /// An [`Error::Io`] for `path`, saying `what` was being done.
     pub(crate) fn io(path: &std::path::Path, what: &str, e: std::io::Error) -> Self {
         Error::Io {
@@ -119,6 +160,7 @@ impl Error {
         }
     }
 
+    /// Builds an [`Error::InvalidArgument`].
     pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op,

@@ -18,6 +18,8 @@
 //! backward rules, one folder per op family) → [`autograd`] (graph walk,
 //! gradient store, gradcheck); [`backend`] holds device infrastructure.
 
+#![warn(missing_docs)]
+
 pub mod autograd;
 pub mod backend;
 pub mod bench;

@@ -13,10 +13,15 @@ use std::path::Path;
 /// dtype differs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mismatch {
+    /// State-dict name of the tensor.
     pub name: String,
+    /// Shape of the module's tensor.
     pub module_shape: Vec<usize>,
+    /// Dtype of the module's tensor.
     pub module_dtype: DType,
+    /// Shape of the checkpoint's tensor.
     pub checkpoint_shape: Vec<usize>,
+    /// Dtype of the checkpoint's tensor.
     pub checkpoint_dtype: DType,
 }
 

@@ -47,14 +47,19 @@ pub enum OptimizerState {
     /// [`Sgd`]: one momentum buffer per parameter (`None` before its first
     /// update, or always without momentum) and the step count.
     Sgd {
+        /// Momentum buffer of each parameter, shaped like the parameter.
         buffers: Vec<Option<Tensor>>,
+        /// Number of optimizer steps taken.
         steps: u64,
     },
     /// [`Adam`] / AdamW: first and second moments and the per-parameter
     /// step count (`None` before the parameter's first update), and the
     /// optimizer's step count.
     Adam {
+        /// Per parameter: `(exp_avg, exp_avg_sq, step)`, the first and
+        /// second moments (shaped like the parameter) and its update count.
         moments: Vec<Option<(Tensor, Tensor, u64)>>,
+        /// Number of optimizer steps taken.
         steps: u64,
     },
 }

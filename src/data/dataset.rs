@@ -17,7 +17,12 @@ pub enum Labels {
     Single(Vec<u32>),
     /// A multi-hot row per image: `bits[i * num_classes + c]` is 1 when
     /// image `i` shows class `c`, else 0.
-    Multi { num_classes: usize, bits: Vec<u8> },
+    Multi {
+        /// Length of each row: the number of classes.
+        num_classes: usize,
+        /// `n × num_classes` flags, 0 or 1, row-major.
+        bits: Vec<u8>,
+    },
 }
 
 /// Images as bytes with their labels.

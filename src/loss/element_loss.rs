@@ -19,7 +19,12 @@ pub enum ElementLoss {
     /// [`bce_with_logits`].
     Bce,
     /// [`sigmoid_focal_loss`] with these `gamma` and `alpha`.
-    Focal { gamma: f64, alpha: Option<f64> },
+    Focal {
+        /// Focusing exponent γ, finite and ≥ 0 (0: no down-weighting of easy elements).
+        gamma: f64,
+        /// Weight α in [0, 1] of the positives (1 − α for negatives); `None`: no weighting.
+        alpha: Option<f64>,
+    },
     /// [`asymmetric_loss`] with these options.
     Asl(AslOptions),
 }

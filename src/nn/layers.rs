@@ -10,7 +10,9 @@ use std::sync::Mutex;
 
 /// `y = x·Wᵀ + b` with `W` of shape (out, in).
 pub struct Linear {
+    /// Weight `W`, shape (out_features, in_features).
     pub weight: Tensor,
+    /// Bias `b`, shape (out_features); `None` for a layer without bias.
     pub bias: Option<Tensor>,
 }
 
@@ -47,8 +49,11 @@ impl Module for Linear {
 
 /// 2-D convolution layer (see [`Tensor::conv2d`]).
 pub struct Conv2d {
+    /// Kernels, shape (out_channels, in_channels / groups, kernel, kernel).
     pub weight: Tensor,
+    /// Bias per output channel, shape (out_channels); `None` without bias.
     pub bias: Option<Tensor>,
+    /// Stride, padding, dilation and groups.
     pub params: Conv2dParams,
 }
 
@@ -113,14 +118,21 @@ impl Module for Conv2d {
 /// Batch normalisation over the channels of N×C×H×W inputs, with learned
 /// scale and shift and running statistics (buffers) for evaluation.
 pub struct BatchNorm2d {
+    /// Learned scale γ per channel, shape (C).
     pub weight: Tensor,
+    /// Learned shift β per channel, shape (C).
     pub bias: Tensor,
+    /// Running mean per channel (buffer), used in evaluation mode.
     pub running_mean: Tensor,
+    /// Running variance per channel (buffer), used in evaluation mode.
     pub running_var: Tensor,
     /// Training steps seen (i64 scalar), as PyTorch keeps it.
     pub num_batches_tracked: Tensor,
+    /// Weight of each new batch statistic in the running averages, in [0, 1].
     pub momentum: f64,
+    /// Added to the variance before the square root.
     pub eps: f64,
+    /// Training mode: normalise with batch statistics and update the running ones.
     pub training: bool,
 }
 
@@ -207,7 +219,9 @@ impl Module for MaxPool2d {
 
 /// Average pooling (see [`Tensor::avg_pool2d`]).
 pub struct AvgPool2d {
+    /// Window size, stride, padding and ceil mode.
     pub params: Pool2dParams,
+    /// Divide by the full window area, padding included (else by the in-bounds count).
     pub count_include_pad: bool,
 }
 
@@ -240,7 +254,9 @@ impl Module for Flatten {
 
 /// Dropout with its own seeded generator, active in training mode only.
 pub struct Dropout {
+    /// Probability of zeroing each element, in [0, 1].
     pub p: f64,
+    /// Training mode; in evaluation mode the input passes unchanged.
     pub training: bool,
     rng: Mutex<StdRng>,
 }
@@ -277,6 +293,7 @@ impl Module for Dropout {
 /// Modules applied in order; children are named `0`, `1`, ... as in PyTorch.
 #[derive(Default)]
 pub struct Sequential {
+    /// The layers, in the order they are applied.
     pub layers: Vec<Box<dyn Module>>,
 }
 

@@ -25,7 +25,9 @@ use crate::tensor::Tensor;
 /// batch-norm running statistics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Trained by the optimizer (weights, biases).
     Parameter,
+    /// Saved with the model but not trained (e.g. running statistics).
     Buffer,
 }
 

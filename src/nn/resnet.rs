@@ -36,7 +36,9 @@ pub enum Shortcut {
     /// Subsample by `stride` and zero-pad the new channels (option A of the
     /// paper, the CIFAR ResNets' choice: no parameters).
     ZeroPad {
+        /// Spatial subsampling step (keeps every `stride`-th pixel).
         stride: usize,
+        /// Zero channels added, half before the input's channels and the rest after.
         extra_channels: usize,
     },
 }
@@ -78,29 +80,43 @@ impl Shortcut {
 /// Two 3×3 convolutions with batch norm and a residual connection:
 /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
 pub struct BasicBlock {
+    /// First 3×3 convolution, carrying the block's stride.
     pub conv1: Conv2d,
+    /// Batch norm after `conv1`.
     pub bn1: BatchNorm2d,
+    /// Second 3×3 convolution, stride 1.
     pub conv2: Conv2d,
+    /// Batch norm after `conv2`.
     pub bn2: BatchNorm2d,
+    /// Path from the block's input to the residual sum.
     pub shortcut: Shortcut,
 }
 
 /// 1×1 reduce, 3×3 (strided, as torchvision's v1.5), 1×1 expand ×4, with
 /// batch norm after each and a residual connection.
 pub struct Bottleneck {
+    /// 1×1 convolution reducing to `planes` channels.
     pub conv1: Conv2d,
+    /// Batch norm after `conv1`.
     pub bn1: BatchNorm2d,
+    /// 3×3 convolution, carrying the block's stride.
     pub conv2: Conv2d,
+    /// Batch norm after `conv2`.
     pub bn2: BatchNorm2d,
+    /// 1×1 convolution expanding to `4 × planes` channels.
     pub conv3: Conv2d,
+    /// Batch norm after `conv3`.
     pub bn3: BatchNorm2d,
+    /// Path from the block's input to the residual sum.
     pub shortcut: Shortcut,
 }
 
 /// The kind of residual block a network is built from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockKind {
+    /// [`BasicBlock`]: two 3×3 convolutions (ResNet-18/34, CIFAR ResNets).
     Basic,
+    /// [`Bottleneck`]: 1×1, 3×3, 1×1 convolutions (ResNet-50).
     Bottleneck,
 }
 
@@ -116,7 +132,9 @@ impl BlockKind {
 
 /// Either block.
 pub enum Block {
+    /// A basic block.
     Basic(BasicBlock),
+    /// A bottleneck block.
     Bottleneck(Bottleneck),
 }
 
@@ -195,24 +213,33 @@ pub enum ShortcutKind {
 /// Everything that defines a residual network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResNetConfig {
+    /// Kind of residual block used in every stage.
     pub block: BlockKind,
     /// Blocks per stage.
     pub layers: Vec<usize>,
     /// `planes` of each stage (the output has `planes × expansion` channels).
     pub widths: Vec<usize>,
+    /// Layers before the first stage.
     pub stem: Stem,
+    /// Shortcut of blocks whose input and output shapes differ.
     pub shortcut: ShortcutKind,
+    /// Channels of the input images (e.g. 3 for RGB).
     pub in_channels: usize,
+    /// Number of classes, the classifier's output size.
     pub num_classes: usize,
 }
 
 /// A residual network: stem, stages of blocks, global average pool, linear classifier.
 pub struct ResNet {
+    /// Stem convolution (7×7 stride 2 or 3×3 stride 1, see [`Stem`]).
     pub conv1: Conv2d,
+    /// Batch norm after `conv1`.
     pub bn1: BatchNorm2d,
+    /// Which stem the network uses (decides the max-pool after `bn1`).
     pub stem: Stem,
     /// `layer1`, `layer2`, ...
     pub stages: Vec<Vec<Block>>,
+    /// Classifier on the globally pooled features.
     pub fc: Linear,
 }
 

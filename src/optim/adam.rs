@@ -10,8 +10,11 @@ use crate::tensor::Tensor;
 /// Moment settings shared by all groups.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// Decay rate of the first moment (gradient mean), in `[0, 1)`; default 0.9.
     pub beta1: f64,
+    /// Decay rate of the second moment (squared gradient), in `[0, 1)`; default 0.999.
     pub beta2: f64,
+    /// Added to the denominator `√v̂` for numerical stability, `>= 0`; default 1e-8.
     pub eps: f64,
     /// AdamW: decay the weights directly instead of adding `wd·p` to the gradient.
     pub decoupled_weight_decay: bool,

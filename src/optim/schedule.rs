@@ -22,7 +22,9 @@ impl LrSchedule for ConstantLr {
 /// `base · γ^⌊e / step_size⌋` (`torch.optim.lr_scheduler.StepLR`).
 #[derive(Clone, Copy, Debug)]
 pub struct StepLr {
+    /// Epochs between decays (0 is treated as 1).
     pub step_size: usize,
+    /// Factor the rate is multiplied by at each decay.
     pub gamma: f64,
 }
 
@@ -35,7 +37,9 @@ impl LrSchedule for StepLr {
 /// `base · γ^(number of milestones ≤ e)` (`MultiStepLR`).
 #[derive(Clone, Debug)]
 pub struct MultiStepLr {
+    /// Epochs at which the rate is multiplied by `gamma`.
     pub milestones: Vec<usize>,
+    /// Factor the rate is multiplied by at each milestone.
     pub gamma: f64,
 }
 
@@ -49,7 +53,9 @@ impl LrSchedule for MultiStepLr {
 /// `η_min + (base − η_min)(1 + cos(π e / T_max)) / 2` (`CosineAnnealingLR`).
 #[derive(Clone, Copy, Debug)]
 pub struct CosineAnnealing {
+    /// Epochs of the half cosine, from `base` down to `eta_min` (0 is treated as 1).
     pub t_max: usize,
+    /// Lowest learning rate, reached at epoch `t_max`.
     pub eta_min: f64,
 }
 
@@ -64,8 +70,11 @@ impl LrSchedule for CosineAnnealing {
 /// `total_iters` epochs, then constant (`LinearLR`, used for warm-up).
 #[derive(Clone, Copy, Debug)]
 pub struct LinearWarmup {
+    /// Factor of the base rate at epoch 0.
     pub start_factor: f64,
+    /// Factor of the base rate from epoch `total_iters` on.
     pub end_factor: f64,
+    /// Epochs the ramp lasts.
     pub total_iters: usize,
 }
 
@@ -79,6 +88,7 @@ impl LrSchedule for LinearWarmup {
 /// Schedules one after another (`SequentialLR`): schedule `i` runs from
 /// milestone `i − 1` (0 for the first) and sees epochs counted from there.
 pub struct Sequential {
+    /// The schedules, in the order they run.
     pub schedules: Vec<Box<dyn LrSchedule>>,
     /// One fewer than `schedules`, increasing.
     pub milestones: Vec<usize>,

@@ -10,8 +10,12 @@ use crate::tensor::Tensor;
 /// Momentum settings shared by all groups.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
+    /// Momentum factor μ, `>= 0` (0: plain SGD, no momentum buffer).
     pub momentum: f64,
+    /// Dampening τ in `[0, 1]`: after the first step, the gradient enters
+    /// the momentum buffer scaled by `1 − τ`.
     pub dampening: f64,
+    /// Nesterov momentum (needs `momentum > 0` and zero dampening).
     pub nesterov: bool,
 }
 

@@ -10,11 +10,17 @@ use half::{bf16, f16};
 /// results; `U8` holds boolean masks (0 or 1) produced by comparisons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit IEEE float (`f32`), the default.
     F32,
+    /// 64-bit IEEE float (`f64`).
     F64,
+    /// bfloat16: 8 exponent bits, 7 mantissa bits (`half::bf16`).
     BF16,
+    /// IEEE half precision: 5 exponent bits, 10 mantissa bits (`half::f16`).
     F16,
+    /// 64-bit signed integer (`i64`).
     I64,
+    /// 8-bit unsigned integer (`u8`), used for masks.
     U8,
 }
 
@@ -102,20 +108,35 @@ pub trait Float:
     + std::ops::AddAssign
     + std::iter::Sum
 {
+    /// 0.
     const ZERO: Self;
+    /// 1.
     const ONE: Self;
+    /// −∞.
     const NEG_INFINITY: Self;
+    /// +∞.
     const INFINITY: Self;
+    /// `e^self` (for f32, [`exp_f32`]).
     fn exp(self) -> Self;
+    /// Natural logarithm.
     fn ln(self) -> Self;
+    /// Square root.
     fn sqrt(self) -> Self;
+    /// Absolute value.
     fn abs(self) -> Self;
+    /// Hyperbolic tangent.
     fn tanh(self) -> Self;
+    /// Error function `erf(self)`.
     fn erf(self) -> Self;
+    /// `ln(1 + self)`, accurate near 0.
     fn ln_1p(self) -> Self;
+    /// `self` raised to the power `p`.
     fn powf(self, p: Self) -> Self;
+    /// The larger of `self` and `o`; if one is NaN, the other.
     fn max(self, o: Self) -> Self;
+    /// The smaller of `self` and `o`; if one is NaN, the other.
     fn min(self, o: Self) -> Self;
+    /// True if `self` is NaN.
     fn is_nan(self) -> bool;
 }
 

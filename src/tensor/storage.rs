@@ -10,11 +10,17 @@ use half::{bf16, f16};
 /// Host memory holding the elements of one or more tensor views.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuStorage {
+    /// Elements of dtype [`DType::F32`].
     F32(Vec<f32>),
+    /// Elements of dtype [`DType::F64`].
     F64(Vec<f64>),
+    /// Elements of dtype [`DType::BF16`].
     BF16(Vec<bf16>),
+    /// Elements of dtype [`DType::F16`].
     F16(Vec<f16>),
+    /// Elements of dtype [`DType::I64`].
     I64(Vec<i64>),
+    /// Elements of dtype [`DType::U8`].
     U8(Vec<u8>),
 }
 

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 pub struct Variant {
     /// The text it was parsed from (the row label and folder name).
     pub label: String,
+    /// The loss, from the text before the first `/`.
     pub loss: LossKind,
+    /// The `key=value` settings after it, in order.
     pub settings: Vec<(String, String)>,
 }
 

@@ -104,6 +104,7 @@ impl DatasetKind {
 /// The dataset of a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataConfig {
+    /// Which dataset.
     pub kind: DatasetKind,
     /// Folder holding the source files (IDX or CIFAR binary).
     pub dir: PathBuf,
@@ -192,6 +193,7 @@ impl LossKind {
 /// The objective and its parameters.
 #[derive(Clone, Debug)]
 pub struct LossConfig {
+    /// Which loss.
     pub kind: LossKind,
     /// Focal γ.
     pub focal_gamma: f64,
@@ -229,8 +231,11 @@ impl LossConfig {
 /// Which optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerKind {
+    /// SGD, with optional (Nesterov) momentum (`sgd`).
     Sgd,
+    /// Adam with L2 weight decay added to the gradient (`adam`).
     Adam,
+    /// AdamW: Adam with decoupled weight decay (`adamw`).
     AdamW,
 }
 
@@ -264,16 +269,21 @@ named_enum!(
 /// Optimizer and schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimConfig {
+    /// Which optimizer.
     pub kind: OptimizerKind,
+    /// Base learning rate, before warm-up and schedule.
     pub lr: f64,
     /// SGD momentum.
     pub momentum: f64,
+    /// SGD: use Nesterov momentum.
     pub nesterov: bool,
+    /// Weight-decay coefficient (L2 for SGD and Adam, decoupled for AdamW).
     pub weight_decay: f64,
     /// No weight decay on batch-norm parameters and biases.
     pub no_decay_norm_bias: bool,
     /// Clip the global gradient norm to this value.
     pub clip_grad_norm: Option<f64>,
+    /// Schedule after the warm-up.
     pub schedule: ScheduleKind,
     /// Epochs of linear warm-up from lr/10 (0 = none).
     pub warmup_epochs: usize,
@@ -305,15 +315,20 @@ impl Default for OptimConfig {
 /// A whole training run.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// Dataset, its folder and augmentation.
     pub data: DataConfig,
     /// Model name, see [`crate::train::model::MODEL_NAMES`].
     pub model: String,
     /// Stem override: `"cifar"` (3×3, stride 1) or `"imagenet"` (7×7
     /// stride 2 + max-pool); `None` keeps the model's own.
     pub stem: Option<String>,
+    /// Objective and its hyper-parameters.
     pub loss: LossConfig,
+    /// Optimizer and learning-rate schedule.
     pub optim: OptimConfig,
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Images per training batch.
     pub batch_size: usize,
     /// Seed of initialisation, shuffling, augmentation and PLM masks.
     pub seed: u64,

@@ -11,7 +11,9 @@ use crate::error::Result;
 /// The datasets of a run and what the trainer derives from them.
 #[derive(Clone, Debug)]
 pub struct RunData {
+    /// Training set (long-tailed for the `-lt` kinds).
     pub train: ImageDataset,
+    /// Test set the run is evaluated on.
     pub test: ImageDataset,
     /// Positives (images) of each class in the training set.
     pub train_positives: Vec<usize>,

@@ -12,7 +12,9 @@ use crate::optim::{
 
 /// SGD or Adam(W), behind one type so a run can hold either.
 pub enum RunOptimizer {
+    /// SGD, with optional (Nesterov) momentum.
     Sgd(Sgd),
+    /// Adam, or AdamW with decoupled weight decay.
     Adam(Adam),
 }
 

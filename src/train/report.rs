@@ -22,18 +22,25 @@ pub const REPORT_SVG: &str = "per_class.svg";
 /// One row of the per-class table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassRow {
+    /// Class index.
     pub class: usize,
+    /// Class name (the index as text when no name is given).
     pub name: String,
     /// Positives of the class in the training set.
     pub train_positives: usize,
     /// Positives of the class in the evaluation set.
     pub test_support: u64,
+    /// `TP / (TP + FP)` on the evaluation set, 0 when never predicted.
     pub precision: f64,
+    /// `TP / (TP + FN)` on the evaluation set, 0 without positives.
     pub recall: f64,
+    /// Harmonic mean of precision and recall.
     pub f1: f64,
+    /// Threshold-free average precision of the class's scores.
     pub average_precision: f64,
     /// PLM's final target ratio r̂ and the data's ratio r (PLM runs only).
     pub plm_rhat: Option<f64>,
+    /// The data's ratio `r = Npos / Nneg` of the class (PLM runs only).
     pub plm_ratio: Option<f64>,
 }
 
@@ -50,7 +57,9 @@ pub struct RunSummary {
     pub summary: Vec<(String, f64)>,
     /// Training seconds (excluding evaluation).
     pub seconds: f64,
+    /// Images in the training set.
     pub train_size: usize,
+    /// Images in the evaluation set.
     pub test_size: usize,
 }
 

@@ -27,10 +27,15 @@ pub const MAX_DIMS: usize = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ElementwiseParams {
+    /// Number of output elements.
     pub numel: i64,
+    /// Output shape after merging dims; only the first `ndim` entries are used.
     pub shape: [i64; MAX_DIMS],
+    /// Strides of each operand `k` in `shape`, in elements (0 on broadcast dims).
     pub strides: [[i64; MAX_DIMS]; 3],
+    /// Offset of each operand's first element in its buffer, in elements.
     pub offsets: [i64; 3],
+    /// Number of used dims in `shape` and `strides`, at most [`MAX_DIMS`].
     pub ndim: i32,
     /// 1 when every operand is read at `offset + i` (contiguous, not
     /// broadcast): the kernels then skip the index arithmetic.
@@ -138,8 +143,11 @@ impl ElementwiseParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowParams {
+    /// Number of rows (one result per row).
     pub rows: i64,
+    /// Elements per row, contiguous within the row.
     pub cols: i64,
+    /// Elements between the starts of consecutive input rows.
     pub row_stride: i64,
 }
 const _: () = assert!(size_of::<RowParams>() == 24);
@@ -159,14 +167,24 @@ impl RowParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StridedReduceParams {
+    /// Number of output elements (product of the kept dims).
     pub out_numel: i64,
+    /// Number of input elements reduced into each output (product of the
+    /// reduced dims).
     pub red_numel: i64,
+    /// Offset of the input's first element in its buffer, in elements.
     pub offset: i64,
+    /// Sizes of the kept dims; only the first `out_ndim` entries are used.
     pub out_shape: [i64; MAX_DIMS],
+    /// Input strides of the kept dims, in elements.
     pub out_strides: [i64; MAX_DIMS],
+    /// Sizes of the reduced dims; only the first `red_ndim` entries are used.
     pub red_shape: [i64; MAX_DIMS],
+    /// Input strides of the reduced dims, in elements.
     pub red_strides: [i64; MAX_DIMS],
+    /// Number of kept dims, at most [`MAX_DIMS`].
     pub out_ndim: i32,
+    /// Number of reduced dims, at most [`MAX_DIMS`].
     pub red_ndim: i32,
 }
 const _: () = assert!(size_of::<StridedReduceParams>() == 288);
@@ -234,20 +252,35 @@ impl StridedReduceParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GemmParams {
+    /// Rows of `A` and `C`.
     pub m: i64,
+    /// Columns of `B` and `C`.
     pub n: i64,
+    /// Columns of `A` and rows of `B` (the summed dim).
     pub k: i64,
+    /// Number of matrix products in the batch.
     pub batch: i64,
+    /// Row stride of `A` in elements.
     pub a_row: i64,
+    /// Column stride of `A` in elements.
     pub a_col: i64,
+    /// Row stride of `B` in elements.
     pub b_row: i64,
+    /// Column stride of `B` in elements.
     pub b_col: i64,
+    /// Row stride of `C` in elements.
     pub c_row: i64,
+    /// Column stride of `C` in elements.
     pub c_col: i64,
+    /// Elements between consecutive batch items of `A` (0 broadcasts one matrix).
     pub a_batch: i64,
+    /// Elements between consecutive batch items of `B` (0 broadcasts one matrix).
     pub b_batch: i64,
+    /// Elements between consecutive batch items of `C`.
     pub c_batch: i64,
+    /// Scale of the product `A·B`.
     pub alpha: f32,
+    /// Scale of the old `C`; with 0, `C` is only written, never read.
     pub beta: f32,
 }
 const _: () = assert!(size_of::<GemmParams>() == 112);
@@ -281,19 +314,33 @@ impl GemmParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Im2colParams {
+    /// Number of images in the batch.
     pub n: i64,
+    /// Input channels.
     pub c: i64,
+    /// Input height in pixels.
     pub h: i64,
+    /// Input width in pixels.
     pub w: i64,
+    /// Kernel height.
     pub kh: i64,
+    /// Kernel width.
     pub kw: i64,
+    /// Output height (computed by [`conv_out_len`]).
     pub oh: i64,
+    /// Output width (computed by [`conv_out_len`]).
     pub ow: i64,
+    /// Vertical stride between output positions, in input pixels.
     pub stride_h: i64,
+    /// Horizontal stride between output positions, in input pixels.
     pub stride_w: i64,
+    /// Zero padding added above and below the input, in pixels.
     pub pad_h: i64,
+    /// Zero padding added left and right of the input, in pixels.
     pub pad_w: i64,
+    /// Vertical dilation: input rows between kernel taps.
     pub dil_h: i64,
+    /// Horizontal dilation: input columns between kernel taps.
     pub dil_w: i64,
 }
 const _: () = assert!(size_of::<Im2colParams>() == 112);
@@ -364,18 +411,32 @@ impl Im2colParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2dParams {
+    /// Number of `h × w` planes pooled independently (batch × channels).
     pub planes: i64,
+    /// Input height.
     pub h: i64,
+    /// Input width.
     pub w: i64,
+    /// Output height.
     pub oh: i64,
+    /// Output width.
     pub ow: i64,
+    /// Window height.
     pub kh: i64,
+    /// Window width.
     pub kw: i64,
+    /// Vertical step between windows, in input rows.
     pub stride_h: i64,
+    /// Horizontal step between windows, in input columns.
     pub stride_w: i64,
+    /// Implicit padding above and below the input, in rows.
     pub pad_h: i64,
+    /// Implicit padding left and right of the input, in columns.
     pub pad_w: i64,
+    /// 1: average pooling divides by the padded window area; 0: by the
+    /// number of inputs read.
     pub count_include_pad: i32,
+    /// Padding to a multiple of 8 bytes; always 0.
     pub _unused: i32,
 }
 const _: () = assert!(size_of::<Pool2dParams>() == 96);
@@ -384,12 +445,21 @@ const _: () = assert!(size_of::<Pool2dParams>() == 96);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormParams {
+    /// Batch size (dim 0 of the input).
     pub n: i64,
+    /// Channels (dim 1 of the input).
     pub c: i64,
+    /// Elements per channel per sample: product of the dims after 1 (1 for
+    /// a rank-2 input).
     pub s: i64,
+    /// Added to the variance before the square root.
     pub eps: f32,
+    /// Weight of the batch statistics in the running update:
+    /// `running ← momentum·batch + (1 − momentum)·running`.
     pub momentum: f32,
+    /// 1: the statistics kernel also updates the running mean and variance.
     pub update_running: i32,
+    /// Padding to a multiple of 8 bytes; always 0.
     pub _unused: i32,
 }
 const _: () = assert!(size_of::<BatchNormParams>() == 40);
@@ -420,14 +490,24 @@ impl BatchNormParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SigmoidLossParams {
+    /// Number of logits (and targets).
     pub numel: i64,
+    /// Classes `C`: element `e` belongs to class `e mod C` (for `pos_weight`).
     pub classes: i64,
+    /// Stride of the upstream gradient `dy`: 0 for one shared value, 1 for
+    /// one value per element.
     pub dy_stride: i64,
+    /// Focal loss focusing exponent γ.
     pub gamma: f32,
+    /// Focal loss weight α of the positives; used only when `has_alpha` is 1.
     pub alpha: f32,
+    /// ASL focusing exponent γ₊ of the positive term.
     pub gamma_pos: f32,
+    /// ASL focusing exponent γ₋ of the negative term.
     pub gamma_neg: f32,
+    /// ASL probability margin: negatives use `max(p − clip, 0)`.
     pub clip: f32,
+    /// Focal loss: 1 to weight by α, 0 for `α_t = 1`.
     pub has_alpha: i32,
 }
 const _: () = assert!(size_of::<SigmoidLossParams>() == 48);
@@ -436,9 +516,13 @@ const _: () = assert!(size_of::<SigmoidLossParams>() == 48);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlmMaskParams {
+    /// Philox key: the same seed and batch always give the same mask.
     pub seed: u64,
+    /// Mask number, part of the Philox counter.
     pub batch: u64,
+    /// Mask elements, `B·C` (batch rows × classes).
     pub numel: i64,
+    /// Classes `C`: element `e` belongs to class `e mod C`.
     pub classes: i64,
 }
 const _: () = assert!(size_of::<PlmMaskParams>() == 32);
@@ -447,8 +531,11 @@ const _: () = assert!(size_of::<PlmMaskParams>() == 32);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlmHistogramParams {
+    /// Number of probabilities (and targets) in the batch.
     pub numel: i64,
+    /// Classes `C`: element `e` belongs to class `e mod C`.
     pub classes: i64,
+    /// Histogram bins over `[0, 1]`.
     pub n_bins: i64,
 }
 const _: () = assert!(size_of::<PlmHistogramParams>() == 24);
@@ -458,14 +545,23 @@ const _: () = assert!(size_of::<PlmHistogramParams>() == 24);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdParams {
+    /// Number of parameter elements.
     pub n: i64,
+    /// Learning rate.
     pub lr: f32,
+    /// L2 weight decay, added to the gradient as `wd·p`.
     pub weight_decay: f32,
+    /// Momentum factor μ.
     pub momentum: f32,
+    /// `1 − dampening`, the weight of the new gradient in the momentum buffer.
     pub dampening_complement: f32,
+    /// 1: Nesterov momentum.
     pub nesterov: i32,
+    /// 1: the momentum buffer starts as the gradient (first step).
     pub first_step: i32,
+    /// 1: a momentum buffer is used; 0: plain SGD, `buf` is unused.
     pub has_buf: i32,
+    /// Padding to a multiple of 8 bytes; always 0.
     pub _unused: i32,
 }
 const _: () = assert!(size_of::<SgdParams>() == 40);
@@ -492,16 +588,27 @@ impl SgdParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamParams {
+    /// Number of parameter elements.
     pub n: i64,
+    /// `lr / (1 − β1ᵗ)`: the learning rate with the first bias correction.
     pub step_size: f32,
+    /// `1 − β1`.
     pub one_minus_beta1: f32,
+    /// β2, the decay rate of the second-moment estimate.
     pub beta2: f32,
+    /// `1 − β2`.
     pub one_minus_beta2: f32,
+    /// Added to the denominator for numerical stability.
     pub eps: f32,
+    /// `√(1 − β2ᵗ)`: the second bias correction.
     pub bc2_sqrt: f32,
+    /// `1 − lr·wd`: the AdamW factor on the parameters.
     pub decay: f32,
+    /// Weight decay `wd`, added to the gradient as `wd·p` in plain Adam.
     pub weight_decay: f32,
+    /// 1: decoupled weight decay (AdamW); 0: L2 on the gradient (Adam).
     pub decoupled: i32,
+    /// Padding to a multiple of 8 bytes; always 0.
     pub _unused: i32,
 }
 const _: () = assert!(size_of::<AdamParams>() == 48);

@@ -36,18 +36,31 @@ use std::mem::MaybeUninit;
 /// Shapes and hyper-parameters of one convolution, with derived sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
+    /// Batch size (images).
     pub n: usize,
+    /// Input channels, all groups together.
     pub c_in: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output channels, all groups together.
     pub c_out: usize,
+    /// Kernel height.
     pub kh: usize,
+    /// Kernel width.
     pub kw: usize,
+    /// Step between output positions, (rows, columns).
     pub stride: (usize, usize),
+    /// Zeros added on each side of the input, (rows, columns).
     pub padding: (usize, usize),
+    /// Spacing between kernel taps, (rows, columns).
     pub dilation: (usize, usize),
+    /// Channel groups; `c_in` and `c_out` are multiples of it.
     pub groups: usize,
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
 }
 

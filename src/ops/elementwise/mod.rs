@@ -14,17 +14,27 @@ use crate::tensor::{broadcast_shapes, DType, Tensor};
 /// A float-to-float elementwise function.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
+    /// `-x`.
     Neg,
+    /// `e^x`.
     Exp,
+    /// Natural logarithm `ln x` (NaN for x < 0, −∞ at 0).
     Log,
+    /// `√x` (NaN for x < 0).
     Sqrt,
+    /// `1 / √x`.
     Rsqrt,
+    /// `|x|`.
     Abs,
+    /// 1 where x > 0, −1 where x < 0, else 0.
     Sign,
+    /// `max(x, 0)`; NaN stays NaN.
     Relu,
     /// 1 where x > 0, else 0 (the derivative of relu).
     Step,
+    /// Logistic function `1 / (1 + e^−x)`, in `(0, 1)`.
     Sigmoid,
+    /// Hyperbolic tangent, in `(−1, 1)`.
     Tanh,
     /// Exact GELU, `x Φ(x)` with the normal CDF Φ (PyTorch's default).
     Gelu,
@@ -32,7 +42,9 @@ pub enum UnaryOp {
     GeluDerivative,
     /// `ln(1 + e^x)`, linear above 20 (PyTorch's default threshold).
     Softplus,
+    /// `x^p` for a scalar exponent `p`.
     Powf(f64),
+    /// `x` clamped to `[lo, hi]`; NaN stays NaN.
     Clamp(f64, f64),
     /// 1 where lo ≤ x ≤ hi, else 0 (the derivative of clamp).
     InRange(f64, f64),
@@ -72,12 +84,19 @@ impl UnaryOp {
 /// A broadcasting float binary function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// `a + b`.
     Add,
+    /// `a − b`.
     Sub,
+    /// `a · b`.
     Mul,
+    /// `a / b`.
     Div,
+    /// `a^b`.
     Pow,
+    /// The larger of `a` and `b`; NaN in either propagates.
     Maximum,
+    /// The smaller of `a` and `b`; NaN in either propagates.
     Minimum,
 }
 
@@ -99,11 +118,17 @@ impl BinaryOp {
 /// An elementwise comparison producing a `U8` mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmpOp {
+    /// `a == b`.
     Eq,
+    /// `a != b`.
     Ne,
+    /// `a < b`.
     Lt,
+    /// `a <= b`.
     Le,
+    /// `a > b`.
     Gt,
+    /// `a >= b`.
     Ge,
 }
 

@@ -21,10 +21,15 @@ const PARALLEL_MIN_MACS: usize = 1 << 21;
 /// The operands of a (batched) product, already broadcast: `a` is
 /// `[batch.., m, k]`, `b` is `[batch.., k, n]` with the same batch shape.
 pub struct GemmArgs<'a> {
+    /// Layout of the left operand, `[batch.., m, k]`.
     pub a: &'a Layout,
+    /// Layout of the right operand, `[batch.., k, n]`.
     pub b: &'a Layout,
+    /// Rows of `a` and of the output.
     pub m: usize,
+    /// Columns of `a` and rows of `b` (the summed dim).
     pub k: usize,
+    /// Columns of `b` and of the output.
     pub n: usize,
 }
 
@@ -90,11 +95,17 @@ impl Gemm for f64 {
 /// `data[offset + i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a, T> {
+    /// The buffer holding the matrix.
     pub data: &'a [T],
+    /// Index of element `(0, 0)` in `data`.
     pub offset: usize,
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Elements between consecutive rows.
     pub row_stride: usize,
+    /// Elements between consecutive columns.
     pub col_stride: usize,
 }
 

@@ -15,10 +15,15 @@ use crate::tensor::{CpuStorage, Tensor};
 /// Hyper-parameters of one SGD update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdStep {
+    /// Learning rate.
     pub lr: f64,
+    /// Momentum factor μ (0: no momentum).
     pub momentum: f64,
+    /// Dampening τ in `[0, 1]`: the new gradient enters the buffer times `1 − τ`.
     pub dampening: f64,
+    /// Nesterov momentum: step along `d + μ·buf` instead of `buf`.
     pub nesterov: bool,
+    /// L2 weight decay, added to the gradient as `wd·p`.
     pub weight_decay: f64,
     /// True on the first step, when the momentum buffer is initialised to
     /// the gradient instead of being decayed.
@@ -28,10 +33,15 @@ pub struct SgdStep {
 /// Hyper-parameters of one Adam/AdamW update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamStep {
+    /// Learning rate.
     pub lr: f64,
+    /// Decay rate β1 of the first-moment (mean) estimate.
     pub beta1: f64,
+    /// Decay rate β2 of the second-moment (uncentred variance) estimate.
     pub beta2: f64,
+    /// Added to the denominator for numerical stability.
     pub eps: f64,
+    /// Weight decay: `p *= 1 − lr·wd` with `decoupled`, else `g += wd·p`.
     pub weight_decay: f64,
     /// AdamW's decoupled decay instead of Adam's L2 term.
     pub decoupled: bool,

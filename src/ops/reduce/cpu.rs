@@ -17,8 +17,11 @@ use rayon::prelude::*;
 /// What a row reduction computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
+    /// Sum of the row.
     Sum,
+    /// Largest element of the row; NaN propagates.
     Max,
+    /// Smallest element of the row; NaN propagates.
     Min,
 }
 
