@@ -68,9 +68,11 @@ fn unknown_options_and_values_are_rejected_by_name() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown model `vgg16`"));
 
-    let out = train(&dir, &["--lr=-1"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("learning rate"));
+    for lr in [&["--lr=-1"][..], &["--lr", "-1"]] {
+        let out = train(&dir, lr);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("learning rate"), "{}", stderr(&out));
+    }
 
     let out = train(&dir, &["--data-dir", "/nonexistent/mnist"]);
     assert!(!out.status.success());

@@ -24,10 +24,14 @@ struct Cli {
     command: Command,
 }
 
+// Every command allows negative numbers as values, so that `--lr -1`
+// reaches our validation (a clear message) instead of being taken for an
+// unknown flag.
 #[derive(Subcommand)]
 enum Command {
     /// Train one model; writes config.json, log.jsonl, checkpoint.safetensors,
     /// report.md, report.json and per_class.svg into --out
+    #[command(allow_negative_numbers = true)]
     Train {
         #[command(flatten)]
         run: RunArgs,
@@ -49,6 +53,7 @@ enum Command {
         threads: Option<usize>,
     },
     /// Evaluate a checkpoint on its run's test set and print the report
+    #[command(allow_negative_numbers = true)]
     Eval {
         /// A checkpoint.safetensors written by `ferrite train`
         #[arg(long)]
@@ -64,6 +69,7 @@ enum Command {
         threads: Option<usize>,
     },
     /// Train several losses x seeds; writes one table (mean ± std) and one chart
+    #[command(allow_negative_numbers = true)]
     Compare {
         #[command(flatten)]
         run: RunArgs,
@@ -81,6 +87,7 @@ enum Command {
         threads: Option<usize>,
     },
     /// Time the CPU kernels and print GFLOP/s or GB/s next to the machine's peak
+    #[command(allow_negative_numbers = true)]
     Bench {
         /// Smaller sizes, shorter runs
         #[arg(long)]
