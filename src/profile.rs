@@ -16,13 +16,17 @@
 //! # }
 //! ```
 //!
-//! How it measures: every public op opens a [`scope`] on entry, and the
-//! backward pass opens one around each node's rule. Only the outermost scope
-//! on the thread is timed, so an op built from other ops (`linear` calls
-//! `matmul` and `add`) counts once, under its own name, with everything it
-//! called; a backward rule counts as `"<op> (backward)"` with the ops it ran.
-//! Time outside any op (module glue, the closure's own code) is reported as
-//! the difference between the wall time and the ops' sum.
+//! How it measures: every op that computes (all but the pure views such as
+//! `reshape` or `permute`) opens a scope on entry, in-place updates
+//! (`assign`, optimizer steps) open an update scope, and the backward pass
+//! opens one around each node's rule, the seeding of the output gradient
+//! and each accumulation of gradients. Only the outermost scope on the
+//! thread is timed, so an op built from other ops (`linear` calls `matmul`
+//! and `add`) counts once, under its own name, with everything it called;
+//! a backward rule counts under its op's name with [`Phase::Backward`],
+//! with the ops it ran. Time outside any op (module glue, the closure's own
+//! code) is reported as the difference between the wall time and the ops'
+//! sum.
 //!
 //! Profiling is off unless a [`profile`] call is running on the thread, and
 //! then only that thread's ops are recorded: nothing is global, and the cost
@@ -38,8 +42,11 @@ use std::time::{Duration, Instant};
 pub enum Phase {
     /// The op itself, as the program called it.
     Forward,
-    /// The op's backward rule, run by `Tensor::backward`.
+    /// The op's backward rule, run by `Tensor::backward` (also the
+    /// seeding and accumulation of gradients there).
     Backward,
+    /// An in-place update outside the graph (`assign`, optimizer steps).
+    Update,
 }
 
 /// Time spent in one op during a [`profile`] call.
@@ -106,6 +113,7 @@ impl fmt::Display for Profile {
             let pass = match e.phase {
                 Phase::Forward => "forward",
                 Phase::Backward => "backward",
+                Phase::Update => "update",
             };
             writeln!(
                 f,
@@ -116,20 +124,23 @@ impl fmt::Display for Profile {
                 pct(e.total)
             )?;
         }
-        let (fwd, bwd) = (
+        let (fwd, bwd, upd) = (
             self.phase_total(Phase::Forward),
             self.phase_total(Phase::Backward),
+            self.phase_total(Phase::Update),
         );
         let outside = self.wall.saturating_sub(self.in_ops());
         writeln!(
             f,
-            "\nwall {:.1} ms: forward ops {:.1} ms ({:.0} %), backward rules {:.1} ms ({:.0} %), \
-             outside ops {:.1} ms ({:.0} %)",
+            "\nwall {:.1} ms: forward ops {:.1} ms ({:.0} %), backward {:.1} ms ({:.0} %), \
+             updates {:.1} ms ({:.0} %), outside ops {:.1} ms ({:.0} %)",
             ms(self.wall),
             ms(fwd),
             pct(fwd),
             ms(bwd),
             pct(bwd),
+            ms(upd),
+            pct(upd),
             ms(outside),
             pct(outside)
         )
@@ -211,9 +222,15 @@ pub(crate) fn scope(name: &'static str) -> Scope {
     Scope::open(name, Phase::Forward)
 }
 
-/// Like [`scope`], for the backward rule of op `name`.
+/// Like [`scope`], for the backward rule of op `name` (or other work of
+/// the backward pass).
 pub(crate) fn backward_scope(name: &'static str) -> Scope {
     Scope::open(name, Phase::Backward)
+}
+
+/// Like [`scope`], for an in-place update named `name`.
+pub(crate) fn update_scope(name: &'static str) -> Scope {
+    Scope::open(name, Phase::Update)
 }
 
 /// An open profiling scope (see [`scope`]); records its time on drop.

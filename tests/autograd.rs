@@ -507,6 +507,22 @@ fn backward_refuses_an_input_modified_after_the_forward() {
 }
 
 #[test]
+fn backward_refuses_a_saved_tensor_modified_after_the_forward() {
+    // The loss's rule reads its targets, which are not an input of the
+    // graph (they get no gradient).
+    use ferrite::loss::{bce_with_logits, Reduction};
+    let z = leaf(&[0.5, -1.0], &[2]);
+    let y = t64(&[1.0, 0.0], &[2]);
+    let loss = bce_with_logits(&z, &y, None, Reduction::Sum).unwrap();
+    y.assign(&t64(&[0.0, 1.0], &[2])).unwrap();
+    let err = loss.backward().unwrap_err().to_string();
+    assert!(
+        err.contains("bce_with_logits: its saved tensor 0 (shape [2])"),
+        "{err}"
+    );
+}
+
+#[test]
 fn backward_refuses_an_output_modified_after_the_forward() {
     // exp's rule reads its output. (Below the root, an op's output is its
     // consumer's input, which is checked first; so start backward at y.)

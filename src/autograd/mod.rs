@@ -32,6 +32,13 @@ pub trait GradFn: Send + Sync {
     /// returns one gradient per input (`None` for inputs that get none, e.g.
     /// integer indices). Each gradient must have its input's shape.
     fn backward(&self, output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
+    /// Tensors the rule reads besides [`inputs`](Self::inputs) and the
+    /// output (e.g. a loss's targets and weights). Backward refuses to run
+    /// if any of them was written in place since the forward, as for the
+    /// inputs. Default: none.
+    fn saved(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
 }
 
 /// What produced a tensor.
@@ -45,8 +52,9 @@ pub(crate) enum Node {
 }
 
 /// A recorded op with the storage versions (see [`Tensor::version`]) of its
-/// inputs and output when it ran. Backward rules read those tensors, so a
-/// later in-place write to any of them would make the gradient wrong;
+/// inputs, its other saved tensors ([`GradFn::saved`]) and its output when
+/// it ran. Backward rules read those tensors, so a later in-place write to
+/// any of them would make the gradient wrong;
 /// [`check_versions`](Self::check_versions) turns that into an error.
 ///
 /// Every input is checked, not only those the rule reads, which is stricter
@@ -54,6 +62,7 @@ pub(crate) enum Node {
 pub(crate) struct RecordedOp {
     pub(crate) op: Box<dyn GradFn>,
     input_versions: Vec<u64>,
+    saved_versions: Vec<u64>,
     output_version: u64,
 }
 
@@ -61,15 +70,17 @@ impl RecordedOp {
     /// Records `op`, which produced `output`, as it stands now.
     pub(crate) fn new(op: Box<dyn GradFn>, output: &Tensor) -> Self {
         let input_versions = op.inputs().iter().map(Tensor::version).collect();
+        let saved_versions = op.saved().iter().map(Tensor::version).collect();
         RecordedOp {
             op,
             input_versions,
+            saved_versions,
             output_version: output.version(),
         }
     }
 
-    /// Fails when `inputs` (this op's current inputs) or `output` were
-    /// written in place since the op ran.
+    /// Fails when `inputs` (this op's current inputs), its saved tensors or
+    /// `output` were written in place since the op ran.
     fn check_versions(&self, inputs: &[Tensor], output: &Tensor) -> Result<()> {
         let name = self.op.name();
         let modified = |what: String, shape: &[usize], then: u64, now: u64| {
@@ -84,6 +95,18 @@ impl RecordedOp {
             let now = input.version();
             if now != then {
                 return Err(modified(format!("input {i}"), input.shape(), then, now));
+            }
+        }
+        let saved = self.op.saved();
+        for (i, (tensor, &then)) in saved.iter().zip(&self.saved_versions).enumerate() {
+            let now = tensor.version();
+            if now != then {
+                return Err(modified(
+                    format!("saved tensor {i}"),
+                    tensor.shape(),
+                    then,
+                    now,
+                ));
             }
         }
         let now = output.version();
@@ -190,7 +213,11 @@ impl Tensor {
         let _no_grad = NoGradGuard::new();
         let order = topological_order(self)?;
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
-        pending.insert(self.id(), grad.to_dtype(self.dtype())?);
+        let seed = {
+            let _profile = crate::profile::backward_scope("seed");
+            grad.to_dtype(self.dtype())?
+        };
+        pending.insert(self.id(), seed);
         for t in order.iter().rev() {
             let Some(g) = pending.remove(&t.id()) else {
                 continue;
@@ -198,6 +225,7 @@ impl Tensor {
             let mut node = t.node();
             let recorded = match &*node {
                 Node::Leaf => {
+                    let _profile = crate::profile::backward_scope("accumulate");
                     store.accumulate(t, g)?;
                     continue;
                 }

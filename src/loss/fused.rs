@@ -267,6 +267,13 @@ impl GradFn for SigmoidLossBackward {
     fn inputs(&self) -> Vec<Tensor> {
         vec![self.logits.clone()]
     }
+    fn saved(&self) -> Vec<Tensor> {
+        vec![
+            self.targets.clone(),
+            self.weight.clone(),
+            self.pos_weight.clone(),
+        ]
+    }
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let dtype = self.logits.dtype();
         let g = g.to_dtype(dtype)?;

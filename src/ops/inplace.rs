@@ -38,7 +38,7 @@ impl Tensor {
     /// Overwrites this tensor's elements with those of `src` (same shape and
     /// dtype). Every handle sharing the storage sees the new values.
     pub fn assign(&self, src: &Tensor) -> Result<()> {
-        let _profile = crate::profile::scope("assign");
+        let _profile = crate::profile::update_scope("assign");
         self.check_writable("assign", src)?;
         // Read first (src may share our storage), then write.
         let values = crate::ops::elementwise::cpu::copy(&src.storage(), src.layout());
@@ -54,7 +54,7 @@ impl Tensor {
 
     /// `self += alpha * other`, in place (float dtypes).
     pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> Result<()> {
-        let _profile = crate::profile::scope("add_scaled");
+        let _profile = crate::profile::update_scope("add_scaled");
         self.check_writable("add_scaled_", other)?;
         let updated = crate::no_grad(|| self.add(&other.mul_scalar(alpha)?))?;
         self.assign(&updated)

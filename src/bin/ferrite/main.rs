@@ -230,6 +230,9 @@ fn run_bench(
         let results = bench::run(&config, &peaks).map_err(|e| e.to_string())?;
         print!("{}", bench::format_table(&results, &peaks));
         let steps = bench::run_training_steps(&config).map_err(|e| e.to_string())?;
+        if config.profile && steps.is_empty() {
+            eprintln!("--profile: the filter selected no training step, nothing to profile");
+        }
         if !steps.is_empty() {
             print!(
                 "\ntraining steps (forward + backward + SGD momentum, random 3×32×32 batch):\n\n"

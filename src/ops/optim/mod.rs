@@ -80,7 +80,7 @@ impl Tensor {
         momentum_buf: Option<&Tensor>,
         h: &SgdStep,
     ) -> Result<()> {
-        let _profile = crate::profile::scope("sgd_update");
+        let _profile = crate::profile::update_scope("sgd_update");
         let mut others = vec![grad];
         others.extend(momentum_buf);
         self.check_update("sgd_update_", &others)?;
@@ -104,7 +104,7 @@ impl Tensor {
     /// Applies one Adam (or AdamW) step to this parameter in place,
     /// updating the moment buffers `m` and `v` in place.
     pub fn adam_update_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, h: &AdamStep) -> Result<()> {
-        let _profile = crate::profile::scope("adam_update");
+        let _profile = crate::profile::update_scope("adam_update");
         self.check_update("adam_update_", &[grad, m, v])?;
         if h.step == 0 {
             return Err(Error::invalid("adam_update_", "steps are counted from 1"));

@@ -262,6 +262,7 @@ impl Tensor {
     /// a zero kernel or stride, padding above half the kernel, or an output
     /// smaller than 1×1.
     pub fn max_pool2d(&self, p: Pool2dParams) -> Result<Tensor> {
+        let _profile = crate::profile::scope("max_pool2d");
         Ok(self.max_pool2d_impl(p, false)?.0)
     }
 
