@@ -146,15 +146,17 @@ pub trait Float:
 /// Taylor polynomial for `e^r` (truncation error < 1e-8 relative), and the
 /// scale `2^n` built directly in the exponent bits. Rounding to the nearest
 /// integer uses the 1.5·2^23 trick, which needs no SSE4.1 `round`.
-/// Accurate to about 2 ulp; underflows to 0 below -87.3, overflows to +inf
-/// above 88.7; NaN propagates.
+/// Accurate to about 2 ulp up to `ln(f32::MAX)` ≈ 88.7228 (where `n`
+/// reaches 128, `2^n` is applied as `2^127 · 2`), +inf above it; underflows
+/// to 0 below -87.3; NaN propagates.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75; // ln 2 split so that n * LN2_HI is exact
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
-    let xc = x.clamp(-87.3, 88.7);
+    const MAX_ARG: f32 = 88.722_83; // just below ln(f32::MAX)
+    let xc = x.clamp(-87.3, MAX_ARG);
     let t = xc * LOG2E + ROUND;
     let n = t - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
@@ -168,9 +170,12 @@ pub fn exp_f32(x: f32) -> f32 {
     // integer n without a float-to-int conversion (which does not
     // vectorise well).
     let n_int = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
+    // 2^128 is not an f32: for n = 128 scale by 2^127, then double (exact).
+    let top = n_int > 127;
+    let scale = f32::from_bits(((n_int - top as i32 + 127) as u32) << 23);
     let y = p * scale;
-    if x > 88.7 {
+    let y = if top { y * 2.0 } else { y };
+    if x > MAX_ARG {
         f32::INFINITY
     } else if x < -87.3 {
         0.0
@@ -247,7 +252,7 @@ mod tests {
     fn exp_f32_within_a_few_ulp_of_f64_exp() {
         let mut worst = 0.0f64;
         let mut x = -87.0f32;
-        while x < 88.0 {
+        while x <= 88.722 {
             let exact = (x as f64).exp();
             let rel = ((exp_f32(x) as f64) - exact).abs() / exact;
             worst = worst.max(rel);
@@ -259,6 +264,12 @@ mod tests {
         );
         assert_eq!(exp_f32(0.0), 1.0);
         assert_eq!(exp_f32(100.0), f32::INFINITY);
+        // Finite right up to ln(f32::MAX), infinite just above.
+        for x in [88.4f32, 88.7, 88.722_83] {
+            let rel = ((exp_f32(x) as f64) - (x as f64).exp()).abs() / (x as f64).exp();
+            assert!(rel < 4.0 * f32::EPSILON as f64, "exp({x}): {}", exp_f32(x));
+        }
+        assert_eq!(exp_f32(88.722_84), f32::INFINITY);
         assert_eq!(exp_f32(-100.0), 0.0);
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
         assert!(exp_f32(f32::NAN).is_nan());
