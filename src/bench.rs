@@ -103,7 +103,8 @@ pub fn measure_fma_peak() -> Option<(f64, VectorIsa)> {
     let run = || {
         (0..threads)
             .into_par_iter()
-            .map(|_| fma_loop(isa, iters))
+            // SAFETY: `isa` comes from `detect`.
+            .map(|_| unsafe { fma_loop(isa, iters) })
             .sum::<f32>()
     };
     let secs = time_best(Duration::from_millis(500), || {
@@ -115,13 +116,16 @@ pub fn measure_fma_peak() -> Option<(f64, VectorIsa)> {
     Some((flops / secs / 1e9, isa))
 }
 
-/// Runs the register-only FMA loop of `isa`, which must be available
-/// (callers pass [`simd::detect`](crate::backend::cpu::simd::detect)'s answer).
-fn fma_loop(isa: VectorIsa, iters: u64) -> f32 {
+/// Runs the register-only FMA loop of `isa`.
+///
+/// # Safety
+/// The CPU must run `isa` (callers pass
+/// [`simd::detect`](crate::backend::cpu::simd::detect)'s answer).
+unsafe fn fma_loop(isa: VectorIsa, iters: u64) -> f32 {
     debug_assert!(isa.is_available());
     match isa {
-        // SAFETY: `isa` is available on this CPU, which is all the
-        // target_feature functions require.
+        // SAFETY: the caller guarantees `isa` is available, which is all
+        // the target_feature functions require.
         #[cfg(target_arch = "x86_64")]
         VectorIsa::Avx512 => unsafe { fma_loop_avx512(iters) },
         #[cfg(target_arch = "x86_64")]

@@ -25,7 +25,8 @@ fn softmax_rows<T: Float>(v: &[T], l: &Layout, log: bool) -> Vec<T> {
     let mut out = take::<T>(data.len());
     let isa = simd::detect();
     fill_rows(&mut out, len, |i, row| {
-        softmax_row_on(isa, row, &data[i * len..(i + 1) * len], log)
+        // SAFETY: `isa` comes from `detect`, so this CPU runs it.
+        unsafe { softmax_row_on(isa, row, &data[i * len..(i + 1) * len], log) }
     });
     out
 }
@@ -58,12 +59,15 @@ fn softmax_row<T: Float>(row: &mut [T], x: &[T], log: bool) {
     }
 }
 
-/// [`softmax_row`] compiled for `isa` (which must be available: callers
-/// pass [`simd::detect`]'s answer). All variants give identical bits.
-fn softmax_row_on<T: Float>(isa: simd::VectorIsa, row: &mut [T], x: &[T], log: bool) {
+/// [`softmax_row`] compiled for `isa`. All variants give identical bits.
+///
+/// # Safety
+/// The CPU must run `isa` ([`simd::VectorIsa::is_available`]; callers pass
+/// [`simd::detect`]'s answer): its instructions are executed unchecked.
+unsafe fn softmax_row_on<T: Float>(isa: simd::VectorIsa, row: &mut [T], x: &[T], log: bool) {
     debug_assert!(isa.is_available());
     match isa {
-        // SAFETY: `isa` is available on this CPU (see above), which is all
+        // SAFETY: the caller guarantees `isa` is available, which is all
         // the target_feature functions require.
         #[cfg(target_arch = "x86_64")]
         simd::VectorIsa::Avx512 => unsafe { softmax_row_avx512(row, x, log) },
@@ -124,7 +128,8 @@ mod tests {
                         continue;
                     }
                     let mut got = vec![0.0f32; len];
-                    softmax_row_on(isa, &mut got, &x, log);
+                    // SAFETY: checked available just above.
+                    unsafe { softmax_row_on(isa, &mut got, &x, log) };
                     let same = got
                         .iter()
                         .zip(&expect)
@@ -137,7 +142,8 @@ mod tests {
         let mut expect = [0.0f32; 3];
         softmax_row(&mut expect, &nan_row, false);
         let mut got = [0.0f32; 3];
-        softmax_row_on(simd::detect(), &mut got, &nan_row, false);
+        // SAFETY: `detect` names an available ISA.
+        unsafe { softmax_row_on(simd::detect(), &mut got, &nan_row, false) };
         assert_eq!(got.map(f32::to_bits), expect.map(f32::to_bits));
     }
 }
