@@ -1,8 +1,8 @@
 //! A per-op profiler: where the time of a forward/backward step goes.
 //!
 //! [`profile`] runs a closure and returns, next to its result, the wall time
-//! spent in each op the closure called on this thread, forward and backward
-//! separately:
+//! spent in each op the closure called on this thread, with forward ops,
+//! backward rules and in-place updates apart:
 //!
 //! ```
 //! use ferrite::{profile, DType, Tensor};
@@ -54,7 +54,7 @@ pub enum Phase {
 pub struct ProfileEntry {
     /// The op's name (`"conv2d"`, `"batch_norm"`, `"add"`, ...).
     pub name: &'static str,
-    /// Forward call or backward rule.
+    /// Forward call, backward rule or in-place update.
     pub phase: Phase,
     /// How many times it ran.
     pub calls: u64,
