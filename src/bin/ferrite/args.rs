@@ -21,10 +21,10 @@ pub struct RunArgs {
     /// Imbalance factor of the long-tailed datasets (largest / smallest class)
     #[arg(long, default_value_t = 100.0)]
     pub imbalance_factor: f64,
-    /// Training images of MultiMNIST-LT (default 60000)
+    /// Training images of MultiMNIST-LT; 0 = the protocol's 60000
     #[arg(long, default_value_t = 0)]
     pub train_size: usize,
-    /// Test images of MultiMNIST-LT (default 10000)
+    /// Test images of MultiMNIST-LT; 0 = the protocol's 10000
     #[arg(long, default_value_t = 0)]
     pub test_size: usize,
     /// Seed of data generation and long-tail subsampling
