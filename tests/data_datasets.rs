@@ -146,16 +146,9 @@ fn fashion_mnist_matches_its_known_facts() {
     let (train, test) = mnist::load_dataset(FASHION, "fashion-mnist").unwrap();
     assert_eq!(train.positives_per_class(), vec![6000; 10]);
     assert_eq!(test.positives_per_class(), vec![1000; 10]);
-    let n = train.images.len() as f64;
-    let mean = train.images.iter().map(|&p| p as f64 / 255.0).sum::<f64>() / n;
-    let var = train
-        .images
-        .iter()
-        .map(|&p| (p as f64 / 255.0 - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let (mean, std) = common::pixel_mean_std(&train.images);
     assert!((mean - 0.2860).abs() < 5e-5, "mean {mean}");
-    assert!((var.sqrt() - 0.3530).abs() < 5e-5, "std {}", var.sqrt());
+    assert!((std - 0.3530).abs() < 5e-5, "std {std}");
     // A long-tailed Fashion-MNIST (balanced source: n_max = 6000).
     let lt = long_tail_subset(&train, 100.0, None, 3).unwrap();
     assert_eq!(

@@ -2,6 +2,8 @@
 //! on damaged copies: every truncation or byte flip is an error naming the
 //! file, never a panic.
 
+mod common;
+
 use ferrite::data::idx::{parse_idx, read_idx};
 use ferrite::data::{loader::epoch_batches, mnist};
 use ferrite::Error;
@@ -28,16 +30,9 @@ fn mnist_matches_its_known_facts() {
         count(&test.labels),
         vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     );
-    let n = train.images.len() as f64;
-    let mean = train.images.iter().map(|&p| p as f64 / 255.0).sum::<f64>() / n;
-    let var = train
-        .images
-        .iter()
-        .map(|&p| (p as f64 / 255.0 - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let (mean, std) = common::pixel_mean_std(&train.images);
     assert!((mean - 0.1307).abs() < 5e-5, "mean {mean}");
-    assert!((var.sqrt() - 0.3081).abs() < 5e-5, "std {}", var.sqrt());
+    assert!((std - 0.3081).abs() < 5e-5, "std {std}");
     // Batches are standardised tensors with i64 labels.
     let (x, y) = train.batch(&[0, 1], 0.1307, 0.3081).unwrap();
     assert_eq!((x.shape(), y.shape()), (&[2, 1, 28, 28][..], &[2, 1][..]));

@@ -117,3 +117,16 @@ pub fn pair(v: &serde_json::Value) -> (usize, usize) {
         a[1].as_u64().unwrap() as usize,
     )
 }
+
+/// Mean and (population) standard deviation of 8-bit pixels scaled to
+/// [0, 1], the figures image datasets publish for normalisation.
+pub fn pixel_mean_std(images: &[u8]) -> (f64, f64) {
+    let n = images.len() as f64;
+    let mean = images.iter().map(|&p| p as f64 / 255.0).sum::<f64>() / n;
+    let var = images
+        .iter()
+        .map(|&p| (p as f64 / 255.0 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, var.sqrt())
+}

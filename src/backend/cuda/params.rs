@@ -345,23 +345,7 @@ pub struct Im2colParams {
 }
 const _: () = assert!(size_of::<Im2colParams>() == 112);
 
-/// The output length of a convolution along one axis,
-/// `(in + 2·pad − dilation·(k − 1) − 1) / stride + 1`, or `None` when the
-/// dilated kernel does not fit in the padded input or a size is zero.
-pub fn conv_out_len(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-) -> Option<usize> {
-    if kernel == 0 || stride == 0 || dilation == 0 {
-        return None;
-    }
-    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
-    let padded = input.checked_add(pad.checked_mul(2)?)?;
-    (padded >= span).then(|| (padded - span) / stride + 1)
-}
+pub use crate::ops::conv::conv_out_len;
 
 impl Im2colParams {
     /// im2col of `n` images of `c × h × w` for a `kh × kw` kernel with the

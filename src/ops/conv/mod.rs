@@ -62,7 +62,10 @@ impl Conv2dParams {
     }
 }
 
-/// Output extent of one spatial dim, or `None` if the kernel does not fit.
+/// The output length of a convolution along one axis,
+/// `(in + 2·pad − dilation·(k − 1) − 1) / stride + 1`, or `None` when the
+/// dilated kernel does not fit in the padded input, a size is zero, or the
+/// arithmetic would overflow. Shared by the CPU op and the CUDA launchers.
 pub fn conv_out_len(
     input: usize,
     kernel: usize,
@@ -70,8 +73,12 @@ pub fn conv_out_len(
     pad: usize,
     dilation: usize,
 ) -> Option<usize> {
-    let span = dilation * (kernel - 1) + 1;
-    (input + 2 * pad).checked_sub(span).map(|r| r / stride + 1)
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return None;
+    }
+    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
+    let padded = input.checked_add(pad.checked_mul(2)?)?;
+    (padded >= span).then(|| (padded - span) / stride + 1)
 }
 
 /// Validates shapes and parameters and derives the geometry.

@@ -186,18 +186,30 @@ pub fn gemm_serial<T: Gemm>(a: MatRef<T>, b: MatRef<T>, c: &mut [T], accumulate:
     let beta = if accumulate { T::ONE } else { T::ZERO };
     // Safety: the views were checked to lie inside their slices, and `c` is
     // a distinct `&mut` slice of exactly m × n elements.
+    unsafe { gemm_raw(a, b, beta, c.as_mut_ptr()) }
+}
+
+/// The unchecked GEMM call shared by [`gemm_serial`] and
+/// [`gemm_serial_uninit`]: `c = a · b + beta · c`, `c` row-major
+/// `a.rows × b.cols`.
+///
+/// # Safety
+/// `a` and `b` must lie inside their slices (`in_bounds`), `b.rows` must
+/// equal `a.cols`, and `c` must point to `a.rows × b.cols` writable
+/// elements not aliased by `a` or `b` (initialised unless `beta` is 0).
+unsafe fn gemm_raw<T: Gemm>(a: MatRef<T>, b: MatRef<T>, beta: T, c: *mut T) {
     unsafe {
         T::gemm(
-            m,
-            k,
-            n,
+            a.rows,
+            a.cols,
+            b.cols,
             a.data.as_ptr().add(a.offset),
             (a.row_stride as isize, a.col_stride as isize),
             b.data.as_ptr().add(b.offset),
             (b.row_stride as isize, b.col_stride as isize),
             beta,
-            c.as_mut_ptr(),
-            n as isize,
+            c,
+            b.cols as isize,
         );
     }
 }
@@ -227,20 +239,7 @@ pub fn gemm_serial_uninit<'c, T: Gemm>(
         // `c` is a distinct `&mut` slice of exactly m × n elements.
         // With beta = 0 the GEMM only writes c (matrixmultiply: "if β is
         // zero, then C does not need to be initialized").
-        unsafe {
-            T::gemm(
-                m,
-                k,
-                n,
-                a.data.as_ptr().add(a.offset),
-                (a.row_stride as isize, a.col_stride as isize),
-                b.data.as_ptr().add(b.offset),
-                (b.row_stride as isize, b.col_stride as isize),
-                T::ZERO,
-                c.as_mut_ptr().cast::<T>(),
-                n as isize,
-            );
-        }
+        unsafe { gemm_raw(a, b, T::ZERO, c.as_mut_ptr().cast::<T>()) }
     }
     // SAFETY: every one of the m × n elements was written above, by the
     // zero fill (k = 0) or by the GEMM with beta = 0, which writes each
