@@ -1,9 +1,10 @@
-//! conv2d: the im2col + GEMM kernels against the naive definition on many
+//! conv2d: the im2col + GEMM and Winograd kernels against the naive definition on many
 //! shapes, finite-difference gradient checks, and bad-input errors.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod common;
 use common::{assert_close, check_grad, randn};
+use ferrite::ops::conv::{cpu::ConvGeom, winograd};
 use ferrite::ops::Conv2dParams;
 use ferrite::{DType, Tensor};
 
@@ -351,19 +352,65 @@ fn large_planes_take_the_direct_paths() {
     let w = randn(&[8, 16, 3, 3], 52);
     let b = randn(&[8], 53);
     let params = Conv2dParams::default().padding(1).groups(2);
-    let fast = x.conv2d(&w, Some(&b), params).unwrap();
-    let slow = x.conv2d_reference(&w, Some(&b), params).unwrap();
+    check_against_the_definition("direct paths", &x, &w, &b, params, 54);
+}
+
+#[test]
+fn winograd_layers_match_the_definition() {
+    // 3×3 stride-1 layers with 32+ channels and 256+ output tiles take the
+    // Winograd path for the forward pass, the weight gradient and (through
+    // the flipped kernel, padding 2 − p) the input gradient. Even and odd
+    // outputs, padding 1 and 0.
+    for (n, h, w, pad) in [(4, 16, 16, 1), (8, 13, 11, 1), (16, 11, 9, 0)] {
+        let x = randn(&[n, 32, h, w], 80 + n as u64);
+        let k = randn(&[40, 32, 3, 3], 90 + n as u64);
+        let b = randn(&[40], 100 + n as u64);
+        let params = Conv2dParams::default().padding(pad);
+        let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+        let geom = |c_in, c_out, h, w, pad, oh, ow| ConvGeom {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            padding: (pad, pad),
+            dilation: (1, 1),
+            groups: 1,
+            oh,
+            ow,
+        };
+        assert!(winograd::applies(&geom(32, 40, h, w, pad, oh, ow)));
+        assert!(winograd::applies(&geom(40, 32, oh, ow, 2 - pad, h, w)));
+        check_against_the_definition("winograd", &x, &k, &b, params, 110 + n as u64);
+    }
+}
+
+/// Checks `conv2d` against `conv2d_reference`: the forward output, and the
+/// input and weight gradients. `L(x, w) = Σ conv(x, w)·r` is linear in x
+/// and in w, so its gradients are checked exactly along random
+/// directions: ⟨dL/dx, v⟩ = L(v, w) and ⟨dL/dw, u⟩ = L(x, u), the right
+/// sides by the reference kernel.
+fn check_against_the_definition(
+    name: &str,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    params: Conv2dParams,
+    seed: u64,
+) {
+    let fast = x.conv2d(w, Some(b), params).unwrap();
+    let slow = x.conv2d_reference(w, Some(b), params).unwrap();
     assert_close(
-        "direct forward",
+        &format!("{name}: forward"),
         &fast.to_f64_vec().unwrap(),
         &slow.to_f64_vec().unwrap(),
         1e-12,
         1e-12,
     );
-    // L(x, w) = Σ conv(x, w)·r is linear in x and in w, so its gradients
-    // are checked exactly along random directions: ⟨dL/dx, v⟩ = L(v, w)
-    // and ⟨dL/dw, u⟩ = L(x, u), the right sides by the reference kernel.
-    let r = randn(fast.shape(), 54);
+    let r = randn(fast.shape(), seed);
     let loss_ref = |x: &Tensor, w: &Tensor| -> f64 {
         let y = x.conv2d_reference(w, None, params).unwrap();
         y.mul(&r).unwrap().sum_all().unwrap().to_scalar().unwrap()
@@ -372,23 +419,23 @@ fn large_planes_take_the_direct_paths() {
         x.clone().requires_grad_(true),
         w.clone().requires_grad_(true),
     );
-    let loss = xv.conv2d(&wv, Some(&b), params).unwrap().mul(&r).unwrap();
+    let loss = xv.conv2d(&wv, Some(b), params).unwrap().mul(&r).unwrap();
     let grads = loss.sum_all().unwrap().backward().unwrap();
     let dot = |g: &Tensor, v: &Tensor| -> f64 {
         g.mul(v).unwrap().sum_all().unwrap().to_scalar().unwrap()
     };
-    for seed in 0..3 {
-        let v = randn(x.shape(), 60 + seed);
-        let (got, want) = (dot(grads.get(&xv).unwrap(), &v), loss_ref(&v, &w));
+    for k in 0..3 {
+        let v = randn(x.shape(), seed + 10 + k);
+        let (got, want) = (dot(grads.get(&xv).unwrap(), &v), loss_ref(&v, w));
         assert!(
             (got - want).abs() <= 1e-9 * want.abs().max(1.0),
-            "dx·v {got} vs {want}"
+            "{name}: dx·v {got} vs {want}"
         );
-        let u = randn(w.shape(), 70 + seed);
-        let (got, want) = (dot(grads.get(&wv).unwrap(), &u), loss_ref(&x, &u));
+        let u = randn(w.shape(), seed + 20 + k);
+        let (got, want) = (dot(grads.get(&wv).unwrap(), &u), loss_ref(x, &u));
         assert!(
             (got - want).abs() <= 1e-9 * want.abs().max(1.0),
-            "dw·u {got} vs {want}"
+            "{name}: dw·u {got} vs {want}"
         );
     }
 }

@@ -24,7 +24,13 @@
 //! (`backend::cpu::scratch`).
 //! [`conv2d_direct`] is the naive seven-loop definition, kept as the test
 //! oracle.
+//!
+//! [`conv2d_forward`] and [`conv2d_backward_weight`] hand 3×3 stride-1
+//! layers with enough channels to [`winograd`] (F(2×2, 3×3), 2.25× fewer
+//! multiplies); the input gradient reaches it through the flipped-kernel
+//! forward. The `_im2col` functions compute any geometry.
 
+use super::winograd;
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
@@ -248,7 +254,7 @@ pub const DIRECT_MIN_COLUMNS: usize = 1024;
 pub const DIRECT_MIN_INNER: usize = 256;
 
 /// True when the whole job is big enough to spread tiles over threads.
-fn parallel(g: &ConvGeom) -> bool {
+pub(super) fn parallel(g: &ConvGeom) -> bool {
     g.n > 1 && g.macs() >= 1 << 21
 }
 
@@ -266,7 +272,7 @@ fn for_each_tile(g: &ConvGeom, f: impl Fn(usize, usize) + Sync) {
 
 /// A raw pointer that may cross threads; every task writes a disjoint part.
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
+pub(super) struct SharedMut<T>(pub(super) *mut T);
 unsafe impl<T> Send for SharedMut<T> {}
 unsafe impl<T> Sync for SharedMut<T> {}
 
@@ -277,7 +283,7 @@ impl<T> SharedMut<T> {
     /// The range must lie inside the buffer and no other live slice may
     /// overlap it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+    pub(super) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
 }
@@ -289,8 +295,23 @@ fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatR
 }
 
 /// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
-/// contiguous; returns N×O×oh×ow.
+/// contiguous; returns N×O×oh×ow. 3×3 stride-1 kernels with enough
+/// channels go to [`winograd`], the rest to im2col + GEMM.
 pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+    if winograd::applies(g) {
+        winograd::conv2d_forward(x, w, bias, g)
+    } else {
+        conv2d_forward_im2col(x, w, bias, g)
+    }
+}
+
+/// The forward pass through im2col + GEMM, for any geometry.
+pub fn conv2d_forward_im2col<T: Gemm>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Vec<T> {
     let len = g.n * g.out_image_len();
     let mut out = take_empty::<T>(len);
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
@@ -463,7 +484,18 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec
 }
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
+/// Geometries that [`winograd::applies`] to go there, the rest through
+/// im2col + GEMM.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    if winograd::applies(g) {
+        winograd::conv2d_backward_weight(x, dy, g)
+    } else {
+        conv2d_backward_weight_im2col(x, dy, g)
+    }
+}
+
+/// The weight gradient through im2col + GEMM, for any geometry.
+pub fn conv2d_backward_weight_im2col<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let wlen = g.c_out * k;
     let t = tile_images(g);

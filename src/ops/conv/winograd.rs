@@ -1,0 +1,704 @@
+//! Winograd F(2×2, 3×3) convolution: the fast path for 3×3 kernels with
+//! stride 1 and dilation 1, which is every convolution inside a ResNet
+//! basic block except the first of a downsampling stage.
+//!
+//! The output is cut into 2×2 tiles. Tile (ty, tx) of an output channel
+//! depends only on the 4×4 input patch `d` that starts at row `2·ty − ph`
+//! and column `2·tx − pw` of each input channel, and Lavin & Gray's
+//! minimal filtering algorithm ("Fast Algorithms for Convolutional Neural
+//! Networks", 2016) computes it with 16 multiplies per channel pair where
+//! the definition needs 36:
+//!
+//! ```text
+//! Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A
+//!
+//!      ⎡1  0 −1  0⎤        ⎡ 1    0    0 ⎤
+//! Bᵀ = ⎢0  1  1  0⎥    G = ⎢1/2  1/2  1/2⎥    Aᵀ = ⎡1  1  1  0⎤
+//!      ⎢0 −1  1  0⎥        ⎢1/2 −1/2  1/2⎥         ⎣0  1 −1 −1⎦
+//!      ⎣0  1  0 −1⎦        ⎣ 0    0    1 ⎦
+//! ```
+//!
+//! For each of the 16 positions `e` of the 4×4 transformed domain, the sum
+//! over input channels is a matrix product: `M_e = U_e · V_e`, with `U_e`
+//! (O × C) the transformed weights and `V_e` (C × tiles) the transformed
+//! input patches. So the 2.25× saving in multiplies still runs on the GEMM
+//! kernel, as 16 GEMMs of inner dimension C instead of one of 9·C.
+//!
+//! The weight gradient follows by the chain rule through the same linear
+//! maps: per tile `dM = A dY Aᵀ` (the adjoint of the output transform),
+//! `dU_e = Σ_tiles dM_e · V_eᵀ` (16 GEMMs again), and `dg = Gᵀ dU G`. The
+//! input gradient of a stride-1 convolution is itself a stride-1
+//! convolution with the flipped kernel (`cpu::conv2d_backward_input`), so
+//! it reaches this module through [`conv2d_forward`].
+//!
+//! Work is cut into chunks of whole tile rows. A chunk transforms its
+//! patches, runs the 16 GEMMs and transforms the products back on one
+//! thread, so its transformed values (16 per patch and channel) stay in
+//! that core's cache instead of making a round trip through memory; chunks
+//! run in parallel.
+//!
+//! The transforms only add, subtract and halve, so the results agree with
+//! im2col + GEMM to within a few units in the last place of the inputs'
+//! magnitudes (the tests compare both against the definition).
+
+use super::cpu::{parallel, ConvGeom, SharedMut};
+use crate::backend::cpu::num_threads;
+use crate::backend::cpu::pool::take_empty;
+use crate::backend::cpu::scratch::with_scratch;
+use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
+use crate::tensor::Float;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Positions of the 4×4 transformed domain: one GEMM each.
+const POS: usize = 16;
+
+/// Fewest input and output channels for which [`applies`] chooses this
+/// path. With 16 channels the 16 GEMMs have too short an inner dimension
+/// to run fast and im2col + GEMM wins (`examples/conv_passes.rs`).
+pub const MIN_CHANNELS: usize = 32;
+
+/// Fewest 2×2 tiles in the batch for which [`applies`] chooses this path.
+/// The weight transform costs as much as the GEMMs would on a single tile,
+/// so small batches of small planes (ResNet-18's 512-channel 4×4 layers,
+/// 128 tiles at batch 32) are faster through im2col.
+pub const MIN_TILES: usize = 256;
+
+/// Transformed values (inputs and products together) a chunk aims to hold:
+/// about 1 MiB of f32, half of a core's L2 cache on the machines we measure.
+const CHUNK_VALUES: usize = 1 << 18;
+
+/// Fewest tiles per chunk: each chunk re-reads all 16 transformed weight
+/// matrices, so chunks must be wide enough to pay for that.
+const MIN_CHUNK_TILES: usize = 64;
+
+/// True when this module can compute the convolution: a 3×3 kernel,
+/// stride 1, dilation 1 and one group (any padding and channel count).
+pub fn supports(g: &ConvGeom) -> bool {
+    (g.kh, g.kw) == (3, 3)
+        && g.stride == (1, 1)
+        && g.dilation == (1, 1)
+        && g.groups == 1
+        && g.oh > 0
+        && g.ow > 0
+}
+
+/// True when the CPU convolution routes this geometry here: [`supports`],
+/// with at least [`MIN_CHANNELS`] input and output channels and
+/// [`MIN_TILES`] output tiles, where it measured faster than im2col.
+pub fn applies(g: &ConvGeom) -> bool {
+    let tiles = g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2);
+    supports(g) && g.c_in >= MIN_CHANNELS && g.c_out >= MIN_CHANNELS && tiles >= MIN_TILES
+}
+
+/// The grid of 2×2 output tiles. A "tile row" is one row of tiles of one
+/// image; tile rows are numbered `n·th + ty` across the batch.
+#[derive(Clone, Copy)]
+struct Tiles {
+    /// Tile rows per image, `⌈oh / 2⌉`.
+    th: usize,
+    /// Tiles per tile row, `⌈ow / 2⌉`.
+    tw: usize,
+    /// Tile rows in the batch, `n · th`.
+    rows: usize,
+}
+
+impl Tiles {
+    fn of(g: &ConvGeom) -> Self {
+        let th = g.oh.div_ceil(2);
+        Tiles {
+            th,
+            tw: g.ow.div_ceil(2),
+            rows: g.n * th,
+        }
+    }
+}
+
+/// Cuts the tile rows into chunks: about [`CHUNK_VALUES`] transformed
+/// values each, at least [`MIN_CHUNK_TILES`] tiles, and at least one chunk
+/// per thread when the batch allows.
+fn chunk_rows(g: &ConvGeom, tiles: &Tiles) -> Vec<Range<usize>> {
+    let by_cache = (CHUNK_VALUES / (POS * (g.c_in + g.c_out))).max(MIN_CHUNK_TILES);
+    let rows_by_cache = by_cache.div_ceil(tiles.tw).max(1);
+    let rows_by_threads = tiles.rows.div_ceil(num_threads()).max(1);
+    let per = rows_by_cache.min(rows_by_threads);
+    (0..tiles.rows)
+        .step_by(per)
+        .map(|r| r..(r + per).min(tiles.rows))
+        .collect()
+}
+
+/// Row `i` of `G` applied to three values: the 4 ways F(2×2, 3×3) mixes
+/// the taps of a kernel row or column.
+#[inline(always)]
+fn g_row<T: Float>(i: usize, a: T, b: T, c: T) -> T {
+    let half = T::from_f64(0.5);
+    match i {
+        0 => a,
+        1 => (a + b + c) * half,
+        2 => (a - b + c) * half,
+        _ => c,
+    }
+}
+
+/// Row `i` of `Gᵀ` applied to four values: the adjoint of [`g_row`].
+#[inline(always)]
+fn gt_row<T: Float>(i: usize, u: [T; 4]) -> T {
+    let half = T::from_f64(0.5);
+    match i {
+        0 => u[0] + (u[1] + u[2]) * half,
+        1 => (u[1] - u[2]) * half,
+        _ => (u[1] + u[2]) * half + u[3],
+    }
+}
+
+/// `U = G g Gᵀ` for every (output, input) channel pair of `w` (O×C×3×3),
+/// laid out as 16 row-major O × C matrices: `u[(e·O + o)·C + c]`.
+///
+/// Output channels run in parallel. For one output channel the 9 taps of
+/// all its C kernels are first split into 9 arrays of C, so every step
+/// after that is an elementwise operation on whole arrays.
+fn transform_weights<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
+    let (o_n, c_n) = (g.c_out, g.c_in);
+    let len = POS * o_n * c_n;
+    let mut u = take_empty::<T>(len);
+    let u_ptr = SharedMut(u.spare_capacity_mut().as_mut_ptr());
+    (0..o_n).into_par_iter().for_each_init(
+        || vec![T::ZERO; 21 * c_n],
+        |buf, o| {
+            let (taps, gg) = buf.split_at_mut(9 * c_n);
+            for (c, k) in w[o * c_n * 9..(o + 1) * c_n * 9]
+                .chunks_exact(9)
+                .enumerate()
+            {
+                for (t, &v) in k.iter().enumerate() {
+                    taps[t * c_n + c] = v;
+                }
+            }
+            let tap = |t: usize| &taps[t * c_n..(t + 1) * c_n];
+            for i in 0..4 {
+                // Row i of G g: three arrays (its columns b = 0, 1, 2).
+                for b in 0..3 {
+                    let dst = &mut gg[b * c_n..(b + 1) * c_n];
+                    let (t0, t1, t2) = (tap(b), tap(3 + b), tap(6 + b));
+                    for c in 0..c_n {
+                        dst[c] = g_row(i, t0[c], t1[c], t2[c]);
+                    }
+                }
+                let (r0, rest) = gg.split_at(c_n);
+                let (r1, r2) = rest.split_at(c_n);
+                for j in 0..4 {
+                    // Safety: row o of matrix e = 4i + j, inside the buffer;
+                    // only the task for output channel o writes it.
+                    let dst = unsafe { u_ptr.slice(((4 * i + j) * o_n + o) * c_n, c_n) };
+                    for c in 0..c_n {
+                        dst[c].write(g_row(j, r0[c], r1[c], r2[c]));
+                    }
+                }
+            }
+        },
+    );
+    // SAFETY: every (e, o) row of C elements was written above: the tasks
+    // cover o in 0..O and each writes its row of all 16 matrices.
+    unsafe { u.set_len(len) };
+    u
+}
+
+/// `dg = Gᵀ dU G`: the adjoint of [`transform_weights`], from 16 O × C
+/// matrices back to the O×C×3×3 weight layout. Output channels run in
+/// parallel, each on whole arrays of C as in the forward transform.
+fn untransform_weights<T: Float>(du: &[T], g: &ConvGeom) -> Vec<T> {
+    let (o_n, c_n) = (g.c_out, g.c_in);
+    let mut dw = vec![T::ZERO; o_n * c_n * 9];
+    dw.par_chunks_mut(c_n * 9).enumerate().for_each_init(
+        || vec![T::ZERO; 12 * c_n],
+        |rows, (o, dw_o)| {
+            let at = |e: usize| &du[(e * o_n + o) * c_n..(e * o_n + o + 1) * c_n];
+            // Gᵀ dU: three rows i of four arrays j.
+            for i in 0..3 {
+                for j in 0..4 {
+                    let dst = &mut rows[(4 * i + j) * c_n..(4 * i + j + 1) * c_n];
+                    let (u0, u1, u2, u3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                    for c in 0..c_n {
+                        dst[c] = gt_row(i, [u0[c], u1[c], u2[c], u3[c]]);
+                    }
+                }
+            }
+            // (Gᵀ dU) G, written tap by tap into the kernels.
+            for (c, k) in dw_o.chunks_exact_mut(9).enumerate() {
+                for i in 0..3 {
+                    let r = |j: usize| rows[(4 * i + j) * c_n + c];
+                    let row = [r(0), r(1), r(2), r(3)];
+                    for b in 0..3 {
+                        k[3 * i + b] = gt_row(b, row);
+                    }
+                }
+            }
+        },
+    );
+    dw
+}
+
+/// Splits one input row into the even and odd columns of a zero-padded
+/// strip: strip column `s` holds input column `s − pad` (0 outside the
+/// row), `even[q]` is strip column `2q` and `odd[q]` is `2q + 1`.
+fn split_even_odd<T: Float>(src: &[T], pad: usize, even: &mut [T], odd: &mut [T]) {
+    let pixel = |s: usize| {
+        s.checked_sub(pad)
+            .and_then(|x| src.get(x))
+            .copied()
+            .unwrap_or(T::ZERO)
+    };
+    for (q, (e, o)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+        *e = pixel(2 * q);
+        *o = pixel(2 * q + 1);
+    }
+}
+
+/// `V = Bᵀ d B` for every input channel and every tile of the tile rows
+/// `rows`, laid out as 16 row-major C × tb matrices: `v[(e·C + c)·tb + t]`,
+/// with `t` the tile's index inside the chunk.
+///
+/// Per tile row and channel, the 4 input rows its tiles read are split
+/// into the even and odd columns of a zero-padded strip; tile `tx` then
+/// reads `even[tx], odd[tx], even[tx + 1], odd[tx + 1]`. `Bᵀ` combines the
+/// strip's rows and `B` those four columns, each as an elementwise
+/// operation on whole arrays.
+fn transform_input<T: Float>(
+    x: &[T],
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    v: &mut [T],
+) {
+    let (c_n, tw) = (g.c_in, tiles.tw);
+    let tb = rows.len() * tw;
+    let (ph, pw) = g.padding;
+    let half = tw + 1;
+    // Even and odd halves of the 4 strip rows, then of the 4 rows of Bᵀ d.
+    let mut strip = vec![T::ZERO; 16 * half];
+    let (d, bt_d) = strip.split_at_mut(8 * half);
+    for (ri, r) in rows.enumerate() {
+        let (n, ty) = (r / tiles.th, r % tiles.th);
+        for c in 0..c_n {
+            let plane = &x[(n * c_n + c) * g.h * g.w..(n * c_n + c + 1) * g.h * g.w];
+            for (k, pair) in d.chunks_exact_mut(2 * half).enumerate() {
+                let (even, odd) = pair.split_at_mut(half);
+                let iy = (2 * ty + k).wrapping_sub(ph);
+                if iy < g.h {
+                    split_even_odd(&plane[iy * g.w..(iy + 1) * g.w], pw, even, odd);
+                } else {
+                    pair.fill(T::ZERO); // above or below the image: padding
+                }
+            }
+            // Bᵀ d: row i of the result from the strip rows (both halves).
+            let row = |k: usize| &d[k * 2 * half..(k + 1) * 2 * half];
+            for (i, dst) in bt_d.chunks_exact_mut(2 * half).enumerate() {
+                let (a, b) = match i {
+                    0 => (row(0), row(2)),
+                    1 | 2 => (row(1), row(2)),
+                    _ => (row(1), row(3)),
+                };
+                for s in 0..2 * half {
+                    dst[s] = match i {
+                        0 => a[s] - b[s],
+                        1 => a[s] + b[s],
+                        2 => b[s] - a[s],
+                        _ => a[s] - b[s],
+                    };
+                }
+            }
+            // (Bᵀ d) B, tile by tile, into the 16 matrices.
+            for (i, pair) in bt_d.chunks_exact(2 * half).enumerate() {
+                let (even, odd) = pair.split_at(half);
+                let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
+                for j in 0..4 {
+                    let start = ((4 * i + j) * c_n + c) * tb + ri * tw;
+                    let dst = &mut v[start..start + tw];
+                    for tx in 0..tw {
+                        dst[tx] = match j {
+                            0 => e0[tx] - e1[tx],
+                            1 => o0[tx] + e1[tx],
+                            2 => e1[tx] - o0[tx],
+                            _ => o0[tx] - o1[tx],
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` (+ bias) for every output channel and tile of the tile
+/// rows `rows`, from the 16 O × tb product matrices `m`, written into the
+/// N×O×oh×ow output behind `out`. Tiles that overhang an odd-sized output
+/// drop their last row or column.
+fn transform_output<T: Float>(
+    m: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    out: SharedMut<std::mem::MaybeUninit<T>>,
+) {
+    let (o_n, tw) = (g.c_out, tiles.tw);
+    let tb = rows.len() * tw;
+    // Aᵀ M (2 rows × 4 arrays), then its two output columns per row.
+    let mut buf = vec![T::ZERO; 12 * tw];
+    let (s, y) = buf.split_at_mut(8 * tw);
+    for (ri, r) in rows.enumerate() {
+        let (n, ty) = (r / tiles.th, r % tiles.th);
+        let out_rows = if 2 * ty + 1 < g.oh { 2 } else { 1 };
+        for o in 0..o_n {
+            let bias_o = bias.map_or(T::ZERO, |b| b[o]);
+            let m_e = |e: usize| {
+                let start = (e * o_n + o) * tb + ri * tw;
+                &m[start..start + tw]
+            };
+            for (a, dst) in s.chunks_exact_mut(tw).enumerate() {
+                let (row, j) = (a / 4, a % 4);
+                let (m0, m1, m2, m3) = (m_e(j), m_e(4 + j), m_e(8 + j), m_e(12 + j));
+                for tx in 0..tw {
+                    dst[tx] = if row == 0 {
+                        m0[tx] + m1[tx] + m2[tx]
+                    } else {
+                        m1[tx] - m2[tx] - m3[tx]
+                    };
+                }
+            }
+            for (a, dst) in y.chunks_exact_mut(tw).enumerate() {
+                let (row, col) = (a / 2, a % 2);
+                let sj = |j: usize| &s[(4 * row + j) * tw..(4 * row + j + 1) * tw];
+                let (s0, s1, s2, s3) = (sj(0), sj(1), sj(2), sj(3));
+                for tx in 0..tw {
+                    dst[tx] = if col == 0 {
+                        s0[tx] + s1[tx] + s2[tx]
+                    } else {
+                        s1[tx] - s2[tx] - s3[tx]
+                    } + bias_o;
+                }
+            }
+            // Safety: tile row `r` is in this chunk only, so output rows
+            // 2ty and 2ty + 1 of image n are written by this call alone,
+            // and they lie inside the N×O×oh×ow buffer.
+            let dst = unsafe { out.slice(((n * o_n + o) * g.oh + 2 * ty) * g.ow, out_rows * g.ow) };
+            for (row, line) in dst.chunks_exact_mut(g.ow).enumerate() {
+                let (even, odd) = (&y[2 * row * tw..], &y[(2 * row + 1) * tw..]);
+                for (x, px) in line.iter_mut().enumerate() {
+                    px.write(if x % 2 == 0 { even[x / 2] } else { odd[x / 2] });
+                }
+            }
+        }
+    }
+}
+
+/// `dM = A dY Aᵀ` for every output channel and tile of the tile rows
+/// `rows`: the adjoint of [`transform_output`], laid out like its input
+/// (`dm[(e·O + o)·tb + t]`). Outside the output, `dY` counts as 0.
+fn transform_output_grad<T: Float>(
+    dy: &[T],
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    dm: &mut [T],
+) {
+    let (o_n, tw) = (g.c_out, tiles.tw);
+    let tb = rows.len() * tw;
+    let plane_len = g.oh * g.ow;
+    // Even and odd columns of the tile row's two dY rows, then the even (p)
+    // and odd (q) columns of the 4 rows of A dY.
+    let mut buf = vec![T::ZERO; 12 * tw];
+    let (dy_rows, ady) = buf.split_at_mut(4 * tw);
+    for (ri, r) in rows.enumerate() {
+        let (n, ty) = (r / tiles.th, r % tiles.th);
+        for o in 0..o_n {
+            let plane = &dy[(n * o_n + o) * plane_len..(n * o_n + o + 1) * plane_len];
+            for (k, pair) in dy_rows.chunks_exact_mut(2 * tw).enumerate() {
+                let (even, odd) = pair.split_at_mut(tw);
+                match plane.get((2 * ty + k) * g.ow..(2 * ty + k + 1) * g.ow) {
+                    Some(src) => split_even_odd(src, 0, even, odd),
+                    None => pair.fill(T::ZERO), // below an odd-sized output
+                }
+            }
+            // A dY: rows (y0, y0 + y1, y0 − y1, −y1), both halves at once.
+            let (y0, y1) = dy_rows.split_at(2 * tw);
+            for (i, dst) in ady.chunks_exact_mut(2 * tw).enumerate() {
+                for s in 0..2 * tw {
+                    dst[s] = match i {
+                        0 => y0[s],
+                        1 => y0[s] + y1[s],
+                        2 => y0[s] - y1[s],
+                        _ => -y1[s],
+                    };
+                }
+            }
+            // (A dY) Aᵀ: each row's (p, q) becomes (p, p + q, p − q, −q).
+            for (i, pair) in ady.chunks_exact(2 * tw).enumerate() {
+                let (p, q) = pair.split_at(tw);
+                for j in 0..4 {
+                    let start = ((4 * i + j) * o_n + o) * tb + ri * tw;
+                    let dst = &mut dm[start..start + tw];
+                    for tx in 0..tw {
+                        dst[tx] = match j {
+                            0 => p[tx],
+                            1 => p[tx] + q[tx],
+                            2 => p[tx] - q[tx],
+                            _ => -q[tx],
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward: `x` (N×C×H×W), `w` (O×C×3×3), optional `bias` (O), all
+/// contiguous; returns N×O×oh×ow. Panics unless [`supports`].
+pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+    assert!(
+        supports(g),
+        "winograd::conv2d_forward: unsupported geometry"
+    );
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let tiles = Tiles::of(g);
+    let u = transform_weights(w, g);
+    let chunks = chunk_rows(g, &tiles);
+    let max_tb = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * tiles.tw;
+    let len = g.n * o_n * g.oh * g.ow;
+    let mut out = take_empty::<T>(len);
+    let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
+    let run = |rows: &Range<usize>| {
+        let tb = rows.len() * tiles.tw;
+        with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {
+            let (v, m) = scratch.split_at_mut(POS * max_tb * c_n);
+            let (v, m) = (&mut v[..POS * tb * c_n], &mut m[..POS * tb * o_n]);
+            transform_input(x, g, &tiles, rows.clone(), v);
+            for (e, m_e) in m.chunks_exact_mut(o_n * tb).enumerate() {
+                let u_e = MatRef::row_major(&u, e * o_n * c_n, o_n, c_n);
+                let v_e = MatRef::row_major(v, e * c_n * tb, c_n, tb);
+                gemm_serial(u_e, v_e, m_e, false);
+            }
+            transform_output(m, bias, g, &tiles, rows.clone(), out_ptr);
+        })
+    };
+    if parallel(g) {
+        chunks.par_iter().for_each(run);
+    } else {
+        chunks.iter().for_each(run);
+    }
+    // SAFETY: the chunks cover every tile row of every image, and for each
+    // tile row `transform_output` writes output rows 2ty and 2ty + 1 (the
+    // second only when inside the output) of every channel, every column
+    // of them: tiles tx cover columns 2tx and 2tx + 1 up to ow. So all
+    // n × O × oh × ow elements are written. A panic in a chunk propagates
+    // before this line; `out` is then dropped with length 0.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Weight gradient: `x` (N×C×H×W) and `dy` (N×O×oh×ow) → `dw` (O×C×3×3),
+/// summed over images. Panics unless [`supports`].
+///
+/// Each thread sums `dU` over a fixed run of chunks, and the runs are
+/// added in order, so the result is the same on every call.
+pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    assert!(
+        supports(g),
+        "winograd::conv2d_backward_weight: unsupported geometry"
+    );
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let tiles = Tiles::of(g);
+    let chunks = chunk_rows(g, &tiles);
+    let max_tb = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * tiles.tw;
+    let du_len = POS * o_n * c_n;
+    let add_chunk = |mut du: Vec<T>, rows: &Range<usize>| {
+        let tb = rows.len() * tiles.tw;
+        with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {
+            let (v, dm) = scratch.split_at_mut(POS * max_tb * c_n);
+            let (v, dm) = (&mut v[..POS * tb * c_n], &mut dm[..POS * tb * o_n]);
+            transform_input(x, g, &tiles, rows.clone(), v);
+            transform_output_grad(dy, g, &tiles, rows.clone(), dm);
+            for (e, du_e) in du.chunks_exact_mut(o_n * c_n).enumerate() {
+                let dm_e = MatRef::row_major(dm, e * o_n * tb, o_n, tb);
+                let v_e = MatRef::row_major(v, e * c_n * tb, c_n, tb).t();
+                gemm_serial(dm_e, v_e, du_e, true);
+            }
+        });
+        du
+    };
+    let du = if parallel(g) {
+        let per_run = chunks.len().div_ceil(num_threads()).max(1);
+        let partials: Vec<Vec<T>> = chunks
+            .par_chunks(per_run)
+            .map(|run| run.iter().fold(vec![T::ZERO; du_len], add_chunk))
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut du = parts.next().unwrap_or_else(|| vec![T::ZERO; du_len]);
+        for p in parts {
+            du.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+        }
+        du
+    } else {
+        chunks.iter().fold(vec![T::ZERO; du_len], add_chunk)
+    };
+    untransform_weights(&du, g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct};
+    use rand::{Rng, SeedableRng};
+
+    fn geom(n: usize, c: usize, o: usize, h: usize, w: usize, pad: usize) -> ConvGeom {
+        ConvGeom {
+            n,
+            c_in: c,
+            h,
+            w,
+            c_out: o,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            padding: (pad, pad),
+            dilation: (1, 1),
+            groups: 1,
+            oh: h + 2 * pad - 2,
+            ow: w + 2 * pad - 2,
+        }
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<f64> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Shapes covering even and odd outputs, padding 0, 1 and 2,
+    /// non-square planes, a single image, unequal channel counts, and (the
+    /// last) a batch large enough to run in parallel, several chunks per
+    /// thread.
+    fn shapes() -> Vec<ConvGeom> {
+        vec![
+            geom(2, 16, 16, 6, 6, 1),
+            geom(3, 16, 24, 5, 7, 1),
+            geom(1, 20, 16, 9, 4, 0),
+            geom(2, 16, 17, 3, 3, 2),
+            geom(4, 32, 16, 1, 1, 1),
+            geom(16, 32, 32, 16, 16, 1),
+        ]
+    }
+
+    #[test]
+    fn transforms_are_exact_for_one_tile() {
+        // One 4×4 patch, one channel pair: Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is the
+        // 2×2 correlation of d with g, checked by hand-unrolled sums.
+        let g = geom(1, 16, 16, 4, 4, 0);
+        let mut x = vec![0.0; 16 * 16];
+        let mut w = vec![0.0; 16 * 16 * 9];
+        let d: Vec<f64> = (0..16).map(|i| (i * i % 7) as f64 - 3.0).collect();
+        let k: Vec<f64> = (0..9).map(|i| (i % 4) as f64 - 1.5).collect();
+        x[..16].copy_from_slice(&d);
+        w[..9].copy_from_slice(&k);
+        let y = conv2d_forward(&x, &w, None, &g);
+        for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let mut want = 0.0;
+            for i in 0..3 {
+                for j in 0..3 {
+                    want += d[(oy + i) * 4 + ox + j] * k[i * 3 + j];
+                }
+            }
+            assert_eq!(y[oy * 2 + ox], want, "output ({oy}, {ox})");
+        }
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for (s, g) in shapes().into_iter().enumerate() {
+            let x = random(g.n * g.c_in * g.h * g.w, 10 + s as u64);
+            let w = random(g.c_out * g.c_in * 9, 20 + s as u64);
+            let b = random(g.c_out, 30 + s as u64);
+            let want = conv2d_direct(&x, &w, Some(&b), &g);
+            let got = conv2d_forward(&x, &w, Some(&b), &g);
+            let err = max_diff(&got, &want);
+            assert!(err < 1e-12, "{g:?}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn f32_forward_stays_close_to_f64() {
+        let g = geom(2, 64, 32, 8, 8, 1);
+        let x = random(g.n * g.c_in * g.h * g.w, 1);
+        let w = random(g.c_out * g.c_in * 9, 2);
+        let want = conv2d_direct(&x, &w, None, &g);
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let got = conv2d_forward(&x32, &w32, None, &g);
+        let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+        // Outputs are sums of 576 products of size ≤ 1: |y| ≲ 10.
+        let err = max_diff(&got, &want);
+        assert!(err < 2e-5, "max error {err}");
+    }
+
+    #[test]
+    fn weight_gradient_matches_im2col() {
+        for (s, g) in shapes().into_iter().enumerate() {
+            let x = random(g.n * g.c_in * g.h * g.w, 40 + s as u64);
+            let dy = random(g.n * g.c_out * g.oh * g.ow, 50 + s as u64);
+            let want = conv2d_backward_weight_im2col(&x, &dy, &g);
+            let got = conv2d_backward_weight(&x, &dy, &g);
+            let err = max_diff(&got, &want);
+            assert!(err < 1e-11, "{g:?}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn weight_transforms_are_adjoint() {
+        // <transform(w), du> = <w, untransform(du)> for random w and du.
+        let g = geom(1, 16, 16, 4, 4, 1);
+        let w = random(16 * 16 * 9, 3);
+        let du = random(POS * 16 * 16, 4);
+        let lhs: f64 = transform_weights(&w, &g)
+            .iter()
+            .zip(&du)
+            .map(|(a, b)| a * b)
+            .sum();
+        let rhs: f64 = w
+            .iter()
+            .zip(untransform_weights(&du, &g))
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!((lhs - rhs).abs() < 1e-10, "{lhs} vs {rhs}");
+    }
+
+    #[test]
+    fn only_3x3_stride_1_is_supported_and_only_wide_layers_apply() {
+        let g = geom(32, 32, 32, 8, 8, 1);
+        assert!(supports(&g) && applies(&g));
+        assert!(!applies(&ConvGeom { c_in: 16, ..g }) && supports(&ConvGeom { c_in: 16, ..g }));
+        assert!(!applies(&ConvGeom { c_out: 16, ..g }));
+        // 32 images of 4×4: 128 tiles.
+        assert!(!applies(&ConvGeom { oh: 4, ow: 4, ..g }));
+        for other in [
+            ConvGeom {
+                stride: (2, 2),
+                ..g
+            },
+            ConvGeom {
+                dilation: (2, 1),
+                ..g
+            },
+            ConvGeom { groups: 2, ..g },
+            ConvGeom { kh: 5, ..g },
+        ] {
+            assert!(!supports(&other) && !applies(&other), "{other:?}");
+        }
+    }
+}
