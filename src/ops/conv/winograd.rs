@@ -48,6 +48,7 @@ use crate::backend::cpu::scratch::with_scratch;
 use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
 use crate::tensor::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Positions of the 4×4 transformed domain: one GEMM each.
@@ -239,19 +240,48 @@ fn untransform_weights<T: Float>(du: &[T], g: &ConvGeom) -> Vec<T> {
     dw
 }
 
+/// `dst[i] = f(a[i], b[i])`: the shape of every transform step below.
+#[inline(always)]
+fn combine2<T: Float>(dst: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        *d = f(x, y);
+    }
+}
+
+/// `dst[i] = f(a[i], b[i], c[i])`.
+#[inline(always)]
+fn combine3<T: Float>(dst: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
+    for (((d, &x), &y), &z) in dst.iter_mut().zip(a).zip(b).zip(c) {
+        *d = f(x, y, z);
+    }
+}
+
 /// Splits one input row into the even and odd columns of a zero-padded
 /// strip: strip column `s` holds input column `s − pad` (0 outside the
 /// row), `even[q]` is strip column `2q` and `odd[q]` is `2q + 1`.
 fn split_even_odd<T: Float>(src: &[T], pad: usize, even: &mut [T], odd: &mut [T]) {
+    let n = even.len();
     let pixel = |s: usize| {
         s.checked_sub(pad)
             .and_then(|x| src.get(x))
             .copied()
             .unwrap_or(T::ZERO)
     };
-    for (q, (e, o)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
-        *e = pixel(2 * q);
-        *o = pixel(2 * q + 1);
+    // Pairs q whose columns 2q and 2q + 1 both lie inside the row.
+    let q_lo = pad.div_ceil(2).min(n);
+    let q_hi = ((pad + src.len()) / 2).clamp(q_lo, n);
+    let inside = src[2 * q_lo - pad.min(2 * q_lo)..].chunks_exact(2);
+    for ((e, o), pair) in even[q_lo..q_hi]
+        .iter_mut()
+        .zip(&mut odd[q_lo..q_hi])
+        .zip(inside)
+    {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    for q in (0..q_lo).chain(q_hi..n) {
+        even[q] = pixel(2 * q);
+        odd[q] = pixel(2 * q + 1);
     }
 }
 
@@ -275,12 +305,17 @@ fn transform_input<T: Float>(
     let tb = rows.len() * tw;
     let (ph, pw) = g.padding;
     let half = tw + 1;
+    let sub = |a: T, b: T| a - b;
     // Even and odd halves of the 4 strip rows, then of the 4 rows of Bᵀ d.
     let mut strip = vec![T::ZERO; 16 * half];
     let (d, bt_d) = strip.split_at_mut(8 * half);
-    for (ri, r) in rows.enumerate() {
-        let (n, ty) = (r / tiles.th, r % tiles.th);
-        for c in 0..c_n {
+    // Channel by channel, then down the chunk's tile rows: consecutive
+    // tile rows read neighbouring input rows, which keeps the reads of
+    // x sequential (the other order jumps between planes and stalls on
+    // memory latency).
+    for c in 0..c_n {
+        for (ri, r) in rows.clone().enumerate() {
+            let (n, ty) = (r / tiles.th, r % tiles.th);
             let plane = &x[(n * c_n + c) * g.h * g.w..(n * c_n + c + 1) * g.h * g.w];
             for (k, pair) in d.chunks_exact_mut(2 * half).enumerate() {
                 let (even, odd) = pair.split_at_mut(half);
@@ -291,39 +326,27 @@ fn transform_input<T: Float>(
                     pair.fill(T::ZERO); // above or below the image: padding
                 }
             }
-            // Bᵀ d: row i of the result from the strip rows (both halves).
-            let row = |k: usize| &d[k * 2 * half..(k + 1) * 2 * half];
-            for (i, dst) in bt_d.chunks_exact_mut(2 * half).enumerate() {
-                let (a, b) = match i {
-                    0 => (row(0), row(2)),
-                    1 | 2 => (row(1), row(2)),
-                    _ => (row(1), row(3)),
-                };
-                for s in 0..2 * half {
-                    dst[s] = match i {
-                        0 => a[s] - b[s],
-                        1 => a[s] + b[s],
-                        2 => b[s] - a[s],
-                        _ => a[s] - b[s],
-                    };
-                }
-            }
-            // (Bᵀ d) B, tile by tile, into the 16 matrices.
+            // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3), both halves.
+            let [d0, d1, d2, d3]: [&[T]; 4] =
+                std::array::from_fn(|k| &d[k * 2 * half..][..2 * half]);
+            let (t0, rest) = bt_d.split_at_mut(2 * half);
+            let (t1, rest) = rest.split_at_mut(2 * half);
+            let (t2, t3) = rest.split_at_mut(2 * half);
+            combine2(t0, d0, d2, sub);
+            combine2(t1, d1, d2, |a, b| a + b);
+            combine2(t2, d2, d1, sub);
+            combine2(t3, d1, d3, sub);
+            // (Bᵀ d) B: each row's tile columns (a, b, c, d) =
+            // (even[tx], odd[tx], even[tx+1], odd[tx+1]) become
+            // (a − c, b + c, c − b, b − d), into the 16 matrices.
             for (i, pair) in bt_d.chunks_exact(2 * half).enumerate() {
                 let (even, odd) = pair.split_at(half);
                 let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
-                for j in 0..4 {
-                    let start = ((4 * i + j) * c_n + c) * tb + ri * tw;
-                    let dst = &mut v[start..start + tw];
-                    for tx in 0..tw {
-                        dst[tx] = match j {
-                            0 => e0[tx] - e1[tx],
-                            1 => o0[tx] + e1[tx],
-                            2 => e1[tx] - o0[tx],
-                            _ => o0[tx] - o1[tx],
-                        };
-                    }
-                }
+                let start = |j: usize| ((4 * i + j) * c_n + c) * tb + ri * tw;
+                combine2(&mut v[start(0)..][..tw], e0, e1, sub);
+                combine2(&mut v[start(1)..][..tw], o0, e1, |a, b| a + b);
+                combine2(&mut v[start(2)..][..tw], e1, o0, sub);
+                combine2(&mut v[start(3)..][..tw], o0, o1, sub);
             }
         }
     }
@@ -339,43 +362,39 @@ fn transform_output<T: Float>(
     g: &ConvGeom,
     tiles: &Tiles,
     rows: Range<usize>,
-    out: SharedMut<std::mem::MaybeUninit<T>>,
+    out: SharedMut<MaybeUninit<T>>,
 ) {
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
-    // Aᵀ M (2 rows × 4 arrays), then its two output columns per row.
+    // Aᵀ M (2 rows of 4 arrays), then (Aᵀ M) A: the even and odd output
+    // columns of the tile row's two output rows.
     let mut buf = vec![T::ZERO; 12 * tw];
     let (s, y) = buf.split_at_mut(8 * tw);
-    for (ri, r) in rows.enumerate() {
-        let (n, ty) = (r / tiles.th, r % tiles.th);
-        let out_rows = if 2 * ty + 1 < g.oh { 2 } else { 1 };
-        for o in 0..o_n {
-            let bias_o = bias.map_or(T::ZERO, |b| b[o]);
-            let m_e = |e: usize| {
-                let start = (e * o_n + o) * tb + ri * tw;
-                &m[start..start + tw]
-            };
+    // Channel by channel, then down the tile rows: sequential writes.
+    for o in 0..o_n {
+        let bias_o = bias.map_or(T::ZERO, |b| b[o]);
+        for (ri, r) in rows.clone().enumerate() {
+            let (n, ty) = (r / tiles.th, r % tiles.th);
+            let out_rows = if 2 * ty + 1 < g.oh { 2 } else { 1 };
+            let m_e = |e: usize| &m[(e * o_n + o) * tb + ri * tw..][..tw];
+            // Aᵀ M: rows (m0 + m1 + m2, m1 − m2 − m3), column by column.
             for (a, dst) in s.chunks_exact_mut(tw).enumerate() {
-                let (row, j) = (a / 4, a % 4);
-                let (m0, m1, m2, m3) = (m_e(j), m_e(4 + j), m_e(8 + j), m_e(12 + j));
-                for tx in 0..tw {
-                    dst[tx] = if row == 0 {
-                        m0[tx] + m1[tx] + m2[tx]
-                    } else {
-                        m1[tx] - m2[tx] - m3[tx]
-                    };
+                let j = a % 4;
+                if a < 4 {
+                    combine3(dst, m_e(j), m_e(4 + j), m_e(8 + j), |x, y, z| x + y + z);
+                } else {
+                    combine3(dst, m_e(4 + j), m_e(8 + j), m_e(12 + j), |x, y, z| {
+                        x - y - z
+                    });
                 }
             }
+            // (Aᵀ M) A: columns (s0 + s1 + s2, s1 − s2 − s3) of each row.
             for (a, dst) in y.chunks_exact_mut(tw).enumerate() {
-                let (row, col) = (a / 2, a % 2);
-                let sj = |j: usize| &s[(4 * row + j) * tw..(4 * row + j + 1) * tw];
-                let (s0, s1, s2, s3) = (sj(0), sj(1), sj(2), sj(3));
-                for tx in 0..tw {
-                    dst[tx] = if col == 0 {
-                        s0[tx] + s1[tx] + s2[tx]
-                    } else {
-                        s1[tx] - s2[tx] - s3[tx]
-                    } + bias_o;
+                let sj = |j: usize| &s[(4 * (a / 2) + j) * tw..][..tw];
+                if a % 2 == 0 {
+                    combine3(dst, sj(0), sj(1), sj(2), |x, y, z| x + y + z + bias_o);
+                } else {
+                    combine3(dst, sj(1), sj(2), sj(3), |x, y, z| x - y - z + bias_o);
                 }
             }
             // Safety: tile row `r` is in this chunk only, so output rows
@@ -383,9 +402,14 @@ fn transform_output<T: Float>(
             // and they lie inside the N×O×oh×ow buffer.
             let dst = unsafe { out.slice(((n * o_n + o) * g.oh + 2 * ty) * g.ow, out_rows * g.ow) };
             for (row, line) in dst.chunks_exact_mut(g.ow).enumerate() {
-                let (even, odd) = (&y[2 * row * tw..], &y[(2 * row + 1) * tw..]);
-                for (x, px) in line.iter_mut().enumerate() {
-                    px.write(if x % 2 == 0 { even[x / 2] } else { odd[x / 2] });
+                let (even, odd) = (&y[2 * row * tw..][..tw], &y[(2 * row + 1) * tw..][..tw]);
+                let mut pairs = line.chunks_exact_mut(2);
+                for ((pair, &e), &od) in pairs.by_ref().zip(even).zip(odd) {
+                    pair[0].write(e);
+                    pair[1].write(od);
+                }
+                if let [last] = pairs.into_remainder() {
+                    last.write(even[tw - 1]); // odd width: a tile's first column only
                 }
             }
         }
@@ -409,9 +433,10 @@ fn transform_output_grad<T: Float>(
     // and odd (q) columns of the 4 rows of A dY.
     let mut buf = vec![T::ZERO; 12 * tw];
     let (dy_rows, ady) = buf.split_at_mut(4 * tw);
-    for (ri, r) in rows.enumerate() {
-        let (n, ty) = (r / tiles.th, r % tiles.th);
-        for o in 0..o_n {
+    // Channel by channel, then down the tile rows: sequential reads.
+    for o in 0..o_n {
+        for (ri, r) in rows.clone().enumerate() {
+            let (n, ty) = (r / tiles.th, r % tiles.th);
             let plane = &dy[(n * o_n + o) * plane_len..(n * o_n + o + 1) * plane_len];
             for (k, pair) in dy_rows.chunks_exact_mut(2 * tw).enumerate() {
                 let (even, odd) = pair.split_at_mut(tw);
@@ -422,31 +447,21 @@ fn transform_output_grad<T: Float>(
             }
             // A dY: rows (y0, y0 + y1, y0 − y1, −y1), both halves at once.
             let (y0, y1) = dy_rows.split_at(2 * tw);
-            for (i, dst) in ady.chunks_exact_mut(2 * tw).enumerate() {
-                for s in 0..2 * tw {
-                    dst[s] = match i {
-                        0 => y0[s],
-                        1 => y0[s] + y1[s],
-                        2 => y0[s] - y1[s],
-                        _ => -y1[s],
-                    };
-                }
-            }
+            let (r0, rest) = ady.split_at_mut(2 * tw);
+            let (r1, rest) = rest.split_at_mut(2 * tw);
+            let (r2, r3) = rest.split_at_mut(2 * tw);
+            r0.copy_from_slice(y0);
+            combine2(r1, y0, y1, |a, b| a + b);
+            combine2(r2, y0, y1, |a, b| a - b);
+            combine2(r3, y1, y1, |_, b| -b);
             // (A dY) Aᵀ: each row's (p, q) becomes (p, p + q, p − q, −q).
             for (i, pair) in ady.chunks_exact(2 * tw).enumerate() {
                 let (p, q) = pair.split_at(tw);
-                for j in 0..4 {
-                    let start = ((4 * i + j) * o_n + o) * tb + ri * tw;
-                    let dst = &mut dm[start..start + tw];
-                    for tx in 0..tw {
-                        dst[tx] = match j {
-                            0 => p[tx],
-                            1 => p[tx] + q[tx],
-                            2 => p[tx] - q[tx],
-                            _ => -q[tx],
-                        };
-                    }
-                }
+                let start = |j: usize| ((4 * i + j) * o_n + o) * tb + ri * tw;
+                dm[start(0)..][..tw].copy_from_slice(p);
+                combine2(&mut dm[start(1)..][..tw], p, q, |a, b| a + b);
+                combine2(&mut dm[start(2)..][..tw], p, q, |a, b| a - b);
+                combine2(&mut dm[start(3)..][..tw], q, q, |_, b| -b);
             }
         }
     }
