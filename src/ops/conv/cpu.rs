@@ -415,22 +415,7 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
     // With few input channels per group (an RGB stem), the flipped GEMM
     // would have only `cg` rows; col2im's `cg·kh·kw` rows then do better.
     if g.stride == (1, 1) && g.padding.0 <= reach.0 && g.padding.1 <= reach.1 && g.cg() >= 16 {
-        let (og, cg) = (g.og(), g.cg());
-        // Built in W' order: for each (group, c, o, i, j), the element of W
-        // it comes from.
-        let mut flipped = Vec::with_capacity(w.len());
-        for gi in 0..g.groups {
-            for c in 0..cg {
-                for o in 0..og {
-                    for i in 0..g.kh {
-                        for j in 0..g.kw {
-                            let (si, sj) = (g.kh - 1 - i, g.kw - 1 - j);
-                            flipped.push(w[(((gi * og + o) * cg + c) * g.kh + si) * g.kw + sj]);
-                        }
-                    }
-                }
-            }
-        }
+        let flipped = flip_kernel(w, g);
         let transposed = ConvGeom {
             n: g.n,
             c_in: g.c_out,
@@ -449,6 +434,41 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
         return conv2d_forward(dy, &flipped, None, &transposed);
     }
     conv2d_backward_input_col2im(dy, w, g)
+}
+
+/// The kernel of the input-gradient convolution: `W'[g·cg + c, o, i, j] =
+/// W[g·og + o, c, kh−1−i, kw−1−j]`, channel axes swapped and taps reversed
+/// (reversing the flattened `kh·kw` taps reverses both axes).
+///
+/// Each task fills the rows of a block of input channels, walking `W` in
+/// memory order over them, so its reads are runs of `BLOCK·kh·kw` values;
+/// the plain loop in `W'` order reads `W` with a stride of `cg·kh·kw`.
+fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
+    const BLOCK: usize = 8;
+    let (og, cg, taps) = (g.og(), g.cg(), g.kh * g.kw);
+    let mut flipped = take_empty::<T>(w.len());
+    flipped.resize(w.len(), T::ZERO);
+    // Rows of W' (one per input channel, `og·taps` long), BLOCK at a time;
+    // a block never straddles two groups when cg is a multiple of BLOCK,
+    // and the index arithmetic below handles it when not.
+    flipped
+        .par_chunks_mut(BLOCK * og * taps)
+        .enumerate()
+        .for_each(|(b, rows)| {
+            let first = b * BLOCK; // global input channel g·cg + c of rows[0]
+            let n_rows = rows.len() / (og * taps);
+            for o in 0..og {
+                for r in 0..n_rows {
+                    let (gi, c) = ((first + r) / cg, (first + r) % cg);
+                    let src = &w[((gi * og + o) * cg + c) * taps..][..taps];
+                    let dst = &mut rows[(r * og + o) * taps..][..taps];
+                    for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = v;
+                    }
+                }
+            }
+        });
+    flipped
 }
 
 /// Input gradient through `dcol = Wᵀ · dy` and `col2im`, for any stride.
