@@ -548,24 +548,34 @@ pub fn conv2d_backward_weight_im2col<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -
         });
         dw
     };
-    if parallel(g) {
-        // A fixed split of the tiles into one run per thread, summed in run
-        // order: the result is the same on every call (rayon's adaptive
-        // fold/reduce would change the order of the additions).
-        let per_run = tiles.len().div_ceil(num_threads()).max(1);
-        let partials: Vec<Vec<T>> = tiles
-            .par_chunks(per_run)
-            .map(|run| run.iter().fold(vec![T::ZERO; wlen], add_tile))
-            .collect();
-        let mut parts = partials.into_iter();
-        let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
-        for p in parts {
-            dw.iter_mut().zip(&p).for_each(|(x, &y)| *x += y);
-        }
-        dw
-    } else {
-        tiles.iter().fold(vec![T::ZERO; wlen], add_tile)
+    sum_in_fixed_runs(&tiles, wlen, parallel(g), add_tile)
+}
+
+/// Folds `items` into a zeroed accumulator of `len` elements with `add`.
+/// In parallel, the items are split into one fixed run per thread and the
+/// runs' sums are added in run order, so the result is the same on every
+/// call (rayon's adaptive fold/reduce would change the order of the
+/// additions). Weight gradients are summed this way.
+pub(super) fn sum_in_fixed_runs<T: Float, I: Sync>(
+    items: &[I],
+    len: usize,
+    parallel: bool,
+    add: impl Fn(Vec<T>, &I) -> Vec<T> + Sync,
+) -> Vec<T> {
+    if !parallel {
+        return items.iter().fold(vec![T::ZERO; len], &add);
     }
+    let per_run = items.len().div_ceil(num_threads()).max(1);
+    let partials: Vec<Vec<T>> = items
+        .par_chunks(per_run)
+        .map(|run| run.iter().fold(vec![T::ZERO; len], &add))
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut sum = parts.next().unwrap_or_else(|| vec![T::ZERO; len]);
+    for p in parts {
+        sum.iter_mut().zip(&p).for_each(|(x, &y)| *x += y);
+    }
+    sum
 }
 
 /// The definition, loop by loop: the oracle the fast paths are tested against.

@@ -41,7 +41,7 @@
 //! im2col + GEMM to within a few units in the last place of the inputs'
 //! magnitudes (the tests compare both against the definition).
 
-use super::cpu::{parallel, ConvGeom, SharedMut};
+use super::cpu::{parallel, sum_in_fixed_runs, ConvGeom, SharedMut};
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
@@ -514,8 +514,8 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
 /// Weight gradient: `x` (N×C×H×W) and `dy` (N×O×oh×ow) → `dw` (O×C×3×3),
 /// summed over images. Panics unless [`supports`].
 ///
-/// Each thread sums `dU` over a fixed run of chunks, and the runs are
-/// added in order, so the result is the same on every call.
+/// `dU` is summed over chunks by `sum_in_fixed_runs`, so the result is the
+/// same on every call.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
     assert!(
         supports(g),
@@ -541,21 +541,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
         });
         du
     };
-    let du = if parallel(g) {
-        let per_run = chunks.len().div_ceil(num_threads()).max(1);
-        let partials: Vec<Vec<T>> = chunks
-            .par_chunks(per_run)
-            .map(|run| run.iter().fold(vec![T::ZERO; du_len], add_chunk))
-            .collect();
-        let mut parts = partials.into_iter();
-        let mut du = parts.next().unwrap_or_else(|| vec![T::ZERO; du_len]);
-        for p in parts {
-            du.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
-        }
-        du
-    } else {
-        chunks.iter().fold(vec![T::ZERO; du_len], add_chunk)
-    };
+    let du = sum_in_fixed_runs(&chunks, du_len, parallel(g), add_chunk);
     untransform_weights(&du, g)
 }
 
