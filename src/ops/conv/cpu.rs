@@ -447,11 +447,10 @@ fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
     const BLOCK: usize = 8;
     let (og, cg, taps) = (g.og(), g.cg(), g.kh * g.kw);
     let mut flipped = take_empty::<T>(w.len());
-    flipped.resize(w.len(), T::ZERO);
     // Rows of W' (one per input channel, `og·taps` long), BLOCK at a time;
-    // a block never straddles two groups when cg is a multiple of BLOCK,
-    // and the index arithmetic below handles it when not.
-    flipped
+    // a block may straddle two groups when cg is not a multiple of BLOCK,
+    // which the index arithmetic below handles.
+    flipped.spare_capacity_mut()[..w.len()]
         .par_chunks_mut(BLOCK * og * taps)
         .enumerate()
         .for_each(|(b, rows)| {
@@ -463,11 +462,15 @@ fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
                     let src = &w[((gi * og + o) * cg + c) * taps..][..taps];
                     let dst = &mut rows[(r * og + o) * taps..][..taps];
                     for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
-                        *d = v;
+                        d.write(v);
                     }
                 }
             }
         });
+    // SAFETY: the blocks cover all `w.len()` elements, and every element of
+    // a block is written once: for each row r and output channel o, its
+    // `taps` elements.
+    unsafe { flipped.set_len(w.len()) };
     flipped
 }
 

@@ -88,8 +88,11 @@ pub fn supports(g: &ConvGeom) -> bool {
 /// with at least [`MIN_CHANNELS`] input and output channels and
 /// [`MIN_TILES`] output tiles, where it measured faster than im2col.
 pub fn applies(g: &ConvGeom) -> bool {
-    let tiles = g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2);
-    supports(g) && g.c_in >= MIN_CHANNELS && g.c_out >= MIN_CHANNELS && tiles >= MIN_TILES
+    let tiles = Tiles::of(g);
+    supports(g)
+        && g.c_in >= MIN_CHANNELS
+        && g.c_out >= MIN_CHANNELS
+        && tiles.rows * tiles.tw >= MIN_TILES
 }
 
 /// The grid of 2×2 output tiles. A "tile row" is one row of tiles of one

@@ -160,20 +160,27 @@ impl<'a, T> MatRef<'a, T> {
     }
 }
 
+/// Panics (naming `op`) unless `a · b` is defined, fits an output of
+/// `c_len` elements, and both views lie inside their slices: the checks
+/// that make the unchecked [`gemm_raw`] call sound.
+fn check_operands<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c_len: usize) {
+    assert!(
+        b.rows == a.cols && c_len == a.rows * b.cols,
+        "{op}: inner dimensions or output size disagree"
+    );
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "{op}: operand view out of bounds"
+    );
+}
+
 /// `c = a · b` (or `c += a · b` when `accumulate`), single-threaded, for
 /// kernels that run GEMMs inside their own rayon tasks (convolution).
 /// `c` is row-major `a.rows × b.cols`. Bounds are checked before the
 /// unchecked inner call.
 pub fn gemm_serial<T: Gemm>(a: MatRef<T>, b: MatRef<T>, c: &mut [T], accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && c.len() == m * n,
-        "gemm_serial: inner dimensions or output size disagree"
-    );
-    assert!(
-        a.in_bounds() && b.in_bounds(),
-        "gemm_serial: operand view out of bounds"
-    );
+    check_operands("gemm_serial", &a, &b, c.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -222,14 +229,7 @@ pub fn gemm_serial_uninit<'c, T: Gemm>(
     c: &'c mut [MaybeUninit<T>],
 ) -> &'c mut [T] {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && c.len() == m * n,
-        "gemm_serial_uninit: inner dimensions or output size disagree"
-    );
-    assert!(
-        a.in_bounds() && b.in_bounds(),
-        "gemm_serial_uninit: operand view out of bounds"
-    );
+    check_operands("gemm_serial_uninit", &a, &b, c.len());
     if k == 0 {
         c.iter_mut().for_each(|v| {
             v.write(T::ZERO);
