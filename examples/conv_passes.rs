@@ -8,6 +8,7 @@
 //! with the flipped kernel, so its time follows the forward column.
 use ferrite::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_forward_im2col, ConvGeom};
 use ferrite::ops::conv::winograd;
+use ferrite::ops::Conv2dParams;
 use std::time::Instant;
 
 /// Median of 9 timed runs after one warm-up, in milliseconds.
@@ -37,21 +38,8 @@ fn main() {
         (512, 4),
     ];
     for &(c, hw) in &shapes {
-        let g = ConvGeom {
-            n: 32,
-            c_in: c,
-            h: hw,
-            w: hw,
-            c_out: c,
-            kh: 3,
-            kw: 3,
-            stride: (1, 1),
-            padding: (1, 1),
-            dilation: (1, 1),
-            groups: 1,
-            oh: hw,
-            ow: hw,
-        };
+        let params = Conv2dParams::default().padding(1);
+        let g = ConvGeom::new([32, c, hw, hw], [c, c, 3, 3], &params).expect("a valid geometry");
         let x: Vec<f32> = (0..32 * c * hw * hw)
             .map(|i| (i % 17) as f32 / 17.0 - 0.5)
             .collect();
@@ -68,25 +56,26 @@ fn main() {
             )
         };
         let f_i = median_ms(|| {
-            drop(std::hint::black_box(conv2d_forward_im2col(
-                &x, &w, None, &g,
-            )))
+            drop(std::hint::black_box(
+                conv2d_forward_im2col(&x, &w, None, &g).expect("buffers sized for the geometry"),
+            ))
         });
         let f_w = median_ms(|| {
-            drop(std::hint::black_box(winograd::conv2d_forward(
-                &x, &w, None, &g,
-            )))
+            drop(std::hint::black_box(
+                winograd::conv2d_forward(&x, &w, None, &g).expect("buffers sized for the geometry"),
+            ))
         });
         row("forward", f_i, f_w);
         let w_i = median_ms(|| {
-            drop(std::hint::black_box(conv2d_backward_weight_im2col(
-                &x, &x, &g,
-            )))
+            drop(std::hint::black_box(
+                conv2d_backward_weight_im2col(&x, &x, &g).expect("buffers sized for the geometry"),
+            ))
         });
         let w_w = median_ms(|| {
-            drop(std::hint::black_box(winograd::conv2d_backward_weight(
-                &x, &x, &g,
-            )))
+            drop(std::hint::black_box(
+                winograd::conv2d_backward_weight(&x, &x, &g)
+                    .expect("buffers sized for the geometry"),
+            ))
         });
         row("weight grad", w_i, w_w);
     }

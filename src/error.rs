@@ -103,6 +103,11 @@ pub enum Error {
         /// What is wrong with its contents.
         msg: String,
     },
+    /// A buffer could not be allocated (the system refused the request).
+    OutOfMemory {
+        /// Size of the refused request, in bytes.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -138,6 +143,11 @@ impl fmt::Display for Error {
             Error::Autograd(msg) => write!(f, "autograd: {msg}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
             Error::CorruptFile { path, msg } => write!(f, "{path}: {msg}"),
+            Error::OutOfMemory { bytes } => write!(
+                f,
+                "out of memory: could not allocate {bytes} bytes ({:.1} GiB)",
+                *bytes as f64 / (1u64 << 30) as f64
+            ),
         }
     }
 }
@@ -165,6 +175,13 @@ impl Error {
         Error::InvalidArgument {
             op,
             msg: msg.into(),
+        }
+    }
+
+    /// An [`Error::OutOfMemory`] for `n` elements of `T`.
+    pub(crate) fn out_of_memory<T>(n: usize) -> Self {
+        Error::OutOfMemory {
+            bytes: n.saturating_mul(std::mem::size_of::<T>()),
         }
     }
 

@@ -269,7 +269,7 @@ fn bad_input_is_an_error() {
         .conv2d(&w, None, Conv2dParams::default())
         .unwrap_err()
         .to_string()
-        .contains("larger than padded input"));
+        .contains("larger than the padded input"));
     let w = Tensor::zeros(&[2, 4, 3, 3], DType::F32).unwrap();
     assert!(x
         .conv2d(&w, None, Conv2dParams::default().stride(0))
@@ -376,23 +376,12 @@ fn winograd_layers_match_the_definition() {
         let b = randn(&[40], 100 + n as u64);
         let params = Conv2dParams::default().padding(pad);
         let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
-        let geom = |c_in, c_out, h, w, pad, oh, ow| ConvGeom {
-            n,
-            c_in,
-            h,
-            w,
-            c_out,
-            kh: 3,
-            kw: 3,
-            stride: (1, 1),
-            padding: (pad, pad),
-            dilation: (1, 1),
-            groups: 1,
-            oh,
-            ow,
+        let geom = |c_in, c_out, h, w, pad| {
+            let p = Conv2dParams::default().padding(pad);
+            ConvGeom::new([n, c_in, h, w], [c_out, c_in, 3, 3], &p).unwrap()
         };
-        assert!(winograd::applies(&geom(32, 40, h, w, pad, oh, ow)));
-        assert!(winograd::applies(&geom(40, 32, oh, ow, 2 - pad, h, w)));
+        assert!(winograd::applies(&geom(32, 40, h, w, pad)));
+        assert!(winograd::applies(&geom(40, 32, oh, ow, 2 - pad)));
         check_against_the_definition("winograd", &x, &k, &b, params, 110 + n as u64);
     }
 }

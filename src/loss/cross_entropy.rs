@@ -83,10 +83,10 @@ pub fn cross_entropy(
     let at_target = logp
         .gather(1, &Tensor::from_vec(index, &[b, 1])?)?
         .reshape(&[b])?;
-    let mut neg_loss = at_target.mul(&vector(&target_coef, dtype))?;
+    let mut neg_loss = at_target.mul(&vector(&target_coef, dtype)?)?;
     if eps > 0.0 {
         let smooth = logp
-            .mul(&vector(&w, dtype))?
+            .mul(&vector(&w, dtype)?)?
             .sum(&[1], false)?
             .mul_scalar(eps / c as f64)?;
         neg_loss = neg_loss.add(&smooth)?;
@@ -158,7 +158,7 @@ fn class_weights(logits: &Tensor, weight: Option<&Tensor>) -> Result<Vec<f64>> {
 }
 
 /// A 1-D tensor of `dtype` holding `values`.
-fn vector(values: &[f64], dtype: DType) -> Tensor {
+fn vector(values: &[f64], dtype: DType) -> Result<Tensor> {
     Tensor::from_storage(
         CpuStorage::from_f64_iter(dtype, values.iter().copied()),
         &[values.len()],

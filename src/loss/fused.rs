@@ -93,7 +93,7 @@ impl SigmoidLoss<'_> {
             false,
         )?;
         let out = match self.reduction {
-            Reduction::None => Tensor::from_storage(per_element, logits.shape()),
+            Reduction::None => Tensor::from_storage(per_element, logits.shape())?,
             Reduction::Sum | Reduction::Mean => {
                 let mut total = with_float!(&per_element, |v: T| {
                     v.iter().map(|x| x.to_f64()).sum::<f64>()
@@ -104,7 +104,7 @@ impl SigmoidLoss<'_> {
                 Tensor::from_storage(
                     CpuStorage::from_f64_iter(logits.dtype(), [total].into_iter()),
                     &[],
-                )
+                )?
             }
         };
         Ok(out.track(&[logits], || {
@@ -292,6 +292,6 @@ impl GradFn for SigmoidLossBackward {
             },
             true,
         )?;
-        Ok(vec![Some(Tensor::from_storage(grad, self.logits.shape()))])
+        Ok(vec![Some(Tensor::from_storage(grad, self.logits.shape())?)])
     }
 }

@@ -51,6 +51,6 @@ impl Tensor {
                 }
             }),
         );
-        self.mul(&Tensor::from_storage(mask, self.shape()))
+        self.mul(&Tensor::from_storage(mask, self.shape())?)
     }
 }

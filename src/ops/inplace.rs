@@ -41,7 +41,7 @@ impl Tensor {
         let _profile = crate::profile::update_scope("assign");
         self.check_writable("assign", src)?;
         // Read first (src may share our storage), then write.
-        let values = crate::ops::elementwise::cpu::copy(&src.storage(), src.layout());
+        let values = crate::ops::elementwise::cpu::copy(&src.storage(), src.layout())?;
         let off = self.layout().offset();
         let n = self.numel();
         let mut dst = self.storage_mut();

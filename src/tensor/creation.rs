@@ -23,7 +23,7 @@ impl Tensor {
     /// A tensor owning `data` (row-major) with the given shape.
     pub fn from_vec<T: StorageElement>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         check_len("from_vec", data.len(), shape)?;
-        Ok(Tensor::from_storage(T::into_storage(data), shape))
+        Tensor::from_storage(T::into_storage(data), shape)
     }
 
     /// A tensor holding a copy of `data` (row-major) with the given shape.
@@ -34,15 +34,13 @@ impl Tensor {
     /// A 0-dimensional tensor holding `value`.
     pub fn scalar<T: StorageElement>(value: T) -> Tensor {
         Tensor::from_storage(T::into_storage(vec![value]), &[])
+            .expect("a 0-dimensional tensor holds exactly one element")
     }
 
     /// A tensor of `shape` filled with `value` converted to `dtype`.
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
         let n = checked_numel("full", shape)?;
-        Ok(Tensor::from_storage(
-            CpuStorage::full(dtype, n, value),
-            shape,
-        ))
+        Tensor::from_storage(CpuStorage::full(dtype, n, value)?, shape)
     }
 
     /// Zeros of `shape` and `dtype`.
@@ -87,7 +85,7 @@ impl Tensor {
         }
         let n = count as usize;
         let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| start + i as f64 * step));
-        Ok(Tensor::from_storage(s, &[n]))
+        Tensor::from_storage(s, &[n])
     }
 
     /// The `n × n` identity matrix.
@@ -97,7 +95,7 @@ impl Tensor {
             dtype,
             (0..total).map(|i| if i / n == i % n { 1.0 } else { 0.0 }),
         );
-        Ok(Tensor::from_storage(s, &[n, n]))
+        Tensor::from_storage(s, &[n, n])
     }
 
     /// Uniform samples in `[low, high)` drawn from `rng`.
@@ -120,7 +118,7 @@ impl Tensor {
             dtype,
             (0..n).map(|_| low + (high - low) * rng.random::<f64>()),
         );
-        Ok(Tensor::from_storage(s, shape))
+        Tensor::from_storage(s, shape)
     }
 
     /// Normal samples with the given mean and standard deviation, drawn from
@@ -145,10 +143,7 @@ impl Tensor {
             values.push(mean + std * r * theta.sin());
         }
         values.truncate(n);
-        Ok(Tensor::from_storage(
-            CpuStorage::from_f64_iter(dtype, values.into_iter()),
-            shape,
-        ))
+        Tensor::from_storage(CpuStorage::from_f64_iter(dtype, values.into_iter()), shape)
     }
 
     /// Samples 0/1 with probability given by each element of `self` (a float
@@ -167,7 +162,7 @@ impl Tensor {
             p.iter()
                 .map(|&p| if rng.random::<f64>() < p { 1.0 } else { 0.0 }),
         );
-        Ok(Tensor::from_storage(s, self.shape()))
+        Tensor::from_storage(s, self.shape())
     }
 }
 

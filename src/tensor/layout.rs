@@ -14,25 +14,40 @@ pub struct Layout {
     offset: usize,
 }
 
+/// The most elements a tensor may have: every byte offset of an 8-byte
+/// element must fit in `isize`, as Rust's allocations require.
+pub const MAX_NUMEL: usize = isize::MAX as usize / 8;
+
 /// Row-major (C-order) strides of a shape.
+///
+/// Shapes that passed [`checked_numel`] get exact strides; for others the
+/// running product saturates instead of overflowing (such strides are never
+/// used: no tensor can have that shape).
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];
-    let mut acc = 1;
+    let mut acc = 1usize;
     for (s, &d) in strides.iter_mut().zip(shape).rev() {
         *s = acc;
-        acc *= d;
+        acc = acc.saturating_mul(d);
     }
     strides
 }
 
 /// The element count of `shape`, or an error naming `op` when it does not
 /// fit in memory addressing (so absurd shapes fail cleanly, not by panic).
+///
+/// The product of the *non-zero* extents must fit as well: an empty shape
+/// such as `[0, 2^32, 2^32]` holds no element, but its row-major strides
+/// would still overflow, and so would any index arithmetic over it.
 pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape
+    let too_many = || Error::bad_shape(op, format!("shape {shape:?} has too many elements"));
+    let nonzero = shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= isize::MAX as usize / 8)
-        .ok_or_else(|| Error::bad_shape(op, format!("shape {shape:?} has too many elements")))
+        .filter(|&n| n <= MAX_NUMEL)
+        .ok_or_else(too_many)?;
+    Ok(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// Normalises a possibly negative dimension index against `ndim`.
@@ -58,7 +73,8 @@ pub fn normalize_dims(op: &'static str, dims: &[isize], ndim: usize) -> Result<V
     Ok(out)
 }
 
-/// The NumPy broadcast of two shapes, or a shape-mismatch error naming `op`.
+/// The NumPy broadcast of two shapes, or an error naming `op` when they do
+/// not broadcast or the result has too many elements to address.
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
@@ -86,6 +102,7 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
             }
         };
     }
+    checked_numel(op, &out)?;
     Ok(out)
 }
 
@@ -136,18 +153,39 @@ impl Layout {
         true
     }
 
-    /// The range of storage positions this layout may touch.
-    pub fn storage_span(&self) -> std::ops::Range<usize> {
-        if self.numel() == 0 {
-            return self.offset..self.offset;
+    /// The range of storage positions this layout may touch, or `None` when
+    /// that range is not addressable (its end overflows `usize`).
+    pub fn storage_span(&self) -> Option<std::ops::Range<usize>> {
+        if self.shape.contains(&0) {
+            return Some(self.offset..self.offset);
         }
-        let last: usize = self
+        let last = self
             .shape
             .iter()
             .zip(&self.strides)
-            .map(|(&d, &s)| (d - 1) * s)
-            .sum();
-        self.offset..self.offset + last + 1
+            .try_fold(0usize, |acc, (&d, &s)| {
+                acc.checked_add((d - 1).checked_mul(s)?)
+            })?;
+        let end = self.offset.checked_add(last)?.checked_add(1)?;
+        Some(self.offset..end)
+    }
+
+    /// Checks the invariant every tensor's layout keeps: its element count
+    /// passes [`checked_numel`] and every position it addresses lies inside
+    /// a storage of `storage_len` elements. Kernels index storage through
+    /// layouts without further checks, so this is what makes them sound.
+    pub fn check_fits(&self, op: &'static str, storage_len: usize) -> Result<()> {
+        checked_numel(op, &self.shape)?;
+        match self.storage_span() {
+            Some(span) if span.end <= storage_len => Ok(()),
+            _ => Err(Error::bad_shape(
+                op,
+                format!(
+                    "view of shape {:?}, strides {:?}, offset {} reaches outside its storage of {storage_len} elements",
+                    self.shape, self.strides, self.offset
+                ),
+            )),
+        }
     }
 
     /// Reorders dimensions: dimension `i` of the result is `dims[i]` of `self`.
@@ -358,6 +396,25 @@ pub fn walk_runs<const K: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_and_element_counts_use_checked_arithmetic() {
+        assert!(checked_numel("t", &[0, 1 << 32, 1 << 32]).is_err());
+        assert_eq!(checked_numel("t", &[0, 1 << 20]).unwrap(), 0);
+        assert_eq!(checked_numel("t", &[]).unwrap(), 1);
+        let l = Layout::contiguous(&[1, 1]).broadcast_to(&[3, 1 << 40]);
+        assert_eq!(l.storage_span(), Some(0..1));
+        assert!(l.check_fits("t", 1).is_ok());
+        assert!(l.check_fits("t", 0).is_err());
+        // A layout whose last position overflows usize has no span.
+        let wide = Layout {
+            shape: vec![9],
+            strides: vec![(1 << 61) + 1],
+            offset: 0,
+        };
+        assert_eq!(wide.storage_span(), None);
+        assert!(wide.check_fits("t", 16).is_err());
+    }
 
     #[test]
     fn reshape_of_permuted_view_only_when_possible() {

@@ -101,10 +101,23 @@ impl Tensor {
     // ----- construction (crate-internal) -------------------------------
 
     /// A fresh contiguous tensor owning `storage`, with no gradient tracking.
-    pub(crate) fn from_storage(storage: CpuStorage, shape: &[usize]) -> Tensor {
-        debug_assert_eq!(storage.len(), shape.iter().product::<usize>());
+    ///
+    /// Checks (in every build) that `shape` is addressable and that
+    /// `storage` holds exactly its elements: kernels trust a tensor's layout
+    /// to lie inside its storage, so this invariant is never left to chance.
+    pub(crate) fn from_storage(storage: CpuStorage, shape: &[usize]) -> Result<Tensor> {
+        let numel = checked_numel("tensor", shape)?;
+        if storage.len() != numel {
+            return Err(Error::bad_shape(
+                "tensor",
+                format!(
+                    "storage of {} elements cannot back shape {shape:?} ({numel} elements)",
+                    storage.len()
+                ),
+            ));
+        }
         let dtype = storage.dtype();
-        Tensor(Arc::new(TensorInner {
+        Ok(Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
             storage: Arc::new(SharedStorage::new(storage)),
             layout: Layout::contiguous(shape),
@@ -112,13 +125,17 @@ impl Tensor {
             device: Device::Cpu,
             requires_grad: false,
             node: Mutex::new(Node::Leaf),
-        }))
+        })))
     }
 
     /// A new handle viewing this tensor's storage through `layout`
     /// (no gradient tracking: callers record the view op themselves).
-    pub(crate) fn view_with(&self, layout: Layout) -> Tensor {
-        Tensor(Arc::new(TensorInner {
+    ///
+    /// Checks (in every build) that `layout` has an addressable element
+    /// count and lies inside the storage (see [`Layout::check_fits`]).
+    pub(crate) fn view_with(&self, op: &'static str, layout: Layout) -> Result<Tensor> {
+        layout.check_fits(op, self.storage_len())?;
+        Ok(Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
             storage: self.0.storage.clone(),
             layout,
@@ -126,7 +143,7 @@ impl Tensor {
             device: self.0.device,
             requires_grad: false,
             node: Mutex::new(Node::Leaf),
-        }))
+        })))
     }
 
     /// Records `make_op()` as the node that produced `self` when gradients
@@ -281,6 +298,11 @@ impl Tensor {
         f(&refs)
     }
 
+    /// Number of elements in the underlying storage (which views may share).
+    pub(crate) fn storage_len(&self) -> usize {
+        self.storage().len()
+    }
+
     /// Write access to the underlying storage; counts as an in-place
     /// modification (bumps [`version`](Self::version)).
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, CpuStorage> {
@@ -312,7 +334,7 @@ impl Tensor {
 
     /// A handle on the same data that is cut off from the graph.
     pub fn detach(&self) -> Tensor {
-        self.view_with(self.0.layout.clone())
+        self.requires_grad_(false)
     }
 
     // ----- checks shared by ops ----------------------------------------
@@ -420,5 +442,22 @@ impl std::fmt::Debug for Tensor {
             self.device(),
             self.requires_grad()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_and_shape_must_agree_in_every_build() {
+        let r = Tensor::from_storage(CpuStorage::F32(vec![0.0; 3]), &[2, 2]);
+        assert!(r.is_err());
+        let t = Tensor::from_storage(CpuStorage::F32(vec![0.0; 4]), &[2, 2]).unwrap();
+        // A view reaching past the storage is refused, not built.
+        let l = Layout::contiguous(&[2, 2]).narrow(0, 1, 1);
+        assert!(t.view_with("test", l).is_ok());
+        let outside = Layout::contiguous(&[3, 2]);
+        assert!(t.view_with("test", outside).is_err());
     }
 }

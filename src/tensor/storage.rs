@@ -5,6 +5,7 @@
 //! writes that match for code that is generic over the element type.
 
 use super::dtype::{DType, WithDType};
+use crate::error::Result;
 use half::{bf16, f16};
 
 /// Host memory holding the elements of one or more tensor views.
@@ -97,26 +98,27 @@ impl CpuStorage {
     }
 
     /// `n` zeros of `dtype`.
-    pub fn zeros(dtype: DType, n: usize) -> Self {
+    pub fn zeros(dtype: DType, n: usize) -> Result<Self> {
         Self::full(dtype, n, 0.0)
     }
 
     /// `n` copies of `value` converted to `dtype` (in a recycled buffer
     /// when one of that size is cached, saving the page faults of a fresh one).
-    pub fn full(dtype: DType, n: usize, value: f64) -> Self {
-        fn filled<T: Copy + Default + Send + 'static>(n: usize, v: T) -> Vec<T> {
-            let mut buf = crate::backend::cpu::pool::take_empty::<T>(n);
+    /// A buffer the system refuses is an [`Error::OutOfMemory`](crate::Error::OutOfMemory).
+    pub fn full(dtype: DType, n: usize, value: f64) -> Result<Self> {
+        fn filled<T: Copy + Default + Send + 'static>(n: usize, v: T) -> Result<Vec<T>> {
+            let mut buf = crate::backend::cpu::pool::take_empty::<T>(n)?;
             buf.resize(n, v);
-            buf
+            Ok(buf)
         }
-        match dtype {
-            DType::F32 => CpuStorage::F32(filled(n, value as f32)),
-            DType::F64 => CpuStorage::F64(filled(n, value)),
-            DType::BF16 => CpuStorage::BF16(filled(n, WithDType::from_f64(value))),
-            DType::F16 => CpuStorage::F16(filled(n, WithDType::from_f64(value))),
-            DType::I64 => CpuStorage::I64(filled(n, value as i64)),
-            DType::U8 => CpuStorage::U8(filled(n, value as u8)),
-        }
+        Ok(match dtype {
+            DType::F32 => CpuStorage::F32(filled(n, value as f32)?),
+            DType::F64 => CpuStorage::F64(filled(n, value)?),
+            DType::BF16 => CpuStorage::BF16(filled(n, WithDType::from_f64(value))?),
+            DType::F16 => CpuStorage::F16(filled(n, WithDType::from_f64(value))?),
+            DType::I64 => CpuStorage::I64(filled(n, value as i64)?),
+            DType::U8 => CpuStorage::U8(filled(n, value as u8)?),
+        })
     }
 
     /// Builds a storage from values given as f64, converted to `dtype`.

@@ -11,6 +11,7 @@
 
 use super::fill_chunks_weighted;
 use super::pool::take_empty;
+use crate::error::Result;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -69,9 +70,11 @@ impl<T> OutChunk<'_, T> {
 /// is the index of the chunk's first slot; `f` must fill its chunk
 /// completely (through [`OutChunk::extend`] / [`OutChunk::push`]).
 ///
+/// A buffer the system refuses is an [`Error::OutOfMemory`].
+///
 /// # Panics
 /// When `f` leaves a slot unwritten (a kernel bug, not bad input).
-pub fn build<T>(n: usize, f: impl Fn(usize, &mut OutChunk<T>) + Sync) -> Vec<T>
+pub fn build<T>(n: usize, f: impl Fn(usize, &mut OutChunk<T>) + Sync) -> Result<Vec<T>>
 where
     T: Copy + Default + Send + 'static,
 {
@@ -84,11 +87,11 @@ pub fn build_weighted<T>(
     n: usize,
     work_per_item: usize,
     f: impl Fn(usize, &mut OutChunk<T>) + Sync,
-) -> Vec<T>
+) -> Result<Vec<T>>
 where
     T: Copy + Default + Send + 'static,
 {
-    let mut out = take_empty::<T>(n);
+    let mut out = take_empty::<T>(n)?;
     let total = AtomicUsize::new(0);
     fill_chunks_weighted(
         &mut out.spare_capacity_mut()[..n],
@@ -113,7 +116,7 @@ where
     // sub-slices of the first `n` slots and their lengths add up to `n`
     // (checked), so they cover all `n` slots: every element is initialised.
     unsafe { out.set_len(n) };
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -126,7 +129,8 @@ mod tests {
             let v = build(n, |start, chunk| {
                 let len = chunk.len();
                 chunk.extend((start..start + len).map(|i| i as u32 * 3));
-            });
+            })
+            .unwrap();
             assert_eq!(v.len(), n);
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 * 3));
         }
@@ -138,7 +142,8 @@ mod tests {
             chunk.push(1.0f32);
             chunk.extend([2.0, 3.0]);
             chunk.extend([4.0, 5.0, 6.0]); // the extra value is dropped
-        });
+        })
+        .unwrap();
         assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
     }
 

@@ -20,6 +20,7 @@
 //! The cache holds at most [`limit_bytes`] (default 1 GiB; [`set_limit_bytes`]
 //! changes it, 0 disables caching) and [`clear`] releases everything.
 
+use crate::error::{Error, Result};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,7 +48,7 @@ fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
 
 /// A cached buffer of exactly `n` elements of `T`, if there is one.
 fn take_cached<T: Send + 'static>(n: usize) -> Option<Vec<T>> {
-    let bytes = n * std::mem::size_of::<T>();
+    let bytes = n.checked_mul(std::mem::size_of::<T>())?;
     if bytes < MIN_CACHED_BYTES {
         return None;
     }
@@ -61,21 +62,45 @@ fn take_cached<T: Send + 'static>(n: usize) -> Option<Vec<T>> {
 
 /// A vector of exactly `n` elements whose contents are unspecified (a
 /// recycled buffer, or default values): callers overwrite every element.
-pub fn take<T: Copy + Default + Send + 'static>(n: usize) -> Vec<T> {
-    take_cached(n).unwrap_or_else(|| vec![T::default(); n])
+/// A request the system refuses is an [`Error::OutOfMemory`], not an abort.
+pub fn take<T: Copy + Default + Send + 'static>(n: usize) -> Result<Vec<T>> {
+    match take_cached(n) {
+        Some(v) => Ok(v),
+        None => take_zeroed(n),
+    }
 }
 
 /// An empty vector with room for `n` elements: a recycled buffer of that
 /// length, cleared, or a fresh allocation. For kernels that write their
 /// output without filling it with zeros first (see `backend::cpu::output`).
-pub fn take_empty<T: Copy + Send + 'static>(n: usize) -> Vec<T> {
+/// A request the system refuses is an [`Error::OutOfMemory`], not an abort.
+pub fn take_empty<T: Copy + Send + 'static>(n: usize) -> Result<Vec<T>> {
     match take_cached(n) {
         Some(mut v) => {
             v.clear();
-            v
+            Ok(v)
         }
-        None => Vec::with_capacity(n),
+        None => try_with_capacity(n),
     }
+}
+
+/// A vector of `n` default values (zeros for numbers), in a recycled buffer
+/// when one is cached. A request the system refuses is an
+/// [`Error::OutOfMemory`], not an abort.
+pub fn take_zeroed<T: Copy + Default + Send + 'static>(n: usize) -> Result<Vec<T>> {
+    let mut v = take_empty::<T>(n)?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// `Vec::with_capacity(n)`, except that a request the system refuses (or
+/// one too large to express in bytes) is an [`Error::OutOfMemory`] instead
+/// of an abort.
+pub fn try_with_capacity<T>(n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::out_of_memory::<T>(n))?;
+    Ok(v)
 }
 
 /// Parks a buffer for reuse (or frees it when small, or when the cache is

@@ -30,74 +30,16 @@
 //! multiplies); the input gradient reaches it through the flipped-kernel
 //! forward. The `_im2col` functions compute any geometry.
 
+pub use super::geom::ConvGeom;
 use super::winograd;
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
+use crate::error::Result;
 use crate::ops::matmul::cpu::{gemm_serial, gemm_serial_uninit, Gemm, MatRef};
 use crate::tensor::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-
-/// Shapes and hyper-parameters of one convolution, with derived sizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeom {
-    /// Batch size (images).
-    pub n: usize,
-    /// Input channels, all groups together.
-    pub c_in: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels, all groups together.
-    pub c_out: usize,
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Step between output positions, (rows, columns).
-    pub stride: (usize, usize),
-    /// Zeros added on each side of the input, (rows, columns).
-    pub padding: (usize, usize),
-    /// Spacing between kernel taps, (rows, columns).
-    pub dilation: (usize, usize),
-    /// Channel groups; `c_in` and `c_out` are multiples of it.
-    pub groups: usize,
-    /// Output height.
-    pub oh: usize,
-    /// Output width.
-    pub ow: usize,
-}
-
-impl ConvGeom {
-    /// Input channels per group.
-    pub fn cg(&self) -> usize {
-        self.c_in / self.groups
-    }
-    /// Output channels per group.
-    pub fn og(&self) -> usize {
-        self.c_out / self.groups
-    }
-    /// Rows of `col`: one per (channel, kernel row, kernel column).
-    pub fn col_rows(&self) -> usize {
-        self.cg() * self.kh * self.kw
-    }
-    /// Columns of `col`: one per output pixel.
-    pub fn col_cols(&self) -> usize {
-        self.oh * self.ow
-    }
-    fn image_len(&self) -> usize {
-        self.c_in * self.h * self.w
-    }
-    fn out_image_len(&self) -> usize {
-        self.c_out * self.oh * self.ow
-    }
-    /// Multiply-adds of the forward pass.
-    pub fn macs(&self) -> usize {
-        self.n * self.c_out * self.oh * self.ow * self.col_rows()
-    }
-}
 
 /// The output positions `o` in `0..out_len` whose input coordinate
 /// `o·stride − pad + offset` falls inside `0..in_len`.
@@ -297,7 +239,13 @@ fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatR
 /// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
 /// contiguous; returns N×O×oh×ow. 3×3 stride-1 kernels with enough
 /// channels go to [`winograd`], the rest to im2col + GEMM.
-pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+/// Errors when a buffer is shorter than the geometry needs.
+pub fn conv2d_forward<T: Gemm>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
     if winograd::applies(g) {
         winograd::conv2d_forward(x, w, bias, g)
     } else {
@@ -306,14 +254,16 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
 }
 
 /// The forward pass through im2col + GEMM, for any geometry.
+/// Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_forward_im2col<T: Gemm>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,
     g: &ConvGeom,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
+    let (x, w, bias) = g.forward_operands(x, w, bias)?;
     let len = g.n * g.out_image_len();
-    let mut out = take_empty::<T>(len);
+    let mut out = take_empty::<T>(len)?;
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let direct = cols >= DIRECT_MIN_COLUMNS;
     let max_ld = tile_images(g) * cols;
@@ -373,7 +323,7 @@ pub fn conv2d_forward_im2col<T: Gemm>(
     // `n × c_out × oh × ow` elements are written. (A panic in a tile
     // propagates before this line; `out` is then dropped with length 0.)
     unsafe { out.set_len(len) };
-    out
+    Ok(out)
 }
 
 /// Unrolls group `gi` of the tile's images `n0..n0 + t` side by side
@@ -409,13 +359,16 @@ fn gather_tile<T: Copy>(dy: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, 
 /// `og`, which suits the GEMM kernel better than the `col2im` route (inner
 /// dimension `og`, often 64), kept for strided convolutions and inputs with
 /// few channels.
-pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+///
+/// Errors when a buffer is shorter than the geometry needs.
+pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+    let (dy, w) = g.input_grad_operands(dy, w)?;
     let (dh, dw) = g.dilation;
     let reach = (dh * (g.kh - 1), dw * (g.kw - 1));
     // With few input channels per group (an RGB stem), the flipped GEMM
     // would have only `cg` rows; col2im's `cg·kh·kw` rows then do better.
     if g.stride == (1, 1) && g.padding.0 <= reach.0 && g.padding.1 <= reach.1 && g.cg() >= 16 {
-        let flipped = flip_kernel(w, g);
+        let flipped = flip_kernel(w, g)?;
         let transposed = ConvGeom {
             n: g.n,
             c_in: g.c_out,
@@ -443,10 +396,10 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
 /// Each task fills the rows of a block of input channels, walking `W` in
 /// memory order over them, so its reads are runs of `BLOCK·kh·kw` values;
 /// the plain loop in `W'` order reads `W` with a stride of `cg·kh·kw`.
-fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
+fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     const BLOCK: usize = 8;
     let (og, cg, taps) = (g.og(), g.cg(), g.kh * g.kw);
-    let mut flipped = take_empty::<T>(w.len());
+    let mut flipped = take_empty::<T>(w.len())?;
     // Rows of W' (one per input channel, `og·taps` long), BLOCK at a time;
     // a block may straddle two groups when cg is not a multiple of BLOCK,
     // which the index arithmetic below handles.
@@ -471,13 +424,13 @@ fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
     // a block is written once: for each row r and output channel o, its
     // `taps` elements.
     unsafe { flipped.set_len(w.len()) };
-    flipped
+    Ok(flipped)
 }
 
 /// Input gradient through `dcol = Wᵀ · dy` and `col2im`, for any stride.
-fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     let len = g.n * g.image_len();
-    let mut dx = take_empty::<T>(len);
+    let mut dx = take_empty::<T>(len)?;
     dx.resize(len, T::ZERO); // col2im accumulates
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let max_ld = tile_images(g) * cols;
@@ -503,13 +456,13 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec
             }
         })
     });
-    dx
+    Ok(dx)
 }
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
 /// Geometries that [`winograd::applies`] to go there, the rest through
-/// im2col + GEMM.
-pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+/// im2col + GEMM. Errors when a buffer is shorter than the geometry needs.
+pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     if winograd::applies(g) {
         winograd::conv2d_backward_weight(x, dy, g)
     } else {
@@ -518,7 +471,9 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
 }
 
 /// The weight gradient through im2col + GEMM, for any geometry.
-pub fn conv2d_backward_weight_im2col<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+/// Errors when a buffer is shorter than the geometry needs.
+pub fn conv2d_backward_weight_im2col<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+    let (x, dy) = g.weight_grad_operands(x, dy)?;
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let wlen = g.c_out * k;
     let t = tile_images(g);
@@ -551,7 +506,7 @@ pub fn conv2d_backward_weight_im2col<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -
         });
         dw
     };
-    sum_in_fixed_runs(&tiles, wlen, parallel(g), add_tile)
+    Ok(sum_in_fixed_runs(&tiles, wlen, parallel(g), add_tile))
 }
 
 /// Folds `items` into a zeroed accumulator of `len` elements with `add`.
@@ -582,8 +537,15 @@ pub(super) fn sum_in_fixed_runs<T: Float, I: Sync>(
 }
 
 /// The definition, loop by loop: the oracle the fast paths are tested against.
-pub fn conv2d_direct<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
-    let mut out = vec![T::ZERO; g.n * g.out_image_len()];
+/// Errors when a buffer is shorter than the geometry needs.
+pub fn conv2d_direct<T: Float>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    let (x, w, bias) = g.forward_operands(x, w, bias)?;
+    let mut out = crate::backend::cpu::pool::take_zeroed::<T>(g.n * g.out_image_len())?;
     let (cg, og) = (g.cg(), g.og());
     for n in 0..g.n {
         for o in 0..g.c_out {
@@ -613,5 +575,5 @@ pub fn conv2d_direct<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
             }
         }
     }
-    out
+    Ok(out)
 }

@@ -8,7 +8,10 @@
 //! bias gradient as a sum of the output gradient over batch and space.
 
 pub mod cpu;
+mod geom;
 pub mod winograd;
+
+pub use geom::conv_out_len;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
@@ -64,26 +67,8 @@ impl Conv2dParams {
     }
 }
 
-/// The output length of a convolution along one axis,
-/// `(in + 2·pad − dilation·(k − 1) − 1) / stride + 1`, or `None` when the
-/// dilated kernel does not fit in the padded input, a size is zero, or the
-/// arithmetic would overflow. Shared by the CPU op and the CUDA launchers.
-pub fn conv_out_len(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-) -> Option<usize> {
-    if kernel == 0 || stride == 0 || dilation == 0 {
-        return None;
-    }
-    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
-    let padded = input.checked_add(pad.checked_mul(2)?)?;
-    (padded >= span).then(|| (padded - span) / stride + 1)
-}
-
-/// Validates shapes and parameters and derives the geometry.
+/// Validates the tensors (rank, dtype, device, bias shape) and derives the
+/// geometry, whose own rules [`ConvGeom::new`] checks.
 fn geometry(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<ConvGeom> {
     const OP: &str = "conv2d";
     if x.ndim() != 4 || w.ndim() != 4 {
@@ -95,60 +80,19 @@ fn geometry(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> 
     }
     x.check_same(OP, w)?;
     x.check_float(OP)?;
-    let bad = |msg: String| Err(Error::invalid(OP, msg));
-    if p.stride.0 == 0 || p.stride.1 == 0 || p.dilation.0 == 0 || p.dilation.1 == 0 || p.groups == 0
-    {
-        return bad(format!(
-            "stride, dilation and groups must be positive, got {p:?}"
-        ));
-    }
-    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (o, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    if c % p.groups != 0 || o % p.groups != 0 || cg * p.groups != c {
-        return Err(Error::ShapeMismatch {
-            op: "conv2d (channels vs groups: weight must be O×C/groups×kh×kw)",
-            lhs: x.shape().to_vec(),
-            rhs: w.shape().to_vec(),
-        });
-    }
-    if kh == 0 || kw == 0 {
-        return bad(format!("empty kernel {:?}", w.shape()));
-    }
+    let as4 = |t: &Tensor| [t.shape()[0], t.shape()[1], t.shape()[2], t.shape()[3]];
+    let geom = ConvGeom::new(as4(x), as4(w), p)?;
     if let Some(b) = bias {
         x.check_same(OP, b)?;
-        if b.shape() != [o] {
+        if b.shape() != [geom.c_out] {
             return Err(Error::ShapeMismatch {
                 op: "conv2d (bias must have one entry per output channel)",
-                lhs: vec![o],
+                lhs: vec![geom.c_out],
                 rhs: b.shape().to_vec(),
             });
         }
     }
-    let oh = conv_out_len(h, kh, p.stride.0, p.padding.0, p.dilation.0);
-    let ow = conv_out_len(wd, kw, p.stride.1, p.padding.1, p.dilation.1);
-    let (Some(oh), Some(ow)) = (oh, ow) else {
-        return bad(format!(
-            "kernel {kh}×{kw} (dilation {:?}) larger than padded input {:?} (padding {:?})",
-            p.dilation,
-            x.shape(),
-            p.padding
-        ));
-    };
-    Ok(ConvGeom {
-        n,
-        c_in: c,
-        h,
-        w: wd,
-        c_out: o,
-        kh,
-        kw,
-        stride: p.stride,
-        padding: p.padding,
-        dilation: p.dilation,
-        groups: p.groups,
-        oh,
-        ow,
-    })
+    Ok(geom)
 }
 
 /// Contiguous f32 or f64 data of a tensor, converting half types to f32
@@ -207,8 +151,8 @@ impl GradFn for Conv2dBackward {
             let s =
                 with_float_slices!(wide, [dy, w], |T, dys, ws| cpu::conv2d_backward_input::<T>(
                     dys, ws, &geom
-                ));
-            Some(Tensor::from_storage(s, self.input.shape()).to_dtype(dtype)?)
+                )?);
+            Some(Tensor::from_storage(s, self.input.shape())?.to_dtype(dtype)?)
         } else {
             None
         };
@@ -217,9 +161,9 @@ impl GradFn for Conv2dBackward {
             let s = with_float_slices!(
                 wide,
                 [x, dy],
-                |T, xs, dys| cpu::conv2d_backward_weight::<T>(xs, dys, &geom)
+                |T, xs, dys| cpu::conv2d_backward_weight::<T>(xs, dys, &geom)?
             );
-            Some(Tensor::from_storage(s, self.weight.shape()).to_dtype(dtype)?)
+            Some(Tensor::from_storage(s, self.weight.shape())?.to_dtype(dtype)?)
         } else {
             None
         };
@@ -260,17 +204,17 @@ fn forward(
         Some(b) => with_float_slices!(xd.dtype(), [xd, wd, b], |T, xs, ws, bs| {
             let bs = Some(&bs[..geom.c_out]);
             match kernel {
-                Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, bs, &geom),
-                Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, bs, &geom),
+                Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, bs, &geom)?,
+                Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, bs, &geom)?,
             }
         }),
         None => with_float_slices!(xd.dtype(), [xd, wd], |T, xs, ws| match kernel {
-            Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, None, &geom),
-            Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, None, &geom),
+            Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, None, &geom)?,
+            Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, None, &geom)?,
         }),
     };
     let out =
-        Tensor::from_storage(s, &[geom.n, geom.c_out, geom.oh, geom.ow]).to_dtype(x.dtype())?;
+        Tensor::from_storage(s, &[geom.n, geom.c_out, geom.oh, geom.ow])?.to_dtype(x.dtype())?;
     Ok((out, geom))
 }
 

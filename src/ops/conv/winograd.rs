@@ -45,6 +45,7 @@ use super::cpu::{parallel, sum_in_fixed_runs, ConvGeom, SharedMut};
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
+use crate::error::{Error, Result};
 use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
 use crate::tensor::Float;
 use rayon::prelude::*;
@@ -162,10 +163,10 @@ fn gt_row<T: Float>(i: usize, u: [T; 4]) -> T {
 /// Output channels run in parallel. For one output channel the 9 taps of
 /// all its C kernels are first split into 9 arrays of C, so every step
 /// after that is an elementwise operation on whole arrays.
-fn transform_weights<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
+fn transform_weights<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     let (o_n, c_n) = (g.c_out, g.c_in);
     let len = POS * o_n * c_n;
-    let mut u = take_empty::<T>(len);
+    let mut u = take_empty::<T>(len)?;
     let u_ptr = SharedMut(u.spare_capacity_mut().as_mut_ptr());
     (0..o_n).into_par_iter().for_each_init(
         || vec![T::ZERO; 21 * c_n],
@@ -205,7 +206,7 @@ fn transform_weights<T: Float>(w: &[T], g: &ConvGeom) -> Vec<T> {
     // SAFETY: every (e, o) row of C elements was written above: the tasks
     // cover o in 0..O and each writes its row of all 16 matrices.
     unsafe { u.set_len(len) };
-    u
+    Ok(u)
 }
 
 /// `dg = Gᵀ dU G`: the adjoint of [`transform_weights`], from 16 O × C
@@ -471,19 +472,23 @@ fn transform_output_grad<T: Float>(
 }
 
 /// Forward: `x` (N×C×H×W), `w` (O×C×3×3), optional `bias` (O), all
-/// contiguous; returns N×O×oh×ow. Panics unless [`supports`].
-pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
-    assert!(
-        supports(g),
-        "winograd::conv2d_forward: unsupported geometry"
-    );
+/// contiguous; returns N×O×oh×ow. Errors unless [`supports`], or when a
+/// buffer is shorter than the geometry needs.
+pub fn conv2d_forward<T: Gemm>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    check_supported(g)?;
+    let (x, w, bias) = g.forward_operands(x, w, bias)?;
     let (c_n, o_n) = (g.c_in, g.c_out);
     let tiles = Tiles::of(g);
-    let u = transform_weights(w, g);
+    let u = transform_weights(w, g)?;
     let chunks = chunk_rows(g, &tiles);
     let max_tb = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * tiles.tw;
     let len = g.n * o_n * g.oh * g.ow;
-    let mut out = take_empty::<T>(len);
+    let mut out = take_empty::<T>(len)?;
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
     let run = |rows: &Range<usize>| {
         let tb = rows.len() * tiles.tw;
@@ -511,19 +516,18 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
     // n × O × oh × ow elements are written. A panic in a chunk propagates
     // before this line; `out` is then dropped with length 0.
     unsafe { out.set_len(len) };
-    out
+    Ok(out)
 }
 
 /// Weight gradient: `x` (N×C×H×W) and `dy` (N×O×oh×ow) → `dw` (O×C×3×3),
-/// summed over images. Panics unless [`supports`].
+/// summed over images. Errors unless [`supports`], or when a buffer is
+/// shorter than the geometry needs.
 ///
 /// `dU` is summed over chunks by `sum_in_fixed_runs`, so the result is the
 /// same on every call.
-pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
-    assert!(
-        supports(g),
-        "winograd::conv2d_backward_weight: unsupported geometry"
-    );
+pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+    check_supported(g)?;
+    let (x, dy) = g.weight_grad_operands(x, dy)?;
     let (c_n, o_n) = (g.c_in, g.c_out);
     let tiles = Tiles::of(g);
     let chunks = chunk_rows(g, &tiles);
@@ -545,7 +549,19 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
         du
     };
     let du = sum_in_fixed_runs(&chunks, du_len, parallel(g), add_chunk);
-    untransform_weights(&du, g)
+    Ok(untransform_weights(&du, g))
+}
+
+/// An error unless the geometry is one the Winograd kernels compute.
+fn check_supported(g: &ConvGeom) -> Result<()> {
+    if supports(g) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "winograd conv2d",
+            format!("geometry {g:?} is not a 3×3, stride-1, dilation-1, ungrouped convolution"),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -611,7 +627,7 @@ mod tests {
         let k: Vec<f64> = (0..9).map(|i| (i % 4) as f64 - 1.5).collect();
         x[..16].copy_from_slice(&d);
         w[..9].copy_from_slice(&k);
-        let y = conv2d_forward(&x, &w, None, &g);
+        let y = conv2d_forward(&x, &w, None, &g).unwrap();
         for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
             let mut want = 0.0;
             for i in 0..3 {
@@ -629,8 +645,8 @@ mod tests {
             let x = random(g.n * g.c_in * g.h * g.w, 10 + s as u64);
             let w = random(g.c_out * g.c_in * 9, 20 + s as u64);
             let b = random(g.c_out, 30 + s as u64);
-            let want = conv2d_direct(&x, &w, Some(&b), &g);
-            let got = conv2d_forward(&x, &w, Some(&b), &g);
+            let want = conv2d_direct(&x, &w, Some(&b), &g).unwrap();
+            let got = conv2d_forward(&x, &w, Some(&b), &g).unwrap();
             let err = max_diff(&got, &want);
             assert!(err < 1e-12, "{g:?}: max error {err}");
         }
@@ -641,10 +657,10 @@ mod tests {
         let g = geom(2, 64, 32, 8, 8, 1);
         let x = random(g.n * g.c_in * g.h * g.w, 1);
         let w = random(g.c_out * g.c_in * 9, 2);
-        let want = conv2d_direct(&x, &w, None, &g);
+        let want = conv2d_direct(&x, &w, None, &g).unwrap();
         let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-        let got = conv2d_forward(&x32, &w32, None, &g);
+        let got = conv2d_forward(&x32, &w32, None, &g).unwrap();
         let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
         // Outputs are sums of 576 products of size ≤ 1: |y| ≲ 10.
         let err = max_diff(&got, &want);
@@ -656,8 +672,8 @@ mod tests {
         for (s, g) in shapes().into_iter().enumerate() {
             let x = random(g.n * g.c_in * g.h * g.w, 40 + s as u64);
             let dy = random(g.n * g.c_out * g.oh * g.ow, 50 + s as u64);
-            let want = conv2d_backward_weight_im2col(&x, &dy, &g);
-            let got = conv2d_backward_weight(&x, &dy, &g);
+            let want = conv2d_backward_weight_im2col(&x, &dy, &g).unwrap();
+            let got = conv2d_backward_weight(&x, &dy, &g).unwrap();
             let err = max_diff(&got, &want);
             assert!(err < 1e-11, "{g:?}: max error {err}");
         }
@@ -670,6 +686,7 @@ mod tests {
         let w = random(16 * 16 * 9, 3);
         let du = random(POS * 16 * 16, 4);
         let lhs: f64 = transform_weights(&w, &g)
+            .unwrap()
             .iter()
             .zip(&du)
             .map(|(a, b)| a * b)

@@ -21,7 +21,7 @@ use crate::tensor::{
 use half::{bf16, f16};
 
 /// `out[i] = f(a[i])` for every element of the strided view `la`.
-pub fn map1<A, O>(a: &[A], la: &Layout, f: impl Fn(A) -> O + Sync) -> Vec<O>
+pub fn map1<A, O>(a: &[A], la: &Layout, f: impl Fn(A) -> O + Sync) -> Result<Vec<O>>
 where
     A: Copy + Sync,
     O: Copy + Send + Default + 'static,
@@ -53,7 +53,7 @@ pub fn map2<A, B, O>(
     b: &[B],
     lb: &Layout,
     f: impl Fn(A, B) -> O + Sync,
-) -> Vec<O>
+) -> Result<Vec<O>>
 where
     A: Copy + Sync,
     B: Copy + Sync,
@@ -95,7 +95,7 @@ pub fn map3<A, B, C, O>(
     (b, lb): (&[B], &Layout),
     (c, lc): (&[C], &Layout),
     f: impl Fn(A, B, C) -> O + Sync,
-) -> Vec<O>
+) -> Result<Vec<O>>
 where
     A: Copy + Sync,
     B: Copy + Sync,
@@ -127,26 +127,26 @@ macro_rules! float_dispatch {
         match $s {
             $crate::tensor::CpuStorage::F32($v) => {
                 let $lay = l;
-                Ok($crate::tensor::CpuStorage::F32($k))
+                Ok($crate::tensor::CpuStorage::F32($k?))
             }
             $crate::tensor::CpuStorage::F64($v) => {
                 let $lay = l;
-                Ok($crate::tensor::CpuStorage::F64($k))
+                Ok($crate::tensor::CpuStorage::F64($k?))
             }
             $crate::tensor::CpuStorage::BF16(h) => {
-                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::bf16| x.to_f32());
+                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::bf16| x.to_f32())?;
                 let $v = &wide;
                 let $lay = &$crate::tensor::Layout::contiguous(l.shape());
-                let r: Vec<f32> = $k;
+                let r: Vec<f32> = $k?;
                 Ok($crate::tensor::CpuStorage::BF16(
                     r.into_iter().map(half::bf16::from_f32).collect(),
                 ))
             }
             $crate::tensor::CpuStorage::F16(h) => {
-                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::f16| x.to_f32());
+                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::f16| x.to_f32())?;
                 let $v = &wide;
                 let $lay = &$crate::tensor::Layout::contiguous(l.shape());
-                let r: Vec<f32> = $k;
+                let r: Vec<f32> = $k?;
                 Ok($crate::tensor::CpuStorage::F16(
                     r.into_iter().map(half::f16::from_f32).collect(),
                 ))
@@ -175,7 +175,7 @@ fn std_normal_cdf<T: Float>(x: T) -> T {
     T::from_f64(0.5) * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
 }
 
-fn unary_typed<T: Float>(op: UnaryOp, v: &[T], l: &Layout) -> Vec<T> {
+fn unary_typed<T: Float>(op: UnaryOp, v: &[T], l: &Layout) -> Result<Vec<T>> {
     let c = T::from_f64;
     match op {
         UnaryOp::Neg => map1(v, l, |x: T| -x),
@@ -263,7 +263,13 @@ pub fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     float_dispatch!(op.name(), s, l, |v, lay| unary_typed(op, v, lay))
 }
 
-fn binary_typed<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+fn binary_typed<T: Float>(
+    op: BinaryOp,
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+) -> Result<Vec<T>> {
     match op {
         BinaryOp::Add => map2(a, la, b, lb, |x: T, y: T| x + y),
         BinaryOp::Sub => map2(a, la, b, lb, |x: T, y: T| x - y),
@@ -298,15 +304,15 @@ pub fn binary(
 ) -> Result<CpuStorage> {
     match (a, b) {
         (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-            Ok(CpuStorage::F32(binary_typed(op, x, la, y, lb)))
+            Ok(CpuStorage::F32(binary_typed(op, x, la, y, lb)?))
         }
         (CpuStorage::F64(x), CpuStorage::F64(y)) => {
-            Ok(CpuStorage::F64(binary_typed(op, x, la, y, lb)))
+            Ok(CpuStorage::F64(binary_typed(op, x, la, y, lb)?))
         }
         (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
-            let (xa, xb) = (to_f32(a, la), to_f32(b, lb));
+            let (xa, xb) = (to_f32(a, la)?, to_f32(b, lb)?);
             let out = Layout::contiguous(la.shape());
-            let r = binary_typed(op, &xa, &out, &xb, &out);
+            let r = binary_typed(op, &xa, &out, &xb, &out)?;
             Ok(from_f32(a.dtype(), r))
         }
         _ => Err(Error::UnsupportedDType {
@@ -325,7 +331,7 @@ pub fn relu_backward(
     x: &CpuStorage,
     lx: &Layout,
 ) -> Result<CpuStorage> {
-    fn typed<T: Float>(g: &[T], lg: &Layout, x: &[T], lx: &Layout) -> Vec<T> {
+    fn typed<T: Float>(g: &[T], lg: &Layout, x: &[T], lx: &Layout) -> Result<Vec<T>> {
         map2(
             g,
             lg,
@@ -335,12 +341,12 @@ pub fn relu_backward(
         )
     }
     match (g, x) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(typed(a, lg, b, lx))),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(typed(a, lg, b, lx))),
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(typed(a, lg, b, lx)?)),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(typed(a, lg, b, lx)?)),
         (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
-            let (wg, wx) = (to_f32(g, lg), to_f32(x, lx));
+            let (wg, wx) = (to_f32(g, lg)?, to_f32(x, lx)?);
             let l = Layout::contiguous(lg.shape());
-            Ok(from_f32(g.dtype(), typed(&wg, &l, &wx, &l)))
+            Ok(from_f32(g.dtype(), typed(&wg, &l, &wx, &l)?))
         }
         _ => Err(Error::UnsupportedDType {
             op: "relu_backward",
@@ -349,7 +355,7 @@ pub fn relu_backward(
     }
 }
 
-fn to_f32(s: &CpuStorage, l: &Layout) -> Vec<f32> {
+fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
     with_storage!(s, |v: T| map1(v, l, |x: T| x.to_f64() as f32))
 }
 
@@ -363,7 +369,13 @@ fn from_f32(dtype: DType, v: Vec<f32>) -> CpuStorage {
 }
 
 /// Compares two same-dtype views (any dtype) elementwise; 1 where true.
-pub fn compare(op: CmpOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Vec<u8> {
+pub fn compare(
+    op: CmpOp,
+    a: &CpuStorage,
+    la: &Layout,
+    b: &CpuStorage,
+    lb: &Layout,
+) -> Result<Vec<u8>> {
     with_storage!(a, |x: T| {
         let y = <T as crate::tensor::StorageElement>::slice(b).expect("dtypes checked by caller");
         match op {
@@ -386,8 +398,8 @@ pub fn where_cond(
     la: &Layout,
     b: &CpuStorage,
     lb: &Layout,
-) -> CpuStorage {
-    let mask: Vec<u8> = with_storage!(c, |v: T| map1(v, lc, |x: T| (x.to_f64() != 0.0) as u8));
+) -> Result<CpuStorage> {
+    let mask: Vec<u8> = with_storage!(c, |v: T| map1(v, lc, |x: T| (x.to_f64() != 0.0) as u8))?;
     let lm = Layout::contiguous(lc.shape());
     with_storage!(a, |x: T| {
         let y = <T as crate::tensor::StorageElement>::slice(b).expect("dtypes checked by caller");
@@ -396,32 +408,31 @@ pub fn where_cond(
             (x, la),
             (y, lb),
             |m: u8, p: T, q: T| if m != 0 { p } else { q },
-        );
-        <T as crate::tensor::StorageElement>::into_storage(r)
+        )?;
+        Ok(<T as crate::tensor::StorageElement>::into_storage(r))
     })
 }
 
 /// Copies a strided view (any dtype) into a new contiguous buffer.
-pub fn copy(s: &CpuStorage, l: &Layout) -> CpuStorage {
-    with_storage!(
-        s,
-        |v: T| <T as crate::tensor::StorageElement>::into_storage(map1(v, l, |x: T| x))
-    )
+pub fn copy(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+    with_storage!(s, |v: T| Ok(
+        <T as crate::tensor::StorageElement>::into_storage(map1(v, l, |x: T| x)?)
+    ))
 }
 
 /// Converts a strided view to `dtype` (through f64, exact for every pair
 /// except i64 beyond 2^53); returns a contiguous buffer.
-pub fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> CpuStorage {
-    with_storage!(s, |v: S| match dtype {
-        DType::F32 => CpuStorage::F32(map1(v, l, |x: S| f32::from_f64(x.to_f64()))),
-        DType::F64 => CpuStorage::F64(map1(v, l, |x: S| x.to_f64())),
+pub fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> Result<CpuStorage> {
+    with_storage!(s, |v: S| Ok(match dtype {
+        DType::F32 => CpuStorage::F32(map1(v, l, |x: S| f32::from_f64(x.to_f64()))?),
+        DType::F64 => CpuStorage::F64(map1(v, l, |x: S| x.to_f64())?),
         DType::BF16 => CpuStorage::BF16(map1(v, l, |x: S| {
             <bf16 as WithDType>::from_f64(x.to_f64())
-        })),
+        })?),
         DType::F16 => CpuStorage::F16(map1(v, l, |x: S| {
             <f16 as WithDType>::from_f64(x.to_f64())
-        })),
-        DType::I64 => CpuStorage::I64(map1(v, l, |x: S| i64::from_f64(x.to_f64()))),
-        DType::U8 => CpuStorage::U8(map1(v, l, |x: S| u8::from_f64(x.to_f64()))),
-    })
+        })?),
+        DType::I64 => CpuStorage::I64(map1(v, l, |x: S| i64::from_f64(x.to_f64()))?),
+        DType::U8 => CpuStorage::U8(map1(v, l, |x: S| u8::from_f64(x.to_f64()))?),
+    }))
 }

@@ -5,7 +5,7 @@
 //! and size-1 dimensions stretch. The backward of a broadcast operand sums
 //! the gradient back to the operand's shape ([`Tensor::sum_to_shape`]).
 
-pub mod cpu;
+pub(crate) mod cpu;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
@@ -188,7 +188,7 @@ fn relu_grad(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     let s = Tensor::read_storages(&[g, x], |s| {
         cpu::relu_backward(s[0], g.layout(), s[1], x.layout())
     })?;
-    Ok(Tensor::from_storage(s, x.shape()))
+    Tensor::from_storage(s, x.shape())
 }
 
 struct BinaryBackward {
@@ -291,7 +291,7 @@ impl Tensor {
         let _profile = crate::profile::scope(op.name());
         self.check_float(op.name())?;
         let s = cpu::unary(op, &self.storage(), self.layout())?;
-        let out = Tensor::from_storage(s, self.shape());
+        let out = Tensor::from_storage(s, self.shape())?;
         Ok(out.track(&[self], || {
             Box::new(UnaryBackward {
                 op,
@@ -393,7 +393,7 @@ impl Tensor {
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
         let s = Tensor::read_storages(&[self, rhs], |s| cpu::binary(op, s[0], &la, s[1], &lb))?;
-        let out = Tensor::from_storage(s, &shape);
+        let out = Tensor::from_storage(s, &shape)?;
         Ok(out.track(&[self, rhs], || {
             Box::new(BinaryBackward {
                 op,
@@ -439,7 +439,7 @@ impl Tensor {
         let shape = broadcast_shapes("compare", self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
-        let mask = Tensor::read_storages(&[self, rhs], |s| cpu::compare(op, s[0], &la, s[1], &lb));
+        let mask = Tensor::read_storages(&[self, rhs], |s| cpu::compare(op, s[0], &la, s[1], &lb))?;
         Tensor::from_vec(mask, &shape)
     }
     /// `self == rhs` as a `U8` mask.
@@ -485,8 +485,8 @@ impl Tensor {
         );
         let s = Tensor::read_storages(&[self, on_true, on_false], |s| {
             cpu::where_cond(s[0], &lc, s[1], &la, s[2], &lb)
-        });
-        let out = Tensor::from_storage(s, &shape);
+        })?;
+        let out = Tensor::from_storage(s, &shape)?;
         Ok(out.track(&[on_true, on_false], || {
             Box::new(WhereBackward {
                 cond: self.detach(),
@@ -517,8 +517,8 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = cpu::cast(&self.storage(), self.layout(), dtype);
-        let out = Tensor::from_storage(s, self.shape());
+        let s = cpu::cast(&self.storage(), self.layout(), dtype)?;
+        let out = Tensor::from_storage(s, self.shape())?;
         if !dtype.is_float() {
             return Ok(out);
         }

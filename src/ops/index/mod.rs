@@ -5,7 +5,7 @@
 //! ops up: the gradient of a gather is a scatter-add and vice versa, the
 //! gradient of an index-select is an index-add.
 
-pub mod cpu;
+pub(crate) mod cpu;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
@@ -147,7 +147,7 @@ impl Tensor {
         );
         let mut shape = self.shape().to_vec();
         shape[d] = idx.len();
-        let out = Tensor::from_storage(s, &shape);
+        let out = Tensor::from_storage(s, &shape)?;
         Ok(out.track(&[self], || {
             Box::new(IndexSelectBackward {
                 input: self.clone(),
@@ -208,7 +208,7 @@ impl Tensor {
         let idx = check_index_tensor("gather", index)?;
         cpu::check_indices("gather", &idx, self.shape()[d])?;
         let s = cpu::gather(&self.storage(), self.layout(), d, &idx, index.shape());
-        let out = Tensor::from_storage(s, index.shape());
+        let out = Tensor::from_storage(s, index.shape())?;
         Ok(out.track(&[self], || {
             Box::new(GatherBackward {
                 input: self.clone(),

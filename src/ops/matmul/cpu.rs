@@ -33,6 +33,42 @@ pub struct GemmArgs<'a> {
     pub n: usize,
 }
 
+impl GemmArgs<'_> {
+    /// Checks everything the unchecked GEMM calls of [`matmul`] rely on:
+    /// `a` is `[batch.., m, k]` and `b` is `[batch.., k, n]` with one batch
+    /// shape, both lie inside storages of `a_len` and `b_len` elements
+    /// (checked arithmetic), every stride fits in `isize`, and the output's
+    /// element count is addressable. Returns that count.
+    fn validate(&self, a_len: usize, b_len: usize) -> Result<usize> {
+        const OP: &str = "matmul";
+        let (sa, sb) = (self.a.shape(), self.b.shape());
+        let nd = sa.len();
+        let shapes_agree = nd >= 2
+            && sb.len() == nd
+            && sa[..nd - 2] == sb[..nd - 2]
+            && sa[nd - 2..] == [self.m, self.k]
+            && sb[nd - 2..] == [self.k, self.n];
+        if !shapes_agree {
+            return Err(Error::bad_shape(
+                OP,
+                format!(
+                    "operand layouts {sa:?} and {sb:?} do not match m = {}, k = {}, n = {}",
+                    self.m, self.k, self.n
+                ),
+            ));
+        }
+        self.a.check_fits(OP, a_len)?;
+        self.b.check_fits(OP, b_len)?;
+        let strides_fit = |l: &Layout| l.strides().iter().all(|&s| s <= isize::MAX as usize);
+        if !strides_fit(self.a) || !strides_fit(self.b) {
+            return Err(Error::bad_shape(OP, "operand stride exceeds isize::MAX"));
+        }
+        let mut out_shape = sa[..nd - 2].to_vec();
+        out_shape.extend([self.m, self.n]);
+        crate::tensor::checked_numel(OP, &out_shape)
+    }
+}
+
 /// An element type matrixmultiply multiplies natively.
 pub trait Gemm: Float {
     /// `c[m×n] = a[m×k] · b[k×n] + beta · c` with arbitrary element strides
@@ -152,11 +188,19 @@ impl<'a, T> MatRef<'a, T> {
         }
     }
 
+    /// True when every element of the view lies inside `data` and its
+    /// strides fit in `isize` (checked arithmetic: no wrap-around).
     fn in_bounds(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
-                < self.data.len()
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .zip((self.cols - 1).checked_mul(self.col_stride))
+            .and_then(|(r, c)| r.checked_add(c)?.checked_add(self.offset));
+        let strides_fit =
+            self.row_stride <= isize::MAX as usize && self.col_stride <= isize::MAX as usize;
+        strides_fit && last.is_some_and(|last| last < self.data.len())
     }
 }
 
@@ -165,7 +209,7 @@ impl<'a, T> MatRef<'a, T> {
 /// that make the unchecked [`gemm_raw`] call sound.
 fn check_operands<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c_len: usize) {
     assert!(
-        b.rows == a.cols && c_len == a.rows * b.cols,
+        b.rows == a.cols && a.rows.checked_mul(b.cols) == Some(c_len),
         "{op}: inner dimensions or output size disagree"
     );
     assert!(
@@ -275,7 +319,8 @@ fn batch_offsets(l: &Layout) -> Vec<usize> {
     out
 }
 
-fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Vec<T> {
+fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Result<Vec<T>> {
+    let total = args.validate(a.len(), b.len())?;
     let GemmArgs { m, k, n, .. } = *args;
     let (la, lb) = (args.a, args.b);
     let nd = la.ndim();
@@ -284,11 +329,11 @@ fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Vec<T> {
     let offs_a = batch_offsets(la);
     let offs_b = batch_offsets(lb);
     let batch = offs_a.len();
-    if m * n == 0 || k == 0 {
-        return vec![T::default(); batch * m * n]; // empty sum: zeros
+    if total == 0 || k == 0 {
+        return crate::backend::cpu::pool::take_zeroed::<T>(total); // empty sum: zeros
     }
     // beta = 0 below: every element is written, so a recycled buffer is fine.
-    let mut out = crate::backend::cpu::pool::take::<T>(batch * m * n);
+    let mut out = crate::backend::cpu::pool::take::<T>(total)?;
     let (pa, pb) = (a.as_ptr() as usize, b.as_ptr() as usize);
     // Safety (all calls below): offsets and strides come from layouts that
     // lie inside their storage, and every task writes a disjoint panel of `out`.
@@ -312,7 +357,7 @@ fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Vec<T> {
             ldc as isize,
         );
     };
-    let macs = batch * m * n * k;
+    let macs = total.saturating_mul(k);
     let threads = num_threads();
     if macs < PARALLEL_MIN_MACS || threads == 1 {
         for (bi, c) in out.chunks_mut(m * n).enumerate() {
@@ -354,13 +399,14 @@ fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Vec<T> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Batched matrix product of two float views; returns a contiguous
 /// `[batch.., m, n]` buffer. Half types are multiplied in f32.
 pub fn matmul(a: &CpuStorage, b: &CpuStorage, args: &GemmArgs) -> Result<CpuStorage> {
-    let widen = |s: &CpuStorage, l: &Layout| -> Vec<f32> {
+    let widen = |s: &CpuStorage, l: &Layout| -> Result<Vec<f32>> {
+        l.check_fits("matmul", s.len())?;
         match s {
             CpuStorage::BF16(v) => map1(v, l, |x: bf16| x.to_f32()),
             CpuStorage::F16(v) => map1(v, l, |x: f16| x.to_f32()),
@@ -368,10 +414,10 @@ pub fn matmul(a: &CpuStorage, b: &CpuStorage, args: &GemmArgs) -> Result<CpuStor
         }
     };
     match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => Ok(CpuStorage::F32(gemm_typed(x, y, args))),
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => Ok(CpuStorage::F64(gemm_typed(x, y, args))),
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => Ok(CpuStorage::F32(gemm_typed(x, y, args)?)),
+        (CpuStorage::F64(x), CpuStorage::F64(y)) => Ok(CpuStorage::F64(gemm_typed(x, y, args)?)),
         (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
-            let (wa, wb) = (widen(a, args.a), widen(b, args.b));
+            let (wa, wb) = (widen(a, args.a)?, widen(b, args.b)?);
             let (la, lb) = (
                 Layout::contiguous(args.a.shape()),
                 Layout::contiguous(args.b.shape()),
@@ -384,7 +430,7 @@ pub fn matmul(a: &CpuStorage, b: &CpuStorage, args: &GemmArgs) -> Result<CpuStor
                     b: &lb,
                     ..*args
                 },
-            );
+            )?;
             Ok(match a {
                 CpuStorage::BF16(_) => {
                     CpuStorage::BF16(r.into_iter().map(bf16::from_f32).collect())
@@ -396,5 +442,57 @@ pub fn matmul(a: &CpuStorage, b: &CpuStorage, args: &GemmArgs) -> Result<CpuStor
             op: "matmul",
             dtype: a.dtype(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "operand view out of bounds")]
+    fn a_view_whose_extent_wraps_around_is_out_of_bounds() {
+        // 9 rows 2^61 + 1 apart over 16 elements: the last row's offset,
+        // 8·(2^61 + 1), wraps to 8 in unchecked arithmetic and "fits".
+        let data = [1.0f32; 16];
+        let a = MatRef::rows_strided(&data, 0, 9, 1, (1 << 61) + 1);
+        let b = MatRef::row_major(&data, 0, 1, 1);
+        let mut c = [0.0f32; 9];
+        gemm_serial(a, b, &mut c, false);
+    }
+
+    #[test]
+    fn matmul_refuses_layouts_outside_their_storage() {
+        let a = CpuStorage::F32(vec![1.0; 4]);
+        let fits = Layout::contiguous(&[2, 2]);
+        let too_big = Layout::contiguous(&[3, 2]);
+        let args = GemmArgs {
+            a: &too_big,
+            b: &fits,
+            m: 3,
+            k: 2,
+            n: 2,
+        };
+        assert!(matmul(&a, &a, &args).is_err());
+        // Shapes that disagree with m, k, n.
+        let args = GemmArgs {
+            a: &fits,
+            b: &fits,
+            m: 2,
+            k: 3,
+            n: 2,
+        };
+        assert!(matmul(&a, &a, &args).is_err());
+        let args = GemmArgs {
+            a: &fits,
+            b: &fits,
+            m: 2,
+            k: 2,
+            n: 2,
+        };
+        assert_eq!(
+            matmul(&a, &a, &args).unwrap(),
+            CpuStorage::F32(vec![2.0; 4])
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! by `[.., k, n]`; its backward is two more products,
 //! `dA = dC · Bᵀ` and `dB = Aᵀ · dC`, summed over broadcast batch dims.
 
-pub mod cpu;
+pub(crate) mod cpu;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
@@ -114,7 +114,7 @@ impl Tensor {
             n,
         };
         let s = Tensor::read_storages(&[self, rhs], |s| cpu::matmul(s[0], s[1], &args))?;
-        let out = Tensor::from_storage(s, &full(m, n));
+        let out = Tensor::from_storage(s, &full(m, n))?;
         Ok(out.track(&[self, rhs], || {
             Box::new(MatmulBackward {
                 lhs: self.clone(),

@@ -27,6 +27,7 @@
 use crate::backend::cpu::output::{build, OutChunk};
 use crate::backend::cpu::pool::take;
 use crate::backend::cpu::{fill_rows, num_threads, PARALLEL_MIN_ELEMENTS};
+use crate::error::Result;
 use crate::tensor::Float;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -294,7 +295,7 @@ pub fn channel_grad_sums<T: Float>(
 fn build_channel_runs<T>(
     sh: NcsShape,
     f: impl Fn(usize, Range<usize>, &mut OutChunk<T>) + Sync,
-) -> Vec<T>
+) -> Result<Vec<T>>
 where
     T: Copy + Default + Send + 'static,
 {
@@ -326,21 +327,21 @@ pub fn channel_normalize<T: Float>(
     mean: &[f64],
     scale: &[f64],
     shift: &[f64],
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     debug_assert_eq!(x.len(), sh.numel());
     let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|&v| T::from_f64(v)).collect() };
     let (m, a, b) = (cast(mean), cast(scale), cast(shift));
     if sh.s == 1 {
         // Rank 2: one row of C channels at a time, zipped with the
         // coefficient vectors (vectorises).
-        let mut out = take::<T>(sh.numel());
+        let mut out = take::<T>(sh.numel())?;
         fill_rows(&mut out, sh.c, |n, row| {
             let xr = &x[n * sh.c..(n + 1) * sh.c];
             for ((((o, &v), &m), &a), &b) in row.iter_mut().zip(xr).zip(&m).zip(&a).zip(&b) {
                 *o = (v - m) * a + b;
             }
         });
-        return out;
+        return Ok(out);
     }
     build_channel_runs(sh, |c, r, out| {
         let (m, a, b) = (m[c], a[c], b[c]);
@@ -361,14 +362,14 @@ pub fn channel_grad_input<T: Float>(
     sh: NcsShape,
     mean: &[f64],
     (a, p, q): (&[f64], &[f64], &[f64]),
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     debug_assert_eq!(dy.len(), sh.numel());
     debug_assert_eq!(x.len(), sh.numel());
     let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|&v| T::from_f64(v)).collect() };
     let (m, a, p, q) = (cast(mean), cast(a), cast(p), cast(q));
     if sh.s == 1 {
         // Rank 2: one row of C channels at a time (see channel_normalize).
-        let mut out = take::<T>(sh.numel());
+        let mut out = take::<T>(sh.numel())?;
         fill_rows(&mut out, sh.c, |n, row| {
             let r = n * sh.c..(n + 1) * sh.c;
             let (gr, xr) = (&dy[r.clone()], &x[r]);
@@ -377,7 +378,7 @@ pub fn channel_grad_input<T: Float>(
                 *o = a * g + p * (v - m) + q;
             }
         });
-        return out;
+        return Ok(out);
     }
     build_channel_runs(sh, |c, r, out| {
         let (m, a, p, q) = (m[c], a[c], p[c], q[c]);
@@ -419,7 +420,7 @@ mod tests {
     #[test]
     fn runs_are_split_at_channel_boundaries() {
         let sh = NcsShape { n: 2, c: 3, s: 2 };
-        let out = build_channel_runs(sh, |c, r, out| out.extend(r.map(|_| c)));
+        let out = build_channel_runs(sh, |c, r, out| out.extend(r.map(|_| c))).unwrap();
         assert_eq!(out, vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
     }
 }

@@ -18,7 +18,7 @@
 //! statistics are buffers: they never enter the graph and get no gradient.
 //! Kernels are in `cpu.rs`; half-precision inputs are computed in f32.
 
-pub mod cpu;
+pub(crate) mod cpu;
 
 use crate::autograd::{no_grad, GradFn};
 use crate::error::{Error, Result};
@@ -65,7 +65,7 @@ fn elems<'a, T: StorageElement>(s: &'a CpuStorage, t: &Tensor) -> &'a [T] {
 }
 
 /// A 1-D tensor of `dtype` holding `values`.
-fn vector(values: &[f64], dtype: DType) -> Tensor {
+fn vector(values: &[f64], dtype: DType) -> Result<Tensor> {
     Tensor::from_storage(
         CpuStorage::from_f64_iter(dtype, values.iter().copied()),
         &[values.len()],
@@ -188,7 +188,7 @@ fn update_running(buf: &Tensor, batch: &[f64], momentum: f64) -> Result<()> {
         .zip(batch)
         .map(|(&r, &b)| momentum * b + (1.0 - momentum) * r)
         .collect();
-    let src = vector(&new, buf.dtype()).reshape(buf.shape())?;
+    let src = vector(&new, buf.dtype())?.reshape(buf.shape())?;
     no_grad(|| buf.assign(&src))
 }
 
@@ -222,15 +222,15 @@ fn normalize<T: Kernel>(
     mean: &[f64],
     scale: &[f64],
     shift: &[f64],
-) -> CpuStorage {
+) -> Result<CpuStorage> {
     let s = x.storage();
-    T::into_storage(cpu::channel_normalize(
+    Ok(T::into_storage(cpu::channel_normalize(
         elems::<T>(&s, x),
         sh,
         mean,
         scale,
         shift,
-    ))
+    )?))
 }
 
 /// Per-channel `(Σdy, Σdy·(x − mean))` on contiguous data of one dtype.
@@ -252,15 +252,15 @@ fn grad_input<T: Kernel>(
     sh: NcsShape,
     mean: &[f64],
     coef: (&[f64], &[f64], &[f64]),
-) -> CpuStorage {
+) -> Result<CpuStorage> {
     Tensor::read_storages(&[dy, x], |s| {
-        T::into_storage(cpu::channel_grad_input(
+        Ok(T::into_storage(cpu::channel_grad_input(
             elems::<T>(s[0], dy),
             elems::<T>(s[1], x),
             sh,
             mean,
             coef,
-        ))
+        )?))
     })
 }
 
@@ -309,8 +309,8 @@ impl GradFn for BatchNormBackward {
                     q[c] = -a[c] * sum_dy[c] / m;
                 }
             }
-            let s = dispatch!(x.dtype(), grad_input(&dy, &x, sh, mean, (&a, &p, &q)));
-            Some(Tensor::from_storage(s, self.input.shape()).to_dtype(dtype)?)
+            let s = dispatch!(x.dtype(), grad_input(&dy, &x, sh, mean, (&a, &p, &q)))?;
+            Some(Tensor::from_storage(s, self.input.shape())?.to_dtype(dtype)?)
         } else {
             None
         });
@@ -318,14 +318,14 @@ impl GradFn for BatchNormBackward {
             grads.push(if w.requires_grad() {
                 // dw = Σ dy·x̂ = invstd·Σ dy·(x − μ)
                 let dw: Vec<f64> = sum_dy_xmu.iter().zip(invstd).map(|(s, i)| s * i).collect();
-                Some(vector(&dw, dtype))
+                Some(vector(&dw, dtype)?)
             } else {
                 None
             });
         }
         if let Some(b) = &self.bias {
             grads.push(if b.requires_grad() {
-                Some(vector(&sum_dy, dtype))
+                Some(vector(&sum_dy, dtype)?)
             } else {
                 None
             });
@@ -405,8 +405,8 @@ impl Tensor {
             Some(b) => b.to_f64_vec()?,
             None => vec![0.0; sh.c],
         };
-        let storage = dispatch!(x.dtype(), normalize(&x, sh, &mean, &scale, &shift));
-        let out = Tensor::from_storage(storage, self.shape()).to_dtype(self.dtype())?;
+        let storage = dispatch!(x.dtype(), normalize(&x, sh, &mean, &scale, &shift))?;
+        let out = Tensor::from_storage(storage, self.shape())?.to_dtype(self.dtype())?;
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);

@@ -17,6 +17,7 @@
 
 use crate::backend::cpu::pool::take;
 use crate::backend::cpu::{num_threads, PARALLEL_MIN_ELEMENTS};
+use crate::error::Result;
 use crate::tensor::Float;
 use rayon::prelude::*;
 
@@ -85,7 +86,7 @@ pub fn adaptive_spans(out: usize, input: usize) -> Vec<Span> {
 
 /// Sizes of one pooling call as the kernels see them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlaneGeom {
+pub(crate) struct PlaneGeom {
     /// Number of independent planes (`N·C`).
     pub planes: usize,
     /// Input plane height.
@@ -203,15 +204,15 @@ fn for_each_plane2<A: Send, B: Send>(
 /// the index of the window's first in-bounds element, so padding acts as
 /// −∞ and a window of −∞ values reports its first element.
 /// `x` is `planes × H × W`; returns the `planes × oh × ow` values and indices.
-pub fn max_pool2d_forward<T: Float>(
+pub(crate) fn max_pool2d_forward<T: Float>(
     x: &[T],
     g: &PlaneGeom,
     rows: &[Span],
     cols: &[Span],
-) -> (Vec<T>, Vec<i64>) {
+) -> Result<(Vec<T>, Vec<i64>)> {
     let n_out = g.planes * g.out_plane();
-    let mut out = take::<T>(n_out);
-    let mut idx = take::<i64>(n_out);
+    let mut out = take::<T>(n_out)?;
+    let mut idx = take::<i64>(n_out)?;
     let work = work_per_plane(g, rows, cols);
     for_each_plane2(&mut out, &mut idx, g.out_plane(), work, |p, out, idx| {
         let plane = &x[p * g.in_plane()..(p + 1) * g.in_plane()];
@@ -235,15 +236,19 @@ pub fn max_pool2d_forward<T: Float>(
             }
         }
     });
-    (out, idx)
+    Ok((out, idx))
 }
 
 /// Max pooling backward: `dx[plane][idx[o]] += dy[plane][o]` for every
 /// output `o`, using the indices saved by the forward (inputs that were no
 /// window's maximum get 0; one picked by several overlapping windows gets
 /// the sum). `dy` and `idx` are `planes × oh × ow`; returns `planes × H × W`.
-pub fn max_pool2d_backward<T: Float>(dy: &[T], idx: &[i64], g: &PlaneGeom) -> Vec<T> {
-    let mut dx = take::<T>(g.planes * g.in_plane());
+pub(crate) fn max_pool2d_backward<T: Float>(
+    dy: &[T],
+    idx: &[i64],
+    g: &PlaneGeom,
+) -> Result<Vec<T>> {
+    let mut dx = take::<T>(g.planes * g.in_plane())?;
     let work = g.in_plane() + g.out_plane();
     for_each_plane(&mut dx, g.in_plane(), work, |p, dx| {
         dx.fill(T::ZERO);
@@ -252,7 +257,7 @@ pub fn max_pool2d_backward<T: Float>(dy: &[T], idx: &[i64], g: &PlaneGeom) -> Ve
             dx[i as usize] += d;
         }
     });
-    dx
+    Ok(dx)
 }
 
 /// The divisor of output `(oy, ox)` in average pooling: the padded window
@@ -271,14 +276,14 @@ fn divisor(r: &Span, c: &Span, count_include_pad: bool) -> usize {
 /// [`divisor`]. A window with no input element (impossible for the shapes
 /// the `Tensor` methods accept) gives 0, as in PyTorch.
 /// `x` is `planes × H × W`; returns `planes × oh × ow`.
-pub fn avg_pool2d_forward<T: Float>(
+pub(crate) fn avg_pool2d_forward<T: Float>(
     x: &[T],
     g: &PlaneGeom,
     rows: &[Span],
     cols: &[Span],
     count_include_pad: bool,
-) -> Vec<T> {
-    let mut out = take::<T>(g.planes * g.out_plane());
+) -> Result<Vec<T>> {
+    let mut out = take::<T>(g.planes * g.out_plane())?;
     let work = work_per_plane(g, rows, cols);
     for_each_plane(&mut out, g.out_plane(), work, |p, out| {
         let plane = &x[p * g.in_plane()..(p + 1) * g.in_plane()];
@@ -299,20 +304,20 @@ pub fn avg_pool2d_forward<T: Float>(
             }
         }
     });
-    out
+    Ok(out)
 }
 
 /// Average pooling backward: each output gradient, divided by its window's
 /// [`divisor`], is added to every input of the window (the transpose of the
 /// forward). `dy` is `planes × oh × ow`; returns `planes × H × W`.
-pub fn avg_pool2d_backward<T: Float>(
+pub(crate) fn avg_pool2d_backward<T: Float>(
     dy: &[T],
     g: &PlaneGeom,
     rows: &[Span],
     cols: &[Span],
     count_include_pad: bool,
-) -> Vec<T> {
-    let mut dx = take::<T>(g.planes * g.in_plane());
+) -> Result<Vec<T>> {
+    let mut dx = take::<T>(g.planes * g.in_plane())?;
     let work = work_per_plane(g, rows, cols);
     for_each_plane(&mut dx, g.in_plane(), work, |p, dx| {
         dx.fill(T::ZERO);
@@ -331,5 +336,5 @@ pub fn avg_pool2d_backward<T: Float>(
             }
         }
     });
-    dx
+    Ok(dx)
 }

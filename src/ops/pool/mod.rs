@@ -216,7 +216,7 @@ impl GradFn for MaxPool2dBackward {
             dy.layout(),
             |v, lay| cpu::max_pool2d_backward(&v[lay.offset()..], idx, geom)
         )?;
-        let dx = Tensor::from_storage(s, self.input.shape()).to_dtype(self.input.dtype())?;
+        let dx = Tensor::from_storage(s, self.input.shape())?.to_dtype(self.input.dtype())?;
         Ok(vec![Some(dx)])
     }
 }
@@ -243,7 +243,7 @@ impl GradFn for AvgPool2dBackward {
         let s = float_dispatch!(self.name, &*dy.storage(), dy.layout(), |v, lay| {
             cpu::avg_pool2d_backward(&v[lay.offset()..], geom, rows, cols, self.count_include_pad)
         })?;
-        let dx = Tensor::from_storage(s, self.input.shape()).to_dtype(self.input.dtype())?;
+        let dx = Tensor::from_storage(s, self.input.shape())?.to_dtype(self.input.dtype())?;
         Ok(vec![Some(dx)])
     }
 }
@@ -286,13 +286,13 @@ impl Tensor {
         let mut indices = Vec::new();
         let s = float_dispatch!(OP, &*x.storage(), x.layout(), |v, lay| {
             let (values, idx) =
-                cpu::max_pool2d_forward(&v[lay.offset()..], &plan.geom, &plan.rows, &plan.cols);
+                cpu::max_pool2d_forward(&v[lay.offset()..], &plan.geom, &plan.rows, &plan.cols)?;
             indices = idx;
-            values
+            Ok::<_, Error>(values)
         })?;
         let out_shape = plan.out_shape();
-        let indices = Tensor::from_storage(CpuStorage::I64(indices), &out_shape);
-        let out = Tensor::from_storage(s, &out_shape).track(&[self], || {
+        let indices = Tensor::from_storage(CpuStorage::I64(indices), &out_shape)?;
+        let out = Tensor::from_storage(s, &out_shape)?.track(&[self], || {
             Box::new(MaxPool2dBackward {
                 input: self.clone(),
                 indices: indices.clone(),
@@ -379,7 +379,7 @@ impl Tensor {
                 count_include_pad,
             )
         })?;
-        let out = Tensor::from_storage(s, &plan.out_shape());
+        let out = Tensor::from_storage(s, &plan.out_shape())?;
         Ok(out.track(&[self], || {
             Box::new(AvgPool2dBackward {
                 input: self.clone(),

@@ -31,7 +31,7 @@ fn as_rows<'a, T: Copy + Sync + Send + Default + 'static>(
     v: &'a [T],
     l: &Layout,
     dims: &[usize],
-) -> (std::borrow::Cow<'a, [T]>, usize, usize) {
+) -> Result<(std::borrow::Cow<'a, [T]>, usize, usize)> {
     let kept: Vec<usize> = (0..l.ndim()).filter(|d| !dims.contains(d)).collect();
     let order: Vec<usize> = kept.iter().chain(dims).copied().collect();
     let p = l.permute(&order);
@@ -39,13 +39,13 @@ fn as_rows<'a, T: Copy + Sync + Send + Default + 'static>(
     let len: usize = dims.iter().map(|&d| l.shape()[d]).product();
     if p.is_contiguous() {
         let start = p.offset();
-        (
+        Ok((
             std::borrow::Cow::Borrowed(&v[start..start + rows * len]),
             rows,
             len,
-        )
+        ))
     } else {
-        (std::borrow::Cow::Owned(map1(v, &p, |x| x)), rows, len)
+        Ok((std::borrow::Cow::Owned(map1(v, &p, |x| x)?), rows, len))
     }
 }
 
@@ -130,11 +130,11 @@ fn arg_extreme_row<T: Float>(row: &[T], max: bool) -> i64 {
     best as i64
 }
 
-fn reduce_typed<T: Float>(op: ReduceOp, v: &[T], l: &Layout, dims: &[usize]) -> Vec<T> {
-    let (data, rows, len) = as_rows(v, l, dims);
+fn reduce_typed<T: Float>(op: ReduceOp, v: &[T], l: &Layout, dims: &[usize]) -> Result<Vec<T>> {
+    let (data, rows, len) = as_rows(v, l, dims)?;
     let mut out = vec![T::ZERO; rows];
     if len == 0 {
-        return out; // only reachable for Sum: callers reject empty max/min
+        return Ok(out); // only reachable for Sum: callers reject empty max/min
     }
     let parallel_inside_rows = rows < num_threads();
     fill_chunks_weighted(&mut out, len, |start, chunk| {
@@ -147,7 +147,7 @@ fn reduce_typed<T: Float>(op: ReduceOp, v: &[T], l: &Layout, dims: &[usize]) -> 
             };
         }
     });
-    out
+    Ok(out)
 }
 
 /// Reduces the sorted `dims` of a float view; output is contiguous with the
@@ -163,32 +163,32 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> Resul
 
 /// Index of the max (or min) along one dimension, as i64.
 pub fn arg_extreme(s: &CpuStorage, l: &Layout, dim: usize, max: bool) -> Result<Vec<i64>> {
-    fn typed<T: Float>(v: &[T], l: &Layout, dim: usize, max: bool) -> Vec<i64> {
-        let (data, rows, len) = as_rows(v, l, &[dim]);
+    fn typed<T: Float>(v: &[T], l: &Layout, dim: usize, max: bool) -> Result<Vec<i64>> {
+        let (data, rows, len) = as_rows(v, l, &[dim])?;
         let mut out = vec![0i64; rows];
         fill_chunks_weighted(&mut out, len, |start, chunk| {
             for (i, o) in chunk.iter_mut().enumerate() {
                 *o = arg_extreme_row(&data[(start + i) * len..(start + i + 1) * len], max);
             }
         });
-        out
+        Ok(out)
     }
     let op = if max { "argmax" } else { "argmin" };
     match s {
-        CpuStorage::F32(v) => Ok(typed(v, l, dim, max)),
-        CpuStorage::F64(v) => Ok(typed(v, l, dim, max)),
-        CpuStorage::BF16(v) => Ok(typed(
-            &map1(v, l, |x| x.to_f32()),
+        CpuStorage::F32(v) => typed(v, l, dim, max),
+        CpuStorage::F64(v) => typed(v, l, dim, max),
+        CpuStorage::BF16(v) => typed(
+            &map1(v, l, |x| x.to_f32())?,
             &Layout::contiguous(l.shape()),
             dim,
             max,
-        )),
-        CpuStorage::F16(v) => Ok(typed(
-            &map1(v, l, |x| x.to_f32()),
+        ),
+        CpuStorage::F16(v) => typed(
+            &map1(v, l, |x| x.to_f32())?,
             &Layout::contiguous(l.shape()),
             dim,
             max,
-        )),
+        ),
         other => Err(Error::UnsupportedDType {
             op,
             dtype: other.dtype(),

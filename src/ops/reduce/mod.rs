@@ -4,7 +4,7 @@
 //! Dimensions may be negative (counted from the end). An empty `dims` list
 //! reduces nothing; the `*_all` methods reduce every dimension.
 
-pub mod cpu;
+pub(crate) mod cpu;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
@@ -87,7 +87,7 @@ impl Tensor {
             ));
         }
         let s = cpu::reduce(op, &self.storage(), self.layout(), &dims)?;
-        let out = Tensor::from_storage(s, &reduced_shape(self.shape(), &dims, keepdim));
+        let out = Tensor::from_storage(s, &reduced_shape(self.shape(), &dims, keepdim))?;
         Ok(out.track(&[self], || match op {
             ReduceOp::Sum => Box::new(SumBackward {
                 input: self.clone(),

@@ -12,23 +12,23 @@ use crate::ops::elementwise::cpu::{float_dispatch, map1};
 use crate::ops::reduce::cpu::{max_lanes, sum_block};
 use crate::tensor::{CpuStorage, Float, Layout};
 
-fn softmax_rows<T: Float>(v: &[T], l: &Layout, log: bool) -> Vec<T> {
+fn softmax_rows<T: Float>(v: &[T], l: &Layout, log: bool) -> Result<Vec<T>> {
     // The caller arranges for the softmax dim to be the last one.
     let len = *l.shape().last().unwrap_or(&1);
     let strided;
     let data: &[T] = if l.is_contiguous() {
         &v[l.offset()..l.offset() + l.numel()]
     } else {
-        strided = map1(v, l, |x| x);
+        strided = map1(v, l, |x| x)?;
         &strided
     };
-    let mut out = take::<T>(data.len());
+    let mut out = take::<T>(data.len())?;
     let isa = simd::detect();
     fill_rows(&mut out, len, |i, row| {
         // SAFETY: `isa` comes from `detect`, so this CPU runs it.
         unsafe { softmax_row_on(isa, row, &data[i * len..(i + 1) * len], log) }
     });
-    out
+    Ok(out)
 }
 
 /// One row of (log-)softmax: `row = softmax(x)` or `log_softmax(x)`.
@@ -47,9 +47,12 @@ fn softmax_row<T: Float>(row: &mut [T], x: &[T], log: bool) {
     }
     let sum = T::from_f64(sum_block(row));
     if log {
-        let lse = sum.ln() + shift;
+        // (v − max) − ln Σ, not v − (ln Σ + max): at large logits the
+        // rounding of ln Σ + max would swamp ln Σ (|max| ≫ ln Σ ≥ 0), while
+        // v − max is exact for the entries that matter.
+        let log_sum = sum.ln();
         for (o, &v) in row.iter_mut().zip(x) {
-            *o = v - lse;
+            *o = (v - shift) - log_sum;
         }
     } else {
         let inv = T::ONE / sum;

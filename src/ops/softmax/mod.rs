@@ -3,7 +3,7 @@
 //! softmax `dx = y ⊙ (g − Σ g ⊙ y)`; log-softmax `dx = g − eʸ ⊙ Σ g`,
 //! the sums taken along the softmax dimension.
 
-pub mod cpu;
+pub(crate) mod cpu;
 
 use crate::autograd::GradFn;
 use crate::error::Result;
@@ -51,11 +51,11 @@ impl Tensor {
         order.swap(d, last);
         let moved = self.layout().permute(&order);
         let s = cpu::softmax_last_dim(&self.storage(), &moved, log)?;
-        let computed = Tensor::from_storage(s, moved.shape());
+        let computed = Tensor::from_storage(s, moved.shape())?;
         let out = if d == last {
             computed
         } else {
-            computed.view_with(Layout::contiguous(moved.shape()).permute(&order))
+            computed.view_with("softmax", Layout::contiguous(moved.shape()).permute(&order))?
         };
         Ok(out.track(&[self], || {
             Box::new(SoftmaxBackward {

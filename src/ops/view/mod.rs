@@ -154,10 +154,10 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = match self.layout().reshape(shape) {
-            Some(layout) => self.view_with(layout),
+            Some(layout) => self.view_with("reshape", layout)?,
             None => {
                 let c = self.contiguous_copy()?.detach();
-                c.view_with(Layout::contiguous(shape))
+                c.view_with("reshape", Layout::contiguous(shape))?
             }
         };
         Ok(out.track(&[self], || {
@@ -222,7 +222,7 @@ impl Tensor {
             }
             norm.push(d);
         }
-        let out = self.view_with(self.layout().permute(&norm));
+        let out = self.view_with("permute", self.layout().permute(&norm))?;
         Ok(out.track(&[self], || {
             Box::new(PermuteBackward {
                 input: self.clone(),
@@ -266,7 +266,7 @@ impl Tensor {
                 ),
             ));
         }
-        let out = self.view_with(self.layout().narrow(d, start, len));
+        let out = self.view_with("narrow", self.layout().narrow(d, start, len))?;
         Ok(out.track(&[self], || {
             Box::new(NarrowBackward {
                 input: self.clone(),
@@ -309,7 +309,7 @@ impl Tensor {
         if shape == self.shape() {
             return Ok(self.clone());
         }
-        let out = self.view_with(self.layout().broadcast_to(shape));
+        let out = self.view_with("broadcast_to", self.layout().broadcast_to(shape))?;
         Ok(out.track(&[self], || {
             Box::new(BroadcastBackward {
                 input: self.clone(),
@@ -325,7 +325,7 @@ impl Tensor {
     /// Inserts a size-1 dimension at `dim` (`-1` appends).
     pub fn unsqueeze(&self, dim: isize) -> Result<Tensor> {
         let d = normalize_dim("unsqueeze", dim, self.ndim() + 1)?;
-        let out = self.view_with(self.layout().unsqueeze(d));
+        let out = self.view_with("unsqueeze", self.layout().unsqueeze(d))?;
         Ok(out.track(&[self], || {
             Box::new(ReshapeBackward {
                 input: self.clone(),
@@ -346,7 +346,7 @@ impl Tensor {
                 ),
             ));
         }
-        let out = self.view_with(self.layout().squeeze(d));
+        let out = self.view_with("squeeze", self.layout().squeeze(d))?;
         Ok(out.track(&[self], || {
             Box::new(ReshapeBackward {
                 input: self.clone(),
@@ -387,8 +387,8 @@ impl Tensor {
     /// A contiguous copy with its own storage, always.
     pub fn contiguous_copy(&self) -> Result<Tensor> {
         let _profile = crate::profile::scope("contiguous");
-        let s = cpu::copy(&self.storage(), self.layout());
-        let out = Tensor::from_storage(s, self.shape());
+        let s = cpu::copy(&self.storage(), self.layout())?;
+        let out = Tensor::from_storage(s, self.shape())?;
         Ok(out.track(&[self], || {
             Box::new(CopyBackward {
                 input: self.clone(),
@@ -443,7 +443,7 @@ impl Tensor {
                 T::into_storage(out)
             })
         });
-        let out = Tensor::from_storage(storage, &shape);
+        let out = Tensor::from_storage(storage, &shape)?;
         let refs: Vec<&Tensor> = tensors.iter().collect();
         Ok(out.track(&refs, || {
             Box::new(CatBackward {
