@@ -378,7 +378,7 @@ fn resume_warns_about_ignored_options_and_another_thread_count_and_cleans_up() {
 }
 
 #[test]
-fn a_checkpoint_beyond_its_configured_epochs_is_refused() {
+fn checkpoints_beyond_their_epochs_or_with_bad_settings_are_refused() {
     let dir = scratch("epochs-beyond");
     let out = train(&dir, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -396,5 +396,16 @@ fn a_checkpoint_beyond_its_configured_epochs_is_refused() {
     );
     let args = ["eval", "--checkpoint", ckpt.to_str().unwrap()];
     assert_refused(&ferrite(&args), "epoch counter (99)", &args);
+
+    // A stored configuration goes through the same checks as options.
+    metadata.insert("ferrite.epoch".into(), "1".into());
+    let mut config: serde_json::Value = serde_json::from_str(&metadata["train.config"]).unwrap();
+    config["optim"]["gamma"] = serde_json::json!(-1.0);
+    metadata.insert("train.config".into(), config.to_string());
+    ferrite::checkpoint::save_state_dict(&ckpt, &tensors, &metadata).unwrap();
+    let args = ["train", "--resume", "--out", dir.to_str().unwrap()];
+    let out = ferrite(&args);
+    assert_refused(&out, "checkpoint.safetensors", &args);
+    assert!(stderr(&out).contains("--lr-gamma"), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
