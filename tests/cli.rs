@@ -234,6 +234,14 @@ fn compare_checks_every_loss_before_training_any() {
         assert_refused(&ferrite(&args), needle, &args);
         assert!(!dir.exists(), "{losses}: a run started");
     }
+    // The same run twice would count one result as two.
+    for extra in [["--losses", "bce,bce"], ["--seeds", "2,2"]] {
+        let mut args = vec!["compare", "--out", out_dir];
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(&extra);
+        assert_refused(&ferrite(&args), extra[0], &args);
+        assert!(!dir.join("bce").exists(), "{extra:?}: a run started");
+    }
 }
 
 #[test]

@@ -206,8 +206,8 @@ fn check_existing_run(dir: &Path, config: &TrainConfig) -> Result<()> {
 /// (skipping runs whose `report.json` exists, resuming runs with a
 /// checkpoint — either only if made with the same settings: a folder
 /// holding a run with other settings is an error naming them, raised
-/// before anything trains), then writes `compare.md`, `compare.json` and
-/// `compare.svg` into `out_dir`. `observer` is asked for an observer per
+/// before anything trains, as are a seed or a variant listed twice), then
+/// writes `compare.md`, `compare.json` and `compare.svg` into `out_dir`. `observer` is asked for an observer per
 /// run (with the run's label).
 pub fn compare(
     base: &TrainConfig,
@@ -222,6 +222,26 @@ pub fn compare(
             "needs at least one loss and one seed",
         ));
     }
+    let mut seen = BTreeSet::new();
+    if let Some(seed) = seeds.iter().find(|&&s| !seen.insert(s)) {
+        return Err(Error::invalid(
+            "compare",
+            format!("seed {seed} is listed twice (--seeds)"),
+        ));
+    }
+    let mut folders = BTreeMap::new();
+    for variant in variants {
+        if let Some(other) = folders.insert(variant.folder(), &variant.label) {
+            return Err(Error::invalid(
+                "compare",
+                format!(
+                    "losses `{other}` and `{}` are the same run (folder `{}`) (--losses)",
+                    variant.label,
+                    variant.folder()
+                ),
+            ));
+        }
+    }
     // Every variant must fit the base run, and every run already in
     // `out_dir` must match its settings, before hours go into the others.
     let mut configs = Vec::new();
@@ -235,6 +255,7 @@ pub fn compare(
             configs.push((dir, config));
         }
     }
+    crate::checkpoint::remove_stale_temp_files(out_dir)?;
     let mut configs = configs.into_iter();
     let mut results = Vec::new();
     for variant in variants {
