@@ -170,9 +170,27 @@ pub fn config_differences(stored: &Value, wanted: &Value) -> Vec<String> {
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let shown = |v: Option<&Value>| v.map_or("missing".to_string(), Value::to_string);
     keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
+        .filter(|k| !same_setting(a.get(*k), b.get(*k)))
         .map(|k| format!("{k}: {} there, {} here", shown(a.get(k)), shown(b.get(k))))
         .collect()
+}
+
+/// Whether two settings are equal: whole numbers exactly, other numbers
+/// to within a few units in the last place (JSON text does not always
+/// read back to the very same `f64`), anything else as JSON.
+fn same_setting(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                return x == y;
+            }
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-14 * x.abs().max(y.abs()),
+                _ => false,
+            }
+        }
+        _ => a == b,
+    }
 }
 
 /// Refuses a folder holding a finished or interrupted run made with other
@@ -465,6 +483,13 @@ mod tests {
                 "optim.lr: 0.001 there, 0.1 here"
             ]
         );
+        // Whole numbers compare exactly, others to within rounding.
+        let d = config_differences(
+            &json!({"seed": u64::MAX, "lr": 0.1}),
+            &json!({"seed": u64::MAX - 1, "lr": 0.1 + 1e-17}),
+        );
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("seed: "), "{d:?}");
         let d = config_differences(&json!({"x": 1}), &json!({"y": {"z": 2}}));
         assert_eq!(
             d,
