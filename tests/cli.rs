@@ -370,7 +370,7 @@ fn resume_warns_about_ignored_options_and_another_thread_count_and_cleans_up() {
         "{msg}"
     );
     assert!(
-        msg.contains("written with 1 worker threads") && msg.contains("--threads 1"),
+        msg.contains("written with 1 worker thread(s)") && msg.contains("--threads 1"),
         "{msg}"
     );
     assert!(!dead.exists(), "the stale temporary file is still there");

@@ -83,7 +83,8 @@ pub struct Trainer {
 impl Trainer {
     /// Prepares a new run of `config` writing into `out_dir` (created if
     /// needed). Refuses a folder that already holds a run's checkpoint, so
-    /// nothing written before is overwritten: resume it instead.
+    /// nothing written before is overwritten: resume it instead. Temporary
+    /// files that killed writers left in the folder are removed.
     pub fn new(config: TrainConfig, out_dir: impl AsRef<Path>) -> Result<Self> {
         config.validate()?;
         let out_dir = out_dir.as_ref().to_path_buf();
@@ -259,7 +260,7 @@ impl Trainer {
         let stored = self.checkpoint_threads?;
         (stored != threads && self.epochs_done < self.config.epochs).then(|| {
             format!(
-                "the checkpoint was written with {stored} worker threads and training continues with {threads}: \
+                "the checkpoint was written with {stored} worker thread(s) and training continues with {threads}: \
                  results will not be bit-identical to an uninterrupted run (use --threads {stored} for that)"
             )
         })
@@ -377,7 +378,8 @@ impl Trainer {
     }
 
     /// The metrics of the current model on `dataset` (evaluation mode, no
-    /// augmentation, no graph).
+    /// augmentation, no graph). Scores that are not finite are a
+    /// "training diverged" error.
     pub fn evaluate(&mut self, dataset: &ImageDataset) -> Result<Evaluation> {
         let config = self.loader_config(false);
         evaluate_model(
