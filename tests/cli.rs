@@ -136,3 +136,284 @@ fn resume_of_a_folder_without_a_run_is_an_error() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The command failed cleanly: non-zero exit, `needle` in the message, no
+/// panic or backtrace.
+fn assert_refused(out: &Output, needle: &str, args: &[&str]) {
+    let msg = stderr(out);
+    assert!(!out.status.success(), "{args:?} succeeded: {msg}");
+    assert!(msg.contains(needle), "{args:?}: `{needle}` not in: {msg}");
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!msg.contains(bad), "{args:?}: {msg}");
+    }
+}
+
+#[test]
+fn every_bad_setting_is_refused_by_name_before_any_work() {
+    let dir = scratch("badsettings");
+    // No data folder: a setting that passed validation would fail on the
+    // data instead, naming the folder rather than the option.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--threads", "100000"], "--threads"),
+        (&["--threads", "0"], "--threads"),
+        (&["--lr-gamma", "0"], "--lr-gamma"),
+        (&["--lr-gamma", "-1"], "--lr-gamma"),
+        (&["--lr-gamma", "nan"], "--lr-gamma"),
+        (&["--lr-gamma", "inf"], "--lr-gamma"),
+        (&["--loss", "focal", "--focal-alpha", "5"], "--focal-alpha"),
+        (&["--focal-gamma", "-1"], "--focal-gamma"),
+        (&["--focal-gamma", "nan"], "--focal-gamma"),
+        (&["--asl-gamma-neg", "inf"], "--asl-gamma-neg"),
+        (&["--asl-gamma-pos", "-2"], "--asl-gamma-pos"),
+        (&["--asl-clip", "1"], "--asl-clip"),
+        (&["--cb-beta", "1"], "--cb-beta"),
+        (&["--cb-beta", "-0.5"], "--cb-beta"),
+        (&["--epochs", "0"], "--epochs"),
+        (&["--epochs", "100000000000"], "--epochs"),
+        (&["--batch-size", "0"], "--batch-size"),
+        (&["--batch-size", "1000000000"], "--batch-size"),
+        (&["--plm-bins", "0"], "--plm-bins"),
+        (&["--plm-bins", "1099511627776"], "--plm-bins"),
+        (&["--plm-lambda", "-1"], "--plm-lambda"),
+        (&["--train-size", "100000000000"], "--train-size"),
+        (&["--test-size", "100000000000"], "--test-size"),
+        (&["--crop-padding", "1000000"], "--crop-padding"),
+        (
+            &["--epochs", "2", "--warmup-epochs", "5"],
+            "--warmup-epochs",
+        ),
+        (&["--schedule", "multistep"], "--milestones"),
+        (
+            &["--schedule", "multistep", "--milestones", "3,2"],
+            "--milestones",
+        ),
+        (&["--epochs", "5", "--milestones", "9"], "--milestones"),
+        (&["--momentum", "1"], "--momentum"),
+        (&["--optimizer", "adam", "--nesterov"], "--nesterov"),
+        (&["--weight-decay", "-1"], "--weight-decay"),
+        (&["--clip-grad-norm", "0"], "--clip-grad-norm"),
+        (&["--threshold", "1"], "--threshold"),
+        (&["--imbalance-factor", "0.5"], "--imbalance-factor"),
+        (&["--lr", "inf"], "--lr"),
+    ];
+    let out_dir = dir.to_str().unwrap();
+    for (extra, needle) in cases {
+        let mut args = vec!["train", "--out", out_dir, "--data-dir", "/nonexistent/data"];
+        args.extend_from_slice(extra);
+        let out = ferrite(&args);
+        assert_refused(&out, needle, &args);
+        assert!(!stderr(&out).contains("/nonexistent"), "{}", stderr(&out));
+        assert!(!dir.exists(), "{args:?} created {}", dir.display());
+    }
+    for threads in ["100000", "0"] {
+        let args = [
+            "eval",
+            "--checkpoint",
+            "x.safetensors",
+            "--threads",
+            threads,
+        ];
+        assert_refused(&ferrite(&args), "--threads", &args);
+    }
+}
+
+#[test]
+fn compare_checks_every_loss_before_training_any() {
+    let dir = scratch("compare-bad-loss");
+    let out_dir = dir.to_str().unwrap();
+    let mut args = vec!["compare", "--out", out_dir, "--seeds", "0,1"];
+    args.extend_from_slice(TINY);
+    for (losses, needle) in [
+        ("bce,focal/alpha=5", "focal/alpha=5"),
+        ("bce,focal/gamma=-1", "focal/gamma=-1"),
+        ("bce,cb/beta=1", "cb/beta=1"),
+        ("bce,plm/bins=0", "plm/bins=0"),
+    ] {
+        let mut args = args.clone();
+        args.extend_from_slice(&["--losses", losses]);
+        assert_refused(&ferrite(&args), needle, &args);
+        assert!(!dir.exists(), "{losses}: a run started");
+    }
+    // The same run twice would count one result as two.
+    for extra in [["--losses", "bce,bce"], ["--seeds", "2,2"]] {
+        let mut args = vec!["compare", "--out", out_dir];
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(&extra);
+        assert_refused(&ferrite(&args), extra[0], &args);
+        assert!(!dir.join("bce").exists(), "{extra:?}: a run started");
+    }
+}
+
+#[test]
+fn compare_refuses_runs_made_with_other_settings() {
+    let dir = scratch("compare-mismatch");
+    let out_dir = dir.to_str().unwrap();
+    let compare = |extra: &[&str]| {
+        let mut args = vec![
+            "compare", "--out", out_dir, "--losses", "bce", "--seeds", "0",
+        ];
+        args.extend_from_slice(&TINY[..4]); // sizes only
+        args.extend_from_slice(&["--batch-size", "32", "--stem", "imagenet"]);
+        args.extend_from_slice(extra);
+        ferrite(&args)
+    };
+    let first = compare(&["--epochs", "1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let table = std::fs::read(dir.join("compare.md")).unwrap();
+    // The same settings reuse the finished run.
+    let again = compare(&["--epochs", "1"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+
+    // Other settings: refused, naming the folder and each differing key.
+    let args = ["--epochs", "3", "--lr", "0.1"];
+    let other = compare(&args);
+    assert_refused(&other, "bce/seed0", &args);
+    let msg = stderr(&other);
+    assert!(msg.contains("epochs: 1 there, 3 here"), "{msg}");
+    assert!(msg.contains("optim.lr: 0.001 there, 0.1 here"), "{msg}");
+    assert_eq!(std::fs::read(dir.join("compare.md")).unwrap(), table);
+
+    // An interrupted run (checkpoint, no report) is checked the same way.
+    std::fs::remove_file(dir.join("bce/seed0/report.json")).unwrap();
+    let other = compare(&args);
+    assert_refused(&other, "epochs: 1 there, 3 here", &args);
+    assert!(!dir.join("bce/seed0/report.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_diverging_run_says_so_and_what_to_change() {
+    let dir = scratch("diverge");
+    // One batch, whose finite loss gives an update that ruins the model.
+    let args = [
+        "train",
+        "--out",
+        dir.to_str().unwrap(),
+        "--train-size",
+        "32",
+        "--test-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--stem",
+        "imagenet",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+    ];
+    let out = ferrite(&args);
+    assert_refused(&out, "training diverged", &args);
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("--lr") && msg.contains("after 1 epoch"),
+        "{msg}"
+    );
+    assert!(!msg.contains("multilabel_report"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A run of two epochs stopped after the first, written by a pool of
+/// `threads` worker threads (as `ferrite train --threads` would).
+fn half_done_run(dir: &Path, threads: usize) {
+    use ferrite::train::config::{DataConfig, DatasetKind, LossKind, TrainConfig};
+    let mut data = DataConfig::new(DatasetKind::MultiMnistLt);
+    data.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    data.train_size = 64;
+    data.test_size = 32;
+    let mut config = TrainConfig::new(data, "resnet8", LossKind::Plm);
+    config.stem = Some("imagenet".into());
+    config.epochs = 2;
+    config.batch_size = 32;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(|| {
+            let mut trainer = ferrite::train::Trainer::new(config, dir).unwrap();
+            trainer.train_epoch(&mut ferrite::train::Quiet).unwrap();
+        });
+}
+
+#[test]
+fn resume_warns_about_ignored_options_and_another_thread_count_and_cleans_up() {
+    let dir = scratch("resume");
+    half_done_run(&dir, 1);
+    // Left by writers killed mid-write: a dead process's file goes, a live
+    // one's (this test's own process) stays.
+    let dead = dir.join(".checkpoint.safetensors.tmp-4000000000-3");
+    let live = dir.join(format!(".log.jsonl.tmp-{}-0", std::process::id()));
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::write(&live, b"in use").unwrap();
+
+    let out_dir = dir.to_str().unwrap();
+    let args = [
+        "train",
+        "--resume",
+        "--out",
+        out_dir,
+        "--threads",
+        "2",
+        "--lr",
+        "0.5",
+        "--loss",
+        "bce",
+    ];
+    let out = ferrite(&args);
+    let msg = stderr(&out);
+    assert!(out.status.success(), "{msg}");
+    assert!(msg.contains("ignoring --lr, --loss"), "{msg}");
+    assert!(
+        !msg.contains("--threads,") && !msg.contains("--out"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("written with 1 worker thread(s)") && msg.contains("--threads 1"),
+        "{msg}"
+    );
+    assert!(!dead.exists(), "the stale temporary file is still there");
+    assert!(live.exists(), "a live process's temporary file was removed");
+
+    // Same thread count, no other option: no warning at all.
+    let _ = std::fs::remove_dir_all(&dir);
+    half_done_run(&dir, 2);
+    let out = ferrite(&["train", "--resume", "--out", out_dir, "--threads", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn checkpoints_beyond_their_epochs_or_with_bad_settings_are_refused() {
+    let dir = scratch("epochs-beyond");
+    let out = train(&dir, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ckpt = dir.join("checkpoint.safetensors");
+    let (tensors, mut metadata) = ferrite::checkpoint::load_state_dict(&ckpt).unwrap();
+    metadata.insert("ferrite.epoch".into(), "99".into());
+    ferrite::checkpoint::save_state_dict(&ckpt, &tensors, &metadata).unwrap();
+    let args = ["train", "--resume", "--out", dir.to_str().unwrap()];
+    let out = ferrite(&args);
+    assert_refused(&out, "checkpoint.safetensors", &args);
+    assert!(
+        stderr(&out).contains("epoch counter (99)"),
+        "{}",
+        stderr(&out)
+    );
+    let args = ["eval", "--checkpoint", ckpt.to_str().unwrap()];
+    assert_refused(&ferrite(&args), "epoch counter (99)", &args);
+
+    // A stored configuration goes through the same checks as options.
+    metadata.insert("ferrite.epoch".into(), "1".into());
+    let mut config: serde_json::Value = serde_json::from_str(&metadata["train.config"]).unwrap();
+    config["optim"]["gamma"] = serde_json::json!(-1.0);
+    metadata.insert("train.config".into(), config.to_string());
+    ferrite::checkpoint::save_state_dict(&ckpt, &tensors, &metadata).unwrap();
+    let args = ["train", "--resume", "--out", dir.to_str().unwrap()];
+    let out = ferrite(&args);
+    assert_refused(&out, "checkpoint.safetensors", &args);
+    assert!(stderr(&out).contains("--lr-gamma"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -75,6 +75,68 @@ fn io_err(path: &Path, what: &str, e: io::Error) -> Error {
     }
 }
 
+/// The writer's process id if `name` is a temporary file name of
+/// [`write_atomic`] (`.<name>.tmp-<pid>-<n>`).
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (target, tail) = rest.rsplit_once(".tmp-")?;
+    let (pid, seq) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if target.is_empty() || !digits(pid) || !digits(seq) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` may still be running. Only answers "no" where it
+/// can tell for sure (Linux `/proc`); elsewhere every process counts as
+/// alive, so nothing in use is ever removed.
+fn process_may_be_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc_fs = Path::new("/proc");
+    if !proc_fs.join("self").exists() {
+        return true;
+    }
+    proc_fs.join(pid.to_string()).exists()
+}
+
+/// Removes the temporary files that [`write_atomic`] left in `dir` when
+/// its process was killed mid-write (`.<name>.tmp-<pid>-<n>`, one target
+/// file's size each), and returns their paths. Only files of processes
+/// known to be dead are removed (on Linux; elsewhere none), never those of
+/// this process or of one still running. A missing `dir` is no error.
+pub fn remove_stale_temp_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    let dir = dir.as_ref();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir, "listing the folder", e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(dir, "listing the folder", e))?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if !is_file || process_may_be_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            // Another process cleaned it up first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, "removing a stale temporary file", e)),
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Creates `.<name>.tmp-<pid>-<n>` in `dir`, a name no other writer uses.
 fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -162,4 +224,30 @@ fn sync_dir(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_file_names_are_recognised_exactly() {
+        assert_eq!(
+            temp_file_pid(".checkpoint.safetensors.tmp-123-4"),
+            Some(123)
+        );
+        assert_eq!(temp_file_pid(".a.tmp-b.tmp-7-0"), Some(7));
+        for name in [
+            "checkpoint.safetensors.tmp-1-2",
+            "..tmp-1-2",
+            ".x.tmp-1-",
+            ".x.tmp--2",
+            ".x.tmp-1-2a",
+            ".x.tmp-1",
+            ".x.tmp-99999999999-0",
+            ".log.jsonl",
+        ] {
+            assert_eq!(temp_file_pid(name), None, "{name}");
+        }
+    }
 }

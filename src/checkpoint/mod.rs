@@ -16,7 +16,8 @@
 //! Every write is atomic ([`write_atomic`]): a temporary file in the same
 //! directory, `fsync`, rename over the target, `fsync` of the directory. A
 //! crash or an error mid-write leaves the previous checkpoint intact and no
-//! temporary file behind.
+//! temporary file behind; a kill mid-write leaves one, which
+//! [`remove_stale_temp_files`] deletes once its process is gone.
 //!
 //! Reading never panics, whatever the bytes: a file that cannot be read is
 //! [`Error::Io`](crate::Error::Io), anything malformed (truncated, a header
@@ -53,7 +54,7 @@ mod training;
 
 #[doc(hidden)]
 pub use atomic::inject_write_fault_after;
-pub use atomic::write_atomic;
+pub use atomic::{remove_stale_temp_files, write_atomic};
 pub use format::{load_state_dict, save_state_dict};
 pub use module::{apply_state_dict, load_into_module, save_module, LoadReport, Mismatch};
 pub use training::{

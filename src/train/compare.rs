@@ -8,6 +8,7 @@ use super::run::{Observer, Trainer, CHECKPOINT_FILE};
 use super::svg::{per_class_chart, Series};
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -86,7 +87,9 @@ impl Variant {
                 }
             }
         }
-        config.validate()
+        config
+            .validate()
+            .map_err(|e| Error::invalid("Variant", format!("`{}`: {e}", self.label)))
     }
 
     /// A folder name for the variant (`/` and `=` replaced by `_`).
@@ -140,10 +143,89 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// The settings in which two run configurations in JSON form differ, one
+/// `key: stored there, wanted here` line per setting (dotted keys, e.g.
+/// `optim.lr: 0.001 there, 0.1 here`), in key order.
+pub fn config_differences(stored: &Value, wanted: &Value) -> Vec<String> {
+    fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", stored, &mut a);
+    flatten("", wanted, &mut b);
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let shown = |v: Option<&Value>| v.map_or("missing".to_string(), Value::to_string);
+    keys.into_iter()
+        .filter(|k| !same_setting(a.get(*k), b.get(*k)))
+        .map(|k| format!("{k}: {} there, {} here", shown(a.get(k)), shown(b.get(k))))
+        .collect()
+}
+
+/// Whether two settings are equal: whole numbers exactly, other numbers
+/// to within a few units in the last place (JSON text does not always
+/// read back to the very same `f64`), anything else as JSON.
+fn same_setting(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                return x == y;
+            }
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-14 * x.abs().max(y.abs()),
+                _ => false,
+            }
+        }
+        _ => a == b,
+    }
+}
+
+/// Refuses a folder holding a finished or interrupted run made with other
+/// settings than `config`: reusing it would label its results wrongly.
+fn check_existing_run(dir: &Path, config: &TrainConfig) -> Result<()> {
+    let report = dir.join(REPORT_JSON);
+    let checkpoint = dir.join(CHECKPOINT_FILE);
+    let stored = if report.exists() {
+        read_summary(&report)?.config
+    } else if checkpoint.exists() {
+        Trainer::config_of_checkpoint(&checkpoint)?.to_json()
+    } else {
+        return Ok(());
+    };
+    let differences = config_differences(&stored, &config.to_json());
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "compare",
+        format!(
+            "{} holds a run made with other settings ({}): delete that folder to run it \
+             again with these settings, or choose another output folder",
+            dir.display(),
+            differences.join("; ")
+        ),
+    ))
+}
+
 /// Runs every variant with every seed into `out_dir/<variant>/seed<s>/`
 /// (skipping runs whose `report.json` exists, resuming runs with a
-/// checkpoint), then writes `compare.md`, `compare.json` and
-/// `compare.svg` into `out_dir`. `observer` is asked for an observer per
+/// checkpoint — either only if made with the same settings: a folder
+/// holding a run with other settings is an error naming them, raised
+/// before anything trains, as are a seed or a variant listed twice), then
+/// writes `compare.md`, `compare.json` and `compare.svg` into `out_dir`. `observer` is asked for an observer per
 /// run (with the run's label).
 pub fn compare(
     base: &TrainConfig,
@@ -158,15 +240,48 @@ pub fn compare(
             "needs at least one loss and one seed",
         ));
     }
-    // Every variant must fit the base run before hours go into the others.
-    for variant in variants {
-        variant.apply(&mut base.clone())?;
+    let mut seen = BTreeSet::new();
+    if let Some(seed) = seeds.iter().find(|&&s| !seen.insert(s)) {
+        return Err(Error::invalid(
+            "compare",
+            format!("seed {seed} is listed twice (--seeds)"),
+        ));
     }
+    let mut folders = BTreeMap::new();
+    for variant in variants {
+        if let Some(other) = folders.insert(variant.folder(), &variant.label) {
+            return Err(Error::invalid(
+                "compare",
+                format!(
+                    "losses `{other}` and `{}` are the same run (folder `{}`) (--losses)",
+                    variant.label,
+                    variant.folder()
+                ),
+            ));
+        }
+    }
+    // Every variant must fit the base run, and every run already in
+    // `out_dir` must match its settings, before hours go into the others.
+    let mut configs = Vec::new();
+    for variant in variants {
+        for &seed in seeds {
+            let mut config = base.clone();
+            config.seed = seed;
+            variant.apply(&mut config)?;
+            let dir: PathBuf = out_dir.join(variant.folder()).join(format!("seed{seed}"));
+            check_existing_run(&dir, &config)?;
+            configs.push((dir, config));
+        }
+    }
+    crate::checkpoint::remove_stale_temp_files(out_dir)?;
+    let mut configs = configs.into_iter();
     let mut results = Vec::new();
     for variant in variants {
         let mut runs = Vec::new();
         for &seed in seeds {
-            let dir: PathBuf = out_dir.join(variant.folder()).join(format!("seed{seed}"));
+            let Some((dir, config)) = configs.next() else {
+                break;
+            };
             let report = dir.join(REPORT_JSON);
             let summary = if report.exists() {
                 read_summary(&report)?
@@ -175,9 +290,6 @@ pub fn compare(
                 let mut trainer = if dir.join(CHECKPOINT_FILE).exists() {
                     Trainer::resume(&dir)?
                 } else {
-                    let mut config = base.clone();
-                    config.seed = seed;
-                    variant.apply(&mut config)?;
                     Trainer::new(config, &dir)?
                 };
                 trainer.run(obs.as_mut())?
@@ -353,6 +465,36 @@ mod tests {
         assert!(err.contains("single-label"), "{err}");
         assert_eq!(started, 0);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn config_differences_name_every_differing_key() {
+        let data = super::super::config::DataConfig::new(super::super::config::DatasetKind::Mnist);
+        let a = TrainConfig::new(data, "resnet8", LossKind::Bce);
+        let mut b = a.clone();
+        assert!(config_differences(&a.to_json(), &b.to_json()).is_empty());
+        b.epochs = 3;
+        b.optim.lr = 0.1;
+        let d = config_differences(&a.to_json(), &b.to_json());
+        assert_eq!(
+            d,
+            [
+                "epochs: 10 there, 3 here",
+                "optim.lr: 0.001 there, 0.1 here"
+            ]
+        );
+        // Whole numbers compare exactly, others to within rounding.
+        let d = config_differences(
+            &json!({"seed": u64::MAX, "lr": 0.1}),
+            &json!({"seed": u64::MAX - 1, "lr": 0.1 + 1e-17}),
+        );
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("seed: "), "{d:?}");
+        let d = config_differences(&json!({"x": 1}), &json!({"y": {"z": 2}}));
+        assert_eq!(
+            d,
+            ["x: 1 there, missing here", "y.z: missing there, 2 here"]
+        );
     }
 
     #[test]

@@ -9,6 +9,12 @@ use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+mod validate;
+
+pub use validate::{
+    MAX_BATCH_SIZE, MAX_CROP_PADDING, MAX_EPOCHS, MAX_GENERATED_SIZE, MAX_PLM_BINS,
+};
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::invalid("TrainConfig", msg)
 }
@@ -353,76 +359,6 @@ impl TrainConfig {
         }
     }
 
-    /// Checks every setting and their combination; the message names the
-    /// offending option.
-    pub fn validate(&self) -> Result<()> {
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(bad(format!("{name} must be a positive number, got {v}")))
-            }
-        };
-        if self.epochs == 0 {
-            return Err(bad("epochs must be at least 1"));
-        }
-        if self.batch_size == 0 {
-            return Err(bad("batch size must be at least 1"));
-        }
-        positive("learning rate", self.optim.lr)?;
-        if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
-            return Err(bad(format!(
-                "weight decay must be >= 0, got {}",
-                self.optim.weight_decay
-            )));
-        }
-        if !(0.0..1.0).contains(&self.optim.momentum) {
-            return Err(bad(format!(
-                "momentum must be in [0, 1), got {}",
-                self.optim.momentum
-            )));
-        }
-        if let Some(c) = self.optim.clip_grad_norm {
-            positive("gradient clipping norm", c)?;
-        }
-        positive("imbalance factor", self.data.imbalance_factor)?;
-        if self.data.imbalance_factor < 1.0 {
-            return Err(bad(format!(
-                "imbalance factor must be >= 1, got {}",
-                self.data.imbalance_factor
-            )));
-        }
-        if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return Err(bad(format!(
-                "threshold must be in (0, 1), got {}",
-                self.threshold
-            )));
-        }
-        if self.loss.kind == LossKind::Ce && self.data.kind.is_multi_label() {
-            return Err(bad(format!(
-                "loss `ce` (softmax cross-entropy) needs single-label data; `{}` is multi-label",
-                self.data.kind.name()
-            )));
-        }
-        if let Some(stem) = &self.stem {
-            if stem != "cifar" && stem != "imagenet" {
-                return Err(bad(format!(
-                    "unknown stem `{stem}` (expected cifar or imagenet)"
-                )));
-            }
-        }
-        if !(self.loss.plm.lambda.is_finite() && self.loss.plm.lambda >= 0.0) {
-            return Err(bad(format!(
-                "PLM lambda must be >= 0, got {}",
-                self.loss.plm.lambda
-            )));
-        }
-        if self.loss.plm.n_bins == 0 {
-            return Err(bad("PLM needs at least one histogram bin"));
-        }
-        Ok(())
-    }
-
     /// The JSON form (stored in checkpoints and `config.json`).
     pub fn to_json(&self) -> Value {
         let d = &self.data;
@@ -614,7 +550,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| self.wrong(name, "a whole number"))
     }
     fn usize(&self, name: &str) -> Result<usize> {
-        Ok(self.u64(name)? as usize)
+        usize::try_from(self.u64(name)?).map_err(|_| self.wrong(name, "a size of this machine"))
     }
     fn bool(&self, name: &str) -> Result<bool> {
         self.field(name)?
@@ -624,7 +560,11 @@ impl<'a> Reader<'a> {
     fn usize_list(&self, name: &str) -> Result<Vec<usize>> {
         self.field(name)?
             .as_array()
-            .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as usize)).collect())
+            .and_then(|a| {
+                a.iter()
+                    .map(|v| v.as_u64().and_then(|x| usize::try_from(x).ok()))
+                    .collect()
+            })
             .ok_or_else(|| self.wrong(name, "a list of whole numbers"))
     }
 }

@@ -10,7 +10,9 @@ use super::objective::Objective;
 use super::optimizer::{build_schedule, RunOptimizer};
 use super::report::{write_report, RunSummary};
 use crate::checkpoint::CheckpointOptimizer;
-use crate::checkpoint::{read_training, restore_training, save_training, TrainingCheckpoint};
+use crate::checkpoint::{
+    read_training, remove_stale_temp_files, restore_training, save_training, TrainingCheckpoint,
+};
 use crate::data::loader::{DataLoader, LoaderConfig};
 use crate::data::{ImageDataset, Labels};
 use crate::error::{Error, Result};
@@ -38,6 +40,9 @@ pub const CONFIG_FILE: &str = "config.json";
 const META_CONFIG: &str = "train.config";
 const META_PLM: &str = "train.plm";
 const META_SECONDS: &str = "train.seconds";
+/// Worker threads of the process that wrote the checkpoint: reductions
+/// split work by thread, so only the same count resumes bit-identically.
+const META_THREADS: &str = "train.threads";
 
 /// Receives progress while a run trains (the CLI draws a progress bar).
 pub trait Observer {
@@ -47,6 +52,9 @@ pub trait Observer {
     fn batch_finished(&mut self, _loss: f64, _images: usize) {}
     /// An epoch finished; `record` is the line written to the log.
     fn epoch_finished(&mut self, _record: &Value) {}
+    /// Something the user should know that does not stop the run (e.g. a
+    /// resume with another thread count than the checkpoint's).
+    fn warning(&mut self, _message: &str) {}
 }
 
 /// An observer that ignores everything.
@@ -68,12 +76,15 @@ pub struct Trainer {
     epochs_done: usize,
     /// Training seconds so far (across resumes).
     seconds: f64,
+    /// Worker threads of the checkpoint this run was reopened from.
+    checkpoint_threads: Option<usize>,
 }
 
 impl Trainer {
     /// Prepares a new run of `config` writing into `out_dir` (created if
     /// needed). Refuses a folder that already holds a run's checkpoint, so
-    /// nothing written before is overwritten: resume it instead.
+    /// nothing written before is overwritten: resume it instead. Temporary
+    /// files that killed writers left in the folder are removed.
     pub fn new(config: TrainConfig, out_dir: impl AsRef<Path>) -> Result<Self> {
         config.validate()?;
         let out_dir = out_dir.as_ref().to_path_buf();
@@ -90,6 +101,7 @@ impl Trainer {
         }
         std::fs::create_dir_all(&out_dir)
             .map_err(|e| Error::io(&out_dir, "creating the output folder", e))?;
+        remove_stale_temp_files(&out_dir)?;
         let trainer = Self::build(config, out_dir)?;
         let text = serde_json::to_string_pretty(&trainer.config.to_json()).unwrap_or_default();
         super::write_text(&trainer.out_dir.join(CONFIG_FILE), &text)?;
@@ -101,9 +113,11 @@ impl Trainer {
     /// Reopens the run in `out_dir` from its checkpoint: configuration,
     /// model, optimizer, PLM state and epoch count, so training continues
     /// exactly where it stopped. Log lines of epochs after the checkpoint
-    /// (from a run killed between log and checkpoint) are dropped.
+    /// (from a run killed between log and checkpoint) are dropped, and so
+    /// are temporary files of writes that a killed process left behind.
     pub fn resume(out_dir: impl AsRef<Path>) -> Result<Self> {
         let out_dir = out_dir.as_ref().to_path_buf();
+        remove_stale_temp_files(&out_dir)?;
         let trainer = Self::open(&out_dir.join(CHECKPOINT_FILE), out_dir, None)?;
         trainer.truncate_log()?;
         Ok(trainer)
@@ -133,7 +147,16 @@ impl Trainer {
                 "the run uses PLM but the checkpoint has no `{META_PLM}` state"
             )));
         }
-        trainer.epochs_done = ckpt.epoch as usize;
+        trainer.epochs_done = usize::try_from(ckpt.epoch)
+            .ok()
+            .filter(|&e| e <= trainer.config.epochs)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "the epoch counter ({}) exceeds the {} epochs of the run's configuration",
+                    ckpt.epoch, trainer.config.epochs
+                ))
+            })?;
+        trainer.checkpoint_threads = ckpt.metadata.get(META_THREADS).and_then(|s| s.parse().ok());
         trainer.seconds = ckpt
             .metadata
             .get(META_SECONDS)
@@ -157,7 +180,7 @@ impl Trainer {
     }
 
     fn summary(&mut self) -> Result<RunSummary> {
-        let evaluation = self.evaluate_test()?;
+        let evaluation = self.evaluate_test(self.epochs_done)?;
         Ok(RunSummary::new(
             &self.config,
             &self.data,
@@ -196,6 +219,7 @@ impl Trainer {
             schedule,
             epochs_done: 0,
             seconds: 0.0,
+            checkpoint_threads: None,
         })
     }
 
@@ -224,9 +248,30 @@ impl Trainer {
         self.epochs_done
     }
 
+    /// The worker-thread count stored in the checkpoint this run was
+    /// reopened from (`None` for a new run or an older checkpoint).
+    pub fn checkpoint_threads(&self) -> Option<usize> {
+        self.checkpoint_threads
+    }
+
+    /// The warning for continuing with `threads` worker threads a run
+    /// whose checkpoint was written with another count, if that is the case.
+    pub fn thread_count_warning(&self, threads: usize) -> Option<String> {
+        let stored = self.checkpoint_threads?;
+        (stored != threads && self.epochs_done < self.config.epochs).then(|| {
+            format!(
+                "the checkpoint was written with {stored} worker thread(s) and training continues with {threads}: \
+                 results will not be bit-identical to an uninterrupted run (use --threads {stored} for that)"
+            )
+        })
+    }
+
     /// Trains the remaining epochs, then evaluates, writes the report files
     /// (`report.md`, `report.json`, `per_class.svg`) and returns the summary.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        if let Some(msg) = self.thread_count_warning(rayon::current_num_threads()) {
+            observer.warning(&msg);
+        }
         while self.epochs_done < self.config.epochs {
             self.train_epoch(observer)?;
         }
@@ -285,7 +330,7 @@ impl Trainer {
         }
         let train_seconds = start.elapsed().as_secs_f64();
         let plm_update = self.objective.end_epoch()?;
-        let evaluation = self.evaluate_test()?;
+        let evaluation = self.evaluate_test(epoch + 1)?;
         self.seconds += train_seconds;
         self.epochs_done += 1;
 
@@ -333,7 +378,8 @@ impl Trainer {
     }
 
     /// The metrics of the current model on `dataset` (evaluation mode, no
-    /// augmentation, no graph).
+    /// augmentation, no graph). Scores that are not finite are a
+    /// "training diverged" error.
     pub fn evaluate(&mut self, dataset: &ImageDataset) -> Result<Evaluation> {
         let config = self.loader_config(false);
         evaluate_model(
@@ -346,16 +392,31 @@ impl Trainer {
         )
     }
 
-    /// [`Trainer::evaluate`] on the run's own test set.
-    fn evaluate_test(&mut self) -> Result<Evaluation> {
+    /// [`Trainer::evaluate`] on the run's own test set after `epochs`
+    /// epochs; a diverged model's error says what to change.
+    fn evaluate_test(&mut self, epochs: usize) -> Result<Evaluation> {
         let data = Arc::clone(&self.data);
-        self.evaluate(&data.test)
+        self.evaluate(&data.test).map_err(|e| match e {
+            Error::InvalidArgument { op: DIVERGED, msg } => Error::InvalidArgument {
+                op: DIVERGED,
+                msg: format!(
+                    "{msg} after {epochs} epoch(s): lower the learning rate (--lr, now {:e}), \
+                     clip gradients (--clip-grad-norm) or warm up (--warmup-epochs)",
+                    self.optimizer.lr(0)
+                ),
+            },
+            e => e,
+        })
     }
 
     fn save_checkpoint(&self) -> Result<()> {
         let mut extra = BTreeMap::new();
         extra.insert(META_CONFIG.to_string(), self.config.to_json().to_string());
         extra.insert(META_SECONDS.to_string(), self.seconds.to_string());
+        extra.insert(
+            META_THREADS.to_string(),
+            rayon::current_num_threads().to_string(),
+        );
         if let Some(plm) = self.objective.plm() {
             extra.insert(META_PLM.to_string(), plm.state_json());
         }
@@ -431,8 +492,12 @@ fn stored_config(ckpt: &TrainingCheckpoint, path: &Path) -> Result<TrainConfig> 
     TrainConfig::from_json(&json).map_err(|e| corrupt(format!("`{META_CONFIG}`: {e}")))
 }
 
+/// The `op` of the error for a model whose outputs are not finite.
+const DIVERGED: &str = "training diverged";
+
 /// Scores `dataset` with `model` in evaluation mode (restoring training
-/// mode afterwards) and computes its metrics.
+/// mode afterwards) and computes its metrics. Scores that are not finite
+/// (a diverged model) are an error saying so.
 fn evaluate_model(
     model: &mut ResNet,
     objective: &Objective,
@@ -454,6 +519,18 @@ fn evaluate_model(
     });
     model.set_training(true);
     scored?;
+    if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+        let c = dataset.num_classes.max(1);
+        return Err(Error::invalid(
+            DIVERGED,
+            format!(
+                "the model's score for test image {}, class {} is {}",
+                i / c,
+                i % c,
+                scores[i]
+            ),
+        ));
+    }
     let c = dataset.num_classes;
     let mut targets = vec![0u8; dataset.len() * c];
     let mut row = vec![0f32; c];

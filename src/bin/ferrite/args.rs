@@ -140,7 +140,6 @@ impl RunArgs {
             data.hflip = f;
         }
         let mut c = TrainConfig::new(data, &self.model, loss);
-        ferrite::train::model::model_config(&self.model, self.stem.as_deref(), 1, 1)?;
         c.stem = self.stem.clone();
         c.seed = seed;
         c.epochs = self.epochs;

@@ -6,7 +6,8 @@ mod args;
 mod progress;
 
 use args::RunArgs;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferrite::bench::{self, BenchConfig};
 use ferrite::train::compare::{compare, Variant};
 use ferrite::train::run::{evaluate_checkpoint, Trainer};
@@ -45,7 +46,7 @@ enum Command {
         #[arg(long, default_value = "runs/train")]
         out: PathBuf,
         /// Continue the run in --out from its checkpoint (its stored
-        /// configuration is used; other run options are ignored)
+        /// configuration is used; other run options are ignored, with a warning)
         #[arg(long)]
         resume: bool,
         /// Worker threads (default: all cores)
@@ -110,6 +111,27 @@ enum Command {
     },
 }
 
+/// Most worker threads per core that `--threads` accepts: more only adds
+/// switching between threads (and a typo like `--threads 100000` would
+/// start that many).
+const MAX_THREADS_PER_CORE: usize = 4;
+
+/// Checks a `--threads` value: at least 1, at most
+/// [`MAX_THREADS_PER_CORE`] × the cores of this machine.
+fn check_threads(n: usize) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let max = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    if n == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    if n > max {
+        return Err(format!(
+            "--threads {n} is too many: at most {max} ({MAX_THREADS_PER_CORE} per core, {cores} cores)"
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `f` on a thread pool of `threads` workers (all cores by default).
 fn with_threads<T>(
     threads: Option<usize>,
@@ -120,9 +142,7 @@ where
 {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
-        if n == 0 {
-            return Err("--threads must be at least 1".into());
-        }
+        check_threads(n)?;
         builder = builder.num_threads(n);
     }
     builder
@@ -131,8 +151,36 @@ where
         .install(f)
 }
 
-fn train(run: RunArgs, loss: String, seed: u64, out: PathBuf, resume: bool) -> Result<(), String> {
-    let mut trainer = if resume {
+/// The options of subcommand `name` typed on the command line, except
+/// `keep`, as `--name`s (e.g. the ones `train --resume` ignores).
+fn options_given(matches: &ArgMatches, name: &str, keep: &[&str]) -> Vec<String> {
+    let (Some(m), Some(cmd)) = (
+        matches.subcommand_matches(name),
+        Cli::command().find_subcommand(name).cloned(),
+    ) else {
+        return Vec::new();
+    };
+    cmd.get_arguments()
+        .filter(|a| !keep.contains(&a.get_id().as_str()))
+        .filter(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect()
+}
+
+fn train(
+    run: RunArgs,
+    loss: String,
+    seed: u64,
+    out: PathBuf,
+    resume: Option<Vec<String>>,
+) -> Result<(), String> {
+    let mut trainer = if let Some(ignored) = resume {
+        if !ignored.is_empty() {
+            eprintln!(
+                "ferrite: warning: --resume continues with the configuration stored in the checkpoint; ignoring {}",
+                ignored.join(", ")
+            );
+        }
         let t = Trainer::resume(&out).map_err(|e| e.to_string())?;
         println!(
             "resuming {} after epoch {} of {}",
@@ -252,7 +300,8 @@ fn run_bench(
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Train {
             run,
@@ -261,7 +310,11 @@ fn main() -> ExitCode {
             out,
             resume,
             threads,
-        } => with_threads(threads, || train(run, loss, seed, out, resume)),
+        } => {
+            let ignored = options_given(&matches, "train", &["out", "resume", "threads"]);
+            let resume = resume.then_some(ignored);
+            with_threads(threads, || train(run, loss, seed, out, resume))
+        }
         Command::Eval {
             checkpoint,
             data_dir,

@@ -59,6 +59,10 @@ impl Observer for Progress {
         }
     }
 
+    fn warning(&mut self, message: &str) {
+        eprintln!("{}: warning: {message}", self.label);
+    }
+
     fn epoch_finished(&mut self, record: &Value) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();

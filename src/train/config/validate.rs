@@ -1,0 +1,190 @@
+//! [`TrainConfig::validate`]: every setting of a run checked in one place,
+//! before any data is loaded or anything is trained — for options from the
+//! command line and for configurations read back from checkpoints alike.
+//! Messages name the setting and its command-line option.
+
+use super::{bad, LossKind, OptimizerKind, ScheduleKind, TrainConfig};
+use crate::error::Result;
+
+/// Most epochs a run may have.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// Largest batch size.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+/// Largest generated training or test set (MultiMNIST-LT images of
+/// 56 × 56 bytes: 3.1 GB at this size).
+pub const MAX_GENERATED_SIZE: usize = 1_000_000;
+/// Largest random-crop padding, in pixels.
+pub const MAX_CROP_PADDING: usize = 64;
+/// Most PLM histogram bins.
+pub const MAX_PLM_BINS: usize = 10_000;
+
+/// `Ok` if `v` is a finite number > 0.
+fn positive(what: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(format!("{what} must be a positive number, got {v}")))
+    }
+}
+
+/// `Ok` if `v` is a finite number ≥ 0.
+fn non_negative(what: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(bad(format!("{what} must be a finite number >= 0, got {v}")))
+    }
+}
+
+/// `Ok` if `1 <= v <= max`.
+fn count(what: &str, v: usize, max: usize) -> Result<()> {
+    if (1..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(bad(format!("{what} must be between 1 and {max}, got {v}")))
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting and their combination; the message names the
+    /// offending setting (and its command-line option).
+    pub fn validate(&self) -> Result<()> {
+        self.validate_loop()?;
+        self.validate_optim()?;
+        self.validate_data()?;
+        self.validate_loss()
+    }
+
+    fn validate_loop(&self) -> Result<()> {
+        count("epochs (--epochs)", self.epochs, MAX_EPOCHS)?;
+        count("batch size (--batch-size)", self.batch_size, MAX_BATCH_SIZE)?;
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(bad(format!(
+                "threshold (--threshold) must be in (0, 1), got {}",
+                self.threshold
+            )));
+        }
+        if let Some(stem) = &self.stem {
+            if stem != "cifar" && stem != "imagenet" {
+                return Err(bad(format!(
+                    "unknown stem `{stem}` (--stem; expected cifar or imagenet)"
+                )));
+            }
+        }
+        crate::train::model::model_config(&self.model, self.stem.as_deref(), 1, 1)?;
+        Ok(())
+    }
+
+    fn validate_optim(&self) -> Result<()> {
+        let o = &self.optim;
+        positive("learning rate (--lr)", o.lr)?;
+        non_negative("weight decay (--weight-decay)", o.weight_decay)?;
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(bad(format!(
+                "momentum (--momentum) must be in [0, 1), got {}",
+                o.momentum
+            )));
+        }
+        if o.nesterov && (o.kind != OptimizerKind::Sgd || o.momentum == 0.0) {
+            return Err(bad(
+                "Nesterov momentum (--nesterov) needs --optimizer sgd and a momentum > 0",
+            ));
+        }
+        if let Some(c) = o.clip_grad_norm {
+            positive("gradient clipping norm (--clip-grad-norm)", c)?;
+        }
+        positive("learning-rate factor (--lr-gamma)", o.gamma)?;
+        if o.warmup_epochs > self.epochs {
+            return Err(bad(format!(
+                "warm-up epochs (--warmup-epochs) must not exceed the {} epochs of the run, got {}",
+                self.epochs, o.warmup_epochs
+            )));
+        }
+        if o.milestones.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad(format!(
+                "milestones (--milestones) must be increasing, got {:?}",
+                o.milestones
+            )));
+        }
+        if let Some(&m) = o.milestones.iter().find(|&&m| m == 0 || m > self.epochs) {
+            return Err(bad(format!(
+                "milestone {m} (--milestones) is outside the run's epochs 1..={}",
+                self.epochs
+            )));
+        }
+        if o.schedule == ScheduleKind::MultiStep && o.milestones.is_empty() {
+            return Err(bad(
+                "the multistep schedule needs --milestones (e.g. --milestones 160,180)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_data(&self) -> Result<()> {
+        let d = &self.data;
+        positive("imbalance factor (--imbalance-factor)", d.imbalance_factor)?;
+        if d.imbalance_factor < 1.0 {
+            return Err(bad(format!(
+                "imbalance factor (--imbalance-factor) must be >= 1, got {}",
+                d.imbalance_factor
+            )));
+        }
+        for (what, n) in [
+            ("training-set size (--train-size)", d.train_size),
+            ("test-set size (--test-size)", d.test_size),
+        ] {
+            if n > MAX_GENERATED_SIZE {
+                return Err(bad(format!(
+                    "{what} must be at most {MAX_GENERATED_SIZE}, got {n}"
+                )));
+            }
+        }
+        if d.crop_padding > MAX_CROP_PADDING {
+            return Err(bad(format!(
+                "crop padding (--crop-padding) must be at most {MAX_CROP_PADDING}, got {}",
+                d.crop_padding
+            )));
+        }
+        if self.loss.kind == LossKind::Ce && d.kind.is_multi_label() {
+            return Err(bad(format!(
+                "loss `ce` (softmax cross-entropy) needs single-label data; `{}` is multi-label",
+                d.kind.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every loss parameter is checked, whichever loss the run uses, so a
+    /// bad value never waits for the run that needs it.
+    fn validate_loss(&self) -> Result<()> {
+        let l = &self.loss;
+        non_negative("focal gamma (--focal-gamma)", l.focal_gamma)?;
+        if let Some(a) = l.focal_alpha {
+            if !(0.0..=1.0).contains(&a) {
+                return Err(bad(format!(
+                    "focal alpha (--focal-alpha) must be in [0, 1], got {a}"
+                )));
+            }
+        }
+        if !(0.0..1.0).contains(&l.cb_beta) {
+            return Err(bad(format!(
+                "class-balanced beta (--cb-beta) must be in [0, 1), got {}",
+                l.cb_beta
+            )));
+        }
+        non_negative("ASL gamma for positives (--asl-gamma-pos)", l.asl_gamma_pos)?;
+        non_negative("ASL gamma for negatives (--asl-gamma-neg)", l.asl_gamma_neg)?;
+        if !(0.0..1.0).contains(&l.asl_clip) {
+            return Err(bad(format!(
+                "ASL clip (--asl-clip) must be in [0, 1), got {}",
+                l.asl_clip
+            )));
+        }
+        non_negative("PLM lambda (--plm-lambda)", l.plm.lambda)?;
+        count(
+            "PLM histogram bins (--plm-bins)",
+            l.plm.n_bins,
+            MAX_PLM_BINS,
+        )
+    }
+}
