@@ -27,12 +27,19 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 
 /// The element count of `shape`, or an error naming `op` when it does not
 /// fit in memory addressing (so absurd shapes fail cleanly, not by panic).
+///
+/// The product of the non-zero dimensions must fit too, even when another
+/// dimension is 0 and the tensor is empty: strides are products of
+/// dimensions, so `[0, 2^32, 2^32]` would overflow them.
 pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape
+    let too_many = || Error::bad_shape(op, format!("shape {shape:?} has too many elements"));
+    let nonzero = shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= isize::MAX as usize / 8)
-        .ok_or_else(|| Error::bad_shape(op, format!("shape {shape:?} has too many elements")))
+        .ok_or_else(too_many)?;
+    Ok(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// Normalises a possibly negative dimension index against `ndim`.
@@ -371,6 +378,19 @@ mod tests {
         let n = l.narrow(2, 0, 2); // [2,3,2] strides [12,4,1]
         assert!(n.reshape(&[6, 2]).is_some());
         assert!(n.reshape(&[12]).is_none());
+    }
+
+    #[test]
+    fn checked_numel_rejects_empty_shapes_with_overflowing_dims() {
+        assert_eq!(checked_numel("t", &[2, 0, 3]).unwrap(), 0);
+        assert_eq!(checked_numel("t", &[]).unwrap(), 1);
+        assert!(checked_numel("t", &[0, 1 << 32, 1 << 32]).is_err());
+        assert!(checked_numel("t", &[1 << 31, 0, 1 << 31]).is_err());
+        assert_eq!(checked_numel("t", &[0, 1 << 20, 1 << 20]).unwrap(), 0);
+        assert_eq!(
+            contiguous_strides(&[0, 1 << 20, 1 << 20]),
+            vec![1 << 40, 1 << 20, 1]
+        );
     }
 
     #[test]
