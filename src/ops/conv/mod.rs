@@ -127,6 +127,18 @@ fn geometry(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> 
     let oh = conv_out_len(h, kh, p.stride.0, p.padding.0, p.dilation.0);
     let ow = conv_out_len(wd, kw, p.stride.1, p.padding.1, p.dilation.1);
     let (Some(oh), Some(ow)) = (oh, ow) else {
+        let overflows = |input: usize, pad: usize| {
+            pad.checked_mul(2)
+                .and_then(|p| input.checked_add(p))
+                .is_none()
+        };
+        if overflows(h, p.padding.0) || overflows(wd, p.padding.1) {
+            return bad(format!(
+                "padding {:?} is too large: the padded input {:?} overflows",
+                p.padding,
+                x.shape()
+            ));
+        }
         return bad(format!(
             "kernel {kh}×{kw} (dilation {:?}) larger than padded input {:?} (padding {:?})",
             p.dilation,
