@@ -10,6 +10,7 @@
 use ferrite::checkpoint::{load_state_dict, read_training};
 use ferrite::data::idx::{parse_idx, parse_idx_gz, read_idx};
 use ferrite::data::loader::{DataLoader, LoaderConfig, MAX_BATCH_SIZE};
+use ferrite::data::longtail::long_tail_indices;
 use ferrite::data::mnist::ImageSplit;
 use ferrite::data::multimnist::{generate_train, MultiMnistConfig, MAX_SPLIT_IMAGES};
 use ferrite::data::ImageDataset;
@@ -30,7 +31,12 @@ thread_local! {
     static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// The calling thread's limit; none while it panics, so that a failing
+/// test reports its panic (with a backtrace) instead of failing again.
 fn limit() -> usize {
+    if std::thread::panicking() {
+        return usize::MAX;
+    }
     LIMIT.try_with(Cell::get).unwrap_or(usize::MAX)
 }
 
@@ -325,6 +331,21 @@ fn loader_batch_size_is_bounded() {
         );
     }
     assert!(DataLoader::new(&ds, LoaderConfig::training(MAX_BATCH_SIZE, 0)).is_ok());
+}
+
+#[test]
+fn long_tail_quotas_are_checked_before_reserving() {
+    let labels = [0u32, 1, 0, 1, 0];
+    let err = with_alloc_limit(1 << 20, || {
+        message(long_tail_indices(&labels, 2, 1.0, Some(usize::MAX), 0))
+    });
+    assert!(err.contains("quota"), "{err}");
+    assert_eq!(
+        long_tail_indices(&labels, 2, 1.0, Some(2), 0)
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 // ----- IDX: allocation, gzip members, trailing garbage ------------------------
