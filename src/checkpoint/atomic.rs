@@ -166,15 +166,31 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)
 /// The bytes go to a uniquely named temporary file in the same directory,
 /// which is `fsync`ed and renamed over `path`; on Unix the directory is then
 /// `fsync`ed too (best effort). If `write` or any I/O step fails, the
-/// temporary file is removed and `path` is untouched. Errors are
-/// [`Error::Io`] naming `path` and the step that failed, or whatever
-/// `write` returned.
+/// temporary file is removed and `path` is untouched. A `path` that is a
+/// directory, or ends with a path separator, is refused before anything is
+/// created. Errors are [`Error::Io`] naming `path` and the step that
+/// failed, or whatever `write` returned.
 pub fn write_atomic(
     path: impl AsRef<Path>,
     write: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<()> {
     let path = path.as_ref();
     let fail_after = FAIL_AFTER.with(|c| c.take());
+    // `Path::file_name` ignores a trailing separator or `.` ("dir/" and
+    // "dir/." name "dir"), which would put the temporary file in the parent
+    // of that directory.
+    let shown = path.as_os_str().to_string_lossy();
+    let names_a_directory = shown.ends_with(std::path::is_separator)
+        || shown
+            .strip_suffix('.')
+            .is_some_and(|s| s.ends_with(std::path::is_separator));
+    if names_a_directory || path.is_dir() {
+        return Err(io_err(
+            path,
+            "cannot write a file here",
+            io::Error::new(io::ErrorKind::IsADirectory, "the path is a directory"),
+        ));
+    }
     let Some(name) = path.file_name() else {
         return Err(io_err(
             path,

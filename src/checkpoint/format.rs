@@ -12,7 +12,7 @@
 use super::atomic::write_atomic;
 use super::StateDict;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{checked_numel, DType, Tensor};
 use half::{bf16, f16};
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
@@ -230,10 +230,7 @@ pub fn save_state_dict(
 pub fn load_state_dict(path: impl AsRef<Path>) -> Result<(StateDict, BTreeMap<String, String>)> {
     let path = path.as_ref();
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: shown.clone(),
-        source: e,
-    })?;
+    let bytes = crate::data::read::read_file(path)?;
     parse(&bytes, &shown)
 }
 
@@ -289,8 +286,19 @@ pub(crate) fn parse(bytes: &[u8], path: &str) -> Result<(StateDict, BTreeMap<Str
                 format!("tensor `{name}`: data offsets [{begin}, {end}) out of range"),
             )
         })?;
-        let numel = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if numel.and_then(|e| e.checked_mul(dtype.size_in_bytes())) != Some(raw.len()) {
+        // Strides are products of the dimensions, so the non-zero ones must
+        // multiply without overflow even when another one is 0.
+        let numel = checked_numel("load_state_dict", &info.shape).map_err(|_| {
+            corrupt(
+                path,
+                format!(
+                    "tensor `{name}`: shape {:?} is too large (its non-zero dimensions \
+                     multiply past the addressable element count)",
+                    info.shape
+                ),
+            )
+        })?;
+        if numel.checked_mul(dtype.size_in_bytes()) != Some(raw.len()) {
             return Err(corrupt(
                 path,
                 format!(

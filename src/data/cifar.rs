@@ -16,6 +16,7 @@
 //! the record); a missing file is an [`Error::Io`] naming it.
 
 use super::dataset::{ImageDataset, Labels};
+use super::read::{alloc_error, read_file};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -78,10 +79,7 @@ fn read_records(
     labels: &mut Vec<u32>,
 ) -> Result<()> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: shown.clone(),
-        source,
-    })?;
+    let bytes = read_file(path)?;
     let corrupt = |msg: String| Error::CorruptFile {
         path: shown.clone(),
         msg,
@@ -95,7 +93,12 @@ fn read_records(
             format.label_bytes.len()
         )));
     }
-    images.reserve(bytes.len() / record * CIFAR_IMAGE_BYTES);
+    let records = bytes.len() / record;
+    let oom = |n| Error::io(path, "reading", alloc_error(n));
+    images
+        .try_reserve(records * CIFAR_IMAGE_BYTES)
+        .map_err(|_| oom(records * CIFAR_IMAGE_BYTES))?;
+    labels.try_reserve(records).map_err(|_| oom(records * 4))?;
     for (r, rec) in bytes.chunks_exact(record).enumerate() {
         for (&(name, classes), &value) in format.label_bytes.iter().zip(rec) {
             if value as u32 >= classes {

@@ -10,6 +10,17 @@
 use super::mnist::ImageSplit;
 use crate::error::{Error, Result};
 
+/// An [`Error::IndexOutOfRange`] for `index` in `0..size`; an index too
+/// large for the error's `i64` field is an [`Error::InvalidArgument`] with
+/// the same words, so that the message shows the index as given (never as
+/// a negative number).
+pub(crate) fn index_error(op: &'static str, index: usize, size: usize) -> Error {
+    match i64::try_from(index) {
+        Ok(index) => Error::IndexOutOfRange { op, index, size },
+        Err(_) => Error::invalid(op, format!("index {index} out of range for size {size}")),
+    }
+}
+
 /// The labels of a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Labels {
@@ -65,15 +76,29 @@ impl ImageDataset {
         matches!(self.labels, Labels::Multi { .. })
     }
 
-    /// Bytes per image: `channels × height × width`.
-    pub fn image_size(&self) -> usize {
-        self.channels * self.height * self.width
+    /// Bytes per image: `channels × height × width`; an error naming the
+    /// dataset when the product overflows.
+    pub fn image_size(&self) -> Result<usize> {
+        self.channels
+            .checked_mul(self.height)
+            .and_then(|n| n.checked_mul(self.width))
+            .ok_or_else(|| {
+                Error::bad_shape(
+                    "ImageDataset::image_size",
+                    format!(
+                        "dataset '{}': images of {}x{}x{} are too large",
+                        self.name, self.channels, self.height, self.width
+                    ),
+                )
+            })
     }
 
-    /// The bytes of image `i` (CHW), or `None` when `i` is out of range.
+    /// The bytes of image `i` (CHW), or `None` when `i` is out of range (or
+    /// the image size overflows).
     pub fn image(&self, i: usize) -> Option<&[u8]> {
-        let size = self.image_size();
-        self.images.get(i * size..(i + 1) * size)
+        let size = self.image_size().ok()?;
+        let start = i.checked_mul(size)?;
+        self.images.get(start..start.checked_add(size)?)
     }
 
     /// For each class, the number of images that show it (for single
@@ -117,11 +142,7 @@ impl ImageDataset {
                 ),
             ));
         }
-        let out_of_range = || Error::IndexOutOfRange {
-            op: OP,
-            index: i as i64,
-            size: self.len(),
-        };
+        let out_of_range = || index_error(OP, i, self.len());
         match &self.labels {
             Labels::Single(labels) => {
                 let label = *labels.get(i).ok_or_else(out_of_range)? as usize;
@@ -138,8 +159,9 @@ impl ImageDataset {
                 out[label] = 1.0;
             }
             Labels::Multi { num_classes, bits } => {
-                let row = bits
-                    .get(i * num_classes..(i + 1) * num_classes)
+                let row = i
+                    .checked_mul(*num_classes)
+                    .and_then(|start| bits.get(start..start.checked_add(*num_classes)?))
                     .ok_or_else(out_of_range)?;
                 if row.len() != out.len() {
                     return Err(Error::invalid(
@@ -161,19 +183,30 @@ impl ImageDataset {
     /// A new dataset with the images `indices`, in that order (repeats
     /// allowed). The name gets a `"-subset"` suffix.
     pub fn subset(&self, indices: &[usize]) -> Result<Self> {
+        const OP: &str = "ImageDataset::subset";
         let n = self.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
-            return Err(Error::IndexOutOfRange {
-                op: "ImageDataset::subset",
-                index: bad as i64,
-                size: n,
-            });
+            return Err(index_error(OP, bad, n));
         }
-        let size = self.image_size();
-        if self.images.len() < n * size {
-            return Err(self.size_error("ImageDataset::subset"));
+        let size = self.image_size()?;
+        if n.checked_mul(size)
+            .is_none_or(|bytes| self.images.len() < bytes)
+        {
+            return Err(self.size_error(OP));
         }
-        let mut images = Vec::with_capacity(indices.len() * size);
+        if let Labels::Multi { num_classes, bits } = &self.labels {
+            if n.checked_mul(*num_classes).is_none_or(|b| bits.len() < b) {
+                return Err(self.size_error(OP));
+            }
+        }
+        let mut images = Vec::new();
+        let bytes = indices.len().saturating_mul(size);
+        images.try_reserve_exact(bytes).map_err(|_| {
+            Error::invalid(
+                OP,
+                format!("cannot allocate {bytes} bytes for {} images", indices.len()),
+            )
+        })?;
         for &i in indices {
             images.extend_from_slice(&self.images[i * size..(i + 1) * size]);
         }
@@ -274,7 +307,7 @@ impl ImageDataset {
         }
         let expected = self
             .len()
-            .checked_mul(self.image_size())
+            .checked_mul(self.image_size()?)
             .ok_or_else(|| Error::bad_shape(OP, format!("dataset '{name}' is too large")))?;
         if self.images.len() != expected {
             return Err(self.size_error(OP));
@@ -282,7 +315,7 @@ impl ImageDataset {
         Ok(())
     }
 
-    fn size_error(&self, op: &'static str) -> Error {
+    pub(crate) fn size_error(&self, op: &'static str) -> Error {
         Error::bad_shape(
             op,
             format!(

@@ -37,7 +37,7 @@
 //! alive — in an autograd graph, say — when the next one is built, so it
 //! cannot be recycled), and the small `indices` and `labels` vectors.
 
-use super::dataset::{ImageDataset, Labels};
+use super::dataset::{index_error, ImageDataset, Labels};
 use super::rng::SplitMix64;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -75,10 +75,13 @@ pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: usize) -> Ve
         .collect()
 }
 
+/// The largest batch a [`DataLoader`] accepts (2^16 images).
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+
 /// How a [`DataLoader`] batches, normalises and augments.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoaderConfig {
-    /// Images per batch.
+    /// Images per batch (1 to [`MAX_BATCH_SIZE`]).
     pub batch_size: usize,
     /// Shuffle the order every epoch (training); `false` keeps dataset order.
     pub shuffle: bool,
@@ -169,13 +172,20 @@ pub struct DataLoader<'a> {
 
 impl<'a> DataLoader<'a> {
     /// A loader over `dataset`; checks the dataset and the configuration
-    /// (positive batch size, one or `channels` finite means and positive
-    /// standard deviations, crop padding no larger than the image).
+    /// (batch size in `1..=`[`MAX_BATCH_SIZE`], one or `channels` finite
+    /// means and positive standard deviations, crop padding no larger than
+    /// the image).
     pub fn new(dataset: &'a ImageDataset, config: LoaderConfig) -> Result<Self> {
         const OP: &str = "DataLoader::new";
         dataset.validate()?;
-        if config.batch_size == 0 {
-            return Err(Error::invalid(OP, "batch_size must be positive"));
+        if config.batch_size == 0 || config.batch_size > MAX_BATCH_SIZE {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}",
+                    config.batch_size
+                ),
+            ));
         }
         let channels = dataset.channels;
         for (what, values) in [("mean", &config.mean), ("std", &config.std)] {
@@ -259,20 +269,17 @@ impl<'a> DataLoader<'a> {
     pub fn batch(&self, indices: &[usize], epoch: usize) -> Result<Batch> {
         let ds = self.dataset;
         let n = ds.len();
+        const OP: &str = "DataLoader::batch";
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
-            return Err(Error::IndexOutOfRange {
-                op: "DataLoader::batch",
-                index: bad as i64,
-                size: n,
-            });
+            return Err(index_error(OP, bad, n));
         }
-        let (b, size, classes) = (indices.len(), ds.image_size(), ds.num_classes);
-        let mut x = vec![0f32; b * size];
+        let (b, size, classes) = (indices.len(), ds.image_size()?, ds.num_classes);
+        let mut x = zeroed(OP, b.checked_mul(size))?;
         x.par_chunks_mut(size)
             .zip(indices.par_iter())
             .with_min_len(4)
             .for_each(|(out, &i)| self.decode(i, epoch, out));
-        let mut targets = vec![0f32; b * classes];
+        let mut targets = zeroed(OP, b.checked_mul(classes))?;
         for (row, &i) in targets.chunks_exact_mut(classes).zip(indices) {
             ds.target_row(i, row)?;
         }
@@ -334,6 +341,17 @@ impl<'a> DataLoader<'a> {
             }
         }
     }
+}
+
+/// `n` zeros, or an error when `n` overflowed (`None`) or cannot be
+/// allocated.
+fn zeroed(op: &'static str, n: Option<usize>) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    let n = n.ok_or_else(|| Error::invalid(op, "the batch is too large to address"))?;
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::invalid(op, format!("cannot allocate a batch of {n} values")))?;
+    v.resize(n, 0.0);
+    Ok(v)
 }
 
 /// The batches of one epoch, in order; see [`DataLoader::epoch`].

@@ -91,8 +91,9 @@ pub fn long_tail_indices(
             ),
         ));
     }
-    let mut kept = Vec::with_capacity(quotas.iter().sum());
-    for (c, (mut members, &quota)) in by_class.into_iter().zip(&quotas).enumerate() {
+    // Every quota is checked against its class before anything is
+    // reserved, so the total is at most the number of samples.
+    for (c, (members, &quota)) in by_class.iter().zip(&quotas).enumerate() {
         if members.len() < quota {
             return Err(Error::invalid(
                 OP,
@@ -102,6 +103,9 @@ pub fn long_tail_indices(
                 ),
             ));
         }
+    }
+    let mut kept = Vec::with_capacity(quotas.iter().sum());
+    for (c, (mut members, &quota)) in by_class.into_iter().zip(&quotas).enumerate() {
         SplitMix64::stream(seed, &[LONG_TAIL_STREAM, c as u64]).shuffle(&mut members);
         kept.extend_from_slice(&members[..quota]);
     }

@@ -1,6 +1,6 @@
 //! MNIST and Fashion-MNIST from their four IDX files.
 
-use super::dataset::ImageDataset;
+use super::dataset::{index_error, ImageDataset};
 use super::idx::read_idx;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -32,19 +32,42 @@ impl ImageSplit {
 
     /// Images `indices` as an `n × 1 × rows × cols` f32 tensor, scaled to
     /// [0, 1] and standardised with `mean`/`std`, and their labels as an
-    /// `n × 1` i64 tensor (ready for `gather`).
+    /// `n × 1` i64 tensor (ready for `gather`). `mean` must be finite and
+    /// `std` finite and positive.
     pub fn batch(&self, indices: &[usize], mean: f32, std: f32) -> Result<(Tensor, Tensor)> {
-        let px = self.rows * self.cols;
-        let mut x = Vec::with_capacity(indices.len() * px);
+        const OP: &str = "ImageSplit::batch";
+        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+            return Err(Error::invalid(
+                OP,
+                format!("need a finite mean and a positive finite std, got mean {mean}, std {std}"),
+            ));
+        }
+        let px = self
+            .rows
+            .checked_mul(self.cols)
+            .filter(|&px| px.checked_mul(self.len()) == Some(self.images.len()))
+            .ok_or_else(|| {
+                Error::bad_shape(
+                    OP,
+                    format!(
+                        "{} pixel bytes do not hold {} images of {}x{}",
+                        self.images.len(),
+                        self.len(),
+                        self.rows,
+                        self.cols
+                    ),
+                )
+            })?;
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(index_error(OP, bad, self.len()));
+        }
+        // At most `indices.len()` copies of the split's own images.
+        let values = indices.len().saturating_mul(px);
+        let mut x = Vec::new();
+        x.try_reserve_exact(values)
+            .map_err(|_| Error::invalid(OP, format!("cannot allocate {values} pixel values")))?;
         let mut y = Vec::with_capacity(indices.len());
         for &i in indices {
-            if i >= self.len() {
-                return Err(Error::IndexOutOfRange {
-                    op: "ImageSplit::batch",
-                    index: i as i64,
-                    size: self.len(),
-                });
-            }
             x.extend(
                 self.images[i * px..(i + 1) * px]
                     .iter()

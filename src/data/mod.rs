@@ -17,6 +17,7 @@ pub mod loader;
 pub mod longtail;
 pub mod mnist;
 pub mod multimnist;
+pub(crate) mod read;
 pub mod rng;
 pub mod synthetic;
 

@@ -44,6 +44,13 @@ const TEST_STREAM: u64 = 2;
 /// Stream tag of the balanced test set.
 const BALANCED_TEST_STREAM: u64 = 3;
 
+/// The most images a MultiMNIST-LT split may have (2^24, about 16.8
+/// million; the reference protocol uses 60,000 and 10,000).
+pub const MAX_SPLIT_IMAGES: usize = 1 << 24;
+
+/// The most pixel bytes a MultiMNIST-LT split may have (16 GiB).
+pub const MAX_SPLIT_BYTES: usize = 1 << 34;
+
 /// Every parameter of MultiMNIST-LT.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MultiMnistConfig {
@@ -83,7 +90,10 @@ impl Default for MultiMnistConfig {
 }
 
 impl MultiMnistConfig {
-    /// Checks every parameter, naming the first one that is invalid.
+    /// Checks every parameter, naming the first one that is invalid:
+    /// sizes are bounded ([`MAX_SPLIT_IMAGES`] images and
+    /// [`MAX_SPLIT_BYTES`] pixel bytes per split) before anything is
+    /// allocated.
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "MultiMnistConfig";
         let bad = |msg: String| Err(Error::invalid(OP, msg));
@@ -93,9 +103,11 @@ impl MultiMnistConfig {
                 self.grid, self.cell
             ));
         }
-        let (Some(cells), Some(_)) = (
+        let (Some(cells), Some(pixels)) = (
             self.grid.checked_mul(self.grid),
-            self.grid.checked_mul(self.cell),
+            self.grid
+                .checked_mul(self.cell)
+                .and_then(|side| side.checked_mul(side)),
         ) else {
             return bad(format!(
                 "grid {} of {}-pixel cells is too large",
@@ -114,11 +126,21 @@ impl MultiMnistConfig {
                 self.imbalance_factor
             ));
         }
-        if self.train_size == 0 || self.test_size == 0 {
-            return bad(format!(
-                "train_size ({}) and test_size ({}) must be positive",
-                self.train_size, self.test_size
-            ));
+        for (name, n) in [
+            ("train_size", self.train_size),
+            ("test_size", self.test_size),
+        ] {
+            if n == 0 || n > MAX_SPLIT_IMAGES {
+                return bad(format!(
+                    "{name} must be between 1 and {MAX_SPLIT_IMAGES} images, got {n}"
+                ));
+            }
+            if pixels.checked_mul(n).is_none_or(|b| b > MAX_SPLIT_BYTES) {
+                let side = self.grid * self.cell;
+                return bad(format!(
+                    "{name} = {n} images of {side}x{side} pixels exceed the {MAX_SPLIT_BYTES} bytes allowed per split"
+                ));
+            }
         }
         Ok(())
     }
@@ -195,7 +217,11 @@ fn images_by_class(cfg: &MultiMnistConfig, source: &ImageSplit) -> Result<Vec<Ve
             ),
         ));
     }
-    if source.images.len() != source.len() * cfg.cell * cfg.cell {
+    let expected = cfg
+        .cell
+        .checked_mul(cfg.cell)
+        .and_then(|px| px.checked_mul(source.len()));
+    if expected != Some(source.images.len()) {
         return Err(Error::bad_shape(
             OP,
             format!(
@@ -248,8 +274,8 @@ fn generate(
                 format!("{n} images of {side}x{side} are too large"),
             )
         })?;
-    let mut images = vec![0u8; bytes];
-    let mut bits = vec![0u8; n * DIGITS];
+    let mut images = zeroed_bytes(bytes)?;
+    let mut bits = zeroed_bytes(n.saturating_mul(DIGITS))?;
     images
         .par_chunks_mut(side * side)
         .zip(bits.par_chunks_mut(DIGITS))
@@ -286,6 +312,19 @@ fn generate(
     };
     dataset.validate()?;
     Ok(dataset)
+}
+
+/// `n` zero bytes; failing to allocate them is an error, not an abort.
+fn zeroed_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::invalid(
+            "multimnist",
+            format!("cannot allocate {n} bytes for the generated images"),
+        )
+    })?;
+    v.resize(n, 0);
+    Ok(v)
 }
 
 /// Copies source image `src` into cell `cell` (row-major over the grid) of

@@ -58,7 +58,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A `kernel × kernel` convolution with PyTorch's default initialisation.
+    /// A `kernel × kernel` convolution with PyTorch's default initialisation;
+    /// channel counts and `kernel` must be positive.
     pub fn new<R: Rng + ?Sized>(
         in_channels: usize,
         out_channels: usize,
@@ -67,6 +68,14 @@ impl Conv2d {
         bias: bool,
         rng: &mut R,
     ) -> Result<Self> {
+        if in_channels == 0 || out_channels == 0 || kernel == 0 {
+            return Err(Error::invalid(
+                "Conv2d::new",
+                format!(
+                    "in_channels ({in_channels}), out_channels ({out_channels}) and kernel ({kernel}) must be positive"
+                ),
+            ));
+        }
         if params.groups == 0
             || !in_channels.is_multiple_of(params.groups)
             || !out_channels.is_multiple_of(params.groups)
@@ -138,8 +147,14 @@ pub struct BatchNorm2d {
 
 impl BatchNorm2d {
     /// Weight 1, bias 0, running mean 0, running variance 1; momentum 0.1,
-    /// eps 1e-5; training mode.
+    /// eps 1e-5; training mode. `channels` must be positive.
     pub fn new(channels: usize) -> Result<Self> {
+        if channels == 0 {
+            return Err(Error::invalid(
+                "BatchNorm2d::new",
+                "channels must be positive, got 0",
+            ));
+        }
         Ok(BatchNorm2d {
             weight: Tensor::ones(&[channels], DType::F32)?.requires_grad_(true),
             bias: Tensor::zeros(&[channels], DType::F32)?.requires_grad_(true),

@@ -10,7 +10,7 @@ use crate::tensor::Tensor;
 /// Momentum settings shared by all groups.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
-    /// Momentum factor μ, `>= 0` (0: plain SGD, no momentum buffer).
+    /// Momentum factor μ in `[0, 1]` (0: plain SGD, no momentum buffer).
     pub momentum: f64,
     /// Dampening τ in `[0, 1]`: after the first step, the gradient enters
     /// the momentum buffer scaled by `1 − τ`.
@@ -44,13 +44,16 @@ impl Sgd {
     /// An optimizer over `groups`.
     pub fn new(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
         check_groups("Sgd::new", &groups)?;
-        if !(0.0..=1.0).contains(&config.dampening)
-            || config.momentum.is_nan()
-            || config.momentum < 0.0
-        {
+        if !(0.0..=1.0).contains(&config.momentum) {
             return Err(Error::invalid(
                 "Sgd::new",
-                format!("invalid momentum/dampening {config:?}"),
+                format!("momentum must be in [0, 1], got {}", config.momentum),
+            ));
+        }
+        if !(0.0..=1.0).contains(&config.dampening) {
+            return Err(Error::invalid(
+                "Sgd::new",
+                format!("dampening must be in [0, 1], got {}", config.dampening),
             ));
         }
         if config.nesterov && (config.momentum <= 0.0 || config.dampening != 0.0) {

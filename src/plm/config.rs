@@ -69,10 +69,17 @@ impl Default for PlmConfig {
     }
 }
 
+/// The most bins a PLM configuration may ask for (2^16). The reference
+/// implementation uses 10; far more bins than training elements per epoch
+/// only leaves the histograms empty, and the bound keeps the histograms'
+/// memory (`n_bins × C` counts each) tied to real needs when `n_bins` comes
+/// from a file or an option.
+pub const MAX_BINS: usize = 1 << 16;
+
 impl PlmConfig {
-    /// Checks every field: λ finite and ≥ 0, at least two bins (one bin
-    /// cannot tell predictions from labels), `0 < rhat_min ≤ rhat_max`, both
-    /// finite.
+    /// Checks every field: λ finite and ≥ 0, between two bins (one bin
+    /// cannot tell predictions from labels) and [`MAX_BINS`] bins,
+    /// `0 < rhat_min ≤ rhat_max`, both finite.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         if !self.lambda.is_finite() || self.lambda < 0.0 {
             return Err(Error::invalid(
@@ -80,10 +87,13 @@ impl PlmConfig {
                 format!("lambda must be finite and >= 0, got {}", self.lambda),
             ));
         }
-        if self.n_bins < 2 {
+        if !(2..=MAX_BINS).contains(&self.n_bins) {
             return Err(Error::invalid(
                 op,
-                format!("n_bins must be at least 2, got {}", self.n_bins),
+                format!(
+                    "n_bins must be between 2 and {MAX_BINS}, got {}",
+                    self.n_bins
+                ),
             ));
         }
         let (lo, hi) = (self.rhat_min, self.rhat_max);

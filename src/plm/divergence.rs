@@ -51,13 +51,15 @@ impl Divergence {
 }
 
 /// Divides counts by their total; `None` for an empty histogram (total 0),
-/// which has no distribution.
+/// which has no distribution. The total is summed exactly (in `u128`), so
+/// counts near `u64::MAX` neither overflow nor wrap.
 pub fn normalize(counts: &[u64]) -> Option<Vec<f64>> {
-    let total: u64 = counts.iter().sum();
+    let total: u128 = counts.iter().map(|&n| u128::from(n)).sum();
     if total == 0 {
         return None;
     }
-    Some(counts.iter().map(|&n| n as f64 / total as f64).collect())
+    let total = total as f64;
+    Some(counts.iter().map(|&n| n as f64 / total).collect())
 }
 
 fn check_lengths(op: &'static str, a: &[f64], b: &[f64]) -> Result<()> {

@@ -32,28 +32,73 @@ pub struct Histograms {
     discarded: u64,
 }
 
+/// The most cells (`n_bins × C`) one histogram may have: 2^24, 128 MiB of
+/// counts. Sizes come from configurations and saved states, so they are
+/// bounded before anything is allocated.
+pub const MAX_CELLS: usize = 1 << 24;
+
+/// The cell count `n_bins × num_classes`, checked: both at least 1, the
+/// product at most [`MAX_CELLS`].
+fn cell_count(op: &'static str, n_bins: usize, num_classes: usize) -> Result<usize> {
+    if n_bins == 0 || num_classes == 0 {
+        return Err(Error::invalid(
+            op,
+            format!("need n_bins >= 1 and num_classes >= 1, got {n_bins} and {num_classes}"),
+        ));
+    }
+    n_bins
+        .checked_mul(num_classes)
+        .filter(|&cells| cells <= MAX_CELLS)
+        .ok_or_else(|| {
+            Error::invalid(
+                op,
+                format!(
+                    "{n_bins} bins x {num_classes} classes exceed the {MAX_CELLS} histogram cells allowed"
+                ),
+            )
+        })
+}
+
+/// `n` zero counts; failing to allocate them is an error, not an abort.
+fn zero_counts(op: &'static str, n: usize) -> Result<Vec<u64>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::invalid(op, format!("cannot allocate {n} histogram counts")))?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
+/// The error of a count that would pass `u64::MAX`.
+fn count_overflow(op: &'static str) -> Error {
+    Error::invalid(
+        op,
+        "histogram counts would exceed u64::MAX; reset the histograms (end the epoch) sooner",
+    )
+}
+
 impl Histograms {
-    /// Empty histograms (`n_bins ≥ 1`, `num_classes ≥ 1`).
+    /// Empty histograms (`n_bins ≥ 1`, `num_classes ≥ 1`, at most
+    /// [`MAX_CELLS`] cells).
     pub fn new(n_bins: usize, num_classes: usize) -> Result<Self> {
-        if n_bins == 0 || num_classes == 0 {
-            return Err(Error::invalid(
-                "Histograms::new",
-                format!("need n_bins >= 1 and num_classes >= 1, got {n_bins} and {num_classes}"),
-            ));
-        }
-        let cells = n_bins * num_classes;
+        const OP: &str = "Histograms::new";
+        let cells = cell_count(OP, n_bins, num_classes)?;
         Ok(Histograms {
             n_bins,
             num_classes,
-            pos_pred: vec![0; cells],
-            neg_pred: vec![0; cells],
-            pos_labels: vec![0; num_classes],
-            neg_labels: vec![0; num_classes],
+            pos_pred: zero_counts(OP, cells)?,
+            neg_pred: zero_counts(OP, cells)?,
+            pos_labels: zero_counts(OP, num_classes)?,
+            neg_labels: zero_counts(OP, num_classes)?,
             discarded: 0,
         })
     }
 
-    /// Rebuilds histograms from saved counts, checking every length.
+    /// Rebuilds histograms from saved counts, checking every length and
+    /// that the counts agree with each other as [`Histograms::add`] keeps
+    /// them: per class, the binned predictions of positives (negatives)
+    /// number at most its positive (negative) labels; the labels that were
+    /// not binned number exactly `discarded`; and all labels together fit
+    /// in a `u64`.
     pub fn from_counts(
         n_bins: usize,
         num_classes: usize,
@@ -63,8 +108,8 @@ impl Histograms {
         neg_labels: Vec<u64>,
         discarded: u64,
     ) -> Result<Self> {
-        let empty = Histograms::new(n_bins, num_classes)?;
-        let cells = n_bins * num_classes;
+        const OP: &str = "Histograms::from_counts";
+        let cells = cell_count(OP, n_bins, num_classes)?;
         for (name, len, want) in [
             ("pos_pred", pos_pred.len(), cells),
             ("neg_pred", neg_pred.len(), cells),
@@ -73,19 +118,71 @@ impl Histograms {
         ] {
             if len != want {
                 return Err(Error::invalid(
-                    "Histograms::from_counts",
+                    OP,
                     format!("{name} has {len} counts, expected {want} ({n_bins} bins x {num_classes} classes)"),
                 ));
             }
         }
+        // u128 sums cannot overflow: fewer than 2^64 terms below 2^64 each.
+        let total: u128 = pos_labels
+            .iter()
+            .chain(&neg_labels)
+            .map(|&n| u128::from(n))
+            .sum();
+        if total > u128::from(u64::MAX) {
+            return Err(Error::invalid(
+                OP,
+                format!("{total} labels in all exceed u64::MAX"),
+            ));
+        }
+        let mut unbinned: u128 = 0;
+        for (kind, pred, labels) in [
+            ("positive", &pos_pred, &pos_labels),
+            ("negative", &neg_pred, &neg_labels),
+        ] {
+            for (class, &count) in labels.iter().enumerate() {
+                let binned: u128 = pred
+                    .iter()
+                    .skip(class)
+                    .step_by(num_classes)
+                    .map(|&n| u128::from(n))
+                    .sum();
+                if binned > u128::from(count) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!("class {class} has {binned} binned {kind} predictions but only {count} {kind} labels"),
+                    ));
+                }
+                unbinned += u128::from(count) - binned;
+            }
+        }
+        if unbinned != u128::from(discarded) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{unbinned} labels have no binned prediction, but discarded is {discarded}"
+                ),
+            ));
+        }
         Ok(Histograms {
+            n_bins,
+            num_classes,
             pos_pred,
             neg_pred,
             pos_labels,
             neg_labels,
             discarded,
-            ..empty
         })
+    }
+
+    /// Number of labels counted since the last reset (every other count is
+    /// at most this).
+    fn total(&self) -> u128 {
+        self.pos_labels
+            .iter()
+            .chain(&self.neg_labels)
+            .map(|&n| u128::from(n))
+            .sum()
     }
 
     /// Number of bins.
@@ -101,17 +198,26 @@ impl Histograms {
     /// Adds one batch: `probabilities` and `labels` are row-major `[B, C]`.
     /// Every element's label is counted; its probability is binned unless it
     /// is NaN or outside [0, 1], in which case it is counted as discarded.
+    ///
+    /// Errors, with nothing counted, when the shapes disagree or when the
+    /// counts since the last reset would pass `u64::MAX`.
     pub fn add(&mut self, probabilities: &[f64], labels: &[bool]) -> Result<()> {
+        const OP: &str = "Histograms::add";
         let c = self.num_classes;
         if probabilities.len() != labels.len() || !labels.len().is_multiple_of(c) {
             return Err(Error::invalid(
-                "Histograms::add",
+                OP,
                 format!(
                     "{} probabilities and {} labels do not form [B, {c}] batches",
                     probabilities.len(),
                     labels.len()
                 ),
             ));
+        }
+        // Every count is at most the number of labels counted, so checking
+        // that total here makes every increment below safe.
+        if self.total() + labels.len() as u128 > u128::from(u64::MAX) {
+            return Err(count_overflow(OP));
         }
         for (e, (&p, &positive)) in probabilities.iter().zip(labels).enumerate() {
             let class = e % c;

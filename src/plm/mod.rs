@@ -83,7 +83,7 @@ pub mod philox;
 mod state;
 pub mod update;
 
-pub use config::{PlmConfig, RhatInit};
+pub use config::{PlmConfig, RhatInit, MAX_BINS};
 pub use divergence::{kl_pred_vs_truth, kl_truth_vs_pred, normalize, Divergence, EPS};
 pub use histogram::{bin_index, Histograms};
 pub use mask::{apply_mask, draw_mask, keep_probabilities, one_hot};

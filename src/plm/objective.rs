@@ -86,27 +86,10 @@ impl Plm {
             .map(|&r| (config.rhat_min.min(r), config.rhat_max.max(r)))
             .collect();
         let c = positives.len();
-        let mut plm = Plm {
-            config,
-            positives: positives.to_vec(),
-            num_samples,
-            rhat: Vec::new(),
-            histograms: Histograms::new(config.n_bins, c)?,
-            batches: 0,
-            epochs: 0,
-            ratios,
-            eligible,
-            bounds,
-        };
-        match progress {
-            None => {
-                plm.rhat = (0..c)
-                    .map(|k| match config.init {
-                        RhatInit::Balanced if plm.eligible[k] => 1.0,
-                        _ => plm.ratios[k],
-                    })
-                    .collect();
-            }
+        // Saved progress brings its own histograms: fresh ones are only
+        // allocated for a fresh start.
+        let (saved_rhat, histograms, batches, epochs) = match progress {
+            None => (None, Histograms::new(config.n_bins, c)?, 0, 0),
             Some(p) => {
                 if p.histograms.n_bins() != config.n_bins || p.histograms.num_classes() != c {
                     return Err(Error::invalid(
@@ -119,11 +102,31 @@ impl Plm {
                         ),
                     ));
                 }
-                plm.set_rhat(&p.rhat)?;
-                plm.histograms = p.histograms;
-                plm.batches = p.batches;
-                plm.epochs = p.epochs;
+                (Some(p.rhat), p.histograms, p.batches, p.epochs)
             }
+        };
+        let mut plm = Plm {
+            config,
+            positives: positives.to_vec(),
+            num_samples,
+            rhat: Vec::new(),
+            histograms,
+            batches,
+            epochs,
+            ratios,
+            eligible,
+            bounds,
+        };
+        match saved_rhat {
+            None => {
+                plm.rhat = (0..c)
+                    .map(|k| match config.init {
+                        RhatInit::Balanced if plm.eligible[k] => 1.0,
+                        _ => plm.ratios[k],
+                    })
+                    .collect();
+            }
+            Some(rhat) => plm.set_rhat(&rhat)?,
         }
         Ok(plm)
     }
@@ -225,6 +228,12 @@ impl Plm {
     pub fn sample_mask(&mut self, targets: &Tensor) -> Result<Tensor> {
         let labels = labels_of("Plm::sample_mask", targets, self.num_classes())?;
         let (keep_pos, keep_neg) = self.keep_probabilities();
+        let next = self.batches.checked_add(1).ok_or_else(|| {
+            Error::invalid(
+                "Plm::sample_mask",
+                "the mask counter is exhausted (u64::MAX masks drawn)",
+            )
+        })?;
         let bits = draw_mask(
             self.config.seed,
             self.batches,
@@ -232,7 +241,7 @@ impl Plm {
             &keep_pos,
             &keep_neg,
         )?;
-        self.batches += 1;
+        self.batches = next;
         mask_tensor(&bits, targets.shape(), targets.dtype())
     }
 
@@ -275,6 +284,12 @@ impl Plm {
     /// from the histograms (see [`epoch_update`]), applies the new `rhat`
     /// to the following masks, and resets the histograms.
     pub fn end_epoch(&mut self) -> Result<PlmEpochUpdate> {
+        let next = self.epochs.checked_add(1).ok_or_else(|| {
+            Error::invalid(
+                "Plm::end_epoch",
+                "the epoch counter is exhausted (u64::MAX epochs)",
+            )
+        })?;
         let update = epoch_update(
             &self.histograms,
             &self.rhat,
@@ -285,7 +300,7 @@ impl Plm {
         )?;
         self.rhat.clone_from(&update.rhat);
         self.histograms.reset();
-        self.epochs += 1;
+        self.epochs = next;
         Ok(update)
     }
 }

@@ -122,7 +122,8 @@ impl Tensor {
     }
 
     /// Normal samples with the given mean and standard deviation, drawn from
-    /// `rng` with the Box–Muller transform.
+    /// `rng` with the Box–Muller transform. `mean` must be finite and `std`
+    /// finite and `>= 0` (0 gives a constant tensor).
     pub fn randn<R: Rng + ?Sized>(
         shape: &[usize],
         mean: f64,
@@ -131,6 +132,12 @@ impl Tensor {
         rng: &mut R,
     ) -> Result<Tensor> {
         check_float_dtype("randn", dtype)?;
+        if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
+            return Err(Error::invalid(
+                "randn",
+                format!("need a finite mean and a finite std >= 0, got mean {mean}, std {std}"),
+            ));
+        }
         let n = checked_numel("randn", shape)?;
         let mut values = Vec::with_capacity(n + 1);
         while values.len() < n {

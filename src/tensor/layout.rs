@@ -431,6 +431,19 @@ mod tests {
     }
 
     #[test]
+    fn checked_numel_rejects_empty_shapes_with_overflowing_dims() {
+        assert_eq!(checked_numel("t", &[2, 0, 3]).unwrap(), 0);
+        assert_eq!(checked_numel("t", &[]).unwrap(), 1);
+        assert!(checked_numel("t", &[0, 1 << 32, 1 << 32]).is_err());
+        assert!(checked_numel("t", &[1 << 31, 0, 1 << 31]).is_err());
+        assert_eq!(checked_numel("t", &[0, 1 << 20, 1 << 20]).unwrap(), 0);
+        assert_eq!(
+            contiguous_strides(&[0, 1 << 20, 1 << 20]),
+            vec![1 << 40, 1 << 20, 1]
+        );
+    }
+
+    #[test]
     fn walk_runs_visits_every_offset_once() {
         let l = Layout::contiguous(&[3, 4]).permute(&[1, 0]);
         let (shape, strides) = collapse_dims(l.shape(), [l.strides()]);

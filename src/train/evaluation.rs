@@ -2,7 +2,7 @@
 //! reports: per-class precision / recall / F1 / AP and one flat summary
 //! (name → value) that logs, tables and comparisons share.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::{
     groups_by_thirds, most_frequent, multilabel_report, rarest, single_label_report, summarize,
     MultiLabelReport, SingleLabelReport,
@@ -28,8 +28,9 @@ pub struct Evaluation {
 impl Evaluation {
     /// Computes the metrics of `scores` (`n × C`, in [0, 1]) against
     /// `targets` (`n × C` multi-hot / one-hot bytes); `labels` are the class
-    /// indices for single-label data. `train_positives` orders classes by
-    /// training frequency for the group metrics.
+    /// indices for single-label data. `train_positives` (one count per
+    /// class, `num_classes` of them) orders classes by training frequency
+    /// for the group metrics.
     ///
     /// Summary keys, multi-label: `macro_f1`, `micro_f1`, `subset_accuracy`,
     /// `map`, `cp`, `cr`, `cf1`, `op`, `or`, `of1`, `rare3_recall`,
@@ -44,6 +45,15 @@ impl Evaluation {
         train_positives: &[usize],
         threshold: f64,
     ) -> Result<Self> {
+        if train_positives.len() != num_classes {
+            return Err(Error::invalid(
+                "Evaluation::new",
+                format!(
+                    "train_positives has {} counts for {num_classes} classes",
+                    train_positives.len()
+                ),
+            ));
+        }
         let scored = multilabel_report(scores, targets, num_classes, threshold)?;
         let k = EXTREME_CLASSES.min(num_classes);
         let rare = rarest(train_positives, k);

@@ -81,12 +81,18 @@ fn out_len(
     pad: usize,
     dil: usize,
 ) -> Result<usize> {
-    let span = dil.checked_mul(kernel - 1).and_then(|s| s.checked_add(1));
-    let padded = pad.checked_mul(2).and_then(|p| p.checked_add(input));
-    let (Some(span), Some(padded)) = (span, padded) else {
+    let Some(padded) = pad.checked_mul(2).and_then(|p| p.checked_add(input)) else {
         return Err(Error::invalid(
             OP,
-            format!("{axis}: padding {pad} or dilation {dil} is too large (the padded size or the dilated kernel overflows)"),
+            format!(
+                "{axis}: padding {pad} is too large: the padded size {input} + 2·{pad} overflows"
+            ),
+        ));
+    };
+    let Some(span) = dil.checked_mul(kernel - 1).and_then(|s| s.checked_add(1)) else {
+        return Err(Error::invalid(
+            OP,
+            format!("{axis}: dilation {dil} is too large: the dilated extent of a size-{kernel} window overflows"),
         ));
     };
     conv_out_len(input, kernel, stride, pad, dil).ok_or_else(|| {
