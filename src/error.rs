@@ -4,7 +4,7 @@
 //! operation and the offending shapes, dtypes or values, so that a failure deep
 //! inside a model points straight at its cause.
 
-use crate::tensor::{DType, Device};
+use crate::ground::{DType, Device};
 use std::fmt;
 
 /// Shorthand for `std::result::Result<T, ferrite::Error>`.

@@ -14,9 +14,11 @@
 //! assert_eq!(grads.get(&w).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 4.0]);
 //! ```
 //!
-//! Layers: [`tensor`] (types, layouts, storage) → [`ops`] (kernels and
-//! backward rules, one folder per op family) → [`autograd`] (graph walk,
-//! gradient store, gradcheck); [`backend`] holds device infrastructure.
+//! Layers: [`ground`] (dtypes, devices, layouts, the error type: no
+//! tensors) → [`tensor`] (the handle and its storage) → [`ops`] (kernels
+//! and backward rules, one folder per op family) → [`autograd`] (graph
+//! walk, gradient store, gradcheck); [`backend`] holds device
+//! infrastructure and builds on `ground` only.
 
 #![warn(missing_docs)]
 
@@ -26,6 +28,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod ground;
 pub mod loss;
 pub mod metrics;
 pub mod nn;

@@ -6,16 +6,14 @@
 //! `backward` later walks.
 
 mod creation;
-mod device;
 mod display;
-mod dtype;
-mod layout;
 mod storage;
 
-pub use device::Device;
-pub use dtype::{DType, Float, WithDType};
-pub use layout::{broadcast_shapes, checked_numel, contiguous_strides, Layout};
-pub(crate) use layout::{collapse_dims, normalize_dim, normalize_dims, walk_runs};
+pub use crate::ground::{
+    broadcast_shapes, checked_numel, contiguous_strides, DType, Device, Float, Layout, WithDType,
+    MAX_NUMEL,
+};
+pub(crate) use crate::ground::{collapse_dims, normalize_dim, normalize_dims, walk_runs};
 pub(crate) use storage::with_storage;
 pub use storage::{CpuStorage, StorageElement};
 
@@ -258,7 +256,7 @@ impl Tensor {
     }
 
     /// Read access to the underlying storage (whole buffer, see `layout`).
-    pub fn storage(&self) -> RwLockReadGuard<'_, CpuStorage> {
+    pub(crate) fn storage(&self) -> RwLockReadGuard<'_, CpuStorage> {
         self.0
             .storage
             .data

@@ -4,8 +4,8 @@
 //! run monomorphised code on the typed slice; the [`with_storage!`] macro
 //! writes that match for code that is generic over the element type.
 
-use super::dtype::{DType, WithDType};
 use crate::error::Result;
+use crate::ground::{DType, WithDType};
 use half::{bf16, f16};
 
 /// Host memory holding the elements of one or more tensor views.

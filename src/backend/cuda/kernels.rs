@@ -19,8 +19,8 @@ use super::params::{
     RowParams, SgdParams,
 };
 use crate::error::{Error, Result};
+use crate::ground::{broadcast_shapes, checked_numel, DType, Layout};
 use crate::ops::optim::{AdamStep, SgdStep};
-use crate::tensor::{broadcast_shapes, checked_numel, DType, Layout};
 use cudarc::driver::PushKernelArg;
 
 /// Queues kernel `$entry` of family `$family` with launch configuration

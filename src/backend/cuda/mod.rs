@@ -34,7 +34,7 @@ pub use buffer::CudaBuffer;
 pub use device::CudaDevice;
 
 use crate::error::{Error, Result};
-use crate::tensor::Device;
+use crate::ground::Device;
 use cudarc::driver::CudaContext;
 
 /// The error for GPU `ordinal` being unusable, with the reason in words.

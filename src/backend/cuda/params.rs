@@ -12,8 +12,8 @@
 //! dims, output sizes, optimizer constants), so launchers stay short.
 
 use crate::error::{Error, Result};
+use crate::ground::{checked_numel, collapse_dims, Layout};
 use crate::ops::optim::{AdamStep, SgdStep};
-use crate::tensor::{checked_numel, collapse_dims, Layout};
 use cudarc::driver::DeviceRepr;
 use std::mem::size_of;
 
