@@ -12,28 +12,10 @@ use super::Reduction;
 use crate::autograd::GradFn;
 use crate::backend::cpu::fill_chunks_weighted;
 use crate::error::{Error, Result};
+use crate::ops::dispatch::with_compute_storage;
 use crate::tensor::{
     broadcast_shapes, CpuStorage, DType, Float, StorageElement, Tensor, WithDType,
 };
-
-/// Runs `$body` on the typed slice of an f32 or f64 storage.
-macro_rules! with_float {
-    ($s:expr, |$v:ident : $T:ident| $body:expr) => {
-        match $s {
-            CpuStorage::F32($v) => {
-                #[allow(dead_code)]
-                type $T = f32;
-                $body
-            }
-            CpuStorage::F64($v) => {
-                #[allow(dead_code)]
-                type $T = f64;
-                $body
-            }
-            other => unreachable!("loss kernels run on f32/f64, got {:?}", other.dtype()),
-        }
-    };
-}
 
 /// Rough cost of one element (exp, ln, powf) in units of a simple
 /// elementwise op, for the parallelism threshold.
@@ -95,7 +77,7 @@ impl SigmoidLoss<'_> {
         let out = match self.reduction {
             Reduction::None => Tensor::from_storage(per_element, logits.shape())?,
             Reduction::Sum | Reduction::Mean => {
-                let mut total = with_float!(&per_element, |v: T| {
+                let mut total = with_compute_storage!(&per_element, |v: T| {
                     v.iter().map(|x| x.to_f64()).sum::<f64>()
                 });
                 if self.reduction == Reduction::Mean {
@@ -171,7 +153,7 @@ fn shape_error(op: &'static str, logits: &Tensor, other: &Tensor) -> Error {
 
 /// Errors unless every target lies in [0, 1] (NaN included in the refusal).
 fn check_targets(op: &'static str, targets: &Tensor) -> Result<()> {
-    let bad = with_float!(&*targets.storage(), |v: T| {
+    let bad = with_compute_storage!(&*targets.storage(), |v: T| {
         let off = targets.layout().offset();
         v[off..off + targets.numel()]
             .iter()

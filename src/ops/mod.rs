@@ -6,6 +6,7 @@
 //! autodiff. See `docs/OPS.md` for the checklist of ops and their tests.
 
 pub mod conv;
+pub(crate) mod dispatch;
 pub mod dropout;
 pub mod elementwise;
 pub mod index;

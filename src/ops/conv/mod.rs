@@ -15,8 +15,12 @@ pub use geom::conv_out_len;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, DType, Tensor};
+use crate::ops::dispatch::{compute_data, compute_slice, with_compute_type};
+use crate::tensor::{StorageElement, Tensor};
 use cpu::ConvGeom;
+
+/// The op's name in errors.
+const OP: &str = "conv2d";
 
 /// Hyper-parameters of [`Tensor::conv2d`]; `Default` is stride 1, no
 /// padding, dilation 1, one group.
@@ -70,7 +74,6 @@ impl Conv2dParams {
 /// Validates the tensors (rank, dtype, device, bias shape) and derives the
 /// geometry, whose own rules [`ConvGeom::new`] checks.
 fn geometry(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<ConvGeom> {
-    const OP: &str = "conv2d";
     if x.ndim() != 4 || w.ndim() != 4 {
         return Err(Error::ShapeMismatch {
             op: "conv2d (input N×C×H×W, weight O×C/groups×kh×kw)",
@@ -95,34 +98,17 @@ fn geometry(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> 
     Ok(geom)
 }
 
-/// Contiguous f32 or f64 data of a tensor, converting half types to f32
-/// (detached: kernels read it, the graph records the conv op itself).
-fn data_of(t: &Tensor) -> Result<Tensor> {
-    let t = t.detach();
-    match t.dtype() {
-        DType::BF16 | DType::F16 => t.to_dtype(DType::F32)?.contiguous(),
-        _ => t.contiguous(),
-    }
-}
-
-/// Runs `f32`/`f64` code on the storages of contiguous tensors of one dtype.
-macro_rules! with_float_slices {
-    ($dtype:expr, [$($t:ident),*], |$T:ident, $($s:ident),*| $body:expr) => {{
-        match $dtype {
-            DType::F64 => {
-                type $T = f64;
-                $(let $s = $t.storage();)*
-                $(let $s: &[f64] = match &*$s { CpuStorage::F64(v) => &v[$t.layout().offset()..], _ => unreachable!() };)*
-                CpuStorage::F64($body)
-            }
-            _ => {
-                type $T = f32;
-                $(let $s = $t.storage();)*
-                $(let $s: &[f32] = match &*$s { CpuStorage::F32(v) => &v[$t.layout().offset()..], _ => unreachable!() };)*
-                CpuStorage::F32($body)
-            }
-        }
-    }};
+/// Runs `$body` with `$T` the compute type of `$dtype` and each `$s` the
+/// typed contiguous slice of compute data `$t` (see [`crate::ops::dispatch`]);
+/// the result is wrapped in the matching storage.
+macro_rules! on_compute_slices {
+    ($dtype:expr, [$($t:ident),*], |$T:ident, $($s:ident),*| $body:expr) => {
+        with_compute_type!($dtype, |$T| {
+            $(let $s = $t.storage();)*
+            $(let $s = compute_slice::<$T>(&$s, &$t);)*
+            <$T as StorageElement>::into_storage($body)
+        })
+    };
 }
 
 struct Conv2dBackward {
@@ -144,12 +130,12 @@ impl GradFn for Conv2dBackward {
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let geom = self.geom;
         let dtype = self.input.dtype();
-        let dy = data_of(g)?;
+        let dy = compute_data(OP, g)?;
         let wide = dy.dtype();
         let grad_input = if self.input.requires_grad() {
-            let w = data_of(&self.weight)?;
+            let w = compute_data(OP, &self.weight)?;
             let s =
-                with_float_slices!(wide, [dy, w], |T, dys, ws| cpu::conv2d_backward_input::<T>(
+                on_compute_slices!(wide, [dy, w], |T, dys, ws| cpu::conv2d_backward_input::<T>(
                     dys, ws, &geom
                 )?);
             Some(Tensor::from_storage(s, self.input.shape())?.to_dtype(dtype)?)
@@ -157,8 +143,8 @@ impl GradFn for Conv2dBackward {
             None
         };
         let grad_weight = if self.weight.requires_grad() {
-            let x = data_of(&self.input)?;
-            let s = with_float_slices!(
+            let x = compute_data(OP, &self.input)?;
+            let s = on_compute_slices!(
                 wide,
                 [x, dy],
                 |T, xs, dys| cpu::conv2d_backward_weight::<T>(xs, dys, &geom)?
@@ -198,17 +184,17 @@ fn forward(
     kernel: Kernel,
 ) -> Result<(Tensor, ConvGeom)> {
     let geom = geometry(x, weight, bias, &params)?;
-    let (xd, wd) = (data_of(x)?, data_of(weight)?);
-    let bd = bias.map(data_of).transpose()?;
+    let (xd, wd) = (compute_data(OP, x)?, compute_data(OP, weight)?);
+    let bd = bias.map(|b| compute_data(OP, b)).transpose()?;
     let s = match &bd {
-        Some(b) => with_float_slices!(xd.dtype(), [xd, wd, b], |T, xs, ws, bs| {
-            let bs = Some(&bs[..geom.c_out]);
+        Some(b) => on_compute_slices!(xd.dtype(), [xd, wd, b], |T, xs, ws, bs| {
+            let bs = Some(bs);
             match kernel {
                 Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, bs, &geom)?,
                 Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, bs, &geom)?,
             }
         }),
-        None => with_float_slices!(xd.dtype(), [xd, wd], |T, xs, ws| match kernel {
+        None => on_compute_slices!(xd.dtype(), [xd, wd], |T, xs, ws| match kernel {
             Kernel::Gemm => cpu::conv2d_forward::<T>(xs, ws, None, &geom)?,
             Kernel::Direct => cpu::conv2d_direct::<T>(xs, ws, None, &geom)?,
         }),

@@ -15,6 +15,7 @@
 use super::{BinaryOp, CmpOp, UnaryOp};
 use crate::backend::cpu::output::build;
 use crate::error::{Error, Result};
+use crate::ops::dispatch::float_dispatch;
 use crate::tensor::{
     collapse_dims, walk_runs, with_storage, CpuStorage, DType, Float, Layout, WithDType,
 };
@@ -118,47 +119,6 @@ where
         );
     })
 }
-
-/// Runs a float kernel on any float storage: f32/f64 natively, half types
-/// through f32. `k` receives the typed slice and layout.
-macro_rules! float_dispatch {
-    ($op_name:expr, $s:expr, $l:expr, |$v:ident, $lay:ident| $k:expr) => {{
-        let l: &$crate::tensor::Layout = $l;
-        match $s {
-            $crate::tensor::CpuStorage::F32($v) => {
-                let $lay = l;
-                Ok($crate::tensor::CpuStorage::F32($k?))
-            }
-            $crate::tensor::CpuStorage::F64($v) => {
-                let $lay = l;
-                Ok($crate::tensor::CpuStorage::F64($k?))
-            }
-            $crate::tensor::CpuStorage::BF16(h) => {
-                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::bf16| x.to_f32())?;
-                let $v = &wide;
-                let $lay = &$crate::tensor::Layout::contiguous(l.shape());
-                let r: Vec<f32> = $k?;
-                Ok($crate::tensor::CpuStorage::BF16(
-                    r.into_iter().map(half::bf16::from_f32).collect(),
-                ))
-            }
-            $crate::tensor::CpuStorage::F16(h) => {
-                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::f16| x.to_f32())?;
-                let $v = &wide;
-                let $lay = &$crate::tensor::Layout::contiguous(l.shape());
-                let r: Vec<f32> = $k?;
-                Ok($crate::tensor::CpuStorage::F16(
-                    r.into_iter().map(half::f16::from_f32).collect(),
-                ))
-            }
-            other => Err($crate::error::Error::UnsupportedDType {
-                op: $op_name,
-                dtype: other.dtype(),
-            }),
-        }
-    }};
-}
-pub(crate) use float_dispatch;
 
 #[inline]
 fn sigmoid<T: Float>(x: T) -> T {

@@ -22,7 +22,8 @@ pub(crate) mod cpu;
 
 use crate::autograd::{no_grad, GradFn};
 use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, DType, Float, StorageElement, Tensor};
+use crate::ops::dispatch::{compute_data, compute_slice, with_compute_type, ComputeFloat};
+use crate::tensor::{CpuStorage, DType, Tensor};
 use cpu::NcsShape;
 
 const OP: &str = "batch_norm";
@@ -48,20 +49,6 @@ impl Default for BatchNormOptions {
             eps: 1e-5,
         }
     }
-}
-
-/// Contiguous f32 or f64 data of a tensor (half types widened to f32).
-fn data_of(t: &Tensor) -> Result<Tensor> {
-    match t.dtype() {
-        DType::BF16 | DType::F16 => t.to_dtype(DType::F32)?.contiguous(),
-        _ => t.contiguous(),
-    }
-}
-
-/// The typed elements of a contiguous tensor whose storage is `s`.
-fn elems<'a, T: StorageElement>(s: &'a CpuStorage, t: &Tensor) -> &'a [T] {
-    let off = t.layout().offset();
-    &T::slice(s).expect("dtype checked by the caller")[off..off + t.numel()]
 }
 
 /// A 1-D tensor of `dtype` holding `values`.
@@ -192,31 +179,22 @@ fn update_running(buf: &Tensor, batch: &[f64], momentum: f64) -> Result<()> {
     no_grad(|| buf.assign(&src))
 }
 
-/// Float element types the batch-norm kernels run on (f32 and f64; half
-/// types are widened to f32 by [`data_of`]).
-trait Kernel: Float + StorageElement {}
-impl Kernel for f32 {}
-impl Kernel for f64 {}
-
-/// Runs `$f::<T>(args)` with `T` = f64 for F64 data, f32 otherwise (the
-/// data was prepared by [`data_of`], so nothing else can occur).
+/// Runs `$f::<T>(args)` with `T` the compute type of `$dtype` (data made
+/// by [`compute_data`]; see [`crate::ops::dispatch`]).
 macro_rules! dispatch {
     ($dtype:expr, $f:ident($($arg:expr),*)) => {
-        match $dtype {
-            DType::F64 => $f::<f64>($($arg),*),
-            _ => $f::<f32>($($arg),*),
-        }
+        with_compute_type!($dtype, |T| $f::<T>($($arg),*))
     };
 }
 
 /// Per-channel `(mean, Σ(x − mean)²)` of contiguous data `x`.
-fn moments<T: Kernel>(x: &Tensor, sh: NcsShape) -> (Vec<f64>, Vec<f64>) {
+fn moments<T: ComputeFloat>(x: &Tensor, sh: NcsShape) -> (Vec<f64>, Vec<f64>) {
     let s = x.storage();
-    cpu::channel_moments(elems::<T>(&s, x), sh)
+    cpu::channel_moments(compute_slice::<T>(&s, x), sh)
 }
 
 /// `(x − mean)·scale + shift` per channel, on contiguous data `x`.
-fn normalize<T: Kernel>(
+fn normalize<T: ComputeFloat>(
     x: &Tensor,
     sh: NcsShape,
     mean: &[f64],
@@ -225,7 +203,7 @@ fn normalize<T: Kernel>(
 ) -> Result<CpuStorage> {
     let s = x.storage();
     Ok(T::into_storage(cpu::channel_normalize(
-        elems::<T>(&s, x),
+        compute_slice::<T>(&s, x),
         sh,
         mean,
         scale,
@@ -234,19 +212,24 @@ fn normalize<T: Kernel>(
 }
 
 /// Per-channel `(Σdy, Σdy·(x − mean))` on contiguous data of one dtype.
-fn grad_sums<T: Kernel>(
+fn grad_sums<T: ComputeFloat>(
     dy: &Tensor,
     x: &Tensor,
     sh: NcsShape,
     mean: &[f64],
 ) -> (Vec<f64>, Vec<f64>) {
     Tensor::read_storages(&[dy, x], |s| {
-        cpu::channel_grad_sums(elems::<T>(s[0], dy), elems::<T>(s[1], x), sh, mean)
+        cpu::channel_grad_sums(
+            compute_slice::<T>(s[0], dy),
+            compute_slice::<T>(s[1], x),
+            sh,
+            mean,
+        )
     })
 }
 
 /// `dx = a·dy + p·(x − mean) + q` per channel, on contiguous data.
-fn grad_input<T: Kernel>(
+fn grad_input<T: ComputeFloat>(
     dy: &Tensor,
     x: &Tensor,
     sh: NcsShape,
@@ -255,8 +238,8 @@ fn grad_input<T: Kernel>(
 ) -> Result<CpuStorage> {
     Tensor::read_storages(&[dy, x], |s| {
         Ok(T::into_storage(cpu::channel_grad_input(
-            elems::<T>(s[0], dy),
-            elems::<T>(s[1], x),
+            compute_slice::<T>(s[0], dy),
+            compute_slice::<T>(s[1], x),
             sh,
             mean,
             coef,
@@ -288,7 +271,7 @@ impl GradFn for BatchNormBackward {
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let sh = NcsShape::of(self.input.shape());
         let m = sh.per_channel() as f64;
-        let x = data_of(&self.input)?;
+        let x = compute_data(OP, &self.input)?;
         // Same compute dtype as x (g may arrive in another float dtype).
         let dy = g.to_dtype(x.dtype())?.contiguous()?;
         let (mean, invstd) = (&self.mean, &self.invstd);
@@ -374,7 +357,7 @@ impl Tensor {
         }
         let sh = NcsShape::of(self.shape());
         let m = sh.per_channel() as f64;
-        let x = data_of(self)?;
+        let x = compute_data(OP, self)?;
         let (mean, invstd) = if opts.training {
             let (mean, var_sum) = dispatch!(x.dtype(), moments(&x, sh));
             if let Some(rm) = running_mean {

@@ -19,7 +19,7 @@ pub mod cpu;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::ops::elementwise::cpu::float_dispatch;
+use crate::ops::dispatch::float_dispatch;
 use crate::tensor::{CpuStorage, Tensor};
 use cpu::{PlaneGeom, Span};
 

@@ -10,7 +10,8 @@
 
 use crate::backend::cpu::{fill_chunks_weighted, num_threads, PARALLEL_MIN_ELEMENTS};
 use crate::error::{Error, Result};
-use crate::ops::elementwise::cpu::{float_dispatch, map1};
+use crate::ops::dispatch::float_dispatch;
+use crate::ops::elementwise::cpu::map1;
 use crate::tensor::{CpuStorage, Float, Layout};
 use rayon::prelude::*;
 

@@ -8,7 +8,8 @@
 use crate::backend::cpu::pool::take;
 use crate::backend::cpu::{fill_rows, simd};
 use crate::error::Result;
-use crate::ops::elementwise::cpu::{float_dispatch, map1};
+use crate::ops::dispatch::float_dispatch;
+use crate::ops::elementwise::cpu::map1;
 use crate::ops::reduce::cpu::{max_lanes, sum_block};
 use crate::tensor::{CpuStorage, Float, Layout};
 
