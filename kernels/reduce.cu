@@ -170,9 +170,11 @@ extern "C" __global__ void log_softmax_fwd_f32(RowParams p, const float* x, floa
         const float* row = x + r * p.row_stride;
         float m, s;
         row_max_sum_exp(row, p.cols, scratch, &m, &s);
-        float shift = m + logf(s);
+        // (x - max) - log(sum), not x - (max + log(sum)): at large logits
+        // the rounding of max + log(sum) would swamp log(sum).
+        float log_sum = logf(s);
         for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) {
-            y[r * p.cols + j] = row[j] - shift;
+            y[r * p.cols + j] = (row[j] - m) - log_sum;
         }
     }
 }

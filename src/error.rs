@@ -185,6 +185,16 @@ impl Error {
         }
     }
 
+    /// An [`Error::IndexOutOfRange`] for `index`, or an
+    /// [`Error::InvalidArgument`] saying the same when `index` does not fit
+    /// in `i64` (so `usize::MAX` is shown as itself, not as −1).
+    pub(crate) fn index_out_of_range(op: &'static str, index: usize, size: usize) -> Self {
+        match i64::try_from(index) {
+            Ok(index) => Error::IndexOutOfRange { op, index, size },
+            Err(_) => Error::invalid(op, format!("index {index} out of range for size {size}")),
+        }
+    }
+
     /// Builds an [`Error::BadShape`].
     pub(crate) fn bad_shape(op: &'static str, msg: impl Into<String>) -> Self {
         Error::BadShape {

@@ -178,16 +178,15 @@ fn every_bad_setting_is_refused_by_name_before_any_work() {
         (&["--train-size", "100000000000"], "--train-size"),
         (&["--test-size", "100000000000"], "--test-size"),
         (&["--crop-padding", "1000000"], "--crop-padding"),
-        (
-            &["--epochs", "2", "--warmup-epochs", "5"],
-            "--warmup-epochs",
-        ),
         (&["--schedule", "multistep"], "--milestones"),
         (
             &["--schedule", "multistep", "--milestones", "3,2"],
             "--milestones",
         ),
-        (&["--epochs", "5", "--milestones", "9"], "--milestones"),
+        (
+            &["--schedule", "multistep", "--milestones", "0,3"],
+            "--milestones",
+        ),
         (&["--momentum", "1"], "--momentum"),
         (&["--optimizer", "adam", "--nesterov"], "--nesterov"),
         (&["--weight-decay", "-1"], "--weight-decay"),

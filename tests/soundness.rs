@@ -157,3 +157,92 @@ fn conv_kernels_check_their_buffers_against_the_geometry() {
     assert!(winograd::conv2d_forward(&x, &w, None, &strided).is_err());
     assert!(winograd::conv2d_backward_weight(&x, &dy, &strided).is_err());
 }
+
+#[test]
+fn narrowing_empty_tensors_stays_legal() {
+    // An empty view keeps its offset inside the storage.
+    let e = Tensor::zeros(&[0, 5], DType::F32).unwrap();
+    let n = e.narrow(1, 3, 2).unwrap();
+    assert_eq!(n.shape(), &[0, 2]);
+    assert_eq!(n.sum_all().unwrap().to_vec::<f32>().unwrap(), vec![0.0]);
+    assert_eq!(e.chunks(2, 1).unwrap().len(), 3);
+    let x = ones(&[4, 3]);
+    assert_eq!(x.narrow(0, 4, 0).unwrap().shape(), &[0, 3]);
+    // cat backward narrows the gradient, empty parts included.
+    let a = Tensor::zeros(&[0, 3], DType::F32)
+        .unwrap()
+        .requires_grad_(true);
+    let b = ones(&[2, 3]).requires_grad_(true);
+    let y = Tensor::cat(&[a.clone(), b.clone()], 0).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&a).unwrap().shape(), &[0, 3]);
+    assert_eq!(g.get(&b).unwrap().to_vec::<f32>().unwrap(), vec![1.0; 6]);
+}
+
+#[test]
+fn more_outputs_too_large_to_allocate_are_errors() {
+    let oom = |r: ferrite::Result<Tensor>| match r {
+        Err(Error::OutOfMemory { .. }) => {}
+        other => panic!(
+            "expected OutOfMemory, got {:?}",
+            other.map(|t| t.shape().to_vec())
+        ),
+    };
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    oom(Tensor::randn(
+        &[1 << 28, 1 << 28],
+        0.0,
+        1.0,
+        DType::F32,
+        &mut rng,
+    ));
+    oom(Tensor::rand(
+        &[1 << 28, 1 << 28],
+        0.0,
+        1.0,
+        DType::F32,
+        &mut rng,
+    ));
+    oom(Tensor::eye(1 << 28, DType::F32));
+    // A batch of 2^40 one-element products: the batch bookkeeping alone
+    // is too large.
+    let a = ones(&[1, 1, 1]).expand(&[BIG, 1, 1]).unwrap();
+    let r = a.matmul(&ones(&[1, 1]));
+    assert!(r.is_err(), "{:?}", r.map(|t| t.shape().to_vec()));
+    // 2^40 rows selected from a single one.
+    let idx = Tensor::zeros(&[1], DType::I64)
+        .unwrap()
+        .expand(&[BIG])
+        .unwrap();
+    let r = ones(&[1, 1 << 20]).index_select(0, &idx);
+    assert!(r.is_err(), "{:?}", r.map(|t| t.shape().to_vec()));
+    // Concatenating views whose total is unaddressable.
+    let huge = ones(&[1, 1]).expand(&[1 << 59, 1]).unwrap();
+    let r = Tensor::cat(&[huge.clone(), huge.clone(), huge], 0);
+    assert!(r.is_err(), "{:?}", r.map(|t| t.shape().to_vec()));
+}
+
+#[test]
+fn convolutions_without_channels_do_not_panic() {
+    let x = Tensor::zeros(&[1, 16, 5, 5], DType::F32)
+        .unwrap()
+        .requires_grad_(true);
+    let w = Tensor::zeros(&[0, 16, 3, 3], DType::F32)
+        .unwrap()
+        .requires_grad_(true);
+    let y = x
+        .conv2d(&w, None, Conv2dParams::default().padding(1))
+        .unwrap();
+    assert_eq!(y.shape(), &[1, 0, 5, 5]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        g.get(&x).unwrap().to_vec::<f32>().unwrap(),
+        vec![0.0; 16 * 25]
+    );
+    // The public Winograd kernel with no channels at all.
+    let p = Conv2dParams::default().padding(1);
+    let g = ConvGeom::new([1, 0, 5, 5], [0, 0, 3, 3], &p).unwrap();
+    assert!(winograd::conv2d_forward::<f32>(&[], &[], None, &g)
+        .unwrap()
+        .is_empty());
+}

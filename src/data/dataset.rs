@@ -10,17 +10,6 @@
 use super::mnist::ImageSplit;
 use crate::error::{Error, Result};
 
-/// An [`Error::IndexOutOfRange`] for `index` in `0..size`; an index too
-/// large for the error's `i64` field is an [`Error::InvalidArgument`] with
-/// the same words, so that the message shows the index as given (never as
-/// a negative number).
-pub(crate) fn index_error(op: &'static str, index: usize, size: usize) -> Error {
-    match i64::try_from(index) {
-        Ok(index) => Error::IndexOutOfRange { op, index, size },
-        Err(_) => Error::invalid(op, format!("index {index} out of range for size {size}")),
-    }
-}
-
 /// The labels of a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Labels {
@@ -142,7 +131,7 @@ impl ImageDataset {
                 ),
             ));
         }
-        let out_of_range = || index_error(OP, i, self.len());
+        let out_of_range = || Error::index_out_of_range(OP, i, self.len());
         match &self.labels {
             Labels::Single(labels) => {
                 let label = *labels.get(i).ok_or_else(out_of_range)? as usize;
@@ -186,7 +175,7 @@ impl ImageDataset {
         const OP: &str = "ImageDataset::subset";
         let n = self.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
-            return Err(index_error(OP, bad, n));
+            return Err(Error::index_out_of_range(OP, bad, n));
         }
         let size = self.image_size()?;
         if n.checked_mul(size)

@@ -37,7 +37,7 @@
 //! alive — in an autograd graph, say — when the next one is built, so it
 //! cannot be recycled), and the small `indices` and `labels` vectors.
 
-use super::dataset::{index_error, ImageDataset, Labels};
+use super::dataset::{ImageDataset, Labels};
 use super::rng::SplitMix64;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -271,7 +271,7 @@ impl<'a> DataLoader<'a> {
         let n = ds.len();
         const OP: &str = "DataLoader::batch";
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
-            return Err(index_error(OP, bad, n));
+            return Err(Error::index_out_of_range(OP, bad, n));
         }
         let (b, size, classes) = (indices.len(), ds.image_size()?, ds.num_classes);
         let mut x = zeroed(OP, b.checked_mul(size))?;

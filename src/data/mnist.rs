@@ -1,6 +1,6 @@
 //! MNIST and Fashion-MNIST from their four IDX files.
 
-use super::dataset::{index_error, ImageDataset};
+use super::dataset::ImageDataset;
 use super::idx::read_idx;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -59,7 +59,7 @@ impl ImageSplit {
                 )
             })?;
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
-            return Err(index_error(OP, bad, self.len()));
+            return Err(Error::index_out_of_range(OP, bad, self.len()));
         }
         // At most `indices.len()` copies of the split's own images.
         let values = indices.len().saturating_mul(px);

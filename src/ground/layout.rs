@@ -198,10 +198,14 @@ impl Layout {
     }
 
     /// Restricts dimension `dim` to `start..start + len`.
+    /// An empty result keeps the offset: it addresses nothing, and its
+    /// offset must stay inside the storage like every other layout's.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Layout {
         let mut l = self.clone();
-        l.offset += start * self.strides[dim];
         l.shape[dim] = len;
+        if !l.shape.contains(&0) {
+            l.offset += start * self.strides[dim];
+        }
         l
     }
 

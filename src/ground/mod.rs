@@ -4,9 +4,9 @@
 //! [`crate::error`]). `backend` and the kernels build on these without
 //! importing the tensor layer; [`crate::tensor`] re-exports them.
 
-pub mod device;
-pub mod dtype;
-pub mod layout;
+mod device;
+mod dtype;
+mod layout;
 
 pub use crate::error::{Error, Result};
 pub use device::Device;

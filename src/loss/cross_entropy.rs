@@ -160,7 +160,7 @@ fn class_weights(logits: &Tensor, weight: Option<&Tensor>) -> Result<Vec<f64>> {
 /// A 1-D tensor of `dtype` holding `values`.
 fn vector(values: &[f64], dtype: DType) -> Result<Tensor> {
     Tensor::from_storage(
-        CpuStorage::from_f64_iter(dtype, values.iter().copied()),
+        CpuStorage::from_f64_iter(dtype, values.iter().copied())?,
         &[values.len()],
     )
 }

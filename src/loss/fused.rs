@@ -84,7 +84,7 @@ impl SigmoidLoss<'_> {
                     total /= n as f64; // NaN over zero elements, like `mean`
                 }
                 Tensor::from_storage(
-                    CpuStorage::from_f64_iter(logits.dtype(), [total].into_iter()),
+                    CpuStorage::from_f64_iter(logits.dtype(), [total].into_iter())?,
                     &[],
                 )?
             }

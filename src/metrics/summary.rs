@@ -51,11 +51,7 @@ pub fn summarize(report: &MultiLabelReport, classes: &[usize]) -> Result<GroupSu
     let mut seen = vec![false; num];
     for &c in classes {
         if c >= num {
-            return Err(Error::IndexOutOfRange {
-                op: OP,
-                index: c as i64,
-                size: num,
-            });
+            return Err(Error::index_out_of_range(OP, c, num));
         }
         if std::mem::replace(&mut seen[c], true) {
             return Err(Error::invalid(OP, format!("class {c} is listed twice")));

@@ -50,7 +50,7 @@ impl Tensor {
                     0.0
                 }
             }),
-        );
+        )?;
         self.mul(&Tensor::from_storage(mask, self.shape())?)
     }
 }

@@ -106,14 +106,16 @@ pub fn one_hot(labels: &[usize], num_classes: usize) -> Result<Tensor> {
     if num_classes == 0 {
         return Err(Error::invalid("one_hot", "num_classes must be at least 1"));
     }
-    let mut data = vec![0.0f32; labels.len() * num_classes];
+    let len = crate::tensor::checked_numel("one_hot", &[labels.len(), num_classes])?;
+    let mut data = vec![0.0f32; 0];
+    data.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            bytes: len.saturating_mul(4),
+        })?;
+    data.resize(len, 0.0);
     for (i, &label) in labels.iter().enumerate() {
         if label >= num_classes {
-            return Err(Error::IndexOutOfRange {
-                op: "one_hot",
-                index: label as i64,
-                size: num_classes,
-            });
+            return Err(Error::index_out_of_range("one_hot", label, num_classes));
         }
         data[i * num_classes + label] = 1.0;
     }

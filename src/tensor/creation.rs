@@ -84,7 +84,7 @@ impl Tensor {
             ));
         }
         let n = count as usize;
-        let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| start + i as f64 * step));
+        let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| start + i as f64 * step))?;
         Tensor::from_storage(s, &[n])
     }
 
@@ -94,7 +94,7 @@ impl Tensor {
         let s = CpuStorage::from_f64_iter(
             dtype,
             (0..total).map(|i| if i / n == i % n { 1.0 } else { 0.0 }),
-        );
+        )?;
         Tensor::from_storage(s, &[n, n])
     }
 
@@ -117,7 +117,7 @@ impl Tensor {
         let s = CpuStorage::from_f64_iter(
             dtype,
             (0..n).map(|_| low + (high - low) * rng.random::<f64>()),
-        );
+        )?;
         Tensor::from_storage(s, shape)
     }
 
@@ -139,7 +139,7 @@ impl Tensor {
             ));
         }
         let n = checked_numel("randn", shape)?;
-        let mut values = Vec::with_capacity(n + 1);
+        let mut values = crate::backend::cpu::pool::try_with_capacity(n + 1)?;
         while values.len() < n {
             // 1 - u lies in (0, 1], so its log is finite.
             let u1 = 1.0 - rng.random::<f64>();
@@ -150,7 +150,7 @@ impl Tensor {
             values.push(mean + std * r * theta.sin());
         }
         values.truncate(n);
-        Tensor::from_storage(CpuStorage::from_f64_iter(dtype, values.into_iter()), shape)
+        Tensor::from_storage(CpuStorage::from_f64_iter(dtype, values.into_iter())?, shape)
     }
 
     /// Samples 0/1 with probability given by each element of `self` (a float
@@ -168,7 +168,7 @@ impl Tensor {
             self.dtype(),
             p.iter()
                 .map(|&p| if rng.random::<f64>() < p { 1.0 } else { 0.0 }),
-        );
+        )?;
         Tensor::from_storage(s, self.shape())
     }
 }

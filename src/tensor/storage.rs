@@ -122,15 +122,23 @@ impl CpuStorage {
     }
 
     /// Builds a storage from values given as f64, converted to `dtype`.
-    pub fn from_f64_iter(dtype: DType, it: impl Iterator<Item = f64>) -> Self {
-        match dtype {
-            DType::F32 => CpuStorage::F32(it.map(|v| v as f32).collect()),
-            DType::F64 => CpuStorage::F64(it.collect()),
-            DType::BF16 => CpuStorage::BF16(it.map(<bf16 as WithDType>::from_f64).collect()),
-            DType::F16 => CpuStorage::F16(it.map(<f16 as WithDType>::from_f64).collect()),
-            DType::I64 => CpuStorage::I64(it.map(|v| v as i64).collect()),
-            DType::U8 => CpuStorage::U8(it.map(|v| v as u8).collect()),
+    /// The buffer is reserved up front for the iterator's announced length;
+    /// a request the system refuses is an
+    /// [`Error::OutOfMemory`](crate::Error::OutOfMemory).
+    pub fn from_f64_iter(dtype: DType, it: impl Iterator<Item = f64>) -> Result<Self> {
+        fn collect<T>(it: impl Iterator<Item = T>) -> Result<Vec<T>> {
+            let mut v = crate::backend::cpu::pool::try_with_capacity(it.size_hint().0)?;
+            v.extend(it);
+            Ok(v)
         }
+        Ok(match dtype {
+            DType::F32 => CpuStorage::F32(collect(it.map(|v| v as f32))?),
+            DType::F64 => CpuStorage::F64(collect(it)?),
+            DType::BF16 => CpuStorage::BF16(collect(it.map(<bf16 as WithDType>::from_f64))?),
+            DType::F16 => CpuStorage::F16(collect(it.map(<f16 as WithDType>::from_f64))?),
+            DType::I64 => CpuStorage::I64(collect(it.map(|v| v as i64))?),
+            DType::U8 => CpuStorage::U8(collect(it.map(|v| v as u8))?),
+        })
     }
 
     /// Element `i` converted to f64.

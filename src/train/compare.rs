@@ -145,7 +145,9 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 
 /// The settings in which two run configurations in JSON form differ, one
 /// `key: stored there, wanted here` line per setting (dotted keys, e.g.
-/// `optim.lr: 0.001 there, 0.1 here`), in key order.
+/// `optim.lr: 0.001 there, 0.1 here`), in key order. Where the data files
+/// live (`data.dir`) is not a setting of the run: moving them, or naming
+/// them by another path, changes nothing (as with `eval --data-dir`).
 pub fn config_differences(stored: &Value, wanted: &Value) -> Vec<String> {
     fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
         match v {
@@ -170,6 +172,7 @@ pub fn config_differences(stored: &Value, wanted: &Value) -> Vec<String> {
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let shown = |v: Option<&Value>| v.map_or("missing".to_string(), Value::to_string);
     keys.into_iter()
+        .filter(|k| k.as_str() != "data.dir")
         .filter(|k| !same_setting(a.get(*k), b.get(*k)))
         .map(|k| format!("{k}: {} there, {} here", shown(a.get(k)), shown(b.get(k))))
         .collect()
@@ -490,6 +493,10 @@ mod tests {
         );
         assert_eq!(d.len(), 1);
         assert!(d[0].starts_with("seed: "), "{d:?}");
+        // The data folder's path is not a setting.
+        let mut moved = a.clone();
+        moved.data.dir = "elsewhere/mnist".into();
+        assert!(config_differences(&a.to_json(), &moved.to_json()).is_empty());
         let d = config_differences(&json!({"x": 1}), &json!({"y": {"z": 2}}));
         assert_eq!(
             d,

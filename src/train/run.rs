@@ -136,6 +136,16 @@ impl Trainer {
         if let Some(dir) = data_dir {
             config.data.dir = dir;
         }
+        // Checked before `build`, which loads or generates the data.
+        let epochs_done = usize::try_from(ckpt.epoch)
+            .ok()
+            .filter(|&e| e <= config.epochs)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "the epoch counter ({}) exceeds the {} epochs of the run's configuration",
+                    ckpt.epoch, config.epochs
+                ))
+            })?;
         let mut trainer = Self::build(config, out_dir)?;
         restore_training(&ckpt, path, &trainer.model, &mut trainer.optimizer)?;
         if let Some(state) = ckpt.metadata.get(META_PLM) {
@@ -147,15 +157,7 @@ impl Trainer {
                 "the run uses PLM but the checkpoint has no `{META_PLM}` state"
             )));
         }
-        trainer.epochs_done = usize::try_from(ckpt.epoch)
-            .ok()
-            .filter(|&e| e <= trainer.config.epochs)
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "the epoch counter ({}) exceeds the {} epochs of the run's configuration",
-                    ckpt.epoch, trainer.config.epochs
-                ))
-            })?;
+        trainer.epochs_done = epochs_done;
         trainer.checkpoint_threads = ckpt.metadata.get(META_THREADS).and_then(|s| s.parse().ok());
         trainer.seconds = ckpt
             .metadata

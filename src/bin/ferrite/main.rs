@@ -116,17 +116,25 @@ enum Command {
 /// start that many).
 const MAX_THREADS_PER_CORE: usize = 4;
 
-/// Checks a `--threads` value: at least 1, at most
-/// [`MAX_THREADS_PER_CORE`] × the cores of this machine.
+/// `--threads` up to this many is accepted on any machine, so that a run
+/// checkpointed on a large machine can resume bit-identically (same thread
+/// count) on a small one.
+const MIN_THREADS_CAP: usize = 256;
+
+/// Checks a `--threads` value: at least 1, at most the larger of
+/// [`MAX_THREADS_PER_CORE`] × the cores of this machine and
+/// [`MIN_THREADS_CAP`].
 fn check_threads(n: usize) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let max = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    let max = cores
+        .saturating_mul(MAX_THREADS_PER_CORE)
+        .max(MIN_THREADS_CAP);
     if n == 0 {
         return Err("--threads must be at least 1".into());
     }
     if n > max {
         return Err(format!(
-            "--threads {n} is too many: at most {max} ({MAX_THREADS_PER_CORE} per core, {cores} cores)"
+            "--threads {n} is too many: at most {max} (the larger of {MAX_THREADS_PER_CORE} per core on {cores} cores and {MIN_THREADS_CAP})"
         ));
     }
     Ok(())

@@ -400,6 +400,9 @@ fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     const BLOCK: usize = 8;
     let (og, cg, taps) = (g.og(), g.cg(), g.kh * g.kw);
     let mut flipped = take_empty::<T>(w.len())?;
+    if w.is_empty() {
+        return Ok(flipped); // no output or input channels: nothing to flip
+    }
     // Rows of W' (one per input channel, `og·taps` long), BLOCK at a time;
     // a block may straddle two groups when cg is not a multiple of BLOCK,
     // which the index arithmetic below handles.

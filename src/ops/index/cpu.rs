@@ -28,17 +28,18 @@ pub fn index_select(
     offset: usize,
     (outer, size, inner): (usize, usize, usize),
     idx: &[i64],
-) -> CpuStorage {
+) -> Result<CpuStorage> {
+    let len = crate::tensor::checked_numel("index_select", &[outer, idx.len(), inner])?;
     with_storage!(src, |v: T| {
         let v = &v[offset..offset + outer * size * inner];
-        let mut out: Vec<T> = Vec::with_capacity(outer * idx.len() * inner);
+        let mut out: Vec<T> = crate::backend::cpu::pool::try_with_capacity(len)?;
         for o in 0..outer {
             for &j in idx {
                 let start = (o * size + j as usize) * inner;
                 out.extend_from_slice(&v[start..start + inner]);
             }
         }
-        T::into_storage(out)
+        Ok(T::into_storage(out))
     })
 }
 

@@ -144,7 +144,7 @@ impl Tensor {
             src.layout().offset(),
             split_at_dim(self.shape(), d),
             &idx,
-        );
+        )?;
         let mut shape = self.shape().to_vec();
         shape[d] = idx.len();
         let out = Tensor::from_storage(s, &shape)?;

@@ -293,11 +293,11 @@ pub fn gemm_serial_uninit<'c, T: Gemm>(
 }
 
 /// Storage offsets of the first element of each batch matrix.
-fn batch_offsets(l: &Layout) -> Vec<usize> {
+fn batch_offsets(l: &Layout) -> Result<Vec<usize>> {
     let nb = l.ndim() - 2;
     let batch_shape = &l.shape()[..nb];
     let count: usize = batch_shape.iter().product();
-    let mut out = Vec::with_capacity(count);
+    let mut out = crate::backend::cpu::pool::try_with_capacity(count)?;
     let mut idx = vec![0usize; nb];
     for _ in 0..count {
         out.push(
@@ -316,7 +316,7 @@ fn batch_offsets(l: &Layout) -> Vec<usize> {
             idx[d] = 0;
         }
     }
-    out
+    Ok(out)
 }
 
 fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Result<Vec<T>> {
@@ -326,8 +326,8 @@ fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Result<Vec<T>> {
     let nd = la.ndim();
     let (rsa, csa) = (la.strides()[nd - 2] as isize, la.strides()[nd - 1] as isize);
     let (rsb, csb) = (lb.strides()[nd - 2] as isize, lb.strides()[nd - 1] as isize);
-    let offs_a = batch_offsets(la);
-    let offs_b = batch_offsets(lb);
+    let offs_a = batch_offsets(la)?;
+    let offs_b = batch_offsets(lb)?;
     let batch = offs_a.len();
     if total == 0 || k == 0 {
         return crate::backend::cpu::pool::take_zeroed::<T>(total); // empty sum: zeros

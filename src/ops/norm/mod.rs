@@ -54,7 +54,7 @@ impl Default for BatchNormOptions {
 /// A 1-D tensor of `dtype` holding `values`.
 fn vector(values: &[f64], dtype: DType) -> Result<Tensor> {
     Tensor::from_storage(
-        CpuStorage::from_f64_iter(dtype, values.iter().copied()),
+        CpuStorage::from_f64_iter(dtype, values.iter().copied())?,
         &[values.len()],
     )
 }

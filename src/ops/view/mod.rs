@@ -420,7 +420,11 @@ impl Tensor {
             }
         }
         let mut shape = first.shape().to_vec();
-        shape[d] = tensors.iter().map(|t| t.shape()[d]).sum();
+        shape[d] = tensors
+            .iter()
+            .try_fold(0usize, |acc, t| acc.checked_add(t.shape()[d]))
+            .ok_or_else(|| Error::bad_shape("cat", "the concatenated dimension overflows"))?;
+        let total = crate::tensor::checked_numel("cat", &shape)?;
         let outer: usize = shape[..d].iter().product();
         let inner: usize = shape[d + 1..].iter().product();
         // Each input contributes `outer` blocks of `len * inner` elements.
@@ -431,7 +435,7 @@ impl Tensor {
         let part_refs: Vec<&Tensor> = parts.iter().collect();
         let storage = Tensor::read_storages(&part_refs, |storages| {
             with_storage!(storages[0], |_v: T| {
-                let mut out: Vec<T> = Vec::with_capacity(shape.iter().product());
+                let mut out: Vec<T> = crate::backend::cpu::pool::try_with_capacity(total)?;
                 for o in 0..outer {
                     for (t, s) in parts.iter().zip(storages) {
                         let block = t.shape()[d] * inner;
@@ -440,9 +444,9 @@ impl Tensor {
                         out.extend_from_slice(&src[start..start + block]);
                     }
                 }
-                T::into_storage(out)
+                Ok::<_, Error>(T::into_storage(out))
             })
-        });
+        })?;
         let out = Tensor::from_storage(storage, &shape)?;
         let refs: Vec<&Tensor> = tensors.iter().collect();
         Ok(out.track(&refs, || {

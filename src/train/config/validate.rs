@@ -8,15 +8,15 @@ use crate::error::Result;
 
 /// Most epochs a run may have.
 pub const MAX_EPOCHS: usize = 1_000_000;
-/// Largest batch size.
-pub const MAX_BATCH_SIZE: usize = 1 << 16;
+/// Largest batch size (the loader's limit).
+pub use crate::data::loader::MAX_BATCH_SIZE;
 /// Largest generated training or test set (MultiMNIST-LT images of
 /// 56 × 56 bytes: 3.1 GB at this size).
 pub const MAX_GENERATED_SIZE: usize = 1_000_000;
 /// Largest random-crop padding, in pixels.
 pub const MAX_CROP_PADDING: usize = 64;
-/// Most PLM histogram bins.
-pub const MAX_PLM_BINS: usize = 10_000;
+/// Most PLM histogram bins (the objective's limit).
+pub use crate::plm::MAX_BINS as MAX_PLM_BINS;
 
 /// `Ok` if `v` is a finite number > 0.
 fn positive(what: &str, v: f64) -> Result<()> {
@@ -94,28 +94,24 @@ impl TrainConfig {
             positive("gradient clipping norm (--clip-grad-norm)", c)?;
         }
         positive("learning-rate factor (--lr-gamma)", o.gamma)?;
-        if o.warmup_epochs > self.epochs {
-            return Err(bad(format!(
-                "warm-up epochs (--warmup-epochs) must not exceed the {} epochs of the run, got {}",
-                self.epochs, o.warmup_epochs
-            )));
-        }
-        if o.milestones.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(bad(format!(
-                "milestones (--milestones) must be increasing, got {:?}",
-                o.milestones
-            )));
-        }
-        if let Some(&m) = o.milestones.iter().find(|&&m| m == 0 || m > self.epochs) {
-            return Err(bad(format!(
-                "milestone {m} (--milestones) is outside the run's epochs 1..={}",
-                self.epochs
-            )));
-        }
-        if o.schedule == ScheduleKind::MultiStep && o.milestones.is_empty() {
-            return Err(bad(
-                "the multistep schedule needs --milestones (e.g. --milestones 160,180)",
-            ));
+        // Milestones matter only to the multistep schedule. Milestones or a
+        // warm-up beyond the run are legal (as in PyTorch): a recipe
+        // shortened with --epochs keeps its schedule, and they never fire.
+        if o.schedule == ScheduleKind::MultiStep {
+            if o.milestones.is_empty() {
+                return Err(bad(
+                    "the multistep schedule needs --milestones (e.g. --milestones 160,180)",
+                ));
+            }
+            if o.milestones.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(bad(format!(
+                    "milestones (--milestones) must be increasing, got {:?}",
+                    o.milestones
+                )));
+            }
+            if o.milestones.contains(&0) {
+                return Err(bad("milestones (--milestones) count epochs from 1, got 0"));
+            }
         }
         Ok(())
     }

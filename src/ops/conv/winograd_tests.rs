@@ -1,0 +1,158 @@
+//! Unit tests of the Winograd F(2×2, 3×3) kernels: transforms, the
+//! forward pass and the weight gradient against the definition.
+use super::*;
+use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct};
+use rand::{Rng, SeedableRng};
+
+fn geom(n: usize, c: usize, o: usize, h: usize, w: usize, pad: usize) -> ConvGeom {
+    ConvGeom {
+        n,
+        c_in: c,
+        h,
+        w,
+        c_out: o,
+        kh: 3,
+        kw: 3,
+        stride: (1, 1),
+        padding: (pad, pad),
+        dilation: (1, 1),
+        groups: 1,
+        oh: h + 2 * pad - 2,
+        ow: w + 2 * pad - 2,
+    }
+}
+
+fn random(len: usize, seed: u64) -> Vec<f64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Shapes covering even and odd outputs, padding 0, 1 and 2,
+/// non-square planes, a single image, unequal channel counts, and (the
+/// last) a batch large enough to run in parallel, several chunks per
+/// thread.
+fn shapes() -> Vec<ConvGeom> {
+    vec![
+        geom(2, 16, 16, 6, 6, 1),
+        geom(3, 16, 24, 5, 7, 1),
+        geom(1, 20, 16, 9, 4, 0),
+        geom(2, 16, 17, 3, 3, 2),
+        geom(4, 32, 16, 1, 1, 1),
+        geom(16, 32, 32, 16, 16, 1),
+    ]
+}
+
+#[test]
+fn transforms_are_exact_for_one_tile() {
+    // One 4×4 patch, one channel pair: Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is the
+    // 2×2 correlation of d with g, checked by hand-unrolled sums.
+    let g = geom(1, 16, 16, 4, 4, 0);
+    let mut x = vec![0.0; 16 * 16];
+    let mut w = vec![0.0; 16 * 16 * 9];
+    let d: Vec<f64> = (0..16).map(|i| (i * i % 7) as f64 - 3.0).collect();
+    let k: Vec<f64> = (0..9).map(|i| (i % 4) as f64 - 1.5).collect();
+    x[..16].copy_from_slice(&d);
+    w[..9].copy_from_slice(&k);
+    let y = conv2d_forward(&x, &w, None, &g).unwrap();
+    for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        let mut want = 0.0;
+        for i in 0..3 {
+            for j in 0..3 {
+                want += d[(oy + i) * 4 + ox + j] * k[i * 3 + j];
+            }
+        }
+        assert_eq!(y[oy * 2 + ox], want, "output ({oy}, {ox})");
+    }
+}
+
+#[test]
+fn forward_matches_the_definition() {
+    for (s, g) in shapes().into_iter().enumerate() {
+        let x = random(g.n * g.c_in * g.h * g.w, 10 + s as u64);
+        let w = random(g.c_out * g.c_in * 9, 20 + s as u64);
+        let b = random(g.c_out, 30 + s as u64);
+        let want = conv2d_direct(&x, &w, Some(&b), &g).unwrap();
+        let got = conv2d_forward(&x, &w, Some(&b), &g).unwrap();
+        let err = max_diff(&got, &want);
+        assert!(err < 1e-12, "{g:?}: max error {err}");
+    }
+}
+
+#[test]
+fn f32_forward_stays_close_to_f64() {
+    let g = geom(2, 64, 32, 8, 8, 1);
+    let x = random(g.n * g.c_in * g.h * g.w, 1);
+    let w = random(g.c_out * g.c_in * 9, 2);
+    let want = conv2d_direct(&x, &w, None, &g).unwrap();
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let got = conv2d_forward(&x32, &w32, None, &g).unwrap();
+    let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+    // Outputs are sums of 576 products of size ≤ 1: |y| ≲ 10.
+    let err = max_diff(&got, &want);
+    assert!(err < 2e-5, "max error {err}");
+}
+
+#[test]
+fn weight_gradient_matches_im2col() {
+    for (s, g) in shapes().into_iter().enumerate() {
+        let x = random(g.n * g.c_in * g.h * g.w, 40 + s as u64);
+        let dy = random(g.n * g.c_out * g.oh * g.ow, 50 + s as u64);
+        let want = conv2d_backward_weight_im2col(&x, &dy, &g).unwrap();
+        let got = conv2d_backward_weight(&x, &dy, &g).unwrap();
+        let err = max_diff(&got, &want);
+        assert!(err < 1e-11, "{g:?}: max error {err}");
+    }
+}
+
+#[test]
+fn weight_transforms_are_adjoint() {
+    // <transform(w), du> = <w, untransform(du)> for random w and du.
+    let g = geom(1, 16, 16, 4, 4, 1);
+    let w = random(16 * 16 * 9, 3);
+    let du = random(POS * 16 * 16, 4);
+    let lhs: f64 = transform_weights(&w, &g)
+        .unwrap()
+        .iter()
+        .zip(&du)
+        .map(|(a, b)| a * b)
+        .sum();
+    let rhs: f64 = w
+        .iter()
+        .zip(untransform_weights(&du, &g))
+        .map(|(a, b)| a * b)
+        .sum();
+    assert!((lhs - rhs).abs() < 1e-10, "{lhs} vs {rhs}");
+}
+
+#[test]
+fn only_3x3_stride_1_is_supported_and_only_wide_layers_apply() {
+    let g = geom(32, 32, 32, 8, 8, 1);
+    assert!(supports(&g) && applies(&g));
+    assert!(!applies(&ConvGeom { c_in: 16, ..g }) && supports(&ConvGeom { c_in: 16, ..g }));
+    assert!(!applies(&ConvGeom { c_out: 16, ..g }));
+    // 32 images of 4×4: 128 tiles.
+    assert!(!applies(&ConvGeom { oh: 4, ow: 4, ..g }));
+    for other in [
+        ConvGeom {
+            stride: (2, 2),
+            ..g
+        },
+        ConvGeom {
+            dilation: (2, 1),
+            ..g
+        },
+        ConvGeom { groups: 2, ..g },
+        ConvGeom { kh: 5, ..g },
+    ] {
+        assert!(!supports(&other) && !applies(&other), "{other:?}");
+    }
+}
