@@ -137,7 +137,10 @@ pub fn execute(target: &Target, scratch: &Scratch, input: &Input) -> Outcome {
     }
 }
 
+/// When the running execution started (milliseconds after
+/// [`STARTED_EPOCH`], plus one), or 0 between executions.
 static STARTED_MS: AtomicU64 = AtomicU64::new(0);
+static STARTED_EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// Starts the time guard: a thread that ends the process with
 /// [`HANG_EXIT`] when one execution runs longer than `limit` (the input is
@@ -157,8 +160,6 @@ pub fn start_time_guard(limit: Duration) {
         }
     });
 }
-
-static STARTED_EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 fn mark_start(running: bool) {
     let v = match (running, STARTED_EPOCH.get()) {

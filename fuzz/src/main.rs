@@ -258,7 +258,14 @@ fn replay(args: &Args) -> Result<bool, String> {
                     continue;
                 }
                 let what = if said.is_empty() {
-                    format!("{:?}", out.status)
+                    // Aborted: the guard's or the runtime's last words.
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    let last = err
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains(" guard: "))
+                        .or_else(|| err.lines().rev().find(|l| !l.trim().is_empty()));
+                    format!("{} ({})", last.unwrap_or("no output"), out.status)
                 } else {
                     said
                 };

@@ -19,6 +19,9 @@ pub enum Kind {
     Text,
     /// A gzip stream: also mutated inside (decompress, mutate, recompress).
     Gzip,
+    /// A safetensors file: its JSON header is also mutated as text, with
+    /// the length prefix kept consistent so the change reaches the parser.
+    Safetensors,
 }
 
 /// Integers that break sizes and offsets.
@@ -82,6 +85,8 @@ pub fn mutate(
     for _ in 0..ops {
         if kind == Kind::Gzip && rng.one_in(2) {
             gzip_op(rng, data, dictionary);
+        } else if kind == Kind::Safetensors && !rng.one_in(4) {
+            header_op(rng, data, dictionary, donor);
         } else {
             one_op(rng, data, kind, dictionary, donor);
         }
@@ -230,7 +235,25 @@ fn replace_number(rng: &mut Rng, data: &mut Vec<u8>) {
     if starts.is_empty() {
         return;
     }
-    let mut a = *rng.pick(&starts);
+    // Half the time a field's value (`"key": 12`, also inside a JSON string
+    // as `\"key\":12` or `"key":"12"`) rather than an array element.
+    let fields: Vec<usize> = starts
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let before = data[..i]
+                .iter()
+                .rev()
+                .find(|&&b| !matches!(b, b'"' | b'\\' | b' ' | b'-'));
+            before == Some(&b':')
+        })
+        .collect();
+    let pool = if !fields.is_empty() && rng.one_in(2) {
+        &fields
+    } else {
+        &starts
+    };
+    let mut a = *rng.pick(pool);
     if a > 0 && data[a - 1] == b'-' {
         a -= 1;
     }
@@ -282,6 +305,30 @@ fn gzip_op(rng: &mut Rng, data: &mut Vec<u8>, dictionary: &[&str]) {
             data.extend((0..n).map(|_| rng.next_u64() as u8));
         }
     }
+}
+
+/// Mutates the JSON header of a safetensors file (8-byte little-endian
+/// length, then the header) as text, and mostly rewrites the length to
+/// match.
+fn header_op(rng: &mut Rng, data: &mut Vec<u8>, dictionary: &[&str], donor: Option<&[u8]>) {
+    let declared = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let end = match declared.and_then(|n| usize::try_from(n).ok()?.checked_add(8)) {
+        Some(end) if end <= data.len() => end,
+        _ => return one_op(rng, data, Kind::Binary, dictionary, donor),
+    };
+    let mut header = data[8..end].to_vec();
+    one_op(rng, &mut header, Kind::Text, dictionary, None);
+    let length = if rng.one_in(8) {
+        declared.unwrap_or(0)
+    } else {
+        header.len() as u64
+    };
+    let mut out = length.to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data[end..]);
+    *data = out;
 }
 
 /// Compresses `bytes` as one gzip member.

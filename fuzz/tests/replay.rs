@@ -19,7 +19,7 @@ fn corpus_and_regressions_replay_cleanly() {
 }
 
 #[test]
-fn a_short_campaign_runs_every_target() {
+fn a_short_campaign_runs_exactly_the_executions_asked_for() {
     let out_dir = std::env::temp_dir().join(format!("ferrite-fuzz-test-{}", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_ferrite-fuzz"))
         .args(["run", "idx", "loss-spec", "--runs", "300", "--seed", "3"])

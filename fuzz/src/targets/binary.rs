@@ -233,7 +233,7 @@ pub const SAFETENSORS: Target = Target {
     about: "safetensors state dicts (checkpoint::load_state_dict, apply_state_dict)",
     parts: &[Part {
         file: "model.safetensors",
-        kind: Kind::Binary,
+        kind: Kind::Safetensors,
     }],
     dictionary: SAFETENSORS_TOKENS,
     timeout: FAST,
@@ -269,7 +269,7 @@ pub const CHECKPOINT: Target = Target {
     about: "training checkpoints (checkpoint::read_training)",
     parts: &[Part {
         file: "checkpoint.safetensors",
-        kind: Kind::Binary,
+        kind: Kind::Safetensors,
     }],
     dictionary: SAFETENSORS_TOKENS,
     timeout: FAST,
@@ -288,7 +288,7 @@ pub const RESUME: Target = Target {
     parts: &[
         Part {
             file: "checkpoint.safetensors",
-            kind: Kind::Binary,
+            kind: Kind::Safetensors,
         },
         Part {
             file: "log.jsonl",
