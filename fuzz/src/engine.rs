@@ -295,7 +295,7 @@ pub fn fuzz(
                 entry.1 += 1;
                 if entry.1 == 1 && !is_known && !saved.contains(&f.signature) {
                     let dir = save_finding(findings, target, &input, &f, opts.seed, stats.execs);
-                    eprintln!(
+                    println!(
                         "{}: {} — {} ({})",
                         target.name,
                         f.kind,

@@ -100,8 +100,9 @@ fn one_op(
     dictionary: &[&str],
     donor: Option<&[u8]>,
 ) {
-    let text_bias = if kind == Kind::Text { 3 } else { 0 };
+    let text_bias = if kind == Kind::Text { 4 } else { 0 };
     match rng.below(12 + text_bias) {
+        12 => replace_array(rng, data, dictionary),
         0 => flip_bit(rng, data),
         1 => set_byte(rng, data),
         2 | 3 => set_int(rng, data),
@@ -273,6 +274,48 @@ fn replace_number(rng: &mut Rng, data: &mut Vec<u8>) {
         _ => rng.pick(&INTERESTING_TEXT).to_string(),
     };
     data.splice(a..b, replacement.into_bytes());
+}
+
+/// Arrays that break shapes, offsets and per-class lists.
+pub const INTERESTING_ARRAYS: [&str; 9] = [
+    "[]",
+    "[0]",
+    "[0,0]",
+    "[1,0]",
+    "[0,4294967296,4294967296]",
+    "[4294967296,4294967296]",
+    "[0,18446744073709551615,2]",
+    "[18446744073709551615]",
+    "[9223372036854775807,9223372036854775807]",
+];
+
+/// Replaces a whole JSON array without nested arrays (a shape, data
+/// offsets, a list of counts) by a boundary array or a `[`-token of the
+/// dictionary.
+fn replace_array(rng: &mut Rng, data: &mut Vec<u8>, dictionary: &[&str]) {
+    let opens: Vec<usize> = (0..data.len()).filter(|&i| data[i] == b'[').collect();
+    if opens.is_empty() {
+        return;
+    }
+    let a = *rng.pick(&opens);
+    let Some(len) = data[a + 1..].iter().position(|&b| b == b']' || b == b'[') else {
+        return;
+    };
+    let b = a + 1 + len;
+    if data[b] != b']' {
+        return;
+    }
+    let arrays: Vec<&str> = dictionary
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with('['))
+        .collect();
+    let token = if arrays.is_empty() || rng.one_in(2) {
+        *rng.pick(&INTERESTING_ARRAYS)
+    } else {
+        *rng.pick(&arrays)
+    };
+    data.splice(a..=b, token.bytes());
 }
 
 fn is_number_byte(b: u8) -> bool {

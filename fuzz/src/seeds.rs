@@ -76,6 +76,10 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
         ("b".to_string(), Tensor::from_vec(vec![7i64, -1], &[2])?),
         ("c".to_string(), Tensor::from_vec(vec![0.5f64], &[1, 1, 1])?),
         ("d".to_string(), Tensor::from_vec(vec![1u8, 2, 3], &[3])?),
+        (
+            "empty".to_string(),
+            Tensor::from_vec(Vec::<f32>::new(), &[0, 3, 3])?,
+        ),
     ];
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     save_state_dict(&sd_path, &mixed, &meta)?;
