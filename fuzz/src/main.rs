@@ -237,6 +237,7 @@ fn replay(args: &Args) -> Result<bool, String> {
                     .args(["exec", t.name])
                     .arg(&dir)
                     .env("RAYON_NUM_THREADS", "1")
+                    .env("RUST_BACKTRACE", "0")
                     .output()
                     .map_err(|e| e.to_string())?;
                 let said = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -47,7 +47,24 @@ impl Rng {
     /// A length biased towards small values: 1, 2, 4, … up to `max`.
     pub fn small_len(&mut self, max: usize) -> usize {
         let max = max.max(1);
-        let cap = 1usize << self.below(usize::BITS as usize - max.leading_zeros() as usize + 1);
+        let bits = self.below(usize::BITS as usize - max.leading_zeros() as usize + 1);
+        let cap = 1usize.checked_shl(bits as u32).unwrap_or(usize::MAX);
         1 + self.below(cap.min(max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rng;
+
+    #[test]
+    fn small_lengths_stay_in_range() {
+        let mut rng = Rng::new(5);
+        for max in [1, 2, 3, 1000, usize::MAX] {
+            for _ in 0..1000 {
+                let n = rng.small_len(max);
+                assert!((1..=max).contains(&n));
+            }
+        }
     }
 }

@@ -121,6 +121,7 @@ pub fn run_target(target: &Target, c: &Campaign) -> std::io::Result<TargetSummar
             .args(["--out", &c.out.display().to_string()])
             .args(["--findings", &c.findings.display().to_string()])
             .env("RAYON_NUM_THREADS", "1")
+            .env("RUST_BACKTRACE", "0")
             .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log"))?));
         if let Some(t) = time_left {
             cmd.args(["--time", &format!("{:.3}", t.as_secs_f64())]);
@@ -137,6 +138,15 @@ pub fn run_target(target: &Target, c: &Campaign) -> std::io::Result<TargetSummar
         merge(&mut summary.stats, &part);
         if status.success() {
             break;
+        }
+        if status.code() == Some(2) {
+            // The worker refused its arguments or found no seed: not a finding.
+            let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+            return Err(std::io::Error::other(format!(
+                "the {} worker did not start: {}",
+                target.name,
+                log.lines().next().unwrap_or("")
+            )));
         }
         summary.restarts += 1;
         summary.stats.execs += 1; // the execution that did not come back
