@@ -175,7 +175,13 @@ fn worker(args: &Args) -> Result<bool, String> {
     let scratch_path = scratch_dir(target.name);
     let scratch = Scratch::new(scratch_path.clone()).map_err(|e| e.to_string())?;
     let mut seeds: Vec<_> = corpus::inputs(&corpus::corpus_dir(), target);
-    seeds.extend(corpus::inputs(&corpus::regressions_dir(), target));
+    // Fixed regressions are good seeds; open ones would mostly re-trigger
+    // their known failure (and an abort restarts the worker).
+    seeds.extend(
+        corpus::inputs(&corpus::regressions_dir(), target)
+            .into_iter()
+            .filter(|(d, _)| !corpus::is_open(d)),
+    );
     if seeds.is_empty() {
         return Err(format!("no seed in corpus/{}", target.name));
     }
