@@ -5,7 +5,7 @@
 //! ferrite-fuzz run [TARGET..] [--time SECS] [--runs N] [--slow-runs N] [--seed N]
 //!                  [--max-ops N] [--out DIR] [--findings DIR]
 //! ferrite-fuzz replay [TARGET..]      corpus/ and regressions/, each input in a process
-//! ferrite-fuzz exec TARGET FOLDER     one input, under the guards
+//! ferrite-fuzz exec TARGET FOLDER [--scratch DIR]   one input, under the guards
 //! ferrite-fuzz seeds                  rewrite corpus/ with files ferrite writes
 //! ```
 
@@ -172,7 +172,9 @@ fn worker(args: &Args) -> Result<bool, String> {
         max_ops: args.get("max-ops")?.unwrap_or(8),
     };
     let dir = out.join(target.name);
-    let scratch_path = scratch_dir(target.name);
+    let scratch_path = args
+        .get("scratch")?
+        .unwrap_or_else(|| scratch_dir(target.name));
     let scratch = Scratch::new(scratch_path.clone()).map_err(|e| e.to_string())?;
     let mut seeds: Vec<_> = corpus::inputs(&corpus::corpus_dir(), target);
     // Fixed regressions are good seeds; open ones would mostly re-trigger
@@ -204,7 +206,7 @@ fn worker(args: &Args) -> Result<bool, String> {
 
 /// Runs one input folder under the guards and prints what happened.
 fn exec(args: &Args) -> Result<bool, String> {
-    args.check_keys(&[])?;
+    args.check_keys(&["scratch"])?;
     let (name, folder) = match &args.words[..] {
         [_, n, f] => (n, PathBuf::from(f)),
         _ => return Err("exec needs a target and an input folder".into()),
@@ -213,7 +215,7 @@ fn exec(args: &Args) -> Result<bool, String> {
     let input = input::load(&folder, target.parts).map_err(|e| e.to_string())?;
     engine::install_panic_hook();
     engine::start_time_guard(target.timeout);
-    let scratch_path = scratch_dir("exec");
+    let scratch_path = args.get("scratch")?.unwrap_or_else(|| scratch_dir("exec"));
     let scratch = Scratch::new(scratch_path.clone()).map_err(|e| e.to_string())?;
     let outcome = engine::execute(target, &scratch, &input);
     let _ = std::fs::remove_dir_all(scratch_path);
@@ -239,13 +241,17 @@ fn replay(args: &Args) -> Result<bool, String> {
         for base in [corpus::corpus_dir(), corpus::regressions_dir()] {
             for (dir, _) in corpus::inputs(&base, t) {
                 total += 1;
+                let scratch = scratch_dir(&format!("replay-{total}"));
                 let out = std::process::Command::new(&exe)
                     .args(["exec", t.name])
                     .arg(&dir)
+                    .arg("--scratch")
+                    .arg(&scratch)
                     .env("RAYON_NUM_THREADS", "1")
                     .env("RUST_BACKTRACE", "0")
-                    .output()
-                    .map_err(|e| e.to_string())?;
+                    .output();
+                let _ = std::fs::remove_dir_all(&scratch);
+                let out = out.map_err(|e| e.to_string())?;
                 let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 let shown = dir
                     .strip_prefix(corpus::root())

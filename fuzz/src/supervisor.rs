@@ -109,8 +109,13 @@ pub fn run_target(target: &Target, c: &Campaign) -> std::io::Result<TargetSummar
         }
         let _ = std::fs::remove_file(dir.join("stats.json"));
         let seed = c.seed ^ fnv(target.name) ^ restart.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The supervisor owns the worker's scratch folder, so that it goes
+        // away also when the worker aborts.
+        let scratch = crate::scratch_dir(&format!("{}-{restart}", target.name));
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("worker")
+            .arg("--scratch")
+            .arg(&scratch)
             .arg(target.name)
             .args([
                 "--seed",
@@ -129,7 +134,9 @@ pub fn run_target(target: &Target, c: &Campaign) -> std::io::Result<TargetSummar
         if let Some(r) = runs_left {
             cmd.args(["--runs", &r.to_string()]);
         }
-        let status = cmd.status()?;
+        let status = cmd.status();
+        let _ = std::fs::remove_dir_all(&scratch);
+        let status = status?;
         let part = std::fs::read(dir.join("stats.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
