@@ -173,6 +173,7 @@ fn every_bad_setting_is_refused_by_name_before_any_work() {
         (&["--batch-size", "0"], "--batch-size"),
         (&["--batch-size", "1000000000"], "--batch-size"),
         (&["--plm-bins", "0"], "--plm-bins"),
+        (&["--plm-bins", "1"], "--plm-bins"),
         (&["--plm-bins", "1099511627776"], "--plm-bins"),
         (&["--plm-lambda", "-1"], "--plm-lambda"),
         (&["--train-size", "100000000000"], "--train-size"),

@@ -172,7 +172,8 @@ fn check_dataset(d: &ImageDataset, classes: usize) -> Verdict {
     if let Err(e) = d.validate() {
         return Verdict::Invalid("dataset: loaded but invalid", e.to_string());
     }
-    if d.num_classes != classes || d.images.len() != d.len() * d.image_size() {
+    let bytes = d.image_size().ok().and_then(|s| s.checked_mul(d.len()));
+    if d.num_classes != classes || bytes != Some(d.images.len()) {
         return Verdict::Invalid(
             "dataset: sizes inconsistent",
             format!("{} classes, {} bytes", d.num_classes, d.images.len()),

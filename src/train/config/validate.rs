@@ -177,10 +177,15 @@ impl TrainConfig {
             )));
         }
         non_negative("PLM lambda (--plm-lambda)", l.plm.lambda)?;
-        count(
-            "PLM histogram bins (--plm-bins)",
-            l.plm.n_bins,
-            MAX_PLM_BINS,
-        )
+        // One bin cannot tell predictions from labels: at least 2.
+        if !(2..=MAX_PLM_BINS).contains(&l.plm.n_bins) {
+            return Err(bad(format!(
+                "PLM histogram bins (--plm-bins) must be between 2 and {MAX_PLM_BINS}, got {}",
+                l.plm.n_bins
+            )));
+        }
+        // The objective's own rules (r̂ bounds, ...), so that nothing it
+        // would refuse at the first batch is accepted here.
+        l.plm.validate("PLM settings")
     }
 }
