@@ -11,9 +11,10 @@
 //!   fused losses) take [`compute_data`] — a detached, contiguous copy in
 //!   the compute type, made only when needed — and reach its typed slice
 //!   through [`with_compute_type!`] and [`compute_slice`];
-//! - kernels on strided views (elementwise, reductions, softmax) go through
-//!   [`float_dispatch!`], which runs f32 and f64 storage in place and
-//!   widens half-type views to contiguous f32 first.
+//! - kernels on strided views (elementwise, reductions, softmax, matmul)
+//!   go through [`float_dispatch!`] (one operand) or [`float_dispatch2!`]
+//!   (two operands of one dtype), which run f32 and f64 storage in place
+//!   and widen half-type views to contiguous f32 first.
 
 use crate::error::{Error, Result};
 use crate::tensor::{CpuStorage, DType, Float, StorageElement, Tensor};
@@ -116,21 +117,21 @@ macro_rules! float_dispatch {
                 Ok($crate::tensor::CpuStorage::F64($k?))
             }
             $crate::tensor::CpuStorage::BF16(h) => {
-                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::bf16| x.to_f32())?;
+                let wide = $crate::ops::dispatch::widen_f32!(h, l)?;
                 let $v = &wide;
                 let $lay = &$crate::tensor::Layout::contiguous(l.shape());
                 let r: Vec<f32> = $k?;
                 Ok($crate::tensor::CpuStorage::BF16(
-                    r.into_iter().map(half::bf16::from_f32).collect(),
+                    $crate::ops::dispatch::narrow_f32!(half::bf16, r),
                 ))
             }
             $crate::tensor::CpuStorage::F16(h) => {
-                let wide = $crate::ops::elementwise::cpu::map1(h, l, |x: half::f16| x.to_f32())?;
+                let wide = $crate::ops::dispatch::widen_f32!(h, l)?;
                 let $v = &wide;
                 let $lay = &$crate::tensor::Layout::contiguous(l.shape());
                 let r: Vec<f32> = $k?;
                 Ok($crate::tensor::CpuStorage::F16(
-                    r.into_iter().map(half::f16::from_f32).collect(),
+                    $crate::ops::dispatch::narrow_f32!(half::f16, r),
                 ))
             }
             other => Err($crate::error::Error::UnsupportedDType {
@@ -141,3 +142,74 @@ macro_rules! float_dispatch {
     }};
 }
 pub(crate) use float_dispatch;
+
+/// Widens a half-type view to a contiguous f32 buffer (the first half of
+/// the half-type rule; [`narrow_f32!`] is the second).
+macro_rules! widen_f32 {
+    ($v:expr, $l:expr) => {
+        $crate::ops::elementwise::cpu::map1($v, $l, |x| x.to_f32())
+    };
+}
+pub(crate) use widen_f32;
+
+/// Rounds an f32 result back to the half type `$H` (`half::bf16` or
+/// `half::f16`) once.
+macro_rules! narrow_f32 {
+    ($H:ty, $r:expr) => {
+        $r.into_iter().map(<$H>::from_f32).collect::<Vec<$H>>()
+    };
+}
+pub(crate) use narrow_f32;
+
+/// [`float_dispatch!`] for two operands of one float dtype: `$k` receives
+/// both typed slices and their layouts and returns `Result<Vec<T>>`. Half
+/// types are widened to contiguous f32 (each operand keeping its shape),
+/// computed and rounded back; other or mixed dtypes are an
+/// [`Error::UnsupportedDType`] naming `$op_name`.
+macro_rules! float_dispatch2 {
+    ($op_name:expr, ($a:expr, $la:expr), ($b:expr, $lb:expr), |$x:ident, $lx:ident, $y:ident, $ly:ident| $k:expr) => {{
+        use $crate::tensor::CpuStorage as S;
+        let (la, lb): (&$crate::tensor::Layout, &$crate::tensor::Layout) = ($la, $lb);
+        match ($a, $b) {
+            (S::F32($x), S::F32($y)) => {
+                let ($lx, $ly) = (la, lb);
+                Ok(S::F32($k?))
+            }
+            (S::F64($x), S::F64($y)) => {
+                let ($lx, $ly) = (la, lb);
+                Ok(S::F64($k?))
+            }
+            (S::BF16(p), S::BF16(q)) => {
+                let (wide_a, wide_b) = (
+                    $crate::ops::dispatch::widen_f32!(p, la)?,
+                    $crate::ops::dispatch::widen_f32!(q, lb)?,
+                );
+                let (ca, cb) = (
+                    $crate::tensor::Layout::contiguous(la.shape()),
+                    $crate::tensor::Layout::contiguous(lb.shape()),
+                );
+                let ($x, $lx, $y, $ly) = (&wide_a, &ca, &wide_b, &cb);
+                let r: Vec<f32> = $k?;
+                Ok(S::BF16($crate::ops::dispatch::narrow_f32!(half::bf16, r)))
+            }
+            (S::F16(p), S::F16(q)) => {
+                let (wide_a, wide_b) = (
+                    $crate::ops::dispatch::widen_f32!(p, la)?,
+                    $crate::ops::dispatch::widen_f32!(q, lb)?,
+                );
+                let (ca, cb) = (
+                    $crate::tensor::Layout::contiguous(la.shape()),
+                    $crate::tensor::Layout::contiguous(lb.shape()),
+                );
+                let ($x, $lx, $y, $ly) = (&wide_a, &ca, &wide_b, &cb);
+                let r: Vec<f32> = $k?;
+                Ok(S::F16($crate::ops::dispatch::narrow_f32!(half::f16, r)))
+            }
+            (a, _) => Err($crate::error::Error::UnsupportedDType {
+                op: $op_name,
+                dtype: a.dtype(),
+            }),
+        }
+    }};
+}
+pub(crate) use float_dispatch2;

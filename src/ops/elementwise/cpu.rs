@@ -14,8 +14,8 @@
 
 use super::{BinaryOp, CmpOp, UnaryOp};
 use crate::backend::cpu::output::build;
-use crate::error::{Error, Result};
-use crate::ops::dispatch::float_dispatch;
+use crate::error::Result;
+use crate::ops::dispatch::{float_dispatch, float_dispatch2};
 use crate::tensor::{
     collapse_dims, walk_runs, with_storage, CpuStorage, DType, Float, Layout, WithDType,
 };
@@ -262,24 +262,9 @@ pub fn binary(
     b: &CpuStorage,
     lb: &Layout,
 ) -> Result<CpuStorage> {
-    match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-            Ok(CpuStorage::F32(binary_typed(op, x, la, y, lb)?))
-        }
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => {
-            Ok(CpuStorage::F64(binary_typed(op, x, la, y, lb)?))
-        }
-        (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
-            let (xa, xb) = (to_f32(a, la)?, to_f32(b, lb)?);
-            let out = Layout::contiguous(la.shape());
-            let r = binary_typed(op, &xa, &out, &xb, &out)?;
-            Ok(from_f32(a.dtype(), r))
-        }
-        _ => Err(Error::UnsupportedDType {
-            op: op.name(),
-            dtype: a.dtype(),
-        }),
-    }
+    float_dispatch2!(op.name(), (a, la), (b, lb), |x, lx, y, ly| {
+        binary_typed(op, x, lx, y, ly)
+    })
 }
 
 /// Relu's input gradient in one pass: `g` where `x > 0`, else `0·g`, the
@@ -300,32 +285,9 @@ pub fn relu_backward(
             |g: T, x: T| if x > T::ZERO { g } else { g * T::ZERO },
         )
     }
-    match (g, x) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(typed(a, lg, b, lx)?)),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(typed(a, lg, b, lx)?)),
-        (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
-            let (wg, wx) = (to_f32(g, lg)?, to_f32(x, lx)?);
-            let l = Layout::contiguous(lg.shape());
-            Ok(from_f32(g.dtype(), typed(&wg, &l, &wx, &l)?))
-        }
-        _ => Err(Error::UnsupportedDType {
-            op: "relu_backward",
-            dtype: g.dtype(),
-        }),
-    }
-}
-
-fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
-    with_storage!(s, |v: T| map1(v, l, |x: T| x.to_f64() as f32))
-}
-
-fn from_f32(dtype: DType, v: Vec<f32>) -> CpuStorage {
-    match dtype {
-        DType::BF16 => CpuStorage::BF16(v.into_iter().map(bf16::from_f32).collect()),
-        DType::F16 => CpuStorage::F16(v.into_iter().map(f16::from_f32).collect()),
-        DType::F64 => CpuStorage::F64(v.into_iter().map(f64::from).collect()),
-        _ => CpuStorage::F32(v),
-    }
+    float_dispatch2!("relu_backward", (g, lg), (x, lx), |a, la, b, lb| {
+        typed(a, la, b, lb)
+    })
 }
 
 /// Compares two same-dtype views (any dtype) elementwise; 1 where true.

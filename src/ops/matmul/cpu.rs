@@ -8,9 +8,8 @@
 
 use crate::backend::cpu::num_threads;
 use crate::error::{Error, Result};
-use crate::ops::elementwise::cpu::map1;
+use crate::ops::dispatch::float_dispatch2;
 use crate::tensor::{CpuStorage, Float, Layout};
-use half::{bf16, f16};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -405,44 +404,21 @@ fn gemm_typed<T: Gemm>(a: &[T], b: &[T], args: &GemmArgs) -> Result<Vec<T>> {
 /// Batched matrix product of two float views; returns a contiguous
 /// `[batch.., m, n]` buffer. Half types are multiplied in f32.
 pub fn matmul(a: &CpuStorage, b: &CpuStorage, args: &GemmArgs) -> Result<CpuStorage> {
-    let widen = |s: &CpuStorage, l: &Layout| -> Result<Vec<f32>> {
-        l.check_fits("matmul", s.len())?;
-        match s {
-            CpuStorage::BF16(v) => map1(v, l, |x: bf16| x.to_f32()),
-            CpuStorage::F16(v) => map1(v, l, |x: f16| x.to_f32()),
-            _ => unreachable!(),
-        }
-    };
-    match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => Ok(CpuStorage::F32(gemm_typed(x, y, args)?)),
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => Ok(CpuStorage::F64(gemm_typed(x, y, args)?)),
-        (CpuStorage::BF16(_), CpuStorage::BF16(_)) | (CpuStorage::F16(_), CpuStorage::F16(_)) => {
-            let (wa, wb) = (widen(a, args.a)?, widen(b, args.b)?);
-            let (la, lb) = (
-                Layout::contiguous(args.a.shape()),
-                Layout::contiguous(args.b.shape()),
-            );
-            let r = gemm_typed(
-                &wa,
-                &wb,
-                &GemmArgs {
-                    a: &la,
-                    b: &lb,
-                    ..*args
-                },
-            )?;
-            Ok(match a {
-                CpuStorage::BF16(_) => {
-                    CpuStorage::BF16(r.into_iter().map(bf16::from_f32).collect())
-                }
-                _ => CpuStorage::F16(r.into_iter().map(f16::from_f32).collect()),
-            })
-        }
-        _ => Err(Error::UnsupportedDType {
-            op: "matmul",
-            dtype: a.dtype(),
-        }),
-    }
+    // Half types are widened to contiguous f32 of the operands' (broadcast)
+    // shapes, so the layouts the GEMM sees are those, not `args`'.
+    args.a.check_fits("matmul", a.len())?;
+    args.b.check_fits("matmul", b.len())?;
+    float_dispatch2!("matmul", (a, args.a), (b, args.b), |x, lx, y, ly| {
+        gemm_typed(
+            x,
+            y,
+            &GemmArgs {
+                a: lx,
+                b: ly,
+                ..*args
+            },
+        )
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ pub mod cpu;
 
 use crate::autograd::is_grad_enabled;
 use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, Tensor};
+use crate::ops::dispatch::{with_compute_type, ComputeFloat};
+use crate::tensor::Tensor;
 
 /// Hyper-parameters of one SGD update.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,18 +87,11 @@ impl Tensor {
         self.check_update("sgd_update_", &others)?;
         let grad = grad.contiguous()?;
         let state: Vec<&Tensor> = std::iter::once(self).chain(momentum_buf).collect();
-        with_state_slices("sgd_update_", &state, &grad, |slices, g| {
-            match (slices, g) {
-                (Slices::F32(mut s), GradSlice::F32(g)) => {
-                    let p = s.remove(0);
-                    cpu::sgd(p, g, s.pop(), h)
-                }
-                (Slices::F64(mut s), GradSlice::F64(g)) => {
-                    let p = s.remove(0);
-                    cpu::sgd(p, g, s.pop(), h)
-                }
-                _ => unreachable!("dtypes checked"),
-            }
+        with_compute_type!(self.dtype(), |T| {
+            with_state_slices::<T>("sgd_update_", &state, &grad, |mut s, g| {
+                let p = s.remove(0);
+                cpu::sgd(p, g, s.pop(), h)
+            })
         })
     }
 
@@ -110,39 +104,24 @@ impl Tensor {
             return Err(Error::invalid("adam_update_", "steps are counted from 1"));
         }
         let grad = grad.contiguous()?;
-        with_state_slices("adam_update_", &[self, m, v], &grad, |slices, g| {
-            match (slices, g) {
-                (Slices::F32(mut s), GradSlice::F32(g)) => {
-                    let (v, m, p) = (s.pop().unwrap(), s.pop().unwrap(), s.pop().unwrap());
-                    cpu::adam(p, g, m, v, h)
-                }
-                (Slices::F64(mut s), GradSlice::F64(g)) => {
-                    let (v, m, p) = (s.pop().unwrap(), s.pop().unwrap(), s.pop().unwrap());
-                    cpu::adam(p, g, m, v, h)
-                }
-                _ => unreachable!("dtypes checked"),
-            }
+        with_compute_type!(self.dtype(), |T| {
+            with_state_slices::<T>("adam_update_", &[self, m, v], &grad, |mut s, g| {
+                let (v, m) = (s.pop().expect("v"), s.pop().expect("m"));
+                cpu::adam(s.pop().expect("the parameter"), g, m, v, h)
+            })
         })
     }
 }
 
-enum Slices<'a> {
-    F32(Vec<&'a mut [f32]>),
-    F64(Vec<&'a mut [f64]>),
-}
-
-enum GradSlice<'a> {
-    F32(&'a [f32]),
-    F64(&'a [f64]),
-}
-
 /// Locks the (distinct, contiguous) state tensors for writing and the
-/// gradient for reading, and hands `f` their element slices.
-fn with_state_slices(
+/// gradient for reading, and hands `f` their element slices in compute
+/// type `T` (the optimizers update f32 and f64 parameters; other dtypes
+/// are an [`Error::UnsupportedDType`]).
+fn with_state_slices<T: ComputeFloat>(
     op: &'static str,
     state: &[&Tensor],
     grad: &Tensor,
-    f: impl FnOnce(Slices<'_>, GradSlice<'_>),
+    f: impl FnOnce(Vec<&mut [T]>, &[T]),
 ) -> Result<()> {
     for (i, t) in state.iter().enumerate() {
         if !t.is_contiguous() {
@@ -161,37 +140,19 @@ fn with_state_slices(
     let n = grad.numel();
     let gguard = grad.storage();
     let goff = grad.layout().offset();
+    let g = T::slice(&gguard).ok_or(Error::UnsupportedDType {
+        op,
+        dtype: grad.dtype(),
+    })?;
     let mut guards: Vec<_> = state.iter().map(|t| t.storage_mut()).collect();
-    let offs: Vec<usize> = state.iter().map(|t| t.layout().offset()).collect();
-    match &*gguard {
-        CpuStorage::F32(g) => {
-            let slices = guards
-                .iter_mut()
-                .zip(&offs)
-                .map(|(s, &o)| match &mut **s {
-                    CpuStorage::F32(v) => &mut v[o..o + n],
-                    _ => unreachable!("dtypes checked"),
-                })
-                .collect();
-            f(Slices::F32(slices), GradSlice::F32(&g[goff..goff + n]));
-        }
-        CpuStorage::F64(g) => {
-            let slices = guards
-                .iter_mut()
-                .zip(&offs)
-                .map(|(s, &o)| match &mut **s {
-                    CpuStorage::F64(v) => &mut v[o..o + n],
-                    _ => unreachable!("dtypes checked"),
-                })
-                .collect();
-            f(Slices::F64(slices), GradSlice::F64(&g[goff..goff + n]));
-        }
-        other => {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype: other.dtype(),
-            })
-        }
-    }
+    let slices = guards
+        .iter_mut()
+        .zip(state)
+        .map(|(s, t)| {
+            let o = t.layout().offset();
+            &mut T::slice_mut(s).expect("dtypes checked")[o..o + n]
+        })
+        .collect();
+    f(slices, &g[goff..goff + n]);
     Ok(())
 }
