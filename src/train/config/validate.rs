@@ -10,9 +10,10 @@ use crate::error::Result;
 pub const MAX_EPOCHS: usize = 1_000_000;
 /// Largest batch size (the loader's limit).
 pub use crate::data::loader::MAX_BATCH_SIZE;
-/// Largest generated training or test set (MultiMNIST-LT images of
-/// 56 × 56 bytes: 3.1 GB at this size).
-pub const MAX_GENERATED_SIZE: usize = 1_000_000;
+/// Largest generated training or test set: 300,000 MultiMNIST-LT images of
+/// 56 × 56 bytes are 0.94 GB, so no buffer of a run exceeds 1 GiB (five
+/// times MNIST's 60,000 digits, each image holding up to four of them).
+pub const MAX_GENERATED_SIZE: usize = 300_000;
 /// Largest random-crop padding, in pixels.
 pub const MAX_CROP_PADDING: usize = 64;
 /// Most PLM histogram bins (the objective's limit).
