@@ -1,0 +1,84 @@
+//! Arguments of im2col and col2im (`kernels/conv.cu`).
+
+use crate::error::{Error, Result};
+use std::mem::size_of;
+
+/// Arguments of `kernels/conv.cu` (im2col and col2im).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Im2colParams {
+    /// Number of images in the batch.
+    pub n: i64,
+    /// Input channels.
+    pub c: i64,
+    /// Input height in pixels.
+    pub h: i64,
+    /// Input width in pixels.
+    pub w: i64,
+    /// Kernel height.
+    pub kh: i64,
+    /// Kernel width.
+    pub kw: i64,
+    /// Output height (computed by [`conv_out_len`]).
+    pub oh: i64,
+    /// Output width (computed by [`conv_out_len`]).
+    pub ow: i64,
+    /// Vertical stride between output positions, in input pixels.
+    pub stride_h: i64,
+    /// Horizontal stride between output positions, in input pixels.
+    pub stride_w: i64,
+    /// Zero padding added above and below the input, in pixels.
+    pub pad_h: i64,
+    /// Zero padding added left and right of the input, in pixels.
+    pub pad_w: i64,
+    /// Vertical dilation: input rows between kernel taps.
+    pub dil_h: i64,
+    /// Horizontal dilation: input columns between kernel taps.
+    pub dil_w: i64,
+}
+const _: () = assert!(size_of::<Im2colParams>() == 112);
+
+pub use crate::ops::conv::conv_out_len;
+
+impl Im2colParams {
+    /// im2col of `n` images of `c × h × w` for a `kh × kw` kernel with the
+    /// given (vertical, horizontal) stride, padding and dilation; the
+    /// output size is computed and checked.
+    pub fn new(
+        n: usize,
+        (c, h, w): (usize, usize, usize),
+        (kh, kw): (usize, usize),
+        stride: (usize, usize),
+        pad: (usize, usize),
+        dilation: (usize, usize),
+    ) -> Result<Self> {
+        let oh = conv_out_len(h, kh, stride.0, pad.0, dilation.0);
+        let ow = conv_out_len(w, kw, stride.1, pad.1, dilation.1);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(Error::invalid(
+                "im2col",
+                format!(
+                    "a {kh}x{kw} kernel (stride {stride:?}, padding {pad:?}, dilation {dilation:?}) \
+                     does not fit an input of {h}x{w}"
+                ),
+            ));
+        };
+        let i = |v: usize| v as i64;
+        Ok(Im2colParams {
+            n: i(n),
+            c: i(c),
+            h: i(h),
+            w: i(w),
+            kh: i(kh),
+            kw: i(kw),
+            oh: i(oh),
+            ow: i(ow),
+            stride_h: i(stride.0),
+            stride_w: i(stride.1),
+            pad_h: i(pad.0),
+            pad_w: i(pad.1),
+            dil_h: i(dilation.0),
+            dil_w: i(dilation.1),
+        })
+    }
+}

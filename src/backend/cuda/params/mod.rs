@@ -1,0 +1,53 @@
+//! The argument structs of the kernels, field for field the structs of
+//! `kernels/*.cu`.
+//!
+//! Each kernel takes its scalar arguments as one struct passed by value.
+//! The Rust mirror is `#[repr(C)]` with the same fields in the same order;
+//! fields are ordered 8-byte first, so neither side has hidden padding. The
+//! size of every struct is asserted here at compile time and in the `.cu`
+//! file by a `static_assert` with the same number, which NVRTC checks on
+//! every compilation (`tests/cuda_kernels_compile.rs`).
+//!
+//! The constructors validate shapes and fold the derived quantities (merged
+//! dims, output sizes, optimizer constants), so launchers stay short.
+
+use cudarc::driver::DeviceRepr;
+
+mod conv;
+mod elementwise;
+mod gemm;
+mod loss;
+mod norm;
+mod optim;
+mod pool;
+mod reduce;
+#[cfg(test)]
+mod tests;
+
+pub use conv::{conv_out_len, Im2colParams};
+pub use elementwise::ElementwiseParams;
+pub use gemm::GemmParams;
+pub use loss::{PlmHistogramParams, PlmMaskParams, SigmoidLossParams};
+pub use norm::BatchNormParams;
+pub use optim::{AdamParams, SgdParams};
+pub use pool::Pool2dParams;
+pub use reduce::{RowParams, StridedReduceParams};
+
+/// The most dims a strided kernel handles (`FERRITE_MAX_DIMS`), after
+/// merging the dims that are contiguous with each other.
+pub const MAX_DIMS: usize = 8;
+
+// Safety: every argument struct is #[repr(C)], made of plain integers and
+// floats with no padding (sizes asserted), and mirrors the kernel's struct.
+unsafe impl DeviceRepr for ElementwiseParams {}
+unsafe impl DeviceRepr for RowParams {}
+unsafe impl DeviceRepr for StridedReduceParams {}
+unsafe impl DeviceRepr for GemmParams {}
+unsafe impl DeviceRepr for Im2colParams {}
+unsafe impl DeviceRepr for Pool2dParams {}
+unsafe impl DeviceRepr for BatchNormParams {}
+unsafe impl DeviceRepr for SigmoidLossParams {}
+unsafe impl DeviceRepr for PlmMaskParams {}
+unsafe impl DeviceRepr for PlmHistogramParams {}
+unsafe impl DeviceRepr for SgdParams {}
+unsafe impl DeviceRepr for AdamParams {}
