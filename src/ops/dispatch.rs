@@ -7,17 +7,21 @@
 //! to f32, the kernel runs in f32, and the result is rounded back to the
 //! half type once, at the end. Two forms cover every kernel:
 //!
-//! - kernels on contiguous buffers (convolution, batch norm, pooling, the
-//!   fused losses) take [`compute_data`] — a detached, contiguous copy in
+//! - kernels on contiguous buffers (convolution, batch norm, the fused
+//!   losses) take [`compute_data`] — a detached, contiguous copy in
 //!   the compute type, made only when needed — and reach its typed slice
 //!   through [`with_compute_type!`] and [`compute_slice`];
-//! - kernels on strided views (elementwise, reductions, softmax, matmul)
+//! - kernels on strided views (elementwise, reductions, softmax, matmul,
+//!   pooling)
 //!   go through [`float_dispatch!`] (one operand) or [`float_dispatch2!`]
 //!   (two operands of one dtype), which run f32 and f64 storage in place
-//!   and widen half-type views to contiguous f32 first.
+//!   and take half-type views through [`via_f32`] / [`via_f32_2`].
 
+use crate::backend::cpu::pool::try_with_capacity;
 use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, DType, Float, StorageElement, Tensor};
+use crate::ops::elementwise::cpu::map1;
+use crate::tensor::{CpuStorage, DType, Float, Layout, StorageElement, Tensor};
+use half::{bf16, f16};
 
 /// The type a float kernel computes in for data of `dtype`: F64 for F64,
 /// F32 for F32, BF16 and F16; an error naming `op` for other dtypes.
@@ -99,41 +103,93 @@ macro_rules! with_compute_storage {
 }
 pub(crate) use with_compute_storage;
 
+/// A half-precision element type (bf16, f16): never computed in directly,
+/// but widened to f32 and rounded back once.
+pub(crate) trait HalfFloat: Copy + Send + Sync + 'static {
+    /// The value as f32 (exact).
+    fn widen(self) -> f32;
+    /// `v` rounded to the nearest value of this type.
+    fn narrow(v: f32) -> Self;
+}
+
+impl HalfFloat for bf16 {
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    fn narrow(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}
+
+impl HalfFloat for f16 {
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    fn narrow(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+/// Rounds an f32 result back to the half type once.
+fn narrow_all<H: HalfFloat>(r: Vec<f32>) -> Result<Vec<H>> {
+    let mut out = try_with_capacity(r.len())?;
+    out.extend(r.into_iter().map(H::narrow));
+    Ok(out)
+}
+
+/// The half-type rule for one strided operand: `v` seen through `l` is
+/// widened to contiguous f32, `k` computes on it, and the result is
+/// rounded back once.
+pub(crate) fn via_f32<H: HalfFloat>(
+    v: &[H],
+    l: &Layout,
+    k: impl FnOnce(&[f32], &Layout) -> Result<Vec<f32>>,
+) -> Result<Vec<H>> {
+    let wide = map1(v, l, H::widen)?;
+    narrow_all(k(&wide, &Layout::contiguous(l.shape()))?)
+}
+
+/// [`via_f32`] for two operands, each widened with its own shape.
+pub(crate) fn via_f32_2<H: HalfFloat>(
+    (a, la): (&[H], &Layout),
+    (b, lb): (&[H], &Layout),
+    k: impl FnOnce(&[f32], &Layout, &[f32], &Layout) -> Result<Vec<f32>>,
+) -> Result<Vec<H>> {
+    let (wa, wb) = (map1(a, la, H::widen)?, map1(b, lb, H::widen)?);
+    let (ca, cb) = (
+        Layout::contiguous(la.shape()),
+        Layout::contiguous(lb.shape()),
+    );
+    narrow_all(k(&wa, &ca, &wb, &cb)?)
+}
+
 /// Runs a float kernel on any float storage seen through a strided layout:
-/// f32/f64 in place, half types widened to contiguous f32, computed and
-/// rounded back. `$k` receives the typed slice and its layout and returns
-/// `Result<Vec<T>>`; other dtypes are an [`Error::UnsupportedDType`] naming
-/// `$op_name`.
+/// f32/f64 in place, half types through [`via_f32`]. `$k` receives the
+/// typed slice and its layout and returns `Result<Vec<T>>`; other dtypes
+/// are an [`Error::UnsupportedDType`] naming `$op_name`.
 macro_rules! float_dispatch {
     ($op_name:expr, $s:expr, $l:expr, |$v:ident, $lay:ident| $k:expr) => {{
-        let l: &$crate::tensor::Layout = $l;
+        use $crate::tensor::{CpuStorage as S, Layout};
+        let l: &Layout = $l;
         match $s {
-            $crate::tensor::CpuStorage::F32($v) => {
+            S::F32($v) => {
                 let $lay = l;
-                Ok($crate::tensor::CpuStorage::F32($k?))
+                Ok(S::F32($k?))
             }
-            $crate::tensor::CpuStorage::F64($v) => {
+            S::F64($v) => {
                 let $lay = l;
-                Ok($crate::tensor::CpuStorage::F64($k?))
+                Ok(S::F64($k?))
             }
-            $crate::tensor::CpuStorage::BF16(h) => {
-                let wide = $crate::ops::dispatch::widen_f32!(h, l)?;
-                let $v = &wide;
-                let $lay = &$crate::tensor::Layout::contiguous(l.shape());
-                let r: Vec<f32> = $k?;
-                Ok($crate::tensor::CpuStorage::BF16(
-                    $crate::ops::dispatch::narrow_f32!(half::bf16, r),
-                ))
-            }
-            $crate::tensor::CpuStorage::F16(h) => {
-                let wide = $crate::ops::dispatch::widen_f32!(h, l)?;
-                let $v = &wide;
-                let $lay = &$crate::tensor::Layout::contiguous(l.shape());
-                let r: Vec<f32> = $k?;
-                Ok($crate::tensor::CpuStorage::F16(
-                    $crate::ops::dispatch::narrow_f32!(half::f16, r),
-                ))
-            }
+            S::BF16(h) => Ok(S::BF16($crate::ops::dispatch::via_f32(
+                h,
+                l,
+                |$v: &[f32], $lay: &Layout| $k,
+            )?)),
+            S::F16(h) => Ok(S::F16($crate::ops::dispatch::via_f32(
+                h,
+                l,
+                |$v: &[f32], $lay: &Layout| $k,
+            )?)),
             other => Err($crate::error::Error::UnsupportedDType {
                 op: $op_name,
                 dtype: other.dtype(),
@@ -143,33 +199,14 @@ macro_rules! float_dispatch {
 }
 pub(crate) use float_dispatch;
 
-/// Widens a half-type view to a contiguous f32 buffer (the first half of
-/// the half-type rule; [`narrow_f32!`] is the second).
-macro_rules! widen_f32 {
-    ($v:expr, $l:expr) => {
-        $crate::ops::elementwise::cpu::map1($v, $l, |x| x.to_f32())
-    };
-}
-pub(crate) use widen_f32;
-
-/// Rounds an f32 result back to the half type `$H` (`half::bf16` or
-/// `half::f16`) once.
-macro_rules! narrow_f32 {
-    ($H:ty, $r:expr) => {
-        $r.into_iter().map(<$H>::from_f32).collect::<Vec<$H>>()
-    };
-}
-pub(crate) use narrow_f32;
-
 /// [`float_dispatch!`] for two operands of one float dtype: `$k` receives
 /// both typed slices and their layouts and returns `Result<Vec<T>>`. Half
-/// types are widened to contiguous f32 (each operand keeping its shape),
-/// computed and rounded back; other or mixed dtypes are an
+/// types go through [`via_f32_2`]; other or mixed dtypes are an
 /// [`Error::UnsupportedDType`] naming `$op_name`.
 macro_rules! float_dispatch2 {
     ($op_name:expr, ($a:expr, $la:expr), ($b:expr, $lb:expr), |$x:ident, $lx:ident, $y:ident, $ly:ident| $k:expr) => {{
-        use $crate::tensor::CpuStorage as S;
-        let (la, lb): (&$crate::tensor::Layout, &$crate::tensor::Layout) = ($la, $lb);
+        use $crate::tensor::{CpuStorage as S, Layout};
+        let (la, lb): (&Layout, &Layout) = ($la, $lb);
         match ($a, $b) {
             (S::F32($x), S::F32($y)) => {
                 let ($lx, $ly) = (la, lb);
@@ -179,32 +216,16 @@ macro_rules! float_dispatch2 {
                 let ($lx, $ly) = (la, lb);
                 Ok(S::F64($k?))
             }
-            (S::BF16(p), S::BF16(q)) => {
-                let (wide_a, wide_b) = (
-                    $crate::ops::dispatch::widen_f32!(p, la)?,
-                    $crate::ops::dispatch::widen_f32!(q, lb)?,
-                );
-                let (ca, cb) = (
-                    $crate::tensor::Layout::contiguous(la.shape()),
-                    $crate::tensor::Layout::contiguous(lb.shape()),
-                );
-                let ($x, $lx, $y, $ly) = (&wide_a, &ca, &wide_b, &cb);
-                let r: Vec<f32> = $k?;
-                Ok(S::BF16($crate::ops::dispatch::narrow_f32!(half::bf16, r)))
-            }
-            (S::F16(p), S::F16(q)) => {
-                let (wide_a, wide_b) = (
-                    $crate::ops::dispatch::widen_f32!(p, la)?,
-                    $crate::ops::dispatch::widen_f32!(q, lb)?,
-                );
-                let (ca, cb) = (
-                    $crate::tensor::Layout::contiguous(la.shape()),
-                    $crate::tensor::Layout::contiguous(lb.shape()),
-                );
-                let ($x, $lx, $y, $ly) = (&wide_a, &ca, &wide_b, &cb);
-                let r: Vec<f32> = $k?;
-                Ok(S::F16($crate::ops::dispatch::narrow_f32!(half::f16, r)))
-            }
+            (S::BF16(p), S::BF16(q)) => Ok(S::BF16($crate::ops::dispatch::via_f32_2(
+                (p, la),
+                (q, lb),
+                |$x: &[f32], $lx: &Layout, $y: &[f32], $ly: &Layout| $k,
+            )?)),
+            (S::F16(p), S::F16(q)) => Ok(S::F16($crate::ops::dispatch::via_f32_2(
+                (p, la),
+                (q, lb),
+                |$x: &[f32], $lx: &Layout, $y: &[f32], $ly: &Layout| $k,
+            )?)),
             (a, _) => Err($crate::error::Error::UnsupportedDType {
                 op: $op_name,
                 dtype: a.dtype(),
