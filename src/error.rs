@@ -103,6 +103,15 @@ pub enum Error {
         /// What is wrong with its contents.
         msg: String,
     },
+    /// A CUDA driver call or kernel failed on a device (a real GPU or the
+    /// emulated one): the op or kernel that failed and the driver's or
+    /// emulator's message.
+    Cuda {
+        /// The op, copy or kernel that failed (e.g. `"add_fwd_f32"`).
+        op: String,
+        /// What went wrong, in words.
+        message: String,
+    },
     /// A buffer could not be allocated (the system refused the request).
     OutOfMemory {
         /// Size of the refused request, in bytes.
@@ -143,6 +152,7 @@ impl fmt::Display for Error {
             Error::Autograd(msg) => write!(f, "autograd: {msg}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
             Error::CorruptFile { path, msg } => write!(f, "{path}: {msg}"),
+            Error::Cuda { op, message } => write!(f, "cuda {op}: {message}"),
             Error::OutOfMemory { bytes } => write!(
                 f,
                 "out of memory: could not allocate {bytes} bytes ({:.1} GiB)",
@@ -167,6 +177,14 @@ impl Error {
         Error::Io {
             path: path.display().to_string(),
             source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
+        }
+    }
+
+    /// Builds an [`Error::Cuda`] for the op or kernel `op`.
+    pub(crate) fn cuda(op: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Cuda {
+            op: op.into(),
+            message: message.into(),
         }
     }
 
