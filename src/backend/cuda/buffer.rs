@@ -1,40 +1,33 @@
-//! Device buffers: [`CudaBuffer`], a block of GPU memory from the device's
-//! caching allocator that goes back to the cache when dropped, and
+//! Device buffers: [`CudaBuffer`], a block of device memory from the
+//! device's caching allocator that goes back to the cache when dropped, and
 //! [`DriverMemory`], the raw allocator behind that cache.
 
 use super::allocator::{CachingAllocator, RawMemory};
-use super::driver_error;
+use super::driver::{DevicePtr, Driver};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use std::sync::{Arc, Mutex};
 
-/// Raw device memory from the driver, allocated and freed in stream order
-/// on the device's stream.
+/// Raw device memory from a [`Driver`], allocated and freed in stream order.
 pub struct DriverMemory {
-    ordinal: usize,
-    stream: Arc<CudaStream>,
+    driver: Arc<dyn Driver>,
 }
 
 impl DriverMemory {
-    /// Raw memory of GPU `ordinal`, ordered on `stream`.
-    pub fn new(ordinal: usize, stream: Arc<CudaStream>) -> Self {
-        DriverMemory { ordinal, stream }
+    /// Raw memory of the device behind `driver`.
+    pub fn new(driver: Arc<dyn Driver>) -> Self {
+        DriverMemory { driver }
     }
 }
 
 impl RawMemory for DriverMemory {
-    type Block = CudaSlice<u8>;
+    type Block = DevicePtr;
 
-    fn alloc(&mut self, bytes: usize) -> Result<CudaSlice<u8>> {
-        // Safety: the bytes are uninitialised; every user of a CudaBuffer
-        // writes before reading (kernels write their whole output, uploads
-        // copy the whole slice).
-        unsafe { self.stream.alloc::<u8>(bytes) }
-            .map_err(|e| driver_error(self.ordinal, &format!("allocating {bytes} bytes"), e))
+    fn alloc(&mut self, bytes: usize) -> Result<DevicePtr> {
+        self.driver.alloc(bytes)
     }
 
-    fn free(&mut self, block: CudaSlice<u8>) {
-        drop(block);
+    fn free(&mut self, block: DevicePtr) {
+        self.driver.free(block);
     }
 }
 
@@ -46,7 +39,7 @@ pub(crate) type SharedAllocator = Arc<Mutex<CachingAllocator<DriverMemory>>>;
 /// the device's cache; the memory is reused in stream order, so pending
 /// kernels that read it finish first.
 pub struct CudaBuffer {
-    block: Option<CudaSlice<u8>>,
+    ptr: DevicePtr,
     class: usize,
     len_bytes: usize,
     pool: SharedAllocator,
@@ -55,9 +48,9 @@ pub struct CudaBuffer {
 impl CudaBuffer {
     /// Takes a block of at least `len_bytes` bytes from `pool`.
     pub(crate) fn allocate(pool: &SharedAllocator, len_bytes: usize) -> Result<Self> {
-        let (block, class) = lock(pool).allocate(len_bytes)?;
+        let (ptr, class) = lock(pool).allocate(len_bytes)?;
         Ok(CudaBuffer {
-            block: Some(block),
+            ptr,
             class,
             len_bytes,
             pool: pool.clone(),
@@ -79,92 +72,59 @@ impl CudaBuffer {
         self.len_bytes == 0
     }
 
-    /// The device memory, to pass as a kernel argument (a device pointer).
-    pub fn slice(&self) -> &CudaSlice<u8> {
-        self.block
-            .as_ref()
-            .expect("a CudaBuffer holds its block until dropped")
+    /// The device address of the first byte.
+    pub fn ptr(&self) -> DevicePtr {
+        self.ptr
     }
 
-    /// The device memory, mutably (for kernel outputs and uploads).
-    pub fn slice_mut(&mut self) -> &mut CudaSlice<u8> {
-        self.block
-            .as_mut()
-            .expect("a CudaBuffer holds its block until dropped")
+    /// The device address as a kernel argument.
+    pub fn arg(&self) -> &DevicePtr {
+        &self.ptr
     }
 
     /// Checks that the buffer holds at least `count` elements of `T`;
     /// `op` and `what` name the caller and the argument in the error.
     pub fn check_holds<T>(&self, op: &'static str, what: &str, count: usize) -> Result<()> {
+        self.check_bytes(op, what, count, std::mem::size_of::<T>())
+    }
+
+    /// Checks that the buffer holds at least `count` elements of
+    /// `elem_bytes` bytes each.
+    pub fn check_bytes(
+        &self,
+        op: &'static str,
+        what: &str,
+        count: usize,
+        elem_bytes: usize,
+    ) -> Result<()> {
         let need = count
-            .checked_mul(std::mem::size_of::<T>())
+            .checked_mul(elem_bytes)
             .ok_or_else(|| Error::invalid(op, format!("{what}: {count} elements overflow")))?;
         if need > self.len_bytes {
             return Err(Error::invalid(
                 op,
                 format!(
-                    "{what} holds {} bytes but {count} elements of {} bytes are needed",
-                    self.len_bytes,
-                    std::mem::size_of::<T>()
+                    "{what} holds {} bytes but {count} elements of {elem_bytes} bytes are needed",
+                    self.len_bytes
                 ),
             ));
         }
         Ok(())
     }
-
-    /// Copies `host` into the start of the buffer (asynchronously on
-    /// `stream`; the host slice is staged by the driver).
-    pub(crate) fn write<T: DeviceRepr>(
-        &mut self,
-        stream: &Arc<CudaStream>,
-        ordinal: usize,
-        host: &[T],
-    ) -> Result<()> {
-        self.check_holds::<T>("CudaBuffer::write", "the buffer", host.len())?;
-        if host.is_empty() {
-            return Ok(());
-        }
-        let slice = self.slice_mut();
-        // Safety: the block holds at least host.len() elements of T (checked
-        // above) and device allocations are 256-byte aligned.
-        let mut view = unsafe { slice.transmute_mut::<T>(host.len()) }
-            .ok_or_else(|| Error::invalid("CudaBuffer::write", "buffer too small"))?;
-        stream
-            .memcpy_htod(host, &mut view)
-            .map_err(|e| driver_error(ordinal, "copying to the device", e))
-    }
-
-    /// Copies the first `count` elements of `T` back to the host (waits for
-    /// the stream).
-    pub(crate) fn read<T: DeviceRepr + Default + Clone>(
-        &self,
-        stream: &Arc<CudaStream>,
-        ordinal: usize,
-        count: usize,
-    ) -> Result<Vec<T>> {
-        self.check_holds::<T>("CudaBuffer::read", "the buffer", count)?;
-        let mut host = vec![T::default(); count];
-        if count == 0 {
-            return Ok(host);
-        }
-        // Safety: as in `write`.
-        let view = unsafe { self.slice().transmute::<T>(count) }
-            .ok_or_else(|| Error::invalid("CudaBuffer::read", "buffer too small"))?;
-        stream
-            .memcpy_dtoh(&view, host.as_mut_slice())
-            .map_err(|e| driver_error(ordinal, "copying to the host", e))?;
-        stream
-            .synchronize()
-            .map_err(|e| driver_error(ordinal, "synchronising the stream", e))?;
-        Ok(host)
-    }
 }
 
 impl Drop for CudaBuffer {
     fn drop(&mut self) {
-        if let Some(block) = self.block.take() {
-            lock(&self.pool).release(block, self.class);
-        }
+        lock(&self.pool).release(self.ptr, self.class);
+    }
+}
+
+impl std::fmt::Debug for CudaBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBuffer")
+            .field("ptr", &format_args!("{:#x}", self.ptr))
+            .field("len_bytes", &self.len_bytes)
+            .finish()
     }
 }
 

@@ -1,167 +1,129 @@
-//! [`CudaDevice`]: one GPU's context and stream, its compiled kernels and
-//! its caching allocator.
+//! [`CudaDevice`]: one device (a real GPU or the emulated one) behind its
+//! [`Driver`], with its caching allocator, and the process-wide registry
+//! that tensors use to find a device by ordinal.
 
 use super::allocator::{AllocatorStats, CachingAllocator};
 use super::buffer::{lock, CudaBuffer, DriverMemory, SharedAllocator};
-use super::compile::{self, choose_arch, nvrtc_supported_archs};
-use super::{device_count, driver_error, require_nvrtc, unavailable};
+use super::driver::gpu::GpuDriver;
+use super::driver::{pod_bytes, pod_bytes_mut, Driver, KernelArg, Pod};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr};
-use cudarc::nvrtc::Ptx;
+use crate::ground::Device;
+use cudarc::driver::LaunchConfig;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// An initialised GPU: its primary context, one stream on which every
-/// kernel, copy and allocation is ordered, the kernel modules compiled for
-/// it so far, and its caching allocator.
-///
-/// Kernels are compiled per family (one `kernels/<family>.cu` file) the
-/// first time one of them is needed, for the GPU's architecture, then
-/// loaded once and kept; see [`compile`](super::compile) for the PTX caches.
+/// The environment variable that makes `Device::Cuda(n)` the emulated GPU
+/// (`FERRITE_CUDA_EMULATE=1`; needs the `cuda-emulator` feature).
+pub const EMULATE_ENV: &str = "FERRITE_CUDA_EMULATE";
+
+/// An initialised device: its driver (one stream on which every kernel,
+/// copy and allocation is ordered) and its caching allocator.
 pub struct CudaDevice {
     ordinal: usize,
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    capability: (i32, i32),
-    arch: String,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    driver: Arc<dyn Driver>,
     pool: SharedAllocator,
 }
 
 impl CudaDevice {
-    /// Opens GPU `ordinal`: checks that the driver and NVRTC can be loaded
-    /// and that the GPU exists, creates its context and stream, and picks
-    /// the NVRTC target for its compute capability. Every failure is an
-    /// [`Error::DeviceUnavailable`] saying why.
+    /// Opens device `ordinal`: the emulated GPU when the environment sets
+    /// `FERRITE_CUDA_EMULATE=1` (see [`CudaDevice::emulated`]), otherwise
+    /// the real GPU (see [`CudaDevice::gpu`]).
     pub fn new(ordinal: usize) -> Result<Self> {
-        let count = device_count()?;
-        if ordinal >= count {
-            return Err(unavailable(
-                ordinal,
-                format!("only {count} CUDA device(s) present"),
-            ));
+        if emulation_requested() {
+            Self::emulated(ordinal)
+        } else {
+            Self::gpu(ordinal)
         }
-        require_nvrtc(ordinal)?;
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| driver_error(ordinal, "creating the context", e))?;
-        let capability = ctx
-            .compute_capability()
-            .map_err(|e| driver_error(ordinal, "reading the compute capability", e))?;
-        let arch = choose_arch(capability, &nvrtc_supported_archs()?)
-            .map_err(|e| unavailable(ordinal, e.to_string()))?;
-        let stream = ctx.default_stream();
-        let pool = Arc::new(Mutex::new(CachingAllocator::new(DriverMemory::new(
+    }
+
+    /// Opens real GPU `ordinal`. No driver, no GPU or no NVRTC is an
+    /// [`Error::DeviceUnavailable`] saying why (never a panic).
+    pub fn gpu(ordinal: usize) -> Result<Self> {
+        Ok(Self::with_driver(
             ordinal,
-            stream.clone(),
-        ))));
-        Ok(CudaDevice {
-            ordinal,
-            ctx,
-            stream,
-            capability,
-            arch,
-            modules: Mutex::new(HashMap::new()),
-            functions: Mutex::new(HashMap::new()),
-            pool,
+            Arc::new(GpuDriver::new(ordinal)?),
+        ))
+    }
+
+    /// Opens the emulated GPU `ordinal`: the same kernels, compiled as C++
+    /// into this binary, run on the CPU (feature `cuda-emulator`).
+    pub fn emulated(ordinal: usize) -> Result<Self> {
+        #[cfg(feature = "cuda-emulator")]
+        {
+            use super::driver::emulated::EmulatedDriver;
+            Ok(Self::with_driver(
+                ordinal,
+                Arc::new(EmulatedDriver::new(ordinal)),
+            ))
+        }
+        #[cfg(not(feature = "cuda-emulator"))]
+        Err(Error::DeviceUnavailable {
+            device: Device::Cuda(ordinal),
+            msg: "the emulated GPU is not part of this build: build with \
+                  `--features cuda-emulator`"
+                .into(),
         })
     }
 
-    /// The GPU's ordinal.
+    fn with_driver(ordinal: usize, driver: Arc<dyn Driver>) -> Self {
+        let pool = Arc::new(Mutex::new(CachingAllocator::new(DriverMemory::new(
+            driver.clone(),
+        ))));
+        CudaDevice {
+            ordinal,
+            driver,
+            pool,
+        }
+    }
+
+    /// The device's ordinal.
     pub fn ordinal(&self) -> usize {
         self.ordinal
     }
 
-    /// The GPU's name, e.g. "NVIDIA H100 80GB HBM3".
+    /// The device as a [`Device`] value.
+    pub fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
     pub fn name(&self) -> Result<String> {
-        self.ctx
-            .name()
-            .map_err(|e| driver_error(self.ordinal, "reading the device name", e))
+        self.driver.name()
     }
 
     /// Compute capability `(major, minor)`.
     pub fn compute_capability(&self) -> (i32, i32) {
-        self.capability
+        self.driver.compute_capability()
     }
 
-    /// The NVRTC target the kernels are compiled for, e.g. `"sm_90"`.
+    /// The target the kernels are compiled for, e.g. `"sm_90"`.
     pub fn arch(&self) -> &str {
-        &self.arch
+        self.driver.arch()
     }
 
-    /// The underlying cudarc context.
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
-    }
-
-    /// The stream every operation of this device is ordered on.
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+    /// True for the emulated GPU.
+    pub fn is_emulated(&self) -> bool {
+        self.driver.is_emulated()
     }
 
     /// Waits until every queued kernel and copy has finished.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| driver_error(self.ordinal, "synchronising the stream", e))
+        self.driver.synchronize()
     }
 
-    /// The kernel `entry` of family `family` (e.g. `("gemm",
-    /// "gemm_fwd_f32")`), compiling and loading the family on first use.
-    pub fn function(&self, family: &str, entry: &str) -> Result<CudaFunction> {
-        let fam = compile::family(family)?;
-        let key = (fam.name, entry.to_string());
-        if let Some(f) = self
-            .functions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(f.clone());
-        }
-        if !fam.has_entry(entry) {
-            return Err(Error::invalid(
-                "CudaDevice::function",
-                format!("kernels/{family}.cu defines no kernel {entry:?}"),
-            ));
-        }
-        let module = self.module(fam)?;
-        let f = module
-            .load_function(entry)
-            .map_err(|e| driver_error(self.ordinal, &format!("loading kernel {entry}"), e))?;
-        self.functions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, f.clone());
-        Ok(f)
-    }
-
-    /// The loaded module of `family`, compiled (or read from the PTX cache)
-    /// and loaded on first use.
-    fn module(&self, family: &'static compile::KernelFamily) -> Result<Arc<CudaModule>> {
-        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = modules.get(family.name) {
-            return Ok(m.clone());
-        }
-        let ptx = compile::ptx(family, &self.arch)?;
-        let module = self
-            .ctx
-            .load_module(Ptx::from_src(ptx.to_string()))
-            .map_err(|e| {
-                let hint = if format!("{e:?}").contains("UNSUPPORTED_PTX_VERSION") {
-                    " (the PTX comes from an NVRTC newer than the driver: use the NVRTC of the \
-                 driver's CUDA version)"
-                } else {
-                    ""
-                };
-                driver_error(
-                    self.ordinal,
-                    &format!("loading kernels/{}.cu for {}{hint}", family.name, self.arch),
-                    e,
-                )
-            })?;
-        modules.insert(family.name, module.clone());
-        Ok(module)
+    /// Queues kernel `entry` of `kernels/<family>.cu` with launch shape
+    /// `cfg` (`None`: nothing to do) and arguments `args` (the parameter
+    /// struct, then device pointers, in the kernel's order).
+    pub fn launch(
+        &self,
+        family: &str,
+        entry: &str,
+        cfg: Option<LaunchConfig>,
+        args: &[&dyn KernelArgRef],
+    ) -> Result<()> {
+        let Some(cfg) = cfg else { return Ok(()) };
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.bytes()).collect();
+        self.driver.launch(family, entry, &cfg, &bytes)
     }
 
     /// An uninitialised buffer of `len_bytes` bytes from the caching
@@ -170,27 +132,41 @@ impl CudaDevice {
         CudaBuffer::allocate(&self.pool, len_bytes)
     }
 
+    /// A buffer of `len_bytes` zero bytes.
+    pub fn alloc_zeroed(&self, len_bytes: usize) -> Result<CudaBuffer> {
+        let buf = self.alloc(len_bytes)?;
+        self.driver.memset(buf.ptr(), 0, len_bytes)?;
+        Ok(buf)
+    }
+
     /// A buffer holding a copy of `host`.
-    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaBuffer> {
-        let bytes = std::mem::size_of_val(host);
-        let mut buf = self.alloc(bytes)?;
-        buf.write(&self.stream, self.ordinal, host)?;
+    pub fn upload<T: Pod>(&self, host: &[T]) -> Result<CudaBuffer> {
+        let mut buf = self.alloc(std::mem::size_of_val(host))?;
+        self.write(&mut buf, host)?;
         Ok(buf)
     }
 
     /// Overwrites the start of `buf` with `host`.
-    pub fn write<T: DeviceRepr>(&self, buf: &mut CudaBuffer, host: &[T]) -> Result<()> {
-        buf.write(&self.stream, self.ordinal, host)
+    pub fn write<T: Pod>(&self, buf: &mut CudaBuffer, host: &[T]) -> Result<()> {
+        buf.check_holds::<T>("CudaDevice::write", "the buffer", host.len())?;
+        self.driver.copy_htod(buf.ptr(), pod_bytes(host))
     }
 
     /// The first `count` elements of `buf` as `T`, once every queued
     /// operation has finished.
-    pub fn download<T: DeviceRepr + Default + Clone>(
-        &self,
-        buf: &CudaBuffer,
-        count: usize,
-    ) -> Result<Vec<T>> {
-        buf.read(&self.stream, self.ordinal, count)
+    pub fn download<T: Pod>(&self, buf: &CudaBuffer, count: usize) -> Result<Vec<T>> {
+        buf.check_holds::<T>("CudaDevice::download", "the buffer", count)?;
+        let mut host = crate::backend::cpu::pool::take_zeroed::<T>(count)?;
+        self.driver.copy_dtoh(buf.ptr(), pod_bytes_mut(&mut host))?;
+        Ok(host)
+    }
+
+    /// A new buffer holding the first `bytes` bytes of `src`.
+    pub fn duplicate(&self, src: &CudaBuffer, bytes: usize) -> Result<CudaBuffer> {
+        src.check_bytes("CudaDevice::duplicate", "the source", bytes, 1)?;
+        let dst = self.alloc(bytes)?;
+        self.driver.copy_dtod(dst.ptr(), src.ptr(), bytes)?;
+        Ok(dst)
     }
 
     /// The caching allocator's counters.
@@ -204,12 +180,52 @@ impl CudaDevice {
     }
 }
 
+/// A kernel argument as the launch passes it: its bytes.
+pub trait KernelArgRef {
+    /// The argument's bytes.
+    fn bytes(&self) -> &[u8];
+}
+
+impl<T: KernelArg> KernelArgRef for T {
+    fn bytes(&self) -> &[u8] {
+        self.arg_bytes()
+    }
+}
+
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaDevice")
             .field("ordinal", &self.ordinal)
-            .field("capability", &self.capability)
-            .field("arch", &self.arch)
+            .field("capability", &self.compute_capability())
+            .field("arch", &self.arch())
+            .field("emulated", &self.is_emulated())
             .finish()
     }
+}
+
+/// True when the environment asks for the emulated GPU.
+pub fn emulation_requested() -> bool {
+    std::env::var(EMULATE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The process-wide device `Device::Cuda(ordinal)`, opened on first use and
+/// shared by every tensor on it. The first time the emulated GPU is opened
+/// this way, a line on stderr says so.
+pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+    let mut devices = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(dev) = devices.get(&ordinal) {
+        return Ok(dev.clone());
+    }
+    let dev = Arc::new(CudaDevice::new(ordinal)?);
+    if dev.is_emulated() {
+        eprintln!(
+            "ferrite: cuda:{ordinal} is the emulated GPU ({EMULATE_ENV}=1): kernels run on the CPU"
+        );
+    }
+    devices.insert(ordinal, dev.clone());
+    Ok(dev)
 }

@@ -12,7 +12,6 @@
 use super::buffer::CudaBuffer;
 use super::compile::names;
 use super::device::CudaDevice;
-use super::driver_error;
 use super::launch;
 use super::params::{
     AdamParams, ElementwiseParams, GemmParams, Im2colParams, PlmHistogramParams, PlmMaskParams,
@@ -21,31 +20,6 @@ use super::params::{
 use crate::error::{Error, Result};
 use crate::ground::{broadcast_shapes, checked_numel, DType, Layout};
 use crate::ops::optim::{AdamStep, SgdStep};
-use cudarc::driver::PushKernelArg;
-
-/// Queues kernel `$entry` of family `$family` with launch configuration
-/// `$cfg` (an `Option`: `None` launches nothing) and the given arguments,
-/// which must outlive the statement (locals, buffer slices).
-macro_rules! launch {
-    ($dev:expr, $family:expr, $entry:expr, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
-        let dev: &CudaDevice = $dev;
-        let entry: &str = $entry;
-        match $cfg {
-            None => Ok(()),
-            Some(cfg) => {
-                let f = dev.function($family, entry)?;
-                let mut builder = dev.stream().launch_builder(&f);
-                $( builder.arg($arg); )*
-                // Safety: the arguments match the kernel's signature in
-                // kernels/<family>.cu (parameter struct by value, then device
-                // pointers), and the callers checked every buffer size.
-                unsafe { builder.launch(cfg) }
-                    .map(|_| ())
-                    .map_err(|e| driver_error(dev.ordinal(), &format!("launching {entry}"), e))
-            }
-        }
-    }};
-}
 
 /// The name of a kernel built from an op table entry, or an error naming
 /// the valid ops.
@@ -78,13 +52,12 @@ pub fn binary_f32(
     let lb = Layout::contiguous(b_shape).broadcast_to(&shape);
     let params = ElementwiseParams::new(&shape, &[&la, &lb])?;
     let numel = params.numel as usize;
-    let mut out = dev.alloc(numel * 4)?;
-    launch!(
-        dev,
+    let out = dev.alloc(numel * 4)?;
+    dev.launch(
         "elementwise",
         &format!("{op}_fwd_f32"),
         launch::elementwise(numel),
-        [&params, a.slice(), b.slice(), out.slice_mut()]
+        &[&params, a.arg(), b.arg(), out.arg()],
     )?;
     Ok((out, shape))
 }
@@ -103,13 +76,12 @@ pub fn unary_f32(
     checked_op(op, names::UNARY_OPS, OP)?;
     x.check_holds::<f32>(OP, "input", numel)?;
     let params = ElementwiseParams::flat(numel).with_scalars(alpha, beta);
-    let mut out = dev.alloc(numel * 4)?;
-    launch!(
-        dev,
+    let out = dev.alloc(numel * 4)?;
+    dev.launch(
         "elementwise",
         &format!("{op}_fwd_f32"),
         launch::elementwise(numel),
-        [&params, x.slice(), out.slice_mut()]
+        &[&params, x.arg(), out.arg()],
     )?;
     Ok(out)
 }
@@ -127,13 +99,12 @@ pub fn row_reduce_f32(
     checked_op(op, &["sum", "mean", "max", "logsumexp"], OP)?;
     x.check_holds::<f32>(OP, "input", checked_numel(OP, &[rows, cols])?)?;
     let params = RowParams::contiguous(rows, cols);
-    let mut out = dev.alloc(rows * 4)?;
-    launch!(
-        dev,
+    let out = dev.alloc(rows * 4)?;
+    dev.launch(
         "reduce",
         &format!("{op}_fwd_f32"),
         launch::rows(rows, cols),
-        [&params, x.slice(), out.slice_mut()]
+        &[&params, x.arg(), out.arg()],
     )?;
     Ok(out)
 }
@@ -152,13 +123,12 @@ pub fn argmax_f32(
     }
     x.check_holds::<f32>(OP, "input", checked_numel(OP, &[rows, cols])?)?;
     let params = RowParams::contiguous(rows, cols);
-    let mut out = dev.alloc(rows * 8)?;
-    launch!(
-        dev,
+    let out = dev.alloc(rows * 8)?;
+    dev.launch(
         "reduce",
         "argmax_fwd_f32",
         launch::rows(rows, cols),
-        [&params, x.slice(), out.slice_mut()]
+        &[&params, x.arg(), out.arg()],
     )?;
     Ok(out)
 }
@@ -175,18 +145,17 @@ pub fn softmax_f32(
     let numel = checked_numel(OP, &[rows, cols])?;
     x.check_holds::<f32>(OP, "input", numel)?;
     let params = RowParams::contiguous(rows, cols);
-    let mut out = dev.alloc(numel * 4)?;
+    let out = dev.alloc(numel * 4)?;
     let entry = if log {
         "log_softmax_fwd_f32"
     } else {
         "softmax_fwd_f32"
     };
-    launch!(
-        dev,
+    dev.launch(
         "reduce",
         entry,
         launch::rows(rows, cols),
-        [&params, x.slice(), out.slice_mut()]
+        &[&params, x.arg(), out.arg()],
     )?;
     Ok(out)
 }
@@ -234,14 +203,8 @@ pub fn gemm(
     a.check_holds::<u8>(OP, "A", checked_numel(OP, &[batch, m, k, size])?)?;
     b.check_holds::<u8>(OP, "B", checked_numel(OP, &[batch, k, n, size])?)?;
     let params = GemmParams::row_major(batch, m, k, n);
-    let mut c = dev.alloc(checked_numel(OP, &[batch, m, n, size])?)?;
-    launch!(
-        dev,
-        "gemm",
-        entry,
-        cfg,
-        [&params, a.slice(), b.slice(), c.slice_mut()]
-    )?;
+    let c = dev.alloc(checked_numel(OP, &[batch, m, n, size])?)?;
+    dev.launch("gemm", entry, cfg, &[&params, a.arg(), b.arg(), c.arg()])?;
     Ok(c)
 }
 
@@ -256,15 +219,9 @@ pub fn im2col_f32(dev: &CudaDevice, x: &CudaBuffer, p: &Im2colParams) -> Result<
         checked_numel(OP, &[u(p.n), u(p.c), u(p.h), u(p.w)])?,
     )?;
     let cols = checked_numel(OP, &[u(p.n), u(p.c), u(p.kh), u(p.kw), u(p.oh), u(p.ow)])?;
-    let mut out = dev.alloc(cols * 4)?;
+    let out = dev.alloc(cols * 4)?;
     let cfg = launch::im2col(u(p.n), u(p.c), (u(p.kh), u(p.kw)), (u(p.oh), u(p.ow)))?;
-    launch!(
-        dev,
-        "conv",
-        "im2col_fwd_f32",
-        cfg,
-        [p, x.slice(), out.slice_mut()]
-    )?;
+    dev.launch("conv", "im2col_fwd_f32", cfg, &[p, x.arg(), out.arg()])?;
     Ok(out)
 }
 
@@ -300,19 +257,12 @@ pub fn plm_mask_f32(
         numel: numel as i64,
         classes: classes as i64,
     };
-    let mut mask = dev.alloc(numel * 4)?;
-    launch!(
-        dev,
+    let mask = dev.alloc(numel * 4)?;
+    dev.launch(
         "loss",
         "plm_mask_fwd_f32",
         launch::philox_blocks(numel),
-        [
-            &params,
-            targets.slice(),
-            pos.slice(),
-            neg.slice(),
-            mask.slice_mut()
-        ]
+        &[&params, targets.arg(), pos.arg(), neg.arg(), mask.arg()],
     )?;
     Ok(mask)
 }
@@ -381,21 +331,20 @@ pub fn plm_histogram_f32(
         classes: h.classes as i64,
         n_bins: h.n_bins as i64,
     };
-    launch!(
-        dev,
+    dev.launch(
         "loss",
         "plm_histogram_fwd_f32",
         launch::elementwise(numel),
-        [
+        &[
             &params,
-            probs.slice(),
-            targets.slice(),
-            h.pos_pred.slice_mut(),
-            h.neg_pred.slice_mut(),
-            h.pos_labels.slice_mut(),
-            h.neg_labels.slice_mut(),
-            h.discarded.slice_mut(),
-        ]
+            probs.arg(),
+            targets.arg(),
+            h.pos_pred.arg(),
+            h.neg_pred.arg(),
+            h.pos_labels.arg(),
+            h.neg_labels.arg(),
+            h.discarded.arg(),
+        ],
     )
 }
 
@@ -417,22 +366,20 @@ pub fn sgd_step_f32(
     match buf {
         Some(buf) => {
             buf.check_holds::<f32>(OP, "momentum buffer", n)?;
-            launch!(
-                dev,
+            dev.launch(
                 "optim",
                 "sgd_step_f32",
                 cfg,
-                [&params, p.slice_mut(), g.slice(), buf.slice_mut()]
+                &[&params, p.arg(), g.arg(), buf.arg()],
             )
         }
         None => {
             let null: u64 = 0;
-            launch!(
-                dev,
+            dev.launch(
                 "optim",
                 "sgd_step_f32",
                 cfg,
-                [&params, p.slice_mut(), g.slice(), &null]
+                &[&params, p.arg(), g.arg(), &null],
             )
         }
     }
@@ -457,17 +404,10 @@ pub fn adam_step_f32(
         buf.check_holds::<f32>(OP, what, n)?;
     }
     let params = AdamParams::new(n, h);
-    launch!(
-        dev,
+    dev.launch(
         "optim",
         "adam_step_f32",
         launch::elementwise(n),
-        [
-            &params,
-            p.slice_mut(),
-            g.slice(),
-            m.slice_mut(),
-            v.slice_mut()
-        ]
+        &[&params, p.arg(), g.arg(), m.arg(), v.arg()],
     )
 }

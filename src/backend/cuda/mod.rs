@@ -6,8 +6,11 @@
 //! can be loaded and returns [`Error::DeviceUnavailable`] otherwise: no
 //! driver, no GPU or no NVRTC is a clear error, never a panic.
 //!
-//! - [`device`]: [`CudaDevice`], a context and stream on one GPU, with its
-//!   compiled-module cache and caching allocator.
+//! - [`driver`]: the [`Driver`](driver::Driver) seam (memory, copies,
+//!   launches by kernel name) with two implementations: a real GPU through
+//!   cudarc, and the emulated GPU (feature `cuda-emulator`).
+//! - [`device`]: [`CudaDevice`], one device behind its driver, with its
+//!   caching allocator, and the registry [`device()`] that tensors use.
 //! - [`allocator`]: the size-class caching allocator (device independent,
 //!   unit-tested on the CPU through the [`RawMemory`] trait).
 //! - [`buffer`]: [`CudaBuffer`], a device allocation that returns to the
@@ -25,13 +28,16 @@ pub mod allocator;
 pub mod buffer;
 pub mod compile;
 pub mod device;
+pub mod driver;
+#[cfg(feature = "cuda-emulator")]
+pub(crate) mod emulator;
 pub mod kernels;
 pub mod launch;
 pub mod params;
 
 pub use allocator::{AllocatorStats, CachingAllocator, RawMemory};
 pub use buffer::CudaBuffer;
-pub use device::CudaDevice;
+pub use device::{device, emulation_requested, CudaDevice, EMULATE_ENV};
 
 use crate::error::{Error, Result};
 use crate::ground::Device;

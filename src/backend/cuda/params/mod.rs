@@ -11,7 +11,7 @@
 //! The constructors validate shapes and fold the derived quantities (merged
 //! dims, output sizes, optimizer constants), so launchers stay short.
 
-use cudarc::driver::DeviceRepr;
+use super::driver::KernelArg;
 
 mod conv;
 mod elementwise;
@@ -39,15 +39,15 @@ pub const MAX_DIMS: usize = 8;
 
 // Safety: every argument struct is #[repr(C)], made of plain integers and
 // floats with no padding (sizes asserted), and mirrors the kernel's struct.
-unsafe impl DeviceRepr for ElementwiseParams {}
-unsafe impl DeviceRepr for RowParams {}
-unsafe impl DeviceRepr for StridedReduceParams {}
-unsafe impl DeviceRepr for GemmParams {}
-unsafe impl DeviceRepr for Im2colParams {}
-unsafe impl DeviceRepr for Pool2dParams {}
-unsafe impl DeviceRepr for BatchNormParams {}
-unsafe impl DeviceRepr for SigmoidLossParams {}
-unsafe impl DeviceRepr for PlmMaskParams {}
-unsafe impl DeviceRepr for PlmHistogramParams {}
-unsafe impl DeviceRepr for SgdParams {}
-unsafe impl DeviceRepr for AdamParams {}
+unsafe impl KernelArg for ElementwiseParams {}
+unsafe impl KernelArg for RowParams {}
+unsafe impl KernelArg for StridedReduceParams {}
+unsafe impl KernelArg for GemmParams {}
+unsafe impl KernelArg for Im2colParams {}
+unsafe impl KernelArg for Pool2dParams {}
+unsafe impl KernelArg for BatchNormParams {}
+unsafe impl KernelArg for SigmoidLossParams {}
+unsafe impl KernelArg for PlmMaskParams {}
+unsafe impl KernelArg for PlmHistogramParams {}
+unsafe impl KernelArg for SgdParams {}
+unsafe impl KernelArg for AdamParams {}
