@@ -181,6 +181,7 @@ impl Error {
     }
 
     /// Builds an [`Error::Cuda`] for the op or kernel `op`.
+    #[cfg(feature = "cuda")]
     pub(crate) fn cuda(op: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Cuda {
             op: op.into(),

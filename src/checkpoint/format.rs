@@ -97,7 +97,7 @@ fn read_le<T: LeBytes>(bytes: &[u8]) -> Vec<T> {
 fn write_tensor(w: &mut dyn Write, t: &Tensor) -> Result<std::io::Result<()>> {
     let c = t.detach().contiguous()?;
     let span = c.layout().offset()..c.layout().offset() + c.numel();
-    let storage = c.storage();
+    let storage = c.cpu_storage("checkpoint save")?;
     Ok(crate::tensor::with_storage!(
         &*storage,
         |v: T| write_le::<T>(w, &v[span])

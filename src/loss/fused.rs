@@ -153,7 +153,7 @@ fn shape_error(op: &'static str, logits: &Tensor, other: &Tensor) -> Error {
 
 /// Errors unless every target lies in [0, 1] (NaN included in the refusal).
 fn check_targets(op: &'static str, targets: &Tensor) -> Result<()> {
-    let bad = with_compute_storage!(&*targets.storage(), |v: T| {
+    let bad = with_compute_storage!(&*targets.cpu_storage("sigmoid loss")?, |v: T| {
         let off = targets.layout().offset();
         v[off..off + targets.numel()]
             .iter()
@@ -197,10 +197,10 @@ struct Operands<'a> {
 /// every logit, as a new storage of the logits' shape.
 fn elementwise(formula: &Formula<f64>, x: Operands<'_>, derivative: bool) -> Result<CpuStorage> {
     let ts = [x.logits, x.targets, x.weight, x.pos_weight, x.scale];
-    Ok(Tensor::read_storages(&ts, |s| match x.logits.dtype() {
+    Tensor::read_cpu_storages("sigmoid loss", &ts, |s| match x.logits.dtype() {
         DType::F64 => kernel::<f64>(&formula.cast(), &ts, s, derivative),
         _ => kernel::<f32>(&formula.cast(), &ts, s, derivative),
-    }))
+    })
 }
 
 /// The typed loop of [`elementwise`]; `ts` are the operands in order and

@@ -41,10 +41,10 @@ impl Tensor {
         let _profile = crate::profile::update_scope("assign");
         self.check_writable("assign", src)?;
         // Read first (src may share our storage), then write.
-        let values = crate::ops::elementwise::cpu::copy(&src.storage(), src.layout())?;
+        let values = crate::ops::elementwise::cpu::copy(&*src.cpu_storage("copy_")?, src.layout())?;
         let off = self.layout().offset();
         let n = self.numel();
-        let mut dst = self.storage_mut();
+        let mut dst = self.cpu_storage_mut("copy_")?;
         crate::tensor::with_storage!(&mut *dst, |d: T| {
             let s = <T as crate::tensor::StorageElement>::slice(&values).expect("dtype checked");
             d[off..off + n].copy_from_slice(s);

@@ -18,6 +18,7 @@ pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod transfer;
 pub mod view;
 
 pub use conv::Conv2dParams;

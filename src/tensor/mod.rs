@@ -7,15 +7,15 @@
 
 mod creation;
 mod display;
-mod storage;
 
+pub(crate) use crate::backend::cpu::with_storage;
+pub use crate::backend::cpu::{CpuStorage, StorageElement};
+pub(crate) use crate::backend::Storage;
 pub use crate::ground::{
     broadcast_shapes, checked_numel, contiguous_strides, DType, Device, Float, Layout, WithDType,
     MAX_NUMEL,
 };
 pub(crate) use crate::ground::{collapse_dims, normalize_dim, normalize_dims, walk_runs};
-pub(crate) use storage::with_storage;
-pub use storage::{CpuStorage, StorageElement};
 
 use crate::autograd::{self, GradFn, Node, RecordedOp};
 use crate::error::{Error, Result};
@@ -42,12 +42,12 @@ pub struct Tensor(Arc<TensorInner>);
 /// backward can refuse to use a tensor that was modified after it was read
 /// (the gradient would silently be wrong otherwise).
 pub(crate) struct SharedStorage {
-    data: RwLock<CpuStorage>,
+    data: RwLock<Storage>,
     version: AtomicU64,
 }
 
 impl SharedStorage {
-    fn new(storage: CpuStorage) -> Self {
+    fn new(storage: Storage) -> Self {
         SharedStorage {
             data: RwLock::new(storage),
             version: AtomicU64::new(0),
@@ -98,12 +98,14 @@ impl Drop for TensorInner {
 impl Tensor {
     // ----- construction (crate-internal) -------------------------------
 
-    /// A fresh contiguous tensor owning `storage`, with no gradient tracking.
+    /// A fresh contiguous tensor owning `storage` (host or device memory),
+    /// with no gradient tracking; its device is the storage's.
     ///
     /// Checks (in every build) that `shape` is addressable and that
     /// `storage` holds exactly its elements: kernels trust a tensor's layout
     /// to lie inside its storage, so this invariant is never left to chance.
-    pub(crate) fn from_storage(storage: CpuStorage, shape: &[usize]) -> Result<Tensor> {
+    pub(crate) fn from_storage(storage: impl Into<Storage>, shape: &[usize]) -> Result<Tensor> {
+        let storage = storage.into();
         let numel = checked_numel("tensor", shape)?;
         if storage.len() != numel {
             return Err(Error::bad_shape(
@@ -115,12 +117,13 @@ impl Tensor {
             ));
         }
         let dtype = storage.dtype();
+        let device = storage.device();
         Ok(Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
             storage: Arc::new(SharedStorage::new(storage)),
             layout: Layout::contiguous(shape),
             dtype,
-            device: Device::Cpu,
+            device,
             requires_grad: false,
             node: Mutex::new(Node::Leaf),
         })))
@@ -255,13 +258,23 @@ impl Tensor {
         self.0.node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Read access to the underlying storage (whole buffer, see `layout`).
-    pub(crate) fn storage(&self) -> RwLockReadGuard<'_, CpuStorage> {
+    /// Read access to the underlying storage (whole buffer, see `layout`),
+    /// on whichever device it lives.
+    pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
         self.0
             .storage
             .data
             .read()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Read access to the host storage for the CPU kernel of `op`, or
+    /// [`Error::DeviceMismatch`] when the tensor lives on a device (nothing
+    /// is ever downloaded silently).
+    pub(crate) fn cpu_storage(&self, op: &'static str) -> Result<CpuRead<'_>> {
+        let guard = self.storage();
+        guard.cpu(op)?;
+        Ok(CpuRead(guard))
     }
 
     /// How many in-place writes this tensor's storage has seen (shared with
@@ -271,10 +284,16 @@ impl Tensor {
         self.0.storage.version.load(Ordering::Acquire)
     }
 
-    /// Runs `f` with read access to the storages of `tensors`, locking each
-    /// distinct buffer once: handles that share a buffer (`x * x`,
-    /// `cat(&[x, x])`) share one guard instead of taking the lock twice.
-    pub(crate) fn read_storages<R>(tensors: &[&Tensor], f: impl FnOnce(&[&CpuStorage]) -> R) -> R {
+    /// Runs `f` with read access to the host storages of `tensors` (for the
+    /// CPU kernel of `op`), locking each distinct buffer once: handles that
+    /// share a buffer (`x * x`, `cat(&[x, x])`) share one guard instead of
+    /// taking the lock twice. A tensor on a device is an
+    /// [`Error::DeviceMismatch`].
+    pub(crate) fn read_cpu_storages<R>(
+        op: &'static str,
+        tensors: &[&Tensor],
+        f: impl FnOnce(&[&CpuStorage]) -> R,
+    ) -> Result<R> {
         let mut owners: Vec<&Arc<SharedStorage>> = Vec::with_capacity(tensors.len());
         let which: Vec<usize> = tensors
             .iter()
@@ -288,12 +307,13 @@ impl Tensor {
                 },
             )
             .collect();
-        let guards: Vec<RwLockReadGuard<'_, CpuStorage>> = owners
+        let guards: Vec<RwLockReadGuard<'_, Storage>> = owners
             .iter()
             .map(|o| o.data.read().unwrap_or_else(|e| e.into_inner()))
             .collect();
-        let refs: Vec<&CpuStorage> = which.iter().map(|&i| &*guards[i]).collect();
-        f(&refs)
+        let cpu: Vec<&CpuStorage> = guards.iter().map(|g| g.cpu(op)).collect::<Result<_>>()?;
+        let refs: Vec<&CpuStorage> = which.iter().map(|&i| cpu[i]).collect();
+        Ok(f(&refs))
     }
 
     /// Number of elements in the underlying storage (which views may share).
@@ -301,9 +321,10 @@ impl Tensor {
         self.storage().len()
     }
 
-    /// Write access to the underlying storage; counts as an in-place
-    /// modification (bumps [`version`](Self::version)).
-    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, CpuStorage> {
+    /// Write access to the underlying storage, on whichever device it
+    /// lives; counts as an in-place modification (bumps
+    /// [`version`](Self::version)).
+    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
         let guard = self
             .0
             .storage
@@ -312,6 +333,14 @@ impl Tensor {
             .unwrap_or_else(|e| e.into_inner());
         self.0.storage.version.fetch_add(1, Ordering::AcqRel);
         guard
+    }
+
+    /// Write access to the host storage for the CPU kernel of `op` (see
+    /// [`cpu_storage`](Self::cpu_storage)); counts as an in-place
+    /// modification.
+    pub(crate) fn cpu_storage_mut(&self, op: &'static str) -> Result<CpuWrite<'_>> {
+        self.storage().cpu(op)?;
+        Ok(CpuWrite(self.storage_mut()))
     }
 
     // ----- autodiff handles --------------------------------------------
@@ -379,9 +408,23 @@ impl Tensor {
             });
         }
         let c = self.contiguous()?;
-        let s = c.storage();
         let span = c.layout().offset()..c.layout().offset() + c.numel();
-        Ok(T::slice(&s).expect("dtype checked")[span].to_vec())
+        let guard = c.storage();
+        let slice = |s: &CpuStorage| -> Result<Vec<T>> {
+            let v = T::slice(s).ok_or(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: s.dtype(),
+                rhs: T::DTYPE,
+            })?;
+            Ok(v[span.clone()].to_vec())
+        };
+        match &*guard {
+            Storage::Cpu(s) => slice(s),
+            // A device tensor is downloaded: asking for its values is the
+            // explicit request to copy them to the host.
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => slice(&s.download()?),
+        }
     }
 
     /// A 2-D tensor as rows.
@@ -412,20 +455,50 @@ impl Tensor {
         Ok(self.to_vec::<T>()?[0])
     }
 
-    /// All elements converted to f64, row-major (any dtype).
+    /// All elements converted to f64, row-major (any dtype; a device
+    /// tensor is downloaded first).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
-        self.to_dtype(DType::F64)?.to_vec::<f64>()
+        self.to_device(Device::Cpu)?
+            .to_dtype(DType::F64)?
+            .to_vec::<f64>()
     }
+}
 
-    /// Moves the tensor to `device` (a no-op when already there).
-    pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        if device == self.device() {
-            return Ok(self.clone());
+/// A read guard on a tensor's storage that is known to be on the host.
+pub(crate) struct CpuRead<'a>(RwLockReadGuard<'a, Storage>);
+
+impl std::ops::Deref for CpuRead<'_> {
+    type Target = CpuStorage;
+    fn deref(&self) -> &CpuStorage {
+        match &*self.0 {
+            Storage::Cpu(s) => s,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => unreachable!("CpuRead is only built over host storage"),
         }
-        Err(Error::DeviceUnavailable {
-            device,
-            msg: "CUDA tensors are not implemented yet; tensors live on the CPU".into(),
-        })
+    }
+}
+
+/// A write guard on a tensor's storage that is known to be on the host.
+pub(crate) struct CpuWrite<'a>(RwLockWriteGuard<'a, Storage>);
+
+impl std::ops::Deref for CpuWrite<'_> {
+    type Target = CpuStorage;
+    fn deref(&self) -> &CpuStorage {
+        match &*self.0 {
+            Storage::Cpu(s) => s,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => unreachable!("CpuWrite is only built over host storage"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for CpuWrite<'_> {
+    fn deref_mut(&mut self) -> &mut CpuStorage {
+        match &mut *self.0 {
+            Storage::Cpu(s) => s,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => unreachable!("CpuWrite is only built over host storage"),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! CPU threading policy.
+//! The CPU backend: [`CpuStorage`] (one typed `Vec` per dtype), the buffer
+//! cache, scratch space, SIMD helpers and the threading policy.
 //!
 //! Kernels go parallel (on rayon's pool, sized by `RAYON_NUM_THREADS` or the
 //! core count) only above a size threshold, where the work per task pays for
@@ -10,6 +11,10 @@ pub mod output;
 pub mod pool;
 pub mod scratch;
 pub mod simd;
+mod storage;
+
+pub(crate) use storage::with_storage;
+pub use storage::{CpuStorage, StorageElement};
 
 use rayon::prelude::*;
 

@@ -34,9 +34,11 @@ pub(crate) mod emulator;
 pub mod kernels;
 pub mod launch;
 pub mod params;
+pub mod storage;
 
 pub use allocator::{AllocatorStats, CachingAllocator, RawMemory};
 pub use buffer::CudaBuffer;
+pub use storage::CudaStorage;
 pub use device::{device, emulation_requested, CudaDevice, EMULATE_ENV};
 
 use crate::error::{Error, Result};

@@ -104,7 +104,7 @@ fn geometry(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> 
 macro_rules! on_compute_slices {
     ($dtype:expr, [$($t:ident),*], |$T:ident, $($s:ident),*| $body:expr) => {
         with_compute_type!($dtype, |$T| {
-            $(let $s = $t.storage();)*
+            $(let $s = $t.cpu_storage("conv2d")?;)*
             $(let $s = compute_slice::<$T>(&$s, &$t);)*
             <$T as StorageElement>::into_storage($body)
         })

@@ -185,9 +185,9 @@ fn relu_grad(g: &Tensor, x: &Tensor) -> Result<Tensor> {
         });
     }
     g.check_same("relu_backward", x)?;
-    let s = Tensor::read_storages(&[g, x], |s| {
+    let s = Tensor::read_cpu_storages("activation backward", &[g, x], |s| {
         cpu::relu_backward(s[0], g.layout(), s[1], x.layout())
-    })?;
+    })??;
     Tensor::from_storage(s, x.shape())
 }
 
@@ -290,7 +290,7 @@ impl Tensor {
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         let _profile = crate::profile::scope(op.name());
         self.check_float(op.name())?;
-        let s = cpu::unary(op, &self.storage(), self.layout())?;
+        let s = cpu::unary(op, &*self.cpu_storage(op.name())?, self.layout())?;
         let out = Tensor::from_storage(s, self.shape())?;
         Ok(out.track(&[self], || {
             Box::new(UnaryBackward {
@@ -392,7 +392,9 @@ impl Tensor {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
-        let s = Tensor::read_storages(&[self, rhs], |s| cpu::binary(op, s[0], &la, s[1], &lb))?;
+        let s = Tensor::read_cpu_storages("binary op", &[self, rhs], |s| {
+            cpu::binary(op, s[0], &la, s[1], &lb)
+        })??;
         let out = Tensor::from_storage(s, &shape)?;
         Ok(out.track(&[self, rhs], || {
             Box::new(BinaryBackward {
@@ -439,7 +441,9 @@ impl Tensor {
         let shape = broadcast_shapes("compare", self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
-        let mask = Tensor::read_storages(&[self, rhs], |s| cpu::compare(op, s[0], &la, s[1], &lb))?;
+        let mask = Tensor::read_cpu_storages("comparison", &[self, rhs], |s| {
+            cpu::compare(op, s[0], &la, s[1], &lb)
+        })??;
         Tensor::from_vec(mask, &shape)
     }
     /// `self == rhs` as a `U8` mask.
@@ -483,9 +487,9 @@ impl Tensor {
             on_true.layout().broadcast_to(&shape),
             on_false.layout().broadcast_to(&shape),
         );
-        let s = Tensor::read_storages(&[self, on_true, on_false], |s| {
+        let s = Tensor::read_cpu_storages("where", &[self, on_true, on_false], |s| {
             cpu::where_cond(s[0], &lc, s[1], &la, s[2], &lb)
-        })?;
+        })??;
         let out = Tensor::from_storage(s, &shape)?;
         Ok(out.track(&[on_true, on_false], || {
             Box::new(WhereBackward {
@@ -517,7 +521,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = cpu::cast(&self.storage(), self.layout(), dtype)?;
+        let s = cpu::cast(&*self.cpu_storage("to_dtype")?, self.layout(), dtype)?;
         let out = Tensor::from_storage(s, self.shape())?;
         if !dtype.is_float() {
             return Ok(out);

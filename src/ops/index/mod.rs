@@ -140,7 +140,7 @@ impl Tensor {
         cpu::check_indices("index_select", &idx, self.shape()[d])?;
         let src = self.contiguous()?;
         let s = cpu::index_select(
-            &src.storage(),
+            &*src.cpu_storage("index_select")?,
             src.layout().offset(),
             split_at_dim(self.shape(), d),
             &idx,
@@ -184,8 +184,8 @@ impl Tensor {
         let out = self.contiguous_copy()?.detach();
         let src = source.contiguous_copy()?.detach();
         cpu::index_add(
-            &mut out.storage_mut(),
-            &src.storage(),
+            &mut *out.cpu_storage_mut("scatter_add")?,
+            &*src.cpu_storage("scatter_add")?,
             split_at_dim(self.shape(), d),
             &idx,
         )?;
@@ -207,7 +207,13 @@ impl Tensor {
         self.check_gather_shape("gather", d, index)?;
         let idx = check_index_tensor("gather", index)?;
         cpu::check_indices("gather", &idx, self.shape()[d])?;
-        let s = cpu::gather(&self.storage(), self.layout(), d, &idx, index.shape());
+        let s = cpu::gather(
+            &*self.cpu_storage("gather")?,
+            self.layout(),
+            d,
+            &idx,
+            index.shape(),
+        );
         let out = Tensor::from_storage(s, index.shape())?;
         Ok(out.track(&[self], || {
             Box::new(GatherBackward {
@@ -246,9 +252,9 @@ impl Tensor {
         let out = self.contiguous_copy()?.detach();
         let lo = out.layout().clone();
         cpu::scatter_add(
-            &mut out.storage_mut(),
+            &mut *out.cpu_storage_mut("index_add")?,
             &lo,
-            &source.storage(),
+            &*source.cpu_storage("index_add")?,
             source.layout(),
             d,
             &idx,

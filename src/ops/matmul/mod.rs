@@ -113,7 +113,8 @@ impl Tensor {
             k,
             n,
         };
-        let s = Tensor::read_storages(&[self, rhs], |s| cpu::matmul(s[0], s[1], &args))?;
+        let s =
+            Tensor::read_cpu_storages("matmul", &[self, rhs], |s| cpu::matmul(s[0], s[1], &args))??;
         let out = Tensor::from_storage(s, &full(m, n))?;
         Ok(out.track(&[self, rhs], || {
             Box::new(MatmulBackward {

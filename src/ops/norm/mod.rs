@@ -188,9 +188,9 @@ macro_rules! dispatch {
 }
 
 /// Per-channel `(mean, Σ(x − mean)²)` of contiguous data `x`.
-fn moments<T: ComputeFloat>(x: &Tensor, sh: NcsShape) -> (Vec<f64>, Vec<f64>) {
-    let s = x.storage();
-    cpu::channel_moments(compute_slice::<T>(&s, x), sh)
+fn moments<T: ComputeFloat>(x: &Tensor, sh: NcsShape) -> Result<(Vec<f64>, Vec<f64>)> {
+    let s = x.cpu_storage("batch_norm")?;
+    Ok(cpu::channel_moments(compute_slice::<T>(&s, x), sh))
 }
 
 /// `(x − mean)·scale + shift` per channel, on contiguous data `x`.
@@ -201,7 +201,7 @@ fn normalize<T: ComputeFloat>(
     scale: &[f64],
     shift: &[f64],
 ) -> Result<CpuStorage> {
-    let s = x.storage();
+    let s = x.cpu_storage("batch_norm")?;
     Ok(T::into_storage(cpu::channel_normalize(
         compute_slice::<T>(&s, x),
         sh,
@@ -217,8 +217,8 @@ fn grad_sums<T: ComputeFloat>(
     x: &Tensor,
     sh: NcsShape,
     mean: &[f64],
-) -> (Vec<f64>, Vec<f64>) {
-    Tensor::read_storages(&[dy, x], |s| {
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    Tensor::read_cpu_storages("batch_norm backward", &[dy, x], |s| {
         cpu::channel_grad_sums(
             compute_slice::<T>(s[0], dy),
             compute_slice::<T>(s[1], x),
@@ -236,7 +236,7 @@ fn grad_input<T: ComputeFloat>(
     mean: &[f64],
     coef: (&[f64], &[f64], &[f64]),
 ) -> Result<CpuStorage> {
-    Tensor::read_storages(&[dy, x], |s| {
+    Tensor::read_cpu_storages("batch_norm backward", &[dy, x], |s| {
         Ok(T::into_storage(cpu::channel_grad_input(
             compute_slice::<T>(s[0], dy),
             compute_slice::<T>(s[1], x),
@@ -244,7 +244,7 @@ fn grad_input<T: ComputeFloat>(
             mean,
             coef,
         )?))
-    })
+    })?
 }
 
 struct BatchNormBackward {
@@ -275,7 +275,7 @@ impl GradFn for BatchNormBackward {
         // Same compute dtype as x (g may arrive in another float dtype).
         let dy = g.to_dtype(x.dtype())?.contiguous()?;
         let (mean, invstd) = (&self.mean, &self.invstd);
-        let (sum_dy, sum_dy_xmu) = dispatch!(x.dtype(), grad_sums(&dy, &x, sh, mean));
+        let (sum_dy, sum_dy_xmu) = dispatch!(x.dtype(), grad_sums(&dy, &x, sh, mean))?;
         let dtype = self.input.dtype();
         let mut grads = Vec::with_capacity(3);
         grads.push(if self.input.requires_grad() {
@@ -359,7 +359,7 @@ impl Tensor {
         let m = sh.per_channel() as f64;
         let x = compute_data(OP, self)?;
         let (mean, invstd) = if opts.training {
-            let (mean, var_sum) = dispatch!(x.dtype(), moments(&x, sh));
+            let (mean, var_sum) = dispatch!(x.dtype(), moments(&x, sh))?;
             if let Some(rm) = running_mean {
                 update_running(rm, &mean, opts.momentum)?;
             }

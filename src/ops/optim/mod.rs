@@ -138,13 +138,16 @@ fn with_state_slices<T: ComputeFloat>(
         }
     }
     let n = grad.numel();
-    let gguard = grad.storage();
+    let gguard = grad.cpu_storage("optimizer step")?;
     let goff = grad.layout().offset();
     let g = T::slice(&gguard).ok_or(Error::UnsupportedDType {
         op,
         dtype: grad.dtype(),
     })?;
-    let mut guards: Vec<_> = state.iter().map(|t| t.storage_mut()).collect();
+    let mut guards: Vec<_> = state
+        .iter()
+        .map(|t| t.cpu_storage_mut("optimizer step"))
+        .collect::<Result<_>>()?;
     let slices = guards
         .iter_mut()
         .zip(state)

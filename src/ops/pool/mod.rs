@@ -205,14 +205,14 @@ impl GradFn for MaxPool2dBackward {
     }
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let dy = contiguous_data(g)?;
-        let idx_storage = self.indices.storage();
+        let idx_storage = self.indices.cpu_storage("max_pool2d backward")?;
         let CpuStorage::I64(idx) = &*idx_storage else {
             unreachable!("max_pool2d indices are i64")
         };
         let geom = &self.plan.geom;
         let s = float_dispatch!(
             "max_pool2d backward",
-            &*dy.storage(),
+            &*dy.cpu_storage("max_pool2d backward")?,
             dy.layout(),
             |v, lay| cpu::max_pool2d_backward(&v[lay.offset()..], idx, geom)
         )?;
@@ -240,9 +240,20 @@ impl GradFn for AvgPool2dBackward {
         let PoolPlan {
             geom, rows, cols, ..
         } = &self.plan;
-        let s = float_dispatch!(self.name, &*dy.storage(), dy.layout(), |v, lay| {
-            cpu::avg_pool2d_backward(&v[lay.offset()..], geom, rows, cols, self.count_include_pad)
-        })?;
+        let s = float_dispatch!(
+            self.name,
+            &*dy.cpu_storage(self.name)?,
+            dy.layout(),
+            |v, lay| {
+                cpu::avg_pool2d_backward(
+                    &v[lay.offset()..],
+                    geom,
+                    rows,
+                    cols,
+                    self.count_include_pad,
+                )
+            }
+        )?;
         let dx = Tensor::from_storage(s, self.input.shape())?.to_dtype(self.input.dtype())?;
         Ok(vec![Some(dx)])
     }
@@ -284,7 +295,7 @@ impl Tensor {
         let plan = plan(OP, self, &p)?;
         let x = contiguous_data(self)?;
         let mut indices = Vec::new();
-        let s = float_dispatch!(OP, &*x.storage(), x.layout(), |v, lay| {
+        let s = float_dispatch!(OP, &*x.cpu_storage(OP)?, x.layout(), |v, lay| {
             let (values, idx) =
                 cpu::max_pool2d_forward(&v[lay.offset()..], &plan.geom, &plan.rows, &plan.cols)?;
             indices = idx;
@@ -370,7 +381,7 @@ impl Tensor {
         count_include_pad: bool,
     ) -> Result<Tensor> {
         let x = contiguous_data(self)?;
-        let s = float_dispatch!(op, &*x.storage(), x.layout(), |v, lay| {
+        let s = float_dispatch!(op, &*x.cpu_storage(op)?, x.layout(), |v, lay| {
             cpu::avg_pool2d_forward(
                 &v[lay.offset()..],
                 &plan.geom,

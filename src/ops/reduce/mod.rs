@@ -86,7 +86,7 @@ impl Tensor {
                 ),
             ));
         }
-        let s = cpu::reduce(op, &self.storage(), self.layout(), &dims)?;
+        let s = cpu::reduce(op, &*self.cpu_storage("reduce")?, self.layout(), &dims)?;
         let out = Tensor::from_storage(s, &reduced_shape(self.shape(), &dims, keepdim))?;
         Ok(out.track(&[self], || match op {
             ReduceOp::Sum => Box::new(SumBackward {
@@ -199,7 +199,7 @@ impl Tensor {
                 format!("empty dimension {d} of shape {:?}", self.shape()),
             ));
         }
-        let idx = cpu::arg_extreme(&self.storage(), self.layout(), d, max)?;
+        let idx = cpu::arg_extreme(&*self.cpu_storage("argmax")?, self.layout(), d, max)?;
         Tensor::from_vec(idx, &reduced_shape(self.shape(), &[d], keepdim))
     }
 

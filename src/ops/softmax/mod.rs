@@ -50,7 +50,7 @@ impl Tensor {
         let mut order: Vec<usize> = (0..self.ndim()).collect();
         order.swap(d, last);
         let moved = self.layout().permute(&order);
-        let s = cpu::softmax_last_dim(&self.storage(), &moved, log)?;
+        let s = cpu::softmax_last_dim(&*self.cpu_storage("softmax")?, &moved, log)?;
         let computed = Tensor::from_storage(s, moved.shape())?;
         let out = if d == last {
             computed

@@ -387,7 +387,7 @@ impl Tensor {
     /// A contiguous copy with its own storage, always.
     pub fn contiguous_copy(&self) -> Result<Tensor> {
         let _profile = crate::profile::scope("contiguous");
-        let s = cpu::copy(&self.storage(), self.layout())?;
+        let s = cpu::copy(&*self.cpu_storage("contiguous")?, self.layout())?;
         let out = Tensor::from_storage(s, self.shape())?;
         Ok(out.track(&[self], || {
             Box::new(CopyBackward {
@@ -433,7 +433,7 @@ impl Tensor {
             .map(|t| t.contiguous())
             .collect::<Result<_>>()?;
         let part_refs: Vec<&Tensor> = parts.iter().collect();
-        let storage = Tensor::read_storages(&part_refs, |storages| {
+        let storage = Tensor::read_cpu_storages("cat", &part_refs, |storages| {
             with_storage!(storages[0], |_v: T| {
                 let mut out: Vec<T> = crate::backend::cpu::pool::try_with_capacity(total)?;
                 for o in 0..outer {
@@ -446,7 +446,7 @@ impl Tensor {
                 }
                 Ok::<_, Error>(T::into_storage(out))
             })
-        })?;
+        })??;
         let out = Tensor::from_storage(storage, &shape)?;
         let refs: Vec<&Tensor> = tensors.iter().collect();
         Ok(out.track(&refs, || {

@@ -30,32 +30,32 @@ pub enum CpuStorage {
 macro_rules! with_storage {
     ($s:expr, |$v:ident : $T:ident| $body:expr) => {
         match $s {
-            $crate::tensor::CpuStorage::F32($v) => {
+            $crate::backend::cpu::CpuStorage::F32($v) => {
                 #[allow(dead_code)]
                 type $T = f32;
                 $body
             }
-            $crate::tensor::CpuStorage::F64($v) => {
+            $crate::backend::cpu::CpuStorage::F64($v) => {
                 #[allow(dead_code)]
                 type $T = f64;
                 $body
             }
-            $crate::tensor::CpuStorage::BF16($v) => {
+            $crate::backend::cpu::CpuStorage::BF16($v) => {
                 #[allow(dead_code)]
                 type $T = half::bf16;
                 $body
             }
-            $crate::tensor::CpuStorage::F16($v) => {
+            $crate::backend::cpu::CpuStorage::F16($v) => {
                 #[allow(dead_code)]
                 type $T = half::f16;
                 $body
             }
-            $crate::tensor::CpuStorage::I64($v) => {
+            $crate::backend::cpu::CpuStorage::I64($v) => {
                 #[allow(dead_code)]
                 type $T = i64;
                 $body
             }
-            $crate::tensor::CpuStorage::U8($v) => {
+            $crate::backend::cpu::CpuStorage::U8($v) => {
                 #[allow(dead_code)]
                 type $T = u8;
                 $body
