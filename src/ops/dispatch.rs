@@ -234,3 +234,23 @@ macro_rules! float_dispatch2 {
     }};
 }
 pub(crate) use float_dispatch2;
+
+/// The CUDA arm of an op's device match: `$e` with the `cuda` feature;
+/// without it no tensor can live on a device, so the arm is an error and
+/// `$e` (which names CUDA-only code) is not compiled.
+#[cfg(feature = "cuda")]
+macro_rules! cuda_arm {
+    ($e:expr) => {
+        $e
+    };
+}
+#[cfg(not(feature = "cuda"))]
+macro_rules! cuda_arm {
+    ($e:expr) => {
+        Err($crate::error::Error::DeviceUnavailable {
+            device: $crate::tensor::Device::Cuda(0),
+            msg: "this build has no CUDA backend".into(),
+        })
+    };
+}
+pub(crate) use cuda_arm;

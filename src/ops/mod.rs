@@ -14,6 +14,8 @@ pub mod inplace;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
+#[cfg(feature = "cuda")]
+pub(crate) mod on_cuda;
 pub mod optim;
 pub mod pool;
 pub mod reduce;

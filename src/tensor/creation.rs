@@ -4,7 +4,7 @@
 //! `rand::rngs::StdRng::seed_from_u64(0)`), so runs are reproducible and no
 //! hidden global state is involved.
 
-use super::{checked_numel, CpuStorage, DType, StorageElement, Tensor};
+use super::{checked_numel, CpuStorage, DType, Device, StorageElement, Tensor};
 use crate::error::{Error, Result};
 use rand::Rng;
 
@@ -53,19 +53,37 @@ impl Tensor {
         Tensor::full(shape, 1.0, dtype)
     }
 
-    /// Zeros with this tensor's shape and dtype.
+    /// A tensor of `shape` filled with `value` converted to `dtype`, created
+    /// directly on `device` (no host buffer for a device tensor: zeros are
+    /// a memset, float values a fill kernel).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::full(shape, value, dtype),
+            Device::Cuda(n) => crate::ops::dispatch::cuda_arm!(
+                crate::ops::elementwise::cuda::full(n, shape, value, dtype)
+            ),
+        }
+    }
+
+    /// Zeros of `shape` and `dtype` on `device`.
+    pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::full_on(shape, 0.0, dtype, device)
+    }
+
+    /// Zeros with this tensor's shape, dtype and device.
     pub fn zeros_like(&self) -> Result<Tensor> {
-        Tensor::zeros(self.shape(), self.dtype())
+        Tensor::zeros_on(self.shape(), self.dtype(), self.device())
     }
 
-    /// Ones with this tensor's shape and dtype.
+    /// Ones with this tensor's shape, dtype and device.
     pub fn ones_like(&self) -> Result<Tensor> {
-        Tensor::ones(self.shape(), self.dtype())
+        self.full_like(1.0)
     }
 
-    /// `value` with this tensor's shape and dtype.
+    /// `value` with this tensor's shape, dtype and device.
     pub fn full_like(&self, value: f64) -> Result<Tensor> {
-        Tensor::full(self.shape(), value, self.dtype())
+        Tensor::full_on(self.shape(), value, self.dtype(), self.device())
     }
 
     /// `start, start + step, ...` up to (excluding) `end`, as a 1-D tensor.

@@ -385,6 +385,19 @@ impl Tensor {
         Ok(())
     }
 
+    /// Errors unless `self` and `other` live on the same device.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn check_same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.device() != other.device() {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: self.device(),
+                rhs: other.device(),
+            });
+        }
+        Ok(())
+    }
+
     /// Errors unless the dtype is floating point.
     pub(crate) fn check_float(&self, op: &'static str) -> Result<()> {
         if !self.dtype().is_float() {

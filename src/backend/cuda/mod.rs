@@ -38,6 +38,7 @@ pub mod storage;
 
 pub use allocator::{AllocatorStats, CachingAllocator, RawMemory};
 pub use buffer::CudaBuffer;
+pub use driver::DevicePtr;
 pub use storage::CudaStorage;
 pub use device::{device, emulation_requested, CudaDevice, EMULATE_ENV};
 

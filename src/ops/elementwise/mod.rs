@@ -6,10 +6,13 @@
 //! the gradient back to the operand's shape ([`Tensor::sum_to_shape`]).
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::tensor::{broadcast_shapes, DType, Tensor};
+use crate::ops::dispatch::cuda_arm;
+use crate::tensor::{broadcast_shapes, DType, Device, Tensor};
 
 /// A float-to-float elementwise function.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -185,10 +188,15 @@ fn relu_grad(g: &Tensor, x: &Tensor) -> Result<Tensor> {
         });
     }
     g.check_same("relu_backward", x)?;
-    let s = Tensor::read_cpu_storages("activation backward", &[g, x], |s| {
-        cpu::relu_backward(s[0], g.layout(), s[1], x.layout())
-    })??;
-    Tensor::from_storage(s, x.shape())
+    match x.device() {
+        Device::Cpu => {
+            let s = Tensor::read_cpu_storages("relu_backward", &[g, x], |s| {
+                cpu::relu_backward(s[0], g.layout(), s[1], x.layout())
+            })??;
+            Tensor::from_storage(s, x.shape())
+        }
+        Device::Cuda(_) => cuda_arm!(cuda::activation_backward("relu", g, x)),
+    }
 }
 
 struct BinaryBackward {
@@ -271,7 +279,7 @@ impl GradFn for WhereBackward {
         ]
     }
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let zero = Tensor::zeros(&[], g.dtype())?;
+        let zero = Tensor::zeros_on(&[], g.dtype(), g.device())?;
         let gt = self
             .cond
             .where_cond(g, &zero)?
@@ -290,8 +298,13 @@ impl Tensor {
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         let _profile = crate::profile::scope(op.name());
         self.check_float(op.name())?;
-        let s = cpu::unary(op, &*self.cpu_storage(op.name())?, self.layout())?;
-        let out = Tensor::from_storage(s, self.shape())?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let s = cpu::unary(op, &*self.cpu_storage(op.name())?, self.layout())?;
+                Tensor::from_storage(s, self.shape())?
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::unary(op, self))?,
+        };
         Ok(out.track(&[self], || {
             Box::new(UnaryBackward {
                 op,
@@ -392,10 +405,15 @@ impl Tensor {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
-        let s = Tensor::read_cpu_storages("binary op", &[self, rhs], |s| {
-            cpu::binary(op, s[0], &la, s[1], &lb)
-        })??;
-        let out = Tensor::from_storage(s, &shape)?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let s = Tensor::read_cpu_storages(op.name(), &[self, rhs], |s| {
+                    cpu::binary(op, s[0], &la, s[1], &lb)
+                })??;
+                Tensor::from_storage(s, &shape)?
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::binary(op, (self, &la), (rhs, &lb), &shape))?,
+        };
         Ok(out.track(&[self, rhs], || {
             Box::new(BinaryBackward {
                 op,
@@ -441,10 +459,15 @@ impl Tensor {
         let shape = broadcast_shapes("compare", self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
-        let mask = Tensor::read_cpu_storages("comparison", &[self, rhs], |s| {
-            cpu::compare(op, s[0], &la, s[1], &lb)
-        })??;
-        Tensor::from_vec(mask, &shape)
+        match self.device() {
+            Device::Cpu => {
+                let mask = Tensor::read_cpu_storages("compare", &[self, rhs], |s| {
+                    cpu::compare(op, s[0], &la, s[1], &lb)
+                })??;
+                Tensor::from_vec(mask, &shape)
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::compare(op, (self, &la), (rhs, &lb), &shape)),
+        }
     }
     /// `self == rhs` as a `U8` mask.
     pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -472,7 +495,7 @@ impl Tensor {
     }
     /// Compares with a scalar (converted to this tensor's dtype).
     pub fn compare_scalar(&self, op: CmpOp, s: f64) -> Result<Tensor> {
-        self.compare(op, &Tensor::full(&[], s, self.dtype())?)
+        self.compare(op, &Tensor::full_on(&[], s, self.dtype(), self.device())?)
     }
 
     /// `self ? on_true : on_false` elementwise, where `self` is a mask (any
@@ -487,10 +510,27 @@ impl Tensor {
             on_true.layout().broadcast_to(&shape),
             on_false.layout().broadcast_to(&shape),
         );
-        let s = Tensor::read_cpu_storages("where", &[self, on_true, on_false], |s| {
-            cpu::where_cond(s[0], &lc, s[1], &la, s[2], &lb)
-        })??;
-        let out = Tensor::from_storage(s, &shape)?;
+        let out = match on_true.device() {
+            Device::Cpu => {
+                let s = Tensor::read_cpu_storages("where", &[self, on_true, on_false], |s| {
+                    cpu::where_cond(s[0], &lc, s[1], &la, s[2], &lb)
+                })??;
+                Tensor::from_storage(s, &shape)?
+            }
+            Device::Cuda(_) => {
+                // The device kernel reads a U8 mask: other masks become one
+                // (nonzero = true, as on the CPU).
+                cuda_arm!({
+                    let mask = if self.dtype() == DType::U8 {
+                        self.clone()
+                    } else {
+                        self.compare_scalar(CmpOp::Ne, 0.0)?
+                    };
+                    let lc = mask.layout().broadcast_to(&shape);
+                    cuda::where_cond((&mask, &lc), (on_true, &la), (on_false, &lb), &shape)
+                })?
+            }
+        };
         Ok(out.track(&[on_true, on_false], || {
             Box::new(WhereBackward {
                 cond: self.detach(),
@@ -503,7 +543,7 @@ impl Tensor {
     /// Replaces elements where `mask` is nonzero by `value` (mask broadcasts).
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
         let _profile = crate::profile::scope("masked_fill");
-        let fill = Tensor::full(&[], value, self.dtype())?;
+        let fill = Tensor::full_on(&[], value, self.dtype(), self.device())?;
         let out = mask.where_cond(&fill, self)?;
         if out.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
@@ -521,8 +561,13 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = cpu::cast(&*self.cpu_storage("to_dtype")?, self.layout(), dtype)?;
-        let out = Tensor::from_storage(s, self.shape())?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let s = cpu::cast(&*self.cpu_storage("to_dtype")?, self.layout(), dtype)?;
+                Tensor::from_storage(s, self.shape())?
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::cast(self, dtype))?,
+        };
         if !dtype.is_float() {
             return Ok(out);
         }

@@ -7,10 +7,13 @@
 //! `dA = dC · Bᵀ` and `dB = Aᵀ · dC`, summed over broadcast batch dims.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::tensor::{broadcast_shapes, Tensor};
+use crate::ops::dispatch::cuda_arm;
+use crate::tensor::{broadcast_shapes, Device, Tensor};
 
 struct MatmulBackward {
     lhs: Tensor,
@@ -113,9 +116,20 @@ impl Tensor {
             k,
             n,
         };
-        let s =
-            Tensor::read_cpu_storages("matmul", &[self, rhs], |s| cpu::matmul(s[0], s[1], &args))??;
-        let out = Tensor::from_storage(s, &full(m, n))?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let s = Tensor::read_cpu_storages("matmul", &[self, rhs], |s| {
+                    cpu::matmul(s[0], s[1], &args)
+                })??;
+                Tensor::from_storage(s, &full(m, n))?
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::matmul(
+                (self, &la),
+                (rhs, &lb),
+                (m, k, n),
+                &full(m, n)
+            ))?,
+        };
         Ok(out.track(&[self, rhs], || {
             Box::new(MatmulBackward {
                 lhs: self.clone(),

@@ -5,10 +5,13 @@
 //! reduces nothing; the `*_all` methods reduce every dimension.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::tensor::{normalize_dim, normalize_dims, Tensor};
+use crate::ops::dispatch::cuda_arm;
+use crate::tensor::{normalize_dim, normalize_dims, Device, Tensor};
 use cpu::ReduceOp;
 
 /// Shape after reducing `dims`, with or without the size-1 placeholders.
@@ -86,8 +89,14 @@ impl Tensor {
                 ),
             ));
         }
-        let s = cpu::reduce(op, &*self.cpu_storage("reduce")?, self.layout(), &dims)?;
-        let out = Tensor::from_storage(s, &reduced_shape(self.shape(), &dims, keepdim))?;
+        let out_shape = reduced_shape(self.shape(), &dims, keepdim);
+        let out = match self.device() {
+            Device::Cpu => {
+                let s = cpu::reduce(op, &*self.cpu_storage(name)?, self.layout(), &dims)?;
+                Tensor::from_storage(s, &out_shape)?
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::reduce(op, self, &dims, &out_shape))?,
+        };
         Ok(out.track(&[self], || match op {
             ReduceOp::Sum => Box::new(SumBackward {
                 input: self.clone(),
@@ -199,8 +208,14 @@ impl Tensor {
                 format!("empty dimension {d} of shape {:?}", self.shape()),
             ));
         }
-        let idx = cpu::arg_extreme(&*self.cpu_storage("argmax")?, self.layout(), d, max)?;
-        Tensor::from_vec(idx, &reduced_shape(self.shape(), &[d], keepdim))
+        let out_shape = reduced_shape(self.shape(), &[d], keepdim);
+        match self.device() {
+            Device::Cpu => {
+                let idx = cpu::arg_extreme(&*self.cpu_storage(op)?, self.layout(), d, max)?;
+                Tensor::from_vec(idx, &out_shape)
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::arg_extreme(self, d, max, &out_shape)),
+        }
     }
 
     /// Index (i64) of the maximum along `dim`; the first one on ties.

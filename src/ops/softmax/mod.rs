@@ -4,10 +4,13 @@
 //! the sums taken along the softmax dimension.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::GradFn;
 use crate::error::Result;
-use crate::tensor::{normalize_dim, Layout, Tensor};
+use crate::ops::dispatch::cuda_arm;
+use crate::tensor::{normalize_dim, Device, Layout, Tensor};
 
 struct SoftmaxBackward {
     input: Tensor,
@@ -50,8 +53,16 @@ impl Tensor {
         let mut order: Vec<usize> = (0..self.ndim()).collect();
         order.swap(d, last);
         let moved = self.layout().permute(&order);
-        let s = cpu::softmax_last_dim(&*self.cpu_storage("softmax")?, &moved, log)?;
-        let computed = Tensor::from_storage(s, moved.shape())?;
+        let computed = match self.device() {
+            Device::Cpu => {
+                let s = cpu::softmax_last_dim(&*self.cpu_storage(name)?, &moved, log)?;
+                Tensor::from_storage(s, moved.shape())?
+            }
+            Device::Cuda(_) => cuda_arm!({
+                let rows = self.detach().view_with(name, moved.clone())?.contiguous()?;
+                cuda::softmax_rows(&rows, log)
+            })?,
+        };
         let out = if d == last {
             computed
         } else {

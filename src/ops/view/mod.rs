@@ -7,8 +7,9 @@
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
+use crate::ops::dispatch::cuda_arm;
 use crate::ops::elementwise::cpu;
-use crate::tensor::{normalize_dim, with_storage, Layout, StorageElement, Tensor};
+use crate::tensor::{normalize_dim, with_storage, Device, Layout, StorageElement, Tensor};
 
 /// Backward of any view that only changes the shape: reshape the gradient.
 struct ReshapeBackward {
@@ -68,7 +69,7 @@ impl GradFn for NarrowBackward {
         let zeros = |n: usize| {
             let mut shape = g.shape().to_vec();
             shape[self.dim] = n;
-            Tensor::zeros(&shape, g.dtype())
+            Tensor::zeros_on(&shape, g.dtype(), g.device())
         };
         let parts = [
             zeros(self.start)?,
@@ -387,8 +388,13 @@ impl Tensor {
     /// A contiguous copy with its own storage, always.
     pub fn contiguous_copy(&self) -> Result<Tensor> {
         let _profile = crate::profile::scope("contiguous");
-        let s = cpu::copy(&*self.cpu_storage("contiguous")?, self.layout())?;
-        let out = Tensor::from_storage(s, self.shape())?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let s = cpu::copy(&*self.cpu_storage("contiguous")?, self.layout())?;
+                Tensor::from_storage(s, self.shape())?
+            }
+            Device::Cuda(_) => cuda_arm!(crate::ops::elementwise::cuda::copy(self))?,
+        };
         Ok(out.track(&[self], || {
             Box::new(CopyBackward {
                 input: self.clone(),

@@ -1,0 +1,117 @@
+//! CUDA launcher of the batched matrix product (`kernels/gemm.cu`): the
+//! f32 tiled SGEMM, or bf16/f16 on tensor cores with f32 accumulation.
+//! Operands are read through their strides (a transposed view is not
+//! copied); batch dims that cannot be walked with one stride are compacted
+//! first.
+
+use crate::backend::cuda::launch;
+use crate::backend::cuda::params::GemmParams;
+use crate::error::{Error, Result};
+use crate::ops::on_cuda::{operands, output};
+use crate::tensor::{DType, Layout, Tensor};
+
+/// The single batch stride of `l`'s leading dims (all but the last two),
+/// if one stride walks them all (broadcast dims included).
+fn batch_stride(l: &Layout) -> Option<usize> {
+    let nb = l.ndim() - 2;
+    let dims: Vec<(usize, usize)> = (0..nb)
+        .map(|d| (l.shape()[d], l.strides()[d]))
+        .filter(|&(size, _)| size != 1)
+        .collect();
+    match dims.as_slice() {
+        [] => Some(0),
+        [(_, s)] => Some(*s),
+        _ => {
+            let inner = dims.last().map(|&(_, s)| s)?;
+            let ok = dims
+                .windows(2)
+                .all(|w| w[0].1 == w[1].1 * w[1].0 || (w[0].1 == 0 && w[1].1 == 0));
+            ok.then_some(inner)
+        }
+    }
+}
+
+/// `A·B` for `a: [.., m, k]` and `b: [.., k, n]` viewed through `la`, `lb`
+/// (already broadcast to the full batch shape); the output is contiguous
+/// `[batch.., m, n]`.
+pub(super) fn matmul(
+    (a, la): (&Tensor, &Layout),
+    (b, lb): (&Tensor, &Layout),
+    (m, k, n): (usize, usize, usize),
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    const OP: &str = "matmul";
+    // Compact an operand whose batch dims need more than one stride.
+    let compact = |t: &Tensor, l: &Layout| -> Result<(Tensor, Layout)> {
+        if batch_stride(l).is_some() {
+            Ok((t.clone(), l.clone()))
+        } else {
+            let c = t.detach().view_with(OP, l.clone())?.contiguous()?;
+            let l = c.layout().clone();
+            Ok((c, l))
+        }
+    };
+    let (a, la) = compact(a, la)?;
+    let (b, lb) = compact(b, lb)?;
+    let [ad, bd] = operands(OP, [&a, &b])?;
+    let dtype = a.dtype();
+    let (entry, cfg_of): (&str, fn(usize, usize, usize) -> _) = match dtype {
+        DType::F32 => ("gemm_fwd_f32", launch::sgemm),
+        DType::BF16 | DType::F16 => {
+            if ad.dev.compute_capability() < (8, 0) {
+                let (major, minor) = ad.dev.compute_capability();
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "{dtype:?} matmul uses tensor-core mma.sync, which needs compute \
+                         capability 8.0 or later; this GPU is {major}.{minor}"
+                    ),
+                ));
+            }
+            let entry = if dtype == DType::BF16 {
+                "gemm_fwd_bf16"
+            } else {
+                "gemm_fwd_f16"
+            };
+            (entry, launch::tensor_core_gemm)
+        }
+        other => {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: other,
+            })
+        }
+    };
+    let batch: usize = out_shape[..out_shape.len() - 2].iter().product();
+    let (out, c) = output(OP, &ad.dev, dtype, out_shape)?;
+    let nd = la.ndim();
+    let stride = |l: &Layout, d: usize| l.strides()[d] as i64;
+    let params = GemmParams {
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        batch: batch as i64,
+        a_row: stride(&la, nd - 2),
+        a_col: stride(&la, nd - 1),
+        b_row: stride(&lb, nd - 2),
+        b_col: stride(&lb, nd - 1),
+        c_row: n as i64,
+        c_col: 1,
+        a_batch: batch_stride(&la).unwrap_or(0) as i64,
+        b_batch: batch_stride(&lb).unwrap_or(0) as i64,
+        c_batch: (m * n) as i64,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    let size = dtype.size_in_bytes() as u64;
+    let pa = ad.ptr + la.offset() as u64 * size;
+    let pb = bd.ptr + lb.offset() as u64 * size;
+    if k == 0 {
+        // An empty sum: zeros, which the kernel would also write, but
+        // without reading A or B.
+        return Tensor::zeros_on(out_shape, dtype, a.device());
+    }
+    ad.dev
+        .launch("gemm", entry, cfg_of(m, n, batch), &[&params, &pa, &pb, &c])?;
+    Ok(out)
+}
