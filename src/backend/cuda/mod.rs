@@ -17,6 +17,8 @@
 //! - [`launch`]: grid and block sizes of each kernel shape.
 //! - [`params`]: the `#[repr(C)]` argument structs the kernels take.
 //! - [`kernels`]: launchers on raw device buffers for a first set of kernels.
+//! - `emulator` (feature `cuda-emulator`): the kernels compiled as C++ and
+//!   run on an emulated GPU on the CPU, for tests without a GPU.
 //!
 //! See `docs/CUDA.md` for the organisation, the tests and what remains to be
 //! wired into `Tensor`.
@@ -25,6 +27,8 @@ pub mod allocator;
 pub mod buffer;
 pub mod compile;
 pub mod device;
+#[cfg(feature = "cuda-emulator")]
+pub(crate) mod emulator;
 pub mod kernels;
 pub mod launch;
 pub mod params;
