@@ -4,14 +4,15 @@
 // in user space (no syscall, unlike glibc's swapcontext, which calls
 // rt_sigprocmask): on x86-64 an assembly routine saves the callee-saved
 // registers, MXCSR and the x87 control word on the old stack and restores
-// them from the new one. Other targets fall back to <ucontext.h>.
+// them from the new one. Other targets (or -DFERRITE_EMU_UCONTEXT) fall
+// back to <ucontext.h>.
 // Stacks come from a pool that only grows, are reused by every launch, and
 // have a PROT_NONE guard page below them and a canary just above it.
 #pragma once
 
 #include <cstddef>
 
-#if defined(__x86_64__) && defined(__ELF__)
+#if defined(__x86_64__) && defined(__ELF__) && !defined(FERRITE_EMU_UCONTEXT)
 #define FERRITE_EMU_ASM_SWITCH 1
 #else
 #include <ucontext.h>

@@ -285,3 +285,54 @@ fn plm_histogram_counts_with_atomics() {
     emu().free(pd).unwrap();
     emu().free(td).unwrap();
 }
+
+/// The emulated speed of a 256³ f32 GEMM and a 1M-element add, with and
+/// without the race check: `cargo test --release --features cuda-emulator
+/// emulated_speed -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn emulated_speed() {
+    use std::time::Instant;
+    let time = |name: &str, c: LaunchConfig, args: &[&[u8]]| {
+        for race_check in [true, false] {
+            let options = super::LaunchOptions {
+                race_check,
+                ..super::tests::strict()
+            };
+            let start = Instant::now();
+            let reps = 5;
+            for _ in 0..reps {
+                emu()
+                    .launch_with(name, c.grid_dim, c.block_dim, 0, args, options)
+                    .unwrap();
+            }
+            let ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+            println!(
+                "{name} {:?}×{:?} race_check={race_check}: {ms:.2} ms",
+                c.grid_dim, c.block_dim
+            );
+        }
+    };
+    let s = 256;
+    let (a, b) = (noise(s * s, 10), noise(s * s, 11));
+    let (ad, bd, cd) = (upload(&a), upload(&b), upload(&vec![0f32; s * s]));
+    let p = GemmParams::row_major(1, s, s, s);
+    let args = [bytes_of(&p), bytes_of(&ad), bytes_of(&bd), bytes_of(&cd)];
+    time("gemm_fwd_f32", launch::sgemm(s, s, 1).unwrap(), &args);
+    let n = 1 << 20;
+    let (xd, yd, od) = (
+        upload(&noise(n, 12)),
+        upload(&noise(n, 13)),
+        upload(&vec![0f32; n]),
+    );
+    let p = ElementwiseParams::flat(n);
+    let args = [bytes_of(&p), bytes_of(&xd), bytes_of(&yd), bytes_of(&od)];
+    time("add_fwd_f32", launch::elementwise(n).unwrap(), &args);
+    let (rows, cols) = (1024, 1024);
+    let p = RowParams::contiguous(rows, cols);
+    let args = [bytes_of(&p), bytes_of(&xd), bytes_of(&od)];
+    time("sum_fwd_f32", launch::rows(rows, cols).unwrap(), &args);
+    for ptr in [ad, bd, cd, xd, yd, od] {
+        emu().free(ptr).unwrap();
+    }
+}

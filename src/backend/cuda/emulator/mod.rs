@@ -33,6 +33,8 @@
 // The device layer calls this API; until it does, only the tests use it.
 #![cfg_attr(not(test), allow(dead_code))]
 
+#[cfg(test)]
+mod family_tests;
 mod ffi;
 #[cfg(test)]
 mod kernel_tests;
