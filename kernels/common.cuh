@@ -16,6 +16,13 @@
 
 #define FERRITE_MAX_DIMS 8
 
+// FERRITE_CHECK_ALIGNED(ptr, n): before a vector access through a
+// reinterpret_cast pointer, checks that `ptr` is n-byte aligned on the
+// emulated GPU (which defines it); nothing under NVRTC.
+#ifndef FERRITE_CHECK_ALIGNED
+#define FERRITE_CHECK_ALIGNED(ptr, n) ((void)0)
+#endif
+
 typedef long long i64;
 typedef unsigned long long u64;
 typedef unsigned int u32;
@@ -45,16 +52,26 @@ __device__ __forceinline__ bf16 bf16_from_f32(float f) {
     return h;
 }
 
-// f16 <-> f32 with the hardware conversion (round to nearest even).
+// f16 <-> f32 with the hardware conversion (round to nearest even). The
+// emulated GPU (FERRITE_EMULATOR, kernels/emulation/) has no PTX: it
+// computes the same conversions in C++.
 __device__ __forceinline__ float to_f32(f16 h) {
     float f;
+#ifdef FERRITE_EMULATOR
+    f = ::ferrite_emu::f16_to_f32(h.bits);
+#else
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
+#endif
     return f;
 }
 
 __device__ __forceinline__ f16 f16_from_f32(float f) {
     f16 h;
+#ifdef FERRITE_EMULATOR
+    h.bits = ::ferrite_emu::f32_to_f16(f);
+#else
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
+#endif
     return h;
 }
 

@@ -139,13 +139,17 @@ gemm_fwd_f32(GemmParams p, const float* a, const float* b, float* c) {
 
 // The 32-bit word holding elements (r, k) and (r, k + 1) of a staged tile.
 __device__ __forceinline__ u32 pair_at(const unsigned short (*tile)[TC_BK + TC_PAD], int r, int k) {
+    FERRITE_CHECK_ALIGNED(&tile[r][k], 4);
     return *reinterpret_cast<const u32*>(&tile[r][k]);
 }
 
 // D = A·B + D for one 16×8×16 tile; `BF16` selects bf16 or f16 inputs.
 template <bool BF16>
 __device__ __forceinline__ void mma_16x8x16(float d[4], const u32 a[4], const u32 b[2]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(FERRITE_EMULATOR)
+    // The emulated GPU computes the instruction from the fragment layout above.
+    ::ferrite_emu::mma_m16n8k16(d, a, b, BF16);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     if (BF16) {
         asm volatile(
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "

@@ -59,7 +59,8 @@ fn cpu(data: &[f32], shape: &[usize]) -> Tensor {
 
 #[test]
 fn opening_a_device_without_a_gpu_is_an_error_not_a_panic() {
-    let result = std::panic::catch_unwind(|| CudaDevice::new(0));
+    // The real GPU, whatever FERRITE_CUDA_EMULATE says.
+    let result = std::panic::catch_unwind(|| CudaDevice::gpu(0));
     let result = result.expect("CudaDevice::new panicked");
     match result {
         Ok(dev) => {
@@ -74,7 +75,7 @@ fn opening_a_device_without_a_gpu_is_an_error_not_a_panic() {
         }
     }
     // An ordinal past the last GPU is an error with or without GPUs.
-    let err = CudaDevice::new(1 << 20).unwrap_err();
+    let err = CudaDevice::gpu(1 << 20).unwrap_err();
     assert!(matches!(err, Error::DeviceUnavailable { .. }), "{err:?}");
 }
 

@@ -33,7 +33,7 @@ def emulated_source():
     for family in FAMILIES:
         src = open(os.path.join(KERNELS, family + ".cu")).read()
         if family == "gemm":
-            start = src.index("#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800")
+            start = src.index("#if defined(FERRITE_EMULATOR)")
             end = src.index("#endif", start) + len("#endif")
             src = src[:start] + "emulate_mma(d, a, b, BF16);" + src[end:]
         parts.append(src)

@@ -95,7 +95,10 @@ impl Storage {
             (Storage::Cuda(s), Device::Cuda(n)) => {
                 // Between two devices: through the host (peer copies are
                 // not wired).
-                Ok(Storage::Cuda(CudaStorage::upload(&cuda::device(n)?, &s.download()?)?))
+                Ok(Storage::Cuda(CudaStorage::upload(
+                    &cuda::device(n)?,
+                    &s.download()?,
+                )?))
             }
             #[cfg(not(feature = "cuda"))]
             (Storage::Cpu(_), device) => Err(Error::DeviceUnavailable {

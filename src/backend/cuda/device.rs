@@ -6,7 +6,9 @@ use super::allocator::{AllocatorStats, CachingAllocator};
 use super::buffer::{lock, CudaBuffer, DriverMemory, SharedAllocator};
 use super::driver::gpu::GpuDriver;
 use super::driver::{pod_bytes, pod_bytes_mut, Driver, KernelArg, Pod};
-use crate::error::{Error, Result};
+#[cfg(not(feature = "cuda-emulator"))]
+use crate::error::Error;
+use crate::error::Result;
 use crate::ground::Device;
 use cudarc::driver::LaunchConfig;
 use std::collections::HashMap;

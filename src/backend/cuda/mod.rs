@@ -20,6 +20,8 @@
 //! - [`launch`]: grid and block sizes of each kernel shape.
 //! - [`params`]: the `#[repr(C)]` argument structs the kernels take.
 //! - [`kernels`]: launchers on raw device buffers for a first set of kernels.
+//! - `emulator` (feature `cuda-emulator`): the kernels compiled as C++ and
+//!   run on an emulated GPU on the CPU, for tests without a GPU.
 //!
 //! See `docs/CUDA.md` for the organisation, the tests and what remains to be
 //! wired into `Tensor`.
@@ -38,9 +40,9 @@ pub mod storage;
 
 pub use allocator::{AllocatorStats, CachingAllocator, RawMemory};
 pub use buffer::CudaBuffer;
+pub use device::{device, emulation_requested, CudaDevice, EMULATE_ENV};
 pub use driver::DevicePtr;
 pub use storage::CudaStorage;
-pub use device::{device, emulation_requested, CudaDevice, EMULATE_ENV};
 
 use crate::error::{Error, Result};
 use crate::ground::Device;
