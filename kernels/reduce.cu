@@ -21,25 +21,27 @@ static_assert(sizeof(RowParams) == 24, "RowParams layout");
 // Sum / mean / max of each row; out[r] is one value. An empty row gives 0
 // (sum), NaN (mean, 0/0) and -inf (max); the tensor layer rejects the
 // latter two before launching.
+// Sums accumulate in f64 and round once, as the CPU combines its partial
+// sums in f64: both devices then agree to the last bit on most rows.
 extern "C" __global__ void sum_fwd_f32(RowParams p, const float* x, float* out) {
-    __shared__ float scratch[32];
+    __shared__ double scratch[32];
     for (i64 r = blockIdx.x; r < p.rows; r += gridDim.x) {
         const float* row = x + r * p.row_stride;
-        float acc = 0.0f;
-        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) acc += row[j];
+        double acc = 0.0;
+        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) acc += (double)row[j];
         acc = block_sum(acc, scratch);
-        if (threadIdx.x == 0) out[r] = acc;
+        if (threadIdx.x == 0) out[r] = (float)acc;
     }
 }
 
 extern "C" __global__ void mean_fwd_f32(RowParams p, const float* x, float* out) {
-    __shared__ float scratch[32];
+    __shared__ double scratch[32];
     for (i64 r = blockIdx.x; r < p.rows; r += gridDim.x) {
         const float* row = x + r * p.row_stride;
-        float acc = 0.0f;
-        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) acc += row[j];
+        double acc = 0.0;
+        for (i64 j = threadIdx.x; j < p.cols; j += blockDim.x) acc += (double)row[j];
         acc = block_sum(acc, scratch);
-        if (threadIdx.x == 0) out[r] = acc / (float)p.cols;
+        if (threadIdx.x == 0) out[r] = (float)(acc / (double)p.cols);
     }
 }
 
@@ -264,17 +266,17 @@ __device__ __forceinline__ void for_each_reduced(const StridedReduceParams& p, c
 
 extern "C" __global__ void sum_strided_fwd_f32(StridedReduceParams p, const float* x, float* out) {
     for (i64 o = grid_first(); o < p.out_numel; o += grid_stride()) {
-        float acc = 0.0f;
-        for_each_reduced(p, x, kept_offset(p, o), [&](float v) { acc += v; });
-        out[o] = acc;
+        double acc = 0.0;
+        for_each_reduced(p, x, kept_offset(p, o), [&](float v) { acc += (double)v; });
+        out[o] = (float)acc;
     }
 }
 
 extern "C" __global__ void mean_strided_fwd_f32(StridedReduceParams p, const float* x, float* out) {
     for (i64 o = grid_first(); o < p.out_numel; o += grid_stride()) {
-        float acc = 0.0f;
-        for_each_reduced(p, x, kept_offset(p, o), [&](float v) { acc += v; });
-        out[o] = acc / (float)p.red_numel;
+        double acc = 0.0;
+        for_each_reduced(p, x, kept_offset(p, o), [&](float v) { acc += (double)v; });
+        out[o] = (float)(acc / (double)p.red_numel);
     }
 }
 

@@ -171,6 +171,12 @@ impl CudaDevice {
         Ok(dst)
     }
 
+    /// Copies `bytes` bytes from device address `src` to `dst` (both
+    /// inside buffers of this device that the caller checked).
+    pub(crate) fn copy_on_device(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        self.driver.copy_dtod(dst, src, bytes)
+    }
+
     /// The caching allocator's counters.
     pub fn memory_stats(&self) -> AllocatorStats {
         lock(&self.pool).stats()

@@ -5,6 +5,9 @@
 //! its backward maps the gradient back through the inverse view (a reshape,
 //! the inverse permutation, zero padding, or a sum over broadcast dims).
 
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
 use crate::ops::dispatch::cuda_arm;
@@ -430,30 +433,10 @@ impl Tensor {
             .iter()
             .try_fold(0usize, |acc, t| acc.checked_add(t.shape()[d]))
             .ok_or_else(|| Error::bad_shape("cat", "the concatenated dimension overflows"))?;
-        let total = crate::tensor::checked_numel("cat", &shape)?;
-        let outer: usize = shape[..d].iter().product();
-        let inner: usize = shape[d + 1..].iter().product();
-        // Each input contributes `outer` blocks of `len * inner` elements.
-        let parts: Vec<Tensor> = tensors
-            .iter()
-            .map(|t| t.contiguous())
-            .collect::<Result<_>>()?;
-        let part_refs: Vec<&Tensor> = parts.iter().collect();
-        let storage = Tensor::read_cpu_storages("cat", &part_refs, |storages| {
-            with_storage!(storages[0], |_v: T| {
-                let mut out: Vec<T> = crate::backend::cpu::pool::try_with_capacity(total)?;
-                for o in 0..outer {
-                    for (t, s) in parts.iter().zip(storages) {
-                        let block = t.shape()[d] * inner;
-                        let src = T::slice(s).expect("dtypes checked");
-                        let start = t.layout().offset() + o * block;
-                        out.extend_from_slice(&src[start..start + block]);
-                    }
-                }
-                Ok::<_, Error>(T::into_storage(out))
-            })
-        })??;
-        let out = Tensor::from_storage(storage, &shape)?;
+        let out = match first.device() {
+            Device::Cpu => cat_on_cpu(tensors, d, &shape)?,
+            Device::Cuda(_) => cuda_arm!(cuda::cat(tensors, d, &shape))?,
+        };
         let refs: Vec<&Tensor> = tensors.iter().collect();
         Ok(out.track(&refs, || {
             Box::new(CatBackward {
@@ -484,4 +467,33 @@ impl Tensor {
             .collect::<Result<_>>()?;
         Tensor::cat(&unsqueezed, dim)
     }
+}
+
+/// [`Tensor::cat`] on the CPU: each input contributes `outer` blocks of
+/// `len · inner` contiguous elements, copied in turn.
+fn cat_on_cpu(tensors: &[Tensor], d: usize, shape: &[usize]) -> Result<Tensor> {
+    let total = crate::tensor::checked_numel("cat", shape)?;
+    let outer: usize = shape[..d].iter().product();
+    let inner: usize = shape[d + 1..].iter().product();
+    // Each input contributes `outer` blocks of `len * inner` elements.
+    let parts: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<Result<_>>()?;
+    let part_refs: Vec<&Tensor> = parts.iter().collect();
+    let storage = Tensor::read_cpu_storages("cat", &part_refs, |storages| {
+        with_storage!(storages[0], |_v: T| {
+            let mut out: Vec<T> = crate::backend::cpu::pool::try_with_capacity(total)?;
+            for o in 0..outer {
+                for (t, s) in parts.iter().zip(storages) {
+                    let block = t.shape()[d] * inner;
+                    let src = T::slice(s).expect("dtypes checked");
+                    let start = t.layout().offset() + o * block;
+                    out.extend_from_slice(&src[start..start + block]);
+                }
+            }
+            Ok::<_, Error>(T::into_storage(out))
+        })
+    })??;
+    Tensor::from_storage(storage, shape)
 }
