@@ -2,6 +2,9 @@
 //! (see `tests/device/mod.rs`). In CI this runs on the emulated GPU:
 //! `FERRITE_CUDA_EMULATE=1 cargo test --release --features cuda-emulator --test device_ops`.
 
+// `&[x.clone()]` reads better than `std::slice::from_ref(&x)` in a table of cases.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod device;
 
 use device::{check, scale, uniform, CLOSE, EXACT};
