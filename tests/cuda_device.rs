@@ -13,9 +13,7 @@
 #![cfg(feature = "cuda")]
 
 use ferrite::backend::cuda::kernels::{self, PlmHistogramBuffers};
-use ferrite::backend::cuda::params::Im2colParams;
 use ferrite::backend::cuda::{self, CudaDevice};
-use ferrite::ops::conv::Conv2dParams;
 use ferrite::ops::optim::{cpu as optim_cpu, AdamStep, SgdStep};
 use ferrite::plm::{draw_mask, keep_probabilities, Histograms};
 use ferrite::{DType, Error, Tensor};
@@ -337,50 +335,6 @@ fn round_half(x: &[f32], dtype: DType) -> (Vec<u16>, Vec<f32>) {
             }
         })
         .unzip()
-}
-
-#[test]
-fn im2col_then_gemm_is_the_cpu_convolution() {
-    let Some(dev) = gpu("im2col_then_gemm_is_the_cpu_convolution") else {
-        return;
-    };
-    let (c, h, w, o) = (3, 9, 8, 4);
-    let conv = Conv2dParams {
-        stride: (2, 1),
-        padding: (1, 2),
-        dilation: (1, 2),
-        groups: 1,
-    };
-    let p = Im2colParams::new(
-        1,
-        (c, h, w),
-        (3, 3),
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-    )
-    .unwrap();
-    let x = values(c * h * w, (-1.0, 1.0), 6);
-    let wt = values(o * c * 9, (-1.0, 1.0), 7);
-    let col = kernels::im2col_f32(&dev, &dev.upload(&x).unwrap(), &p).unwrap();
-    let spatial = (p.oh * p.ow) as usize;
-    let out = kernels::gemm(
-        &dev,
-        DType::F32,
-        &dev.upload(&wt).unwrap(),
-        &col,
-        (1, o, c * 9, spatial),
-    )
-    .unwrap();
-    let got: Vec<f32> = dev.download(&out, o * spatial).unwrap();
-    let want = cpu(&x, &[1, c, h, w])
-        .conv2d_reference(&cpu(&wt, &[o, c, 3, 3]), None, conv)
-        .unwrap();
-    assert_eq!(want.shape(), [1, o, p.oh as usize, p.ow as usize]);
-    let want = want.to_vec::<f32>().unwrap();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= 1e-5 * 27.0, "element {i}: {g} vs {w}");
-    }
 }
 
 #[test]

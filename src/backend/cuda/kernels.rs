@@ -14,8 +14,8 @@ use super::compile::names;
 use super::device::CudaDevice;
 use super::launch;
 use super::params::{
-    AdamParams, ElementwiseParams, GemmParams, Im2colParams, PlmHistogramParams, PlmMaskParams,
-    RowParams, SgdParams,
+    AdamParams, ElementwiseParams, GemmParams, PlmHistogramParams, PlmMaskParams, RowParams,
+    SgdParams,
 };
 use crate::error::{Error, Result};
 use crate::ground::{broadcast_shapes, checked_numel, DType, Layout};
@@ -206,23 +206,6 @@ pub fn gemm(
     let c = dev.alloc(checked_numel(OP, &[batch, m, n, size])?)?;
     dev.launch("gemm", entry, cfg, &[&params, a.arg(), b.arg(), c.arg()])?;
     Ok(c)
-}
-
-/// The column buffer of `n` images `x` (`n × c × h × w`, f32) for
-/// convolution `p` (see [`Im2colParams::new`]): `n × (c·kh·kw) × (oh·ow)`.
-pub fn im2col_f32(dev: &CudaDevice, x: &CudaBuffer, p: &Im2colParams) -> Result<CudaBuffer> {
-    const OP: &str = "cuda im2col_f32";
-    let u = |v: i64| v as usize;
-    x.check_holds::<f32>(
-        OP,
-        "input",
-        checked_numel(OP, &[u(p.n), u(p.c), u(p.h), u(p.w)])?,
-    )?;
-    let cols = checked_numel(OP, &[u(p.n), u(p.c), u(p.kh), u(p.kw), u(p.oh), u(p.ow)])?;
-    let out = dev.alloc(cols * 4)?;
-    let cfg = launch::im2col(u(p.n), u(p.c), (u(p.kh), u(p.kw)), (u(p.oh), u(p.ow)))?;
-    dev.launch("conv", "im2col_fwd_f32", cfg, &[p, x.arg(), out.arg()])?;
-    Ok(out)
 }
 
 /// The f32 0/1 PLM mask of batch number `batch` under `seed` for the

@@ -8,6 +8,8 @@
 //! bias gradient as a sum of the output gradient over batch and space.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod geom;
 pub mod winograd;
 
@@ -15,8 +17,8 @@ pub use geom::conv_out_len;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::ops::dispatch::{compute_data, compute_slice, with_compute_type};
-use crate::tensor::{StorageElement, Tensor};
+use crate::ops::dispatch::{compute_data, compute_slice, cuda_arm, with_compute_type};
+use crate::tensor::{Device, StorageElement, Tensor};
 use cpu::ConvGeom;
 
 /// The op's name in errors.
@@ -128,6 +130,9 @@ impl GradFn for Conv2dBackward {
         v
     }
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if let Device::Cuda(_) = g.device() {
+            return cuda_arm!(self.backward_on_device(g));
+        }
         let geom = self.geom;
         let dtype = self.input.dtype();
         let dy = compute_data(OP, g)?;
@@ -165,6 +170,32 @@ impl GradFn for Conv2dBackward {
     }
 }
 
+impl Conv2dBackward {
+    /// The gradients on a CUDA device (see `cuda.rs`).
+    #[cfg(feature = "cuda")]
+    fn backward_on_device(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let geom = &self.geom;
+        let mut grads = vec![
+            self.input
+                .requires_grad()
+                .then(|| cuda::backward_input(g, &self.weight, geom))
+                .transpose()?,
+            self.weight
+                .requires_grad()
+                .then(|| cuda::backward_weight(&self.input, g, geom))
+                .transpose()?,
+        ];
+        if let Some(b) = &self.bias {
+            grads.push(
+                b.requires_grad()
+                    .then(|| g.sum(&[0, 2, 3], false))
+                    .transpose()?,
+            );
+        }
+        Ok(grads)
+    }
+}
+
 /// Which forward kernel computes a convolution.
 #[derive(Clone, Copy)]
 enum Kernel {
@@ -184,6 +215,17 @@ fn forward(
     kernel: Kernel,
 ) -> Result<(Tensor, ConvGeom)> {
     let geom = geometry(x, weight, bias, &params)?;
+    if let Device::Cuda(_) = x.device() {
+        // Untracked: the caller records the convolution as one op.
+        let y = crate::autograd::no_grad(|| -> Result<Tensor> {
+            let y = cuda_arm!(cuda::forward(x, weight, &geom))?;
+            match bias {
+                Some(b) => y.add(&b.reshape(&[1, geom.c_out, 1, 1])?),
+                None => Ok(y),
+            }
+        })?;
+        return Ok((y, geom));
+    }
     let (xd, wd) = (compute_data(OP, x)?, compute_data(OP, weight)?);
     let bd = bias.map(|b| compute_data(OP, b)).transpose()?;
     let s = match &bd {

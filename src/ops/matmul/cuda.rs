@@ -115,3 +115,49 @@ pub(super) fn matmul(
         .launch("gemm", entry, cfg_of(m, n, batch), &[&params, &pa, &pb, &c])?;
     Ok(out)
 }
+
+/// One f32 operand of [`gemm_f32`]: a device address and the row and column
+/// strides (in elements) of the matrix it starts.
+#[derive(Clone, Copy)]
+pub(crate) struct MatrixArg {
+    /// Address of element (0, 0).
+    pub ptr: u64,
+    /// Elements between consecutive rows.
+    pub row: usize,
+    /// Elements between consecutive columns.
+    pub col: usize,
+}
+
+/// `C = A·B` for one f32 product of `m × k` by `k × n` into the contiguous
+/// `m × n` matrix at `c` (for ops built on the GEMM, such as convolution).
+pub(crate) fn gemm_f32(
+    dev: &crate::backend::cuda::CudaDevice,
+    (m, k, n): (usize, usize, usize),
+    a: MatrixArg,
+    b: MatrixArg,
+    c: u64,
+) -> Result<()> {
+    let params = GemmParams {
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        batch: 1,
+        a_row: a.row as i64,
+        a_col: a.col as i64,
+        b_row: b.row as i64,
+        b_col: b.col as i64,
+        c_row: n as i64,
+        c_col: 1,
+        a_batch: 0,
+        b_batch: 0,
+        c_batch: 0,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    dev.launch(
+        "gemm",
+        "gemm_fwd_f32",
+        launch::sgemm(m, n, 1),
+        &[&params, &a.ptr, &b.ptr, &c],
+    )
+}

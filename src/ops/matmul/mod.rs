@@ -8,7 +8,7 @@
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
-mod cuda;
+pub(crate) mod cuda;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};

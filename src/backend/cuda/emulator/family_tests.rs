@@ -189,10 +189,11 @@ fn im2col_and_max_pool_gather_their_windows() {
             0.0
         }
     };
+    // The batch-folded layout: row (c, ky, kx), then column (image, oy, ox).
     let mut want = Vec::with_capacity(total);
-    for img in 0..n {
-        for r in 0..ch * 9 {
-            let (c, ky, kx) = (r / 9, (r / 3) % 3, r % 3);
+    for r in 0..ch * 9 {
+        let (c, ky, kx) = (r / 9, (r / 3) % 3, r % 3);
+        for img in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
                     let (y, xx) = ((oy * 2 + ky) as i64 - 1, (ox * 2 + kx) as i64 - 1);

@@ -35,8 +35,11 @@ pub struct Im2colParams {
     pub dil_h: i64,
     /// Horizontal dilation: input columns between kernel taps.
     pub dil_w: i64,
+    /// 1 when the column buffer and the input each have fewer than 2^31
+    /// elements: the kernels then split indices with 32-bit divisions.
+    pub small: i64,
 }
-const _: () = assert!(size_of::<Im2colParams>() == 112);
+const _: () = assert!(size_of::<Im2colParams>() == 120);
 
 pub use crate::ops::conv::conv_out_len;
 
@@ -79,6 +82,22 @@ impl Im2colParams {
             pad_w: i(pad.1),
             dil_h: i(dilation.0),
             dil_w: i(dilation.1),
-        })
+            small: 0,
+        }
+        .with_index_width())
+    }
+
+    /// Sets `small` from the element counts of the column buffer
+    /// (`C·KH·KW × N·OH·OW`) and of the input.
+    fn with_index_width(mut self) -> Self {
+        let col = [self.c, self.kh, self.kw, self.n, self.oh, self.ow]
+            .iter()
+            .try_fold(1i64, |acc, &d| acc.checked_mul(d));
+        let image = [self.n, self.c, self.h, self.w]
+            .iter()
+            .try_fold(1i64, |acc, &d| acc.checked_mul(d));
+        let fits = |v: Option<i64>| v.is_some_and(|v| v < i64::from(i32::MAX));
+        self.small = i64::from(fits(col) && fits(image));
+        self
     }
 }
