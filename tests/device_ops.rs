@@ -326,3 +326,43 @@ fn moving_between_devices_is_explicit() {
         );
     }
 }
+
+#[test]
+fn in_place_updates_on_the_device() {
+    let x = uniform(&[4, 5], (-1.0, 1.0), 23);
+    let y = uniform(&[5, 4], (-1.0, 1.0), 24);
+    for device in device::devices() {
+        let (xd, yd) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
+        let before = xd.version();
+        xd.assign(&yd.t().unwrap()).unwrap();
+        assert!(xd.version() > before, "assign counts as an in-place write");
+        assert_eq!(
+            xd.to_vec::<f32>().unwrap(),
+            y.t().unwrap().to_vec::<f32>().unwrap()
+        );
+        xd.add_scaled_(&yd.t().unwrap(), -0.5).unwrap();
+        let want = y
+            .t()
+            .unwrap()
+            .add(&y.t().unwrap().mul_scalar(-0.5).unwrap())
+            .unwrap();
+        assert_eq!(xd.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    }
+}
+
+#[test]
+fn half_precision_matmul_on_tensor_cores() {
+    let a = uniform(&[33, 40], (-1.0, 1.0), 25);
+    let b = uniform(&[40, 17], (-1.0, 1.0), 26);
+    for dtype in [DType::BF16, DType::F16] {
+        check(
+            "half matmul",
+            &[a.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap()],
+            |t| t[0].matmul(&t[1]),
+            // Both round the f32-accumulated product to the half type once;
+            // sums in a different order may land one half-ulp apart.
+            Tol(2e-2, 1e-2),
+            Tol(2e-2, 1e-2),
+        );
+    }
+}

@@ -7,7 +7,8 @@
 
 use crate::autograd::is_grad_enabled;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::ops::dispatch::cuda_arm;
+use crate::tensor::{Device, Tensor};
 
 impl Tensor {
     fn check_writable(&self, op: &'static str, src: &Tensor) -> Result<()> {
@@ -40,15 +41,22 @@ impl Tensor {
     pub fn assign(&self, src: &Tensor) -> Result<()> {
         let _profile = crate::profile::update_scope("assign");
         self.check_writable("assign", src)?;
-        // Read first (src may share our storage), then write.
-        let values = crate::ops::elementwise::cpu::copy(&*src.cpu_storage("copy_")?, src.layout())?;
-        let off = self.layout().offset();
-        let n = self.numel();
-        let mut dst = self.cpu_storage_mut("copy_")?;
-        crate::tensor::with_storage!(&mut *dst, |d: T| {
-            let s = <T as crate::tensor::StorageElement>::slice(&values).expect("dtype checked");
-            d[off..off + n].copy_from_slice(s);
-        });
+        match self.device() {
+            Device::Cpu => {
+                // Read first (src may share our storage), then write.
+                let values =
+                    crate::ops::elementwise::cpu::copy(&*src.cpu_storage("assign")?, src.layout())?;
+                let off = self.layout().offset();
+                let n = self.numel();
+                let mut dst = self.cpu_storage_mut("assign")?;
+                crate::tensor::with_storage!(&mut *dst, |d: T| {
+                    let s = <T as crate::tensor::StorageElement>::slice(&values)
+                        .expect("dtype checked");
+                    d[off..off + n].copy_from_slice(s);
+                });
+            }
+            Device::Cuda(_) => cuda_arm!(assign_on_device(self, src))?,
+        }
         Ok(())
     }
 
@@ -59,4 +67,23 @@ impl Tensor {
         let updated = crate::no_grad(|| self.add(&other.mul_scalar(alpha)?))?;
         self.assign(&updated)
     }
+}
+
+/// [`Tensor::assign`] on a CUDA device: `src` compacted (a new buffer, so
+/// an overlap with `dst` is harmless), then copied device to device into
+/// `dst`'s elements; the write counts as an in-place modification.
+#[cfg(feature = "cuda")]
+fn assign_on_device(dst: &Tensor, src: &Tensor) -> Result<()> {
+    use crate::ops::on_cuda::operand;
+    const OP: &str = "assign";
+    let values = crate::ops::elementwise::cuda::copy(src)?;
+    let from = operand(OP, &values)?;
+    let to = operand(OP, dst)?;
+    let size = dst.dtype().size_in_bytes();
+    let _write = dst.storage_mut();
+    to.dev.copy_on_device(
+        to.ptr + (dst.layout().offset() * size) as u64,
+        from.ptr,
+        dst.numel() * size,
+    )
 }

@@ -43,6 +43,10 @@ pub(super) fn reduce(
     out_shape: &[usize],
 ) -> Result<Tensor> {
     const OP: &str = "reduce";
+    if matches!(x.dtype(), DType::BF16 | DType::F16) {
+        // Half types compute in f32 and round once, as on the CPU.
+        return reduce(op, &x.to_dtype(DType::F32)?, dims, out_shape)?.to_dtype(x.dtype());
+    }
     require_f32(OP, x.dtype())?;
     if op == ReduceOp::Min {
         let y = reduce(ReduceOp::Max, &x.neg()?, dims, out_shape)?;
@@ -126,6 +130,10 @@ pub(super) fn arg_extreme(
     out_shape: &[usize],
 ) -> Result<Tensor> {
     const OP: &str = "argmax";
+    if matches!(x.dtype(), DType::BF16 | DType::F16) {
+        // Converting to f32 is exact, so the order is unchanged.
+        return arg_extreme(&x.to_dtype(DType::F32)?, dim, max, out_shape);
+    }
     require_f32(OP, x.dtype())?;
     let src = if max { x.clone() } else { x.neg()? };
     // Kept dims in order, `dim` last, compacted into rows.

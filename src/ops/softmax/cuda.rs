@@ -12,6 +12,14 @@ use crate::tensor::Tensor;
 /// as a new contiguous tensor of the same shape.
 pub(super) fn softmax_rows(x: &Tensor, log: bool) -> Result<Tensor> {
     const OP: &str = "softmax";
+    if matches!(
+        x.dtype(),
+        crate::tensor::DType::BF16 | crate::tensor::DType::F16
+    ) {
+        // Half types compute in f32 and round once, as on the CPU.
+        let y = softmax_rows(&x.to_dtype(crate::tensor::DType::F32)?, log)?;
+        return y.to_dtype(x.dtype());
+    }
     require_f32(OP, x.dtype())?;
     let a = operand(OP, x)?;
     let cols = x.shape().last().copied().unwrap_or(1);
