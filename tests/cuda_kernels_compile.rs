@@ -68,7 +68,7 @@ fn tensor_core_gemm_uses_mma_from_sm_80_only() {
     if !nvrtc_or_skip("tensor_core_gemm_uses_mma_from_sm_80_only") {
         return;
     }
-    let gemm = compile::family("gemm").unwrap();
+    let gemm = compile::family("matmul").unwrap();
     let ptx = compile::compile_uncached(gemm, "sm_80").unwrap();
     for dtype in ["bf16", "f16"] {
         let instr = format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32");

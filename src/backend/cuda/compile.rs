@@ -93,10 +93,10 @@ pub static FAMILIES: &[KernelFamily] = &[
         entry_points: names::reduce,
     },
     KernelFamily {
-        name: "gemm",
-        source: include_str!("../../../kernels/gemm.cu"),
+        name: "matmul",
+        source: include_str!("../../../kernels/matmul.cu"),
         fmad: true,
-        entry_points: names::gemm,
+        entry_points: names::matmul,
     },
     KernelFamily {
         name: "conv",
@@ -233,8 +233,8 @@ pub mod names {
         ])
     }
 
-    /// `kernels/gemm.cu`.
-    pub fn gemm() -> Vec<String> {
+    /// `kernels/matmul.cu`.
+    pub fn matmul() -> Vec<String> {
         list(&["gemm_fwd_f32", "gemm_fwd_bf16", "gemm_fwd_f16"])
     }
 
@@ -567,10 +567,10 @@ mod tests {
     #[test]
     fn cache_files_round_trip_and_reject_other_keys() {
         let dir = std::env::temp_dir().join(format!("ferrite-ptx-test-{}", std::process::id()));
-        let path = cache_path(&dir, "gemm", "sm_90", 0xabc);
+        let path = cache_path(&dir, "matmul", "sm_90", 0xabc);
         assert_eq!(
             path.file_name().unwrap().to_str().unwrap(),
-            "gemm-sm_90-0000000000000abc.ptx"
+            "matmul-sm_90-0000000000000abc.ptx"
         );
         assert_eq!(read_cached(&path, 0xabc), None, "missing file");
         write_cached(&path, 0xabc, ".version 8.0\n.entry k()").unwrap();
@@ -596,7 +596,7 @@ mod tests {
 
     #[test]
     fn options_select_the_architecture_and_fmad() {
-        let gemm = family("gemm").unwrap();
+        let gemm = family("matmul").unwrap();
         let norm = family("norm").unwrap();
         assert_eq!(
             nvrtc_options(gemm, "sm_90"),

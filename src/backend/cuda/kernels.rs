@@ -204,7 +204,7 @@ pub fn gemm(
     b.check_holds::<u8>(OP, "B", checked_numel(OP, &[batch, k, n, size])?)?;
     let params = GemmParams::row_major(batch, m, k, n);
     let c = dev.alloc(checked_numel(OP, &[batch, m, n, size])?)?;
-    dev.launch("gemm", entry, cfg, &[&params, a.arg(), b.arg(), c.arg()])?;
+    dev.launch("matmul", entry, cfg, &[&params, a.arg(), b.arg(), c.arg()])?;
     Ok(c)
 }
 

@@ -1,4 +1,4 @@
-//! CUDA launcher of the batched matrix product (`kernels/gemm.cu`): the
+//! CUDA launcher of the batched matrix product (`kernels/matmul.cu`): the
 //! f32 tiled SGEMM, or bf16/f16 on tensor cores with f32 accumulation.
 //! Operands are read through their strides (a transposed view is not
 //! copied); batch dims that cannot be walked with one stride are compacted
@@ -111,8 +111,12 @@ pub(super) fn matmul(
         // without reading A or B.
         return Tensor::zeros_on(out_shape, dtype, a.device());
     }
-    ad.dev
-        .launch("gemm", entry, cfg_of(m, n, batch), &[&params, &pa, &pb, &c])?;
+    ad.dev.launch(
+        "matmul",
+        entry,
+        cfg_of(m, n, batch),
+        &[&params, &pa, &pb, &c],
+    )?;
     Ok(out)
 }
 
@@ -155,7 +159,7 @@ pub(crate) fn gemm_f32(
         beta: 0.0,
     };
     dev.launch(
-        "gemm",
+        "matmul",
         "gemm_fwd_f32",
         launch::sgemm(m, n, 1),
         &[&params, &a.ptr, &b.ptr, &c],

@@ -1,8 +1,8 @@
-//! Arguments of the GEMM kernels (`kernels/gemm.cu`).
+//! Arguments of the GEMM kernels (`kernels/matmul.cu`).
 
 use std::mem::size_of;
 
-/// Arguments of `kernels/gemm.cu`: `C = alpha·A·B + beta·C` over strided,
+/// Arguments of `kernels/matmul.cu`: `C = alpha·A·B + beta·C` over strided,
 /// batched matrices (see the kernel's comment for the stride meaning).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
