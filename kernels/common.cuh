@@ -173,3 +173,17 @@ __device__ __forceinline__ i64 grid_first() {
 __device__ __forceinline__ i64 grid_stride() {
     return (i64)gridDim.x * blockDim.x;
 }
+
+// q = a / b and r = a % b for 0 ≤ a and 0 < b, in 32-bit arithmetic when
+// both fit in 32 bits (a 64-bit division costs several times more on the
+// GPU), in 64-bit otherwise. For decomposing a flat index per element.
+__device__ __forceinline__ void divmod(i64 a, i64 b, i64* q, i64* r) {
+    if ((u64)a <= 0xffffffffull && (u64)b <= 0xffffffffull) {
+        u32 qq = (u32)a / (u32)b;
+        *q = (i64)qq;
+        *r = (i64)((u32)a - qq * (u32)b);
+    } else {
+        *q = a / b;
+        *r = a - *q * b;
+    }
+}

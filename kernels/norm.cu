@@ -12,7 +12,8 @@
 //   cancellation of Σx² − (Σx)²/M.
 // - per-element maps (batch_norm_fwd, batch_norm_eval_fwd, batch_norm_bwd,
 //   batch_norm_eval_bwd): 1-D grid-stride over the N·C·S elements
-//   (`elementwise` in launch.rs); channel = (i / S) mod C.
+//   (`elementwise` in launch.rs); channel = (i / S) mod C;
+//   batch_norm_eval_stats_fwd: 1-D over the C channels.
 // `weight` and `bias` may be null (no affine transform: 1 and 0).
 
 struct BatchNormParams {
@@ -26,7 +27,17 @@ static_assert(sizeof(BatchNormParams) == 40, "BatchNormParams layout");
 
 __device__ __forceinline__ i64 bn_index(const BatchNormParams& p, i64 ch, i64 m) {
     // Element m (0 ≤ m < N·S) of channel ch.
-    return ((m / p.s) * p.c + ch) * p.s + m % p.s;
+    i64 n, s;
+    divmod(m, p.s, &n, &s);
+    return (n * p.c + ch) * p.s + s;
+}
+
+__device__ __forceinline__ i64 bn_channel(const BatchNormParams& p, i64 i) {
+    // The channel of flat element i of the N × C × S input.
+    i64 row, s, n, ch;
+    divmod(i, p.s, &row, &s);
+    divmod(row, p.c, &n, &ch);
+    return ch;
 }
 
 // Training statistics of each channel: save_mean = mean, save_invstd =
@@ -70,9 +81,23 @@ extern "C" __global__ void batch_norm_fwd_f32(BatchNormParams p, const float* x,
                                               const float* bias, float* y) {
     const i64 total = p.n * p.c * p.s;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ch = (i / p.s) % p.c;
+        i64 ch = bn_channel(p, i);
         float scale = (weight ? weight[ch] : 1.0f) * invstd[ch];
         y[i] = (x[i] - mean[ch]) * scale + (bias ? bias[ch] : 0.0f);
+    }
+}
+
+// Eval mode, the statistics the backward uses: save_mean = running_mean and
+// save_invstd = 1/√(running_var + eps), the values batch_norm_eval_fwd
+// computes (copies, so later changes of the running statistics do not
+// reach the backward).
+extern "C" __global__ void batch_norm_eval_stats_fwd_f32(BatchNormParams p,
+                                                         const float* running_mean,
+                                                         const float* running_var,
+                                                         float* save_mean, float* save_invstd) {
+    for (i64 ch = grid_first(); ch < p.c; ch += grid_stride()) {
+        save_mean[ch] = running_mean[ch];
+        save_invstd[ch] = 1.0f / sqrtf(running_var[ch] + p.eps);
     }
 }
 
@@ -84,7 +109,7 @@ extern "C" __global__ void batch_norm_eval_fwd_f32(BatchNormParams p, const floa
                                                    const float* bias, float* y) {
     const i64 total = p.n * p.c * p.s;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ch = (i / p.s) % p.c;
+        i64 ch = bn_channel(p, i);
         float invstd = 1.0f / sqrtf(running_var[ch] + p.eps);
         float scale = (weight ? weight[ch] : 1.0f) * invstd;
         y[i] = (x[i] - running_mean[ch]) * scale + (bias ? bias[ch] : 0.0f);
@@ -132,7 +157,7 @@ extern "C" __global__ void batch_norm_bwd_f32(BatchNormParams p, const float* dy
     const i64 total = p.n * p.c * p.s;
     const float count = (float)(p.n * p.s);
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ch = (i / p.s) % p.c;
+        i64 ch = bn_channel(p, i);
         float is = invstd[ch];
         float a = (weight ? weight[ch] : 1.0f) * is;
         float q1 = -a * is * is * sum_dy_xmu[ch] / count;
@@ -142,14 +167,14 @@ extern "C" __global__ void batch_norm_bwd_f32(BatchNormParams p, const float* dy
 }
 
 // Eval-mode input gradient: the statistics are constants, so
-// dx = dy · w / √(running_var + eps).
+// dx = dy · (w · invstd), invstd saved by batch_norm_eval_stats_fwd.
 extern "C" __global__ void batch_norm_eval_bwd_f32(BatchNormParams p, const float* dy,
-                                                   const float* running_var, const float* weight,
+                                                   const float* invstd, const float* weight,
                                                    float* dx) {
     const i64 total = p.n * p.c * p.s;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ch = (i / p.s) % p.c;
-        float scale = (weight ? weight[ch] : 1.0f) / sqrtf(running_var[ch] + p.eps);
+        i64 ch = bn_channel(p, i);
+        float scale = (weight ? weight[ch] : 1.0f) * invstd[ch];
         dx[i] = dy[i] * scale;
     }
 }

@@ -33,6 +33,13 @@ struct Span {
     i64 lo, hi, padded_len;
 };
 
+// a / b for a ≥ 0, b > 0 (32-bit when both fit; see divmod).
+__device__ __forceinline__ i64 quot(i64 a, i64 b) {
+    i64 q, r;
+    divmod(a, b, &q, &r);
+    return q;
+}
+
 __device__ __forceinline__ Span pool_span(i64 o, i64 in, i64 kernel, i64 stride, i64 pad) {
     i64 start = o * stride - pad;
     i64 end_padded = min(start + kernel, in + pad);
@@ -45,8 +52,8 @@ __device__ __forceinline__ Span pool_span(i64 o, i64 in, i64 kernel, i64 stride,
 
 __device__ __forceinline__ Span adaptive_span(i64 o, i64 in, i64 out) {
     Span s;
-    s.lo = o * in / out;
-    s.hi = ((o + 1) * in + out - 1) / out;
+    s.lo = quot(o * in, out);
+    s.hi = quot((o + 1) * in + out - 1, out);
     s.padded_len = s.hi - s.lo;
     return s;
 }
@@ -57,8 +64,8 @@ __device__ __forceinline__ Span adaptive_span(i64 o, i64 in, i64 out) {
 __device__ __forceinline__ void windows_containing(i64 i, i64 out, i64 kernel, i64 stride,
                                                    i64 pad, i64* first, i64* last) {
     i64 lowest = i + pad - kernel + 1;  // o·stride ≥ lowest
-    *first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
-    *last = min((i + pad) / stride, out - 1);
+    *first = lowest <= 0 ? 0 : quot(lowest + stride - 1, stride);
+    *last = min(quot(i + pad, stride), out - 1);
 }
 
 // ---------------------------------------------------------------- max
@@ -68,7 +75,9 @@ __device__ __forceinline__ void windows_containing(i64 i, i64 out, i64 kernel, i
 extern "C" __global__ void max_pool2d_fwd_f32(Pool2dParams p, const float* x, float* y, i64* idx) {
     const i64 total = p.planes * p.oh * p.ow;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ox = i % p.ow, oy = (i / p.ow) % p.oh, plane = i / (p.ow * p.oh);
+        i64 row, ox, oy, plane;
+        divmod(i, p.ow, &row, &ox);
+        divmod(row, p.oh, &plane, &oy);
         Span r = pool_span(oy, p.h, p.kh, p.stride_h, p.pad_h);
         Span c = pool_span(ox, p.w, p.kw, p.stride_w, p.pad_w);
         const float* in = x + plane * p.h * p.w;
@@ -93,7 +102,9 @@ extern "C" __global__ void max_pool2d_bwd_f32(Pool2dParams p, const float* dy, c
                                               float* dx) {
     const i64 total = p.planes * p.h * p.w;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ix = i % p.w, iy = (i / p.w) % p.h, plane = i / (p.w * p.h);
+        i64 row, ix, iy, plane;
+        divmod(i, p.w, &row, &ix);
+        divmod(row, p.h, &plane, &iy);
         i64 oy0, oy1, ox0, ox1;
         windows_containing(iy, p.oh, p.kh, p.stride_h, p.pad_h, &oy0, &oy1);
         windows_containing(ix, p.ow, p.kw, p.stride_w, p.pad_w, &ox0, &ox1);
@@ -120,7 +131,9 @@ __device__ __forceinline__ i64 avg_divisor(const Pool2dParams& p, Span r, Span c
 extern "C" __global__ void avg_pool2d_fwd_f32(Pool2dParams p, const float* x, float* y) {
     const i64 total = p.planes * p.oh * p.ow;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ox = i % p.ow, oy = (i / p.ow) % p.oh, plane = i / (p.ow * p.oh);
+        i64 row, ox, oy, plane;
+        divmod(i, p.ow, &row, &ox);
+        divmod(row, p.oh, &plane, &oy);
         Span r = pool_span(oy, p.h, p.kh, p.stride_h, p.pad_h);
         Span c = pool_span(ox, p.w, p.kw, p.stride_w, p.pad_w);
         if (r.hi <= r.lo || c.hi <= c.lo) {
@@ -138,7 +151,9 @@ extern "C" __global__ void avg_pool2d_fwd_f32(Pool2dParams p, const float* x, fl
 extern "C" __global__ void avg_pool2d_bwd_f32(Pool2dParams p, const float* dy, float* dx) {
     const i64 total = p.planes * p.h * p.w;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ix = i % p.w, iy = (i / p.w) % p.h, plane = i / (p.w * p.h);
+        i64 row, ix, iy, plane;
+        divmod(i, p.w, &row, &ix);
+        divmod(row, p.h, &plane, &iy);
         i64 oy0, oy1, ox0, ox1;
         windows_containing(iy, p.oh, p.kh, p.stride_h, p.pad_h, &oy0, &oy1);
         windows_containing(ix, p.ow, p.kw, p.stride_w, p.pad_w, &ox0, &ox1);
@@ -163,7 +178,9 @@ extern "C" __global__ void avg_pool2d_bwd_f32(Pool2dParams p, const float* dy, f
 extern "C" __global__ void adaptive_avg_pool2d_fwd_f32(Pool2dParams p, const float* x, float* y) {
     const i64 total = p.planes * p.oh * p.ow;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ox = i % p.ow, oy = (i / p.ow) % p.oh, plane = i / (p.ow * p.oh);
+        i64 row, ox, oy, plane;
+        divmod(i, p.ow, &row, &ox);
+        divmod(row, p.oh, &plane, &oy);
         Span r = adaptive_span(oy, p.h, p.oh);
         Span c = adaptive_span(ox, p.w, p.ow);
         const float* in = x + plane * p.h * p.w;
@@ -179,9 +196,11 @@ extern "C" __global__ void adaptive_avg_pool2d_fwd_f32(Pool2dParams p, const flo
 extern "C" __global__ void adaptive_avg_pool2d_bwd_f32(Pool2dParams p, const float* dy, float* dx) {
     const i64 total = p.planes * p.h * p.w;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        i64 ix = i % p.w, iy = (i / p.w) % p.h, plane = i / (p.w * p.h);
-        i64 oy0 = iy * p.oh / p.h, oy1 = min(((iy + 1) * p.oh + p.h - 1) / p.h, p.oh);
-        i64 ox0 = ix * p.ow / p.w, ox1 = min(((ix + 1) * p.ow + p.w - 1) / p.w, p.ow);
+        i64 row, ix, iy, plane;
+        divmod(i, p.w, &row, &ix);
+        divmod(row, p.h, &plane, &iy);
+        i64 oy0 = quot(iy * p.oh, p.h), oy1 = min(quot((iy + 1) * p.oh + p.h - 1, p.h), p.oh);
+        i64 ox0 = quot(ix * p.ow, p.w), ox1 = min(quot((ix + 1) * p.ow + p.w - 1, p.w), p.ow);
         const float* g = dy + plane * p.oh * p.ow;
         float acc = 0.0f;
         for (i64 oy = oy0; oy < oy1; ++oy) {

@@ -171,6 +171,9 @@ fn rust_parameter_structs_have_the_kernel_sizes() {
         ),
         ("SgdParams", size_of::<params::SgdParams>()),
         ("AdamParams", size_of::<params::AdamParams>()),
+        ("IndexCheckParams", size_of::<params::IndexCheckParams>()),
+        ("IndexSelectParams", size_of::<params::IndexSelectParams>()),
+        ("GatherParams", size_of::<params::GatherParams>()),
     ];
     let cuda = asserted_sizes();
     assert_eq!(

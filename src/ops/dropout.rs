@@ -6,9 +6,15 @@
 //! so a seed reproduces it. The op is built from existing differentiable
 //! ops: `y = x ⊙ mask` with `mask ∈ {0, 1/(1 − p)}` a constant tensor, so
 //! the backward `dx = dy ⊙ mask` comes from `mul` and needs no new `GradFn`.
+//!
+//! On a device the mask is still drawn on the host, from the same
+//! generator and in the same order, so a seed gives the same mask on every
+//! device. Only the keep/drop bits travel (one byte per element); the
+//! scaled mask is built on the device from them and the scale rounded to
+//! the tensor's dtype as on the CPU, so results match the CPU bit for bit.
 
 use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, Tensor};
+use crate::tensor::{CpuStorage, Device, Tensor};
 use rand::Rng;
 
 impl Tensor {
@@ -41,6 +47,19 @@ impl Tensor {
         }
         let keep = 1.0 - p;
         let scale = 1.0 / keep;
+        if let device @ Device::Cuda(_) = self.device() {
+            let mut bits = crate::backend::cpu::pool::try_with_capacity(self.numel())?;
+            bits.extend((0..self.numel()).map(|_| u8::from(rng.random::<f64>() < keep)));
+            let kept =
+                Tensor::from_storage(CpuStorage::U8(bits), self.shape())?.to_device(device)?;
+            let scale = Tensor::from_storage(
+                CpuStorage::from_f64_iter(self.dtype(), std::iter::once(scale))?,
+                &[],
+            )?
+            .to_device(device)?;
+            let mask = kept.to_dtype(self.dtype())?.mul(&scale)?;
+            return self.mul(&mask);
+        }
         let mask = CpuStorage::from_f64_iter(
             self.dtype(),
             (0..self.numel()).map(|_| {

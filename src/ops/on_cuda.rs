@@ -34,6 +34,33 @@ pub(crate) fn operand(op: &'static str, t: &Tensor) -> Result<Operand> {
     }
 }
 
+impl Operand {
+    /// The address of `t`'s first element: the buffer plus the layout's
+    /// offset (`t` must be the tensor this operand was read from).
+    pub fn at(&self, t: &Tensor) -> DevicePtr {
+        self.ptr + (t.layout().offset() * t.dtype().size_in_bytes()) as DevicePtr
+    }
+}
+
+/// The device operand of `t` for a kernel that writes into it in place:
+/// counts as an in-place modification of `t` (bumps its version, so a
+/// graph that saved `t` earlier refuses to use the changed values).
+pub(crate) fn operand_mut(op: &'static str, t: &Tensor) -> Result<Operand> {
+    match &*t.storage_mut() {
+        Storage::Cuda(s) => Ok(Operand {
+            dev: s.device().clone(),
+            ptr: s.buffer().ptr(),
+        }),
+        Storage::Cpu(_) => Err(Error::invalid(
+            op,
+            "the CUDA kernel was given a CPU tensor (a bug in the op's device dispatch)",
+        )),
+    }
+}
+
+/// The null device pointer, for an optional kernel argument left out.
+pub(crate) const NULL: DevicePtr = 0;
+
 /// The operands of `ts`, which must all be on the same device.
 pub(crate) fn operands<const N: usize>(op: &'static str, ts: [&Tensor; N]) -> Result<[Operand; N]> {
     for t in &ts[1..] {

@@ -128,6 +128,12 @@ pub static FAMILIES: &[KernelFamily] = &[
         fmad: false,
         entry_points: names::optim,
     },
+    KernelFamily {
+        name: "index",
+        source: include_str!("../../../kernels/index.cu"),
+        fmad: false,
+        entry_points: names::index,
+    },
 ];
 
 /// The family called `name`.
@@ -261,6 +267,7 @@ pub mod names {
             "batch_norm_stats_fwd_f32",
             "batch_norm_fwd_f32",
             "batch_norm_eval_fwd_f32",
+            "batch_norm_eval_stats_fwd_f32",
             "batch_norm_reduce_bwd_f32",
             "batch_norm_bwd_f32",
             "batch_norm_eval_bwd_f32",
@@ -284,6 +291,18 @@ pub mod names {
     /// `kernels/optim.cu`.
     pub fn optim() -> Vec<String> {
         list(&["sgd_step_f32", "adam_step_f32"])
+    }
+
+    /// `kernels/index.cu`: the gathers copy every dtype of the strided
+    /// copy, the accumulating kernels are f32.
+    pub fn index() -> Vec<String> {
+        let mut v = list(&[
+            "index_check_fwd_i64",
+            "index_add_fwd_f32",
+            "scatter_add_fwd_f32",
+        ]);
+        v.extend(each(&["index_select", "gather"], "fwd", COPY_DTYPES));
+        v
     }
 }
 

@@ -4,20 +4,34 @@
 //! is an error naming the op, never a panic). The backward rules pair the
 //! ops up: the gradient of a gather is a scatter-add and vice versa, the
 //! gradient of an index-select is an index-add.
+//!
+//! On a CUDA device the index stays on the device: it is bounds-checked
+//! there (see `cuda.rs`) with the same error as on the CPU, and the
+//! accumulating ops add in the CPU's order, so results match bit for bit.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::tensor::{normalize_dim, DType, Tensor};
+use crate::ops::dispatch::cuda_arm;
+use crate::tensor::{normalize_dim, DType, Device, Tensor};
 
-fn check_index_tensor(op: &'static str, index: &Tensor) -> Result<Vec<i64>> {
+/// Errors unless `index` holds i64 indices.
+fn check_index_dtype(op: &'static str, index: &Tensor) -> Result<()> {
     if index.dtype() != DType::I64 {
         return Err(Error::invalid(
             op,
             format!("indices must be i64, got {:?}", index.dtype()),
         ));
     }
+    Ok(())
+}
+
+/// The indices of an i64 `index` on the host, row-major.
+fn check_index_tensor(op: &'static str, index: &Tensor) -> Result<Vec<i64>> {
+    check_index_dtype(op, index)?;
     index.to_vec::<i64>()
 }
 
@@ -136,18 +150,26 @@ impl Tensor {
                 format!("index must be 1-D, got shape {:?}", index.shape()),
             ));
         }
-        let idx = check_index_tensor("index_select", index)?;
-        cpu::check_indices("index_select", &idx, self.shape()[d])?;
-        let src = self.contiguous()?;
-        let s = cpu::index_select(
-            &*src.cpu_storage("index_select")?,
-            src.layout().offset(),
-            split_at_dim(self.shape(), d),
-            &idx,
-        )?;
-        let mut shape = self.shape().to_vec();
-        shape[d] = idx.len();
-        let out = Tensor::from_storage(s, &shape)?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let idx = check_index_tensor("index_select", index)?;
+                cpu::check_indices("index_select", &idx, self.shape()[d])?;
+                let src = self.contiguous()?;
+                let s = cpu::index_select(
+                    &*src.cpu_storage("index_select")?,
+                    src.layout().offset(),
+                    split_at_dim(self.shape(), d),
+                    &idx,
+                )?;
+                let mut shape = self.shape().to_vec();
+                shape[d] = idx.len();
+                Tensor::from_storage(s, &shape)?
+            }
+            Device::Cuda(_) => cuda_arm!({
+                check_index_dtype("index_select", index)?;
+                cuda::index_select(self, d, index)
+            })?,
+        };
         Ok(out.track(&[self], || {
             Box::new(IndexSelectBackward {
                 input: self.clone(),
@@ -170,9 +192,9 @@ impl Tensor {
             return wide.to_dtype(self.dtype());
         }
         let d = normalize_dim("index_add", dim, self.ndim())?;
-        let idx = check_index_tensor("index_add", index)?;
+        check_index_dtype("index_add", index)?;
         let mut expected = self.shape().to_vec();
-        expected[d] = idx.len();
+        expected[d] = index.numel();
         if index.ndim() != 1 || source.shape() != expected.as_slice() {
             return Err(Error::ShapeMismatch {
                 op: "index_add",
@@ -180,15 +202,22 @@ impl Tensor {
                 rhs: source.shape().to_vec(),
             });
         }
-        cpu::check_indices("index_add", &idx, self.shape()[d])?;
-        let out = self.contiguous_copy()?.detach();
-        let src = source.contiguous_copy()?.detach();
-        cpu::index_add(
-            &mut *out.cpu_storage_mut("scatter_add")?,
-            &*src.cpu_storage("scatter_add")?,
-            split_at_dim(self.shape(), d),
-            &idx,
-        )?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let idx = check_index_tensor("index_add", index)?;
+                cpu::check_indices("index_add", &idx, self.shape()[d])?;
+                let out = self.contiguous_copy()?.detach();
+                let src = source.contiguous_copy()?.detach();
+                cpu::index_add(
+                    &mut *out.cpu_storage_mut("index_add")?,
+                    &*src.cpu_storage("index_add")?,
+                    split_at_dim(self.shape(), d),
+                    &idx,
+                )?;
+                out
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::index_add(self, d, index, source))?,
+        };
         Ok(out.track(&[self, source], || {
             Box::new(IndexAddBackward {
                 input: self.clone(),
@@ -205,16 +234,24 @@ impl Tensor {
         let _profile = crate::profile::scope("gather");
         let d = normalize_dim("gather", dim, self.ndim())?;
         self.check_gather_shape("gather", d, index)?;
-        let idx = check_index_tensor("gather", index)?;
-        cpu::check_indices("gather", &idx, self.shape()[d])?;
-        let s = cpu::gather(
-            &*self.cpu_storage("gather")?,
-            self.layout(),
-            d,
-            &idx,
-            index.shape(),
-        );
-        let out = Tensor::from_storage(s, index.shape())?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let idx = check_index_tensor("gather", index)?;
+                cpu::check_indices("gather", &idx, self.shape()[d])?;
+                let s = cpu::gather(
+                    &*self.cpu_storage("gather")?,
+                    self.layout(),
+                    d,
+                    &idx,
+                    index.shape(),
+                );
+                Tensor::from_storage(s, index.shape())?
+            }
+            Device::Cuda(_) => cuda_arm!({
+                check_index_dtype("gather", index)?;
+                cuda::gather(self, d, index)
+            })?,
+        };
         Ok(out.track(&[self], || {
             Box::new(GatherBackward {
                 input: self.clone(),
@@ -247,19 +284,28 @@ impl Tensor {
                 rhs: index.shape().to_vec(),
             });
         }
-        let idx = check_index_tensor("scatter_add", index)?;
-        cpu::check_indices("scatter_add", &idx, self.shape()[d])?;
-        let out = self.contiguous_copy()?.detach();
-        let lo = out.layout().clone();
-        cpu::scatter_add(
-            &mut *out.cpu_storage_mut("index_add")?,
-            &lo,
-            &*source.cpu_storage("index_add")?,
-            source.layout(),
-            d,
-            &idx,
-            index.shape(),
-        )?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let idx = check_index_tensor("scatter_add", index)?;
+                cpu::check_indices("scatter_add", &idx, self.shape()[d])?;
+                let out = self.contiguous_copy()?.detach();
+                let lo = out.layout().clone();
+                cpu::scatter_add(
+                    &mut *out.cpu_storage_mut("scatter_add")?,
+                    &lo,
+                    &*source.cpu_storage("scatter_add")?,
+                    source.layout(),
+                    d,
+                    &idx,
+                    index.shape(),
+                )?;
+                out
+            }
+            Device::Cuda(_) => cuda_arm!({
+                check_index_dtype("scatter_add", index)?;
+                cuda::scatter_add(self, d, index, source)
+            })?,
+        };
         Ok(out.track(&[self, source], || {
             Box::new(ScatterAddBackward {
                 input: self.clone(),

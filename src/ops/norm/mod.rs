@@ -16,14 +16,21 @@
 //! training `dx = w·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, eval
 //! `dx = dy·w·invstd`; both modes `dw = Σ(dy·x̂)`, `db = Σdy`. Running
 //! statistics are buffers: they never enter the graph and get no gradient.
-//! Kernels are in `cpu.rs`; half-precision inputs are computed in f32.
+//! Kernels are in `cpu.rs`; half-precision inputs are computed in f32. On
+//! a CUDA device (f32) the kernels of `kernels/norm.cu` do the same work,
+//! and the statistics and running buffers never leave the device
+//! (`cuda.rs`).
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::{no_grad, GradFn};
 use crate::error::{Error, Result};
-use crate::ops::dispatch::{compute_data, compute_slice, with_compute_type, ComputeFloat};
-use crate::tensor::{CpuStorage, DType, Tensor};
+use crate::ops::dispatch::{
+    compute_data, compute_slice, cuda_arm, with_compute_type, ComputeFloat,
+};
+use crate::tensor::{CpuStorage, DType, Device, Tensor};
 use cpu::NcsShape;
 
 const OP: &str = "batch_norm";
@@ -247,14 +254,21 @@ fn grad_input<T: ComputeFloat>(
     })?
 }
 
+/// The per-channel statistics a forward normalised with, where it ran.
+enum Saved {
+    /// On the host, in f64: the mean (batch mean, or running mean in eval)
+    /// and `1/√(var + eps)`.
+    Host { mean: Vec<f64>, invstd: Vec<f64> },
+    /// On the CUDA device, in f32: `(mean, invstd)`.
+    #[cfg(feature = "cuda")]
+    Device(cuda::Stats),
+}
+
 struct BatchNormBackward {
     input: Tensor,
     weight: Option<Tensor>,
     bias: Option<Tensor>,
-    /// Per-channel mean used to normalise (batch mean, or running mean in eval).
-    mean: Vec<f64>,
-    /// Per-channel `1/√(var + eps)` used to normalise.
-    invstd: Vec<f64>,
+    saved: Saved,
     training: bool,
 }
 
@@ -269,12 +283,16 @@ impl GradFn for BatchNormBackward {
         v
     }
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (mean, invstd) = match &self.saved {
+            Saved::Host { mean, invstd } => (mean, invstd),
+            #[cfg(feature = "cuda")]
+            Saved::Device(stats) => return self.backward_on_device(stats, g),
+        };
         let sh = NcsShape::of(self.input.shape());
         let m = sh.per_channel() as f64;
         let x = compute_data(OP, &self.input)?;
         // Same compute dtype as x (g may arrive in another float dtype).
         let dy = g.to_dtype(x.dtype())?.contiguous()?;
-        let (mean, invstd) = (&self.mean, &self.invstd);
         let (sum_dy, sum_dy_xmu) = dispatch!(x.dtype(), grad_sums(&dy, &x, sh, mean))?;
         let dtype = self.input.dtype();
         let mut grads = Vec::with_capacity(3);
@@ -312,6 +330,34 @@ impl GradFn for BatchNormBackward {
             } else {
                 None
             });
+        }
+        Ok(grads)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl BatchNormBackward {
+    /// The backward with the statistics saved on the device.
+    fn backward_on_device(&self, stats: &cuda::Stats, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let need = [
+            self.input.requires_grad(),
+            self.weight.as_ref().is_some_and(Tensor::requires_grad),
+            self.bias.as_ref().is_some_and(Tensor::requires_grad),
+        ];
+        let [dx, dw, db] = cuda::batch_norm_backward(
+            &self.input,
+            self.weight.as_ref(),
+            stats,
+            self.training,
+            g,
+            need,
+        )?;
+        let mut grads = vec![dx];
+        if self.weight.is_some() {
+            grads.push(dw);
+        }
+        if self.bias.is_some() {
+            grads.push(db);
         }
         Ok(grads)
     }
@@ -355,6 +401,40 @@ impl Tensor {
         if self.numel() == 0 {
             return self.batch_norm_empty(weight, bias);
         }
+        let (out, saved) = match self.device() {
+            Device::Cpu => {
+                self.batch_norm_on_cpu(running_mean, running_var, weight, bias, &opts)?
+            }
+            Device::Cuda(_) => cuda_arm!({
+                let (out, stats) =
+                    cuda::batch_norm(self, running_mean, running_var, weight, bias, &opts)?;
+                Ok::<_, Error>((out, Saved::Device(stats)))
+            })?,
+        };
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        Ok(out.track(&inputs, || {
+            Box::new(BatchNormBackward {
+                input: self.clone(),
+                weight: weight.cloned(),
+                bias: bias.cloned(),
+                saved,
+                training: opts.training,
+            })
+        }))
+    }
+
+    /// The CPU forward of [`batch_norm`](Self::batch_norm) (validated,
+    /// non-empty input): the output and the statistics it used.
+    fn batch_norm_on_cpu(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        opts: &BatchNormOptions,
+    ) -> Result<(Tensor, Saved)> {
         let sh = NcsShape::of(self.shape());
         let m = sh.per_channel() as f64;
         let x = compute_data(OP, self)?;
@@ -390,19 +470,7 @@ impl Tensor {
         };
         let storage = dispatch!(x.dtype(), normalize(&x, sh, &mean, &scale, &shift))?;
         let out = Tensor::from_storage(storage, self.shape())?.to_dtype(self.dtype())?;
-        let mut inputs = vec![self];
-        inputs.extend(weight);
-        inputs.extend(bias);
-        Ok(out.track(&inputs, || {
-            Box::new(BatchNormBackward {
-                input: self.clone(),
-                weight: weight.cloned(),
-                bias: bias.cloned(),
-                mean,
-                invstd,
-                training: opts.training,
-            })
-        }))
+        Ok((out, Saved::Host { mean, invstd }))
     }
 
     /// Batch norm of an input with no elements: an empty result that stays

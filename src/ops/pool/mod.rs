@@ -13,14 +13,18 @@
 //! its `H×W` plane) of each window's maximum, and its backward scatters the
 //! output gradient to those indices without looking at the input again.
 //! Average pooling's backward spreads each output gradient evenly over its
-//! window. The kernels are in `cpu.rs`.
+//! window. The CPU kernels are in `cpu.rs`; on a CUDA device (f32) the
+//! kernels of `kernels/pool.cu` compute the same windows in the same order,
+//! so results match the CPU bit for bit (`cuda.rs`).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
-use crate::ops::dispatch::float_dispatch;
-use crate::tensor::{CpuStorage, Tensor};
+use crate::ops::dispatch::{cuda_arm, float_dispatch};
+use crate::tensor::{CpuStorage, Device, Tensor};
 use cpu::{PlaneGeom, Span};
 
 /// Hyper-parameters of [`Tensor::max_pool2d`] and [`Tensor::avg_pool2d`]:
@@ -100,6 +104,11 @@ struct PoolPlan {
     geom: PlaneGeom,
     rows: Vec<Span>,
     cols: Vec<Span>,
+    /// The window hyper-parameters of max/avg pooling; `None` for adaptive
+    /// pooling, whose windows follow from the sizes alone. (The CPU kernels
+    /// use the spans; the device kernels recompute the windows from these.)
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    window: Option<Pool2dParams>,
 }
 
 impl PoolPlan {
@@ -180,6 +189,7 @@ fn plan(op: &'static str, x: &Tensor, p: &Pool2dParams) -> Result<PoolPlan> {
         },
         rows: cpu::pool_spans(oh, h, kh, sh, ph),
         cols: cpu::pool_spans(ow, w, kw, sw, pw),
+        window: Some(*p),
     })
 }
 
@@ -204,6 +214,10 @@ impl GradFn for MaxPool2dBackward {
         vec![self.input.clone()]
     }
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if let Device::Cuda(_) = self.indices.device() {
+            let dx = cuda_arm!(cuda::max_pool2d_backward(g, &self.indices, &self.plan))?;
+            return Ok(vec![Some(dx)]);
+        }
         let dy = contiguous_data(g)?;
         let idx_storage = self.indices.cpu_storage("max_pool2d backward")?;
         let CpuStorage::I64(idx) = &*idx_storage else {
@@ -236,6 +250,14 @@ impl GradFn for AvgPool2dBackward {
         vec![self.input.clone()]
     }
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if let Device::Cuda(_) = self.input.device() {
+            let dx = cuda_arm!(cuda::avg_pool2d_backward(
+                g,
+                &self.plan,
+                self.count_include_pad
+            ))?;
+            return Ok(vec![Some(dx)]);
+        }
         let dy = contiguous_data(g)?;
         let PoolPlan {
             geom, rows, cols, ..
@@ -293,17 +315,29 @@ impl Tensor {
     fn max_pool2d_impl(&self, p: Pool2dParams, copy_indices: bool) -> Result<(Tensor, Tensor)> {
         const OP: &str = "max_pool2d";
         let plan = plan(OP, self, &p)?;
-        let x = contiguous_data(self)?;
-        let mut indices = Vec::new();
-        let s = float_dispatch!(OP, &*x.cpu_storage(OP)?, x.layout(), |v, lay| {
-            let (values, idx) =
-                cpu::max_pool2d_forward(&v[lay.offset()..], &plan.geom, &plan.rows, &plan.cols)?;
-            indices = idx;
-            Ok::<_, Error>(values)
-        })?;
-        let out_shape = plan.out_shape();
-        let indices = Tensor::from_storage(CpuStorage::I64(indices), &out_shape)?;
-        let out = Tensor::from_storage(s, &out_shape)?.track(&[self], || {
+        let (out, indices) = match self.device() {
+            Device::Cpu => {
+                let x = contiguous_data(self)?;
+                let mut indices = Vec::new();
+                let s = float_dispatch!(OP, &*x.cpu_storage(OP)?, x.layout(), |v, lay| {
+                    let (values, idx) = cpu::max_pool2d_forward(
+                        &v[lay.offset()..],
+                        &plan.geom,
+                        &plan.rows,
+                        &plan.cols,
+                    )?;
+                    indices = idx;
+                    Ok::<_, Error>(values)
+                })?;
+                let out_shape = plan.out_shape();
+                (
+                    Tensor::from_storage(s, &out_shape)?,
+                    Tensor::from_storage(CpuStorage::I64(indices), &out_shape)?,
+                )
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::max_pool2d(self, &plan))?,
+        };
+        let out = out.track(&[self], || {
             Box::new(MaxPool2dBackward {
                 input: self.clone(),
                 indices: indices.clone(),
@@ -367,6 +401,7 @@ impl Tensor {
             },
             rows: cpu::adaptive_spans(oh, h),
             cols: cpu::adaptive_spans(ow, w),
+            window: None,
         };
         // Adaptive windows have no padding: both divisor rules agree.
         self.avg_pool_with_plan(OP, plan, false)
@@ -380,17 +415,22 @@ impl Tensor {
         plan: PoolPlan,
         count_include_pad: bool,
     ) -> Result<Tensor> {
-        let x = contiguous_data(self)?;
-        let s = float_dispatch!(op, &*x.cpu_storage(op)?, x.layout(), |v, lay| {
-            cpu::avg_pool2d_forward(
-                &v[lay.offset()..],
-                &plan.geom,
-                &plan.rows,
-                &plan.cols,
-                count_include_pad,
-            )
-        })?;
-        let out = Tensor::from_storage(s, &plan.out_shape())?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let x = contiguous_data(self)?;
+                let s = float_dispatch!(op, &*x.cpu_storage(op)?, x.layout(), |v, lay| {
+                    cpu::avg_pool2d_forward(
+                        &v[lay.offset()..],
+                        &plan.geom,
+                        &plan.rows,
+                        &plan.cols,
+                        count_include_pad,
+                    )
+                })?;
+                Tensor::from_storage(s, &plan.out_shape())?
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::avg_pool2d(self, &plan, count_include_pad))?,
+        };
         Ok(out.track(&[self], || {
             Box::new(AvgPool2dBackward {
                 input: self.clone(),

@@ -16,6 +16,7 @@ use super::driver::KernelArg;
 mod conv;
 mod elementwise;
 mod gemm;
+mod index;
 mod loss;
 mod norm;
 mod optim;
@@ -27,6 +28,7 @@ mod tests;
 pub use conv::{conv_out_len, Im2colParams};
 pub use elementwise::ElementwiseParams;
 pub use gemm::GemmParams;
+pub use index::{GatherParams, IndexCheckParams, IndexSelectParams};
 pub use loss::{PlmHistogramParams, PlmMaskParams, SigmoidLossParams};
 pub use norm::BatchNormParams;
 pub use optim::{AdamParams, SgdParams};
@@ -51,3 +53,6 @@ unsafe impl KernelArg for PlmMaskParams {}
 unsafe impl KernelArg for PlmHistogramParams {}
 unsafe impl KernelArg for SgdParams {}
 unsafe impl KernelArg for AdamParams {}
+unsafe impl KernelArg for IndexCheckParams {}
+unsafe impl KernelArg for IndexSelectParams {}
+unsafe impl KernelArg for GatherParams {}

@@ -156,3 +156,42 @@ fn optimizer_constants_are_folded_like_the_cpu_kernel() {
     );
     assert!(BatchNormParams::new(&[4], 1e-5, 0.1, false).is_err());
 }
+
+#[test]
+fn index_params_split_the_shape_around_the_indexed_dim() {
+    let p = IndexSelectParams::new(&[2, 3, 4, 5], 1, 7);
+    assert_eq!((p.outer, p.size, p.inner, p.count), (2, 3, 20, 7));
+    let p = IndexSelectParams::new(&[6], 0, 0);
+    assert_eq!((p.outer, p.size, p.inner, p.count), (1, 6, 1, 0));
+}
+
+#[test]
+fn gather_params_walk_the_index_or_the_scatter_block() {
+    // Data 4×5×6 seen through a transposed layout, index 3×2×6 along dim 1.
+    let data = Layout::contiguous(&[6, 5, 4]).permute(&[2, 1, 0]);
+    let (shape, strides) = (data.shape(), data.strides());
+    let g = GatherParams::new("gather", (shape, strides, 3), &[3, 2, 6], 1, false).unwrap();
+    assert_eq!(
+        (g.numel, g.ndim, g.dim, g.index_len, g.size),
+        (36, 3, 1, 2, 5)
+    );
+    assert_eq!(&g.walk[..3], &[3, 2, 6]);
+    assert_eq!(&g.index_strides[..3], &[12, 6, 1]);
+    assert_eq!(&g.data_strides[..3], &[1, 4, 20]);
+    assert_eq!(g.data_offset, 3);
+    let s = GatherParams::new("scatter_add", (shape, strides, 0), &[3, 2, 6], 1, true).unwrap();
+    assert_eq!(
+        &s.walk[..3],
+        &[3, 5, 6],
+        "scatter walks the data's extent along dim"
+    );
+    assert_eq!(s.numel, 90);
+    assert_eq!(
+        &s.index_strides[..3],
+        &[12, 6, 1],
+        "the index stays contiguous"
+    );
+    let nine = [1usize; 9];
+    assert!(GatherParams::new("gather", (&nine, &nine, 0), &nine, 0, false).is_err());
+    assert!(GatherParams::new("gather", (&[2, 2], &[2, 1], 0), &[2], 0, false).is_err());
+}
