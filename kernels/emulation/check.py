@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
-FAMILIES = ["elementwise", "reduce", "gemm", "conv", "pool", "norm", "loss"]
+FAMILIES = ["elementwise", "reduce", "gemm", "conv", "pool", "norm", "sigmoid_loss", "plm"]
 
 
 def emulated_source():

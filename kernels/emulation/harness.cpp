@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
         auto t = rd<float>("targets.bin", p.numel);
         auto kp = rd<double>("kp.bin", p.classes), kn = rd<double>("kn.bin", p.classes);
         std::vector<float> m(p.numel);
-        launch({2, 1, 1}, 64, [&] { plm_mask_fwd_f32(p, t.data(), kp.data(), kn.data(), m.data()); });
+        std::vector<u64> bad(1, ~0ull);
+        launch({2, 1, 1}, 64, [&] { plm_mask_fwd_f32(p, t.data(), kp.data(), kn.data(), m.data(), bad.data()); });
         wr("mask.bin", m);
     } else if (cmd == "hist") {
         PlmHistogramParams p{A(2), A(3), A(4)};
@@ -93,16 +94,22 @@ int main(int argc, char** argv) {
         launch({2, 1, 1}, 32, [&] { im2col_fwd_f32(p, x.data(), col.data()); }); wr("col.bin", col);
         launch({2, 1, 1}, 32, [&] { im2col_bwd_f32(p, g.data(), dx.data()); }); wr("dx.bin", dx);
     } else if (cmd == "loss") {
-        SigmoidLossParams p{A(2), A(3), 1, F(4), F(5), F(6), F(7), F(8), (int)A(9)};
+        // numel, w_len, pw_len, dy_len, then the hyper-parameters.
+        SigmoidLossParams p{A(2), 1, A(3), 1, F(4), F(5), F(6), F(7), F(8), (int)A(9)};
         auto z = rd<float>("z.bin", p.numel), y = rd<float>("y.bin", p.numel);
-        auto pw = rd<float>("pw.bin", p.classes), dy = rd<float>("dyl.bin", p.numel);
-        std::vector<float> l(p.numel), g(p.numel);
-        launch(one, 1, [&] { bce_logits_fwd_f32(p, z.data(), y.data(), pw.data(), l.data()); }); wr("bce_l.bin", l);
-        launch(one, 1, [&] { bce_logits_bwd_f32(p, z.data(), y.data(), pw.data(), dy.data(), g.data()); }); wr("bce_g.bin", g);
-        launch(one, 1, [&] { focal_fwd_f32(p, z.data(), y.data(), l.data()); }); wr("focal_l.bin", l);
-        launch(one, 1, [&] { focal_bwd_f32(p, z.data(), y.data(), dy.data(), g.data()); }); wr("focal_g.bin", g);
-        launch(one, 1, [&] { asl_fwd_f32(p, z.data(), y.data(), l.data()); }); wr("asl_l.bin", l);
-        launch(one, 1, [&] { asl_bwd_f32(p, z.data(), y.data(), dy.data(), g.data()); }); wr("asl_g.bin", g);
+        auto pw = rd<float>("pw.bin", p.pw_len), dy = rd<float>("dyl.bin", p.numel);
+        std::vector<float> one_v(1, 1.0f), l(p.numel), g(p.numel);
+        std::vector<u64> bad(1, ~0ull);
+        SigmoidLossParams q = p;
+        q.dy_len = p.numel;  // the backward's upstream gradient is per element
+        const float *w = one_v.data(), *ones = one_v.data();
+        launch(one, 1, [&] { bce_logits_fwd_f32(p, z.data(), y.data(), w, pw.data(), ones, l.data(), bad.data()); }); wr("bce_l.bin", l);
+        launch(one, 1, [&] { bce_logits_bwd_f32(q, z.data(), y.data(), w, pw.data(), dy.data(), g.data()); }); wr("bce_g.bin", g);
+        p.pw_len = 1; q.pw_len = 1;
+        launch(one, 1, [&] { focal_fwd_f32(p, z.data(), y.data(), w, ones, ones, l.data(), bad.data()); }); wr("focal_l.bin", l);
+        launch(one, 1, [&] { focal_bwd_f32(q, z.data(), y.data(), w, ones, dy.data(), g.data()); }); wr("focal_g.bin", g);
+        launch(one, 1, [&] { asl_fwd_f32(p, z.data(), y.data(), w, ones, ones, l.data(), bad.data()); }); wr("asl_l.bin", l);
+        launch(one, 1, [&] { asl_bwd_f32(q, z.data(), y.data(), w, ones, dy.data(), g.data()); }); wr("asl_g.bin", g);
     } else if (cmd == "bn") {
         i64 n = A(2), c = A(3), s = A(4);
         BatchNormParams p{n, c, s, F(5), 0.1f, 1, 0};
