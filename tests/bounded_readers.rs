@@ -100,7 +100,7 @@ fn plm_state() -> Value {
     let p = Tensor::from_vec(vec![0.9f32, 0.2, 0.4, f32::NAN, 0.7, 0.1], &[3, 2]).unwrap();
     plm.sample_mask(&y).unwrap();
     plm.observe(&p, &y).unwrap();
-    serde_json::from_str(&plm.state_json()).unwrap()
+    serde_json::from_str(&plm.state_json().unwrap()).unwrap()
 }
 
 fn load(state: &Value) -> ferrite::Result<Plm> {
@@ -158,10 +158,10 @@ fn exhausted_plm_counters_are_errors() {
     let mut state = plm_state();
     state["epochs"] = u64::MAX.into();
     let mut plm = load(&state).unwrap();
-    let before = plm.state_json();
+    let before = plm.state_json().unwrap();
     let err = message(plm.end_epoch());
     assert!(err.contains("epoch counter"), "{err}");
-    assert_eq!(plm.state_json(), before);
+    assert_eq!(plm.state_json().unwrap(), before);
 }
 
 fn counts(v: &Value) -> Vec<u64> {

@@ -12,11 +12,11 @@
 //! Run: `cargo test --release --features cuda --test cuda_device`.
 #![cfg(feature = "cuda")]
 
-use ferrite::backend::cuda::kernels::{self, PlmHistogramBuffers};
+use ferrite::backend::cuda::kernels;
 use ferrite::backend::cuda::{self, CudaDevice};
 use ferrite::ops::optim::{cpu as optim_cpu, AdamStep, SgdStep};
-use ferrite::plm::{draw_mask, keep_probabilities, Histograms};
-use ferrite::{DType, Error, Tensor};
+use ferrite::plm::{draw_mask, keep_probabilities, Histograms, Plm, PlmConfig};
+use ferrite::{DType, Device, Error, Tensor};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -337,6 +337,13 @@ fn round_half(x: &[f32], dtype: DType) -> (Vec<u16>, Vec<f32>) {
         .unzip()
 }
 
+/// `data` of `shape` on the CUDA device `dev` drives (as a tensor).
+fn on_device(dev: &CudaDevice, data: &[f32], shape: &[usize]) -> Tensor {
+    cpu(data, shape)
+        .to_device(Device::Cuda(dev.ordinal()))
+        .unwrap()
+}
+
 #[test]
 fn plm_masks_match_the_cpu_bit_for_bit() {
     let Some(dev) = gpu("plm_masks_match_the_cpu_bit_for_bit") else {
@@ -353,7 +360,7 @@ fn plm_masks_match_the_cpu_bit_for_bit() {
         keep_pos.push(kp);
         keep_neg.push(kn);
     }
-    let gt = dev.upload(&targets).unwrap();
+    let gt = on_device(&dev, &targets, &[b, c]);
     // Seeds and batch numbers whose high 32 bits are not zero exercise the
     // whole counter and key.
     for (seed, batch) in [
@@ -362,9 +369,9 @@ fn plm_masks_match_the_cpu_bit_for_bit() {
         (0x1234_5678_9abc_def0, 1 << 40),
         (u64::MAX, u64::MAX - 1),
     ] {
-        let mask =
-            kernels::plm_mask_f32(&dev, (seed, batch), &gt, b * c, &keep_pos, &keep_neg).unwrap();
-        let got: Vec<f32> = dev.download(&mask, b * c).unwrap();
+        let mask = gt.plm_mask(seed, batch, &keep_pos, &keep_neg).unwrap();
+        assert_eq!(mask.device(), gt.device());
+        let got = mask.to_vec::<f32>().unwrap();
         let want = draw_mask(seed, batch, &labels, &keep_pos, &keep_neg).unwrap();
         for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(
@@ -393,20 +400,22 @@ fn plm_histograms_match_the_cpu() {
     probs[3] = f32::NAN;
     probs[4] = 1.5;
     probs[5] = -0.0;
-    let mut counts = PlmHistogramBuffers::zeros(&dev, c, bins).unwrap();
-    let (gp, gt) = (dev.upload(&probs).unwrap(), dev.upload(&targets).unwrap());
+    let config = PlmConfig {
+        n_bins: bins,
+        ..PlmConfig::default()
+    };
+    let mut plm = Plm::new(config, &[10; 7], 100).unwrap();
+    let (gp, gt) = (
+        on_device(&dev, &probs, &[b, c]),
+        on_device(&dev, &targets, &[b, c]),
+    );
     let mut want = Histograms::new(bins, c).unwrap();
     for _ in 0..2 {
-        kernels::plm_histogram_f32(&dev, &gp, &gt, b * c, &mut counts).unwrap();
+        plm.observe(&gp, &gt).unwrap();
         let p64: Vec<f64> = probs.iter().map(|&p| f64::from(p)).collect();
         want.add(&p64, &labels).unwrap();
     }
-    let get = |buf: &cuda::CudaBuffer, n: usize| -> Vec<u64> { dev.download(buf, n).unwrap() };
-    assert_eq!(get(&counts.pos_pred, bins * c), want.pos_pred());
-    assert_eq!(get(&counts.neg_pred, bins * c), want.neg_pred());
-    assert_eq!(get(&counts.pos_labels, c), want.pos_labels());
-    assert_eq!(get(&counts.neg_labels, c), want.neg_labels());
-    assert_eq!(get(&counts.discarded, 1), [want.discarded()]);
+    assert_eq!(plm.sync_histograms().unwrap(), &want);
 }
 
 #[test]
@@ -416,14 +425,11 @@ fn optimizer_steps_match_the_cpu_kernels_bit_for_bit() {
     };
     let n = 1001;
     let g = values(n, (-1.0, 1.0), 11);
-    let gg = dev.upload(&g).unwrap();
+    let gg = on_device(&dev, &g, &[n]);
     for decoupled in [false, true] {
         let (mut p, mut m, mut v) = (values(n, (-1.0, 1.0), 12), vec![0.0f32; n], vec![0.0f32; n]);
-        let (mut gp, mut gm, mut gv) = (
-            dev.upload(&p).unwrap(),
-            dev.upload(&m).unwrap(),
-            dev.upload(&v).unwrap(),
-        );
+        let gp = on_device(&dev, &p, &[n]);
+        let (gm, gv) = (gp.zeros_like().unwrap(), gp.zeros_like().unwrap());
         for step in 1..=3 {
             let h = AdamStep {
                 lr: 1e-2,
@@ -434,17 +440,22 @@ fn optimizer_steps_match_the_cpu_kernels_bit_for_bit() {
                 decoupled,
                 step,
             };
-            kernels::adam_step_f32(&dev, (&mut gp, &gg), (&mut gm, &mut gv), n, &h).unwrap();
+            gp.adam_update_(&gg, &gm, &gv, &h).unwrap();
             optim_cpu::adam(&mut p, &g, &mut m, &mut v, &h);
         }
-        for (name, buf, want) in [("p", &gp, &p), ("m", &gm, &m), ("v", &gv, &v)] {
-            let got: Vec<f32> = dev.download(buf, n).unwrap();
-            assert_eq!(&got, want, "adam decoupled={decoupled}: {name}");
+        for (name, t, want) in [("p", &gp, &p), ("m", &gm, &m), ("v", &gv, &v)] {
+            assert_eq!(t.device(), gg.device());
+            assert_eq!(
+                &t.to_vec::<f32>().unwrap(),
+                want,
+                "adam decoupled={decoupled}: {name}"
+            );
         }
     }
     for nesterov in [false, true] {
         let (mut p, mut buf) = (values(n, (-1.0, 1.0), 13), vec![0.0f32; n]);
-        let (mut gp, mut gb) = (dev.upload(&p).unwrap(), dev.upload(&buf).unwrap());
+        let gp = on_device(&dev, &p, &[n]);
+        let gb = gp.zeros_like().unwrap();
         for step in 0..3 {
             let h = SgdStep {
                 lr: 0.1,
@@ -454,11 +465,15 @@ fn optimizer_steps_match_the_cpu_kernels_bit_for_bit() {
                 weight_decay: 1e-4,
                 first_step: step == 0,
             };
-            kernels::sgd_step_f32(&dev, &mut gp, &gg, Some(&mut gb), n, &h).unwrap();
+            gp.sgd_update_(&gg, Some(&gb), &h).unwrap();
             optim_cpu::sgd(&mut p, &g, Some(&mut buf), &h);
         }
-        let got: Vec<f32> = dev.download(&gp, n).unwrap();
-        assert_eq!(got, p, "sgd nesterov={nesterov}");
+        assert_eq!(gp.to_vec::<f32>().unwrap(), p, "sgd nesterov={nesterov}");
+        assert_eq!(
+            gb.to_vec::<f32>().unwrap(),
+            buf,
+            "sgd nesterov={nesterov}: buffer"
+        );
     }
 }
 

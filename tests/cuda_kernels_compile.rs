@@ -8,6 +8,9 @@
 
 use ferrite::backend::cuda::compile::{self, FAMILIES};
 use ferrite::backend::cuda::{nvrtc_available, params};
+use ferrite::ops::optim::cuda as optim;
+use ferrite::ops::plm::cuda as plm;
+use ferrite::ops::sigmoid_loss::cuda as sigmoid_loss;
 use std::collections::BTreeSet;
 use std::mem::size_of;
 
@@ -163,14 +166,14 @@ fn rust_parameter_structs_have_the_kernel_sizes() {
         ("Im2colParams", size_of::<params::Im2colParams>()),
         ("Pool2dParams", size_of::<params::Pool2dParams>()),
         ("BatchNormParams", size_of::<params::BatchNormParams>()),
-        ("SigmoidLossParams", size_of::<params::SigmoidLossParams>()),
-        ("PlmMaskParams", size_of::<params::PlmMaskParams>()),
         (
-            "PlmHistogramParams",
-            size_of::<params::PlmHistogramParams>(),
+            "SigmoidLossParams",
+            size_of::<sigmoid_loss::SigmoidLossParams>(),
         ),
-        ("SgdParams", size_of::<params::SgdParams>()),
-        ("AdamParams", size_of::<params::AdamParams>()),
+        ("PlmMaskParams", size_of::<plm::PlmMaskParams>()),
+        ("PlmHistogramParams", size_of::<plm::PlmHistogramParams>()),
+        ("SgdParams", size_of::<optim::SgdParams>()),
+        ("AdamParams", size_of::<optim::AdamParams>()),
         ("IndexCheckParams", size_of::<params::IndexCheckParams>()),
         ("IndexSelectParams", size_of::<params::IndexSelectParams>()),
         ("GatherParams", size_of::<params::GatherParams>()),

@@ -5,7 +5,7 @@
 
 use super::Reduction;
 use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 
 const OP: &str = "cross_entropy";
 
@@ -78,15 +78,15 @@ pub fn cross_entropy(
         divisor += w[t as usize];
     }
 
-    let dtype = logits.dtype();
+    let (dtype, device) = (logits.dtype(), logits.device());
     let logp = logits.log_softmax(1)?;
     let at_target = logp
-        .gather(1, &Tensor::from_vec(index, &[b, 1])?)?
+        .gather(1, &Tensor::from_vec(index, &[b, 1])?.to_device(device)?)?
         .reshape(&[b])?;
-    let mut neg_loss = at_target.mul(&vector(&target_coef, dtype)?)?;
+    let mut neg_loss = at_target.mul(&vector(&target_coef, dtype, device)?)?;
     if eps > 0.0 {
         let smooth = logp
-            .mul(&vector(&w, dtype)?)?
+            .mul(&vector(&w, dtype, device)?)?
             .sum(&[1], false)?
             .mul_scalar(eps / c as f64)?;
         neg_loss = neg_loss.add(&smooth)?;
@@ -94,8 +94,10 @@ pub fn cross_entropy(
     let mut per_sample = neg_loss.neg()?;
     if kept.contains(&0) {
         // A select, not a product: an ignored row may hold −∞ log-probs.
-        let zero = Tensor::zeros(&[], dtype)?;
-        per_sample = Tensor::from_vec(kept, &[b])?.where_cond(&per_sample, &zero)?;
+        let zero = Tensor::zeros_on(&[], dtype, device)?;
+        per_sample = Tensor::from_vec(kept, &[b])?
+            .to_device(device)?
+            .where_cond(&per_sample, &zero)?;
     }
     match opts.reduction {
         Reduction::None => Ok(per_sample),
@@ -157,10 +159,10 @@ fn class_weights(logits: &Tensor, weight: Option<&Tensor>) -> Result<Vec<f64>> {
     w.to_f64_vec()
 }
 
-/// A 1-D tensor of `dtype` holding `values`.
-fn vector(values: &[f64], dtype: DType) -> Result<Tensor> {
-    Tensor::from_storage(
-        CpuStorage::from_f64_iter(dtype, values.iter().copied())?,
-        &[values.len()],
-    )
+/// A 1-D tensor of `dtype` on `device` holding `values` (rounded once from
+/// f64).
+fn vector(values: &[f64], dtype: DType, device: Device) -> Result<Tensor> {
+    Tensor::from_slice(values, &[values.len()])?
+        .to_dtype(dtype)?
+        .to_device(device)
 }

@@ -1,25 +1,19 @@
 //! The fused op behind every per-element sigmoid loss: one pass computes
 //! `w·ℓ(z, y)` for each logit and reduces it; the backward recomputes the
-//! closed-form `dℓ/dz` from [`Formula::eval`] and returns
-//! `grad_output·w·dℓ/dz` in one more pass, with no intermediate graph.
+//! closed-form `dℓ/dz` and returns `grad_output·w·dℓ/dz` in one more pass,
+//! with no intermediate graph. The passes are the `sigmoid_loss` op family
+//! (`crate::ops::sigmoid_loss`, on the CPU or a CUDA device); this file
+//! checks the arguments and records the op.
 //!
 //! `weight` and `pos_weight` broadcast against the logits. They are read
 //! cyclically from contiguous data: a `[C]` vector for `[B, C]` logits is
 //! used as it is, other broadcasts are materialised once.
 
-use super::formulas::Formula;
 use super::Reduction;
 use crate::autograd::GradFn;
-use crate::backend::cpu::fill_chunks_weighted;
 use crate::error::{Error, Result};
-use crate::ops::dispatch::with_compute_storage;
-use crate::tensor::{
-    broadcast_shapes, CpuStorage, DType, Float, StorageElement, Tensor, WithDType,
-};
-
-/// Rough cost of one element (exp, ln, powf) in units of a simple
-/// elementwise op, for the parallelism threshold.
-const WORK_PER_ELEMENT: usize = 16;
+use crate::ops::sigmoid_loss::{self, Formula, Operands};
+use crate::tensor::{broadcast_shapes, DType, Tensor};
 
 /// The arguments of a per-element sigmoid loss, before validation.
 pub(crate) struct SigmoidLoss<'a> {
@@ -58,36 +52,24 @@ impl SigmoidLoss<'_> {
             ));
         }
         let targets = self.targets.contiguous()?;
-        check_targets(op, &targets)?;
         let weight = self.factor(self.weight, "weight")?;
         let pos_weight = self.factor(self.pos_weight, "pos_weight")?;
-        let n = logits.numel();
         let z = logits.contiguous()?;
-        let per_element = elementwise(
+        let per_element = sigmoid_loss::forward(
+            op,
             &self.formula,
-            Operands {
+            &Operands {
                 logits: &z,
                 targets: &targets,
                 weight: &weight,
                 pos_weight: &pos_weight,
-                scale: &Tensor::ones(&[1], logits.dtype())?,
+                scale: &one(logits)?,
             },
-            false,
         )?;
         let out = match self.reduction {
-            Reduction::None => Tensor::from_storage(per_element, logits.shape())?,
-            Reduction::Sum | Reduction::Mean => {
-                let mut total = with_compute_storage!(&per_element, |v: T| {
-                    v.iter().map(|x| x.to_f64()).sum::<f64>()
-                });
-                if self.reduction == Reduction::Mean {
-                    total /= n as f64; // NaN over zero elements, like `mean`
-                }
-                Tensor::from_storage(
-                    CpuStorage::from_f64_iter(logits.dtype(), [total].into_iter())?,
-                    &[],
-                )?
-            }
+            Reduction::None => per_element,
+            Reduction::Sum => sigmoid_loss::total(&per_element, false)?,
+            Reduction::Mean => sigmoid_loss::total(&per_element, true)?,
         };
         Ok(out.track(&[logits], || {
             Box::new(SigmoidLossBackward {
@@ -126,7 +108,7 @@ impl SigmoidLoss<'_> {
     fn factor(&self, t: Option<&Tensor>, what: &str) -> Result<Tensor> {
         let (op, logits) = (self.op, self.logits);
         let Some(t) = t else {
-            return Tensor::ones(&[1], logits.dtype());
+            return one(logits);
         };
         match broadcast_shapes(op, logits.shape(), t.shape()) {
             Ok(shape) if shape == logits.shape() => {}
@@ -151,22 +133,9 @@ fn shape_error(op: &'static str, logits: &Tensor, other: &Tensor) -> Error {
     }
 }
 
-/// Errors unless every target lies in [0, 1] (NaN included in the refusal).
-fn check_targets(op: &'static str, targets: &Tensor) -> Result<()> {
-    let bad = with_compute_storage!(&*targets.cpu_storage("sigmoid loss")?, |v: T| {
-        let off = targets.layout().offset();
-        v[off..off + targets.numel()]
-            .iter()
-            .position(|&y| !(0.0..=1.0).contains(&y))
-            .map(|i| (i, v[off + i].to_f64()))
-    });
-    match bad {
-        Some((i, y)) => Err(Error::invalid(
-            op,
-            format!("targets must lie in [0, 1], got {y} at flat index {i}"),
-        )),
-        None => Ok(()),
-    }
+/// A single 1 of the logits' dtype, on their device.
+fn one(logits: &Tensor) -> Result<Tensor> {
+    Tensor::full_on(&[1], 1.0, logits.dtype(), logits.device())
 }
 
 /// Contiguous data of `t` (which broadcasts to `shape`) that, repeated,
@@ -179,53 +148,6 @@ fn periodic(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
     } else {
         t.broadcast_to(shape)?.contiguous()
     }
-}
-
-/// The kernel's tensors, all contiguous and of one float dtype; `weight`,
-/// `pos_weight` and `scale` are read cyclically (see [`periodic`]).
-struct Operands<'a> {
-    logits: &'a Tensor,
-    targets: &'a Tensor,
-    weight: &'a Tensor,
-    pos_weight: &'a Tensor,
-    /// The upstream gradient in backward (per element, or one value), a
-    /// single 1 in forward.
-    scale: &'a Tensor,
-}
-
-/// `scale·weight·ℓ` (forward) or `scale·weight·dℓ/dz` (`derivative`) for
-/// every logit, as a new storage of the logits' shape.
-fn elementwise(formula: &Formula<f64>, x: Operands<'_>, derivative: bool) -> Result<CpuStorage> {
-    let ts = [x.logits, x.targets, x.weight, x.pos_weight, x.scale];
-    Tensor::read_cpu_storages("sigmoid loss", &ts, |s| match x.logits.dtype() {
-        DType::F64 => kernel::<f64>(&formula.cast(), &ts, s, derivative),
-        _ => kernel::<f32>(&formula.cast(), &ts, s, derivative),
-    })
-}
-
-/// The typed loop of [`elementwise`]; `ts` are the operands in order and
-/// `s` their storages.
-fn kernel<T: Float + StorageElement>(
-    formula: &Formula<T>,
-    ts: &[&Tensor; 5],
-    s: &[&CpuStorage],
-    derivative: bool,
-) -> CpuStorage {
-    let slice = |k: usize| {
-        let off = ts[k].layout().offset();
-        &T::slice(s[k]).expect("dtype checked by the caller")[off..off + ts[k].numel()]
-    };
-    let (z, y, w, pw, g) = (slice(0), slice(1), slice(2), slice(3), slice(4));
-    let mut out = vec![T::ZERO; z.len()];
-    fill_chunks_weighted(&mut out, WORK_PER_ELEMENT, |start, chunk| {
-        for (k, o) in chunk.iter_mut().enumerate() {
-            let i = start + k;
-            let (loss, dloss) = formula.eval(z[i], y[i], pw[i % pw.len()]);
-            let v = if derivative { dloss } else { loss };
-            *o = g[i % g.len()] * w[i % w.len()] * v;
-        }
-    });
-    T::into_storage(out)
 }
 
 /// Backward of the fused sigmoid losses: `dz = g·w·dℓ/dz`, where `g` is the
@@ -263,17 +185,17 @@ impl GradFn for SigmoidLossBackward {
             Reduction::None | Reduction::Sum => g.contiguous()?,
             Reduction::Mean => g.div_scalar(self.logits.numel() as f64)?.contiguous()?,
         };
-        let grad = elementwise(
+        let grad = sigmoid_loss::backward(
+            self.op,
             &self.formula,
-            Operands {
-                logits: &self.logits.contiguous()?,
+            &Operands {
+                logits: &self.logits.detach().contiguous()?,
                 targets: &self.targets,
                 weight: &self.weight,
                 pos_weight: &self.pos_weight,
                 scale: &scale,
             },
-            true,
         )?;
-        Ok(vec![Some(Tensor::from_storage(grad, self.logits.shape())?)])
+        Ok(vec![Some(grad)])
     }
 }

@@ -3,8 +3,10 @@
 //! - Multi-label (one sigmoid per logit): [`bce_with_logits`] (and
 //!   [`bce_with_logits_pos_weight`]), [`sigmoid_focal_loss`] and
 //!   [`asymmetric_loss`], also selectable by name through [`ElementLoss`].
-//!   Each is one fused op (`formulas.rs` holds the closed-form losses and
-//!   derivatives, `fused.rs` the op) that never overflows for large logits.
+//!   Each is one fused op that never overflows for large logits: the
+//!   `sigmoid_loss` op family (`crate::ops::sigmoid_loss`: the closed-form
+//!   losses and derivatives, with CPU and CUDA kernels) behind `fused.rs`
+//!   (argument checks and the autograd node).
 //! - Single-label (softmax over classes): [`cross_entropy()`], with class
 //!   weights, label smoothing and an ignored index, as PyTorch.
 //! - [`class_balanced_weights`]: per-class weights from class counts.
@@ -15,7 +17,6 @@
 mod class_balanced;
 mod cross_entropy;
 mod element_loss;
-mod formulas;
 mod fused;
 mod sigmoid;
 

@@ -8,10 +8,10 @@
 //! of logits (`B·C`), whatever the weights; over zero logits it is NaN, as
 //! `Tensor::mean`. Gradients flow to the logits only.
 
-use super::formulas::Formula;
 use super::fused::SigmoidLoss;
 use super::Reduction;
 use crate::error::{Error, Result};
+use crate::ops::sigmoid_loss::Formula;
 use crate::tensor::Tensor;
 
 const FOCAL: &str = "sigmoid_focal_loss";

@@ -17,8 +17,10 @@ pub mod norm;
 #[cfg(feature = "cuda")]
 pub(crate) mod on_cuda;
 pub mod optim;
+pub mod plm;
 pub mod pool;
 pub mod reduce;
+pub mod sigmoid_loss;
 pub mod softmax;
 pub mod transfer;
 pub mod view;

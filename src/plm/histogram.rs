@@ -2,16 +2,10 @@
 //! over one epoch of training batches.
 
 use crate::error::{Error, Result};
+use crate::ops::plm::HostCounts;
 
-/// The bin of probability `p` among `n_bins` equal-width bins over [0, 1]:
-/// `min(⌊p · n_bins⌋, n_bins − 1)`, so that 1 falls into the last bin.
-/// `None` for NaN and for values outside [0, 1] (or `n_bins = 0`).
-pub fn bin_index(p: f64, n_bins: usize) -> Option<usize> {
-    if n_bins == 0 || !(0.0..=1.0).contains(&p) {
-        return None;
-    }
-    Some(((p * n_bins as f64) as usize).min(n_bins - 1))
-}
+/// The bin of a probability (the host kernel of the PLM op family).
+pub use crate::ops::plm::cpu::bin_index;
 
 /// The four histograms of PLM for `C` classes and `n_bins` bins, stored
 /// `[bin][class]` (row-major, `bin · C + class`).
@@ -232,6 +226,40 @@ impl Histograms {
                 None => self.discarded += 1,
             }
         }
+        Ok(())
+    }
+
+    /// Adds counts accumulated elsewhere (on a device) with the same
+    /// layout. Errors, with nothing added, when a count would pass
+    /// `u64::MAX` or the lengths differ.
+    pub(crate) fn merge(&mut self, other: &HostCounts) -> Result<()> {
+        const OP: &str = "Histograms::merge";
+        let before = self.total();
+        let pairs = [
+            (&mut self.pos_pred, &other.pos_pred),
+            (&mut self.neg_pred, &other.neg_pred),
+            (&mut self.pos_labels, &other.pos_labels),
+            (&mut self.neg_labels, &other.neg_labels),
+        ];
+        if pairs.iter().any(|(a, b)| a.len() != b.len()) {
+            return Err(Error::invalid(OP, "histograms of different sizes"));
+        }
+        let added: u128 = other
+            .pos_labels
+            .iter()
+            .chain(&other.neg_labels)
+            .map(|&n| u128::from(n))
+            .sum();
+        // Every count is at most the number of labels counted.
+        if before + added > u128::from(u64::MAX) {
+            return Err(count_overflow(OP));
+        }
+        for (a, b) in pairs {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.discarded += other.discarded;
         Ok(())
     }
 

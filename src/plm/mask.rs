@@ -1,8 +1,7 @@
 //! Keep probabilities, mask sampling and the masked loss.
 
-use super::philox::uniform_block;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// The probabilities `(keep_pos, keep_neg)` that a positive / negative label
 /// of a class with ratio `r` and target ratio `rhat` takes part in the loss:
@@ -21,46 +20,9 @@ pub fn keep_probabilities(r: f64, rhat: f64) -> (f64, f64) {
     }
 }
 
-/// The 0/1 mask of one batch: element `e` (row-major in `[B, C]`, class
-/// `e mod C`) is kept when its uniform `u` (from
-/// [`uniform_block`]`(seed, batch, e / 4)`) satisfies `u < keep`, where
-/// `keep` is `keep_pos` or `keep_neg` of its class according to its label.
-///
-/// Every element of every mask is a function of `(seed, batch, e)` only.
-pub fn draw_mask(
-    seed: u64,
-    batch: u64,
-    labels: &[bool],
-    keep_pos: &[f64],
-    keep_neg: &[f64],
-) -> Result<Vec<bool>> {
-    let c = keep_pos.len();
-    if c == 0 || keep_neg.len() != c || !labels.len().is_multiple_of(c) {
-        return Err(Error::invalid(
-            "draw_mask",
-            format!(
-                "{} labels with {} keep_pos and {} keep_neg values do not form [B, C] batches",
-                labels.len(),
-                keep_pos.len(),
-                keep_neg.len()
-            ),
-        ));
-    }
-    let mut mask = Vec::with_capacity(labels.len());
-    for (block, chunk) in labels.chunks(4).enumerate() {
-        let u = uniform_block(seed, batch, block as u64);
-        for (lane, &positive) in chunk.iter().enumerate() {
-            let class = (block * 4 + lane) % c;
-            let keep = if positive {
-                keep_pos[class]
-            } else {
-                keep_neg[class]
-            };
-            mask.push(u[lane] < keep);
-        }
-    }
-    Ok(mask)
-}
+/// The 0/1 mask of one batch from its labels (the host kernel of the PLM
+/// op family, `crate::ops::plm`, which draws masks on every device).
+pub use crate::ops::plm::cpu::draw_mask;
 
 /// The masked loss `Σ g ⊙ loss / (B · C)`: the mean over **all** elements,
 /// masked ones included, so the normaliser does not depend on the mask and
@@ -122,13 +84,13 @@ pub fn one_hot(labels: &[usize], num_classes: usize) -> Result<Tensor> {
     Tensor::from_vec(data, &[labels.len(), num_classes])
 }
 
-/// The `[B, C]` labels of `targets` as booleans, checking the shape and
-/// that every value is exactly 0 or 1.
-pub(crate) fn labels_of(
+/// Errors unless `targets` has shape `[B, num_classes]` (their values are
+/// checked by the op that reads them).
+pub(crate) fn check_targets_shape(
     op: &'static str,
     targets: &Tensor,
     num_classes: usize,
-) -> Result<Vec<bool>> {
+) -> Result<()> {
     if targets.ndim() != 2 || targets.shape()[1] != num_classes {
         return Err(Error::bad_shape(
             op,
@@ -138,29 +100,5 @@ pub(crate) fn labels_of(
             ),
         ));
     }
-    let values = targets.detach().to_f64_vec()?;
-    values
-        .iter()
-        .enumerate()
-        .map(|(e, &v)| {
-            if v == 0.0 || v == 1.0 {
-                Ok(v == 1.0)
-            } else {
-                Err(Error::invalid(
-                    op,
-                    format!(
-                        "targets must be 0 or 1, found {v} at [{}, {}]",
-                        e / num_classes,
-                        e % num_classes
-                    ),
-                ))
-            }
-        })
-        .collect()
-}
-
-/// A tensor of `dtype` and `shape` holding the 0/1 values of `bits`.
-pub(crate) fn mask_tensor(bits: &[bool], shape: &[usize], dtype: DType) -> Result<Tensor> {
-    let data: Vec<f64> = bits.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-    Tensor::from_vec(data, shape)?.to_dtype(dtype)
+    Ok(())
 }

@@ -79,10 +79,10 @@ pub mod divergence;
 pub mod histogram;
 pub mod mask;
 mod objective;
-pub mod philox;
 mod state;
 pub mod update;
 
+pub use crate::ops::plm::philox;
 pub use config::{PlmConfig, RhatInit, MAX_BINS};
 pub use divergence::{kl_pred_vs_truth, kl_truth_vs_pred, normalize, Divergence, EPS};
 pub use histogram::{bin_index, Histograms};

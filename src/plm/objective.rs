@@ -4,15 +4,22 @@
 
 use super::config::{PlmConfig, RhatInit};
 use super::histogram::Histograms;
-use super::mask::{apply_mask, check_loss, draw_mask, keep_probabilities, labels_of, mask_tensor};
+use super::mask::{apply_mask, check_loss, check_targets_shape, keep_probabilities};
 use super::update::{epoch_update, PlmEpochUpdate};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::ops::plm::{self as plm_op, HistogramCounts};
+use crate::tensor::{Device, Tensor};
+use std::borrow::Cow;
 
 /// Partial Label Masking for a training set with `C` classes.
 ///
 /// Per batch: [`Plm::masked_loss`] (or [`Plm::sample_mask`] and
 /// [`apply_mask`]) and [`Plm::observe`]; per epoch: [`Plm::end_epoch`].
+///
+/// Masks are drawn, and predictions counted, on the device the batch lives
+/// on (the `plm` op family): batches on a CUDA device are counted into
+/// device counts, which are downloaded once, by [`Plm::sync_histograms`]
+/// (called by [`Plm::end_epoch`] and [`Plm::state_json`]).
 #[derive(Clone, Debug)]
 pub struct Plm {
     config: PlmConfig,
@@ -23,6 +30,9 @@ pub struct Plm {
     bounds: Vec<(f64, f64)>,
     rhat: Vec<f64>,
     histograms: Histograms,
+    /// Counts of the batches observed on a device, not yet merged into
+    /// `histograms`.
+    pending: Option<HistogramCounts>,
     batches: u64,
     epochs: u64,
 }
@@ -111,6 +121,7 @@ impl Plm {
             num_samples,
             rhat: Vec::new(),
             histograms,
+            pending: None,
             batches,
             epochs,
             ratios,
@@ -217,16 +228,43 @@ impl Plm {
         self.epochs
     }
 
-    /// The histograms accumulated since the last update.
+    /// The histograms accumulated since the last update on the host. Counts
+    /// of batches observed on a device join them at
+    /// [`Plm::sync_histograms`]; until then they are not included here.
     pub fn histograms(&self) -> &Histograms {
         &self.histograms
+    }
+
+    /// Merges the counts of batches observed on a device (downloaded once)
+    /// into the host histograms, and returns them: every batch observed
+    /// since the last update.
+    pub fn sync_histograms(&mut self) -> Result<&Histograms> {
+        if let Some(pending) = &self.pending {
+            self.histograms.merge(&pending.download()?)?;
+            self.pending = None;
+        }
+        Ok(&self.histograms)
+    }
+
+    /// Every batch observed since the last update, without merging
+    /// (a merged copy when counts are pending on a device).
+    pub(crate) fn all_histograms(&self) -> Result<Cow<'_, Histograms>> {
+        match &self.pending {
+            None => Ok(Cow::Borrowed(&self.histograms)),
+            Some(pending) => {
+                let mut h = self.histograms.clone();
+                h.merge(&pending.download()?)?;
+                Ok(Cow::Owned(h))
+            }
+        }
     }
 
     /// A fresh 0/1 mask for the next batch, with the dtype and shape of
     /// `targets` (`[B, C]`, values 0 or 1): 1 keeps a label in the loss.
     /// Each call uses the next value of the mask counter.
     pub fn sample_mask(&mut self, targets: &Tensor) -> Result<Tensor> {
-        let labels = labels_of("Plm::sample_mask", targets, self.num_classes())?;
+        const OP: &str = "Plm::sample_mask";
+        check_targets_shape(OP, targets, self.num_classes())?;
         let (keep_pos, keep_neg) = self.keep_probabilities();
         let next = self.batches.checked_add(1).ok_or_else(|| {
             Error::invalid(
@@ -234,15 +272,15 @@ impl Plm {
                 "the mask counter is exhausted (u64::MAX masks drawn)",
             )
         })?;
-        let bits = draw_mask(
-            self.config.seed,
-            self.batches,
-            &labels,
+        let mask = plm_op::mask(
+            OP,
+            &targets.detach(),
+            (self.config.seed, self.batches),
             &keep_pos,
             &keep_neg,
         )?;
         self.batches = next;
-        mask_tensor(&bits, targets.shape(), targets.dtype())
+        Ok(mask)
     }
 
     /// The PLM loss of one batch, `Σ g ⊙ loss / (B · C)`, with a fresh mask
@@ -275,15 +313,35 @@ impl Plm {
                 dtype: probabilities.dtype(),
             });
         }
-        let labels = labels_of(op, targets, self.num_classes())?;
-        let p = probabilities.detach().to_f64_vec()?;
-        self.histograms.add(&p, &labels)
+        check_targets_shape(op, targets, self.num_classes())?;
+        let (probabilities, targets) = (probabilities.detach(), targets.detach());
+        let device = targets.device();
+        if device == Device::Cpu {
+            // Host batches join the histograms at once (nothing to defer).
+            let mut batch = HistogramCounts::zeros(self.config.n_bins, self.num_classes(), device)?;
+            batch.add(op, &probabilities, &targets)?;
+            return self.histograms.merge(&batch.download()?);
+        }
+        if self.pending.as_ref().is_some_and(|p| p.device() != device) {
+            self.sync_histograms()?;
+        }
+        let pending = match &mut self.pending {
+            Some(p) => p,
+            None => self.pending.insert(HistogramCounts::zeros(
+                self.config.n_bins,
+                self.num_classes(),
+                device,
+            )?),
+        };
+        pending.add(op, &probabilities, &targets)
     }
 
-    /// Ends an epoch: computes the divergences, `Δ` and the new `rhat`
+    /// Ends an epoch: merges the counts pending on a device
+    /// ([`Plm::sync_histograms`]), computes the divergences, `Δ` and the new `rhat`
     /// from the histograms (see [`epoch_update`]), applies the new `rhat`
     /// to the following masks, and resets the histograms.
     pub fn end_epoch(&mut self) -> Result<PlmEpochUpdate> {
+        self.sync_histograms()?;
         let next = self.epochs.checked_add(1).ok_or_else(|| {
             Error::invalid(
                 "Plm::end_epoch",

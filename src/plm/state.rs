@@ -103,11 +103,13 @@ fn f64_array(obj: &Map<String, Value>, name: &str) -> Result<Vec<f64>> {
 }
 
 impl Plm {
-    /// The complete state as a JSON string (format in the module docs).
-    pub fn state_json(&self) -> String {
+    /// The complete state as a JSON string (format in the module docs),
+    /// histogram counts pending on a device included (downloaded, which is
+    /// the only way this can fail).
+    pub fn state_json(&self) -> Result<String> {
         let cfg = self.config();
-        let h = self.histograms();
-        json!({
+        let h = self.all_histograms()?;
+        Ok(json!({
             "format": FORMAT,
             "version": VERSION,
             "config": {
@@ -133,7 +135,7 @@ impl Plm {
                 "discarded": h.discarded(),
             },
         })
-        .to_string()
+        .to_string())
     }
 
     /// Restores a state written by [`Plm::state_json`], checking the format,

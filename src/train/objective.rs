@@ -149,7 +149,7 @@ impl Objective {
         match &mut self.plm {
             None => Ok(None),
             Some(plm) => {
-                let histograms = plm.histograms().clone();
+                let histograms = plm.sync_histograms()?.clone();
                 Ok(Some((plm.end_epoch()?, histograms)))
             }
         }

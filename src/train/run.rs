@@ -420,7 +420,7 @@ impl Trainer {
             rayon::current_num_threads().to_string(),
         );
         if let Some(plm) = self.objective.plm() {
-            extra.insert(META_PLM.to_string(), plm.state_json());
+            extra.insert(META_PLM.to_string(), plm.state_json()?);
         }
         save_training(
             self.out_dir.join(CHECKPOINT_FILE),

@@ -117,10 +117,16 @@ pub static FAMILIES: &[KernelFamily] = &[
         entry_points: names::norm,
     },
     KernelFamily {
-        name: "loss",
-        source: include_str!("../../../kernels/loss.cu"),
+        name: "sigmoid_loss",
+        source: include_str!("../../../kernels/sigmoid_loss.cu"),
         fmad: false,
-        entry_points: names::loss,
+        entry_points: names::sigmoid_loss,
+    },
+    KernelFamily {
+        name: "plm",
+        source: include_str!("../../../kernels/plm.cu"),
+        fmad: false,
+        entry_points: names::plm,
     },
     KernelFamily {
         name: "optim",
@@ -274,17 +280,22 @@ pub mod names {
         ])
     }
 
-    /// `kernels/loss.cu`.
-    pub fn loss() -> Vec<String> {
+    /// The per-element sigmoid losses of `kernels/sigmoid_loss.cu`.
+    pub const SIGMOID_LOSSES: &[&str] = &["bce_logits", "focal", "asl"];
+
+    /// `kernels/sigmoid_loss.cu`.
+    pub fn sigmoid_loss() -> Vec<String> {
+        let mut v = each(SIGMOID_LOSSES, "fwd", &["f32"]);
+        v.extend(each(SIGMOID_LOSSES, "bwd", &["f32"]));
+        v
+    }
+
+    /// `kernels/plm.cu`.
+    pub fn plm() -> Vec<String> {
         list(&[
-            "bce_logits_fwd_f32",
-            "bce_logits_bwd_f32",
-            "focal_fwd_f32",
-            "focal_bwd_f32",
-            "asl_fwd_f32",
-            "asl_bwd_f32",
             "plm_mask_fwd_f32",
             "plm_histogram_fwd_f32",
+            "plm_targets_check_fwd_f32",
         ])
     }
 

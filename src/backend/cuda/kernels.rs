@@ -3,23 +3,20 @@
 //! kernel's parameter struct and launch configuration, and queues the
 //! kernel on the device's stream.
 //!
-//! These are the building blocks the CUDA side of each op family
-//! (`src/ops/<family>/cuda.rs`) will call once tensors can live on a GPU,
-//! and what `tests/cuda_device.rs` checks against the CPU kernels. Buffers
-//! are contiguous, row-major, and hold at least the elements the shapes
-//! say; outputs are new buffers from the caching allocator.
+//! What `tests/cuda_device.rs` checks against the CPU kernels. The op
+//! families launch their kernels from their own `src/ops/<family>/cuda.rs`
+//! (the sigmoid losses, PLM and the optimizers keep their launchers and
+//! argument structs there). Buffers are contiguous, row-major, and hold at
+//! least the elements the shapes say; outputs are new buffers from the
+//! caching allocator.
 
 use super::buffer::CudaBuffer;
 use super::compile::names;
 use super::device::CudaDevice;
 use super::launch;
-use super::params::{
-    AdamParams, ElementwiseParams, GemmParams, PlmHistogramParams, PlmMaskParams, RowParams,
-    SgdParams,
-};
+use super::params::{ElementwiseParams, GemmParams, RowParams};
 use crate::error::{Error, Result};
 use crate::ground::{broadcast_shapes, checked_numel, DType, Layout};
-use crate::ops::optim::{AdamStep, SgdStep};
 
 /// The name of a kernel built from an op table entry, or an error naming
 /// the valid ops.
@@ -206,191 +203,4 @@ pub fn gemm(
     let c = dev.alloc(checked_numel(OP, &[batch, m, n, size])?)?;
     dev.launch("matmul", entry, cfg, &[&params, a.arg(), b.arg(), c.arg()])?;
     Ok(c)
-}
-
-/// The f32 0/1 PLM mask of batch number `batch` under `seed` for the
-/// `[B, C]` targets (f32, 1 = positive) with per-class keep probabilities
-/// (f64, as on the CPU): bit for bit `plm::draw_mask`.
-pub fn plm_mask_f32(
-    dev: &CudaDevice,
-    (seed, batch): (u64, u64),
-    targets: &CudaBuffer,
-    numel: usize,
-    keep_pos: &[f64],
-    keep_neg: &[f64],
-) -> Result<CudaBuffer> {
-    const OP: &str = "cuda plm_mask_f32";
-    let classes = keep_pos.len();
-    if classes == 0 || keep_neg.len() != classes || !numel.is_multiple_of(classes) {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "{numel} targets with {classes} keep_pos and {} keep_neg values do not form \
-                 [B, C] batches",
-                keep_neg.len()
-            ),
-        ));
-    }
-    targets.check_holds::<f32>(OP, "targets", numel)?;
-    let pos = dev.upload(keep_pos)?;
-    let neg = dev.upload(keep_neg)?;
-    let params = PlmMaskParams {
-        seed,
-        batch,
-        numel: numel as i64,
-        classes: classes as i64,
-    };
-    let mask = dev.alloc(numel * 4)?;
-    dev.launch(
-        "loss",
-        "plm_mask_fwd_f32",
-        launch::philox_blocks(numel),
-        &[&params, targets.arg(), pos.arg(), neg.arg(), mask.arg()],
-    )?;
-    Ok(mask)
-}
-
-/// The PLM histogram counts on the device (all u64), `[bin][class]` for the
-/// predictions, per class for the labels, as in `plm::Histograms`.
-pub struct PlmHistogramBuffers {
-    /// Number of classes.
-    pub classes: usize,
-    /// Number of bins.
-    pub n_bins: usize,
-    /// Predicted-probability counts of positives (`n_bins × classes`).
-    pub pos_pred: CudaBuffer,
-    /// Predicted-probability counts of negatives (`n_bins × classes`).
-    pub neg_pred: CudaBuffer,
-    /// Positive labels per class.
-    pub pos_labels: CudaBuffer,
-    /// Negative labels per class.
-    pub neg_labels: CudaBuffer,
-    /// Probabilities left out (NaN or outside [0, 1]); one counter.
-    pub discarded: CudaBuffer,
-}
-
-impl PlmHistogramBuffers {
-    /// Zeroed counts for `classes` classes and `n_bins` bins (both ≥ 1).
-    pub fn zeros(dev: &CudaDevice, classes: usize, n_bins: usize) -> Result<Self> {
-        if classes == 0 || n_bins == 0 {
-            return Err(Error::invalid(
-                "PlmHistogramBuffers::zeros",
-                format!("need classes >= 1 and n_bins >= 1, got {classes} and {n_bins}"),
-            ));
-        }
-        let cells = checked_numel("PlmHistogramBuffers::zeros", &[classes, n_bins])?;
-        Ok(PlmHistogramBuffers {
-            classes,
-            n_bins,
-            pos_pred: dev.upload(&vec![0u64; cells])?,
-            neg_pred: dev.upload(&vec![0u64; cells])?,
-            pos_labels: dev.upload(&vec![0u64; classes])?,
-            neg_labels: dev.upload(&vec![0u64; classes])?,
-            discarded: dev.upload(&[0u64])?,
-        })
-    }
-}
-
-/// Adds one batch of `numel` predicted probabilities and targets (f32,
-/// `[B, C]`) to the counts `h` (`Histograms::add` on the device).
-pub fn plm_histogram_f32(
-    dev: &CudaDevice,
-    probs: &CudaBuffer,
-    targets: &CudaBuffer,
-    numel: usize,
-    h: &mut PlmHistogramBuffers,
-) -> Result<()> {
-    const OP: &str = "cuda plm_histogram_f32";
-    if !numel.is_multiple_of(h.classes) {
-        return Err(Error::invalid(
-            OP,
-            format!("{numel} elements do not form [B, {}] batches", h.classes),
-        ));
-    }
-    probs.check_holds::<f32>(OP, "probabilities", numel)?;
-    targets.check_holds::<f32>(OP, "targets", numel)?;
-    let params = PlmHistogramParams {
-        numel: numel as i64,
-        classes: h.classes as i64,
-        n_bins: h.n_bins as i64,
-    };
-    dev.launch(
-        "loss",
-        "plm_histogram_fwd_f32",
-        launch::elementwise(numel),
-        &[
-            &params,
-            probs.arg(),
-            targets.arg(),
-            h.pos_pred.arg(),
-            h.neg_pred.arg(),
-            h.pos_labels.arg(),
-            h.neg_labels.arg(),
-            h.discarded.arg(),
-        ],
-    )
-}
-
-/// One SGD step in place on `n` f32 parameters `p` from gradients `g`,
-/// with momentum buffer `buf` when given (see `ops::optim::cpu::sgd`).
-pub fn sgd_step_f32(
-    dev: &CudaDevice,
-    p: &mut CudaBuffer,
-    g: &CudaBuffer,
-    buf: Option<&mut CudaBuffer>,
-    n: usize,
-    h: &SgdStep,
-) -> Result<()> {
-    const OP: &str = "cuda sgd_step_f32";
-    p.check_holds::<f32>(OP, "parameters", n)?;
-    g.check_holds::<f32>(OP, "gradients", n)?;
-    let params = SgdParams::new(n, h, buf.is_some());
-    let cfg = launch::elementwise(n);
-    match buf {
-        Some(buf) => {
-            buf.check_holds::<f32>(OP, "momentum buffer", n)?;
-            dev.launch(
-                "optim",
-                "sgd_step_f32",
-                cfg,
-                &[&params, p.arg(), g.arg(), buf.arg()],
-            )
-        }
-        None => {
-            let null: u64 = 0;
-            dev.launch(
-                "optim",
-                "sgd_step_f32",
-                cfg,
-                &[&params, p.arg(), g.arg(), &null],
-            )
-        }
-    }
-}
-
-/// One Adam/AdamW step in place on `n` f32 parameters `p` with moments `m`
-/// and `v` (see `ops::optim::cpu::adam`).
-pub fn adam_step_f32(
-    dev: &CudaDevice,
-    (p, g): (&mut CudaBuffer, &CudaBuffer),
-    (m, v): (&mut CudaBuffer, &mut CudaBuffer),
-    n: usize,
-    h: &AdamStep,
-) -> Result<()> {
-    const OP: &str = "cuda adam_step_f32";
-    for (what, buf) in [
-        ("parameters", &*p),
-        ("gradients", g),
-        ("m", &*m),
-        ("v", &*v),
-    ] {
-        buf.check_holds::<f32>(OP, what, n)?;
-    }
-    let params = AdamParams::new(n, h);
-    dev.launch(
-        "optim",
-        "adam_step_f32",
-        launch::elementwise(n),
-        &[&params, p.arg(), g.arg(), m.arg(), v.arg()],
-    )
 }

@@ -1,17 +1,22 @@
 //! In-place optimizer updates as tensor methods, so that optimizers (in
 //! `crate::optim`) stay above the tensor API.
 //!
-//! Each update runs one fused CPU pass (see `cpu.rs`) over the parameter,
-//! its gradient and its state buffers. Like the other in-place ops these
+//! Each update runs one fused pass over the parameter, its gradient and its
+//! state buffers, on the device the parameter lives on: `cpu.rs` on the
+//! host (f32 and f64), `cuda.rs` (`kernels/optim.cu`, f32) on a CUDA device,
+//! where the state buffers live too (optimizers create them with
+//! `zeros_like`). Like the other in-place ops these
 //! are not recorded and are refused while grad mode is on for a parameter
 //! that requires a gradient: call them inside [`no_grad`](crate::no_grad).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::autograd::is_grad_enabled;
 use crate::error::{Error, Result};
-use crate::ops::dispatch::{with_compute_type, ComputeFloat};
-use crate::tensor::Tensor;
+use crate::ops::dispatch::{cuda_arm, with_compute_type, ComputeFloat};
+use crate::tensor::{Device, Tensor};
 
 /// Hyper-parameters of one SGD update.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,12 +92,16 @@ impl Tensor {
         self.check_update("sgd_update_", &others)?;
         let grad = grad.contiguous()?;
         let state: Vec<&Tensor> = std::iter::once(self).chain(momentum_buf).collect();
-        with_compute_type!(self.dtype(), |T| {
-            with_state_slices::<T>("sgd_update_", &state, &grad, |mut s, g| {
-                let p = s.remove(0);
-                cpu::sgd(p, g, s.pop(), h)
-            })
-        })
+        check_state("sgd_update_", &state, &grad)?;
+        match self.device() {
+            Device::Cpu => with_compute_type!(self.dtype(), |T| {
+                with_state_slices::<T>("sgd_update_", &state, &grad, |mut s, g| {
+                    let p = s.remove(0);
+                    cpu::sgd(p, g, s.pop(), h)
+                })
+            }),
+            Device::Cuda(_) => cuda_arm!(cuda::sgd(self, &grad, momentum_buf, h)),
+        }
     }
 
     /// Applies one Adam (or AdamW) step to this parameter in place,
@@ -104,25 +113,23 @@ impl Tensor {
             return Err(Error::invalid("adam_update_", "steps are counted from 1"));
         }
         let grad = grad.contiguous()?;
-        with_compute_type!(self.dtype(), |T| {
-            with_state_slices::<T>("adam_update_", &[self, m, v], &grad, |mut s, g| {
-                let (v, m) = (s.pop().expect("v"), s.pop().expect("m"));
-                cpu::adam(s.pop().expect("the parameter"), g, m, v, h)
-            })
-        })
+        check_state("adam_update_", &[self, m, v], &grad)?;
+        match self.device() {
+            Device::Cpu => with_compute_type!(self.dtype(), |T| {
+                with_state_slices::<T>("adam_update_", &[self, m, v], &grad, |mut s, g| {
+                    let (v, m) = (s.pop().expect("v"), s.pop().expect("m"));
+                    cpu::adam(s.pop().expect("the parameter"), g, m, v, h)
+                })
+            }),
+            Device::Cuda(_) => cuda_arm!(cuda::adam(self, &grad, m, v, h)),
+        }
     }
 }
 
-/// Locks the (distinct, contiguous) state tensors for writing and the
-/// gradient for reading, and hands `f` their element slices in compute
-/// type `T` (the optimizers update f32 and f64 parameters; other dtypes
-/// are an [`Error::UnsupportedDType`]).
-fn with_state_slices<T: ComputeFloat>(
-    op: &'static str,
-    state: &[&Tensor],
-    grad: &Tensor,
-    f: impl FnOnce(Vec<&mut [T]>, &[T]),
-) -> Result<()> {
+/// Errors unless the state tensors (parameter first) are contiguous and
+/// share no storage with each other or with the gradient: each is locked
+/// for writing while the update runs.
+fn check_state(op: &'static str, state: &[&Tensor], grad: &Tensor) -> Result<()> {
     for (i, t) in state.iter().enumerate() {
         if !t.is_contiguous() {
             return Err(Error::invalid(
@@ -137,6 +144,19 @@ fn with_state_slices<T: ComputeFloat>(
             ));
         }
     }
+    Ok(())
+}
+
+/// Locks the (checked) state tensors for writing and the gradient for
+/// reading, and hands `f` their element slices in compute type `T` (the
+/// optimizers update f32 and f64 parameters on the host; other dtypes are
+/// an [`Error::UnsupportedDType`]).
+fn with_state_slices<T: ComputeFloat>(
+    op: &'static str,
+    state: &[&Tensor],
+    grad: &Tensor,
+    f: impl FnOnce(Vec<&mut [T]>, &[T]),
+) -> Result<()> {
     let n = grad.numel();
     let gguard = grad.cpu_storage("optimizer step")?;
     let goff = grad.layout().offset();

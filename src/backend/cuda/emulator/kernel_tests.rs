@@ -3,7 +3,7 @@
 
 use super::tests::{bytes_of, download, emu, run, upload};
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::{ElementwiseParams, GemmParams, PlmHistogramParams, RowParams};
+use crate::backend::cuda::params::{ElementwiseParams, GemmParams, RowParams};
 use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 
@@ -247,7 +247,18 @@ fn plm_histogram_counts_with_atomics() {
         zeros(classes),
         zeros(1),
     ];
-    let p = PlmHistogramParams {
+    /// The layout of `PlmHistogramParams` (`kernels/plm.cu`; its Rust
+    /// mirror lives with the PLM family, above the backend).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct HistogramArgs {
+        numel: i64,
+        classes: i64,
+        n_bins: i64,
+    }
+    // Safety: three i64, no padding, the kernel's struct.
+    unsafe impl crate::backend::cuda::driver::KernelArg for HistogramArgs {}
+    let p = HistogramArgs {
         numel: numel as i64,
         classes: classes as i64,
         n_bins: n_bins as i64,

@@ -1,7 +1,6 @@
 //! Unit tests of the argument structs: offsets, merged dims, sizes.
 use super::*;
 use crate::ground::Layout;
-use crate::ops::optim::{AdamStep, SgdStep};
 
 /// The offset of element `i` (row-major in the params' shape) of
 /// operand `k`, the way the kernel's `operand_offset` computes it.
@@ -119,35 +118,7 @@ fn conv_output_sizes_follow_the_formula() {
 }
 
 #[test]
-fn optimizer_constants_are_folded_like_the_cpu_kernel() {
-    let h = AdamStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-        decoupled: true,
-        step: 3,
-    };
-    let p = AdamParams::new(10, &h);
-    assert_eq!(p.step_size, (1e-3 / (1.0 - 0.9f64.powi(3))) as f32);
-    assert_eq!(p.bc2_sqrt, (1.0 - 0.999f64.powi(3)).sqrt() as f32);
-    assert_eq!(p.decay, (1.0 - 1e-3 * 0.01) as f32);
-    assert_eq!((p.decoupled, p.n), (1, 10));
-    let s = SgdParams::new(
-        4,
-        &SgdStep {
-            lr: 0.1,
-            momentum: 0.9,
-            dampening: 0.25,
-            nesterov: true,
-            weight_decay: 0.0,
-            first_step: false,
-        },
-        true,
-    );
-    assert_eq!(s.dampening_complement, 0.75);
-    assert_eq!((s.nesterov, s.first_step, s.has_buf), (1, 0, 1));
+fn batch_norm_params_fold_the_spatial_size() {
     let b = BatchNormParams::new(&[4, 3, 5, 6], 1e-5, 0.1, true).unwrap();
     assert_eq!((b.n, b.c, b.s, b.update_running), (4, 3, 30, 1));
     assert_eq!(

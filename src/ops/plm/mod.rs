@@ -1,0 +1,266 @@
+//! Partial Label Masking as an op family: the mask of one batch (drawn
+//! with Philox4x32-10 from the 0/1 targets and per-class keep
+//! probabilities) and the prediction-histogram counts of the training
+//! batches, on the device the targets live on.
+//!
+//! `cpu.rs` holds the host kernels (and [`philox`] the generator); `cuda.rs`
+//! launches `kernels/plm.cu`, whose masks are bit for bit the host's. The
+//! PLM state and its epoch update (`crate::plm`) call these on tensors
+//! only.
+//!
+//! Targets are validated here (every value exactly 0 or 1). On the host the
+//! values are read directly; on a device a kernel records the first invalid
+//! index in a one-element device flag and only that flag (8 bytes) is read
+//! back: the mask kernel checks while it draws, the histogram update runs a
+//! check kernel first so that an invalid batch is never counted.
+
+pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod philox;
+
+use crate::error::{Error, Result};
+use crate::ops::dispatch::cuda_arm;
+use crate::tensor::{DType, Device, Tensor};
+
+/// The error for target `value` at flat index `e` of `[B, classes]`
+/// targets: neither 0 nor 1.
+pub(crate) fn bad_target(op: &'static str, e: usize, classes: usize, value: f64) -> Error {
+    Error::invalid(
+        op,
+        format!(
+            "targets must be 0 or 1, found {value} at [{}, {}]",
+            e / classes,
+            e % classes
+        ),
+    )
+}
+
+/// The PLM mask number `batch` under `seed` of the `[B, C]` 0/1 `targets`
+/// (any dtype) with per-class keep probabilities `keep_pos` and
+/// `keep_neg` (`C` each): a tensor of the targets' shape, dtype and device
+/// holding 1 where the label is kept. Bit for bit [`cpu::draw_mask`] on
+/// every device. Errors name `op`: targets that are not 0/1, or that do not
+/// form `[B, C]` rows.
+pub(crate) fn mask(
+    op: &'static str,
+    targets: &Tensor,
+    (seed, batch): (u64, u64),
+    keep_pos: &[f64],
+    keep_neg: &[f64],
+) -> Result<Tensor> {
+    let c = keep_pos.len();
+    if c == 0 || keep_neg.len() != c || !targets.numel().is_multiple_of(c) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{} targets with {c} keep_pos and {} keep_neg values do not form [B, C] rows",
+                targets.numel(),
+                keep_neg.len()
+            ),
+        ));
+    }
+    match targets.device() {
+        Device::Cpu => {
+            let labels = cpu::labels(op, &targets.to_f64_vec()?, c)?;
+            let bits = cpu::draw_mask(seed, batch, &labels, keep_pos, keep_neg)?;
+            let values: Vec<f64> = bits.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+            Tensor::from_vec(values, targets.shape())?.to_dtype(targets.dtype())
+        }
+        Device::Cuda(_) => cuda_arm!(cuda::mask(op, targets, (seed, batch), keep_pos, keep_neg)),
+    }
+}
+
+impl Tensor {
+    /// The PLM mask number `batch` under `seed` of these `[B, C]` 0/1
+    /// targets (row-major; element `e` has class `e mod C`), with per-class
+    /// keep probabilities `keep_pos` and `keep_neg` (`C` each): 1 where the
+    /// label is kept, in the targets' shape, dtype and device, bit for bit
+    /// [`cpu::draw_mask`] on every device. No gradient flows through it.
+    ///
+    /// Errors: targets that are not exactly 0 or 1, or that do not form
+    /// rows of `C`.
+    pub fn plm_mask(
+        &self,
+        seed: u64,
+        batch: u64,
+        keep_pos: &[f64],
+        keep_neg: &[f64],
+    ) -> Result<Tensor> {
+        mask(
+            "plm_mask",
+            &self.detach(),
+            (seed, batch),
+            keep_pos,
+            keep_neg,
+        )
+    }
+}
+
+/// Where each PLM histogram lies in one flat buffer of counts: the
+/// `[bin][class]` predictions of positives, then of negatives, the
+/// positive and negative labels per class, and the discarded count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HistogramLayout {
+    /// Number of bins over [0, 1].
+    pub n_bins: usize,
+    /// Number of classes `C`.
+    pub classes: usize,
+}
+
+impl HistogramLayout {
+    /// Cells of one prediction histogram, `n_bins · C`.
+    fn cells(&self) -> usize {
+        self.n_bins * self.classes
+    }
+    /// Offset of the positives' prediction counts.
+    pub fn pos_pred(&self) -> usize {
+        0
+    }
+    /// Offset of the negatives' prediction counts.
+    pub fn neg_pred(&self) -> usize {
+        self.cells()
+    }
+    /// Offset of the positive-label counts.
+    pub fn pos_labels(&self) -> usize {
+        2 * self.cells()
+    }
+    /// Offset of the negative-label counts.
+    pub fn neg_labels(&self) -> usize {
+        2 * self.cells() + self.classes
+    }
+    /// Offset of the discarded count.
+    pub fn discarded(&self) -> usize {
+        2 * self.cells() + 2 * self.classes
+    }
+    /// Length of the whole buffer.
+    pub fn len(&self) -> usize {
+        self.discarded() + 1
+    }
+}
+
+/// The counts of [`HistogramCounts`], downloaded (see
+/// `crate::plm::Histograms` for their meaning).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HostCounts {
+    /// Predicted-probability counts of positives, `[bin][class]`.
+    pub pos_pred: Vec<u64>,
+    /// Predicted-probability counts of negatives, `[bin][class]`.
+    pub neg_pred: Vec<u64>,
+    /// Positive labels per class.
+    pub pos_labels: Vec<u64>,
+    /// Negative labels per class.
+    pub neg_labels: Vec<u64>,
+    /// Probabilities left out (NaN or outside [0, 1]).
+    pub discarded: u64,
+}
+
+/// PLM histogram counts accumulating on one device: one I64 tensor holding
+/// u64 counts laid out as [`HistogramLayout`]. On a CUDA device the
+/// batches are counted with u64 atomics (integer, order-independent) and
+/// nothing is downloaded until [`HistogramCounts::download`].
+#[derive(Debug)]
+pub(crate) struct HistogramCounts {
+    layout: HistogramLayout,
+    counts: Tensor,
+}
+
+impl Clone for HistogramCounts {
+    /// A copy with its own counts (a copy on the device).
+    ///
+    /// # Panics
+    /// When the device cannot make the copy (out of memory), as cloning a
+    /// `Vec` aborts when the host is.
+    fn clone(&self) -> Self {
+        HistogramCounts {
+            layout: self.layout,
+            counts: self
+                .counts
+                .contiguous_copy()
+                .expect("copying PLM histogram counts on their device"),
+        }
+    }
+}
+
+impl HistogramCounts {
+    /// Zero counts for `n_bins` bins and `classes` classes on `device`.
+    pub fn zeros(n_bins: usize, classes: usize, device: Device) -> Result<Self> {
+        let layout = HistogramLayout { n_bins, classes };
+        Ok(HistogramCounts {
+            layout,
+            counts: Tensor::zeros_on(&[layout.len()], DType::I64, device)?,
+        })
+    }
+
+    /// The device the counts live on.
+    pub fn device(&self) -> Device {
+        self.counts.device()
+    }
+
+    /// Counts one batch: float `probabilities` and 0/1 `targets`, both
+    /// `[B, C]` on the counts' device. Every label is counted; each
+    /// probability is binned, or counted as discarded when NaN or outside
+    /// [0, 1]. Errors (naming `op`, nothing counted) for targets that are
+    /// not 0 or 1, or operands on another device.
+    pub fn add(
+        &mut self,
+        op: &'static str,
+        probabilities: &Tensor,
+        targets: &Tensor,
+    ) -> Result<()> {
+        let (n, c) = (targets.numel(), self.layout.classes);
+        if probabilities.shape() != targets.shape() || !n.is_multiple_of(c) {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: probabilities.shape().to_vec(),
+                rhs: targets.shape().to_vec(),
+            });
+        }
+        probabilities.check_float(op)?;
+        for t in [probabilities, targets] {
+            if t.device() != self.device() {
+                return Err(Error::DeviceMismatch {
+                    op,
+                    lhs: self.device(),
+                    rhs: t.device(),
+                });
+            }
+        }
+        match self.device() {
+            Device::Cpu => {
+                let labels = cpu::labels(op, &targets.to_f64_vec()?, c)?;
+                let p = probabilities.to_f64_vec()?;
+                let mut guard = self.counts.cpu_storage_mut(op)?;
+                let counts = <i64 as crate::tensor::StorageElement>::slice_mut(&mut guard)
+                    .expect("histogram counts are i64");
+                cpu::count(&self.layout, counts, &p, &labels);
+                Ok(())
+            }
+            Device::Cuda(_) => cuda_arm!(cuda::count(
+                op,
+                &self.layout,
+                &self.counts,
+                probabilities,
+                targets
+            )),
+        }
+    }
+
+    /// The counts, downloaded when on a device.
+    pub fn download(&self) -> Result<HostCounts> {
+        let all: Vec<u64> = self
+            .counts
+            .to_vec::<i64>()?
+            .into_iter()
+            .map(|v| v as u64)
+            .collect();
+        let h = &self.layout;
+        Ok(HostCounts {
+            pos_pred: all[h.pos_pred()..h.neg_pred()].to_vec(),
+            neg_pred: all[h.neg_pred()..h.pos_labels()].to_vec(),
+            pos_labels: all[h.pos_labels()..h.neg_labels()].to_vec(),
+            neg_labels: all[h.neg_labels()..h.discarded()].to_vec(),
+            discarded: all[h.discarded()],
+        })
+    }
+}
