@@ -218,7 +218,7 @@ fn forward(
     if let Device::Cuda(_) = x.device() {
         // Untracked: the caller records the convolution as one op.
         let y = crate::autograd::no_grad(|| -> Result<Tensor> {
-            let y = cuda_arm!(cuda::forward(x, weight, &geom))?;
+            let y: Tensor = cuda_arm!(cuda::forward(x, weight, &geom))?;
             match bias {
                 Some(b) => y.add(&b.reshape(&[1, geom.c_out, 1, 1])?),
                 None => Ok(y),
