@@ -12,7 +12,6 @@
 //! Run: `cargo test --release --features cuda --test cuda_device`.
 #![cfg(feature = "cuda")]
 
-use ferrite::backend::cuda::kernels;
 use ferrite::backend::cuda::{self, CudaDevice};
 use ferrite::ops::optim::{cpu as optim_cpu, AdamStep, SgdStep};
 use ferrite::plm::{draw_mask, keep_probabilities, Histograms, Plm, PlmConfig};
@@ -91,10 +90,18 @@ fn elementwise_ops_match_the_cpu_bit_for_bit() {
     for (k, (sa, sb)) in cases.into_iter().enumerate() {
         let a = values(sa.iter().product(), (-2.0, 2.0), 10 + k as u64);
         let b = values(sb.iter().product(), (-2.0, 2.0), 20 + k as u64);
-        let (ga, gb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+        let (ga, gb) = (on_device(&dev, &a, sa), on_device(&dev, &b, sb));
         for op in ["add", "sub", "mul", "div", "maximum"] {
-            let (out, shape) = kernels::binary_f32(&dev, op, (&ga, sa), (&gb, sb)).unwrap();
             let (ta, tb) = (cpu(&a, sa), cpu(&b, sb));
+            let pick = |x: &Tensor, y: &Tensor| match op {
+                "add" => x.add(y),
+                "sub" => x.sub(y),
+                "mul" => x.mul(y),
+                "div" => x.div(y),
+                _ => x.maximum(y),
+            };
+            let out = pick(&ga, &gb).unwrap();
+            let shape = out.shape().to_vec();
             let want = match op {
                 "add" => ta.add(&tb),
                 "sub" => ta.sub(&tb),
@@ -104,7 +111,7 @@ fn elementwise_ops_match_the_cpu_bit_for_bit() {
             }
             .unwrap();
             assert_eq!(shape, want.shape());
-            let got: Vec<f32> = dev.download(&out, want.numel()).unwrap();
+            let got: Vec<f32> = out.to_vec().unwrap();
             let want = want.to_vec::<f32>().unwrap();
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(
@@ -117,16 +124,16 @@ fn elementwise_ops_match_the_cpu_bit_for_bit() {
     }
     // A unary op with a scalar argument, on the flat path.
     let x = values(1000, (-3.0, 3.0), 3);
-    let gx = dev.upload(&x).unwrap();
-    let out = kernels::unary_f32(&dev, "clamp", &gx, x.len(), (-1.0, 0.5)).unwrap();
-    let got: Vec<f32> = dev.download(&out, x.len()).unwrap();
+    let gx = on_device(&dev, &x, &[1000]);
+    let got: Vec<f32> = gx.clamp(-1.0, 0.5).unwrap().to_vec().unwrap();
     let want = cpu(&x, &[1000])
         .clamp(-1.0, 0.5)
         .unwrap()
         .to_vec::<f32>()
         .unwrap();
     assert_eq!(got, want);
-    assert!(kernels::binary_f32(&dev, "nope", (&gx, &[1000]), (&gx, &[1000])).is_err());
+    // Mixing devices is refused, never copied silently.
+    assert!(gx.add(&cpu(&x, &[1000])).is_err());
 }
 
 #[test]
@@ -136,20 +143,10 @@ fn row_reductions_match_the_cpu() {
     };
     for (rows, cols) in [(37, 1000), (5, 1), (3, 4097), (1, 31)] {
         let x = values(rows * cols, (-1.0, 1.0), rows as u64);
-        let gx = dev.upload(&x).unwrap();
+        let gx = on_device(&dev, &x, &[rows, cols]);
         let t = cpu(&x, &[rows, cols]);
-        let sum: Vec<f32> = dev
-            .download(
-                &kernels::row_reduce_f32(&dev, "sum", &gx, rows, cols).unwrap(),
-                rows,
-            )
-            .unwrap();
-        let max: Vec<f32> = dev
-            .download(
-                &kernels::row_reduce_f32(&dev, "max", &gx, rows, cols).unwrap(),
-                rows,
-            )
-            .unwrap();
+        let sum: Vec<f32> = gx.sum(&[1], false).unwrap().to_vec().unwrap();
+        let max: Vec<f32> = gx.max(&[1], false).unwrap().to_vec().unwrap();
         let want_sum = t.sum(&[1], false).unwrap().to_vec::<f32>().unwrap();
         let want_max = t.max(&[1], false).unwrap().to_vec::<f32>().unwrap();
         for r in 0..rows {
@@ -176,15 +173,15 @@ fn softmax_and_argmax_match_the_cpu() {
     x[3 * cols + 7] = 20.0; // a clear maximum
     x[4 * cols + 2] = 20.0; // a tie: the first index wins
     x[4 * cols + 9] = 20.0;
-    let gx = dev.upload(&x).unwrap();
+    let gx = on_device(&dev, &x, &[rows, cols]);
     let t = cpu(&x, &[rows, cols]);
     for log in [false, true] {
-        let got: Vec<f32> = dev
-            .download(
-                &kernels::softmax_f32(&dev, &gx, rows, cols, log).unwrap(),
-                rows * cols,
-            )
-            .unwrap();
+        let got = if log {
+            gx.log_softmax(1)
+        } else {
+            gx.softmax(1)
+        };
+        let got: Vec<f32> = got.unwrap().to_vec().unwrap();
         let want = if log { t.log_softmax(1) } else { t.softmax(1) };
         let want = want.unwrap().to_vec::<f32>().unwrap();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -194,9 +191,7 @@ fn softmax_and_argmax_match_the_cpu() {
             );
         }
     }
-    let got: Vec<i64> = dev
-        .download(&kernels::argmax_f32(&dev, &gx, rows, cols).unwrap(), rows)
-        .unwrap();
+    let got: Vec<i64> = gx.argmax(1, false).unwrap().to_vec().unwrap();
     let want = t.argmax(1, false).unwrap().to_vec::<i64>().unwrap();
     assert_eq!(got, want);
     assert_eq!((got[3], got[4]), (7, 2));
@@ -239,15 +234,10 @@ fn sgemm_257x129x65_matches_the_cpu() {
         let (batch, m, k, n) = dims;
         let a = values(batch * m * k, (-1.0, 1.0), 1);
         let b = values(batch * k * n, (-1.0, 1.0), 2);
-        let out = kernels::gemm(
-            &dev,
-            DType::F32,
-            &dev.upload(&a).unwrap(),
-            &dev.upload(&b).unwrap(),
-            dims,
-        )
-        .unwrap();
-        let got: Vec<f32> = dev.download(&out, batch * m * n).unwrap();
+        let out = on_device(&dev, &a, &[batch, m, k])
+            .matmul(&on_device(&dev, &b, &[batch, k, n]))
+            .unwrap();
+        let got: Vec<f32> = out.to_vec().unwrap();
         let (want, abs) = reference_gemm(&a, &b, dims);
         let cpu_mm = cpu(&a, &[batch, m, k])
             .matmul(&cpu(&b, &[batch, k, n]))
@@ -290,15 +280,38 @@ fn half_precision_gemm_on_tensor_cores_matches_an_f64_reference() {
             // sees exactly the values the GPU multiplies.
             let (bits_a, a): (Vec<u16>, Vec<f32>) = round_half(&a32, dtype);
             let (bits_b, b): (Vec<u16>, Vec<f32>) = round_half(&b32, dtype);
-            let out = kernels::gemm(
-                &dev,
-                dtype,
-                &dev.upload(&bits_a).unwrap(),
-                &dev.upload(&bits_b).unwrap(),
-                dims,
-            )
-            .unwrap();
-            let got: Vec<u16> = dev.download(&out, batch * m * n).unwrap();
+            let half = |bits: &[u16], shape: &[usize]| {
+                // The half tensor of these bits, through the exact f32
+                // values they encode (the conversion back is exact).
+                let values: Vec<f32> = bits
+                    .iter()
+                    .map(|&v| {
+                        if dtype == DType::BF16 {
+                            bf16::from_bits(v).to_f32()
+                        } else {
+                            f16::from_bits(v).to_f32()
+                        }
+                    })
+                    .collect();
+                on_device(&dev, &values, shape).to_dtype(dtype).unwrap()
+            };
+            let out = half(&bits_a, &[batch, m, k])
+                .matmul(&half(&bits_b, &[batch, k, n]))
+                .unwrap();
+            let got: Vec<u16> = match dtype {
+                DType::BF16 => out
+                    .to_vec::<bf16>()
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.to_bits())
+                    .collect(),
+                _ => out
+                    .to_vec::<f16>()
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.to_bits())
+                    .collect(),
+            };
             let (want, abs) = reference_gemm(&a, &b, dims);
             let unit = if dtype == DType::BF16 {
                 2f64.powi(-8)

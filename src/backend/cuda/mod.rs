@@ -18,13 +18,14 @@
 //! - [`compile`]: the `kernels/*.cu` sources, embedded in the binary and
 //!   compiled with NVRTC at first use, cached in the process and on disk.
 //! - [`launch`]: grid and block sizes of each kernel shape.
-//! - [`params`]: the `#[repr(C)]` argument structs the kernels take.
-//! - [`kernels`]: launchers on raw device buffers for a first set of kernels.
+//! - [`params`]: the `#[repr(C)]` argument structs of the kernels whose
+//!   families have not moved them into their op folder yet.
+//! - [`storage`]: [`CudaStorage`], the elements of a tensor on a device.
 //! - `emulator` (feature `cuda-emulator`): the kernels compiled as C++ and
 //!   run on an emulated GPU on the CPU, for tests without a GPU.
 //!
-//! See `docs/CUDA.md` for the organisation, the tests and what remains to be
-//! wired into `Tensor`.
+//! The launchers live with their ops (`src/ops/<family>/cuda.rs`); this
+//! module imports nothing from the op or tensor layers. See `docs/CUDA.md`.
 
 pub mod allocator;
 pub mod buffer;
@@ -33,7 +34,6 @@ pub mod device;
 pub mod driver;
 #[cfg(feature = "cuda-emulator")]
 pub(crate) mod emulator;
-pub mod kernels;
 pub mod launch;
 pub mod params;
 pub mod storage;

@@ -29,6 +29,7 @@ fn im2col_params(g: &ConvGeom) -> Result<Im2colParams> {
         g.n,
         (g.c_in, g.h, g.w),
         (g.kh, g.kw),
+        (g.oh, g.ow),
         g.stride,
         g.padding,
         g.dilation,

@@ -264,3 +264,22 @@ impl ConvGeom {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::conv_out_len;
+
+    #[test]
+    fn conv_output_sizes_follow_the_formula() {
+        assert_eq!(conv_out_len(32, 3, 1, 1, 1), Some(32));
+        assert_eq!(conv_out_len(224, 7, 2, 3, 1), Some(112));
+        assert_eq!(conv_out_len(5, 3, 1, 0, 2), Some(1));
+        assert_eq!(
+            conv_out_len(4, 3, 1, 0, 2),
+            None,
+            "dilated kernel wider than input"
+        );
+        assert_eq!(conv_out_len(4, 3, 0, 0, 1), None);
+        assert_eq!(conv_out_len(4, 0, 1, 0, 1), None);
+    }
+}

@@ -171,7 +171,7 @@ fn im2col_and_max_pool_gather_their_windows() {
     let (n, ch, h, w) = (2, 3, 7, 6);
     let x = values(n * ch * h * w, 4);
     let xd = upload(&x);
-    let p = Im2colParams::new(n, (ch, h, w), (3, 3), (2, 2), (1, 1), (1, 1)).unwrap();
+    let p = Im2colParams::new(n, (ch, h, w), (3, 3), (4, 3), (2, 2), (1, 1), (1, 1)).unwrap();
     let (oh, ow) = (p.oh as usize, p.ow as usize);
     let total = n * ch * 9 * oh * ow;
     let col = upload(&vec![0f32; total]);

@@ -19,9 +19,9 @@ pub struct Im2colParams {
     pub kh: i64,
     /// Kernel width.
     pub kw: i64,
-    /// Output height (computed by [`conv_out_len`]).
+    /// Output height (the convolution geometry of the op layer).
     pub oh: i64,
-    /// Output width (computed by [`conv_out_len`]).
+    /// Output width.
     pub ow: i64,
     /// Vertical stride between output positions, in input pixels.
     pub stride_h: i64,
@@ -41,31 +41,30 @@ pub struct Im2colParams {
 }
 const _: () = assert!(size_of::<Im2colParams>() == 120);
 
-pub use crate::ops::conv::conv_out_len;
-
 impl Im2colParams {
     /// im2col of `n` images of `c × h × w` for a `kh × kw` kernel with the
-    /// given (vertical, horizontal) stride, padding and dilation; the
-    /// output size is computed and checked.
+    /// given (vertical, horizontal) stride, padding and dilation, and the
+    /// output size `oh × ow` the caller derived from them (the op layer's
+    /// validated convolution geometry). Empty sizes are an error.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         n: usize,
         (c, h, w): (usize, usize, usize),
         (kh, kw): (usize, usize),
+        (oh, ow): (usize, usize),
         stride: (usize, usize),
         pad: (usize, usize),
         dilation: (usize, usize),
     ) -> Result<Self> {
-        let oh = conv_out_len(h, kh, stride.0, pad.0, dilation.0);
-        let ow = conv_out_len(w, kw, stride.1, pad.1, dilation.1);
-        let (Some(oh), Some(ow)) = (oh, ow) else {
+        if [kh, kw, oh, ow, stride.0, stride.1, dilation.0, dilation.1].contains(&0) {
             return Err(Error::invalid(
                 "im2col",
                 format!(
-                    "a {kh}x{kw} kernel (stride {stride:?}, padding {pad:?}, dilation {dilation:?}) \
-                     does not fit an input of {h}x{w}"
+                    "a {kh}x{kw} kernel (stride {stride:?}, dilation {dilation:?}) with an \
+                     output of {oh}x{ow}: every size must be at least 1"
                 ),
             ));
-        };
+        }
         let i = |v: usize| v as i64;
         Ok(Im2colParams {
             n: i(n),

@@ -26,7 +26,7 @@ mod reduce;
 #[cfg(test)]
 mod tests;
 
-pub use conv::{conv_out_len, Im2colParams};
+pub use conv::Im2colParams;
 pub use elementwise::ElementwiseParams;
 pub use gemm::GemmParams;
 pub use index::{GatherParams, IndexCheckParams, IndexSelectParams};

@@ -101,20 +101,10 @@ fn strided_reduce_splits_kept_and_reduced_dims() {
 }
 
 #[test]
-fn conv_output_sizes_follow_the_formula() {
-    assert_eq!(conv_out_len(32, 3, 1, 1, 1), Some(32));
-    assert_eq!(conv_out_len(224, 7, 2, 3, 1), Some(112));
-    assert_eq!(conv_out_len(5, 3, 1, 0, 2), Some(1));
-    assert_eq!(
-        conv_out_len(4, 3, 1, 0, 2),
-        None,
-        "dilated kernel wider than input"
-    );
-    assert_eq!(conv_out_len(4, 3, 0, 0, 1), None);
-    assert_eq!(conv_out_len(4, 0, 1, 0, 1), None);
-    let p = Im2colParams::new(2, (3, 8, 8), (3, 3), (2, 2), (1, 1), (1, 1)).unwrap();
-    assert_eq!((p.oh, p.ow), (4, 4));
-    assert!(Im2colParams::new(1, (1, 2, 2), (3, 3), (1, 1), (0, 0), (1, 1)).is_err());
+fn im2col_params_refuse_empty_sizes() {
+    let p = Im2colParams::new(2, (3, 8, 8), (3, 3), (4, 4), (2, 2), (1, 1), (1, 1)).unwrap();
+    assert_eq!((p.oh, p.ow, p.small), (4, 4, 1));
+    assert!(Im2colParams::new(1, (1, 2, 2), (3, 3), (0, 0), (1, 1), (0, 0), (1, 1)).is_err());
 }
 
 #[test]
