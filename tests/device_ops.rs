@@ -366,3 +366,58 @@ fn half_precision_matmul_on_tensor_cores() {
         );
     }
 }
+
+#[test]
+fn composite_ops_run_on_the_device() {
+    let x = uniform(&[4, 6], (-3.0, 3.0), 27);
+    check(
+        "var",
+        &[x.clone()],
+        |t| t[0].var(&[1], 1, false),
+        CLOSE,
+        CLOSE,
+    );
+    check(
+        "logsumexp",
+        &[x.clone()],
+        |t| t[0].logsumexp(&[0], true),
+        CLOSE,
+        CLOSE,
+    );
+    let w = uniform(&[5, 6], (-1.0, 1.0), 28);
+    let b = uniform(&[5], (-1.0, 1.0), 29);
+    let gemm_tol = Tol(1e-5, 1e-4);
+    check(
+        "linear",
+        &[x.clone(), w, b],
+        |t| t[0].linear(&t[1], Some(&t[2])),
+        gemm_tol,
+        gemm_tol,
+    );
+    check(
+        "stack",
+        &[x.clone(), x.clone()],
+        |t| Tensor::stack(&[t[0].clone(), t[1].exp()?], 1),
+        CLOSE,
+        CLOSE,
+    );
+    let targets = Tensor::from_vec(vec![0i64, 5, 2, 2], &[4]).unwrap();
+    let weight = uniform(&[6], (0.5, 2.0), 30);
+    for smoothing in [0.0, 0.1] {
+        check(
+            "cross_entropy",
+            &[x.clone(), targets.clone(), weight.clone()],
+            |t| {
+                let opts = ferrite::loss::CrossEntropyOptions {
+                    weight: Some(t[2].detach()),
+                    label_smoothing: smoothing,
+                    ignore_index: Some(5),
+                    ..Default::default()
+                };
+                ferrite::loss::cross_entropy(&t[0], &t[1], &opts)
+            },
+            CLOSE,
+            CLOSE,
+        );
+    }
+}
