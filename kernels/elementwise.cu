@@ -91,8 +91,10 @@ UNARY_OPS(UNARY_F16)
 
 // Backward of the activations: operand 0 is the upstream gradient dy,
 // operand 1 the saved tensor (x for relu, y = f(x) for sigmoid and tanh).
+// relu keeps the CPU's rule: dy where x > 0, else dy·0, so a −0 or NaN
+// gradient stays −0 or NaN (a plain 0 would hide a NaN upstream).
 #define ACTIVATION_BWD(X)                                                            \
-    X(relu, s > 0.0f ? dy : 0.0f)                                                    \
+    X(relu, s > 0.0f ? dy : dy * 0.0f)                                               \
     X(sigmoid, dy * s * (1.0f - s))                                                  \
     X(tanh, dy * (1.0f - s * s))
 

@@ -421,3 +421,23 @@ fn composite_ops_run_on_the_device() {
         );
     }
 }
+
+#[test]
+fn relu_backward_follows_the_cpu_rule_for_signed_zeros_and_nan() {
+    let x = Tensor::from_vec(vec![-1.0f32, -0.0, 0.0, 2.0, f32::NAN, 3.0, -2.0], &[7]).unwrap();
+    let g = Tensor::from_vec(vec![1.0f32, 1.0, -0.0, f32::NAN, 5.0, -0.0, f32::NAN], &[7]).unwrap();
+    let grad_on = |device: Device| -> Vec<u32> {
+        let xd = x.to_device(device).unwrap().requires_grad_(true);
+        let store = xd
+            .relu()
+            .unwrap()
+            .backward_with_grad(&g.to_device(device).unwrap())
+            .unwrap();
+        let gx = store.get(&xd).unwrap().to_vec::<f32>().unwrap();
+        gx.iter().map(|v| v.to_bits()).collect()
+    };
+    let want = grad_on(Device::Cpu);
+    for device in device::devices() {
+        assert_eq!(grad_on(device), want, "relu gradient bits on {device:?}");
+    }
+}

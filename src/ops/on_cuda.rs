@@ -83,9 +83,7 @@ pub(crate) fn output(
     shape: &[usize],
 ) -> Result<(Tensor, DevicePtr)> {
     let n = checked_numel(op, shape)?;
-    let storage = CudaStorage::alloc(dev, dtype, n)?;
-    let ptr = storage.buffer().ptr();
-    Ok((Tensor::from_storage(storage, shape)?, ptr))
+    with_address(CudaStorage::alloc(dev, dtype, n)?, shape)
 }
 
 /// A new tensor of `shape` and `dtype` on `dev` holding zeros, and its
@@ -97,7 +95,11 @@ pub(crate) fn zeroed_output(
     shape: &[usize],
 ) -> Result<(Tensor, DevicePtr)> {
     let n = checked_numel(op, shape)?;
-    let storage = CudaStorage::zeros(dev, dtype, n)?;
+    with_address(CudaStorage::zeros(dev, dtype, n)?, shape)
+}
+
+/// The tensor of `shape` owning `storage`, and the storage's address.
+fn with_address(storage: CudaStorage, shape: &[usize]) -> Result<(Tensor, DevicePtr)> {
     let ptr = storage.buffer().ptr();
     Ok((Tensor::from_storage(storage, shape)?, ptr))
 }

@@ -23,21 +23,33 @@ fn scalars(op: UnaryOp) -> (f32, f32) {
     }
 }
 
-/// `y = op(x)`, contiguous output of `x`'s shape and dtype.
-pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
-    let name = op.name();
-    let a = operand(name, x)?;
-    let (alpha, beta) = scalars(op);
-    let params = ElementwiseParams::new(x.shape(), &[x.layout()])?.with_scalars(alpha, beta);
-    let (out, y) = output(name, &a.dev, x.dtype(), x.shape())?;
-    let entry = format!("{name}_fwd_{}", suffix(name, x.dtype())?);
+/// Launches the one-operand kernel `entry` over the view `x` into a new
+/// contiguous tensor of `x`'s shape and `dtype` (maps, copies, casts).
+fn map1(
+    op: &'static str,
+    entry: &str,
+    x: &Tensor,
+    dtype: DType,
+    scalars: (f32, f32),
+) -> Result<Tensor> {
+    let a = operand(op, x)?;
+    let params =
+        ElementwiseParams::new(x.shape(), &[x.layout()])?.with_scalars(scalars.0, scalars.1);
+    let (out, y) = output(op, &a.dev, dtype, x.shape())?;
     a.dev.launch(
         FAMILY,
-        &entry,
+        entry,
         launch::elementwise(x.numel()),
         &[&params, &a.ptr, &y],
     )?;
     Ok(out)
+}
+
+/// `y = op(x)`, contiguous output of `x`'s shape and dtype.
+pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    let name = op.name();
+    let entry = format!("{name}_fwd_{}", suffix(name, x.dtype())?);
+    map1(name, &entry, x, x.dtype(), scalars(op))
 }
 
 /// `dx = g · f'(x)` for relu (`f'` from the input), sigmoid and tanh (from
@@ -141,42 +153,23 @@ pub(super) fn where_cond(
 /// A contiguous copy of the view `x`, bit for bit.
 pub(crate) fn copy(x: &Tensor) -> Result<Tensor> {
     const OP: &str = "contiguous";
-    let a = operand(OP, x)?;
-    let params = ElementwiseParams::new(x.shape(), &[x.layout()])?;
-    let (out, y) = output(OP, &a.dev, x.dtype(), x.shape())?;
     let entry = format!("copy_fwd_{}", suffix(OP, x.dtype())?);
-    a.dev.launch(
-        FAMILY,
-        &entry,
-        launch::elementwise(x.numel()),
-        &[&params, &a.ptr, &y],
-    )?;
-    Ok(out)
+    map1(OP, &entry, x, x.dtype(), (0.0, 0.0))
 }
 
 /// `x` converted to `dtype` (through f32, as the CPU does for these
-/// pairs); a pair without a kernel is [`Error::UnsupportedDType`].
+/// pairs); a pair without a kernel is an error naming both dtypes.
 pub(super) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     const OP: &str = "to_dtype";
-    let a = operand(OP, x)?;
     let from = suffix(OP, x.dtype())?;
     let to = suffix(OP, dtype)?;
-    let entry = format!("cast_{from}_to_{to}");
     if !crate::backend::cuda::compile::names::CASTS.contains(&(from, to)) {
         return Err(Error::invalid(
             OP,
             format!("no device cast from {:?} to {dtype:?}", x.dtype()),
         ));
     }
-    let params = ElementwiseParams::new(x.shape(), &[x.layout()])?;
-    let (out, y) = output(OP, &a.dev, dtype, x.shape())?;
-    a.dev.launch(
-        FAMILY,
-        &entry,
-        launch::elementwise(x.numel()),
-        &[&params, &a.ptr, &y],
-    )?;
-    Ok(out)
+    map1(OP, &format!("cast_{from}_to_{to}"), x, dtype, (0.0, 0.0))
 }
 
 /// A tensor of `shape` on CUDA device `ordinal` filled with `value` as

@@ -1,10 +1,12 @@
 //! The C entry points of the emulator library (`kernels/emulation/abi.cpp`,
 //! compiled by build.rs) and safe wrappers around them.
 
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 
 extern "C" {
+    #[cfg(test)]
     fn ferrite_emu_kernel_count() -> usize;
+    #[cfg(test)]
     fn ferrite_emu_kernel_name(i: usize) -> *const c_char;
     fn ferrite_emu_kernel_info(
         name: *const c_char,
@@ -47,6 +49,7 @@ pub(super) fn kernel_arg_sizes(name: &str) -> Option<Vec<usize>> {
 }
 
 /// The names of every kernel in the binary, family by family.
+#[cfg(test)]
 pub(super) fn kernel_names() -> Vec<String> {
     // Safety: no arguments; reads the static kernel tables.
     let count = unsafe { ferrite_emu_kernel_count() };
@@ -56,7 +59,11 @@ pub(super) fn kernel_names() -> Vec<String> {
             // NUL-terminated name, or null past the end.
             let p = unsafe { ferrite_emu_kernel_name(i) };
             // Safety: non-null pointers are static C strings (see above).
-            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            (!p.is_null()).then(|| {
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
         })
         .collect()
 }

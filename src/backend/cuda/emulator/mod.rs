@@ -30,9 +30,6 @@
 //!   means they depend on thread order (a missing `__syncthreads`, a
 //!   non-deterministic atomic) and is an error.
 
-// The device layer calls this API; until it does, only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 #[cfg(test)]
 mod family_tests;
 mod ffi;
@@ -140,6 +137,7 @@ impl Emulator {
     }
 
     /// The options `launch` uses.
+    #[cfg(test)]
     pub(crate) fn options(&self) -> LaunchOptions {
         self.options
     }
@@ -151,6 +149,7 @@ impl Emulator {
 
     /// The names of every kernel in the binary (the `kernels/*.cu`
     /// families and the emulator's self-test kernels).
+    #[cfg(test)]
     pub(crate) fn kernel_names(&self) -> Vec<String> {
         ffi::kernel_names()
     }

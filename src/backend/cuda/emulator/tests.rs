@@ -99,6 +99,16 @@ fn memory_is_poisoned_copied_checked_and_freed() {
 fn the_binary_lists_every_family_and_the_selftests() {
     let e = emu();
     let names = e.kernel_names();
+    // Every kernel NVRTC builds for a GPU is in the emulated one too.
+    for family in crate::backend::cuda::compile::FAMILIES {
+        for entry in family.entry_points() {
+            assert!(
+                names.contains(&entry),
+                "kernels/{}.cu: {entry} missing",
+                family.name
+            );
+        }
+    }
     for k in [
         "add_fwd_f32",
         "sum_fwd_f32",
