@@ -28,11 +28,14 @@ static_assert(sizeof(ElementwiseParams) == 304, "ElementwiseParams layout");
 // Offset of output element `i` in operand `k`.
 __device__ __forceinline__ i64 operand_offset(const ElementwiseParams& p, int k, i64 i) {
     if (p.contiguous) return p.offsets[k] + i;
+    // Split i into coordinates, innermost first, with 32-bit divisions
+    // whenever the values fit (divmod in common.cuh).
     i64 off = p.offsets[k];
     for (int d = p.ndim - 1; d >= 0; --d) {
-        i64 size = p.shape[d];
-        off += (i % size) * p.strides[k][d];
-        i /= size;
+        i64 q, r;
+        divmod(i, p.shape[d], &q, &r);
+        off += r * p.strides[k][d];
+        i = q;
     }
     return off;
 }
