@@ -139,7 +139,7 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
         trainer.run(&mut Quiet)?;
         seeds.push(one("report", name, read(&dir.join("report.json"))));
         if let Some(p) = trainer.objective().plm() {
-            seeds.push(one("plm-state", "after-two-epochs", p.state_json()));
+            seeds.push(one("plm-state", "after-two-epochs", p.state_json()?));
         }
     }
     let fresh = Plm::new(
@@ -150,7 +150,7 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
         &[3, 2, 1],
         6,
     )?;
-    seeds.push(one("plm-state", "fresh", fresh.state_json()));
+    seeds.push(one("plm-state", "fresh", fresh.state_json()?));
 
     for (name, spec) in [
         ("bce", "bce"),

@@ -66,8 +66,11 @@ pub const PLM_STATE: Target = Target {
     slow: false,
     run: |_, input| {
         Verdict::of(Plm::from_state_json(&text(&input[0])), |mut plm| {
-            let state = plm.state_json();
-            match Plm::from_state_json(&state).map(|p| p.state_json()) {
+            let state = match plm.state_json() {
+                Ok(state) => state,
+                Err(e) => return Verdict::Invalid("plm-state: cannot be written", e.to_string()),
+            };
+            match Plm::from_state_json(&state).and_then(|p| p.state_json()) {
                 Ok(again) if again == state => {}
                 Ok(_) => return Verdict::Invalid("plm-state: round trip differs", String::new()),
                 Err(e) => {
