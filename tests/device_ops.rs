@@ -315,6 +315,8 @@ fn moving_between_devices_is_explicit() {
             x.to_vec::<f32>().unwrap(),
             "round trip"
         );
+        // Printing downloads, and prints what the CPU prints.
+        assert_eq!(format!("{d}"), format!("{x}"));
         // Mixing devices is an error, never a silent copy.
         let err = d.add(&x).unwrap_err();
         assert!(matches!(err, Error::DeviceMismatch { .. }), "{err:?}");
