@@ -9,7 +9,7 @@
 // Conventions of every kernel:
 // - entry points are `extern "C"` and named <op>_<fwd|bwd|step>_<dtype>;
 // - scalar arguments travel in one struct passed by value, mirrored by a
-//   #[repr(C)] struct in src/backend/cuda/params.rs (a static_assert on its
+//   #[repr(C)] struct in src/ops/<family>/params.rs (a static_assert on its
 //   size here and a const assert there keep the two in step);
 // - indices are 64-bit and loops are grid-stride, so any launch grid covers
 //   any number of elements.

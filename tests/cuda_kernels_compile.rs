@@ -7,7 +7,7 @@
 #![cfg(feature = "cuda")]
 
 use ferrite::backend::cuda::compile::{self, FAMILIES};
-use ferrite::backend::cuda::{nvrtc_available, params};
+use ferrite::backend::cuda::nvrtc_available;
 use ferrite::ops::optim::cuda as optim;
 use ferrite::ops::plm::cuda as plm;
 use ferrite::ops::sigmoid_loss::cuda as sigmoid_loss;
@@ -156,16 +156,34 @@ fn asserted_sizes() -> Vec<(String, usize)> {
 #[test]
 fn rust_parameter_structs_have_the_kernel_sizes() {
     let rust = [
-        ("ElementwiseParams", size_of::<params::ElementwiseParams>()),
-        ("RowParams", size_of::<params::RowParams>()),
+        (
+            "ElementwiseParams",
+            size_of::<ferrite::ops::elementwise::params::ElementwiseParams>(),
+        ),
+        (
+            "RowParams",
+            size_of::<ferrite::ops::reduce::params::RowParams>(),
+        ),
         (
             "StridedReduceParams",
-            size_of::<params::StridedReduceParams>(),
+            size_of::<ferrite::ops::reduce::params::StridedReduceParams>(),
         ),
-        ("GemmParams", size_of::<params::GemmParams>()),
-        ("Im2colParams", size_of::<params::Im2colParams>()),
-        ("Pool2dParams", size_of::<params::Pool2dParams>()),
-        ("BatchNormParams", size_of::<params::BatchNormParams>()),
+        (
+            "GemmParams",
+            size_of::<ferrite::ops::matmul::params::GemmParams>(),
+        ),
+        (
+            "Im2colParams",
+            size_of::<ferrite::ops::conv::params::Im2colParams>(),
+        ),
+        (
+            "Pool2dParams",
+            size_of::<ferrite::ops::pool::params::Pool2dParams>(),
+        ),
+        (
+            "BatchNormParams",
+            size_of::<ferrite::ops::norm::params::BatchNormParams>(),
+        ),
         (
             "SigmoidLossParams",
             size_of::<sigmoid_loss::SigmoidLossParams>(),
@@ -174,9 +192,18 @@ fn rust_parameter_structs_have_the_kernel_sizes() {
         ("PlmHistogramParams", size_of::<plm::PlmHistogramParams>()),
         ("SgdParams", size_of::<optim::SgdParams>()),
         ("AdamParams", size_of::<optim::AdamParams>()),
-        ("IndexCheckParams", size_of::<params::IndexCheckParams>()),
-        ("IndexSelectParams", size_of::<params::IndexSelectParams>()),
-        ("GatherParams", size_of::<params::GatherParams>()),
+        (
+            "IndexCheckParams",
+            size_of::<ferrite::ops::index::params::IndexCheckParams>(),
+        ),
+        (
+            "IndexSelectParams",
+            size_of::<ferrite::ops::index::params::IndexSelectParams>(),
+        ),
+        (
+            "GatherParams",
+            size_of::<ferrite::ops::index::params::GatherParams>(),
+        ),
     ];
     let cuda = asserted_sizes();
     assert_eq!(

@@ -11,6 +11,8 @@ pub mod dropout;
 pub mod elementwise;
 pub mod index;
 pub mod inplace;
+#[cfg(all(test, feature = "cuda"))]
+mod kernel_tests;
 pub mod linear;
 pub mod matmul;
 pub mod norm;

@@ -10,6 +10,11 @@
 use crate::error::{Error, Result};
 use cudarc::driver::LaunchConfig;
 
+/// The most dims a strided kernel handles (`FERRITE_MAX_DIMS` in
+/// `kernels/common.cuh`), after merging the dims that are contiguous with
+/// each other.
+pub const MAX_DIMS: usize = 8;
+
 /// Threads per block of the 1-D elementwise kernels.
 pub const ELEMENTWISE_THREADS: u32 = 256;
 /// Most blocks an elementwise launch uses (about 500 per SM of an H100);

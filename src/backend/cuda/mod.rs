@@ -17,9 +17,8 @@
 //!   cache when dropped.
 //! - [`compile`]: the `kernels/*.cu` sources, embedded in the binary and
 //!   compiled with NVRTC at first use, cached in the process and on disk.
-//! - [`launch`]: grid and block sizes of each kernel shape.
-//! - [`params`]: the `#[repr(C)]` argument structs of the kernels whose
-//!   families have not moved them into their op folder yet.
+//! - [`launch`]: grid and block sizes of each kernel shape, and the most
+//!   dims a strided kernel takes.
 //! - [`storage`]: [`CudaStorage`], the elements of a tensor on a device.
 //! - `emulator` (feature `cuda-emulator`): the kernels compiled as C++ and
 //!   run on an emulated GPU on the CPU, for tests without a GPU.
@@ -35,7 +34,6 @@ pub mod driver;
 #[cfg(feature = "cuda-emulator")]
 pub(crate) mod emulator;
 pub mod launch;
-pub mod params;
 pub mod storage;
 
 pub use allocator::{AllocatorStats, CachingAllocator, RawMemory};

@@ -13,9 +13,9 @@
 
 use super::ConvGeom;
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::Im2colParams;
 use crate::backend::cuda::CudaDevice;
 use crate::error::Result;
+use crate::ops::conv::params::Im2colParams;
 use crate::ops::matmul::cuda::{gemm_f32, MatrixArg};
 use crate::ops::on_cuda::{operand, operands, output, require_f32};
 use crate::tensor::{DType, Tensor};

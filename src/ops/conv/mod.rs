@@ -11,6 +11,8 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod geom;
+#[cfg(feature = "cuda")]
+pub mod params;
 pub mod winograd;
 
 pub use geom::conv_out_len;

@@ -6,8 +6,8 @@
 
 use super::{BinaryOp, CmpOp, UnaryOp};
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::ElementwiseParams;
 use crate::error::{Error, Result};
+use crate::ops::elementwise::params::ElementwiseParams;
 use crate::ops::on_cuda::{operand, operands, output, require_f32, suffix};
 use crate::tensor::{DType, Layout, Tensor};
 

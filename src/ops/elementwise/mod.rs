@@ -8,6 +8,8 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+#[cfg(feature = "cuda")]
+pub mod params;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};

@@ -10,8 +10,8 @@
 //! add in the CPU's order.
 
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::{GatherParams, IndexCheckParams, IndexSelectParams};
 use crate::error::{Error, Result};
+use crate::ops::index::params::{GatherParams, IndexCheckParams, IndexSelectParams};
 use crate::ops::on_cuda::{operand, operands, output, require_f32, suffix};
 use crate::tensor::Tensor;
 

@@ -12,6 +12,8 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+pub mod params;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};

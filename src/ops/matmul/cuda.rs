@@ -5,8 +5,8 @@
 //! first.
 
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::GemmParams;
 use crate::error::{Error, Result};
+use crate::ops::matmul::params::GemmParams;
 use crate::ops::on_cuda::{operands, output};
 use crate::tensor::{DType, Layout, Tensor};
 

@@ -8,8 +8,8 @@
 
 use super::BatchNormOptions;
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::BatchNormParams;
 use crate::error::Result;
+use crate::ops::norm::params::BatchNormParams;
 use crate::ops::on_cuda::{
     operand, operand_mut, output, require_f32, zeroed_output, Operand, NULL,
 };

@@ -24,6 +24,8 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+pub mod params;
 
 use crate::autograd::{no_grad, GradFn};
 use crate::error::{Error, Result};

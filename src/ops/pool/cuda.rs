@@ -7,9 +7,9 @@
 
 use super::PoolPlan;
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::Pool2dParams;
 use crate::error::Result;
 use crate::ops::on_cuda::{operand, operands, output, require_f32};
+use crate::ops::pool::params::Pool2dParams;
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "pool";

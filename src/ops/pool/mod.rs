@@ -20,6 +20,8 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+pub mod params;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};

@@ -11,9 +11,9 @@
 
 use super::cpu::ReduceOp;
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::{RowParams, StridedReduceParams};
 use crate::error::Result;
 use crate::ops::on_cuda::{operand, output, require_f32, Operand};
+use crate::ops::reduce::params::{RowParams, StridedReduceParams};
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "reduce";

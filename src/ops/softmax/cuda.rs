@@ -3,9 +3,9 @@
 //! max, sum of exponentials, write).
 
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::RowParams;
 use crate::error::Result;
 use crate::ops::on_cuda::{operand, output, require_f32};
+use crate::ops::reduce::params::RowParams;
 use crate::tensor::Tensor;
 
 /// (Log-)softmax of every row of `x` (contiguous, last dim the row),

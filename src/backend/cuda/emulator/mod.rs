@@ -30,15 +30,11 @@
 //!   means they depend on thread order (a missing `__syncthreads`, a
 //!   non-deterministic atomic) and is an error.
 
-#[cfg(test)]
-mod family_tests;
 mod ffi;
-#[cfg(test)]
-mod kernel_tests;
 mod launch;
 mod memory;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use launch::{LaunchOptions, LaunchReport};
 

@@ -6,12 +6,12 @@ use crate::backend::cuda::driver::{pod_bytes, pod_bytes_mut, KernelArg, Pod};
 use crate::error::Result;
 
 /// The emulator.
-pub(super) fn emu() -> &'static Emulator {
+pub(crate) fn emu() -> &'static Emulator {
     Emulator::global()
 }
 
 /// Clamped grids and the race check on, whatever the environment says.
-pub(super) fn strict() -> LaunchOptions {
+pub(crate) fn strict() -> LaunchOptions {
     LaunchOptions {
         max_grid: 3,
         race_check: true,
@@ -20,12 +20,12 @@ pub(super) fn strict() -> LaunchOptions {
 
 /// The bytes of a kernel argument (a params struct, a number or a device
 /// pointer).
-pub(super) fn bytes_of<T: KernelArg>(v: &T) -> &[u8] {
+pub(crate) fn bytes_of<T: KernelArg>(v: &T) -> &[u8] {
     v.arg_bytes()
 }
 
 /// A device copy of `data`.
-pub(super) fn upload<T: Pod>(data: &[T]) -> u64 {
+pub(crate) fn upload<T: Pod>(data: &[T]) -> u64 {
     let bytes = pod_bytes(data);
     let ptr = emu().alloc(bytes.len()).unwrap();
     emu().copy_htod(ptr, bytes).unwrap();
@@ -33,14 +33,14 @@ pub(super) fn upload<T: Pod>(data: &[T]) -> u64 {
 }
 
 /// `n` values of `T` read from device address `ptr`.
-pub(super) fn download<T: Pod>(ptr: u64, n: usize) -> Vec<T> {
+pub(crate) fn download<T: Pod>(ptr: u64, n: usize) -> Vec<T> {
     let mut out = vec![T::default(); n];
     emu().copy_dtoh(ptr, pod_bytes_mut(&mut out)).unwrap();
     out
 }
 
 /// Launches `name` with `strict()` options; `args` are the argument bytes.
-pub(super) fn run(
+pub(crate) fn run(
     name: &str,
     grid: (u32, u32, u32),
     block: (u32, u32, u32),

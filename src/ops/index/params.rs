@@ -1,6 +1,6 @@
 //! Arguments of the indexing kernels (`kernels/index.cu`).
 
-use super::MAX_DIMS;
+use crate::backend::cuda::launch::MAX_DIMS;
 use crate::error::{Error, Result};
 use std::mem::size_of;
 
@@ -123,3 +123,9 @@ impl GatherParams {
         Ok(p)
     }
 }
+
+// Safety: #[repr(C)], plain integers and floats with no padding (sizes
+// asserted above), mirroring the kernel's struct.
+unsafe impl crate::backend::cuda::driver::KernelArg for IndexCheckParams {}
+unsafe impl crate::backend::cuda::driver::KernelArg for IndexSelectParams {}
+unsafe impl crate::backend::cuda::driver::KernelArg for GatherParams {}

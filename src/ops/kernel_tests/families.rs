@@ -1,12 +1,13 @@
 //! One or more kernels of each remaining family on the emulated GPU (clamped
 //! grids, strict sync, race check), against direct Rust references.
 
-use super::tests::{bytes_of, download, emu, run, upload};
+use crate::backend::cuda::emulator::tests::{bytes_of, download, emu, run, upload};
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::{
-    BatchNormParams, Im2colParams, Pool2dParams, RowParams, StridedReduceParams,
-};
 use crate::ground::Layout;
+use crate::ops::conv::params::Im2colParams;
+use crate::ops::norm::params::BatchNormParams;
+use crate::ops::pool::params::Pool2dParams;
+use crate::ops::reduce::params::{RowParams, StridedReduceParams};
 use cudarc::driver::LaunchConfig;
 
 /// Deterministic values in [-2, 2) with some exact ties.

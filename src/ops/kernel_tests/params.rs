@@ -1,6 +1,10 @@
 //! Unit tests of the argument structs: offsets, merged dims, sizes.
-use super::*;
 use crate::ground::Layout;
+use crate::ops::conv::params::Im2colParams;
+use crate::ops::elementwise::params::ElementwiseParams;
+use crate::ops::index::params::{GatherParams, IndexSelectParams};
+use crate::ops::norm::params::BatchNormParams;
+use crate::ops::reduce::params::StridedReduceParams;
 
 /// The offset of element `i` (row-major in the params' shape) of
 /// operand `k`, the way the kernel's `operand_offset` computes it.

@@ -100,3 +100,7 @@ impl Im2colParams {
         self
     }
 }
+
+// Safety: #[repr(C)], plain integers and floats with no padding (sizes
+// asserted above), mirroring the kernel's struct.
+unsafe impl crate::backend::cuda::driver::KernelArg for Im2colParams {}

@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::ground::{checked_numel, collapse_dims, Layout};
 use std::mem::size_of;
 
-use super::MAX_DIMS;
+use crate::backend::cuda::launch::MAX_DIMS;
 
 /// Arguments of the elementwise kernels (`kernels/elementwise.cu`): the
 /// output shape and, for up to 3 operands, the strides and offset of each
@@ -122,3 +122,7 @@ impl ElementwiseParams {
         self
     }
 }
+
+// Safety: #[repr(C)], plain integers and floats with no padding (sizes
+// asserted above), mirroring the kernel's struct.
+unsafe impl crate::backend::cuda::driver::KernelArg for ElementwiseParams {}

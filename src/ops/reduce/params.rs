@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::ground::Layout;
 use std::mem::size_of;
 
-use super::MAX_DIMS;
+use crate::backend::cuda::launch::MAX_DIMS;
 
 /// Arguments of the row kernels of `kernels/reduce.cu`: `rows × cols`,
 /// row `r` starting at `r · row_stride`.
@@ -114,3 +114,8 @@ impl StridedReduceParams {
         Ok(p)
     }
 }
+
+// Safety: #[repr(C)], plain integers and floats with no padding (sizes
+// asserted above), mirroring the kernel's struct.
+unsafe impl crate::backend::cuda::driver::KernelArg for RowParams {}
+unsafe impl crate::backend::cuda::driver::KernelArg for StridedReduceParams {}

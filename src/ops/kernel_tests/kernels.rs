@@ -1,9 +1,11 @@
 //! ferrite's real kernels on the emulated GPU, launched with the shapes of
 //! `launch.rs` and compared with simple Rust references.
 
-use super::tests::{bytes_of, download, emu, run, upload};
+use crate::backend::cuda::emulator::tests::{bytes_of, download, emu, run, upload};
 use crate::backend::cuda::launch;
-use crate::backend::cuda::params::{ElementwiseParams, GemmParams, RowParams};
+use crate::ops::elementwise::params::ElementwiseParams;
+use crate::ops::matmul::params::GemmParams;
+use crate::ops::reduce::params::RowParams;
 use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 
@@ -21,7 +23,11 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Runs `name` with a launch config of `launch.rs`.
-fn run_config(name: &str, c: LaunchConfig, args: &[&[u8]]) -> super::LaunchReport {
+fn run_config(
+    name: &str,
+    c: LaunchConfig,
+    args: &[&[u8]],
+) -> crate::backend::cuda::emulator::LaunchReport {
     run(name, c.grid_dim, c.block_dim, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -306,9 +312,9 @@ fn emulated_speed() {
     use std::time::Instant;
     let time = |name: &str, c: LaunchConfig, args: &[&[u8]]| {
         for race_check in [true, false] {
-            let options = super::LaunchOptions {
+            let options = crate::backend::cuda::emulator::LaunchOptions {
                 race_check,
-                ..super::tests::strict()
+                ..crate::backend::cuda::emulator::tests::strict()
             };
             let start = Instant::now();
             let reps = 5;

@@ -36,3 +36,7 @@ pub struct Pool2dParams {
     pub _unused: i32,
 }
 const _: () = assert!(size_of::<Pool2dParams>() == 96);
+
+// Safety: #[repr(C)], plain integers and floats with no padding (sizes
+// asserted above), mirroring the kernel's struct.
+unsafe impl crate::backend::cuda::driver::KernelArg for Pool2dParams {}

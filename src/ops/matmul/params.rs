@@ -64,3 +64,7 @@ impl GemmParams {
         }
     }
 }
+
+// Safety: #[repr(C)], plain integers and floats with no padding (sizes
+// asserted above), mirroring the kernel's struct.
+unsafe impl crate::backend::cuda::driver::KernelArg for GemmParams {}

@@ -47,3 +47,7 @@ impl BatchNormParams {
         })
     }
 }
+
+// Safety: #[repr(C)], plain integers and floats with no padding (sizes
+// asserted above), mirroring the kernel's struct.
+unsafe impl crate::backend::cuda::driver::KernelArg for BatchNormParams {}
