@@ -317,6 +317,11 @@ fn moving_between_devices_is_explicit() {
         );
         // Printing downloads, and prints what the CPU prints.
         assert_eq!(format!("{d}"), format!("{x}"));
+        // A contiguous view at an offset downloads just its elements.
+        assert_eq!(
+            d.narrow(0, 1, 2).unwrap().to_vec::<f32>().unwrap(),
+            x.narrow(0, 1, 2).unwrap().to_vec::<f32>().unwrap()
+        );
         // Mixing devices is an error, never a silent copy.
         let err = d.add(&x).unwrap_err();
         assert!(matches!(err, Error::DeviceMismatch { .. }), "{err:?}");

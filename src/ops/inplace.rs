@@ -81,9 +81,6 @@ fn assign_on_device(dst: &Tensor, src: &Tensor) -> Result<()> {
     let to = operand(OP, dst)?;
     let size = dst.dtype().size_in_bytes();
     let _write = dst.storage_mut();
-    to.dev.copy_on_device(
-        to.ptr + (dst.layout().offset() * size) as u64,
-        from.ptr,
-        dst.numel() * size,
-    )
+    to.dev
+        .copy_on_device(to.at(dst), from.ptr, dst.numel() * size)
 }

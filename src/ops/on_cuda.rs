@@ -22,7 +22,12 @@ pub(crate) struct Operand {
 /// The device operand of `t`, or an error naming `op` when `t` is not on a
 /// CUDA device.
 pub(crate) fn operand(op: &'static str, t: &Tensor) -> Result<Operand> {
-    match &*t.storage() {
+    device_buffer(op, &t.storage())
+}
+
+/// The device and buffer address of storage `s`.
+fn device_buffer(op: &'static str, s: &Storage) -> Result<Operand> {
+    match s {
         Storage::Cuda(s) => Ok(Operand {
             dev: s.device().clone(),
             ptr: s.buffer().ptr(),
@@ -46,16 +51,7 @@ impl Operand {
 /// counts as an in-place modification of `t` (bumps its version, so a
 /// graph that saved `t` earlier refuses to use the changed values).
 pub(crate) fn operand_mut(op: &'static str, t: &Tensor) -> Result<Operand> {
-    match &*t.storage_mut() {
-        Storage::Cuda(s) => Ok(Operand {
-            dev: s.device().clone(),
-            ptr: s.buffer().ptr(),
-        }),
-        Storage::Cpu(_) => Err(Error::invalid(
-            op,
-            "the CUDA kernel was given a CPU tensor (a bug in the op's device dispatch)",
-        )),
-    }
+    device_buffer(op, &t.storage_mut())
 }
 
 /// The null device pointer, for an optional kernel argument left out.

@@ -423,20 +423,20 @@ impl Tensor {
         let c = self.contiguous()?;
         let span = c.layout().offset()..c.layout().offset() + c.numel();
         let guard = c.storage();
-        let slice = |s: &CpuStorage| -> Result<Vec<T>> {
+        let slice = |s: &CpuStorage, span: std::ops::Range<usize>| -> Result<Vec<T>> {
             let v = T::slice(s).ok_or(Error::DTypeMismatch {
                 op: "to_vec",
                 lhs: s.dtype(),
                 rhs: T::DTYPE,
             })?;
-            Ok(v[span.clone()].to_vec())
+            Ok(v[span].to_vec())
         };
         match &*guard {
-            Storage::Cpu(s) => slice(s),
-            // A device tensor is downloaded: asking for its values is the
-            // explicit request to copy them to the host.
+            Storage::Cpu(s) => slice(s, span),
+            // A device tensor is downloaded (only the view's elements):
+            // asking for its values is the explicit request to copy them.
             #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => slice(&s.download()?),
+            Storage::Cuda(s) => slice(&s.download_range(span.clone())?, 0..span.len()),
         }
     }
 

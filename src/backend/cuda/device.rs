@@ -6,9 +6,7 @@ use super::allocator::{AllocatorStats, CachingAllocator};
 use super::buffer::{lock, CudaBuffer, DriverMemory, SharedAllocator};
 use super::driver::gpu::GpuDriver;
 use super::driver::{pod_bytes, pod_bytes_mut, Driver, KernelArg, Pod};
-#[cfg(not(feature = "cuda-emulator"))]
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ground::Device;
 use cudarc::driver::LaunchConfig;
 use std::collections::HashMap;
@@ -157,9 +155,24 @@ impl CudaDevice {
     /// The first `count` elements of `buf` as `T`, once every queued
     /// operation has finished.
     pub fn download<T: Pod>(&self, buf: &CudaBuffer, count: usize) -> Result<Vec<T>> {
-        buf.check_holds::<T>("CudaDevice::download", "the buffer", count)?;
+        self.download_at(buf, 0, count)
+    }
+
+    /// Elements `start..start + count` of `buf` as `T`, once every queued
+    /// operation has finished.
+    pub fn download_at<T: Pod>(
+        &self,
+        buf: &CudaBuffer,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<T>> {
+        let end = start
+            .checked_add(count)
+            .ok_or_else(|| Error::invalid("CudaDevice::download", "the element range overflows"))?;
+        buf.check_holds::<T>("CudaDevice::download", "the buffer", end)?;
         let mut host = crate::backend::cpu::pool::take_zeroed::<T>(count)?;
-        self.driver.copy_dtoh(buf.ptr(), pod_bytes_mut(&mut host))?;
+        let from = buf.ptr() + (start * std::mem::size_of::<T>()) as u64;
+        self.driver.copy_dtoh(from, pod_bytes_mut(&mut host))?;
         Ok(host)
     }
 

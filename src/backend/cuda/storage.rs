@@ -66,14 +66,25 @@ impl CudaStorage {
 
     /// A host copy of the elements (waits for the device).
     pub fn download(&self) -> Result<CpuStorage> {
-        let (d, b, n) = (&self.device, &self.buffer, self.len);
+        self.download_range(0..self.len)
+    }
+
+    /// A host copy of the elements in `range` (waits for the device).
+    pub fn download_range(&self, range: std::ops::Range<usize>) -> Result<CpuStorage> {
+        if range.start > range.end || range.end > self.len {
+            return Err(Error::invalid(
+                "CudaStorage::download_range",
+                format!("range {range:?} outside {} elements", self.len),
+            ));
+        }
+        let (d, b, at, n) = (&self.device, &self.buffer, range.start, range.len());
         Ok(match self.dtype {
-            DType::F32 => CpuStorage::F32(d.download(b, n)?),
-            DType::F64 => CpuStorage::F64(d.download(b, n)?),
-            DType::BF16 => CpuStorage::BF16(d.download(b, n)?),
-            DType::F16 => CpuStorage::F16(d.download(b, n)?),
-            DType::I64 => CpuStorage::I64(d.download(b, n)?),
-            DType::U8 => CpuStorage::U8(d.download(b, n)?),
+            DType::F32 => CpuStorage::F32(d.download_at(b, at, n)?),
+            DType::F64 => CpuStorage::F64(d.download_at(b, at, n)?),
+            DType::BF16 => CpuStorage::BF16(d.download_at(b, at, n)?),
+            DType::F16 => CpuStorage::F16(d.download_at(b, at, n)?),
+            DType::I64 => CpuStorage::I64(d.download_at(b, at, n)?),
+            DType::U8 => CpuStorage::U8(d.download_at(b, at, n)?),
         })
     }
 

@@ -42,7 +42,7 @@ fn im2col(dev: &Arc<CudaDevice>, x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let xd = operand(OP, x)?;
     let rows = g.c_in * g.kh * g.kw;
     let (col, c) = output(OP, dev, DType::F32, &[rows, g.n * g.oh * g.ow])?;
-    let from = xd.ptr + (x.layout().offset() * 4) as u64;
+    let from = xd.at(x);
     dev.launch(
         "conv",
         "im2col_fwd_f32",
@@ -54,7 +54,7 @@ fn im2col(dev: &Arc<CudaDevice>, x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
 
 /// Address of element `i` of the contiguous f32 tensor `t`.
 fn at(t: &Tensor, i: usize) -> Result<u64> {
-    Ok(operand(OP, t)?.ptr + ((t.layout().offset() + i) * 4) as u64)
+    Ok(operand(OP, t)?.at(t) + (i * 4) as u64)
 }
 
 /// The forward convolution of `x` by `w` (both f32 on one device), without

@@ -58,11 +58,6 @@ fn as_f32(op: &'static str, t: &Tensor) -> Result<Tensor> {
     t.contiguous()
 }
 
-/// The address of the first element of the contiguous f32 view `t`.
-fn address(base: DevicePtr, t: &Tensor) -> DevicePtr {
-    base + (t.layout().offset() * 4) as DevicePtr
-}
-
 /// A device flag holding `u64::MAX`, for the kernels to lower to the first
 /// invalid target index.
 fn new_flag(dev: &CudaDevice) -> Result<crate::backend::cuda::CudaBuffer> {
@@ -116,14 +111,7 @@ pub(super) fn mask(
         FAMILY,
         "plm_mask_fwd_f32",
         launch::philox_blocks(numel),
-        &[
-            &params,
-            &address(yd.ptr, &y),
-            pos.arg(),
-            neg.arg(),
-            &m,
-            flag.arg(),
-        ],
+        &[&params, &yd.at(&y), pos.arg(), neg.arg(), &m, flag.arg()],
     )?;
     check_flag(op, &dev, &flag, &y, keep_pos.len())?;
     out.to_dtype(targets.dtype())
@@ -147,7 +135,7 @@ pub(super) fn count(
         classes: h.classes as i64,
         n_bins: h.n_bins as i64,
     };
-    let (pa, ya) = (address(pd.ptr, &p), address(yd.ptr, &y));
+    let (pa, ya) = (pd.at(&p), yd.at(&y));
     let flag = new_flag(&dev)?;
     let cfg = launch::elementwise(numel);
     dev.launch(

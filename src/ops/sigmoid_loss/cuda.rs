@@ -103,9 +103,7 @@ fn launch_values(
     }
     let ds = operands(op, ts)?;
     let dev = ds[0].dev.clone();
-    // Contiguous operands: each address is the buffer plus the view's offset.
-    let [z, y, w, pw, dy]: [DevicePtr; 5] =
-        std::array::from_fn(|k| ds[k].ptr + (ts[k].layout().offset() * 4) as DevicePtr);
+    let [z, y, w, pw, dy]: [DevicePtr; 5] = std::array::from_fn(|k| ds[k].at(ts[k]));
     let params = SigmoidLossParams::new(formula, x);
     let n = x.logits.numel();
     let (out, o) = output(op, &dev, DType::F32, x.logits.shape())?;

@@ -30,7 +30,7 @@ pub(super) fn softmax_rows(x: &Tensor, log: bool) -> Result<Tensor> {
         cols: cols as i64,
         row_stride: cols as i64,
     };
-    let ptr = a.ptr + (x.layout().offset() * 4) as u64;
+    let ptr = a.at(x);
     let entry = if log {
         "log_softmax_fwd_f32"
     } else {

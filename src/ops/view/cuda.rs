@@ -25,7 +25,7 @@ pub(super) fn cat(tensors: &[Tensor], d: usize, shape: &[usize]) -> Result<Tenso
         let block = t.detach().permute(&order)?.contiguous()?;
         let src = operand(OP, &block)?;
         let bytes = block.numel() * size;
-        let from = src.ptr + (block.layout().offset() * size) as u64;
+        let from = src.at(&block);
         src.dev.copy_on_device(base + at as u64, from, bytes)?;
         at += bytes;
     }
