@@ -413,3 +413,44 @@ fn a_plm_resnet8_run_matches_the_cpu_loss_curve_and_rhat() {
         );
     }
 }
+
+#[test]
+fn cifar_resnet18_forward_and_backward_match_the_cpu() {
+    use ferrite::nn::resnet::resnet18_cifar;
+    for device in devices() {
+        let config = resnet18_cifar(3, 10);
+        let cpu = ResNet::new(&config, &mut StdRng::seed_from_u64(31)).unwrap();
+        let mut dev = ResNet::new(&config, &mut StdRng::seed_from_u64(31)).unwrap();
+        dev.to_device(device).unwrap();
+        // 16×16 leaves 2×2 planes in the last stage: batch norm over 8
+        // values per channel (over 2, it would amplify rounding noise).
+        let side = 16 * scale();
+        let x = uniform(&[2, 3, side, side], (-1.0, 1.0), 32);
+        let w = uniform(&[2, 10], (-1.0, 1.0), 33);
+        let run = |m: &ResNet, on: Device| {
+            let y = m.forward(&x.to_device(on).unwrap()).unwrap();
+            let l = y.mul(&w.to_device(on).unwrap()).unwrap().sum_all().unwrap();
+            let grads = l.backward().unwrap();
+            let g: Vec<Vec<f64>> = nn::parameters(m)
+                .iter()
+                .map(|p| values(grads.get(p).expect("a gradient for every parameter")))
+                .collect();
+            (values(&y), g)
+        };
+        let (y_cpu, g_cpu) = run(&cpu, Device::Cpu);
+        let (y_dev, g_dev) = run(&dev, device);
+        assert_close("ResNet-18 logits", &y_dev, &y_cpu, Tol(1e-4, 1e-3));
+        let names = nn::named_parameters(&cpu);
+        for ((d, c), (name, _)) in g_dev.iter().zip(&g_cpu).zip(&names) {
+            // Batch norm over few elements amplifies rounding differences;
+            // relative to each gradient's own scale.
+            let scale = c.iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert_close(
+                &format!("gradient of {name}"),
+                d,
+                c,
+                Tol(1e-3 * scale, 1e-3),
+            );
+        }
+    }
+}
