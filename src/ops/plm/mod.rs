@@ -91,7 +91,13 @@ pub(crate) fn mask(
             ),
         ));
     }
-    targets.check_same_device(op, keep)?;
+    if targets.device() != keep.device() {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: targets.device(),
+            rhs: keep.device(),
+        });
+    }
     match targets.device() {
         Device::Cpu => {
             let _ = check; // the host reads the targets, so checks at once
