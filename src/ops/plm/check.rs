@@ -17,6 +17,7 @@ pub(crate) enum TargetCheck<'a> {
     /// At once: the op waits for the device and fails on bad targets.
     Now,
     /// Queued in the given list, read by [`TargetChecks::finish`].
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     Later(&'a mut TargetChecks),
 }
 
@@ -36,6 +37,7 @@ struct PendingCheck {
     flag: Tensor,
 }
 
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 /// A fresh flag on `device` holding all ones (`u64::MAX`, i.e. -1 as i64).
 pub(crate) fn new_flag(device: Device) -> Result<Tensor> {
     Tensor::full_on(&[1], -1.0, DType::I64, device)
@@ -47,6 +49,7 @@ pub(crate) fn first_bad(value: i64) -> Option<usize> {
 }
 
 impl TargetChecks {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     /// Queues `flag`, lowered by a kernel checking `what` (rows of
     /// `classes` targets).
     pub(crate) fn push(&mut self, what: String, classes: usize, flag: Tensor) {
