@@ -172,8 +172,9 @@ fn reference_gemm(a: &[f32], b: &[f32], batch: usize, m: usize, k: usize, n: usi
 
 #[test]
 fn sgemm_covers_edge_tiles_and_batches() {
-    // 4 × 3 tiles of 128 × 128 and 4 batch items, on a grid clamped to 3.
-    let (batch, m, k, n) = (4, 300, 37, 257);
+    // 5 × 3 tiles of 128 × 128 and 4 batch items, on a grid clamped to 3 in
+    // every dimension (each one a grid-stride loop).
+    let (batch, m, k, n) = (4, 300, 37, 520);
     let (a, b) = (noise(batch * m * k, 4), noise(batch * k * n, 5));
     let (ad, bd, cd) = (upload(&a), upload(&b), upload(&vec![0f32; batch * m * n]));
     let p = GemmParams::row_major(batch, m, k, n);
@@ -193,7 +194,8 @@ fn sgemm_covers_edge_tiles_and_batches() {
 
 #[test]
 fn tensor_core_gemms_follow_the_mma_fragment_layout() {
-    let (batch, m, k, n) = (2, 70, 40, 72);
+    // 2 × 4 tiles of 64 × 64 (more column tiles than the clamped grid has).
+    let (batch, m, k, n) = (2, 70, 40, 200);
     let a32 = noise(batch * m * k, 6);
     let b32 = noise(batch * k * n, 7);
     for (kernel, to_bits, from_bits) in [
