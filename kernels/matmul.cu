@@ -117,6 +117,8 @@ gemm_fwd_f32(GemmParams p, const float* a, const float* b, float* c) {
 // ---------------------------------------------------------------- bf16 / f16 tensor cores
 // Half-precision GEMM on tensor cores with f32 accumulation, through the PTX
 // instruction `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}` (sm_80+).
+// The output is written in the input type, or in f32 (`gemm_fwd_bf16_to_f32`,
+// mixed precision); only the epilogue differs.
 //
 // A block of 128 threads (4 warps, 2×2) computes a 64×64 tile of C; each
 // warp owns a 32×32 sub-tile, i.e. 2×4 mma tiles of 16×8, and keeps their
@@ -174,8 +176,11 @@ __device__ __forceinline__ void mma_16x8x16(float d[4], const u32 a[4], const u3
 #endif
 }
 
-template <typename T, bool BF16>
-__device__ __forceinline__ void gemm_tensor_core(const GemmParams& p, const T* a, const T* b, T* c) {
+// The tensor-core GEMM: inputs of type T (bf16 when BF16, else f16), f32
+// accumulators, and an output of type TOut (T itself, or f32 for a
+// mixed-precision product whose output keeps the accumulators' precision).
+template <typename T, typename TOut, bool BF16>
+__device__ __forceinline__ void gemm_tensor_core(const GemmParams& p, const T* a, const T* b, TOut* c) {
     __shared__ __align__(16) unsigned short As[TC_BM][TC_BK + TC_PAD];
     __shared__ __align__(16) unsigned short Bt[TC_BN][TC_BK + TC_PAD];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -187,7 +192,7 @@ __device__ __forceinline__ void gemm_tensor_core(const GemmParams& p, const T* a
     for (i64 batch = blockIdx.z; batch < p.batch; batch += gridDim.z) {
         const T* A = a + batch * p.a_batch;
         const T* B = b + batch * p.b_batch;
-        T* C = c + batch * p.c_batch;
+        TOut* C = c + batch * p.c_batch;
         for (i64 tile_m = blockIdx.y; tile_m < tiles_m; tile_m += gridDim.y) {
             for (i64 tile_n = blockIdx.x; tile_n < tiles_n; tile_n += gridDim.x) {
                 const i64 row0 = tile_m * TC_BM;
@@ -246,10 +251,10 @@ __device__ __forceinline__ void gemm_tensor_core(const GemmParams& p, const T* a
                             i64 gi = row0 + warp_m + 16 * i + g + (e >= 2 ? 8 : 0);
                             i64 gj = col0 + warp_n + 8 * j + 2 * t + (e & 1);
                             if (gi >= p.m || gj >= p.n) continue;
-                            T* out = C + gi * p.c_row + gj * p.c_col;
+                            TOut* out = C + gi * p.c_row + gj * p.c_col;
                             float v = p.alpha * acc[i][j][e];
                             if (p.beta != 0.0f) v += p.beta * to_f32(*out);
-                            *out = from_f32<T>(v);
+                            *out = from_f32<TOut>(v);
                         }
                     }
                 }
@@ -258,12 +263,23 @@ __device__ __forceinline__ void gemm_tensor_core(const GemmParams& p, const T* a
     }
 }
 
+// C = alpha·A·B + beta·C in bf16: bf16 operands, f32 accumulation, the
+// result rounded to bf16 once.
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
 gemm_fwd_bf16(GemmParams p, const bf16* a, const bf16* b, bf16* c) {
-    gemm_tensor_core<bf16, true>(p, a, b, c);
+    gemm_tensor_core<bf16, bf16, true>(p, a, b, c);
 }
 
+// The same in f16.
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
 gemm_fwd_f16(GemmParams p, const f16* a, const f16* b, f16* c) {
-    gemm_tensor_core<f16, false>(p, a, b, c);
+    gemm_tensor_core<f16, f16, false>(p, a, b, c);
+}
+
+// The mixed-precision product: bf16 operands, f32 accumulation and an f32
+// C (never rounded to bf16). Matmul and conv2d of f32 tensors under bf16
+// autocast run here on bf16 copies of their operands.
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+gemm_fwd_bf16_to_f32(GemmParams p, const bf16* a, const bf16* b, float* c) {
+    gemm_tensor_core<bf16, float, true>(p, a, b, c);
 }
