@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::plm::{Divergence, PlmConfig, RhatInit};
+use crate::Precision;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -340,6 +341,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Decision threshold of the multi-label metrics.
     pub threshold: f64,
+    /// Precision of the products inside convolutions and linear layers:
+    /// f32, or bf16 inputs with f32 accumulation (see [`crate::autocast`]).
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -356,6 +360,7 @@ impl TrainConfig {
             batch_size: 128,
             seed: 0,
             threshold: 0.5,
+            precision: Precision::F32,
         }
     }
 
@@ -391,6 +396,7 @@ impl TrainConfig {
             },
             "epochs": self.epochs, "batch_size": self.batch_size,
             "seed": self.seed, "threshold": self.threshold,
+            "precision": self.precision.to_string(),
         })
     }
 
@@ -450,6 +456,11 @@ impl TrainConfig {
             batch_size: r.usize("batch_size")?,
             seed: r.u64("seed")?,
             threshold: r.f64("threshold")?,
+            // Runs saved before mixed precision existed trained in f32.
+            precision: match v.get("precision") {
+                None => Precision::F32,
+                Some(_) => r.str("precision")?.parse()?,
+            },
         };
         config.validate()?;
         Ok(config)

@@ -376,9 +376,12 @@ impl Trainer {
                 ),
                 None => None,
             };
-            let logits = self.model.forward(&x)?;
-            let loss = self.objective.loss(&logits, &targets, labels.as_ref())?;
-            let mut grads = loss.backward()?;
+            let (loss, mut grads) = crate::autocast(self.config.precision, || -> Result<_> {
+                let logits = self.model.forward(&x)?;
+                let loss = self.objective.loss(&logits, &targets, labels.as_ref())?;
+                let grads = loss.backward()?;
+                Ok((loss, grads))
+            })?;
             if let Some(max_norm) = self.config.optim.clip_grad_norm {
                 clip_grad_norm_(&mut grads, &params, max_norm)?;
             }
@@ -441,7 +444,7 @@ impl Trainer {
     pub fn evaluate(&mut self, dataset: &ImageDataset) -> Result<Evaluation> {
         let config = self.loader_config(false);
         evaluate_model(
-            self.device,
+            (self.device, self.config.precision),
             &mut self.model,
             &self.objective,
             dataset,
@@ -556,12 +559,12 @@ fn stored_config(ckpt: &TrainingCheckpoint, path: &Path) -> Result<TrainConfig> 
 /// The `op` of the error for a model whose outputs are not finite.
 const DIVERGED: &str = "training diverged";
 
-/// Scores `dataset` with `model` on `device` in evaluation mode (restoring
+/// Scores `dataset` with `model` on `device` at `precision` in evaluation mode (restoring
 /// training mode afterwards) and computes its metrics; only the scores are
 /// downloaded. Scores that are not finite (a diverged model) are an error
 /// saying so.
 fn evaluate_model(
-    device: Device,
+    (device, precision): (Device, crate::Precision),
     model: &mut ResNet,
     objective: &Objective,
     dataset: &ImageDataset,
@@ -575,7 +578,8 @@ fn evaluate_model(
     model.set_training(false);
     let scored = crate::no_grad(|| -> Result<()> {
         for batch in loader.epoch(0) {
-            let logits = model.forward(&batch?.x.to_device(device)?)?;
+            let x = batch?.x.to_device(device)?;
+            let logits = crate::autocast(precision, || model.forward(&x))?;
             scores.extend(objective.scores(&logits)?.to_vec::<f32>()?);
         }
         Ok(())

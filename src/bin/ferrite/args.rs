@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// Images per batch
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
+    /// Precision of convolutions and linear layers: f32, or bf16 (bf16
+    /// inputs on tensor cores, f32 accumulation and f32 master weights)
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Decision threshold of the multi-label metrics
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
@@ -145,6 +149,7 @@ impl RunArgs {
         c.epochs = self.epochs;
         c.batch_size = self.batch_size;
         c.threshold = self.threshold;
+        c.precision = self.precision.parse()?;
         let o = &mut c.optim;
         o.kind = self.optimizer.parse::<OptimizerKind>()?;
         o.lr = self.lr;
