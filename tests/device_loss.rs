@@ -181,16 +181,33 @@ fn invalid_targets_are_refused_on_every_device() {
     let mut y = targets(3, 4, 7, true).to_vec::<f32>().unwrap();
     y[6] = 1.5;
     let y = Tensor::from_vec(y, &[3, 4]).unwrap();
-    for device in std::iter::once(Device::Cpu).chain(devices()) {
-        let (zd, yd) = (z.to_device(device).unwrap(), y.to_device(device).unwrap());
-        let err = bce_with_logits(&zd, &yd, None, Reduction::Mean).unwrap_err();
+    let refused = |err: Error, on: &str| {
         let msg = err.to_string();
         assert!(
             matches!(err, Error::InvalidArgument { .. })
                 && msg.contains("1.5")
                 && msg.contains("flat index 6"),
-            "{device:?}: {msg}"
+            "{on}: {msg}"
         );
+    };
+    // On the host, at once.
+    refused(
+        bce_with_logits(&z, &y, None, Reduction::Mean).unwrap_err(),
+        "cpu",
+    );
+    for device in devices() {
+        // On a device the kernel's check is read where the host next waits
+        // for the device (as CUDA reports kernel errors): the loss is
+        // queued, and reading it is the error.
+        let (zd, yd) = (z.to_device(device).unwrap(), y.to_device(device).unwrap());
+        let loss = bce_with_logits(&zd, &yd, None, Reduction::Mean).unwrap();
+        // Another thread's downloads do not see this thread's error.
+        std::thread::scope(|s| {
+            s.spawn(|| zd.to_vec::<f32>().expect("another thread is not affected"));
+        });
+        refused(loss.to_vec::<f32>().unwrap_err(), &format!("{device:?}"));
+        // Reported once: the device is usable afterwards.
+        assert_eq!(loss.to_vec::<f32>().unwrap().len(), 1);
     }
 }
 

@@ -24,6 +24,24 @@ pub struct CudaDevice {
     driver: Arc<dyn Driver>,
     pool: SharedAllocator,
     transfers: TransferCounters,
+    /// Identifies this device in each thread's queue of deferred checks.
+    id: u64,
+}
+
+/// A check that a kernel made on the device (a one-element u64 flag it
+/// lowered from `u64::MAX` when it found bad input), read at the next
+/// download or synchronisation instead of at once.
+struct DeferredCheck {
+    device: u64,
+    flag: CudaBuffer,
+    report: Box<dyn FnOnce(u64) -> Error>,
+}
+
+thread_local! {
+    /// The checks queued by this thread's ops, on every device: a failed
+    /// check is reported to the thread whose op queued it, never to
+    /// another thread that happens to download from the same device.
+    static DEFERRED: std::cell::RefCell<Vec<DeferredCheck>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How many copies between host and device a [`CudaDevice`] has made, and
@@ -106,6 +124,10 @@ impl CudaDevice {
             driver,
             pool,
             transfers: TransferCounters::default(),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         }
     }
 
@@ -142,7 +164,55 @@ impl CudaDevice {
     /// Waits until every queued kernel and copy has finished.
     pub fn synchronize(&self) -> Result<()> {
         bump(&self.transfers.synchronizations, 1);
-        self.driver.synchronize()
+        self.driver.synchronize()?;
+        self.check_deferred()
+    }
+
+    /// Queues a kernel's input check: `flag` holds `u64::MAX` unless the
+    /// kernel found bad input, and `report(value)` then builds the error.
+    /// The flag is read at this thread's next download from this device or
+    /// [`synchronize`](Self::synchronize) (where the host waits for the
+    /// device anyway) and the error is returned from that call, as CUDA
+    /// reports a kernel's errors asynchronously. So an op with such a
+    /// check (the sigmoid losses' target check) never makes the host wait
+    /// for the GPU.
+    pub fn defer_check(&self, flag: CudaBuffer, report: impl FnOnce(u64) -> Error + 'static) {
+        DEFERRED.with(|q| {
+            q.borrow_mut().push(DeferredCheck {
+                device: self.id,
+                flag,
+                report: Box::new(report),
+            })
+        });
+    }
+
+    /// Reads every check this thread queued on this device (see
+    /// [`defer_check`](Self::defer_check)): the first that failed is the
+    /// error (the others are dropped).
+    pub fn check_deferred(&self) -> Result<()> {
+        let pending: Vec<DeferredCheck> = DEFERRED.with(|q| {
+            let mut q = q.borrow_mut();
+            let (mine, others) = std::mem::take(&mut *q)
+                .into_iter()
+                .partition(|c| c.device == self.id);
+            *q = others;
+            mine
+        });
+        let mut failed = None;
+        for check in pending {
+            let mut value = [0u64];
+            self.driver
+                .copy_dtoh(check.flag.ptr(), pod_bytes_mut(&mut value))?;
+            if value[0] != u64::MAX && failed.is_none() {
+                failed = Some((check.report, value[0]));
+            }
+        }
+        // Reported once the queue is released: a report may download (the
+        // value that failed), which reads the queue again.
+        match failed {
+            Some((report, value)) => Err(report(value)),
+            None => Ok(()),
+        }
     }
 
     /// The copies and waits so far (see [`TransferStats`]).
@@ -230,6 +300,7 @@ impl CudaDevice {
             std::mem::size_of_val(&host[..]) as u64,
         );
         self.driver.copy_dtoh(from, pod_bytes_mut(&mut host))?;
+        self.check_deferred()?;
         Ok(host)
     }
 

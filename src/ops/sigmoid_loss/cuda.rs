@@ -90,7 +90,7 @@ fn stem(formula: &Formula<f64>) -> &'static str {
 }
 
 /// The per-element values (`derivative` false, with the targets check,
-/// whose flag is read back) or derivatives.
+/// read at the device's next download) or derivatives.
 fn launch_values(
     op: &'static str,
     formula: &Formula<f64>,
@@ -121,13 +121,21 @@ fn launch_values(
         cfg,
         &[&params, &z, &y, &w, &pw, &dy, &o, flag.arg()],
     )?;
-    let first_bad = dev.download::<u64>(&flag, 1)?[0];
-    if first_bad != u64::MAX {
+    // Read at the next download (see `CudaDevice::defer_check`), so that a
+    // training step does not wait for the device here.
+    let targets = x.targets.detach();
+    dev.defer_check(flag, move |first_bad| {
         // The error path only: fetch the offending value for the message.
         let i = first_bad as usize;
-        let value = x.targets.reshape(&[n])?.narrow(0, i, 1)?.to_f64_vec()?[0];
-        return Err(bad_target(op, i, value));
-    }
+        let value = targets
+            .reshape(&[n])
+            .and_then(|t| t.narrow(0, i, 1))
+            .and_then(|t| t.to_f64_vec());
+        match value {
+            Ok(v) => bad_target(op, i, v[0]),
+            Err(e) => e,
+        }
+    });
     Ok(out)
 }
 
