@@ -454,3 +454,59 @@ fn cifar_resnet18_forward_and_backward_match_the_cpu() {
         }
     }
 }
+
+/// A tiny PLM run of the trainer (MultiMNIST-LT from the repository's MNIST).
+fn tiny_run_config() -> ferrite::train::config::TrainConfig {
+    use ferrite::train::config::{DataConfig, DatasetKind, LossKind, TrainConfig};
+    let mut data = DataConfig::new(DatasetKind::MultiMnistLt);
+    data.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    data.train_size = 64;
+    data.test_size = 32;
+    let mut config = TrainConfig::new(data, "resnet8", LossKind::Plm);
+    config.stem = Some("imagenet".into());
+    config.epochs = 2;
+    config.batch_size = 32;
+    config.seed = 3;
+    config.loss.plm.lambda = 0.5;
+    config
+}
+
+#[test]
+fn a_run_resumed_on_the_device_continues_bit_identically() {
+    use ferrite::train::run::{Quiet, Trainer};
+    for device in devices() {
+        let dir = |name: &str| {
+            let d =
+                std::env::temp_dir().join(format!("ferrite-devrun-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            d
+        };
+        let (straight_dir, split_dir) = (dir("straight"), dir("split"));
+        let mut straight = Trainer::new_on(tiny_run_config(), &straight_dir, device).unwrap();
+        straight.run(&mut Quiet).unwrap();
+        let mut first = Trainer::new_on(tiny_run_config(), &split_dir, device).unwrap();
+        first.train_epoch(&mut Quiet).unwrap();
+        drop(first);
+        // Continuing on another device is allowed, with a warning.
+        let on_cpu = Trainer::resume_on(&split_dir, Device::Cpu).unwrap();
+        let warning = on_cpu.device_warning().expect("a warning");
+        assert!(warning.contains(&device.to_string()), "{warning}");
+        drop(on_cpu);
+        let mut resumed = Trainer::resume_on(&split_dir, device).unwrap();
+        assert_eq!(resumed.device_warning(), None, "same device: no warning");
+        resumed.run(&mut Quiet).unwrap();
+        for (a, b) in described(straight.model())
+            .iter()
+            .zip(described(resumed.model()))
+        {
+            assert_eq!((a.3, &a.4), (b.3, &b.4), "{}", a.0);
+        }
+        let (p, q) = (
+            straight.objective().plm().unwrap(),
+            resumed.objective().plm().unwrap(),
+        );
+        assert_eq!(p.rhat(), q.rhat());
+        let _ = std::fs::remove_dir_all(&straight_dir);
+        let _ = std::fs::remove_dir_all(&split_dir);
+    }
+}
