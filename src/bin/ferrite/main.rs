@@ -3,6 +3,8 @@
 //! and `bench` for the kernel benchmarks.
 
 mod args;
+#[cfg(feature = "cuda")]
+mod cuda_cmd;
 mod progress;
 
 use args::RunArgs;
@@ -108,6 +110,28 @@ enum Command {
         /// Also print where a training step's time goes, op by op
         #[arg(long)]
         profile: bool,
+    },
+    /// Compile every CUDA kernel family to a CUBIN for one architecture
+    /// (a prebuilt bundle, used at run time through FERRITE_CUDA_CUBIN_DIR)
+    #[cfg(feature = "cuda")]
+    CudaCompile {
+        /// Target architecture, e.g. sm_90 (H100/H200)
+        #[arg(long)]
+        arch: String,
+        /// Output folder
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Load every CUDA kernel on a device and check each launch
+    /// configuration against the kernel's register and shared-memory limits
+    #[cfg(feature = "cuda")]
+    CudaCheck {
+        /// Device: cuda or cuda:N
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -353,6 +377,12 @@ fn main() -> ExitCode {
             threads,
             buffer_cache_mib,
         ),
+        #[cfg(feature = "cuda")]
+        Command::CudaCompile { arch, out } => cuda_cmd::cuda_compile(&arch, &out),
+        #[cfg(feature = "cuda")]
+        Command::CudaCheck { device, json } => {
+            cuda_cmd::cuda_ordinal(&device).and_then(|n| cuda_cmd::cuda_check(n, json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
