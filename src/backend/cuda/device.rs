@@ -216,6 +216,12 @@ impl CudaDevice {
         lock(&self.pool).stats()
     }
 
+    /// Restarts the allocator's peak of bytes in use from the bytes in use
+    /// now.
+    pub fn reset_peak_memory(&self) {
+        lock(&self.pool).reset_peak();
+    }
+
     /// Frees every cached (unused) block back to the driver.
     pub fn empty_cache(&self) {
         lock(&self.pool).empty_cache();
