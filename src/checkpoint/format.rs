@@ -92,10 +92,13 @@ fn read_le<T: LeBytes>(bytes: &[u8]) -> Vec<T> {
     bytes.chunks_exact(T::SIZE).map(T::get).collect()
 }
 
-/// Writes the elements of `t` in row-major order (copying a non-contiguous
-/// view first).
+/// Writes the elements of `t` in row-major order (downloading a device
+/// tensor's elements, and copying a non-contiguous view, first).
 fn write_tensor(w: &mut dyn Write, t: &Tensor) -> Result<std::io::Result<()>> {
-    let c = t.detach().contiguous()?;
+    let c = t
+        .detach()
+        .to_device(crate::tensor::Device::Cpu)?
+        .contiguous()?;
     let span = c.layout().offset()..c.layout().offset() + c.numel();
     let storage = c.cpu_storage("checkpoint save")?;
     Ok(crate::tensor::with_storage!(

@@ -149,10 +149,17 @@ pub(crate) fn plan<'a>(
     Ok((report, copies))
 }
 
-/// Copies the checked pairs (cannot fail once `plan` accepted them).
+/// Copies the checked pairs, each source first moved to its destination's
+/// device (a checkpoint read from a file loads into a model on a GPU).
+/// Every upload is made before anything is written, so a failed upload
+/// (out of device memory) leaves the module unchanged.
 pub(crate) fn apply(copies: &[(Tensor, &Tensor)]) -> Result<()> {
     no_grad(|| {
-        for (dst, src) in copies {
+        let sources = copies
+            .iter()
+            .map(|(dst, src)| src.to_device(dst.device()))
+            .collect::<Result<Vec<_>>>()?;
+        for ((dst, _), src) in copies.iter().zip(&sources) {
             dst.assign(src)?;
         }
         Ok(())
@@ -161,7 +168,8 @@ pub(crate) fn apply(copies: &[(Tensor, &Tensor)]) -> Result<()> {
 
 /// Copies `tensors` into the module's parameters and buffers by name (the
 /// module's existing tensors are overwritten in place, so optimizers that
-/// hold them see the new values).
+/// hold them see the new values), on whichever device each module tensor
+/// lives (sources are uploaded or downloaded as needed).
 ///
 /// Every name, shape and dtype is checked before anything is written. With
 /// `strict`, any missing key, unexpected key or mismatched shape/dtype is an

@@ -70,6 +70,17 @@ fn snapshot(t: &Tensor) -> Result<Tensor> {
     t.detach().contiguous_copy()
 }
 
+/// A copy of `t` with its own storage on the device of `param` (state read
+/// from a file or saved on another device is restored next to its
+/// parameter).
+fn snapshot_for(t: &Tensor, param: &Tensor) -> Result<Tensor> {
+    if t.device() == param.device() {
+        snapshot(t)
+    } else {
+        t.detach().to_device(param.device())
+    }
+}
+
 fn restore_error(msg: String) -> Error {
     Error::invalid("OptimizerState::restore", msg)
 }
@@ -172,7 +183,7 @@ impl OptimizerState {
             if let Some(b) = b {
                 check_state_tensor("momentum buffer", i, p, b)?;
             }
-            copies.push(b.as_ref().map(snapshot).transpose()?);
+            copies.push(b.as_ref().map(|b| snapshot_for(b, p)).transpose()?);
         }
         opt.load_state(copies, *steps)
     }
@@ -201,7 +212,7 @@ impl OptimizerState {
                 Some((m, v, k)) => {
                     check_state_tensor("exp_avg", i, p, m)?;
                     check_state_tensor("exp_avg_sq", i, p, v)?;
-                    Some((snapshot(m)?, snapshot(v)?, *k))
+                    Some((snapshot_for(m, p)?, snapshot_for(v, p)?, *k))
                 }
                 None => None,
             });

@@ -45,6 +45,12 @@ impl Module for Linear {
             f(&join(prefix, "bias"), b, Role::Parameter);
         }
     }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        f(&join(prefix, "weight"), &mut self.weight, Role::Parameter);
+        if let Some(b) = &mut self.bias {
+            f(&join(prefix, "bias"), b, Role::Parameter);
+        }
+    }
 }
 
 /// 2-D convolution layer (see [`Tensor::conv2d`]).
@@ -122,6 +128,12 @@ impl Module for Conv2d {
             f(&join(prefix, "bias"), b, Role::Parameter);
         }
     }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        f(&join(prefix, "weight"), &mut self.weight, Role::Parameter);
+        if let Some(b) = &mut self.bias {
+            f(&join(prefix, "bias"), b, Role::Parameter);
+        }
+    }
 }
 
 /// Batch normalisation over the channels of N×C×H×W inputs, with learned
@@ -183,8 +195,7 @@ impl Module for BatchNorm2d {
             opts,
         )?;
         if self.training {
-            let n = self.num_batches_tracked.to_scalar::<i64>()?;
-            self.num_batches_tracked.assign(&Tensor::scalar(n + 1))?;
+            self.num_batches_tracked.add_int_(1)?;
         }
         Ok(y)
     }
@@ -207,6 +218,18 @@ impl Module for BatchNorm2d {
             Role::Buffer,
         );
     }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        f(&join(prefix, "weight"), &mut self.weight, Role::Parameter);
+        f(&join(prefix, "bias"), &mut self.bias, Role::Parameter);
+        let buffers = [
+            ("running_mean", &mut self.running_mean),
+            ("running_var", &mut self.running_var),
+            ("num_batches_tracked", &mut self.num_batches_tracked),
+        ];
+        for (name, t) in buffers {
+            f(&join(prefix, name), t, Role::Buffer);
+        }
+    }
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
@@ -220,6 +243,7 @@ impl Module for ReLU {
         x.relu()
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Max pooling (see [`Tensor::max_pool2d`]).
@@ -230,6 +254,7 @@ impl Module for MaxPool2d {
         x.max_pool2d(self.0)
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Average pooling (see [`Tensor::avg_pool2d`]).
@@ -245,6 +270,7 @@ impl Module for AvgPool2d {
         x.avg_pool2d(self.params, self.count_include_pad)
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Adaptive average pooling to a fixed output size.
@@ -255,6 +281,7 @@ impl Module for AdaptiveAvgPool2d {
         x.adaptive_avg_pool2d(self.0)
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Flattens every dimension after the first.
@@ -265,6 +292,7 @@ impl Module for Flatten {
         x.flatten(1, -1)
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Dropout with its own seeded generator, active in training mode only.
@@ -300,6 +328,7 @@ impl Module for Dropout {
         x.dropout(self.p, self.training, &mut *rng)
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
@@ -335,6 +364,11 @@ impl Module for Sequential {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
         for (i, layer) in self.layers.iter().enumerate() {
             layer.visit(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.visit_mut(&join(prefix, &i.to_string()), f);
         }
     }
     fn set_training(&mut self, training: bool) {

@@ -19,7 +19,7 @@ pub use layers::{
 pub use small_cnn::small_cnn;
 
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Device, Tensor};
 
 /// Whether a named tensor is trained (parameter) or tracked (buffer, e.g.
 /// batch-norm running statistics).
@@ -40,9 +40,83 @@ pub trait Module: Send + Sync {
     /// names prefixed by `prefix` (empty at the top level).
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role));
 
+    /// Calls `f(name, tensor, role)` with mutable access to every parameter
+    /// and buffer, in the order and with the names of [`visit`](Self::visit)
+    /// (the two must agree: [`to_device`](Self::to_device) and
+    /// [`to_dtype`](Self::to_dtype) rely on it).
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role));
+
     /// Switches between training (batch statistics, dropout on) and
     /// evaluation behaviour; containers forward it to their children.
     fn set_training(&mut self, _training: bool) {}
+
+    /// Moves every parameter and buffer to `device`, as PyTorch's
+    /// `model.to(device)`: parameters stay leaves that require a gradient,
+    /// buffers (running statistics, counters) move too, and a tensor shared
+    /// by two layers stays shared. Every copy is made before the module is
+    /// changed, so on error (e.g. out of device memory) it is left as it
+    /// was. Build optimizers after moving the model: they hold the
+    /// parameters they were given.
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        replace_tensors(self, &mut |t| t.to_device(device).map(Some))
+    }
+
+    /// Converts every floating-point parameter and buffer to `dtype` (a
+    /// float type), as PyTorch's `model.double()` / `model.to(dtype)`:
+    /// integer buffers such as `num_batches_tracked` keep their type. All or
+    /// nothing, like [`to_device`](Self::to_device).
+    fn to_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !dtype.is_float() {
+            return Err(crate::Error::UnsupportedDType {
+                op: "Module::to_dtype",
+                dtype,
+            });
+        }
+        replace_tensors(self, &mut |t| {
+            if t.dtype().is_float() {
+                t.to_dtype(dtype).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+    }
+}
+
+/// Replaces each distinct parameter and buffer `t` of `module` by
+/// `convert(t)` (when it returns a tensor), keeping `requires_grad` and
+/// making the result a fresh leaf. All conversions run before anything is
+/// replaced; tensors shared between layers are converted once and stay
+/// shared.
+fn replace_tensors<M: Module + ?Sized>(
+    module: &mut M,
+    convert: &mut dyn FnMut(&Tensor) -> Result<Option<Tensor>>,
+) -> Result<()> {
+    use std::collections::HashMap;
+    let mut converted: HashMap<crate::tensor::TensorId, Option<Tensor>> = HashMap::new();
+    let mut failure = None;
+    crate::autograd::no_grad(|| {
+        module.visit("", &mut |_, t, _| {
+            if failure.is_some() || converted.contains_key(&t.id()) {
+                return;
+            }
+            match convert(&t.detach()) {
+                Ok(new) => {
+                    let leaf = new.map(|n| n.detach().requires_grad_(t.requires_grad()));
+                    converted.insert(t.id(), leaf);
+                }
+                Err(e) => failure = Some(e),
+            }
+        })
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    module.visit_mut("", &mut |_, t, _| {
+        if let Some(Some(new)) = converted.get(&t.id()) {
+            *t = new.clone();
+        }
+    });
+    Ok(())
 }
 
 /// `prefix.name`, or `name` at the top level.

@@ -56,7 +56,8 @@ impl Shortcut {
                 let sub = x.avg_pool2d(Pool2dParams::new(1).stride(*stride), true)?;
                 let s = sub.shape();
                 let before = extra_channels / 2;
-                let zeros = |c: usize| Tensor::zeros(&[s[0], c, s[2], s[3]], x.dtype());
+                let zeros =
+                    |c: usize| Tensor::zeros_on(&[s[0], c, s[2], s[3]], x.dtype(), x.device());
                 Tensor::cat(
                     &[zeros(before)?, sub.clone(), zeros(extra_channels - before)?],
                     1,
@@ -68,6 +69,12 @@ impl Shortcut {
         if let Shortcut::Projection(c, bn) = self {
             c.visit(&join(prefix, "downsample.0"), f);
             bn.visit(&join(prefix, "downsample.1"), f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        if let Shortcut::Projection(c, bn) = self {
+            c.visit_mut(&join(prefix, "downsample.0"), f);
+            bn.visit_mut(&join(prefix, "downsample.1"), f);
         }
     }
     fn set_training(&mut self, training: bool) {
@@ -171,6 +178,26 @@ impl Module for Block {
                 b.conv3.visit(&join(prefix, "conv3"), f);
                 b.bn3.visit(&join(prefix, "bn3"), f);
                 b.shortcut.visit(prefix, f);
+            }
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        match self {
+            Block::Basic(b) => {
+                b.conv1.visit_mut(&join(prefix, "conv1"), f);
+                b.bn1.visit_mut(&join(prefix, "bn1"), f);
+                b.conv2.visit_mut(&join(prefix, "conv2"), f);
+                b.bn2.visit_mut(&join(prefix, "bn2"), f);
+                b.shortcut.visit_mut(prefix, f);
+            }
+            Block::Bottleneck(b) => {
+                b.conv1.visit_mut(&join(prefix, "conv1"), f);
+                b.bn1.visit_mut(&join(prefix, "bn1"), f);
+                b.conv2.visit_mut(&join(prefix, "conv2"), f);
+                b.bn2.visit_mut(&join(prefix, "bn2"), f);
+                b.conv3.visit_mut(&join(prefix, "conv3"), f);
+                b.bn3.visit_mut(&join(prefix, "bn3"), f);
+                b.shortcut.visit_mut(prefix, f);
             }
         }
     }
@@ -368,6 +395,16 @@ impl Module for ResNet {
             }
         }
         self.fc.visit(&join(prefix, "fc"), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        self.conv1.visit_mut(&join(prefix, "conv1"), f);
+        self.bn1.visit_mut(&join(prefix, "bn1"), f);
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            for (j, block) in stage.iter_mut().enumerate() {
+                block.visit_mut(&join(prefix, &format!("layer{}.{j}", i + 1)), f);
+            }
+        }
+        self.fc.visit_mut(&join(prefix, "fc"), f);
     }
     fn set_training(&mut self, training: bool) {
         self.bn1.set_training(training);

@@ -60,6 +60,38 @@ impl Tensor {
         Ok(())
     }
 
+    /// `self += by`, in place, for an i64 tensor (counters such as batch
+    /// norm's `num_batches_tracked`): on a device the addition runs there,
+    /// so nothing waits for a download. Overflow is an error on the host
+    /// (nothing is changed); on a device the count wraps as two's complement.
+    pub fn add_int_(&self, by: i64) -> Result<()> {
+        const OP: &str = "add_int_";
+        if self.dtype() != crate::tensor::DType::I64 {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: self.dtype(),
+            });
+        }
+        if !self.is_contiguous() {
+            return Err(Error::invalid(OP, "the tensor must be contiguous"));
+        }
+        match self.device() {
+            Device::Cpu => {
+                let span = self.layout().offset()..self.layout().offset() + self.numel();
+                let mut s = self.cpu_storage_mut(OP)?;
+                let values = <i64 as crate::tensor::StorageElement>::slice_mut(&mut s)
+                    .expect("dtype checked");
+                let values = &mut values[span];
+                if let Some(v) = values.iter().find(|v| v.checked_add(by).is_none()) {
+                    return Err(Error::invalid(OP, format!("{v} + {by} overflows i64")));
+                }
+                values.iter_mut().for_each(|v| *v += by);
+                Ok(())
+            }
+            Device::Cuda(_) => cuda_arm!(crate::ops::elementwise::cuda::add_int_(self, by)),
+        }
+    }
+
     /// `self += alpha * other`, in place (float dtypes).
     pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> Result<()> {
         let _profile = crate::profile::update_scope("add_scaled");

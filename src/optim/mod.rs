@@ -16,7 +16,7 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig};
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_norm_};
 pub use schedule::{
     ConstantLr, CosineAnnealing, LinearWarmup, LrSchedule, MultiStepLr, Sequential, StepLr,
 };

@@ -191,3 +191,17 @@ pub(crate) fn full(ordinal: usize, shape: &[usize], value: f64, dtype: DType) ->
     }
     Tensor::full(shape, value, dtype)?.to_device(crate::tensor::Device::Cuda(ordinal))
 }
+
+/// `x += by` in place over the contiguous i64 tensor `x` (a device-side
+/// counter increment: nothing is read back to the host).
+pub(crate) fn add_int_(x: &Tensor, by: i64) -> Result<()> {
+    const OP: &str = "add_int_";
+    let d = crate::ops::on_cuda::operand_mut(OP, x)?;
+    let numel = x.numel() as i64;
+    d.dev.launch(
+        FAMILY,
+        "add_int_i64",
+        launch::elementwise(x.numel()),
+        &[&numel, &by, &d.at(x)],
+    )
+}

@@ -70,6 +70,7 @@ pub fn elementwise() -> Vec<String> {
     v.extend(each(&["copy"], "fwd", COPY_DTYPES));
     v.extend(CASTS.iter().map(|(a, b)| format!("cast_{a}_to_{b}")));
     v.extend(each(&["fill"], "fwd", FLOAT_DTYPES));
+    v.push("add_int_i64".to_string());
     v
 }
 
