@@ -1,7 +1,8 @@
 //! `ferrite bench --device cuda`: GEMMs (f32 and bf16, NN and NT) in
 //! TFLOP/s next to the GPU's datasheet peak; convolutions forward and
 //! backward on the ResNet shapes; elementwise ops and reductions in GB/s
-//! next to the measured device-to-device copy bandwidth.
+//! next to the measured device-to-device copy bandwidth; and ResNet-18
+//! training throughput ([`super::cuda_train`]).
 //!
 //! Every timing ends with a device synchronisation, so it covers the work
 //! queued, not just the launches. Sizes are configurable: the emulated GPU
@@ -251,6 +252,7 @@ pub fn run(config: &CudaBenchConfig) -> Result<CudaBenchReport> {
     gemm_rows(&bd, config, &mut rows)?;
     conv_rows(&bd, config, &mut rows)?;
     memory_rows(&bd, config, &mut rows)?;
+    rows.extend(super::cuda_train::train_rows(&bd, config)?);
     Ok(CudaBenchReport {
         device: bd.name.clone(),
         arch: bd.dev.arch().to_string(),

@@ -14,6 +14,8 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+pub mod cuda_train;
 pub mod datasheet;
 pub mod rows;
 
