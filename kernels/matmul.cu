@@ -8,9 +8,10 @@
 // When beta is 0, C is only written (never read), so it may hold garbage.
 //
 // Launch (src/backend/cuda/launch.rs, `gemm`): blockIdx.x walks the tiles
-// of n, blockIdx.y the tiles of m and blockIdx.z the batch; the last two
-// are grid-stride loops, so grids clamped to the hardware limits (65535)
-// still cover every tile.
+// of n, blockIdx.y the tiles of m and blockIdx.z the batch, each as a
+// grid-stride loop, so grids clamped to the hardware limits (65535 for y
+// and z) or by the emulator (a few blocks per dimension) still cover every
+// tile.
 
 struct GemmParams {
     i64 m, n, k;
@@ -50,9 +51,12 @@ gemm_fwd_f32(GemmParams p, const float* a, const float* b, float* c) {
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
     const i64 tiles_m = (p.m + SG_BM - 1) / SG_BM;
-    const i64 col0 = (i64)blockIdx.x * SG_BN;
+    const i64 tiles_n = (p.n + SG_BN - 1) / SG_BN;
 
+    // Every grid dimension strides (see the launch note at the top).
+    for (i64 tile_n = blockIdx.x; tile_n < tiles_n; tile_n += gridDim.x)
     for (i64 batch = blockIdx.z; batch < p.batch; batch += gridDim.z) {
+        const i64 col0 = tile_n * SG_BN;
         const float* A = a + batch * p.a_batch;
         const float* B = b + batch * p.b_batch;
         float* C = c + batch * p.c_batch;
@@ -178,9 +182,12 @@ __device__ __forceinline__ void gemm_tensor_core(const GemmParams& p, const T* a
     const int g = lane >> 2, t = lane & 3;
     const int warp_m = (warp >> 1) * 32, warp_n = (warp & 1) * 32;
     const i64 tiles_m = (p.m + TC_BM - 1) / TC_BM;
-    const i64 col0 = (i64)blockIdx.x * TC_BN;
+    const i64 tiles_n = (p.n + TC_BN - 1) / TC_BN;
 
+    // Every grid dimension strides (see the launch note at the top).
+    for (i64 tile_n = blockIdx.x; tile_n < tiles_n; tile_n += gridDim.x)
     for (i64 batch = blockIdx.z; batch < p.batch; batch += gridDim.z) {
+        const i64 col0 = tile_n * TC_BN;
         const T* A = a + batch * p.a_batch;
         const T* B = b + batch * p.b_batch;
         T* C = c + batch * p.c_batch;

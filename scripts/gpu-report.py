@@ -3,9 +3,19 @@
 
     gpu-report.py env MANIFEST      machine facts as JSON (stdout)
     gpu-report.py tests OUT_DIR     per-executable test results as JSON (stdout)
+    gpu-report.py train CPU_RUN DEVICE_RUN
+                                    compares two `ferrite train` runs of the same
+                                    configuration as JSON (stdout); exit status 1
+                                    when they disagree beyond the tolerances
     gpu-report.py summary OUT_DIR   writes OUT_DIR/summary.json and summary.md
                                     from what the stages left, prints the .md
 """
+
+# Tolerances of the training comparison: the device sums in another order,
+# so losses drift apart slowly over the steps; metrics are thresholded
+# counts and move in steps of 1/test_size.
+TRAIN_LOSS_RTOL = 1e-2
+MAP_ATOL = 0.02
 
 import json
 import os
@@ -81,6 +91,33 @@ def tests(out):
     return {"scale": os.environ.get("FERRITE_DEVICE_TEST_SCALE"), "executables": results}
 
 
+def train(cpu_dir, dev_dir):
+    def epochs(d):
+        return [json.loads(line) for line in open(os.path.join(d, "log.jsonl")) if line.strip()]
+    config = json.load(open(os.path.join(cpu_dir, "config.json")))
+    cpu, dev = epochs(cpu_dir), epochs(dev_dir)
+    rows, ok = [], len(cpu) == len(dev) and len(cpu) > 0
+    for c, d in zip(cpu, dev):
+        loss_rel = abs(c["train_loss"] - d["train_loss"]) / max(abs(c["train_loss"]), 1e-12)
+        map_abs = abs(c["test"]["map"] - d["test"]["map"])
+        ok = ok and loss_rel <= TRAIN_LOSS_RTOL and map_abs <= MAP_ATOL
+        rows.append({"epoch": c["epoch"], "train_loss": [c["train_loss"], d["train_loss"]],
+                     "train_loss_rel_diff": loss_rel, "test_map": [c["test"]["map"], d["test"]["map"]],
+                     "test_map_abs_diff": map_abs,
+                     "images_per_sec": [c.get("images_per_sec"), d.get("images_per_sec")]})
+    report = json.load(open(os.path.join(cpu_dir, "report.json")))
+    batch = config.get("batch_size") or config.get("train", {}).get("batch_size")
+    steps = None
+    if batch:
+        steps = len(cpu) * -(-report["train_size"] // batch)
+    worst = max((r["train_loss_rel_diff"] for r in rows), default=float("nan"))
+    verdict = (f"{'agree' if ok else 'DISAGREE'}: {len(rows)} epochs, {steps} steps; largest "
+               f"train-loss difference {worst:.2e} (tolerance {TRAIN_LOSS_RTOL}), test mAP within "
+               f"{MAP_ATOL}" + ("" if ok else " FAILED"))
+    return {"passed": ok, "verdict": verdict, "steps": steps, "epochs": rows,
+            "title": report.get("title")}
+
+
 def load(out, name):
     try:
         return json.load(open(os.path.join(out, name)))
@@ -144,6 +181,10 @@ def summary(out):
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "train":
+        result = train(sys.argv[2], sys.argv[3])
+        print(json.dumps(result, indent=2))
+        sys.exit(0 if result["passed"] else 1)
     if len(sys.argv) != 3 or sys.argv[1] not in ("env", "tests", "summary"):
         sys.exit(__doc__)
     what, arg = sys.argv[1:]

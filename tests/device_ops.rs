@@ -282,6 +282,17 @@ fn matmul_with_transposes_and_broadcast_batches() {
         gemm_tol,
         gemm_tol,
     );
+    // More column and row tiles (128 wide) than the emulator's clamped
+    // grid has blocks: every grid dimension must stride.
+    let tall = uniform(&[520, 9], (-1.0, 1.0), 20);
+    let wide = uniform(&[9, 1000], (-1.0, 1.0), 21);
+    check(
+        "matmul over many tiles",
+        &[tall, wide],
+        |t| t[0].matmul(&t[1]),
+        gemm_tol,
+        gemm_tol,
+    );
     let batched = uniform(&[2, 3, 5, 7], (-1.0, 1.0), 18);
     let shared = uniform(&[3, 7, 4], (-1.0, 1.0), 19);
     check(

@@ -327,3 +327,130 @@ fn batch_norm_counts_batches_on_the_device() {
         assert_eq!(bn.num_batches_tracked.to_vec::<i64>().unwrap(), vec![3]);
     }
 }
+
+/// A ResNet-8 (CIFAR style, zero-pad shortcuts) trained with PLM over BCE
+/// and Adam for two epochs of ten batches on long-tailed multi-label
+/// targets: the losses and PLM's r̂ after each epoch on `device`.
+fn plm_run(device: Device) -> (Vec<f64>, Vec<Vec<f64>>) {
+    use ferrite::loss::{ElementLoss, Reduction};
+    use ferrite::plm::{Plm, PlmConfig};
+    let classes = 4;
+    let config = ferrite::nn::resnet::resnet_cifar(8, 1, classes).unwrap();
+    let mut model = ResNet::new(&config, &mut StdRng::seed_from_u64(21)).unwrap();
+    model.to_device(device).unwrap();
+    let mut opt = Adam::new(
+        vec![ParamGroup::new(nn::parameters(&model), 3e-3, 0.0)],
+        AdamConfig::default(),
+    )
+    .unwrap();
+    // Class c is positive with probability 0.6 / 2^c: a long tail.
+    let (batches, b, side) = (10, 8, 8);
+    let data: Vec<(Tensor, Tensor)> = (0..batches)
+        .map(|i| {
+            let x = uniform(&[b, 1, side, side], (-1.0, 1.0), 300 + i);
+            let u = uniform(&[b, classes], (0.0, 1.0), 400 + i)
+                .to_vec::<f32>()
+                .unwrap();
+            let t: Vec<f32> = u
+                .iter()
+                .enumerate()
+                .map(|(e, &v)| (v < 0.6 / (1 << (e % classes)) as f32) as u8 as f32)
+                .collect();
+            (x, Tensor::from_vec(t, &[b, classes]).unwrap())
+        })
+        .collect();
+    let mut positives = vec![0usize; classes];
+    for (_, t) in &data {
+        for (e, v) in t.to_vec::<f32>().unwrap().iter().enumerate() {
+            positives[e % classes] += (*v > 0.5) as usize;
+        }
+    }
+    let plm_config = PlmConfig {
+        lambda: 0.5,
+        seed: 5,
+        ..PlmConfig::default()
+    };
+    let mut plm = Plm::new(plm_config, &positives, batches as usize * b).unwrap();
+    let (mut losses, mut rhats) = (Vec::new(), Vec::new());
+    for _epoch in 0..2 {
+        for (x, t) in &data {
+            let (x, t) = (x.to_device(device).unwrap(), t.to_device(device).unwrap());
+            let logits = model.forward(&x).unwrap();
+            let per_element = ElementLoss::Bce
+                .compute(&logits, &t, None, Reduction::None)
+                .unwrap();
+            let l = plm.masked_loss(&per_element, &t).unwrap();
+            plm.observe(&logits.detach().sigmoid().unwrap(), &t)
+                .unwrap();
+            opt.step(&l.backward().unwrap()).unwrap();
+            losses.push(values(&l)[0]);
+        }
+        plm.end_epoch().unwrap();
+        rhats.push(plm.rhat().to_vec());
+    }
+    (losses, rhats)
+}
+
+#[test]
+fn a_plm_resnet8_run_matches_the_cpu_loss_curve_and_rhat() {
+    for device in devices() {
+        let (cpu_losses, cpu_rhat) = plm_run(Device::Cpu);
+        let (dev_losses, dev_rhat) = plm_run(device);
+        assert_eq!(cpu_losses.len(), 20);
+        // The masks are bit-identical; the sums differ in order only.
+        assert_close("PLM losses", &dev_losses, &cpu_losses, TRAJECTORY);
+        for (epoch, (d, c)) in dev_rhat.iter().zip(&cpu_rhat).enumerate() {
+            assert_close(
+                &format!("rhat after epoch {}", epoch + 1),
+                d,
+                c,
+                Tol(1e-9, 1e-6),
+            );
+        }
+        assert_ne!(
+            cpu_rhat[0], cpu_rhat[1],
+            "r̂ must move for the check to mean something"
+        );
+    }
+}
+
+#[test]
+fn cifar_resnet18_forward_and_backward_match_the_cpu() {
+    use ferrite::nn::resnet::resnet18_cifar;
+    for device in devices() {
+        let config = resnet18_cifar(3, 10);
+        let cpu = ResNet::new(&config, &mut StdRng::seed_from_u64(31)).unwrap();
+        let mut dev = ResNet::new(&config, &mut StdRng::seed_from_u64(31)).unwrap();
+        dev.to_device(device).unwrap();
+        // 16×16 leaves 2×2 planes in the last stage: batch norm over 8
+        // values per channel (over 2, it would amplify rounding noise).
+        let side = 16 * scale();
+        let x = uniform(&[2, 3, side, side], (-1.0, 1.0), 32);
+        let w = uniform(&[2, 10], (-1.0, 1.0), 33);
+        let run = |m: &ResNet, on: Device| {
+            let y = m.forward(&x.to_device(on).unwrap()).unwrap();
+            let l = y.mul(&w.to_device(on).unwrap()).unwrap().sum_all().unwrap();
+            let grads = l.backward().unwrap();
+            let g: Vec<Vec<f64>> = nn::parameters(m)
+                .iter()
+                .map(|p| values(grads.get(p).expect("a gradient for every parameter")))
+                .collect();
+            (values(&y), g)
+        };
+        let (y_cpu, g_cpu) = run(&cpu, Device::Cpu);
+        let (y_dev, g_dev) = run(&dev, device);
+        assert_close("ResNet-18 logits", &y_dev, &y_cpu, Tol(1e-4, 1e-3));
+        let names = nn::named_parameters(&cpu);
+        for ((d, c), (name, _)) in g_dev.iter().zip(&g_cpu).zip(&names) {
+            // Batch norm over few elements amplifies rounding differences;
+            // relative to each gradient's own scale.
+            let scale = c.iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert_close(
+                &format!("gradient of {name}"),
+                d,
+                c,
+                Tol(1e-3 * scale, 1e-3),
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 use ferrite::nn;
 use ferrite::train::config::{DataConfig, DatasetKind, LossKind, TrainConfig};
 use ferrite::train::run::{evaluate_checkpoint, Quiet, Trainer, CHECKPOINT_FILE, LOG_FILE};
+use ferrite::Device;
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
@@ -88,7 +89,7 @@ fn a_run_writes_its_report_log_and_checkpoint() {
         "the refused run must not touch the log"
     );
     // Evaluating the checkpoint reproduces the report's metrics.
-    let again = evaluate_checkpoint(dir.join(CHECKPOINT_FILE), None).unwrap();
+    let again = evaluate_checkpoint(dir.join(CHECKPOINT_FILE), None, Device::Cpu).unwrap();
     assert_eq!(again.summary, summary.summary);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -220,7 +221,7 @@ fn compare_writes_one_table_and_reuses_finished_runs() {
         .map(|v| v.parse().unwrap())
         .collect();
     let mut runs = 0;
-    let results = compare(&base, &variants, &[1, 2], &dir, &mut |_| {
+    let results = compare(&base, &variants, &[1, 2], &dir, Device::Cpu, &mut |_| {
         runs += 1;
         Box::new(Quiet)
     })
@@ -242,7 +243,7 @@ fn compare_writes_one_table_and_reuses_finished_runs() {
     assert_eq!(seeds, 2);
     // Running again reuses every finished run.
     let mut reruns = 0;
-    compare(&base, &variants, &[1, 2], &dir, &mut |_| {
+    compare(&base, &variants, &[1, 2], &dir, Device::Cpu, &mut |_| {
         reruns += 1;
         Box::new(Quiet)
     })

@@ -16,6 +16,39 @@ pub use cpu::CpuStorage;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaStorage;
 
+/// How to run the CUDA path on a machine without a GPU, appended to the
+/// error of a CUDA device that cannot be opened.
+const EMULATOR_HINT: &str = "without a GPU, the same kernels run on the CPU in the emulated GPU: \
+                             build with `--features cuda-emulator` and set FERRITE_CUDA_EMULATE=1";
+
+/// Opens `device` (a no-op for the CPU), so that a program can say at once
+/// when the device it was asked for cannot be used: no CUDA support in this
+/// build, no driver, no GPU or no NVRTC is an
+/// [`Error::DeviceUnavailable`] saying why and how to run on the emulated
+/// GPU instead.
+pub fn check_device(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => cuda::device(n).map(|_| ()).map_err(|e| match e {
+            Error::DeviceUnavailable { device, msg } if !cuda::emulation_requested() => {
+                Error::DeviceUnavailable {
+                    device,
+                    msg: format!("{msg} ({EMULATOR_HINT})"),
+                }
+            }
+            e => e,
+        }),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::DeviceUnavailable {
+            device,
+            msg: format!(
+                "this build has no CUDA backend: build with `--features cuda` ({EMULATOR_HINT})"
+            ),
+        }),
+    }
+}
+
 /// The buffer behind a tensor and its views, on the device it lives on.
 #[derive(Debug)]
 pub enum Storage {

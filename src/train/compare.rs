@@ -7,6 +7,7 @@ use super::report::{RunSummary, REPORT_JSON};
 use super::run::{Observer, Trainer, CHECKPOINT_FILE};
 use super::svg::{per_class_chart, Series};
 use crate::error::{Error, Result};
+use crate::tensor::Device;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -228,13 +229,15 @@ fn check_existing_run(dir: &Path, config: &TrainConfig) -> Result<()> {
 /// checkpoint — either only if made with the same settings: a folder
 /// holding a run with other settings is an error naming them, raised
 /// before anything trains, as are a seed or a variant listed twice), then
-/// writes `compare.md`, `compare.json` and `compare.svg` into `out_dir`. `observer` is asked for an observer per
+/// writes `compare.md`, `compare.json` and `compare.svg` into `out_dir`.
+/// Every run trains on `device`. `observer` is asked for an observer per
 /// run (with the run's label).
 pub fn compare(
     base: &TrainConfig,
     variants: &[Variant],
     seeds: &[u64],
     out_dir: &Path,
+    device: Device,
     observer: &mut dyn FnMut(&str) -> Box<dyn Observer>,
 ) -> Result<Vec<(Variant, Vec<RunSummary>)>> {
     if variants.is_empty() || seeds.is_empty() {
@@ -291,9 +294,9 @@ pub fn compare(
             } else {
                 let mut obs = observer(&format!("{} seed {seed}", variant.label));
                 let mut trainer = if dir.join(CHECKPOINT_FILE).exists() {
-                    Trainer::resume(&dir)?
+                    Trainer::resume_on(&dir, device)?
                 } else {
-                    Trainer::new(config, &dir)?
+                    Trainer::new_on(config, &dir, device)?
                 };
                 trainer.run(obs.as_mut())?
             };
@@ -459,7 +462,7 @@ mod tests {
         let variants: Vec<Variant> = ["bce", "ce"].iter().map(|v| v.parse().unwrap()).collect();
         let mut started = 0;
         let dir = std::env::temp_dir().join(format!("ferrite-compare-{}", std::process::id()));
-        let err = compare(&base, &variants, &[0], &dir, &mut |_| {
+        let err = compare(&base, &variants, &[0], &dir, Device::Cpu, &mut |_| {
             started += 1;
             Box::new(super::super::run::Quiet)
         })

@@ -121,6 +121,12 @@ impl Objective {
             };
             return cross_entropy(logits, labels, &opts);
         }
+        if let Some(w) = &mut self.class_weights {
+            if w.device() != logits.device() {
+                // Moved once, on the first batch on another device.
+                *w = w.to_device(logits.device())?;
+            }
+        }
         match &mut self.plm {
             None => self.element.compute(
                 logits,

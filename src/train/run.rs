@@ -18,9 +18,9 @@ use crate::data::{ImageDataset, Labels};
 use crate::error::{Error, Result};
 use crate::nn::resnet::ResNet;
 use crate::nn::Module;
-use crate::optim::{clip_grad_norm, LrSchedule, Optimizer};
+use crate::optim::{clip_grad_norm_, LrSchedule, Optimizer};
 use crate::plm::Plm;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -43,6 +43,14 @@ const META_SECONDS: &str = "train.seconds";
 /// Worker threads of the process that wrote the checkpoint: reductions
 /// split work by thread, so only the same count resumes bit-identically.
 const META_THREADS: &str = "train.threads";
+/// The device the run trained on (`cpu`, `cuda:0`): kernels round
+/// differently on each, so only the same device resumes bit-identically.
+const META_DEVICE: &str = "train.device";
+
+/// On a device, the training loop reads the losses back every this many
+/// batches (all of them at once), so that the host queues work ahead of the
+/// GPU instead of waiting for each step; on the CPU it reads each at once.
+pub const LOSS_READ_INTERVAL: usize = 16;
 
 /// Receives progress while a run trains (the CLI draws a progress bar).
 pub trait Observer {
@@ -78,6 +86,10 @@ pub struct Trainer {
     seconds: f64,
     /// Worker threads of the checkpoint this run was reopened from.
     checkpoint_threads: Option<usize>,
+    /// Where the model, its optimizer state and the batches live.
+    device: Device,
+    /// The device of the checkpoint this run was reopened from.
+    checkpoint_device: Option<String>,
 }
 
 impl Trainer {
@@ -86,7 +98,15 @@ impl Trainer {
     /// nothing written before is overwritten: resume it instead. Temporary
     /// files that killed writers left in the folder are removed.
     pub fn new(config: TrainConfig, out_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::new_on(config, out_dir, Device::Cpu)
+    }
+
+    /// [`Trainer::new`] training on `device` (the model, its optimizer state
+    /// and every batch live there). A device that cannot be used is an
+    /// [`Error::DeviceUnavailable`] before anything is written.
+    pub fn new_on(config: TrainConfig, out_dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         config.validate()?;
+        crate::backend::check_device(device)?;
         let out_dir = out_dir.as_ref().to_path_buf();
         let ckpt = out_dir.join(CHECKPOINT_FILE);
         if ckpt.exists() {
@@ -102,7 +122,7 @@ impl Trainer {
         std::fs::create_dir_all(&out_dir)
             .map_err(|e| Error::io(&out_dir, "creating the output folder", e))?;
         remove_stale_temp_files(&out_dir)?;
-        let trainer = Self::build(config, out_dir)?;
+        let trainer = Self::build(config, out_dir, device)?;
         let text = serde_json::to_string_pretty(&trainer.config.to_json()).unwrap_or_default();
         super::write_text(&trainer.out_dir.join(CONFIG_FILE), &text)?;
         // A fresh run starts a fresh log.
@@ -116,9 +136,16 @@ impl Trainer {
     /// (from a run killed between log and checkpoint) are dropped, and so
     /// are temporary files of writes that a killed process left behind.
     pub fn resume(out_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::resume_on(out_dir, Device::Cpu)
+    }
+
+    /// [`Trainer::resume`] continuing on `device` (the checkpoint is
+    /// loaded there, whichever device wrote it).
+    pub fn resume_on(out_dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        crate::backend::check_device(device)?;
         let out_dir = out_dir.as_ref().to_path_buf();
         remove_stale_temp_files(&out_dir)?;
-        let trainer = Self::open(&out_dir.join(CHECKPOINT_FILE), out_dir, None)?;
+        let trainer = Self::open(&out_dir.join(CHECKPOINT_FILE), out_dir, None, device)?;
         trainer.truncate_log()?;
         Ok(trainer)
     }
@@ -126,7 +153,12 @@ impl Trainer {
     /// Rebuilds the run stored in the checkpoint at `path` (writing, if it
     /// ever trains, into `out_dir`), reading the data from `data_dir` when
     /// given instead of the stored folder.
-    fn open(path: &Path, out_dir: PathBuf, data_dir: Option<PathBuf>) -> Result<Self> {
+    fn open(
+        path: &Path,
+        out_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        device: Device,
+    ) -> Result<Self> {
         let corrupt = |msg: String| Error::CorruptFile {
             path: path.display().to_string(),
             msg,
@@ -146,7 +178,7 @@ impl Trainer {
                     ckpt.epoch, config.epochs
                 ))
             })?;
-        let mut trainer = Self::build(config, out_dir)?;
+        let mut trainer = Self::build(config, out_dir, device)?;
         restore_training(&ckpt, path, &trainer.model, &mut trainer.optimizer)?;
         if let Some(state) = ckpt.metadata.get(META_PLM) {
             let plm =
@@ -159,6 +191,7 @@ impl Trainer {
         }
         trainer.epochs_done = epochs_done;
         trainer.checkpoint_threads = ckpt.metadata.get(META_THREADS).and_then(|s| s.parse().ok());
+        trainer.checkpoint_device = ckpt.metadata.get(META_DEVICE).cloned();
         trainer.seconds = ckpt
             .metadata
             .get(META_SECONDS)
@@ -174,10 +207,16 @@ impl Trainer {
     }
 
     /// The report of the run in checkpoint `path` on its test set (read
-    /// from `data_dir` when given): nothing is written.
-    pub fn evaluate_checkpoint_at(path: &Path, data_dir: Option<PathBuf>) -> Result<RunSummary> {
+    /// from `data_dir` when given), computed on `device`: nothing is
+    /// written.
+    pub fn evaluate_checkpoint_at(
+        path: &Path,
+        data_dir: Option<PathBuf>,
+        device: Device,
+    ) -> Result<RunSummary> {
+        crate::backend::check_device(device)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut trainer = Self::open(path, dir, data_dir)?;
+        let mut trainer = Self::open(path, dir, data_dir, device)?;
         trainer.summary()
     }
 
@@ -193,16 +232,19 @@ impl Trainer {
         ))
     }
 
-    fn build(config: TrainConfig, out_dir: PathBuf) -> Result<Self> {
+    fn build(config: TrainConfig, out_dir: PathBuf, device: Device) -> Result<Self> {
         let data = load_datasets(&config.data)?;
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let model = build_model(
+        // Built on the host (the same initial weights on every device), then
+        // moved before the optimizer takes its parameters.
+        let mut model = build_model(
             &config.model,
             config.stem.as_deref(),
             data.train.channels,
             data.train.num_classes,
             &mut rng,
         )?;
+        model.to_device(device)?;
         let optimizer = RunOptimizer::new(&config.optim, &model)?;
         let objective = Objective::new(
             &config.loss,
@@ -222,6 +264,8 @@ impl Trainer {
             epochs_done: 0,
             seconds: 0.0,
             checkpoint_threads: None,
+            device,
+            checkpoint_device: None,
         })
     }
 
@@ -250,6 +294,24 @@ impl Trainer {
         self.epochs_done
     }
 
+    /// The device the run trains on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The warning for continuing on another device than the one that
+    /// wrote the checkpoint, if that is the case.
+    pub fn device_warning(&self) -> Option<String> {
+        let stored = self.checkpoint_device.as_deref()?;
+        let now = self.device.to_string();
+        (stored != now && self.epochs_done < self.config.epochs).then(|| {
+            format!(
+                "the checkpoint was written on {stored} and training continues on {now}: \
+                 results will not be bit-identical to an uninterrupted run"
+            )
+        })
+    }
+
     /// The worker-thread count stored in the checkpoint this run was
     /// reopened from (`None` for a new run or an older checkpoint).
     pub fn checkpoint_threads(&self) -> Option<usize> {
@@ -271,7 +333,11 @@ impl Trainer {
     /// Trains the remaining epochs, then evaluates, writes the report files
     /// (`report.md`, `report.json`, `per_class.svg`) and returns the summary.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
-        if let Some(msg) = self.thread_count_warning(rayon::current_num_threads()) {
+        let warnings = [
+            self.thread_count_warning(rayon::current_num_threads()),
+            self.device_warning(),
+        ];
+        for msg in warnings.into_iter().flatten() {
             observer.warning(&msg);
         }
         while self.epochs_done < self.config.epochs {
@@ -295,41 +361,31 @@ impl Trainer {
         self.model.set_training(true);
         let params = crate::nn::parameters(&self.model);
         let start = Instant::now();
-        let (mut loss_sum, mut images) = (0.0f64, 0usize);
-        for (b, batch) in loader.epoch(epoch).enumerate() {
+        let mut losses = LossLog::new(self.device, epoch, lr_before);
+        for batch in loader.epoch(epoch) {
             let batch = batch?;
             let n = batch.indices.len();
+            // Uploads are queued on the device's stream behind the previous
+            // step's kernels, so the host does not wait for them.
+            let x = batch.x.to_device(self.device)?;
+            let targets = batch.targets.to_device(self.device)?;
             let labels = match &batch.labels {
-                Some(l) => Some(Tensor::from_vec(
-                    l.iter().map(|&c| c as i64).collect::<Vec<i64>>(),
-                    &[n],
-                )?),
+                Some(l) => Some(
+                    Tensor::from_vec(l.iter().map(|&c| c as i64).collect::<Vec<i64>>(), &[n])?
+                        .to_device(self.device)?,
+                ),
                 None => None,
             };
-            let logits = self.model.forward(&batch.x)?;
-            let loss = self
-                .objective
-                .loss(&logits, &batch.targets, labels.as_ref())?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            if !value.is_finite() {
-                return Err(Error::invalid(
-                    "Trainer::train_epoch",
-                    format!(
-                        "the loss became {value} at epoch {} batch {}: lower the learning rate (now {lr_before})",
-                        epoch + 1,
-                        b + 1
-                    ),
-                ));
-            }
+            let logits = self.model.forward(&x)?;
+            let loss = self.objective.loss(&logits, &targets, labels.as_ref())?;
             let mut grads = loss.backward()?;
             if let Some(max_norm) = self.config.optim.clip_grad_norm {
-                clip_grad_norm(&mut grads, &params, max_norm)?;
+                clip_grad_norm_(&mut grads, &params, max_norm)?;
             }
             self.optimizer.step(&grads)?;
-            loss_sum += value * n as f64;
-            images += n;
-            observer.batch_finished(value, n);
+            losses.push(loss.detach(), n, observer)?;
         }
+        let (loss_sum, images) = losses.finish(observer)?;
         let train_seconds = start.elapsed().as_secs_f64();
         let plm_update = self.objective.end_epoch()?;
         let evaluation = self.evaluate_test(epoch + 1)?;
@@ -385,6 +441,7 @@ impl Trainer {
     pub fn evaluate(&mut self, dataset: &ImageDataset) -> Result<Evaluation> {
         let config = self.loader_config(false);
         evaluate_model(
+            self.device,
             &mut self.model,
             &self.objective,
             dataset,
@@ -419,6 +476,7 @@ impl Trainer {
             META_THREADS.to_string(),
             rayon::current_num_threads().to_string(),
         );
+        extra.insert(META_DEVICE.to_string(), self.device.to_string());
         if let Some(plm) = self.objective.plm() {
             extra.insert(META_PLM.to_string(), plm.state_json()?);
         }
@@ -474,8 +532,9 @@ impl Trainer {
 pub fn evaluate_checkpoint(
     path: impl AsRef<Path>,
     data_dir: Option<PathBuf>,
+    device: Device,
 ) -> Result<RunSummary> {
-    Trainer::evaluate_checkpoint_at(path.as_ref(), data_dir)
+    Trainer::evaluate_checkpoint_at(path.as_ref(), data_dir, device)
 }
 
 /// The run configuration in a checkpoint's metadata (`path` names the
@@ -497,10 +556,12 @@ fn stored_config(ckpt: &TrainingCheckpoint, path: &Path) -> Result<TrainConfig> 
 /// The `op` of the error for a model whose outputs are not finite.
 const DIVERGED: &str = "training diverged";
 
-/// Scores `dataset` with `model` in evaluation mode (restoring training
-/// mode afterwards) and computes its metrics. Scores that are not finite
-/// (a diverged model) are an error saying so.
+/// Scores `dataset` with `model` on `device` in evaluation mode (restoring
+/// training mode afterwards) and computes its metrics; only the scores are
+/// downloaded. Scores that are not finite (a diverged model) are an error
+/// saying so.
 fn evaluate_model(
+    device: Device,
     model: &mut ResNet,
     objective: &Objective,
     dataset: &ImageDataset,
@@ -514,7 +575,7 @@ fn evaluate_model(
     model.set_training(false);
     let scored = crate::no_grad(|| -> Result<()> {
         for batch in loader.epoch(0) {
-            let logits = model.forward(&batch?.x)?;
+            let logits = model.forward(&batch?.x.to_device(device)?)?;
             scores.extend(objective.scores(&logits)?.to_vec::<f32>()?);
         }
         Ok(())
@@ -547,4 +608,83 @@ fn evaluate_model(
         Labels::Multi { .. } => None,
     };
     Evaluation::new(&scores, &targets, labels, c, train_positives, threshold)
+}
+
+/// The training losses of an epoch. On the CPU each loss is read at once;
+/// on a device the (detached, 0-d) losses are kept there and read back
+/// [`LOSS_READ_INTERVAL`] at a time, in one download, so the host runs
+/// ahead of the GPU. Every value is still checked and reported to the
+/// observer, in order, with the batch it belongs to.
+struct LossLog {
+    device: Device,
+    epoch: usize,
+    lr: f64,
+    /// Losses not read yet, with their batch sizes.
+    pending: Vec<(Tensor, usize)>,
+    /// Batches read so far.
+    read: usize,
+    sum: f64,
+    images: usize,
+}
+
+impl LossLog {
+    fn new(device: Device, epoch: usize, lr: f64) -> Self {
+        LossLog {
+            device,
+            epoch,
+            lr,
+            pending: Vec::new(),
+            read: 0,
+            sum: 0.0,
+            images: 0,
+        }
+    }
+
+    /// Adds the loss of a batch of `n` images; reads the pending ones when
+    /// it is time.
+    fn push(&mut self, loss: Tensor, n: usize, observer: &mut dyn Observer) -> Result<()> {
+        self.pending.push((loss, n));
+        if self.device == Device::Cpu || self.pending.len() >= LOSS_READ_INTERVAL {
+            self.read_pending(observer)?;
+        }
+        Ok(())
+    }
+
+    /// Reads what is pending and returns the epoch's `(Σ loss·n, images)`.
+    fn finish(mut self, observer: &mut dyn Observer) -> Result<(f64, usize)> {
+        self.read_pending(observer)?;
+        Ok((self.sum, self.images))
+    }
+
+    fn read_pending(&mut self, observer: &mut dyn Observer) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let losses: Vec<Tensor> = self
+            .pending
+            .iter()
+            .map(|(l, _)| l.to_dtype(crate::tensor::DType::F32))
+            .collect::<Result<_>>()?;
+        let values = Tensor::stack(&losses, 0)?.to_vec::<f32>()?;
+        for (&value, &(_, n)) in values.iter().zip(&self.pending) {
+            let value = value as f64;
+            self.read += 1;
+            if !value.is_finite() {
+                return Err(Error::invalid(
+                    "Trainer::train_epoch",
+                    format!(
+                        "the loss became {value} at epoch {} batch {}: lower the learning rate (now {})",
+                        self.epoch + 1,
+                        self.read,
+                        self.lr
+                    ),
+                ));
+            }
+            self.sum += value * n as f64;
+            self.images += n;
+            observer.batch_finished(value, n);
+        }
+        self.pending.clear();
+        Ok(())
+    }
 }

@@ -57,7 +57,11 @@ pub struct BenchArgs {
 
 /// Runs `ferrite bench` with `args` on a pool of `--threads` workers.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    if args.device == "cpu" {
+    let device: ferrite::Device = args
+        .device
+        .parse()
+        .map_err(|e: ferrite::Error| e.to_string())?;
+    if device == ferrite::Device::Cpu {
         let gpu_only = [
             (args.tiny, "--tiny"),
             (!args.sizes.is_empty(), "--sizes"),

@@ -48,13 +48,12 @@ pub fn cuda_check(ordinal: usize, json: bool) -> Result<(), String> {
     }
 }
 
-/// The ordinal of a `--device` value: `cuda` (0) or `cuda:N`.
+/// The ordinal of a `--device` value naming a CUDA device (`cuda` or
+/// `cuda:N`).
 pub fn cuda_ordinal(device: &str) -> Result<usize, String> {
-    match device {
-        "cuda" => Ok(0),
-        d => d
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("--device must be cuda or cuda:N, got {d:?}")),
+    match device.parse::<ferrite::Device>() {
+        Ok(ferrite::Device::Cuda(n)) => Ok(n),
+        Ok(ferrite::Device::Cpu) => Err("--device must be cuda or cuda:N here, not cpu".into()),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -14,6 +14,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferrite::train::compare::{compare, Variant};
 use ferrite::train::run::{evaluate_checkpoint, Trainer};
 use ferrite::train::LossKind;
+use ferrite::Device;
 use progress::Progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
+        /// Device: cpu, cuda or cuda:N (a GPU needs a build with `--features cuda`)
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Evaluate a checkpoint on its run's test set and print the report
     #[command(allow_negative_numbers = true)]
@@ -70,6 +74,9 @@ enum Command {
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
+        /// Device: cpu, cuda or cuda:N (a GPU needs a build with `--features cuda`)
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Train several losses x seeds; writes one table (mean ± std) and one chart
     #[command(allow_negative_numbers = true)]
@@ -88,6 +95,9 @@ enum Command {
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
+        /// Device: cpu, cuda or cuda:N (a GPU needs a build with `--features cuda`)
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Time the kernels and print GFLOP/s or GB/s next to the machine's
     /// peak (CPU), or with --device cuda the GPU benchmarks next to the
@@ -185,12 +195,21 @@ fn options_given(matches: &ArgMatches, name: &str, keep: &[&str]) -> Vec<String>
         .collect()
 }
 
+/// Reads `--device` and opens the device, so that a GPU that cannot be used
+/// is reported before any work starts (with how to use the emulated GPU).
+fn parse_device(text: &str) -> Result<Device, String> {
+    let device: Device = text.parse().map_err(|e: ferrite::Error| e.to_string())?;
+    ferrite::backend::check_device(device).map_err(|e| e.to_string())?;
+    Ok(device)
+}
+
 fn train(
     run: RunArgs,
     loss: String,
     seed: u64,
     out: PathBuf,
     resume: Option<Vec<String>>,
+    device: Device,
 ) -> Result<(), String> {
     let mut trainer = if let Some(ignored) = resume {
         if !ignored.is_empty() {
@@ -199,7 +218,7 @@ fn train(
                 ignored.join(", ")
             );
         }
-        let t = Trainer::resume(&out).map_err(|e| e.to_string())?;
+        let t = Trainer::resume_on(&out, device).map_err(|e| e.to_string())?;
         println!(
             "resuming {} after epoch {} of {}",
             out.display(),
@@ -210,11 +229,11 @@ fn train(
     } else {
         let loss: LossKind = loss.parse().map_err(|e: ferrite::Error| e.to_string())?;
         let config = run.to_config(loss, seed).map_err(|e| e.to_string())?;
-        Trainer::new(config, &out).map_err(|e| e.to_string())?
+        Trainer::new_on(config, &out, device).map_err(|e| e.to_string())?
     };
     let data = trainer.data();
     println!(
-        "{}: {} training / {} test images, {} classes; training positives per class: {:?}",
+        "{} on {device}: {} training / {} test images, {} classes; training positives per class: {:?}",
         trainer.config().data.kind.name(),
         data.train.len(),
         data.test.len(),
@@ -237,8 +256,9 @@ fn eval(
     checkpoint: PathBuf,
     data_dir: Option<PathBuf>,
     out: Option<PathBuf>,
+    device: Device,
 ) -> Result<(), String> {
-    let summary = evaluate_checkpoint(&checkpoint, data_dir).map_err(|e| e.to_string())?;
+    let summary = evaluate_checkpoint(&checkpoint, data_dir, device).map_err(|e| e.to_string())?;
     println!("{}", summary.markdown());
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir)
@@ -254,6 +274,7 @@ fn run_compare(
     losses: Vec<String>,
     seeds: Vec<u64>,
     out: PathBuf,
+    device: Device,
 ) -> Result<(), String> {
     let variants = losses
         .iter()
@@ -265,7 +286,7 @@ fn run_compare(
         .to_config(first.loss, seeds.first().copied().unwrap_or(0))
         .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    compare(&base, &variants, &seeds, &out, &mut |label| {
+    compare(&base, &variants, &seeds, &out, device, &mut |label| {
         Box::new(Progress::new(label))
     })
     .map_err(|e| e.to_string())?;
@@ -289,24 +310,32 @@ fn main() -> ExitCode {
             out,
             resume,
             threads,
+            device,
         } => {
-            let ignored = options_given(&matches, "train", &["out", "resume", "threads"]);
+            let ignored = options_given(&matches, "train", &["out", "resume", "threads", "device"]);
             let resume = resume.then_some(ignored);
-            with_threads(threads, || train(run, loss, seed, out, resume))
+            parse_device(&device).and_then(|device| {
+                with_threads(threads, || train(run, loss, seed, out, resume, device))
+            })
         }
         Command::Eval {
             checkpoint,
             data_dir,
             out,
             threads,
-        } => with_threads(threads, || eval(checkpoint, data_dir, out)),
+            device,
+        } => parse_device(&device)
+            .and_then(|device| with_threads(threads, || eval(checkpoint, data_dir, out, device))),
         Command::Compare {
             run,
             losses,
             seeds,
             out,
             threads,
-        } => with_threads(threads, || run_compare(run, losses, seeds, out)),
+            device,
+        } => parse_device(&device).and_then(|device| {
+            with_threads(threads, || run_compare(run, losses, seeds, out, device))
+        }),
         Command::Bench { args } => bench_cmd::run(args),
         #[cfg(feature = "cuda")]
         Command::CudaCompile { arch, out } => cuda_cmd::cuda_compile(&arch, &out),
