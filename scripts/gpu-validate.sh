@@ -150,7 +150,8 @@ EOF
 }
 
 stage_kernels() {
-    "$BIN/ferrite" cuda-check || true # the summary (compiles and fills the cache)
+    # The summary first (it compiles and fills the cache), then the JSON.
+    "$BIN/ferrite" cuda-check || true
     "$BIN/ferrite" cuda-check --json > "$OUT/kernels.json"
 }
 
@@ -158,7 +159,7 @@ stage_kernels_bundle() {
     ((REHEARSE)) && skip "no CUBIN bundle in an emulator build"
     [[ -d "$ROOT/.gpu/cubin" ]] || skip "no CUBIN bundle in .gpu/ (NVRTC was missing at build time)"
     FERRITE_CUDA_CUBIN_DIR="$ROOT/.gpu/cubin" FERRITE_CUDA_CACHE=off \
-        "$BIN/ferrite" cuda-check --json > "$OUT/kernels_bundle.json"
+        "$BIN/ferrite" cuda-check --json > "$OUT/kernels_bundle.json" || return 1
     python3 - "$OUT/kernels_bundle.json" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -226,7 +227,8 @@ stage_train() {
 }
 
 stage_bench() {
-    "$BIN/ferrite" bench --device cuda $TINY --budget-ms 300 --json > "$OUT/bench_ferrite.json"
+    "$BIN/ferrite" bench --device cuda $TINY --budget-ms 300 --json > "$OUT/bench_ferrite.json" ||
+        return 1
     python3 "$ROOT/benches/compare_gpu.py" "$OUT/bench_ferrite.json" > "$OUT/bench_compare.md"
     cat "$OUT/bench_compare.md"
 }
