@@ -14,6 +14,8 @@
 // columns ordered (image, oy, ox).
 // Launch: 1-D grid-stride (`elementwise` in launch.rs) over the elements of
 // the tensor written: col for im2col, x for col2im.
+// Types: x and the gradients are f32; col is f32 or, for the bf16
+// mixed-precision GEMMs, bf16 (`im2col_fwd_f32_to_bf16`). col2im reads f32.
 //
 // Index decomposition: the flat index is split into its coordinates with
 // 32-bit divisions when every extent fits (`p.small`, the common case; a
@@ -62,11 +64,26 @@ __device__ __forceinline__ float im2col_value(const Im2colParams& p, const float
     return inside ? x[(((i64)img * p.c + ch) * p.h + iy) * p.w + ix] : 0.0f;
 }
 
-extern "C" __global__ void im2col_fwd_f32(Im2colParams p, const float* x, float* col) {
+// Writes the whole column buffer from the f32 input, each value stored as T.
+template <typename T>
+__device__ __forceinline__ void im2col(const Im2colParams& p, const float* x, T* col) {
     const i64 total = p.c * p.kh * p.kw * p.n * p.oh * p.ow;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {
-        col[i] = p.small ? im2col_value<u32>(p, x, (u32)i) : im2col_value<i64>(p, x, i);
+        float v = p.small ? im2col_value<u32>(p, x, (u32)i) : im2col_value<i64>(p, x, i);
+        col[i] = from_f32<T>(v);
     }
+}
+
+// im2col of an f32 input into an f32 column buffer.
+extern "C" __global__ void im2col_fwd_f32(Im2colParams p, const float* x, float* col) {
+    im2col<float>(p, x, col);
+}
+
+// im2col of an f32 input into a bf16 column buffer (each value rounded to
+// nearest, ties to even): the operand of the mixed-precision tensor-core
+// GEMM, made without an f32 column buffer or a separate cast pass.
+extern "C" __global__ void im2col_fwd_f32_to_bf16(Im2colParams p, const float* x, bf16* col) {
+    im2col<bf16>(p, x, col);
 }
 
 // The backward of im2col (col2im): one thread per input pixel gathers every
@@ -102,6 +119,8 @@ __device__ __forceinline__ float col2im_value(const Im2colParams& p, const float
     return acc;
 }
 
+// col2im of an f32 column buffer (the input gradient; the mixed-precision
+// GEMM writes that buffer in f32, so the sums stay f32 too).
 extern "C" __global__ void im2col_bwd_f32(Im2colParams p, const float* col, float* dx) {
     const i64 total = p.n * p.c * p.h * p.w;
     for (i64 i = grid_first(); i < total; i += grid_stride()) {

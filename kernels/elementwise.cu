@@ -240,6 +240,6 @@ DEFINE_FILL(f16, f16)
 // add_int: `x[i] += by` over a contiguous i64 buffer, in place (counters such
 // as batch norm's `num_batches_tracked`, updated without a round trip to the
 // host).
-extern "C" __global__ void add_int_i64(i64 numel, i64 by, i64* x) {
+extern "C" __global__ void add_int_fwd_i64(i64 numel, i64 by, i64* x) {
     for (i64 i = grid_first(); i < numel; i += grid_stride()) x[i] += by;
 }

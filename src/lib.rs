@@ -41,4 +41,5 @@ pub mod train;
 
 pub use autograd::{no_grad, GradStore};
 pub use error::{Error, Result};
+pub use ops::autocast::{autocast, precision, Precision};
 pub use tensor::{DType, Device, Tensor, TensorId};

@@ -5,6 +5,7 @@
 //! kernels, which work on raw buffers and layouts and know nothing of
 //! autodiff. See `docs/OPS.md` for the checklist of ops and their tests.
 
+pub mod autocast;
 pub mod conv;
 pub(crate) mod dispatch;
 pub mod dropout;
@@ -27,6 +28,7 @@ pub mod softmax;
 pub mod transfer;
 pub mod view;
 
+pub use autocast::{autocast, precision, AutocastGuard, Precision};
 pub use conv::Conv2dParams;
 pub use elementwise::{BinaryOp, CmpOp, UnaryOp};
 pub use norm::BatchNormOptions;

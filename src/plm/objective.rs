@@ -7,7 +7,7 @@ use super::histogram::Histograms;
 use super::mask::{apply_mask, check_loss, check_targets_shape, keep_probabilities};
 use super::update::{epoch_update, PlmEpochUpdate};
 use crate::error::{Error, Result};
-use crate::ops::plm::{self as plm_op, HistogramCounts};
+use crate::ops::plm::{self as plm_op, HistogramCounts, TargetCheck, TargetChecks};
 use crate::tensor::{Device, Tensor};
 use std::borrow::Cow;
 
@@ -19,7 +19,13 @@ use std::borrow::Cow;
 /// Masks are drawn, and predictions counted, on the device the batch lives
 /// on (the `plm` op family): batches on a CUDA device are counted into
 /// device counts, which are downloaded once, by [`Plm::sync_histograms`]
-/// (called by [`Plm::end_epoch`] and [`Plm::state_json`]).
+/// (called by [`Plm::end_epoch`] and [`Plm::state_json`]). There, nothing
+/// makes a training step wait for the GPU: the keep probabilities are
+/// uploaded once per r̂, and the device's check that every target is 0 or 1
+/// is read with the histograms — targets that are not make
+/// [`Plm::sync_histograms`] (so [`Plm::end_epoch`]) fail, naming the batch,
+/// instead of [`Plm::sample_mask`] or [`Plm::observe`]. On the CPU every
+/// check is immediate.
 #[derive(Clone, Debug)]
 pub struct Plm {
     config: PlmConfig,
@@ -33,6 +39,11 @@ pub struct Plm {
     /// Counts of the batches observed on a device, not yet merged into
     /// `histograms`.
     pending: Option<HistogramCounts>,
+    /// The device's target checks of those batches and masks, not read yet.
+    checks: TargetChecks,
+    /// The keep probabilities of the current r̂ as a `[2, C]` table on the
+    /// device of the last batch (rebuilt when r̂ or the device changes).
+    keep: Option<Tensor>,
     batches: u64,
     epochs: u64,
 }
@@ -122,6 +133,8 @@ impl Plm {
             rhat: Vec::new(),
             histograms,
             pending: None,
+            checks: TargetChecks::default(),
+            keep: None,
             batches,
             epochs,
             ratios,
@@ -199,6 +212,7 @@ impl Plm {
             }
         }
         self.rhat = rhat.to_vec();
+        self.keep = None;
         Ok(())
     }
 
@@ -239,6 +253,7 @@ impl Plm {
     /// into the host histograms, and returns them: every batch observed
     /// since the last update.
     pub fn sync_histograms(&mut self) -> Result<&Histograms> {
+        self.checks.finish("Plm::sync_histograms")?;
         if let Some(pending) = &self.pending {
             self.histograms.merge(&pending.download()?)?;
             self.pending = None;
@@ -249,6 +264,7 @@ impl Plm {
     /// Every batch observed since the last update, without merging
     /// (a merged copy when counts are pending on a device).
     pub(crate) fn all_histograms(&self) -> Result<Cow<'_, Histograms>> {
+        self.checks.verify("Plm::histograms")?;
         match &self.pending {
             None => Ok(Cow::Borrowed(&self.histograms)),
             Some(pending) => {
@@ -265,19 +281,32 @@ impl Plm {
     pub fn sample_mask(&mut self, targets: &Tensor) -> Result<Tensor> {
         const OP: &str = "Plm::sample_mask";
         check_targets_shape(OP, targets, self.num_classes())?;
-        let (keep_pos, keep_neg) = self.keep_probabilities();
         let next = self.batches.checked_add(1).ok_or_else(|| {
             Error::invalid(
                 "Plm::sample_mask",
                 "the mask counter is exhausted (u64::MAX masks drawn)",
             )
         })?;
+        let device = targets.device();
+        let keep = match &self.keep {
+            Some(k) if k.device() == device => k.clone(),
+            _ => {
+                let (keep_pos, keep_neg) = self.keep_probabilities();
+                self.keep
+                    .insert(plm_op::keep_table(&keep_pos, &keep_neg, device)?)
+                    .clone()
+            }
+        };
+        let check = match device {
+            Device::Cpu => TargetCheck::Now,
+            Device::Cuda(_) => TargetCheck::Later(&mut self.checks),
+        };
         let mask = plm_op::mask(
             OP,
             &targets.detach(),
             (self.config.seed, self.batches),
-            &keep_pos,
-            &keep_neg,
+            &keep,
+            check,
         )?;
         self.batches = next;
         Ok(mask)
@@ -319,7 +348,7 @@ impl Plm {
         if device == Device::Cpu {
             // Host batches join the histograms at once (nothing to defer).
             let mut batch = HistogramCounts::zeros(self.config.n_bins, self.num_classes(), device)?;
-            batch.add(op, &probabilities, &targets)?;
+            batch.add(op, &probabilities, &targets, TargetCheck::Now)?;
             return self.histograms.merge(&batch.download()?);
         }
         if self.pending.as_ref().is_some_and(|p| p.device() != device) {
@@ -333,7 +362,12 @@ impl Plm {
                 device,
             )?),
         };
-        pending.add(op, &probabilities, &targets)
+        pending.add(
+            op,
+            &probabilities,
+            &targets,
+            TargetCheck::Later(&mut self.checks),
+        )
     }
 
     /// Ends an epoch: merges the counts pending on a device
@@ -357,6 +391,7 @@ impl Plm {
             self.epochs,
         )?;
         self.rhat.clone_from(&update.rhat);
+        self.keep = None;
         self.histograms.reset();
         self.epochs = next;
         Ok(update)

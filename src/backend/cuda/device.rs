@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ground::Device;
 use cudarc::driver::LaunchConfig;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The environment variable that makes `Device::Cuda(n)` the emulated GPU
@@ -25,6 +26,37 @@ pub struct CudaDevice {
     ordinal: usize,
     driver: Arc<dyn Driver>,
     pool: SharedAllocator,
+    transfers: TransferCounters,
+}
+
+/// How many copies between host and device a [`CudaDevice`] has made, and
+/// how often the host waited for it: a training step that never downloads
+/// lets the host queue work ahead of the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Host-to-device copies.
+    pub uploads: u64,
+    /// Bytes copied to the device.
+    pub upload_bytes: u64,
+    /// Device-to-host copies (each waits for the queued work).
+    pub downloads: u64,
+    /// Bytes copied to the host.
+    pub download_bytes: u64,
+    /// Explicit waits ([`CudaDevice::synchronize`]).
+    pub synchronizations: u64,
+}
+
+#[derive(Default)]
+struct TransferCounters {
+    uploads: AtomicU64,
+    upload_bytes: AtomicU64,
+    downloads: AtomicU64,
+    download_bytes: AtomicU64,
+    synchronizations: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 impl CudaDevice {
@@ -76,6 +108,7 @@ impl CudaDevice {
             ordinal,
             driver,
             pool,
+            transfers: TransferCounters::default(),
         }
     }
 
@@ -129,7 +162,21 @@ impl CudaDevice {
 
     /// Waits until every queued kernel and copy has finished.
     pub fn synchronize(&self) -> Result<()> {
+        bump(&self.transfers.synchronizations, 1);
         self.driver.synchronize()
+    }
+
+    /// The copies and waits so far (see [`TransferStats`]).
+    pub fn transfer_stats(&self) -> TransferStats {
+        let t = &self.transfers;
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TransferStats {
+            uploads: read(&t.uploads),
+            upload_bytes: read(&t.upload_bytes),
+            downloads: read(&t.downloads),
+            download_bytes: read(&t.download_bytes),
+            synchronizations: read(&t.synchronizations),
+        }
     }
 
     /// Queues kernel `entry` of `kernels/<family>.cu` with launch shape
@@ -170,6 +217,11 @@ impl CudaDevice {
     /// Overwrites the start of `buf` with `host`.
     pub fn write<T: Pod>(&self, buf: &mut CudaBuffer, host: &[T]) -> Result<()> {
         buf.check_holds::<T>("CudaDevice::write", "the buffer", host.len())?;
+        bump(&self.transfers.uploads, 1);
+        bump(
+            &self.transfers.upload_bytes,
+            std::mem::size_of_val(host) as u64,
+        );
         self.driver.copy_htod(buf.ptr(), pod_bytes(host))
     }
 
@@ -193,6 +245,11 @@ impl CudaDevice {
         buf.check_holds::<T>("CudaDevice::download", "the buffer", end)?;
         let mut host = crate::backend::cpu::pool::take_zeroed::<T>(count)?;
         let from = buf.ptr() + (start * std::mem::size_of::<T>()) as u64;
+        bump(&self.transfers.downloads, 1);
+        bump(
+            &self.transfers.download_bytes,
+            std::mem::size_of_val(&host[..]) as u64,
+        );
         self.driver.copy_dtoh(from, pod_bytes_mut(&mut host))?;
         Ok(host)
     }

@@ -103,12 +103,13 @@ pub fn sgemm(m: usize, n: usize, batch: usize) -> Option<LaunchConfig> {
     tiled(m, n, batch, SGEMM_TILE)
 }
 
-/// Config of `gemm_fwd_bf16` / `gemm_fwd_f16`.
+/// Config of the tensor-core GEMMs (`gemm_fwd_bf16`, `gemm_fwd_f16`,
+/// `gemm_fwd_bf16_to_f32`).
 pub fn tensor_core_gemm(m: usize, n: usize, batch: usize) -> Option<LaunchConfig> {
     tiled(m, n, batch, TENSOR_CORE_TILE)
 }
 
-/// Config of `im2col_fwd_f32` for `images` images with `channels` input
+/// Config of `im2col_fwd_f32` (and `im2col_fwd_f32_to_bf16`) for `images` images with `channels` input
 /// channels, a `kh × kw` kernel and an `oh × ow` output: one thread per
 /// column-buffer element. An error when the element count overflows.
 pub fn im2col(

@@ -42,7 +42,7 @@ pub mod storage;
 
 pub use allocator::{AllocatorStats, CachingAllocator, RawMemory};
 pub use buffer::CudaBuffer;
-pub use device::{device, emulation_requested, CudaDevice, EMULATE_ENV};
+pub use device::{device, emulation_requested, CudaDevice, TransferStats, EMULATE_ENV};
 pub use driver::DevicePtr;
 pub use storage::CudaStorage;
 

@@ -10,13 +10,19 @@
 //!
 //! Here `L = OH·OW`, `CKK = C/groups·KH·KW`, and each group uses its own row
 //! blocks of `W`, `col` and `Y`.
+//!
+//! In mixed precision (`mixed`, bf16 autocast of f32 tensors) every GEMM
+//! reads bf16 operands on tensor cores and writes f32: im2col writes a bf16
+//! `col` straight from the f32 input, `W` and `dY` are cast to bf16, and
+//! `Y`, `dcol` (hence col2im's sums) and `dW` stay f32.
 
 use super::ConvGeom;
 use crate::backend::cuda::launch;
 use crate::backend::cuda::CudaDevice;
 use crate::error::Result;
+use crate::ops::autocast::bf16_operand;
 use crate::ops::conv::params::Im2colParams;
-use crate::ops::matmul::cuda::{gemm_f32, MatrixArg};
+use crate::ops::matmul::cuda::{gemm, MatrixArg};
 use crate::ops::on_cuda::{operand, operands, output, require_f32};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
@@ -36,41 +42,68 @@ fn im2col_params(g: &ConvGeom) -> Result<Im2colParams> {
     )
 }
 
-/// The column buffer `[C·KH·KW, N·OH·OW]` of the contiguous input `x`.
-fn im2col(dev: &Arc<CudaDevice>, x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+/// The element types of the GEMMs: (operands, output).
+fn gemm_types(mixed: bool) -> (DType, DType) {
+    if mixed {
+        (DType::BF16, DType::F32)
+    } else {
+        (DType::F32, DType::F32)
+    }
+}
+
+/// The contiguous GEMM operand made from the f32 tensor `t`: `t` itself, or
+/// a bf16 copy when `mixed`.
+fn gemm_operand(t: &Tensor, mixed: bool) -> Result<Tensor> {
+    if mixed {
+        bf16_operand(OP, t)
+    } else {
+        t.contiguous()
+    }
+}
+
+/// The column buffer `[C·KH·KW, N·OH·OW]` of the contiguous f32 input `x`,
+/// in bf16 when `mixed`, else in f32.
+fn im2col(dev: &Arc<CudaDevice>, x: &Tensor, g: &ConvGeom, mixed: bool) -> Result<Tensor> {
     let p = im2col_params(g)?;
     let xd = operand(OP, x)?;
     let rows = g.c_in * g.kh * g.kw;
-    let (col, c) = output(OP, dev, DType::F32, &[rows, g.n * g.oh * g.ow])?;
+    let (dtype, entry) = if mixed {
+        (DType::BF16, "im2col_fwd_f32_to_bf16")
+    } else {
+        (DType::F32, "im2col_fwd_f32")
+    };
+    let (col, c) = output(OP, dev, dtype, &[rows, g.n * g.oh * g.ow])?;
     let from = xd.at(x);
     dev.launch(
         "conv",
-        "im2col_fwd_f32",
+        entry,
         launch::elementwise(col.numel()),
         &[&p, &from, &c],
     )?;
     Ok(col)
 }
 
-/// Address of element `i` of the contiguous f32 tensor `t`.
+/// Address of element `i` of the contiguous tensor `t`.
 fn at(t: &Tensor, i: usize) -> Result<u64> {
-    Ok(operand(OP, t)?.at(t) + (i * 4) as u64)
+    Ok(operand(OP, t)?.at(t) + (i * t.dtype().size_in_bytes()) as u64)
 }
 
 /// The forward convolution of `x` by `w` (both f32 on one device), without
-/// bias, as a contiguous `N × O × OH × OW` tensor.
-pub(super) fn forward(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+/// bias, as a contiguous f32 `N × O × OH × OW` tensor; in bf16 on tensor
+/// cores when `mixed`.
+pub(super) fn forward(x: &Tensor, w: &Tensor, g: &ConvGeom, mixed: bool) -> Result<Tensor> {
     require_f32(OP, x.dtype())?;
     let [xd, _] = operands(OP, [x, w])?;
     let dev = xd.dev;
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let col = im2col(&dev, &x, g)?;
+    let (x, w) = (x.contiguous()?, gemm_operand(w, mixed)?);
+    let col = im2col(&dev, &x, g, mixed)?;
     let cols = g.n * g.oh * g.ow;
     let (ocg, ckk) = (g.c_out / g.groups, g.c_in / g.groups * g.kh * g.kw);
     let (y, _) = output(OP, &dev, DType::F32, &[g.c_out, g.n, g.oh, g.ow])?;
     for grp in 0..g.groups {
-        gemm_f32(
+        gemm(
             &dev,
+            gemm_types(mixed),
             (ocg, ckk, cols),
             MatrixArg {
                 ptr: at(&w, grp * ocg * ckk)?,
@@ -88,20 +121,23 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     y.permute(&[1, 0, 2, 3])?.contiguous()
 }
 
-/// The input gradient of the convolution from the output gradient `dy`.
-pub(super) fn backward_input(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+/// The input gradient of the convolution from the output gradient `dy`
+/// (f32), with bf16 GEMM operands when `mixed`.
+pub(super) fn backward_input(dy: &Tensor, w: &Tensor, g: &ConvGeom, mixed: bool) -> Result<Tensor> {
+    require_f32(OP, dy.dtype())?;
     let [dyd, _] = operands(OP, [dy, w])?;
     let dev = dyd.dev;
-    let w = w.contiguous()?;
+    let w = gemm_operand(w, mixed)?;
     // dY as [O, N·L].
-    let dy2 = dy.permute(&[1, 0, 2, 3])?.contiguous()?;
+    let dy2 = gemm_operand(&dy.permute(&[1, 0, 2, 3])?, mixed)?;
     let cols = g.n * g.oh * g.ow;
     let (ocg, ckk) = (g.c_out / g.groups, g.c_in / g.groups * g.kh * g.kw);
     let (dcol, _) = output(OP, &dev, DType::F32, &[g.groups * ckk, cols])?;
     for grp in 0..g.groups {
         // Wᵀ of the group: [CKK, OCg] read through the strides of W.
-        gemm_f32(
+        gemm(
             &dev,
+            gemm_types(mixed),
             (ckk, ocg, cols),
             MatrixArg {
                 ptr: at(&w, grp * ocg * ckk)?,
@@ -128,13 +164,20 @@ pub(super) fn backward_input(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Te
     Ok(dx)
 }
 
-/// The weight gradient of the convolution of `x` from the output gradient.
-pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+/// The weight gradient of the convolution of `x` from the output gradient
+/// (both f32), with bf16 GEMM operands when `mixed`.
+pub(super) fn backward_weight(
+    x: &Tensor,
+    dy: &Tensor,
+    g: &ConvGeom,
+    mixed: bool,
+) -> Result<Tensor> {
+    require_f32(OP, dy.dtype())?;
     let [xd, _] = operands(OP, [x, dy])?;
     let dev = xd.dev;
     let x = x.contiguous()?;
-    let col = im2col(&dev, &x, g)?;
-    let dy2 = dy.permute(&[1, 0, 2, 3])?.contiguous()?;
+    let col = im2col(&dev, &x, g, mixed)?;
+    let dy2 = gemm_operand(&dy.permute(&[1, 0, 2, 3])?, mixed)?;
     let cols = g.n * g.oh * g.ow;
     let (ocg, ckk) = (g.c_out / g.groups, g.c_in / g.groups * g.kh * g.kw);
     let (dw, _) = output(
@@ -148,8 +191,9 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, g: &ConvGeom) -> Result<T
     }
     for grp in 0..g.groups {
         // colᵀ of the group: [N·L, CKK] read through the strides of col.
-        gemm_f32(
+        gemm(
             &dev,
+            gemm_types(mixed),
             (ocg, cols, ckk),
             MatrixArg {
                 ptr: at(&dy2, grp * ocg * cols)?,

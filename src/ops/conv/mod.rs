@@ -6,6 +6,13 @@
 //! `winograd.rs` (3×3 stride-1 layers with enough channels); the backward
 //! computes the input and weight gradients with the same machinery and the
 //! bias gradient as a sum of the output gradient over batch and space.
+//!
+//! Under [`autocast`](crate::autocast)`(Precision::Bf16, ..)` a convolution
+//! of f32 tensors reads its input and weight (and, backward, the output
+//! gradient) rounded to bf16 and accumulates in f32: f32 GEMMs on the
+//! rounded values on the CPU, bf16 im2col and tensor-core GEMMs with f32
+//! outputs on a GPU. Output and gradients are f32, the bias is added in
+//! f32, and the backward runs in the precision its forward ran in.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -19,6 +26,7 @@ pub use geom::conv_out_len;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
+use crate::ops::autocast::{bf16_inputs, bf16_operand};
 use crate::ops::dispatch::{compute_data, compute_slice, cuda_arm, with_compute_type};
 use crate::tensor::{Device, StorageElement, Tensor};
 use cpu::ConvGeom;
@@ -120,6 +128,18 @@ struct Conv2dBackward {
     weight: Tensor,
     bias: Option<Tensor>,
     geom: ConvGeom,
+    /// The forward ran in bf16 mixed precision; so do the gradients.
+    mixed: bool,
+}
+
+/// [`compute_data`] of `t`, rounded to bf16 values (kept in f32) when
+/// `mixed`: what the CPU kernels read in mixed precision.
+fn kernel_data(t: &Tensor, mixed: bool) -> Result<Tensor> {
+    if mixed {
+        bf16_operand(OP, t)
+    } else {
+        compute_data(OP, t)
+    }
 }
 
 impl GradFn for Conv2dBackward {
@@ -135,12 +155,12 @@ impl GradFn for Conv2dBackward {
         if let Device::Cuda(_) = g.device() {
             return cuda_arm!(self.backward_on_device(g));
         }
-        let geom = self.geom;
+        let (geom, mixed) = (self.geom, self.mixed);
         let dtype = self.input.dtype();
-        let dy = compute_data(OP, g)?;
+        let dy = kernel_data(g, mixed)?;
         let wide = dy.dtype();
         let grad_input = if self.input.requires_grad() {
-            let w = compute_data(OP, &self.weight)?;
+            let w = kernel_data(&self.weight, mixed)?;
             let s =
                 on_compute_slices!(wide, [dy, w], |T, dys, ws| cpu::conv2d_backward_input::<T>(
                     dys, ws, &geom
@@ -150,7 +170,7 @@ impl GradFn for Conv2dBackward {
             None
         };
         let grad_weight = if self.weight.requires_grad() {
-            let x = compute_data(OP, &self.input)?;
+            let x = kernel_data(&self.input, mixed)?;
             let s = on_compute_slices!(
                 wide,
                 [x, dy],
@@ -176,15 +196,15 @@ impl Conv2dBackward {
     /// The gradients on a CUDA device (see `cuda.rs`).
     #[cfg(feature = "cuda")]
     fn backward_on_device(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let geom = &self.geom;
+        let (geom, mixed) = (&self.geom, self.mixed);
         let mut grads = vec![
             self.input
                 .requires_grad()
-                .then(|| cuda::backward_input(g, &self.weight, geom))
+                .then(|| cuda::backward_input(g, &self.weight, geom, mixed))
                 .transpose()?,
             self.weight
                 .requires_grad()
-                .then(|| cuda::backward_weight(&self.input, g, geom))
+                .then(|| cuda::backward_weight(&self.input, g, geom, mixed))
                 .transpose()?,
         ];
         if let Some(b) = &self.bias {
@@ -208,19 +228,20 @@ enum Kernel {
 }
 
 /// Validates, runs `kernel` on contiguous f32/f64 data and returns the
-/// untracked output (in the input's dtype) with the geometry.
+/// untracked output (in the input's dtype) with the geometry. With `mixed`
+/// (f32 tensors only), the input and weight are read rounded to bf16.
 fn forward(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     params: Conv2dParams,
-    kernel: Kernel,
+    (kernel, mixed): (Kernel, bool),
 ) -> Result<(Tensor, ConvGeom)> {
     let geom = geometry(x, weight, bias, &params)?;
     if let Device::Cuda(_) = x.device() {
         // Untracked: the caller records the convolution as one op.
         let y = crate::autograd::no_grad(|| -> Result<Tensor> {
-            let y: Tensor = cuda_arm!(cuda::forward(x, weight, &geom))?;
+            let y: Tensor = cuda_arm!(cuda::forward(x, weight, &geom, mixed))?;
             match bias {
                 Some(b) => y.add(&b.reshape(&[1, geom.c_out, 1, 1])?),
                 None => Ok(y),
@@ -228,7 +249,7 @@ fn forward(
         })?;
         return Ok((y, geom));
     }
-    let (xd, wd) = (compute_data(OP, x)?, compute_data(OP, weight)?);
+    let (xd, wd) = (kernel_data(x, mixed)?, kernel_data(weight, mixed)?);
     let bd = bias.map(|b| compute_data(OP, b)).transpose()?;
     let s = match &bd {
         Some(b) => on_compute_slices!(xd.dtype(), [xd, wd, b], |T, xs, ws, bs| {
@@ -259,7 +280,9 @@ impl Tensor {
         params: Conv2dParams,
     ) -> Result<Tensor> {
         let _profile = crate::profile::scope("conv2d");
-        let (out, geom) = forward(self, weight, bias, params, Kernel::Gemm)?;
+        // Decided once, after validation: the dtype check comes first.
+        let mixed = self.dtype() == weight.dtype() && bf16_inputs(self.dtype());
+        let (out, geom) = forward(self, weight, bias, params, (Kernel::Gemm, mixed))?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         Ok(out.track(&inputs, || {
@@ -268,6 +291,7 @@ impl Tensor {
                 weight: weight.clone(),
                 bias: bias.cloned(),
                 geom,
+                mixed,
             })
         }))
     }
@@ -280,6 +304,6 @@ impl Tensor {
         bias: Option<&Tensor>,
         params: Conv2dParams,
     ) -> Result<Tensor> {
-        Ok(forward(self, weight, bias, params, Kernel::Direct)?.0)
+        Ok(forward(self, weight, bias, params, (Kernel::Direct, false))?.0)
     }
 }

@@ -200,7 +200,7 @@ pub(crate) fn add_int_(x: &Tensor, by: i64) -> Result<()> {
     let numel = x.numel() as i64;
     d.dev.launch(
         FAMILY,
-        "add_int_i64",
+        "add_int_fwd_i64",
         launch::elementwise(x.numel()),
         &[&numel, &by, &d.at(x)],
     )

@@ -9,6 +9,7 @@ use crate::ops::norm::params::BatchNormParams;
 use crate::ops::pool::params::Pool2dParams;
 use crate::ops::reduce::params::{RowParams, StridedReduceParams};
 use cudarc::driver::LaunchConfig;
+use half::bf16;
 
 /// Deterministic values in [-2, 2) with some exact ties.
 fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -203,7 +204,26 @@ fn im2col_and_max_pool_gather_their_windows() {
             }
         }
     }
-    close("im2col", &download(col, total), &want, 0.0);
+    let col_f32: Vec<f32> = download(col, total);
+    close("im2col", &col_f32, &want, 0.0);
+
+    // The bf16 columns of the mixed-precision GEMMs: the same values, each
+    // rounded to nearest-even bf16 (as the half crate rounds).
+    let col16 = upload(&vec![0u16; total]);
+    go(
+        "im2col_fwd_f32_to_bf16",
+        c,
+        &[bytes_of(&p), bytes_of(&xd), bytes_of(&col16)],
+    );
+    let got: Vec<u16> = download(col16, total);
+    let rounded: Vec<u16> = col_f32
+        .iter()
+        .map(|&v| bf16::from_f32(v).to_bits())
+        .collect();
+    assert_eq!(got, rounded, "im2col to bf16");
+    let inexact = col_f32.iter().filter(|&&v| bf16::from_f32(v).to_f32() != v);
+    assert!(inexact.count() > total / 4, "the test values need rounding");
+    emu().free(col16).unwrap();
 
     // 3×3 max pooling, stride 2, padding 1 (padding never wins).
     let planes = n * ch;

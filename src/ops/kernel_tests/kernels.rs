@@ -172,8 +172,9 @@ fn reference_gemm(a: &[f32], b: &[f32], batch: usize, m: usize, k: usize, n: usi
 
 #[test]
 fn sgemm_covers_edge_tiles_and_batches() {
-    // 4 × 3 tiles of 128 × 128 and 4 batch items, on a grid clamped to 3.
-    let (batch, m, k, n) = (4, 300, 37, 257);
+    // 5 × 3 tiles of 128 × 128 and 4 batch items, on a grid clamped to 3 in
+    // every dimension (each one a grid-stride loop).
+    let (batch, m, k, n) = (4, 300, 37, 520);
     let (a, b) = (noise(batch * m * k, 4), noise(batch * k * n, 5));
     let (ad, bd, cd) = (upload(&a), upload(&b), upload(&vec![0f32; batch * m * n]));
     let p = GemmParams::row_major(batch, m, k, n);
@@ -193,7 +194,8 @@ fn sgemm_covers_edge_tiles_and_batches() {
 
 #[test]
 fn tensor_core_gemms_follow_the_mma_fragment_layout() {
-    let (batch, m, k, n) = (2, 70, 40, 72);
+    // 2 × 4 tiles of 64 × 64 (more column tiles than the clamped grid has).
+    let (batch, m, k, n) = (2, 70, 40, 200);
     let a32 = noise(batch * m * k, 6);
     let b32 = noise(batch * k * n, 7);
     for (kernel, to_bits, from_bits) in [
@@ -227,6 +229,67 @@ fn tensor_core_gemms_follow_the_mma_fragment_layout() {
                 "{kernel} element {i}: {g} vs {w}"
             );
         }
+        for ptr in [ad, bd, cd] {
+            emu().free(ptr).unwrap();
+        }
+    }
+}
+
+#[test]
+fn mixed_tensor_core_gemm_writes_f32_from_bf16_inputs() {
+    // Edge tiles in m, n and k (none a multiple of 64, 64 or 32), more
+    // column tiles than the clamped grid, a batch, and a transposed B.
+    let (batch, m, k, n) = (2, 67, 37, 203);
+    let a: Vec<bf16> = noise(batch * m * k, 11)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let b: Vec<bf16> = noise(batch * k * n, 12)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let widen = |v: &[bf16]| v.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+    // B stored n × k, read through swapped strides.
+    let bt: Vec<bf16> = (0..batch * n * k)
+        .map(|i| {
+            let (bi, j, l) = (i / (n * k), (i / k) % n, i % k);
+            b[(bi * k + l) * n + j]
+        })
+        .collect();
+    let want = reference_gemm(&widen(&a), &widen(&b), batch, m, k, n);
+    let mut transposed = GemmParams::row_major(batch, m, k, n);
+    (transposed.b_row, transposed.b_col) = (1, k as i64);
+    for (what, p, b_host) in [
+        ("row-major B", GemmParams::row_major(batch, m, k, n), &b),
+        ("transposed B", transposed, &bt),
+    ] {
+        let (ad, bd, cd) = (
+            upload(&a),
+            upload(b_host),
+            upload(&vec![0f32; batch * m * n]),
+        );
+        let args = [bytes_of(&p), bytes_of(&ad), bytes_of(&bd), bytes_of(&cd)];
+        let c = launch::tensor_core_gemm(m, n, batch).unwrap();
+        let report = run_config("gemm_fwd_bf16_to_f32", c, &args);
+        assert!(report.race_checked, "{what}");
+        let got: Vec<f32> = download(cd, batch * m * n);
+        // The products of bf16 values are exact in f32: only the f32 sums
+        // of k = 37 terms in [-1, 1] round (at most ~37 · 2⁻²⁴ · Σ|terms|,
+        // under 1e-5), far below a bf16 rounding of the output (~1e-3).
+        let mut not_bf16 = 0;
+        for (i, (&g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-5,
+                "{what} element {i}: {g} vs {w}"
+            );
+            not_bf16 += usize::from(bf16::from_f32(g).to_f32() != g);
+        }
+        // An output rounded to bf16 would fail the bound above; most f32
+        // sums of bf16 products need more than bf16's 8 bits.
+        assert!(
+            not_bf16 > got.len() / 2,
+            "{what}: {not_bf16} f32-only values"
+        );
         for ptr in [ad, bd, cd] {
             emu().free(ptr).unwrap();
         }

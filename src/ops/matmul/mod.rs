@@ -5,6 +5,11 @@
 //! result; batch dimensions broadcast. The core op multiplies `[.., m, k]`
 //! by `[.., k, n]`; its backward is two more products,
 //! `dA = dC · Bᵀ` and `dB = Aᵀ · dC`, summed over broadcast batch dims.
+//!
+//! Under [`autocast`](crate::autocast)`(Precision::Bf16, ..)` the products
+//! of f32 operands read them rounded to bf16, accumulate in f32 and return
+//! f32 (on a GPU: tensor cores with an f32 output); the backward rule runs
+//! in the precision its forward ran in.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
@@ -14,12 +19,18 @@ pub mod params;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};
+use crate::ops::autocast::{autocast, bf16_inputs, bf16_operand, precision, Precision};
 use crate::ops::dispatch::cuda_arm;
 use crate::tensor::{broadcast_shapes, Device, Tensor};
+
+/// The op's name in errors.
+const OP: &str = "matmul";
 
 struct MatmulBackward {
     lhs: Tensor,
     rhs: Tensor,
+    /// The precision the forward ran in; the backward products use it too.
+    precision: Precision,
 }
 
 impl GradFn for MatmulBackward {
@@ -30,6 +41,13 @@ impl GradFn for MatmulBackward {
         vec![self.lhs.clone(), self.rhs.clone()]
     }
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        autocast(self.precision, || self.grads(g))
+    }
+}
+
+impl MatmulBackward {
+    /// `dA = dC · Bᵀ` and `dB = Aᵀ · dC`, each summed to its input's shape.
+    fn grads(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let ga = if self.lhs.requires_grad() {
             Some(
                 g.batched_matmul(&self.rhs.t()?)?
@@ -109,8 +127,16 @@ impl Tensor {
         let batch = broadcast_shapes("matmul", &sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
         let full =
             |x: usize, y: usize| -> Vec<usize> { batch.iter().copied().chain([x, y]).collect() };
-        let la = self.layout().broadcast_to(&full(m, k));
-        let lb = rhs.layout().broadcast_to(&full(k, n));
+        // The mixed path reads detached bf16 copies (bf16-valued f32 on the
+        // CPU); the op is still recorded on `self` and `rhs`.
+        let mixed = bf16_inputs(self.dtype());
+        let (a, b) = if mixed {
+            (bf16_operand(OP, self)?, bf16_operand(OP, rhs)?)
+        } else {
+            (self.clone(), rhs.clone())
+        };
+        let la = a.layout().broadcast_to(&full(m, k));
+        let lb = b.layout().broadcast_to(&full(k, n));
         let args = cpu::GemmArgs {
             a: &la,
             b: &lb,
@@ -120,22 +146,24 @@ impl Tensor {
         };
         let out = match self.device() {
             Device::Cpu => {
-                let s = Tensor::read_cpu_storages("matmul", &[self, rhs], |s| {
-                    cpu::matmul(s[0], s[1], &args)
-                })??;
+                let s =
+                    Tensor::read_cpu_storages(OP, &[&a, &b], |s| cpu::matmul(s[0], s[1], &args))??;
                 Tensor::from_storage(s, &full(m, n))?
             }
+            // The output keeps the caller's dtype: f32 from bf16 operands on
+            // the mixed path.
             Device::Cuda(_) => cuda_arm!(cuda::matmul(
-                (self, &la),
-                (rhs, &lb),
+                (&a, &la),
+                (&b, &lb),
                 (m, k, n),
-                &full(m, n)
+                (self.dtype(), &full(m, n))
             ))?,
         };
         Ok(out.track(&[self, rhs], || {
             Box::new(MatmulBackward {
                 lhs: self.clone(),
                 rhs: rhs.clone(),
+                precision: precision(),
             })
         }))
     }

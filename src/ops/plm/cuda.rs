@@ -1,11 +1,13 @@
 //! CUDA side of PLM (`kernels/plm.cu`): the kernels' argument structs and
 //! their launchers. Targets and probabilities are read as f32 (half types
-//! are widened first, exactly); the keep probabilities are uploaded as f64
-//! so that the mask compares in f64 as the host does.
+//! are widened first, exactly); the keep probabilities live on the device
+//! as f64 (a `[2, C]` table uploaded once per r̂) so that the mask compares
+//! in f64 as the host does.
 
-use super::{bad_target, HistogramLayout};
+use super::check::{first_bad, new_flag};
+use super::{bad_target, HistogramLayout, TargetCheck};
 use crate::backend::cuda::driver::KernelArg;
-use crate::backend::cuda::{launch, CudaDevice, DevicePtr};
+use crate::backend::cuda::{launch, DevicePtr};
 use crate::error::Result;
 use crate::ops::on_cuda::{operand, operands, output, require_f32};
 use crate::tensor::{DType, Tensor};
@@ -58,73 +60,80 @@ fn as_f32(op: &'static str, t: &Tensor) -> Result<Tensor> {
     t.contiguous()
 }
 
-/// A device flag holding `u64::MAX`, for the kernels to lower to the first
-/// invalid target index.
-fn new_flag(dev: &CudaDevice) -> Result<crate::backend::cuda::CudaBuffer> {
-    dev.upload(&[u64::MAX])
-}
-
-/// Reads the flag back: an error naming `op` and the first invalid target
-/// when a kernel lowered it (the offending value is fetched on that error
-/// path only).
-fn check_flag(
+/// Reads `flag` at once (a wait for the device), or queues it for `check`
+/// to read later; at once, an error names `op`, the first invalid target
+/// and its value (fetched on that error path only).
+fn settle(
     op: &'static str,
-    dev: &CudaDevice,
-    flag: &crate::backend::cuda::CudaBuffer,
+    what: String,
+    flag: Tensor,
     targets: &Tensor,
     classes: usize,
+    check: TargetCheck<'_>,
 ) -> Result<()> {
-    let first_bad = dev.download::<u64>(flag, 1)?[0];
-    if first_bad == u64::MAX {
-        return Ok(());
+    match check {
+        TargetCheck::Later(checks) => {
+            checks.push(what, classes, flag);
+            Ok(())
+        }
+        TargetCheck::Now => {
+            let Some(e) = first_bad(flag.to_vec::<i64>()?[0]) else {
+                return Ok(());
+            };
+            let value = targets
+                .reshape(&[targets.numel()])?
+                .narrow(0, e, 1)?
+                .to_f64_vec()?[0];
+            Err(bad_target(op, e, classes, value))
+        }
     }
-    let e = first_bad as usize;
-    let value = targets
-        .reshape(&[targets.numel()])?
-        .narrow(0, e, 1)?
-        .to_f64_vec()?[0];
-    Err(bad_target(op, e, classes, value))
 }
 
-/// The mask on the device (see [`super::mask`]), in the targets' dtype.
+/// The mask on the device (see [`super::mask`]), in the targets' dtype;
+/// `keep` is the `[2, C]` f64 keep table on the device.
 pub(super) fn mask(
     op: &'static str,
     targets: &Tensor,
     (seed, batch): (u64, u64),
-    keep_pos: &[f64],
-    keep_neg: &[f64],
+    keep: &Tensor,
+    check: TargetCheck<'_>,
 ) -> Result<Tensor> {
     let y = as_f32(op, targets)?;
-    let yd = operand(op, &y)?;
+    let keep = keep.contiguous()?;
+    let [yd, kd] = operands(op, [&y, &keep])?;
     let dev = yd.dev.clone();
     let numel = y.numel();
+    let classes = keep.shape()[1];
     let params = PlmMaskParams {
         seed,
         batch,
         numel: numel as i64,
-        classes: keep_pos.len() as i64,
+        classes: classes as i64,
     };
-    let (pos, neg) = (dev.upload(keep_pos)?, dev.upload(keep_neg)?);
-    let flag = new_flag(&dev)?;
+    let pos = kd.at(&keep);
+    let neg = pos + (classes * size_of::<f64>()) as DevicePtr;
+    let flag = new_flag(targets.device())?;
+    let flag_ptr = operand(op, &flag)?.at(&flag);
     let (out, m) = output(op, &dev, DType::F32, targets.shape())?;
     dev.launch(
         FAMILY,
         "plm_mask_fwd_f32",
         launch::philox_blocks(numel),
-        &[&params, &yd.at(&y), pos.arg(), neg.arg(), &m, flag.arg()],
+        &[&params, &yd.at(&y), &pos, &neg, &m, &flag_ptr],
     )?;
-    check_flag(op, &dev, &flag, &y, keep_pos.len())?;
+    settle(op, format!("mask {batch}"), flag, &y, classes, check)?;
     out.to_dtype(targets.dtype())
 }
 
 /// Adds one batch to the device counts `counts` (I64 tensor laid out as
-/// `h`), after checking the targets with `plm_targets_check_fwd_f32`.
+/// `h`), after checking the targets with `plm_targets_check_fwd_f32` (read
+/// as `check` says).
 pub(super) fn count(
     op: &'static str,
     h: &HistogramLayout,
     counts: &Tensor,
-    probabilities: &Tensor,
-    targets: &Tensor,
+    (probabilities, targets): (&Tensor, &Tensor),
+    check: TargetCheck<'_>,
 ) -> Result<()> {
     let (p, y) = (as_f32(op, probabilities)?, as_f32(op, targets)?);
     let [pd, yd] = operands(op, [&p, &y])?;
@@ -136,15 +145,16 @@ pub(super) fn count(
         n_bins: h.n_bins as i64,
     };
     let (pa, ya) = (pd.at(&p), yd.at(&y));
-    let flag = new_flag(&dev)?;
+    let flag = new_flag(targets.device())?;
+    let flag_ptr = operand(op, &flag)?.at(&flag);
     let cfg = launch::elementwise(numel);
     dev.launch(
         FAMILY,
         "plm_targets_check_fwd_f32",
         cfg,
-        &[&params, &ya, flag.arg()],
+        &[&params, &ya, &flag_ptr],
     )?;
-    check_flag(op, &dev, &flag, &y, h.classes)?;
+    settle(op, "an observed batch".into(), flag, &y, h.classes, check)?;
     // The counts are written in place: hold their storage for writing.
     let guard = counts.storage_mut();
     let base = match &*guard {

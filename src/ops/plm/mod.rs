@@ -11,13 +11,19 @@
 //! Targets are validated here (every value exactly 0 or 1). On the host the
 //! values are read directly; on a device a kernel records the first invalid
 //! index in a one-element device flag and only that flag (8 bytes) is read
-//! back: the mask kernel checks while it draws, the histogram update runs a
-//! check kernel first so that an invalid batch is never counted.
+//! back, at once or later in one download with others ([`TargetCheck`]):
+//! the mask kernel checks while it draws, the histogram update runs a check
+//! kernel first (with an immediate check, an invalid batch is never
+//! counted; with a deferred one, the counts are not used before the check
+//! is read).
 
+mod check;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod philox;
+
+pub(crate) use check::{TargetCheck, TargetChecks};
 
 use crate::error::{Error, Result};
 use crate::ops::dispatch::cuda_arm;
@@ -36,38 +42,72 @@ pub(crate) fn bad_target(op: &'static str, e: usize, classes: usize, value: f64)
     )
 }
 
+/// The per-class keep probabilities as one `[2, C]` f64 tensor on `device`
+/// (`keep_pos` then `keep_neg`), the form [`mask`] reads: built once per
+/// update of r̂ and reused for every batch (on a GPU, one upload).
+pub(crate) fn keep_table(keep_pos: &[f64], keep_neg: &[f64], device: Device) -> Result<Tensor> {
+    let c = keep_pos.len();
+    if c == 0 || keep_neg.len() != c {
+        return Err(Error::invalid(
+            "plm keep probabilities",
+            format!("{c} keep_pos and {} keep_neg values", keep_neg.len()),
+        ));
+    }
+    let values: Vec<f64> = keep_pos.iter().chain(keep_neg).copied().collect();
+    Tensor::from_vec(values, &[2, c])?.to_device(device)
+}
+
 /// The PLM mask number `batch` under `seed` of the `[B, C]` 0/1 `targets`
-/// (any dtype) with per-class keep probabilities `keep_pos` and
-/// `keep_neg` (`C` each): a tensor of the targets' shape, dtype and device
-/// holding 1 where the label is kept. Bit for bit [`cpu::draw_mask`] on
-/// every device. Errors name `op`: targets that are not 0/1, or that do not
-/// form `[B, C]` rows.
+/// (any dtype) with the per-class keep probabilities `keep` (a
+/// [`keep_table`] on the targets' device): a tensor of the targets' shape,
+/// dtype and device holding 1 where the label is kept. Bit for bit
+/// [`cpu::draw_mask`] on every device. Errors name `op`: targets that do
+/// not form `[B, C]` rows, and targets that are not 0/1 (on a device, when
+/// `check` reads the verdict).
 pub(crate) fn mask(
     op: &'static str,
     targets: &Tensor,
     (seed, batch): (u64, u64),
-    keep_pos: &[f64],
-    keep_neg: &[f64],
+    keep: &Tensor,
+    check: TargetCheck<'_>,
 ) -> Result<Tensor> {
-    let c = keep_pos.len();
-    if c == 0 || keep_neg.len() != c || !targets.numel().is_multiple_of(c) {
+    let c = keep.shape().get(1).copied().unwrap_or(0);
+    if keep.shape() != [2, c] || keep.dtype() != DType::F64 || c == 0 {
         return Err(Error::invalid(
             op,
             format!(
-                "{} targets with {c} keep_pos and {} keep_neg values do not form [B, C] rows",
-                targets.numel(),
-                keep_neg.len()
+                "keep probabilities must be [2, C] f64, got {:?} {:?}",
+                keep.shape(),
+                keep.dtype()
             ),
         ));
     }
+    if !targets.numel().is_multiple_of(c) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{} targets do not form rows of {c} classes",
+                targets.numel()
+            ),
+        ));
+    }
+    if targets.device() != keep.device() {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: targets.device(),
+            rhs: keep.device(),
+        });
+    }
     match targets.device() {
         Device::Cpu => {
+            let _ = check; // the host reads the targets, so checks at once
+            let keep = keep.to_vec::<f64>()?;
             let labels = cpu::labels(op, &targets.to_f64_vec()?, c)?;
-            let bits = cpu::draw_mask(seed, batch, &labels, keep_pos, keep_neg)?;
+            let bits = cpu::draw_mask(seed, batch, &labels, &keep[..c], &keep[c..])?;
             let values: Vec<f64> = bits.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
             Tensor::from_vec(values, targets.shape())?.to_dtype(targets.dtype())
         }
-        Device::Cuda(_) => cuda_arm!(cuda::mask(op, targets, (seed, batch), keep_pos, keep_neg)),
+        Device::Cuda(_) => cuda_arm!(cuda::mask(op, targets, (seed, batch), keep, check)),
     }
 }
 
@@ -87,12 +127,13 @@ impl Tensor {
         keep_pos: &[f64],
         keep_neg: &[f64],
     ) -> Result<Tensor> {
+        let keep = keep_table(keep_pos, keep_neg, self.device())?;
         mask(
             "plm_mask",
             &self.detach(),
             (seed, batch),
-            keep_pos,
-            keep_neg,
+            &keep,
+            TargetCheck::Now,
         )
     }
 }
@@ -200,13 +241,16 @@ impl HistogramCounts {
     /// Counts one batch: float `probabilities` and 0/1 `targets`, both
     /// `[B, C]` on the counts' device. Every label is counted; each
     /// probability is binned, or counted as discarded when NaN or outside
-    /// [0, 1]. Errors (naming `op`, nothing counted) for targets that are
-    /// not 0 or 1, or operands on another device.
+    /// [0, 1]. Errors (naming `op`, nothing counted) for operands on
+    /// another device, and for targets that are not 0 or 1 (on a device,
+    /// when `check` reads the verdict: a deferred check lets the batch be
+    /// counted, and its error comes when the check is read).
     pub fn add(
         &mut self,
         op: &'static str,
         probabilities: &Tensor,
         targets: &Tensor,
+        check: TargetCheck<'_>,
     ) -> Result<()> {
         let (n, c) = (targets.numel(), self.layout.classes);
         if probabilities.shape() != targets.shape() || !n.is_multiple_of(c) {
@@ -228,6 +272,7 @@ impl HistogramCounts {
         }
         match self.device() {
             Device::Cpu => {
+                let _ = check; // the host reads the targets, so checks at once
                 let labels = cpu::labels(op, &targets.to_f64_vec()?, c)?;
                 let p = probabilities.to_f64_vec()?;
                 let mut guard = self.counts.cpu_storage_mut(op)?;
@@ -240,8 +285,8 @@ impl HistogramCounts {
                 op,
                 &self.layout,
                 &self.counts,
-                probabilities,
-                targets
+                (probabilities, targets),
+                check
             )),
         }
     }

@@ -279,14 +279,21 @@ mod tests {
             let entries = f.entry_points();
             assert!(!entries.is_empty(), "{}", f.name);
             for e in entries {
-                let parts: Vec<&str> = e.rsplitn(3, '_').collect();
+                let dtypes = ["f32", "bf16", "f16", "u8", "i64"];
+                // A kernel whose output type differs from its input type
+                // ends in `<from>_to_<to>` (`gemm_fwd_bf16_to_f32`).
+                let base = match e.rsplit_once("_to_") {
+                    Some((head, to)) if dtypes.contains(&to) => head,
+                    _ => e.as_str(),
+                };
+                let parts: Vec<&str> = base.rsplitn(3, '_').collect();
                 let well_formed = matches!(parts.as_slice(), [dtype, kind, _op]
-                        if ["f32", "bf16", "f16", "u8", "i64"].contains(dtype)
+                        if dtypes.contains(dtype)
                             && ["fwd", "bwd", "step"].contains(kind))
                     || (e.starts_with("cast_") && e.contains("_to_"));
                 assert!(
                     well_formed,
-                    "{e} does not follow <op>_<fwd|bwd|step>_<dtype>"
+                    "{e} does not follow <op>_<fwd|bwd|step>_<dtype>[_to_<dtype>]"
                 );
                 assert!(seen.insert(e.clone()), "{e} defined twice");
             }

@@ -1,5 +1,6 @@
 //! Kernel names, following `<op>_<fwd|bwd|step>_<dtype>` (casts are
-//! `cast_<from>_to_<to>`). The op tables are public so that launchers can
+//! `cast_<from>_to_<to>`; kernels whose output type differs from their
+//! input type end in `<from>_to_<to>`, e.g. `gemm_fwd_bf16_to_f32`). The op tables are public so that launchers can
 //! check an op name before building a kernel name from it.
 
 /// The floating-point storage dtypes of the elementwise kernels.
@@ -70,7 +71,7 @@ pub fn elementwise() -> Vec<String> {
     v.extend(each(&["copy"], "fwd", COPY_DTYPES));
     v.extend(CASTS.iter().map(|(a, b)| format!("cast_{a}_to_{b}")));
     v.extend(each(&["fill"], "fwd", FLOAT_DTYPES));
-    v.push("add_int_i64".to_string());
+    v.push("add_int_fwd_i64".to_string());
     v
 }
 
@@ -94,12 +95,17 @@ pub fn reduce() -> Vec<String> {
 
 /// `kernels/matmul.cu`.
 pub fn matmul() -> Vec<String> {
-    list(&["gemm_fwd_f32", "gemm_fwd_bf16", "gemm_fwd_f16"])
+    list(&[
+        "gemm_fwd_f32",
+        "gemm_fwd_bf16",
+        "gemm_fwd_f16",
+        "gemm_fwd_bf16_to_f32",
+    ])
 }
 
 /// `kernels/conv.cu`.
 pub fn conv() -> Vec<String> {
-    list(&["im2col_fwd_f32", "im2col_bwd_f32"])
+    list(&["im2col_fwd_f32", "im2col_fwd_f32_to_bf16", "im2col_bwd_f32"])
 }
 
 /// `kernels/pool.cu`.
