@@ -6,7 +6,8 @@ synchronisation; the median), and writes rows that join with ferrite's
 JSON on (bench, dtype, shape):
 
 - gemm_nn / gemm_nt: cuBLAS f32 with TF32 off and on, and bf16;
-- conv2d_fwd / conv2d_fwd_bwd: cuDNN f32, strict (TF32 off) and default;
+- conv2d_fwd / conv2d_fwd_bwd: cuDNN f32, strict (TF32 off) and default,
+  and bf16 autocast;
 - copy, add, mul, relu, cast, sum_all, sum_rows, softmax: GB/s of bytes
   read + written;
 - resnet18_cifar_train: eager CIFAR ResNet-18 training steps (SGD with
@@ -118,22 +119,26 @@ def conv_rows(torch, cfg, budget):
         flops = 2.0 * batch * cout * hw * hw * cin * 9
         shape = f"{batch}x{cin}x{hw}x{hw}->{cout}"
 
-        def fwd():
-            with torch.no_grad():
+        def fwd(autocast):
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 F.conv2d(x, w, padding=1)
 
-        def fwd_bwd():
-            y = F.conv2d(xg, w, padding=1)
+        def fwd_bwd(autocast):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                y = F.conv2d(xg, w, padding=1)
             y.backward(torch.ones_like(y))
             xg.grad = None
             w.grad = None
 
-        for impl, tf32 in [("torch f32 strict", False), ("torch f32 default", True)]:
+        for impl, dtype, tf32, autocast in [("torch f32 strict", "f32", False, False),
+                                            ("torch f32 default", "f32", True, False),
+                                            ("torch bf16 autocast", "bf16", True, True)]:
             set_tf32(torch, False, tf32)
-            rows.append(row("conv2d_fwd", "f32", shape, impl, time_median(torch, fwd, budget),
-                            flops, "TFLOP/s"))
-            rows.append(row("conv2d_fwd_bwd", "f32", shape, impl,
-                            time_median(torch, fwd_bwd, budget), 3 * flops, "TFLOP/s"))
+            rows.append(row("conv2d_fwd", dtype, shape, impl,
+                            time_median(torch, lambda: fwd(autocast), budget), flops, "TFLOP/s"))
+            rows.append(row("conv2d_fwd_bwd", dtype, shape, impl,
+                            time_median(torch, lambda: fwd_bwd(autocast), budget), 3 * flops,
+                            "TFLOP/s"))
     return rows
 
 

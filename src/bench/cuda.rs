@@ -13,6 +13,7 @@ use super::datasheet::{self, DatasheetPeaks};
 use super::rows::{format_rows, Row};
 use crate::backend::cuda::{self, CudaDevice};
 use crate::error::Result;
+use crate::ops::autocast::{autocast, Precision};
 use crate::ops::Conv2dParams;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
@@ -354,7 +355,9 @@ pub const RESNET_CONV_SHAPES: &[(usize, usize, usize)] = &[
 ];
 
 /// conv2d forward, and forward + backward (input and weight gradients,
-/// three times the forward's multiply-adds), 3×3, padding 1, f32.
+/// three times the forward's multiply-adds), 3×3, padding 1, on f32
+/// tensors: in f32, and in bf16 mixed precision (`autocast`: bf16 products
+/// on the tensor cores, f32 accumulation and output).
 fn conv_rows(bd: &BenchDevice, config: &CudaBenchConfig, rows: &mut Vec<Row>) -> Result<()> {
     if !(config.selected("conv2d_fwd") || config.selected("conv2d_fwd_bwd")) {
         return Ok(());
@@ -371,34 +374,27 @@ fn conv_rows(bd: &BenchDevice, config: &CudaBenchConfig, rows: &mut Vec<Row>) ->
         let params = Conv2dParams::default().padding(1);
         let flops = 2.0 * (batch * cout * hw * hw * cin * 9) as f64;
         let shape = format!("{batch}x{cin}x{hw}x{hw}->{cout}");
-        if config.selected("conv2d_fwd") {
-            let t = time_on(&bd.dev, config.budget, || {
-                crate::no_grad(|| x.conv2d(&w, None, params)).map(drop)
-            })?;
-            rows.push(compute_row(
-                bd,
-                "conv2d_fwd",
-                "f32",
-                shape.clone(),
-                t,
-                flops,
-            ));
-        }
-        if config.selected("conv2d_fwd_bwd") {
-            let xg = x.requires_grad_(true);
-            let t = time_on(&bd.dev, config.budget, || {
-                let y = xg.conv2d(&w, None, params)?;
-                let g = y.ones_like()?;
-                y.backward_with_grad(&g).map(drop)
-            })?;
-            rows.push(compute_row(
-                bd,
-                "conv2d_fwd_bwd",
-                "f32",
-                shape,
-                t,
-                3.0 * flops,
-            ));
+        let xg = x.requires_grad_(true);
+        for precision in [Precision::F32, Precision::Bf16] {
+            let dtype = precision.as_str();
+            if config.selected("conv2d_fwd") {
+                let t = time_on(&bd.dev, config.budget, || {
+                    autocast(precision, || {
+                        crate::no_grad(|| x.conv2d(&w, None, params)).map(drop)
+                    })
+                })?;
+                let row = compute_row(bd, "conv2d_fwd", dtype, shape.clone(), t, flops);
+                rows.push(row);
+            }
+            if config.selected("conv2d_fwd_bwd") {
+                let t = time_on(&bd.dev, config.budget, || {
+                    let y = autocast(precision, || xg.conv2d(&w, None, params))?;
+                    let g = y.ones_like()?;
+                    y.backward_with_grad(&g).map(drop)
+                })?;
+                let row = compute_row(bd, "conv2d_fwd_bwd", dtype, shape.clone(), t, 3.0 * flops);
+                rows.push(row);
+            }
         }
     }
     Ok(())

@@ -1,14 +1,17 @@
 //! The training rows of `ferrite bench --device cuda`: CIFAR ResNet-18
 //! training steps (forward, cross-entropy, backward, SGD with momentum 0.9
 //! and weight decay 5e-4) on a random batch on the device, in images per
-//! second, with the peak device memory of the run. f32 only: mixed
-//! precision has no training path yet.
+//! second, with the peak device memory of the run; in f32, and in bf16
+//! mixed precision (the forward inside `autocast(Precision::Bf16, ..)`:
+//! bf16 products on the tensor cores, f32 master weights, as PyTorch's
+//! autocast).
 
 use super::cuda::{randn_on, BenchDevice, CudaBenchConfig};
 use super::rows::Row;
 use crate::error::Result;
 use crate::nn::resnet::{resnet18_cifar, ResNet};
 use crate::nn::{self, Module};
+use crate::ops::autocast::{autocast, Precision};
 use crate::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use crate::tensor::Tensor;
 use rand::rngs::StdRng;
@@ -18,14 +21,17 @@ use std::time::Instant;
 /// The bench name of the training rows.
 pub const TRAIN_BENCH: &str = "resnet18_cifar_train";
 
-/// One row per batch size of `config.train_batches`.
+/// One row per batch size of `config.train_batches` and precision (f32,
+/// bf16 mixed).
 pub fn train_rows(bd: &BenchDevice, config: &CudaBenchConfig) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if !config.selected(TRAIN_BENCH) {
         return Ok(rows);
     }
     for &batch in &config.train_batches {
-        rows.push(train_row(bd, config, batch)?);
+        for precision in [Precision::F32, Precision::Bf16] {
+            rows.push(train_row(bd, config, batch, precision)?);
+        }
     }
     Ok(rows)
 }
@@ -43,7 +49,12 @@ fn shape(config: &CudaBenchConfig, batch: usize) -> String {
     s
 }
 
-fn train_row(bd: &BenchDevice, config: &CudaBenchConfig, batch: usize) -> Result<Row> {
+fn train_row(
+    bd: &BenchDevice,
+    config: &CudaBenchConfig,
+    batch: usize,
+    precision: Precision,
+) -> Result<Row> {
     let dev = &bd.dev;
     dev.synchronize()?;
     dev.reset_peak_memory();
@@ -67,12 +78,13 @@ fn train_row(bd: &BenchDevice, config: &CudaBenchConfig, batch: usize) -> Result
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
     let y = Tensor::from_vec(labels, &[batch, 1])?.to_device(bd.device())?;
     let mut step = || -> Result<()> {
-        let loss = net
-            .forward(&x)?
-            .log_softmax(1)?
-            .gather(1, &y)?
-            .mean_all()?
-            .neg()?;
+        let loss = autocast(precision, || -> Result<Tensor> {
+            net.forward(&x)?
+                .log_softmax(1)?
+                .gather(1, &y)?
+                .mean_all()?
+                .neg()
+        })?;
         let grads = loss.backward()?;
         opt.step(&grads)
     };
@@ -92,7 +104,7 @@ fn train_row(bd: &BenchDevice, config: &CudaBenchConfig, batch: usize) -> Result
     let peak = dev.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64;
     Ok(Row {
         bench: TRAIN_BENCH.to_string(),
-        dtype: "f32".to_string(),
+        dtype: precision.as_str().to_string(),
         shape: shape(config, batch),
         implementation: "ferrite".to_string(),
         median,
