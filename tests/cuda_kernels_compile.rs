@@ -133,9 +133,9 @@ fn compiled_ptx_is_cached_on_disk() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The names of the functions in the symbol table of an ELF64 image (a
-/// CUBIN), read without any CUDA tool: the section headers locate
-/// `.symtab` and its string table.
+/// The names of the global functions (the kernels) in the symbol table of
+/// an ELF64 image (a CUBIN), read without any CUDA tool: the section
+/// headers locate `.symtab` and its string table.
 fn elf_function_symbols(elf: &[u8]) -> BTreeSet<String> {
     let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
     let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
@@ -159,8 +159,8 @@ fn elf_function_symbols(elf: &[u8]) -> BTreeSet<String> {
         let strtab = u64_at(section(link) + 0x18);
         for sym in (off..off + size).step_by(entsize) {
             let (name, info) = (u32_at(sym), elf[sym + 4]);
-            if info & 0xf == 2 {
-                // STT_FUNC
+            if info & 0xf == 2 && info >> 4 == 1 {
+                // STT_FUNC, STB_GLOBAL: kernels (helpers are local)
                 let start = strtab + name;
                 let end = start + elf[start..].iter().position(|&b| b == 0).unwrap();
                 names.insert(String::from_utf8_lossy(&elf[start..end]).into_owned());
@@ -188,9 +188,10 @@ fn every_family_compiles_to_a_cubin_for_sm_90_with_exactly_its_kernels() {
         let found = elf_function_symbols(&cubin);
         let expected: BTreeSet<String> = family.entry_points().into_iter().collect();
         let missing: Vec<_> = expected.difference(&found).collect();
+        let unexpected: Vec<_> = found.difference(&expected).collect();
         assert!(
-            missing.is_empty(),
-            "kernels/{}.cu: CUBIN lacks {missing:?}",
+            missing.is_empty() && unexpected.is_empty(),
+            "kernels/{}.cu: CUBIN lacks {missing:?}, has unlisted {unexpected:?}",
             family.name
         );
     }
