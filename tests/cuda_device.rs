@@ -511,3 +511,25 @@ fn the_caching_allocator_reuses_device_memory() {
     let small = dev.upload(&[1.0f32; 4]).unwrap();
     assert!(dev.download::<f32>(&small, 5).is_err());
 }
+
+#[test]
+fn every_kernel_loads_and_every_launch_fits_the_limits() {
+    let Some(dev) = gpu("every_kernel_loads_and_every_launch_fits_the_limits") else {
+        return;
+    };
+    let report = cuda::check::check_launch_limits(&dev);
+    eprint!("{}", report.summary());
+    assert!(report.passed(), "{}", report.summary());
+    let families = ferrite::backend::cuda::compile::FAMILIES;
+    assert_eq!(report.modules.len(), families.len());
+    let kernels: usize = families.iter().map(|f| f.entry_points().len()).sum();
+    assert_eq!(report.kernels.len(), kernels);
+    let json = report.to_json();
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["kernels"].as_array().unwrap().len(), kernels);
+    if !dev.is_emulated() {
+        // A GPU reports each kernel's resources, and the modules are
+        // machine code whenever NVRTC knows the GPU.
+        assert!(report.kernels.iter().all(|k| k.attributes.is_some()));
+    }
+}

@@ -6,7 +6,7 @@
 //! Run: `cargo test --features cuda --test cuda_kernels_compile`.
 #![cfg(feature = "cuda")]
 
-use ferrite::backend::cuda::compile::{self, FAMILIES};
+use ferrite::backend::cuda::compile::{self, bundle, ImageFormat, FAMILIES};
 use ferrite::backend::cuda::nvrtc_available;
 use ferrite::ops::optim::cuda as optim;
 use ferrite::ops::plm::cuda as plm;
@@ -120,16 +120,118 @@ fn compiled_ptx_is_cached_on_disk() {
         "sm_90",
         compile::nvrtc_version().unwrap(),
     );
-    let path = compile::cache_path(&dir, "optim", "sm_90", key);
+    let path = compile::cache_path(&dir, "optim", "sm_90", key, ImageFormat::Ptx);
     let ptx = compile::compile_uncached(optim, "sm_90").unwrap();
-    compile::write_cached(&path, key, &ptx).unwrap();
+    compile::write_cached(&path, key, ImageFormat::Ptx, ptx.as_bytes()).unwrap();
     assert_eq!(
-        compile::read_cached(&path, key).as_deref(),
-        Some(ptx.as_str())
+        compile::read_cached(&path, key, ImageFormat::Ptx).as_deref(),
+        Some(ptx.as_bytes())
     );
     // Compiling again gives the same PTX, so a cache hit is equivalent to a
     // compilation.
     assert_eq!(compile::compile_uncached(optim, "sm_90").unwrap(), ptx);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The names of the global functions (the kernels) in the symbol table of
+/// an ELF64 image (a CUBIN), read without any CUDA tool: the section
+/// headers locate `.symtab` and its string table.
+fn elf_function_symbols(elf: &[u8]) -> BTreeSet<String> {
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF image");
+    assert_eq!(elf[4], 2, "not ELF64");
+    let (shoff, shentsize, shnum) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c));
+    let section = |i: usize| shoff + i * shentsize;
+    let mut names = BTreeSet::new();
+    for i in 0..shnum {
+        let sh = section(i);
+        if u32_at(sh + 4) != 2 {
+            continue; // not SHT_SYMTAB
+        }
+        let (off, size, link, entsize) = (
+            u64_at(sh + 0x18),
+            u64_at(sh + 0x20),
+            u32_at(sh + 0x28),
+            u64_at(sh + 0x38),
+        );
+        let strtab = u64_at(section(link) + 0x18);
+        for sym in (off..off + size).step_by(entsize) {
+            let (name, info) = (u32_at(sym), elf[sym + 4]);
+            if info & 0xf == 2 && info >> 4 == 1 {
+                // STT_FUNC, STB_GLOBAL: kernels (helpers are local)
+                let start = strtab + name;
+                let end = start + elf[start..].iter().position(|&b| b == 0).unwrap();
+                names.insert(String::from_utf8_lossy(&elf[start..end]).into_owned());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_family_compiles_to_a_cubin_for_sm_90_with_exactly_its_kernels() {
+    if !nvrtc_or_skip("every_family_compiles_to_a_cubin_for_sm_90_with_exactly_its_kernels") {
+        return;
+    }
+    for family in FAMILIES {
+        let cubin = compile::compile_cubin(family, "sm_90")
+            .unwrap_or_else(|e| panic!("kernels/{}.cu: {e}", family.name));
+        // ELF machine EM_CUDA (190) and the sm_90 flag in e_flags.
+        assert_eq!(
+            u16::from_le_bytes([cubin[0x12], cubin[0x13]]),
+            190,
+            "{}: not a CUDA ELF",
+            family.name
+        );
+        let found = elf_function_symbols(&cubin);
+        let expected: BTreeSet<String> = family.entry_points().into_iter().collect();
+        let missing: Vec<_> = expected.difference(&found).collect();
+        let unexpected: Vec<_> = found.difference(&expected).collect();
+        assert!(
+            missing.is_empty() && unexpected.is_empty(),
+            "kernels/{}.cu: CUBIN lacks {missing:?}, has unlisted {unexpected:?}",
+            family.name
+        );
+    }
+    // The format rule: a CUBIN whenever NVRTC targets the GPU's own
+    // architecture, which this NVRTC does for an H100/H200.
+    let supported = compile::nvrtc_supported_archs().unwrap();
+    let arch = compile::choose_arch((9, 0), &supported).unwrap();
+    assert_eq!(arch, "sm_90");
+    assert_eq!(
+        compile::format_for((9, 0), &arch).unwrap(),
+        ImageFormat::Cubin
+    );
+}
+
+#[test]
+fn a_cubin_bundle_holds_every_family_under_its_source_hash() {
+    if !nvrtc_or_skip("a_cubin_bundle_holds_every_family_under_its_source_hash") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ferrite-cubin-bundle-{}", std::process::id()));
+    let written = bundle::write_bundle(&dir, "sm_90").unwrap();
+    assert_eq!(
+        written.len(),
+        FAMILIES.len() + 1,
+        "one CUBIN per family + manifest"
+    );
+    for family in FAMILIES {
+        let cubin = bundle::read_bundle(&dir, family, "sm_90")
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} missing from the bundle", family.name));
+        assert_eq!(cubin, compile::compile_cubin(family, "sm_90").unwrap());
+        assert_eq!(bundle::read_bundle(&dir, family, "sm_80").unwrap(), None);
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["arch"], "sm_90");
+    assert_eq!(
+        manifest["families"].as_object().unwrap().len(),
+        FAMILIES.len()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -5,7 +5,9 @@
 //! backward, and compares the device with the CPU in the same process.
 //!
 //! Without a device, each check still runs its CPU half (so the suite is
-//! exercised everywhere) and prints once why the device half was skipped.
+//! exercised everywhere) and prints once why the device half was skipped;
+//! with `FERRITE_REQUIRE_GPU` set (on a GPU machine), a missing device is
+//! a failure instead.
 #![allow(dead_code)]
 
 use ferrite::{DType, Device, Result, Tensor};
@@ -28,7 +30,13 @@ pub fn devices() -> Vec<Device> {
                 });
                 return vec![Device::Cuda(0)];
             }
-            Err(e) => REPORT.call_once(|| eprintln!("device suite: CPU only ({e})")),
+            Err(e) => {
+                assert!(
+                    std::env::var_os("FERRITE_REQUIRE_GPU").is_none(),
+                    "FERRITE_REQUIRE_GPU is set but cuda:0 is unusable: {e}"
+                );
+                REPORT.call_once(|| eprintln!("device suite: CPU only ({e})"))
+            }
         }
     }
     #[cfg(not(feature = "cuda"))]

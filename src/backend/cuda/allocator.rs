@@ -149,6 +149,12 @@ impl<R: RawMemory> CachingAllocator<R> {
         self.stats.cached_bytes = 0;
     }
 
+    /// Restarts the peak from the bytes in use now (to measure the peak of
+    /// one piece of work).
+    pub fn reset_peak(&mut self) {
+        self.stats.peak_in_use_bytes = self.stats.in_use_bytes;
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> AllocatorStats {
         self.stats
@@ -256,6 +262,12 @@ mod tests {
         assert_eq!(s.in_use_bytes, 0);
         assert_eq!(s.cached_bytes, 1024 + c3);
         assert_eq!(s.peak_in_use_bytes, 1024 + c3);
+        // A reset peak starts from what is in use now.
+        a.reset_peak();
+        assert_eq!(a.stats().peak_in_use_bytes, 0);
+        let (b4, c4) = a.allocate(100).unwrap();
+        a.release(b4, c4);
+        assert_eq!(a.stats().peak_in_use_bytes, c4);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 
 use super::allocator::{AllocatorStats, CachingAllocator};
 use super::buffer::{lock, CudaBuffer, DriverMemory, SharedAllocator};
+use super::compile::ModuleLoad;
 use super::driver::gpu::GpuDriver;
-use super::driver::{pod_bytes, pod_bytes_mut, Driver, KernelArg, Pod};
+use super::driver::{
+    pod_bytes, pod_bytes_mut, DeviceLimits, Driver, KernelArg, KernelAttributes, Pod,
+};
 use crate::error::{Error, Result};
 use crate::ground::Device;
 use cudarc::driver::LaunchConfig;
@@ -159,6 +162,24 @@ impl CudaDevice {
     /// True for the emulated GPU.
     pub fn is_emulated(&self) -> bool {
         self.driver.is_emulated()
+    }
+
+    /// Makes kernel family `family` ready to launch (on a GPU: compiled or
+    /// taken from a bundle or cache, and loaded) and says how.
+    pub fn load_family(&self, family: &str) -> Result<ModuleLoad> {
+        self.driver.load_family(family)
+    }
+
+    /// The registers, shared memory and thread limit of kernel `entry` of
+    /// `family` as the driver reports them (`None` on the emulated GPU).
+    pub fn kernel_attributes(&self, family: &str, entry: &str) -> Result<Option<KernelAttributes>> {
+        self.driver.kernel_attributes(family, entry)
+    }
+
+    /// The device's launch limits (threads and shared memory per block,
+    /// registers, multiprocessors, memory).
+    pub fn limits(&self) -> Result<DeviceLimits> {
+        self.driver.limits()
     }
 
     /// Waits until every queued kernel and copy has finished.
@@ -321,6 +342,12 @@ impl CudaDevice {
     /// The caching allocator's counters.
     pub fn memory_stats(&self) -> AllocatorStats {
         lock(&self.pool).stats()
+    }
+
+    /// Restarts the allocator's peak of bytes in use from the bytes in use
+    /// now.
+    pub fn reset_peak_memory(&self) {
+        lock(&self.pool).reset_peak();
     }
 
     /// Frees every cached (unused) block back to the driver.

@@ -16,7 +16,10 @@
 //! - [`buffer`]: [`CudaBuffer`], a device allocation that returns to the
 //!   cache when dropped.
 //! - [`compile`]: the `kernels/*.cu` sources, embedded in the binary and
-//!   compiled with NVRTC at first use, cached in the process and on disk.
+//!   compiled with NVRTC at first use (CUBIN for the GPU's architecture),
+//!   cached in the process and on disk, or taken from a prebuilt bundle.
+//! - [`check`]: loads every kernel family and checks each launch
+//!   configuration against the device's and the kernel's limits.
 //! - [`launch`]: grid and block sizes of each kernel shape, and the most
 //!   dims a strided kernel takes.
 //! - [`storage`]: [`CudaStorage`], the elements of a tensor on a device.
@@ -28,6 +31,7 @@
 
 pub mod allocator;
 pub mod buffer;
+pub mod check;
 pub mod compile;
 pub mod device;
 pub mod driver;

@@ -3,12 +3,14 @@
 //! and `bench` for the kernel benchmarks.
 
 mod args;
+mod bench_cmd;
+#[cfg(feature = "cuda")]
+mod cuda_cmd;
 mod progress;
 
 use args::RunArgs;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use ferrite::bench::{self, BenchConfig};
 use ferrite::train::compare::{compare, Variant};
 use ferrite::train::run::{evaluate_checkpoint, Trainer};
 use ferrite::train::LossKind;
@@ -97,27 +99,35 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-    /// Time the CPU kernels and print GFLOP/s or GB/s next to the machine's peak
+    /// Time the kernels and print GFLOP/s or GB/s next to the machine's
+    /// peak (CPU), or with --device cuda the GPU benchmarks next to the
+    /// datasheet peak and the measured copy bandwidth
     #[command(allow_negative_numbers = true)]
     Bench {
-        /// Smaller sizes, shorter runs
+        #[command(flatten)]
+        args: bench_cmd::BenchArgs,
+    },
+    /// Compile every CUDA kernel family to a CUBIN for one architecture
+    /// (a prebuilt bundle, used at run time through FERRITE_CUDA_CUBIN_DIR)
+    #[cfg(feature = "cuda")]
+    CudaCompile {
+        /// Target architecture, e.g. sm_90 (H100/H200)
         #[arg(long)]
-        quick: bool,
-        /// Only kernels whose name contains this (e.g. matmul)
+        arch: String,
+        /// Output folder
         #[arg(long)]
-        filter: Option<String>,
-        /// Use this FMA peak (GFLOP/s) instead of measuring it
+        out: PathBuf,
+    },
+    /// Load every CUDA kernel on a device and check each launch
+    /// configuration against the kernel's register and shared-memory limits
+    #[cfg(feature = "cuda")]
+    CudaCheck {
+        /// Device: cuda or cuda:N
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Print the report as JSON
         #[arg(long)]
-        peak_gflops: Option<f64>,
-        /// Worker threads (default: all cores)
-        #[arg(long)]
-        threads: Option<usize>,
-        /// MiB of freed buffers kept for reuse (default 1024; 0 disables)
-        #[arg(long)]
-        buffer_cache_mib: Option<usize>,
-        /// Also print where a training step's time goes, op by op
-        #[arg(long)]
-        profile: bool,
+        json: bool,
     },
 }
 
@@ -289,45 +299,6 @@ fn run_compare(
     Ok(())
 }
 
-fn run_bench(
-    config: BenchConfig,
-    threads: Option<usize>,
-    buffer_cache_mib: Option<usize>,
-) -> Result<(), String> {
-    if let Some(p) = config.peak_gflops {
-        if !(p > 0.0 && p.is_finite()) {
-            return Err(format!("--peak-gflops must be positive, got {p}"));
-        }
-    }
-    if let Some(mib) = buffer_cache_mib {
-        ferrite::backend::cpu::pool::set_limit_bytes(mib.saturating_mul(1 << 20));
-    }
-    with_threads(threads, || {
-        let peaks = bench::peaks(&config);
-        let results = bench::run(&config, &peaks).map_err(|e| e.to_string())?;
-        print!("{}", bench::format_table(&results, &peaks));
-        let steps = bench::run_training_steps(&config).map_err(|e| e.to_string())?;
-        if config.profile && steps.is_empty() {
-            eprintln!("--profile: the filter selected no training step, nothing to profile");
-        }
-        if !steps.is_empty() {
-            print!(
-                "\ntraining steps (forward + backward + SGD momentum, random 3×32×32 batch):\n\n"
-            );
-            print!("{}", bench::format_steps(&steps, &peaks));
-            for step in &steps {
-                if let Some(profile) = &step.profile {
-                    print!(
-                        "\nper-op profile of one {} step (average of several):\n\n{profile}",
-                        step.model
-                    );
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -365,23 +336,13 @@ fn main() -> ExitCode {
         } => parse_device(&device).and_then(|device| {
             with_threads(threads, || run_compare(run, losses, seeds, out, device))
         }),
-        Command::Bench {
-            quick,
-            filter,
-            peak_gflops,
-            threads,
-            buffer_cache_mib,
-            profile,
-        } => run_bench(
-            BenchConfig {
-                quick,
-                filter,
-                peak_gflops,
-                profile,
-            },
-            threads,
-            buffer_cache_mib,
-        ),
+        Command::Bench { args } => bench_cmd::run(args),
+        #[cfg(feature = "cuda")]
+        Command::CudaCompile { arch, out } => cuda_cmd::cuda_compile(&arch, &out),
+        #[cfg(feature = "cuda")]
+        Command::CudaCheck { device, json } => {
+            cuda_cmd::cuda_ordinal(&device).and_then(|n| cuda_cmd::cuda_check(n, json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,29 +1,44 @@
-//! The CUDA kernel sources and their compilation to PTX with NVRTC.
+//! The CUDA kernel sources and their compilation with NVRTC.
 //!
 //! Every `kernels/<family>.cu` file is embedded in the binary with
 //! `include_str!`, prefixed with the shared `kernels/common.cuh`, and
 //! compiled by NVRTC at first use for the GPU's architecture
-//! (`--gpu-architecture=sm_XY`). No CUDA toolkit is needed at build time and
-//! the PTX always matches the NVRTC (hence the driver) installed where the
-//! program runs.
+//! (`--gpu-architecture=sm_XY`). No CUDA toolkit is needed at build time.
 //!
-//! Compiled PTX is cached twice:
-//! - in the process, keyed by [`cache_key`];
-//! - on disk, one file per (family, architecture, key) under
-//!   [`cache_dir`], written atomically and checked on reading (its first
-//!   line repeats the key). The key hashes the full source, the NVRTC
-//!   options, the architecture and the NVRTC version, so an edited kernel
-//!   or another NVRTC never reuses a stale file. The disk cache is best
-//!   effort: a directory that cannot be written only costs a recompile.
+//! The module handed to the driver is a **CUBIN** (machine code for the
+//! GPU's architecture) whenever NVRTC knows the GPU: a CUBIN loads on any
+//! driver of the same CUDA major version, whereas PTX only loads when the
+//! driver is at least as new as the NVRTC that wrote it. PTX (JIT-compiled
+//! by the driver) is the fallback for a GPU newer than NVRTC
+//! ([`format_for`]).
+//!
+//! Where modules come from, in order:
+//! - [`bundle`]: prebuilt CUBINs in the directory named by
+//!   `FERRITE_CUDA_CUBIN_DIR`, keyed by (source hash, architecture);
+//! - the process cache, keyed by [`cache_key`] and format;
+//! - the disk cache ([`cache`]): one file per (family, architecture, key,
+//!   format) under [`cache_dir`], written atomically and checked on
+//!   reading. The disk cache is best effort: a directory that cannot be
+//!   written only costs a recompile;
+//! - [`nvrtc`]: a fresh compilation.
 
-use super::require_nvrtc;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod bundle;
+pub mod cache;
+pub mod image;
 pub mod names;
+pub mod nvrtc;
+
+pub use cache::{
+    cache_dir, cache_dir_from, cache_key, cache_path, fnv1a64, read_cached, write_cached,
+};
+pub use image::{format_for, ImageFormat, ModuleImage, ModuleLoad, ModuleOrigin};
+pub use nvrtc::{
+    compile_cubin, compile_image, compile_uncached, nvrtc_supported_archs, nvrtc_version,
+};
 
 /// The prelude shared by every family (types, conversions, reductions).
 pub const PRELUDE: &str = include_str!("../../../../kernels/common.cuh");
@@ -190,266 +205,50 @@ pub fn choose_arch(capability: (i32, i32), supported: &[i32]) -> Result<String> 
         })
 }
 
-/// 64-bit FNV-1a hash of `bytes`: a small, stable, dependency-free hash
-/// for cache keys (not for security).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The cache key of a compilation: the hash of the full source, the
-/// options, the architecture and the NVRTC version, each followed by a NUL
-/// so that no two different inputs concatenate to the same bytes.
-pub fn cache_key(source: &str, options: &[String], arch: &str, nvrtc_version: (i32, i32)) -> u64 {
-    let mut bytes = Vec::with_capacity(source.len() + 256);
-    bytes.extend_from_slice(b"ferrite-ptx-v1\0");
-    bytes.extend_from_slice(source.as_bytes());
-    bytes.push(0);
-    for option in options {
-        bytes.extend_from_slice(option.as_bytes());
-        bytes.push(0);
-    }
-    bytes.extend_from_slice(arch.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(format!("{}.{}", nvrtc_version.0, nvrtc_version.1).as_bytes());
-    bytes.push(0);
-    fnv1a64(&bytes)
-}
-
-/// The on-disk cache directory from the environment, looked up through
-/// `env` (so the rule is testable): `FERRITE_CUDA_CACHE` if set (empty,
-/// `0` or `off` disable the disk cache), else `$XDG_CACHE_HOME/ferrite/cuda`,
-/// else `$HOME/.cache/ferrite/cuda`, else none. Relative
-/// `XDG_CACHE_HOME`/`HOME` values are ignored.
-pub fn cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    if let Some(dir) = env("FERRITE_CUDA_CACHE") {
-        return match dir.to_str() {
-            Some("" | "0" | "off") => None,
-            _ => Some(PathBuf::from(dir)),
-        };
-    }
-    let absolute = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
-    if let Some(xdg) = absolute("XDG_CACHE_HOME") {
-        return Some(xdg.join("ferrite").join("cuda"));
-    }
-    absolute("HOME").map(|home| home.join(".cache").join("ferrite").join("cuda"))
-}
-
-/// The on-disk cache directory of this process (see [`cache_dir_from`]).
-pub fn cache_dir() -> Option<PathBuf> {
-    cache_dir_from(|name| std::env::var_os(name))
-}
-
-/// The cache file of one compilation: `<dir>/<family>-<arch>-<key>.ptx`.
-pub fn cache_path(dir: &Path, family: &str, arch: &str, key: u64) -> PathBuf {
-    dir.join(format!("{family}-{arch}-{key:016x}.ptx"))
-}
-
-/// The first line of a cache file, which must match for the file to be used.
-fn cache_header(key: u64) -> String {
-    format!("// ferrite ptx cache {key:016x}\n")
-}
-
-/// The PTX stored in cache file `path` for `key`, if the file exists and
-/// starts with the key's header.
-pub fn read_cached(path: &Path, key: u64) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.strip_prefix(&cache_header(key)).map(str::to_string)
-}
-
-/// Stores `ptx` for `key` in `path`: written to a temporary file in the same
-/// directory, then renamed, so a concurrent reader never sees half a file.
-pub fn write_cached(path: &Path, key: u64, ptx: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, format!("{}{ptx}", cache_header(key)))?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-/// The version `(major, minor)` of the loaded NVRTC.
-pub fn nvrtc_version() -> Result<(i32, i32)> {
-    require_nvrtc(0)?;
-    let (mut major, mut minor) = (0, 0);
-    // Safety: NVRTC is loadable (checked above); the call writes two ints.
-    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-    check_nvrtc(status, "nvrtcVersion")?;
-    Ok((major, minor))
-}
-
-/// The targets the loaded NVRTC can compile for, as `10·major + minor`.
-pub fn nvrtc_supported_archs() -> Result<Vec<i32>> {
-    require_nvrtc(0)?;
-    let mut count = 0;
-    // Safety: NVRTC is loadable; the first call writes one int, the second
-    // fills exactly `count` ints.
-    let status = unsafe { cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut count) };
-    check_nvrtc(status, "nvrtcGetNumSupportedArchs")?;
-    let mut archs = vec![0; count.max(0) as usize];
-    let status = unsafe { cudarc::nvrtc::sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) };
-    check_nvrtc(status, "nvrtcGetSupportedArchs")?;
-    Ok(archs)
-}
-
-fn check_nvrtc(status: cudarc::nvrtc::sys::nvrtcResult, call: &str) -> Result<()> {
-    if status == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "nvrtc",
-            format!("{call} failed: {status:?}"),
-        ))
-    }
-}
-
-/// Compiles `family` for `arch` with NVRTC, bypassing every cache.
-pub fn compile_uncached(family: &KernelFamily, arch: &str) -> Result<String> {
-    require_nvrtc(0)?;
-    let options = cudarc::nvrtc::CompileOptions {
-        options: nvrtc_options(family, arch),
-        name: Some(format!("{}.cu", family.name)),
-        ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(family.full_source(), options).map_err(|e| {
-        let detail = match e {
-            cudarc::nvrtc::CompileError::CompileError { nvrtc, log, .. } => {
-                format!("{nvrtc:?}\n{}", log.to_string_lossy())
-            }
-            other => format!("{other:?}"),
-        };
-        Error::invalid(
-            "nvrtc",
-            format!(
-                "compiling kernels/{}.cu for {arch} failed: {detail}",
-                family.name
-            ),
-        )
-    })?;
-    Ok(ptx.to_src())
-}
-
-/// The PTX of `family` for `arch`: from the process cache, else from the
-/// disk cache, else compiled by NVRTC (and then stored in both caches).
-pub fn ptx(family: &KernelFamily, arch: &str) -> Result<Arc<str>> {
+/// The module of `family` for `arch` in `format`: from the process cache,
+/// else from the disk cache, else compiled by NVRTC (and then stored in
+/// both caches). Also says where it came from.
+pub fn image(
+    family: &KernelFamily,
+    arch: &str,
+    format: ImageFormat,
+) -> Result<(Arc<ModuleImage>, ModuleOrigin)> {
     let options = nvrtc_options(family, arch);
     let key = cache_key(&family.full_source(), &options, arch, nvrtc_version()?);
-    static PROCESS_CACHE: OnceLock<Mutex<HashMap<u64, Arc<str>>>> = OnceLock::new();
+    type ProcessCache = Mutex<HashMap<(u64, ImageFormat), Arc<ModuleImage>>>;
+    static PROCESS_CACHE: OnceLock<ProcessCache> = OnceLock::new();
     let cache = PROCESS_CACHE.get_or_init(Default::default);
-    if let Some(ptx) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(ptx.clone());
+    if let Some(image) = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(key, format))
+    {
+        return Ok((image.clone(), ModuleOrigin::ProcessCache));
     }
-    let path = cache_dir().map(|dir| cache_path(&dir, family.name, arch, key));
-    let ptx: Arc<str> = match path.as_deref().and_then(|p| read_cached(p, key)) {
-        Some(ptx) => ptx.into(),
+    let path = cache_dir().map(|dir| cache_path(&dir, family.name, arch, key, format));
+    let cached = path.as_deref().and_then(|p| read_cached(p, key, format));
+    let (image, origin) = match cached {
+        Some(bytes) => (ModuleImage { format, bytes }, ModuleOrigin::DiskCache),
         None => {
-            let ptx = compile_uncached(family, arch)?;
+            let image = compile_image(family, arch, format)?;
             if let Some(path) = &path {
                 // Best effort: an unwritable cache only costs a recompile.
-                let _ = write_cached(path, key, &ptx);
+                let _ = write_cached(path, key, format, &image.bytes);
             }
-            ptx.into()
+            (image, ModuleOrigin::Nvrtc)
         }
     };
+    let image = Arc::new(image);
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(key, ptx.clone());
-    Ok(ptx)
+        .insert((key, format), image.clone());
+    Ok((image, origin))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a_matches_the_reference_vectors() {
-        // Published FNV-1a 64-bit test vectors.
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    #[test]
-    fn cache_key_depends_on_every_input() {
-        let opts = vec!["--gpu-architecture=sm_90".to_string()];
-        let base = cache_key("src", &opts, "sm_90", (13, 0));
-        assert_eq!(base, cache_key("src", &opts, "sm_90", (13, 0)));
-        assert_ne!(base, cache_key("src ", &opts, "sm_90", (13, 0)));
-        assert_ne!(base, cache_key("src", &[], "sm_90", (13, 0)));
-        assert_ne!(base, cache_key("src", &opts, "sm_80", (13, 0)));
-        assert_ne!(base, cache_key("src", &opts, "sm_90", (13, 2)));
-        // Separators: moving a byte between fields changes the key.
-        let split = vec!["ab".to_string(), "c".to_string()];
-        let moved = vec!["a".to_string(), "bc".to_string()];
-        assert_ne!(
-            cache_key("s", &split, "sm_90", (13, 0)),
-            cache_key("s", &moved, "sm_90", (13, 0))
-        );
-    }
-
-    #[test]
-    fn cache_dir_follows_the_environment() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| OsString::from(v))
-            }
-        };
-        assert_eq!(
-            cache_dir_from(env(&[
-                ("FERRITE_CUDA_CACHE", "/tmp/k"),
-                ("HOME", "/home/u")
-            ])),
-            Some(PathBuf::from("/tmp/k"))
-        );
-        for off in ["", "0", "off"] {
-            let pairs: &'static [(&str, &str)] = match off {
-                "" => &[("FERRITE_CUDA_CACHE", ""), ("HOME", "/home/u")],
-                "0" => &[("FERRITE_CUDA_CACHE", "0"), ("HOME", "/home/u")],
-                _ => &[("FERRITE_CUDA_CACHE", "off"), ("HOME", "/home/u")],
-            };
-            assert_eq!(cache_dir_from(env(pairs)), None, "{off:?} disables");
-        }
-        assert_eq!(
-            cache_dir_from(env(&[("XDG_CACHE_HOME", "/xdg"), ("HOME", "/home/u")])),
-            Some(PathBuf::from("/xdg/ferrite/cuda"))
-        );
-        assert_eq!(
-            cache_dir_from(env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/home/u")])),
-            Some(PathBuf::from("/home/u/.cache/ferrite/cuda"))
-        );
-        assert_eq!(cache_dir_from(env(&[("HOME", "relative")])), None);
-        assert_eq!(cache_dir_from(env(&[])), None);
-    }
-
-    #[test]
-    fn cache_files_round_trip_and_reject_other_keys() {
-        let dir = std::env::temp_dir().join(format!("ferrite-ptx-test-{}", std::process::id()));
-        let path = cache_path(&dir, "matmul", "sm_90", 0xabc);
-        assert_eq!(
-            path.file_name().unwrap().to_str().unwrap(),
-            "matmul-sm_90-0000000000000abc.ptx"
-        );
-        assert_eq!(read_cached(&path, 0xabc), None, "missing file");
-        write_cached(&path, 0xabc, ".version 8.0\n.entry k()").unwrap();
-        assert_eq!(
-            read_cached(&path, 0xabc).as_deref(),
-            Some(".version 8.0\n.entry k()")
-        );
-        assert_eq!(read_cached(&path, 0xabd), None, "another key's header");
-        std::fs::write(&path, "truncated").unwrap();
-        assert_eq!(read_cached(&path, 0xabc), None, "a file without the header");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn arch_is_the_newest_supported_target_not_above_the_gpu() {

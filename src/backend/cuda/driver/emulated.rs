@@ -3,7 +3,8 @@
 //! CPU (see [`Emulator`](crate::backend::cuda::emulator)), so every call
 //! has completed when it returns.
 
-use super::{DevicePtr, Driver};
+use super::{DeviceLimits, DevicePtr, Driver, KernelAttributes};
+use crate::backend::cuda::compile::{self, ModuleLoad, ModuleOrigin};
 use crate::backend::cuda::emulator::Emulator;
 use crate::error::{Error, Result};
 use cudarc::driver::LaunchConfig;
@@ -94,5 +95,41 @@ impl Driver for EmulatedDriver {
 
     fn is_emulated(&self) -> bool {
         true
+    }
+
+    fn load_family(&self, family: &str) -> Result<ModuleLoad> {
+        let fam = compile::family(family)?;
+        let missing: Vec<String> = fam
+            .entry_points()
+            .into_iter()
+            .filter(|e| !self.emulator.has_kernel(e))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::cuda(
+                family,
+                format!("the emulated GPU lacks kernels {missing:?} of kernels/{family}.cu"),
+            ));
+        }
+        Ok(ModuleLoad {
+            family: fam.name.to_string(),
+            arch: self.arch().to_string(),
+            format: None,
+            origin: ModuleOrigin::Emulator,
+            note: None,
+        })
+    }
+
+    fn kernel_attributes(&self, family: &str, entry: &str) -> Result<Option<KernelAttributes>> {
+        if !self.emulator.has_kernel(entry) || !compile::family(family)?.has_entry(entry) {
+            return Err(Error::cuda(
+                entry,
+                format!("the emulated GPU has no kernel {entry:?} in kernels/{family}.cu"),
+            ));
+        }
+        Ok(None)
+    }
+
+    fn limits(&self) -> Result<DeviceLimits> {
+        Ok(DeviceLimits::emulated())
     }
 }

@@ -1,17 +1,32 @@
 //! [`GpuDriver`]: the [`Driver`] of a real NVIDIA GPU, through cudarc's
-//! bindings of the CUDA driver API. Kernels are compiled by NVRTC per family
-//! on first use (see [`compile`](crate::backend::cuda::compile)) and loaded
-//! once.
+//! bindings of the CUDA driver API. Kernels are compiled per family on first
+//! use (see [`compile`](crate::backend::cuda::compile): a CUBIN for the
+//! GPU's architecture, PTX only when NVRTC does not know the GPU, or a
+//! prebuilt CUBIN from a bundle) and loaded once.
 
-use super::{DevicePtr, Driver};
-use crate::backend::cuda::compile::{self, choose_arch, nvrtc_supported_archs};
-use crate::backend::cuda::{device_count, driver_error, require_nvrtc, unavailable};
+use super::{DeviceLimits, DevicePtr, Driver, KernelAttributes};
+use crate::backend::cuda::compile::bundle::{bundle_dir, bundle_file_name, read_bundle};
+use crate::backend::cuda::compile::image::arch_name;
+use crate::backend::cuda::compile::{
+    self, choose_arch, format_for, nvrtc_supported_archs, ImageFormat, KernelFamily, ModuleImage,
+    ModuleLoad, ModuleOrigin,
+};
+use crate::backend::cuda::{
+    device_count, driver_error, nvrtc_available, require_nvrtc, unavailable,
+};
 use crate::error::{Error, Result};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
-use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
+
+/// A loaded kernel and the most threads per block it can be launched with.
+#[derive(Clone)]
+struct Kernel {
+    function: CudaFunction,
+    max_threads: u32,
+}
 
 /// One GPU's primary context, the one stream every call is ordered on, and
 /// the kernel modules loaded so far.
@@ -20,16 +35,21 @@ pub struct GpuDriver {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     capability: (i32, i32),
+    /// The NVRTC target (the GPU's own architecture when NVRTC knows it).
     arch: String,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    /// What NVRTC compiles to for this GPU.
+    format: ImageFormat,
+    modules: Mutex<HashMap<&'static str, (Arc<CudaModule>, ModuleLoad)>>,
+    kernels: Mutex<HashMap<(&'static str, String), Kernel>>,
 }
 
 impl GpuDriver {
-    /// Opens GPU `ordinal`: checks that the driver and NVRTC can be loaded
-    /// and that the GPU exists, creates its context and stream, and picks
-    /// the NVRTC target for its compute capability. Every failure is an
-    /// [`Error::DeviceUnavailable`] saying why.
+    /// Opens GPU `ordinal`: checks that the driver can be loaded and that
+    /// the GPU exists, creates its context and stream, and picks the NVRTC
+    /// target and module format for its compute capability. NVRTC is
+    /// required unless a CUBIN bundle is configured (then modules missing
+    /// from the bundle fail to load with a message saying so). Every
+    /// failure is an [`Error::DeviceUnavailable`] saying why.
     pub fn new(ordinal: usize) -> Result<Self> {
         let count = device_count()?;
         if ordinal >= count {
@@ -38,7 +58,9 @@ impl GpuDriver {
                 format!("only {count} CUDA device(s) present"),
             ));
         }
-        require_nvrtc(ordinal)?;
+        if bundle_dir().is_none() {
+            require_nvrtc(ordinal)?;
+        }
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| driver_error(ordinal, "creating the context", e))?;
         // One stream, and the caching allocator orders reuse on it: cudarc's
@@ -48,8 +70,21 @@ impl GpuDriver {
         let capability = ctx
             .compute_capability()
             .map_err(|e| driver_error(ordinal, "reading the compute capability", e))?;
-        let arch = choose_arch(capability, &nvrtc_supported_archs()?)
-            .map_err(|e| unavailable(ordinal, e.to_string()))?;
+        let (arch, format) = if nvrtc_available() {
+            let arch = choose_arch(capability, &nvrtc_supported_archs()?)
+                .map_err(|e| unavailable(ordinal, e.to_string()))?;
+            let format = format_for(capability, &arch)?;
+            if format == ImageFormat::Ptx {
+                eprintln!(
+                    "ferrite: cuda:{ordinal}: NVRTC cannot build machine code for this GPU ({}); \
+                     loading PTX for {arch}, compiled by the driver's JIT",
+                    arch_name(capability)
+                );
+            }
+            (arch, format)
+        } else {
+            (arch_name(capability), ImageFormat::Cubin)
+        };
         let stream = ctx.default_stream();
         Ok(GpuDriver {
             ordinal,
@@ -57,8 +92,9 @@ impl GpuDriver {
             stream,
             capability,
             arch,
+            format,
             modules: Mutex::new(HashMap::new()),
-            functions: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
         })
     }
 
@@ -72,11 +108,11 @@ impl GpuDriver {
 
     /// The kernel `entry` of `family`, compiling and loading the family on
     /// first use.
-    fn function(&self, family: &str, entry: &str) -> Result<CudaFunction> {
+    fn kernel(&self, family: &str, entry: &str) -> Result<Kernel> {
         let fam = compile::family(family)?;
         let key = (fam.name, entry.to_string());
-        if let Some(f) = lock(&self.functions).get(&key) {
-            return Ok(f.clone());
+        if let Some(k) = lock(&self.kernels).get(&key) {
+            return Ok(k.clone());
         }
         if !fam.has_entry(entry) {
             return Err(Error::cuda(
@@ -85,39 +121,116 @@ impl GpuDriver {
             ));
         }
         let module = self.module(fam)?;
-        let f = module
+        let function = module
             .load_function(entry)
             .map_err(|e| driver_error(self.ordinal, &format!("loading kernel {entry}"), e))?;
-        lock(&self.functions).insert(key, f.clone());
-        Ok(f)
+        let max_threads = self.attribute(
+            &function,
+            entry,
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+        )?;
+        let kernel = Kernel {
+            function,
+            max_threads,
+        };
+        lock(&self.kernels).insert(key, kernel.clone());
+        Ok(kernel)
     }
 
-    /// The loaded module of `family`, compiled (or read from the PTX cache)
-    /// and loaded on first use.
-    fn module(&self, family: &'static compile::KernelFamily) -> Result<Arc<CudaModule>> {
+    /// One attribute of a loaded kernel.
+    fn attribute(&self, f: &CudaFunction, entry: &str, which: CUfunction_attribute) -> Result<u32> {
+        // Safety: `f` is a live function of a loaded module.
+        let value = unsafe { result::function::get_function_attribute(f.cu_function(), which) }
+            .map_err(|e| driver_error(self.ordinal, &format!("reading {which:?} of {entry}"), e))?;
+        Ok(value.max(0) as u32)
+    }
+
+    /// The loaded module of `family`: a matching CUBIN from the bundle when
+    /// one is configured, else compiled (or read from the caches) and
+    /// loaded on first use.
+    fn module(&self, family: &'static KernelFamily) -> Result<Arc<CudaModule>> {
         let mut modules = lock(&self.modules);
-        if let Some(m) = modules.get(family.name) {
+        if let Some((m, _)) = modules.get(family.name) {
             return Ok(m.clone());
         }
-        let ptx = compile::ptx(family, &self.arch)?;
-        let module = self
-            .ctx
-            .load_module(Ptx::from_src(ptx.to_string()))
-            .map_err(|e| {
-                let hint = if format!("{e:?}").contains("UNSUPPORTED_PTX_VERSION") {
-                    " (the PTX comes from an NVRTC newer than the driver: use the NVRTC of the \
-                     driver's CUDA version)"
-                } else {
-                    ""
-                };
-                driver_error(
-                    self.ordinal,
-                    &format!("loading kernels/{}.cu for {}{hint}", family.name, self.arch),
-                    e,
-                )
+        let own = arch_name(self.capability);
+        let mut note = None;
+        if let Some(dir) = bundle_dir() {
+            let file = bundle_file_name(family, &own);
+            match read_bundle(&dir, family, &own) {
+                Ok(Some(cubin)) => {
+                    let image = ModuleImage {
+                        format: ImageFormat::Cubin,
+                        bytes: cubin,
+                    };
+                    match self.load_image(family, &own, &image) {
+                        Ok(module) => {
+                            let load = ModuleLoad {
+                                family: family.name.to_string(),
+                                arch: own,
+                                format: Some(ImageFormat::Cubin),
+                                origin: ModuleOrigin::Bundle,
+                                note: None,
+                            };
+                            modules.insert(family.name, (module.clone(), load));
+                            return Ok(module);
+                        }
+                        Err(e) => note = Some(format!("the bundle's {file} did not load ({e})")),
+                    }
+                }
+                Ok(None) => note = Some(format!("{} has no {file}", dir.display())),
+                Err(e) => note = Some(e.to_string()),
+            }
+        }
+        let (image, origin) =
+            compile::image(family, &self.arch, self.format).map_err(|e| match &note {
+                Some(n) => unavailable(self.ordinal, format!("{n}, and compiling failed: {e}")),
+                None => e,
             })?;
-        modules.insert(family.name, module.clone());
+        let module = self.load_image(family, &self.arch, &image)?;
+        let load = ModuleLoad {
+            family: family.name.to_string(),
+            arch: self.arch.clone(),
+            format: Some(image.format),
+            origin,
+            note,
+        };
+        modules.insert(family.name, (module.clone(), load));
         Ok(module)
+    }
+
+    /// Loads `image` (built for `arch`) into the context.
+    fn load_image(
+        &self,
+        family: &KernelFamily,
+        arch: &str,
+        image: &ModuleImage,
+    ) -> Result<Arc<CudaModule>> {
+        self.ctx.load_module(image.to_loadable()?).map_err(|e| {
+            let hint = if format!("{e:?}").contains("UNSUPPORTED_PTX_VERSION") {
+                " (the PTX comes from an NVRTC newer than the driver: use the NVRTC of the \
+                 driver's CUDA version, or a CUBIN)"
+            } else {
+                ""
+            };
+            driver_error(
+                self.ordinal,
+                &format!(
+                    "loading kernels/{}.cu ({} for {arch}){hint}",
+                    family.name,
+                    image.format.name()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// A device attribute as a non-negative number.
+    fn device_attribute(&self, which: CUdevice_attribute) -> Result<u32> {
+        self.ctx
+            .attribute(which)
+            .map(|v| v.max(0) as u32)
+            .map_err(|e| driver_error(self.ordinal, &format!("reading {which:?}"), e))
     }
 }
 
@@ -191,7 +304,20 @@ impl Driver for GpuDriver {
     }
 
     fn launch(&self, family: &str, entry: &str, cfg: &LaunchConfig, args: &[&[u8]]) -> Result<()> {
-        let f = self.function(family, entry)?;
+        let kernel = self.kernel(family, entry)?;
+        let (bx, by, bz) = cfg.block_dim;
+        let threads = u64::from(bx) * u64::from(by) * u64::from(bz);
+        if threads > u64::from(kernel.max_threads) {
+            return Err(Error::cuda(
+                entry,
+                format!(
+                    "a block of {threads} threads exceeds the {} this kernel allows on GPU {} \
+                     (its registers or __launch_bounds__)",
+                    kernel.max_threads, self.ordinal
+                ),
+            ));
+        }
+        let f = kernel.function;
         self.bind()?;
         // cuLaunchKernel reads each argument through a pointer to its bytes
         // while it queues the launch (before returning).
@@ -240,5 +366,59 @@ impl Driver for GpuDriver {
 
     fn is_emulated(&self) -> bool {
         false
+    }
+
+    fn load_family(&self, family: &str) -> Result<ModuleLoad> {
+        let fam = compile::family(family)?;
+        self.module(fam)?;
+        let modules = lock(&self.modules);
+        let (_, load) = modules
+            .get(fam.name)
+            .ok_or_else(|| Error::cuda(family, "the module vanished after loading"))?;
+        Ok(load.clone())
+    }
+
+    fn kernel_attributes(&self, family: &str, entry: &str) -> Result<Option<KernelAttributes>> {
+        let kernel = self.kernel(family, entry)?;
+        let f = &kernel.function;
+        use CUfunction_attribute as A;
+        Ok(Some(KernelAttributes {
+            max_threads_per_block: kernel.max_threads,
+            static_shared_bytes: self.attribute(
+                f,
+                entry,
+                A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+            )?,
+            registers: self.attribute(f, entry, A::CU_FUNC_ATTRIBUTE_NUM_REGS)?,
+            local_bytes: self.attribute(f, entry, A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)?,
+            max_dynamic_shared_bytes: self.attribute(
+                f,
+                entry,
+                A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            )?,
+            binary_version: self.attribute(f, entry, A::CU_FUNC_ATTRIBUTE_BINARY_VERSION)?,
+        }))
+    }
+
+    fn limits(&self) -> Result<DeviceLimits> {
+        use CUdevice_attribute as A;
+        let shared = self.device_attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?;
+        let total = self
+            .ctx
+            .total_mem()
+            .map_err(|e| driver_error(self.ordinal, "reading the memory size", e))?;
+        Ok(DeviceLimits {
+            max_threads_per_block: self
+                .device_attribute(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?,
+            max_dynamic_shared_bytes: shared,
+            max_shared_per_block: Some(shared),
+            registers_per_block: Some(
+                self.device_attribute(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK)?,
+            ),
+            multiprocessors: Some(
+                self.device_attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            ),
+            total_memory_bytes: Some(total as u64),
+        })
     }
 }

@@ -11,11 +11,15 @@
 //! tensors) is the same code on both, so the emulator tests the whole CUDA
 //! path except the hardware itself.
 
+pub mod attributes;
 pub mod gpu;
 
 #[cfg(feature = "cuda-emulator")]
 pub mod emulated;
 
+pub use attributes::{DeviceLimits, KernelAttributes};
+
+use crate::backend::cuda::compile::ModuleLoad;
 use crate::error::Result;
 use cudarc::driver::LaunchConfig;
 
@@ -56,6 +60,16 @@ pub trait Driver: Send + Sync {
     fn arch(&self) -> &str;
     /// True for the emulated GPU.
     fn is_emulated(&self) -> bool;
+    /// Makes kernel family `family` ready to launch (compiles and loads
+    /// it on a GPU; checks that the emulated GPU has each of its kernels)
+    /// and says how.
+    fn load_family(&self, family: &str) -> Result<ModuleLoad>;
+    /// The resources of kernel `entry` of `family` (loading the family if
+    /// needed); `None` where the device has no such figures (the emulated
+    /// GPU).
+    fn kernel_attributes(&self, family: &str, entry: &str) -> Result<Option<KernelAttributes>>;
+    /// The device's launch limits.
+    fn limits(&self) -> Result<DeviceLimits>;
 }
 
 /// A value passed to a kernel by value: plain bytes with no pointers into

@@ -6,6 +6,18 @@
 //! next to the machine's peak: the FMA peak is measured by a register-only
 //! FMA loop on every thread (or given by the user), the memory bandwidth
 //! by a STREAM-style triad.
+//!
+//! With the `cuda` feature, [`cuda`] runs the GPU benchmarks (`ferrite
+//! bench --device cuda`); [`rows`] is the row format they share with the
+//! PyTorch reference script, [`datasheet`] the GPU peaks they are compared
+//! with.
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "cuda")]
+pub mod cuda_train;
+pub mod datasheet;
+pub mod rows;
 
 use crate::backend::cpu::simd::VectorIsa;
 use crate::error::Result;
