@@ -39,6 +39,12 @@ pub mod profile;
 pub mod tensor;
 pub mod train;
 
+/// The `rand` crate this version of ferrite is built with, for the
+/// generators its API takes (`Tensor::randn(.., &mut rng)`): use
+/// `ferrite::rand` rather than adding `rand` yourself, so the versions
+/// always match.
+pub use rand;
+
 pub use autograd::{no_grad, GradStore};
 pub use error::{Error, Result};
 pub use ops::autocast::{autocast, precision, Precision};

@@ -29,7 +29,7 @@ fn collect(loader: &mut DataLoader, epoch: usize) -> Vec<Batch> {
 }
 
 /// Everything a batch holds, as plain values: x, targets, labels, indices.
-type BatchValues = (Vec<f32>, Vec<f32>, Option<Vec<u32>>, Vec<usize>);
+type BatchValues = (Vec<f32>, Vec<f32>, Option<Vec<i64>>, Vec<usize>);
 
 /// The values of each batch.
 fn contents(batches: &[Batch]) -> Vec<BatchValues> {
@@ -39,7 +39,7 @@ fn contents(batches: &[Batch]) -> Vec<BatchValues> {
             (
                 b.x.to_vec::<f32>().unwrap(),
                 b.targets.to_vec::<f32>().unwrap(),
-                b.labels.clone(),
+                b.labels.as_ref().map(|l| l.to_vec::<i64>().unwrap()),
                 b.indices.clone(),
             )
         })
@@ -76,13 +76,15 @@ fn epochs_visit_every_image_once_in_seeded_orders() {
             assert_eq!(b.x.shape(), &[b.len(), 3, 5, 6]);
             assert_eq!(b.targets.shape(), &[b.len(), 4]);
             let labels = b.labels.as_ref().unwrap();
+            assert_eq!(labels.dtype(), ferrite::DType::I64);
+            let labels = labels.to_vec::<i64>().unwrap();
             assert_eq!(
                 labels,
-                &b.indices.iter().map(|&i| i as u32 % 4).collect::<Vec<_>>()
+                b.indices.iter().map(|&i| i as i64 % 4).collect::<Vec<_>>()
             );
             // One-hot targets of the labels.
             let t = b.targets.to_vec::<f32>().unwrap();
-            for (row, &l) in t.chunks(4).zip(labels) {
+            for (row, &l) in t.chunks(4).zip(&labels) {
                 let expected: Vec<f32> = (0..4).map(|c| (c == l) as u32 as f32).collect();
                 assert_eq!(row, &expected[..]);
             }
@@ -289,12 +291,8 @@ fn pixels_are_normalised_per_channel() {
         .unwrap();
     assert_eq!(first.x.to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
     assert_eq!(
-        first.labels.unwrap(),
-        y.to_vec::<i64>()
-            .unwrap()
-            .iter()
-            .map(|&l| l as u32)
-            .collect::<Vec<_>>()
+        first.labels.unwrap().to_vec::<i64>().unwrap(),
+        y.to_vec::<i64>().unwrap()
     );
     assert_eq!(first.indices, (0..64).collect::<Vec<_>>());
 }

@@ -7,7 +7,7 @@
 
 mod device;
 
-use device::{check, scale, uniform, CLOSE, EXACT};
+use device::{check, devices, scale, uniform, CLOSE, EXACT};
 use ferrite::ops::{BinaryOp, CmpOp, UnaryOp};
 use ferrite::{DType, Device, Error, Tensor};
 
@@ -457,5 +457,23 @@ fn relu_backward_follows_the_cpu_rule_for_signed_zeros_and_nan() {
     let want = grad_on(Device::Cpu);
     for device in device::devices() {
         assert_eq!(grad_on(device), want, "relu gradient bits on {device:?}");
+    }
+}
+
+#[test]
+fn comparison_masks_sum_into_exact_counts_on_the_device() {
+    let x = uniform(&[37, 29], (-1.0, 1.0), 40);
+    let mask = x.gt(&Tensor::scalar(0.25f32)).unwrap();
+    let want_rows = mask.sum(&[1], false).unwrap().to_vec::<i64>().unwrap();
+    let want_all = mask.sum_all().unwrap().to_vec::<i64>().unwrap();
+    for device in devices() {
+        let m = mask.to_device(device).unwrap();
+        let rows = m.sum(&[1], false).unwrap();
+        assert_eq!((rows.dtype(), rows.device()), (DType::I64, device));
+        assert_eq!(rows.to_vec::<i64>().unwrap(), want_rows);
+        assert_eq!(m.sum_all().unwrap().to_vec::<i64>().unwrap(), want_all);
+        // No exact path for i64 on the device: an error, not a rounded sum.
+        let counts = rows.sum_all();
+        assert!(counts.is_err(), "{counts:?}");
     }
 }

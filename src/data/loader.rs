@@ -140,8 +140,10 @@ pub struct Batch {
     /// Targets, `f32 [B, num_classes]`: multi-hot rows, or one-hot rows of
     /// single labels.
     pub targets: Tensor,
-    /// The class of each image, for single-label datasets.
-    pub labels: Option<Vec<u32>>,
+    /// The class of each image, `i64 [B]`, for single-label datasets: what
+    /// [`cross_entropy`](crate::loss::cross_entropy) and
+    /// [`accuracy`](crate::metrics::accuracy) take.
+    pub labels: Option<Tensor>,
     /// Dataset index of each image.
     pub indices: Vec<usize>,
 }
@@ -284,7 +286,10 @@ impl<'a> DataLoader<'a> {
             ds.target_row(i, row)?;
         }
         let labels = match &ds.labels {
-            Labels::Single(l) => Some(indices.iter().map(|&i| l[i]).collect()),
+            Labels::Single(l) => {
+                let classes: Vec<i64> = indices.iter().map(|&i| i64::from(l[i])).collect();
+                Some(Tensor::from_vec(classes, &[b])?)
+            }
             Labels::Multi { .. } => None,
         };
         Ok(Batch {

@@ -14,12 +14,15 @@
 //! - [`summary`]: macro metrics over one group of classes.
 //! - [`single_label`]: top-1, per-class accuracy, confusion matrix and the
 //!   many / medium / few-shot split.
+//! - [`accuracy()`]: top-1 accuracy of one batch, from its logits and
+//!   labels as tensors (on any device), for training loops.
 //!
 //! Conventions: a ratio whose denominator is 0 is 0 (precision of a class
 //! never predicted, recall of a class with no positives), and an F1 whose
 //! precision and recall are both 0 is 0, as scikit-learn's
 //! `zero_division=0`.
 
+mod accuracy;
 pub mod counts;
 pub mod groups;
 pub mod multilabel;
@@ -28,6 +31,7 @@ pub mod single_label;
 pub mod summary;
 mod validate;
 
+pub use accuracy::accuracy;
 pub use counts::{binary_targets, class_counts, ClassCounts};
 pub use groups::{
     groups_by_count, groups_by_thirds, most_frequent, rarest, FrequencyGroups, FEW_SHOT_BELOW,

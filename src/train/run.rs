@@ -370,10 +370,7 @@ impl Trainer {
             let x = batch.x.to_device(self.device)?;
             let targets = batch.targets.to_device(self.device)?;
             let labels = match &batch.labels {
-                Some(l) => Some(
-                    Tensor::from_vec(l.iter().map(|&c| c as i64).collect::<Vec<i64>>(), &[n])?
-                        .to_device(self.device)?,
-                ),
+                Some(l) => Some(l.to_device(self.device)?),
                 None => None,
             };
             let (loss, mut grads) = crate::autocast(self.config.precision, || -> Result<_> {

@@ -7,6 +7,7 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod integer;
 #[cfg(feature = "cuda")]
 pub mod params;
 
@@ -80,6 +81,11 @@ impl Tensor {
             ReduceOp::Max => "max",
             ReduceOp::Min => "min",
         };
+        if op == ReduceOp::Sum && !self.dtype().is_float() {
+            let dims = normalize_dims(name, dims, self.ndim())?;
+            let out_shape = reduced_shape(self.shape(), &dims, keepdim);
+            return integer::sum(self, &dims, &out_shape);
+        }
         self.check_float(name)?;
         let dims = normalize_dims(name, dims, self.ndim())?;
         if op != ReduceOp::Sum && dims.iter().any(|&d| self.shape()[d] == 0) {
@@ -112,7 +118,8 @@ impl Tensor {
         }))
     }
 
-    /// Sum over `dims`.
+    /// Sum over `dims`. Integer tensors (`u8` comparison masks, `i64`)
+    /// sum exactly into `i64`, as PyTorch sums bools, without a gradient.
     pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let _profile = crate::profile::scope("sum");
         self.reduce(ReduceOp::Sum, dims, keepdim)
