@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, fixture, tensor_of, values};
 use ferrite::optim::{
     clip_grad_norm, Adam, AdamConfig, CosineAnnealing, LinearWarmup, LrSchedule, MultiStepLr,
-    Optimizer, ParamGroup, Sequential, Sgd, SgdConfig, StepLr,
+    Optimizer, ParamGroup, SequentialLr, Sgd, SgdConfig, StepLr,
 };
 use ferrite::{DType, GradStore, Tensor};
 
@@ -101,7 +101,7 @@ fn schedules_match_pytorch() {
                 end_factor: 1.0,
                 total_iters: 3,
             }),
-            "warmup_then_cosine" => Box::new(Sequential {
+            "warmup_then_cosine" => Box::new(SequentialLr {
                 schedules: vec![
                     Box::new(LinearWarmup {
                         start_factor: 0.1,
@@ -115,7 +115,7 @@ fn schedules_match_pytorch() {
                 ],
                 milestones: vec![3],
             }),
-            "warmup_then_multistep" => Box::new(Sequential {
+            "warmup_then_multistep" => Box::new(SequentialLr {
                 schedules: vec![
                     Box::new(LinearWarmup {
                         start_factor: 0.25,

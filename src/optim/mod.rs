@@ -18,7 +18,7 @@ mod sgd;
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, clip_grad_norm_};
 pub use schedule::{
-    ConstantLr, CosineAnnealing, LinearWarmup, LrSchedule, MultiStepLr, Sequential, StepLr,
+    ConstantLr, CosineAnnealing, LinearWarmup, LrSchedule, MultiStepLr, SequentialLr, StepLr,
 };
 pub use sgd::{Sgd, SgdConfig};
 

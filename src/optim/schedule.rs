@@ -87,14 +87,14 @@ impl LrSchedule for LinearWarmup {
 
 /// Schedules one after another (`SequentialLR`): schedule `i` runs from
 /// milestone `i − 1` (0 for the first) and sees epochs counted from there.
-pub struct Sequential {
+pub struct SequentialLr {
     /// The schedules, in the order they run.
     pub schedules: Vec<Box<dyn LrSchedule>>,
     /// One fewer than `schedules`, increasing.
     pub milestones: Vec<usize>,
 }
 
-impl LrSchedule for Sequential {
+impl LrSchedule for SequentialLr {
     fn lr_at(&self, base: f64, epoch: usize) -> f64 {
         let segment = self.milestones.iter().filter(|&&m| m <= epoch).count();
         let start = if segment == 0 {

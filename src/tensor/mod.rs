@@ -468,6 +468,18 @@ impl Tensor {
         Ok(self.to_vec::<T>()?[0])
     }
 
+    /// The single element of a one-element tensor: PyTorch's `.item()`, an
+    /// alias of [`to_scalar`](Self::to_scalar).
+    ///
+    /// ```
+    /// let loss = ferrite::Tensor::scalar(0.25f32);
+    /// assert_eq!(loss.item::<f32>()?, 0.25);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
+    pub fn item<T: StorageElement>(&self) -> Result<T> {
+        self.to_scalar()
+    }
+
     /// All elements converted to f64, row-major (any dtype; a device
     /// tensor is downloaded first).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::nn::{self, Module};
 use crate::optim::{
     Adam, AdamConfig, ConstantLr, CosineAnnealing, LinearWarmup, LrSchedule, MultiStepLr,
-    Optimizer, ParamGroup, Sequential, Sgd, SgdConfig,
+    Optimizer, ParamGroup, SequentialLr, Sgd, SgdConfig,
 };
 
 /// SGD or Adam(W), behind one type so a run can hold either.
@@ -121,7 +121,7 @@ pub fn build_schedule(config: &OptimConfig, epochs: usize) -> Box<dyn LrSchedule
     if warmup == 0 {
         return main;
     }
-    Box::new(Sequential {
+    Box::new(SequentialLr {
         schedules: vec![
             Box::new(LinearWarmup {
                 start_factor: 0.1,
