@@ -17,6 +17,7 @@ use crate::backend::cuda::{
 use crate::error::{Error, Result};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
+use super::staging::{StagingRing, STAGING_THRESHOLD};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,18 @@ pub struct GpuDriver {
     format: ImageFormat,
     modules: Mutex<HashMap<&'static str, (Arc<CudaModule>, ModuleLoad)>>,
     kernels: Mutex<HashMap<(&'static str, String), Kernel>>,
+    /// Pinned buffers that large uploads go through, so they never wait.
+    staging: Mutex<StagingRing>,
+}
+
+impl Drop for GpuDriver {
+    fn drop(&mut self) {
+        if self.bind().is_ok() {
+            let ring = self.staging.get_mut().unwrap_or_else(|e| e.into_inner());
+            // Safety: the context is current.
+            unsafe { ring.release() };
+        }
+    }
 }
 
 impl GpuDriver {
@@ -95,6 +108,7 @@ impl GpuDriver {
             format,
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
+            staging: Mutex::new(StagingRing::default()),
         })
     }
 
@@ -263,12 +277,19 @@ impl Driver for GpuDriver {
             return Ok(());
         }
         self.bind()?;
-        // Safety: callers check that `dst` holds `src.len()` bytes. `src` is
-        // pageable memory, which the driver stages before the call returns
-        // (CUDA's "API synchronization behavior"), so it may be dropped
-        // right after.
-        unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
-            .map_err(|e| driver_error(self.ordinal, "copying to the device", e))
+        let stream = self.stream.cu_stream();
+        let copied = if src.len() >= STAGING_THRESHOLD {
+            // Safety: callers check that `dst` holds `src.len()` bytes; the
+            // context is current and `stream` is its stream. The bytes are
+            // copied into a pinned buffer, so `src` may be dropped at once.
+            let mut ring = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+            unsafe { ring.upload(dst, src, stream) }
+        } else {
+            // Safety: as above; small pageable copies are staged by the
+            // driver before the call returns, so `src` may be dropped.
+            unsafe { result::memcpy_htod_async(dst, src, stream) }
+        };
+        copied.map_err(|e| driver_error(self.ordinal, "copying to the device", e))
     }
 
     fn copy_dtoh(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()> {

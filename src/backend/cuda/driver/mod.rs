@@ -13,6 +13,7 @@
 
 pub mod attributes;
 pub mod gpu;
+mod staging;
 
 #[cfg(feature = "cuda-emulator")]
 pub mod emulated;
