@@ -4,6 +4,7 @@
 //! GPU's architecture, PTX only when NVRTC does not know the GPU, or a
 //! prebuilt CUBIN from a bundle) and loaded once.
 
+use super::staging::{StagingRing, STAGING_THRESHOLD};
 use super::{DeviceLimits, DevicePtr, Driver, KernelAttributes};
 use crate::backend::cuda::compile::bundle::{bundle_dir, bundle_file_name, read_bundle};
 use crate::backend::cuda::compile::image::arch_name;
@@ -17,7 +18,6 @@ use crate::backend::cuda::{
 use crate::error::{Error, Result};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
-use super::staging::{StagingRing, STAGING_THRESHOLD};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
