@@ -7,6 +7,9 @@
 //! agrees with a wrong CPU rule. In CI on the emulated GPU:
 //! `FERRITE_CUDA_EMULATE=1 cargo test --release --features cuda-emulator --test device_gradcheck`.
 
+// `&[x.clone()]` reads better than `std::slice::from_ref(&x)` in a table of cases.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod device;
 
 use device::{devices, uniform};
