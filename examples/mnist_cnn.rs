@@ -7,7 +7,7 @@
 //! a linear classifier); Adam, learning rate 2e-3 with cosine decay, batch 128.
 
 use ferrite::data::{loader::epoch_batches, mnist};
-use ferrite::nn::{self, small_cnn, Module, Sequential};
+use ferrite::nn::{self, small_cnn, Module, Sequential, Visit};
 use ferrite::optim::{Adam, AdamConfig, CosineAnnealing, Optimizer, ParamGroup};
 use ferrite::{no_grad, DType, Result};
 use rand::rngs::StdRng;

@@ -8,7 +8,7 @@ use ferrite::data::multimnist::{generate_test, generate_train, MultiMnistConfig}
 use ferrite::data::{mnist, DataLoader, LoaderConfig};
 use ferrite::loss::{bce_with_logits, Reduction};
 use ferrite::metrics::multilabel_report;
-use ferrite::nn::{self, resnet, Module};
+use ferrite::nn::{self, resnet, Module, Visit};
 use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 use ferrite::plm::{Plm, PlmConfig, RhatInit};
 use ferrite::{no_grad, Result};

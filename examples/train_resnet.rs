@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release --example train_resnet`
 
-use ferrite::nn::{self, resnet, Module};
+use ferrite::nn::{self, resnet, Module, Visit};
 use ferrite::optim::{CosineAnnealing, Optimizer, ParamGroup, Sgd, SgdConfig};
 use ferrite::{no_grad, DType, Result, Tensor};
 use rand::{rngs::StdRng, SeedableRng};

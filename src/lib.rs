@@ -22,6 +22,10 @@
 
 #![warn(missing_docs)]
 
+// `#[derive(Module)]` writes paths as `::ferrite::...`; this makes them
+// resolve inside ferrite too (the built-in layers use the derive).
+extern crate self as ferrite;
+
 pub mod autograd;
 pub mod backend;
 pub mod bench;

@@ -7,7 +7,7 @@ use ferrite::checkpoint::{
     save_module, save_state_dict, save_training, write_atomic, CheckpointOptimizer, LoadReport,
     OptimizerState,
 };
-use ferrite::nn::{self, BatchNorm2d, Conv2d, Flatten, Linear, Module, ReLU, Sequential};
+use ferrite::nn::{self, BatchNorm2d, Conv2d, Flatten, Linear, Module, ReLU, Sequential, Visit};
 use ferrite::ops::Conv2dParams;
 use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use ferrite::{DType, Error, Tensor};

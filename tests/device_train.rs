@@ -12,7 +12,7 @@ use ferrite::checkpoint::{
     load_into_module, load_training, save_module, save_training, CheckpointOptimizer,
 };
 use ferrite::nn::resnet::{BlockKind, ResNet, ResNetConfig, ShortcutKind, Stem};
-use ferrite::nn::{self, Module, Role};
+use ferrite::nn::{self, Module, Role, Visit};
 use ferrite::optim::{clip_grad_norm, Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use ferrite::{DType, Device, GradStore, Result, Tensor};
 use rand::rngs::StdRng;

@@ -2,7 +2,7 @@
 //! images must lower its loss and reach ≥ 90 % on 1,000 test images.
 
 use ferrite::data::{loader::epoch_batches, mnist};
-use ferrite::nn::{self, small_cnn, Module};
+use ferrite::nn::{self, small_cnn, Module, Visit};
 use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 use ferrite::{no_grad, DType};
 use rand::rngs::StdRng;

@@ -6,7 +6,7 @@ use ferrite::nn::resnet::{
     resnet18, resnet18_cifar, resnet20, resnet32, resnet34, resnet50, resnet56, resnet_cifar,
     ResNet,
 };
-use ferrite::nn::{self, Module, Role};
+use ferrite::nn::{self, Module, Role, Visit};
 use ferrite::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use ferrite::{no_grad, DType, Tensor};
 use rand::rngs::StdRng;

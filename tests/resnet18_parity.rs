@@ -40,7 +40,7 @@ mod common;
 use common::{fixture, shape_of, tensor_of, values};
 use ferrite::checkpoint::{self, StateDict};
 use ferrite::nn::resnet::{resnet18, resnet18_cifar, Block, ResNet, Shortcut};
-use ferrite::nn::{self, BatchNorm2d, Conv2d, Module};
+use ferrite::nn::{self, BatchNorm2d, Conv2d, Module, Visit};
 use ferrite::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use ferrite::{DType, Tensor};
 use serde_json::Value;

@@ -24,7 +24,7 @@ mod common;
 use common::{assert_close, fixture, tensor_of, values};
 use ferrite::checkpoint;
 use ferrite::nn::resnet::{resnet20, ResNet};
-use ferrite::nn::{self, Module};
+use ferrite::nn::{self, Module, Visit};
 use ferrite::{DType, Tensor};
 use serde_json::Value;
 

@@ -1,6 +1,6 @@
 //! The standard layers.
 
-use super::{init, join, Module, Role};
+use super::{init, Module};
 use crate::error::{Error, Result};
 use crate::ops::{BatchNormOptions, Conv2dParams, Pool2dParams};
 use crate::tensor::{DType, Tensor};
@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use std::sync::Mutex;
 
 /// `y = x·Wᵀ + b` with `W` of shape (out, in).
+#[derive(Module)]
 pub struct Linear {
     /// Weight `W`, shape (out_features, in_features).
     pub weight: Tensor,
@@ -39,27 +40,17 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.linear(&self.weight, self.bias.as_ref())
     }
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
-        f(&join(prefix, "weight"), &self.weight, Role::Parameter);
-        if let Some(b) = &self.bias {
-            f(&join(prefix, "bias"), b, Role::Parameter);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
-        f(&join(prefix, "weight"), &mut self.weight, Role::Parameter);
-        if let Some(b) = &mut self.bias {
-            f(&join(prefix, "bias"), b, Role::Parameter);
-        }
-    }
 }
 
 /// 2-D convolution layer (see [`Tensor::conv2d`]).
+#[derive(Module)]
 pub struct Conv2d {
     /// Kernels, shape (out_channels, in_channels / groups, kernel, kernel).
     pub weight: Tensor,
     /// Bias per output channel, shape (out_channels); `None` without bias.
     pub bias: Option<Tensor>,
     /// Stride, padding, dilation and groups.
+    #[module(skip)]
     pub params: Conv2dParams,
 }
 
@@ -122,32 +113,24 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.params)
     }
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
-        f(&join(prefix, "weight"), &self.weight, Role::Parameter);
-        if let Some(b) = &self.bias {
-            f(&join(prefix, "bias"), b, Role::Parameter);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
-        f(&join(prefix, "weight"), &mut self.weight, Role::Parameter);
-        if let Some(b) = &mut self.bias {
-            f(&join(prefix, "bias"), b, Role::Parameter);
-        }
-    }
 }
 
 /// Batch normalisation over the channels of N×C×H×W inputs, with learned
 /// scale and shift and running statistics (buffers) for evaluation.
+#[derive(Module)]
 pub struct BatchNorm2d {
     /// Learned scale γ per channel, shape (C).
     pub weight: Tensor,
     /// Learned shift β per channel, shape (C).
     pub bias: Tensor,
     /// Running mean per channel (buffer), used in evaluation mode.
+    #[module(buffer)]
     pub running_mean: Tensor,
     /// Running variance per channel (buffer), used in evaluation mode.
+    #[module(buffer)]
     pub running_var: Tensor,
     /// Training steps seen (i64 scalar), as PyTorch keeps it.
+    #[module(buffer)]
     pub num_batches_tracked: Tensor,
     /// Weight of each new batch statistic in the running averages, in [0, 1].
     pub momentum: f64,
@@ -199,67 +182,33 @@ impl Module for BatchNorm2d {
         }
         Ok(y)
     }
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
-        f(&join(prefix, "weight"), &self.weight, Role::Parameter);
-        f(&join(prefix, "bias"), &self.bias, Role::Parameter);
-        f(
-            &join(prefix, "running_mean"),
-            &self.running_mean,
-            Role::Buffer,
-        );
-        f(
-            &join(prefix, "running_var"),
-            &self.running_var,
-            Role::Buffer,
-        );
-        f(
-            &join(prefix, "num_batches_tracked"),
-            &self.num_batches_tracked,
-            Role::Buffer,
-        );
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
-        f(&join(prefix, "weight"), &mut self.weight, Role::Parameter);
-        f(&join(prefix, "bias"), &mut self.bias, Role::Parameter);
-        let buffers = [
-            ("running_mean", &mut self.running_mean),
-            ("running_var", &mut self.running_var),
-            ("num_batches_tracked", &mut self.num_batches_tracked),
-        ];
-        for (name, t) in buffers {
-            f(&join(prefix, name), t, Role::Buffer);
-        }
-    }
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
-    }
 }
 
 /// `max(x, 0)`.
+#[derive(Module)]
 pub struct ReLU;
 
 impl Module for ReLU {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.relu()
     }
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
-    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Max pooling (see [`Tensor::max_pool2d`]).
-pub struct MaxPool2d(pub Pool2dParams);
+#[derive(Module)]
+pub struct MaxPool2d(#[module(skip)] pub Pool2dParams);
 
 impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.max_pool2d(self.0)
     }
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
-    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Average pooling (see [`Tensor::avg_pool2d`]).
+#[derive(Module)]
 pub struct AvgPool2d {
     /// Window size, stride, padding and ceil mode.
+    #[module(skip)]
     pub params: Pool2dParams,
     /// Divide by the full window area, padding included (else by the in-bounds count).
     pub count_include_pad: bool,
@@ -269,38 +218,36 @@ impl Module for AvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.avg_pool2d(self.params, self.count_include_pad)
     }
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
-    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Adaptive average pooling to a fixed output size.
-pub struct AdaptiveAvgPool2d(pub (usize, usize));
+#[derive(Module)]
+pub struct AdaptiveAvgPool2d(#[module(skip)] pub (usize, usize));
 
 impl Module for AdaptiveAvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.adaptive_avg_pool2d(self.0)
     }
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
-    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Flattens every dimension after the first.
+#[derive(Module)]
 pub struct Flatten;
 
 impl Module for Flatten {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.flatten(1, -1)
     }
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
-    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
 }
 
 /// Dropout with its own seeded generator, active in training mode only.
+#[derive(Module)]
 pub struct Dropout {
     /// Probability of zeroing each element, in [0, 1].
     pub p: f64,
     /// Training mode; in evaluation mode the input passes unchanged.
     pub training: bool,
+    #[module(skip)]
     rng: Mutex<StdRng>,
 }
 
@@ -327,17 +274,13 @@ impl Module for Dropout {
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         x.dropout(self.p, self.training, &mut *rng)
     }
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, Role)) {}
-    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, Role)) {}
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
-    }
 }
 
 /// Modules applied in order; children are named `0`, `1`, ... as in PyTorch.
-#[derive(Default)]
+#[derive(Default, Module)]
 pub struct Sequential {
     /// The layers, in the order they are applied.
+    #[module(flatten)]
     pub layers: Vec<Box<dyn Module>>,
 }
 
@@ -360,20 +303,5 @@ impl Module for Sequential {
             h = layer.forward(&h)?;
         }
         Ok(h)
-    }
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
-        for (i, layer) in self.layers.iter().enumerate() {
-            layer.visit(&join(prefix, &i.to_string()), f);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.visit_mut(&join(prefix, &i.to_string()), f);
-        }
-    }
-    fn set_training(&mut self, training: bool) {
-        for layer in &mut self.layers {
-            layer.set_training(training);
-        }
     }
 }

@@ -1,11 +1,49 @@
 //! Neural-network building blocks on top of the tensor API.
 //!
-//! A [`Module`] computes `forward(x)` and exposes its parameters and
-//! buffers by name through [`Module::visit`], using PyTorch's `state_dict`
-//! keys (`layer1.0.conv1.weight`, `bn1.running_mean`,
+//! A [`Module`] computes `forward(x)`; through [`Visit`], which it
+//! requires, it exposes its parameters and buffers by name, using PyTorch's
+//! `state_dict` keys (`layer1.0.conv1.weight`, `bn1.running_mean`,
 //! `bn1.num_batches_tracked`), so that weights move between the two
 //! frameworks by name. Training vs evaluation is an explicit mode set with
-//! [`Module::set_training`], never a global.
+//! [`Visit::set_training`], never a global.
+//!
+//! `#[derive(Module)]` writes the [`Visit`] implementation from the fields
+//! (submodules, tensors, `Option`s and `Vec`s of them), so that none is
+//! forgotten; `forward` stays hand-written:
+//!
+//! ```
+//! use ferrite::nn::{BatchNorm2d, Conv2d, Module, Visit};
+//! use ferrite::ops::Conv2dParams;
+//! use ferrite::{Result, Tensor};
+//! use rand::{rngs::StdRng, SeedableRng};
+//!
+//! #[derive(Module)]
+//! struct ConvBn {
+//!     conv: Conv2d,
+//!     bn: BatchNorm2d,
+//! }
+//!
+//! impl Module for ConvBn {
+//!     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+//!         self.bn.forward(&self.conv.forward(x)?)?.relu()
+//!     }
+//! }
+//!
+//! # fn main() -> Result<()> {
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let same = Conv2dParams::default().padding(1);
+//! let mut m = ConvBn { conv: Conv2d::new(3, 8, 3, same, false, &mut rng)?, bn: BatchNorm2d::new(8)? };
+//! let keys: Vec<String> = m.state_dict().into_iter().map(|(k, _)| k).collect();
+//! assert_eq!(keys, ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean",
+//!                   "bn.running_var", "bn.num_batches_tracked"]);
+//! m.set_training(false); // reaches `bn`
+//! assert!(!m.bn.training);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The derive's documentation ([`macro@Module`]) lists the field rules and
+//! the `#[module(...)]` attributes.
 
 pub mod init;
 mod layers;
@@ -17,6 +55,10 @@ pub use layers::{
     Sequential,
 };
 pub use small_cnn::small_cnn;
+
+/// `#[derive(Module)]`: implements [`Visit`] from a struct's or an enum's
+/// fields. Imported together with the trait by `use ferrite::nn::Module`.
+pub use ferrite_derive::Module;
 
 use crate::error::Result;
 use crate::tensor::{DType, Device, Tensor};
@@ -31,24 +73,69 @@ pub enum Role {
     Buffer,
 }
 
-/// A layer or a network.
-pub trait Module: Send + Sync {
-    /// Computes the output for input `x`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor>;
-
+/// Walks a module's parameters and buffers by name and sets its training
+/// mode: the part of [`Module`] that follows from its fields, written by
+/// `#[derive(Module)]` or by hand (for structures the derive does not
+/// express, e.g. ResNet's `layer1.0` stage names).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a module: it does not implement `ferrite::nn::Visit`",
+    label = "not a module",
+    note = "implement it with `#[derive(Module)]` or by hand; in a derived type, mark a field that holds no tensors `#[module(skip)]`"
+)]
+pub trait Visit {
     /// Calls `f(name, tensor, role)` for every parameter and buffer, with
     /// names prefixed by `prefix` (empty at the top level).
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role));
 
     /// Calls `f(name, tensor, role)` with mutable access to every parameter
     /// and buffer, in the order and with the names of [`visit`](Self::visit)
-    /// (the two must agree: [`to_device`](Self::to_device) and
-    /// [`to_dtype`](Self::to_dtype) rely on it).
+    /// (the two must agree: [`Module::to_device`] and [`Module::to_dtype`]
+    /// rely on it).
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role));
 
     /// Switches between training (batch statistics, dropout on) and
-    /// evaluation behaviour; containers forward it to their children.
+    /// evaluation behaviour; containers forward it to their children (a
+    /// hand-written container must: the default does nothing).
     fn set_training(&mut self, _training: bool) {}
+}
+
+/// A boxed module (e.g. a layer of [`Sequential`]) visits as the module.
+impl<T: Visit + ?Sized> Visit for Box<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
+        (**self).visit(prefix, f)
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
+        (**self).visit_mut(prefix, f)
+    }
+    fn set_training(&mut self, training: bool) {
+        (**self).set_training(training)
+    }
+}
+
+/// A layer or a network: [`forward`](Self::forward) on top of [`Visit`].
+pub trait Module: Visit + Send + Sync {
+    /// Computes the output for input `x`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// The trainable parameters, in definition order (as the free function
+    /// [`parameters`]).
+    fn parameters(&self) -> Vec<Tensor> {
+        collect(self, Some(Role::Parameter))
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// `(name, parameter)` pairs, in definition order.
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        collect(self, Some(Role::Parameter))
+    }
+
+    /// Every parameter and buffer with its `state_dict` key, in definition
+    /// order.
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        collect(self, None)
+    }
 
     /// Moves every parameter and buffer to `device`, as PyTorch's
     /// `model.to(device)`: parameters stay leaves that require a gradient,
@@ -87,7 +174,7 @@ pub trait Module: Send + Sync {
 /// making the result a fresh leaf. All conversions run before anything is
 /// replaced; tensors shared between layers are converted once and stay
 /// shared.
-fn replace_tensors<M: Module + ?Sized>(
+fn replace_tensors<M: Visit + ?Sized>(
     module: &mut M,
     convert: &mut dyn FnMut(&Tensor) -> Result<Option<Tensor>>,
 ) -> Result<()> {
@@ -128,29 +215,31 @@ pub fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// The trainable parameters of `m`, in definition order.
-pub fn parameters(m: &dyn Module) -> Vec<Tensor> {
-    named_parameters(m).into_iter().map(|(_, t)| t).collect()
-}
-
-/// `(name, parameter)` pairs of `m`, in definition order.
-pub fn named_parameters(m: &dyn Module) -> Vec<(String, Tensor)> {
+/// `(name, tensor)` for every tensor of `m` with role `role` (all of them
+/// for `None`), in definition order.
+fn collect<M: Visit + ?Sized>(m: &M, role: Option<Role>) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
-    m.visit("", &mut |name, t, role| {
-        if role == Role::Parameter {
+    m.visit("", &mut |name, t, r| {
+        if role.is_none_or(|want| want == r) {
             out.push((name.to_string(), t.clone()));
         }
     });
     out
 }
 
+/// The trainable parameters of `m`, in definition order.
+pub fn parameters(m: &dyn Module) -> Vec<Tensor> {
+    m.parameters()
+}
+
+/// `(name, parameter)` pairs of `m`, in definition order.
+pub fn named_parameters(m: &dyn Module) -> Vec<(String, Tensor)> {
+    m.named_parameters()
+}
+
 /// Every parameter and buffer with its `state_dict` key, in definition order.
 pub fn state_dict(m: &dyn Module) -> Vec<(String, Tensor)> {
-    let mut out = Vec::new();
-    m.visit("", &mut |name, t, _| {
-        out.push((name.to_string(), t.clone()))
-    });
-    out
+    m.state_dict()
 }
 
 /// Total number of parameter elements.

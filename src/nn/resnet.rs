@@ -7,7 +7,7 @@
 //! name. Convolutions are initialised Kaiming-normal (fan-out), batch norm
 //! with weight 1 and bias 0, the classifier as `nn.Linear`.
 
-use super::{join, BatchNorm2d, Conv2d, Linear, Module, Role};
+use super::{join, BatchNorm2d, Conv2d, Linear, Module, Role, Visit};
 use crate::error::{Error, Result};
 use crate::ops::{Conv2dParams, Pool2dParams};
 use crate::tensor::Tensor;
@@ -27,12 +27,16 @@ fn conv<R: Rng + ?Sized>(
 }
 
 /// How a block's input reaches its output when the shapes differ.
+#[derive(Module)]
 pub enum Shortcut {
     /// The input itself (same shape).
     Identity,
     /// A 1×1 strided convolution and batch norm (torchvision's
     /// `downsample`, option B of the paper).
-    Projection(Conv2d, BatchNorm2d),
+    Projection(
+        #[module(rename = "downsample.0")] Conv2d,
+        #[module(rename = "downsample.1")] BatchNorm2d,
+    ),
     /// Subsample by `stride` and zero-pad the new channels (option A of the
     /// paper, the CIFAR ResNets' choice: no parameters).
     ZeroPad {
@@ -65,27 +69,11 @@ impl Shortcut {
             }
         }
     }
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
-        if let Shortcut::Projection(c, bn) = self {
-            c.visit(&join(prefix, "downsample.0"), f);
-            bn.visit(&join(prefix, "downsample.1"), f);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
-        if let Shortcut::Projection(c, bn) = self {
-            c.visit_mut(&join(prefix, "downsample.0"), f);
-            bn.visit_mut(&join(prefix, "downsample.1"), f);
-        }
-    }
-    fn set_training(&mut self, training: bool) {
-        if let Shortcut::Projection(_, bn) = self {
-            bn.set_training(training);
-        }
-    }
 }
 
 /// Two 3×3 convolutions with batch norm and a residual connection:
 /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+#[derive(Module)]
 pub struct BasicBlock {
     /// First 3×3 convolution, carrying the block's stride.
     pub conv1: Conv2d,
@@ -95,12 +83,23 @@ pub struct BasicBlock {
     pub conv2: Conv2d,
     /// Batch norm after `conv2`.
     pub bn2: BatchNorm2d,
-    /// Path from the block's input to the residual sum.
+    /// Path from the block's input to the residual sum (its projection is
+    /// named `downsample.0`/`.1` under the block's own prefix).
+    #[module(flatten)]
     pub shortcut: Shortcut,
+}
+
+impl Module for BasicBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let h = self.bn2.forward(&self.conv2.forward(&h)?)?;
+        h.add(&self.shortcut.forward(x)?)?.relu()
+    }
 }
 
 /// 1×1 reduce, 3×3 (strided, as torchvision's v1.5), 1×1 expand ×4, with
 /// batch norm after each and a residual connection.
+#[derive(Module)]
 pub struct Bottleneck {
     /// 1×1 convolution reducing to `planes` channels.
     pub conv1: Conv2d,
@@ -114,8 +113,19 @@ pub struct Bottleneck {
     pub conv3: Conv2d,
     /// Batch norm after `conv3`.
     pub bn3: BatchNorm2d,
-    /// Path from the block's input to the residual sum.
+    /// Path from the block's input to the residual sum (its projection is
+    /// named `downsample.0`/`.1` under the block's own prefix).
+    #[module(flatten)]
     pub shortcut: Shortcut,
+}
+
+impl Module for Bottleneck {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let h = self.bn2.forward(&self.conv2.forward(&h)?)?.relu()?;
+        let h = self.bn3.forward(&self.conv3.forward(&h)?)?;
+        h.add(&self.shortcut.forward(x)?)?.relu()
+    }
 }
 
 /// The kind of residual block a network is built from.
@@ -137,84 +147,20 @@ impl BlockKind {
     }
 }
 
-/// Either block.
+/// Either block (its tensors are named as the block's own).
+#[derive(Module)]
 pub enum Block {
     /// A basic block.
-    Basic(BasicBlock),
+    Basic(#[module(flatten)] BasicBlock),
     /// A bottleneck block.
-    Bottleneck(Bottleneck),
+    Bottleneck(#[module(flatten)] Bottleneck),
 }
 
 impl Module for Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Block::Basic(b) => {
-                let h = b.bn1.forward(&b.conv1.forward(x)?)?.relu()?;
-                let h = b.bn2.forward(&b.conv2.forward(&h)?)?;
-                h.add(&b.shortcut.forward(x)?)?.relu()
-            }
-            Block::Bottleneck(b) => {
-                let h = b.bn1.forward(&b.conv1.forward(x)?)?.relu()?;
-                let h = b.bn2.forward(&b.conv2.forward(&h)?)?.relu()?;
-                let h = b.bn3.forward(&b.conv3.forward(&h)?)?;
-                h.add(&b.shortcut.forward(x)?)?.relu()
-            }
-        }
-    }
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
-        match self {
-            Block::Basic(b) => {
-                b.conv1.visit(&join(prefix, "conv1"), f);
-                b.bn1.visit(&join(prefix, "bn1"), f);
-                b.conv2.visit(&join(prefix, "conv2"), f);
-                b.bn2.visit(&join(prefix, "bn2"), f);
-                b.shortcut.visit(prefix, f);
-            }
-            Block::Bottleneck(b) => {
-                b.conv1.visit(&join(prefix, "conv1"), f);
-                b.bn1.visit(&join(prefix, "bn1"), f);
-                b.conv2.visit(&join(prefix, "conv2"), f);
-                b.bn2.visit(&join(prefix, "bn2"), f);
-                b.conv3.visit(&join(prefix, "conv3"), f);
-                b.bn3.visit(&join(prefix, "bn3"), f);
-                b.shortcut.visit(prefix, f);
-            }
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, Role)) {
-        match self {
-            Block::Basic(b) => {
-                b.conv1.visit_mut(&join(prefix, "conv1"), f);
-                b.bn1.visit_mut(&join(prefix, "bn1"), f);
-                b.conv2.visit_mut(&join(prefix, "conv2"), f);
-                b.bn2.visit_mut(&join(prefix, "bn2"), f);
-                b.shortcut.visit_mut(prefix, f);
-            }
-            Block::Bottleneck(b) => {
-                b.conv1.visit_mut(&join(prefix, "conv1"), f);
-                b.bn1.visit_mut(&join(prefix, "bn1"), f);
-                b.conv2.visit_mut(&join(prefix, "conv2"), f);
-                b.bn2.visit_mut(&join(prefix, "bn2"), f);
-                b.conv3.visit_mut(&join(prefix, "conv3"), f);
-                b.bn3.visit_mut(&join(prefix, "bn3"), f);
-                b.shortcut.visit_mut(prefix, f);
-            }
-        }
-    }
-    fn set_training(&mut self, training: bool) {
-        match self {
-            Block::Basic(b) => {
-                for bn in [&mut b.bn1, &mut b.bn2] {
-                    bn.set_training(training);
-                }
-                b.shortcut.set_training(training);
-            }
-            Block::Bottleneck(b) => {
-                for bn in [&mut b.bn1, &mut b.bn2, &mut b.bn3] {
-                    bn.set_training(training);
-                }
-                b.shortcut.set_training(training);
-            }
+            Block::Basic(b) => b.forward(x),
+            Block::Bottleneck(b) => b.forward(x),
         }
     }
 }
@@ -386,6 +332,11 @@ impl Module for ResNet {
             .flatten(1, -1)?;
         self.fc.forward(&h)
     }
+}
+
+/// By hand: the stages are named `layer1`, `layer2`, ... (from 1, without a
+/// dot), which a `Vec` field's `stages.0` would not give.
+impl Visit for ResNet {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Role)) {
         self.conv1.visit(&join(prefix, "conv1"), f);
         self.bn1.visit(&join(prefix, "bn1"), f);
@@ -407,10 +358,12 @@ impl Module for ResNet {
         self.fc.visit_mut(&join(prefix, "fc"), f);
     }
     fn set_training(&mut self, training: bool) {
+        self.conv1.set_training(training);
         self.bn1.set_training(training);
         for block in self.stages.iter_mut().flatten() {
             block.set_training(training);
         }
+        self.fc.set_training(training);
     }
 }
 

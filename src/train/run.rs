@@ -17,7 +17,7 @@ use crate::data::loader::{DataLoader, LoaderConfig};
 use crate::data::{ImageDataset, Labels};
 use crate::error::{Error, Result};
 use crate::nn::resnet::ResNet;
-use crate::nn::Module;
+use crate::nn::{Module, Visit};
 use crate::optim::{clip_grad_norm_, LrSchedule, Optimizer};
 use crate::plm::Plm;
 use crate::tensor::{Device, Tensor};
