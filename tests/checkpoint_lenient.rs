@@ -210,7 +210,8 @@ fn dataparallel_file_without_the_option_loads_nothing_and_says_why() {
         report.hints,
         vec![format!(
             "every checkpoint key starts with `module.` (the prefix of nn.DataParallel \
-             checkpoints): strip_prefix(\"module.\"); {TENSORS} key(s) would match instead of 0"
+             checkpoints): with strip_prefix(\"module.\"), {TENSORS} key(s) would match \
+             instead of 0"
         )]
     );
     let text = report.to_string();

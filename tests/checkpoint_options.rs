@@ -46,8 +46,8 @@ fn prefixes_strip_add_and_replace() {
     assert_eq!(
         report.hints,
         vec![format!(
-            "every module key starts with `0.`: add_prefix(\"0.\"); {TENSORS} key(s) would \
-             match instead of 0"
+            "every module key starts with `0.`: with add_prefix(\"0.\"), {TENSORS} key(s) \
+             would match instead of 0"
         )]
     );
 
@@ -92,7 +92,9 @@ fn prefix_options_that_match_nothing_are_explained() {
         &[
             &format!("{TENSORS} missing, {TENSORS} unexpected"),
             "unexpected: module.bn1.num_batches_tracked [] I64",
-            "strip_prefix(\"module.\"); 56 key(s) would match instead of 0",
+            "hint: every checkpoint key starts with `module.` (the prefix of \
+             nn.DataParallel checkpoints): with strip_prefix(\"module.\") and no add_prefix, \
+             56 key(s) would match instead of 0",
         ],
     );
     assert_short(&msg);

@@ -176,29 +176,7 @@ fn hints(report: &LoadReport, tensors: &[(String, Tensor)], opts: &LoadOptions) 
         }
     }
     if let Some((n, s, a)) = best {
-        let mut how = Vec::new();
-        if let Some(s) = s {
-            let dp = if s == "module." {
-                " (the prefix of nn.DataParallel checkpoints)"
-            } else {
-                ""
-            };
-            how.push(format!(
-                "every checkpoint key starts with `{s}`{dp}: strip_prefix(\"{s}\")"
-            ));
-        }
-        if let Some(a) = a {
-            how.push(format!(
-                "every module key starts with `{a}`: add_prefix(\"{a}\")"
-            ));
-        }
-        if how.is_empty() {
-            how.push("without strip_prefix/add_prefix".into());
-        }
-        out.push(format!(
-            "{}; {n} key(s) would match instead of {matched}",
-            how.join(" and ")
-        ));
+        out.push(prefix_hint(n, matched, s, a, opts));
     }
     let floats = report
         .mismatched
@@ -227,6 +205,51 @@ fn hints(report: &LoadReport, tensors: &[(String, Tensor)], opts: &LoadOptions) 
         ));
     }
     out
+}
+
+/// `every checkpoint key starts with `module.` (..): with
+/// strip_prefix("module.") and no add_prefix, 56 key(s) would match instead
+/// of 0`: the suggested prefix options in full (saying "no ..." for an
+/// option of `opts` to drop) and why.
+fn prefix_hint(
+    n: usize,
+    matched: usize,
+    strip: Option<&str>,
+    add: Option<&str>,
+    opts: &LoadOptions,
+) -> String {
+    let mut why = Vec::new();
+    let mut with = Vec::new();
+    for (name, suggested, given) in [
+        ("strip_prefix", strip, opts.strip_prefix.is_some()),
+        ("add_prefix", add, opts.add_prefix.is_some()),
+    ] {
+        match suggested {
+            Some(p) => with.push(format!("{name}(\"{p}\")")),
+            None if given => with.push(format!("no {name}")),
+            None => {}
+        }
+    }
+    if let Some(s) = strip {
+        let dp = if s == "module." {
+            " (the prefix of nn.DataParallel checkpoints)"
+        } else {
+            ""
+        };
+        why.push(format!("every checkpoint key starts with `{s}`{dp}"));
+    }
+    if let Some(a) = add {
+        why.push(format!("every module key starts with `{a}`"));
+    }
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", why.join(" and "))
+    };
+    format!(
+        "{why}with {}, {n} key(s) would match instead of {matched}",
+        with.join(" and ")
+    )
 }
 
 /// Copies the checked pairs, each source first converted to its
