@@ -3,9 +3,9 @@
 //! atomic writes and bit-identical training resumption.
 
 use ferrite::checkpoint::{
-    self, apply_state_dict, load_into_module, load_state_dict, load_training, read_training,
-    save_module, save_state_dict, save_training, write_atomic, CheckpointOptimizer, LoadReport,
-    OptimizerState,
+    self, apply_state_dict, load_into_module, load_into_module_with, load_state_dict,
+    load_training, read_training, save_module, save_state_dict, save_training, write_atomic,
+    CheckpointOptimizer, Conversion, LoadOptions, LoadReport, OptimizerState,
 };
 use ferrite::nn::{self, BatchNorm2d, Conv2d, Flatten, Linear, Module, ReLU, Sequential, Visit};
 use ferrite::ops::Conv2dParams;
@@ -626,11 +626,12 @@ fn strict_load_names_every_problem_and_changes_nothing() {
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
     for needle in [
         path.display().to_string().as_str(),
-        "missing keys: [\"2.bias\"]",
-        "unexpected keys: [\"3.weight\"]",
-        "0.weight (module [4, 3] F32, checkpoint [5, 3] F32)",
-        "2.weight (module [2, 4] F32, checkpoint [2, 4] F64)",
-        "nothing was loaded",
+        "nothing was loaded: 1 missing, 1 unexpected, 2 mismatched",
+        "missing: 2.bias [2] F32",
+        "unexpected: 3.weight [1, 2] F32",
+        "mismatched: 0.weight (module [4, 3] F32, checkpoint [5, 3] F32), \
+         2.weight (module [2, 4] F32, checkpoint [2, 4] F64)",
+        "hint: 1 mismatch(es) differ only in floating dtype",
     ] {
         assert!(msg.contains(needle), "`{needle}` not in: {msg}");
     }
@@ -640,7 +641,7 @@ fn strict_load_names_every_problem_and_changes_nothing() {
 
     // The in-memory form behaves the same.
     let e = apply_state_dict(&model, &bad_state_dict(), true).unwrap_err();
-    assert!(e.to_string().contains("missing keys: [\"2.bias\"]"), "{e}");
+    assert!(e.to_string().contains("missing: 2.bias [2] F32"), "{e}");
     assert_same_dict(&before, &snapshot(&model));
 }
 
@@ -652,11 +653,14 @@ fn non_strict_load_takes_the_intersection_and_reports_the_rest() {
     save_state_dict(&path, &bad, &BTreeMap::new()).unwrap();
     let model = mlp(1);
     let before: BTreeMap<String, Tensor> = snapshot(&model).into_iter().collect();
-    let report = load_into_module(&path, &model, false).unwrap();
-    assert!(!report.is_exact());
+    // Without converting dtypes: the F64 `2.weight` is a mismatch too.
+    let opts = LoadOptions::lenient().with_convert_dtypes(false);
+    let report = load_into_module_with(&path, &model, &opts).unwrap();
+    assert!(!report.is_exact() && !report.is_complete());
     assert_eq!(report.loaded, vec!["0.bias"]);
     assert_eq!(report.missing, vec!["2.bias"]);
     assert_eq!(report.unexpected, vec!["3.weight"]);
+    assert!(report.converted.is_empty());
     let mism: Vec<(&str, &[usize], &[usize])> = report
         .mismatched
         .iter()
@@ -678,15 +682,46 @@ fn non_strict_load_takes_the_intersection_and_reports_the_rest() {
     assert_eq!(report.mismatched[1].checkpoint_dtype, DType::F64);
     let text = report.to_string();
     assert!(
-        text.starts_with("loaded 1 tensor(s); missing keys"),
+        text.starts_with(
+            "loaded 1 tensor(s); 1 missing, 1 unexpected, 2 mismatched; missing: 2.bias; \
+             unexpected: 3.weight; mismatched: 0.weight (module [4, 3] F32, checkpoint [5, 3] F32)"
+        ),
         "{text}"
     );
-
     let after: BTreeMap<String, Tensor> = snapshot(&model).into_iter().collect();
     assert_same_tensor("0.bias", &after["0.bias"], &bad[1].1);
     for name in ["0.weight", "2.weight", "2.bias"] {
         assert_same_tensor(name, &after[name], &before[name]);
     }
+
+    // Not strict (the default options): the F64 `2.weight` converts to F32.
+    let model = mlp(1);
+    let report = load_into_module(&path, &model, false).unwrap();
+    assert_eq!(report.loaded, vec!["0.bias", "2.weight"]);
+    assert_eq!(
+        report.converted,
+        vec![Conversion {
+            name: "2.weight".into(),
+            from: DType::F64,
+            to: DType::F32
+        }]
+    );
+    assert_eq!(report.missing, vec!["2.bias"]);
+    assert_eq!(report.unexpected, vec!["3.weight"]);
+    assert_eq!(report.mismatched.len(), 1);
+    assert_eq!(report.mismatched[0].name, "0.weight");
+    let text = report.to_string();
+    assert!(
+        text.starts_with("loaded 2 tensor(s) (1 converted: 1 F64 → F32); 1 missing"),
+        "{text}"
+    );
+    let after: BTreeMap<String, Tensor> = snapshot(&model).into_iter().collect();
+    assert_eq!(after["2.weight"].dtype(), DType::F32);
+    assert_same_tensor(
+        "2.weight",
+        &after["2.weight"],
+        &bad[2].1.to_dtype(DType::F32).unwrap(),
+    );
 
     // A complete, exact dict is exact in both modes.
     let good = snapshot(&mlp(2));
@@ -1258,10 +1293,11 @@ fn mismatched_resume_changes_neither_model_nor_optimizer() {
     let e = load_training(&path, &small, &mut small_opt).unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("missing keys: [\"0.bias\"]") || msg.contains("0.weight"),
+        msg.contains("0.weight (module [2, 3] F32, checkpoint"),
         "{msg}"
     );
-    assert!(msg.contains("unexpected keys"), "{msg}");
+    assert!(msg.contains("unexpected: "), "{msg}");
+    assert!(!msg.contains("hint"), "{msg}");
     assert_same_dict(&before, &snapshot(&small));
     assert!(small_opt.momentum_buffers().iter().all(Option::is_none));
 

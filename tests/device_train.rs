@@ -9,7 +9,8 @@ mod device;
 
 use device::{assert_close, devices, scale, uniform, Tol};
 use ferrite::checkpoint::{
-    load_into_module, load_training, save_module, save_training, CheckpointOptimizer,
+    load_into_module, load_into_module_with, load_training, save_module, save_training,
+    CheckpointOptimizer, LoadOptions,
 };
 use ferrite::nn::resnet::{BlockKind, ResNet, ResNetConfig, ShortcutKind, Stem};
 use ferrite::nn::{self, Module, Role, Visit};
@@ -512,5 +513,39 @@ fn a_run_resumed_on_the_device_continues_bit_identically() {
         assert_eq!(p.rhat(), q.rhat());
         let _ = std::fs::remove_dir_all(&straight_dir);
         let _ = std::fs::remove_dir_all(&split_dir);
+    }
+}
+
+#[test]
+fn pytorch_fp16_checkpoint_converts_into_a_model_on_the_device() {
+    // The fp16 file of `tests/fixtures/gen_checkpoint_lenient.py`, loaded
+    // with the default (lenient) options: each tensor is converted to f32,
+    // then uploaded, into a model that lives on the device.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/checkpoint_resnet_f16.safetensors");
+    let config = ResNetConfig {
+        block: BlockKind::Basic,
+        layers: vec![1, 1, 1],
+        widths: vec![8, 16, 32],
+        stem: Stem::Cifar,
+        shortcut: ShortcutKind::Projection,
+        in_channels: 3,
+        num_classes: 10,
+    };
+    let net = |seed| ResNet::new(&config, &mut StdRng::seed_from_u64(seed)).unwrap();
+    let on_cpu = net(1);
+    let opts = LoadOptions::default();
+    let want = load_into_module_with(&path, &on_cpu, &opts).unwrap();
+    assert_eq!(want.converted.len(), 47);
+    for device in devices() {
+        let mut model = net(2);
+        model.to_device(device).unwrap();
+        let report = load_into_module_with(&path, &model, &opts).unwrap();
+        assert_eq!(report, want);
+        for (a, b) in described(&on_cpu).iter().zip(described(&model)) {
+            assert_eq!((a.3, b.3), (Device::Cpu, device), "{}", a.0);
+            assert_eq!(b.2, a.1 == Role::Parameter, "{}", a.0);
+            assert_eq!(a.4, b.4, "{}", a.0);
+        }
     }
 }

@@ -8,6 +8,14 @@
 //!   (and the in-memory [`apply_state_dict`]): a [`Module`](crate::nn::Module)'s
 //!   parameters and buffers by name, strict or not, checked before anything
 //!   is written, with a [`LoadReport`].
+//! - [`load_into_module_with`] / [`apply_state_dict_with`]: the same under
+//!   [`LoadOptions`], for checkpoints that PyTorch accepts but that do not
+//!   match the module exactly: floating dtypes converted to the module's
+//!   (an fp16 checkpoint into a float32 model), a key prefix stripped or
+//!   added (`module.` of `nn.DataParallel`), a missing batch-norm
+//!   `num_batches_tracked` tolerated, each listed in the report. Strict
+//!   loading refuses with a short summary: counts, then the first few keys
+//!   with their shapes.
 //! - [`save_training`] / [`load_training`] / [`read_training`]: model,
 //!   optimizer state ([`OptimizerState`]: SGD momentum buffers or Adam
 //!   moments and step counts), epoch and user metadata in one file, so that
@@ -50,13 +58,19 @@ pub type StateDict = Vec<(String, crate::tensor::Tensor)>;
 mod atomic;
 mod format;
 mod module;
+mod options;
+mod report;
 mod training;
 
 #[doc(hidden)]
 pub use atomic::inject_write_fault_after;
 pub use atomic::{remove_stale_temp_files, write_atomic};
 pub use format::{load_state_dict, save_state_dict};
-pub use module::{apply_state_dict, load_into_module, save_module, LoadReport, Mismatch};
+pub use module::{
+    apply_state_dict, apply_state_dict_with, load_into_module, load_into_module_with, save_module,
+};
+pub use options::LoadOptions;
+pub use report::{Conversion, LoadReport, Mismatch};
 pub use training::{
     load_training, read_training, restore_training, save_training, CheckpointOptimizer,
     OptimizerState, TrainingCheckpoint,

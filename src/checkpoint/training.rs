@@ -21,6 +21,7 @@
 
 use super::format::{load_state_dict, save_state_dict};
 use super::module::{apply, plan};
+use super::options::LoadOptions;
 use crate::error::{Error, Result};
 use crate::nn::{self, Module};
 use crate::optim::{Adam, Optimizer, Sgd};
@@ -496,13 +497,14 @@ pub fn restore_training(
     optimizer: &mut dyn CheckpointOptimizer,
 ) -> Result<()> {
     let shown = path.display().to_string();
-    let (report, copies) = plan("load_training", module, &ckpt.model)?;
-    if !report.is_exact() {
+    // Exact, whatever the file: resuming must be bit-identical.
+    let plan = plan("load_training", module, &ckpt.model, &LoadOptions::strict())?;
+    if !plan.report.is_exact() {
         return Err(Error::invalid(
             "load_training",
             format!(
                 "{shown}: model state does not match the module, nothing was loaded: {}",
-                report.problems()
+                plan.summary()
             ),
         ));
     }
@@ -516,5 +518,5 @@ pub fn restore_training(
                 ),
             )
         })?;
-    apply(&copies)
+    apply(&plan.copies)
 }
