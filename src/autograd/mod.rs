@@ -168,6 +168,15 @@ pub struct BackwardOptions {
 impl Tensor {
     /// Gradients of this scalar (one-element) tensor with respect to every
     /// leaf that requires a gradient. Frees the graph's saved tensors.
+    ///
+    /// ```
+    /// use ferrite::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3])?.requires_grad_(true);
+    /// let y = x.square()?.sum_all()?; // y = Σ x²
+    /// let grads = y.backward()?;
+    /// assert_eq!(grads.get(&x).unwrap().to_vec::<f32>()?, vec![2.0, 4.0, 6.0]);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn backward(&self) -> Result<GradStore> {
         if self.numel() != 1 {
             return Err(Error::Autograd(format!(

@@ -162,6 +162,26 @@ impl Batch {
 
 /// Batches of an [`ImageDataset`], epoch by epoch (see the module
 /// documentation).
+///
+/// ```
+/// use ferrite::data::loader::{DataLoader, LoaderConfig};
+/// use ferrite::data::{ImageDataset, Labels};
+/// // Six 2×2 grey images of three classes.
+/// let ds = ImageDataset {
+///     images: (0..24).collect(),
+///     channels: 1, height: 2, width: 2, num_classes: 3,
+///     labels: Labels::Single(vec![0, 1, 2, 0, 1, 2]),
+///     name: "toy".into(),
+/// };
+/// let mut loader = DataLoader::new(&ds, LoaderConfig::training(4, 0))?;
+/// for batch in loader.epoch(0) {
+///     let batch = batch?;
+///     assert_eq!(batch.x.shape()[1..], [1, 2, 2]); // f32 [B, C, H, W]
+///     let labels = batch.labels.unwrap(); // i64 [B], for cross_entropy
+///     assert_eq!(labels.shape(), [batch.indices.len()]);
+/// }
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct DataLoader<'a> {
     dataset: &'a ImageDataset,

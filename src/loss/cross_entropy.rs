@@ -39,6 +39,16 @@ pub struct CrossEntropyOptions {
 /// not of shape `[B]`, a target outside `0..C` that is not ignored
 /// (`IndexOutOfRange`), a weight not of shape `[C]` (`ShapeMismatch`), of
 /// another dtype, or requiring a gradient, `label_smoothing` outside [0, 1].
+///
+/// ```
+/// use ferrite::loss::{cross_entropy, CrossEntropyOptions};
+/// use ferrite::Tensor;
+/// let logits = Tensor::from_vec(vec![0.0f32, 0.0, 0.0, 0.0], &[2, 2])?;
+/// let labels = Tensor::from_vec(vec![0i64, 1], &[2])?;
+/// let loss = cross_entropy(&logits, &labels, &CrossEntropyOptions::default())?;
+/// assert!((loss.item::<f32>()? - 2f32.ln()).abs() < 1e-6);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn cross_entropy(
     logits: &Tensor,
     targets: &Tensor,

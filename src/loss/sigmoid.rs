@@ -25,6 +25,19 @@ const ASL: &str = "asymmetric_loss";
 /// of another shape or weight that does not broadcast to the logits'
 /// shape (`ShapeMismatch` naming the loss and both shapes), targets
 /// outside [0, 1], targets or weight that require a gradient.
+///
+/// ```
+/// use ferrite::loss::{bce_with_logits, Reduction};
+/// use ferrite::Tensor;
+/// let logits = Tensor::from_vec(vec![0.0f32, 2.0], &[1, 2])?.requires_grad_(true);
+/// let targets = Tensor::from_vec(vec![1.0f32, 0.0], &[1, 2])?;
+/// let loss = bce_with_logits(&logits, &targets, None, Reduction::Mean)?;
+/// let grads = loss.backward()?;
+/// // dℓ/dz = (σ(z) − y) / 2 for the mean over two elements.
+/// let g = grads.get(&logits).unwrap().to_vec::<f32>()?;
+/// assert!((g[0] + 0.25).abs() < 1e-6);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn bce_with_logits(
     logits: &Tensor,
     targets: &Tensor,

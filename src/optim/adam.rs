@@ -42,6 +42,20 @@ impl AdamConfig {
 }
 
 /// Adam / AdamW; see [`AdamStep`] for the update rule.
+///
+/// ```
+/// use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
+/// use ferrite::{DType, Tensor};
+/// // Minimise (w − 3)² from w = 0.
+/// let w = Tensor::zeros(&[1], DType::F32)?.requires_grad_(true);
+/// let mut opt = Adam::new(vec![ParamGroup::new(vec![w.clone()], 0.1, 0.0)], AdamConfig::default())?;
+/// for _ in 0..200 {
+///     let loss = w.sub_scalar(3.0)?.square()?.sum_all()?;
+///     opt.step(&loss.backward()?)?;
+/// }
+/// assert!((w.to_vec::<f32>()?[0] - 3.0).abs() < 0.05);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub struct Adam {
     groups: Vec<ParamGroup>,
     current_lr: Vec<f64>,

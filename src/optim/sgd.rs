@@ -30,6 +30,18 @@ impl Default for SgdConfig {
 }
 
 /// SGD; see [`SgdStep`] for the update rule.
+///
+/// ```
+/// use ferrite::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
+/// use ferrite::{DType, Tensor};
+/// let w = Tensor::ones(&[2], DType::F32)?.requires_grad_(true);
+/// let config = SgdConfig { momentum: 0.9, ..SgdConfig::default() };
+/// let mut opt = Sgd::new(vec![ParamGroup::new(vec![w.clone()], 0.5, 0.0)], config)?;
+/// let loss = w.sum_all()?; // gradient 1 everywhere
+/// opt.step(&loss.backward()?)?;
+/// assert_eq!(w.to_vec::<f32>()?, vec![0.5, 0.5]); // w − lr·g on the first step
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub struct Sgd {
     groups: Vec<ParamGroup>,
     current_lr: Vec<f64>,
