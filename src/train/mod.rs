@@ -23,6 +23,7 @@ pub mod compare;
 pub mod config;
 pub mod datasets;
 pub mod evaluation;
+mod loss_log;
 pub mod model;
 pub mod objective;
 pub mod optimizer;

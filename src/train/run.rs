@@ -5,6 +5,8 @@
 use super::config::TrainConfig;
 use super::datasets::{class_names, load_datasets, RunData};
 use super::evaluation::Evaluation;
+use super::loss_log::LossLog;
+pub use super::loss_log::LOSS_READ_INTERVAL;
 use super::model::build_model;
 use super::objective::Objective;
 use super::optimizer::{build_schedule, RunOptimizer};
@@ -20,7 +22,7 @@ use crate::nn::resnet::ResNet;
 use crate::nn::{Module, Visit};
 use crate::optim::{clip_grad_norm_, LrSchedule, Optimizer};
 use crate::plm::Plm;
-use crate::tensor::{Device, Tensor};
+use crate::tensor::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -46,11 +48,6 @@ const META_THREADS: &str = "train.threads";
 /// The device the run trained on (`cpu`, `cuda:0`): kernels round
 /// differently on each, so only the same device resumes bit-identically.
 const META_DEVICE: &str = "train.device";
-
-/// On a device, the training loop reads the losses back every this many
-/// batches (all of them at once), so that the host queues work ahead of the
-/// GPU instead of waiting for each step; on the CPU it reads each at once.
-pub const LOSS_READ_INTERVAL: usize = 16;
 
 /// Receives progress while a run trains (the CLI draws a progress bar).
 pub trait Observer {
@@ -609,83 +606,4 @@ fn evaluate_model(
         Labels::Multi { .. } => None,
     };
     Evaluation::new(&scores, &targets, labels, c, train_positives, threshold)
-}
-
-/// The training losses of an epoch. On the CPU each loss is read at once;
-/// on a device the (detached, 0-d) losses are kept there and read back
-/// [`LOSS_READ_INTERVAL`] at a time, in one download, so the host runs
-/// ahead of the GPU. Every value is still checked and reported to the
-/// observer, in order, with the batch it belongs to.
-struct LossLog {
-    device: Device,
-    epoch: usize,
-    lr: f64,
-    /// Losses not read yet, with their batch sizes.
-    pending: Vec<(Tensor, usize)>,
-    /// Batches read so far.
-    read: usize,
-    sum: f64,
-    images: usize,
-}
-
-impl LossLog {
-    fn new(device: Device, epoch: usize, lr: f64) -> Self {
-        LossLog {
-            device,
-            epoch,
-            lr,
-            pending: Vec::new(),
-            read: 0,
-            sum: 0.0,
-            images: 0,
-        }
-    }
-
-    /// Adds the loss of a batch of `n` images; reads the pending ones when
-    /// it is time.
-    fn push(&mut self, loss: Tensor, n: usize, observer: &mut dyn Observer) -> Result<()> {
-        self.pending.push((loss, n));
-        if self.device == Device::Cpu || self.pending.len() >= LOSS_READ_INTERVAL {
-            self.read_pending(observer)?;
-        }
-        Ok(())
-    }
-
-    /// Reads what is pending and returns the epoch's `(Σ loss·n, images)`.
-    fn finish(mut self, observer: &mut dyn Observer) -> Result<(f64, usize)> {
-        self.read_pending(observer)?;
-        Ok((self.sum, self.images))
-    }
-
-    fn read_pending(&mut self, observer: &mut dyn Observer) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let losses: Vec<Tensor> = self
-            .pending
-            .iter()
-            .map(|(l, _)| l.to_dtype(crate::tensor::DType::F32))
-            .collect::<Result<_>>()?;
-        let values = Tensor::stack(&losses, 0)?.to_vec::<f32>()?;
-        for (&value, &(_, n)) in values.iter().zip(&self.pending) {
-            let value = value as f64;
-            self.read += 1;
-            if !value.is_finite() {
-                return Err(Error::invalid(
-                    "Trainer::train_epoch",
-                    format!(
-                        "the loss became {value} at epoch {} batch {}: lower the learning rate (now {})",
-                        self.epoch + 1,
-                        self.read,
-                        self.lr
-                    ),
-                ));
-            }
-            self.sum += value * n as f64;
-            self.images += n;
-            observer.batch_finished(value, n);
-        }
-        self.pending.clear();
-        Ok(())
-    }
 }
