@@ -29,6 +29,7 @@ pub mod objective;
 pub mod optimizer;
 pub mod report;
 pub mod run;
+mod scoring;
 pub mod svg;
 
 pub use config::{DataConfig, DatasetKind, LossKind, TrainConfig};

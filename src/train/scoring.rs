@@ -1,0 +1,69 @@
+//! Scoring a model on a dataset: batches through the model on its device,
+//! in evaluation mode, scores downloaded, metrics computed.
+
+use super::evaluation::Evaluation;
+use super::objective::Objective;
+use crate::data::loader::{DataLoader, LoaderConfig};
+use crate::data::{ImageDataset, Labels};
+use crate::error::{Error, Result};
+use crate::nn::resnet::ResNet;
+use crate::nn::{Module, Visit};
+use crate::tensor::Device;
+
+/// The `op` of the error for a model whose outputs are not finite.
+pub(super) const DIVERGED: &str = "training diverged";
+
+/// Scores `dataset` with `model` on `device` at `precision` in evaluation mode (restoring
+/// training mode afterwards) and computes its metrics; only the scores are
+/// downloaded. Scores that are not finite (a diverged model) are an error
+/// saying so.
+pub(super) fn evaluate_model(
+    (device, precision): (Device, crate::Precision),
+    model: &mut ResNet,
+    objective: &Objective,
+    dataset: &ImageDataset,
+    mut loader_config: LoaderConfig,
+    train_positives: &[usize],
+    threshold: f64,
+) -> Result<Evaluation> {
+    loader_config.batch_size = loader_config.batch_size.max(256);
+    let mut loader = DataLoader::new(dataset, loader_config)?;
+    let mut scores = Vec::with_capacity(dataset.len() * dataset.num_classes);
+    model.set_training(false);
+    let scored = crate::no_grad(|| -> Result<()> {
+        for batch in loader.epoch(0) {
+            let x = batch?.x.to_device(device)?;
+            let logits = crate::autocast(precision, || model.forward(&x))?;
+            scores.extend(objective.scores(&logits)?.to_vec::<f32>()?);
+        }
+        Ok(())
+    });
+    model.set_training(true);
+    scored?;
+    if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+        let c = dataset.num_classes.max(1);
+        return Err(Error::invalid(
+            DIVERGED,
+            format!(
+                "the model's score for test image {}, class {} is {}",
+                i / c,
+                i % c,
+                scores[i]
+            ),
+        ));
+    }
+    let c = dataset.num_classes;
+    let mut targets = vec![0u8; dataset.len() * c];
+    let mut row = vec![0f32; c];
+    for i in 0..dataset.len() {
+        dataset.target_row(i, &mut row)?;
+        for (t, &v) in targets[i * c..(i + 1) * c].iter_mut().zip(&row) {
+            *t = (v > 0.5) as u8;
+        }
+    }
+    let labels = match &dataset.labels {
+        Labels::Single(l) => Some(l.as_slice()),
+        Labels::Multi { .. } => None,
+    };
+    Evaluation::new(&scores, &targets, labels, c, train_positives, threshold)
+}
