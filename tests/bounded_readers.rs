@@ -113,16 +113,16 @@ fn plm_bin_counts_from_states_and_options_are_bounded() {
     assert!(load(&good).is_ok());
     for n_bins in [1u64 << 40, (MAX_BINS + 1) as u64, u64::MAX] {
         let mut bad = good.clone();
-        bad["config"]["n_bins"] = n_bins.into();
+        bad["config"]["bins"] = n_bins.into();
         let err = with_alloc_limit(1 << 20, || message(load(&bad)));
-        assert!(err.contains("n_bins"), "{n_bins}: {err}");
+        assert!(err.contains("bins"), "{n_bins}: {err}");
     }
     let cfg = PlmConfig {
         n_bins: 1 << 40,
         ..PlmConfig::default()
     };
     let err = with_alloc_limit(1 << 20, || message(Plm::new(cfg, &[1, 2], 4)));
-    assert!(err.contains("n_bins must be between 2 and 65536"), "{err}");
+    assert!(err.contains("bins must be between 2 and 65536"), "{err}");
     // n_bins × C is checked too: overflowing, or beyond the cell bound.
     assert!(message(Histograms::new(usize::MAX, 2)).contains("exceed"));
     let err = with_alloc_limit(1 << 20, || message(Histograms::new(MAX_BINS, 1 << 20)));

@@ -59,6 +59,13 @@ fn unknown_options_and_values_are_rejected_by_name() {
     assert!(!out.status.success());
     let msg = stderr(&out);
     assert!(msg.contains("hinge") && msg.contains("plm+focal"), "{msg}");
+    // The old `loss/key=value` form is refused with the new spelling.
+    let out = train(&dir, &["--loss", "plm/lambda=0"]);
+    assert!(
+        stderr(&out).contains("plm(init=balanced,lambda=0)"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = train(&dir, &["--dataset", "imagenet"]);
     assert!(!out.status.success());
@@ -71,7 +78,11 @@ fn unknown_options_and_values_are_rejected_by_name() {
     for lr in [&["--lr=-1"][..], &["--lr", "-1"]] {
         let out = train(&dir, lr);
         assert!(!out.status.success());
-        assert!(stderr(&out).contains("learning rate"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("`optim.lr` (--lr)"),
+            "{}",
+            stderr(&out)
+        );
     }
 
     let out = train(&dir, &["--data-dir", "/nonexistent/mnist"]);
@@ -160,22 +171,26 @@ fn every_bad_setting_is_refused_by_name_before_any_work() {
         (&["--lr-gamma", "-1"], "--lr-gamma"),
         (&["--lr-gamma", "nan"], "--lr-gamma"),
         (&["--lr-gamma", "inf"], "--lr-gamma"),
-        (&["--loss", "focal", "--focal-alpha", "5"], "--focal-alpha"),
-        (&["--focal-gamma", "-1"], "--focal-gamma"),
-        (&["--focal-gamma", "nan"], "--focal-gamma"),
-        (&["--asl-gamma-neg", "inf"], "--asl-gamma-neg"),
-        (&["--asl-gamma-pos", "-2"], "--asl-gamma-pos"),
-        (&["--asl-clip", "1"], "--asl-clip"),
-        (&["--cb-beta", "1"], "--cb-beta"),
-        (&["--cb-beta", "-0.5"], "--cb-beta"),
+        (&["--loss", "focal(alpha=5)"], "alpha"),
+        (&["--loss", "focal(gamma=-1)"], "gamma"),
+        (&["--loss", "plm+focal(gamma=nan)"], "gamma"),
+        (&["--loss", "asl(gamma_neg=inf)"], "gamma_neg"),
+        (&["--loss", "asl(gamma_pos=-2)"], "gamma_pos"),
+        (&["--loss", "asl(clip=1)"], "clip"),
+        (&["--loss", "cb(beta=1)"], "beta"),
+        (&["--loss", "cb(beta=-0.5)+focal"], "beta"),
+        (&["--loss", "plm+ce"], "per-element"),
+        (&["--loss", "plm+plm"], "twice"),
+        (&["--loss", "focal+asl"], "two base losses"),
         (&["--epochs", "0"], "--epochs"),
         (&["--epochs", "100000000000"], "--epochs"),
         (&["--batch-size", "0"], "--batch-size"),
         (&["--batch-size", "1000000000"], "--batch-size"),
-        (&["--plm-bins", "0"], "--plm-bins"),
-        (&["--plm-bins", "1"], "--plm-bins"),
-        (&["--plm-bins", "1099511627776"], "--plm-bins"),
-        (&["--plm-lambda", "-1"], "--plm-lambda"),
+        (&["--loss", "plm(bins=0)"], "bins"),
+        (&["--loss", "plm(bins=1)"], "bins"),
+        (&["--loss", "plm(bins=1099511627776)"], "bins"),
+        (&["--loss", "plm(lambda=-1)"], "lambda"),
+        (&["--loss", "plm(divergence=kl)"], "pred-gt"),
         (&["--train-size", "100000000000"], "--train-size"),
         (&["--test-size", "100000000000"], "--test-size"),
         (&["--crop-padding", "1000000"], "--crop-padding"),
@@ -195,6 +210,32 @@ fn every_bad_setting_is_refused_by_name_before_any_work() {
         (&["--threshold", "1"], "--threshold"),
         (&["--imbalance-factor", "0.5"], "--imbalance-factor"),
         (&["--lr", "inf"], "--lr"),
+        // Options that would change nothing are refused, not ignored.
+        (
+            &["--dataset", "mnist", "--train-size", "100"],
+            "--train-size has no effect",
+        ),
+        (
+            &["--dataset", "cifar10", "--imbalance-factor", "10"],
+            "--imbalance-factor has no effect",
+        ),
+        (
+            &["--dataset", "mnist", "--data-seed", "3"],
+            "--data-seed has no effect",
+        ),
+        (
+            &["--optimizer", "adam", "--momentum", "0.5"],
+            "--momentum has no effect",
+        ),
+        (&["--milestones", "3"], "--milestones has no effect"),
+        (
+            &["--schedule", "cosine", "--lr-gamma", "0.5"],
+            "--lr-gamma has no effect",
+        ),
+        (
+            &["--dataset", "mnist", "--threshold", "0.3"],
+            "--threshold has no effect",
+        ),
     ];
     let out_dir = dir.to_str().unwrap();
     for (extra, needle) in cases {
@@ -224,10 +265,11 @@ fn compare_checks_every_loss_before_training_any() {
     let mut args = vec!["compare", "--out", out_dir, "--seeds", "0,1"];
     args.extend_from_slice(TINY);
     for (losses, needle) in [
-        ("bce,focal/alpha=5", "focal/alpha=5"),
-        ("bce,focal/gamma=-1", "focal/gamma=-1"),
-        ("bce,cb/beta=1", "cb/beta=1"),
-        ("bce,plm/bins=0", "plm/bins=0"),
+        ("bce,focal(alpha=5)", "focal(alpha=5)"),
+        ("bce,focal(gamma=-1)", "focal(gamma=-1)"),
+        ("bce,cb(beta=1)", "cb(beta=1)"),
+        ("bce,plm(bins=0,lambda=0)", "plm(bins=0,lambda=0)"),
+        ("bce,,plm", "empty loss"),
     ] {
         let mut args = args.clone();
         args.extend_from_slice(&["--losses", losses]);
@@ -318,12 +360,12 @@ fn a_diverging_run_says_so_and_what_to_change() {
 /// A run of two epochs stopped after the first, written by a pool of
 /// `threads` worker threads (as `ferrite train --threads` would).
 fn half_done_run(dir: &Path, threads: usize) {
-    use ferrite::train::config::{DataConfig, DatasetKind, LossKind, TrainConfig};
+    use ferrite::train::config::{DataConfig, DatasetKind, TrainConfig};
     let mut data = DataConfig::new(DatasetKind::MultiMnistLt);
     data.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
     data.train_size = 64;
     data.test_size = 32;
-    let mut config = TrainConfig::new(data, "resnet8", LossKind::Plm);
+    let mut config = TrainConfig::new(data, "resnet8", ferrite::train::LossSpec::plm());
     config.stem = Some("imagenet".into());
     config.epochs = 2;
     config.batch_size = 32;
@@ -338,7 +380,7 @@ fn half_done_run(dir: &Path, threads: usize) {
 }
 
 #[test]
-fn resume_warns_about_ignored_options_and_another_thread_count_and_cleans_up() {
+fn resume_refuses_run_options_warns_about_another_thread_count_and_cleans_up() {
     let dir = scratch("resume");
     half_done_run(&dir, 1);
     // Left by writers killed mid-write: a dead process's file goes, a live
@@ -361,14 +403,18 @@ fn resume_warns_about_ignored_options_and_another_thread_count_and_cleans_up() {
         "--loss",
         "bce",
     ];
+    // Options that would change the stored run are refused, by name,
+    // before anything is touched.
+    let before = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
+    assert_refused(&ferrite(&args), "--lr, --loss would have no effect", &args);
+    assert_eq!(
+        std::fs::read(dir.join("checkpoint.safetensors")).unwrap(),
+        before
+    );
+    let args = ["train", "--resume", "--out", out_dir, "--threads", "2"];
     let out = ferrite(&args);
     let msg = stderr(&out);
     assert!(out.status.success(), "{msg}");
-    assert!(msg.contains("ignoring --lr, --loss"), "{msg}");
-    assert!(
-        !msg.contains("--threads,") && !msg.contains("--out"),
-        "{msg}"
-    );
     assert!(
         msg.contains("written with 1 worker thread(s)") && msg.contains("--threads 1"),
         "{msg}"

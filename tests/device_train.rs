@@ -458,7 +458,7 @@ fn cifar_resnet18_forward_and_backward_match_the_cpu() {
 
 /// A tiny PLM run of the trainer (MultiMNIST-LT from the repository's MNIST).
 fn tiny_run_config() -> ferrite::train::config::TrainConfig {
-    use ferrite::train::config::{DataConfig, DatasetKind, LossKind, TrainConfig};
+    use ferrite::train::config::{DataConfig, DatasetKind, TrainConfig};
     let mut data = DataConfig::new(DatasetKind::MultiMnistLt);
     // FERRITE_TEST_MNIST_DIR: where the test binary runs away from its
     // source tree (the GPU validation carries the files with it).
@@ -467,12 +467,14 @@ fn tiny_run_config() -> ferrite::train::config::TrainConfig {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"));
     data.train_size = 64;
     data.test_size = 32;
-    let mut config = TrainConfig::new(data, "resnet8", LossKind::Plm);
+    let mut config = TrainConfig::new(data, "resnet8", ferrite::train::LossSpec::plm());
     config.stem = Some("imagenet".into());
     config.epochs = 2;
     config.batch_size = 32;
     config.seed = 3;
-    config.loss.plm.lambda = 0.5;
+    if let Some(plm) = &mut config.loss.plm {
+        plm.lambda = 0.5;
+    }
     config
 }
 

@@ -10,6 +10,7 @@ use ferrite::loss::{
     asymmetric_loss, bce_with_logits, bce_with_logits_pos_weight, class_balanced_weights,
     cross_entropy, sigmoid_focal_loss, AslOptions, CrossEntropyOptions, ElementLoss, Reduction,
 };
+use ferrite::train::{BaseLoss, LossSpec};
 use ferrite::{DType, Error, Result, Tensor};
 use serde_json::Value;
 
@@ -574,33 +575,37 @@ fn element_loss_dispatches_and_round_trips_its_name() {
     for (loss, want) in losses().iter().zip(direct) {
         let got = loss.compute(&z, &y, None, Reduction::Sum).unwrap();
         assert_eq!(vals(&got), vals(&want.unwrap()), "{}", loss.name());
-        let parsed: ElementLoss = loss.name().parse().unwrap();
-        assert_eq!(&parsed, loss, "{}", loss.name());
+        let parsed: LossSpec = loss.name().parse().unwrap();
+        assert_eq!(
+            parsed,
+            LossSpec::new(BaseLoss::Element(*loss)),
+            "{}",
+            loss.name()
+        );
     }
     assert_eq!(ElementLoss::Bce.name(), "bce");
     assert_eq!(losses()[1].name(), "focal(gamma=2,alpha=0.25)");
+    let element = |text: &str| text.parse::<LossSpec>().map(|s| s.base);
     assert_eq!(
-        "focal".parse::<ElementLoss>().unwrap(),
-        ElementLoss::Focal {
+        element("focal").unwrap(),
+        BaseLoss::Element(ElementLoss::Focal {
             gamma: 2.0,
-            alpha: Some(0.25)
-        }
-    );
-    assert_eq!(
-        " focal( gamma = 1.5 , alpha = none ) "
-            .parse::<ElementLoss>()
-            .unwrap(),
-        ElementLoss::Focal {
-            gamma: 1.5,
             alpha: None
-        }
+        })
     );
     assert_eq!(
-        "asl(clip=0.1)".parse::<ElementLoss>().unwrap(),
-        ElementLoss::Asl(AslOptions {
+        element(" focal( gamma = 1.5 , alpha = 0.5 ) ").unwrap(),
+        BaseLoss::Element(ElementLoss::Focal {
+            gamma: 1.5,
+            alpha: Some(0.5)
+        })
+    );
+    assert_eq!(
+        element("asl(clip=0.1)").unwrap(),
+        BaseLoss::Element(ElementLoss::Asl(AslOptions {
             clip: 0.1,
             ..Default::default()
-        })
+        }))
     );
     for bad in [
         "mse",
@@ -612,7 +617,7 @@ fn element_loss_dispatches_and_round_trips_its_name() {
         "asl(clip=0.1",
         "asl(clip)",
     ] {
-        let r = bad.parse::<ElementLoss>();
+        let r = element(bad);
         assert!(
             matches!(r, Err(Error::InvalidArgument { .. })),
             "{bad}: {r:?}"

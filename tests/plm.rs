@@ -1149,10 +1149,10 @@ fn from_state_json_rejects_bad_states() {
         ("rhat negative", Box::new(|v| v["rhat"][0] = "-1.0".into())),
         ("rhat NaN", Box::new(|v| v["rhat"][0] = "NaN".into())),
         ("rhat not a string", Box::new(|v| v["rhat"][0] = 1.0.into())),
-        ("n_bins 0", Box::new(|v| v["config"]["n_bins"] = 0.into())),
+        ("bins 0", Box::new(|v| v["config"]["bins"] = 0.into())),
         (
-            "n_bins vs histograms",
-            Box::new(|v| v["config"]["n_bins"] = 9.into()),
+            "bins vs histograms",
+            Box::new(|v| v["config"]["bins"] = 9.into()),
         ),
         ("lambda", Box::new(|v| v["config"]["lambda"] = "inf".into())),
         ("init", Box::new(|v| v["config"]["init"] = "uniform".into())),

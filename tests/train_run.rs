@@ -3,7 +3,7 @@
 //! overwrite a run, and the JSON form of configurations.
 
 use ferrite::nn;
-use ferrite::train::config::{DataConfig, DatasetKind, LossKind, TrainConfig};
+use ferrite::train::config::{DataConfig, DatasetKind, TrainConfig};
 use ferrite::train::run::{evaluate_checkpoint, Quiet, Trainer, CHECKPOINT_FILE, LOG_FILE};
 use ferrite::Device;
 use std::path::{Path, PathBuf};
@@ -14,18 +14,22 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn tiny_config(loss: LossKind, epochs: usize) -> TrainConfig {
+/// A tiny run of `loss` (PLM, if any, with λ = 0.5 from r̂ = 1, so r̂
+/// visibly moves in two epochs).
+fn tiny_config(loss: &str, epochs: usize) -> TrainConfig {
     let mut data = DataConfig::new(DatasetKind::MultiMnistLt);
     data.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
     data.train_size = 256;
     data.test_size = 64;
-    let mut config = TrainConfig::new(data, "resnet8", loss);
+    let mut config = TrainConfig::new(data, "resnet8", loss.parse().unwrap());
     config.stem = Some("imagenet".into());
     config.epochs = epochs;
     config.batch_size = 64;
     config.seed = 7;
-    config.loss.plm.lambda = 0.5; // large, so r̂ visibly moves in two epochs
-    config.loss.plm.init = ferrite::plm::RhatInit::Balanced;
+    if let Some(plm) = &mut config.loss.plm {
+        plm.lambda = 0.5;
+        plm.init = ferrite::plm::RhatInit::Balanced;
+    }
     config
 }
 
@@ -44,7 +48,7 @@ fn params_of(trainer: &Trainer) -> Vec<Vec<f32>> {
 #[test]
 fn a_run_writes_its_report_log_and_checkpoint() {
     let dir = scratch("files");
-    let mut trainer = Trainer::new(tiny_config(LossKind::Plm, 1), &dir).unwrap();
+    let mut trainer = Trainer::new(tiny_config("plm", 1), &dir).unwrap();
     let summary = trainer.run(&mut Quiet).unwrap();
     for f in [
         "config.json",
@@ -78,7 +82,7 @@ fn a_run_writes_its_report_log_and_checkpoint() {
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
     assert!(summary.markdown().contains("| class | train positives"));
     // A second run into the same folder is refused; the first is intact.
-    let err = Trainer::new(tiny_config(LossKind::Bce, 1), &dir)
+    let err = Trainer::new(tiny_config("bce", 1), &dir)
         .err()
         .expect("overwriting a run must fail")
         .to_string();
@@ -97,11 +101,11 @@ fn a_run_writes_its_report_log_and_checkpoint() {
 #[test]
 fn resume_continues_bit_identically_with_plm_state() {
     let straight_dir = scratch("straight");
-    let mut straight = Trainer::new(tiny_config(LossKind::Plm, 2), &straight_dir).unwrap();
+    let mut straight = Trainer::new(tiny_config("plm", 2), &straight_dir).unwrap();
     straight.run(&mut Quiet).unwrap();
 
     let split_dir = scratch("split");
-    let mut first = Trainer::new(tiny_config(LossKind::Plm, 2), &split_dir).unwrap();
+    let mut first = Trainer::new(tiny_config("plm", 2), &split_dir).unwrap();
     first.train_epoch(&mut Quiet).unwrap();
     drop(first); // the process "dies" after epoch 1
     let mut resumed = Trainer::resume(&split_dir).unwrap();
@@ -138,16 +142,21 @@ fn resume_continues_bit_identically_with_plm_state() {
 
 #[test]
 fn every_loss_trains_a_step_on_multilabel_and_single_label_data() {
-    for loss in [
-        LossKind::Bce,
-        LossKind::Focal,
-        LossKind::Cb,
-        LossKind::Asl,
-        LossKind::Plm,
-        LossKind::PlmFocal,
-        LossKind::PlmCb,
-    ] {
-        let dir = scratch(&format!("loss-{}", loss.name()));
+    for (i, loss) in [
+        "bce",
+        "focal",
+        "cb",
+        "asl",
+        "plm",
+        "plm+focal",
+        "plm+cb",
+        "plm+asl(gamma_neg=2)",
+        "plm+cb(beta=0.99)+focal(gamma=1,alpha=0.25)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = scratch(&format!("loss-{i}"));
         let mut config = tiny_config(loss, 1);
         config.data.train_size = 64;
         config.data.test_size = 32;
@@ -158,11 +167,14 @@ fn every_loss_trains_a_step_on_multilabel_and_single_label_data() {
         assert!(record["train_loss"].as_f64().unwrap().is_finite());
         let _ = std::fs::remove_dir_all(&dir);
     }
-    // Softmax cross-entropy on single-label data; refused on multi-label data.
-    let mut config = tiny_config(LossKind::Ce, 1);
-    config.data.kind = DatasetKind::Mnist;
-    assert!(config.validate().is_ok());
-    let mut multi = tiny_config(LossKind::Ce, 1);
+    // Softmax cross-entropy (also class-balanced) on single-label data;
+    // refused on multi-label data.
+    for loss in ["ce", "cb+ce"] {
+        let mut config = tiny_config(loss, 1);
+        config.data.kind = DatasetKind::Mnist;
+        assert!(config.validate().is_ok());
+    }
+    let mut multi = tiny_config("ce", 1);
     multi.data.kind = DatasetKind::MultiMnistLt;
     let err = multi.validate().unwrap_err().to_string();
     assert!(err.contains("single-label"), "{err}");
@@ -170,10 +182,9 @@ fn every_loss_trains_a_step_on_multilabel_and_single_label_data() {
 
 #[test]
 fn configurations_round_trip_through_json_and_bad_ones_are_named() {
-    let mut config = tiny_config(LossKind::PlmFocal, 3);
+    let mut config = tiny_config("plm+focal(alpha=0.25)", 3);
     config.optim.milestones = vec![2, 3];
     config.optim.clip_grad_norm = Some(5.0);
-    config.loss.focal_alpha = Some(0.25);
     let json = config.to_json();
     let back = TrainConfig::from_json(&json).unwrap();
     assert_eq!(back.to_json(), json);
@@ -183,25 +194,21 @@ fn configurations_round_trip_through_json_and_bad_ones_are_named() {
     let err = TrainConfig::from_json(&broken).unwrap_err().to_string();
     assert!(err.contains("lr"), "{err}");
     let mut broken = json;
-    broken["loss"]["kind"] = serde_json::json!("hinge");
+    broken["loss"] = serde_json::json!("hinge");
     let err = TrainConfig::from_json(&broken).unwrap_err().to_string();
-    assert!(err.contains("hinge") && err.contains("plm+focal"), "{err}");
+    assert!(err.contains("hinge") && err.contains("`loss`"), "{err}");
 
-    let mut c = tiny_config(LossKind::Bce, 1);
+    let mut c = tiny_config("bce", 1);
     c.epochs = 0;
     assert!(c.validate().unwrap_err().to_string().contains("epochs"));
-    let mut c = tiny_config(LossKind::Bce, 1);
+    let mut c = tiny_config("bce", 1);
     c.optim.lr = f64::NAN;
-    assert!(c
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("learning rate"));
+    assert!(c.validate().unwrap_err().to_string().contains("optim.lr"));
 }
 
 #[test]
 fn a_missing_dataset_folder_is_named_in_the_error() {
-    let mut config = tiny_config(LossKind::Bce, 1);
+    let mut config = tiny_config("bce", 1);
     config.data.dir = PathBuf::from("/nonexistent/mnist");
     let dir = scratch("missing");
     let err = Trainer::new(config, &dir).err().unwrap().to_string();
@@ -213,10 +220,10 @@ fn a_missing_dataset_folder_is_named_in_the_error() {
 fn compare_writes_one_table_and_reuses_finished_runs() {
     use ferrite::train::compare::{compare, Variant};
     let dir = scratch("compare");
-    let mut base = tiny_config(LossKind::Bce, 1);
+    let mut base = tiny_config("bce", 1);
     base.data.train_size = 64;
     base.data.test_size = 32;
-    let variants: Vec<Variant> = ["bce", "plm/lambda=0/init=balanced"]
+    let variants: Vec<Variant> = ["bce", "plm(lambda=0,init=balanced)"]
         .iter()
         .map(|v| v.parse().unwrap())
         .collect();
@@ -229,10 +236,10 @@ fn compare_writes_one_table_and_reuses_finished_runs() {
     assert_eq!(runs, 4);
     assert_eq!(results.len(), 2);
     let table = std::fs::read_to_string(dir.join("compare.md")).unwrap();
-    assert!(table.contains("| bce |") && table.contains("| plm/lambda=0/init=balanced |"));
+    assert!(table.contains("| bce |") && table.contains("| plm(lambda=0,init=balanced) |"));
     assert!(table.contains(" ± "), "{table}");
     let svg = std::fs::read_to_string(dir.join("compare.svg")).unwrap();
-    assert!(svg.contains("plm/lambda=0/init=balanced"));
+    assert!(svg.contains("plm(lambda=0,init=balanced)"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 2);

@@ -9,10 +9,8 @@ use ferrite::checkpoint::{save_module, save_state_dict, save_training, Optimizer
 use ferrite::optim::{Adam, AdamConfig, ParamGroup, Sgd, SgdConfig};
 use ferrite::plm::{Plm, PlmConfig};
 use ferrite::tensor::Tensor;
-use ferrite::train::config::{
-    DataConfig, DatasetKind, LossKind, OptimizerKind, ScheduleKind, TrainConfig,
-};
-use ferrite::train::{Quiet, Trainer};
+use ferrite::train::config::{DataConfig, DatasetKind, OptimizerKind, ScheduleKind, TrainConfig};
+use ferrite::train::{LossSpec, Quiet, Trainer};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -113,20 +111,22 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
     })?;
     let mut data = DataConfig::new(DatasetKind::Mnist);
     data.dir = tiny::data_dir();
-    let mut bce = TrainConfig::new(data.clone(), "resnet8", LossKind::Bce);
+    let mut bce = TrainConfig::new(data.clone(), "resnet8", LossSpec::bce());
     bce.epochs = 2;
     bce.batch_size = 10;
     let mut plm_data = DataConfig::new(DatasetKind::MultiMnistLt);
     plm_data.dir = tiny::data_dir();
     plm_data.train_size = 12;
     plm_data.test_size = 6;
-    let mut plm = TrainConfig::new(plm_data, "resnet8", LossKind::Plm);
+    let mut plm = TrainConfig::new(plm_data, "resnet8", LossSpec::plm());
     plm.epochs = 2;
     plm.batch_size = 6;
     plm.optim.kind = OptimizerKind::Sgd;
     plm.optim.schedule = ScheduleKind::MultiStep;
     plm.optim.milestones = vec![1];
-    plm.loss.plm.n_bins = 5;
+    if let Some(p) = &mut plm.loss.plm {
+        p.n_bins = 5;
+    }
     for (name, config) in [("mnist-bce", &bce), ("multimnist-plm-sgd", &plm)] {
         let dir = work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -158,18 +158,21 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
         ("focal", "focal(gamma=2,alpha=0.25)"),
         ("focal-no-alpha", "focal(gamma=1, alpha=none)"),
         ("asl", "asl(gamma_pos=0,gamma_neg=4,clip=0.05)"),
+        ("plm-asl", "plm(lambda=0.05,bins=20)+asl(gamma_neg=2)"),
+        ("plm-cb-focal", "plm+cb(beta=0.99)+focal(gamma=1)"),
+        ("cb-ce", "cb+ce"),
     ] {
         seeds.push(one("loss-spec", name, spec));
     }
     for (name, spec) in [
         ("bce", "bce"),
-        ("plm-balanced", "plm/lambda=0/init=balanced"),
+        ("plm-balanced", "plm(lambda=0,init=balanced)"),
         (
             "plm-settings",
-            "plm/bins=20/divergence=gt-pred/standardize=false",
+            "plm(bins=20,divergence=gt-pred,standardize=false)",
         ),
-        ("focal", "focal/gamma=1/alpha=0.5"),
-        ("cb", "cb/beta=0.99"),
+        ("focal", "focal(gamma=1,alpha=0.5)"),
+        ("cb", "cb(beta=0.99)"),
     ] {
         seeds.push(one("variant", name, spec));
     }

@@ -16,12 +16,7 @@ use crate::error::{Error, Result};
 ///
 /// Errors: `beta` outside [0, 1) (NaN included).
 pub fn class_balanced_weights(counts: &[usize], beta: f64) -> Result<Vec<f64>> {
-    if !(0.0..1.0).contains(&beta) {
-        return Err(Error::invalid(
-            "class_balanced_weights",
-            format!("beta must be in [0, 1), got {beta}"),
-        ));
-    }
+    check_class_balanced_beta(beta)?;
     // ln 0 = −∞ makes both expm1 terms −1: β = 0 needs no special case.
     let ln_beta = beta.ln();
     let raw: Vec<f64> = counts
@@ -31,4 +26,17 @@ pub fn class_balanced_weights(counts: &[usize], beta: f64) -> Result<Vec<f64>> {
     // Every raw weight is at least 1 − β > 0, so the sum is positive.
     let scale = counts.len() as f64 / raw.iter().sum::<f64>();
     Ok(raw.iter().map(|w| w * scale).collect())
+}
+
+/// Errors unless `beta` is in [0, 1) (NaN excluded): the rule of
+/// [`class_balanced_weights`].
+pub(crate) fn check_class_balanced_beta(beta: f64) -> Result<()> {
+    if (0.0..1.0).contains(&beta) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "class_balanced_weights",
+            format!("beta must be in [0, 1), got {beta}"),
+        ))
+    }
 }

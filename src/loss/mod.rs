@@ -2,7 +2,7 @@
 //!
 //! - Multi-label (one sigmoid per logit): [`bce_with_logits`] (and
 //!   [`bce_with_logits_pos_weight`]), [`sigmoid_focal_loss`] and
-//!   [`asymmetric_loss`], also selectable by name through [`ElementLoss`].
+//!   [`asymmetric_loss`], also selectable as a value through [`ElementLoss`].
 //!   Each is one fused op that never overflows for large logits: the
 //!   `sigmoid_loss` op family (`crate::ops::sigmoid_loss`: the closed-form
 //!   losses and derivatives, with CPU and CUDA kernels) behind `fused.rs`
@@ -20,6 +20,7 @@ mod element_loss;
 mod fused;
 mod sigmoid;
 
+pub(crate) use class_balanced::check_class_balanced_beta;
 pub use class_balanced::class_balanced_weights;
 pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
 pub use element_loss::ElementLoss;

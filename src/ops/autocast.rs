@@ -62,6 +62,24 @@ impl FromStr for Precision {
     }
 }
 
+impl serde::Serialize for Precision {
+    /// As its name (`"f32"`, `"bf16"`).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Precision {
+    /// From its name, as [`FromStr`] reads it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        text.parse().map_err(|e: Error| match e {
+            Error::InvalidArgument { msg, .. } => serde::de::Error::custom(msg),
+            other => serde::de::Error::custom(other),
+        })
+    }
+}
+
 thread_local! {
     static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
 }

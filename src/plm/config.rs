@@ -3,7 +3,7 @@
 use super::divergence::Divergence;
 use crate::error::{Error, Result};
 
-/// The starting value of the target ratios `rhat`.
+/// The starting value of the target ratios `rhat`: `ratio` or `balanced`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RhatInit {
     /// `rhat_c = r_c` (default): the first epoch masks nothing.
@@ -13,32 +13,27 @@ pub enum RhatInit {
     Balanced,
 }
 
-impl RhatInit {
-    /// The name used in saved state (`"ratio"`, `"balanced"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RhatInit::Ratio => "ratio",
-            RhatInit::Balanced => "balanced",
-        }
-    }
-
-    /// The option called `name` in saved state.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "ratio" => Some(RhatInit::Ratio),
-            "balanced" => Some(RhatInit::Balanced),
-            _ => None,
-        }
-    }
-}
+crate::named::named_enum!(
+    RhatInit,
+    "PlmConfig",
+    "PLM initial ratio",
+    [(Ratio, "ratio"), (Balanced, "balanced")]
+);
 
 /// Hyper-parameters of Partial Label Masking.
-#[derive(Clone, Copy, Debug, PartialEq)]
+///
+/// Serde reads and writes it with the keys of [`crate::train::LossSpec`]'s
+/// `plm(..)` term (`bins`; `n_bins`, written by ferrite 0.1, is still read)
+/// and floats as exact decimal strings; unknown keys are refused.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlmConfig {
     /// Change rate λ of the update `rhat ← rhat · exp(λ · Δ)` (0.01);
     /// 0 keeps `rhat` fixed.
+    #[serde(with = "crate::exact_f64")]
     pub lambda: f64,
     /// Number of equal-width probability bins over [0, 1] (10).
+    #[serde(rename = "bins", alias = "n_bins")]
     pub n_bins: usize,
     /// Starting value of `rhat` ([`RhatInit::Ratio`]).
     pub init: RhatInit,
@@ -47,8 +42,10 @@ pub struct PlmConfig {
     /// Standardise the divergences across classes before the update (true).
     pub standardize: bool,
     /// Lower clamp of `rhat` (1e-6).
+    #[serde(with = "crate::exact_f64")]
     pub rhat_min: f64,
     /// Upper clamp of `rhat` (1e6).
+    #[serde(with = "crate::exact_f64")]
     pub rhat_max: f64,
     /// Seed of the mask generator (0).
     pub seed: u64,
@@ -90,10 +87,7 @@ impl PlmConfig {
         if !(2..=MAX_BINS).contains(&self.n_bins) {
             return Err(Error::invalid(
                 op,
-                format!(
-                    "n_bins must be between 2 and {MAX_BINS}, got {}",
-                    self.n_bins
-                ),
+                format!("bins must be between 2 and {MAX_BINS}, got {}", self.n_bins),
             ));
         }
         let (lo, hi) = (self.rhat_min, self.rhat_max);

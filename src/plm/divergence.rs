@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 /// (f64 machine epsilon, 2.220446049250313e-16).
 pub const EPS: f64 = f64::EPSILON;
 
-/// Which KL divergence measures how far predictions are from the labels.
+/// Which KL divergence measures how far predictions are from the labels;
+/// named `pred-gt` and `gt-pred` (PLM state saved by ferrite 0.1 spelled
+/// them `pred_vs_truth` and `truth_vs_pred`, still read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Divergence {
     /// KL(predicted ‖ truth) (default; the reference implementation's
@@ -31,24 +33,17 @@ impl Divergence {
             Divergence::TruthVsPred => kl_truth_vs_pred(truth, pred),
         }
     }
-
-    /// The name used in saved state (`"pred_vs_truth"`, `"truth_vs_pred"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Divergence::PredVsTruth => "pred_vs_truth",
-            Divergence::TruthVsPred => "truth_vs_pred",
-        }
-    }
-
-    /// The variant called `name` in saved state.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "pred_vs_truth" => Some(Divergence::PredVsTruth),
-            "truth_vs_pred" => Some(Divergence::TruthVsPred),
-            _ => None,
-        }
-    }
 }
+
+crate::named::named_enum!(
+    Divergence,
+    "PlmConfig",
+    "PLM divergence",
+    [
+        (PredVsTruth, "pred-gt", "pred_vs_truth"),
+        (TruthVsPred, "gt-pred", "truth_vs_pred"),
+    ]
+);
 
 /// Divides counts by their total; `None` for an empty histogram (total 0),
 /// which has no distribution. The total is summed exactly (in `u128`), so

@@ -5,12 +5,13 @@
 //! counter, so that a resumed run draws exactly the masks an uninterrupted
 //! run would. Floats are written as decimal strings in Rust's shortest
 //! round-trip form and parsed back with Rust's exact parser, so every value
-//! comes back bit for bit.
+//! comes back bit for bit. States written by ferrite 0.1 (`n_bins`,
+//! `pred_vs_truth`) read the same.
 //!
 //! ```text
 //! {"format": "ferrite.plm", "version": 1,
-//!  "config": {"lambda": "0.01", "n_bins": 10, "init": "ratio",
-//!             "divergence": "pred_vs_truth", "standardize": true,
+//!  "config": {"lambda": "0.01", "bins": 10, "init": "ratio",
+//!             "divergence": "pred-gt", "standardize": true,
 //!             "rhat_min": "1e-6", "rhat_max": "1000000.0", "seed": 0},
 //!  "num_samples": N, "positives": [..C],
 //!  "rhat": ["..", ..C], "batches": t, "epochs": e,
@@ -18,88 +19,45 @@
 //!                 "pos_labels": [..C], "neg_labels": [..C], "discarded": d}}
 //! ```
 
-use super::config::{PlmConfig, RhatInit};
-use super::divergence::Divergence;
+use super::config::PlmConfig;
 use super::histogram::Histograms;
 use super::objective::{Plm, Progress};
 use crate::error::{Error, Result};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
 
 const FORMAT: &str = "ferrite.plm";
 const VERSION: u64 = 1;
 const OP: &str = "Plm::from_state_json";
 
-/// An f64 as its shortest round-trip decimal string.
-fn float_string(x: f64) -> Value {
-    Value::String(format!("{x:?}"))
-}
-
 fn invalid(msg: impl Into<String>) -> Error {
     Error::invalid(OP, msg)
 }
 
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a Value> {
-    obj.get(name)
-        .ok_or_else(|| invalid(format!("missing field `{name}`")))
+/// The saved state, field for field (format in the module docs).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    format: String,
+    version: u64,
+    config: PlmConfig,
+    num_samples: usize,
+    positives: Vec<usize>,
+    #[serde(with = "crate::exact_f64::vec")]
+    rhat: Vec<f64>,
+    batches: u64,
+    epochs: u64,
+    histograms: HistogramCounts,
 }
 
-fn object<'a>(v: &'a Value, name: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object()
-        .ok_or_else(|| invalid(format!("field `{name}` must be an object")))
-}
-
-fn get_u64(obj: &Map<String, Value>, name: &str) -> Result<u64> {
-    field(obj, name)?
-        .as_u64()
-        .ok_or_else(|| invalid(format!("field `{name}` must be a non-negative integer")))
-}
-
-fn get_usize(obj: &Map<String, Value>, name: &str) -> Result<usize> {
-    usize::try_from(get_u64(obj, name)?)
-        .map_err(|_| invalid(format!("field `{name}` does not fit in usize")))
-}
-
-fn get_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str> {
-    field(obj, name)?
-        .as_str()
-        .ok_or_else(|| invalid(format!("field `{name}` must be a string")))
-}
-
-fn parse_float(s: &str, name: &str) -> Result<f64> {
-    s.parse::<f64>()
-        .map_err(|_| invalid(format!("field `{name}`: `{s}` is not a number")))
-}
-
-fn get_f64(obj: &Map<String, Value>, name: &str) -> Result<f64> {
-    parse_float(get_str(obj, name)?, name)
-}
-
-fn array<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a Vec<Value>> {
-    field(obj, name)?
-        .as_array()
-        .ok_or_else(|| invalid(format!("field `{name}` must be an array")))
-}
-
-fn u64_array(obj: &Map<String, Value>, name: &str) -> Result<Vec<u64>> {
-    array(obj, name)?
-        .iter()
-        .map(|v| {
-            v.as_u64()
-                .ok_or_else(|| invalid(format!("field `{name}`: {v} is not a count")))
-        })
-        .collect()
-}
-
-fn f64_array(obj: &Map<String, Value>, name: &str) -> Result<Vec<f64>> {
-    array(obj, name)?
-        .iter()
-        .map(|v| match v.as_str() {
-            Some(s) => parse_float(s, name),
-            None => Err(invalid(format!(
-                "field `{name}`: {v} is not a number string"
-            ))),
-        })
-        .collect()
+/// The epoch's histogram counts ([bin][class], flattened row-major).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistogramCounts {
+    pos_pred: Vec<u64>,
+    neg_pred: Vec<u64>,
+    pos_labels: Vec<u64>,
+    neg_labels: Vec<u64>,
+    discarded: u64,
 }
 
 impl Plm {
@@ -107,102 +65,75 @@ impl Plm {
     /// histogram counts pending on a device included (downloaded, which is
     /// the only way this can fail).
     pub fn state_json(&self) -> Result<String> {
-        let cfg = self.config();
         let h = self.all_histograms()?;
-        Ok(json!({
-            "format": FORMAT,
-            "version": VERSION,
-            "config": {
-                "lambda": float_string(cfg.lambda),
-                "n_bins": cfg.n_bins,
-                "init": cfg.init.as_str(),
-                "divergence": cfg.divergence.as_str(),
-                "standardize": cfg.standardize,
-                "rhat_min": float_string(cfg.rhat_min),
-                "rhat_max": float_string(cfg.rhat_max),
-                "seed": cfg.seed,
+        let state = StateFile {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            config: *self.config(),
+            num_samples: self.num_samples(),
+            positives: self.positives().to_vec(),
+            rhat: self.rhat().to_vec(),
+            batches: self.batches_drawn(),
+            epochs: self.epochs(),
+            histograms: HistogramCounts {
+                pos_pred: h.pos_pred().to_vec(),
+                neg_pred: h.neg_pred().to_vec(),
+                pos_labels: h.pos_labels().to_vec(),
+                neg_labels: h.neg_labels().to_vec(),
+                discarded: h.discarded(),
             },
-            "num_samples": self.num_samples(),
-            "positives": self.positives(),
-            "rhat": self.rhat().iter().map(|&x| float_string(x)).collect::<Vec<_>>(),
-            "batches": self.batches_drawn(),
-            "epochs": self.epochs(),
-            "histograms": {
-                "pos_pred": h.pos_pred(),
-                "neg_pred": h.neg_pred(),
-                "pos_labels": h.pos_labels(),
-                "neg_labels": h.neg_labels(),
-                "discarded": h.discarded(),
-            },
-        })
-        .to_string())
+        };
+        serde_json::to_string(&state).map_err(|e| invalid(format!("cannot encode the state: {e}")))
     }
 
     /// Restores a state written by [`Plm::state_json`], checking the format,
-    /// every field's type and length, and the configuration.
+    /// every field's type and length, and the configuration. Errors name
+    /// the field (`config.lambda`, `histograms.pos_pred`).
     pub fn from_state_json(s: &str) -> Result<Plm> {
-        let root: Value =
-            serde_json::from_str(s).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        let root = object(&root, "(root)")?;
-        if get_str(root, "format")? != FORMAT {
+        let mut json = serde_json::Deserializer::from_str(s);
+        let state: StateFile =
+            serde_path_to_error::deserialize(&mut json).map_err(|e| {
+                match e.path().to_string().as_str() {
+                    "." => invalid(format!("not a PLM state: {}", e.inner())),
+                    path => invalid(format!("field `{path}`: {}", e.inner())),
+                }
+            })?;
+        json.end()
+            .map_err(|e| invalid(format!("text after the state: {e}")))?;
+        if state.format != FORMAT {
             return Err(invalid(format!("field `format` must be \"{FORMAT}\"")));
         }
-        let version = get_u64(root, "version")?;
-        if version != VERSION {
+        if state.version != VERSION {
             return Err(invalid(format!(
-                "unsupported version {version} (this build reads {VERSION})"
+                "unsupported version {} (this build reads {VERSION})",
+                state.version
             )));
         }
-        let cfg = object(field(root, "config")?, "config")?;
-        let init = get_str(cfg, "init")?;
-        let divergence = get_str(cfg, "divergence")?;
-        let config = PlmConfig {
-            lambda: get_f64(cfg, "lambda")?,
-            n_bins: get_usize(cfg, "n_bins")?,
-            init: RhatInit::from_name(init)
-                .ok_or_else(|| invalid(format!("unknown init `{init}`")))?,
-            divergence: Divergence::from_name(divergence)
-                .ok_or_else(|| invalid(format!("unknown divergence `{divergence}`")))?,
-            standardize: field(cfg, "standardize")?
-                .as_bool()
-                .ok_or_else(|| invalid("field `standardize` must be a boolean"))?,
-            rhat_min: get_f64(cfg, "rhat_min")?,
-            rhat_max: get_f64(cfg, "rhat_max")?,
-            seed: get_u64(cfg, "seed")?,
-        };
+        let config = state.config;
         config.validate(OP)?;
-        let positives = u64_array(root, "positives")?
-            .into_iter()
-            .map(|n| usize::try_from(n).map_err(|_| invalid("a positive count exceeds usize")))
-            .collect::<Result<Vec<usize>>>()?;
-        if positives.is_empty() {
+        if state.positives.is_empty() {
             return Err(invalid(
                 "field `positives` is empty: need at least one class",
             ));
         }
-        let hist = object(field(root, "histograms")?, "histograms")?;
+        let h = state.histograms;
         let histograms = Histograms::from_counts(
             config.n_bins,
-            positives.len(),
-            u64_array(hist, "pos_pred")?,
-            u64_array(hist, "neg_pred")?,
-            u64_array(hist, "pos_labels")?,
-            u64_array(hist, "neg_labels")?,
-            get_u64(hist, "discarded")?,
+            state.positives.len(),
+            h.pos_pred,
+            h.neg_pred,
+            h.pos_labels,
+            h.neg_labels,
+            h.discarded,
         )
         .map_err(|e| invalid(e.to_string()))?;
         let progress = Progress {
-            rhat: f64_array(root, "rhat")?,
+            rhat: state.rhat,
             histograms,
-            batches: get_u64(root, "batches")?,
-            epochs: get_u64(root, "epochs")?,
+            batches: state.batches,
+            epochs: state.epochs,
         };
-        Plm::from_parts(
-            config,
-            &positives,
-            get_usize(root, "num_samples")?,
-            Some(progress),
-        )
-        .map_err(|e| invalid(e.to_string()))
+        Plm::from_parts(config, &state.positives, state.num_samples, Some(progress))
+            .map_err(|e| invalid(e.to_string()))
     }
 }

@@ -2,7 +2,8 @@
 //! finished run's report), then one table of mean ± standard deviation and
 //! one chart of per-class recall and precision averaged over seeds.
 
-use super::config::{parse_divergence, parse_rhat_init, LossKind, TrainConfig};
+use super::config::TrainConfig;
+use super::loss_spec::LossSpec;
 use super::report::{RunSummary, REPORT_JSON};
 use super::run::{Observer, Trainer, CHECKPOINT_FILE};
 use super::svg::{per_class_chart, Series};
@@ -13,87 +14,49 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// One row of a comparison: a loss with optional settings, written
-/// `LOSS[/key=value]...`, e.g. `plm/init=balanced/lambda=0` (PLM with a
-/// fixed r̂ = 1) or `focal/gamma=1`. Keys: `lambda`, `init` (ratio|balanced), `divergence`
-/// (pred-gt|gt-pred), `standardize` (true|false), `bins`, `gamma`,
-/// `alpha`, `beta`.
+/// One row of a comparison: a loss in the grammar of [`LossSpec`], e.g.
+/// `plm(init=balanced,lambda=0)` (PLM with a fixed r̂ = 1) or
+/// `focal(gamma=1)`; the text is the row's label and names its folder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Variant {
     /// The text it was parsed from (the row label and folder name).
     pub label: String,
-    /// The loss, from the text before the first `/`.
-    pub loss: LossKind,
-    /// The `key=value` settings after it, in order.
-    pub settings: Vec<(String, String)>,
+    /// The objective.
+    pub loss: LossSpec,
 }
 
 impl std::str::FromStr for Variant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let mut parts = s.split('/');
-        let loss: LossKind = parts.next().unwrap_or("").parse()?;
-        let mut settings = Vec::new();
-        for kv in parts {
-            let (k, v) = kv.split_once('=').ok_or_else(|| {
-                Error::invalid("Variant", format!("`{kv}` in `{s}` is not key=value"))
-            })?;
-            settings.push((k.to_string(), v.to_string()));
-        }
-        let variant = Variant {
-            label: s.to_string(),
+        // The loss's errors quote the text already.
+        let loss: LossSpec = s.parse()?;
+        Ok(Variant {
+            label: s.trim().to_string(),
             loss,
-            settings,
-        };
-        // Fail now, not after hours of other runs.
-        variant.apply(&mut TrainConfig::new(
-            super::config::DataConfig::new(super::config::DatasetKind::Mnist),
-            "resnet8",
-            loss,
-        ))?;
-        Ok(variant)
+        })
+    }
+}
+
+/// The message of an invalid-argument error without its op prefix.
+fn plain(e: Error) -> String {
+    match e {
+        Error::InvalidArgument { msg, .. } => msg,
+        other => other.to_string(),
     }
 }
 
 impl Variant {
-    /// Sets the loss and settings of this variant on `config`.
+    /// Sets the loss of this variant on `config` and checks the result
+    /// (e.g. `ce` on multi-label data is refused).
     pub fn apply(&self, config: &mut TrainConfig) -> Result<()> {
-        config.loss.kind = self.loss;
-        let bad = |k: &str, v: &str| {
-            Error::invalid(
-                "Variant",
-                format!("`{k}={v}` in `{}`: bad value", self.label),
-            )
-        };
-        for (k, v) in &self.settings {
-            let num = || v.parse::<f64>().map_err(|_| bad(k, v));
-            let l = &mut config.loss;
-            match k.as_str() {
-                "lambda" => l.plm.lambda = num()?,
-                "init" => l.plm.init = parse_rhat_init(v)?,
-                "divergence" => l.plm.divergence = parse_divergence(v)?,
-                "standardize" => l.plm.standardize = v.parse().map_err(|_| bad(k, v))?,
-                "bins" => l.plm.n_bins = v.parse().map_err(|_| bad(k, v))?,
-                "gamma" => l.focal_gamma = num()?,
-                "alpha" => l.focal_alpha = Some(num()?),
-                "beta" => l.cb_beta = num()?,
-                _ => {
-                    return Err(Error::invalid(
-                        "Variant",
-                        format!(
-                            "unknown setting `{k}` in `{}` (expected lambda, init, divergence, standardize, bins, gamma, alpha or beta)",
-                            self.label
-                        ),
-                    ))
-                }
-            }
-        }
+        config.loss = self.loss;
         config
             .validate()
-            .map_err(|e| Error::invalid("Variant", format!("`{}`: {e}", self.label)))
+            .map_err(|e| Error::invalid("Variant", format!("`{}`: {}", self.label, plain(e))))
     }
 
-    /// A folder name for the variant (`/` and `=` replaced by `_`).
+    /// A folder name for the variant (characters other than letters,
+    /// digits, `+`, `.` and `-` replaced by `_`).
     pub fn folder(&self) -> String {
         self.label
             .chars()
@@ -209,6 +172,9 @@ fn check_existing_run(dir: &Path, config: &TrainConfig) -> Result<()> {
     } else {
         return Ok(());
     };
+    // A report written by an earlier version stores the loss in its old
+    // form: compared in today's form, as it reads back.
+    let stored = TrainConfig::from_json(&stored).map_or(stored, |c| c.to_json());
     let differences = config_differences(&stored, &config.to_json());
     if differences.is_empty() {
         return Ok(());
@@ -440,16 +406,26 @@ mod tests {
 
     #[test]
     fn variants_parse_and_reject_bad_settings() {
-        let v: Variant = "plm/lambda=0/init=balanced".parse().unwrap();
-        assert_eq!(v.loss, LossKind::Plm);
-        assert_eq!(v.settings.len(), 2);
-        assert_eq!(v.folder(), "plm_lambda_0_init_balanced");
-        assert!("plm/lambda".parse::<Variant>().is_err());
-        assert!("plm/lambda=0,init=balanced".parse::<Variant>().is_err());
-        assert!("plm/".parse::<Variant>().is_err());
-        assert!("plm/speed=3".parse::<Variant>().is_err());
-        assert!("softmax".parse::<Variant>().is_err());
-        assert!("plm/lambda=-1".parse::<Variant>().is_err());
+        let v: Variant = "plm(lambda=0,init=balanced)".parse().unwrap();
+        let plm = v.loss.plm.unwrap();
+        assert_eq!(
+            (plm.lambda, plm.init),
+            (0.0, crate::plm::RhatInit::Balanced)
+        );
+        assert_eq!(v.folder(), "plm_lambda_0_init_balanced_");
+        for bad in [
+            "plm(lambda)",
+            "plm(lambda=0;init=balanced)",
+            "plm+",
+            "plm(speed=3)",
+            "softmax",
+            "plm(lambda=-1)",
+        ] {
+            assert!(bad.parse::<Variant>().is_err(), "{bad}");
+        }
+        // The old `loss/key=value` form says how to write it now.
+        let err = "plm/lambda=0".parse::<Variant>().unwrap_err().to_string();
+        assert!(err.contains("plm(init=balanced,lambda=0)"), "{err}");
     }
 
     #[test]
@@ -457,7 +433,7 @@ mod tests {
         let base = TrainConfig::new(
             super::super::config::DataConfig::new(super::super::config::DatasetKind::MultiMnistLt),
             "resnet8",
-            LossKind::Bce,
+            LossSpec::bce(),
         );
         let variants: Vec<Variant> = ["bce", "ce"].iter().map(|v| v.parse().unwrap()).collect();
         let mut started = 0;
@@ -476,7 +452,7 @@ mod tests {
     #[test]
     fn config_differences_name_every_differing_key() {
         let data = super::super::config::DataConfig::new(super::super::config::DatasetKind::Mnist);
-        let a = TrainConfig::new(data, "resnet8", LossKind::Bce);
+        let a = TrainConfig::new(data, "resnet8", LossSpec::bce());
         let mut b = a.clone();
         assert!(config_differences(&a.to_json(), &b.to_json()).is_empty());
         b.epochs = 3;

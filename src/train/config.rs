@@ -3,13 +3,15 @@
 //! and a JSON form stored in every checkpoint, so `eval` and `--resume`
 //! rebuild exactly the run that wrote it.
 
+use super::loss_spec::LossSpec;
 use crate::error::{Error, Result};
-use crate::plm::{Divergence, PlmConfig, RhatInit};
+use crate::named::named_enum;
 use crate::Precision;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::PathBuf;
-use std::str::FromStr;
 
+pub(crate) mod legacy;
 mod validate;
 
 pub use validate::{
@@ -18,30 +20,6 @@ pub use validate::{
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::invalid("TrainConfig", msg)
-}
-
-/// Implements `FromStr` and `name()` for a fieldless enum from one table
-/// of `(variant, "name")` pairs, so parsing and printing never disagree.
-macro_rules! named_enum {
-    ($ty:ident, $what:literal, [$(($var:ident, $name:literal)),+ $(,)?]) => {
-        impl $ty {
-            /// Every accepted name, in order.
-            pub const NAMES: &'static [&'static str] = &[$($name),+];
-            /// The name used on the command line and in JSON.
-            pub fn name(self) -> &'static str {
-                match self { $($ty::$var => $name),+ }
-            }
-        }
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s { $($name => Ok($ty::$var),)+
-                    _ => Err(bad(format!(
-                        "unknown {} `{s}` (expected one of: {})", $what, Self::NAMES.join(", ")))),
-                }
-            }
-        }
-    };
 }
 
 /// Which data a run trains and evaluates on.
@@ -67,6 +45,7 @@ pub enum DatasetKind {
 
 named_enum!(
     DatasetKind,
+    "TrainConfig",
     "dataset",
     [
         (MultiMnistLt, "multimnist-lt"),
@@ -109,7 +88,8 @@ impl DatasetKind {
 }
 
 /// The dataset of a run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Which dataset.
     pub kind: DatasetKind,
@@ -154,87 +134,6 @@ impl DataConfig {
     }
 }
 
-/// The training objective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LossKind {
-    /// Binary cross-entropy with logits, one sigmoid per class.
-    Bce,
-    /// Sigmoid focal loss.
-    Focal,
-    /// BCE with class-balanced weights (effective number of samples).
-    Cb,
-    /// Asymmetric loss.
-    Asl,
-    /// Partial Label Masking over BCE.
-    Plm,
-    /// Partial Label Masking over focal loss.
-    PlmFocal,
-    /// Partial Label Masking over class-balanced BCE.
-    PlmCb,
-    /// Softmax cross-entropy (single-label data only).
-    Ce,
-}
-
-named_enum!(
-    LossKind,
-    "loss",
-    [
-        (Bce, "bce"),
-        (Focal, "focal"),
-        (Cb, "cb"),
-        (Asl, "asl"),
-        (Plm, "plm"),
-        (PlmFocal, "plm+focal"),
-        (PlmCb, "plm+cb"),
-        (Ce, "ce"),
-    ]
-);
-
-impl LossKind {
-    /// Whether Partial Label Masking is applied.
-    pub fn uses_plm(self) -> bool {
-        matches!(self, LossKind::Plm | LossKind::PlmFocal | LossKind::PlmCb)
-    }
-}
-
-/// The objective and its parameters.
-#[derive(Clone, Debug)]
-pub struct LossConfig {
-    /// Which loss.
-    pub kind: LossKind,
-    /// Focal γ.
-    pub focal_gamma: f64,
-    /// Focal α (None: no α weighting).
-    pub focal_alpha: Option<f64>,
-    /// Class-balanced β.
-    pub cb_beta: f64,
-    /// ASL γ for positives.
-    pub asl_gamma_pos: f64,
-    /// ASL γ for negatives.
-    pub asl_gamma_neg: f64,
-    /// ASL probability clip (shift) for negatives.
-    pub asl_clip: f64,
-    /// PLM settings (its seed is derived from the run's seed).
-    pub plm: PlmConfig,
-}
-
-impl LossConfig {
-    /// Defaults for `kind`: focal γ = 2 without α, β = 0.999, ASL (0, 4,
-    /// 0.05), PLM's recommended defaults.
-    pub fn new(kind: LossKind) -> Self {
-        LossConfig {
-            kind,
-            focal_gamma: 2.0,
-            focal_alpha: None,
-            cb_beta: 0.999,
-            asl_gamma_pos: 0.0,
-            asl_gamma_neg: 4.0,
-            asl_clip: 0.05,
-            plm: PlmConfig::default(),
-        }
-    }
-}
-
 /// Which optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerKind {
@@ -248,6 +147,7 @@ pub enum OptimizerKind {
 
 named_enum!(
     OptimizerKind,
+    "TrainConfig",
     "optimizer",
     [(Sgd, "sgd"), (Adam, "adam"), (AdamW, "adamw")]
 );
@@ -265,6 +165,7 @@ pub enum ScheduleKind {
 
 named_enum!(
     ScheduleKind,
+    "TrainConfig",
     "schedule",
     [
         (Constant, "constant"),
@@ -274,7 +175,8 @@ named_enum!(
 );
 
 /// Optimizer and schedule.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OptimConfig {
     /// Which optimizer.
     pub kind: OptimizerKind,
@@ -320,7 +222,27 @@ impl Default for OptimConfig {
 }
 
 /// A whole training run.
-#[derive(Clone, Debug)]
+///
+/// Stored as JSON in `config.json` and in every checkpoint (serde, unknown
+/// keys refused); [`TrainConfig::from_json_str`] errors name the key.
+///
+/// ```
+/// use ferrite::train::{DataConfig, DatasetKind, TrainConfig};
+///
+/// let data = DataConfig::new(DatasetKind::Mnist);
+/// let mut config = TrainConfig::new(data, "resnet8", "focal(gamma=1)".parse()?);
+/// config.epochs = 3;
+/// let text = config.to_json().to_string();
+/// let back = TrainConfig::from_json_str(&text)?;
+/// assert_eq!(back.loss, config.loss);
+/// assert_eq!(back.epochs, 3);
+/// // A misspelt key is refused, by name.
+/// let err = TrainConfig::from_json_str(&text.replace("\"epochs\"", "\"epoch\"")).unwrap_err();
+/// assert!(err.to_string().contains("epoch"), "{err}");
+/// # Ok::<(), ferrite::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Dataset, its folder and augmentation.
     pub data: DataConfig,
@@ -329,8 +251,8 @@ pub struct TrainConfig {
     /// Stem override: `"cifar"` (3×3, stride 1) or `"imagenet"` (7×7
     /// stride 2 + max-pool); `None` keeps the model's own.
     pub stem: Option<String>,
-    /// Objective and its hyper-parameters.
-    pub loss: LossConfig,
+    /// Objective and its hyper-parameters, e.g. `plm+focal(gamma=2)`.
+    pub loss: LossSpec,
     /// Optimizer and learning-rate schedule.
     pub optim: OptimConfig,
     /// Passes over the training set.
@@ -343,18 +265,20 @@ pub struct TrainConfig {
     pub threshold: f64,
     /// Precision of the products inside convolutions and linear layers:
     /// f32, or bf16 inputs with f32 accumulation (see [`crate::autocast`]).
+    /// Runs saved before mixed precision existed read as f32.
+    #[serde(default)]
     pub precision: Precision,
 }
 
 impl TrainConfig {
     /// A run of `loss` on `data` with the model `model` and defaults
     /// elsewhere (Adam 1e-3, 10 epochs, batch 128, seed 0, threshold 0.5).
-    pub fn new(data: DataConfig, model: &str, loss: LossKind) -> Self {
+    pub fn new(data: DataConfig, model: &str, loss: LossSpec) -> Self {
         TrainConfig {
             data,
             model: model.to_string(),
             stem: None,
-            loss: LossConfig::new(loss),
+            loss,
             optim: OptimConfig::default(),
             epochs: 10,
             batch_size: 128,
@@ -366,216 +290,27 @@ impl TrainConfig {
 
     /// The JSON form (stored in checkpoints and `config.json`).
     pub fn to_json(&self) -> Value {
-        let d = &self.data;
-        let l = &self.loss;
-        let o = &self.optim;
-        json!({
-            "data": {
-                "kind": d.kind.name(), "dir": d.dir.display().to_string(),
-                "imbalance_factor": d.imbalance_factor, "train_size": d.train_size,
-                "test_size": d.test_size, "seed": d.seed,
-                "crop_padding": d.crop_padding, "hflip": d.hflip,
-            },
-            "model": self.model, "stem": self.stem,
-            "loss": {
-                "kind": l.kind.name(), "focal_gamma": l.focal_gamma, "focal_alpha": l.focal_alpha,
-                "cb_beta": l.cb_beta, "asl_gamma_pos": l.asl_gamma_pos,
-                "asl_gamma_neg": l.asl_gamma_neg, "asl_clip": l.asl_clip,
-                "plm": {
-                    "lambda": l.plm.lambda, "n_bins": l.plm.n_bins,
-                    "init": rhat_init_name(l.plm.init),
-                    "divergence": divergence_name(l.plm.divergence),
-                    "standardize": l.plm.standardize,
-                },
-            },
-            "optim": {
-                "kind": o.kind.name(), "lr": o.lr, "momentum": o.momentum, "nesterov": o.nesterov,
-                "weight_decay": o.weight_decay, "no_decay_norm_bias": o.no_decay_norm_bias,
-                "clip_grad_norm": o.clip_grad_norm, "schedule": o.schedule.name(),
-                "warmup_epochs": o.warmup_epochs, "milestones": o.milestones, "gamma": o.gamma,
-            },
-            "epochs": self.epochs, "batch_size": self.batch_size,
-            "seed": self.seed, "threshold": self.threshold,
-            "precision": self.precision.to_string(),
-        })
+        // Serialising plain data to a `Value` cannot fail (string keys, no
+        // maps with other keys).
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// Reads the JSON form written by [`TrainConfig::to_json`]; a missing
-    /// or mistyped field is an error naming it.
+    /// Reads the JSON form written by [`TrainConfig::to_json`] (or by
+    /// earlier versions) and validates it; a missing, unknown or mistyped
+    /// key, or a value out of range, is an error naming the key.
     pub fn from_json(v: &Value) -> Result<Self> {
-        let r = Reader(v, "");
-        let d = r.obj("data")?;
-        let l = r.obj("loss")?;
-        let p = l.obj("plm")?;
-        let o = r.obj("optim")?;
-        let plm = PlmConfig {
-            lambda: p.f64("lambda")?,
-            n_bins: p.usize("n_bins")?,
-            init: parse_rhat_init(&p.str("init")?)?,
-            divergence: parse_divergence(&p.str("divergence")?)?,
-            standardize: p.bool("standardize")?,
-            ..PlmConfig::default()
-        };
-        let config = TrainConfig {
-            data: DataConfig {
-                kind: d.str("kind")?.parse()?,
-                dir: PathBuf::from(d.str("dir")?),
-                imbalance_factor: d.f64("imbalance_factor")?,
-                train_size: d.usize("train_size")?,
-                test_size: d.usize("test_size")?,
-                seed: d.u64("seed")?,
-                crop_padding: d.usize("crop_padding")?,
-                hflip: d.bool("hflip")?,
-            },
-            model: r.str("model")?,
-            stem: r.opt_str("stem")?,
-            loss: LossConfig {
-                kind: l.str("kind")?.parse()?,
-                focal_gamma: l.f64("focal_gamma")?,
-                focal_alpha: l.opt_f64("focal_alpha")?,
-                cb_beta: l.f64("cb_beta")?,
-                asl_gamma_pos: l.f64("asl_gamma_pos")?,
-                asl_gamma_neg: l.f64("asl_gamma_neg")?,
-                asl_clip: l.f64("asl_clip")?,
-                plm,
-            },
-            optim: OptimConfig {
-                kind: o.str("kind")?.parse()?,
-                lr: o.f64("lr")?,
-                momentum: o.f64("momentum")?,
-                nesterov: o.bool("nesterov")?,
-                weight_decay: o.f64("weight_decay")?,
-                no_decay_norm_bias: o.bool("no_decay_norm_bias")?,
-                clip_grad_norm: o.opt_f64("clip_grad_norm")?,
-                schedule: o.str("schedule")?.parse()?,
-                warmup_epochs: o.usize("warmup_epochs")?,
-                milestones: o.usize_list("milestones")?,
-                gamma: o.f64("gamma")?,
-            },
-            epochs: r.usize("epochs")?,
-            batch_size: r.usize("batch_size")?,
-            seed: r.u64("seed")?,
-            threshold: r.f64("threshold")?,
-            // Runs saved before mixed precision existed trained in f32.
-            precision: match v.get("precision") {
-                None => Precision::F32,
-                Some(_) => r.str("precision")?.parse()?,
-            },
-        };
+        let config: TrainConfig = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            bad(format!("config key `{path}`: {}", e.into_inner()))
+        })?;
         config.validate()?;
         Ok(config)
     }
-}
 
-/// `"ratio"` or `"balanced"`.
-pub fn rhat_init_name(init: RhatInit) -> &'static str {
-    match init {
-        RhatInit::Ratio => "ratio",
-        RhatInit::Balanced => "balanced",
-    }
-}
-
-/// Parses `"ratio"` (r̂ = r) or `"balanced"` (r̂ = 1).
-pub fn parse_rhat_init(s: &str) -> Result<RhatInit> {
-    match s {
-        "ratio" => Ok(RhatInit::Ratio),
-        "balanced" => Ok(RhatInit::Balanced),
-        _ => Err(bad(format!(
-            "unknown PLM initial ratio `{s}` (expected ratio or balanced)"
-        ))),
-    }
-}
-
-/// `"pred-gt"` (KL(predicted ‖ ground truth), the default) or `"gt-pred"`.
-pub fn divergence_name(d: Divergence) -> &'static str {
-    match d {
-        Divergence::PredVsTruth => "pred-gt",
-        Divergence::TruthVsPred => "gt-pred",
-    }
-}
-
-/// Parses a divergence name (see [`divergence_name`]).
-pub fn parse_divergence(s: &str) -> Result<Divergence> {
-    match s {
-        "pred-gt" => Ok(Divergence::PredVsTruth),
-        "gt-pred" => Ok(Divergence::TruthVsPred),
-        _ => Err(bad(format!(
-            "unknown PLM divergence `{s}` (expected pred-gt or gt-pred)"
-        ))),
-    }
-}
-
-/// Typed field access into a JSON object with errors naming the field.
-struct Reader<'a>(&'a Value, &'a str);
-
-impl<'a> Reader<'a> {
-    fn field(&self, name: &str) -> Result<&'a Value> {
-        self.0
-            .as_object()
-            .and_then(|m: &Map<String, Value>| m.get(name))
-            .ok_or_else(|| bad(format!("config field `{}{name}` is missing", self.1)))
-    }
-    fn wrong(&self, name: &str, what: &str) -> Error {
-        bad(format!("config field `{}{name}` is not {what}", self.1))
-    }
-    fn obj(&self, name: &'a str) -> Result<Reader<'a>> {
-        let v = self.field(name)?;
-        if v.is_object() {
-            Ok(Reader(v, name))
-        } else {
-            Err(self.wrong(name, "an object"))
-        }
-    }
-    fn str(&self, name: &str) -> Result<String> {
-        self.field(name)?
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.wrong(name, "a string"))
-    }
-    fn opt_str(&self, name: &str) -> Result<Option<String>> {
-        match self.field(name)? {
-            Value::Null => Ok(None),
-            v => v
-                .as_str()
-                .map(|s| Some(s.to_string()))
-                .ok_or_else(|| self.wrong(name, "a string or null")),
-        }
-    }
-    fn f64(&self, name: &str) -> Result<f64> {
-        self.field(name)?
-            .as_f64()
-            .ok_or_else(|| self.wrong(name, "a number"))
-    }
-    fn opt_f64(&self, name: &str) -> Result<Option<f64>> {
-        match self.field(name)? {
-            Value::Null => Ok(None),
-            v => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.wrong(name, "a number or null")),
-        }
-    }
-    fn u64(&self, name: &str) -> Result<u64> {
-        self.field(name)?
-            .as_u64()
-            .ok_or_else(|| self.wrong(name, "a whole number"))
-    }
-    fn usize(&self, name: &str) -> Result<usize> {
-        usize::try_from(self.u64(name)?).map_err(|_| self.wrong(name, "a size of this machine"))
-    }
-    fn bool(&self, name: &str) -> Result<bool> {
-        self.field(name)?
-            .as_bool()
-            .ok_or_else(|| self.wrong(name, "true or false"))
-    }
-    fn usize_list(&self, name: &str) -> Result<Vec<usize>> {
-        self.field(name)?
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .map(|v| v.as_u64().and_then(|x| usize::try_from(x).ok()))
-                    .collect()
-            })
-            .ok_or_else(|| self.wrong(name, "a list of whole numbers"))
+    /// [`TrainConfig::from_json`] from JSON text.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| bad(format!("the configuration is not JSON: {e}")))?;
+        Self::from_json(&v)
     }
 }

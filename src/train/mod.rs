@@ -2,6 +2,7 @@
 //! commands use them and as Rust programs can embed them:
 //!
 //! - [`config`]: every choice of a run, with names and a JSON form;
+//! - [`LossSpec`]: the objective in one grammar (`plm+focal(gamma=2)`);
 //! - [`datasets`], [`model`], [`objective`], [`optimizer`]: building the
 //!   pieces a configuration names;
 //! - [`run`]: the [`Trainer`] (epochs, PLM updates, evaluation, JSONL log,
@@ -12,7 +13,7 @@
 //!
 //! ```no_run
 //! use ferrite::train::{config::*, run::{Trainer, Quiet}};
-//! let mut config = TrainConfig::new(DataConfig::new(DatasetKind::MultiMnistLt), "resnet8", LossKind::Plm);
+//! let mut config = TrainConfig::new(DataConfig::new(DatasetKind::MultiMnistLt), "resnet8", "plm".parse()?);
 //! config.epochs = 5;
 //! let summary = Trainer::new(config, "runs/plm")?.run(&mut Quiet)?;
 //! println!("{}", summary.markdown());
@@ -24,6 +25,7 @@ pub mod config;
 pub mod datasets;
 pub mod evaluation;
 mod loss_log;
+pub mod loss_spec;
 pub mod model;
 pub mod objective;
 pub mod optimizer;
@@ -32,7 +34,8 @@ pub mod run;
 mod scoring;
 pub mod svg;
 
-pub use config::{DataConfig, DatasetKind, LossKind, TrainConfig};
+pub use config::{DataConfig, DatasetKind, TrainConfig};
+pub use loss_spec::{BaseLoss, LossSpec};
 pub use run::{Observer, Quiet, Trainer};
 
 /// Writes `text` to `path` atomically (see [`crate::checkpoint::write_atomic`]).

@@ -2,70 +2,57 @@
 //! cross-entropy), optional class-balanced weights, and optional Partial
 //! Label Masking on top.
 
-use super::config::{LossConfig, LossKind};
+use super::loss_spec::{BaseLoss, LossSpec};
 use crate::error::{Error, Result};
 use crate::loss::{
-    class_balanced_weights, cross_entropy, AslOptions, CrossEntropyOptions, ElementLoss, Reduction,
+    class_balanced_weights, cross_entropy, CrossEntropyOptions, ElementLoss, Reduction,
 };
 use crate::plm::{Histograms, Plm, PlmEpochUpdate};
 use crate::tensor::{DType, Tensor};
 
 /// A loss function with its per-run state (PLM's ratios and histograms).
 pub struct Objective {
-    kind: LossKind,
-    element: ElementLoss,
+    spec: LossSpec,
     class_weights: Option<Tensor>,
     plm: Option<Plm>,
 }
 
 impl Objective {
-    /// The objective of `config` for a training set of `num_samples`
-    /// samples with `positives[c]` positives of class `c`; `seed` drives
-    /// PLM's masks.
+    /// The objective `spec` for a training set of `num_samples` samples
+    /// with `positives[c]` positives of class `c`; `seed` drives PLM's
+    /// masks.
     pub fn new(
-        config: &LossConfig,
+        spec: &LossSpec,
         seed: u64,
         positives: &[usize],
         num_samples: usize,
     ) -> Result<Self> {
-        let element = match config.kind {
-            LossKind::Focal | LossKind::PlmFocal => ElementLoss::Focal {
-                gamma: config.focal_gamma,
-                alpha: config.focal_alpha,
-            },
-            LossKind::Asl => ElementLoss::Asl(AslOptions {
-                gamma_pos: config.asl_gamma_pos,
-                gamma_neg: config.asl_gamma_neg,
-                clip: config.asl_clip,
-            }),
-            _ => ElementLoss::Bce,
-        };
-        let class_weights = match config.kind {
-            LossKind::Cb | LossKind::PlmCb => {
-                let w = class_balanced_weights(positives, config.cb_beta)?;
+        spec.validate()?;
+        let class_weights = match spec.class_balanced {
+            Some(beta) => {
+                let w = class_balanced_weights(positives, beta)?;
                 let w: Vec<f32> = w.into_iter().map(|x| x as f32).collect();
                 Some(Tensor::from_vec(w, &[positives.len()])?)
             }
-            _ => None,
+            None => None,
         };
-        let plm = if config.kind.uses_plm() {
-            let mut plm_config = config.plm;
-            plm_config.seed = seed ^ 0x504c_4d5f_6d61_736b; // "PLM_mask"
-            Some(Plm::new(plm_config, positives, num_samples)?)
-        } else {
-            None
+        let plm = match spec.plm {
+            Some(mut plm_config) => {
+                plm_config.seed = seed ^ 0x504c_4d5f_6d61_736b; // "PLM_mask"
+                Some(Plm::new(plm_config, positives, num_samples)?)
+            }
+            None => None,
         };
         Ok(Objective {
-            kind: config.kind,
-            element,
+            spec: *spec,
             class_weights,
             plm,
         })
     }
 
-    /// The loss kind.
-    pub fn kind(&self) -> LossKind {
-        self.kind
+    /// The loss this objective computes.
+    pub fn spec(&self) -> &LossSpec {
+        &self.spec
     }
 
     /// PLM's state, when the objective masks.
@@ -91,7 +78,7 @@ impl Objective {
             )),
             None => Err(Error::invalid(
                 "Objective::set_plm",
-                format!("loss `{}` does not use PLM", self.kind.name()),
+                format!("loss `{}` does not use PLM", self.spec),
             )),
         }
     }
@@ -106,36 +93,39 @@ impl Objective {
         targets: &Tensor,
         labels: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if self.kind == LossKind::Ce {
-            let labels = labels.ok_or_else(|| {
-                Error::invalid(
-                    "Objective::loss",
-                    "softmax cross-entropy needs class labels",
-                )
-            })?;
-            let opts = CrossEntropyOptions {
-                weight: None,
-                label_smoothing: 0.0,
-                ignore_index: None,
-                reduction: Reduction::Mean,
-            };
-            return cross_entropy(logits, labels, &opts);
-        }
         if let Some(w) = &mut self.class_weights {
             if w.device() != logits.device() {
                 // Moved once, on the first batch on another device.
                 *w = w.to_device(logits.device())?;
             }
         }
+        let element: ElementLoss = match self.spec.base {
+            BaseLoss::Element(e) => e,
+            BaseLoss::CrossEntropy => {
+                let labels = labels.ok_or_else(|| {
+                    Error::invalid(
+                        "Objective::loss",
+                        "softmax cross-entropy needs class labels",
+                    )
+                })?;
+                let opts = CrossEntropyOptions {
+                    weight: self.class_weights.clone(),
+                    label_smoothing: 0.0,
+                    ignore_index: None,
+                    reduction: Reduction::Mean,
+                };
+                return cross_entropy(logits, labels, &opts);
+            }
+        };
         match &mut self.plm {
-            None => self.element.compute(
+            None => element.compute(
                 logits,
                 targets,
                 self.class_weights.as_ref(),
                 Reduction::Mean,
             ),
             Some(plm) => {
-                let per_element = self.element.compute(
+                let per_element = element.compute(
                     logits,
                     targets,
                     self.class_weights.as_ref(),
@@ -165,7 +155,7 @@ impl Objective {
     /// cross-entropy, per-class sigmoids otherwise.
     pub fn scores(&self, logits: &Tensor) -> Result<Tensor> {
         let logits = logits.to_dtype(DType::F32)?;
-        if self.kind == LossKind::Ce {
+        if self.spec.is_cross_entropy() {
             logits.softmax(1)
         } else {
             logits.sigmoid()

@@ -97,7 +97,7 @@ impl RunSummary {
             config: config.to_json(),
             title: format!(
                 "{} on {}, {}, seed {}, {} epochs",
-                config.loss.kind.name(),
+                config.loss,
                 config.data.kind.name(),
                 config.model,
                 config.seed,
@@ -253,7 +253,7 @@ impl RunSummary {
         let series = Series {
             label: self
                 .config
-                .pointer("/loss/kind")
+                .get("loss")
                 .and_then(Value::as_str)
                 .unwrap_or("run")
                 .to_string(),

@@ -4,13 +4,14 @@
 use super::{Target, Verdict};
 use crate::input::Part;
 use crate::mutate::Kind;
-use ferrite::loss::{ElementLoss, Reduction};
+
 use ferrite::plm::Plm;
 use ferrite::tensor::Tensor;
 use ferrite::train::compare::{write_comparison, Variant};
-use ferrite::train::config::{DataConfig, DatasetKind, LossConfig, TrainConfig};
+use ferrite::train::config::{DataConfig, DatasetKind, TrainConfig};
 use ferrite::train::objective::Objective;
 use ferrite::train::report::RunSummary;
+use ferrite::train::LossSpec;
 use std::time::Duration;
 
 const FAST: Duration = Duration::from_secs(5);
@@ -97,7 +98,7 @@ pub const PLM_STATE: Target = Target {
 
 /// One batch of the objective of `loss`: whatever a reader accepted must
 /// not fail only here, at the first batch of a run.
-fn first_batch(loss: &LossConfig) -> ferrite::Result<()> {
+fn first_batch(loss: &LossSpec) -> ferrite::Result<()> {
     let mut objective = Objective::new(loss, 0, &POSITIVES, 100)?;
     let logits = Tensor::from_vec(
         vec![0.3f32, -1.0, 2.0, 0.0, 0.1, -0.2, 1.5, 0.7, -3.0, 0.2],
@@ -190,7 +191,7 @@ pub const REPORT: Target = Target {
             let base = TrainConfig::new(
                 DataConfig::new(DatasetKind::MultiMnistLt),
                 "resnet8",
-                ferrite::train::LossKind::Bce,
+                LossSpec::bce(),
             );
             let variant: Variant = "bce".parse().expect("a valid variant");
             let runs = vec![(variant, vec![r.clone(), r])];
@@ -204,11 +205,11 @@ pub const REPORT: Target = Target {
     },
 };
 
-/// Element-loss specs ([`ElementLoss`]'s `FromStr`), round-tripped through
-/// `name()` and evaluated on a batch.
+/// Loss specs ([`LossSpec`]'s `FromStr`), round-tripped through their
+/// text, then the first batch of the objective they describe.
 pub const LOSS_SPEC: Target = Target {
     name: "loss-spec",
-    about: "loss specs such as focal(gamma=2,alpha=0.25) (loss::ElementLoss::from_str)",
+    about: "loss specs such as plm(lambda=0.1)+focal(gamma=2) (train::LossSpec::from_str)",
     parts: &[Part {
         file: "spec.txt",
         kind: Kind::Text,
@@ -217,53 +218,58 @@ pub const LOSS_SPEC: Target = Target {
         "bce",
         "focal",
         "asl",
+        "ce",
+        "cb",
+        "plm",
         "gamma",
         "alpha",
         "none",
         "gamma_pos",
         "gamma_neg",
         "clip",
+        "beta",
+        "lambda",
+        "bins",
+        "init",
+        "divergence",
+        "standardize",
+        "rhat_min",
+        "rhat_max",
+        "balanced",
+        "pred-gt",
         "(",
         ")",
         "=",
         ",",
+        "+",
     ],
     timeout: FAST,
     slow: false,
     run: |_, input| {
-        Verdict::of(text(&input[0]).parse::<ElementLoss>(), |l| {
-            match l.name().parse::<ElementLoss>() {
+        Verdict::of(text(&input[0]).parse::<LossSpec>(), |l| {
+            match l.to_string().parse::<LossSpec>() {
                 Ok(again) if again == l => {}
-                Ok(_) => return Verdict::Invalid("loss-spec: round trip differs", l.name()),
+                Ok(_) => return Verdict::Invalid("loss-spec: round trip differs", l.to_string()),
                 Err(e) => {
-                    return Verdict::Invalid("loss-spec: written name rejected", e.to_string())
+                    return Verdict::Invalid("loss-spec: written spec rejected", e.to_string())
                 }
             }
-            let compute = || -> ferrite::Result<Vec<f32>> {
-                let logits = Tensor::from_vec(vec![0.3f32, -1.0, 8.0, -8.0], &[2, 2])?;
-                let targets = Tensor::from_vec(vec![1f32, 0., 0., 1.], &[2, 2])?;
-                l.compute(&logits, &targets, None, Reduction::Mean)?
-                    .to_vec::<f32>()
-            };
-            match compute() {
-                Ok(v) if v.iter().all(|x| x.is_finite()) => Verdict::Accepted,
-                Ok(v) => Verdict::Invalid(
-                    "loss-spec: accepted, but the loss is not finite",
-                    format!("{v:?}"),
+            match first_batch(&l) {
+                Ok(()) => Verdict::Accepted,
+                Err(e) => Verdict::Invalid(
+                    "loss-spec: accepted, but the first batch fails",
+                    e.to_string(),
                 ),
-                Err(e) => {
-                    Verdict::Invalid("loss-spec: accepted, but the loss fails", e.to_string())
-                }
             }
         })
     },
 };
 
-/// Comparison variants such as `plm/lambda=0` ([`Variant`]'s `FromStr`),
+/// Comparison variants such as `plm(lambda=0)` ([`Variant`]'s `FromStr`),
 /// then the first batch of the objective they configure.
 pub const VARIANT: Target = Target {
     name: "variant",
-    about: "compare variants such as focal/alpha=0.5 (train::compare::Variant::from_str)",
+    about: "compare variants such as focal(alpha=0.5) (train::compare::Variant::from_str)",
     parts: &[Part {
         file: "variant.txt",
         kind: Kind::Text,
@@ -275,9 +281,10 @@ pub const VARIANT: Target = Target {
         "asl",
         "cb",
         "ce",
-        "plm-focal",
-        "plm-cb",
-        "/",
+        "+",
+        "(",
+        ")",
+        ",",
         "=",
         "lambda",
         "init",

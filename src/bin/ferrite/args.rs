@@ -2,10 +2,8 @@
 //! onto a [`TrainConfig`].
 
 use clap::Args;
-use ferrite::train::config::{
-    parse_divergence, parse_rhat_init, DataConfig, DatasetKind, LossKind, OptimizerKind,
-    ScheduleKind, TrainConfig,
-};
+use ferrite::train::config::{DataConfig, DatasetKind, OptimizerKind, ScheduleKind, TrainConfig};
+use ferrite::train::LossSpec;
 use std::path::PathBuf;
 
 /// Everything that defines a run except the loss (shared by `train` and
@@ -88,46 +86,11 @@ pub struct RunArgs {
     /// Decision threshold of the multi-label metrics
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
-
-    /// Focal loss gamma
-    #[arg(long, default_value_t = 2.0)]
-    pub focal_gamma: f64,
-    /// Focal loss alpha (none by default)
-    #[arg(long)]
-    pub focal_alpha: Option<f64>,
-    /// Class-balanced beta (effective number of samples)
-    #[arg(long, default_value_t = 0.999)]
-    pub cb_beta: f64,
-    /// ASL gamma for positives
-    #[arg(long, default_value_t = 0.0)]
-    pub asl_gamma_pos: f64,
-    /// ASL gamma for negatives
-    #[arg(long, default_value_t = 4.0)]
-    pub asl_gamma_neg: f64,
-    /// ASL probability clip for negatives
-    #[arg(long, default_value_t = 0.05)]
-    pub asl_clip: f64,
-
-    /// PLM change rate lambda of the per-epoch update (0 keeps the target ratio fixed)
-    #[arg(long, default_value_t = 0.01)]
-    pub plm_lambda: f64,
-    /// PLM histogram bins
-    #[arg(long, default_value_t = 10)]
-    pub plm_bins: usize,
-    /// PLM initial target ratio: ratio (r̂ = r) or balanced (r̂ = 1)
-    #[arg(long, default_value = "ratio")]
-    pub plm_init: String,
-    /// PLM divergence: pred-gt (KL(predicted || ground truth)) or gt-pred
-    #[arg(long, default_value = "pred-gt")]
-    pub plm_divergence: String,
-    /// Standardise the PLM divergences across classes (true/false)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub plm_standardize: bool,
 }
 
 impl RunArgs {
     /// The configuration these options describe, with `loss` and `seed`.
-    pub fn to_config(&self, loss: LossKind, seed: u64) -> ferrite::Result<TrainConfig> {
+    pub fn to_config(&self, loss: LossSpec, seed: u64) -> ferrite::Result<TrainConfig> {
         let kind: DatasetKind = self.dataset.parse()?;
         let mut data = DataConfig::new(kind);
         if let Some(dir) = &self.data_dir {
@@ -161,19 +124,40 @@ impl RunArgs {
         o.warmup_epochs = self.warmup_epochs;
         o.milestones = self.milestones.clone();
         o.gamma = self.lr_gamma;
-        let l = &mut c.loss;
-        l.focal_gamma = self.focal_gamma;
-        l.focal_alpha = self.focal_alpha;
-        l.cb_beta = self.cb_beta;
-        l.asl_gamma_pos = self.asl_gamma_pos;
-        l.asl_gamma_neg = self.asl_gamma_neg;
-        l.asl_clip = self.asl_clip;
-        l.plm.lambda = self.plm_lambda;
-        l.plm.n_bins = self.plm_bins;
-        l.plm.init = parse_rhat_init(&self.plm_init)?;
-        l.plm.divergence = parse_divergence(&self.plm_divergence)?;
-        l.plm.standardize = self.plm_standardize;
         c.validate()?;
         Ok(c)
     }
+}
+
+/// The options in `given` (as `--name`s typed on the command line) that
+/// would have no effect on a run of `config`, each with the reason: the
+/// command refuses them rather than silently ignoring them.
+pub fn without_effect(given: &[String], config: &TrainConfig) -> Vec<String> {
+    let kind = config.data.kind;
+    let optimizer = config.optim.kind;
+    let schedule = config.optim.schedule;
+    given
+        .iter()
+        .filter_map(|option| {
+            let why = match option.as_str() {
+                "--train-size" | "--test-size" if kind != DatasetKind::MultiMnistLt => format!(
+                    "only multimnist-lt is generated; {kind} has fixed training and test sets"
+                ),
+                "--imbalance-factor" | "--data-seed" if !kind.is_long_tailed() => format!(
+                    "{kind} is balanced (the long-tailed datasets are multimnist-lt, fashion-mnist-lt, cifar10-lt and cifar100-lt)"
+                ),
+                "--momentum" if optimizer != OptimizerKind::Sgd => {
+                    format!("momentum is SGD's; {optimizer} has its own moments")
+                }
+                "--milestones" | "--lr-gamma" if schedule != ScheduleKind::MultiStep => {
+                    format!("they belong to --schedule multistep, not {schedule}")
+                }
+                "--threshold" if !kind.is_multi_label() => format!(
+                    "the threshold applies to multi-label metrics; {kind} is single-label (top-1)"
+                ),
+                _ => return None,
+            };
+            Some(format!("{option} has no effect: {why}"))
+        })
+        .collect()
 }

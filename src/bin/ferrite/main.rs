@@ -13,7 +13,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferrite::train::compare::{compare, Variant};
 use ferrite::train::run::{evaluate_checkpoint, Trainer};
-use ferrite::train::LossKind;
+use ferrite::train::LossSpec;
 use ferrite::Device;
 use progress::Progress;
 use std::path::PathBuf;
@@ -39,7 +39,13 @@ enum Command {
     Train {
         #[command(flatten)]
         run: RunArgs,
-        /// Loss: bce, focal, cb, asl, plm, plm+focal, plm+cb, ce
+        /// Loss: a base loss (bce, focal, asl, ce) with optional settings,
+        /// class-balanced weights (cb) and PLM on top, joined by +, e.g.
+        /// plm, focal(gamma=1), plm(lambda=0.05)+asl(gamma_neg=2), cb(beta=0.99)+bce.
+        /// Settings: focal(gamma=2, alpha=none), asl(gamma_pos=0,
+        /// gamma_neg=4, clip=0.05), cb(beta=0.999), plm(lambda=0.01,
+        /// bins=10, init=ratio|balanced, divergence=pred-gt|gt-pred,
+        /// standardize=true, rhat_min=1e-6, rhat_max=1e6)
         #[arg(long, default_value = "plm")]
         loss: String,
         /// Seed of initialisation, shuffling, augmentation and PLM masks
@@ -48,8 +54,8 @@ enum Command {
         /// Output folder (must not hold a run unless --resume)
         #[arg(long, default_value = "runs/train")]
         out: PathBuf,
-        /// Continue the run in --out from its checkpoint (its stored
-        /// configuration is used; other run options are ignored, with a warning)
+        /// Continue the run in --out from its checkpoint, with its stored
+        /// configuration (options that would change the run are refused)
         #[arg(long)]
         resume: bool,
         /// Worker threads (default: all cores)
@@ -83,9 +89,10 @@ enum Command {
     Compare {
         #[command(flatten)]
         run: RunArgs,
-        /// Comma-separated losses, each LOSS[/key=value]..., e.g. bce,focal,plm,plm/init=balanced/lambda=0
-        #[arg(long, value_delimiter = ',', default_value = "bce,plm")]
-        losses: Vec<String>,
+        /// Comma-separated losses, each written as for `train --loss`, e.g.
+        /// bce,focal(gamma=1),plm,plm(init=balanced,lambda=0)
+        #[arg(long, default_value = "bce,plm")]
+        losses: String,
         /// Comma-separated seeds
         #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
         seeds: Vec<u64>,
@@ -203,20 +210,34 @@ fn parse_device(text: &str) -> Result<Device, String> {
     Ok(device)
 }
 
-fn train(
+/// What `train` was asked to do: continue the run in `--out`, or start
+/// one; `given` lists the run options typed on the command line.
+struct TrainRequest {
     run: RunArgs,
     loss: String,
     seed: u64,
     out: PathBuf,
-    resume: Option<Vec<String>>,
-    device: Device,
-) -> Result<(), String> {
-    let mut trainer = if let Some(ignored) = resume {
-        if !ignored.is_empty() {
-            eprintln!(
-                "ferrite: warning: --resume continues with the configuration stored in the checkpoint; ignoring {}",
-                ignored.join(", ")
-            );
+    resume: bool,
+    given: Vec<String>,
+}
+
+fn train(request: TrainRequest, device: Device) -> Result<(), String> {
+    let TrainRequest {
+        run,
+        loss,
+        seed,
+        out,
+        resume,
+        given,
+    } = request;
+    let mut trainer = if resume {
+        if !given.is_empty() {
+            return Err(format!(
+                "--resume continues the run in {} with the configuration stored in its checkpoint; \
+                 {} would have no effect (start a new run in another folder to change the run)",
+                out.display(),
+                given.join(", ")
+            ));
         }
         let t = Trainer::resume_on(&out, device).map_err(|e| e.to_string())?;
         println!(
@@ -227,8 +248,9 @@ fn train(
         );
         t
     } else {
-        let loss: LossKind = loss.parse().map_err(|e: ferrite::Error| e.to_string())?;
+        let loss: LossSpec = loss.parse().map_err(|e: ferrite::Error| e.to_string())?;
         let config = run.to_config(loss, seed).map_err(|e| e.to_string())?;
+        refuse(args::without_effect(&given, &config))?;
         Trainer::new_on(config, &out, device).map_err(|e| e.to_string())?
     };
     let data = trainer.data();
@@ -240,7 +262,7 @@ fn train(
         data.train.num_classes,
         data.train_positives
     );
-    let label = trainer.config().loss.kind.name().to_string();
+    let label = trainer.config().loss.to_string();
     let summary = trainer
         .run(&mut Progress::new(&label))
         .map_err(|e| e.to_string())?;
@@ -269,14 +291,44 @@ fn eval(
     Ok(())
 }
 
+/// `Err` listing `problems`, if there are any.
+fn refuse(problems: Vec<String>) -> Result<(), String> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n       "))
+    }
+}
+
+/// The losses of `compare --losses`: separated by the commas outside
+/// parentheses (the ones inside separate a loss's settings).
+fn split_losses(text: &str) -> Vec<String> {
+    let (mut out, mut current, mut depth) = (Vec::new(), String::new(), 0usize);
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth == 0 && c == ',' {
+            out.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
+        }
+    }
+    out.push(current);
+    out
+}
+
 fn run_compare(
     run: RunArgs,
-    losses: Vec<String>,
+    losses: String,
     seeds: Vec<u64>,
     out: PathBuf,
     device: Device,
+    given: Vec<String>,
 ) -> Result<(), String> {
-    let variants = losses
+    let variants = split_losses(&losses)
         .iter()
         .map(|l| l.parse::<Variant>())
         .collect::<ferrite::Result<Vec<_>>>()
@@ -285,6 +337,7 @@ fn run_compare(
     let base = run
         .to_config(first.loss, seeds.first().copied().unwrap_or(0))
         .map_err(|e| e.to_string())?;
+    refuse(args::without_effect(&given, &base))?;
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     compare(&base, &variants, &seeds, &out, device, &mut |label| {
         Box::new(Progress::new(label))
@@ -312,11 +365,17 @@ fn main() -> ExitCode {
             threads,
             device,
         } => {
-            let ignored = options_given(&matches, "train", &["out", "resume", "threads", "device"]);
-            let resume = resume.then_some(ignored);
-            parse_device(&device).and_then(|device| {
-                with_threads(threads, || train(run, loss, seed, out, resume, device))
-            })
+            let given = options_given(&matches, "train", &["out", "resume", "threads", "device"]);
+            let request = TrainRequest {
+                run,
+                loss,
+                seed,
+                out,
+                resume,
+                given,
+            };
+            parse_device(&device)
+                .and_then(|device| with_threads(threads, || train(request, device)))
         }
         Command::Eval {
             checkpoint,
@@ -333,9 +392,14 @@ fn main() -> ExitCode {
             out,
             threads,
             device,
-        } => parse_device(&device).and_then(|device| {
-            with_threads(threads, || run_compare(run, losses, seeds, out, device))
-        }),
+        } => {
+            let given = options_given(&matches, "compare", &[]);
+            parse_device(&device).and_then(|device| {
+                with_threads(threads, || {
+                    run_compare(run, losses, seeds, out, device, given)
+                })
+            })
+        }
         Command::Bench { args } => bench_cmd::run(args),
         #[cfg(feature = "cuda")]
         Command::CudaCompile { arch, out } => cuda_cmd::cuda_compile(&arch, &out),

@@ -1,9 +1,10 @@
 //! [`TrainConfig::validate`]: every setting of a run checked in one place,
 //! before any data is loaded or anything is trained — for options from the
 //! command line and for configurations read back from checkpoints alike.
-//! Messages name the setting and its command-line option.
+//! Messages name the setting's key in the saved configuration and its
+//! command-line option.
 
-use super::{bad, LossKind, OptimizerKind, ScheduleKind, TrainConfig};
+use super::{bad, OptimizerKind, ScheduleKind, TrainConfig};
 use crate::error::Result;
 
 /// Most epochs a run may have.
@@ -57,18 +58,22 @@ impl TrainConfig {
     }
 
     fn validate_loop(&self) -> Result<()> {
-        count("epochs (--epochs)", self.epochs, MAX_EPOCHS)?;
-        count("batch size (--batch-size)", self.batch_size, MAX_BATCH_SIZE)?;
+        count("`epochs` (--epochs)", self.epochs, MAX_EPOCHS)?;
+        count(
+            "`batch_size` (--batch-size)",
+            self.batch_size,
+            MAX_BATCH_SIZE,
+        )?;
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             return Err(bad(format!(
-                "threshold (--threshold) must be in (0, 1), got {}",
+                "`threshold` (--threshold) must be in (0, 1), got {}",
                 self.threshold
             )));
         }
         if let Some(stem) = &self.stem {
             if stem != "cifar" && stem != "imagenet" {
                 return Err(bad(format!(
-                    "unknown stem `{stem}` (--stem; expected cifar or imagenet)"
+                    "`stem` (--stem): unknown stem `{stem}` (expected cifar or imagenet)"
                 )));
             }
         }
@@ -78,40 +83,42 @@ impl TrainConfig {
 
     fn validate_optim(&self) -> Result<()> {
         let o = &self.optim;
-        positive("learning rate (--lr)", o.lr)?;
-        non_negative("weight decay (--weight-decay)", o.weight_decay)?;
+        positive("`optim.lr` (--lr)", o.lr)?;
+        non_negative("`optim.weight_decay` (--weight-decay)", o.weight_decay)?;
         if !(0.0..1.0).contains(&o.momentum) {
             return Err(bad(format!(
-                "momentum (--momentum) must be in [0, 1), got {}",
+                "`optim.momentum` (--momentum) must be in [0, 1), got {}",
                 o.momentum
             )));
         }
         if o.nesterov && (o.kind != OptimizerKind::Sgd || o.momentum == 0.0) {
             return Err(bad(
-                "Nesterov momentum (--nesterov) needs --optimizer sgd and a momentum > 0",
+                "`optim.nesterov` (--nesterov) needs --optimizer sgd and a momentum > 0",
             ));
         }
         if let Some(c) = o.clip_grad_norm {
-            positive("gradient clipping norm (--clip-grad-norm)", c)?;
+            positive("`optim.clip_grad_norm` (--clip-grad-norm)", c)?;
         }
-        positive("learning-rate factor (--lr-gamma)", o.gamma)?;
+        positive("`optim.gamma` (--lr-gamma)", o.gamma)?;
         // Milestones matter only to the multistep schedule. Milestones or a
         // warm-up beyond the run are legal (as in PyTorch): a recipe
         // shortened with --epochs keeps its schedule, and they never fire.
         if o.schedule == ScheduleKind::MultiStep {
             if o.milestones.is_empty() {
                 return Err(bad(
-                    "the multistep schedule needs --milestones (e.g. --milestones 160,180)",
+                    "`optim.milestones`: the multistep schedule needs --milestones (e.g. --milestones 160,180)",
                 ));
             }
             if o.milestones.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(bad(format!(
-                    "milestones (--milestones) must be increasing, got {:?}",
+                    "`optim.milestones` (--milestones) must be increasing, got {:?}",
                     o.milestones
                 )));
             }
             if o.milestones.contains(&0) {
-                return Err(bad("milestones (--milestones) count epochs from 1, got 0"));
+                return Err(bad(
+                    "`optim.milestones` (--milestones) count epochs from 1, got 0",
+                ));
             }
         }
         Ok(())
@@ -119,16 +126,19 @@ impl TrainConfig {
 
     fn validate_data(&self) -> Result<()> {
         let d = &self.data;
-        positive("imbalance factor (--imbalance-factor)", d.imbalance_factor)?;
+        positive(
+            "`data.imbalance_factor` (--imbalance-factor)",
+            d.imbalance_factor,
+        )?;
         if d.imbalance_factor < 1.0 {
             return Err(bad(format!(
-                "imbalance factor (--imbalance-factor) must be >= 1, got {}",
+                "`data.imbalance_factor` (--imbalance-factor) must be >= 1, got {}",
                 d.imbalance_factor
             )));
         }
         for (what, n) in [
-            ("training-set size (--train-size)", d.train_size),
-            ("test-set size (--test-size)", d.test_size),
+            ("`data.train_size` (--train-size)", d.train_size),
+            ("`data.test_size` (--test-size)", d.test_size),
         ] {
             if n > MAX_GENERATED_SIZE {
                 return Err(bad(format!(
@@ -138,55 +148,31 @@ impl TrainConfig {
         }
         if d.crop_padding > MAX_CROP_PADDING {
             return Err(bad(format!(
-                "crop padding (--crop-padding) must be at most {MAX_CROP_PADDING}, got {}",
+                "`data.crop_padding` (--crop-padding) must be at most {MAX_CROP_PADDING}, got {}",
                 d.crop_padding
             )));
         }
-        if self.loss.kind == LossKind::Ce && d.kind.is_multi_label() {
+        if self.loss.is_cross_entropy() && d.kind.is_multi_label() {
             return Err(bad(format!(
-                "loss `ce` (softmax cross-entropy) needs single-label data; `{}` is multi-label",
+                "`loss` (--loss): `ce` (softmax cross-entropy) needs single-label data; `{}` is multi-label",
                 d.kind.name()
             )));
         }
         Ok(())
     }
 
-    /// Every loss parameter is checked, whichever loss the run uses, so a
-    /// bad value never waits for the run that needs it.
+    /// The loss checks itself ([`crate::train::LossSpec::validate`]).
     fn validate_loss(&self) -> Result<()> {
-        let l = &self.loss;
-        non_negative("focal gamma (--focal-gamma)", l.focal_gamma)?;
-        if let Some(a) = l.focal_alpha {
-            if !(0.0..=1.0).contains(&a) {
-                return Err(bad(format!(
-                    "focal alpha (--focal-alpha) must be in [0, 1], got {a}"
-                )));
-            }
-        }
-        if !(0.0..1.0).contains(&l.cb_beta) {
-            return Err(bad(format!(
-                "class-balanced beta (--cb-beta) must be in [0, 1), got {}",
-                l.cb_beta
-            )));
-        }
-        non_negative("ASL gamma for positives (--asl-gamma-pos)", l.asl_gamma_pos)?;
-        non_negative("ASL gamma for negatives (--asl-gamma-neg)", l.asl_gamma_neg)?;
-        if !(0.0..1.0).contains(&l.asl_clip) {
-            return Err(bad(format!(
-                "ASL clip (--asl-clip) must be in [0, 1), got {}",
-                l.asl_clip
-            )));
-        }
-        non_negative("PLM lambda (--plm-lambda)", l.plm.lambda)?;
-        // One bin cannot tell predictions from labels: at least 2.
-        if !(2..=MAX_PLM_BINS).contains(&l.plm.n_bins) {
-            return Err(bad(format!(
-                "PLM histogram bins (--plm-bins) must be between 2 and {MAX_PLM_BINS}, got {}",
-                l.plm.n_bins
-            )));
-        }
-        // The objective's own rules (r̂ bounds, ...), so that nothing it
-        // would refuse at the first batch is accepted here.
-        l.plm.validate("PLM settings")
+        self.loss
+            .validate()
+            .map_err(|e| bad(format!("`loss` (--loss): {}", plain(e))))
+    }
+}
+
+/// The message of an invalid-argument error without its op prefix.
+fn plain(e: crate::error::Error) -> String {
+    match e {
+        crate::error::Error::InvalidArgument { msg, .. } => msg,
+        other => other.to_string(),
     }
 }

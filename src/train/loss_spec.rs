@@ -1,0 +1,425 @@
+//! [`LossSpec`]: a training objective written in one grammar, used alike by
+//! `ferrite train --loss`, `ferrite compare --losses`, saved run
+//! configurations and Rust code.
+//!
+//! ```text
+//! spec  := [plm(…) +] [cb(…) +] base
+//! base  := bce | focal(gamma=…, alpha=…|none) | asl(gamma_pos=…, gamma_neg=…, clip=…) | ce
+//! cb    := cb(beta=…)
+//! plm   := plm(lambda=…, bins=…, init=ratio|balanced, divergence=pred-gt|gt-pred,
+//!              standardize=true|false, rhat_min=…, rhat_max=…)
+//! ```
+//!
+//! Terms are joined by `+` in any order; parentheses and any key may be
+//! left out (defaults below), and a spec without a base loss is over BCE:
+//! `plm` is PLM over BCE, `cb` class-balanced BCE, `plm+cb` both.
+//! Defaults: focal γ = 2 without α; ASL γ₊ = 0, γ₋ = 4, clip 0.05;
+//! β = 0.999; PLM as in [`PlmConfig::default`]. [`LossSpec`]'s `Display`
+//! writes every parameter, so a saved spec keeps its meaning even if a
+//! default changes.
+
+use crate::error::{Error, Result};
+use crate::loss::{AslOptions, ElementLoss};
+use crate::plm::{Divergence, PlmConfig, RhatInit};
+use std::fmt;
+use std::str::FromStr;
+
+const OP: &str = "LossSpec";
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::invalid(OP, msg)
+}
+
+/// The loss that the optional class-balanced weights and PLM apply to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BaseLoss {
+    /// A per-element sigmoid loss (BCE, focal, ASL), for multi-label or
+    /// one-hot targets.
+    Element(ElementLoss),
+    /// Softmax cross-entropy over class labels (single-label data only;
+    /// PLM, which masks per element, does not apply to it).
+    CrossEntropy,
+}
+
+/// A training objective: a base loss, optional class-balanced weights
+/// (effective number of samples, Cui et al. 2019) and optional Partial
+/// Label Masking on top. Parsed from and written as text (module docs).
+///
+/// ```
+/// use ferrite::train::LossSpec;
+///
+/// let spec: LossSpec = "plm(lambda=0.05)+asl(gamma_neg=2)".parse()?;
+/// assert_eq!(spec.plm.unwrap().lambda, 0.05);
+/// assert!(spec.class_balanced.is_none());
+/// // Every parameter is written out, and the text reads back the same.
+/// let text = spec.to_string();
+/// assert!(text.starts_with("plm(lambda=0.05,bins=10,"));
+/// assert_eq!(text.parse::<LossSpec>()?, spec);
+/// // Mistakes are errors that say what is wrong.
+/// let err = "plm+ce".parse::<LossSpec>().unwrap_err().to_string();
+/// assert!(err.contains("per-element"), "{err}");
+/// # Ok::<(), ferrite::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossSpec {
+    /// The base loss.
+    pub base: BaseLoss,
+    /// Class-balanced weights with this β ∈ [0, 1).
+    pub class_balanced: Option<f64>,
+    /// Partial Label Masking with these settings (its `seed` is replaced
+    /// by one derived from the run's seed).
+    pub plm: Option<PlmConfig>,
+}
+
+impl LossSpec {
+    /// `base` alone: no class-balanced weights, no PLM.
+    pub fn new(base: BaseLoss) -> Self {
+        LossSpec {
+            base,
+            class_balanced: None,
+            plm: None,
+        }
+    }
+
+    /// Binary cross-entropy with logits (`bce`).
+    pub fn bce() -> Self {
+        Self::new(BaseLoss::Element(ElementLoss::Bce))
+    }
+
+    /// Softmax cross-entropy (`ce`).
+    pub fn cross_entropy() -> Self {
+        Self::new(BaseLoss::CrossEntropy)
+    }
+
+    /// PLM over BCE with PLM's default settings (`plm`).
+    pub fn plm() -> Self {
+        Self::bce().with_plm(PlmConfig::default())
+    }
+
+    /// This spec with PLM `config` on top.
+    pub fn with_plm(mut self, config: PlmConfig) -> Self {
+        self.plm = Some(config);
+        self
+    }
+
+    /// This spec with class-balanced weights of parameter `beta`.
+    pub fn with_class_balanced(mut self, beta: f64) -> Self {
+        self.class_balanced = Some(beta);
+        self
+    }
+
+    /// Whether the base loss is softmax cross-entropy.
+    pub fn is_cross_entropy(&self) -> bool {
+        self.base == BaseLoss::CrossEntropy
+    }
+
+    /// Checks every parameter and the combination, with the same rules as
+    /// the losses themselves: the one place a loss's settings are checked.
+    pub fn validate(&self) -> Result<()> {
+        let term = |name: &'static str| move |e: Error| bad(format!("{name}: {}", plain(e)));
+        if let BaseLoss::Element(element) = self.base {
+            let name = match element {
+                ElementLoss::Bce => "bce",
+                ElementLoss::Focal { .. } => "focal",
+                ElementLoss::Asl(_) => "asl",
+            };
+            element.validate().map_err(term(name))?;
+        }
+        if let Some(beta) = self.class_balanced {
+            crate::loss::check_class_balanced_beta(beta).map_err(term("cb"))?;
+        }
+        if let Some(plm) = &self.plm {
+            if self.is_cross_entropy() {
+                return Err(bad(
+                    "PLM masks a per-element loss (bce, focal, asl), not softmax cross-entropy `ce`",
+                ));
+            }
+            plm.validate(OP).map_err(term("plm"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The message of an invalid-argument error without its op prefix.
+fn plain(e: Error) -> String {
+    match e {
+        Error::InvalidArgument { msg, .. } => msg,
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for LossSpec {
+    /// The spec with every parameter, e.g.
+    /// `plm(lambda=0.01,bins=10,init=ratio,divergence=pred-gt,standardize=true)+bce`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.plm {
+            write!(
+                f,
+                "plm(lambda={},bins={},init={},divergence={},standardize={}",
+                p.lambda, p.n_bins, p.init, p.divergence, p.standardize
+            )?;
+            let d = PlmConfig::default();
+            if p.rhat_min != d.rhat_min || p.rhat_max != d.rhat_max {
+                write!(f, ",rhat_min={},rhat_max={}", p.rhat_min, p.rhat_max)?;
+            }
+            f.write_str(")+")?;
+        }
+        if let Some(beta) = self.class_balanced {
+            write!(f, "cb(beta={beta})+")?;
+        }
+        match &self.base {
+            BaseLoss::Element(e) => f.write_str(&e.name()),
+            BaseLoss::CrossEntropy => f.write_str("ce"),
+        }
+    }
+}
+
+impl FromStr for LossSpec {
+    type Err = Error;
+
+    /// Reads the grammar of the module docs; the result is validated.
+    /// Errors quote the text.
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        parse(text).map_err(|e| bad(format!("`{text}`: {}", plain(e))))
+    }
+}
+
+/// [`LossSpec::from_str`] without the quoted text in errors.
+fn parse(text: &str) -> Result<LossSpec> {
+    if text.contains('/') {
+        return Err(bad(
+            "settings go in parentheses, e.g. `plm(init=balanced,lambda=0)` \
+             or `focal(gamma=1)` (the `loss/key=value` form is not read)",
+        ));
+    }
+    let mut base: Option<BaseLoss> = None;
+    let mut class_balanced = None;
+    let mut plm = None;
+    for term in split_terms(text)? {
+        let (name, params) = split_term(term)?;
+        let twice = |what: &str| bad(format!("{what} is named twice"));
+        match name {
+            "plm" => {
+                if plm.is_some() {
+                    return Err(twice("plm"));
+                }
+                plm = Some(plm_config(&params)?);
+            }
+            "cb" => {
+                if class_balanced.is_some() {
+                    return Err(twice("cb"));
+                }
+                class_balanced = Some(cb_beta(&params)?);
+            }
+            _ => {
+                if let Some(first) = base {
+                    return Err(bad(format!(
+                        "two base losses (`{}` and `{name}`): \
+                         combine one of bce, focal, asl, ce with plm and/or cb",
+                        LossSpec::new(first)
+                    )));
+                }
+                base = Some(if name == "ce" {
+                    no_params("ce", &params)?;
+                    BaseLoss::CrossEntropy
+                } else {
+                    BaseLoss::Element(element_loss(name, &params)?)
+                });
+            }
+        }
+    }
+    let spec = LossSpec {
+        base: base.unwrap_or(BaseLoss::Element(ElementLoss::Bce)),
+        class_balanced,
+        plm,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Splits `a(..)+b+c(..)` at the `+` outside parentheses (a `+` inside,
+/// as in `1e+3`, belongs to a value).
+fn split_terms(text: &str) -> Result<Vec<&str>> {
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.checked_sub(1).ok_or_else(|| bad("unmatched `)`"))?,
+            '+' if depth == 0 => {
+                terms.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(bad("missing `)`"));
+    }
+    terms.push(text[start..].trim());
+    if terms.iter().any(|t| t.is_empty()) {
+        return Err(bad(
+            "empty loss (expected e.g. bce, focal(gamma=2), plm+asl, cb+bce, ce)",
+        ));
+    }
+    Ok(terms)
+}
+
+/// `name(k=v,k=v)` → (`name`, [(k, v)]); `name` alone has no parameters.
+fn split_term(term: &str) -> Result<(&str, Vec<(&str, &str)>)> {
+    let Some((name, rest)) = term.split_once('(') else {
+        return Ok((term, Vec::new()));
+    };
+    let inner = rest
+        .strip_suffix(')')
+        .ok_or_else(|| bad(format!("`{term}`: text after `)`")))?;
+    let params = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| bad(format!("`{term}`: expected key=value, got `{p}`")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((name.trim(), params))
+}
+
+fn unknown_key(loss: &str, key: &str, expected: &str) -> Error {
+    bad(format!(
+        "unknown setting `{key}` for {loss} (expected {expected})"
+    ))
+}
+
+fn number(key: &str, value: &str) -> Result<f64> {
+    value
+        .parse()
+        .map_err(|_| bad(format!("{key} must be a number, got `{value}`")))
+}
+
+fn no_params(loss: &str, params: &[(&str, &str)]) -> Result<()> {
+    match params.first() {
+        Some((k, _)) => Err(bad(format!("{loss} takes no setting, got `{k}`"))),
+        None => Ok(()),
+    }
+}
+
+/// `bce`, `focal(..)` or `asl(..)` with its settings.
+fn element_loss(name: &str, params: &[(&str, &str)]) -> Result<ElementLoss> {
+    match name {
+        "bce" => no_params("bce", params).map(|_| ElementLoss::Bce),
+        "focal" => {
+            let (mut gamma, mut alpha) = (2.0, None);
+            for &(k, v) in params {
+                match k {
+                    "gamma" => gamma = number(k, v)?,
+                    "alpha" if v == "none" => alpha = None,
+                    "alpha" => alpha = Some(number(k, v)?),
+                    _ => return Err(unknown_key("focal", k, "gamma, alpha")),
+                }
+            }
+            Ok(ElementLoss::Focal { gamma, alpha })
+        }
+        "asl" => {
+            let mut o = AslOptions::default();
+            for &(k, v) in params {
+                match k {
+                    "gamma_pos" => o.gamma_pos = number(k, v)?,
+                    "gamma_neg" => o.gamma_neg = number(k, v)?,
+                    "clip" => o.clip = number(k, v)?,
+                    _ => return Err(unknown_key("asl", k, "gamma_pos, gamma_neg, clip")),
+                }
+            }
+            Ok(ElementLoss::Asl(o))
+        }
+        _ => Err(bad(format!(
+            "unknown loss `{name}` (expected bce, focal, asl or ce, optionally with plm and/or cb, e.g. plm+focal)"
+        ))),
+    }
+}
+
+/// β of `cb(beta=..)` (0.999 by default).
+fn cb_beta(params: &[(&str, &str)]) -> Result<f64> {
+    let mut beta = 0.999;
+    for &(k, v) in params {
+        match k {
+            "beta" => beta = number(k, v)?,
+            _ => return Err(unknown_key("cb", k, "beta")),
+        }
+    }
+    Ok(beta)
+}
+
+/// PLM's settings in `plm(..)` over [`PlmConfig::default`].
+fn plm_config(params: &[(&str, &str)]) -> Result<PlmConfig> {
+    let mut c = PlmConfig::default();
+    for &(k, v) in params {
+        match k {
+            "lambda" => c.lambda = number(k, v)?,
+            "bins" => {
+                c.n_bins = v
+                    .parse()
+                    .map_err(|_| bad(format!("bins must be a whole number, got `{v}`")))?
+            }
+            "init" => c.init = v.parse::<RhatInit>()?,
+            "divergence" => c.divergence = v.parse::<Divergence>()?,
+            "standardize" => {
+                c.standardize = v
+                    .parse()
+                    .map_err(|_| bad(format!("standardize must be true or false, got `{v}`")))?
+            }
+            "rhat_min" => c.rhat_min = number(k, v)?,
+            "rhat_max" => c.rhat_max = number(k, v)?,
+            _ => {
+                return Err(unknown_key(
+                    "plm",
+                    k,
+                    "lambda, bins, init, divergence, standardize, rhat_min, rhat_max",
+                ))
+            }
+        }
+    }
+    Ok(c)
+}
+
+impl serde::Serialize for LossSpec {
+    /// As its text (see `Display`).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LossSpec {
+    /// From its text, or from the object form that runs saved before the
+    /// loss grammar existed (`{"kind": "plm+focal", "focal_gamma": 2, ...}`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(SpecVisitor)
+    }
+}
+
+struct SpecVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SpecVisitor {
+    type Value = LossSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a loss such as \"bce\", \"focal(gamma=2)\" or \"plm+asl\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<LossSpec, E> {
+        text.parse().map_err(|e| E::custom(plain(e)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        map: A,
+    ) -> std::result::Result<LossSpec, A::Error> {
+        let legacy: super::config::legacy::LegacyLoss =
+            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        legacy
+            .into_spec()
+            .map_err(|e| serde::de::Error::custom(plain(e)))
+    }
+}
