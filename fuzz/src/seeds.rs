@@ -12,7 +12,7 @@ use ferrite::tensor::Tensor;
 use ferrite::train::config::{
     DataConfig, DatasetKind, LossKind, OptimizerKind, ScheduleKind, TrainConfig,
 };
-use ferrite::train::{Quiet, Trainer};
+use ferrite::train::{Quiet, Run};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -130,7 +130,7 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
     for (name, config) in [("mnist-bce", &bce), ("multimnist-plm-sgd", &plm)] {
         let dir = work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
-        let mut trainer = Trainer::new(config.clone(), &dir)?;
+        let mut trainer = Run::new(config.clone(), &dir)?;
         trainer.train_epoch(&mut Quiet)?;
         let ckpt = read(&dir.join("checkpoint.safetensors"));
         let log = read(&dir.join("log.jsonl"));

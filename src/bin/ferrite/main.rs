@@ -12,7 +12,7 @@ use args::RunArgs;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferrite::train::compare::{compare, Variant};
-use ferrite::train::run::{evaluate_checkpoint, Trainer};
+use ferrite::train::run::{evaluate_checkpoint, Run};
 use ferrite::train::LossKind;
 use ferrite::Device;
 use progress::Progress;
@@ -218,7 +218,7 @@ fn train(
                 ignored.join(", ")
             );
         }
-        let t = Trainer::resume_on(&out, device).map_err(|e| e.to_string())?;
+        let t = Run::resume_on(&out, device).map_err(|e| e.to_string())?;
         println!(
             "resuming {} after epoch {} of {}",
             out.display(),
@@ -229,7 +229,7 @@ fn train(
     } else {
         let loss: LossKind = loss.parse().map_err(|e: ferrite::Error| e.to_string())?;
         let config = run.to_config(loss, seed).map_err(|e| e.to_string())?;
-        Trainer::new_on(config, &out, device).map_err(|e| e.to_string())?
+        Run::new_on(config, &out, device).map_err(|e| e.to_string())?
     };
     let data = trainer.data();
     println!(
