@@ -106,7 +106,7 @@ impl Run {
             config.data.dir = dir;
         }
         // Checked before `build`, which loads or generates the data.
-        if usize::try_from(ckpt.epoch).map_or(true, |e| e > config.epochs) {
+        if !usize::try_from(ckpt.epoch).is_ok_and(|e| e <= config.epochs) {
             return Err(Error::CorruptFile {
                 path: path.display().to_string(),
                 msg: format!(

@@ -141,7 +141,7 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             improved: false,
             stopped_early: false,
         };
-        self.update_monitors(&mut record, observer)?;
+        let notes = self.update_monitors(&mut record)?;
         let json = record.to_json();
         if let Some(dir) = &self.out_dir {
             if record.improved {
@@ -151,6 +151,9 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             self.save(CHECKPOINT_FILE)?;
         }
         observer.epoch_finished(&json);
+        for note in notes {
+            observer.info(&note);
+        }
         Ok(record)
     }
 
@@ -253,18 +256,16 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         Ok(values)
     }
 
-    /// Feeds the record to the best-checkpoint and early-stopping trackers.
-    fn update_monitors(
-        &mut self,
-        record: &mut EpochRecord,
-        observer: &mut dyn Observer,
-    ) -> Result<()> {
+    /// Feeds the record to the best-checkpoint and early-stopping trackers;
+    /// returns the notes for the observer.
+    fn update_monitors(&mut self, record: &mut EpochRecord) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
         let json = record.to_json();
         if let Some((monitor, tracker)) = &mut self.best {
             let value = monitor.value_in(&json)?;
             record.improved = tracker.observe(monitor, value, record.epoch);
             if record.improved && self.out_dir.is_some() {
-                observer.info(&format!(
+                notes.push(format!(
                     "epoch {}: {} = {value}, the best so far: saved {BEST_CHECKPOINT_FILE}",
                     record.epoch, monitor.metric
                 ));
@@ -276,12 +277,12 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             if tracker.bad_epochs >= early.patience && self.epochs_done < self.epochs {
                 self.stopped_early = true;
                 record.stopped_early = true;
-                observer.info(&format!(
+                notes.push(format!(
                     "early stopping after epoch {}: {} has not improved for {} epoch(s)",
                     record.epoch, early.monitor.metric, tracker.bad_epochs
                 ));
             }
         }
-        Ok(())
+        Ok(notes)
     }
 }

@@ -400,7 +400,8 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         (stored != threads && !self.is_finished()).then(|| {
             format!(
                 "the checkpoint was written with {stored} worker thread(s) and training continues with {threads}: \
-                 results will not be bit-identical to an uninterrupted run (use --threads {stored} for that)"
+                 results will not be bit-identical to an uninterrupted run \
+                 (train with {stored} worker thread(s) for that: --threads {stored} on the command line)"
             )
         })
     }
