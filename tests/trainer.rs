@@ -12,11 +12,12 @@ use ferrite::ops::{Conv2dParams, Pool2dParams};
 use ferrite::optim::{Adam, AdamConfig, ParamGroup, Sgd, SgdConfig};
 use ferrite::rand::{rngs::StdRng, SeedableRng};
 use ferrite::train::trainer::{
-    Accuracy, EarlyStopping, Metric, Monitor, Quiet, Trainer, BEST_CHECKPOINT_FILE,
+    Accuracy, Criterion, EarlyStopping, Metric, Monitor, Quiet, Trainer, BEST_CHECKPOINT_FILE,
     CHECKPOINT_FILE, LOG_FILE,
 };
 use ferrite::{Error, Result, Tensor};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -394,5 +395,75 @@ fn errors_of_the_loss_and_of_the_setup_are_errors_not_panics() {
     let mut trainer = adam_trainer(1e-3).best_checkpoint(Monitor::min("train_loss"));
     let err = trainer.fit(&mut train, None, &mut Quiet).unwrap_err();
     assert!(err.to_string().contains("output folder"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Cross-entropy that counts its batches: the count goes into every
+/// record and into the checkpoint.
+struct Counting(u64);
+
+impl Criterion for Counting {
+    fn loss(&mut self, output: &Tensor, batch: &Batch) -> Result<Tensor> {
+        self.0 += 1;
+        cross_entropy_loss(output, batch)
+    }
+    fn validation_loss(&mut self, _: &Tensor, _: &Batch) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    fn end_epoch(&mut self) -> Result<Map<String, Value>> {
+        Ok([("batches".to_string(), Value::from(self.0))]
+            .into_iter()
+            .collect())
+    }
+    fn state(&self) -> Result<BTreeMap<String, String>> {
+        Ok([("counting.batches".to_string(), self.0.to_string())].into())
+    }
+    fn load_state(&mut self, metadata: &BTreeMap<String, String>) -> Result<()> {
+        let text = metadata
+            .get("counting.batches")
+            .ok_or_else(|| Error::InvalidArgument {
+                op: "Counting",
+                msg: "no count".into(),
+            })?;
+        self.0 = text.parse().map_err(|_| Error::InvalidArgument {
+            op: "Counting",
+            msg: format!("bad count {text:?}"),
+        })?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_criterion_adds_to_the_record_and_its_state_survives_a_resume() {
+    let counting_trainer = || {
+        let model = Net::new(0);
+        let opt = Adam::new(
+            vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
+            AdamConfig::default(),
+        )
+        .unwrap();
+        Trainer::with_criterion(model, opt, Counting(0))
+            .unwrap()
+            .epochs(2)
+            .metric(Accuracy::new())
+    };
+    let dir = scratch("criterion");
+    let (mut train, mut val) = loaders();
+    let mut first = counting_trainer().output(&dir).unwrap();
+    let record = first
+        .train_epoch(&mut train, Some(&mut val), &mut Quiet)
+        .unwrap();
+    assert_eq!(record.extra["batches"], 8, "512 images in batches of 64");
+    // No validation loss from this criterion, only the metric.
+    assert_eq!(record.validation("loss"), None);
+    assert!(record.validation("accuracy").is_some());
+    drop(first);
+    let mut resumed = counting_trainer().resume(&dir).unwrap();
+    assert_eq!(resumed.criterion().0, 8);
+    resumed.fit(&mut train, Some(&mut val), &mut Quiet).unwrap();
+    let log = log_of(&dir);
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1]["batches"], 16);
+    assert!(log[1]["val"].get("loss").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
