@@ -12,8 +12,8 @@ use ferrite::ops::{Conv2dParams, Pool2dParams};
 use ferrite::optim::{Adam, AdamConfig, ParamGroup, Sgd, SgdConfig};
 use ferrite::rand::{rngs::StdRng, SeedableRng};
 use ferrite::train::trainer::{
-    Accuracy, Criterion, EarlyStopping, Metric, Monitor, Quiet, Trainer, BEST_CHECKPOINT_FILE,
-    CHECKPOINT_FILE, LOG_FILE,
+    Accuracy, Criterion, EarlyStopping, Metric, Monitor, Quiet, TrainOptimizer, Trainer,
+    BEST_CHECKPOINT_FILE, CHECKPOINT_FILE, LOG_FILE,
 };
 use ferrite::{Error, Result, Tensor};
 use serde_json::{Map, Value};
@@ -347,11 +347,14 @@ fn errors_of_the_loss_and_of_the_setup_are_errors_not_panics() {
 
     // A loss that is not a scalar.
     let model = Net::new(0);
-    let opt = Sgd::new(
-        vec![ParamGroup::new(model.parameters(), 0.1, 0.0)],
-        SgdConfig::default(),
-    )
-    .unwrap();
+    // A boxed optimizer (chosen at run time) works as the optimizer itself.
+    let opt: Box<dyn TrainOptimizer> = Box::new(
+        Sgd::new(
+            vec![ParamGroup::new(model.parameters(), 0.1, 0.0)],
+            SgdConfig::default(),
+        )
+        .unwrap(),
+    );
     let mut trainer =
         Trainer::new(model, opt, |logits: &Tensor, _: &Batch| Ok(logits.clone())).unwrap();
     let err = trainer.fit(&mut train, None, &mut Quiet).unwrap_err();

@@ -10,7 +10,8 @@
 //!   checkpoints, exact resume, progress callbacks;
 //! - [`run`]: a configured [`Run`] in an output folder (the ResNet,
 //!   optimizer, objective and data its configuration names, PLM updates,
-//!   test-set evaluation, reports), trained by the generic trainer;
+//!   test-set evaluation, reports), trained by the generic trainer, with
+//!   [`run_criterion`] making the run's objective a criterion;
 //! - [`evaluation`], [`report`], [`svg`]: metrics and the files a run
 //!   leaves behind (`report.md`, `report.json`, `per_class.svg`);
 //! - [`compare`]: several objectives × seeds in one table and chart.

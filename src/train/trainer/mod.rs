@@ -13,6 +13,20 @@
 //! - [`Observer`]: progress callbacks;
 //! - [`EpochRecord`], [`History`]: what training did.
 //!
+//! Coming from PyTorch Lightning or Keras:
+//!
+//! | there | here |
+//! |---|---|
+//! | `model.to(device)`, then `Adam(model.parameters())` | `model.to_device(device)?`, then `Adam::new(..)` over `model.parameters()` |
+//! | `trainer.fit(model, train_dl, val_dl)` | `trainer.fit(&mut train, Some(&mut val), &mut observer)?` |
+//! | `ModelCheckpoint(monitor="val_acc", mode="max")` | `.best_checkpoint(Monitor::max("val.accuracy"))` |
+//! | `EarlyStopping(monitor="val_loss", patience=3, min_delta=1e-3)` | `.early_stopping(EarlyStopping::new(Monitor::min("val.loss").min_delta(1e-3), 3))` |
+//! | `fit(..., ckpt_path="last")` | `Trainer::new(..)?.resume(dir)?` |
+//! | an epoch-wise LR scheduler | `.schedule(CosineAnnealing { .. })` |
+//! | `gradient_clip_val=1.0` | `.clip_grad_norm(Some(1.0))` |
+//! | `precision="bf16-mixed"` | `.precision(Precision::Bf16)` |
+//! | callbacks | an [`Observer`] |
+//!
 //! The trainer trains on the device of the model's parameters: move the
 //! model ([`Module::to_device`]) before building its optimizer, and every
 //! batch follows it there. An optimizer holding tensors that are not the
@@ -61,6 +75,38 @@ use std::path::{Path, PathBuf};
 pub trait TrainOptimizer: Optimizer + CheckpointOptimizer {}
 
 impl<T: Optimizer + CheckpointOptimizer> TrainOptimizer for T {}
+
+/// A boxed optimizer (e.g. one chosen at run time) trains like the optimizer.
+impl Optimizer for Box<dyn TrainOptimizer> {
+    fn step(&mut self, grads: &crate::GradStore) -> Result<()> {
+        (**self).step(grads)
+    }
+    fn groups(&self) -> &[crate::optim::ParamGroup] {
+        (**self).groups()
+    }
+    fn set_lr(&mut self, group: usize, lr: f64) {
+        (**self).set_lr(group, lr)
+    }
+    fn lr(&self, group: usize) -> f64 {
+        (**self).lr(group)
+    }
+    fn steps(&self) -> u64 {
+        (**self).steps()
+    }
+}
+
+/// A boxed optimizer checkpoints like the optimizer.
+impl CheckpointOptimizer for Box<dyn TrainOptimizer> {
+    fn checkpoint_state(&self) -> Result<crate::checkpoint::OptimizerState> {
+        (**self).checkpoint_state()
+    }
+    fn restore_checkpoint_state(
+        &mut self,
+        state: &crate::checkpoint::OptimizerState,
+    ) -> Result<()> {
+        (**self).restore_checkpoint_state(state)
+    }
+}
 
 /// Trains a model epoch by epoch (see the [module docs](self)).
 ///
