@@ -36,10 +36,16 @@
 //! `checkpoint.safetensors` (after every epoch, atomically: model,
 //! optimizer state, epoch, the criterion's state, the best value and
 //! early-stopping counters) and, with a best checkpoint,
-//! `best.safetensors`. A resumed run trains exactly as an uninterrupted
-//! one: shuffles and augmentations are drawn from `(seed, epoch)`. (A
-//! [`Dropout`](crate::nn::Dropout) layer's generator is not in the
-//! checkpoint: models with dropout resume with fresh draws.)
+//! `best.safetensors`. A run resumed on the same device with the same
+//! worker-thread count trains bit-identically to an uninterrupted one:
+//! shuffles and augmentations are drawn from `(seed, epoch)`, and anything
+//! else is a warning to the observer. (A [`Dropout`](crate::nn::Dropout)
+//! layer's generator is not in the checkpoint: models with dropout resume
+//! with fresh draws.)
+//!
+//! On a GPU the host never waits for a training step: the losses stay on
+//! the device and are read back [`LOSS_READ_INTERVAL`] batches at a time
+//! (each still checked for NaN and reported to the observer).
 
 mod criterion;
 mod files;
