@@ -374,7 +374,7 @@ fn half_done_run(dir: &Path, threads: usize) {
         .build()
         .unwrap()
         .install(|| {
-            let mut trainer = ferrite::train::Trainer::new(config, dir).unwrap();
+            let mut trainer = ferrite::train::Run::new(config, dir).unwrap();
             trainer.train_epoch(&mut ferrite::train::Quiet).unwrap();
         });
 }

@@ -76,3 +76,64 @@ fn plm_training_steps_download_nothing() {
         assert!(gpu.transfer_stats().downloads > after.downloads);
     }
 }
+
+#[test]
+fn a_trainer_epoch_on_the_device_downloads_nothing_between_batches() {
+    use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
+    use ferrite::data::{ImageDataset, Labels};
+    use ferrite::nn::{Flatten, Linear, Sequential};
+    use ferrite::train::trainer::{Quiet, Trainer, LOSS_READ_INTERVAL};
+    for device in devices() {
+        let Device::Cuda(ordinal) = device else {
+            continue;
+        };
+        let gpu = ferrite::backend::cuda::device(ordinal).unwrap();
+        // Fewer batches than LOSS_READ_INTERVAL: the losses are read once, at the end.
+        let batches = 8;
+        assert!(batches < LOSS_READ_INTERVAL);
+        let labels: Vec<u32> = (0..4 * batches as u32).map(|i| i % 3).collect();
+        let data = ImageDataset {
+            images: (0..labels.len() * 16)
+                .map(|i| (i * 37 % 251) as u8)
+                .collect(),
+            channels: 1,
+            height: 4,
+            width: 4,
+            num_classes: 3,
+            labels: Labels::Single(labels),
+            name: "toy".into(),
+        };
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut model = Sequential::new()
+            .with(Flatten)
+            .with(Linear::new(16, 3, true, &mut rng).unwrap());
+        model.to_device(device).unwrap();
+        let opt = Adam::new(
+            vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
+            AdamConfig::default(),
+        )
+        .unwrap();
+        // Transfer counters when each batch's loss is computed.
+        let mut seen = Vec::new();
+        let loss = |logits: &Tensor, batch: &Batch| {
+            seen.push(gpu.transfer_stats());
+            ElementLoss::Bce.compute(logits, &batch.targets, None, Reduction::Mean)
+        };
+        let mut trainer = Trainer::new(model, opt, loss)
+            .unwrap()
+            .clip_grad_norm(Some(1.0));
+        let mut loader = DataLoader::new(&data, LoaderConfig::training(4, 0)).unwrap();
+        trainer.fit(&mut loader, None, &mut Quiet).unwrap();
+        drop(trainer);
+        assert_eq!(seen.len(), batches);
+        // From the second batch on (the first loads kernels), no download
+        // and no synchronisation until the epoch's losses are read.
+        let (first, last) = (&seen[1], &seen[batches - 1]);
+        assert_eq!(
+            (last.downloads, last.synchronizations),
+            (first.downloads, first.synchronizations),
+            "training steps waited for the device: {first:?} → {last:?}"
+        );
+        assert!(gpu.transfer_stats().downloads > last.downloads);
+    }
+}

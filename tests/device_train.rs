@@ -480,7 +480,7 @@ fn tiny_run_config() -> ferrite::train::config::TrainConfig {
 
 #[test]
 fn a_run_resumed_on_the_device_continues_bit_identically() {
-    use ferrite::train::run::{Quiet, Trainer};
+    use ferrite::train::run::{Quiet, Run};
     for device in devices() {
         let dir = |name: &str| {
             let d =
@@ -489,17 +489,17 @@ fn a_run_resumed_on_the_device_continues_bit_identically() {
             d
         };
         let (straight_dir, split_dir) = (dir("straight"), dir("split"));
-        let mut straight = Trainer::new_on(tiny_run_config(), &straight_dir, device).unwrap();
+        let mut straight = Run::new_on(tiny_run_config(), &straight_dir, device).unwrap();
         straight.run(&mut Quiet).unwrap();
-        let mut first = Trainer::new_on(tiny_run_config(), &split_dir, device).unwrap();
+        let mut first = Run::new_on(tiny_run_config(), &split_dir, device).unwrap();
         first.train_epoch(&mut Quiet).unwrap();
         drop(first);
         // Continuing on another device is allowed, with a warning.
-        let on_cpu = Trainer::resume_on(&split_dir, Device::Cpu).unwrap();
+        let on_cpu = Run::resume_on(&split_dir, Device::Cpu).unwrap();
         let warning = on_cpu.device_warning().expect("a warning");
         assert!(warning.contains(&device.to_string()), "{warning}");
         drop(on_cpu);
-        let mut resumed = Trainer::resume_on(&split_dir, device).unwrap();
+        let mut resumed = Run::resume_on(&split_dir, device).unwrap();
         assert_eq!(resumed.device_warning(), None, "same device: no warning");
         resumed.run(&mut Quiet).unwrap();
         for (a, b) in described(straight.model())

@@ -4,7 +4,7 @@
 
 use ferrite::nn;
 use ferrite::train::config::{DataConfig, DatasetKind, TrainConfig};
-use ferrite::train::run::{evaluate_checkpoint, Quiet, Trainer, CHECKPOINT_FILE, LOG_FILE};
+use ferrite::train::run::{evaluate_checkpoint, Quiet, Run, CHECKPOINT_FILE, LOG_FILE};
 use ferrite::Device;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +33,7 @@ fn tiny_config(loss: &str, epochs: usize) -> TrainConfig {
     config
 }
 
-fn params_of(trainer: &Trainer) -> Vec<Vec<f32>> {
+fn params_of(trainer: &Run) -> Vec<Vec<f32>> {
     nn::state_dict(trainer.model())
         .into_iter()
         .map(|(_, t)| {
@@ -48,7 +48,7 @@ fn params_of(trainer: &Trainer) -> Vec<Vec<f32>> {
 #[test]
 fn a_run_writes_its_report_log_and_checkpoint() {
     let dir = scratch("files");
-    let mut trainer = Trainer::new(tiny_config("plm", 1), &dir).unwrap();
+    let mut trainer = Run::new(tiny_config("plm", 1), &dir).unwrap();
     let summary = trainer.run(&mut Quiet).unwrap();
     for f in [
         "config.json",
@@ -82,7 +82,7 @@ fn a_run_writes_its_report_log_and_checkpoint() {
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
     assert!(summary.markdown().contains("| class | train positives"));
     // A second run into the same folder is refused; the first is intact.
-    let err = Trainer::new(tiny_config("bce", 1), &dir)
+    let err = Run::new(tiny_config("bce", 1), &dir)
         .err()
         .expect("overwriting a run must fail")
         .to_string();
@@ -101,14 +101,14 @@ fn a_run_writes_its_report_log_and_checkpoint() {
 #[test]
 fn resume_continues_bit_identically_with_plm_state() {
     let straight_dir = scratch("straight");
-    let mut straight = Trainer::new(tiny_config("plm", 2), &straight_dir).unwrap();
+    let mut straight = Run::new(tiny_config("plm", 2), &straight_dir).unwrap();
     straight.run(&mut Quiet).unwrap();
 
     let split_dir = scratch("split");
-    let mut first = Trainer::new(tiny_config("plm", 2), &split_dir).unwrap();
+    let mut first = Run::new(tiny_config("plm", 2), &split_dir).unwrap();
     first.train_epoch(&mut Quiet).unwrap();
     drop(first); // the process "dies" after epoch 1
-    let mut resumed = Trainer::resume(&split_dir).unwrap();
+    let mut resumed = Run::resume(&split_dir).unwrap();
     assert_eq!(resumed.epochs_done(), 1);
     resumed.run(&mut Quiet).unwrap();
 
@@ -160,7 +160,7 @@ fn every_loss_trains_a_step_on_multilabel_and_single_label_data() {
         let mut config = tiny_config(loss, 1);
         config.data.train_size = 64;
         config.data.test_size = 32;
-        let record = Trainer::new(config, &dir)
+        let record = Run::new(config, &dir)
             .unwrap()
             .train_epoch(&mut Quiet)
             .unwrap();
@@ -211,7 +211,7 @@ fn a_missing_dataset_folder_is_named_in_the_error() {
     let mut config = tiny_config("bce", 1);
     config.data.dir = PathBuf::from("/nonexistent/mnist");
     let dir = scratch("missing");
-    let err = Trainer::new(config, &dir).err().unwrap().to_string();
+    let err = Run::new(config, &dir).err().unwrap().to_string();
     assert!(err.contains("/nonexistent/mnist"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

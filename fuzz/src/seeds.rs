@@ -10,7 +10,7 @@ use ferrite::optim::{Adam, AdamConfig, ParamGroup, Sgd, SgdConfig};
 use ferrite::plm::{Plm, PlmConfig};
 use ferrite::tensor::Tensor;
 use ferrite::train::config::{DataConfig, DatasetKind, OptimizerKind, ScheduleKind, TrainConfig};
-use ferrite::train::{LossSpec, Quiet, Trainer};
+use ferrite::train::{LossSpec, Quiet, Run};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -130,7 +130,7 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
     for (name, config) in [("mnist-bce", &bce), ("multimnist-plm-sgd", &plm)] {
         let dir = work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
-        let mut trainer = Trainer::new(config.clone(), &dir)?;
+        let mut trainer = Run::new(config.clone(), &dir)?;
         trainer.train_epoch(&mut Quiet)?;
         let ckpt = read(&dir.join("checkpoint.safetensors"));
         let log = read(&dir.join("log.jsonl"));

@@ -5,7 +5,7 @@
 use super::config::TrainConfig;
 use super::loss_spec::LossSpec;
 use super::report::{RunSummary, REPORT_JSON};
-use super::run::{Observer, Trainer, CHECKPOINT_FILE};
+use super::run::{Observer, Run, CHECKPOINT_FILE};
 use super::svg::{per_class_chart, Series};
 use crate::error::{Error, Result};
 use crate::tensor::Device;
@@ -168,7 +168,7 @@ fn check_existing_run(dir: &Path, config: &TrainConfig) -> Result<()> {
     let stored = if report.exists() {
         read_summary(&report)?.config
     } else if checkpoint.exists() {
-        Trainer::config_of_checkpoint(&checkpoint)?.to_json()
+        Run::config_of_checkpoint(&checkpoint)?.to_json()
     } else {
         return Ok(());
     };
@@ -260,9 +260,9 @@ pub fn compare(
             } else {
                 let mut obs = observer(&format!("{} seed {seed}", variant.label));
                 let mut trainer = if dir.join(CHECKPOINT_FILE).exists() {
-                    Trainer::resume_on(&dir, device)?
+                    Run::resume_on(&dir, device)?
                 } else {
-                    Trainer::new_on(config, &dir, device)?
+                    Run::new_on(config, &dir, device)?
                 };
                 trainer.run(obs.as_mut())?
             };

@@ -1,6 +1,6 @@
 //! The training losses of an epoch, read back from the device in groups.
 
-use super::run::Observer;
+use super::trainer::Observer;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Device, Tensor};
 

@@ -5,17 +5,23 @@
 //! - [`LossSpec`]: the objective in one grammar (`plm+focal(gamma=2)`);
 //! - [`datasets`], [`model`], [`objective`], [`optimizer`]: building the
 //!   pieces a configuration names;
-//! - [`run`]: the [`Trainer`] (epochs, PLM updates, evaluation, JSONL log,
-//!   atomic checkpoints, `resume`);
+//! - [`trainer`]: the generic [`Trainer`] of any [`Module`](crate::nn::Module)
+//!   with a loss closure or a [`Criterion`](trainer::Criterion): validation
+//!   metrics, best checkpoint, early stopping, JSONL log, atomic
+//!   checkpoints, exact resume, progress callbacks;
+//! - [`run`]: a configured [`Run`] in an output folder (the ResNet,
+//!   optimizer, objective and data its configuration names, PLM updates,
+//!   test-set evaluation, reports), trained by the generic trainer, with
+//!   [`run_criterion`] making the run's objective a criterion;
 //! - [`evaluation`], [`report`], [`svg`]: metrics and the files a run
 //!   leaves behind (`report.md`, `report.json`, `per_class.svg`);
 //! - [`compare`]: several objectives × seeds in one table and chart.
 //!
 //! ```no_run
-//! use ferrite::train::{config::*, run::{Trainer, Quiet}};
+//! use ferrite::train::{config::*, run::{Run, Quiet}};
 //! let mut config = TrainConfig::new(DataConfig::new(DatasetKind::MultiMnistLt), "resnet8", "plm".parse()?);
 //! config.epochs = 5;
-//! let summary = Trainer::new(config, "runs/plm")?.run(&mut Quiet)?;
+//! let summary = Run::new(config, "runs/plm")?.run(&mut Quiet)?;
 //! println!("{}", summary.markdown());
 //! # Ok::<(), ferrite::Error>(())
 //! ```
@@ -31,12 +37,16 @@ pub mod objective;
 pub mod optimizer;
 pub mod report;
 pub mod run;
+pub mod run_criterion;
+mod run_metric;
 mod scoring;
 pub mod svg;
+pub mod trainer;
 
 pub use config::{DataConfig, DatasetKind, TrainConfig};
 pub use loss_spec::{BaseLoss, LossSpec};
-pub use run::{Observer, Quiet, Trainer};
+pub use run::Run;
+pub use trainer::{Observer, Quiet, Trainer};
 
 /// Writes `text` to `path` atomically (see [`crate::checkpoint::write_atomic`]).
 pub(crate) fn write_text(path: &std::path::Path, text: &str) -> crate::Result<()> {

@@ -11,7 +11,7 @@ use ferrite::data::cifar::{read_cifar100_file, read_cifar10_file, Cifar100Label}
 use ferrite::data::idx::{parse_idx, read_idx, IdxArray};
 use ferrite::data::{mnist, ImageDataset};
 use ferrite::train::datasets::channel_stats;
-use ferrite::train::Trainer;
+use ferrite::train::Run;
 use std::io::Read;
 use std::time::Duration;
 
@@ -281,11 +281,11 @@ pub const CHECKPOINT: Target = Target {
     },
 };
 
-/// Resuming a run ([`Trainer::resume`]) from a checkpoint and log; the
+/// Resuming a run ([`Run::resume`]) from a checkpoint and log; the
 /// stored data folder is the tiny MNIST of [`tiny::data_dir`].
 pub const RESUME: Target = Target {
     name: "resume",
-    about: "resuming a run from its checkpoint and log (train::Trainer::resume)",
+    about: "resuming a run from its checkpoint and log (train::Run::resume)",
     parts: &[
         Part {
             file: "checkpoint.safetensors",
@@ -308,7 +308,7 @@ fn run_resume(s: &Scratch, input: &Input) -> Verdict {
     }
     s.write("run/checkpoint.safetensors", &input[0]);
     s.write("run/log.jsonl", &input[1]);
-    Verdict::of(Trainer::resume(s.dir().join("run")), |t| {
+    Verdict::of(Run::resume(s.dir().join("run")), |t| {
         let config = t.config();
         if let Err(e) = config.validate() {
             return Verdict::Invalid("resume: stored config invalid", e.to_string());

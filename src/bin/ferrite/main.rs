@@ -12,7 +12,7 @@ use args::RunArgs;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferrite::train::compare::{compare, Variant};
-use ferrite::train::run::{evaluate_checkpoint, Trainer};
+use ferrite::train::run::{evaluate_checkpoint, Run};
 use ferrite::train::LossSpec;
 use ferrite::Device;
 use progress::Progress;
@@ -239,7 +239,7 @@ fn train(request: TrainRequest, device: Device) -> Result<(), String> {
                 given.join(", ")
             ));
         }
-        let t = Trainer::resume_on(&out, device).map_err(|e| e.to_string())?;
+        let t = Run::resume_on(&out, device).map_err(|e| e.to_string())?;
         println!(
             "resuming {} after epoch {} of {}",
             out.display(),
@@ -251,7 +251,7 @@ fn train(request: TrainRequest, device: Device) -> Result<(), String> {
         let loss: LossSpec = loss.parse().map_err(|e: ferrite::Error| e.to_string())?;
         let config = run.to_config(loss, seed).map_err(|e| e.to_string())?;
         refuse(args::without_effect(&given, &config))?;
-        Trainer::new_on(config, &out, device).map_err(|e| e.to_string())?
+        Run::new_on(config, &out, device).map_err(|e| e.to_string())?
     };
     let data = trainer.data();
     println!(

@@ -63,6 +63,10 @@ impl Observer for Progress {
         eprintln!("{}: warning: {message}", self.label);
     }
 
+    fn info(&mut self, message: &str) {
+        println!("{}: {message}", self.label);
+    }
+
     fn epoch_finished(&mut self, record: &Value) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();

@@ -1,0 +1,288 @@
+//! The loop itself: epochs of training batches, validation, the monitors,
+//! the log line and the checkpoints.
+
+use super::files::{append_log, BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};
+use super::{Criterion, EpochRecord, History, Observer, Trainer};
+use crate::data::loader::{Batch, DataLoader};
+use crate::error::{Error, Result};
+use crate::nn::Module;
+use crate::optim::clip_grad_norm_;
+use crate::tensor::{DType, Device, Tensor};
+use crate::train::loss_log::LossLog;
+use std::time::Instant;
+
+/// `batch` with its tensors on `device` (uploads are queued on the
+/// device's stream behind the previous step's kernels).
+fn batch_on(batch: Batch, device: Device) -> Result<Batch> {
+    let to = |t: Tensor| -> Result<Tensor> {
+        if t.device() == device {
+            Ok(t)
+        } else {
+            t.to_device(device)
+        }
+    };
+    Ok(Batch {
+        x: to(batch.x)?,
+        targets: to(batch.targets)?,
+        labels: batch.labels.map(to).transpose()?,
+        indices: batch.indices,
+    })
+}
+
+impl<M: Module, C: Criterion> Trainer<M, C> {
+    /// Trains the remaining epochs on `train` (shuffled by its seed and the
+    /// epoch number), validating on `validation` after each, until all
+    /// epochs are done or early stopping ends training. Warns the
+    /// observer first when the run continues on another device or thread
+    /// count than its checkpoint's.
+    pub fn fit(
+        &mut self,
+        train: &mut DataLoader<'_>,
+        mut validation: Option<&mut DataLoader<'_>>,
+        observer: &mut dyn Observer,
+    ) -> Result<History> {
+        self.check_monitors(validation.is_some())?;
+        let warnings = [
+            self.thread_count_warning(rayon::current_num_threads()),
+            self.device_warning(),
+        ];
+        for msg in warnings.into_iter().flatten() {
+            observer.warning(&msg);
+        }
+        let mut history = History::default();
+        while !self.is_finished() {
+            let record = self.train_epoch(train, validation.as_deref_mut(), observer)?;
+            history.records.push(record);
+        }
+        history.stopped_early = self.stopped_early;
+        history.best = self.best();
+        Ok(history)
+    }
+
+    /// Refuses monitors that cannot work: a best checkpoint without an
+    /// output folder, a validation value without validation.
+    fn check_monitors(&self, validates: bool) -> Result<()> {
+        const OP: &str = "Trainer::fit";
+        let monitors = self
+            .best
+            .iter()
+            .map(|(m, _)| m)
+            .chain(self.early.iter().map(|(e, _)| &e.monitor));
+        for m in monitors {
+            m.validate(OP)?;
+            let section = m.metric.split('.').next().unwrap_or_default();
+            if section == self.validation_name && !validates {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "`{}` is a validation value, and no validation loader was given",
+                        m.metric
+                    ),
+                ));
+            }
+        }
+        if self.best.is_some() && self.out_dir.is_none() {
+            return Err(Error::invalid(
+                OP,
+                "a best checkpoint needs an output folder (Trainer::output)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Trains one epoch, ends it for the criterion, validates, updates the
+    /// best checkpoint and early stopping, appends the log line and writes
+    /// the checkpoint (with an output folder). An error once training is
+    /// over.
+    pub fn train_epoch(
+        &mut self,
+        train: &mut DataLoader<'_>,
+        validation: Option<&mut DataLoader<'_>>,
+        observer: &mut dyn Observer,
+    ) -> Result<EpochRecord> {
+        if self.is_finished() {
+            return Err(Error::invalid(
+                "Trainer::train_epoch",
+                format!(
+                    "training is over ({} of {} epochs{})",
+                    self.epochs_done,
+                    self.epochs,
+                    if self.stopped_early {
+                        ", stopped early"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        self.check_monitors(validation.is_some())?;
+        let epoch = self.epochs_done;
+        if let Some(schedule) = &self.schedule {
+            self.optimizer.apply_schedule(schedule.as_ref(), epoch);
+        }
+        let lr = self.optimizer.lr(0);
+        let (loss_sum, images, train_seconds) = self.train_batches(train, epoch, lr, observer)?;
+        let extra = self.criterion.end_epoch()?;
+        let validation = match validation {
+            Some(loader) => self.validate(loader)?,
+            None => Vec::new(),
+        };
+        self.seconds += train_seconds;
+        self.epochs_done += 1;
+        let mut record = EpochRecord {
+            epoch: self.epochs_done,
+            lr,
+            train_loss: loss_sum / images as f64,
+            train_seconds,
+            images_per_sec: images as f64 / train_seconds.max(1e-9),
+            validation_name: self.validation_name.clone(),
+            validation,
+            extra,
+            improved: false,
+            stopped_early: false,
+        };
+        let notes = self.update_monitors(&mut record)?;
+        let json = record.to_json();
+        if let Some(dir) = &self.out_dir {
+            if record.improved {
+                self.save(BEST_CHECKPOINT_FILE)?;
+            }
+            append_log(dir, &json)?;
+            self.save(CHECKPOINT_FILE)?;
+        }
+        observer.epoch_finished(&json);
+        for note in notes {
+            observer.info(&note);
+        }
+        Ok(record)
+    }
+
+    /// The training batches of epoch `epoch`: `(Σ loss·n, images, seconds)`.
+    fn train_batches(
+        &mut self,
+        train: &mut DataLoader<'_>,
+        epoch: usize,
+        lr: f64,
+        observer: &mut dyn Observer,
+    ) -> Result<(f64, usize, f64)> {
+        observer.epoch_started(epoch + 1, self.epochs, train.num_batches());
+        self.model.set_training(true);
+        let params = self.model.parameters();
+        let start = Instant::now();
+        let mut losses = LossLog::new(self.device, epoch, lr);
+        for batch in train.epoch(epoch) {
+            let batch = batch_on(batch?, self.device)?;
+            let n = batch.len();
+            let (model, criterion) = (&self.model, &mut self.criterion);
+            let (loss, mut grads) = crate::autocast(self.precision, || -> Result<_> {
+                let output = model.forward(&batch.x)?;
+                let loss = criterion.loss(&output, &batch)?;
+                if loss.numel() != 1 {
+                    return Err(Error::invalid(
+                        "Trainer::train_epoch",
+                        format!("the loss must be a scalar, got shape {:?}", loss.shape()),
+                    ));
+                }
+                let grads = loss.backward()?;
+                Ok((loss, grads))
+            })?;
+            if let Some(max_norm) = self.clip_grad_norm {
+                clip_grad_norm_(&mut grads, &params, max_norm)?;
+            }
+            self.optimizer.step(&grads)?;
+            losses.push(loss.detach(), n, observer)?;
+        }
+        let (loss_sum, images) = losses.finish(observer)?;
+        if images == 0 {
+            return Err(Error::invalid(
+                "Trainer::train_epoch",
+                "the training loader gave no batch (an empty dataset, or drop_last with fewer images than a batch)",
+            ));
+        }
+        Ok((loss_sum, images, start.elapsed().as_secs_f64()))
+    }
+
+    /// Scores `loader`'s batches (dataset order, evaluation mode, no graph)
+    /// and returns the validation values: `loss` (when the criterion has a
+    /// validation loss), then every metric's. The loss is read back once,
+    /// at the end; a loss that is not finite is an error.
+    pub fn validate(&mut self, loader: &mut DataLoader<'_>) -> Result<Vec<(String, f64)>> {
+        for m in &mut self.metrics {
+            m.reset();
+        }
+        self.model.set_training(false);
+        let mut losses: Vec<(Tensor, usize)> = Vec::new();
+        let (model, criterion, metrics) = (&self.model, &mut self.criterion, &mut self.metrics);
+        let (device, precision) = (self.device, self.precision);
+        let scored = crate::no_grad(|| -> Result<()> {
+            for batch in loader.epoch(0) {
+                let batch = batch_on(batch?, device)?;
+                let output = crate::autocast(precision, || -> Result<_> {
+                    let output = model.forward(&batch.x)?;
+                    if let Some(loss) = criterion.validation_loss(&output, &batch)? {
+                        losses.push((loss.to_dtype(DType::F32)?.reshape(&[1])?, batch.len()));
+                    }
+                    Ok(output)
+                })?;
+                for m in metrics.iter_mut() {
+                    m.update(&output, &batch)?;
+                }
+            }
+            Ok(())
+        });
+        self.model.set_training(true);
+        scored?;
+        let mut values = Vec::new();
+        if !losses.is_empty() {
+            let tensors: Vec<Tensor> = losses.iter().map(|(t, _)| t.clone()).collect();
+            let read = Tensor::cat(&tensors, 0)?.to_vec::<f32>()?;
+            let (mut sum, mut n) = (0.0, 0usize);
+            for (&v, &(_, b)) in read.iter().zip(&losses) {
+                sum += v as f64 * b as f64;
+                n += b;
+            }
+            let loss = sum / n.max(1) as f64;
+            if !loss.is_finite() {
+                return Err(Error::invalid(
+                    "Trainer::validate",
+                    format!("the validation loss is {loss}"),
+                ));
+            }
+            values.push(("loss".to_string(), loss));
+        }
+        for m in &mut self.metrics {
+            values.extend(m.compute()?);
+        }
+        Ok(values)
+    }
+
+    /// Feeds the record to the best-checkpoint and early-stopping trackers;
+    /// returns the notes for the observer.
+    fn update_monitors(&mut self, record: &mut EpochRecord) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let json = record.to_json();
+        if let Some((monitor, tracker)) = &mut self.best {
+            let value = monitor.value_in(&json)?;
+            record.improved = tracker.observe(monitor, value, record.epoch);
+            if record.improved && self.out_dir.is_some() {
+                notes.push(format!(
+                    "epoch {}: {} = {value}, the best so far: saved {BEST_CHECKPOINT_FILE}",
+                    record.epoch, monitor.metric
+                ));
+            }
+        }
+        if let Some((early, tracker)) = &mut self.early {
+            let value = early.monitor.value_in(&json)?;
+            tracker.observe(&early.monitor, value, record.epoch);
+            if tracker.bad_epochs >= early.patience && self.epochs_done < self.epochs {
+                self.stopped_early = true;
+                record.stopped_early = true;
+                notes.push(format!(
+                    "early stopping after epoch {}: {} has not improved for {} epoch(s)",
+                    record.epoch, early.monitor.metric, tracker.bad_epochs
+                ));
+            }
+        }
+        Ok(notes)
+    }
+}

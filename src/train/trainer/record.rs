@@ -1,0 +1,79 @@
+//! What an epoch of training leaves: its record (one line of the JSONL
+//! log) and, over a call of `fit`, the history.
+
+use serde_json::{json, Map, Value};
+
+/// The record of one epoch, as written to the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    /// Epochs trained so far, this one included (1-based).
+    pub epoch: usize,
+    /// Learning rate of the optimizer's first group during the epoch.
+    pub lr: f64,
+    /// Mean training loss per image.
+    pub train_loss: f64,
+    /// Seconds the training batches took (validation excluded).
+    pub train_seconds: f64,
+    /// Training images per second.
+    pub images_per_sec: f64,
+    /// The name of the validation section of the log record (`val` unless
+    /// set with [`Trainer::validation_name`](super::Trainer::validation_name)).
+    pub validation_name: String,
+    /// Validation values (`loss` first, then the metrics'), empty without
+    /// a validation loader.
+    pub validation: Vec<(String, f64)>,
+    /// Fields the criterion added at the end of the epoch.
+    pub extra: Map<String, Value>,
+    /// The best checkpoint's value improved in this epoch.
+    pub improved: bool,
+    /// Early stopping ended training after this epoch.
+    pub stopped_early: bool,
+}
+
+impl EpochRecord {
+    /// The validation value `name` (e.g. `"loss"`, `"accuracy"`).
+    pub fn validation(&self, name: &str) -> Option<f64> {
+        self.validation
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|&(_, v)| v)
+    }
+
+    /// The log line: `epoch`, `lr`, `train_loss`, `train_seconds`,
+    /// `images_per_sec`, the validation values under the validation name,
+    /// then the criterion's fields.
+    pub fn to_json(&self) -> Value {
+        let mut record = json!({
+            "epoch": self.epoch,
+            "lr": self.lr,
+            "train_loss": self.train_loss,
+            "train_seconds": self.train_seconds,
+            "images_per_sec": self.images_per_sec,
+        });
+        if let Value::Object(map) = &mut record {
+            if !self.validation.is_empty() {
+                let values: Map<String, Value> = self
+                    .validation
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
+                map.insert(self.validation_name.clone(), Value::Object(values));
+            }
+            for (k, v) in &self.extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        record
+    }
+}
+
+/// What a call of [`Trainer::fit`](super::Trainer::fit) did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// The records of the epochs trained by this call.
+    pub records: Vec<EpochRecord>,
+    /// Early stopping ended training (in this call or before a resume).
+    pub stopped_early: bool,
+    /// The best monitored value and its epoch, when a best checkpoint is kept.
+    pub best: Option<(f64, usize)>,
+}
