@@ -4,7 +4,8 @@
 
 use ferrite::plm::{Divergence, Plm, PlmConfig, RhatInit};
 use ferrite::train::config::{DataConfig, DatasetKind, TrainConfig};
-use ferrite::train::{BaseLoss, LossSpec};
+use ferrite::train::objective::Objective;
+use ferrite::train::{BaseLoss, LossSpec, PlmLambda};
 use serde_json::{json, Value};
 
 fn config(loss: &str, kind: DatasetKind) -> TrainConfig {
@@ -75,7 +76,7 @@ fn defaults_are_written_out_and_the_old_spellings_are_refused_with_help() {
     let plm: LossSpec = "plm".parse().unwrap();
     assert_eq!(
         plm.to_string(),
-        "plm(lambda=0.01,bins=10,init=ratio,divergence=pred-gt,standardize=true)+bce"
+        "plm(lambda=auto,bins=10,init=ratio,divergence=pred-gt,standardize=true)+bce"
     );
     assert_eq!(plm, LossSpec::plm());
     let focal: LossSpec = "focal".parse().unwrap();
@@ -86,7 +87,7 @@ fn defaults_are_written_out_and_the_old_spellings_are_refused_with_help() {
     );
     // A `+` inside a value is part of the number.
     let spec: LossSpec = "plm(lambda=1e+0)".parse().unwrap();
-    assert_eq!(spec.plm.unwrap().lambda, 1.0);
+    assert_eq!(spec.plm.unwrap().lambda, PlmLambda::Fixed(1.0));
     for (bad, needle) in [
         ("plm/lambda=0", "plm(init=balanced,lambda=0)"),
         ("plm+", "empty loss"),
@@ -240,4 +241,28 @@ fn plm_state_round_trips_exactly_and_old_states_still_load() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("histograms.discarded"), "{err}");
+}
+
+#[test]
+fn auto_lambda_is_one_over_the_epochs_and_an_explicit_one_is_kept() {
+    let lambda_in = |spec: &str, epochs: usize| {
+        let spec: LossSpec = spec.parse().unwrap();
+        let objective = Objective::new(&spec, epochs, 0, &[5, 3, 1], 10).unwrap();
+        objective.plm().unwrap().config().lambda
+    };
+    assert_eq!(
+        "plm".parse::<LossSpec>().unwrap().plm.unwrap().lambda,
+        PlmLambda::Auto
+    );
+    assert_eq!(lambda_in("plm", 4), 0.25);
+    assert_eq!(lambda_in("plm(lambda=auto)+focal", 10), 0.1);
+    assert_eq!(lambda_in("plm(lambda=0.01)", 4), 0.01);
+    assert_eq!(lambda_in("plm(lambda=0)", 4), 0.0);
+    // The configuration keeps `auto` (and its epochs), so a resumed run
+    // resolves the same λ.
+    let mut c = config("plm", DatasetKind::MultiMnistLt);
+    c.epochs = 8;
+    let back = TrainConfig::from_json(&c.to_json()).unwrap();
+    assert_eq!(back.loss.plm.unwrap().lambda, PlmLambda::Auto);
+    assert_eq!(back.loss.plm.unwrap().config(back.epochs, 0).lambda, 0.125);
 }

@@ -473,7 +473,7 @@ fn tiny_run_config() -> ferrite::train::config::TrainConfig {
     config.batch_size = 32;
     config.seed = 3;
     if let Some(plm) = &mut config.loss.plm {
-        plm.lambda = 0.5;
+        plm.lambda = ferrite::train::PlmLambda::Fixed(0.5);
     }
     config
 }

@@ -27,7 +27,7 @@ fn tiny_config(loss: &str, epochs: usize) -> TrainConfig {
     config.batch_size = 64;
     config.seed = 7;
     if let Some(plm) = &mut config.loss.plm {
-        plm.lambda = 0.5;
+        plm.lambda = ferrite::train::PlmLambda::Fixed(0.5);
         plm.init = ferrite::plm::RhatInit::Balanced;
     }
     config

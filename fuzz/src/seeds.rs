@@ -125,7 +125,7 @@ pub fn all(work: &Path) -> ferrite::Result<Vec<Seed>> {
     plm.optim.schedule = ScheduleKind::MultiStep;
     plm.optim.milestones = vec![1];
     if let Some(p) = &mut plm.loss.plm {
-        p.n_bins = 5;
+        p.bins = 5;
     }
     for (name, config) in [("mnist-bce", &bce), ("multimnist-plm-sgd", &plm)] {
         let dir = work.join(name);

@@ -410,7 +410,10 @@ mod tests {
         let plm = v.loss.plm.unwrap();
         assert_eq!(
             (plm.lambda, plm.init),
-            (0.0, crate::plm::RhatInit::Balanced)
+            (
+                super::super::PlmLambda::Fixed(0.0),
+                crate::plm::RhatInit::Balanced
+            )
         );
         assert_eq!(v.folder(), "plm_lambda_0_init_balanced_");
         for bad in [

@@ -6,7 +6,7 @@
 //! spec  := [plm(…) +] [cb(…) +] base
 //! base  := bce | focal(gamma=…, alpha=…|none) | asl(gamma_pos=…, gamma_neg=…, clip=…) | ce
 //! cb    := cb(beta=…)
-//! plm   := plm(lambda=…, bins=…, init=ratio|balanced, divergence=pred-gt|gt-pred,
+//! plm   := plm(lambda=auto|…, bins=…, init=ratio|balanced, divergence=pred-gt|gt-pred,
 //!              standardize=true|false, rhat_min=…, rhat_max=…)
 //! ```
 //!
@@ -14,7 +14,8 @@
 //! left out (defaults below), and a spec without a base loss is over BCE:
 //! `plm` is PLM over BCE, `cb` class-balanced BCE, `plm+cb` both.
 //! Defaults: focal γ = 2 without α; ASL γ₊ = 0, γ₋ = 4, clip 0.05;
-//! β = 0.999; PLM as in [`PlmConfig::default`]. [`LossSpec`]'s `Display`
+//! β = 0.999; PLM as in [`PlmConfig::default`] except λ, which is `auto`
+//! (1/epochs, see [`PlmLambda::Auto`]). [`LossSpec`]'s `Display`
 //! writes every parameter, so a saved spec keeps its meaning even if a
 //! default changes.
 
@@ -48,8 +49,10 @@ pub enum BaseLoss {
 /// ```
 /// use ferrite::train::LossSpec;
 ///
+/// use ferrite::train::loss_spec::PlmLambda;
+///
 /// let spec: LossSpec = "plm(lambda=0.05)+asl(gamma_neg=2)".parse()?;
-/// assert_eq!(spec.plm.unwrap().lambda, 0.05);
+/// assert_eq!(spec.plm.unwrap().lambda, PlmLambda::Fixed(0.05));
 /// assert!(spec.class_balanced.is_none());
 /// // Every parameter is written out, and the text reads back the same.
 /// let text = spec.to_string();
@@ -66,9 +69,100 @@ pub struct LossSpec {
     pub base: BaseLoss,
     /// Class-balanced weights with this β ∈ [0, 1).
     pub class_balanced: Option<f64>,
-    /// Partial Label Masking with these settings (its `seed` is replaced
-    /// by one derived from the run's seed).
-    pub plm: Option<PlmConfig>,
+    /// Partial Label Masking with these settings.
+    pub plm: Option<PlmSpec>,
+}
+
+/// PLM's change rate λ in a loss spec.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PlmLambda {
+    /// λ = 1/epochs (`lambda=auto`, the default): r̂ can move by a factor
+    /// of about e^Δ over the whole run, whatever its length — the total
+    /// adaptation of λ = 0.01 over the 100 epochs of PLM's public
+    /// re-implementation, fitted into the run.
+    Auto,
+    /// This λ, whatever the run's length.
+    Fixed(f64),
+}
+
+impl PlmLambda {
+    /// The λ of a run of `epochs` epochs.
+    pub fn resolve(self, epochs: usize) -> f64 {
+        match self {
+            PlmLambda::Auto => 1.0 / epochs.max(1) as f64,
+            PlmLambda::Fixed(lambda) => lambda,
+        }
+    }
+}
+
+impl fmt::Display for PlmLambda {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlmLambda::Auto => f.write_str("auto"),
+            PlmLambda::Fixed(lambda) => write!(f, "{lambda}"),
+        }
+    }
+}
+
+/// PLM's settings in a loss spec (the `plm(..)` term): those of
+/// [`PlmConfig`], with λ possibly left to the run's length and the mask
+/// seed left to the run's seed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlmSpec {
+    /// Change rate λ of the per-epoch update.
+    pub lambda: PlmLambda,
+    /// Histogram bins over [0, 1].
+    pub bins: usize,
+    /// Starting value of r̂.
+    pub init: RhatInit,
+    /// Direction of the KL divergence.
+    pub divergence: Divergence,
+    /// Standardise the divergences across classes before the update.
+    pub standardize: bool,
+    /// Lower clamp of r̂.
+    pub rhat_min: f64,
+    /// Upper clamp of r̂.
+    pub rhat_max: f64,
+}
+
+impl Default for PlmSpec {
+    /// λ = auto, everything else as [`PlmConfig::default`].
+    fn default() -> Self {
+        PlmSpec {
+            lambda: PlmLambda::Auto,
+            ..PlmSpec::fixed(&PlmConfig::default())
+        }
+    }
+}
+
+impl PlmSpec {
+    /// The settings of `config`, with its λ fixed.
+    pub fn fixed(config: &PlmConfig) -> Self {
+        PlmSpec {
+            lambda: PlmLambda::Fixed(config.lambda),
+            bins: config.n_bins,
+            init: config.init,
+            divergence: config.divergence,
+            standardize: config.standardize,
+            rhat_min: config.rhat_min,
+            rhat_max: config.rhat_max,
+        }
+    }
+
+    /// PLM's configuration in a run of `epochs` epochs drawing its masks
+    /// from `seed`.
+    pub fn config(&self, epochs: usize, seed: u64) -> PlmConfig {
+        PlmConfig {
+            lambda: self.lambda.resolve(epochs),
+            n_bins: self.bins,
+            init: self.init,
+            divergence: self.divergence,
+            standardize: self.standardize,
+            rhat_min: self.rhat_min,
+            rhat_max: self.rhat_max,
+            seed,
+        }
+    }
 }
 
 impl LossSpec {
@@ -91,14 +185,14 @@ impl LossSpec {
         Self::new(BaseLoss::CrossEntropy)
     }
 
-    /// PLM over BCE with PLM's default settings (`plm`).
+    /// PLM over BCE with PLM's default settings (`plm`; λ = auto).
     pub fn plm() -> Self {
-        Self::bce().with_plm(PlmConfig::default())
+        Self::bce().with_plm(PlmSpec::default())
     }
 
-    /// This spec with PLM `config` on top.
-    pub fn with_plm(mut self, config: PlmConfig) -> Self {
-        self.plm = Some(config);
+    /// This spec with PLM on top, with `settings`.
+    pub fn with_plm(mut self, settings: PlmSpec) -> Self {
+        self.plm = Some(settings);
         self
     }
 
@@ -134,7 +228,8 @@ impl LossSpec {
                     "PLM masks a per-element loss (bce, focal, asl), not softmax cross-entropy `ce`",
                 ));
             }
-            plm.validate(OP).map_err(term("plm"))?;
+            // λ = auto resolves to 1/epochs ∈ (0, 1]: valid for any run.
+            plm.config(1, 0).validate(OP).map_err(term("plm"))?;
         }
         Ok(())
     }
@@ -156,9 +251,9 @@ impl fmt::Display for LossSpec {
             write!(
                 f,
                 "plm(lambda={},bins={},init={},divergence={},standardize={}",
-                p.lambda, p.n_bins, p.init, p.divergence, p.standardize
+                p.lambda, p.bins, p.init, p.divergence, p.standardize
             )?;
-            let d = PlmConfig::default();
+            let d = PlmSpec::default();
             if p.rhat_min != d.rhat_min || p.rhat_max != d.rhat_max {
                 write!(f, ",rhat_min={},rhat_max={}", p.rhat_min, p.rhat_max)?;
             }
@@ -352,14 +447,15 @@ fn cb_beta(params: &[(&str, &str)]) -> Result<f64> {
     Ok(beta)
 }
 
-/// PLM's settings in `plm(..)` over [`PlmConfig::default`].
-fn plm_config(params: &[(&str, &str)]) -> Result<PlmConfig> {
-    let mut c = PlmConfig::default();
+/// PLM's settings in `plm(..)` over [`PlmSpec::default`].
+fn plm_config(params: &[(&str, &str)]) -> Result<PlmSpec> {
+    let mut c = PlmSpec::default();
     for &(k, v) in params {
         match k {
-            "lambda" => c.lambda = number(k, v)?,
+            "lambda" if v == "auto" => c.lambda = PlmLambda::Auto,
+            "lambda" => c.lambda = PlmLambda::Fixed(number(k, v)?),
             "bins" => {
-                c.n_bins = v
+                c.bins = v
                     .parse()
                     .map_err(|_| bad(format!("bins must be a whole number, got `{v}`")))?
             }

@@ -44,7 +44,7 @@ pub mod svg;
 pub mod trainer;
 
 pub use config::{DataConfig, DatasetKind, TrainConfig};
-pub use loss_spec::{BaseLoss, LossSpec};
+pub use loss_spec::{BaseLoss, LossSpec, PlmLambda, PlmSpec};
 pub use run::Run;
 pub use trainer::{Observer, Quiet, Trainer};
 

@@ -18,11 +18,12 @@ pub struct Objective {
 }
 
 impl Objective {
-    /// The objective `spec` for a training set of `num_samples` samples
-    /// with `positives[c]` positives of class `c`; `seed` drives PLM's
-    /// masks.
+    /// The objective `spec` in a run of `epochs` epochs (PLM's λ = auto
+    /// is 1/epochs) on a training set of `num_samples` samples with
+    /// `positives[c]` positives of class `c`; `seed` drives PLM's masks.
     pub fn new(
         spec: &LossSpec,
+        epochs: usize,
         seed: u64,
         positives: &[usize],
         num_samples: usize,
@@ -36,10 +37,10 @@ impl Objective {
             }
             None => None,
         };
-        let plm = match spec.plm {
-            Some(mut plm_config) => {
-                plm_config.seed = seed ^ 0x504c_4d5f_6d61_736b; // "PLM_mask"
-                Some(Plm::new(plm_config, positives, num_samples)?)
+        let plm = match &spec.plm {
+            Some(settings) => {
+                let config = settings.config(epochs, seed ^ 0x504c_4d5f_6d61_736b); // "PLM_mask"
+                Some(Plm::new(config, positives, num_samples)?)
             }
             None => None,
         };

@@ -170,6 +170,7 @@ impl Run {
         let objective = || {
             Objective::new(
                 &config.loss,
+                config.epochs,
                 config.seed,
                 &data.train_positives,
                 data.train.len(),

@@ -99,7 +99,7 @@ pub const PLM_STATE: Target = Target {
 /// One batch of the objective of `loss`: whatever a reader accepted must
 /// not fail only here, at the first batch of a run.
 fn first_batch(loss: &LossSpec) -> ferrite::Result<()> {
-    let mut objective = Objective::new(loss, 0, &POSITIVES, 100)?;
+    let mut objective = Objective::new(loss, 10, 0, &POSITIVES, 100)?;
     let logits = Tensor::from_vec(
         vec![0.3f32, -1.0, 2.0, 0.0, 0.1, -0.2, 1.5, 0.7, -3.0, 0.2],
         &[1, 10],

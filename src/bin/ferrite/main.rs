@@ -43,9 +43,11 @@ enum Command {
         /// class-balanced weights (cb) and PLM on top, joined by +, e.g.
         /// plm, focal(gamma=1), plm(lambda=0.05)+asl(gamma_neg=2), cb(beta=0.99)+bce.
         /// Settings: focal(gamma=2, alpha=none), asl(gamma_pos=0,
-        /// gamma_neg=4, clip=0.05), cb(beta=0.999), plm(lambda=0.01,
+        /// gamma_neg=4, clip=0.05), cb(beta=0.999), plm(lambda=auto,
         /// bins=10, init=ratio|balanced, divergence=pred-gt|gt-pred,
-        /// standardize=true, rhat_min=1e-6, rhat_max=1e6)
+        /// standardize=true, rhat_min=1e-6, rhat_max=1e6). PLM's lambda=auto
+        /// is 1/epochs (r̂ can move by about e^Δ over the run, as λ = 0.01
+        /// over 100 epochs); a number fixes it
         #[arg(long, default_value = "plm")]
         loss: String,
         /// Seed of initialisation, shuffling, augmentation and PLM masks

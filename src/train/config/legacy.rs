@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::loss::{AslOptions, ElementLoss};
 use crate::plm::{Divergence, PlmConfig, RhatInit};
-use crate::train::loss_spec::{BaseLoss, LossSpec};
+use crate::train::loss_spec::{BaseLoss, LossSpec, PlmSpec};
 use serde::Deserialize;
 
 /// `{"kind": "plm+focal", "focal_gamma": 2.0, ..., "plm": {..}}`.
@@ -46,14 +46,14 @@ impl LegacyLoss {
             gamma_neg: self.asl_gamma_neg,
             clip: self.asl_clip,
         });
-        let plm = PlmConfig {
+        let plm = PlmSpec::fixed(&PlmConfig {
             lambda: self.plm.lambda,
             n_bins: self.plm.n_bins,
             init: self.plm.init,
             divergence: self.plm.divergence,
             standardize: self.plm.standardize,
             ..PlmConfig::default()
-        };
+        });
         let bce = LossSpec::bce();
         let spec = match self.kind.as_str() {
             "bce" => bce,
