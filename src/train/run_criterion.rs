@@ -1,6 +1,7 @@
 //! A run's [`Objective`] as the [`Criterion`] of the generic trainer: the
-//! loss of a batch, PLM's update at the end of every epoch (added to the
-//! log record) and PLM's state in the checkpoint (`train.plm`).
+//! loss of a batch, PLM's update at the end of every epoch with the
+//! diagnostics that show what PLM did (added to the log record), and PLM's
+//! state in the checkpoint (`train.plm`, `train.plm_coverage`).
 
 use super::objective::Objective;
 use super::trainer::Criterion;
@@ -13,16 +14,39 @@ use std::collections::BTreeMap;
 
 /// The checkpoint metadata key of PLM's state.
 pub(super) const META_PLM: &str = "train.plm";
+/// The checkpoint metadata key of PLM's coverage so far.
+const META_COVERAGE: &str = "train.plm_coverage";
+
+/// How often, in expectation, each positive and each negative of a class
+/// has been kept by PLM's masks so far: Σ over epochs of the keep
+/// probabilities (epochs × keep while r̂ stands still). A coverage well
+/// below 1 means the loss has barely seen those elements.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Coverage {
+    pos: Vec<f64>,
+    neg: Vec<f64>,
+}
 
 /// A run's objective, trained by [`Trainer`](super::trainer::Trainer).
 pub struct RunObjective {
     objective: Objective,
+    /// PLM's coverage; `None` without PLM, or after resuming from a
+    /// checkpoint that did not record it.
+    coverage: Option<Coverage>,
 }
 
 impl RunObjective {
     /// Wraps `objective`.
     pub fn new(objective: Objective) -> Self {
-        RunObjective { objective }
+        let coverage = objective.plm().map(|plm| Coverage {
+            pos: vec![0.0; plm.num_classes()],
+            neg: vec![0.0; plm.num_classes()],
+        });
+        RunObjective {
+            objective,
+            coverage,
+        }
     }
 
     /// The objective (with PLM's state, if any).
@@ -43,26 +67,50 @@ impl Criterion for RunObjective {
         Ok(None)
     }
 
-    /// PLM's update of r̂, with the epoch's prediction histograms
-    /// (`[bin][class]`, flattened row-major), as the record's `plm` field.
+    /// PLM's update of r̂ with what it acted on, as the record's `plm`
+    /// field: the λ used; r̂ after the update and its geometric mean (over
+    /// the classes that take part; constant under standardisation); the
+    /// ratios r; Δ and the divergences; the keep probabilities of
+    /// positives and negatives during the epoch and the coverage so far;
+    /// the classes left out of the update; the epoch's prediction
+    /// histograms (`[bin][class]`, flattened row-major).
     fn end_epoch(&mut self) -> Result<Map<String, Value>> {
         let mut fields = Map::new();
-        if let (Some((update, hist)), Some(plm)) =
-            (self.objective.end_epoch()?, self.objective.plm())
-        {
-            fields.insert(
-                "plm".into(),
-                json!({
-                    "rhat": plm.rhat(),
-                    "ratio": plm.ratios(),
-                    "delta": update.delta,
-                    "d_pos": update.d_pos,
-                    "d_neg": update.d_neg,
-                    "hist_pos_pred": hist.pos_pred(),
-                    "hist_neg_pred": hist.neg_pred(),
-                }),
-            );
+        // The keep probabilities of the epoch that ends (r̂ before its update).
+        let keep = self.objective.plm().map(Plm::keep_probabilities);
+        let Some((update, hist)) = self.objective.end_epoch()? else {
+            return Ok(fields);
+        };
+        let (Some(plm), Some((keep_pos, keep_neg))) = (self.objective.plm(), keep) else {
+            return Ok(fields);
+        };
+        if let Some(c) = &mut self.coverage {
+            for (sum, k) in c.pos.iter_mut().zip(&keep_pos) {
+                *sum += k;
+            }
+            for (sum, k) in c.neg.iter_mut().zip(&keep_neg) {
+                *sum += k;
+            }
         }
+        let mut record = json!({
+            "lambda": plm.config().lambda,
+            "rhat": plm.rhat(),
+            "rhat_geomean": geometric_mean(plm.rhat(), plm.eligible()),
+            "ratio": plm.ratios(),
+            "delta": update.delta,
+            "d_pos": update.d_pos,
+            "d_neg": update.d_neg,
+            "keep_pos": keep_pos,
+            "keep_neg": keep_neg,
+            "skipped": update.skipped,
+            "hist_pos_pred": hist.pos_pred(),
+            "hist_neg_pred": hist.neg_pred(),
+        });
+        if let Some(c) = &self.coverage {
+            record["coverage_pos"] = json!(c.pos);
+            record["coverage_neg"] = json!(c.neg);
+        }
+        fields.insert("plm".into(), record);
         Ok(fields)
     }
 
@@ -70,6 +118,12 @@ impl Criterion for RunObjective {
         let mut state = BTreeMap::new();
         if let Some(plm) = self.objective.plm() {
             state.insert(META_PLM.to_string(), plm.state_json()?);
+        }
+        if let Some(c) = &self.coverage {
+            let text = serde_json::to_string(c).map_err(|e| {
+                Error::invalid("RunObjective::state", format!("encoding the coverage: {e}"))
+            })?;
+            state.insert(META_COVERAGE.to_string(), text);
         }
         Ok(state)
     }
@@ -80,7 +134,28 @@ impl Criterion for RunObjective {
                 let plm = Plm::from_state_json(state).map_err(|e| {
                     Error::invalid("RunObjective::load_state", format!("`{META_PLM}`: {e}"))
                 })?;
-                self.objective.set_plm(plm)
+                let classes = plm.num_classes();
+                self.objective.set_plm(plm)?;
+                // Checkpoints written before coverage was recorded: unknown.
+                self.coverage = match metadata.get(META_COVERAGE) {
+                    None => None,
+                    Some(text) => {
+                        let c: Coverage = serde_json::from_str(text).map_err(|e| {
+                            Error::invalid(
+                                "RunObjective::load_state",
+                                format!("`{META_COVERAGE}`: {e}"),
+                            )
+                        })?;
+                        if c.pos.len() != classes || c.neg.len() != classes {
+                            return Err(Error::invalid(
+                                "RunObjective::load_state",
+                                format!("`{META_COVERAGE}` does not have {classes} classes"),
+                            ));
+                        }
+                        Some(c)
+                    }
+                };
+                Ok(())
             }
             None if self.objective.plm().is_some() => Err(Error::invalid(
                 "RunObjective::load_state",
@@ -88,5 +163,21 @@ impl Criterion for RunObjective {
             )),
             None => Ok(()),
         }
+    }
+}
+
+/// The geometric mean of `values` over the classes where `include` is true
+/// (1 when there are none).
+fn geometric_mean(values: &[f64], include: &[bool]) -> f64 {
+    let logs: Vec<f64> = values
+        .iter()
+        .zip(include)
+        .filter(|(_, &inc)| inc)
+        .map(|(v, _)| v.ln())
+        .collect();
+    if logs.is_empty() {
+        1.0
+    } else {
+        (logs.iter().sum::<f64>() / logs.len() as f64).exp()
     }
 }
