@@ -40,6 +40,7 @@ pub mod ops;
 pub mod optim;
 pub mod plm;
 pub mod profile;
+pub mod provenance;
 pub mod tensor;
 pub mod train;
 
