@@ -90,7 +90,10 @@ impl Provenance {
         let commit = if self.git_commit == "unknown" {
             "commit unknown".to_string()
         } else {
-            format!("commit {}", &self.git_commit[..self.git_commit.len().min(12)])
+            format!(
+                "commit {}",
+                &self.git_commit[..self.git_commit.len().min(12)]
+            )
         };
         format!(
             "ferrite {} ({commit}), {}, {} threads, {}, {}/{}",
