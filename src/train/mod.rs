@@ -6,8 +6,9 @@
 //!   pieces a configuration names;
 //! - [`run`]: the [`Trainer`] (epochs, PLM updates, evaluation, JSONL log,
 //!   atomic checkpoints, `resume`);
-//! - [`evaluation`], [`report`], [`svg`]: metrics and the files a run
-//!   leaves behind (`report.md`, `report.json`, `per_class.svg`);
+//! - [`evaluation`], [`report`], [`svg`], [`curve`]: metrics and the files
+//!   a run leaves behind (`report.md`, `report.json`, `per_class.svg`,
+//!   `learning_curve.svg`);
 //! - [`compare`]: several objectives × seeds in one table and chart.
 //!
 //! ```no_run
@@ -21,6 +22,7 @@
 
 pub mod compare;
 pub mod config;
+pub mod curve;
 pub mod datasets;
 pub mod evaluation;
 mod loss_log;
@@ -31,6 +33,7 @@ pub mod report;
 pub mod run;
 mod scoring;
 pub mod svg;
+mod svg_marks;
 
 pub use config::{DataConfig, DatasetKind, LossKind, TrainConfig};
 pub use run::{Observer, Quiet, Trainer};
