@@ -7,7 +7,7 @@
 //! FMA loop on every thread (or given by the user), the memory bandwidth
 //! by a STREAM-style triad.
 //!
-//! With the `cuda` feature, [`cuda`] runs the GPU benchmarks (`ferrite
+//! With the `cuda` feature, the `cuda` module runs the GPU benchmarks (`ferrite
 //! bench --device cuda`); [`rows`] is the row format they share with the
 //! PyTorch reference script, [`datasheet`] the GPU peaks they are compared
 //! with.
