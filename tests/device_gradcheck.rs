@@ -14,7 +14,7 @@ mod device;
 
 use device::{devices, uniform};
 use ferrite::loss::{sigmoid_focal_loss, Reduction};
-use ferrite::ops::{BatchNormOptions, Conv2dParams};
+use ferrite::ops::{BatchNormOptions, Conv2dParams, PadCount};
 use ferrite::{Device, Result, Tensor};
 
 /// Step of the central differences: large enough that f32 rounding of the
@@ -119,7 +119,7 @@ fn matmul_and_convolution() {
         t[0].conv2d(&t[1], Some(&t[2]), p)
     });
     gradcheck("avg_pool2d", &[x], |t| {
-        t[0].avg_pool2d(ferrite::ops::Pool2dParams::new(2), true)
+        t[0].avg_pool2d(ferrite::ops::Pool2dParams::new(2), PadCount::Include)
     });
 }
 

@@ -2,13 +2,34 @@
 
 use super::{init, Module};
 use crate::error::{Error, Result};
-use crate::ops::{BatchNormOptions, Conv2dParams, Pool2dParams};
+use crate::ops::{BatchNormOptions, Conv2dParams, PadCount, Pool2dParams};
 use crate::tensor::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Mutex;
 
+/// Whether a [`Linear`] or [`Conv2d`] layer learns a bias (PyTorch's
+/// `bias=True` / `bias=False`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bias {
+    /// A learned bias per output (PyTorch's default).
+    #[default]
+    Yes,
+    /// No bias (e.g. a convolution followed by batch normalisation).
+    No,
+}
+
 /// `y = x·Wᵀ + b` with `W` of shape (out, in).
+///
+/// ```
+/// use ferrite::nn::{Bias, Linear, Module};
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let fc = Linear::new(3, 2, Bias::Yes, &mut ferrite::rand::rngs::StdRng::seed_from_u64(0))?;
+/// let y = fc.forward(&Tensor::ones(&[4, 3], DType::F32)?)?;
+/// assert_eq!(y.shape(), &[4, 2]);
+/// assert_eq!(ferrite::nn::parameter_count(&fc), 3 * 2 + 2);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct Linear {
     /// Weight `W`, shape (out_features, in_features).
@@ -22,12 +43,12 @@ impl Linear {
     pub fn new<R: Rng + ?Sized>(
         in_features: usize,
         out_features: usize,
-        bias: bool,
+        bias: Bias,
         rng: &mut R,
     ) -> Result<Self> {
         let weight = init::default_uniform(&[out_features, in_features], in_features, rng)?
             .requires_grad_(true);
-        let bias = if bias {
+        let bias = if bias == Bias::Yes {
             Some(init::default_uniform(&[out_features], in_features, rng)?.requires_grad_(true))
         } else {
             None
@@ -62,7 +83,7 @@ impl Conv2d {
         out_channels: usize,
         kernel: usize,
         params: Conv2dParams,
-        bias: bool,
+        bias: Bias,
         rng: &mut R,
     ) -> Result<Self> {
         if in_channels == 0 || out_channels == 0 || kernel == 0 {
@@ -88,7 +109,7 @@ impl Conv2d {
         let fan_in = in_channels / params.groups * kernel * kernel;
         let shape = [out_channels, in_channels / params.groups, kernel, kernel];
         let weight = init::default_uniform(&shape, fan_in, rng)?.requires_grad_(true);
-        let bias = if bias {
+        let bias = if bias == Bias::Yes {
             Some(init::default_uniform(&[out_channels], fan_in, rng)?.requires_grad_(true))
         } else {
             None
@@ -210,8 +231,9 @@ pub struct AvgPool2d {
     /// Window size, stride, padding and ceil mode.
     #[module(skip)]
     pub params: Pool2dParams,
-    /// Divide by the full window area, padding included (else by the in-bounds count).
-    pub count_include_pad: bool,
+    /// Whether padding counts in the divisor (see [`PadCount`]).
+    #[module(skip)]
+    pub count_include_pad: PadCount,
 }
 
 impl Module for AvgPool2d {
@@ -272,7 +294,11 @@ impl Dropout {
 impl Module for Dropout {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        x.dropout(self.p, self.training, &mut *rng)
+        x.dropout(
+            self.p,
+            crate::ops::Mode::from_training(self.training),
+            &mut *rng,
+        )
     }
 }
 

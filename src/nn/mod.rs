@@ -12,7 +12,7 @@
 //! forgotten; `forward` stays hand-written:
 //!
 //! ```
-//! use ferrite::nn::{BatchNorm2d, Conv2d, Module, Visit};
+//! use ferrite::nn::{BatchNorm2d, Bias, Conv2d, Module, Visit};
 //! use ferrite::ops::Conv2dParams;
 //! use ferrite::{Result, Tensor};
 //! use rand::{rngs::StdRng, SeedableRng};
@@ -32,7 +32,7 @@
 //! # fn main() -> Result<()> {
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let same = Conv2dParams::default().padding(1);
-//! let mut m = ConvBn { conv: Conv2d::new(3, 8, 3, same, false, &mut rng)?, bn: BatchNorm2d::new(8)? };
+//! let mut m = ConvBn { conv: Conv2d::new(3, 8, 3, same, Bias::No, &mut rng)?, bn: BatchNorm2d::new(8)? };
 //! let keys: Vec<String> = m.state_dict().into_iter().map(|(k, _)| k).collect();
 //! assert_eq!(keys, ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean",
 //!                   "bn.running_var", "bn.num_batches_tracked"]);
@@ -51,8 +51,8 @@ pub mod resnet;
 mod small_cnn;
 
 pub use layers::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
-    Sequential,
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Bias, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
+    ReLU, Sequential,
 };
 pub use small_cnn::small_cnn;
 

@@ -7,9 +7,9 @@
 //! name. Convolutions are initialised Kaiming-normal (fan-out), batch norm
 //! with weight 1 and bias 0, the classifier as `nn.Linear`.
 
-use super::{join, BatchNorm2d, Conv2d, Linear, Module, Role, Visit};
+use super::{join, BatchNorm2d, Bias, Conv2d, Linear, Module, Role, Visit};
 use crate::error::{Error, Result};
-use crate::ops::{Conv2dParams, Pool2dParams};
+use crate::ops::{Conv2dParams, PadCount, Pool2dParams};
 use crate::tensor::Tensor;
 use rand::Rng;
 
@@ -21,7 +21,7 @@ fn conv<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Conv2d> {
     let params = Conv2dParams::default().stride(stride).padding(k / 2);
-    let mut c = Conv2d::new(cin, cout, k, params, false, rng)?;
+    let mut c = Conv2d::new(cin, cout, k, params, Bias::No, rng)?;
     c.kaiming_normal_(rng)?;
     Ok(c)
 }
@@ -57,7 +57,7 @@ impl Shortcut {
                 extra_channels,
             } => {
                 // A 1×1 average pool with stride s keeps every s-th pixel.
-                let sub = x.avg_pool2d(Pool2dParams::new(1).stride(*stride), true)?;
+                let sub = x.avg_pool2d(Pool2dParams::new(1).stride(*stride), PadCount::Include)?;
                 let s = sub.shape();
                 let before = extra_channels / 2;
                 let zeros =
@@ -250,7 +250,7 @@ impl ResNet {
             }
             stages.push(blocks);
         }
-        let fc = Linear::new(inplanes, config.num_classes, true, rng)?;
+        let fc = Linear::new(inplanes, config.num_classes, Bias::Yes, rng)?;
         Ok(ResNet {
             conv1,
             bn1,

@@ -1,6 +1,6 @@
 //! A small convolutional network for 28×28 images (MNIST-sized).
 
-use super::{BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential};
+use super::{BatchNorm2d, Bias, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential};
 use crate::error::Result;
 use crate::ops::{Conv2dParams, Pool2dParams};
 use rand::Rng;
@@ -15,14 +15,14 @@ pub fn small_cnn<R: Rng + ?Sized>(
 ) -> Result<Sequential> {
     let same = Conv2dParams::default().padding(1);
     Ok(Sequential::new()
-        .with(Conv2d::new(in_channels, 32, 3, same, false, rng)?)
+        .with(Conv2d::new(in_channels, 32, 3, same, Bias::No, rng)?)
         .with(BatchNorm2d::new(32)?)
         .with(ReLU)
         .with(MaxPool2d(Pool2dParams::new(2)))
-        .with(Conv2d::new(32, 64, 3, same, false, rng)?)
+        .with(Conv2d::new(32, 64, 3, same, Bias::No, rng)?)
         .with(BatchNorm2d::new(64)?)
         .with(ReLU)
         .with(MaxPool2d(Pool2dParams::new(2)))
         .with(Flatten)
-        .with(Linear::new(64 * 7 * 7, classes, true, rng)?))
+        .with(Linear::new(64 * 7 * 7, classes, Bias::Yes, rng)?))
 }
