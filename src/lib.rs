@@ -54,3 +54,9 @@ pub use autograd::{no_grad, GradStore};
 pub use error::{Error, Result};
 pub use ops::autocast::{autocast, precision, Precision};
 pub use tensor::{DType, Device, Tensor, TensorId};
+
+/// The programs of `docs/TUTORIAL.md`, compiled and run as documentation
+/// tests so that the tutorial always matches the code.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/TUTORIAL.md")]
+pub struct TutorialDoctests;

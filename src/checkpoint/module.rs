@@ -12,6 +12,21 @@ use std::path::Path;
 
 /// Writes the state dict of `module` (parameters and buffers, PyTorch
 /// names) to `path`; see [`save_state_dict`].
+///
+/// ```
+/// use ferrite::checkpoint::{load_into_module, save_module, Strict};
+/// use ferrite::nn::{Bias, Linear};
+/// use ferrite::rand::{rngs::StdRng, SeedableRng};
+/// let path = std::env::temp_dir().join(format!("ferrite-doc-mod-{}.safetensors", std::process::id()));
+/// let trained = Linear::new(3, 2, Bias::Yes, &mut StdRng::seed_from_u64(1))?;
+/// save_module(&path, &trained, &Default::default())?;
+/// let fresh = Linear::new(3, 2, Bias::Yes, &mut StdRng::seed_from_u64(2))?;
+/// let report = load_into_module(&path, &fresh, Strict::Yes)?;
+/// std::fs::remove_file(&path).ok();
+/// assert_eq!(report.loaded.len(), 2);
+/// assert_eq!(fresh.weight.to_vec::<f32>()?, trained.weight.to_vec::<f32>()?);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn save_module(
     path: impl AsRef<Path>,
     module: &dyn Module,

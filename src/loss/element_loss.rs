@@ -14,6 +14,17 @@ use std::str::FromStr;
 /// `"asl(gamma_pos=0,gamma_neg=4,clip=0.05)"`. When parsing, the
 /// parentheses and any key may be left out: `"focal"` is γ = 2, α = 0.25
 /// (Lin et al.'s defaults) and `"asl"` is [`AslOptions::default`].
+///
+/// ```
+/// use ferrite::loss::{ElementLoss, Reduction};
+/// use ferrite::Tensor;
+/// let loss: ElementLoss = "focal(gamma=2,alpha=0.25)".parse()?;
+/// assert_eq!(loss.name().parse::<ElementLoss>()?, loss);
+/// let logits = Tensor::from_vec(vec![0.5f32, -1.0], &[1, 2])?;
+/// let y = Tensor::from_vec(vec![1.0f32, 0.0], &[1, 2])?;
+/// assert_eq!(loss.compute(&logits, &y, None, Reduction::None)?.shape(), &[1, 2]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ElementLoss {
     /// [`bce_with_logits`].

@@ -113,6 +113,26 @@ impl<T: Visit + ?Sized> Visit for Box<T> {
 }
 
 /// A layer or a network: [`forward`](Self::forward) on top of [`Visit`].
+///
+/// ```
+/// use ferrite::nn::{Bias, Linear, Module};
+/// use ferrite::{rand::SeedableRng, DType, Result, Tensor};
+/// // A hand-written module: the derive implements `Visit` from the fields.
+/// #[derive(Module)]
+/// struct Residual {
+///     fc: Linear,
+/// }
+/// impl Module for Residual {
+///     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+///         x.add(&self.fc.forward(x)?.relu()?)
+///     }
+/// }
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// let block = Residual { fc: Linear::new(4, 4, Bias::Yes, &mut rng)? };
+/// assert_eq!(block.forward(&Tensor::ones(&[2, 4], DType::F32)?)?.shape(), &[2, 4]);
+/// assert_eq!(ferrite::nn::parameter_count(&block), 20);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub trait Module: Visit + Send + Sync {
     /// Computes the output for input `x`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;

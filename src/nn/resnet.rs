@@ -203,6 +203,19 @@ pub struct ResNetConfig {
 }
 
 /// A residual network: stem, stages of blocks, global average pool, linear classifier.
+///
+/// ```
+/// use ferrite::nn::resnet::{resnet20, ResNet};
+/// use ferrite::nn::{self, Module};
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// let net = ResNet::new(&resnet20(3, 10), &mut rng)?;
+/// let n = nn::parameter_count(&net);
+/// assert!((260_000..280_000).contains(&n), "{n}");
+/// let logits = net.forward(&Tensor::zeros(&[2, 3, 32, 32], DType::F32)?)?;
+/// assert_eq!(logits.shape(), &[2, 10]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub struct ResNet {
     /// Stem convolution (7×7 stride 2 or 3×3 stride 1, see [`Stem`]).
     pub conv1: Conv2d,
@@ -385,6 +398,12 @@ fn imagenet(
 }
 
 /// torchvision's ResNet-18 (ImageNet stem).
+///
+/// ```
+/// use ferrite::nn::resnet::{resnet18, BlockKind, Stem};
+/// let c = resnet18(3, 1000);
+/// assert_eq!((c.block, c.layers.clone(), c.stem), (BlockKind::Basic, vec![2, 2, 2, 2], Stem::ImageNet));
+/// ```
 pub fn resnet18(in_channels: usize, num_classes: usize) -> ResNetConfig {
     imagenet(BlockKind::Basic, &[2, 2, 2, 2], in_channels, num_classes)
 }
@@ -415,6 +434,13 @@ pub fn resnet18_cifar(in_channels: usize, num_classes: usize) -> ResNetConfig {
 
 /// The CIFAR ResNet of depth `6n + 2` (20, 32, 44, 56, 110): three stages
 /// of `n` basic blocks with 16, 32, 64 channels and zero-pad shortcuts.
+///
+/// ```
+/// use ferrite::nn::resnet::{resnet_cifar, resnet56};
+/// assert_eq!(resnet_cifar(56, 3, 10)?, resnet56(3, 10));
+/// assert!(resnet_cifar(21, 3, 10).is_err()); // not 6n + 2
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn resnet_cifar(depth: usize, in_channels: usize, num_classes: usize) -> Result<ResNetConfig> {
     if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(Error::invalid(

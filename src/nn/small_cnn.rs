@@ -8,6 +8,15 @@ use rand::Rng;
 /// conv 3×3 (32) → BN → ReLU → max-pool 2 → conv 3×3 (64) → BN → ReLU →
 /// max-pool 2 → linear (64·7·7 → `classes`): about 50 K parameters for 10
 /// classes; reaches 99 % on MNIST in a few epochs.
+///
+/// ```
+/// use ferrite::nn::{small_cnn, Module};
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// let net = small_cnn(1, 10, &mut rng)?;
+/// assert_eq!(net.forward(&Tensor::zeros(&[4, 1, 28, 28], DType::F32)?)?.shape(), &[4, 10]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn small_cnn<R: Rng + ?Sized>(
     in_channels: usize,
     classes: usize,
