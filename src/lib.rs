@@ -53,6 +53,7 @@ pub use rand;
 pub use autograd::{no_grad, GradStore};
 pub use error::{Error, Result};
 pub use ops::autocast::{autocast, precision, Precision};
+pub use ops::KeepDim;
 pub use tensor::{DType, Device, Tensor, TensorId};
 
 /// The programs of `docs/TUTORIAL.md`, compiled and run as documentation

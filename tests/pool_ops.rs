@@ -6,6 +6,7 @@
 mod common;
 use common::{assert_close, check_grad};
 use ferrite::ops::{PadCount, Pool2dParams};
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType, Error, Result, Tensor};
 use rand::seq::SliceRandom;
 
@@ -239,7 +240,7 @@ fn adaptive_global_mean_and_uneven_windows() {
     assert_eq!(g.shape(), &[2, 3, 1, 1]);
     let want: Vec<f64> = (0..6).map(|p| p as f64 * 20.0 + 10.5).collect();
     assert_close("global mean", &vals(&g), &want, 1e-12, 0.0);
-    let also = x.mean(&[2, 3], false).unwrap();
+    let also = x.mean(&[2, 3], KeepDim::No).unwrap();
     assert_close("global mean vs mean", &vals(&g), &vals(&also), 1e-12, 0.0);
 
     // 3×5 -> 2×3: rows {0,1}, {1,2}; cols {0,1}, {1,2,3}, {3,4}.

@@ -16,6 +16,7 @@ use crate::backend::cuda::{self, CudaDevice};
 use crate::error::Result;
 use crate::ops::autocast::{autocast, Precision};
 use crate::ops::Conv2dParams;
+use crate::ops::KeepDim;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
 use rand::rngs::StdRng;
@@ -467,7 +468,7 @@ fn memory_rows(bd: &BenchDevice, config: &CudaBenchConfig, rows: &mut Vec<Row>) 
     })?;
     let rows_shape = format!("{}x{cols}", n / cols);
     push("sum_rows", "f32", rows_shape.clone(), 4 * n, &mut || {
-        m.sum(&[1], false).map(drop)
+        m.sum(&[1], KeepDim::No).map(drop)
     })?;
     push("softmax", "f32", rows_shape, 8 * n, &mut || {
         m.softmax(1).map(drop)

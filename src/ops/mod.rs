@@ -34,3 +34,4 @@ pub use dropout::Mode;
 pub use elementwise::{BinaryOp, CmpOp, UnaryOp};
 pub use norm::BatchNormOptions;
 pub use pool::{PadCount, Pool2dParams};
+pub use reduce::KeepDim;
