@@ -154,13 +154,14 @@ pub fn per_class_chart(
                         s.push_str(&marker(k, x_of(i), y_of(*v), color, &tip));
                     }
                     None => {
-                        // A hollow mark under the panel's floor, and the words.
-                        let y = top + PANEL_H - 10.0 - 12.0 * k as f64;
+                        // The words, upright from the panel's floor, one
+                        // column per series beside the class's position.
+                        let x = x_of(i) + 10.0 * (k as f64 - (series.len() as f64 - 1.0) / 2.0);
+                        let y = top + PANEL_H - 4.0;
                         let tip = format!("{label}: {class}: no prediction");
                         let _ = writeln!(
                             s,
-                            r#"<text class="no-prediction" x="{:.1}" y="{y:.1}" fill="{color}" font-size="9" text-anchor="middle">no prediction<title>{tip}</title></text>"#,
-                            x_of(i)
+                            r#"<text class="no-prediction" x="{x:.1}" y="{y:.1}" transform="rotate(-90 {x:.1} {y:.1})" fill="{color}" font-size="9" dominant-baseline="middle">no prediction<title>{tip}</title></text>"#
                         );
                     }
                 }
