@@ -49,7 +49,14 @@ mod git {
         }
         if let Some(common) = dir("--git-common-dir") {
             if let Some(branch) = git(&root, &["symbolic-ref", "-q", "HEAD"]) {
-                watched.push(common.join(branch));
+                // A branch only in `packed-refs` gets a loose file at its
+                // next commit: watch the folder it will appear in.
+                let loose = common.join(branch);
+                if loose.exists() {
+                    watched.push(loose);
+                } else {
+                    watched.extend(loose.parent().map(Path::to_path_buf));
+                }
             }
             watched.push(common.join("packed-refs"));
         }
