@@ -1,5 +1,7 @@
-//! Build script. Does nothing unless the `cuda-emulator` feature is on; then
-//! it compiles the CUDA kernels as C++ for the emulated GPU
+//! Build script. It records the git commit ferrite is built from (see
+//! the `git` module; `unknown` outside a checkout or without git) for
+//! `ferrite::provenance`. With the `cuda-emulator` feature on, it also
+//! compiles the CUDA kernels as C++ for the emulated GPU
 //! (`src/backend/cuda/emulator`), which needs a C++17 compiler but no CUDA
 //! toolkit.
 //!
@@ -13,9 +15,65 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    git::record_commit();
     #[cfg(feature = "cuda-emulator")]
     if std::env::var_os("CARGO_FEATURE_CUDA_EMULATOR").is_some() {
         emulator::build();
+    }
+}
+
+/// The git commit of the source tree, as the environment variable
+/// `FERRITE_GIT_COMMIT` of the crate: 40 hex digits, or `unknown` when git
+/// is missing or the tree is not a checkout (e.g. a crates.io download).
+mod git {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// Sets `FERRITE_GIT_COMMIT` and asks cargo to run the script again
+    /// when `HEAD` moves: a checkout or commit changes `HEAD` or the branch
+    /// it names (loose ref or `packed-refs`). Only existing files are
+    /// watched: a missing one would make cargo rerun the script every time.
+    pub fn record_commit() {
+        let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+        let commit = git(&root, &["rev-parse", "HEAD"])
+            .filter(|c| c.len() == 40 && c.chars().all(|x| x.is_ascii_hexdigit()))
+            .unwrap_or_else(|| "unknown".to_string());
+        println!("cargo:rustc-env=FERRITE_GIT_COMMIT={commit}");
+        if commit == "unknown" {
+            return;
+        }
+        let dir = |arg: &str| git(&root, &["rev-parse", arg]).map(|d| root.join(d));
+        let mut watched = Vec::new();
+        if let Some(git_dir) = dir("--git-dir") {
+            watched.push(git_dir.join("HEAD"));
+        }
+        if let Some(common) = dir("--git-common-dir") {
+            if let Some(branch) = git(&root, &["symbolic-ref", "-q", "HEAD"]) {
+                // A branch only in `packed-refs` gets a loose file at its
+                // next commit: watch the folder it will appear in.
+                let loose = common.join(branch);
+                if loose.exists() {
+                    watched.push(loose);
+                } else {
+                    watched.extend(loose.parent().map(Path::to_path_buf));
+                }
+            }
+            watched.push(common.join("packed-refs"));
+        }
+        for path in watched.iter().filter(|p| Path::exists(p)) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+
+    /// The trimmed output of `git args` run in `dir`, when it succeeds.
+    fn git(dir: &Path, args: &[&str]) -> Option<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
     }
 }
 

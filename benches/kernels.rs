@@ -14,6 +14,10 @@ fn main() {
         profile: flag("--profile"),
         ..BenchConfig::default()
     };
+    println!(
+        "{}\n",
+        ferrite::provenance::Provenance::current().summary_line()
+    );
     let peaks = bench::peaks(&config);
     let results = bench::run(&config, &peaks).expect("benchmarks run");
     print!("{}", bench::format_table(&results, &peaks));

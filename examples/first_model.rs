@@ -6,12 +6,13 @@
 //! (on a GPU: `FIRST_MODEL_DEVICE=cuda cargo run --release --features cuda
 //! --example first_model`).
 
+use ferrite::checkpoint::Strict;
 use ferrite::checkpoint::{load_into_module, save_module};
 use ferrite::data::loader::{DataLoader, LoaderConfig};
 use ferrite::data::{mnist, ImageDataset};
 use ferrite::loss::{cross_entropy, CrossEntropyOptions};
 use ferrite::metrics::accuracy;
-use ferrite::nn::{BatchNorm2d, Conv2d, Linear, Module, Visit};
+use ferrite::nn::{BatchNorm2d, Bias, Conv2d, Linear, Module, Visit};
 use ferrite::ops::{Conv2dParams, Pool2dParams};
 use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 use ferrite::rand::{rngs::StdRng, SeedableRng};
@@ -31,11 +32,11 @@ impl Cnn {
     fn new(rng: &mut StdRng) -> Result<Self> {
         let same = Conv2dParams::default().padding(1);
         Ok(Cnn {
-            conv1: Conv2d::new(1, 16, 3, same, false, rng)?,
+            conv1: Conv2d::new(1, 16, 3, same, Bias::No, rng)?,
             bn1: BatchNorm2d::new(16)?,
-            conv2: Conv2d::new(16, 32, 3, same, false, rng)?,
+            conv2: Conv2d::new(16, 32, 3, same, Bias::No, rng)?,
             bn2: BatchNorm2d::new(32)?,
-            fc: Linear::new(32 * 7 * 7, 10, true, rng)?,
+            fc: Linear::new(32 * 7 * 7, 10, Bias::Yes, rng)?,
         })
     }
 }
@@ -133,7 +134,7 @@ fn main() -> Result<()> {
     let path = std::env::temp_dir().join(format!("first_model-{}.safetensors", std::process::id()));
     save_module(&path, &model, &Default::default())?;
     let mut restored = Cnn::new(&mut StdRng::seed_from_u64(1))?;
-    let report = load_into_module(&path, &restored, true)?;
+    let report = load_into_module(&path, &restored, Strict::Yes)?;
     println!("reloaded: {report}");
     let (before, after) = (
         evaluate(&mut model, &test, device)?,

@@ -9,6 +9,7 @@
 use ferrite::data::{loader::epoch_batches, mnist};
 use ferrite::nn::{self, small_cnn, Module, Sequential, Visit};
 use ferrite::optim::{Adam, AdamConfig, CosineAnnealing, Optimizer, ParamGroup};
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -21,7 +22,7 @@ fn accuracy(net: &Sequential, split: &mnist::ImageSplit) -> Result<f64> {
     let mut correct = 0usize;
     for chunk in (0..split.len()).collect::<Vec<_>>().chunks(500) {
         let (x, y) = split.batch(chunk, MEAN, STD)?;
-        let pred = no_grad(|| net.forward(&x))?.argmax(1, true)?;
+        let pred = no_grad(|| net.forward(&x))?.argmax(1, KeepDim::Yes)?;
         correct += pred
             .eq(&y)?
             .to_dtype(DType::F64)?

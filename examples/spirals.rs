@@ -7,6 +7,7 @@
 //! under `no_grad`. Reaches loss ≈ 0.03 and ≈ 99 % accuracy in 3000 steps.
 
 use ferrite::data::synthetic::two_spirals;
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -43,7 +44,7 @@ fn main() -> Result<()> {
             Ok(())
         })?;
         if step % 500 == 0 {
-            let pred = logits.argmax(1, true)?;
+            let pred = logits.argmax(1, KeepDim::Yes)?;
             let acc = pred
                 .eq(&y)?
                 .to_dtype(DType::F32)?

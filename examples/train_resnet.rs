@@ -5,6 +5,7 @@
 
 use ferrite::nn::{self, resnet, Module, Visit};
 use ferrite::optim::{CosineAnnealing, Optimizer, ParamGroup, Sgd, SgdConfig};
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType, Result, Tensor};
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -40,7 +41,7 @@ fn train(batches: &[(Tensor, Tensor)], epochs: usize) -> Result<()> {
     }
     net.set_training(false);
     let logits = no_grad(|| net.forward(&batches[0].0))?; // evaluation: running statistics
-    println!("{}", logits.argmax(1, false)?);
+    println!("{}", logits.argmax(1, KeepDim::No)?);
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
 use ferrite::data::{mnist, ImageDataset};
 use ferrite::loss::{cross_entropy, CrossEntropyOptions};
-use ferrite::nn::{BatchNorm2d, Conv2d, Linear, Module};
+use ferrite::nn::{BatchNorm2d, Bias, Conv2d, Linear, Module};
 use ferrite::ops::{Conv2dParams, Pool2dParams};
 use ferrite::optim::{Adam, AdamConfig, CosineAnnealing, ParamGroup};
 use ferrite::rand::{rngs::StdRng, SeedableRng};
@@ -33,11 +33,11 @@ impl Cnn {
     fn new(rng: &mut StdRng) -> Result<Self> {
         let same = Conv2dParams::default().padding(1);
         Ok(Cnn {
-            conv1: Conv2d::new(1, 16, 3, same, false, rng)?,
+            conv1: Conv2d::new(1, 16, 3, same, Bias::No, rng)?,
             bn1: BatchNorm2d::new(16)?,
-            conv2: Conv2d::new(16, 32, 3, same, false, rng)?,
+            conv2: Conv2d::new(16, 32, 3, same, Bias::No, rng)?,
             bn2: BatchNorm2d::new(32)?,
-            fc: Linear::new(32 * 7 * 7, 10, true, rng)?,
+            fc: Linear::new(32 * 7 * 7, 10, Bias::Yes, rng)?,
         })
     }
 }

@@ -42,6 +42,7 @@ pub mod ops;
 pub mod optim;
 pub mod plm;
 pub mod profile;
+pub mod provenance;
 pub mod tensor;
 pub mod train;
 
@@ -54,4 +55,11 @@ pub use rand;
 pub use autograd::{no_grad, GradStore};
 pub use error::{Error, Result};
 pub use ops::autocast::{autocast, precision, Precision};
+pub use ops::KeepDim;
 pub use tensor::{DType, Device, Tensor, TensorId};
+
+/// The programs of `docs/TUTORIAL.md`, compiled and run as documentation
+/// tests so that the tutorial always matches the code.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/TUTORIAL.md")]
+pub struct TutorialDoctests;

@@ -170,6 +170,16 @@ pub fn is_profiling() -> bool {
 /// Runs `f` with profiling on for this thread and returns its result with
 /// the per-op times. A `profile` nested inside another collects the inner
 /// closure's ops on its own; the outer one sees that time as outside ops.
+///
+/// ```
+/// use ferrite::{profile, DType, Tensor};
+/// let x = Tensor::ones(&[32, 32], DType::F32)?;
+/// let (y, report) = profile::profile(|| x.matmul(&x)?.exp());
+/// assert_eq!(y?.shape(), &[32, 32]);
+/// let names: Vec<&str> = report.entries.iter().map(|e| e.name).collect();
+/// assert!(names.contains(&"matmul") && names.contains(&"exp"), "{names:?}");
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn profile<R>(f: impl FnOnce() -> R) -> (R, Profile) {
     let saved = SavedState {
         collector: COLLECTOR.with(|c| c.replace(Some(Collector::default()))),

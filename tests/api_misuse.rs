@@ -6,7 +6,7 @@
 use ferrite::checkpoint::save_state_dict;
 use ferrite::data::mnist::ImageSplit;
 use ferrite::data::{ImageDataset, Labels};
-use ferrite::nn::{BatchNorm2d, Conv2d};
+use ferrite::nn::{BatchNorm2d, Bias, Conv2d};
 use ferrite::ops::Conv2dParams;
 use ferrite::optim::{ParamGroup, Sgd, SgdConfig};
 use ferrite::train::evaluation::Evaluation;
@@ -67,13 +67,13 @@ fn layers_need_positive_sizes() {
     let mut rng = StdRng::seed_from_u64(0);
     let p = Conv2dParams::default();
     for (i, o, k) in [(3, 8, 0), (0, 8, 3), (3, 0, 3)] {
-        let err = message(Conv2d::new(i, o, k, p, true, &mut rng));
+        let err = message(Conv2d::new(i, o, k, p, Bias::Yes, &mut rng));
         assert!(
             err.contains("Conv2d::new") && err.contains("must be positive"),
             "{err}"
         );
     }
-    assert!(Conv2d::new(3, 8, 1, p, true, &mut rng).is_ok());
+    assert!(Conv2d::new(3, 8, 1, p, Bias::Yes, &mut rng).is_ok());
     assert!(message(BatchNorm2d::new(0)).contains("channels must be positive"));
     assert!(BatchNorm2d::new(1).is_ok());
 }

@@ -7,6 +7,7 @@ use common::{assert_close, randn};
 use ferrite::autograd::{
     gradcheck, is_grad_enabled, BackwardOptions, GradFn, GradStore, GradcheckOptions, NoGradGuard,
 };
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType, Result, Tensor};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,7 +49,7 @@ fn ops_record_only_when_an_input_requires_grad() {
         b.reshape(&[1, 2]).unwrap(),
         b.unsqueeze(0).unwrap().t().unwrap(),
         b.narrow(0, 1, 1).unwrap(),
-        b.sum(&[0], false).unwrap(),
+        b.sum(&[0], KeepDim::No).unwrap(),
         b.max_all().unwrap(),
         b.matmul(&a).unwrap(),
         b.softmax(0).unwrap(),
@@ -65,7 +66,7 @@ fn ops_record_only_when_an_input_requires_grad() {
         assert!(r.requires_grad() && !r.is_leaf(), "op {i} was not recorded");
     }
     // Integer and boolean results never carry a gradient.
-    assert!(!b.argmax(0, false).unwrap().requires_grad());
+    assert!(!b.argmax(0, KeepDim::No).unwrap().requires_grad());
     assert!(!b.gt(&a).unwrap().requires_grad());
     assert!(!b.to_dtype(DType::I64).unwrap().requires_grad());
     // requires_grad_(false) makes a fresh, untracked leaf on the same data.
@@ -389,7 +390,7 @@ fn unreached_leaves_have_no_gradient() {
     assert_eq!(g.len(), 1);
     // A leaf reached only through an integer path gets nothing either.
     let loss = a
-        .index_select(0, &b.argmax(0, false).unwrap().unsqueeze(0).unwrap())
+        .index_select(0, &b.argmax(0, KeepDim::No).unwrap().unsqueeze(0).unwrap())
         .unwrap()
         .sum_all()
         .unwrap();

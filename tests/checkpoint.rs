@@ -2,12 +2,15 @@
 //! independently, PyTorch interop, strict/non-strict loading, corrupt files,
 //! atomic writes and bit-identical training resumption.
 
+use ferrite::checkpoint::Strict;
 use ferrite::checkpoint::{
     self, apply_state_dict, load_into_module, load_into_module_with, load_state_dict,
     load_training, read_training, save_module, save_state_dict, save_training, write_atomic,
     CheckpointOptimizer, Conversion, LoadOptions, LoadReport, OptimizerState,
 };
-use ferrite::nn::{self, BatchNorm2d, Conv2d, Flatten, Linear, Module, ReLU, Sequential, Visit};
+use ferrite::nn::{
+    self, BatchNorm2d, Bias, Conv2d, Flatten, Linear, Module, ReLU, Sequential, Visit,
+};
 use ferrite::ops::Conv2dParams;
 use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use ferrite::{DType, Error, Tensor};
@@ -309,7 +312,7 @@ fn module_round_trip_resnet20_by_name() {
     nbt.assign(&Tensor::scalar(17i64)).unwrap();
     save_module(&path, &a, &meta(&[("arch", "resnet20")])).unwrap();
     assert_ne!(bits(&nn::parameters(&a)[0]), bits(&nn::parameters(&b)[0]));
-    let report = load_into_module(&path, &b, true).unwrap();
+    let report = load_into_module(&path, &b, Strict::Yes).unwrap();
     assert!(report.is_exact(), "{report}");
     assert_eq!(report.loaded.len(), nn::state_dict(&a).len());
     assert_same_dict(&snapshot(&a), &snapshot(&b));
@@ -491,7 +494,17 @@ fn from_json(v: &Value) -> Tensor {
 fn conv_bn(seed: u64) -> Sequential {
     let mut rng = StdRng::seed_from_u64(seed);
     Sequential::new()
-        .with(Conv2d::new(3, 4, 3, Conv2dParams::default().padding(1), true, &mut rng).unwrap())
+        .with(
+            Conv2d::new(
+                3,
+                4,
+                3,
+                Conv2dParams::default().padding(1),
+                Bias::Yes,
+                &mut rng,
+            )
+            .unwrap(),
+        )
         .with(BatchNorm2d::new(4).unwrap())
 }
 
@@ -499,7 +512,12 @@ fn conv_bn(seed: u64) -> Sequential {
 fn pytorch_written_file_loads_into_matching_module() {
     let doc = values_json();
     let mut model = conv_bn(5);
-    let report = load_into_module(fixture("checkpoint_conv_bn.safetensors"), &model, true).unwrap();
+    let report = load_into_module(
+        fixture("checkpoint_conv_bn.safetensors"),
+        &model,
+        Strict::Yes,
+    )
+    .unwrap();
     assert!(report.is_exact(), "{report}");
     assert_eq!(
         report.loaded,
@@ -581,7 +599,12 @@ fn ferrite_rewrites_pytorch_files_byte_for_byte() {
     }
     // And a module loaded from PyTorch saves back to the same file.
     let model = conv_bn(9);
-    load_into_module(fixture("checkpoint_conv_bn.safetensors"), &model, true).unwrap();
+    load_into_module(
+        fixture("checkpoint_conv_bn.safetensors"),
+        &model,
+        Strict::Yes,
+    )
+    .unwrap();
     let out = dir.path("module.safetensors");
     save_module(&out, &model, &meta(&[("format", "pt")])).unwrap();
     assert_eq!(
@@ -595,9 +618,9 @@ fn ferrite_rewrites_pytorch_files_byte_for_byte() {
 fn mlp(seed: u64) -> Sequential {
     let mut rng = StdRng::seed_from_u64(seed);
     Sequential::new()
-        .with(Linear::new(3, 4, true, &mut rng).unwrap())
+        .with(Linear::new(3, 4, Bias::Yes, &mut rng).unwrap())
         .with(ReLU)
-        .with(Linear::new(4, 2, true, &mut rng).unwrap())
+        .with(Linear::new(4, 2, Bias::Yes, &mut rng).unwrap())
 }
 
 /// A state dict for `mlp` with one key missing (`2.bias`), one extra
@@ -621,7 +644,7 @@ fn strict_load_names_every_problem_and_changes_nothing() {
     save_state_dict(&path, &bad_state_dict(), &BTreeMap::new()).unwrap();
     let model = mlp(1);
     let before = snapshot(&model);
-    let e = load_into_module(&path, &model, true).unwrap_err();
+    let e = load_into_module(&path, &model, Strict::Yes).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
     for needle in [
@@ -640,7 +663,7 @@ fn strict_load_names_every_problem_and_changes_nothing() {
     assert_same_dict(&before, &snapshot(&model));
 
     // The in-memory form behaves the same.
-    let e = apply_state_dict(&model, &bad_state_dict(), true).unwrap_err();
+    let e = apply_state_dict(&model, &bad_state_dict(), Strict::Yes).unwrap_err();
     assert!(e.to_string().contains("missing: 2.bias [2] F32"), "{e}");
     assert_same_dict(&before, &snapshot(&model));
 }
@@ -696,7 +719,7 @@ fn non_strict_load_takes_the_intersection_and_reports_the_rest() {
 
     // Not strict (the default options): the F64 `2.weight` converts to F32.
     let model = mlp(1);
-    let report = load_into_module(&path, &model, false).unwrap();
+    let report = load_into_module(&path, &model, Strict::No).unwrap();
     assert_eq!(report.loaded, vec!["0.bias", "2.weight"]);
     assert_eq!(
         report.converted,
@@ -725,7 +748,7 @@ fn non_strict_load_takes_the_intersection_and_reports_the_rest() {
 
     // A complete, exact dict is exact in both modes.
     let good = snapshot(&mlp(2));
-    let report: LoadReport = apply_state_dict(&model, &good, false).unwrap();
+    let report: LoadReport = apply_state_dict(&model, &good, Strict::No).unwrap();
     assert!(report.is_exact() && report.loaded.len() == 4, "{report}");
     assert_same_dict(&good, &snapshot(&model));
 }
@@ -737,7 +760,7 @@ fn loading_writes_through_to_optimizer_handles() {
     let model = mlp(1);
     let params = nn::parameters(&model);
     let good = snapshot(&mlp(2));
-    apply_state_dict(&model, &good, true).unwrap();
+    apply_state_dict(&model, &good, Strict::Yes).unwrap();
     for ((name, t), p) in good.iter().zip(&params) {
         assert_same_tensor(name, t, p);
         assert!(p.requires_grad());
@@ -952,7 +975,7 @@ fn specific_corruptions_are_described() {
         }
         other => panic!("expected Io, got {other:?}"),
     }
-    let e = load_into_module(&missing, &mlp(1), false).unwrap_err();
+    let e = load_into_module(&missing, &mlp(1), Strict::No).unwrap_err();
     assert!(e.to_string().contains("nope.safetensors"), "{e}");
 }
 
@@ -1037,11 +1060,11 @@ fn unwritable_targets_are_io_errors_naming_the_path() {
 fn tiny_cnn(seed: u64) -> Sequential {
     let mut rng = StdRng::seed_from_u64(seed);
     Sequential::new()
-        .with(Conv2d::new(2, 3, 3, Conv2dParams::default(), true, &mut rng).unwrap())
+        .with(Conv2d::new(2, 3, 3, Conv2dParams::default(), Bias::Yes, &mut rng).unwrap())
         .with(BatchNorm2d::new(3).unwrap())
         .with(ReLU)
         .with(Flatten)
-        .with(Linear::new(3 * 4 * 4, 2, true, &mut rng).unwrap())
+        .with(Linear::new(3 * 4 * 4, 2, Bias::Yes, &mut rng).unwrap())
 }
 
 /// Two parameter groups: conv + batch norm, and the linear head with decay.
@@ -1153,7 +1176,7 @@ fn resume_is_bit_identical<O: Optimizer + CheckpointOptimizer>(
     // Without the optimizer state the run diverges (the test can fail).
     let naive = tiny_cnn(12345);
     let mut opt3 = make(&naive);
-    apply_state_dict(&naive, &ckpt.model, true).unwrap();
+    apply_state_dict(&naive, &ckpt.model, Strict::Yes).unwrap();
     for s in 2..4 {
         train_step(&naive, &mut opt3, s);
     }
@@ -1280,7 +1303,7 @@ fn mismatched_resume_changes_neither_model_nor_optimizer() {
 
     // A different architecture: refused, names the problem.
     let mut rng = StdRng::seed_from_u64(0);
-    let small = Sequential::new().with(Linear::new(3, 2, true, &mut rng).unwrap());
+    let small = Sequential::new().with(Linear::new(3, 2, Bias::Yes, &mut rng).unwrap());
     let mut small_opt = Sgd::new(
         vec![ParamGroup::new(nn::parameters(&small), 0.1, 0.0)],
         SgdConfig {

@@ -3,6 +3,7 @@
 //! `module.` prefix, no `num_batches_tracked`. The files were written by
 //! PyTorch (`tests/fixtures/gen_checkpoint_lenient.py`).
 
+use ferrite::checkpoint::Strict;
 use ferrite::checkpoint::{
     load_into_module, load_into_module_with, load_state_dict, Conversion, LoadOptions,
 };
@@ -147,7 +148,7 @@ fn fp16_file_converts_into_a_float32_resnet() {
 fn fp16_file_converts_into_other_float_dtypes_and_loads_f16_exactly() {
     let mut model = small_resnet(1);
     model.to_dtype(DType::F64).unwrap();
-    let report = load_into_module(fixture(F16_FILE), &model, false).unwrap();
+    let report = load_into_module(fixture(F16_FILE), &model, Strict::No).unwrap();
     assert_eq!(report.converted.len(), FLOATS);
     assert!(report.converted.iter().all(|c| c.to == DType::F64));
     let w = nn::state_dict(&model)[0].1.to_vec::<f64>().unwrap();
@@ -159,7 +160,7 @@ fn fp16_file_converts_into_other_float_dtypes_and_loads_f16_exactly() {
     // A half-precision module takes the file as it is: exact, even strictly.
     let mut model = small_resnet(1);
     model.to_dtype(DType::F16).unwrap();
-    let report = load_into_module(fixture(F16_FILE), &model, true).unwrap();
+    let report = load_into_module(fixture(F16_FILE), &model, Strict::Yes).unwrap();
     assert!(report.is_exact() && report.converted.is_empty(), "{report}");
 }
 
@@ -200,7 +201,7 @@ fn dataparallel_file_loads_with_strip_prefix() {
 fn dataparallel_file_without_the_option_loads_nothing_and_says_why() {
     let model = small_resnet(1);
     let before = snapshot(&model);
-    let report = load_into_module(fixture(DP_FILE), &model, false).unwrap();
+    let report = load_into_module(fixture(DP_FILE), &model, Strict::No).unwrap();
     assert!(report.loaded.is_empty());
     assert_eq!(report.missing.len(), FLOATS);
     assert_eq!(report.tolerated_missing.len(), COUNTERS);
@@ -246,7 +247,7 @@ fn file_without_num_batches_tracked_keeps_the_modules_counters() {
     let kept = counters(&model);
     assert!(kept.len() == COUNTERS && kept.iter().all(|(_, c)| *c == 1));
 
-    let report = load_into_module(fixture(NO_NBT_FILE), &model, false).unwrap();
+    let report = load_into_module(fixture(NO_NBT_FILE), &model, Strict::No).unwrap();
     assert!(report.is_complete() && !report.is_exact(), "{report}");
     assert_eq!(report.loaded.len(), FLOATS);
     assert!(report.converted.is_empty());
@@ -282,7 +283,7 @@ fn strict_refuses_each_pytorch_file_with_a_short_message() {
         // The boolean form is the same strict load.
         assert_eq!(
             msg,
-            strict_error(load_into_module(fixture(file), &model, true))
+            strict_error(load_into_module(fixture(file), &model, Strict::Yes))
         );
         assert_short(&msg);
         assert!(
@@ -355,7 +356,7 @@ fn strict_error_on_resnet18_against_another_network_is_short() {
     assert_eq!(own, 122);
     // The small network's 56 names all exist in ResNet-18 with other
     // shapes (its counters match, but strictness refuses the whole load).
-    let msg = strict_error(load_into_module(fixture(F16_FILE), &model, true));
+    let msg = strict_error(load_into_module(fixture(F16_FILE), &model, Strict::Yes));
     assert_short(&msg);
     assert_contains(
         &msg,
@@ -370,7 +371,7 @@ fn strict_error_on_resnet18_against_another_network_is_short() {
         ],
     );
     // Nothing in common: every key of both sides.
-    let msg = strict_error(load_into_module(fixture(DP_FILE), &model, true));
+    let msg = strict_error(load_into_module(fixture(DP_FILE), &model, Strict::Yes));
     assert_short(&msg);
     assert_contains(
         &msg,
@@ -381,7 +382,7 @@ fn strict_error_on_resnet18_against_another_network_is_short() {
         ],
     );
     // The lenient report of the same load is bounded as well.
-    let report = load_into_module(fixture(DP_FILE), &model, false).unwrap();
+    let report = load_into_module(fixture(DP_FILE), &model, Strict::No).unwrap();
     let text = report.to_string();
     assert_short(&text);
     assert_eq!(report.missing.len() + report.tolerated_missing.len(), own);

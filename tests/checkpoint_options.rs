@@ -4,6 +4,7 @@
 
 mod lenient;
 
+use ferrite::checkpoint::Strict;
 use ferrite::checkpoint::{apply_state_dict, apply_state_dict_with, load_state_dict, LoadOptions};
 use ferrite::nn::{self, Module, Sequential};
 use ferrite::{DType, Tensor};
@@ -41,7 +42,7 @@ fn prefixes_strip_add_and_replace() {
     );
     // Without it, the report suggests it.
     let wrapped = Sequential::new().with(small_resnet(1));
-    let report = apply_state_dict(&wrapped, &half, false).unwrap();
+    let report = apply_state_dict(&wrapped, &half, Strict::No).unwrap();
     assert!(report.loaded.is_empty());
     assert_eq!(
         report.hints,
@@ -154,7 +155,7 @@ fn only_floating_dtypes_convert() {
         };
     }
     let target = small_resnet(2);
-    let report = apply_state_dict(&target, &sd, false).unwrap();
+    let report = apply_state_dict(&target, &sd, Strict::No).unwrap();
     let conv: Vec<(&str, DType, DType)> = report
         .converted
         .iter()
@@ -213,7 +214,7 @@ fn only_floating_dtypes_convert() {
         "fc.bias".to_string(),
         Tensor::from_vec(vec![1e6f32; 10], &[10]).unwrap(),
     )];
-    let report = apply_state_dict(&m16, &big, false).unwrap();
+    let report = apply_state_dict(&m16, &big, Strict::No).unwrap();
     assert_eq!(report.converted[0].to, DType::F16);
     let got = nn::state_dict(&m16);
     let b = &got.iter().find(|(k, _)| k == "fc.bias").unwrap().1;

@@ -463,3 +463,29 @@ fn checkpoints_beyond_their_epochs_or_with_bad_settings_are_refused() {
     assert!(stderr(&out).contains("--lr-gamma"), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_json_rows_carry_min_median_max_and_the_provenance() {
+    let out = ferrite(&[
+        "bench",
+        "--quick",
+        "--filter",
+        "add_f32",
+        "--peak-gflops",
+        "100",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let commit = doc["provenance"]["git_commit"].as_str().unwrap();
+    assert!(commit == "unknown" || commit.len() == 40, "{commit}");
+    let rows = doc["kernels"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{doc}");
+    for row in rows {
+        let f = |k: &str| row[k].as_f64().unwrap();
+        assert!(
+            f("min_ms") <= f("median_ms") && f("median_ms") <= f("max_ms"),
+            "{row}"
+        );
+    }
+}

@@ -15,6 +15,7 @@
 use ferrite::backend::cuda::{self, CudaDevice};
 use ferrite::ops::optim::{cpu as optim_cpu, AdamStep, SgdStep};
 use ferrite::plm::{draw_mask, keep_probabilities, Histograms, Plm, PlmConfig};
+use ferrite::KeepDim;
 use ferrite::{DType, Device, Error, Tensor};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -145,10 +146,10 @@ fn row_reductions_match_the_cpu() {
         let x = values(rows * cols, (-1.0, 1.0), rows as u64);
         let gx = on_device(&dev, &x, &[rows, cols]);
         let t = cpu(&x, &[rows, cols]);
-        let sum: Vec<f32> = gx.sum(&[1], false).unwrap().to_vec().unwrap();
-        let max: Vec<f32> = gx.max(&[1], false).unwrap().to_vec().unwrap();
-        let want_sum = t.sum(&[1], false).unwrap().to_vec::<f32>().unwrap();
-        let want_max = t.max(&[1], false).unwrap().to_vec::<f32>().unwrap();
+        let sum: Vec<f32> = gx.sum(&[1], KeepDim::No).unwrap().to_vec().unwrap();
+        let max: Vec<f32> = gx.max(&[1], KeepDim::No).unwrap().to_vec().unwrap();
+        let want_sum = t.sum(&[1], KeepDim::No).unwrap().to_vec::<f32>().unwrap();
+        let want_max = t.max(&[1], KeepDim::No).unwrap().to_vec::<f32>().unwrap();
         for r in 0..rows {
             let abs: f32 = x[r * cols..(r + 1) * cols].iter().map(|v| v.abs()).sum();
             let tol = 1e-5 * abs + 1e-6;
@@ -191,8 +192,8 @@ fn softmax_and_argmax_match_the_cpu() {
             );
         }
     }
-    let got: Vec<i64> = gx.argmax(1, false).unwrap().to_vec().unwrap();
-    let want = t.argmax(1, false).unwrap().to_vec::<i64>().unwrap();
+    let got: Vec<i64> = gx.argmax(1, KeepDim::No).unwrap().to_vec().unwrap();
+    let want = t.argmax(1, KeepDim::No).unwrap().to_vec::<i64>().unwrap();
     assert_eq!(got, want);
     assert_eq!((got[3], got[4]), (7, 2));
 }

@@ -281,7 +281,7 @@ fn rust_parameter_structs_have_the_kernel_sizes() {
         ),
         (
             "Pool2dParams",
-            size_of::<ferrite::ops::pool::params::Pool2dParams>(),
+            size_of::<ferrite::ops::pool::params::Pool2dKernelParams>(),
         ),
         (
             "BatchNormParams",

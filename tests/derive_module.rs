@@ -4,8 +4,9 @@
 //! reaching every layer, `to_device`/`to_dtype` converting every tensor,
 //! and the `parameters()` methods.
 
+use ferrite::checkpoint::Strict;
 use ferrite::checkpoint::{load_into_module, save_module};
-use ferrite::nn::{self, BatchNorm2d, Conv2d, Dropout, Linear, Module, Role, Visit};
+use ferrite::nn::{self, BatchNorm2d, Bias, Conv2d, Dropout, Linear, Module, Role, Visit};
 use ferrite::ops::Conv2dParams;
 use ferrite::{no_grad, DType, Device, Result, Tensor};
 use rand::rngs::StdRng;
@@ -100,7 +101,7 @@ impl Module for Net {
 fn conv_bn(cin: usize, cout: usize, rng: &mut StdRng) -> ConvBn {
     let same = Conv2dParams::default().padding(1);
     ConvBn {
-        conv: Conv2d::new(cin, cout, 3, same, false, rng).unwrap(),
+        conv: Conv2d::new(cin, cout, 3, same, Bias::No, rng).unwrap(),
         bn: BatchNorm2d::new(cout).unwrap(),
     }
 }
@@ -126,7 +127,7 @@ fn net(seed: u64) -> Net {
             limit: 100.0,
             active: true,
         },
-        head: Linear::new(4, 2, true, &mut rng).unwrap(),
+        head: Linear::new(4, 2, Bias::Yes, &mut rng).unwrap(),
         training: true,
     }
 }
@@ -214,7 +215,7 @@ fn optional_fields_appear_only_when_present() {
     let mut m = net(0);
     m.body.extra = None;
     m.norm = Norm::Identity;
-    m.unused = Some(Linear::new(2, 2, false, &mut StdRng::seed_from_u64(1)).unwrap());
+    m.unused = Some(Linear::new(2, 2, Bias::No, &mut StdRng::seed_from_u64(1)).unwrap());
     let names: Vec<String> = m.state_dict().into_iter().map(|(n, _)| n).collect();
     assert!(names
         .iter()
@@ -266,7 +267,7 @@ fn save_and_load_round_trip_every_tensor() {
         values(&target),
         "seeds give different nets"
     );
-    let report = load_into_module(&path, &target, true).unwrap();
+    let report = load_into_module(&path, &target, Strict::Yes).unwrap();
     assert!(report.is_exact(), "{report:?}");
     assert_eq!(report.loaded, expected_state_dict_names());
     assert_eq!(values(&source), values(&target));

@@ -14,7 +14,8 @@ mod device;
 
 use device::{devices, uniform};
 use ferrite::loss::{sigmoid_focal_loss, Reduction};
-use ferrite::ops::{BatchNormOptions, Conv2dParams};
+use ferrite::ops::{BatchNormOptions, Conv2dParams, PadCount};
+use ferrite::KeepDim;
 use ferrite::{Device, Result, Tensor};
 
 /// Step of the central differences: large enough that f32 rounding of the
@@ -98,11 +99,11 @@ fn elementwise_and_reductions() {
     gradcheck(
         "broadcast sub, row sums",
         &[x.clone(), y.narrow(0, 0, 1).unwrap()],
-        |t| t[0].sub(&t[1])?.square()?.sum(&[1], true),
+        |t| t[0].sub(&t[1])?.square()?.sum(&[1], KeepDim::Yes),
     );
     gradcheck("log_softmax", &[x.clone()], |t| t[0].log_softmax(1));
     gradcheck("mean of a permuted view", &[x], |t| {
-        t[0].t()?.mean(&[1], false)
+        t[0].t()?.mean(&[1], KeepDim::No)
     });
 }
 
@@ -119,7 +120,7 @@ fn matmul_and_convolution() {
         t[0].conv2d(&t[1], Some(&t[2]), p)
     });
     gradcheck("avg_pool2d", &[x], |t| {
-        t[0].avg_pool2d(ferrite::ops::Pool2dParams::new(2), true)
+        t[0].avg_pool2d(ferrite::ops::Pool2dParams::new(2), PadCount::Include)
     });
 }
 

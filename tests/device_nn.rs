@@ -9,7 +9,7 @@
 mod device;
 
 use device::{check, devices, uniform, Tol, EXACT};
-use ferrite::ops::{BatchNormOptions, Pool2dParams};
+use ferrite::ops::{BatchNormOptions, Mode, PadCount, Pool2dParams};
 use ferrite::{DType, Device, Error, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -108,9 +108,9 @@ fn max_pool_matches_the_cpu_bit_for_bit_with_ties_and_nan() {
 fn avg_pools_match_the_cpu() {
     let x = uniform(&[2, 3, 7, 9], (-2.0, 2.0), 2);
     for (name, p) in pool_cases() {
-        for include in [false, true] {
+        for include in [PadCount::Exclude, PadCount::Include] {
             check(
-                &format!("avg_pool2d {name} count_include_pad={include}"),
+                &format!("avg_pool2d {name} {include:?}"),
                 &[x.clone()],
                 |t| t[0].avg_pool2d(p, include),
                 EXACT,
@@ -120,7 +120,7 @@ fn avg_pools_match_the_cpu() {
         check(
             &format!("avg_pool2d of a sliced view {name}"),
             &[x.clone()],
-            |t| t[0].narrow(3, 1, 7)?.avg_pool2d(p, true),
+            |t| t[0].narrow(3, 1, 7)?.avg_pool2d(p, PadCount::Include),
             EXACT,
             EXACT,
         );
@@ -147,7 +147,7 @@ fn avg_pools_match_the_cpu() {
         &[empty],
         |t| {
             t[0].max_pool2d(Pool2dParams::new(2))?
-                .add(&t[0].avg_pool2d(Pool2dParams::new(2), false)?)
+                .add(&t[0].avg_pool2d(Pool2dParams::new(2), PadCount::Exclude)?)
         },
         EXACT,
         EXACT,
@@ -163,7 +163,8 @@ fn pools_on_the_device_are_f32_only() {
         let d = x.to_device(device).unwrap();
         for err in [
             d.max_pool2d(Pool2dParams::new(2)).unwrap_err(),
-            d.avg_pool2d(Pool2dParams::new(2), false).unwrap_err(),
+            d.avg_pool2d(Pool2dParams::new(2), PadCount::Exclude)
+                .unwrap_err(),
             d.adaptive_avg_pool2d((2, 2)).unwrap_err(),
         ] {
             assert!(matches!(err, Error::UnsupportedDType { .. }), "{err:?}");
@@ -309,7 +310,7 @@ fn dropout_draws_the_cpu_mask() {
         check(
             &format!("dropout p={p}"),
             &[x.clone()],
-            |t| t[0].dropout(p, true, &mut seeded()),
+            |t| t[0].dropout(p, Mode::Train, &mut seeded()),
             EXACT,
             EXACT,
         );
@@ -317,7 +318,7 @@ fn dropout_draws_the_cpu_mask() {
     check(
         "dropout in eval mode",
         &[x.clone()],
-        |t| t[0].dropout(0.5, false, &mut seeded()),
+        |t| t[0].dropout(0.5, Mode::Eval, &mut seeded()),
         EXACT,
         EXACT,
     );
@@ -328,7 +329,7 @@ fn dropout_draws_the_cpu_mask() {
             t[0].to_dtype(DType::F16)?
                 .reshape(&[40, 25])?
                 .t()?
-                .dropout(0.25, true, &mut seeded())?
+                .dropout(0.25, Mode::Train, &mut seeded())?
                 .to_dtype(DType::F32)
         },
         EXACT,
@@ -343,7 +344,7 @@ fn dropout_statistics_on_the_device() {
     for device in devices() {
         let x = ones.to_device(device).unwrap();
         let y = x
-            .dropout(0.5, true, &mut StdRng::seed_from_u64(16))
+            .dropout(0.5, Mode::Train, &mut StdRng::seed_from_u64(16))
             .unwrap();
         assert_eq!(y.device(), device);
         let v = y.to_vec::<f32>().unwrap();
@@ -354,7 +355,7 @@ fn dropout_statistics_on_the_device() {
         let kept = v.iter().filter(|&&a| a == 2.0).count() as f64 / n as f64;
         assert!((kept - 0.5).abs() < 0.02, "kept fraction {kept}");
         let same = x
-            .dropout(0.0, true, &mut StdRng::seed_from_u64(16))
+            .dropout(0.0, Mode::Train, &mut StdRng::seed_from_u64(16))
             .unwrap();
         assert!(same.same_storage(&x), "p = 0 is the identity");
     }

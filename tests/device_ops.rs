@@ -9,6 +9,7 @@ mod device;
 
 use device::{check, devices, scale, uniform, CLOSE, EXACT};
 use ferrite::ops::{BinaryOp, CmpOp, UnaryOp};
+use ferrite::KeepDim;
 use ferrite::{DType, Device, Error, Tensor};
 
 #[test]
@@ -169,28 +170,28 @@ fn reductions_over_any_dims() {
         check(
             "sum",
             &[x.clone()],
-            |t| t[0].sum(&dims, false),
+            |t| t[0].sum(&dims, KeepDim::No),
             CLOSE,
             EXACT,
         );
         check(
             "mean",
             &[x.clone()],
-            |t| t[0].mean(&dims, true),
+            |t| t[0].mean(&dims, KeepDim::Yes),
             CLOSE,
             CLOSE,
         );
         check(
             "max",
             &[x.clone()],
-            |t| t[0].max(&dims, false),
+            |t| t[0].max(&dims, KeepDim::No),
             EXACT,
             EXACT,
         );
         check(
             "min",
             &[x.clone()],
-            |t| t[0].min(&dims, false),
+            |t| t[0].min(&dims, KeepDim::No),
             EXACT,
             EXACT,
         );
@@ -200,7 +201,7 @@ fn reductions_over_any_dims() {
     check(
         "sum over dim 0 of [3, 5000]",
         &[wide],
-        |t| t[0].sum(&[0], false),
+        |t| t[0].sum(&[0], KeepDim::No),
         CLOSE,
         EXACT,
     );
@@ -230,14 +231,14 @@ fn argmax_argmin_and_softmax() {
     check(
         "argmax",
         &[x.clone()],
-        |t| t[0].argmax(1, false),
+        |t| t[0].argmax(1, KeepDim::No),
         EXACT,
         EXACT,
     );
     check(
         "argmin",
         &[x.clone()],
-        |t| t[0].argmin(0, true),
+        |t| t[0].argmin(0, KeepDim::Yes),
         EXACT,
         EXACT,
     );
@@ -391,14 +392,14 @@ fn composite_ops_run_on_the_device() {
     check(
         "var",
         &[x.clone()],
-        |t| t[0].var(&[1], 1, false),
+        |t| t[0].var(&[1], 1, KeepDim::No),
         CLOSE,
         CLOSE,
     );
     check(
         "logsumexp",
         &[x.clone()],
-        |t| t[0].logsumexp(&[0], true),
+        |t| t[0].logsumexp(&[0], KeepDim::Yes),
         CLOSE,
         CLOSE,
     );
@@ -464,11 +465,15 @@ fn relu_backward_follows_the_cpu_rule_for_signed_zeros_and_nan() {
 fn comparison_masks_sum_into_exact_counts_on_the_device() {
     let x = uniform(&[37, 29], (-1.0, 1.0), 40);
     let mask = x.gt(&Tensor::scalar(0.25f32)).unwrap();
-    let want_rows = mask.sum(&[1], false).unwrap().to_vec::<i64>().unwrap();
+    let want_rows = mask
+        .sum(&[1], KeepDim::No)
+        .unwrap()
+        .to_vec::<i64>()
+        .unwrap();
     let want_all = mask.sum_all().unwrap().to_vec::<i64>().unwrap();
     for device in devices() {
         let m = mask.to_device(device).unwrap();
-        let rows = m.sum(&[1], false).unwrap();
+        let rows = m.sum(&[1], KeepDim::No).unwrap();
         assert_eq!((rows.dtype(), rows.device()), (DType::I64, device));
         assert_eq!(rows.to_vec::<i64>().unwrap(), want_rows);
         assert_eq!(m.sum_all().unwrap().to_vec::<i64>().unwrap(), want_all);

@@ -81,7 +81,7 @@ fn plm_training_steps_download_nothing() {
 fn a_trainer_epoch_on_the_device_downloads_nothing_between_batches() {
     use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
     use ferrite::data::{ImageDataset, Labels};
-    use ferrite::nn::{Flatten, Linear, Sequential};
+    use ferrite::nn::{Bias, Flatten, Linear, Sequential};
     use ferrite::train::trainer::{Quiet, Trainer, LOSS_READ_INTERVAL};
     for device in devices() {
         let Device::Cuda(ordinal) = device else {
@@ -106,7 +106,7 @@ fn a_trainer_epoch_on_the_device_downloads_nothing_between_batches() {
         let mut rng = StdRng::seed_from_u64(2);
         let mut model = Sequential::new()
             .with(Flatten)
-            .with(Linear::new(16, 3, true, &mut rng).unwrap());
+            .with(Linear::new(16, 3, Bias::Yes, &mut rng).unwrap());
         model.to_device(device).unwrap();
         let opt = Adam::new(
             vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],

@@ -8,6 +8,7 @@
 mod device;
 
 use device::{assert_close, devices, scale, uniform, Tol};
+use ferrite::checkpoint::Strict;
 use ferrite::checkpoint::{
     load_into_module, load_into_module_with, load_training, save_module, save_training,
     CheckpointOptimizer, LoadOptions,
@@ -271,10 +272,10 @@ fn checkpoints_cross_devices_both_ways() {
         let path = dir.join("model.safetensors");
         save_module(&path, &model, &BTreeMap::new()).unwrap();
         let on_cpu = small_resnet(99);
-        load_into_module(&path, &on_cpu, true).unwrap();
+        load_into_module(&path, &on_cpu, Strict::Yes).unwrap();
         let mut back = small_resnet(98);
         back.to_device(device).unwrap();
-        load_into_module(&path, &back, true).unwrap();
+        load_into_module(&path, &back, Strict::Yes).unwrap();
         for ((a, b), c) in described(&model)
             .iter()
             .zip(described(&on_cpu))

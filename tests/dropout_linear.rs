@@ -5,6 +5,7 @@
 
 mod common;
 use common::{assert_close, check_grad, randn, rng};
+use ferrite::ops::Mode;
 use ferrite::{DType, Tensor};
 use rand::Rng;
 
@@ -24,9 +25,9 @@ fn err_of(r: ferrite::Result<Tensor>) -> String {
 #[test]
 fn dropout_is_deterministic_for_a_seed() {
     let x = randn(&[64, 33], 1);
-    let a = x.dropout(0.4, true, &mut rng(7)).unwrap();
-    let b = x.dropout(0.4, true, &mut rng(7)).unwrap();
-    let c = x.dropout(0.4, true, &mut rng(8)).unwrap();
+    let a = x.dropout(0.4, Mode::Train, &mut rng(7)).unwrap();
+    let b = x.dropout(0.4, Mode::Train, &mut rng(7)).unwrap();
+    let c = x.dropout(0.4, Mode::Train, &mut rng(8)).unwrap();
     assert_eq!(f64s(&a), f64s(&b));
     assert_ne!(f64s(&a), f64s(&c));
 }
@@ -36,7 +37,7 @@ fn dropout_mask_follows_the_documented_draws() {
     // Element i is kept when the i-th `random::<f64>()` draw is < 1 − p.
     let (p, n) = (0.3, 1000);
     let x = Tensor::ones(&[10, 100], DType::F64).unwrap();
-    let y = x.dropout(p, true, &mut rng(3)).unwrap();
+    let y = x.dropout(p, Mode::Train, &mut rng(3)).unwrap();
     let mut r = rng(3);
     let want: Vec<f64> = (0..n)
         .map(|_| {
@@ -56,7 +57,7 @@ fn dropout_keep_rate_and_scaling() {
     let x = Tensor::rand(&[n], 0.5, 1.5, DType::F64, &mut rng(2)).unwrap();
     let xv = f64s(&x);
     for p in [0.1, 0.5, 0.8] {
-        let y = f64s(&x.dropout(p, true, &mut rng(11)).unwrap());
+        let y = f64s(&x.dropout(p, Mode::Train, &mut rng(11)).unwrap());
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
         // 6 standard deviations of the binomial proportion (≤ 0.005).
         let sd = (p * (1.0 - p) / n as f64).sqrt();
@@ -85,21 +86,21 @@ fn dropout_keep_rate_and_scaling() {
 #[test]
 fn dropout_identity_cases() {
     let x = randn(&[5, 4], 4).requires_grad_(true);
-    for (p, training) in [(0.5, false), (1.0, false), (0.0, true)] {
+    for (p, training) in [(0.5, Mode::Eval), (1.0, Mode::Eval), (0.0, Mode::Train)] {
         let y = x.dropout(p, training, &mut rng(0)).unwrap();
-        assert_eq!(f64s(&y), f64s(&x), "p={p} training={training}");
+        assert_eq!(f64s(&y), f64s(&x), "p={p} {training:?}");
         let g = y.sum_all().unwrap().backward().unwrap();
         assert_eq!(f64s(g.get(&x).unwrap()), vec![1.0; 20]);
     }
     // p = 1 in training: zeros, still connected (zero gradient).
-    let y = x.dropout(1.0, true, &mut rng(0)).unwrap();
+    let y = x.dropout(1.0, Mode::Train, &mut rng(0)).unwrap();
     assert_eq!(f64s(&y), vec![0.0; 20]);
     let g = y.sum_all().unwrap().backward().unwrap();
     assert_eq!(f64s(g.get(&x).unwrap()), vec![0.0; 20]);
     // f32 keeps its dtype.
     let x32 = Tensor::ones(&[3, 3], DType::F32).unwrap();
     assert_eq!(
-        x32.dropout(0.5, true, &mut rng(1)).unwrap().dtype(),
+        x32.dropout(0.5, Mode::Train, &mut rng(1)).unwrap().dtype(),
         DType::F32
     );
 }
@@ -108,7 +109,7 @@ fn dropout_identity_cases() {
 fn dropout_gradient_is_the_scaled_mask() {
     let p = 0.25;
     let x = randn(&[30, 20], 5).requires_grad_(true);
-    let y = x.dropout(p, true, &mut rng(9)).unwrap();
+    let y = x.dropout(p, Mode::Train, &mut rng(9)).unwrap();
     let upstream = randn(&[30, 20], 6);
     let g = f64s(y.backward_with_grad(&upstream).unwrap().get(&x).unwrap());
     let (yv, xv, uv) = (f64s(&y), f64s(&x), f64s(&upstream));
@@ -127,12 +128,12 @@ fn dropout_gradcheck() {
     // A fresh generator with a fixed seed per call makes f deterministic.
     check_grad(
         "dropout p=0.3",
-        |t| t[0].dropout(0.3, true, &mut rng(5)),
+        |t| t[0].dropout(0.3, Mode::Train, &mut rng(5)),
         &[randn(&[6, 7], 7)],
     );
     check_grad(
         "dropout of a transposed view",
-        |t| t[0].t()?.dropout(0.6, true, &mut rng(6)),
+        |t| t[0].t()?.dropout(0.6, Mode::Train, &mut rng(6)),
         &[randn(&[4, 5], 8)],
     );
 }
@@ -141,11 +142,11 @@ fn dropout_gradcheck() {
 fn dropout_errors() {
     let x = randn(&[3], 1);
     for p in [-0.1, 1.01, f64::NAN] {
-        let e = err_of(x.dropout(p, true, &mut rng(0)));
+        let e = err_of(x.dropout(p, Mode::Train, &mut rng(0)));
         assert!(e.contains("dropout") && e.contains("[0, 1]"), "{e}");
     }
     let xi = Tensor::from_vec(vec![1i64, 2], &[2]).unwrap();
-    let e = err_of(xi.dropout(0.5, true, &mut rng(0)));
+    let e = err_of(xi.dropout(0.5, Mode::Train, &mut rng(0)));
     assert!(e.contains("dropout") && e.contains("I64"), "{e}");
 }
 

@@ -2,6 +2,7 @@
 //! dtypes or values; nothing here may panic.
 
 use ferrite::autograd::{BackwardOptions, GradFn, GradStore};
+use ferrite::KeepDim;
 use ferrite::{DType, Device, Error, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -145,8 +146,8 @@ fn dtype_mismatches_say_which() {
     // Integer sums are exact i64 counts (tests/seams.rs); max is float-only.
     err_with(i.max_all(), &["max", "I64"]);
     err_with(i.softmax(0), &["softmax", "I64"]);
-    err_with(i.logsumexp(&[0], false), &["logsumexp", "I64"]);
-    err_with(i.argmax(0, false), &["argmax", "I64"]);
+    err_with(i.logsumexp(&[0], KeepDim::No), &["logsumexp", "I64"]);
+    err_with(i.argmax(0, KeepDim::No), &["argmax", "I64"]);
     err_with(
         Tensor::from_vec(vec![1u8], &[1]).unwrap().sigmoid(),
         &["sigmoid", "U8"],
@@ -165,7 +166,7 @@ fn dtype_mismatches_say_which() {
 #[test]
 fn dims_out_of_range() {
     let a = zeros(&[2, 3]);
-    let e = err_with(a.sum(&[2], false), &["sum", "2", "2 dimension"]);
+    let e = err_with(a.sum(&[2], KeepDim::No), &["sum", "2", "2 dimension"]);
     assert!(matches!(
         e,
         Error::DimOutOfRange {
@@ -174,14 +175,14 @@ fn dims_out_of_range() {
             ..
         }
     ));
-    err_with(a.sum(&[-3], false), &["sum", "-3"]);
-    err_with(a.sum(&[0, 0], false), &["sum", "twice"]);
-    err_with(a.mean(&[5], true), &["mean", "5"]);
-    err_with(a.max(&[2], false), &["max", "2"]);
-    err_with(a.var(&[7], 1, false), &["var", "7"]);
-    err_with(a.logsumexp(&[3], false), &["logsumexp", "3"]);
-    err_with(a.argmax(2, false), &["argmax", "2"]);
-    err_with(a.argmin(-3, false), &["argmin", "-3"]);
+    err_with(a.sum(&[-3], KeepDim::No), &["sum", "-3"]);
+    err_with(a.sum(&[0, 0], KeepDim::No), &["sum", "twice"]);
+    err_with(a.mean(&[5], KeepDim::Yes), &["mean", "5"]);
+    err_with(a.max(&[2], KeepDim::No), &["max", "2"]);
+    err_with(a.var(&[7], 1, KeepDim::No), &["var", "7"]);
+    err_with(a.logsumexp(&[3], KeepDim::No), &["logsumexp", "3"]);
+    err_with(a.argmax(2, KeepDim::No), &["argmax", "2"]);
+    err_with(a.argmin(-3, KeepDim::No), &["argmin", "-3"]);
     err_with(a.softmax(2), &["softmax", "2"]);
     err_with(a.log_softmax(-3), &["log_softmax", "-3"]);
     err_with(a.narrow(2, 0, 1), &["narrow", "2"]);
@@ -499,10 +500,10 @@ fn invalid_arguments() {
     err_with(zeros(&[2, 2]).permute(&[-1, 1]), &["permute", "repeated"]);
     err_with(Tensor::cat(&[], 0), &["cat", "no tensors"]);
     err_with(Tensor::stack(&[], 0), &["stack", "no tensors"]);
-    let e = m.argmax(0, false);
+    let e = m.argmax(0, KeepDim::No);
     assert!(e.is_ok());
-    err_with(zeros(&[0, 2]).max(&[0], false), &["max", "zero-size"]);
-    err_with(zeros(&[0, 2]).argmax(0, false), &["argmax", "empty"]);
+    err_with(zeros(&[0, 2]).max(&[0], KeepDim::No), &["max", "zero-size"]);
+    err_with(zeros(&[0, 2]).argmax(0, KeepDim::No), &["argmax", "empty"]);
 }
 
 #[test]

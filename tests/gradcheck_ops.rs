@@ -4,6 +4,7 @@
 
 mod common;
 use common::{check_grad, randn, uniform};
+use ferrite::KeepDim;
 use ferrite::{DType, Tensor};
 
 fn positive(shape: &[usize], seed: u64) -> Tensor {
@@ -116,7 +117,11 @@ fn non_contiguous_inputs() {
         |t| t[0].narrow(0, 0, 1)?.broadcast_to(&[5, 3])?.tanh(),
         &[x.clone()],
     );
-    check_grad("permuted sum", |t| t[0].t()?.sum(&[0], false), &[x.clone()]);
+    check_grad(
+        "permuted sum",
+        |t| t[0].t()?.sum(&[0], KeepDim::No),
+        &[x.clone()],
+    );
     check_grad(
         "permuted matmul",
         |t| t[0].t()?.matmul(&t[1].t()?),
@@ -128,7 +133,11 @@ fn non_contiguous_inputs() {
 #[test]
 fn size_one_and_zero_size_dims() {
     let one = randn(&[1, 3, 1], 8);
-    check_grad("size-1 sum", |t| t[0].sum(&[0, 2], false), &[one.clone()]);
+    check_grad(
+        "size-1 sum",
+        |t| t[0].sum(&[0, 2], KeepDim::No),
+        &[one.clone()],
+    );
     check_grad("size-1 softmax", |t| t[0].softmax(2), &[one.clone()]);
     check_grad(
         "size-1 matmul",
@@ -144,7 +153,7 @@ fn size_one_and_zero_size_dims() {
     );
     check_grad(
         "zero-size sum",
-        |t| t[0].sum(&[0], false)?.add(&t[1]),
+        |t| t[0].sum(&[0], KeepDim::No)?.add(&t[1]),
         &[empty.clone(), row.clone()],
     );
     check_grad(
@@ -158,7 +167,7 @@ fn size_one_and_zero_size_dims() {
 fn reductions() {
     let x = randn(&[3, 4, 5], 10);
     for dims in [&[0isize][..], &[1], &[-1], &[0, 2], &[0, 1, 2]] {
-        for keep in [false, true] {
+        for keep in [KeepDim::No, KeepDim::Yes] {
             check_grad("sum", |t| t[0].sum(dims, keep), &[x.clone()]);
             check_grad("mean", |t| t[0].mean(dims, keep), &[x.clone()]);
             check_grad("max", |t| t[0].max(dims, keep), &[x.clone()]);
@@ -174,7 +183,7 @@ fn reductions() {
     check_grad("min_all", |t| t[0].min_all(), &[x.clone()]);
     // Ties share the gradient, as in PyTorch.
     let tied = Tensor::from_vec(vec![1.0f64, 3.0, 3.0, 2.0], &[4]).unwrap();
-    check_grad("max ties", |t| t[0].max(&[0], false), &[tied]);
+    check_grad("max ties", |t| t[0].max(&[0], KeepDim::No), &[tied]);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! (the example reaches ≈ 0.03 and ≈ 99 % with these settings).
 
 use ferrite::data::synthetic::two_spirals;
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -35,7 +36,7 @@ fn mlp_fits_two_spirals() -> Result<()> {
     let (logits, loss) = no_grad(forward)?;
     let loss = loss.to_scalar::<f32>()?;
     let accuracy = logits
-        .argmax(1, true)?
+        .argmax(1, KeepDim::Yes)?
         .eq(&y)?
         .to_dtype(DType::F32)?
         .mean_all()?

@@ -4,6 +4,7 @@
 use ferrite::data::{loader::epoch_batches, mnist};
 use ferrite::nn::{self, small_cnn, Module, Visit};
 use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -46,7 +47,7 @@ fn small_cnn_learns_mnist_subset() {
     let (x, y) = test.batch(&idx, mean, std).unwrap();
     let pred = no_grad(|| net.forward(&x))
         .unwrap()
-        .argmax(1, true)
+        .argmax(1, KeepDim::Yes)
         .unwrap();
     let acc = pred
         .eq(&y)

@@ -7,6 +7,7 @@
 mod common;
 use common::rng;
 use ferrite::ops::CmpOp;
+use ferrite::KeepDim;
 use ferrite::{DType, Tensor};
 use half::{bf16, f16};
 
@@ -807,9 +808,10 @@ fn check_reductions(x: &Tensor, data: &[f64], tol: f64) {
             .map(|&d| if d < 0 { (d + 3) as usize } else { d as usize })
             .collect();
         for keep in [false, true] {
+            let kd = if keep { KeepDim::Yes } else { KeepDim::No };
             let want_shape = reduced_shape(&shape, &norm, keep);
             let ctx = format!("dims {dims:?} keepdim {keep} {:?}", x.dtype());
-            type Run = fn(&Tensor, &[isize], bool) -> ferrite::Result<Tensor>;
+            type Run = fn(&Tensor, &[isize], KeepDim) -> ferrite::Result<Tensor>;
             type Red = (&'static str, Run, fn(&[f64]) -> f64);
             let reds: [Red; 5] = [
                 ("sum", |x, d, k| x.sum(d, k), |g| g.iter().sum()),
@@ -831,7 +833,7 @@ fn check_reductions(x: &Tensor, data: &[f64], tol: f64) {
                 ("logsumexp", |x, d, k| x.logsumexp(d, k), ref_lse),
             ];
             for (name, run, f) in reds {
-                let got = run(x, dims, keep).unwrap();
+                let got = run(x, dims, kd).unwrap();
                 assert_eq!(got.shape(), want_shape.as_slice(), "{name} {ctx}");
                 assert_eq!(got.dtype(), x.dtype(), "{name} {ctx}");
                 let want = ref_reduce(data, &shape, &norm, f);
@@ -839,7 +841,7 @@ fn check_reductions(x: &Tensor, data: &[f64], tol: f64) {
             }
             if !norm.is_empty() {
                 for correction in [0usize, 1] {
-                    let got = x.var(dims, correction, keep).unwrap();
+                    let got = x.var(dims, correction, kd).unwrap();
                     assert_eq!(got.shape(), want_shape.as_slice());
                     let want = ref_reduce(data, &shape, &norm, |g| ref_var(g, correction));
                     assert_close(&format!("var {ctx}"), &f64s(&got), &want, tol, tol);
@@ -849,11 +851,12 @@ fn check_reductions(x: &Tensor, data: &[f64], tol: f64) {
     }
     for dim in 0..3usize {
         for keep in [false, true] {
+            let kd = if keep { KeepDim::Yes } else { KeepDim::No };
             for (max, name) in [(true, "argmax"), (false, "argmin")] {
                 let got = if max {
-                    x.argmax(dim as isize, keep).unwrap()
+                    x.argmax(dim as isize, kd).unwrap()
                 } else {
-                    x.argmin(dim as isize, keep).unwrap()
+                    x.argmin(dim as isize, kd).unwrap()
                 };
                 assert_eq!(got.dtype(), DType::I64);
                 assert_eq!(got.shape(), reduced_shape(&shape, &[dim], keep).as_slice());
@@ -887,9 +890,9 @@ fn reductions_over_dim_sets() {
     check_reductions(&x.to_dtype(DType::F32).unwrap(), &data, 1e-5);
     // Values are multiples of 0.25 below 8: exact in bf16 for the max/min.
     let h = x.to_dtype(DType::BF16).unwrap();
-    assert_eq!(h.max(&[1], false).unwrap().dtype(), DType::BF16);
+    assert_eq!(h.max(&[1], KeepDim::No).unwrap().dtype(), DType::BF16);
     assert_eq!(
-        f64s(&h.max(&[0, 1], false).unwrap()),
+        f64s(&h.max(&[0, 1], KeepDim::No).unwrap()),
         ref_reduce(&data, &[2, 3, 4], &[0, 1], |g| g
             .iter()
             .cloned()
@@ -921,11 +924,11 @@ fn reductions_of_permuted_input() {
 #[test]
 fn reduction_special_values() {
     let big = t64(&[1000.0, 1000.0], &[2]);
-    let lse = big.logsumexp(&[0], false).unwrap();
+    let lse = big.logsumexp(&[0], KeepDim::No).unwrap();
     assert_eq!(lse.shape(), &[] as &[usize]);
     assert!((lse.to_scalar::<f64>().unwrap() - (1000.0 + 2f64.ln())).abs() < 1e-12);
     let big32 = t32(&[1000.0, 1000.0, -1000.0, -1000.0], &[2, 2]);
-    let l = f64s(&big32.logsumexp(&[1], false).unwrap());
+    let l = f64s(&big32.logsumexp(&[1], KeepDim::No).unwrap());
     assert_close(
         "lse f32",
         &l,
@@ -938,24 +941,36 @@ fn reduction_special_values() {
         &[2, 2],
     );
     assert_eq!(
-        f64s(&withinf.logsumexp(&[1], false).unwrap()),
+        f64s(&withinf.logsumexp(&[1], KeepDim::No).unwrap()),
         vec![0.0, f64::NEG_INFINITY]
     );
     // Ties: argmax/argmin return the first occurrence.
     let tied = t32(&[3.0, 1.0, 3.0, 1.0], &[4]);
     assert_eq!(
-        tied.argmax(0, false).unwrap().to_scalar::<i64>().unwrap(),
+        tied.argmax(0, KeepDim::No)
+            .unwrap()
+            .to_scalar::<i64>()
+            .unwrap(),
         0
     );
     assert_eq!(
-        tied.argmin(-1, false).unwrap().to_scalar::<i64>().unwrap(),
+        tied.argmin(-1, KeepDim::No)
+            .unwrap()
+            .to_scalar::<i64>()
+            .unwrap(),
         1
     );
     // NaN propagates through max and wins argmax.
     let n = t64(&[1.0, f64::NAN, 3.0], &[3]);
     assert!(n.max_all().unwrap().to_scalar::<f64>().unwrap().is_nan());
     assert!(n.min_all().unwrap().to_scalar::<f64>().unwrap().is_nan());
-    assert_eq!(n.argmax(0, false).unwrap().to_scalar::<i64>().unwrap(), 1);
+    assert_eq!(
+        n.argmax(0, KeepDim::No)
+            .unwrap()
+            .to_scalar::<i64>()
+            .unwrap(),
+        1
+    );
     // Whole-tensor forms are 0-d.
     let x = t32(&[1.0, -2.0, 4.0, 0.5], &[2, 2]);
     for (t, want) in [
@@ -969,8 +984,8 @@ fn reduction_special_values() {
     }
     // Sum over a zero-size dim is 0.
     let e = Tensor::zeros(&[0, 3], DType::F32).unwrap();
-    assert_eq!(f64s(&e.sum(&[0], false).unwrap()), vec![0.0; 3]);
-    assert_eq!(e.sum(&[1], true).unwrap().shape(), &[0, 1]);
+    assert_eq!(f64s(&e.sum(&[0], KeepDim::No).unwrap()), vec![0.0; 3]);
+    assert_eq!(e.sum(&[1], KeepDim::Yes).unwrap().shape(), &[0, 1]);
 }
 
 #[test]
@@ -995,11 +1010,17 @@ fn large_reductions_take_parallel_paths() {
     assert_eq!(y.max_all().unwrap().to_scalar::<f64>().unwrap(), 5.0);
     assert_eq!(y.min_all().unwrap().to_scalar::<f64>().unwrap(), -5.0);
     assert_eq!(
-        y.argmax(0, false).unwrap().to_scalar::<i64>().unwrap(),
+        y.argmax(0, KeepDim::No)
+            .unwrap()
+            .to_scalar::<i64>()
+            .unwrap(),
         777_777
     );
     assert_eq!(
-        y.argmin(0, false).unwrap().to_scalar::<i64>().unwrap(),
+        y.argmin(0, KeepDim::No)
+            .unwrap()
+            .to_scalar::<i64>()
+            .unwrap(),
         12_345
     );
     let wsum: f64 = w.iter().sum();
@@ -1007,9 +1028,9 @@ fn large_reductions_take_parallel_paths() {
 
     // Row reductions over a [1024, 1024] matrix, along both dims.
     let m = x.reshape(&[1024, 1024]).unwrap();
-    let rows = f64s(&m.sum(&[1], false).unwrap());
-    let cols = f64s(&m.sum(&[0], true).unwrap());
-    assert_eq!(m.sum(&[0], true).unwrap().shape(), &[1, 1024]);
+    let rows = f64s(&m.sum(&[1], KeepDim::No).unwrap());
+    let cols = f64s(&m.sum(&[0], KeepDim::Yes).unwrap());
+    assert_eq!(m.sum(&[0], KeepDim::Yes).unwrap().shape(), &[1, 1024]);
     for i in 0..1024 {
         let r: f64 = v[i * 1024..(i + 1) * 1024].iter().sum();
         let c: f64 = (0..1024).map(|k| v[k * 1024 + i]).sum();
@@ -1017,7 +1038,7 @@ fn large_reductions_take_parallel_paths() {
         assert!((rows[i] - r).abs() < 5e-4, "row {i}: {} vs {r}", rows[i]);
         assert!((cols[i] - c).abs() < 5e-4, "col {i}: {} vs {c}", cols[i]);
     }
-    let maxes = f64s(&m.max(&[1], false).unwrap());
+    let maxes = f64s(&m.max(&[1], KeepDim::No).unwrap());
     for (i, &mx) in maxes.iter().enumerate() {
         let r = v[i * 1024..(i + 1) * 1024]
             .iter()
@@ -1031,7 +1052,7 @@ fn large_reductions_take_parallel_paths() {
         .unwrap()
         .reshape(&[3, 1 << 18])
         .unwrap();
-    let sums = f64s(&long.sum(&[1], false).unwrap());
+    let sums = f64s(&long.sum(&[1], KeepDim::No).unwrap());
     for (i, s) in sums.iter().enumerate() {
         let r: f64 = v[i << 18..(i + 1) << 18].iter().sum();
         assert!((s - r).abs() <= 1e-6 * r, "long row {i}");
@@ -1040,7 +1061,11 @@ fn large_reductions_take_parallel_paths() {
     let z = Tensor::randn(&[n], 0.0, 2.0, DType::F64, &mut rng(22)).unwrap();
     let zv = f64s(&z);
     let want = ref_var(&zv, 1);
-    let got = z.var(&[0], 1, false).unwrap().to_scalar::<f64>().unwrap();
+    let got = z
+        .var(&[0], 1, KeepDim::No)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     assert!((got - want).abs() < 1e-9 * want, "var {got} vs {want}");
     assert!((want - 4.0).abs() < 0.05);
 }
@@ -1129,7 +1154,7 @@ fn large_outputs_never_show_stale_values() {
         let z = a.matmul(&b).unwrap();
         assert!(z.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0));
         let e = Tensor::zeros(&[0, rows * 256], DType::F32).unwrap();
-        let s = e.sum(&[0], false).unwrap();
+        let s = e.sum(&[0], KeepDim::No).unwrap();
         assert!(s.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0));
         let x = Tensor::ones(&[rows, 256], DType::F32).unwrap();
         let sm = x.softmax(1).unwrap().to_vec::<f32>().unwrap();
@@ -1298,7 +1323,7 @@ fn softmax_and_log_softmax() {
     want.extend(ref_softmax(&data[3..]));
     assert_close("softmax", &f64s(&s), &want, 1e-15, 1e-14);
     assert_close("uniform row", &f64s(&s)[3..], &[1.0 / 3.0; 3], 1e-15, 0.0);
-    let rows = f64s(&s.sum(&[1], false).unwrap());
+    let rows = f64s(&s.sum(&[1], KeepDim::No).unwrap());
     assert_close("rows sum to 1", &rows, &[1.0, 1.0], 1e-15, 0.0);
     let ls = x.log_softmax(-1).unwrap();
     let want_log: Vec<f64> = want.iter().map(|p| p.ln()).collect();
@@ -1517,7 +1542,10 @@ fn squeeze_unsqueeze_broadcast_flatten_contiguous() {
         vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
     );
     // A broadcast view feeds ops like any tensor.
-    assert_eq!(f64s(&b.sum(&[0], false).unwrap()), vec![2.0, 4.0, 6.0]);
+    assert_eq!(
+        f64s(&b.sum(&[0], KeepDim::No).unwrap()),
+        vec![2.0, 4.0, 6.0]
+    );
 
     let (y, ydata) = iota(&[2, 3, 4]);
     let f = y.flatten(1, 2).unwrap();

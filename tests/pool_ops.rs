@@ -5,7 +5,8 @@
 
 mod common;
 use common::{assert_close, check_grad};
-use ferrite::ops::Pool2dParams;
+use ferrite::ops::{PadCount, Pool2dParams};
+use ferrite::KeepDim;
 use ferrite::{no_grad, DType, Error, Result, Tensor};
 use rand::seq::SliceRandom;
 
@@ -76,7 +77,7 @@ fn resnet_stem_window_on_4x4() {
     assert_eq!(idx.to_vec::<i64>().unwrap(), vec![5, 7, 13, 15]);
 
     // Window sums 14, 30, 57, 99; padded windows all count 9.
-    let incl = x.avg_pool2d(p(3, 2, 1), true).unwrap();
+    let incl = x.avg_pool2d(p(3, 2, 1), PadCount::Include).unwrap();
     assert_close(
         "avg incl",
         &vals(&incl),
@@ -85,7 +86,7 @@ fn resnet_stem_window_on_4x4() {
         0.0,
     );
     // In-bounds counts 4, 6, 6, 9.
-    let excl = x.avg_pool2d(p(3, 2, 1), false).unwrap();
+    let excl = x.avg_pool2d(p(3, 2, 1), PadCount::Exclude).unwrap();
     assert_close("avg excl", &vals(&excl), &[3.5, 5.0, 9.5, 11.0], 1e-12, 0.0);
 }
 
@@ -104,7 +105,7 @@ fn ceil_mode_with_padding_divisors() {
         vec![6.0, 8.0, 8.0, 14.0, 16.0, 16.0, 14.0, 16.0, 16.0]
     );
     // Window sums: [14 30 12; 57 99 36; 27 45 16].
-    let incl = x.avg_pool2d(q, true).unwrap();
+    let incl = x.avg_pool2d(q, PadCount::Include).unwrap();
     let want = [
         14.0 / 9.0,
         30.0 / 9.0,
@@ -118,7 +119,7 @@ fn ceil_mode_with_padding_divisors() {
     ];
     assert_close("ceil incl", &vals(&incl), &want, 1e-12, 0.0);
     // In-bounds counts [4 6 2; 6 9 3; 2 3 1].
-    let excl = x.avg_pool2d(q, false).unwrap();
+    let excl = x.avg_pool2d(q, PadCount::Exclude).unwrap();
     let want = [3.5, 5.0, 6.0, 9.5, 11.0, 12.0, 13.5, 15.0, 16.0];
     assert_close("ceil excl", &vals(&excl), &want, 1e-12, 0.0);
 }
@@ -130,7 +131,9 @@ fn ceil_mode_without_padding() {
     let x = counting(&[1, 1, 5, 5]).sub_scalar(1.0).unwrap();
     let q = Pool2dParams::new(2).ceil_mode(true);
     assert_eq!(
-        x.avg_pool2d(Pool2dParams::new(2), true).unwrap().shape(),
+        x.avg_pool2d(Pool2dParams::new(2), PadCount::Include)
+            .unwrap()
+            .shape(),
         &[1, 1, 2, 2]
     );
     let m = x.max_pool2d(q).unwrap();
@@ -138,7 +141,7 @@ fn ceil_mode_without_padding() {
         vals(&m),
         vec![6.0, 8.0, 9.0, 16.0, 18.0, 19.0, 21.0, 23.0, 24.0]
     );
-    let a = x.avg_pool2d(q, true).unwrap();
+    let a = x.avg_pool2d(q, PadCount::Include).unwrap();
     let means = [0.5, 2.5, 4.0];
     let want: Vec<f64> = means
         .iter()
@@ -163,7 +166,10 @@ fn ceil_mode_drops_a_window_that_starts_in_the_right_padding() {
     let q = Pool2dParams::new(3).stride(2).ceil_mode(true);
     assert_eq!(vals(&x.max_pool2d(q).unwrap()), vec![4.0]);
     // Without padding, the divisor is the in-bounds part either way.
-    assert_eq!(vals(&x.avg_pool2d(q, true).unwrap()), vec![2.5]);
+    assert_eq!(
+        vals(&x.avg_pool2d(q, PadCount::Include).unwrap()),
+        vec![2.5]
+    );
     assert!(x.max_pool2d(Pool2dParams::new(3).stride(2)).is_err());
 }
 
@@ -184,7 +190,10 @@ fn output_shapes_follow_pytorch_formula() {
         let x = Tensor::zeros(&[1, 1, h, w], DType::F32).unwrap();
         let y = x.max_pool2d(q).unwrap();
         assert_eq!((y.shape()[2], y.shape()[3]), want, "{h}x{w} {q:?}");
-        assert_eq!(x.avg_pool2d(q, false).unwrap().shape(), y.shape());
+        assert_eq!(
+            x.avg_pool2d(q, PadCount::Exclude).unwrap().shape(),
+            y.shape()
+        );
     }
     // Non-square everything.
     let q = Pool2dParams {
@@ -213,11 +222,11 @@ fn nonsquare_windows_by_hand() {
     assert_eq!(m.shape(), &[1, 1, 4, 2]);
     assert_eq!(vals(&m), vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 10.0, 12.0]);
     // Excluding pad: the mean of the in-bounds window.
-    let a = x.avg_pool2d(q, false).unwrap();
+    let a = x.avg_pool2d(q, PadCount::Exclude).unwrap();
     let want = [1.5, 3.0, 3.5, 5.0, 7.5, 9.0, 9.5, 11.0];
     assert_close("nonsquare excl", &vals(&a), &want, 1e-12, 0.0);
     // Including pad: divisor 2·3 = 6 everywhere (no window passes the padding).
-    let a = x.avg_pool2d(q, true).unwrap();
+    let a = x.avg_pool2d(q, PadCount::Include).unwrap();
     let sums = [3.0, 9.0, 14.0, 30.0, 30.0, 54.0, 19.0, 33.0];
     let want: Vec<f64> = sums.iter().map(|s| s / 6.0).collect();
     assert_close("nonsquare incl", &vals(&a), &want, 1e-12, 0.0);
@@ -231,7 +240,7 @@ fn adaptive_global_mean_and_uneven_windows() {
     assert_eq!(g.shape(), &[2, 3, 1, 1]);
     let want: Vec<f64> = (0..6).map(|p| p as f64 * 20.0 + 10.5).collect();
     assert_close("global mean", &vals(&g), &want, 1e-12, 0.0);
-    let also = x.mean(&[2, 3], false).unwrap();
+    let also = x.mean(&[2, 3], KeepDim::No).unwrap();
     assert_close("global mean vs mean", &vals(&g), &vals(&also), 1e-12, 0.0);
 
     // 3×5 -> 2×3: rows {0,1}, {1,2}; cols {0,1}, {1,2,3}, {3,4}.
@@ -287,10 +296,10 @@ fn avg_backward_spreads_with_the_divisor() {
     // padding counted, windows have 1, 2 or 4 in-bounds cells.
     let x = counting(&[1, 1, 2, 2]).requires_grad_(true);
     let q = Pool2dParams::new(2).stride(1).padding(1);
-    let y = x.avg_pool2d(q, true).unwrap();
+    let y = x.avg_pool2d(q, PadCount::Include).unwrap();
     let g = y.backward_with_grad(&y.ones_like().unwrap()).unwrap();
     assert_close("incl", &vals(g.get(&x).unwrap()), &[1.0; 4], 1e-12, 0.0);
-    let y = x.avg_pool2d(q, false).unwrap();
+    let y = x.avg_pool2d(q, PadCount::Exclude).unwrap();
     let g = y.backward_with_grad(&y.ones_like().unwrap()).unwrap();
     // Each input: one corner window (1), two edge windows (1/2 each), the
     // centre window (1/4): 2.25.
@@ -440,9 +449,9 @@ fn gradcheck_avg_pool2d() {
         },
     ];
     for q in qs {
-        for incl in [true, false] {
+        for incl in [PadCount::Include, PadCount::Exclude] {
             check_grad(
-                &format!("avg_pool2d {q:?} incl={incl}"),
+                &format!("avg_pool2d {q:?} {incl:?}"),
                 |t| t[0].avg_pool2d(q, incl),
                 std::slice::from_ref(&x),
             );
@@ -480,7 +489,7 @@ fn gradcheck_through_a_chain() {
         |t| {
             let v = t[0].permute(&[0, 3, 2, 1])?; // 2×3×5×6, strided
             let a = v.max_pool2d(p(3, 2, 1))?;
-            let b = v.avg_pool2d(p(3, 2, 1), false)?;
+            let b = v.avg_pool2d(p(3, 2, 1), PadCount::Exclude)?;
             a.mul(&b)?.adaptive_avg_pool2d((1, 1))?.tanh()
         },
         &[x],
@@ -509,7 +518,7 @@ fn bad_input_is_an_error() {
         let t = Tensor::zeros(&bad, DType::F32).unwrap();
         err_contains(t.max_pool2d(Pool2dParams::new(2)), &["max_pool2d", "4-D"]);
         err_contains(
-            t.avg_pool2d(Pool2dParams::new(2), true),
+            t.avg_pool2d(Pool2dParams::new(2), PadCount::Include),
             &["avg_pool2d", "4-D"],
         );
         err_contains(
@@ -529,7 +538,7 @@ fn bad_input_is_an_error() {
         &["max_pool2d", "positive"],
     );
     err_contains(
-        x.avg_pool2d(Pool2dParams::new(2).stride(0), true),
+        x.avg_pool2d(Pool2dParams::new(2).stride(0), PadCount::Include),
         &["avg_pool2d", "positive"],
     );
     let q = Pool2dParams {
@@ -539,7 +548,10 @@ fn bad_input_is_an_error() {
     err_contains(x.max_pool2d(q), &["positive"]);
     // Padding above half the kernel (k3 p1 and k2 p1 are fine).
     err_contains(x.max_pool2d(p(3, 1, 2)), &["max_pool2d", "padding", "half"]);
-    err_contains(x.avg_pool2d(p(1, 1, 1), false), &["avg_pool2d", "padding"]);
+    err_contains(
+        x.avg_pool2d(p(1, 1, 1), PadCount::Exclude),
+        &["avg_pool2d", "padding"],
+    );
     assert!(x.max_pool2d(p(2, 2, 1)).is_ok());
     let q = Pool2dParams {
         padding: (0, 2),
@@ -551,7 +563,10 @@ fn bad_input_is_an_error() {
         x.max_pool2d(Pool2dParams::new(7)),
         &["max_pool2d", "too small"],
     );
-    err_contains(x.avg_pool2d(p(9, 1, 1), true), &["avg_pool2d", "too small"]);
+    err_contains(
+        x.avg_pool2d(p(9, 1, 1), PadCount::Include),
+        &["avg_pool2d", "too small"],
+    );
     err_contains(
         x.adaptive_avg_pool2d((0, 3)),
         &["adaptive_avg_pool2d", "1×1"],
@@ -561,7 +576,7 @@ fn bad_input_is_an_error() {
         let t = Tensor::zeros(&[1, 2, 6, 6], dt).unwrap();
         for r in [
             t.max_pool2d(Pool2dParams::new(2)),
-            t.avg_pool2d(Pool2dParams::new(2), true),
+            t.avg_pool2d(Pool2dParams::new(2), PadCount::Include),
             t.adaptive_avg_pool2d((2, 2)),
         ] {
             assert!(matches!(r, Err(Error::UnsupportedDType { .. })), "{r:?}");
@@ -593,7 +608,7 @@ fn f32_matches_f64_and_half_types_round_trip() {
     type PoolFn = fn(&Tensor, Pool2dParams) -> Result<Tensor>;
     let ops: [(&str, PoolFn); 3] = [
         ("max", |t, q| t.max_pool2d(q)),
-        ("avg", |t, q| t.avg_pool2d(q, false)),
+        ("avg", |t, q| t.avg_pool2d(q, PadCount::Exclude)),
         ("adaptive", |t, _| t.adaptive_avg_pool2d((4, 3))),
     ];
     for (name, f) in ops {
@@ -630,8 +645,8 @@ fn strided_input_gives_the_same_result_as_contiguous() {
         vals(&copy.max_pool2d(q).unwrap())
     );
     assert_eq!(
-        vals(&view.avg_pool2d(q, true).unwrap()),
-        vals(&copy.avg_pool2d(q, true).unwrap())
+        vals(&view.avg_pool2d(q, PadCount::Include).unwrap()),
+        vals(&copy.avg_pool2d(q, PadCount::Include).unwrap())
     );
     assert_eq!(
         vals(&view.adaptive_avg_pool2d((2, 4)).unwrap()),
@@ -656,7 +671,7 @@ fn no_graph_without_grad() {
     assert!(!x.max_pool2d(Pool2dParams::new(2)).unwrap().requires_grad());
     let x = x.requires_grad_(true);
     assert!(x.max_pool2d(Pool2dParams::new(2)).unwrap().requires_grad());
-    let y = no_grad(|| x.avg_pool2d(Pool2dParams::new(2), true)).unwrap();
+    let y = no_grad(|| x.avg_pool2d(Pool2dParams::new(2), PadCount::Include)).unwrap();
     assert!(!y.requires_grad());
 }
 
@@ -759,9 +774,9 @@ fn large_input_parallel_path_matches_serial_reference() {
             "max backward"
         );
 
-        let got = vals(&x.avg_pool2d(q, true).unwrap());
+        let got = vals(&x.avg_pool2d(q, PadCount::Include).unwrap());
         assert_close("avg incl", &got, &incl, 1e-5, 1e-5);
-        let y = xg.avg_pool2d(q, false).unwrap();
+        let y = xg.avg_pool2d(q, PadCount::Exclude).unwrap();
         assert_close("avg excl", &vals(&y), &excl, 1e-5, 1e-5);
 
         // Avg backward (excl pad) against the reference transpose: each
@@ -827,7 +842,17 @@ fn large_input_parallel_path_matches_serial_reference() {
         .unwrap();
     let serial = one.install(|| x.max_pool2d(q).unwrap().to_vec::<f32>().unwrap());
     assert_eq!(serial, mx);
-    let par = pool.install(|| x.avg_pool2d(q, true).unwrap().to_vec::<f32>().unwrap());
-    let ser = one.install(|| x.avg_pool2d(q, true).unwrap().to_vec::<f32>().unwrap());
+    let par = pool.install(|| {
+        x.avg_pool2d(q, PadCount::Include)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    });
+    let ser = one.install(|| {
+        x.avg_pool2d(q, PadCount::Include)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    });
     assert_eq!(par, ser);
 }

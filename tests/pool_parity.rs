@@ -6,7 +6,7 @@
 
 mod common;
 use common::{assert_close, pair, shape_of, tensor_of, values};
-use ferrite::ops::Pool2dParams;
+use ferrite::ops::{PadCount, Pool2dParams};
 use ferrite::DType;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -67,7 +67,11 @@ fn pooling_matches_pytorch() {
             "max_pool2d" => x.max_pool2d(pool_params(params)),
             "avg_pool2d" => x.avg_pool2d(
                 pool_params(params),
-                params["count_include_pad"].as_bool().unwrap(),
+                if params["count_include_pad"].as_bool().unwrap() {
+                    PadCount::Include
+                } else {
+                    PadCount::Exclude
+                },
             ),
             _ => x.adaptive_avg_pool2d(pair(&params["output_size"])),
         }

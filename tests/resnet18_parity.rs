@@ -38,6 +38,7 @@
 
 mod common;
 use common::{fixture, shape_of, tensor_of, values};
+use ferrite::checkpoint::Strict;
 use ferrite::checkpoint::{self, StateDict};
 use ferrite::nn::resnet::{resnet18, resnet18_cifar, Block, ResNet, Shortcut};
 use ferrite::nn::{self, BatchNorm2d, Conv2d, Module, Visit};
@@ -175,7 +176,7 @@ fn torchvision_resnet18_loads_by_name_and_matches_in_eval() {
     let mut net = ResNet::new(&resnet18(3, 1000), &mut common::rng(1)).unwrap();
     assert_eq!(nn::parameter_count(&net), 11_689_512);
     let state = load_widened("resnet18.safetensors", DType::F32);
-    let report = checkpoint::apply_state_dict(&net, &state, true).unwrap();
+    let report = checkpoint::apply_state_dict(&net, &state, Strict::Yes).unwrap();
     assert!(report.is_exact(), "{report}");
     assert_eq!(report.loaded.len(), 122, "{report}");
     assert_eq!(counters(&net), vec![WARMUP_BATCHES; 20]);
@@ -253,7 +254,7 @@ fn cifar_model(dtype: DType) -> ResNet {
         assert_ne!(slot.1.shape(), t.shape(), "{name}");
         slot.1 = t;
     }
-    let report = checkpoint::apply_state_dict(&net, &state, true).unwrap();
+    let report = checkpoint::apply_state_dict(&net, &state, Strict::Yes).unwrap();
     assert!(report.is_exact(), "{report}");
     assert_eq!(report.loaded.len(), 122, "{report}");
     net

@@ -23,6 +23,7 @@
 mod common;
 use common::{assert_close, fixture, tensor_of, values};
 use ferrite::checkpoint;
+use ferrite::checkpoint::Strict;
 use ferrite::nn::resnet::{resnet20, ResNet};
 use ferrite::nn::{self, Module, Visit};
 use ferrite::{DType, Tensor};
@@ -68,7 +69,7 @@ fn resnet20_matches_pytorch_in_training_and_eval() {
             "/tests/fixtures/resnet20.safetensors"
         ),
         &net,
-        true,
+        Strict::Yes,
     )
     .unwrap();
     assert!(report.is_exact(), "{report}");

@@ -7,6 +7,7 @@ use ferrite::data::{ImageDataset, Labels};
 use ferrite::loss::{cross_entropy, CrossEntropyOptions};
 use ferrite::metrics::accuracy;
 use ferrite::rand::{rngs::StdRng, SeedableRng};
+use ferrite::KeepDim;
 use ferrite::{DType, Tensor};
 
 #[test]
@@ -19,9 +20,9 @@ fn comparisons_sum_into_exact_i64_counts() {
         (total.dtype(), total.to_scalar::<i64>().unwrap()),
         (DType::I64, 4)
     );
-    let per_row = mask.sum(&[1], false).unwrap();
+    let per_row = mask.sum(&[1], KeepDim::No).unwrap();
     assert_eq!(per_row.to_vec::<i64>().unwrap(), vec![1, 3]);
-    let per_column = mask.t().unwrap().sum(&[0], true).unwrap();
+    let per_column = mask.t().unwrap().sum(&[0], KeepDim::Yes).unwrap();
     assert_eq!(per_column.shape(), &[1, 2]);
     assert_eq!(per_column.to_vec::<i64>().unwrap(), vec![1, 3]);
     let big = Tensor::from_vec(vec![i64::MAX, 1], &[2]).unwrap();
@@ -60,7 +61,11 @@ fn loader_labels_feed_cross_entropy_and_accuracy() {
         let loss = cross_entropy(&logits, labels, &CrossEntropyOptions::default()).unwrap();
         assert!(loss.to_scalar::<f32>().unwrap().is_finite());
         let acc = accuracy(&logits, labels).unwrap();
-        let predicted = logits.argmax(1, false).unwrap().to_vec::<i64>().unwrap();
+        let predicted = logits
+            .argmax(1, KeepDim::No)
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap();
         let want = predicted
             .iter()
             .zip(labels.to_vec::<i64>().unwrap())

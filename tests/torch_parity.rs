@@ -5,6 +5,7 @@
 
 mod common;
 use common::{assert_close, tensor_of, values};
+use ferrite::KeepDim;
 use ferrite::{DType, Result, Tensor};
 use serde_json::Value;
 
@@ -43,12 +44,12 @@ fn expression(name: &str) -> Option<CaseFn> {
                 .add(&x.maximum(y)?)?
                 .add(&x.minimum(y)?)
         },
-        "sum_dims02" => |t| t[0].sum(&[0, 2], false),
-        "mean_dim1_keepdim" => |t| t[0].mean(&[1], true),
-        "amax_dim2" => |t| t[0].max(&[2], false),
-        "amin_dim0_keepdim" => |t| t[0].min(&[0], true),
-        "var_dim1" => |t| t[0].var(&[1], 1, false),
-        "logsumexp_dims12" => |t| t[0].logsumexp(&[1, 2], false),
+        "sum_dims02" => |t| t[0].sum(&[0, 2], KeepDim::No),
+        "mean_dim1_keepdim" => |t| t[0].mean(&[1], KeepDim::Yes),
+        "amax_dim2" => |t| t[0].max(&[2], KeepDim::No),
+        "amin_dim0_keepdim" => |t| t[0].min(&[0], KeepDim::Yes),
+        "var_dim1" => |t| t[0].var(&[1], 1, KeepDim::No),
+        "logsumexp_dims12" => |t| t[0].logsumexp(&[1, 2], KeepDim::No),
         "softmax_dim1" => |t| t[0].softmax(1),
         "log_softmax_dim0" => |t| t[0].log_softmax(0),
         "matmul_2d"
@@ -80,8 +81,8 @@ fn expression(name: &str) -> Option<CaseFn> {
         "broadcast_sum_to" => |t| {
             let (x, y) = (&t[0], &t[1]);
             x.mul(y)?
-                .sum(&[0], false)?
-                .add(&x.expand(&[4, 3])?.mean(&[1], false)?.sum_all()?)
+                .sum(&[0], KeepDim::No)?
+                .add(&x.expand(&[4, 3])?.mean(&[1], KeepDim::No)?.sum_all()?)
         },
         _ => return None,
     };

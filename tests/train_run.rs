@@ -57,9 +57,12 @@ fn a_run_writes_its_report_log_and_checkpoint() {
         "report.md",
         "report.json",
         "per_class.svg",
+        "learning_curve.svg",
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
+    let curve = std::fs::read_to_string(dir.join("learning_curve.svg")).unwrap();
+    assert!(curve.contains("epoch 1: training loss"), "{curve}");
     let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap();
     assert_eq!(log.lines().count(), 1);
     let record: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();

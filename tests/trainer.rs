@@ -7,7 +7,7 @@ use ferrite::checkpoint::read_training;
 use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
 use ferrite::data::{mnist, ImageDataset};
 use ferrite::loss::{cross_entropy, CrossEntropyOptions};
-use ferrite::nn::{Conv2d, Linear, Module};
+use ferrite::nn::{Bias, Conv2d, Linear, Module};
 use ferrite::ops::{Conv2dParams, Pool2dParams};
 use ferrite::optim::{Adam, AdamConfig, ParamGroup, Sgd, SgdConfig};
 use ferrite::rand::{rngs::StdRng, SeedableRng};
@@ -34,8 +34,8 @@ impl Net {
         let mut rng = StdRng::seed_from_u64(seed);
         let p = Conv2dParams::default().stride(2).padding(1);
         Net {
-            conv: Conv2d::new(1, 4, 3, p, true, &mut rng).unwrap(),
-            fc: Linear::new(4 * 7 * 7, 10, true, &mut rng).unwrap(),
+            conv: Conv2d::new(1, 4, 3, p, Bias::Yes, &mut rng).unwrap(),
+            fc: Linear::new(4 * 7 * 7, 10, Bias::Yes, &mut rng).unwrap(),
         }
     }
 }

@@ -57,7 +57,7 @@ use proc_macro::TokenStream;
 /// # Example
 ///
 /// ```
-/// use ferrite::nn::{self, Dropout, Linear, Module, Visit};
+/// use ferrite::nn::{self, Bias, Dropout, Linear, Module, Visit};
 /// use ferrite::{DType, Result, Tensor};
 /// use rand::{rngs::StdRng, SeedableRng};
 ///
@@ -91,8 +91,8 @@ use proc_macro::TokenStream;
 /// # fn main() -> Result<()> {
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let mut net = Mlp {
-///     input: Linear::new(4, 8, true, &mut rng)?,
-///     hidden: vec![Linear::new(8, 8, false, &mut rng)?, Linear::new(8, 8, true, &mut rng)?],
+///     input: Linear::new(4, 8, Bias::Yes, &mut rng)?,
+///     hidden: vec![Linear::new(8, 8, Bias::No, &mut rng)?, Linear::new(8, 8, Bias::Yes, &mut rng)?],
 ///     head: None,
 ///     drop: Dropout::new(0.5, 0)?,
 ///     scale: Tensor::ones(&[1], DType::F32)?.requires_grad_(true),

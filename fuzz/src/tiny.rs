@@ -1,7 +1,7 @@
 //! Small valid objects the targets and the seed corpus share: a tiny MNIST
 //! folder (20 training and 10 test images) and a two-layer module.
 
-use ferrite::nn::{BatchNorm2d, Conv2d, Module, Sequential};
+use ferrite::nn::{BatchNorm2d, Bias, Conv2d, Module, Sequential};
 use ferrite::ops::Conv2dParams;
 use rand::{rngs::StdRng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ pub fn small_module() -> Sequential {
     let mut rng = StdRng::seed_from_u64(0);
     Sequential::new()
         .with(
-            Conv2d::new(1, 2, 3, Conv2dParams::default(), true, &mut rng)
+            Conv2d::new(1, 2, 3, Conv2dParams::default(), Bias::Yes, &mut rng)
                 .expect("a valid convolution"),
         )
         .with(BatchNorm2d::new(2).expect("a valid batch norm"))

@@ -79,6 +79,17 @@ impl fmt::Display for GradcheckReport {
 /// Floating-point inputs are cast to f64 and made leaves that require a
 /// gradient; other inputs (e.g. i64 indices) are passed as they are. `f` must
 /// be deterministic. Returns `Err` only if `f` or backward fails.
+///
+/// ```
+/// use ferrite::autograd::{gradcheck, GradcheckOptions};
+/// use ferrite::Tensor;
+/// let x = Tensor::from_vec(vec![0.5f64, -0.3, 1.2, 0.1], &[2, 2])?;
+/// let w = Tensor::from_vec(vec![1.0f64, -2.0, 0.5, 3.0], &[2, 2])?;
+/// // f(x, w) = softmax(x · w) along rows: both inputs are checked.
+/// let report = gradcheck(|t| t[0].matmul(&t[1])?.softmax(1), &[x, w], &GradcheckOptions::default())?;
+/// assert!(report.passed, "{report}");
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn gradcheck(
     f: impl Fn(&[Tensor]) -> Result<Tensor>,
     inputs: &[Tensor],

@@ -133,6 +133,15 @@ pub fn is_grad_enabled() -> bool {
 
 /// Disables op recording on this thread until dropped; restores the
 /// previous mode (scopes nest).
+///
+/// ```
+/// use ferrite::autograd::{is_grad_enabled, NoGradGuard};
+/// {
+///     let _guard = NoGradGuard::new();
+///     assert!(!is_grad_enabled());
+/// }
+/// assert!(is_grad_enabled());
+/// ```
 pub struct NoGradGuard {
     prev: bool,
 }
@@ -153,6 +162,15 @@ impl Drop for NoGradGuard {
 }
 
 /// Runs `f` with op recording disabled (for evaluation and parameter updates).
+///
+/// ```
+/// use ferrite::{no_grad, Tensor};
+/// let w = Tensor::from_vec(vec![1.0f32, 2.0], &[2])?.requires_grad_(true);
+/// let y = no_grad(|| w.mul_scalar(3.0))?; // e.g. an evaluation pass
+/// assert!(!y.requires_grad());
+/// assert!(w.mul_scalar(3.0)?.requires_grad());
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();
     f()
@@ -191,6 +209,17 @@ impl Tensor {
 
     /// Backward from a non-scalar output with an explicit upstream gradient
     /// of the output's shape (the vector in a vector-Jacobian product).
+    ///
+    /// ```
+    /// use ferrite::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2])?.requires_grad_(true);
+    /// let y = x.mul_scalar(3.0)?;
+    /// // The gradient flowing into `y` (PyTorch's `y.backward(gradient)`).
+    /// let g = Tensor::from_vec(vec![1.0f32, 10.0], &[2])?;
+    /// let grads = y.backward_with_grad(&g)?;
+    /// assert_eq!(grads.get(&x).unwrap().to_vec::<f32>()?, [3.0, 30.0]);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn backward_with_grad(&self, grad: &Tensor) -> Result<GradStore> {
         let mut store = GradStore::new();
         self.backward_into(grad, &mut store, BackwardOptions::default())?;

@@ -5,6 +5,18 @@ use crate::tensor::{Tensor, TensorId};
 use std::collections::HashMap;
 
 /// Gradients of leaf tensors, keyed by the leaf's [`TensorId`].
+///
+/// ```
+/// use ferrite::Tensor;
+/// let a = Tensor::from_vec(vec![2.0f32], &[1])?.requires_grad_(true);
+/// let b = Tensor::from_vec(vec![5.0f32], &[1])?.requires_grad_(true);
+/// let grads = a.mul(&b)?.sum_all()?.backward()?;
+/// // One gradient per leaf that requires one, looked up by its tensor.
+/// assert_eq!(grads.len(), 2);
+/// assert_eq!(grads.get(&a).unwrap().to_vec::<f32>()?, [5.0]);
+/// assert_eq!(grads.get(&b).unwrap().to_vec::<f32>()?, [2.0]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct GradStore {
     grads: HashMap<TensorId, Tensor>,

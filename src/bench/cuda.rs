@@ -11,10 +11,12 @@
 
 use super::datasheet::{self, DatasheetPeaks};
 use super::rows::{format_rows, Row};
+use super::Timing;
 use crate::backend::cuda::{self, CudaDevice};
 use crate::error::Result;
 use crate::ops::autocast::{autocast, Precision};
 use crate::ops::Conv2dParams;
+use crate::ops::KeepDim;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
 use rand::rngs::StdRng;
@@ -190,14 +192,15 @@ impl CudaBenchReport {
     }
 }
 
-/// Median time of one call of `f`, synchronising `dev` before each clock
-/// read: one warm-up call, then samples of enough calls to last about a
-/// millisecond, at least 3 samples and about `budget` in all (at most 50).
+/// Min, median and max time of one call of `f`, synchronising `dev`
+/// before each clock read: one warm-up call, then samples of enough calls
+/// to last about a millisecond, at least 3 samples and about `budget` in
+/// all (at most 50).
 pub fn time_on(
     dev: &CudaDevice,
     budget: Duration,
     mut f: impl FnMut() -> Result<()>,
-) -> Result<Duration> {
+) -> Result<Timing> {
     f()?;
     dev.synchronize()?;
     let t = Instant::now();
@@ -215,8 +218,7 @@ pub fn time_on(
         dev.synchronize()?;
         times.push(t.elapsed() / reps);
     }
-    times.sort();
-    Ok(times[times.len() / 2])
+    Ok(Timing::from_samples(times).expect("at least 3 samples"))
 }
 
 /// A standard-normal f32 tensor of `shape` on `device`, from `seed`.
@@ -240,7 +242,7 @@ pub fn open(config: &CudaBenchConfig) -> Result<BenchDevice> {
     let t = time_on(&dev, config.budget, || dev.duplicate(&src, bytes).map(drop))?;
     Ok(BenchDevice {
         datasheet: datasheet::lookup(&name),
-        copy_gbs: 2.0 * bytes as f64 / t.as_secs_f64() / 1e9,
+        copy_gbs: 2.0 * bytes as f64 / t.median.as_secs_f64() / 1e9,
         dev,
         name,
     })
@@ -264,13 +266,13 @@ pub fn run(config: &CudaBenchConfig) -> Result<CudaBenchReport> {
     })
 }
 
-/// A compute-bound row: `flops` per run of median `t`.
+/// A compute-bound row: `flops` per run of timing `t`.
 fn compute_row(
     bd: &BenchDevice,
     bench: &str,
     dtype: &str,
     shape: String,
-    t: Duration,
+    t: Timing,
     flops: f64,
 ) -> Row {
     Row {
@@ -278,20 +280,20 @@ fn compute_row(
         dtype: dtype.to_string(),
         shape,
         implementation: "ferrite".to_string(),
-        median: t,
-        rate: flops / t.as_secs_f64() / 1e12,
+        timing: t,
+        rate: flops / t.median.as_secs_f64() / 1e12,
         unit: "TFLOP/s",
         reference: bd.compute_reference(dtype),
         peak_memory_mib: None,
     }
 }
 
-/// A memory-bound row: `bytes` moved per run of median `t`.
+/// A memory-bound row: `bytes` moved per run of timing `t`.
 fn memory_row(
     bench: &str,
     dtype: &str,
     shape: String,
-    t: Duration,
+    t: Timing,
     bytes: f64,
     reference: Option<(f64, String)>,
 ) -> Row {
@@ -300,8 +302,8 @@ fn memory_row(
         dtype: dtype.to_string(),
         shape,
         implementation: "ferrite".to_string(),
-        median: t,
-        rate: bytes / t.as_secs_f64() / 1e9,
+        timing: t,
+        rate: bytes / t.median.as_secs_f64() / 1e9,
         unit: "GB/s",
         reference,
         peak_memory_mib: None,
@@ -466,7 +468,7 @@ fn memory_rows(bd: &BenchDevice, config: &CudaBenchConfig, rows: &mut Vec<Row>) 
     })?;
     let rows_shape = format!("{}x{cols}", n / cols);
     push("sum_rows", "f32", rows_shape.clone(), 4 * n, &mut || {
-        m.sum(&[1], false).map(drop)
+        m.sum(&[1], KeepDim::No).map(drop)
     })?;
     push("softmax", "f32", rows_shape, 8 * n, &mut || {
         m.softmax(1).map(drop)

@@ -8,6 +8,7 @@
 
 use super::cuda::{randn_on, BenchDevice, CudaBenchConfig};
 use super::rows::Row;
+use super::Timing;
 use crate::error::Result;
 use crate::nn::resnet::{resnet18_cifar, ResNet};
 use crate::nn::{self, Module};
@@ -99,16 +100,15 @@ fn train_row(
         dev.synchronize()?;
         times.push(start.elapsed());
     }
-    times.sort();
-    let median = times[times.len() / 2];
+    let timing = Timing::from_samples(times).expect("at least one step");
     let peak = dev.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64;
     Ok(Row {
         bench: TRAIN_BENCH.to_string(),
         dtype: precision.as_str().to_string(),
         shape: shape(config, batch),
         implementation: "ferrite".to_string(),
-        median,
-        rate: batch as f64 / median.as_secs_f64(),
+        timing,
+        rate: batch as f64 / timing.median.as_secs_f64(),
         unit: "img/s",
         reference: None,
         peak_memory_mib: Some(peak),

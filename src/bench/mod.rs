@@ -7,7 +7,7 @@
 //! FMA loop on every thread (or given by the user), the memory bandwidth
 //! by a STREAM-style triad.
 //!
-//! With the `cuda` feature, [`cuda`] runs the GPU benchmarks (`ferrite
+//! With the `cuda` feature, the `cuda` module runs the GPU benchmarks (`ferrite
 //! bench --device cuda`); [`rows`] is the row format they share with the
 //! PyTorch reference script, [`datasheet`] the GPU peaks they are compared
 //! with.
@@ -17,7 +17,12 @@ pub mod cuda;
 #[cfg(feature = "cuda")]
 pub mod cuda_train;
 pub mod datasheet;
+mod json;
 pub mod rows;
+mod timing;
+
+pub use json::cpu_report_json;
+pub use timing::Timing;
 
 use crate::backend::cpu::simd::VectorIsa;
 use crate::error::Result;
@@ -47,8 +52,8 @@ pub struct BenchResult {
     pub kernel: String,
     /// Problem size as printed, e.g. `512x512x512`.
     pub shape: String,
-    /// Median wall time of one run, result allocation included.
-    pub median: Duration,
+    /// Wall time of one run (min, median, max), result allocation included.
+    pub timing: Timing,
     /// Achieved rate: GFLOP/s or GB/s, see `unit`.
     pub rate: f64,
     /// Unit of `rate`: `"GFLOP/s"` (compute-bound) or `"GB/s"` (memory-bound).
@@ -86,11 +91,16 @@ fn sample(budget: Duration, mut f: impl FnMut()) -> Vec<Duration> {
     times
 }
 
-/// Median wall time of `f` (see [`sample`] for the number of runs): what
-/// kernels are reported with.
+/// Median wall time of `f` over repeated runs (at least 3, about `budget`
+/// in all, at most 50, after one warm-up run).
 pub fn time_median(budget: Duration, f: impl FnMut()) -> Duration {
-    let times = sample(budget, f);
-    times[times.len() / 2]
+    time_runs(budget, f).median
+}
+
+/// Min, median and max wall time of `f` over repeated runs (as
+/// [`time_median`]): what kernels are reported with.
+pub fn time_runs(budget: Duration, f: impl FnMut()) -> Timing {
+    Timing::from_samples(sample(budget, f)).expect("at least 3 runs")
 }
 
 /// Best wall time of `f`: what peaks are reported with (as STREAM does),
@@ -246,8 +256,8 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
     let budget = Duration::from_millis(if config.quick { 200 } else { 1500 });
     let selected = |name: &str| config.filter.as_deref().is_none_or(|f| name.contains(f));
     let mut out = Vec::new();
-    let mut push = |kernel: &str, shape: String, median: Duration, amount: f64, compute: bool| {
-        let rate = amount / median.as_secs_f64() / 1e9;
+    let mut push = |kernel: &str, shape: String, timing: Timing, amount: f64, compute: bool| {
+        let rate = amount / timing.median.as_secs_f64() / 1e9;
         let (unit, peak) = if compute {
             ("GFLOP/s", peaks.gflops)
         } else {
@@ -256,7 +266,7 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
         out.push(BenchResult {
             kernel: kernel.to_string(),
             shape,
-            median,
+            timing,
             rate,
             unit,
             percent_of_peak: 100.0 * rate / peak,
@@ -271,7 +281,7 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
     if selected("matmul_f32") {
         for &n in gemm_sizes {
             let (a, b) = (randn(&[n, n], 1)?, randn(&[n, n], 2)?);
-            let t = time_median(budget, || {
+            let t = time_runs(budget, || {
                 std::hint::black_box(a.matmul(&b).expect("shapes match"));
             });
             push(
@@ -288,7 +298,7 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
     let (x, y) = (randn(&[n], 3)?, randn(&[n], 4)?);
     for (name, op) in [("add_f32", 0), ("mul_f32", 1)] {
         if selected(name) {
-            let t = time_median(budget, || {
+            let t = time_runs(budget, || {
                 let r = if op == 0 { x.add(&y) } else { x.mul(&y) };
                 std::hint::black_box(r.expect("shapes match"));
             });
@@ -296,7 +306,7 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
         }
     }
     if selected("sum_f32") {
-        let t = time_median(budget, || {
+        let t = time_runs(budget, || {
             std::hint::black_box(x.sum_all().expect("float input"));
         });
         push("sum_f32", format!("{n}"), t, (4 * n) as f64, false);
@@ -304,7 +314,7 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
     if selected("softmax_f32") {
         let (rows, cols) = (n / 1024, 1024);
         let m = x.reshape(&[rows, cols])?;
-        let t = time_median(budget, || {
+        let t = time_runs(budget, || {
             std::hint::black_box(m.softmax(1).expect("float input"));
         });
         push(
@@ -328,9 +338,9 @@ pub struct StepResult {
     pub model: String,
     /// Images per training step.
     pub batch: usize,
-    /// Median wall time of one training step.
-    pub median: Duration,
-    /// Throughput: `batch` divided by `median`, in images per second.
+    /// Wall time of one training step (min, median, max).
+    pub timing: Timing,
+    /// Throughput: `batch` divided by the median time, in images per second.
     pub images_per_sec: f64,
     /// Floating-point operations of one step (forward + backward ≈ 3× forward).
     pub gflop: f64,
@@ -412,8 +422,7 @@ pub fn run_training_steps(config: &BenchConfig) -> Result<Vec<StepResult>> {
             step()?;
             times.push(t.elapsed());
         }
-        times.sort();
-        let median = times[times.len() / 2];
+        let timing = Timing::from_samples(times).expect("at least one step");
         let peak_rss_mib = peak_rss_mib();
         let profile = if config.profile {
             let (result, profile) = crate::profile::profile(|| -> Result<()> {
@@ -430,8 +439,8 @@ pub fn run_training_steps(config: &BenchConfig) -> Result<Vec<StepResult>> {
         out.push(StepResult {
             model: name.to_string(),
             batch,
-            median,
-            images_per_sec: batch as f64 / median.as_secs_f64(),
+            timing,
+            images_per_sec: batch as f64 / timing.median.as_secs_f64(),
             gflop: 3.0 * 2.0 * fwd_gmacs_per_image * batch as f64,
             peak_rss_mib,
             profile,
@@ -442,14 +451,14 @@ pub fn run_training_steps(config: &BenchConfig) -> Result<Vec<StepResult>> {
 
 /// Formats training-step results as a Markdown table.
 pub fn format_steps(results: &[StepResult], peaks: &Peaks) -> String {
-    let mut s = String::from("| model | batch | median step | images/s | GFLOP/s | % of FMA peak | peak RSS |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut s = String::from("| model | batch | min step | median step | max step | images/s | GFLOP/s | % of FMA peak | peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
-        let rate = r.gflop / r.median.as_secs_f64();
+        let rate = r.gflop / r.timing.median.as_secs_f64();
         s.push_str(&format!(
-            "| {} | {} | {:.0} ms | {:.1} | {:.1} | {:.0} % | {} |\n",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.0} % | {} |\n",
             r.model,
             r.batch,
-            r.median.as_secs_f64() * 1e3,
+            r.timing.cells(0),
             r.images_per_sec,
             rate,
             100.0 * rate / peaks.gflops,
@@ -466,7 +475,7 @@ pub fn format_steps(results: &[StepResult], peaks: &Peaks) -> String {
 fn conv_benches(
     config: &BenchConfig,
     budget: Duration,
-    push: &mut impl FnMut(&str, String, Duration, f64, bool),
+    push: &mut impl FnMut(&str, String, Timing, f64, bool),
 ) -> Result<()> {
     use crate::ops::Conv2dParams;
     let batch = if config.quick { 8 } else { 32 };
@@ -478,14 +487,14 @@ fn conv_benches(
         let params = Conv2dParams::default().padding(1);
         let flops = 2.0 * (batch * cout * hw * hw * cin * 9) as f64;
         let shape = format!("{batch}x{cin}x{hw}x{hw} -> {cout}");
-        let t = time_median(budget, || {
+        let t = time_runs(budget, || {
             std::hint::black_box(
                 crate::no_grad(|| x.conv2d(&w, None, params)).expect("valid conv"),
             );
         });
         push("conv2d_fwd", shape.clone(), t, flops, true);
         let xg = x.requires_grad_(true);
-        let t = time_median(budget, || {
+        let t = time_runs(budget, || {
             let y = xg.conv2d(&w, None, params).expect("valid conv");
             let g = y.ones_like().expect("alloc");
             std::hint::black_box(y.backward_with_grad(&g).expect("backward"));
@@ -508,13 +517,15 @@ pub fn format_table(results: &[BenchResult], peaks: &Peaks) -> String {
         },
         peaks.triad_gbs
     );
-    s.push_str("| kernel | shape | median | rate | % of peak |\n|---|---|---:|---:|---:|\n");
+    s.push_str(
+        "| kernel | shape | min | median | max | rate | % of peak |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
     for r in results {
         s.push_str(&format!(
-            "| {} | {} | {:.3} ms | {:.1} {} | {:.0} % |\n",
+            "| {} | {} | {} | {:.1} {} | {:.0} % |\n",
             r.kernel,
             r.shape,
-            r.median.as_secs_f64() * 1e3,
+            r.timing.cells(3),
             r.rate,
             r.unit,
             r.percent_of_peak

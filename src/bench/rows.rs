@@ -3,8 +3,8 @@
 //! (`bench`, `dtype`, `shape`), and `impl` tells the two sides (and
 //! PyTorch's variants) apart.
 
+use super::Timing;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// One measured row.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,8 +18,8 @@ pub struct Row {
     pub shape: String,
     /// Who ran it: `ferrite`, or a PyTorch variant.
     pub implementation: String,
-    /// Median time of one run.
-    pub median: Duration,
+    /// Time of one run: min, median (what `rate` uses) and max.
+    pub timing: Timing,
     /// Achieved rate in `unit`.
     pub rate: f64,
     /// `TFLOP/s`, `GB/s` or `img/s`.
@@ -40,29 +40,31 @@ impl Row {
             .map(|(r, _)| 100.0 * self.rate / r)
     }
 
-    /// The row as a JSON object.
+    /// The row as a JSON object (`min_ms`, `median_ms`, `max_ms` and
+    /// `runs` among its fields).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut row = json!({
             "bench": self.bench,
             "dtype": self.dtype,
             "shape": self.shape,
             "impl": self.implementation,
-            "median_ms": self.median.as_secs_f64() * 1e3,
             "rate": self.rate,
             "unit": self.unit,
             "reference": self.reference.as_ref().map(|(r, _)| *r),
             "reference_kind": self.reference.as_ref().map(|(_, k)| k.clone()),
             "percent_of_reference": self.percent_of_reference(),
             "peak_memory_mib": self.peak_memory_mib,
-        })
+        });
+        self.timing.extend_json(&mut row);
+        row
     }
 }
 
 /// Rows as a Markdown table.
 pub fn format_rows(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| bench | dtype | shape | median | rate | % of reference | reference |\n\
-         |---|---|---|---:|---:|---:|---|\n",
+        "| bench | dtype | shape | min | median | max | rate | % of reference | reference |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let (percent, reference) = match (&r.reference, r.percent_of_reference()) {
@@ -76,11 +78,11 @@ pub fn format_rows(rows: &[Row]) -> String {
             .peak_memory_mib
             .map_or(String::new(), |m| format!(", peak {m:.0} MiB"));
         s.push_str(&format!(
-            "| {} | {} | {} | {:.3} ms | {} {}{memory} | {percent} | {reference} |\n",
+            "| {} | {} | {} | {} | {} {}{memory} | {percent} | {reference} |\n",
             r.bench,
             r.dtype,
             r.shape,
-            r.median.as_secs_f64() * 1e3,
+            r.timing.cells(3),
             format_rate(r.rate),
             r.unit,
         ));
@@ -101,6 +103,7 @@ fn format_rate(rate: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn row(reference: Option<(f64, String)>) -> Row {
         Row {
@@ -108,7 +111,12 @@ mod tests {
             dtype: "bf16".into(),
             shape: "8192x8192x8192".into(),
             implementation: "ferrite".into(),
-            median: Duration::from_millis(2),
+            timing: Timing::from_samples(vec![
+                Duration::from_millis(3),
+                Duration::from_millis(2),
+                Duration::from_millis(1),
+            ])
+            .unwrap(),
             rate: 550.0,
             unit: "TFLOP/s",
             reference,
@@ -124,6 +132,10 @@ mod tests {
         assert_eq!(j["bench"], "gemm_nn");
         assert_eq!(j["impl"], "ferrite");
         assert_eq!(j["median_ms"], 2.0);
+        assert_eq!(
+            (j["min_ms"].as_f64(), j["max_ms"].as_f64()),
+            (Some(1.0), Some(3.0))
+        );
         assert_eq!(j["percent_of_reference"], 55.0);
         assert!(
             format_rows(&[r]).contains("| 55 % | datasheet H200 SXM bf16 dense: 1000.0 TFLOP/s |")

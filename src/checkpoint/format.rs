@@ -151,6 +151,22 @@ fn encode_header(
 /// (by decreasing alignment, then by name), so every tensor starts at an
 /// offset aligned to its element size, and the same contents always give
 /// the same bytes. Names must be distinct and must not be `__metadata__`.
+///
+/// ```
+/// use ferrite::checkpoint::{load_state_dict, save_state_dict};
+/// use ferrite::Tensor;
+/// use std::collections::BTreeMap;
+/// let path = std::env::temp_dir().join(format!("ferrite-doc-sd-{}.safetensors", std::process::id()));
+/// let w = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+/// let meta = BTreeMap::from([("epoch".to_string(), "3".to_string())]);
+/// save_state_dict(&path, &[("fc.weight".to_string(), w)], &meta)?;
+/// let (tensors, metadata) = load_state_dict(&path)?;
+/// std::fs::remove_file(&path).ok();
+/// assert_eq!(tensors[0].0, "fc.weight");
+/// assert_eq!(tensors[0].1.to_vec::<f32>()?, [1.0, 2.0, 3.0, 4.0]);
+/// assert_eq!(metadata["epoch"], "3");
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn save_state_dict(
     path: impl AsRef<Path>,
     tensors: &[(String, Tensor)],

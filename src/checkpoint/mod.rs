@@ -35,17 +35,17 @@
 //! file.
 //!
 //! ```no_run
-//! use ferrite::checkpoint;
-//! use ferrite::nn::{BatchNorm2d, Conv2d, Sequential};
+//! use ferrite::checkpoint::{self, Strict};
+//! use ferrite::nn::{BatchNorm2d, Bias, Conv2d, Sequential};
 //! use ferrite::ops::Conv2dParams;
 //! use rand::{rngs::StdRng, SeedableRng};
 //! # fn main() -> ferrite::Result<()> {
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let model = Sequential::new()
-//!     .with(Conv2d::new(3, 8, 3, Conv2dParams::default(), true, &mut rng)?)
+//!     .with(Conv2d::new(3, 8, 3, Conv2dParams::default(), Bias::Yes, &mut rng)?)
 //!     .with(BatchNorm2d::new(8)?);
 //! // Written in Python by `safetensors.torch.save_file(net.state_dict(), path)`:
-//! let report = checkpoint::load_into_module("net.safetensors", &model, true)?;
+//! let report = checkpoint::load_into_module("net.safetensors", &model, Strict::Yes)?;
 //! println!("{report}");
 //! checkpoint::save_module("net-ferrite.safetensors", &model, &Default::default())?;
 //! # Ok(())
@@ -69,7 +69,7 @@ pub use format::{load_state_dict, save_state_dict};
 pub use module::{
     apply_state_dict, apply_state_dict_with, load_into_module, load_into_module_with, save_module,
 };
-pub use options::LoadOptions;
+pub use options::{LoadOptions, Strict};
 pub use report::{Conversion, LoadReport, Mismatch};
 pub use training::{
     load_training, read_training, restore_training, save_training, CheckpointOptimizer,

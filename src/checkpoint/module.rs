@@ -1,7 +1,7 @@
 //! Saving a [`Module`]'s state dict and loading one into it by name.
 
 use super::format::{load_state_dict, save_state_dict};
-use super::options::{is_num_batches_tracked, rename, LoadOptions};
+use super::options::{is_num_batches_tracked, rename, LoadOptions, Strict};
 use super::report::{summary, Conversion, KeyShapes, LoadReport, Mismatch};
 use crate::autograd::no_grad;
 use crate::error::{Error, Result};
@@ -12,6 +12,21 @@ use std::path::Path;
 
 /// Writes the state dict of `module` (parameters and buffers, PyTorch
 /// names) to `path`; see [`save_state_dict`].
+///
+/// ```
+/// use ferrite::checkpoint::{load_into_module, save_module, Strict};
+/// use ferrite::nn::{Bias, Linear};
+/// use ferrite::rand::{rngs::StdRng, SeedableRng};
+/// let path = std::env::temp_dir().join(format!("ferrite-doc-mod-{}.safetensors", std::process::id()));
+/// let trained = Linear::new(3, 2, Bias::Yes, &mut StdRng::seed_from_u64(1))?;
+/// save_module(&path, &trained, &Default::default())?;
+/// let fresh = Linear::new(3, 2, Bias::Yes, &mut StdRng::seed_from_u64(2))?;
+/// let report = load_into_module(&path, &fresh, Strict::Yes)?;
+/// std::fs::remove_file(&path).ok();
+/// assert_eq!(report.loaded.len(), 2);
+/// assert_eq!(fresh.weight.to_vec::<f32>()?, trained.weight.to_vec::<f32>()?);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn save_module(
     path: impl AsRef<Path>,
     module: &dyn Module,
@@ -276,10 +291,10 @@ pub(crate) fn apply(copies: &[(Tensor, &Tensor)]) -> Result<()> {
 /// hold them see the new values), on whichever device each module tensor
 /// lives (sources are uploaded or downloaded as needed).
 ///
-/// `strict: true` is [`LoadOptions::strict`]: every name, shape and dtype
+/// [`Strict::Yes`] is [`LoadOptions::strict`]: every name, shape and dtype
 /// must match exactly, otherwise an [`Error::InvalidArgument`] summarises
 /// the differences (counts, then the first few keys with their shapes) and
-/// nothing is changed. `strict: false` is [`LoadOptions::default`]: floating
+/// nothing is changed. [`Strict::No`] is [`LoadOptions::default`]: floating
 /// dtypes convert to the module's, a missing `num_batches_tracked` keeps the
 /// module's value, the tensors whose name and shape match are loaded, and
 /// the rest is reported in the [`LoadReport`] (unlike PyTorch, which raises
@@ -288,7 +303,7 @@ pub(crate) fn apply(copies: &[(Tensor, &Tensor)]) -> Result<()> {
 pub fn apply_state_dict(
     module: &dyn Module,
     tensors: &[(String, Tensor)],
-    strict: bool,
+    strict: Strict,
 ) -> Result<LoadReport> {
     apply_state_dict_with(module, tensors, &preset(strict))
 }
@@ -305,11 +320,10 @@ pub fn apply_state_dict_with(
     load_checked("apply_state_dict", None, module, tensors, opts)
 }
 
-fn preset(strict: bool) -> LoadOptions {
-    if strict {
-        LoadOptions::strict()
-    } else {
-        LoadOptions::lenient()
+fn preset(strict: Strict) -> LoadOptions {
+    match strict {
+        Strict::Yes => LoadOptions::strict(),
+        Strict::No => LoadOptions::lenient(),
     }
 }
 
@@ -342,7 +356,7 @@ fn load_checked(
 pub fn load_into_module(
     path: impl AsRef<Path>,
     module: &dyn Module,
-    strict: bool,
+    strict: Strict,
 ) -> Result<LoadReport> {
     load_into_module_with(path, module, &preset(strict))
 }

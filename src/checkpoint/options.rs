@@ -1,5 +1,18 @@
 //! How a state dict is matched to a module: [`LoadOptions`].
 
+/// How [`load_into_module`](super::load_into_module) and
+/// [`apply_state_dict`](super::apply_state_dict) treat a file that does not
+/// match the module exactly (PyTorch's `strict=True` / `strict=False`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strict {
+    /// [`LoadOptions::strict`]: every tensor present with its shape and
+    /// dtype, nothing left over, nothing converted.
+    Yes,
+    /// [`LoadOptions::default`]: dtypes convert, what matches is loaded and
+    /// the rest reported.
+    No,
+}
+
 /// How [`load_into_module_with`](super::load_into_module_with) and
 /// [`apply_state_dict_with`](super::apply_state_dict_with) match a
 /// checkpoint to a module.
@@ -12,7 +25,7 @@
 ///   value, and keys that do not match are reported instead of refused.
 /// - [`LoadOptions::strict`] requires an exact match: every module tensor
 ///   present with its shape and dtype, no tensor left over, nothing
-///   converted or tolerated. This is what `load_into_module(.., true)` does.
+///   converted or tolerated. This is what `load_into_module(.., Strict::Yes)` does.
 ///
 /// Each field can also be set on its own; for example
 /// `LoadOptions::default().with_strict(true)` behaves like PyTorch's

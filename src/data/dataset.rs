@@ -171,6 +171,16 @@ impl ImageDataset {
 
     /// A new dataset with the images `indices`, in that order (repeats
     /// allowed). The name gets a `"-subset"` suffix.
+    ///
+    /// ```
+    /// use ferrite::data::{mnist, ImageDataset};
+    /// let (_, test) = mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))?;
+    /// let test = ImageDataset::from_split(&test, "mnist-test")?;
+    /// let first = test.subset(&[0, 1, 2])?;
+    /// assert_eq!(first.len(), 3);
+    /// assert_eq!(first.image(0), test.image(0));
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn subset(&self, indices: &[usize]) -> Result<Self> {
         const OP: &str = "ImageDataset::subset";
         let n = self.len();

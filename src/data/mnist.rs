@@ -84,6 +84,17 @@ impl ImageSplit {
 
 /// Loads `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` from `dir`,
 /// checking that images and labels agree and labels are digits.
+///
+/// ```
+/// use ferrite::data::{mnist, ImageDataset};
+/// // MNIST ships in the repository's data/mnist.
+/// let (train, test) = mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))?;
+/// assert_eq!((train.len(), test.len()), (60_000, 10_000));
+/// let test = ImageDataset::from_split(&test, "mnist-test")?;
+/// assert_eq!((test.channels, test.height, test.width, test.num_classes), (1, 28, 28, 10));
+/// assert_eq!(test.positives_per_class().iter().sum::<usize>(), 10_000);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn load(dir: impl AsRef<Path>) -> Result<(ImageSplit, ImageSplit)> {
     let dir = dir.as_ref();
     Ok((load_split(dir, "train")?, load_split(dir, "t10k")?))

@@ -10,6 +10,15 @@ use rand::Rng;
 ///
 /// Returns `x` of shape `[2n, 2]` (f32) and labels `y` of shape `[2n, 1]`
 /// (i64, 0 or 1), ready for `log_softmax(..).gather(1, &y)`.
+///
+/// ```
+/// use ferrite::data::synthetic::two_spirals;
+/// use ferrite::rand::{rngs::StdRng, SeedableRng};
+/// let (x, y) = two_spirals(100, 0.05, &mut StdRng::seed_from_u64(0))?;
+/// assert_eq!((x.shape(), y.shape()), (&[200usize, 2][..], &[200usize, 1][..]));
+/// assert_eq!(y.to_vec::<i64>()?.iter().sum::<i64>(), 100); // half of each class
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn two_spirals<R: Rng + ?Sized>(n: usize, noise: f64, rng: &mut R) -> Result<(Tensor, Tensor)> {
     let mut xs = Vec::with_capacity(4 * n);
     let mut ys = Vec::with_capacity(2 * n);

@@ -116,7 +116,7 @@ pub trait Float:
     const NEG_INFINITY: Self;
     /// +∞.
     const INFINITY: Self;
-    /// `e^self` (for f32, [`exp_f32`]).
+    /// `e^self` (for f32, the crate's own vectorisable `exp_f32`).
     fn exp(self) -> Self;
     /// Natural logarithm.
     fn ln(self) -> Self;

@@ -15,6 +15,15 @@ use crate::error::{Error, Result};
 /// infinite one. An empty `counts` gives an empty vector.
 ///
 /// Errors: `beta` outside [0, 1) (NaN included).
+///
+/// ```
+/// use ferrite::loss::class_balanced_weights;
+/// let w = class_balanced_weights(&[1000, 100, 10], 0.999)?;
+/// assert!(w[0] < w[1] && w[1] < w[2]); // rarer classes weigh more
+/// assert!((w.iter().sum::<f64>() - 3.0).abs() < 1e-9); // normalised to the class count
+/// assert_eq!(class_balanced_weights(&[5, 500], 0.0)?, [1.0, 1.0]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn class_balanced_weights(counts: &[usize], beta: f64) -> Result<Vec<f64>> {
     check_class_balanced_beta(beta)?;
     // ln 0 = −∞ makes both expm1 terms −1: β = 0 needs no special case.

@@ -5,6 +5,7 @@
 
 use super::Reduction;
 use crate::error::{Error, Result};
+use crate::ops::KeepDim;
 use crate::tensor::{DType, Device, Tensor};
 
 const OP: &str = "cross_entropy";
@@ -97,7 +98,7 @@ pub fn cross_entropy(
     if eps > 0.0 {
         let smooth = logp
             .mul(&vector(&w, dtype, device)?)?
-            .sum(&[1], false)?
+            .sum(&[1], KeepDim::No)?
             .mul_scalar(eps / c as f64)?;
         neg_loss = neg_loss.add(&smooth)?;
     }

@@ -12,6 +12,17 @@ use crate::tensor::Tensor;
 /// [`ElementLoss::name`] writes it in the grammar of
 /// [`crate::train::LossSpec`]: `"bce"`, `"focal(gamma=2,alpha=0.25)"`
 /// (`alpha=none` for no α), `"asl(gamma_pos=0,gamma_neg=4,clip=0.05)"`.
+///
+/// ```
+/// use ferrite::loss::{ElementLoss, Reduction};
+/// use ferrite::Tensor;
+/// let loss = ElementLoss::Focal { gamma: 2.0, alpha: Some(0.25) };
+/// assert_eq!(loss.name(), "focal(gamma=2,alpha=0.25)");
+/// let logits = Tensor::from_vec(vec![0.5f32, -1.0], &[1, 2])?;
+/// let y = Tensor::from_vec(vec![1.0f32, 0.0], &[1, 2])?;
+/// assert_eq!(loss.compute(&logits, &y, None, Reduction::None)?.shape(), &[1, 2]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ElementLoss {
     /// [`bce_with_logits`].

@@ -29,6 +29,19 @@ pub use sigmoid::{
 };
 
 /// How a loss combines its per-element (or per-sample) values.
+///
+/// ```
+/// use ferrite::loss::{bce_with_logits, Reduction};
+/// use ferrite::Tensor;
+/// let logits = Tensor::from_vec(vec![0.0f32; 4], &[2, 2])?;
+/// let y = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], &[2, 2])?;
+/// let each = bce_with_logits(&logits, &y, None, Reduction::None)?;
+/// let sum = bce_with_logits(&logits, &y, None, Reduction::Sum)?.item::<f32>()?;
+/// let mean = bce_with_logits(&logits, &y, None, Reduction::Mean)?.item::<f32>()?;
+/// assert_eq!(each.shape(), &[2, 2]);
+/// assert!((sum - 4.0 * mean).abs() < 1e-6 && (mean - 2f32.ln()).abs() < 1e-6);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Reduction {
     /// No reduction: one value per element (per sample for cross-entropy),

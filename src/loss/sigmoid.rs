@@ -63,6 +63,19 @@ pub fn bce_with_logits(
 ///
 /// Errors: those of [`bce_with_logits`], with `pos_weight` checked as
 /// `weight`.
+///
+/// ```
+/// use ferrite::loss::{bce_with_logits, bce_with_logits_pos_weight, Reduction};
+/// use ferrite::Tensor;
+/// let logits = Tensor::from_vec(vec![0.0f32, 0.0], &[1, 2])?;
+/// let y = Tensor::from_vec(vec![1.0f32, 1.0], &[1, 2])?;
+/// let plain = bce_with_logits(&logits, &y, None, Reduction::None)?.to_vec::<f32>()?;
+/// // Positives of class 1 count three times.
+/// let pw = Tensor::from_vec(vec![1.0f32, 3.0], &[2])?;
+/// let weighted = bce_with_logits_pos_weight(&logits, &y, &pw, None, Reduction::None)?.to_vec::<f32>()?;
+/// assert!((weighted[0] - plain[0]).abs() < 1e-6 && (weighted[1] - 3.0 * plain[1]).abs() < 1e-5);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn bce_with_logits_pos_weight(
     logits: &Tensor,
     targets: &Tensor,
@@ -90,6 +103,20 @@ pub fn bce_with_logits_pos_weight(
 ///
 /// Errors: those of [`bce_with_logits`]; `gamma` negative or not finite,
 /// `alpha` outside [0, 1].
+///
+/// ```
+/// use ferrite::loss::{bce_with_logits, sigmoid_focal_loss, Reduction};
+/// use ferrite::Tensor;
+/// let logits = Tensor::from_vec(vec![3.0f32, -0.5], &[1, 2])?;
+/// let y = Tensor::from_vec(vec![1.0f32, 1.0], &[1, 2])?;
+/// let bce = bce_with_logits(&logits, &y, None, Reduction::None)?.to_vec::<f32>()?;
+/// // γ = 0 without α is BCE; γ = 2 down-weights the easy element most.
+/// let same = sigmoid_focal_loss(&logits, &y, 0.0, None, None, Reduction::None)?.to_vec::<f32>()?;
+/// assert!((same[0] - bce[0]).abs() < 1e-6);
+/// let focal = sigmoid_focal_loss(&logits, &y, 2.0, None, None, Reduction::None)?.to_vec::<f32>()?;
+/// assert!(focal[0] / bce[0] < 0.01 && focal[1] / bce[1] > 0.3);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn sigmoid_focal_loss(
     logits: &Tensor,
     targets: &Tensor,
@@ -144,6 +171,20 @@ impl Default for AslOptions {
 ///
 /// Errors: those of [`bce_with_logits`]; an exponent negative or not
 /// finite, `clip` outside [0, 1).
+///
+/// ```
+/// use ferrite::loss::{asymmetric_loss, bce_with_logits, AslOptions, Reduction};
+/// use ferrite::Tensor;
+/// let logits = Tensor::from_vec(vec![-4.0f32, 1.0], &[1, 2])?;
+/// let y = Tensor::from_vec(vec![0.0f32, 0.0], &[1, 2])?;
+/// let asl = asymmetric_loss(&logits, &y, &AslOptions::default(), None, Reduction::None)?;
+/// let asl = asl.to_vec::<f32>()?;
+/// // An easy negative (p ≈ 0.018 < clip 0.05) costs nothing.
+/// assert_eq!(asl[0], 0.0);
+/// let bce = bce_with_logits(&logits, &y, None, Reduction::None)?.to_vec::<f32>()?;
+/// assert!(asl[1] < bce[1]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn asymmetric_loss(
     logits: &Tensor,
     targets: &Tensor,

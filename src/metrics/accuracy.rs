@@ -1,6 +1,7 @@
 //! Top-1 accuracy straight from a batch's logits and class labels.
 
 use crate::error::{Error, Result};
+use crate::ops::KeepDim;
 use crate::tensor::{DType, Tensor};
 
 /// The fraction of rows of `logits` `[B, C]` whose largest logit is at the
@@ -42,7 +43,7 @@ pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
             "the accuracy of an empty batch is undefined",
         ));
     }
-    let predicted = crate::no_grad(|| logits.argmax(1, false))?;
+    let predicted = crate::no_grad(|| logits.argmax(1, KeepDim::No))?;
     let correct = predicted
         .eq(&labels.to_dtype(DType::I64)?)?
         .sum_all()?

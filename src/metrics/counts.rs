@@ -52,6 +52,17 @@ impl ClassCounts {
 /// such as 0.5, or logits with 0.0); `targets` has the same layout with 0/1
 /// entries. Errors on length mismatches, `num_classes == 0`, NaN scores or
 /// threshold, and targets other than 0/1.
+///
+/// ```
+/// use ferrite::metrics::class_counts;
+/// // Two samples, two classes; probabilities scored at 0.5.
+/// let scores = [0.9f32, 0.2, 0.6, 0.7];
+/// let targets = [1u8, 0, 0, 1];
+/// let c = class_counts(&scores, &targets, 2, 0.5)?;
+/// assert_eq!((c[0].tp, c[0].fp, c[0].fn_, c[0].tn), (1, 1, 0, 0));
+/// assert_eq!((c[0].precision(), c[0].recall()), (0.5, 1.0));
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn class_counts(
     scores: &[f32],
     targets: &[u8],

@@ -55,6 +55,13 @@ fn sorted(mut classes: Vec<usize>) -> Vec<usize> {
 /// `⌊C/3⌋` and `⌊2C/3⌋`. When `C` is not a multiple of 3 the extra classes
 /// go to the tail and then the medium group: `C = 10` gives 3 / 3 / 4 and
 /// `C = 80` gives 26 / 27 / 27.
+///
+/// ```
+/// use ferrite::metrics::groups_by_thirds;
+/// let g = groups_by_thirds(&[5, 500, 50, 1, 90, 300]);
+/// assert_eq!((g.head.len(), g.medium.len(), g.tail.len()), (2, 2, 2));
+/// assert!(g.head.contains(&1) && g.tail.contains(&3));
+/// ```
 pub fn groups_by_thirds(train_positives: &[usize]) -> FrequencyGroups {
     let order = by_frequency(train_positives);
     let c = order.len();

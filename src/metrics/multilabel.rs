@@ -83,6 +83,17 @@ pub struct MultiLabelReport {
 ///
 /// Errors on length mismatches, `num_classes == 0`, an empty evaluation set,
 /// NaN scores or threshold, and targets other than 0/1.
+///
+/// ```
+/// use ferrite::metrics::multilabel_report;
+/// let scores = [0.9f32, 0.1, 0.8, 0.7, 0.2, 0.4];
+/// let targets = [1u8, 0, 1, 1, 0, 0];
+/// let r = multilabel_report(&scores, &targets, 2, 0.5)?; // 3 samples × 2 classes
+/// assert_eq!(r.per_class[0].precision, 1.0);
+/// assert_eq!(r.per_class[1].recall, 1.0);
+/// assert!((0.0..=1.0).contains(&r.map));
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn multilabel_report(
     scores: &[f32],
     targets: &[u8],

@@ -12,6 +12,16 @@ use crate::error::{Error, Result};
 /// A class with no positive target has no recall to speak of: its AP is
 /// 0.0, as scikit-learn returns (with a warning). Errors on a length
 /// mismatch, empty input, NaN scores or targets other than 0/1.
+///
+/// ```
+/// use ferrite::metrics::average_precision;
+/// // Both positives ranked first: AP = 1.
+/// assert_eq!(average_precision(&[0.9, 0.8, 0.3], &[1, 1, 0])?, 1.0);
+/// // Ranked second and third: (1/2 + 2/3) / 2.
+/// let ap = average_precision(&[0.9, 0.8, 0.3], &[0, 1, 1])?;
+/// assert!((ap - 7.0 / 12.0).abs() < 1e-12);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn average_precision(scores: &[f32], targets: &[u8]) -> Result<f64> {
     const OP: &str = "average_precision";
     if scores.is_empty() {

@@ -44,6 +44,17 @@ pub struct SingleLabelReport {
 ///
 /// Errors on length mismatches, `num_classes == 0`, an empty evaluation set,
 /// NaN scores and labels `>= num_classes`.
+///
+/// ```
+/// use ferrite::metrics::single_label_report;
+/// // Three samples, two classes (logits or probabilities), labels 0, 1, 1.
+/// let scores = [2.0f32, 0.1, 0.3, 0.9, 0.8, 0.2];
+/// let r = single_label_report(&scores, &[0, 1, 1], 2, &[500, 5])?;
+/// assert!((r.top1 - 2.0 / 3.0).abs() < 1e-12);
+/// assert_eq!(r.per_class_accuracy, [Some(1.0), Some(0.5)]);
+/// assert_eq!(r.balanced_accuracy, 0.75);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn single_label_report(
     scores: &[f32],
     labels: &[u32],

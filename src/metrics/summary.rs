@@ -42,6 +42,15 @@ impl GroupSummary {
 ///
 /// Errors when `classes` is empty, names a class outside the report, or
 /// names a class twice (which would weigh it double).
+///
+/// ```
+/// use ferrite::metrics::{multilabel_report, summarize};
+/// let scores = [0.9f32, 0.1, 0.8, 0.7, 0.2, 0.4];
+/// let r = multilabel_report(&scores, &[1, 0, 1, 1, 0, 0], 2, 0.5)?;
+/// let class0 = summarize(&r, &[0])?;
+/// assert_eq!((class0.precision, class0.recall), (1.0, 1.0));
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn summarize(report: &MultiLabelReport, classes: &[usize]) -> Result<GroupSummary> {
     const OP: &str = "summarize";
     if classes.is_empty() {

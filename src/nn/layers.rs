@@ -2,13 +2,34 @@
 
 use super::{init, Module};
 use crate::error::{Error, Result};
-use crate::ops::{BatchNormOptions, Conv2dParams, Pool2dParams};
+use crate::ops::{BatchNormOptions, Conv2dParams, PadCount, Pool2dParams};
 use crate::tensor::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Mutex;
 
+/// Whether a [`Linear`] or [`Conv2d`] layer learns a bias (PyTorch's
+/// `bias=True` / `bias=False`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bias {
+    /// A learned bias per output (PyTorch's default).
+    #[default]
+    Yes,
+    /// No bias (e.g. a convolution followed by batch normalisation).
+    No,
+}
+
 /// `y = x·Wᵀ + b` with `W` of shape (out, in).
+///
+/// ```
+/// use ferrite::nn::{Bias, Linear, Module};
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let fc = Linear::new(3, 2, Bias::Yes, &mut ferrite::rand::rngs::StdRng::seed_from_u64(0))?;
+/// let y = fc.forward(&Tensor::ones(&[4, 3], DType::F32)?)?;
+/// assert_eq!(y.shape(), &[4, 2]);
+/// assert_eq!(ferrite::nn::parameter_count(&fc), 3 * 2 + 2);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct Linear {
     /// Weight `W`, shape (out_features, in_features).
@@ -22,12 +43,12 @@ impl Linear {
     pub fn new<R: Rng + ?Sized>(
         in_features: usize,
         out_features: usize,
-        bias: bool,
+        bias: Bias,
         rng: &mut R,
     ) -> Result<Self> {
         let weight = init::default_uniform(&[out_features, in_features], in_features, rng)?
             .requires_grad_(true);
-        let bias = if bias {
+        let bias = if bias == Bias::Yes {
             Some(init::default_uniform(&[out_features], in_features, rng)?.requires_grad_(true))
         } else {
             None
@@ -43,6 +64,19 @@ impl Module for Linear {
 }
 
 /// 2-D convolution layer (see [`Tensor::conv2d`]).
+///
+/// ```
+/// use ferrite::nn::{Bias, Conv2d, Module};
+/// use ferrite::ops::Conv2dParams;
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// // 3 → 8 channels, 3×3 kernels, padding 1 keeps 32×32.
+/// let conv = Conv2d::new(3, 8, 3, Conv2dParams::default().padding(1), Bias::No, &mut rng)?;
+/// let y = conv.forward(&Tensor::ones(&[2, 3, 32, 32], DType::F32)?)?;
+/// assert_eq!(y.shape(), &[2, 8, 32, 32]);
+/// assert!(conv.bias.is_none());
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct Conv2d {
     /// Kernels, shape (out_channels, in_channels / groups, kernel, kernel).
@@ -62,7 +96,7 @@ impl Conv2d {
         out_channels: usize,
         kernel: usize,
         params: Conv2dParams,
-        bias: bool,
+        bias: Bias,
         rng: &mut R,
     ) -> Result<Self> {
         if in_channels == 0 || out_channels == 0 || kernel == 0 {
@@ -88,7 +122,7 @@ impl Conv2d {
         let fan_in = in_channels / params.groups * kernel * kernel;
         let shape = [out_channels, in_channels / params.groups, kernel, kernel];
         let weight = init::default_uniform(&shape, fan_in, rng)?.requires_grad_(true);
-        let bias = if bias {
+        let bias = if bias == Bias::Yes {
             Some(init::default_uniform(&[out_channels], fan_in, rng)?.requires_grad_(true))
         } else {
             None
@@ -117,6 +151,23 @@ impl Module for Conv2d {
 
 /// Batch normalisation over the channels of N×C×H×W inputs, with learned
 /// scale and shift and running statistics (buffers) for evaluation.
+///
+/// ```
+/// use ferrite::nn::{BatchNorm2d, Module, Visit};
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// let mut bn = BatchNorm2d::new(4)?;
+/// let x = Tensor::randn(&[8, 4, 5, 5], 3.0, 2.0, DType::F32, &mut rng)?;
+/// // Training: normalised with the batch's statistics (mean 0 per channel).
+/// let y = bn.forward(&x)?;
+/// assert!(y.mean_all()?.item::<f32>()?.abs() < 1e-4);
+/// // The running mean moved a tenth of the way to the batch mean (about 3).
+/// let running = bn.running_mean.to_vec::<f32>()?;
+/// assert!(running.iter().all(|&m| (0.2..0.4).contains(&m)), "{running:?}");
+/// bn.set_training(false); // evaluation: the running statistics
+/// assert_eq!(bn.forward(&x)?.shape(), x.shape());
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct BatchNorm2d {
     /// Learned scale γ per channel, shape (C).
@@ -185,6 +236,13 @@ impl Module for BatchNorm2d {
 }
 
 /// `max(x, 0)`.
+///
+/// ```
+/// use ferrite::nn::{Module, ReLU};
+/// let x = ferrite::Tensor::from_vec(vec![-1.0f32, 0.5], &[2])?;
+/// assert_eq!(ReLU.forward(&x)?.to_vec::<f32>()?, [0.0, 0.5]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct ReLU;
 
@@ -195,6 +253,16 @@ impl Module for ReLU {
 }
 
 /// Max pooling (see [`Tensor::max_pool2d`]).
+///
+/// ```
+/// use ferrite::nn::{MaxPool2d, Module};
+/// use ferrite::ops::Pool2dParams;
+/// use ferrite::{DType, Tensor};
+/// let x = Tensor::arange(0.0, 16.0, 1.0, DType::F32)?.reshape(&[1, 1, 4, 4])?;
+/// let y = MaxPool2d(Pool2dParams::new(2)).forward(&x)?; // 2×2 windows, stride 2
+/// assert_eq!(y.to_vec::<f32>()?, [5.0, 7.0, 13.0, 15.0]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct MaxPool2d(#[module(skip)] pub Pool2dParams);
 
@@ -205,13 +273,24 @@ impl Module for MaxPool2d {
 }
 
 /// Average pooling (see [`Tensor::avg_pool2d`]).
+///
+/// ```
+/// use ferrite::nn::{AvgPool2d, Module};
+/// use ferrite::ops::{PadCount, Pool2dParams};
+/// use ferrite::{DType, Tensor};
+/// let x = Tensor::arange(0.0, 16.0, 1.0, DType::F32)?.reshape(&[1, 1, 4, 4])?;
+/// let pool = AvgPool2d { params: Pool2dParams::new(2), count_include_pad: PadCount::Include };
+/// assert_eq!(pool.forward(&x)?.to_vec::<f32>()?, [2.5, 4.5, 10.5, 12.5]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct AvgPool2d {
     /// Window size, stride, padding and ceil mode.
     #[module(skip)]
     pub params: Pool2dParams,
-    /// Divide by the full window area, padding included (else by the in-bounds count).
-    pub count_include_pad: bool,
+    /// Whether padding counts in the divisor (see [`PadCount`]).
+    #[module(skip)]
+    pub count_include_pad: PadCount,
 }
 
 impl Module for AvgPool2d {
@@ -221,6 +300,15 @@ impl Module for AvgPool2d {
 }
 
 /// Adaptive average pooling to a fixed output size.
+///
+/// ```
+/// use ferrite::nn::{AdaptiveAvgPool2d, Module};
+/// use ferrite::{DType, Tensor};
+/// let x = Tensor::ones(&[2, 16, 7, 7], DType::F32)?;
+/// // The global average pool of a ResNet head.
+/// assert_eq!(AdaptiveAvgPool2d((1, 1)).forward(&x)?.shape(), &[2, 16, 1, 1]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct AdaptiveAvgPool2d(#[module(skip)] pub (usize, usize));
 
@@ -231,6 +319,13 @@ impl Module for AdaptiveAvgPool2d {
 }
 
 /// Flattens every dimension after the first.
+///
+/// ```
+/// use ferrite::nn::{Flatten, Module};
+/// let x = ferrite::Tensor::ones(&[2, 3, 4, 5], ferrite::DType::F32)?;
+/// assert_eq!(Flatten.forward(&x)?.shape(), &[2, 60]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct Flatten;
 
@@ -241,6 +336,18 @@ impl Module for Flatten {
 }
 
 /// Dropout with its own seeded generator, active in training mode only.
+///
+/// ```
+/// use ferrite::nn::{Dropout, Module, Visit};
+/// use ferrite::{DType, Tensor};
+/// let mut drop = Dropout::new(0.5, 7)?;
+/// let x = Tensor::ones(&[100], DType::F32)?;
+/// let y = drop.forward(&x)?.to_vec::<f32>()?;
+/// assert!(y.contains(&0.0) && y.contains(&2.0)); // dropped, or scaled by 1/(1 − p)
+/// drop.set_training(false);
+/// assert_eq!(drop.forward(&x)?.to_vec::<f32>()?, vec![1.0; 100]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Module)]
 pub struct Dropout {
     /// Probability of zeroing each element, in [0, 1].
@@ -272,11 +379,31 @@ impl Dropout {
 impl Module for Dropout {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        x.dropout(self.p, self.training, &mut *rng)
+        x.dropout(
+            self.p,
+            crate::ops::Mode::from_training(self.training),
+            &mut *rng,
+        )
     }
 }
 
 /// Modules applied in order; children are named `0`, `1`, ... as in PyTorch.
+///
+/// ```
+/// use ferrite::nn::{self, Bias, Flatten, Linear, Module, ReLU, Sequential};
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// let mlp = Sequential::new()
+///     .with(Flatten)
+///     .with(Linear::new(4, 8, Bias::Yes, &mut rng)?)
+///     .with(ReLU)
+///     .with(Linear::new(8, 2, Bias::Yes, &mut rng)?);
+/// assert_eq!(mlp.forward(&Tensor::ones(&[5, 2, 2], DType::F32)?)?.shape(), &[5, 2]);
+/// // Children are named 0, 1, ... as in PyTorch.
+/// let names: Vec<String> = nn::named_parameters(&mlp).into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["1.weight", "1.bias", "3.weight", "3.bias"]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Default, Module)]
 pub struct Sequential {
     /// The layers, in the order they are applied.

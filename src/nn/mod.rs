@@ -12,7 +12,7 @@
 //! forgotten; `forward` stays hand-written:
 //!
 //! ```
-//! use ferrite::nn::{BatchNorm2d, Conv2d, Module, Visit};
+//! use ferrite::nn::{BatchNorm2d, Bias, Conv2d, Module, Visit};
 //! use ferrite::ops::Conv2dParams;
 //! use ferrite::{Result, Tensor};
 //! use rand::{rngs::StdRng, SeedableRng};
@@ -32,7 +32,7 @@
 //! # fn main() -> Result<()> {
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let same = Conv2dParams::default().padding(1);
-//! let mut m = ConvBn { conv: Conv2d::new(3, 8, 3, same, false, &mut rng)?, bn: BatchNorm2d::new(8)? };
+//! let mut m = ConvBn { conv: Conv2d::new(3, 8, 3, same, Bias::No, &mut rng)?, bn: BatchNorm2d::new(8)? };
 //! let keys: Vec<String> = m.state_dict().into_iter().map(|(k, _)| k).collect();
 //! assert_eq!(keys, ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean",
 //!                   "bn.running_var", "bn.num_batches_tracked"]);
@@ -51,8 +51,8 @@ pub mod resnet;
 mod small_cnn;
 
 pub use layers::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
-    Sequential,
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Bias, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
+    ReLU, Sequential,
 };
 pub use small_cnn::small_cnn;
 
@@ -113,6 +113,26 @@ impl<T: Visit + ?Sized> Visit for Box<T> {
 }
 
 /// A layer or a network: [`forward`](Self::forward) on top of [`Visit`].
+///
+/// ```
+/// use ferrite::nn::{Bias, Linear, Module};
+/// use ferrite::{rand::SeedableRng, DType, Result, Tensor};
+/// // A hand-written module: the derive implements `Visit` from the fields.
+/// #[derive(Module)]
+/// struct Residual {
+///     fc: Linear,
+/// }
+/// impl Module for Residual {
+///     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+///         x.add(&self.fc.forward(x)?.relu()?)
+///     }
+/// }
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// let block = Residual { fc: Linear::new(4, 4, Bias::Yes, &mut rng)? };
+/// assert_eq!(block.forward(&Tensor::ones(&[2, 4], DType::F32)?)?.shape(), &[2, 4]);
+/// assert_eq!(ferrite::nn::parameter_count(&block), 20);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub trait Module: Visit + Send + Sync {
     /// Computes the output for input `x`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;

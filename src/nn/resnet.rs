@@ -7,9 +7,9 @@
 //! name. Convolutions are initialised Kaiming-normal (fan-out), batch norm
 //! with weight 1 and bias 0, the classifier as `nn.Linear`.
 
-use super::{join, BatchNorm2d, Conv2d, Linear, Module, Role, Visit};
+use super::{join, BatchNorm2d, Bias, Conv2d, Linear, Module, Role, Visit};
 use crate::error::{Error, Result};
-use crate::ops::{Conv2dParams, Pool2dParams};
+use crate::ops::{Conv2dParams, PadCount, Pool2dParams};
 use crate::tensor::Tensor;
 use rand::Rng;
 
@@ -21,7 +21,7 @@ fn conv<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Conv2d> {
     let params = Conv2dParams::default().stride(stride).padding(k / 2);
-    let mut c = Conv2d::new(cin, cout, k, params, false, rng)?;
+    let mut c = Conv2d::new(cin, cout, k, params, Bias::No, rng)?;
     c.kaiming_normal_(rng)?;
     Ok(c)
 }
@@ -57,7 +57,7 @@ impl Shortcut {
                 extra_channels,
             } => {
                 // A 1×1 average pool with stride s keeps every s-th pixel.
-                let sub = x.avg_pool2d(Pool2dParams::new(1).stride(*stride), true)?;
+                let sub = x.avg_pool2d(Pool2dParams::new(1).stride(*stride), PadCount::Include)?;
                 let s = sub.shape();
                 let before = extra_channels / 2;
                 let zeros =
@@ -203,6 +203,19 @@ pub struct ResNetConfig {
 }
 
 /// A residual network: stem, stages of blocks, global average pool, linear classifier.
+///
+/// ```
+/// use ferrite::nn::resnet::{resnet20, ResNet};
+/// use ferrite::nn::{self, Module};
+/// use ferrite::{rand::SeedableRng, DType, Tensor};
+/// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+/// let net = ResNet::new(&resnet20(3, 10), &mut rng)?;
+/// let n = nn::parameter_count(&net);
+/// assert!((260_000..280_000).contains(&n), "{n}");
+/// let logits = net.forward(&Tensor::zeros(&[2, 3, 32, 32], DType::F32)?)?;
+/// assert_eq!(logits.shape(), &[2, 10]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub struct ResNet {
     /// Stem convolution (7×7 stride 2 or 3×3 stride 1, see [`Stem`]).
     pub conv1: Conv2d,
@@ -250,7 +263,7 @@ impl ResNet {
             }
             stages.push(blocks);
         }
-        let fc = Linear::new(inplanes, config.num_classes, true, rng)?;
+        let fc = Linear::new(inplanes, config.num_classes, Bias::Yes, rng)?;
         Ok(ResNet {
             conv1,
             bn1,
@@ -385,6 +398,12 @@ fn imagenet(
 }
 
 /// torchvision's ResNet-18 (ImageNet stem).
+///
+/// ```
+/// use ferrite::nn::resnet::{resnet18, BlockKind, Stem};
+/// let c = resnet18(3, 1000);
+/// assert_eq!((c.block, c.layers.clone(), c.stem), (BlockKind::Basic, vec![2, 2, 2, 2], Stem::ImageNet));
+/// ```
 pub fn resnet18(in_channels: usize, num_classes: usize) -> ResNetConfig {
     imagenet(BlockKind::Basic, &[2, 2, 2, 2], in_channels, num_classes)
 }
@@ -415,6 +434,13 @@ pub fn resnet18_cifar(in_channels: usize, num_classes: usize) -> ResNetConfig {
 
 /// The CIFAR ResNet of depth `6n + 2` (20, 32, 44, 56, 110): three stages
 /// of `n` basic blocks with 16, 32, 64 channels and zero-pad shortcuts.
+///
+/// ```
+/// use ferrite::nn::resnet::{resnet_cifar, resnet56};
+/// assert_eq!(resnet_cifar(56, 3, 10)?, resnet56(3, 10));
+/// assert!(resnet_cifar(21, 3, 10).is_err()); // not 6n + 2
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn resnet_cifar(depth: usize, in_channels: usize, num_classes: usize) -> Result<ResNetConfig> {
     if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(Error::invalid(

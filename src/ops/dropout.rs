@@ -17,10 +17,49 @@ use crate::error::{Error, Result};
 use crate::tensor::{CpuStorage, Device, Tensor};
 use rand::Rng;
 
+/// Whether an op runs as in training or as in evaluation (PyTorch's
+/// `training=True` / `training=False`, `model.train()` / `model.eval()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: dropout drops.
+    #[default]
+    Train,
+    /// Evaluation: dropout is the identity.
+    Eval,
+}
+
+impl Mode {
+    /// [`Mode::Train`] when `training`, else [`Mode::Eval`] (for modules
+    /// that keep PyTorch's `training` flag).
+    pub fn from_training(training: bool) -> Self {
+        if training {
+            Mode::Train
+        } else {
+            Mode::Eval
+        }
+    }
+}
+
 impl Tensor {
     /// Dropout with drop probability `p` in [0, 1].
     ///
-    /// - `!training` or `p == 0`: returns `self` unchanged (the same handle,
+    /// ```
+    /// use ferrite::ops::Mode;
+    /// use ferrite::{rand::SeedableRng, DType, Tensor};
+    /// let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(0);
+    /// let x = Tensor::ones(&[1000], DType::F32)?;
+    /// let y = x.dropout(0.5, Mode::Train, &mut rng)?.to_vec::<f32>()?;
+    /// // Survivors are scaled by 1 / (1 - p); about half are dropped.
+    /// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+    /// let kept = y.iter().filter(|&&v| v == 2.0).count();
+    /// assert!((400..600).contains(&kept));
+    /// // In evaluation it is the identity.
+    /// let same = x.dropout(0.5, Mode::Eval, &mut rng)?;
+    /// assert_eq!(same.to_vec::<f32>()?, vec![1.0; 1000]);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
+    ///
+    /// - [`Mode::Eval`] or `p == 0`: returns `self` unchanged (the same handle,
     ///   so gradients pass straight through);
     /// - `p == 1`: `self · 0`, zeros that stay connected to the graph (zero
     ///   gradient), as PyTorch;
@@ -30,7 +69,7 @@ impl Tensor {
     ///   is built in `self`'s dtype, and the gradient is `dy ⊙ mask / (1 − p)`.
     ///
     /// Errors: `p` outside [0, 1] (or NaN), a non-float tensor.
-    pub fn dropout<R: Rng + ?Sized>(&self, p: f64, training: bool, rng: &mut R) -> Result<Tensor> {
+    pub fn dropout<R: Rng + ?Sized>(&self, p: f64, mode: Mode, rng: &mut R) -> Result<Tensor> {
         let _profile = crate::profile::scope("dropout");
         self.check_float("dropout")?;
         if !(0.0..=1.0).contains(&p) {
@@ -39,7 +78,7 @@ impl Tensor {
                 format!("probability p must be in [0, 1], got {p}"),
             ));
         }
-        if !training || p == 0.0 {
+        if mode == Mode::Eval || p == 0.0 {
             return Ok(self.clone());
         }
         if p == 1.0 {

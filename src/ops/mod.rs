@@ -30,6 +30,8 @@ pub mod view;
 
 pub use autocast::{autocast, precision, AutocastGuard, Precision};
 pub use conv::Conv2dParams;
+pub use dropout::Mode;
 pub use elementwise::{BinaryOp, CmpOp, UnaryOp};
 pub use norm::BatchNormOptions;
-pub use pool::Pool2dParams;
+pub use pool::{PadCount, Pool2dParams};
+pub use reduce::KeepDim;

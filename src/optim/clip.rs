@@ -11,6 +11,19 @@ use crate::tensor::{DType, Device, Tensor};
 /// This reads the norm back to the host; a training loop on a GPU that
 /// does not need the value every step should call [`clip_grad_norm_`],
 /// which never waits for the device.
+///
+/// ```
+/// use ferrite::optim::clip_grad_norm;
+/// use ferrite::Tensor;
+/// let w = Tensor::from_vec(vec![0.0f32, 0.0], &[2])?.requires_grad_(true);
+/// let target = Tensor::from_vec(vec![3.0f32, 4.0], &[2])?;
+/// let mut grads = w.mul(&target)?.sum_all()?.backward()?; // gradient (3, 4), norm 5
+/// let norm = clip_grad_norm(&mut grads, &[w.clone()], 1.0)?;
+/// assert!((norm - 5.0).abs() < 1e-6);
+/// let g = grads.get(&w).unwrap().to_vec::<f32>()?;
+/// assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub fn clip_grad_norm(grads: &mut GradStore, params: &[Tensor], max_norm: f64) -> Result<f64> {
     match clip_grad_norm_(grads, params, max_norm)? {
         Some(norm) => norm.to_f64_vec().map(|v| v[0]),

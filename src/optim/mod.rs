@@ -27,6 +27,20 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Parameters that share a learning rate and a weight decay.
+///
+/// ```
+/// use ferrite::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
+/// use ferrite::{DType, Tensor};
+/// let weight = Tensor::ones(&[4, 4], DType::F32)?.requires_grad_(true);
+/// let bias = Tensor::zeros(&[4], DType::F32)?.requires_grad_(true);
+/// // Weight decay on the weights only, as is usual.
+/// let opt = Adam::new(
+///     vec![ParamGroup::new(vec![weight], 1e-3, 1e-4), ParamGroup::new(vec![bias], 1e-3, 0.0)],
+///     AdamConfig::default(),
+/// )?;
+/// assert_eq!(opt.groups().len(), 2);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ParamGroup {
     /// The parameters (leaf tensors that require a gradient).

@@ -4,12 +4,32 @@
 //! `scheduler.step()`).
 
 /// A learning rate as a function of the epoch.
+///
+/// ```
+/// use ferrite::optim::{LrSchedule, Optimizer, ParamGroup, Sgd, SgdConfig, StepLr};
+/// use ferrite::{DType, Tensor};
+/// let w = Tensor::zeros(&[1], DType::F32)?.requires_grad_(true);
+/// let mut opt = Sgd::new(vec![ParamGroup::new(vec![w], 0.1, 0.0)], SgdConfig::default())?;
+/// let schedule = StepLr { step_size: 2, gamma: 0.5 };
+/// for epoch in 0..5 {
+///     opt.apply_schedule(&schedule, epoch); // at the start of each epoch
+///     // ... train the epoch ...
+/// }
+/// assert_eq!(opt.lr(0), 0.1 * 0.25); // epoch 4: two halvings
+/// assert_eq!(opt.groups()[0].lr, 0.1); // the base rate is kept
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 pub trait LrSchedule: Send + Sync {
     /// The learning rate of epoch `epoch` (0-based) for base rate `base`.
     fn lr_at(&self, base: f64, epoch: usize) -> f64;
 }
 
 /// The base rate, always.
+///
+/// ```
+/// use ferrite::optim::{ConstantLr, LrSchedule};
+/// assert_eq!(ConstantLr.lr_at(0.1, 99), 0.1);
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConstantLr;
 
@@ -20,6 +40,13 @@ impl LrSchedule for ConstantLr {
 }
 
 /// `base · γ^⌊e / step_size⌋` (`torch.optim.lr_scheduler.StepLR`).
+///
+/// ```
+/// use ferrite::optim::{LrSchedule, StepLr};
+/// let s = StepLr { step_size: 30, gamma: 0.1 };
+/// assert_eq!(s.lr_at(1.0, 29), 1.0);
+/// assert!((s.lr_at(1.0, 30) - 0.1).abs() < 1e-12);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct StepLr {
     /// Epochs between decays (0 is treated as 1).
@@ -35,6 +62,13 @@ impl LrSchedule for StepLr {
 }
 
 /// `base · γ^(number of milestones ≤ e)` (`MultiStepLR`).
+///
+/// ```
+/// use ferrite::optim::{LrSchedule, MultiStepLr};
+/// let s = MultiStepLr { milestones: vec![10, 15], gamma: 0.1 };
+/// let lrs: Vec<f64> = [0, 10, 15].iter().map(|&e| s.lr_at(1.0, e)).collect();
+/// assert!((lrs[1] - 0.1).abs() < 1e-12 && (lrs[2] - 0.01).abs() < 1e-12);
+/// ```
 #[derive(Clone, Debug)]
 pub struct MultiStepLr {
     /// Epochs at which the rate is multiplied by `gamma`.
@@ -51,6 +85,14 @@ impl LrSchedule for MultiStepLr {
 }
 
 /// `η_min + (base − η_min)(1 + cos(π e / T_max)) / 2` (`CosineAnnealingLR`).
+///
+/// ```
+/// use ferrite::optim::{CosineAnnealing, LrSchedule};
+/// let s = CosineAnnealing { t_max: 10, eta_min: 0.0 };
+/// assert_eq!(s.lr_at(0.1, 0), 0.1);
+/// assert!((s.lr_at(0.1, 5) - 0.05).abs() < 1e-12); // half-way: half the rate
+/// assert!(s.lr_at(0.1, 10).abs() < 1e-12);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct CosineAnnealing {
     /// Epochs of the half cosine, from `base` down to `eta_min` (0 is treated as 1).
@@ -68,6 +110,13 @@ impl LrSchedule for CosineAnnealing {
 
 /// Linear ramp of the factor from `start_factor` to `end_factor` over
 /// `total_iters` epochs, then constant (`LinearLR`, used for warm-up).
+///
+/// ```
+/// use ferrite::optim::{LinearWarmup, LrSchedule};
+/// let s = LinearWarmup { start_factor: 0.1, end_factor: 1.0, total_iters: 3 };
+/// assert!((s.lr_at(1.0, 0) - 0.1).abs() < 1e-12);
+/// assert!((s.lr_at(1.0, 3) - 1.0).abs() < 1e-12);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct LinearWarmup {
     /// Factor of the base rate at epoch 0.
@@ -87,6 +136,21 @@ impl LrSchedule for LinearWarmup {
 
 /// Schedules one after another (`SequentialLR`): schedule `i` runs from
 /// milestone `i − 1` (0 for the first) and sees epochs counted from there.
+///
+/// ```
+/// use ferrite::optim::{CosineAnnealing, LinearWarmup, LrSchedule, SequentialLr};
+/// // Two epochs of warm-up, then a cosine over the next ten.
+/// let s = SequentialLr {
+///     schedules: vec![
+///         Box::new(LinearWarmup { start_factor: 0.5, end_factor: 1.0, total_iters: 2 }),
+///         Box::new(CosineAnnealing { t_max: 10, eta_min: 0.0 }),
+///     ],
+///     milestones: vec![2],
+/// };
+/// assert_eq!(s.lr_at(0.2, 0), 0.1);
+/// assert_eq!(s.lr_at(0.2, 2), 0.2); // the cosine's epoch 0
+/// assert!(s.lr_at(0.2, 12).abs() < 1e-12);
+/// ```
 pub struct SequentialLr {
     /// The schedules, in the order they run.
     pub schedules: Vec<Box<dyn LrSchedule>>,

@@ -26,6 +26,24 @@ use std::borrow::Cow;
 /// [`Plm::sync_histograms`] (so [`Plm::end_epoch`]) fail, naming the batch,
 /// instead of [`Plm::sample_mask`] or [`Plm::observe`]. On the CPU every
 /// check is immediate.
+///
+/// ```
+/// use ferrite::loss::{bce_with_logits, Reduction};
+/// use ferrite::plm::{Plm, PlmConfig};
+/// use ferrite::Tensor;
+/// // 4 training samples; class 0 has 1 positive, class 1 has 3.
+/// let mut plm = Plm::new(PlmConfig::default(), &[1, 3], 4)?;
+/// assert_eq!(plm.ratios(), [1.0 / 3.0, 3.0]);
+/// let logits = Tensor::from_vec(vec![2.0f32, -1.0, 0.5, 1.5], &[2, 2])?.requires_grad_(true);
+/// let y = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], &[2, 2])?;
+/// // The per-element loss, masked: the gradient reaches the kept elements only.
+/// let per_element = bce_with_logits(&logits, &y, None, Reduction::None)?;
+/// let loss = plm.masked_loss(&per_element, &y)?;
+/// assert!(loss.item::<f32>()? >= 0.0);
+/// let grads = loss.backward()?;
+/// assert_eq!(grads.get(&logits).unwrap().shape(), &[2, 2]);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Plm {
     config: PlmConfig,

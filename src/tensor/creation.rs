@@ -21,6 +21,16 @@ fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
 
 impl Tensor {
     /// A tensor owning `data` (row-major) with the given shape.
+    ///
+    /// ```
+    /// use ferrite::Tensor;
+    /// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    /// assert_eq!(t.shape(), &[2, 3]);
+    /// assert_eq!(t.to_vec::<f32>()?, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    /// // The data must fill the shape exactly.
+    /// assert!(Tensor::from_vec(vec![1.0f32; 5], &[2, 3]).is_err());
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn from_vec<T: StorageElement>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         check_len("from_vec", data.len(), shape)?;
         Tensor::from_storage(T::into_storage(data), shape)
@@ -32,23 +42,51 @@ impl Tensor {
     }
 
     /// A 0-dimensional tensor holding `value`.
+    ///
+    /// ```
+    /// let t = ferrite::Tensor::scalar(2.5f64);
+    /// assert_eq!((t.ndim(), t.item::<f64>()?), (0, 2.5));
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn scalar<T: StorageElement>(value: T) -> Tensor {
         Tensor::from_storage(T::into_storage(vec![value]), &[])
             .expect("a 0-dimensional tensor holds exactly one element")
     }
 
     /// A tensor of `shape` filled with `value` converted to `dtype`.
+    ///
+    /// ```
+    /// use ferrite::{DType, Tensor};
+    /// let t = Tensor::full(&[2, 2], 7.0, DType::I64)?;
+    /// assert_eq!(t.to_vec::<i64>()?, [7, 7, 7, 7]);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
         let n = checked_numel("full", shape)?;
         Tensor::from_storage(CpuStorage::full(dtype, n, value)?, shape)
     }
 
     /// Zeros of `shape` and `dtype`.
+    ///
+    /// ```
+    /// use ferrite::{DType, Tensor};
+    /// let t = Tensor::zeros(&[2, 3], DType::F32)?;
+    /// assert_eq!((t.shape(), t.dtype()), (&[2usize, 3][..], DType::F32));
+    /// assert!(t.to_vec::<f32>()?.iter().all(|&v| v == 0.0));
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
         Tensor::full(shape, 0.0, dtype)
     }
 
     /// Ones of `shape` and `dtype`.
+    ///
+    /// ```
+    /// use ferrite::{DType, Tensor};
+    /// let t = Tensor::ones(&[4], DType::F64)?;
+    /// assert_eq!(t.sum_all()?.item::<f64>()?, 4.0);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn ones(shape: &[usize], dtype: DType) -> Result<Tensor> {
         Tensor::full(shape, 1.0, dtype)
     }
@@ -72,6 +110,14 @@ impl Tensor {
     }
 
     /// Zeros with this tensor's shape, dtype and device.
+    ///
+    /// ```
+    /// use ferrite::Tensor;
+    /// let x = Tensor::from_vec(vec![1.5f32, -2.0], &[2])?;
+    /// assert_eq!(x.zeros_like()?.to_vec::<f32>()?, [0.0, 0.0]);
+    /// assert_eq!(x.ones_like()?.to_vec::<f32>()?, [1.0, 1.0]);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn zeros_like(&self) -> Result<Tensor> {
         Tensor::zeros_on(self.shape(), self.dtype(), self.device())
     }
@@ -87,6 +133,14 @@ impl Tensor {
     }
 
     /// `start, start + step, ...` up to (excluding) `end`, as a 1-D tensor.
+    ///
+    /// ```
+    /// use ferrite::{DType, Tensor};
+    /// let t = Tensor::arange(0.0, 1.0, 0.25, DType::F32)?;
+    /// assert_eq!(t.to_vec::<f32>()?, [0.0, 0.25, 0.5, 0.75]);
+    /// assert_eq!(Tensor::arange(5.0, 0.0, -2.0, DType::I64)?.to_vec::<i64>()?, [5, 3, 1]);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
             return Err(Error::invalid(
@@ -107,6 +161,15 @@ impl Tensor {
     }
 
     /// The `n × n` identity matrix.
+    ///
+    /// ```
+    /// use ferrite::{DType, Tensor};
+    /// let i = Tensor::eye(2, DType::F32)?;
+    /// assert_eq!(i.to_vec::<f32>()?, [1.0, 0.0, 0.0, 1.0]);
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// assert_eq!(a.matmul(&i)?.to_vec::<f32>()?, a.to_vec::<f32>()?);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn eye(n: usize, dtype: DType) -> Result<Tensor> {
         let total = checked_numel("eye", &[n, n])?;
         let s = CpuStorage::from_f64_iter(
@@ -117,6 +180,14 @@ impl Tensor {
     }
 
     /// Uniform samples in `[low, high)` drawn from `rng`.
+    ///
+    /// ```
+    /// use ferrite::rand::{rngs::StdRng, SeedableRng};
+    /// use ferrite::{DType, Tensor};
+    /// let t = Tensor::rand(&[1000], -1.0, 1.0, DType::F32, &mut StdRng::seed_from_u64(0))?;
+    /// assert!(t.to_vec::<f32>()?.iter().all(|v| (-1.0..1.0).contains(v)));
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn rand<R: Rng + ?Sized>(
         shape: &[usize],
         low: f64,
@@ -142,6 +213,18 @@ impl Tensor {
     /// Normal samples with the given mean and standard deviation, drawn from
     /// `rng` with the Box–Muller transform. `mean` must be finite and `std`
     /// finite and `>= 0` (0 gives a constant tensor).
+    ///
+    /// ```
+    /// use ferrite::rand::{rngs::StdRng, SeedableRng};
+    /// use ferrite::{DType, Tensor};
+    /// let t = Tensor::randn(&[10_000], 3.0, 0.5, DType::F64, &mut StdRng::seed_from_u64(0))?;
+    /// let mean = t.mean_all()?.item::<f64>()?;
+    /// assert!((mean - 3.0).abs() < 0.05, "{mean}");
+    /// // The same seed draws the same numbers.
+    /// let again = Tensor::randn(&[10_000], 3.0, 0.5, DType::F64, &mut StdRng::seed_from_u64(0))?;
+    /// assert_eq!(t.to_vec::<f64>()?, again.to_vec::<f64>()?);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
     pub fn randn<R: Rng + ?Sized>(
         shape: &[usize],
         mean: f64,

@@ -2,7 +2,7 @@
 //!
 //! A `Tensor` is a cheap `Clone` (an `Arc`). Views share the storage of the
 //! tensor they come from; ops produce new tensors and, when an input requires
-//! a gradient, record a [`GradFn`](crate::autograd::GradFn) node that
+//! a gradient, record a [`GradFn`] node that
 //! `backward` later walks.
 
 mod creation;

@@ -354,7 +354,25 @@ pub fn write_comparison(
                     .unzip::<f64, f64, Vec<f64>, Vec<f64>>()
             };
             let (recall, recall_std) = per_class(|r| r.recall);
-            let (precision, precision_std) = per_class(|r| r.precision);
+            // Precision over the seeds that predicted the class at all;
+            // `None` where no seed did.
+            let (precision, precision_std): (Vec<Option<f64>>, Vec<f64>) = first
+                .rows
+                .iter()
+                .map(|row| {
+                    let xs: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| r.rows.iter().find(|x| x.class == row.class))
+                        .filter_map(|x| x.precision)
+                        .collect();
+                    if xs.is_empty() {
+                        (None, 0.0)
+                    } else {
+                        let (m, s) = mean_std(&xs);
+                        (Some(m), s)
+                    }
+                })
+                .unzip();
             series.push(Series {
                 label: variant.label.clone(),
                 recall,
@@ -384,7 +402,10 @@ pub fn write_comparison(
         ),
         None => String::new(),
     };
+    let provenance = crate::provenance::Provenance::current();
+    let _ = writeln!(md, "\nRun with {}.", provenance.summary_line());
     let json = serde_json::to_string_pretty(&json!({
+        "provenance": provenance.to_json(),
         "base_config": base.to_json(),
         "metrics": metrics,
         "rows": rows_json,

@@ -13,8 +13,9 @@
 //!   optimizer, objective and data its configuration names, PLM updates,
 //!   test-set evaluation, reports), trained by the generic trainer, with
 //!   [`run_criterion`] making the run's objective a criterion;
-//! - [`evaluation`], [`report`], [`svg`]: metrics and the files a run
-//!   leaves behind (`report.md`, `report.json`, `per_class.svg`);
+//! - [`evaluation`], [`report`], [`svg`], [`curve`]: metrics and the files
+//!   a run leaves behind (`report.md`, `report.json`, `per_class.svg`,
+//!   `learning_curve.svg`);
 //! - [`compare`]: several objectives × seeds in one table and chart.
 //!
 //! ```no_run
@@ -28,6 +29,7 @@
 
 pub mod compare;
 pub mod config;
+pub mod curve;
 pub mod datasets;
 pub mod evaluation;
 mod loss_log;
@@ -41,6 +43,7 @@ pub mod run_criterion;
 mod run_metric;
 mod scoring;
 pub mod svg;
+mod svg_marks;
 pub mod trainer;
 
 pub use config::{DataConfig, DatasetKind, TrainConfig};

@@ -1,13 +1,16 @@
 //! The end-of-run report: a per-class table (training frequency, P, R,
 //! F1, AP, head → tail) and the summary metrics, as Markdown, JSON and an
-//! SVG chart of per-class recall and precision.
+//! SVG chart of per-class recall and precision, with the provenance of the
+//! run (build and machine) and a learning curve drawn from its log.
 
 use super::config::TrainConfig;
+use super::curve::LearningCurve;
 use super::datasets::RunData;
 use super::evaluation::Evaluation;
 use super::svg::{per_class_chart, Series};
 use crate::error::{Error, Result};
 use crate::plm::Plm;
+use crate::provenance::Provenance;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -18,6 +21,8 @@ pub const REPORT_MD: &str = "report.md";
 pub const REPORT_JSON: &str = "report.json";
 /// See [`REPORT_MD`].
 pub const REPORT_SVG: &str = "per_class.svg";
+/// See [`REPORT_MD`]: loss and main metric per epoch, from the run's log.
+pub const REPORT_CURVE: &str = "learning_curve.svg";
 
 /// One row of the per-class table.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,8 +35,9 @@ pub struct ClassRow {
     pub train_positives: usize,
     /// Positives of the class in the evaluation set.
     pub test_support: u64,
-    /// `TP / (TP + FP)` on the evaluation set, 0 when never predicted.
-    pub precision: f64,
+    /// `TP / (TP + FP)` on the evaluation set; `None` when the class was
+    /// never predicted (reports say "no prediction").
+    pub precision: Option<f64>,
     /// `TP / (TP + FN)` on the evaluation set, 0 without positives.
     pub recall: f64,
     /// Harmonic mean of precision and recall.
@@ -61,6 +67,9 @@ pub struct RunSummary {
     pub train_size: usize,
     /// Images in the evaluation set.
     pub test_size: usize,
+    /// The build and machine of the run (`None` in reports written before
+    /// ferrite recorded it).
+    pub provenance: Option<Provenance>,
 }
 
 impl RunSummary {
@@ -84,7 +93,7 @@ impl RunSummary {
                     name: names.get(c).cloned().unwrap_or_else(|| c.to_string()),
                     train_positives: data.train_positives[c],
                     test_support: m.support,
-                    precision: m.precision,
+                    precision: (m.counts.tp + m.counts.fp > 0).then_some(m.precision),
                     recall: m.recall,
                     f1: m.f1,
                     average_precision: m.average_precision,
@@ -108,6 +117,7 @@ impl RunSummary {
             seconds,
             train_size: data.train.len(),
             test_size: data.test.len(),
+            provenance: Some(Provenance::current()),
         }
     }
 
@@ -125,6 +135,9 @@ impl RunSummary {
             "{} training / {} test images, {:.0} s of training.\n",
             self.train_size, self.test_size, self.seconds
         );
+        if let Some(p) = &self.provenance {
+            let _ = writeln!(s, "Run with {}.\n", p.summary_line());
+        }
         let _ = writeln!(s, "| metric | value |\n|---|---:|");
         for (k, v) in &self.summary {
             let _ = writeln!(s, "| {k} | {v:.4} |");
@@ -145,11 +158,12 @@ impl RunSummary {
         for r in &self.rows {
             let _ = write!(
                 s,
-                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} |",
                 r.name,
                 r.train_positives,
                 r.test_support,
-                r.precision,
+                r.precision
+                    .map_or("no prediction".to_string(), |p| format!("{p:.3}")),
                 r.recall,
                 r.f1,
                 r.average_precision
@@ -175,6 +189,7 @@ impl RunSummary {
             "train_size": self.train_size,
             "test_size": self.test_size,
             "seconds": self.seconds,
+            "provenance": self.provenance.as_ref().map(Provenance::to_json),
             "summary": summary,
             "summary_order": self.summary.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
             "per_class": self.rows.iter().map(|r| json!({
@@ -220,7 +235,10 @@ impl RunSummary {
                 test_support: r["test_support"]
                     .as_u64()
                     .ok_or_else(|| corrupt("test_support"))?,
-                precision: num(r, "precision")?,
+                precision: match r.get("precision") {
+                    Some(Value::Null) => None,
+                    _ => Some(num(r, "precision")?),
+                },
                 recall: num(r, "recall")?,
                 f1: num(r, "f1")?,
                 average_precision: num(r, "average_precision")?,
@@ -243,6 +261,7 @@ impl RunSummary {
             test_size: v["test_size"]
                 .as_u64()
                 .ok_or_else(|| corrupt("test_size"))? as usize,
+            provenance: Provenance::from_json(&v["provenance"]),
         })
     }
 
@@ -266,16 +285,90 @@ impl RunSummary {
     }
 }
 
-/// Writes `report.md`, `report.json` and `per_class.svg` into `dir`, each
-/// atomically.
+/// Writes `report.md`, `report.json`, `per_class.svg` and
+/// `learning_curve.svg` (from the run's `log.jsonl` in `dir`, which may be
+/// missing or partial) into `dir`, each atomically.
 pub fn write_report(dir: &Path, summary: &RunSummary) -> Result<()> {
     let json = serde_json::to_string_pretty(&summary.to_json()).unwrap_or_default();
+    let curve = LearningCurve::read(&dir.join(super::run::LOG_FILE))?;
+    let curve_title = format!("{}: learning curve", summary.title);
     for (name, text) in [
         (REPORT_MD, summary.markdown()),
         (REPORT_JSON, json),
         (REPORT_SVG, summary.svg()),
+        (REPORT_CURVE, curve.svg(&curve_title)),
     ] {
         super::write_text(&dir.join(name), &text)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> RunSummary {
+        let row = |class: usize, precision: Option<f64>| ClassRow {
+            class,
+            name: format!("c{class}"),
+            train_positives: 100 / (class + 1),
+            test_support: 5,
+            precision,
+            recall: if precision.is_some() { 0.5 } else { 0.0 },
+            f1: 0.0,
+            average_precision: 0.3,
+            plm_rhat: None,
+            plm_ratio: None,
+        };
+        RunSummary {
+            config: json!({"loss": {"kind": "bce"}}),
+            title: "bce on test".into(),
+            rows: vec![row(0, Some(0.75)), row(1, None)],
+            summary: vec![("map".into(), 0.3)],
+            seconds: 1.0,
+            train_size: 10,
+            test_size: 10,
+            provenance: Some(Provenance::current()),
+        }
+    }
+
+    #[test]
+    fn a_never_predicted_class_reads_no_prediction_everywhere() {
+        let s = summary();
+        let md = s.markdown();
+        assert!(md.contains("| c1 | 50 | 5 | no prediction |"), "{md}");
+        assert!(md.contains("| c0 | 100 | 5 | 0.750 |"), "{md}");
+        assert!(md.contains("Run with ferrite "), "{md}");
+        let j = s.to_json();
+        assert!(j["per_class"][1]["precision"].is_null());
+        assert!(j["provenance"]["git_commit"].is_string());
+        let back = RunSummary::from_json(&j, "report.json").unwrap();
+        assert_eq!(back.rows, s.rows);
+        assert_eq!(back.provenance, s.provenance);
+        assert!(s.svg().contains("c1: no prediction"));
+        // A wrong type is still an error, not a missing precision.
+        let mut bad = j.clone();
+        bad["per_class"][0]["precision"] = json!("high");
+        assert!(RunSummary::from_json(&bad, "report.json").is_err());
+    }
+
+    #[test]
+    fn write_report_draws_the_learning_curve_from_the_log() {
+        let dir = std::env::temp_dir().join(format!("ferrite-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // No log yet: the chart says so.
+        write_report(&dir, &summary()).unwrap();
+        let curve = std::fs::read_to_string(dir.join(REPORT_CURVE)).unwrap();
+        assert!(curve.contains("no epochs logged yet"));
+        std::fs::write(
+            dir.join(super::super::run::LOG_FILE),
+            "{\"epoch\":1,\"train_loss\":0.7,\"test\":{\"map\":0.2}}\n{\"epoch\":2,\"train_lo",
+        )
+        .unwrap();
+        write_report(&dir, &summary()).unwrap();
+        let curve = std::fs::read_to_string(dir.join(REPORT_CURVE)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(curve.contains("epoch 1: test map 0.2000"), "{curve}");
+        assert!(curve.contains("1 line(s) of the log could not be read"));
+    }
 }

@@ -6,7 +6,7 @@ use super::{Scratch, Target, Verdict};
 use crate::input::{Input, Part};
 use crate::mutate::Kind;
 use crate::tiny;
-use ferrite::checkpoint::{apply_state_dict, load_state_dict, read_training, save_state_dict};
+use ferrite::checkpoint::{apply_state_dict, load_state_dict, read_training, save_state_dict, Strict};
 use ferrite::data::cifar::{read_cifar100_file, read_cifar10_file, Cifar100Label};
 use ferrite::data::idx::{parse_idx, read_idx, IdxArray};
 use ferrite::data::{mnist, ImageDataset};
@@ -251,7 +251,7 @@ pub const SAFETENSORS: Target = Target {
                 save_state_dict(&again, &t, &m)?;
                 Ok(std::fs::read(&again).unwrap_or_default())
             });
-            let _ = tiny::with_small_module(|m| apply_state_dict(m, &tensors, false));
+            let _ = tiny::with_small_module(|m| apply_state_dict(m, &tensors, Strict::No));
             match (first, second) {
                 (Ok(a), Ok(b)) if a == b => Verdict::Accepted,
                 (Err(e), _) | (_, Err(e)) => Verdict::Invalid(

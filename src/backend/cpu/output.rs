@@ -70,7 +70,7 @@ impl<T> OutChunk<'_, T> {
 /// is the index of the chunk's first slot; `f` must fill its chunk
 /// completely (through [`OutChunk::extend`] / [`OutChunk::push`]).
 ///
-/// A buffer the system refuses is an [`Error::OutOfMemory`].
+/// A buffer the system refuses is an [`Error::OutOfMemory`](crate::Error::OutOfMemory).
 ///
 /// # Panics
 /// When `f` leaves a slot unwritten (a kernel bug, not bad input).

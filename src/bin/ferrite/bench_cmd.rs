@@ -3,6 +3,7 @@
 
 use clap::Args;
 use ferrite::bench::{self, BenchConfig};
+use ferrite::provenance::Provenance;
 
 /// Options of `ferrite bench`.
 #[derive(Args, Debug)]
@@ -50,7 +51,8 @@ pub struct BenchArgs {
     /// Milliseconds of repeated runs per row (GPU; default 1000)
     #[arg(long)]
     budget_ms: Option<u64>,
-    /// Print the results as JSON (GPU)
+    /// Print the results as JSON: provenance, peaks and every row with
+    /// the min, median and max of its runs
     #[arg(long)]
     json: bool,
 }
@@ -70,7 +72,6 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             (!args.train_batches.is_empty(), "--train-batches"),
             (args.train_steps.is_some(), "--train-steps"),
             (args.budget_ms.is_some(), "--budget-ms"),
-            (args.json, "--json"),
         ];
         if let Some((_, flag)) = gpu_only.iter().find(|(given, _)| *given) {
             return Err(format!("{flag} applies to --device cuda only"));
@@ -81,14 +82,17 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             peak_gflops: args.peak_gflops,
             profile: args.profile,
         };
-        let (threads, cache) = (args.threads, args.buffer_cache_mib);
-        return crate::with_threads(threads, move || run_cpu(config, cache));
+        let (threads, cache, json) = (args.threads, args.buffer_cache_mib, args.json);
+        return crate::with_threads(threads, move || run_cpu(config, cache, json));
     }
     let threads = args.threads;
     crate::with_threads(threads, move || run_cuda(args))
 }
 
-fn run_cpu(config: BenchConfig, buffer_cache_mib: Option<usize>) -> Result<(), String> {
+fn run_cpu(config: BenchConfig, buffer_cache_mib: Option<usize>, json: bool) -> Result<(), String> {
+    if json && config.profile {
+        return Err("--profile prints a table: it does not go with --json".to_string());
+    }
     if let Some(p) = config.peak_gflops {
         if !(p > 0.0 && p.is_finite()) {
             return Err(format!("--peak-gflops must be positive, got {p}"));
@@ -97,8 +101,17 @@ fn run_cpu(config: BenchConfig, buffer_cache_mib: Option<usize>) -> Result<(), S
     if let Some(mib) = buffer_cache_mib {
         ferrite::backend::cpu::pool::set_limit_bytes(mib.saturating_mul(1 << 20));
     }
+    let provenance = Provenance::current();
     let peaks = bench::peaks(&config);
     let results = bench::run(&config, &peaks).map_err(|e| e.to_string())?;
+    if json {
+        let steps = bench::run_training_steps(&config).map_err(|e| e.to_string())?;
+        let doc = bench::cpu_report_json(&results, &steps, &peaks, &provenance);
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!("{}\n", provenance.summary_line());
     print!("{}", bench::format_table(&results, &peaks));
     let steps = bench::run_training_steps(&config).map_err(|e| e.to_string())?;
     if config.profile && steps.is_empty() {
@@ -168,11 +181,15 @@ fn run_cuda(args: BenchArgs) -> Result<(), String> {
     if let Some((_, flag)) = zero.iter().find(|(bad, _)| *bad) {
         return Err(format!("{flag} values must be at least 1"));
     }
+    let provenance = Provenance::current();
     let report = bench::cuda::run(&config).map_err(|e| e.to_string())?;
     if args.json {
-        let text = serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?;
+        let mut doc = report.to_json();
+        doc["provenance"] = provenance.to_json();
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
+        println!("{}", provenance.summary_line());
         print!("{}", report.format());
     }
     Ok(())

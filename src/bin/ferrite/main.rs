@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train one model; writes config.json, log.jsonl, checkpoint.safetensors,
-    /// report.md, report.json and per_class.svg into --out
+    /// report.md, report.json, per_class.svg and learning_curve.svg into --out
     #[command(allow_negative_numbers = true)]
     Train {
         #[command(flatten)]
@@ -76,7 +76,7 @@ enum Command {
         /// Read the dataset from here instead of the folder stored in the checkpoint
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Also write report.md, report.json and per_class.svg into this folder
+        /// Also write report.md, report.json, per_class.svg and learning_curve.svg into this folder
         #[arg(long)]
         out: Option<PathBuf>,
         /// Worker threads (default: all cores)
@@ -270,7 +270,7 @@ fn train(request: TrainRequest, device: Device) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     println!("\n{}", summary.markdown());
     println!(
-        "wrote {0}/report.md, {0}/report.json, {0}/per_class.svg, {0}/log.jsonl, {0}/checkpoint.safetensors",
+        "wrote {0}/report.md, {0}/report.json, {0}/per_class.svg, {0}/learning_curve.svg, {0}/log.jsonl, {0}/checkpoint.safetensors",
         out.display()
     );
     Ok(())

@@ -28,6 +28,7 @@ use crate::autograd::GradFn;
 use crate::error::{Error, Result};
 use crate::ops::autocast::{bf16_inputs, bf16_operand};
 use crate::ops::dispatch::{compute_data, compute_slice, cuda_arm, with_compute_type};
+use crate::ops::KeepDim;
 use crate::tensor::{Device, StorageElement, Tensor};
 use cpu::ConvGeom;
 
@@ -183,7 +184,7 @@ impl GradFn for Conv2dBackward {
         let mut grads = vec![grad_input, grad_weight];
         if let Some(b) = &self.bias {
             grads.push(if b.requires_grad() {
-                Some(g.sum(&[0, 2, 3], false)?)
+                Some(g.sum(&[0, 2, 3], KeepDim::No)?)
             } else {
                 None
             });
@@ -210,7 +211,7 @@ impl Conv2dBackward {
         if let Some(b) = &self.bias {
             grads.push(
                 b.requires_grad()
-                    .then(|| g.sum(&[0, 2, 3], false))
+                    .then(|| g.sum(&[0, 2, 3], KeepDim::No))
                     .transpose()?,
             );
         }

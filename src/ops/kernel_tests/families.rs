@@ -6,7 +6,7 @@ use crate::backend::cuda::launch;
 use crate::ground::Layout;
 use crate::ops::conv::params::Im2colParams;
 use crate::ops::norm::params::BatchNormParams;
-use crate::ops::pool::params::Pool2dParams;
+use crate::ops::pool::params::Pool2dKernelParams;
 use crate::ops::reduce::params::{RowParams, StridedReduceParams};
 use cudarc::driver::LaunchConfig;
 use half::bf16;
@@ -227,7 +227,7 @@ fn im2col_and_max_pool_gather_their_windows() {
 
     // 3×3 max pooling, stride 2, padding 1 (padding never wins).
     let planes = n * ch;
-    let pp = Pool2dParams {
+    let pp = Pool2dKernelParams {
         planes: planes as i64,
         h: h as i64,
         w: w as i64,

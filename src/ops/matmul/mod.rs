@@ -6,7 +6,7 @@
 //! by `[.., k, n]`; its backward is two more products,
 //! `dA = dC · Bᵀ` and `dB = Aᵀ · dC`, summed over broadcast batch dims.
 //!
-//! Under [`autocast`](crate::autocast)`(Precision::Bf16, ..)` the products
+//! Under [`autocast`]`(Precision::Bf16, ..)` the products
 //! of f32 operands read them rounded to bf16, accumulate in f32 and return
 //! f32 (on a GPU: tensor cores with an f32 output); the backward rule runs
 //! in the precision its forward ran in.

@@ -11,7 +11,7 @@
 //! Targets are validated here (every value exactly 0 or 1). On the host the
 //! values are read directly; on a device a kernel records the first invalid
 //! index in a one-element device flag and only that flag (8 bytes) is read
-//! back, at once or later in one download with others ([`TargetCheck`]):
+//! back, at once or later in one download with others (`TargetCheck`):
 //! the mask kernel checks while it draws, the histogram update runs a check
 //! kernel first (with an immediate check, an invalid batch is never
 //! counted; with a deferred one, the counts are not used before the check

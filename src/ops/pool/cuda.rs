@@ -9,14 +9,14 @@ use super::PoolPlan;
 use crate::backend::cuda::launch;
 use crate::error::Result;
 use crate::ops::on_cuda::{operand, operands, output, require_f32};
-use crate::ops::pool::params::Pool2dParams;
+use crate::ops::pool::params::Pool2dKernelParams;
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "pool";
 
 /// The kernel arguments of `plan` (adaptive pooling: the window fields are
 /// unused and left 0).
-fn params(plan: &PoolPlan, count_include_pad: bool) -> Pool2dParams {
+fn params(plan: &PoolPlan, count_include_pad: bool) -> Pool2dKernelParams {
     let g = &plan.geom;
     let w = plan.window.unwrap_or(super::Pool2dParams {
         kernel: (0, 0),
@@ -24,7 +24,7 @@ fn params(plan: &PoolPlan, count_include_pad: bool) -> Pool2dParams {
         padding: (0, 0),
         ceil_mode: false,
     });
-    Pool2dParams {
+    Pool2dKernelParams {
         planes: g.planes as i64,
         h: g.h as i64,
         w: g.w as i64,

@@ -29,6 +29,30 @@ use crate::ops::dispatch::{cuda_arm, float_dispatch};
 use crate::tensor::{CpuStorage, Device, Tensor};
 use cpu::{PlaneGeom, Span};
 
+/// Whether average pooling divides by the whole window, padding
+/// included, or by the in-bounds inputs only (PyTorch's
+/// `count_include_pad=True` / `False`).
+///
+/// ```
+/// use ferrite::ops::{PadCount, Pool2dParams};
+/// use ferrite::{DType, Tensor};
+/// let x = Tensor::ones(&[1, 1, 2, 2], DType::F32)?;
+/// let p = Pool2dParams::new(2).padding(1);
+/// // The corner window holds one input and three padding zeros.
+/// let with_pad = x.avg_pool2d(p, PadCount::Include)?.to_vec::<f32>()?;
+/// let without = x.avg_pool2d(p, PadCount::Exclude)?.to_vec::<f32>()?;
+/// assert_eq!((with_pad[0], without[0]), (0.25, 1.0));
+/// # Ok::<(), ferrite::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PadCount {
+    /// Padding zeros count in the divisor (PyTorch's default).
+    #[default]
+    Include,
+    /// Only in-bounds inputs count.
+    Exclude,
+}
+
 /// Hyper-parameters of [`Tensor::max_pool2d`] and [`Tensor::avg_pool2d`]:
 /// kernel, stride and padding per (rows, columns), and `ceil_mode` as in
 /// PyTorch. Build with [`Pool2dParams::new`] (stride = kernel, no padding)
@@ -358,17 +382,17 @@ impl Tensor {
     /// its `kernel` window divided by the window's size; returns `N×C×oh×ow`
     /// with the output size of [`pool_out_len`].
     ///
-    /// The divisor follows PyTorch: with `count_include_pad` it is the window
+    /// The divisor follows PyTorch: with [`PadCount::Include`] it is the window
     /// clamped to the padded extent `[−pad, in + pad)` (padding zeros count,
     /// positions beyond the padding that `ceil_mode` adds do not); without,
     /// only the in-bounds inputs count. Backward spreads each output
     /// gradient over its window with the same divisor.
     ///
     /// Errors as [`max_pool2d`](Self::max_pool2d).
-    pub fn avg_pool2d(&self, p: Pool2dParams, count_include_pad: bool) -> Result<Tensor> {
+    pub fn avg_pool2d(&self, p: Pool2dParams, pad: PadCount) -> Result<Tensor> {
         let _profile = crate::profile::scope("avg_pool2d");
         let plan = plan("avg_pool2d", self, &p)?;
-        self.avg_pool_with_plan("avg_pool2d", plan, count_include_pad)
+        self.avg_pool_with_plan("avg_pool2d", plan, pad == PadCount::Include)
     }
 
     /// Adaptive 2-D average pooling of an `N×C×H×W` input to `N×C×oh×ow`

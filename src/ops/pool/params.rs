@@ -2,11 +2,12 @@
 
 use std::mem::size_of;
 
-/// Arguments of `kernels/pool.cu` (adaptive pooling uses only `planes`,
-/// `h`, `w`, `oh`, `ow`).
+/// Arguments of `kernels/pool.cu`, field for field its `Pool2dParams`
+/// struct (named apart from [`crate::ops::Pool2dParams`], what users
+/// build). Adaptive pooling uses only `planes`, `h`, `w`, `oh`, `ow`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pool2dParams {
+pub struct Pool2dKernelParams {
     /// Number of `h × w` planes pooled independently (batch × channels).
     pub planes: i64,
     /// Input height.
@@ -35,8 +36,8 @@ pub struct Pool2dParams {
     /// Padding to a multiple of 8 bytes; always 0.
     pub _unused: i32,
 }
-const _: () = assert!(size_of::<Pool2dParams>() == 96);
+const _: () = assert!(size_of::<Pool2dKernelParams>() == 96);
 
 // Safety: #[repr(C)], plain integers and floats with no padding (sizes
 // asserted above), mirroring the kernel's struct.
-unsafe impl crate::backend::cuda::driver::KernelArg for Pool2dParams {}
+unsafe impl crate::backend::cuda::driver::KernelArg for Pool2dKernelParams {}

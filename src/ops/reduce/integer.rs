@@ -9,6 +9,7 @@
 //! rounded count.
 
 use crate::error::{Error, Result};
+use crate::ops::KeepDim;
 use crate::tensor::{DType, Device, Tensor};
 
 /// Largest number of `u8` elements summed into one output on a device:
@@ -44,7 +45,7 @@ pub(super) fn sum(x: &Tensor, dims: &[usize], out_shape: &[usize]) -> Result<Ten
             }
             let d: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
             x.to_dtype(DType::F32)?
-                .sum(&d, false)?
+                .sum(&d, KeepDim::No)?
                 .reshape(out_shape)?
                 .to_dtype(DType::I64)
         }

@@ -17,6 +17,34 @@ use crate::ops::dispatch::cuda_arm;
 use crate::tensor::{normalize_dim, normalize_dims, Device, Tensor};
 use cpu::ReduceOp;
 
+/// Whether a reduction keeps the reduced dimensions with extent 1
+/// (PyTorch's `keepdim=True`), so the result broadcasts against its input.
+///
+/// ```
+/// use ferrite::{DType, KeepDim, Tensor};
+/// let x = Tensor::ones(&[2, 3], DType::F32)?;
+/// assert_eq!(x.sum(&[1], KeepDim::Yes)?.shape(), &[2, 1]);
+/// assert_eq!(x.sum(&[1], KeepDim::No)?.shape(), &[2]);
+/// // Keeping the dimension lets the result broadcast back: rows minus their mean.
+/// let centered = x.sub(&x.mean(&[1], KeepDim::Yes)?)?;
+/// assert_eq!(centered.sum_all()?.item::<f32>()?, 0.0);
+/// # Ok::<(), ferrite::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeepDim {
+    /// Reduced dimensions stay, with extent 1.
+    Yes,
+    /// Reduced dimensions are removed (PyTorch's default).
+    #[default]
+    No,
+}
+
+impl KeepDim {
+    fn kept(self) -> bool {
+        self == KeepDim::Yes
+    }
+}
+
 /// Shape after reducing `dims`, with or without the size-1 placeholders.
 fn reduced_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
     shape
@@ -69,7 +97,7 @@ impl GradFn for ExtremeBackward {
         let keep = reduced_shape(self.input.shape(), &self.dims, true);
         let dims: Vec<isize> = self.dims.iter().map(|&d| d as isize).collect();
         let hits = self.input.eq(&y.reshape(&keep)?)?.to_dtype(g.dtype())?;
-        let count = hits.sum(&dims, true)?;
+        let count = hits.sum(&dims, KeepDim::Yes)?;
         Ok(vec![Some(g.reshape(&keep)?.div(&count)?.mul(&hits)?)])
     }
 }
@@ -120,19 +148,19 @@ impl Tensor {
 
     /// Sum over `dims`. Integer tensors (`u8` comparison masks, `i64`)
     /// sum exactly into `i64`, as PyTorch sums bools, without a gradient.
-    pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn sum(&self, dims: &[isize], keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("sum");
-        self.reduce(ReduceOp::Sum, dims, keepdim)
+        self.reduce(ReduceOp::Sum, dims, keepdim.kept())
     }
 
     /// Sum of all elements, as a 0-d tensor.
     pub fn sum_all(&self) -> Result<Tensor> {
         let _profile = crate::profile::scope("sum");
-        self.sum(&all_dims(self), false)
+        self.sum(&all_dims(self), KeepDim::No)
     }
 
     /// Mean over `dims` (NaN over zero elements).
-    pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn mean(&self, dims: &[isize], keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("mean");
         let norm = normalize_dims("mean", dims, self.ndim())?;
         let n: usize = norm.iter().map(|&d| self.shape()[d]).product();
@@ -142,40 +170,40 @@ impl Tensor {
     /// Mean of all elements, as a 0-d tensor.
     pub fn mean_all(&self) -> Result<Tensor> {
         let _profile = crate::profile::scope("mean");
-        self.mean(&all_dims(self), false)
+        self.mean(&all_dims(self), KeepDim::No)
     }
 
     /// Maximum over `dims` (PyTorch's `amax`).
-    pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn max(&self, dims: &[isize], keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("max");
-        self.reduce(ReduceOp::Max, dims, keepdim)
+        self.reduce(ReduceOp::Max, dims, keepdim.kept())
     }
 
     /// Minimum over `dims` (PyTorch's `amin`).
-    pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn min(&self, dims: &[isize], keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("min");
-        self.reduce(ReduceOp::Min, dims, keepdim)
+        self.reduce(ReduceOp::Min, dims, keepdim.kept())
     }
 
     /// Maximum of all elements.
     pub fn max_all(&self) -> Result<Tensor> {
         let _profile = crate::profile::scope("max");
-        self.max(&all_dims(self), false)
+        self.max(&all_dims(self), KeepDim::No)
     }
 
     /// Minimum of all elements.
     pub fn min_all(&self) -> Result<Tensor> {
         let _profile = crate::profile::scope("min");
-        self.min(&all_dims(self), false)
+        self.min(&all_dims(self), KeepDim::No)
     }
 
     /// Variance over `dims` with `correction` subtracted from the count
     /// (1 = unbiased, PyTorch's default; 0 = population variance).
-    pub fn var(&self, dims: &[isize], correction: usize, keepdim: bool) -> Result<Tensor> {
+    pub fn var(&self, dims: &[isize], correction: usize, keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("var");
         let norm = normalize_dims("var", dims, self.ndim())?;
         let n: usize = norm.iter().map(|&d| self.shape()[d]).product();
-        let mean = self.mean(dims, true)?;
+        let mean = self.mean(dims, KeepDim::Yes)?;
         let centered = self.sub(&mean)?;
         let denom = n.saturating_sub(correction) as f64;
         centered
@@ -185,7 +213,7 @@ impl Tensor {
     }
 
     /// `log Σ exp(x)` over `dims`, stable: the max is subtracted first.
-    pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn logsumexp(&self, dims: &[isize], keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("logsumexp");
         // Validate up front so that errors name logsumexp, not its parts.
         self.check_float("logsumexp")?;
@@ -193,16 +221,16 @@ impl Tensor {
         // The shift is a constant for differentiation purposes, so it is
         // detached; an all -inf slice shifts by 0 and yields -inf.
         let shift = crate::no_grad(|| {
-            self.max(dims, true)?
+            self.max(dims, KeepDim::Yes)?
                 .unary(crate::ops::UnaryOp::FiniteOrZero)
         })?;
         let lse = self
             .sub(&shift)?
             .exp()?
-            .sum(dims, true)?
+            .sum(dims, KeepDim::Yes)?
             .log()?
             .add(&shift)?;
-        if keepdim {
+        if keepdim.kept() {
             return Ok(lse);
         }
         lse.reshape(&reduced_shape(self.shape(), &norm, false))
@@ -228,15 +256,15 @@ impl Tensor {
     }
 
     /// Index (i64) of the maximum along `dim`; the first one on ties.
-    pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+    pub fn argmax(&self, dim: isize, keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("argmax");
-        self.arg_extreme(dim, keepdim, true)
+        self.arg_extreme(dim, keepdim.kept(), true)
     }
 
     /// Index (i64) of the minimum along `dim`; the first one on ties.
-    pub fn argmin(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+    pub fn argmin(&self, dim: isize, keepdim: KeepDim) -> Result<Tensor> {
         let _profile = crate::profile::scope("argmin");
-        self.arg_extreme(dim, keepdim, false)
+        self.arg_extreme(dim, keepdim.kept(), false)
     }
 
     /// Sums a broadcast result back to `shape` (the shape it was broadcast
@@ -264,7 +292,7 @@ impl Tensor {
                 return Err(mismatch());
             }
         }
-        self.sum(&dims, true)?.reshape(shape)
+        self.sum(&dims, KeepDim::Yes)?.reshape(shape)
     }
 }
 

@@ -3,7 +3,7 @@
 //! `s·w·ℓ(z, y)` (forward) or `s·w·dℓ/dz` (backward) in one pass, with a
 //! cyclic weight `w`, positive weight (BCE) and scale `s`, and the total of
 //! the per-element values. Numerically stable for any logit (±100
-//! included): see [`formulas`].
+//! included): see the `formulas` module.
 //!
 //! `cpu.rs` runs the closed forms on host buffers (f32 and f64); `cuda.rs`
 //! launches `kernels/sigmoid_loss.cu` (f32), the same operations in the

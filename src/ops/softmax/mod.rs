@@ -10,6 +10,7 @@ mod cuda;
 use crate::autograd::GradFn;
 use crate::error::Result;
 use crate::ops::dispatch::cuda_arm;
+use crate::ops::KeepDim;
 use crate::tensor::{normalize_dim, Device, Layout, Tensor};
 
 struct SoftmaxBackward {
@@ -32,9 +33,9 @@ impl GradFn for SoftmaxBackward {
     fn backward(&self, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let d = [self.dim];
         let grad = if self.log {
-            g.sub(&y.exp()?.mul(&g.sum(&d, true)?)?)?
+            g.sub(&y.exp()?.mul(&g.sum(&d, KeepDim::Yes)?)?)?
         } else {
-            y.mul(&g.sub(&g.mul(y)?.sum(&d, true)?)?)?
+            y.mul(&g.sub(&g.mul(y)?.sum(&d, KeepDim::Yes)?)?)?
         };
         Ok(vec![Some(grad)])
     }

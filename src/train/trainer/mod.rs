@@ -120,7 +120,7 @@ impl CheckpointOptimizer for Box<dyn TrainOptimizer> {
 /// use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
 /// use ferrite::data::{ImageDataset, Labels};
 /// use ferrite::loss::{cross_entropy, CrossEntropyOptions};
-/// use ferrite::nn::{Flatten, Linear, Module, Sequential};
+/// use ferrite::nn::{Bias, Flatten, Linear, Module, Sequential};
 /// use ferrite::optim::{ParamGroup, Sgd, SgdConfig};
 /// use ferrite::rand::{rngs::StdRng, SeedableRng};
 /// use ferrite::train::trainer::{Accuracy, EarlyStopping, Monitor, Quiet, Trainer};
@@ -134,7 +134,7 @@ impl CheckpointOptimizer for Box<dyn TrainOptimizer> {
 ///     labels: Labels::Single(labels), name: "toy".into(),
 /// };
 /// let mut rng = StdRng::seed_from_u64(0);
-/// let model = Sequential::new().with(Flatten).with(Linear::new(4, 2, true, &mut rng)?);
+/// let model = Sequential::new().with(Flatten).with(Linear::new(4, 2, Bias::Yes, &mut rng)?);
 /// let optimizer = Sgd::new(vec![ParamGroup::new(model.parameters(), 0.5, 0.0)], SgdConfig::default())?;
 /// let loss = |logits: &Tensor, batch: &Batch| {
 ///     let labels = batch.labels.as_ref().ok_or_else(|| Error::InvalidArgument {
@@ -160,7 +160,7 @@ impl CheckpointOptimizer for Box<dyn TrainOptimizer> {
 ///
 /// // Later (another process): the same model and optimizer, reopened.
 /// # let mut rng = StdRng::seed_from_u64(0);
-/// # let model = Sequential::new().with(Flatten).with(Linear::new(4, 2, true, &mut rng)?);
+/// # let model = Sequential::new().with(Flatten).with(Linear::new(4, 2, Bias::Yes, &mut rng)?);
 /// # let optimizer = Sgd::new(vec![ParamGroup::new(model.parameters(), 0.5, 0.0)], SgdConfig::default())?;
 /// let trainer = Trainer::new(model, optimizer, loss)?.epochs(5).resume(&dir)?;
 /// assert_eq!(trainer.epochs_done(), last.epoch);
