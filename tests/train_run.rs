@@ -133,6 +133,8 @@ fn resume_continues_bit_identically_with_plm_state() {
                 let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
                 let o = v.as_object_mut().unwrap();
                 o.remove("train_seconds");
+                // When and where each epoch ran.
+                assert!(o.remove("provenance").unwrap()["git_commit"].is_string());
                 o.remove("images_per_sec");
                 v
             })

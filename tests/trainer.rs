@@ -295,6 +295,8 @@ fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
             .map(|mut v| {
                 let o = v.as_object_mut().unwrap();
                 o.remove("train_seconds");
+                // When and where each epoch ran.
+                assert!(o.remove("provenance").unwrap()["git_commit"].is_string());
                 o.remove("images_per_sec");
                 v
             })

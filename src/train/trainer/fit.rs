@@ -140,6 +140,7 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             extra,
             improved: false,
             stopped_early: false,
+            provenance: crate::provenance::Provenance::current(),
         };
         let notes = self.update_monitors(&mut record)?;
         let json = record.to_json();

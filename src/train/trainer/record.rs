@@ -1,6 +1,7 @@
 //! What an epoch of training leaves: its record (one line of the JSONL
 //! log) and, over a call of `fit`, the history.
 
+use crate::provenance::Provenance;
 use serde_json::{json, Map, Value};
 
 /// The record of one epoch, as written to the log.
@@ -28,6 +29,9 @@ pub struct EpochRecord {
     pub improved: bool,
     /// Early stopping ended training after this epoch.
     pub stopped_early: bool,
+    /// The build and machine that trained the epoch (a resumed run may
+    /// continue on another).
+    pub provenance: Provenance,
 }
 
 impl EpochRecord {
@@ -41,7 +45,7 @@ impl EpochRecord {
 
     /// The log line: `epoch`, `lr`, `train_loss`, `train_seconds`,
     /// `images_per_sec`, the validation values under the validation name,
-    /// then the criterion's fields.
+    /// the criterion's fields, then `provenance`.
     pub fn to_json(&self) -> Value {
         let mut record = json!({
             "epoch": self.epoch,
@@ -62,6 +66,7 @@ impl EpochRecord {
             for (k, v) in &self.extra {
                 map.insert(k.clone(), v.clone());
             }
+            map.insert("provenance".into(), self.provenance.to_json());
         }
         record
     }
