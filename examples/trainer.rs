@@ -16,7 +16,7 @@ use ferrite::ops::{Conv2dParams, Pool2dParams};
 use ferrite::optim::{Adam, AdamConfig, CosineAnnealing, ParamGroup};
 use ferrite::rand::{rngs::StdRng, SeedableRng};
 use ferrite::train::trainer::{Accuracy, EarlyStopping, Monitor, Observer, Trainer};
-use ferrite::{Device, Error, Result, Tensor};
+use ferrite::{Device, Result, Tensor};
 use serde_json::Value;
 
 /// conv → batch norm → ReLU → max-pool, twice, then a linear classifier.
@@ -100,14 +100,11 @@ fn main() -> Result<()> {
         AdamConfig::default(),
     )?;
     let loss = |logits: &Tensor, batch: &Batch| {
-        let labels = batch
-            .labels
-            .as_ref()
-            .ok_or_else(|| Error::InvalidArgument {
-                op: "loss",
-                msg: "MNIST has one label per image".into(),
-            })?;
-        cross_entropy(logits, labels, &CrossEntropyOptions::default())
+        cross_entropy(
+            logits,
+            batch.class_labels()?,
+            &CrossEntropyOptions::default(),
+        )
     };
     let trainer = Trainer::new(model, optimizer, loss)?
         .epochs(epochs)

@@ -189,8 +189,10 @@ impl Error {
         }
     }
 
-    /// Builds an [`Error::InvalidArgument`].
-    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+    /// Builds an [`Error::InvalidArgument`] for the operation `op` (how a
+    /// loss closure or a custom module reports bad input, too):
+    /// `Error::invalid("my_loss", "needs class labels")`.
+    pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op,
             msg: msg.into(),

@@ -8,7 +8,8 @@ mod common;
 use common::{assert_close, check_grad, randn, tensor_of, uniform, values};
 use ferrite::loss::{
     asymmetric_loss, bce_with_logits, bce_with_logits_pos_weight, class_balanced_weights,
-    cross_entropy, sigmoid_focal_loss, AslOptions, CrossEntropyOptions, ElementLoss, Reduction,
+    cross_entropy, mse_loss, sigmoid_focal_loss, AslOptions, CrossEntropyOptions, ElementLoss,
+    Reduction,
 };
 use ferrite::train::{BaseLoss, LossSpec};
 use ferrite::{DType, Error, Result, Tensor};
@@ -397,6 +398,27 @@ fn gradcheck_cross_entropy() {
     }
 }
 
+#[test]
+fn mse_values_gradients_and_shape_errors() {
+    let p = t64(&[1.0, -2.0, 0.5, 3.0], &[2, 2]);
+    let y = t64(&[0.0, 1.0, 0.5, 1.0], &[2, 2]);
+    let want = [1.0, 9.0, 0.0, 4.0];
+    assert_eq!(vals(&mse_loss(&p, &y, Reduction::None).unwrap()), want);
+    assert_eq!(vals(&mse_loss(&p, &y, Reduction::Sum).unwrap()), [14.0]);
+    assert_eq!(vals(&mse_loss(&p, &y, Reduction::Mean).unwrap()), [3.5]);
+    let z = randn(&[3, 4], 31);
+    let t = randn(&[3, 4], 32);
+    for red in REDUCTIONS {
+        check_grad(
+            &format!("mse_loss {red:?}"),
+            |x| mse_loss(&x[0], &t, red),
+            std::slice::from_ref(&z),
+        );
+    }
+    let err = mse_loss(&p, &t64(&[1.0, 2.0], &[2]), Reduction::Mean).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+}
+
 // ----- cross-entropy ------------------------------------------------------
 
 #[test]
@@ -670,6 +692,7 @@ fn evaluate(case: &Value, z: &Tensor) -> Result<Tensor> {
             };
             cross_entropy(z, &y, &opts)
         }
+        "mse" => mse_loss(z, &y, red),
         other => panic!("unknown loss {other}"),
     }
 }
@@ -678,7 +701,7 @@ fn evaluate(case: &Value, z: &Tensor) -> Result<Tensor> {
 fn losses_match_pytorch() {
     let root = common::fixture("losses.json");
     let cases = root["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 40, "every case in f32 and f64");
+    assert_eq!(cases.len(), 46, "every case in f32 and f64");
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let tol = if case["dtype"] == "f64" { 1e-12 } else { 1e-5 };

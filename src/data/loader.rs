@@ -158,6 +158,17 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.indices.is_empty()
     }
+
+    /// The class labels ([`Batch::labels`]), or an error saying that the
+    /// dataset has sets of labels (multi-label data has `targets` only).
+    pub fn class_labels(&self) -> Result<&Tensor> {
+        self.labels.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "Batch::class_labels",
+                "the dataset is multi-label: use the batch's multi-hot targets",
+            )
+        })
+    }
 }
 
 /// Batches of an [`ImageDataset`], epoch by epoch (see the module

@@ -9,6 +9,7 @@
 //!   (argument checks and the autograd node).
 //! - Single-label (softmax over classes): [`cross_entropy()`], with class
 //!   weights, label smoothing and an ignored index, as PyTorch.
+//! - Regression: [`mse_loss`].
 //! - [`class_balanced_weights`]: per-class weights from class counts.
 //!
 //! Every loss takes an explicit [`Reduction`]. Targets and weights are
@@ -18,12 +19,14 @@ mod class_balanced;
 mod cross_entropy;
 mod element_loss;
 mod fused;
+mod regression;
 mod sigmoid;
 
 pub(crate) use class_balanced::check_class_balanced_beta;
 pub use class_balanced::class_balanced_weights;
 pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
 pub use element_loss::ElementLoss;
+pub use regression::mse_loss;
 pub use sigmoid::{
     asymmetric_loss, bce_with_logits, bce_with_logits_pos_weight, sigmoid_focal_loss, AslOptions,
 };

@@ -137,10 +137,7 @@ impl CheckpointOptimizer for Box<dyn TrainOptimizer> {
 /// let model = Sequential::new().with(Flatten).with(Linear::new(4, 2, Bias::Yes, &mut rng)?);
 /// let optimizer = Sgd::new(vec![ParamGroup::new(model.parameters(), 0.5, 0.0)], SgdConfig::default())?;
 /// let loss = |logits: &Tensor, batch: &Batch| {
-///     let labels = batch.labels.as_ref().ok_or_else(|| Error::InvalidArgument {
-///         op: "loss", msg: "the dataset has no single labels".into(),
-///     })?;
-///     cross_entropy(logits, labels, &CrossEntropyOptions::default())
+///     cross_entropy(logits, batch.class_labels()?, &CrossEntropyOptions::default())
 /// };
 /// let dir = std::env::temp_dir().join(format!("ferrite-trainer-doc-{}", std::process::id()));
 /// # let _ = std::fs::remove_dir_all(&dir);
