@@ -3,9 +3,10 @@
 //! configurations and Rust code.
 //!
 //! ```text
-//! spec  := [plm(…) +] [cb(…) +] base
+//! spec  := [plm(…) + | reweight(…) +] [cb(…) +] base
 //! base  := bce | focal(gamma=…, alpha=…|none) | asl(gamma_pos=…, gamma_neg=…, clip=…) | ce
 //! cb    := cb(beta=…)
+//! reweight := reweight(rhat=…)
 //! plm   := plm(lambda=auto|…, bins=…, init=ratio|balanced, divergence=pred-gt|gt-pred,
 //!              standardize=true|false, rhat_min=…, rhat_max=…)
 //! ```
@@ -71,6 +72,13 @@ pub struct LossSpec {
     pub class_balanced: Option<f64>,
     /// Partial Label Masking with these settings.
     pub plm: Option<PlmSpec>,
+    /// PLM's re-weighting control (`reweight(rhat=…)`): no masks, but the
+    /// positives and negatives of class `c` weighted by the probabilities
+    /// with which PLM would keep them at this fixed target ratio r̂ (the
+    /// same for every class; 1 = balanced). Its loss is the expectation of
+    /// PLM's masked loss at that r̂, so comparing the two tells the effect
+    /// of stochastic masking from plain re-weighting.
+    pub reweight: Option<f64>,
 }
 
 /// PLM's change rate λ in a loss spec.
@@ -172,6 +180,7 @@ impl LossSpec {
             base,
             class_balanced: None,
             plm: None,
+            reweight: None,
         }
     }
 
@@ -231,6 +240,23 @@ impl LossSpec {
             // λ = auto resolves to 1/epochs ∈ (0, 1]: valid for any run.
             plm.config(1, 0).validate(OP).map_err(term("plm"))?;
         }
+        if let Some(rhat) = self.reweight {
+            if self.plm.is_some() {
+                return Err(bad(
+                    "reweight is PLM's control, in place of plm: use one of them",
+                ));
+            }
+            if self.is_cross_entropy() {
+                return Err(bad(
+                    "reweight weights a per-element loss (bce, focal, asl), not `ce`",
+                ));
+            }
+            if !(rhat.is_finite() && rhat > 0.0) {
+                return Err(bad(format!(
+                    "reweight: rhat must be a finite number > 0, got {rhat}"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -258,6 +284,9 @@ impl fmt::Display for LossSpec {
                 write!(f, ",rhat_min={},rhat_max={}", p.rhat_min, p.rhat_max)?;
             }
             f.write_str(")+")?;
+        }
+        if let Some(rhat) = self.reweight {
+            write!(f, "reweight(rhat={rhat})+")?;
         }
         if let Some(beta) = self.class_balanced {
             write!(f, "cb(beta={beta})+")?;
@@ -291,6 +320,7 @@ fn parse(text: &str) -> Result<LossSpec> {
     let mut base: Option<BaseLoss> = None;
     let mut class_balanced = None;
     let mut plm = None;
+    let mut reweight = None;
     for term in split_terms(text)? {
         let (name, params) = split_term(term)?;
         let twice = |what: &str| bad(format!("{what} is named twice"));
@@ -306,6 +336,12 @@ fn parse(text: &str) -> Result<LossSpec> {
                     return Err(twice("cb"));
                 }
                 class_balanced = Some(cb_beta(&params)?);
+            }
+            "reweight" => {
+                if reweight.is_some() {
+                    return Err(twice("reweight"));
+                }
+                reweight = Some(reweight_rhat(&params)?);
             }
             _ => {
                 if let Some(first) = base {
@@ -328,6 +364,7 @@ fn parse(text: &str) -> Result<LossSpec> {
         base: base.unwrap_or(BaseLoss::Element(ElementLoss::Bce)),
         class_balanced,
         plm,
+        reweight,
     };
     spec.validate()?;
     Ok(spec)
@@ -430,7 +467,7 @@ fn element_loss(name: &str, params: &[(&str, &str)]) -> Result<ElementLoss> {
             Ok(ElementLoss::Asl(o))
         }
         _ => Err(bad(format!(
-            "unknown loss `{name}` (expected bce, focal, asl or ce, optionally with plm and/or cb, e.g. plm+focal)"
+            "unknown loss `{name}` (expected bce, focal, asl or ce, optionally with plm or reweight and/or cb, e.g. plm+focal)"
         ))),
     }
 }
@@ -445,6 +482,19 @@ fn cb_beta(params: &[(&str, &str)]) -> Result<f64> {
         }
     }
     Ok(beta)
+}
+
+/// The fixed r̂ of `reweight(rhat=..)` (1 by default; `balanced` is 1).
+fn reweight_rhat(params: &[(&str, &str)]) -> Result<f64> {
+    let mut rhat = 1.0;
+    for &(k, v) in params {
+        match k {
+            "rhat" if v == "balanced" => rhat = 1.0,
+            "rhat" => rhat = number(k, v)?,
+            _ => return Err(unknown_key("reweight", k, "rhat")),
+        }
+    }
+    Ok(rhat)
 }
 
 /// PLM's settings in `plm(..)` over [`PlmSpec::default`].

@@ -1,6 +1,6 @@
 //! The training objective of a run: a base loss (BCE, focal, ASL, softmax
 //! cross-entropy), optional class-balanced weights, and optional Partial
-//! Label Masking on top.
+//! Label Masking — or its re-weighting control — on top.
 
 use super::loss_spec::{BaseLoss, LossSpec};
 use crate::error::{Error, Result};
@@ -14,7 +14,16 @@ use crate::tensor::{DType, Tensor};
 pub struct Objective {
     spec: LossSpec,
     class_weights: Option<Tensor>,
+    /// The re-weighting control's keep probabilities, `[C]` each: the
+    /// weight of an element with target `y` is `neg + y·(pos − neg)`.
+    keep: Option<KeepWeights>,
     plm: Option<Plm>,
+}
+
+/// PLM's keep probabilities at a fixed r̂, as element weights.
+struct KeepWeights {
+    neg: Tensor,
+    gap: Tensor,
 }
 
 impl Objective {
@@ -37,6 +46,10 @@ impl Objective {
             }
             None => None,
         };
+        let keep = match spec.reweight {
+            Some(rhat) => Some(keep_weights(rhat, positives, num_samples)?),
+            None => None,
+        };
         let plm = match &spec.plm {
             Some(settings) => {
                 let config = settings.config(epochs, seed ^ 0x504c_4d5f_6d61_736b); // "PLM_mask"
@@ -47,6 +60,7 @@ impl Objective {
         Ok(Objective {
             spec: *spec,
             class_weights,
+            keep,
             plm,
         })
     }
@@ -94,10 +108,15 @@ impl Objective {
         targets: &Tensor,
         labels: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if let Some(w) = &mut self.class_weights {
-            if w.device() != logits.device() {
-                // Moved once, on the first batch on another device.
-                *w = w.to_device(logits.device())?;
+        // Constants move once, on the first batch on another device.
+        let device = logits.device();
+        let constants = self
+            .class_weights
+            .iter_mut()
+            .chain(self.keep.iter_mut().flat_map(|k| [&mut k.neg, &mut k.gap]));
+        for t in constants {
+            if t.device() != device {
+                *t = t.to_device(device)?;
             }
         }
         let element: ElementLoss = match self.spec.base {
@@ -118,6 +137,14 @@ impl Objective {
                 return cross_entropy(logits, labels, &opts);
             }
         };
+        if let Some(keep) = &self.keep {
+            // E[mask] element by element, times the class weights if any.
+            let mut weight = targets.mul(&keep.gap)?.add(&keep.neg)?;
+            if let Some(w) = &self.class_weights {
+                weight = weight.mul(w)?;
+            }
+            return element.compute(logits, targets, Some(&weight), Reduction::Mean);
+        }
         match &mut self.plm {
             None => element.compute(
                 logits,
@@ -162,4 +189,19 @@ impl Objective {
             logits.sigmoid()
         }
     }
+}
+
+/// The keep probabilities PLM would use at target ratio `rhat` for every
+/// class (computed by PLM itself, so the control and PLM cannot disagree).
+fn keep_weights(rhat: f64, positives: &[usize], num_samples: usize) -> Result<KeepWeights> {
+    let mut plm = Plm::new(Default::default(), positives, num_samples)?;
+    plm.set_rhat(&vec![rhat; positives.len()])?;
+    let (pos, neg) = plm.keep_probabilities();
+    let f32s = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|x| x as f32).collect() };
+    let gap: Vec<f64> = pos.iter().zip(&neg).map(|(p, n)| p - n).collect();
+    let c = positives.len();
+    Ok(KeepWeights {
+        neg: Tensor::from_vec(f32s(neg), &[c])?,
+        gap: Tensor::from_vec(f32s(gap), &[c])?,
+    })
 }

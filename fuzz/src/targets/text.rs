@@ -235,6 +235,8 @@ pub const LOSS_SPEC: Target = Target {
         "standardize",
         "rhat_min",
         "rhat_max",
+        "reweight",
+        "rhat",
         "balanced",
         "pred-gt",
         "(",

@@ -47,7 +47,9 @@ enum Command {
         /// bins=10, init=ratio|balanced, divergence=pred-gt|gt-pred,
         /// standardize=true, rhat_min=1e-6, rhat_max=1e6). PLM's lambda=auto
         /// is 1/epochs (r̂ can move by about e^Δ over the run, as λ = 0.01
-        /// over 100 epochs); a number fixes it
+        /// over 100 epochs); a number fixes it. reweight(rhat=1) in place of
+        /// plm: PLM's re-weighting control (no masks; positives and negatives
+        /// weighted by PLM's keep probabilities at that fixed r̂)
         #[arg(long, default_value = "plm")]
         loss: String,
         /// Seed of initialisation, shuffling, augmentation and PLM masks
