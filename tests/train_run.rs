@@ -253,6 +253,37 @@ fn compare_writes_one_table_and_reuses_finished_runs() {
         .unwrap()
         .len();
     assert_eq!(seeds, 2);
+    // Per class, head → tail: each variant's recall, precision and AP side
+    // by side, each the mean of the seeds' reports.
+    assert!(
+        table.contains(
+            "| class | train pos | test pos | R bce | R plm(lambda=0,init=balanced) | P bce |"
+        ),
+        "{table}"
+    );
+    let per_class = json["per_class"].as_array().unwrap();
+    assert_eq!(per_class.len(), 10);
+    let report = |seed: u64| -> serde_json::Value {
+        let path = dir.join(format!("bce/seed{seed}/report.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (r1, r2) = (report(1), report(2));
+    for row in per_class {
+        let class = row["class"].as_u64().unwrap();
+        let recall_of = |r: &serde_json::Value| {
+            r["per_class"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["class"].as_u64() == Some(class))
+                .unwrap()["recall"]
+                .as_f64()
+                .unwrap()
+        };
+        let want = (recall_of(&r1) + recall_of(&r2)) / 2.0;
+        let got = row["variants"]["bce"]["recall"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "class {class}: {got} vs {want}");
+    }
     // Running again reuses every finished run.
     let mut reruns = 0;
     compare(&base, &variants, &[1, 2], &dir, Device::Cpu, &mut |_| {

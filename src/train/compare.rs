@@ -402,6 +402,10 @@ pub fn write_comparison(
         ),
         None => String::new(),
     };
+    let (classes_md, classes_json) = super::compare_classes::per_class_table(results);
+    if !classes_md.is_empty() {
+        let _ = write!(md, "\n{classes_md}");
+    }
     let provenance = crate::provenance::Provenance::current();
     let _ = writeln!(md, "\nRun with {}.", provenance.summary_line());
     let json = serde_json::to_string_pretty(&json!({
@@ -409,6 +413,7 @@ pub fn write_comparison(
         "base_config": base.to_json(),
         "metrics": metrics,
         "rows": rows_json,
+        "per_class": classes_json,
     }))
     .unwrap_or_default();
     for (name, text) in [

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod compare;
+mod compare_classes;
 pub mod config;
 pub mod curve;
 pub mod datasets;
