@@ -96,6 +96,27 @@ fn every_epoch_records_what_plm_did() {
     }
     // r̂ really moved.
     assert_ne!(records[0]["plm"]["rhat"], records[2]["plm"]["rhat"]);
+    // The report says which λ, and draws r̂/r per class over the epochs.
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("PLM's λ = 0.5 (fixed)"), "{report}");
+    let chart = std::fs::read_to_string(dir.join("plm_rhat.svg")).unwrap();
+    assert!(chart.contains("λ = 0.5") && chart.contains("log10(r̂ / r)"));
+    assert_eq!(chart.matches("<polyline").count(), classes);
+    assert_eq!(chart.matches("class=\"marker\"").count(), classes * (3 + 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn runs_without_plm_draw_no_rhat_chart() {
+    let dir = scratch("bce");
+    Run::new(tiny("bce", 1), &dir)
+        .unwrap()
+        .run(&mut Quiet)
+        .unwrap();
+    assert!(dir.join("learning_curve.svg").exists());
+    assert!(!dir.join("plm_rhat.svg").exists());
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(!report.contains("PLM's λ"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -107,8 +128,12 @@ fn auto_lambda_is_recorded_as_the_value_used_and_survives_a_resume() {
     drop(run);
     let mut resumed = Run::resume(&dir).unwrap();
     resumed.train_epoch(&mut Quiet).unwrap();
+    let summary = resumed.run(&mut Quiet).unwrap();
+    assert!(summary
+        .markdown()
+        .contains("PLM's λ = 0.25 (auto: 1/epochs)"));
     let records = log(&dir);
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 4);
     for r in &records {
         assert_eq!(r["plm"]["lambda"].as_f64(), Some(0.25));
     }

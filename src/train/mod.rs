@@ -38,6 +38,7 @@ pub mod loss_spec;
 pub mod model;
 pub mod objective;
 pub mod optimizer;
+pub mod plm_chart;
 pub mod report;
 pub mod run;
 pub mod run_criterion;

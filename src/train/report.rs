@@ -7,6 +7,7 @@ use super::config::TrainConfig;
 use super::curve::LearningCurve;
 use super::datasets::RunData;
 use super::evaluation::Evaluation;
+use super::plm_chart::RhatTrajectory;
 use super::svg::{per_class_chart, Series};
 use crate::error::{Error, Result};
 use crate::plm::Plm;
@@ -23,6 +24,8 @@ pub const REPORT_JSON: &str = "report.json";
 pub const REPORT_SVG: &str = "per_class.svg";
 /// See [`REPORT_MD`]: loss and main metric per epoch, from the run's log.
 pub const REPORT_CURVE: &str = "learning_curve.svg";
+/// PLM's r̂/r per class over the epochs (PLM runs only).
+pub const REPORT_RHAT: &str = "plm_rhat.svg";
 
 /// One row of the per-class table.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +73,9 @@ pub struct RunSummary {
     /// The build and machine of the run (`None` in reports written before
     /// ferrite recorded it).
     pub provenance: Option<Provenance>,
+    /// PLM's λ in this run and how it was chosen (`"auto: 1/epochs"` or
+    /// `"fixed"`); `None` without PLM.
+    pub plm_lambda: Option<(f64, String)>,
 }
 
 impl RunSummary {
@@ -118,6 +124,13 @@ impl RunSummary {
             train_size: data.train.len(),
             test_size: data.test.len(),
             provenance: Some(Provenance::current()),
+            plm_lambda: plm.map(|p| {
+                let rule = match config.loss.plm.map(|s| s.lambda) {
+                    Some(crate::train::PlmLambda::Auto) => "auto: 1/epochs",
+                    _ => "fixed",
+                };
+                (p.config().lambda, rule.to_string())
+            }),
         }
     }
 
@@ -137,6 +150,9 @@ impl RunSummary {
         );
         if let Some(p) = &self.provenance {
             let _ = writeln!(s, "Run with {}.\n", p.summary_line());
+        }
+        if let Some((lambda, rule)) = &self.plm_lambda {
+            let _ = writeln!(s, "PLM's λ = {lambda} ({rule}).\n");
         }
         let _ = writeln!(s, "| metric | value |\n|---|---:|");
         for (k, v) in &self.summary {
@@ -190,6 +206,7 @@ impl RunSummary {
             "test_size": self.test_size,
             "seconds": self.seconds,
             "provenance": self.provenance.as_ref().map(Provenance::to_json),
+            "plm_lambda": self.plm_lambda.as_ref().map(|(l, rule)| json!({"value": l, "rule": rule})),
             "summary": summary,
             "summary_order": self.summary.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
             "per_class": self.rows.iter().map(|r| json!({
@@ -262,6 +279,10 @@ impl RunSummary {
                 .as_u64()
                 .ok_or_else(|| corrupt("test_size"))? as usize,
             provenance: Provenance::from_json(&v["provenance"]),
+            plm_lambda: v["plm_lambda"]["value"].as_f64().map(|l| {
+                let rule = v["plm_lambda"]["rule"].as_str().unwrap_or("fixed");
+                (l, rule.to_string())
+            }),
         })
     }
 
@@ -285,13 +306,24 @@ impl RunSummary {
     }
 }
 
-/// Writes `report.md`, `report.json`, `per_class.svg` and
-/// `learning_curve.svg` (from the run's `log.jsonl` in `dir`, which may be
-/// missing or partial) into `dir`, each atomically.
+/// Writes `report.md`, `report.json`, `per_class.svg`,
+/// `learning_curve.svg` and, for PLM runs, `plm_rhat.svg` (both from the
+/// run's `log.jsonl` in `dir`, which may be missing or partial) into `dir`,
+/// each atomically.
 pub fn write_report(dir: &Path, summary: &RunSummary) -> Result<()> {
     let json = serde_json::to_string_pretty(&summary.to_json()).unwrap_or_default();
-    let curve = LearningCurve::read(&dir.join(super::run::LOG_FILE))?;
+    let log_path = dir.join(super::run::LOG_FILE);
+    let curve = LearningCurve::read(&log_path)?;
     let curve_title = format!("{}: learning curve", summary.title);
+    // The log was readable (or missing) for the curve: read it once more
+    // for PLM's trajectory.
+    let log = std::fs::read(&log_path).unwrap_or_default();
+    let names: Vec<String> = summary.rows.iter().map(|r| r.name.clone()).collect();
+    let trajectory = RhatTrajectory::parse(&String::from_utf8_lossy(&log));
+    let rhat_title = format!("{}: PLM's r̂ / r per class", summary.title);
+    if let Some(svg) = trajectory.svg(&rhat_title, &names) {
+        super::write_text(&dir.join(REPORT_RHAT), &svg)?;
+    }
     for (name, text) in [
         (REPORT_MD, summary.markdown()),
         (REPORT_JSON, json),
@@ -329,6 +361,7 @@ mod tests {
             train_size: 10,
             test_size: 10,
             provenance: Some(Provenance::current()),
+            plm_lambda: None,
         }
     }
 

@@ -6,7 +6,9 @@ use super::{Scratch, Target, Verdict};
 use crate::input::{Input, Part};
 use crate::mutate::Kind;
 use crate::tiny;
-use ferrite::checkpoint::{apply_state_dict, load_state_dict, read_training, save_state_dict, Strict};
+use ferrite::checkpoint::{
+    apply_state_dict, load_state_dict, read_training, save_state_dict, Strict,
+};
 use ferrite::data::cifar::{read_cifar100_file, read_cifar10_file, Cifar100Label};
 use ferrite::data::idx::{parse_idx, read_idx, IdxArray};
 use ferrite::data::{mnist, ImageDataset};
