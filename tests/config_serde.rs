@@ -23,7 +23,12 @@ fn every_loss() -> Vec<String> {
         "ce",
     ];
     let cbs = ["", "cb+", "cb(beta=0.9)+"];
-    let plms = ["", "plm+", "plm(lambda=0.2,bins=4,init=balanced,divergence=gt-pred,standardize=false,rhat_min=0.001,rhat_max=1000)+"];
+    let plms = [
+        "",
+        "plm+",
+        "plm(lambda=0.2,bins=4,init=balanced,divergence=gt-pred,standardize=false,rhat_min=0.001,rhat_max=1000)+",
+        "reweight(rhat=2)+",
+    ];
     let mut out = Vec::new();
     for base in bases {
         for cb in cbs {
@@ -41,7 +46,7 @@ fn every_loss() -> Vec<String> {
 #[test]
 fn every_loss_combination_round_trips_through_text_and_json() {
     let losses = every_loss();
-    assert_eq!(losses.len(), 5 * 3 * 3 + 3);
+    assert_eq!(losses.len(), 5 * 3 * 4 + 3);
     for text in &losses {
         let spec: LossSpec = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
         // Text: written with every parameter, read back equal.
