@@ -306,9 +306,13 @@ pub fn write_comparison(
         .map_or(String::new(), |s| format!(" ({s} stem)"));
     let _ = writeln!(
         md,
-        "# {} — {} seeds per row, mean ± std\n\nModel {}{stem}, {} epochs, batch {}, {} {} (lr {}).{sizes}\n",
+        "# {} — {}\n\nModel {}{stem}, {} epochs, batch {}, {} {} (lr {}).{sizes}\n",
         base.data.kind.name(),
-        seeds,
+        if seeds == 1 {
+            "1 seed per row".to_string()
+        } else {
+            format!("{seeds} seeds per row, mean ± std")
+        },
         base.model,
         base.epochs,
         base.batch_size,
@@ -330,7 +334,11 @@ pub fn write_comparison(
                 continue;
             }
             let (mean, std) = mean_std(&xs);
-            let _ = write!(md, " {mean:.4} ± {std:.4} |");
+            if xs.len() == 1 {
+                let _ = write!(md, " {mean:.4} |");
+            } else {
+                let _ = write!(md, " {mean:.4} ± {std:.4} |");
+            }
             cells.insert(
                 m.to_string(),
                 json!({"mean": mean, "std": std, "values": xs}),
