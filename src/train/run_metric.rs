@@ -4,10 +4,10 @@
 
 use super::evaluation::Evaluation;
 use super::objective::Objective;
-use super::scoring::DIVERGED;
+use super::scoring::check_scores;
 use super::trainer::Metric;
 use crate::data::loader::Batch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Accumulates scores, targets and labels over the validation batches and
@@ -67,18 +67,7 @@ impl Metric for RunEvaluation {
 
     /// Scores that are not finite (a diverged model) are an error saying so.
     fn compute(&mut self) -> Result<Vec<(String, f64)>> {
-        if let Some(i) = self.scores.iter().position(|s| !s.is_finite()) {
-            let c = self.num_classes.max(1);
-            return Err(Error::invalid(
-                DIVERGED,
-                format!(
-                    "the model's score for test image {}, class {} is {}",
-                    i / c,
-                    i % c,
-                    self.scores[i]
-                ),
-            ));
-        }
+        check_scores(&self.scores, self.num_classes)?;
         let evaluation = Evaluation::new(
             &self.scores,
             &self.targets,

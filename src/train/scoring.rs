@@ -40,18 +40,7 @@ pub(super) fn evaluate_model(
     });
     model.set_training(true);
     scored?;
-    if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
-        let c = dataset.num_classes.max(1);
-        return Err(Error::invalid(
-            DIVERGED,
-            format!(
-                "the model's score for test image {}, class {} is {}",
-                i / c,
-                i % c,
-                scores[i]
-            ),
-        ));
-    }
+    check_scores(&scores, dataset.num_classes)?;
     let c = dataset.num_classes;
     let mut targets = vec![0u8; dataset.len() * c];
     let mut row = vec![0f32; c];
@@ -66,4 +55,24 @@ pub(super) fn evaluate_model(
         Labels::Multi { .. } => None,
     };
     Evaluation::new(&scores, &targets, labels, c, train_positives, threshold)
+}
+
+/// A [`DIVERGED`] error naming the first score (of `num_classes` per
+/// image) that is not finite, if any.
+pub(super) fn check_scores(scores: &[f32], num_classes: usize) -> Result<()> {
+    match scores.iter().position(|s| !s.is_finite()) {
+        None => Ok(()),
+        Some(i) => {
+            let c = num_classes.max(1);
+            Err(Error::invalid(
+                DIVERGED,
+                format!(
+                    "the model's score for test image {}, class {} is {}",
+                    i / c,
+                    i % c,
+                    scores[i]
+                ),
+            ))
+        }
+    }
 }
