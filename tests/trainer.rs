@@ -472,3 +472,68 @@ fn a_criterion_adds_to_the_record_and_its_state_survives_a_resume() {
     assert!(log[1]["val"].get("loss").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn several_validation_sets_each_get_every_metric_and_can_be_monitored() {
+    let dir = scratch("sets");
+    let (train_set, val_set) = data();
+    let norm = |c: LoaderConfig| c.normalized(&[0.1307], &[0.3081]);
+    let mut train = DataLoader::new(train_set, norm(LoaderConfig::training(64, 3))).unwrap();
+    // The same images twice, the second time in another order and batch
+    // size: every value must agree.
+    let mut a = DataLoader::new(val_set, norm(LoaderConfig::evaluation(128))).unwrap();
+    let half = val_set.subset(&(0..128).collect::<Vec<_>>()).unwrap();
+    let mut b = DataLoader::new(&half, norm(LoaderConfig::evaluation(50))).unwrap();
+    let mut trainer = adam_trainer(3e-3)
+        .epochs(2)
+        .metric(Accuracy::new())
+        .best_checkpoint(Monitor::max("half.accuracy"))
+        .output(&dir)
+        .unwrap();
+    let history = trainer
+        .fit_sets(
+            &mut train,
+            &mut [("all", &mut a), ("half", &mut b)],
+            &mut Quiet,
+        )
+        .unwrap();
+    let last = history.records.last().unwrap();
+    assert_eq!(last.validation.len(), 2);
+    assert_eq!(
+        last.validation("accuracy"),
+        last.validation_of("all", "accuracy")
+    );
+    let half_accuracy = last.validation_of("half", "accuracy").unwrap();
+    let log = log_of(&dir);
+    assert_eq!(log[1]["half"]["accuracy"].as_f64(), Some(half_accuracy));
+    assert!(log[1]["all"]["loss"].as_f64().unwrap().is_finite());
+    assert_eq!(
+        history.best.map(|(v, _)| v),
+        Some(
+            history
+                .records
+                .iter()
+                .map(|r| r.validation_of("half", "accuracy").unwrap())
+                .fold(f64::MIN, f64::max)
+        )
+    );
+    // Names that cannot be told apart, or that clash with the record's own
+    // fields, are refused before training.
+    for sets in [["x", "x"], ["lr", "y"], ["a.b", "y"]] {
+        let dir = scratch(&format!("sets-{}", sets[0]));
+        let mut trainer = adam_trainer(3e-3).epochs(1).output(&dir).unwrap();
+        let (mut a, mut b) = (loaders().1, loaders().1);
+        let err = trainer
+            .fit_sets(
+                &mut train,
+                &mut [(sets[0], &mut a), (sets[1], &mut b)],
+                &mut Quiet,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("validation set"), "{sets:?}: {err}");
+        assert_eq!(trainer.epochs_done(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

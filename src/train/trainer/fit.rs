@@ -38,10 +38,26 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     pub fn fit(
         &mut self,
         train: &mut DataLoader<'_>,
-        mut validation: Option<&mut DataLoader<'_>>,
+        validation: Option<&mut DataLoader<'_>>,
         observer: &mut dyn Observer,
     ) -> Result<History> {
-        self.check_monitors(validation.is_some())?;
+        let name = self.validation_name.clone();
+        let mut sets: Vec<(&str, &mut DataLoader<'_>)> =
+            validation.map(|v| (name.as_str(), v)).into_iter().collect();
+        self.fit_sets(train, &mut sets, observer)
+    }
+
+    /// [`Trainer::fit`] validating on several named sets after each epoch
+    /// (e.g. `[("test", ..), ("test_balanced", ..)]`): every metric is
+    /// computed on each, and the log record holds one section per set, so
+    /// monitors can follow any of them (`"test_balanced.macro_f1"`).
+    pub fn fit_sets(
+        &mut self,
+        train: &mut DataLoader<'_>,
+        validation: &mut [(&str, &mut DataLoader<'_>)],
+        observer: &mut dyn Observer,
+    ) -> Result<History> {
+        self.check_sets(validation)?;
         let warnings = [
             self.thread_count_warning(rayon::current_num_threads()),
             self.device_warning(),
@@ -51,7 +67,7 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         }
         let mut history = History::default();
         while !self.is_finished() {
-            let record = self.train_epoch(train, validation.as_deref_mut(), observer)?;
+            let record = self.train_epoch_sets(train, validation, observer)?;
             history.records.push(record);
         }
         history.stopped_early = self.stopped_early;
@@ -59,9 +75,38 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         Ok(history)
     }
 
+    /// Refuses validation sets that cannot work: two with one name, or a
+    /// name that is also a field of the log record.
+    fn check_sets(&self, sets: &[(&str, &mut DataLoader<'_>)]) -> Result<()> {
+        const RESERVED: &[&str] = &[
+            "epoch",
+            "lr",
+            "train_loss",
+            "train_seconds",
+            "images_per_sec",
+            "provenance",
+        ];
+        for (i, (name, _)) in sets.iter().enumerate() {
+            if name.is_empty() || name.contains('.') || RESERVED.contains(name) {
+                return Err(Error::invalid(
+                    "Trainer::fit",
+                    format!("`{name}` cannot name a validation set (empty, dotted, or a field of the log record)"),
+                ));
+            }
+            if sets[..i].iter().any(|(other, _)| other == name) {
+                return Err(Error::invalid(
+                    "Trainer::fit",
+                    format!("two validation sets are named `{name}`"),
+                ));
+            }
+        }
+        let names: Vec<&str> = sets.iter().map(|(n, _)| *n).collect();
+        self.check_monitors(&names)
+    }
+
     /// Refuses monitors that cannot work: a best checkpoint without an
-    /// output folder, a validation value without validation.
-    fn check_monitors(&self, validates: bool) -> Result<()> {
+    /// output folder, a validation value without that validation set.
+    fn check_monitors(&self, sets: &[&str]) -> Result<()> {
         const OP: &str = "Trainer::fit";
         let monitors = self
             .best
@@ -71,7 +116,7 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         for m in monitors {
             m.validate(OP)?;
             let section = m.metric.split('.').next().unwrap_or_default();
-            if section == self.validation_name && !validates {
+            if section == self.validation_name && !sets.contains(&section) {
                 return Err(Error::invalid(
                     OP,
                     format!(
@@ -100,6 +145,20 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         validation: Option<&mut DataLoader<'_>>,
         observer: &mut dyn Observer,
     ) -> Result<EpochRecord> {
+        let name = self.validation_name.clone();
+        let mut sets: Vec<(&str, &mut DataLoader<'_>)> =
+            validation.map(|v| (name.as_str(), v)).into_iter().collect();
+        self.train_epoch_sets(train, &mut sets, observer)
+    }
+
+    /// [`Trainer::train_epoch`] validating on several named sets (see
+    /// [`Trainer::fit_sets`]).
+    pub fn train_epoch_sets(
+        &mut self,
+        train: &mut DataLoader<'_>,
+        validation: &mut [(&str, &mut DataLoader<'_>)],
+        observer: &mut dyn Observer,
+    ) -> Result<EpochRecord> {
         if self.is_finished() {
             return Err(Error::invalid(
                 "Trainer::train_epoch",
@@ -115,7 +174,7 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
                 ),
             ));
         }
-        self.check_monitors(validation.is_some())?;
+        self.check_sets(validation)?;
         let epoch = self.epochs_done;
         if let Some(schedule) = &self.schedule {
             self.optimizer.apply_schedule(schedule.as_ref(), epoch);
@@ -123,10 +182,10 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         let lr = self.optimizer.lr(0);
         let (loss_sum, images, train_seconds) = self.train_batches(train, epoch, lr, observer)?;
         let extra = self.criterion.end_epoch()?;
-        let validation = match validation {
-            Some(loader) => self.validate(loader)?,
-            None => Vec::new(),
-        };
+        let validation = validation
+            .iter_mut()
+            .map(|(name, loader)| Ok((name.to_string(), self.validate(loader)?)))
+            .collect::<Result<Vec<_>>>()?;
         self.seconds += train_seconds;
         self.epochs_done += 1;
         let mut record = EpochRecord {
@@ -135,7 +194,6 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             train_loss: loss_sum / images as f64,
             train_seconds,
             images_per_sec: images as f64 / train_seconds.max(1e-9),
-            validation_name: self.validation_name.clone(),
             validation,
             extra,
             improved: false,

@@ -19,6 +19,7 @@
 //! |---|---|
 //! | `model.to(device)`, then `Adam(model.parameters())` | `model.to_device(device)?`, then `Adam::new(..)` over `model.parameters()` |
 //! | `trainer.fit(model, train_dl, val_dl)` | `trainer.fit(&mut train, Some(&mut val), &mut observer)?` |
+//! | several `val_dataloaders` | `trainer.fit_sets(&mut train, &mut [("val", &mut a), ("ood", &mut b)], &mut observer)?` |
 //! | `ModelCheckpoint(monitor="val_acc", mode="max")` | `.best_checkpoint(Monitor::max("val.accuracy"))` |
 //! | `EarlyStopping(monitor="val_loss", patience=3, min_delta=1e-3)` | `.early_stopping(EarlyStopping::new(Monitor::min("val.loss").min_delta(1e-3), 3))` |
 //! | `fit(..., ckpt_path="last")` | `Trainer::new(..)?.resume(dir)?` |

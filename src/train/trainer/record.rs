@@ -17,12 +17,11 @@ pub struct EpochRecord {
     pub train_seconds: f64,
     /// Training images per second.
     pub images_per_sec: f64,
-    /// The name of the validation section of the log record (`val` unless
-    /// set with [`Trainer::validation_name`](super::Trainer::validation_name)).
-    pub validation_name: String,
-    /// Validation values (`loss` first, then the metrics'), empty without
-    /// a validation loader.
-    pub validation: Vec<(String, f64)>,
+    /// The values of each validation set, `(set name, values)`, in the
+    /// order the sets were given (`loss` first, then the metrics'); one set
+    /// named `val` (or [`Trainer::validation_name`](super::Trainer::validation_name))
+    /// with [`Trainer::fit`](super::Trainer::fit), none without validation.
+    pub validation: Vec<(String, Vec<(String, f64)>)>,
     /// Fields the criterion added at the end of the epoch.
     pub extra: Map<String, Value>,
     /// The best checkpoint's value improved in this epoch.
@@ -35,16 +34,21 @@ pub struct EpochRecord {
 }
 
 impl EpochRecord {
-    /// The validation value `name` (e.g. `"loss"`, `"accuracy"`).
+    /// The value `name` (e.g. `"loss"`, `"accuracy"`) of the first
+    /// validation set.
     pub fn validation(&self, name: &str) -> Option<f64> {
-        self.validation
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|&(_, v)| v)
+        let (_, values) = self.validation.first()?;
+        values.iter().find(|(k, _)| k == name).map(|&(_, v)| v)
+    }
+
+    /// The value `name` of the validation set called `set`.
+    pub fn validation_of(&self, set: &str, name: &str) -> Option<f64> {
+        let (_, values) = self.validation.iter().find(|(s, _)| s == set)?;
+        values.iter().find(|(k, _)| k == name).map(|&(_, v)| v)
     }
 
     /// The log line: `epoch`, `lr`, `train_loss`, `train_seconds`,
-    /// `images_per_sec`, the validation values under the validation name,
+    /// `images_per_sec`, each validation set's values under its name,
     /// the criterion's fields, then `provenance`.
     pub fn to_json(&self) -> Value {
         let mut record = json!({
@@ -55,13 +59,10 @@ impl EpochRecord {
             "images_per_sec": self.images_per_sec,
         });
         if let Value::Object(map) = &mut record {
-            if !self.validation.is_empty() {
-                let values: Map<String, Value> = self
-                    .validation
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v)))
-                    .collect();
-                map.insert(self.validation_name.clone(), Value::Object(values));
+            for (set, values) in &self.validation {
+                let values: Map<String, Value> =
+                    values.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                map.insert(set.clone(), Value::Object(values));
             }
             for (k, v) in &self.extra {
                 map.insert(k.clone(), v.clone());
