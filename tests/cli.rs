@@ -236,6 +236,11 @@ fn every_bad_setting_is_refused_by_name_before_any_work() {
             &["--dataset", "mnist", "--threshold", "0.3"],
             "--threshold has no effect",
         ),
+        (
+            &["--dataset", "mnist", "--test-set", "balanced"],
+            "--test-set",
+        ),
+        (&["--test-set", "uniform"], "imbalanced, balanced, both"),
     ];
     let out_dir = dir.to_str().unwrap();
     for (extra, needle) in cases {

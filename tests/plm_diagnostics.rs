@@ -148,3 +148,50 @@ fn auto_lambda_is_recorded_as_the_value_used_and_survives_a_resume() {
         .starts_with("plm(lambda=auto,"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn multimnist_runs_are_scored_on_both_test_sets_by_default() {
+    let dir = scratch("both");
+    let config = tiny("plm(lambda=0.5)", 1);
+    assert_eq!(config.data.test_set, ferrite::train::TestSet::Both);
+    let summary = Run::new(config, &dir).unwrap().run(&mut Quiet).unwrap();
+    // The log has one section per test set, each with every metric.
+    let record = &log(&dir)[0];
+    let (a, b) = (&record["test"], &record["test_balanced"]);
+    assert_eq!(
+        a.as_object().unwrap().keys().collect::<Vec<_>>(),
+        b.as_object().unwrap().keys().collect::<Vec<_>>()
+    );
+    assert_ne!(a["macro_f1"], b["macro_f1"]);
+    // So do the report and its summary.
+    assert_eq!(summary.other_sets.len(), 1);
+    assert_eq!(
+        summary.get("test_balanced.macro_f1"),
+        b["macro_f1"].as_f64()
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("## On `test_balanced`"), "{md}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let back = ferrite::train::report::RunSummary::from_json(&json, "report.json").unwrap();
+    assert_eq!(
+        back.get("test_balanced.macro_f1"),
+        summary.get("test_balanced.macro_f1")
+    );
+    // The balanced set: every digit about equally often (64 images of 1–4
+    // digits: ~16 of each), where the imbalanced one has few of the rarest.
+    let support = |s: &ferrite::train::report::RunSummary| -> Vec<u64> {
+        s.rows.iter().map(|r| r.test_support).collect()
+    };
+    let balanced = support(&summary.other_sets[0].1);
+    let imbalanced = support(&summary);
+    assert!(
+        balanced.iter().all(|&n| (5..=35).contains(&n)),
+        "{balanced:?}"
+    );
+    assert!(
+        imbalanced[9] < balanced[9],
+        "{imbalanced:?} vs {balanced:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

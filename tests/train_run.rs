@@ -177,6 +177,7 @@ fn every_loss_trains_a_step_on_multilabel_and_single_label_data() {
     for loss in ["ce", "cb+ce"] {
         let mut config = tiny_config(loss, 1);
         config.data.kind = DatasetKind::Mnist;
+        config.data.test_set = ferrite::train::TestSet::Imbalanced; // MNIST's own
         assert!(config.validate().is_ok());
     }
     let mut multi = tiny_config("ce", 1);
@@ -243,6 +244,8 @@ fn compare_writes_one_table_and_reuses_finished_runs() {
     let table = std::fs::read_to_string(dir.join("compare.md")).unwrap();
     assert!(table.contains("| bce |") && table.contains("| plm(lambda=0,init=balanced) |"));
     assert!(table.contains(" ± "), "{table}");
+    // MultiMNIST-LT runs are scored on the balanced test set too.
+    assert!(table.contains("On `test_balanced`:"), "{table}");
     let svg = std::fs::read_to_string(dir.join("compare.svg")).unwrap();
     assert!(svg.contains("plm(lambda=0,init=balanced)"));
     let json: serde_json::Value =

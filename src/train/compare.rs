@@ -95,6 +95,29 @@ pub fn table_metrics(multi_label: bool) -> &'static [&'static str] {
     }
 }
 
+/// The table cell of summary value `key` over `runs` (mean ± std; the
+/// mean alone for one run; `–` when no run has it), recorded in `cells`.
+fn metric_cell(
+    runs: &[RunSummary],
+    key: &str,
+    cells: &mut serde_json::Map<String, Value>,
+) -> String {
+    let xs: Vec<f64> = runs.iter().filter_map(|r| r.get(key)).collect();
+    if xs.is_empty() {
+        return " – |".to_string();
+    }
+    let (mean, std) = mean_std(&xs);
+    cells.insert(
+        key.to_string(),
+        json!({"mean": mean, "std": std, "values": xs}),
+    );
+    if xs.len() == 1 {
+        format!(" {mean:.4} |")
+    } else {
+        format!(" {mean:.4} ± {std:.4} |")
+    }
+}
+
 /// Mean and sample standard deviation (divisor n − 1; 0 for one value) of `xs`.
 fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
@@ -324,27 +347,27 @@ pub fn write_comparison(
     let _ = writeln!(md, "|---|{}", "---:|".repeat(metrics.len()));
     let mut rows_json = Vec::new();
     let mut series = Vec::new();
+    // The run's other test sets (e.g. `test_balanced`), from the first run.
+    let sets: Vec<String> = results
+        .first()
+        .and_then(|(_, r)| r.first())
+        .map(|r| r.other_sets.iter().map(|(name, _)| name.clone()).collect())
+        .unwrap_or_default();
+    let mut set_tables = vec![String::new(); sets.len()];
     for (variant, runs) in results {
         let _ = write!(md, "| {} |", variant.label);
         let mut cells = serde_json::Map::new();
         for m in metrics {
-            let xs: Vec<f64> = runs.iter().filter_map(|r| r.get(m)).collect();
-            if xs.is_empty() {
-                md.push_str(" – |");
-                continue;
-            }
-            let (mean, std) = mean_std(&xs);
-            if xs.len() == 1 {
-                let _ = write!(md, " {mean:.4} |");
-            } else {
-                let _ = write!(md, " {mean:.4} ± {std:.4} |");
-            }
-            cells.insert(
-                m.to_string(),
-                json!({"mean": mean, "std": std, "values": xs}),
-            );
+            md.push_str(&metric_cell(runs, m, &mut cells));
         }
         md.push('\n');
+        for (set, table) in sets.iter().zip(&mut set_tables) {
+            let _ = write!(table, "| {} |", variant.label);
+            for m in metrics {
+                table.push_str(&metric_cell(runs, &format!("{set}.{m}"), &mut cells));
+            }
+            table.push('\n');
+        }
         rows_json.push(json!({"variant": variant.label, "metrics": cells}));
         // Per-class mean over seeds, in the first run's (head → tail) order.
         if let Some(first) = runs.first() {
@@ -410,6 +433,14 @@ pub fn write_comparison(
         ),
         None => String::new(),
     };
+    for (set, table) in sets.iter().zip(&set_tables) {
+        let _ = write!(
+            md,
+            "\nOn `{set}`:\n\n| loss | {} |\n|---|{}\n{table}",
+            metrics.join(" | "),
+            "---:|".repeat(metrics.len())
+        );
+    }
     let (classes_md, classes_json) = super::compare_classes::per_class_table(results);
     if !classes_md.is_empty() {
         let _ = write!(md, "\n{classes_md}");

@@ -87,6 +87,31 @@ impl DatasetKind {
     }
 }
 
+/// Which test sets a MultiMNIST-LT run is scored on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TestSet {
+    /// The test set drawn like the training set: MultiMNIST-LT's with the
+    /// training imbalance; every other dataset's own test set.
+    #[default]
+    Imbalanced,
+    /// MultiMNIST-LT's balanced test set: every digit equally likely.
+    Balanced,
+    /// Both: the imbalanced one as `test`, the balanced one as
+    /// `test_balanced`, every metric reported on each.
+    Both,
+}
+
+named_enum!(
+    TestSet,
+    "TrainConfig",
+    "test set",
+    [
+        (Imbalanced, "imbalanced"),
+        (Balanced, "balanced"),
+        (Both, "both")
+    ]
+);
+
 /// The dataset of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,11 +133,16 @@ pub struct DataConfig {
     pub crop_padding: usize,
     /// Random horizontal flips (off for digits).
     pub hflip: bool,
+    /// The test sets (MultiMNIST-LT only; runs saved before it existed
+    /// read as `imbalanced`).
+    #[serde(default)]
+    pub test_set: TestSet,
 }
 
 impl DataConfig {
     /// Defaults for `kind`: its usual folder, IF = 100, CIFAR augmentation
-    /// (pad 4 + flip) for CIFAR and none for digits and clothes.
+    /// (pad 4 + flip) for CIFAR and none for digits and clothes, and both
+    /// test sets for MultiMNIST-LT.
     pub fn new(kind: DatasetKind) -> Self {
         let cifar = matches!(
             kind,
@@ -130,6 +160,11 @@ impl DataConfig {
             seed: 0,
             crop_padding: if cifar { 4 } else { 0 },
             hflip: cifar,
+            test_set: if kind == DatasetKind::MultiMnistLt {
+                TestSet::Both
+            } else {
+                TestSet::Imbalanced
+            },
         }
     }
 }

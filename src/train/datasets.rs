@@ -1,10 +1,12 @@
 //! Building a run's training and test sets from its [`DataConfig`].
 
-use super::config::{DataConfig, DatasetKind};
+use super::config::{DataConfig, DatasetKind, TestSet};
 use crate::data::cifar::{load_cifar10, load_cifar100, Cifar100Label};
 use crate::data::longtail::long_tail_subset;
 use crate::data::mnist;
-use crate::data::multimnist::{generate_test, generate_train, MultiMnistConfig};
+use crate::data::multimnist::{
+    generate_balanced_test, generate_test, generate_train, MultiMnistConfig,
+};
 use crate::data::ImageDataset;
 use crate::error::Result;
 
@@ -13,8 +15,12 @@ use crate::error::Result;
 pub struct RunData {
     /// Training set (long-tailed for the `-lt` kinds).
     pub train: ImageDataset,
-    /// Test set the run is evaluated on.
+    /// Test set the run is evaluated on (MultiMNIST-LT's balanced one with
+    /// [`TestSet::Balanced`]).
     pub test: ImageDataset,
+    /// MultiMNIST-LT's balanced test set, scored as well, with
+    /// [`TestSet::Both`].
+    pub test_balanced: Option<ImageDataset>,
     /// Positives (images) of each class in the training set.
     pub train_positives: Vec<usize>,
     /// Per-channel pixel mean of the training set, on the [0, 1] scale.
@@ -29,6 +35,7 @@ pub struct RunData {
 pub fn load_datasets(config: &DataConfig) -> Result<RunData> {
     let dir = &config.dir;
     let if_ = config.imbalance_factor;
+    let mut test_balanced = None;
     let (train, test) = match config.kind {
         DatasetKind::MultiMnistLt => {
             let (mnist_train, mnist_test) = mnist::load(dir)?;
@@ -42,7 +49,14 @@ pub fn load_datasets(config: &DataConfig) -> Result<RunData> {
             };
             (
                 generate_train(&cfg, &mnist_train)?,
-                generate_test(&cfg, &mnist_test)?,
+                match config.test_set {
+                    TestSet::Imbalanced => generate_test(&cfg, &mnist_test)?,
+                    TestSet::Balanced => generate_balanced_test(&cfg, &mnist_test)?,
+                    TestSet::Both => {
+                        test_balanced = Some(generate_balanced_test(&cfg, &mnist_test)?);
+                        generate_test(&cfg, &mnist_test)?
+                    }
+                },
             )
         }
         DatasetKind::Mnist => mnist::load_dataset(dir, "mnist")?,
@@ -67,6 +81,7 @@ pub fn load_datasets(config: &DataConfig) -> Result<RunData> {
         train_positives: train.positives_per_class(),
         train,
         test,
+        test_balanced,
         mean,
         std,
     })

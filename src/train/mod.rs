@@ -48,7 +48,7 @@ pub mod svg;
 mod svg_marks;
 pub mod trainer;
 
-pub use config::{DataConfig, DatasetKind, TrainConfig};
+pub use config::{DataConfig, DatasetKind, TestSet, TrainConfig};
 pub use loss_spec::{BaseLoss, LossSpec, PlmLambda, PlmSpec};
 pub use run::Run;
 pub use trainer::{Observer, Quiet, Trainer};

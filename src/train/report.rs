@@ -76,6 +76,9 @@ pub struct RunSummary {
     /// PLM's λ in this run and how it was chosen (`"auto: 1/epochs"` or
     /// `"fixed"`); `None` without PLM.
     pub plm_lambda: Option<(f64, String)>,
+    /// The same report on the run's other test sets, by section name
+    /// (e.g. `test_balanced`); their own `other_sets` are empty.
+    pub other_sets: Vec<(String, RunSummary)>,
 }
 
 impl RunSummary {
@@ -131,11 +134,17 @@ impl RunSummary {
                 };
                 (p.config().lambda, rule.to_string())
             }),
+            other_sets: Vec::new(),
         }
     }
 
-    /// The value of summary metric `name`.
+    /// A summary value: `macro_f1`, or `test_balanced.macro_f1` for
+    /// another test set's.
     pub fn get(&self, name: &str) -> Option<f64> {
+        if let Some((set, metric)) = name.split_once('.') {
+            let (_, other) = self.other_sets.iter().find(|(s, _)| s == set)?;
+            return other.get(metric);
+        }
         super::evaluation::summary_value(&self.summary, name)
     }
 
@@ -189,6 +198,9 @@ impl RunSummary {
             }
             s.push('\n');
         }
+        for (name, other) in &self.other_sets {
+            let _ = write!(s, "\n## On `{name}`\n\n{}", other.markdown());
+        }
         s
     }
 
@@ -215,6 +227,9 @@ impl RunSummary {
                 "f1": r.f1, "average_precision": r.average_precision,
                 "plm_rhat": r.plm_rhat, "plm_ratio": r.plm_ratio,
             })).collect::<Vec<_>>(),
+            "other_sets": self.other_sets.iter()
+                .map(|(name, other)| (name.clone(), other.to_json()))
+                .collect::<serde_json::Map<String, Value>>(),
         })
     }
 
@@ -283,6 +298,14 @@ impl RunSummary {
                 let rule = v["plm_lambda"]["rule"].as_str().unwrap_or("fixed");
                 (l, rule.to_string())
             }),
+            // Reports written before several test sets existed have none.
+            other_sets: match v.get("other_sets").and_then(Value::as_object) {
+                None => Vec::new(),
+                Some(sets) => sets
+                    .iter()
+                    .map(|(name, other)| Ok((name.clone(), Self::from_json(other, source)?)))
+                    .collect::<Result<Vec<_>>>()?,
+            },
         })
     }
 
@@ -362,6 +385,7 @@ mod tests {
             test_size: 10,
             provenance: Some(Provenance::current()),
             plm_lambda: None,
+            other_sets: Vec::new(),
         }
     }
 

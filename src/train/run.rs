@@ -35,6 +35,8 @@ const META_CONFIG: &str = "train.config";
 
 /// The name of the test section of a run's log records.
 const TEST_SECTION: &str = "test";
+/// The log and report section of MultiMNIST-LT's balanced test set.
+pub const BALANCED_SECTION: &str = "test_balanced";
 
 /// A training run of a [`TrainConfig`] in an output folder.
 pub struct Run {
@@ -143,14 +145,36 @@ impl Run {
 
     fn summary(&mut self) -> Result<RunSummary> {
         let evaluation = self.evaluate_test(self.epochs_done())?;
-        Ok(RunSummary::new(
+        let names = class_names(self.config.data.kind, self.data.train.num_classes);
+        let (plm, seconds) = (self.objective().plm(), self.trainer.seconds());
+        let mut summary = RunSummary::new(
             &self.config,
             &self.data,
             &evaluation,
-            self.objective().plm(),
-            self.trainer.seconds(),
-            class_names(self.config.data.kind, self.data.train.num_classes),
-        ))
+            plm,
+            seconds,
+            names.clone(),
+        );
+        let data = Arc::clone(&self.data);
+        if let Some(balanced) = &data.test_balanced {
+            let evaluation = self
+                .evaluate(balanced)
+                .map_err(|e| self.diverged_hint(e, self.epochs_done()))?;
+            let mut other = RunSummary::new(
+                &self.config,
+                &self.data,
+                &evaluation,
+                self.objective().plm(),
+                seconds,
+                names,
+            );
+            other.test_size = balanced.len();
+            other.title = format!("{} — balanced test set", other.title);
+            summary
+                .other_sets
+                .push((BALANCED_SECTION.to_string(), other));
+        }
+        Ok(summary)
     }
 
     fn build(config: TrainConfig, out_dir: PathBuf, device: Device) -> Result<Self> {
@@ -257,7 +281,9 @@ impl Run {
         let data = Arc::clone(&self.data);
         let mut train = DataLoader::new(&data.train, self.loader_config(true))?;
         let mut test = DataLoader::new(&data.test, self.loader_config(false))?;
-        let fitted = self.trainer.fit(&mut train, Some(&mut test), observer);
+        let mut balanced = self.balanced_loader(&data)?;
+        let mut sets = test_sets(&mut test, balanced.as_mut());
+        let fitted = self.trainer.fit_sets(&mut train, &mut sets, observer);
         fitted.map_err(|e| self.diverged_hint(e, self.epochs_done() + 1))?;
         let summary = self.summary()?;
         write_report(&self.out_dir, &summary)?;
@@ -270,11 +296,21 @@ impl Run {
         let data = Arc::clone(&self.data);
         let mut train = DataLoader::new(&data.train, self.loader_config(true))?;
         let mut test = DataLoader::new(&data.test, self.loader_config(false))?;
+        let mut balanced = self.balanced_loader(&data)?;
+        let mut sets = test_sets(&mut test, balanced.as_mut());
         let record = self
             .trainer
-            .train_epoch(&mut train, Some(&mut test), observer);
+            .train_epoch_sets(&mut train, &mut sets, observer);
         let record = record.map_err(|e| self.diverged_hint(e, self.epochs_done() + 1))?;
         Ok(record.to_json())
+    }
+
+    /// The loader of the balanced test set, when the run has one.
+    fn balanced_loader<'d>(&self, data: &'d RunData) -> Result<Option<DataLoader<'d>>> {
+        data.test_balanced
+            .as_ref()
+            .map(|d| DataLoader::new(d, self.loader_config(false)))
+            .transpose()
     }
 
     /// The loader of the training set (shuffled, augmented) or of an
@@ -367,4 +403,16 @@ fn stored_config(ckpt: &TrainingCheckpoint, path: &Path) -> Result<TrainConfig> 
     let json: Value = serde_json::from_str(text)
         .map_err(|e| corrupt(format!("`{META_CONFIG}` is not JSON: {e}")))?;
     TrainConfig::from_json(&json).map_err(|e| corrupt(format!("`{META_CONFIG}`: {e}")))
+}
+
+/// The run's validation sets: `test`, and `test_balanced` when there is one.
+fn test_sets<'l, 'd>(
+    test: &'l mut DataLoader<'d>,
+    balanced: Option<&'l mut DataLoader<'d>>,
+) -> Vec<(&'static str, &'l mut DataLoader<'d>)> {
+    let mut sets = vec![(TEST_SECTION, test)];
+    if let Some(b) = balanced {
+        sets.push((BALANCED_SECTION, b));
+    }
+    sets
 }

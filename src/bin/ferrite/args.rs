@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// Random horizontal flips (default: on for CIFAR, off otherwise)
     #[arg(long)]
     pub hflip: Option<bool>,
+    /// MultiMNIST-LT's test sets: imbalanced (drawn like the training set),
+    /// balanced (every digit equally likely) or both (default; every
+    /// metric reported on each)
+    #[arg(long)]
+    pub test_set: Option<String>,
 
     /// Model: resnet8/14/20/32/44/56/110 (CIFAR style), resnet18-cifar, resnet18/34/50
     #[arg(long, default_value = "resnet8")]
@@ -105,6 +110,9 @@ impl RunArgs {
         }
         if let Some(f) = self.hflip {
             data.hflip = f;
+        }
+        if let Some(t) = &self.test_set {
+            data.test_set = t.parse()?;
         }
         let mut c = TrainConfig::new(data, &self.model, loss);
         c.stem = self.stem.clone();

@@ -4,7 +4,7 @@
 //! Messages name the setting's key in the saved configuration and its
 //! command-line option.
 
-use super::{bad, OptimizerKind, ScheduleKind, TrainConfig};
+use super::{bad, DatasetKind, OptimizerKind, ScheduleKind, TestSet, TrainConfig};
 use crate::error::Result;
 
 /// Most epochs a run may have.
@@ -150,6 +150,12 @@ impl TrainConfig {
             return Err(bad(format!(
                 "`data.crop_padding` (--crop-padding) must be at most {MAX_CROP_PADDING}, got {}",
                 d.crop_padding
+            )));
+        }
+        if d.test_set != TestSet::Imbalanced && d.kind != DatasetKind::MultiMnistLt {
+            return Err(bad(format!(
+                "`data.test_set` (--test-set): only multimnist-lt has a balanced test set; {} has its own",
+                d.kind.name()
             )));
         }
         if self.loss.is_cross_entropy() && d.kind.is_multi_label() {
