@@ -126,14 +126,21 @@ pub fn convolutions(cfg: &ResNetConfig, hw: usize) -> Vec<ConvLayer> {
 }
 
 /// The distinct convolutions of the models whose name contains `filter`
-/// (all without one), each with the models it occurs in and how often.
+/// (all without one), each with the models it occurs in and how often;
+/// a `filter` that names no model selects the layers whose shape
+/// ([`ConvLayer::shape`] at batch 32) contains it, e.g. `512x4x4`.
 pub fn distinct_layers(filter: Option<&str>) -> Vec<(ConvLayer, Vec<(String, usize)>)> {
+    let all = models();
+    let by_model = filter.is_some_and(|f| all.iter().any(|(name, _, _)| name.contains(f)));
     let mut rows: Vec<(ConvLayer, Vec<(String, usize)>)> = Vec::new();
-    for (name, cfg, hw) in models() {
-        if filter.is_some_and(|f| !name.contains(f)) {
+    for (name, cfg, hw) in all {
+        if by_model && filter.is_some_and(|f| !name.contains(f)) {
             continue;
         }
         for l in convolutions(&cfg, hw) {
+            if !by_model && filter.is_some_and(|f| !l.shape(32).contains(f)) {
+                continue;
+            }
             let i = match rows.iter().position(|(r, _)| *r == l) {
                 Some(i) => i,
                 None => {

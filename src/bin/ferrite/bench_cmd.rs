@@ -30,7 +30,8 @@ pub struct BenchArgs {
     profile: bool,
     /// Instead of the kernel table: every distinct convolution of the
     /// CIFAR ResNet-8/20/18 and ResNet-18/50, each pass timed on its own
-    /// (CPU; --filter picks models by name, --conv-batch the batch, --json)
+    /// (CPU; --filter picks models by name or layers by shape, e.g.
+    /// 512x4x4; --conv-batch the batch; --json)
     #[arg(long)]
     conv_layers: bool,
     /// Tiny sizes for every GPU row (a rehearsal on the emulated GPU);
@@ -145,7 +146,7 @@ fn run_conv_layers(args: &BenchArgs) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     if rows.is_empty() {
-        return Err("--filter selected no model (resnet8_cifar, resnet20_cifar, resnet18_cifar, resnet18, resnet50)".to_string());
+        return Err("--filter matched no model (resnet8_cifar, resnet20_cifar, resnet18_cifar, resnet18, resnet50) and no layer shape".to_string());
     }
     if json {
         let v = conv_layers::to_json(&rows, peak, batch);
