@@ -9,6 +9,10 @@ pass, every layer counted as often as the model uses it.
 
 Usage: python3 benches/compare_conv.py --ferrite f1.json [f2.json ...]
                                        --torch t1.json [t2.json ...]
+                                       [--before b1.json ...]
+
+With --before (runs of an earlier ferrite build), a column shows that
+build's time next to the current one.
 """
 
 import argparse
@@ -42,7 +46,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ferrite", nargs="+", required=True)
     parser.add_argument("--torch", nargs="+", required=True)
+    parser.add_argument("--before", nargs="+", help="runs of an earlier ferrite build")
     args = parser.parse_args()
+    before = load_rows(args.before)[0] if args.before else None
     ours, oh = load_rows(args.ferrite)
     theirs, th = load_rows(args.torch)
     peak = oh.get("peak_gflops")
@@ -50,9 +56,10 @@ def main():
           f"{peak:.0f} GFLOP/s; {th['impl']}: {len(args.torch)} run(s), {th['threads']} "
           f"threads, {th.get('cpu_capability', '')}; batch {oh['batch']}")
     print()
-    print("| layer | pass | ferrite ms (range) | GFLOP/s | % of peak | algorithm | "
+    was = "ferrite before ms (range) | " if before else ""
+    print(f"| layer | pass | {was}ferrite ms (range) | GFLOP/s | % of peak | algorithm | "
           "PyTorch ms (range) | ferrite / PyTorch |")
-    print("|---|---|---:|---:|---:|---|---:|---:|")
+    print("|---|---|" + ("---:|" if before else "") + "---:|---:|---:|---|---:|---:|")
     totals = {}
     slower = 0
     for key, rows in ours.items():
@@ -64,20 +71,25 @@ def main():
         if t and f[0] > t[0]:
             ratio = f"**{ratio}**"
             slower += 1
-        print(f"| {key[0]} | {key[1]} | {cell(f)} | {rate:.0f} | {100 * rate / peak:.0f} % | "
+        b = summary(before[key]) if before and key in before else None
+        was = (cell(b) if b else "n/a") + " | " if before else ""
+        print(f"| {key[0]} | {key[1]} | {was}{cell(f)} | {rate:.0f} | {100 * rate / peak:.0f} % | "
               f"{rows[0]['algorithm']} | {cell(t) if t else 'n/a'} | {ratio} |")
         for m in rows[0]["models"].split():
             name, count = m.split("\u00d7")
-            tot = totals.setdefault((name, key[1]), [0.0, 0.0])
+            tot = totals.setdefault((name, key[1]), [0.0, 0.0, 0.0])
             tot[0] += int(count) * f[0]
             tot[1] += int(count) * (t[0] if t else float("nan"))
+            tot[2] += int(count) * (b[0] if b else float("nan"))
     print()
     print(f"{slower} of {len(ours)} rows slower than PyTorch (ratio in bold).")
     print()
-    print("| model | pass | ferrite ms (sum of layers) | PyTorch ms | ferrite / PyTorch |")
-    print("|---|---|---:|---:|---:|")
-    for (name, p), (a, b) in totals.items():
-        print(f"| {name} | {p} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+    was = "ferrite before ms | " if before else ""
+    print(f"| model | pass | {was}ferrite ms (sum of layers) | PyTorch ms | ferrite / PyTorch |")
+    print("|---|---|" + ("---:|" if before else "") + "---:|---:|---:|")
+    for (name, p), (a, t, b) in sorted(totals.items()):
+        was = f"{b:.1f} | " if before else ""
+        print(f"| {name} | {p} | {was}{a:.1f} | {t:.1f} | {a / t:.2f} |")
 
 
 if __name__ == "__main__":
