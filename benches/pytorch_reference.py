@@ -11,11 +11,21 @@ Usage (PyTorch is only needed here, never by ferrite):
 
     python benches/pytorch_reference.py --threads 2
 
+With --conv-layers it prints instead the per-layer table of `ferrite bench
+--conv-layers`: every distinct convolution of the CIFAR ResNet-8/20/18 and
+torchvision's ResNet-18/50 at batch 32, forward, input gradient and weight
+gradient each timed on its own (`aten.convolution_backward` with one output
+selected), with the backend PyTorch picks; --json writes the rows that
+`benches/compare_conv.py` joins with ferrite's:
+
+    python benches/pytorch_reference.py --threads 2 --conv-layers --json > torch.json
+
 Run it alternating with `ferrite bench` on a quiet machine: shared
 machines drift by 10-20 % between hours.
 """
 
 import argparse
+import json
 import statistics
 import time
 
@@ -100,6 +110,97 @@ def conv_rows(batch, repeats):
     return rows
 
 
+def resnet_convolutions(model):
+    """Every convolution of `model` as (cin, cout, k, stride, pad, hw), in
+    network order, as ferrite's `bench::conv_layers::convolutions` lists
+    them: CIFAR ResNets take 32x32 inputs, torchvision's 224x224."""
+    out_hw = lambda hw, k, s, p: (hw + 2 * p - k) // s + 1
+    if model.endswith("_cifar"):
+        if model == "resnet18_cifar":
+            block, layers, widths, proj = "basic", [2, 2, 2, 2], [64, 128, 256, 512], True
+        else:
+            n = (int(model[len("resnet"):-len("_cifar")]) - 2) // 6
+            block, layers, widths, proj = "basic", [n] * 3, [16, 32, 64], False
+        convs, hw = [(3, widths[0], 3, 1, 1, 32)], 32
+    else:
+        block, layers = {"resnet18": ("basic", [2, 2, 2, 2]),
+                         "resnet50": ("bottleneck", [3, 4, 6, 3])}[model]
+        widths, proj = [64, 128, 256, 512], True
+        convs = [(3, 64, 7, 2, 3, 224)]
+        hw = out_hw(out_hw(224, 7, 2, 3), 3, 2, 1)
+    exp = 4 if block == "bottleneck" else 1
+    inplanes = widths[0]
+    for i, (n, planes) in enumerate(zip(layers, widths)):
+        for b in range(n):
+            s = 2 if b == 0 and i > 0 else 1
+            width, nxt = planes * exp, out_hw(hw, 3, s, 1)
+            if block == "basic":
+                convs += [(inplanes, planes, 3, s, 1, hw), (planes, planes, 3, 1, 1, nxt)]
+            else:
+                convs += [(inplanes, planes, 1, 1, 0, hw), (planes, planes, 3, s, 1, hw),
+                          (planes, width, 1, 1, 0, nxt)]
+            if proj and (s != 1 or inplanes != width):
+                convs.append((inplanes, width, 1, s, 0, hw))
+            inplanes, hw = width, nxt
+    return convs
+
+
+MODELS = ["resnet8_cifar", "resnet20_cifar", "resnet18_cifar", "resnet18", "resnet50"]
+
+
+def sample_ms(fn, min_runs, budget_s):
+    """Sorted times (ms) after one warm-up run: at least `min_runs` runs and
+    about `budget_s` seconds, at most 50 runs (as ferrite's bench)."""
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 50):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)
+
+
+def conv_layer_rows(batch, model_filter, budget_s, on_row):
+    layers = {}
+    for m in MODELS:
+        if model_filter and model_filter not in m:
+            continue
+        for conv in resnet_convolutions(m):
+            counts = layers.setdefault(conv, {})
+            counts[m] = counts.get(m, 0) + 1
+    rows = []
+    torch.manual_seed(0)
+    for (cin, cout, k, s, p, hw), counts in layers.items():
+        oh = (hw + 2 * p - k) // s + 1
+        x = torch.randn(batch, cin, hw, hw)
+        w = torch.randn(cout, cin, k, k)
+        dy = torch.randn(batch, cout, oh, oh)
+        st, pd, dl = [s, s], [p, p], [1, 1]
+        backend = str(torch._C._select_conv_backend(x, w, None, st, pd, dl, False, [0, 0], 1, None))
+        backend = backend.split(".")[-1]
+        flops = 2.0 * batch * cout * oh * oh * cin * k * k
+        shape = f"{batch}x{cin}x{hw}x{hw} -> {cout} k{k} s{s} p{p}"
+        models = " ".join(f"{m}\u00d7{c}" for m, c in counts.items())
+
+        def bwd(mask):
+            return lambda: torch.ops.aten.convolution_backward(
+                dy, x, w, None, st, pd, dl, False, [0, 0], 1, mask)
+
+        passes = [("fwd", lambda: F.conv2d(x, w, stride=s, padding=p)),
+                  ("bwd_input", bwd([True, False, False])),
+                  ("bwd_weight", bwd([False, True, False]))]
+        with torch.no_grad():
+            for name, fn in passes:
+                t = sample_ms(fn, 5, budget_s)
+                med = t[len(t) // 2]
+                row = {"shape": shape, "pass": name, "min_ms": t[0], "median_ms": med,
+                       "max_ms": t[-1], "runs": len(t), "gflops": flops / med / 1e6,
+                       "algorithm": backend, "models": models}
+                on_row(row)
+                rows.append(row)
+    return rows
+
+
 def step_ms(batch, steps):
     torch.manual_seed(0)
     net = CifarResNet18()
@@ -119,8 +220,35 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["conv", "resnet18"], default=None)
+    parser.add_argument("--conv-layers", action="store_true",
+                        help="the per-layer convolution table instead")
+    parser.add_argument("--filter", help="--conv-layers: models whose name contains this")
+    parser.add_argument("--batch", type=int, default=32, help="--conv-layers: images per batch")
+    parser.add_argument("--quick", action="store_true", help="--conv-layers: shorter runs")
+    parser.add_argument("--json", action="store_true", help="--conv-layers: print JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.conv_layers:
+        budget = 0.1 if args.quick else 0.4
+        if not args.json:
+            print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, "
+                  f"CPU capability {torch.backends.cpu.get_cpu_capability()}, batch {args.batch}")
+            print("| layer | pass | min | median | max | GFLOP/s | algorithm | models |")
+            print("|---|---|---:|---:|---:|---:|---|---|")
+
+        def show(r):
+            if not args.json:
+                print(f"| {r['shape']} | {r['pass']} | {r['min_ms']:.3f} ms | "
+                      f"{r['median_ms']:.3f} ms | {r['max_ms']:.3f} ms | {r['gflops']:.1f} | "
+                      f"{r['algorithm']} | {r['models']} |", flush=True)
+
+        rows = conv_layer_rows(args.batch, args.filter, budget, show)
+        if args.json:
+            print(json.dumps({"impl": f"pytorch {torch.__version__}",
+                              "threads": torch.get_num_threads(),
+                              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                              "batch": args.batch, "rows": rows}, indent=1))
+        return
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
     if args.only in (None, "conv"):

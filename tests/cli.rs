@@ -494,3 +494,60 @@ fn bench_json_rows_carry_min_median_max_and_the_provenance() {
         );
     }
 }
+
+#[test]
+fn bench_conv_layers_prints_every_pass_of_every_layer_as_json() {
+    // ResNet-8's six distinct convolutions, three passes each, at batch 1
+    // (the rows' times are not checked: this is not a timing test).
+    let out = ferrite(&[
+        "bench",
+        "--conv-layers",
+        "--filter",
+        "resnet8_cifar",
+        "--conv-batch",
+        "1",
+        "--peak-gflops",
+        "100",
+        "--quick",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6 * 3);
+    assert_eq!(rows[0]["shape"], "1x3x32x32 -> 16 k3 s1 p1");
+    let passes: Vec<&str> = rows
+        .iter()
+        .take(3)
+        .map(|r| r["pass"].as_str().unwrap())
+        .collect();
+    assert_eq!(passes, ["fwd", "bwd_input", "bwd_weight"]);
+    for r in rows {
+        assert!(r["min_ms"].as_f64() <= r["median_ms"].as_f64(), "{r}");
+        assert!(
+            r["algorithm"].as_str().is_some_and(|a| !a.is_empty()),
+            "{r}"
+        );
+        assert!(
+            r["models"].as_str().unwrap().contains("resnet8_cifar×"),
+            "{r}"
+        );
+    }
+    let bad = ferrite(&["bench", "--conv-layers", "--filter", "no-such-layer"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("matched no model"),
+        "{}",
+        stderr(&bad)
+    );
+    let gpu = ferrite(&["bench", "--conv-layers", "--tiny"]);
+    assert!(
+        stderr(&gpu).contains("--tiny does not apply to --conv-layers"),
+        "{}",
+        stderr(&gpu)
+    );
+    // Every JSON output says which build and machine measured it.
+    assert!(v["provenance"]["git_commit"].is_string(), "{v}");
+}

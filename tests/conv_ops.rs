@@ -4,7 +4,7 @@
 
 mod common;
 use common::{assert_close, check_grad, randn};
-use ferrite::ops::conv::{cpu::ConvGeom, winograd};
+use ferrite::ops::conv::{cpu::ConvGeom, plan, winograd};
 use ferrite::ops::Conv2dParams;
 use ferrite::{DType, Tensor};
 
@@ -322,7 +322,7 @@ fn uneven_multi_image_tiles_with_groups() {
 
 #[test]
 fn stride_one_input_gradient_through_the_flipped_kernel() {
-    // 16+ input channels per group and stride 1 take the transposed-conv
+    // 16+ input channels per group and stride 1 can take the transposed-conv
     // route for dx; dilation and asymmetric padding must survive the flip.
     let x = randn(&[2, 16, 5, 6], 41);
     let w = randn(&[4, 16, 3, 2], 42);
@@ -349,6 +349,91 @@ fn stride_one_input_gradient_through_the_flipped_kernel() {
         |t| t[0].conv2d(&t[1], None, Conv2dParams::default().padding(1).groups(2)),
         &[x, w],
     );
+    // The planes above are small, so their 3×3 kernels take col2im (see
+    // `input_gradient_routes_match_the_definition`); on 32×32 planes the
+    // same kernels take the flipped route, checked against the definition.
+    let cases = [
+        ([2, 16, 32, 32], [4, 16, 3, 2], p((1, 1), (2, 1), (2, 1), 1)),
+        ([1, 32, 32, 32], [8, 16, 3, 3], p((1, 1), (1, 1), (1, 1), 2)),
+        ([1, 40, 32, 32], [6, 20, 3, 3], p((1, 1), (1, 1), (1, 1), 2)),
+    ];
+    for (i, (xs, ws, params)) in cases.into_iter().enumerate() {
+        let g = ConvGeom::new(xs, ws, &params).unwrap();
+        let route = plan::algorithm(&g, plan::Pass::InputGrad);
+        assert!(route.starts_with("flipped"), "{xs:?}: {route}");
+        let seed = 300 + 10 * i as u64;
+        let (x, w, b) = (
+            randn(&xs, seed),
+            randn(&ws, seed + 1),
+            randn(&[ws[0]], seed + 2),
+        );
+        check_against_the_definition("flipped dx, large planes", &x, &w, &b, params, seed + 3);
+    }
+}
+
+#[test]
+fn input_gradient_routes_match_the_definition() {
+    // Which route computes dx ([`plan::flipped_geometry`]): col2im for 3×3
+    // kernels on small planes (the tile GEMM of the flipped convolution
+    // loses there), the flipped kernel for 1×1 kernels and large planes.
+    // Channel counts off the vector width, non-square planes, padding
+    // 0/1/2, f64 against the definition and f32 against f64.
+    let routes: [([usize; 4], [usize; 4], Conv2dParams, &str); 5] = [
+        (
+            [3, 20, 4, 5],
+            [24, 20, 3, 3],
+            Conv2dParams::default().padding(1),
+            "gemm+col2im",
+        ),
+        (
+            [2, 17, 4, 4],
+            [33, 17, 3, 3],
+            Conv2dParams::default().padding(2),
+            "gemm+col2im",
+        ),
+        (
+            [2, 20, 4, 3],
+            [19, 20, 1, 1],
+            Conv2dParams::default(),
+            "flipped: im2col+gemm tiles",
+        ),
+        (
+            [1, 16, 32, 33],
+            [4, 16, 3, 2],
+            p((1, 1), (2, 1), (2, 1), 1),
+            "flipped: im2col+gemm per image",
+        ),
+        (
+            [2, 18, 5, 4],
+            [6, 18, 3, 3],
+            Conv2dParams::default(),
+            "gemm+col2im",
+        ),
+    ];
+    for (i, (xs, ws, params, route)) in routes.into_iter().enumerate() {
+        let g = ConvGeom::new(xs, ws, &params).unwrap();
+        assert_eq!(plan::algorithm(&g, plan::Pass::InputGrad), route, "{xs:?}");
+        let seed = 200 + 10 * i as u64;
+        let (x, w, b) = (
+            randn(&xs, seed),
+            randn(&ws, seed + 1),
+            randn(&[ws[0]], seed + 2),
+        );
+        check_against_the_definition(route, &x, &w, &b, params, seed + 3);
+        // f32: the same gradients to f32 accuracy.
+        let grads = |dtype: DType| {
+            let xv = x.to_dtype(dtype).unwrap().requires_grad_(true);
+            let wv = w.to_dtype(dtype).unwrap().requires_grad_(true);
+            let y = xv.conv2d(&wv, None, params).unwrap();
+            let r = randn(y.shape(), seed + 4).to_dtype(dtype).unwrap();
+            let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            let get = |t: &Tensor| g.get(t).unwrap().to_f64_vec().unwrap();
+            (get(&xv), get(&wv))
+        };
+        let ((dx32, dw32), (dx64, dw64)) = (grads(DType::F32), grads(DType::F64));
+        assert_close(&format!("{route}: f32 dx"), &dx32, &dx64, 1e-3, 1e-4);
+        assert_close(&format!("{route}: f32 dw"), &dw32, &dw64, 1e-3, 1e-4);
+    }
 }
 
 #[test]

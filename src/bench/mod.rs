@@ -12,6 +12,7 @@
 //! PyTorch reference script, [`datasheet`] the GPU peaks they are compared
 //! with.
 
+pub mod conv_layers;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda")]
@@ -78,11 +79,16 @@ pub struct Peaks {
 
 /// Sorted wall times of `f` over repeated runs after one warm-up run: at
 /// least 3 runs and about `budget` of total time, at most 50 runs.
-fn sample(budget: Duration, mut f: impl FnMut()) -> Vec<Duration> {
+fn sample(budget: Duration, f: impl FnMut()) -> Vec<Duration> {
+    sample_at_least(3, budget, f)
+}
+
+/// [`sample`] with at least `min_runs` timed runs.
+fn sample_at_least(min_runs: usize, budget: Duration, mut f: impl FnMut()) -> Vec<Duration> {
     f();
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 3 || (start.elapsed() < budget && times.len() < 50) {
+    while times.len() < min_runs || (start.elapsed() < budget && times.len() < 50) {
         let t = Instant::now();
         f();
         times.push(t.elapsed());

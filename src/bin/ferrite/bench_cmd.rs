@@ -29,6 +29,12 @@ pub struct BenchArgs {
     /// Also print where a training step's time goes, op by op (CPU)
     #[arg(long)]
     profile: bool,
+    /// Instead of the kernel table: every distinct convolution of the
+    /// CIFAR ResNet-8/20/18 and ResNet-18/50, each pass timed on its own
+    /// (CPU; --filter picks models by name or layers by shape, e.g.
+    /// 512x4x4; --conv-batch the batch; --json)
+    #[arg(long)]
+    conv_layers: bool,
     /// Tiny sizes for every GPU row (a rehearsal on the emulated GPU);
     /// the options below override them
     #[arg(long)]
@@ -36,7 +42,7 @@ pub struct BenchArgs {
     /// Comma-separated GEMM sizes n (n×n×n) (GPU; default 1024,2048,4096,8192)
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
-    /// Images per convolution batch (GPU; default 128)
+    /// Images per convolution batch (GPU: default 128; --conv-layers: 32)
     #[arg(long)]
     conv_batch: Option<usize>,
     /// Elements of the memory-bound rows (GPU; default 2^27)
@@ -52,7 +58,7 @@ pub struct BenchArgs {
     #[arg(long)]
     budget_ms: Option<u64>,
     /// Print the results as JSON: provenance, peaks and every row with
-    /// the min, median and max of its runs
+    /// the min, median and max of its runs (CPU, GPU, --conv-layers)
     #[arg(long)]
     json: bool,
 }
@@ -63,6 +69,13 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         .device
         .parse()
         .map_err(|e: ferrite::Error| e.to_string())?;
+    if device == ferrite::Device::Cpu && args.conv_layers {
+        let (threads, config) = (args.threads, args);
+        return crate::with_threads(threads, move || run_conv_layers(&config));
+    }
+    if args.conv_layers {
+        return Err("--conv-layers applies to the CPU (no --device cuda)".to_string());
+    }
     if device == ferrite::Device::Cpu {
         let gpu_only = [
             (args.tiny, "--tiny"),
@@ -87,6 +100,64 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     }
     let threads = args.threads;
     crate::with_threads(threads, move || run_cuda(args))
+}
+
+/// `ferrite bench --conv-layers`: the per-layer convolution table, as
+/// Markdown (rows printed as they are measured) or with `--json` as one
+/// JSON object at the end.
+fn run_conv_layers(args: &BenchArgs) -> Result<(), String> {
+    use bench::conv_layers;
+    let unsupported = [
+        (args.tiny, "--tiny"),
+        (!args.sizes.is_empty(), "--sizes"),
+        (args.elems.is_some(), "--elems"),
+        (!args.train_batches.is_empty(), "--train-batches"),
+        (args.train_steps.is_some(), "--train-steps"),
+        (args.budget_ms.is_some(), "--budget-ms"),
+        (args.profile, "--profile"),
+    ];
+    if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
+        return Err(format!("{flag} does not apply to --conv-layers"));
+    }
+    if let Some(mib) = args.buffer_cache_mib {
+        ferrite::backend::cpu::pool::set_limit_bytes(mib.saturating_mul(1 << 20));
+    }
+    let batch = args.conv_batch.unwrap_or(32);
+    if batch == 0 {
+        return Err("--conv-batch must be at least 1".to_string());
+    }
+    let peak = match args.peak_gflops {
+        Some(p) if p > 0.0 && p.is_finite() => p,
+        Some(p) => return Err(format!("--peak-gflops must be positive, got {p}")),
+        None => bench::measure_fma_peak().map_or(f64::NAN, |(p, _)| p),
+    };
+    let budget = std::time::Duration::from_millis(if args.quick { 100 } else { 400 });
+    if !args.json {
+        println!("{}", Provenance::current().summary_line());
+        print!(
+            "threads: {}   FMA peak: {peak:.1} GFLOP/s   batch: {batch}\n\n{}",
+            rayon::current_num_threads(),
+            conv_layers::TABLE_HEADER
+        );
+    }
+    let json = args.json;
+    let rows = conv_layers::run(args.filter.as_deref(), batch, (5, budget), |r| {
+        if !json {
+            print!("{}", conv_layers::format_row(r, peak));
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        return Err("--filter matched no model (resnet8_cifar, resnet20_cifar, resnet18_cifar, resnet18, resnet50) and no layer shape".to_string());
+    }
+    if json {
+        let v = conv_layers::to_json(&rows, peak, batch);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
+    }
+    Ok(())
 }
 
 fn run_cpu(config: BenchConfig, buffer_cache_mib: Option<usize>, json: bool) -> Result<(), String> {

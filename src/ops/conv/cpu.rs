@@ -31,7 +31,8 @@
 //! forward. The `_im2col` functions compute any geometry.
 
 pub use super::geom::ConvGeom;
-use super::winograd;
+pub use super::plan::{DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
+use super::{plan, winograd};
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
@@ -179,21 +180,6 @@ fn tile_images(g: &ConvGeom) -> usize {
     let by_threads = g.n.div_ceil(num_threads()).max(1);
     by_width.min(by_threads).min(g.n.max(1))
 }
-
-/// Output planes of at least this many pixels get one forward GEMM per
-/// image, written straight into the NCHW output. matrixmultiply packs the
-/// weights once per 1024 output columns anyway (its `NC` block), so
-/// per-image GEMMs this wide pack no more than a tile GEMM does; smaller
-/// planes share a tile GEMM and are copied out of it.
-pub const DIRECT_MIN_COLUMNS: usize = 1024;
-
-/// Output planes of at least this many pixels get one weight-gradient GEMM
-/// per image, reading `dy` in place. matrixmultiply walks the inner
-/// dimension in blocks of 256 (its `KC`), reading and writing the result
-/// once per block, so cutting the inner dimension at image boundaries
-/// costs nothing extra once an image fills a block; smaller planes are
-/// gathered side by side first.
-pub const DIRECT_MIN_INNER: usize = 256;
 
 /// True when the whole job is big enough to spread tiles over threads.
 pub(super) fn parallel(g: &ConvGeom) -> bool {
@@ -363,27 +349,8 @@ fn gather_tile<T: Copy>(dy: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, 
 /// Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     let (dy, w) = g.input_grad_operands(dy, w)?;
-    let (dh, dw) = g.dilation;
-    let reach = (dh * (g.kh - 1), dw * (g.kw - 1));
-    // With few input channels per group (an RGB stem), the flipped GEMM
-    // would have only `cg` rows; col2im's `cg·kh·kw` rows then do better.
-    if g.stride == (1, 1) && g.padding.0 <= reach.0 && g.padding.1 <= reach.1 && g.cg() >= 16 {
+    if let Some(transposed) = plan::flipped_geometry(g) {
         let flipped = flip_kernel(w, g)?;
-        let transposed = ConvGeom {
-            n: g.n,
-            c_in: g.c_out,
-            h: g.oh,
-            w: g.ow,
-            c_out: g.c_in,
-            kh: g.kh,
-            kw: g.kw,
-            stride: (1, 1),
-            padding: (reach.0 - g.padding.0, reach.1 - g.padding.1),
-            dilation: g.dilation,
-            groups: g.groups,
-            oh: g.h,
-            ow: g.w,
-        };
         return conv2d_forward(dy, &flipped, None, &transposed);
     }
     conv2d_backward_input_col2im(dy, w, g)

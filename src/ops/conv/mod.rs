@@ -20,6 +20,7 @@ mod cuda;
 mod geom;
 #[cfg(feature = "cuda")]
 pub mod params;
+pub mod plan;
 pub mod winograd;
 
 pub use geom::conv_out_len;
