@@ -57,7 +57,7 @@ pub const FLIPPED_MIN_CHANNELS: usize = 16;
 /// where the flipped route does not apply (strides other than 1, padding
 /// beyond the kernel's reach), has too few input channels
 /// ([`FLIPPED_MIN_CHANNELS`]), or would run as an im2col tile GEMM of a
-/// kernel wider than 1×1 (see [`flipped_pays`]).
+/// kernel wider than 1×1 (see `flipped_pays`).
 pub fn flipped_geometry(g: &ConvGeom) -> Option<ConvGeom> {
     flipped_candidate(g).filter(|t| flipped_pays(g, t))
 }
