@@ -170,6 +170,8 @@ impl Run {
             );
             other.test_size = balanced.len();
             other.title = format!("{} — balanced test set", other.title);
+            // Said once, in the main report.
+            (other.provenance, other.plm_lambda) = (None, None);
             summary
                 .other_sets
                 .push((BALANCED_SECTION.to_string(), other));
