@@ -76,6 +76,13 @@ fn the_control_is_the_expectation_of_plm_masked_loss() {
 
 #[test]
 fn the_control_is_written_and_refused_like_any_loss() {
+    // Any accepted r̂ builds an objective, whatever the class counts.
+    for rhat in ["1e-6", "0.5", "1e6"] {
+        let spec: LossSpec = format!("reweight(rhat={rhat})").parse().unwrap();
+        for (positives, n) in [(vec![1, 0, 9], 10), (vec![999_999, 1], 1_000_000)] {
+            Objective::new(&spec, 1, 0, &positives, n).unwrap();
+        }
+    }
     let spec: LossSpec = "reweight+focal".parse().unwrap();
     assert_eq!(spec.reweight, Some(1.0));
     assert_eq!(
@@ -87,6 +94,8 @@ fn the_control_is_written_and_refused_like_any_loss() {
         ("plm+reweight", "in place of plm"),
         ("reweight+ce", "not `ce`"),
         ("reweight(rhat=0)", "rhat must be"),
+        ("reweight(rhat=1e300)", "rhat must be"),
+        ("reweight(rhat=nan)", "rhat must be"),
         ("reweight(beta=1)", "unknown setting `beta`"),
     ] {
         let err = bad.parse::<LossSpec>().unwrap_err().to_string();

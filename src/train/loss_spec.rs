@@ -251,9 +251,12 @@ impl LossSpec {
                     "reweight weights a per-element loss (bce, focal, asl), not `ce`",
                 ));
             }
-            if !(rhat.is_finite() && rhat > 0.0) {
+            // PLM's own clamp interval, so PLM accepts it for any data.
+            let d = PlmConfig::default();
+            if !(d.rhat_min..=d.rhat_max).contains(&rhat) {
                 return Err(bad(format!(
-                    "reweight: rhat must be a finite number > 0, got {rhat}"
+                    "reweight: rhat must be in [{}, {}], got {rhat}",
+                    d.rhat_min, d.rhat_max
                 )));
             }
         }
