@@ -99,6 +99,16 @@ fn every_epoch_records_what_plm_did() {
     // The report says which λ, and draws r̂/r per class over the epochs.
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("PLM's λ = 0.5 (fixed)"), "{report}");
+    // ... and each class's coverage, the log's last values.
+    assert!(report.contains("coverage + | coverage − |"), "{report}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let coverage_neg = floats(&records[2]["plm"]["coverage_neg"]);
+    for row in json["per_class"].as_array().unwrap() {
+        let c = row["class"].as_u64().unwrap() as usize;
+        assert_eq!(row["plm_coverage"]["pos"].as_f64(), Some(coverage_pos[c]));
+        assert_eq!(row["plm_coverage"]["neg"].as_f64(), Some(coverage_neg[c]));
+    }
     let chart = std::fs::read_to_string(dir.join("plm_rhat.svg")).unwrap();
     assert!(chart.contains("λ = 0.5") && chart.contains("log10(r̂ / r)"));
     assert_eq!(chart.matches("<polyline").count(), classes);

@@ -51,7 +51,15 @@ pub struct ClassRow {
     pub plm_rhat: Option<f64>,
     /// The data's ratio `r = Npos / Nneg` of the class (PLM runs only).
     pub plm_ratio: Option<f64>,
+    /// PLM's coverage of the class over the run: how many epochs' worth of
+    /// its positives and of its negatives the masks kept, in expectation
+    /// (`(positives, negatives)`; PLM runs that recorded it only).
+    pub plm_coverage: Option<(f64, f64)>,
 }
+
+/// Classes with fewer test positives than this get a warning in the
+/// report: their recall moves by more than 1 % per image.
+pub const MIN_TAIL_TEST_POSITIVES: u64 = 100;
 
 /// What a finished run reports.
 #[derive(Clone, Debug)]
@@ -108,6 +116,7 @@ impl RunSummary {
                     average_precision: m.average_precision,
                     plm_rhat: plm.map(|p| p.rhat()[c]),
                     plm_ratio: plm.map(|p| p.ratios()[c]),
+                    plm_coverage: None,
                 }
             })
             .collect();
@@ -135,6 +144,20 @@ impl RunSummary {
                 (p.config().lambda, rule.to_string())
             }),
             other_sets: Vec::new(),
+        }
+    }
+
+    /// Records PLM's coverage per class (`pos[c]`, `neg[c]`: epochs' worth
+    /// of class `c`'s positives and negatives kept) in the rows of this
+    /// report and of its other test sets.
+    pub fn set_plm_coverage(&mut self, pos: &[f64], neg: &[f64]) {
+        for row in &mut self.rows {
+            if let (Some(&p), Some(&n)) = (pos.get(row.class), neg.get(row.class)) {
+                row.plm_coverage = Some((p, n));
+            }
+        }
+        for (_, other) in &mut self.other_sets {
+            other.set_plm_coverage(pos, neg);
         }
     }
 
@@ -167,7 +190,25 @@ impl RunSummary {
         for (k, v) in &self.summary {
             let _ = writeln!(s, "| {k} | {v:.4} |");
         }
+        let few: Vec<String> = self
+            .rows
+            .iter()
+            .rev()
+            .take(3)
+            .filter(|r| r.test_support < MIN_TAIL_TEST_POSITIVES)
+            .map(|r| format!("{} ({})", r.name, r.test_support))
+            .collect();
+        if !few.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n**Few test positives:** {} of the rarest classes have fewer than \
+                 {MIN_TAIL_TEST_POSITIVES} in this set, so their recall and precision \
+                 are noisy.",
+                few.join(", ")
+            );
+        }
         let plm = self.rows.iter().any(|r| r.plm_rhat.is_some());
+        let coverage = self.rows.iter().any(|r| r.plm_coverage.is_some());
         let _ = write!(
             s,
             "\nPer class, most → least frequent in training:\n\n| class | train positives | test positives | precision | recall | F1 | AP |"
@@ -175,8 +216,14 @@ impl RunSummary {
         if plm {
             s.push_str(" r | r̂ |");
         }
+        if coverage {
+            s.push_str(" coverage + | coverage − |");
+        }
         s.push_str("\n|---|---:|---:|---:|---:|---:|---:|");
         if plm {
+            s.push_str("---:|---:|");
+        }
+        if coverage {
             s.push_str("---:|---:|");
         }
         s.push('\n');
@@ -196,7 +243,16 @@ impl RunSummary {
             if let (Some(ratio), Some(rhat)) = (r.plm_ratio, r.plm_rhat) {
                 let _ = write!(s, " {ratio:.4} | {rhat:.4} |");
             }
+            if let Some((pos, neg)) = r.plm_coverage {
+                let _ = write!(s, " {pos:.2} | {neg:.2} |");
+            }
             s.push('\n');
+        }
+        if coverage {
+            s.push_str(
+                "\nCoverage: epochs' worth of the class's positives (+) and negatives (−) \
+                 that PLM's masks kept over the run, in expectation.\n",
+            );
         }
         for (name, other) in &self.other_sets {
             let _ = write!(s, "\n## On `{name}`\n\n{}", other.markdown());
@@ -226,6 +282,7 @@ impl RunSummary {
                 "test_support": r.test_support, "precision": r.precision, "recall": r.recall,
                 "f1": r.f1, "average_precision": r.average_precision,
                 "plm_rhat": r.plm_rhat, "plm_ratio": r.plm_ratio,
+                "plm_coverage": r.plm_coverage.map(|(p, n)| json!({"pos": p, "neg": n})),
             })).collect::<Vec<_>>(),
             "other_sets": self.other_sets.iter()
                 .map(|(name, other)| (name.clone(), other.to_json()))
@@ -276,6 +333,9 @@ impl RunSummary {
                 average_precision: num(r, "average_precision")?,
                 plm_rhat: r["plm_rhat"].as_f64(),
                 plm_ratio: r["plm_ratio"].as_f64(),
+                plm_coverage: r["plm_coverage"]["pos"]
+                    .as_f64()
+                    .zip(r["plm_coverage"]["neg"].as_f64()),
             });
         }
         Ok(RunSummary {
@@ -374,6 +434,7 @@ mod tests {
             average_precision: 0.3,
             plm_rhat: None,
             plm_ratio: None,
+            plm_coverage: None,
         };
         RunSummary {
             config: json!({"loss": {"kind": "bce"}}),
@@ -407,6 +468,29 @@ mod tests {
         let mut bad = j.clone();
         bad["per_class"][0]["precision"] = json!("high");
         assert!(RunSummary::from_json(&bad, "report.json").is_err());
+    }
+
+    #[test]
+    fn few_tail_positives_are_flagged_and_coverage_round_trips() {
+        let mut s = summary();
+        // 5 test positives per class: below the 100 a tail needs.
+        let md = s.markdown();
+        assert!(
+            md.contains("**Few test positives:** c1 (5), c0 (5)"),
+            "{md}"
+        );
+        assert!(!md.contains("coverage +"), "{md}");
+        s.rows[0].test_support = MIN_TAIL_TEST_POSITIVES;
+        s.rows[1].test_support = MIN_TAIL_TEST_POSITIVES;
+        assert!(!s.markdown().contains("Few test positives"));
+
+        s.set_plm_coverage(&[9.5, 0.25], &[10.0, 0.125]);
+        assert_eq!(s.rows[1].plm_coverage, Some((0.25, 0.125)));
+        let md = s.markdown();
+        assert!(md.contains("coverage + | coverage − |"), "{md}");
+        assert!(md.contains(" 0.25 | 0.12 |"), "{md}");
+        let back = RunSummary::from_json(&s.to_json(), "report.json").unwrap();
+        assert_eq!(back.rows, s.rows);
     }
 
     #[test]

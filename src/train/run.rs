@@ -176,6 +176,9 @@ impl Run {
                 .other_sets
                 .push((BALANCED_SECTION.to_string(), other));
         }
+        if let Some((pos, neg)) = self.trainer.criterion().coverage() {
+            summary.set_plm_coverage(pos, neg);
+        }
         Ok(summary)
     }
 

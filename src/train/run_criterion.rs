@@ -53,6 +53,14 @@ impl RunObjective {
     pub fn objective(&self) -> &Objective {
         &self.objective
     }
+
+    /// PLM's coverage so far per class (positives, negatives); `None`
+    /// without PLM or after resuming a checkpoint that did not record it.
+    pub fn coverage(&self) -> Option<(&[f64], &[f64])> {
+        self.coverage
+            .as_ref()
+            .map(|c| (c.pos.as_slice(), c.neg.as_slice()))
+    }
 }
 
 impl Criterion for RunObjective {
