@@ -1,0 +1,19 @@
+//! Data-parallel training: ranks that each train on a slice of the global
+//! batch and agree on every gradient.
+//!
+//! - [`Communicator`]: the collectives between ranks (all-reduce,
+//!   broadcast, all-gather, barrier, abort), with [`SingleProcess`] (one
+//!   rank) and [`InProcess`] (ranks as threads; what the tests use)
+//!   implementations. MPI (behind a feature) and NCCL (behind `cuda`) are
+//!   meant to implement the same trait.
+
+mod buffer;
+mod communicator;
+mod in_process;
+mod rendezvous;
+mod single;
+
+pub use buffer::Buffer;
+pub use communicator::{AllReduce, Communicator};
+pub use in_process::InProcess;
+pub use single::SingleProcess;
