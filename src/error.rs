@@ -117,6 +117,15 @@ pub enum Error {
         /// Size of the refused request, in bytes.
         bytes: usize,
     },
+    /// A collective operation between the ranks of a data-parallel job
+    /// failed: a rank aborted, panicked or left, or the ranks disagreed on
+    /// what to do. The message names the rank.
+    Distributed {
+        /// The collective that failed (e.g. `"all_reduce"`).
+        op: &'static str,
+        /// What went wrong, naming the rank at fault.
+        msg: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -158,6 +167,7 @@ impl fmt::Display for Error {
                 "out of memory: could not allocate {bytes} bytes ({:.1} GiB)",
                 *bytes as f64 / (1u64 << 30) as f64
             ),
+            Error::Distributed { op, msg } => write!(f, "distributed {op}: {msg}"),
         }
     }
 }

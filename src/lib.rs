@@ -31,6 +31,7 @@ pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod distributed;
 pub mod error;
 mod exact_f64;
 pub mod ground;

@@ -3,21 +3,25 @@
 //! Ops record a [`GradFn`] node when an input requires a gradient and grad
 //! mode is on ([`no_grad`] turns it off for the current thread). `backward`
 //! sorts the recorded graph topologically, walks it from the output to the
-//! leaves, and returns the gradients of the leaves in a [`GradStore`].
+//! leaves (a rule runs once all its output's consumers have run, newest op
+//! first), and returns the gradients of the leaves in a [`GradStore`]; a
+//! leaf's gradient is stored as soon as its last consumer's rule has run
+//! (see [`Tensor::backward_into_with_hook`]).
 //! Backward rules are ordinary tensor ops run in no-grad mode, so no graph is
 //! built during backward; each node's saved tensors are dropped as soon as
 //! its rule has run.
 
 mod gradcheck;
 mod store;
+mod walk;
 
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use store::GradStore;
+pub use walk::LeafReady;
 
 use crate::error::{Error, Result};
-use crate::tensor::{Tensor, TensorId};
+use crate::tensor::Tensor;
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
 
 /// The backward rule of one recorded op.
 ///
@@ -234,6 +238,46 @@ impl Tensor {
         store: &mut GradStore,
         opts: BackwardOptions,
     ) -> Result<()> {
+        self.backward_into_with_hook(grad, store, opts, &mut |_| Ok(()))
+    }
+
+    /// [`backward_into`](Self::backward_into) that calls `hook` once for
+    /// every leaf requiring a gradient that this pass reaches, as soon as
+    /// that leaf's gradient is final in `store` (its last consumer's rule
+    /// has run), while the rest of the graph is still being walked. This is
+    /// how a data-parallel reducer starts communicating a parameter's
+    /// gradient before backward ends. An error from the hook stops the pass
+    /// and is returned.
+    ///
+    /// The gradients are the same, bit for bit, with or without a hook, and
+    /// as those of the plain reverse-topological walk backward used before:
+    /// each tensor's incoming gradients are added in that walk's order,
+    /// whatever order the rules run in (newest op first).
+    ///
+    /// ```
+    /// use ferrite::autograd::{BackwardOptions, GradStore};
+    /// use ferrite::Tensor;
+    /// let w = Tensor::from_vec(vec![2.0f32], &[1])?.requires_grad_(true);
+    /// let x = Tensor::from_vec(vec![3.0f32], &[1])?.requires_grad_(true);
+    /// let loss = w.mul(&x)?.exp()?.sum_all()?;
+    /// let mut store = GradStore::new();
+    /// let mut ready = Vec::new();
+    /// let opts = BackwardOptions::default();
+    /// loss.backward_into_with_hook(&loss.ones_like()?, &mut store, opts, &mut |ev| {
+    ///     assert!(ev.store.get(ev.leaf).is_some()); // final already
+    ///     ready.push(ev.leaf.id());
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(ready.len(), 2);
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
+    pub fn backward_into_with_hook(
+        &self,
+        grad: &Tensor,
+        store: &mut GradStore,
+        opts: BackwardOptions,
+        hook: &mut dyn FnMut(LeafReady<'_>) -> Result<()>,
+    ) -> Result<()> {
         if grad.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
                 op: "backward",
@@ -248,106 +292,6 @@ impl Tensor {
                     .into(),
             ));
         }
-        let _no_grad = NoGradGuard::new();
-        let order = topological_order(self)?;
-        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
-        let seed = {
-            let _profile = crate::profile::backward_scope("seed");
-            grad.to_dtype(self.dtype())?
-        };
-        pending.insert(self.id(), seed);
-        for t in order.iter().rev() {
-            let Some(g) = pending.remove(&t.id()) else {
-                continue;
-            };
-            let mut node = t.node();
-            let recorded = match &*node {
-                Node::Leaf => {
-                    let _profile = crate::profile::backward_scope("accumulate");
-                    store.accumulate(t, g)?;
-                    continue;
-                }
-                Node::Freed(name) => return Err(freed_error(name)),
-                Node::Op(recorded) => recorded,
-            };
-            let op = &recorded.op;
-            let inputs = op.inputs();
-            recorded.check_versions(&inputs, t)?;
-            let grads = {
-                let _profile = crate::profile::backward_scope(op.name());
-                op.backward(&t.detach(), &g)?
-            };
-            if grads.len() != inputs.len() {
-                return Err(Error::Autograd(format!(
-                    "{}: backward returned {} gradients for {} inputs",
-                    op.name(),
-                    grads.len(),
-                    inputs.len()
-                )));
-            }
-            for (input, grad) in inputs.iter().zip(grads) {
-                let Some(grad) = grad else { continue };
-                if !input.requires_grad() {
-                    continue;
-                }
-                if grad.shape() != input.shape() {
-                    return Err(Error::Autograd(format!(
-                        "{}: gradient of shape {:?} for an input of shape {:?}",
-                        op.name(),
-                        grad.shape(),
-                        input.shape()
-                    )));
-                }
-                match pending.remove(&input.id()) {
-                    Some(acc) => {
-                        let _profile = crate::profile::backward_scope("accumulate");
-                        pending.insert(input.id(), acc.add(&grad)?)
-                    }
-                    None => pending.insert(input.id(), grad),
-                };
-            }
-            if !opts.retain_graph {
-                let name = op.name();
-                *node = Node::Freed(name);
-            }
-        }
-        Ok(())
+        walk::run(self, grad, store, opts, hook)
     }
-}
-
-fn freed_error(name: &str) -> Error {
-    Error::Autograd(format!(
-        "the graph through `{name}` was already freed by an earlier backward; \
-         use BackwardOptions {{ retain_graph: true }} to run backward twice"
-    ))
-}
-
-/// Tensors that require a gradient and are reachable from `root`, inputs
-/// before outputs. Iterative DFS, so deep graphs cannot overflow the stack.
-fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
-    let mut order = Vec::new();
-    let mut visited = HashSet::new();
-    // (tensor, children already pushed?)
-    let mut stack = vec![(root.clone(), false)];
-    while let Some((t, expanded)) = stack.pop() {
-        if expanded {
-            order.push(t);
-            continue;
-        }
-        if !visited.insert(t.id()) {
-            continue;
-        }
-        let inputs = match &*t.node() {
-            Node::Op(recorded) => recorded.op.inputs(),
-            Node::Leaf => Vec::new(),
-            Node::Freed(name) => return Err(freed_error(name)),
-        };
-        stack.push((t, true));
-        for input in inputs {
-            if input.requires_grad() && !visited.contains(&input.id()) {
-                stack.push((input, false));
-            }
-        }
-    }
-    Ok(order)
 }

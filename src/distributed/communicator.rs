@@ -1,0 +1,90 @@
+//! The interface between a data-parallel job's ranks.
+
+use super::Buffer;
+use crate::error::Result;
+
+/// The collectives data-parallel training needs, between the `world_size`
+/// ranks of a job (one process, thread or GPU each), as MPI and NCCL
+/// provide them.
+///
+/// Every rank must call the same collectives in the same order, with
+/// buffers of the same type and length (an asynchronous all-reduce counts
+/// when it starts): collectives are matched by their position in that
+/// sequence. A rank that fails calls [`abort`](Self::abort) (or panics, or
+/// drops its communicator); the other ranks' pending and later collectives
+/// then return an [`Error::Distributed`](crate::Error::Distributed) naming
+/// it instead of waiting forever.
+///
+/// Implementations: [`SingleProcess`](super::SingleProcess) (one rank) and
+/// [`InProcess`](super::InProcess) (ranks as threads of one process). The
+/// trait leaves room for MPI (a handle over a non-blocking request; no
+/// `Send` bound, since MPI communicators stay on their thread) and NCCL
+/// (a handle over a stream event).
+pub trait Communicator {
+    /// This rank's index, `0..world_size()`.
+    fn rank(&self) -> usize;
+
+    /// Number of ranks in the job.
+    fn world_size(&self) -> usize;
+
+    /// Starts summing `buf` over all ranks; [`AllReduce::wait`] returns
+    /// the sum, the same bits on every rank.
+    fn start_all_reduce_sum(&self, buf: Buffer) -> Result<AllReduce>;
+
+    /// Replaces `buf` on every rank by rank `root`'s.
+    fn broadcast(&self, buf: &mut Buffer, root: usize) -> Result<()>;
+
+    /// Every rank's buffer, in rank order (the lengths may differ between
+    /// ranks, the type may not).
+    fn all_gather(&self, buf: &Buffer) -> Result<Vec<Buffer>>;
+
+    /// Returns once every rank has reached it.
+    fn barrier(&self) -> Result<()>;
+
+    /// Ends the job because this rank failed: the other ranks' collectives
+    /// return an error carrying `message` and this rank's index.
+    fn abort(&self, message: &str);
+
+    /// Sums `buf` over all ranks in place (blocking).
+    fn all_reduce_sum(&self, buf: &mut Buffer) -> Result<()> {
+        *buf = self.start_all_reduce_sum(std::mem::take(buf))?.wait()?;
+        Ok(())
+    }
+
+    /// Averages `buf` over all ranks in place: the sum times
+    /// `1 / world_size`.
+    fn all_reduce_mean(&self, buf: &mut Buffer) -> Result<()> {
+        self.all_reduce_sum(buf)?;
+        buf.scale(1.0 / self.world_size() as f64);
+        Ok(())
+    }
+}
+
+/// An all-reduce in flight, from
+/// [`Communicator::start_all_reduce_sum`]: [`wait`](Self::wait) for its
+/// result. Dropping it without waiting leaves the collective to complete
+/// for the other ranks.
+pub struct AllReduce(Box<dyn FnOnce() -> Result<Buffer>>);
+
+impl AllReduce {
+    /// A handle whose result `wait` produces (blocking until it is there).
+    pub fn new(wait: impl FnOnce() -> Result<Buffer> + 'static) -> Self {
+        AllReduce(Box::new(wait))
+    }
+
+    /// A handle on a result that is already there.
+    pub fn done(result: Buffer) -> Self {
+        AllReduce::new(move || Ok(result))
+    }
+
+    /// Blocks until the sum is there and returns it.
+    pub fn wait(self) -> Result<Buffer> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for AllReduce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AllReduce { .. }")
+    }
+}

@@ -1,0 +1,27 @@
+//! Data-parallel training: ranks that each train on a slice of the global
+//! batch and agree on every gradient.
+//!
+//! - [`Communicator`]: the collectives between ranks (all-reduce,
+//!   broadcast, all-gather, barrier, abort), with [`SingleProcess`] (one
+//!   rank) and [`InProcess`] (ranks as threads; what the tests use)
+//!   implementations. MPI (behind a feature) and NCCL (behind `cuda`) are
+//!   meant to implement the same trait.
+//! - [`Reducer`]: DDP-style gradient buckets, all-reduced while backward
+//!   still runs, scaled so that uneven slices still give the global mean,
+//!   and the broadcast of rank 0's parameters and buffers.
+
+mod broadcast;
+mod bucket;
+mod buffer;
+mod communicator;
+mod in_process;
+mod reducer;
+mod rendezvous;
+mod single;
+
+pub use bucket::BucketOptions;
+pub use buffer::Buffer;
+pub use communicator::{AllReduce, Communicator};
+pub use in_process::InProcess;
+pub use reducer::Reducer;
+pub use single::SingleProcess;
