@@ -4,8 +4,8 @@
 //! - [`Communicator`]: the collectives between ranks (all-reduce,
 //!   broadcast, all-gather, barrier, abort), with [`SingleProcess`] (one
 //!   rank) and [`InProcess`] (ranks as threads; what the tests use)
-//!   implementations, and `mpi::MpiCommunicator` (feature `mpi`). NCCL
-//!   (behind `cuda`) is meant to implement the same trait.
+//!   implementations, `mpi::MpiCommunicator` (feature `mpi`) and
+//!   `nccl::NcclCommunicator` (feature `cuda`; compiled, not yet run).
 //! - [`Reducer`]: DDP-style gradient buckets, all-reduced while backward
 //!   still runs, scaled so that uneven slices still give the global mean,
 //!   and the broadcast of rank 0's parameters and buffers.
@@ -17,6 +17,8 @@ mod communicator;
 mod in_process;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 mod reducer;
 mod rendezvous;
 mod single;
