@@ -13,6 +13,9 @@
 //! last step to 1e-4, and every rank must end with the same bits. Any
 //! failure aborts the job with a non-zero exit and a message.
 //!
+//! `--time-all-reduce MB` then times all-reduces of MB megabytes of `f32`
+//! (median of 5, after one warm-up) and prints the bandwidth.
+//!
 //! `--panic-on-rank R` (or `--error-on-rank R`) makes rank R panic (or
 //! return an error) at the second step, while the other ranks wait in a
 //! collective: the job must end at once with a non-zero exit.
@@ -138,6 +141,7 @@ struct Options {
     steps: usize,
     panic_on_rank: Option<usize>,
     error_on_rank: Option<usize>,
+    time_all_reduce_mb: Option<usize>,
 }
 
 fn parse_args() -> std::result::Result<Options, String> {
@@ -156,6 +160,7 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--steps" => opts.steps = value()?.max(1),
             "--panic-on-rank" => opts.panic_on_rank = Some(value()?),
             "--error-on-rank" => opts.error_on_rank = Some(value()?),
+            "--time-all-reduce" => opts.time_all_reduce_mb = Some(value()?),
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
@@ -316,6 +321,31 @@ fn relative_error(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
         )
 }
 
+/// Median time of 5 all-reduces of `mb` MB of f32 (after a warm-up).
+fn time_all_reduce(comm: &MpiCommunicator, mb: usize) -> Result<()> {
+    let len = mb * (1 << 20) / 4;
+    let mut buf = Buffer::F32(vec![1.0; len]);
+    comm.all_reduce_sum(&mut buf)?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        comm.barrier()?;
+        let t = Instant::now();
+        comm.all_reduce_sum(&mut buf)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[2];
+    if comm.rank() == 0 {
+        println!(
+            "all-reduce of {mb} MB over {} ranks: {:.2} ms (median of 5), {:.2} GB/s of buffer",
+            comm.world_size(),
+            median * 1e3,
+            (len * 4) as f64 / median / 1e9
+        );
+    }
+    Ok(())
+}
+
 fn check(comm: MpiCommunicator, opts: &Options) -> Result<()> {
     let (rank, world) = (comm.rank(), comm.world_size());
     println!(
@@ -356,6 +386,14 @@ fn check(comm: MpiCommunicator, opts: &Options) -> Result<()> {
     Ok(())
 }
 
+fn run(comm: MpiCommunicator, opts: &Options) -> Result<()> {
+    check(comm.clone(), opts)?;
+    match opts.time_all_reduce_mb {
+        Some(mb) => time_all_reduce(&comm, mb),
+        None => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let opts = match parse_args() {
         Ok(o) => o,
@@ -364,7 +402,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match mpi::run_or_abort(|comm| check(comm, &opts)) {
+    match mpi::run_or_abort(|comm| run(comm, &opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ddp_mpi_check: {e}");

@@ -15,11 +15,12 @@ use crate::error::Result;
 /// then return an [`Error::Distributed`](crate::Error::Distributed) naming
 /// it instead of waiting forever.
 ///
-/// Implementations: [`SingleProcess`](super::SingleProcess) (one rank) and
-/// [`InProcess`](super::InProcess) (ranks as threads of one process). The
-/// trait leaves room for MPI (a handle over a non-blocking request; no
-/// `Send` bound, since MPI communicators stay on their thread) and NCCL
-/// (a handle over a stream event).
+/// Implementations: [`SingleProcess`](super::SingleProcess) (one rank),
+/// [`InProcess`](super::InProcess) (ranks as threads of one process),
+/// `mpi::MpiCommunicator` (feature `mpi`: a handle over a non-blocking
+/// request; no `Send` bound, since MPI communicators stay on their thread)
+/// and `nccl::NcclCommunicator` (feature `cuda`: a handle over work queued
+/// on a stream).
 pub trait Communicator {
     /// This rank's index, `0..world_size()`.
     fn rank(&self) -> usize;
