@@ -54,6 +54,7 @@ mod fit;
 mod metric;
 mod monitor;
 mod observer;
+mod parallel;
 mod record;
 mod state;
 
@@ -185,6 +186,11 @@ pub struct Trainer<M: Module, C: Criterion> {
     seconds: f64,
     stored_threads: Option<usize>,
     stored_device: Option<String>,
+    /// The world size of the job that wrote the checkpoint resumed from
+    /// (1 for a single process); `None` for a new run.
+    stored_world: Option<usize>,
+    /// Data-parallel training: the reducer and its communicator.
+    parallel: Option<parallel::Parallel>,
 }
 
 impl<M: Module, F> Trainer<M, F>
@@ -263,6 +269,8 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             seconds: 0.0,
             stored_threads: None,
             stored_device: None,
+            stored_world: None,
+            parallel: None,
         })
     }
 
@@ -334,10 +342,16 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// Starts a new run writing into `dir` (created if needed): refuses a
     /// folder that already holds a run (nothing written before is
     /// overwritten: resume it instead), removes temporary files of killed
-    /// writers, starts an empty `log.jsonl`.
+    /// writers, starts an empty `log.jsonl`. In data-parallel training
+    /// every rank checks the folder and rank 0 alone writes it.
     pub fn output(mut self, dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        files::start_new_run("Trainer::output", &dir)?;
+        let started = if self.is_writer() {
+            files::start_new_run("Trainer::output", &dir)
+        } else {
+            refuse_existing_run("Trainer::output", &dir)
+        };
+        self.abort_if_error(started)?;
         self.out_dir = Some(dir);
         Ok(self)
     }
@@ -349,15 +363,30 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// model, optimizer kind, monitors). Log lines of epochs after the
     /// checkpoint (from a process killed between the two writes) are
     /// dropped, and so are temporary files of killed writers.
+    ///
+    /// In data-parallel training every rank reads the checkpoint (the
+    /// folder must be shared), rank 0 alone tidies the folder, and a job of
+    /// another world size than the checkpoint's is refused.
     pub fn resume(mut self, dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        crate::checkpoint::remove_stale_temp_files(&dir)?;
+        let resumed = self.resume_from(&dir);
+        self.abort_if_error(resumed)?;
+        self.out_dir = Some(dir);
+        Ok(self)
+    }
+
+    fn resume_from(&mut self, dir: &Path) -> Result<()> {
+        if self.is_writer() {
+            crate::checkpoint::remove_stale_temp_files(dir)?;
+        }
         let path = dir.join(CHECKPOINT_FILE);
         let ckpt = crate::checkpoint::read_training(&path)?;
         self.restore(&ckpt, &path)?;
-        files::truncate_log(&dir, self.epochs_done)?;
-        self.out_dir = Some(dir);
-        Ok(self)
+        self.check_world_size()?;
+        if self.is_writer() {
+            files::truncate_log(dir, self.epochs_done)?;
+        }
+        Ok(())
     }
 
     /// The model.
@@ -375,6 +404,15 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// dataset with the criterion's activation).
     pub fn model_and_criterion(&mut self) -> (&mut M, &C) {
         (&mut self.model, &self.criterion)
+    }
+
+    /// The model mutably, the criterion and the communicator of a
+    /// data-parallel trainer, at once (a run's sharded scoring).
+    pub(crate) fn scoring_parts(
+        &mut self,
+    ) -> (&mut M, &C, Option<&dyn crate::distributed::Communicator>) {
+        let comm = self.parallel.as_ref().map(|p| p.comm());
+        (&mut self.model, &self.criterion, comm)
     }
 
     /// The model, giving up the trainer.
