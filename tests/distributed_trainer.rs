@@ -321,8 +321,12 @@ fn an_error_on_one_rank_fails_the_other_with_its_name() {
     });
     let own = results[1].as_ref().unwrap_err().to_string();
     assert!(own.contains("fails on purpose"), "{own}");
+    // Rank 0 learns why: rank 1 aborted the job with its error.
     let other = results[0].as_ref().unwrap_err().to_string();
-    assert!(other.contains("rank 1"), "{other}");
+    assert!(
+        other.contains("rank 1 aborted") && other.contains("fails on purpose"),
+        "{other}"
+    );
     let _ = std::fs::remove_dir_all(scratch("error-rank0"));
 }
 

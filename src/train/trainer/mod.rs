@@ -26,6 +26,7 @@
 //! | an epoch-wise LR scheduler | `.schedule(CosineAnnealing { .. })` |
 //! | `gradient_clip_val=1.0` | `.clip_grad_norm(Some(1.0))` |
 //! | `precision="bf16-mixed"` | `.precision(Precision::Bf16)` |
+//! | `strategy="ddp"` | `.with_communicator(comm)?` on every rank |
 //! | callbacks | an [`Observer`] |
 //!
 //! The trainer trains on the device of the model's parameters: move the
@@ -43,6 +44,14 @@
 //! else is a warning to the observer. (A [`Dropout`](crate::nn::Dropout)
 //! layer's generator is not in the checkpoint: models with dropout resume
 //! with fresh draws.)
+//!
+//! Data-parallel training ([`Trainer::with_communicator`], one trainer per
+//! rank, ranks connected by a [`Communicator`](crate::distributed::Communicator)):
+//! the batch size is the global batch, each rank trains on its slice of
+//! every global batch with gradients all-reduced during backward,
+//! validation is sharded and gathered, and rank 0 alone writes the output
+//! folder; the values logged and the decisions taken are the same on every
+//! rank.
 //!
 //! On a GPU the host never waits for a training step: the losses stay on
 //! the device and are read back [`LOSS_READ_INTERVAL`] batches at a time

@@ -55,7 +55,9 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// - rank 0 alone writes the output folder (log, checkpoints); every
     ///   rank takes rank 0's early-stopping and best-checkpoint decisions;
     /// - a rank that fails aborts the job, so the others fail with an
-    ///   error naming it instead of waiting.
+    ///   error naming it instead of waiting;
+    /// - the observer of each rank hears of its own slices' losses
+    ///   ([`Observer::batch_finished`]) and of the job's epoch records.
     ///
     /// Rank 0's parameters and buffers are broadcast now. Call it before
     /// [`output`](Self::output) or [`resume`](Self::resume) (so that only
