@@ -297,6 +297,18 @@ impl<'a> DataLoader<'a> {
         }
     }
 
+    /// The dataset indices of batch `k` of the current epoch (the one the
+    /// last [`DataLoader::epoch`] call prepared), `None` past the last.
+    pub(super) fn batch_indices(&self, k: usize) -> Option<&[usize]> {
+        if k >= self.num_batches() {
+            return None;
+        }
+        let b = self.config.batch_size;
+        let start = k * b;
+        let end = (start + b).min(self.order.len());
+        Some(&self.order[start..end])
+    }
+
     /// The batch of the images `indices` (in that order), augmented as in
     /// epoch `epoch`.
     pub fn batch(&self, indices: &[usize], epoch: usize) -> Result<Batch> {
@@ -398,19 +410,21 @@ pub struct Epoch<'l, 'a> {
     next: usize,
 }
 
+impl<'l, 'a> Epoch<'l, 'a> {
+    /// The loader, with this epoch's order in place.
+    pub(super) fn loader(self) -> &'l DataLoader<'a> {
+        self.loader
+    }
+}
+
 impl Iterator for Epoch<'_, '_> {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Result<Batch>> {
         let loader = self.loader;
-        if self.next >= loader.num_batches() {
-            return None;
-        }
-        let b = loader.config.batch_size;
-        let start = self.next * b;
-        let end = (start + b).min(loader.order.len());
+        let indices = loader.batch_indices(self.next)?;
         self.next += 1;
-        Some(loader.batch(&loader.order[start..end], self.epoch))
+        Some(loader.batch(indices, self.epoch))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -8,6 +8,7 @@
 //!   [`longtail`] (long-tailed subsets of single-label datasets),
 //!   [`synthetic`] (small problems that need no files);
 //! - [`loader`]: shuffled, normalised, augmented batches as tensors;
+//! - [`shard`]: each rank's slice of every batch in data-parallel training;
 //! - [`rng`]: the portable generator behind every seeded choice above.
 
 pub mod cifar;
@@ -19,7 +20,9 @@ pub mod mnist;
 pub mod multimnist;
 pub(crate) mod read;
 pub mod rng;
+pub mod shard;
 pub mod synthetic;
 
 pub use dataset::{ImageDataset, Labels};
 pub use loader::{Batch, DataLoader, LoaderConfig};
+pub use shard::{shard_range, ShardedEpoch, Slice};

@@ -9,11 +9,18 @@
 //! - [`Reducer`]: DDP-style gradient buckets, all-reduced while backward
 //!   still runs, scaled so that uneven slices still give the global mean,
 //!   and the broadcast of rank 0's parameters and buffers.
+//! - [`all_gather_rows`], [`all_reduce_f64`]: the other collectives a
+//!   data-parallel trainer needs (evaluation outputs, loss sums).
+//!
+//! The data side, every global batch cut into per-rank slices, is
+//! [`crate::data::shard`]; [`Trainer::with_communicator`](crate::train::Trainer::with_communicator)
+//! puts the pieces together.
 
 mod broadcast;
 mod bucket;
 mod buffer;
 mod communicator;
+mod gather;
 mod in_process;
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -26,6 +33,7 @@ mod single;
 pub use bucket::BucketOptions;
 pub use buffer::Buffer;
 pub use communicator::{AllReduce, Communicator};
+pub use gather::{all_gather_rows, all_reduce_f64};
 pub use in_process::InProcess;
 pub use reducer::Reducer;
 pub use single::SingleProcess;

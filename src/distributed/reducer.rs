@@ -119,24 +119,43 @@ impl Reducer {
         local_count: usize,
         global_count: usize,
     ) -> Result<GradStore> {
-        let result = self.try_backward(loss, local_count, global_count);
+        let result = self.try_backward(Some(loss), local_count, global_count);
         if let Err(e) = &result {
             self.comm.abort(&e.to_string());
         }
         result
     }
 
+    /// The step of a rank whose slice of a global batch of `global_count`
+    /// samples is empty (a last batch smaller than the world): no backward,
+    /// zeros in every bucket, so that the collectives still match and the
+    /// rank ends the step with the same gradients as the others. On error
+    /// the communicator is aborted.
+    pub fn backward_empty(&mut self, global_count: usize) -> Result<GradStore> {
+        let result = self.try_backward(None, 0, global_count);
+        if let Err(e) = &result {
+            self.comm.abort(&e.to_string());
+        }
+        result
+    }
+
+    /// Backward of `loss` (none: an empty slice) and the all-reduces.
     fn try_backward(
         &mut self,
-        loss: &Tensor,
+        loss: Option<&Tensor>,
         local_count: usize,
         global_count: usize,
     ) -> Result<GradStore> {
-        if local_count == 0 || local_count > global_count {
+        let counts_ok = match loss {
+            Some(_) => local_count >= 1 && local_count <= global_count,
+            None => local_count == 0 && global_count >= 1,
+        };
+        if !counts_ok {
             return Err(Error::invalid(
                 "Reducer::backward",
                 format!(
-                    "rank {} has {local_count} of {global_count} samples (need 1..=global)",
+                    "rank {} has {local_count} of {global_count} samples (need 1..=global, \
+                     or backward_empty for an empty slice of a non-empty batch)",
                     self.comm.rank()
                 ),
             ));
@@ -153,15 +172,17 @@ impl Reducer {
             handles: Vec::new(),
             scale,
         };
-        let seed = loss.ones_like()?;
-        let opts = BackwardOptions::default();
-        loss.backward_into_with_hook(&seed, &mut store, opts, &mut |ev: LeafReady<'_>| match self
-            .place
-            .get(&ev.leaf.id())
-        {
-            Some(&(b, m)) => flight.fill(b, m, ev.store),
-            None => Ok(()),
-        })?;
+        if let Some(loss) = loss {
+            let seed = loss.ones_like()?;
+            let opts = BackwardOptions::default();
+            let place = &self.place;
+            loss.backward_into_with_hook(&seed, &mut store, opts, &mut |ev: LeafReady<'_>| {
+                match place.get(&ev.leaf.id()) {
+                    Some(&(b, m)) => flight.fill(b, m, ev.store),
+                    None => Ok(()),
+                }
+            })?;
+        }
         // Parameters backward did not reach contribute zeros.
         for b in flight.handles.len()..flight.buckets.len() {
             flight.fill_missing_with_zeros(b)?;

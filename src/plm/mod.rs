@@ -50,6 +50,16 @@
 //! `(seed, t, e)` alone ([`philox`]), so a GPU kernel can reproduce it and a
 //! resumed run ([`Plm::state_json`]) draws exactly the same masks.
 //!
+//! # Data-parallel training
+//!
+//! Class counts come from the whole training set, as always. Each rank
+//! draws its slice of the global batch's mask at the slice's first row
+//! ([`Plm::masked_loss_at`]; a rank without rows calls
+//! [`Plm::skip_mask`]), so the ranks together draw the single-process mask
+//! bit for bit; before the epoch's update the histograms are summed over
+//! the ranks ([`Plm::all_reduce_histograms`]), so r̂ is the same on every
+//! rank and equals one process's.
+//!
 //! # Usage
 //!
 //! ```
@@ -80,6 +90,7 @@ pub mod histogram;
 pub mod mask;
 mod objective;
 mod state;
+mod sync;
 pub mod update;
 
 pub use crate::ops::plm::philox;

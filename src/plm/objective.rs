@@ -297,6 +297,16 @@ impl Plm {
     /// `targets` (`[B, C]`, values 0 or 1): 1 keeps a label in the loss.
     /// Each call uses the next value of the mask counter.
     pub fn sample_mask(&mut self, targets: &Tensor) -> Result<Tensor> {
+        self.sample_mask_at(targets, 0)
+    }
+
+    /// [`Plm::sample_mask`] for the rows `first_row..` of a larger batch
+    /// (a data-parallel rank's slice of the global batch, `targets` holding
+    /// only its rows): that part of the mask of the whole batch, bit for
+    /// bit, so that the ranks together draw the single-process mask. Uses
+    /// the next value of the mask counter, as every rank does once per
+    /// global batch (see [`Plm::skip_mask`]).
+    pub fn sample_mask_at(&mut self, targets: &Tensor, first_row: usize) -> Result<Tensor> {
         const OP: &str = "Plm::sample_mask";
         check_targets_shape(OP, targets, self.num_classes())?;
         let next = self.batches.checked_add(1).ok_or_else(|| {
@@ -322,7 +332,7 @@ impl Plm {
         let mask = plm_op::mask(
             OP,
             &targets.detach(),
-            (self.config.seed, self.batches),
+            (self.config.seed, self.batches, first_row as u64),
             &keep,
             check,
         )?;
@@ -330,14 +340,60 @@ impl Plm {
         Ok(mask)
     }
 
+    /// Advances the mask counter past one batch without drawing: what a
+    /// data-parallel rank does for a global batch of which it has no rows,
+    /// so that its next mask is the one the other ranks draw.
+    pub fn skip_mask(&mut self) -> Result<()> {
+        self.batches = self.batches.checked_add(1).ok_or_else(|| {
+            Error::invalid(
+                "Plm::skip_mask",
+                "the mask counter is exhausted (u64::MAX masks drawn)",
+            )
+        })?;
+        Ok(())
+    }
+
+    /// [`Plm::masked_loss`] of the rows `first_row..` of a larger batch
+    /// (see [`Plm::sample_mask_at`]): `Σ g ⊙ loss / (B_slice · C)`, the
+    /// mean over the slice's own elements.
+    pub fn masked_loss_at(
+        &mut self,
+        elementwise_loss: &Tensor,
+        targets: &Tensor,
+        first_row: usize,
+    ) -> Result<Tensor> {
+        check_loss("Plm::masked_loss", elementwise_loss, targets.shape())?;
+        let mask = self.sample_mask_at(targets, first_row)?;
+        apply_mask(elementwise_loss, &mask)
+    }
+
+    /// Replaces the histograms of the epoch so far by `histograms` (same
+    /// bins and classes): e.g. the sum over the ranks of a data-parallel
+    /// job, so that every rank's update of r̂ sees the whole epoch. Counts
+    /// pending on a device are merged first and then replaced too.
+    pub fn set_histograms(&mut self, histograms: Histograms) -> Result<()> {
+        self.sync_histograms()?;
+        let (bins, classes) = (histograms.n_bins(), histograms.num_classes());
+        if bins != self.config.n_bins || classes != self.num_classes() {
+            return Err(Error::invalid(
+                "Plm::set_histograms",
+                format!(
+                    "histograms of {bins} bins x {classes} classes for PLM of {} bins x {} classes",
+                    self.config.n_bins,
+                    self.num_classes()
+                ),
+            ));
+        }
+        self.histograms = histograms;
+        Ok(())
+    }
+
     /// The PLM loss of one batch, `Σ g ⊙ loss / (B · C)`, with a fresh mask
     /// `g` drawn for `targets`. `elementwise_loss` is the differentiable
     /// per-element base loss (e.g. BCE with no reduction, possibly already
     /// multiplied by class weights), of the same `[B, C]` shape.
     pub fn masked_loss(&mut self, elementwise_loss: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        check_loss("Plm::masked_loss", elementwise_loss, targets.shape())?;
-        let mask = self.sample_mask(targets)?;
-        apply_mask(elementwise_loss, &mask)
+        self.masked_loss_at(elementwise_loss, targets, 0)
     }
 
     /// Adds a training batch to the histograms: `probabilities` are the

@@ -108,6 +108,20 @@ impl Objective {
         targets: &Tensor,
         labels: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.loss_at(logits, targets, labels, 0)
+    }
+
+    /// [`Objective::loss`] of a data-parallel rank's slice of a global
+    /// batch, whose first row is row `first_row` of the global batch: the
+    /// mean over the slice, with PLM's mask drawn as that part of the
+    /// global batch's mask (see [`Plm::masked_loss_at`]).
+    pub fn loss_at(
+        &mut self,
+        logits: &Tensor,
+        targets: &Tensor,
+        labels: Option<&Tensor>,
+        first_row: usize,
+    ) -> Result<Tensor> {
         // Constants move once, on the first batch on another device.
         let device = logits.device();
         let constants = self
@@ -159,11 +173,30 @@ impl Objective {
                     self.class_weights.as_ref(),
                     Reduction::None,
                 )?;
-                let loss = plm.masked_loss(&per_element, targets)?;
+                let loss = plm.masked_loss_at(&per_element, targets, first_row)?;
                 let probabilities = logits.detach().sigmoid()?;
                 plm.observe(&probabilities, targets)?;
                 Ok(loss)
             }
+        }
+    }
+
+    /// A global batch of which this data-parallel rank has no rows: PLM's
+    /// mask counter moves on as on the other ranks.
+    pub fn skip_batch(&mut self) -> Result<()> {
+        match &mut self.plm {
+            Some(plm) => plm.skip_mask(),
+            None => Ok(()),
+        }
+    }
+
+    /// Sums PLM's prediction histograms of the epoch over the ranks of a
+    /// data-parallel job (a collective; nothing to do without PLM, but
+    /// every rank still calls it).
+    pub fn all_reduce_epoch(&mut self, comm: &dyn crate::distributed::Communicator) -> Result<()> {
+        match &mut self.plm {
+            Some(plm) => plm.all_reduce_histograms(comm),
+            None => Ok(()),
         }
     }
 

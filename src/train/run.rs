@@ -18,6 +18,7 @@ pub use super::trainer::{Observer, Quiet, CHECKPOINT_FILE, LOG_FILE, LOSS_READ_I
 use crate::checkpoint::{read_training, remove_stale_temp_files, TrainingCheckpoint};
 use crate::data::loader::{DataLoader, LoaderConfig};
 use crate::data::ImageDataset;
+use crate::distributed::Communicator;
 use crate::error::{Error, Result};
 use crate::nn::resnet::ResNet;
 use crate::nn::Module;
@@ -60,14 +61,57 @@ impl Run {
     /// and every batch live there). A device that cannot be used is an
     /// [`Error::DeviceUnavailable`] before anything is written.
     pub fn new_on(config: TrainConfig, out_dir: impl AsRef<Path>, device: Device) -> Result<Self> {
-        config.validate()?;
-        crate::backend::check_device(device)?;
+        Self::new_with(config, out_dir, device, None)
+    }
+
+    /// [`Run::new_on`] as one rank of a data-parallel job when `comm` is
+    /// given (every rank of the job calls it with the same configuration
+    /// and output folder, then [`Run::run`]): `batch_size` is the global
+    /// batch, each rank trains on its slice of every batch, evaluation is
+    /// sharded and gathered, rank 0 alone writes the folder (see
+    /// [`Trainer::with_communicator`]). PLM draws each rank's masks at its
+    /// slice's place in the global batch and sums the histograms over the
+    /// ranks, so masks and r̂ are those of one process.
+    ///
+    /// ```no_run
+    /// use ferrite::distributed::InProcess;
+    /// use ferrite::train::{config::*, run::{Run, Quiet}};
+    /// use ferrite::Device;
+    /// let config = TrainConfig::new(DataConfig::new(DatasetKind::MultiMnistLt), "resnet8", "plm".parse()?);
+    /// let group = InProcess::group(2)?; // ranks as threads; MPI ranks alike
+    /// std::thread::scope(|s| {
+    ///     for comm in group {
+    ///         let config = config.clone();
+    ///         s.spawn(move || -> ferrite::Result<()> {
+    ///             let mut run = Run::new_with(config, "runs/ddp", Device::Cpu, Some(Box::new(comm)))?;
+    ///             run.run(&mut Quiet)?;
+    ///             Ok(())
+    ///         });
+    ///     }
+    /// });
+    /// # Ok::<(), ferrite::Error>(())
+    /// ```
+    pub fn new_with(
+        config: TrainConfig,
+        out_dir: impl AsRef<Path>,
+        device: Device,
+        comm: Option<Box<dyn Communicator>>,
+    ) -> Result<Self> {
         let out_dir = out_dir.as_ref().to_path_buf();
-        refuse_existing_run("Run::new", &out_dir)?;
-        let mut run = Self::build(config, out_dir, device)?;
+        let checked = config
+            .validate()
+            .and_then(|()| crate::backend::check_device(device))
+            .and_then(|()| refuse_existing_run("Run::new", &out_dir));
+        if let Err(e) = checked {
+            return Err(abort_job(&comm, e));
+        }
+        let mut run = Self::build(config, out_dir, device, comm)?;
         run.trainer = run.trainer.output(&run.out_dir)?;
-        let text = serde_json::to_string_pretty(&run.config.to_json()).unwrap_or_default();
-        super::write_text(&run.out_dir.join(CONFIG_FILE), &text)?;
+        if run.trainer.is_writer() {
+            let text = serde_json::to_string_pretty(&run.config.to_json()).unwrap_or_default();
+            let written = super::write_text(&run.out_dir.join(CONFIG_FILE), &text);
+            run.trainer.abort_if_error(written)?;
+        }
         Ok(run)
     }
 
@@ -83,12 +127,31 @@ impl Run {
     /// [`Run::resume`] continuing on `device` (the checkpoint is
     /// loaded there, whichever device wrote it).
     pub fn resume_on(out_dir: impl AsRef<Path>, device: Device) -> Result<Self> {
-        crate::backend::check_device(device)?;
+        Self::resume_with(out_dir, device, None)
+    }
+
+    /// [`Run::resume_on`] as one rank of a data-parallel job when `comm` is
+    /// given (see [`Run::new_with`]): every rank reads the checkpoint (the
+    /// folder must be shared), rank 0 alone tidies and writes the folder,
+    /// and the job must have the world size of the job that wrote it.
+    pub fn resume_with(
+        out_dir: impl AsRef<Path>,
+        device: Device,
+        comm: Option<Box<dyn Communicator>>,
+    ) -> Result<Self> {
         let out_dir = out_dir.as_ref().to_path_buf();
-        remove_stale_temp_files(&out_dir)?;
-        let path = out_dir.join(CHECKPOINT_FILE);
-        let ckpt = read_training(&path)?;
-        let mut run = Self::open(&ckpt, &path, out_dir, None, device)?;
+        let writer = comm.as_ref().is_none_or(|c| c.rank() == 0);
+        let read = (|| -> Result<_> {
+            crate::backend::check_device(device)?;
+            if writer {
+                remove_stale_temp_files(&out_dir)?;
+            }
+            let path = out_dir.join(CHECKPOINT_FILE);
+            let ckpt = read_training(&path)?;
+            Ok((path, ckpt))
+        })();
+        let (path, ckpt) = read.map_err(|e| abort_job(&comm, e))?;
+        let mut run = Self::open(&ckpt, &path, out_dir, None, device, comm)?;
         run.trainer = run.trainer.resume(&run.out_dir)?;
         Ok(run)
     }
@@ -102,7 +165,23 @@ impl Run {
         out_dir: PathBuf,
         data_dir: Option<PathBuf>,
         device: Device,
+        comm: Option<Box<dyn Communicator>>,
     ) -> Result<Self> {
+        let checked = Self::stored_and_checked(ckpt, path, data_dir);
+        let config = checked.map_err(|e| abort_job(&comm, e))?;
+        let mut run = Self::build(config, out_dir, device, comm)?;
+        let restored = run.trainer.restore(ckpt, path);
+        run.trainer.abort_if_error(restored)?;
+        Ok(run)
+    }
+
+    /// The configuration stored in `ckpt` (with `data_dir` when given),
+    /// checked against the checkpoint's epoch counter.
+    fn stored_and_checked(
+        ckpt: &TrainingCheckpoint,
+        path: &Path,
+        data_dir: Option<PathBuf>,
+    ) -> Result<TrainConfig> {
         let mut config = stored_config(ckpt, path)?;
         if let Some(dir) = data_dir {
             config.data.dir = dir;
@@ -117,9 +196,7 @@ impl Run {
                 ),
             });
         }
-        let mut run = Self::build(config, out_dir, device)?;
-        run.trainer.restore(ckpt, path)?;
-        Ok(run)
+        Ok(config)
     }
 
     /// Reads the configuration stored in a run's checkpoint.
@@ -139,7 +216,7 @@ impl Run {
         crate::backend::check_device(device)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let ckpt = read_training(path)?;
-        let mut run = Self::open(&ckpt, path, dir, data_dir, device)?;
+        let mut run = Self::open(&ckpt, path, dir, data_dir, device, None)?;
         run.summary()
     }
 
@@ -182,7 +259,23 @@ impl Run {
         Ok(summary)
     }
 
-    fn build(config: TrainConfig, out_dir: PathBuf, device: Device) -> Result<Self> {
+    /// Builds the run's data, model, optimizer and trainer (data-parallel
+    /// with `comm`); an error aborts `comm`'s job.
+    fn build(
+        config: TrainConfig,
+        out_dir: PathBuf,
+        device: Device,
+        comm: Option<Box<dyn Communicator>>,
+    ) -> Result<Self> {
+        let mut run =
+            Self::build_local(config, out_dir, device).map_err(|e| abort_job(&comm, e))?;
+        if let Some(comm) = comm {
+            run.trainer = run.trainer.with_communicator(comm)?;
+        }
+        Ok(run)
+    }
+
+    fn build_local(config: TrainConfig, out_dir: PathBuf, device: Device) -> Result<Self> {
         let data = load_datasets(&config.data)?;
         let mut rng = StdRng::seed_from_u64(config.seed);
         // Built on the host (the same initial weights on every device), then
@@ -290,8 +383,12 @@ impl Run {
         let mut sets = test_sets(&mut test, balanced.as_mut());
         let fitted = self.trainer.fit_sets(&mut train, &mut sets, observer);
         fitted.map_err(|e| self.diverged_hint(e, self.epochs_done() + 1))?;
-        let summary = self.summary()?;
-        write_report(&self.out_dir, &summary)?;
+        let summary = self.summary();
+        let summary = self.trainer.abort_if_error(summary)?;
+        if self.trainer.is_writer() {
+            let written = write_report(&self.out_dir, &summary);
+            self.trainer.abort_if_error(written)?;
+        }
         Ok(summary)
     }
 
@@ -343,14 +440,16 @@ impl Run {
 
     /// The metrics of the current model on `dataset` (evaluation mode, no
     /// augmentation, no graph). Scores that are not finite are a
-    /// "training diverged" error.
+    /// "training diverged" error. In a data-parallel run this is a
+    /// collective: each rank scores its slice of every batch and the
+    /// scores are gathered, so every rank returns the same metrics.
     pub fn evaluate(&mut self, dataset: &ImageDataset) -> Result<Evaluation> {
         let config = self.loader_config(false);
         let (device, precision) = (self.device(), self.config.precision);
         let (positives, threshold) = (self.data.train_positives.clone(), self.config.threshold);
-        let (model, criterion) = self.trainer.model_and_criterion();
+        let (model, criterion, comm) = self.trainer.scoring_parts();
         evaluate_model(
-            (device, precision),
+            (device, precision, comm),
             model,
             criterion.objective(),
             dataset,
@@ -382,6 +481,15 @@ impl Run {
             e => e,
         }
     }
+}
+
+/// `e`, after aborting the job of `comm` (if any), so that the other
+/// ranks stop waiting for this one.
+fn abort_job(comm: &Option<Box<dyn Communicator>>, e: Error) -> Error {
+    if let Some(c) = comm {
+        c.abort(&e.to_string());
+    }
+    e
 }
 
 /// Evaluates the run stored in checkpoint `path` (see

@@ -6,6 +6,8 @@
 use super::objective::Objective;
 use super::trainer::Criterion;
 use crate::data::loader::Batch;
+use crate::data::shard::Slice;
+use crate::distributed::Communicator;
 use crate::error::{Error, Result};
 use crate::plm::Plm;
 use crate::tensor::Tensor;
@@ -67,6 +69,22 @@ impl Criterion for RunObjective {
     fn loss(&mut self, output: &Tensor, batch: &Batch) -> Result<Tensor> {
         self.objective
             .loss(output, &batch.targets, batch.labels.as_ref())
+    }
+
+    /// The slice's loss, PLM's mask drawn at the slice's first row.
+    fn slice_loss(&mut self, output: &Tensor, batch: &Batch, slice: Slice) -> Result<Tensor> {
+        self.objective
+            .loss_at(output, &batch.targets, batch.labels.as_ref(), slice.offset)
+    }
+
+    /// PLM's mask counter moves on.
+    fn skip_slice(&mut self, _slice: Slice) -> Result<()> {
+        self.objective.skip_batch()
+    }
+
+    /// PLM's histograms of the epoch, summed over the ranks.
+    fn all_reduce_epoch(&mut self, comm: &dyn Communicator) -> Result<()> {
+        self.objective.all_reduce_epoch(comm)
     }
 
     /// None: PLM's loss draws masks and counts predictions, which must not

@@ -5,6 +5,7 @@ use super::evaluation::Evaluation;
 use super::objective::Objective;
 use crate::data::loader::{DataLoader, LoaderConfig};
 use crate::data::{ImageDataset, Labels};
+use crate::distributed::{all_gather_rows, Communicator};
 use crate::error::{Error, Result};
 use crate::nn::resnet::ResNet;
 use crate::nn::{Module, Visit};
@@ -16,9 +17,11 @@ pub(super) const DIVERGED: &str = "training diverged";
 /// Scores `dataset` with `model` on `device` at `precision` in evaluation mode (restoring
 /// training mode afterwards) and computes its metrics; only the scores are
 /// downloaded. Scores that are not finite (a diverged model) are an error
-/// saying so.
+/// saying so. With a communicator (data-parallel), each rank scores its
+/// slice of every batch and the scores are gathered: every rank computes
+/// the same metrics (a collective).
 pub(super) fn evaluate_model(
-    (device, precision): (Device, crate::Precision),
+    (device, precision, comm): (Device, crate::Precision, Option<&dyn Communicator>),
     model: &mut ResNet,
     objective: &Objective,
     dataset: &ImageDataset,
@@ -30,11 +33,25 @@ pub(super) fn evaluate_model(
     let mut loader = DataLoader::new(dataset, loader_config)?;
     let mut scores = Vec::with_capacity(dataset.len() * dataset.num_classes);
     model.set_training(false);
+    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world_size()));
     let scored = crate::no_grad(|| -> Result<()> {
-        for batch in loader.epoch(0) {
-            let x = batch?.x.to_device(device)?;
-            let logits = crate::autocast(precision, || model.forward(&x))?;
-            scores.extend(objective.scores(&logits)?.to_vec::<f32>()?);
+        for item in loader.shard_epoch(0, rank, world)? {
+            let local = match item?.1 {
+                None => None,
+                Some(batch) => {
+                    let x = batch.x.to_device(device)?;
+                    let logits = crate::autocast(precision, || model.forward(&x))?;
+                    Some(objective.scores(&logits)?)
+                }
+            };
+            match (comm, local) {
+                (Some(comm), local) => {
+                    let all = all_gather_rows(comm, local.as_ref())?;
+                    scores.extend(all.to_vec::<f32>()?);
+                }
+                (None, Some(local)) => scores.extend(local.to_vec::<f32>()?),
+                (None, None) => {}
+            }
         }
         Ok(())
     });

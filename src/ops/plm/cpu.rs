@@ -19,6 +19,22 @@ pub fn draw_mask(
     keep_pos: &[f64],
     keep_neg: &[f64],
 ) -> Result<Vec<bool>> {
+    draw_mask_at(seed, batch, 0, labels, keep_pos, keep_neg)
+}
+
+/// The elements `first..first + labels.len()` of mask number `batch` of a
+/// larger `[B, C]` batch whose elements from `first` on have `labels`:
+/// bit for bit that part of [`draw_mask`] of the whole batch (a rank's
+/// slice of a global batch in data-parallel training passes its first
+/// row times `C`). `first` must be a multiple of `C` (a row boundary).
+pub fn draw_mask_at(
+    seed: u64,
+    batch: u64,
+    first: u64,
+    labels: &[bool],
+    keep_pos: &[f64],
+    keep_neg: &[f64],
+) -> Result<Vec<bool>> {
     let c = keep_pos.len();
     if c == 0 || keep_neg.len() != c || !labels.len().is_multiple_of(c) {
         return Err(Error::invalid(
@@ -31,18 +47,28 @@ pub fn draw_mask(
             ),
         ));
     }
+    if !first.is_multiple_of(c as u64) {
+        return Err(Error::invalid(
+            "draw_mask",
+            format!("the first element {first} is not at the start of a row of {c} classes"),
+        ));
+    }
     let mut mask = Vec::with_capacity(labels.len());
-    for (block, chunk) in labels.chunks(4).enumerate() {
-        let u = uniform_block(seed, batch, block as u64);
-        for (lane, &positive) in chunk.iter().enumerate() {
-            let class = (block * 4 + lane) % c;
-            let keep = if positive {
-                keep_pos[class]
-            } else {
-                keep_neg[class]
-            };
-            mask.push(u[lane] < keep);
+    let mut block = u64::MAX;
+    let mut u = [0.0; 4];
+    for (i, &positive) in labels.iter().enumerate() {
+        let e = first + i as u64;
+        if e / 4 != block {
+            block = e / 4;
+            u = uniform_block(seed, batch, block);
         }
+        let class = i % c;
+        let keep = if positive {
+            keep_pos[class]
+        } else {
+            keep_neg[class]
+        };
+        mask.push(u[(e % 4) as usize] < keep);
     }
     Ok(mask)
 }

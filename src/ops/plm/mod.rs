@@ -60,14 +60,18 @@ pub(crate) fn keep_table(keep_pos: &[f64], keep_neg: &[f64], device: Device) -> 
 /// The PLM mask number `batch` under `seed` of the `[B, C]` 0/1 `targets`
 /// (any dtype) with the per-class keep probabilities `keep` (a
 /// [`keep_table`] on the targets' device): a tensor of the targets' shape,
-/// dtype and device holding 1 where the label is kept. Bit for bit
-/// [`cpu::draw_mask`] on every device. Errors name `op`: targets that do
-/// not form `[B, C]` rows, and targets that are not 0/1 (on a device, when
-/// `check` reads the verdict).
+/// dtype and device holding 1 where the label is kept. The targets are the
+/// rows from `first_row` on of the batch the mask is drawn for (0: the
+/// whole batch; a data-parallel rank passes its slice's offset), and the
+/// result is that part of the whole batch's mask. Bit for bit
+/// [`cpu::draw_mask_at`] on every device (on a CUDA device, a slice that
+/// does not start at row 0 is drawn on the host and uploaded). Errors name
+/// `op`: targets that do not form `[B, C]` rows, and targets that are not
+/// 0/1 (on a device, when `check` reads the verdict).
 pub(crate) fn mask(
     op: &'static str,
     targets: &Tensor,
-    (seed, batch): (u64, u64),
+    (seed, batch, first_row): (u64, u64, u64),
     keep: &Tensor,
     check: TargetCheck<'_>,
 ) -> Result<Tensor> {
@@ -98,16 +102,29 @@ pub(crate) fn mask(
             rhs: keep.device(),
         });
     }
+    let first = first_row.checked_mul(c as u64).ok_or_else(|| {
+        Error::invalid(
+            op,
+            format!("row {first_row} of {c} classes is out of range"),
+        )
+    })?;
     match targets.device() {
-        Device::Cpu => {
+        Device::Cuda(_) if first == 0 => {
+            cuda_arm!(cuda::mask(op, targets, (seed, batch), keep, check))
+        }
+        device => {
             let _ = check; // the host reads the targets, so checks at once
             let keep = keep.to_vec::<f64>()?;
             let labels = cpu::labels(op, &targets.to_f64_vec()?, c)?;
-            let bits = cpu::draw_mask(seed, batch, &labels, &keep[..c], &keep[c..])?;
+            let bits = cpu::draw_mask_at(seed, batch, first, &labels, &keep[..c], &keep[c..])?;
             let values: Vec<f64> = bits.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-            Tensor::from_vec(values, targets.shape())?.to_dtype(targets.dtype())
+            let mask = Tensor::from_vec(values, targets.shape())?.to_dtype(targets.dtype())?;
+            if device == Device::Cpu {
+                Ok(mask)
+            } else {
+                mask.to_device(device)
+            }
         }
-        Device::Cuda(_) => cuda_arm!(cuda::mask(op, targets, (seed, batch), keep, check)),
     }
 }
 
@@ -131,7 +148,7 @@ impl Tensor {
         mask(
             "plm_mask",
             &self.detach(),
-            (seed, batch),
+            (seed, batch, 0),
             &keep,
             TargetCheck::Now,
         )

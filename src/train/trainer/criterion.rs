@@ -2,6 +2,8 @@
 //! [`Criterion`] with per-epoch state.
 
 use crate::data::loader::Batch;
+use crate::data::shard::Slice;
+use crate::distributed::Communicator;
 use crate::error::Result;
 use crate::tensor::Tensor;
 use serde_json::{Map, Value};
@@ -24,6 +26,39 @@ pub trait Criterion {
     /// would change its state). By default [`loss`](Self::loss).
     fn validation_loss(&mut self, output: &Tensor, batch: &Batch) -> Result<Option<Tensor>> {
         self.loss(output, batch).map(Some)
+    }
+
+    /// The training loss of a data-parallel rank's `slice` of a global
+    /// batch (`batch` and `output` hold the slice's rows only): the mean
+    /// over the slice (the trainer's reducer weighs it by the slice's
+    /// share of the global batch). By default [`loss`](Self::loss); an
+    /// objective whose randomness depends on the row within the batch
+    /// (PLM's masks) draws it at `slice.offset`, so that the ranks together
+    /// compute what one process computes. Only data-parallel training
+    /// calls it (one process calls [`loss`](Self::loss)).
+    fn slice_loss(&mut self, output: &Tensor, batch: &Batch, slice: Slice) -> Result<Tensor> {
+        let _ = slice;
+        self.loss(output, batch)
+    }
+
+    /// Called instead of [`slice_loss`](Self::slice_loss) for a global
+    /// batch of which this rank has no rows (a last batch smaller than the
+    /// number of ranks): an objective that counts batches (PLM's mask
+    /// counter) moves on as the other ranks' do. By default nothing.
+    fn skip_slice(&mut self, slice: Slice) -> Result<()> {
+        let _ = slice;
+        Ok(())
+    }
+
+    /// In data-parallel training, called on every rank after the last
+    /// training batch of every epoch, before [`end_epoch`](Self::end_epoch):
+    /// replaces what this rank accumulated over its slices (PLM's
+    /// prediction histograms) by the sum over the ranks, so that every
+    /// rank's `end_epoch` sees the whole epoch. A collective: every rank
+    /// must call the same collectives. By default nothing.
+    fn all_reduce_epoch(&mut self, comm: &dyn Communicator) -> Result<()> {
+        let _ = comm;
+        Ok(())
     }
 
     /// Called after the last training batch of every epoch, before

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 /// `batch` with its tensors on `device` (uploads are queued on the
 /// device's stream behind the previous step's kernels).
-fn batch_on(batch: Batch, device: Device) -> Result<Batch> {
+pub(super) fn batch_on(batch: Batch, device: Device) -> Result<Batch> {
     let to = |t: Tensor| -> Result<Tensor> {
         if t.device() == device {
             Ok(t)
@@ -159,6 +159,16 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         validation: &mut [(&str, &mut DataLoader<'_>)],
         observer: &mut dyn Observer,
     ) -> Result<EpochRecord> {
+        let record = self.try_train_epoch_sets(train, validation, observer);
+        self.abort_if_error(record)
+    }
+
+    fn try_train_epoch_sets(
+        &mut self,
+        train: &mut DataLoader<'_>,
+        validation: &mut [(&str, &mut DataLoader<'_>)],
+        observer: &mut dyn Observer,
+    ) -> Result<EpochRecord> {
         if self.is_finished() {
             return Err(Error::invalid(
                 "Trainer::train_epoch",
@@ -175,12 +185,20 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             ));
         }
         self.check_sets(validation)?;
+        self.check_world_size()?;
         let epoch = self.epochs_done;
         if let Some(schedule) = &self.schedule {
             self.optimizer.apply_schedule(schedule.as_ref(), epoch);
         }
         let lr = self.optimizer.lr(0);
-        let (loss_sum, images, train_seconds) = self.train_batches(train, epoch, lr, observer)?;
+        let (loss_sum, images, train_seconds) = if self.parallel.is_some() {
+            self.train_batches_parallel(train, epoch, lr, observer)?
+        } else {
+            self.train_batches(train, epoch, lr, observer)?
+        };
+        if let Some(par) = &self.parallel {
+            self.criterion.all_reduce_epoch(par.comm())?;
+        }
         let extra = self.criterion.end_epoch()?;
         let validation = validation
             .iter_mut()
@@ -201,8 +219,9 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             provenance: crate::provenance::Provenance::current(),
         };
         let notes = self.update_monitors(&mut record)?;
+        self.agree_on_decisions(&mut record)?;
         let json = record.to_json();
-        if let Some(dir) = &self.out_dir {
+        if let Some(dir) = self.out_dir.as_ref().filter(|_| self.is_writer()) {
             if record.improved {
                 self.save(BEST_CHECKPOINT_FILE)?;
             }
@@ -265,7 +284,15 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// and returns the validation values: `loss` (when the criterion has a
     /// validation loss), then every metric's. The loss is read back once,
     /// at the end; a loss that is not finite is an error.
+    ///
+    /// In data-parallel training this is a collective (every rank calls
+    /// it): each rank runs its slice of every batch, and the values, from
+    /// the gathered outputs, are the same on every rank.
     pub fn validate(&mut self, loader: &mut DataLoader<'_>) -> Result<Vec<(String, f64)>> {
+        if self.parallel.is_some() {
+            let values = self.validate_parallel(loader);
+            return self.abort_if_error(values);
+        }
         for m in &mut self.metrics {
             m.reset();
         }
@@ -291,12 +318,22 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         });
         self.model.set_training(true);
         scored?;
+        self.validation_values(&losses)
+    }
+
+    /// The validation values from the losses of the batches (with their
+    /// sizes) and the metrics' accumulators: `loss` first, when there are
+    /// losses, then every metric's.
+    pub(super) fn validation_values(
+        &mut self,
+        losses: &[(Tensor, usize)],
+    ) -> Result<Vec<(String, f64)>> {
         let mut values = Vec::new();
         if !losses.is_empty() {
             let tensors: Vec<Tensor> = losses.iter().map(|(t, _)| t.clone()).collect();
             let read = Tensor::cat(&tensors, 0)?.to_vec::<f32>()?;
             let (mut sum, mut n) = (0.0, 0usize);
-            for (&v, &(_, b)) in read.iter().zip(&losses) {
+            for (&v, &(_, b)) in read.iter().zip(losses) {
                 sum += v as f64 * b as f64;
                 n += b;
             }

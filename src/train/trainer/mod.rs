@@ -26,6 +26,7 @@
 //! | an epoch-wise LR scheduler | `.schedule(CosineAnnealing { .. })` |
 //! | `gradient_clip_val=1.0` | `.clip_grad_norm(Some(1.0))` |
 //! | `precision="bf16-mixed"` | `.precision(Precision::Bf16)` |
+//! | `strategy="ddp"` | `.with_communicator(comm)?` on every rank |
 //! | callbacks | an [`Observer`] |
 //!
 //! The trainer trains on the device of the model's parameters: move the
@@ -44,6 +45,14 @@
 //! layer's generator is not in the checkpoint: models with dropout resume
 //! with fresh draws.)
 //!
+//! Data-parallel training ([`Trainer::with_communicator`], one trainer per
+//! rank, ranks connected by a [`Communicator`](crate::distributed::Communicator)):
+//! the batch size is the global batch, each rank trains on its slice of
+//! every global batch with gradients all-reduced during backward,
+//! validation is sharded and gathered, and rank 0 alone writes the output
+//! folder; the values logged and the decisions taken are the same on every
+//! rank.
+//!
 //! On a GPU the host never waits for a training step: the losses stay on
 //! the device and are read back [`LOSS_READ_INTERVAL`] batches at a time
 //! (each still checked for NaN and reported to the observer).
@@ -54,6 +63,7 @@ mod fit;
 mod metric;
 mod monitor;
 mod observer;
+mod parallel;
 mod record;
 mod state;
 
@@ -185,6 +195,11 @@ pub struct Trainer<M: Module, C: Criterion> {
     seconds: f64,
     stored_threads: Option<usize>,
     stored_device: Option<String>,
+    /// The world size of the job that wrote the checkpoint resumed from
+    /// (1 for a single process); `None` for a new run.
+    stored_world: Option<usize>,
+    /// Data-parallel training: the reducer and its communicator.
+    parallel: Option<parallel::Parallel>,
 }
 
 impl<M: Module, F> Trainer<M, F>
@@ -263,6 +278,8 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             seconds: 0.0,
             stored_threads: None,
             stored_device: None,
+            stored_world: None,
+            parallel: None,
         })
     }
 
@@ -334,10 +351,16 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// Starts a new run writing into `dir` (created if needed): refuses a
     /// folder that already holds a run (nothing written before is
     /// overwritten: resume it instead), removes temporary files of killed
-    /// writers, starts an empty `log.jsonl`.
+    /// writers, starts an empty `log.jsonl`. In data-parallel training
+    /// every rank checks the folder and rank 0 alone writes it.
     pub fn output(mut self, dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        files::start_new_run("Trainer::output", &dir)?;
+        let started = if self.is_writer() {
+            files::start_new_run("Trainer::output", &dir)
+        } else {
+            refuse_existing_run("Trainer::output", &dir)
+        };
+        self.abort_if_error(started)?;
         self.out_dir = Some(dir);
         Ok(self)
     }
@@ -349,15 +372,30 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// model, optimizer kind, monitors). Log lines of epochs after the
     /// checkpoint (from a process killed between the two writes) are
     /// dropped, and so are temporary files of killed writers.
+    ///
+    /// In data-parallel training every rank reads the checkpoint (the
+    /// folder must be shared), rank 0 alone tidies the folder, and a job of
+    /// another world size than the checkpoint's is refused.
     pub fn resume(mut self, dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        crate::checkpoint::remove_stale_temp_files(&dir)?;
+        let resumed = self.resume_from(&dir);
+        self.abort_if_error(resumed)?;
+        self.out_dir = Some(dir);
+        Ok(self)
+    }
+
+    fn resume_from(&mut self, dir: &Path) -> Result<()> {
+        if self.is_writer() {
+            crate::checkpoint::remove_stale_temp_files(dir)?;
+        }
         let path = dir.join(CHECKPOINT_FILE);
         let ckpt = crate::checkpoint::read_training(&path)?;
         self.restore(&ckpt, &path)?;
-        files::truncate_log(&dir, self.epochs_done)?;
-        self.out_dir = Some(dir);
-        Ok(self)
+        self.check_world_size()?;
+        if self.is_writer() {
+            files::truncate_log(dir, self.epochs_done)?;
+        }
+        Ok(())
     }
 
     /// The model.
@@ -375,6 +413,15 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// dataset with the criterion's activation).
     pub fn model_and_criterion(&mut self) -> (&mut M, &C) {
         (&mut self.model, &self.criterion)
+    }
+
+    /// The model mutably, the criterion and the communicator of a
+    /// data-parallel trainer, at once (a run's sharded scoring).
+    pub(crate) fn scoring_parts(
+        &mut self,
+    ) -> (&mut M, &C, Option<&dyn crate::distributed::Communicator>) {
+        let comm = self.parallel.as_ref().map(|p| p.comm());
+        (&mut self.model, &self.criterion, comm)
     }
 
     /// The model, giving up the trainer.

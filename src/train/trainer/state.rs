@@ -17,15 +17,19 @@ pub(super) const META_THREADS: &str = "train.threads";
 /// The device the run trained on (`cpu`, `cuda:0`): kernels round
 /// differently on each, so only the same device resumes bit-identically.
 pub(super) const META_DEVICE: &str = "train.device";
+/// The number of ranks of the data-parallel job that wrote the checkpoint
+/// (absent: one process); a run resumes with the same number.
+pub(super) const META_WORLD: &str = "train.world_size";
 /// The best-checkpoint tracker (JSON).
 const META_BEST: &str = "train.best";
 /// The early-stopping tracker (JSON, with `stopped`).
 const META_EARLY: &str = "train.early_stopping";
 
-const OWN_KEYS: [&str; 5] = [
+const OWN_KEYS: [&str; 6] = [
     META_SECONDS,
     META_THREADS,
     META_DEVICE,
+    META_WORLD,
     META_BEST,
     META_EARLY,
 ];
@@ -49,6 +53,9 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             rayon::current_num_threads().to_string(),
         );
         extra.insert(META_DEVICE.into(), self.device.to_string());
+        if self.parallel.is_some() {
+            extra.insert(META_WORLD.into(), self.world_size().to_string());
+        }
         if let Some((monitor, tracker)) = &self.best {
             extra.insert(META_BEST.into(), tracker.to_json(monitor));
         }
@@ -63,11 +70,14 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     }
 
     /// Writes the current state as the training checkpoint `file` of the
-    /// output folder, atomically.
+    /// output folder, atomically (rank 0 only in data-parallel training).
     pub(super) fn save(&self, file: &str) -> Result<()> {
         let Some(dir) = &self.out_dir else {
             return Ok(());
         };
+        if !self.is_writer() {
+            return Ok(());
+        }
         save_training(
             dir.join(file),
             &self.model,
@@ -119,6 +129,14 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
             .and_then(|v| v["stopped"].as_bool())
             .unwrap_or(false);
+        let world = match meta.get(META_WORLD) {
+            None => 1,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|&w| w >= 1)
+                .ok_or_else(|| corrupt(format!("`{META_WORLD}` is not a rank count: {text}")))?,
+        };
         restore_training(ckpt, path, &self.model, self.optimizer.as_mut())?;
         self.criterion
             .load_state(meta)
@@ -137,6 +155,7 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             .unwrap_or(0.0);
         self.stored_threads = meta.get(META_THREADS).and_then(|s| s.parse().ok());
         self.stored_device = meta.get(META_DEVICE).cloned();
+        self.stored_world = Some(world);
         Ok(())
     }
 }
