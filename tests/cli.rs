@@ -148,6 +148,24 @@ fn resume_of_a_folder_without_a_run_is_an_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--distributed mpi` in a build without the MPI backend says how to get
+/// one, before any work; an unknown launcher is refused by name.
+#[test]
+fn distributed_mpi_needs_the_mpi_feature() {
+    let dir = scratch("mpi");
+    for cmd in ["train", "compare"] {
+        let args = [cmd, "--distributed", "mpi", "--out", dir.to_str().unwrap()];
+        let out = ferrite(&args);
+        if cfg!(feature = "mpi") {
+            continue; // this build has it; .ci/mpi runs it under mpirun
+        }
+        assert_refused(&out, "--features mpi", &args);
+        assert!(!dir.exists(), "{cmd} wrote before refusing");
+    }
+    let args = ["train", "--distributed", "nccl-ish"];
+    assert_refused(&ferrite(&args), "nccl-ish", &args);
+}
+
 /// The command failed cleanly: non-zero exit, `needle` in the message, no
 /// panic or backtrace.
 fn assert_refused(out: &Output, needle: &str, args: &[&str]) {

@@ -7,6 +7,7 @@ use super::loss_spec::LossSpec;
 use super::report::{RunSummary, REPORT_JSON};
 use super::run::{Observer, Run, CHECKPOINT_FILE};
 use super::svg::{per_class_chart, Series};
+use crate::distributed::Communicator;
 use crate::error::{Error, Result};
 use crate::tensor::Device;
 use serde_json::{json, Value};
@@ -229,6 +230,25 @@ pub fn compare(
     device: Device,
     observer: &mut dyn FnMut(&str) -> Box<dyn Observer>,
 ) -> Result<Vec<(Variant, Vec<RunSummary>)>> {
+    compare_with(base, variants, seeds, out_dir, device, observer, None)
+}
+
+/// [`compare`] with every run trained data-parallel over the ranks of a
+/// job: `communicator` makes this rank's communicator for each run (e.g.
+/// a clone of an MPI communicator). Every rank calls it with the same
+/// arguments; the output folder must be shared. Rank 0 alone writes
+/// (runs, `compare.md`, `compare.json`, `compare.svg`); every rank
+/// returns the same summaries. `None` is [`compare`].
+pub fn compare_with(
+    base: &TrainConfig,
+    variants: &[Variant],
+    seeds: &[u64],
+    out_dir: &Path,
+    device: Device,
+    observer: &mut dyn FnMut(&str) -> Box<dyn Observer>,
+    communicator: Option<&dyn Fn() -> Box<dyn Communicator>>,
+) -> Result<Vec<(Variant, Vec<RunSummary>)>> {
+    let writer = communicator.is_none_or(|make| make().rank() == 0);
     if variants.is_empty() || seeds.is_empty() {
         return Err(Error::invalid(
             "compare",
@@ -268,7 +288,9 @@ pub fn compare(
             configs.push((dir, config));
         }
     }
-    crate::checkpoint::remove_stale_temp_files(out_dir)?;
+    if writer {
+        crate::checkpoint::remove_stale_temp_files(out_dir)?;
+    }
     let mut configs = configs.into_iter();
     let mut results = Vec::new();
     for variant in variants {
@@ -282,10 +304,11 @@ pub fn compare(
                 read_summary(&report)?
             } else {
                 let mut obs = observer(&format!("{} seed {seed}", variant.label));
+                let comm = communicator.map(|make| make());
                 let mut trainer = if dir.join(CHECKPOINT_FILE).exists() {
-                    Run::resume_on(&dir, device)?
+                    Run::resume_with(&dir, device, comm)?
                 } else {
-                    Run::new_on(config, &dir, device)?
+                    Run::new_with(config, &dir, device, comm)?
                 };
                 trainer.run(obs.as_mut())?
             };
@@ -293,7 +316,9 @@ pub fn compare(
         }
         results.push((variant.clone(), runs));
     }
-    write_comparison(out_dir, base, &results)?;
+    if writer {
+        write_comparison(out_dir, base, &results)?;
+    }
     Ok(results)
 }
 

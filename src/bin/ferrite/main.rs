@@ -6,14 +6,16 @@ mod args;
 mod bench_cmd;
 #[cfg(feature = "cuda")]
 mod cuda_cmd;
+mod distributed_cmd;
 mod progress;
 
 use args::RunArgs;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use ferrite::train::compare::{compare, Variant};
+use distributed_cmd::{launch, Job, Launch};
+use ferrite::train::compare::{compare_with, Variant};
 use ferrite::train::run::{evaluate_checkpoint, Run};
-use ferrite::train::LossSpec;
+use ferrite::train::{LossSpec, Observer, Quiet};
 use ferrite::Device;
 use progress::Progress;
 use std::path::PathBuf;
@@ -68,6 +70,14 @@ enum Command {
         /// Device: cpu, cuda or cuda:N (a GPU needs a build with `--features cuda`)
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// none: one process. mpi: this process is one rank of an MPI job
+        /// (`mpirun -np N ferrite ... --distributed mpi`; needs a build with
+        /// `--features mpi`): --batch-size is the global batch, split into
+        /// contiguous per-rank slices; rank 0 alone prints and writes, into
+        /// an --out folder every rank can read. --threads defaults to the
+        /// cores the launcher bound the rank to
+        #[arg(long, value_enum, default_value = "none")]
+        distributed: Launch,
     },
     /// Evaluate a checkpoint on its run's test set and print the report
     #[command(allow_negative_numbers = true)]
@@ -109,6 +119,14 @@ enum Command {
         /// Device: cpu, cuda or cuda:N (a GPU needs a build with `--features cuda`)
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// none: one process. mpi: this process is one rank of an MPI job
+        /// (`mpirun -np N ferrite ... --distributed mpi`; needs a build with
+        /// `--features mpi`): --batch-size is the global batch, split into
+        /// contiguous per-rank slices; rank 0 alone prints and writes, into
+        /// an --out folder every rank can read. --threads defaults to the
+        /// cores the launcher bound the rank to
+        #[arg(long, value_enum, default_value = "none")]
+        distributed: Launch,
     },
     /// Time the kernels and print GFLOP/s or GB/s next to the machine's
     /// peak (CPU), or with --device cuda the GPU benchmarks next to the
@@ -225,7 +243,17 @@ struct TrainRequest {
     given: Vec<String>,
 }
 
-fn train(request: TrainRequest, device: Device) -> Result<(), String> {
+/// The terminal view of a run on the rank that prints (rank 0), silence
+/// on the others.
+fn observer(job: &Job, label: &str) -> Box<dyn Observer> {
+    if job.is_writer() {
+        Box::new(Progress::new(label))
+    } else {
+        Box::new(Quiet)
+    }
+}
+
+fn train(request: TrainRequest, device: Device, job: &Job) -> Result<(), String> {
     let TrainRequest {
         run,
         loss,
@@ -243,20 +271,42 @@ fn train(request: TrainRequest, device: Device) -> Result<(), String> {
                 given.join(", ")
             ));
         }
-        let t = Run::resume_on(&out, device).map_err(|e| e.to_string())?;
-        println!(
-            "resuming {} after epoch {} of {}",
-            out.display(),
-            t.epochs_done(),
-            t.config().epochs
-        );
+        let t = Run::resume_with(&out, device, job.communicator()).map_err(|e| e.to_string())?;
+        if job.is_writer() {
+            println!(
+                "resuming {} after epoch {} of {}",
+                out.display(),
+                t.epochs_done(),
+                t.config().epochs
+            );
+        }
         t
     } else {
         let loss: LossSpec = loss.parse().map_err(|e: ferrite::Error| e.to_string())?;
         let config = run.to_config(loss, seed).map_err(|e| e.to_string())?;
         refuse(args::without_effect(&given, &config))?;
-        Run::new_on(config, &out, device).map_err(|e| e.to_string())?
+        Run::new_with(config, &out, device, job.communicator()).map_err(|e| e.to_string())?
     };
+    let label = trainer.config().loss.to_string();
+    let summary = if job.is_writer() {
+        print_data(&trainer, device);
+        trainer.run(&mut Progress::new(&label))
+    } else {
+        trainer.run(&mut Quiet)
+    }
+    .map_err(|e| e.to_string())?;
+    if job.is_writer() {
+        println!("\n{}", summary.markdown());
+        println!(
+            "wrote {0}/report.md, {0}/report.json, {0}/per_class.svg, {0}/learning_curve.svg, {0}/log.jsonl, {0}/checkpoint.safetensors",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// One line on the run's data: sizes and training positives per class.
+fn print_data(trainer: &Run, device: Device) {
     let data = trainer.data();
     println!(
         "{} on {device}: {} training / {} test images, {} classes; training positives per class: {:?}",
@@ -266,16 +316,6 @@ fn train(request: TrainRequest, device: Device) -> Result<(), String> {
         data.train.num_classes,
         data.train_positives
     );
-    let label = trainer.config().loss.to_string();
-    let summary = trainer
-        .run(&mut Progress::new(&label))
-        .map_err(|e| e.to_string())?;
-    println!("\n{}", summary.markdown());
-    println!(
-        "wrote {0}/report.md, {0}/report.json, {0}/per_class.svg, {0}/learning_curve.svg, {0}/log.jsonl, {0}/checkpoint.safetensors",
-        out.display()
-    );
-    Ok(())
 }
 
 fn eval(
@@ -331,6 +371,7 @@ fn run_compare(
     out: PathBuf,
     device: Device,
     given: Vec<String>,
+    job: &Job,
 ) -> Result<(), String> {
     let variants = split_losses(&losses)
         .iter()
@@ -342,11 +383,24 @@ fn run_compare(
         .to_config(first.loss, seeds.first().copied().unwrap_or(0))
         .map_err(|e| e.to_string())?;
     refuse(args::without_effect(&given, &base))?;
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    compare(&base, &variants, &seeds, &out, device, &mut |label| {
-        Box::new(Progress::new(label))
-    })
+    if job.is_writer() {
+        std::fs::create_dir_all(&out)
+            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    }
+    let mut observers = |label: &str| observer(job, label);
+    compare_with(
+        &base,
+        &variants,
+        &seeds,
+        &out,
+        device,
+        &mut observers,
+        job.maker(),
+    )
     .map_err(|e| e.to_string())?;
+    if !job.is_writer() {
+        return Ok(());
+    }
     let table = std::fs::read_to_string(out.join("compare.md")).unwrap_or_default();
     println!("\n{table}");
     println!(
@@ -368,8 +422,13 @@ fn main() -> ExitCode {
             resume,
             threads,
             device,
+            distributed,
         } => {
-            let given = options_given(&matches, "train", &["out", "resume", "threads", "device"]);
+            let given = options_given(
+                &matches,
+                "train",
+                &["out", "resume", "threads", "device", "distributed"],
+            );
             let request = TrainRequest {
                 run,
                 loss,
@@ -379,7 +438,7 @@ fn main() -> ExitCode {
                 given,
             };
             parse_device(&device)
-                .and_then(|device| with_threads(threads, || train(request, device)))
+                .and_then(|device| launch(distributed, threads, |job| train(request, device, job)))
         }
         Command::Eval {
             checkpoint,
@@ -396,11 +455,12 @@ fn main() -> ExitCode {
             out,
             threads,
             device,
+            distributed,
         } => {
             let given = options_given(&matches, "compare", &[]);
             parse_device(&device).and_then(|device| {
-                with_threads(threads, || {
-                    run_compare(run, losses, seeds, out, device, given)
+                launch(distributed, threads, |job| {
+                    run_compare(run, losses, seeds, out, device, given, job)
                 })
             })
         }
