@@ -84,6 +84,22 @@ if [[ -n "$NVRTC_LIB" ]]; then
 fi
 export NVRTC_LIB
 
+# NCCL (the single-rank check, test device_nccl): cudarc loads libnccl.so,
+# while Python's NCCL wheel ships libnccl.so.2 only; link it under the name
+# cudarc looks for.
+find_nccl() {
+    ldconfig -p 2>/dev/null | awk '/libnccl\.so/ {print $NF; exit}'
+    compgen -G "/usr/local/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so*" | head -n 1
+    python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib", "libnccl.so.2"))' 2>/dev/null
+}
+NCCL_SO="$(find_nccl | grep -m1 . || true)"
+if [[ -n "$NCCL_SO" && -e "$NCCL_SO" ]]; then
+    mkdir -p "$OUT/nccl-lib"
+    ln -sf "$NCCL_SO" "$OUT/nccl-lib/libnccl.so"
+    export LD_LIBRARY_PATH="$OUT/nccl-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+export NCCL_SO
+
 # record NAME STATUS SECONDS NOTE: one line of stages.jsonl, then the summary.
 record() {
     python3 - "$STAGES" "$@" <<'EOF'
@@ -130,6 +146,7 @@ export -f skip have
 stage_env() {
     echo "rehearsal: $REHEARSE"
     echo "nvrtc: ${NVRTC_LIB:-not found}"
+    echo "nccl: ${NCCL_SO:-not found}"
     uname -a
     ldd --version 2>&1 | head -1
     if have nvidia-smi; then
@@ -174,7 +191,7 @@ EOF
 stage_tests() {
     local failed=0 t rc
     : > "$OUT/tests.txt"
-    for t in cuda_kernels_compile cuda_device device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck; do
+    for t in cuda_kernels_compile cuda_device device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck device_nccl; do
         [[ -x "$BIN/$t" ]] || { echo "$t missing" >> "$OUT/tests.txt"; failed=1; continue; }
         echo "--- $t (FERRITE_DEVICE_TEST_SCALE=$FERRITE_DEVICE_TEST_SCALE)"
         timeout 120 "$BIN/$t" 2>&1 | tee "$OUT/test_$t.log" | grep -E '^test |test result|panicked|device suite'
