@@ -14,7 +14,8 @@
 //! failure aborts the job with a non-zero exit and a message.
 //!
 //! `--time-all-reduce MB` then times all-reduces of MB megabytes of `f32`
-//! (median of 5, after one warm-up) and prints the bandwidth.
+//! (median and range of 7, after one warm-up) and prints the bandwidth,
+//! next to one memory copy of the same buffer.
 //!
 //! `--panic-on-rank R` (or `--error-on-rank R`) makes rank R panic (or
 //! return an error) at the second step, while the other ranks wait in a
@@ -327,20 +328,36 @@ fn time_all_reduce(comm: &MpiCommunicator, mb: usize) -> Result<()> {
     let mut buf = Buffer::F32(vec![1.0; len]);
     comm.all_reduce_sum(&mut buf)?;
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..7 {
         comm.barrier()?;
         let t = Instant::now();
         comm.all_reduce_sum(&mut buf)?;
         times.push(t.elapsed().as_secs_f64());
     }
+    // The same bytes through one memory copy, for scale.
+    let src = vec![1.0f32; len];
+    let mut dst = vec![0.0f32; len];
+    let mut copies = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        copies.push(t.elapsed().as_secs_f64());
+    }
     times.sort_by(f64::total_cmp);
-    let median = times[2];
+    copies.sort_by(f64::total_cmp);
+    let bytes = (len * 4) as f64;
     if comm.rank() == 0 {
         println!(
-            "all-reduce of {mb} MB over {} ranks: {:.2} ms (median of 5), {:.2} GB/s of buffer",
+            "all-reduce of {mb} MB over {} ranks: {:.2} ms median ({:.2}-{:.2} over 7), \
+             {:.2} GB/s of buffer; one memory copy of it: {:.2} ms, {:.2} GB/s",
             comm.world_size(),
-            median * 1e3,
-            (len * 4) as f64 / median / 1e9
+            times[3] * 1e3,
+            times[0] * 1e3,
+            times[6] * 1e3,
+            bytes / times[3] / 1e9,
+            copies[3] * 1e3,
+            bytes / copies[3] / 1e9
         );
     }
     Ok(())
