@@ -35,5 +35,5 @@ pub use buffer::Buffer;
 pub use communicator::{AllReduce, Communicator};
 pub use gather::{all_gather_rows, all_reduce_f64};
 pub use in_process::InProcess;
-pub use reducer::Reducer;
+pub use reducer::{Reducer, StepTiming};
 pub use single::SingleProcess;

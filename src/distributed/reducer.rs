@@ -37,6 +37,21 @@ pub struct Reducer {
     buckets: Vec<Bucket>,
     /// Per parameter id: (bucket, member).
     place: HashMap<TensorId, (usize, usize)>,
+    /// Where the last step's time went.
+    timing: StepTiming,
+}
+
+/// Where the time of the last [`Reducer::backward`] went: backward itself
+/// (with the copies into the buckets and the all-reduces it started), and
+/// the wait for the all-reduces after it, the communication that backward
+/// did not hide.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTiming {
+    /// Seconds from the start of backward to its end.
+    pub backward_seconds: f64,
+    /// Seconds spent after backward waiting for the all-reduces and
+    /// writing the reduced gradients back.
+    pub exposed_seconds: f64,
 }
 
 impl Reducer {
@@ -66,6 +81,7 @@ impl Reducer {
             params,
             buckets,
             place,
+            timing: StepTiming::default(),
         })
     }
 
@@ -107,6 +123,11 @@ impl Reducer {
     /// Elements per bucket, in the order they are all-reduced.
     pub fn bucket_lens(&self) -> Vec<usize> {
         self.buckets.iter().map(|b| b.len).collect()
+    }
+
+    /// Where the time of the last step went (zeros before the first).
+    pub fn last_timing(&self) -> StepTiming {
+        self.timing
     }
 
     /// Backward of `loss` (this rank's mean loss over its `local_count`
@@ -160,6 +181,7 @@ impl Reducer {
                 ),
             ));
         }
+        let started = std::time::Instant::now();
         let scale = local_count as f64 / global_count as f64;
         for bucket in &mut self.buckets {
             bucket.reset()?;
@@ -189,11 +211,16 @@ impl Reducer {
         }
         flight.launch_ready()?;
         let handles = std::mem::take(&mut flight.handles);
+        let backward_done = std::time::Instant::now();
         for (b, handle) in handles.into_iter().enumerate() {
             let reduced = handle.wait()?;
             self.write_back(b, &reduced, &mut store)?;
             self.buckets[b].buffer = Some(reduced);
         }
+        self.timing = StepTiming {
+            backward_seconds: (backward_done - started).as_secs_f64(),
+            exposed_seconds: backward_done.elapsed().as_secs_f64(),
+        };
         Ok(store)
     }
 
