@@ -25,9 +25,30 @@ import sys
 
 RARE = 3  # the protocol's "3 rarest" / "3 most frequent" classes
 
+# Pairs compared beside the claims: PLM's masks against the re-weighting
+# that is their expectation, PLM on focal loss against focal alone, and
+# (single-label data) PLM against softmax cross-entropy.
+SECONDARY = [
+    ("plm(init=balanced)", "reweight(rhat=1)"),
+    ("plm+focal", "focal"),
+    ("plm", "ce"),
+]
+
+
+def label_of(folder_name):
+    """The loss as `--losses` spelled it, from the run folder's name
+    (`plm_lambda_0.01_` -> `plm(lambda=0.01)`; `plm+focal` stays)."""
+    if not folder_name.endswith("_"):
+        return folder_name
+    name, _, rest = folder_name[:-1].partition("_")
+    parts = rest.split("_")
+    pairs = [f"{k}={v}" for k, v in zip(parts[0::2], parts[1::2])]
+    return f"{name}({','.join(pairs)})"
+
 
 def load_runs(folder):
-    """{variant folder: {seed: (report, log records)}}, seeds in order."""
+    """{variant label: {seed: (report, log records)}}, seeds in order, in
+    the order of `compare.json` where it exists."""
     runs = {}
     for variant in sorted(os.listdir(folder)):
         vdir = os.path.join(folder, variant)
@@ -47,14 +68,14 @@ def load_runs(folder):
                     log = [json.loads(line) for line in f if line.strip()]
             seeds[int(entry[4:])] = (rep, log)
         if seeds:
-            runs[variant] = dict(sorted(seeds.items()))
-    return runs
-
-
-def variant_label(folder_name, runs):
-    """The loss as the runs recorded it (e.g. `plm(lambda=auto,...)+bce`)."""
-    rep = next(iter(runs[folder_name].values()))[0]
-    return rep["config"]["loss"] if isinstance(rep["config"]["loss"], str) else folder_name
+            runs[label_of(variant)] = dict(sorted(seeds.items()))
+    order = []
+    compare = os.path.join(folder, "compare.json")
+    if os.path.exists(compare):
+        with open(compare) as f:
+            order = [row["variant"] for row in json.load(f)["rows"]]
+    rank = {label: i for i, label in enumerate(order)}
+    return dict(sorted(runs.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
 def sets_of(report):
@@ -191,18 +212,36 @@ def main(folder):
                 v, why = verdict(d)
                 m, sd = mean_sd(d) if d else (None, None)
                 out.append(
-                    f"| {variant} | {claim} | {', '.join(f'{x:+.3f}' for x in d)} | "
-                    f"{fmt(m)} ± {fmt(sd)} | {v} ({why}) |"
+                    f"| {variant} | {claim} | {', '.join(f'{x:+.4f}' for x in d)} | "
+                    f"{fmt(m, 4)} ± {fmt(sd, 4)} | {v} ({why}) |"
                 )
             if variant.startswith("plm") and "focal" in runs and variant != "focal":
                 d = paired(runs, variant, "focal", set_name, "macro_f1")
                 v, why = verdict(d, at_least_as_good=True)
                 m, sd = mean_sd(d) if d else (None, None)
                 out.append(
-                    f"| {variant} | C4 macro_f1 − focal's | {', '.join(f'{x:+.3f}' for x in d)} | "
-                    f"{fmt(m)} ± {fmt(sd)} | {v} ({why}) |"
+                    f"| {variant} | C4 macro_f1 − focal's | {', '.join(f'{x:+.4f}' for x in d)} | "
+                    f"{fmt(m, 4)} ± {fmt(sd, 4)} | {v} ({why}) |"
                 )
         out.append("")
+        # Secondary comparisons, named as such: masking against its
+        # expectation, and PLM on top of focal loss against focal alone.
+        pairs = [(a, b) for a, b in SECONDARY if a in runs and b in runs]
+        if pairs:
+            out.append("Secondary comparisons (not claims of the protocol; same rule, for reading):\n")
+            out.append("| comparison | metric | per-seed differences | mean ± sd | reading |")
+            out.append("|---|---|---|---:|---|")
+            for a, b in pairs:
+                for name in metrics:
+                    d = paired(runs, a, b, set_name, name)
+                    v, _ = verdict(d)
+                    word = {"holds": "higher", "refuted": "lower"}.get(v, "no clear difference")
+                    m, sd = mean_sd(d) if d else (None, None)
+                    out.append(
+                        f"| {a} − {b} | {name} | {', '.join(f'{x:+.4f}' for x in d)} | "
+                        f"{fmt(m, 4)} ± {fmt(sd, 4)} | {word} |"
+                    )
+            out.append("")
         # Threshold shift: C1 holds but the rare-3 AP does not rise.
         for variant in runs:
             if variant == "bce":
