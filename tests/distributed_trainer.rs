@@ -14,7 +14,7 @@ mod ddp;
 use ddp::{dataset, model, on_ranks, scratch, sgd, BATCH, TRAIN, VAL, VAL_BATCH};
 use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
 use ferrite::data::shard_range;
-use ferrite::distributed::{Communicator, SingleProcess};
+use ferrite::distributed::{Communicator, InProcess, SingleProcess};
 use ferrite::loss::cross_entropy;
 use ferrite::nn::{Module, Sequential};
 use ferrite::train::config::{DataConfig, DatasetKind, TrainConfig};
@@ -366,5 +366,71 @@ fn a_two_rank_run_trains_identical_ranks_and_rank_0_writes_the_folder() {
             "{name}: {a} sharded, {b} in one process"
         );
     }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// `compare_with` over 2 ranks: both train every run of the comparison
+/// and return the same summaries; rank 0 alone writes the runs and the
+/// comparison.
+#[test]
+fn a_two_rank_comparison_is_written_by_rank_0_alone() {
+    use ferrite::train::compare::{compare_with, JobRank, Variant};
+    use std::sync::Mutex;
+    let base = scratch("compare");
+    let mut data = DataConfig::new(DatasetKind::MultiMnistLt);
+    data.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    data.train_size = 64;
+    data.test_size = 33;
+    let mut config = TrainConfig::new(data, "resnet8", "bce".parse().unwrap());
+    config.stem = Some("imagenet".into());
+    (config.epochs, config.batch_size) = (1, 32);
+    let variants: Vec<Variant> = ["bce", "plm"].iter().map(|v| v.parse().unwrap()).collect();
+    // One group of 2 ranks per run: rank r takes the r-th communicator of
+    // each, in run order.
+    let groups: Vec<_> = (0..variants.len())
+        .map(|_| InProcess::group(2).unwrap())
+        .collect();
+    let queues: Vec<Mutex<Vec<InProcess>>> = (0..2).map(|_| Mutex::new(Vec::new())).collect();
+    for group in groups.into_iter().rev() {
+        for (r, comm) in group.into_iter().enumerate() {
+            queues[r].lock().unwrap().push(comm);
+        }
+    }
+    let results = on_ranks(2, |comm| {
+        let rank = comm.rank();
+        let make = || -> Box<dyn Communicator> {
+            Box::new(queues[rank].lock().unwrap().pop().expect("one per run"))
+        };
+        let dir = base.join(format!("rank{rank}"));
+        let job = JobRank {
+            rank,
+            communicator: &make,
+        };
+        let runs = compare_with(
+            &config,
+            &variants,
+            &[3],
+            &dir,
+            Device::Cpu,
+            &mut |_| Box::new(Quiet),
+            Some(job),
+        )?;
+        Ok(runs
+            .iter()
+            .map(|(_, r)| r[0].summary.clone())
+            .collect::<Vec<_>>())
+    });
+    let results: Vec<_> = results.into_iter().collect::<Result<_>>().unwrap();
+    assert_eq!(results[0], results[1], "the ranks' summaries differ");
+    let rank0 = base.join("rank0");
+    for file in [
+        "compare.md",
+        "compare.json",
+        "bce/seed3/report.json",
+        "plm/seed3/report.json",
+    ] {
+        assert!(rank0.join(file).exists(), "{file} missing");
+    }
+    assert!(!base.join("rank1").exists(), "rank 1 wrote files");
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -233,12 +233,22 @@ pub fn compare(
     compare_with(base, variants, seeds, out_dir, device, observer, None)
 }
 
+/// This process's place in a data-parallel comparison (see
+/// [`compare_with`]).
+pub struct JobRank<'a> {
+    /// This process's rank; rank 0 writes.
+    pub rank: usize,
+    /// Makes this rank's communicator for one run (e.g. a clone of an MPI
+    /// communicator); called once per run that trains.
+    pub communicator: &'a dyn Fn() -> Box<dyn Communicator>,
+}
+
 /// [`compare`] with every run trained data-parallel over the ranks of a
-/// job: `communicator` makes this rank's communicator for each run (e.g.
-/// a clone of an MPI communicator). Every rank calls it with the same
-/// arguments; the output folder must be shared. Rank 0 alone writes
-/// (runs, `compare.md`, `compare.json`, `compare.svg`); every rank
-/// returns the same summaries. `None` is [`compare`].
+/// job. Every rank calls it with the same arguments and its own
+/// [`JobRank`]; the output folder must be one that every rank reads.
+/// Rank 0 alone writes (runs, `compare.md`, `compare.json`,
+/// `compare.svg`); every rank returns the same summaries. `None` is
+/// [`compare`].
 pub fn compare_with(
     base: &TrainConfig,
     variants: &[Variant],
@@ -246,9 +256,9 @@ pub fn compare_with(
     out_dir: &Path,
     device: Device,
     observer: &mut dyn FnMut(&str) -> Box<dyn Observer>,
-    communicator: Option<&dyn Fn() -> Box<dyn Communicator>>,
+    job: Option<JobRank<'_>>,
 ) -> Result<Vec<(Variant, Vec<RunSummary>)>> {
-    let writer = communicator.is_none_or(|make| make().rank() == 0);
+    let writer = job.as_ref().is_none_or(|j| j.rank == 0);
     if variants.is_empty() || seeds.is_empty() {
         return Err(Error::invalid(
             "compare",
@@ -304,7 +314,7 @@ pub fn compare_with(
                 read_summary(&report)?
             } else {
                 let mut obs = observer(&format!("{} seed {seed}", variant.label));
-                let comm = communicator.map(|make| make());
+                let comm = job.as_ref().map(|j| (j.communicator)());
                 let mut trainer = if dir.join(CHECKPOINT_FILE).exists() {
                     Run::resume_with(&dir, device, comm)?
                 } else {

@@ -2,6 +2,7 @@
 //! one rank of an MPI job (`mpirun -np N ferrite train ... --distributed mpi`).
 
 use ferrite::distributed::Communicator;
+use ferrite::train::compare::JobRank;
 
 /// How a run spreads over processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -38,9 +39,13 @@ impl Job {
         self.maker.as_ref().map(|make| make())
     }
 
-    /// What makes the communicator of each run (for `compare_with`).
-    pub fn maker(&self) -> Option<&dyn Fn() -> Box<dyn Communicator>> {
-        self.maker.as_deref()
+    /// This rank and what makes its communicator for each run (for
+    /// `compare_with`); `None` in one process.
+    pub fn rank(&self) -> Option<JobRank<'_>> {
+        self.maker.as_deref().map(|communicator| JobRank {
+            rank: self.rank,
+            communicator,
+        })
     }
 
     /// Whether this process prints and writes: rank 0.

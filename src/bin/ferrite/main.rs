@@ -395,7 +395,7 @@ fn run_compare(
         &out,
         device,
         &mut observers,
-        job.maker(),
+        job.rank(),
     )
     .map_err(|e| e.to_string())?;
     if !job.is_writer() {
