@@ -287,14 +287,13 @@ fn train(request: TrainRequest, device: Device, job: &Job) -> Result<(), String>
         refuse(args::without_effect(&given, &config))?;
         Run::new_with(config, &out, device, job.communicator()).map_err(|e| e.to_string())?
     };
-    let label = trainer.config().loss.to_string();
-    let summary = if job.is_writer() {
+    if job.is_writer() {
         print_data(&trainer, device);
-        trainer.run(&mut Progress::new(&label))
-    } else {
-        trainer.run(&mut Quiet)
     }
-    .map_err(|e| e.to_string())?;
+    let label = trainer.config().loss.to_string();
+    let summary = trainer
+        .run(observer(job, &label).as_mut())
+        .map_err(|e| e.to_string())?;
     if job.is_writer() {
         println!("\n{}", summary.markdown());
         println!(

@@ -2,6 +2,7 @@
 //! the log line and the checkpoints.
 
 use super::files::{append_log, BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};
+use super::parallel::gathered_outputs;
 use super::{Criterion, EpochRecord, History, Observer, Trainer};
 use crate::data::loader::{Batch, DataLoader};
 use crate::error::{Error, Result};
@@ -289,26 +290,34 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// it): each rank runs its slice of every batch, and the values, from
     /// the gathered outputs, are the same on every rank.
     pub fn validate(&mut self, loader: &mut DataLoader<'_>) -> Result<Vec<(String, f64)>> {
-        if self.parallel.is_some() {
-            let values = self.validate_parallel(loader);
-            return self.abort_if_error(values);
-        }
+        let values = self.validate_batches(loader);
+        self.abort_if_error(values)
+    }
+
+    /// The validation loop of [`Trainer::validate`]: the outputs of each
+    /// whole batch (from this process, or gathered from the ranks'
+    /// slices), then the loss and every metric from them.
+    fn validate_batches(&mut self, loader: &mut DataLoader<'_>) -> Result<Vec<(String, f64)>> {
         for m in &mut self.metrics {
             m.reset();
         }
         self.model.set_training(false);
         let mut losses: Vec<(Tensor, usize)> = Vec::new();
+        let comm = self.parallel.as_ref().map(|p| p.comm());
         let (model, criterion, metrics) = (&self.model, &mut self.criterion, &mut self.metrics);
         let (device, precision) = (self.device, self.precision);
         let scored = crate::no_grad(|| -> Result<()> {
             for batch in loader.epoch(0) {
                 let batch = batch_on(batch?, device)?;
-                let output = crate::autocast(precision, || -> Result<_> {
-                    let output = model.forward(&batch.x)?;
+                let output = match comm {
+                    None => crate::autocast(precision, || model.forward(&batch.x))?,
+                    Some(comm) => gathered_outputs(model, comm, &batch, precision)?,
+                };
+                crate::autocast(precision, || -> Result<()> {
                     if let Some(loss) = criterion.validation_loss(&output, &batch)? {
                         losses.push((loss.to_dtype(DType::F32)?.reshape(&[1])?, batch.len()));
                     }
-                    Ok(output)
+                    Ok(())
                 })?;
                 for m in metrics.iter_mut() {
                     m.update(&output, &batch)?;

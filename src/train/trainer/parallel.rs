@@ -5,15 +5,16 @@
 
 use super::fit::batch_on;
 use super::{Criterion, Observer, Trainer};
-use crate::data::loader::DataLoader;
+use crate::data::loader::{Batch, DataLoader};
 use crate::data::shard::Slice;
 use crate::distributed::{
     all_gather_rows, all_reduce_f64, BucketOptions, Buffer, Communicator, Reducer,
 };
 use crate::error::{Error, Result};
 use crate::nn::{Module, Role};
+use crate::ops::autocast::Precision;
 use crate::optim::clip_grad_norm_;
-use crate::tensor::{DType, Device, Tensor};
+use crate::tensor::Tensor;
 use crate::train::loss_log::LossLog;
 use std::time::Instant;
 
@@ -203,62 +204,6 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         Ok((totals[0], images, start.elapsed().as_secs_f64()))
     }
 
-    /// [`Trainer::validate`] of a data-parallel trainer: every rank loads
-    /// each validation batch, runs the model on its slice, and gathers the
-    /// outputs; the loss and the metrics are then computed from the whole
-    /// batch's outputs, the same on every rank.
-    pub(super) fn validate_parallel(
-        &mut self,
-        loader: &mut DataLoader<'_>,
-    ) -> Result<Vec<(String, f64)>> {
-        for m in &mut self.metrics {
-            m.reset();
-        }
-        self.model.set_training(false);
-        let mut losses: Vec<(Tensor, usize)> = Vec::new();
-        let Some(par) = self.parallel.as_ref() else {
-            return Err(Error::invalid("Trainer::validate", "no communicator"));
-        };
-        let comm = par.comm();
-        let (model, criterion, metrics) = (&self.model, &mut self.criterion, &mut self.metrics);
-        let (device, precision) = (self.device, self.precision);
-        let scored = crate::no_grad(|| -> Result<()> {
-            for batch in loader.epoch(0) {
-                let batch = batch_on(batch?, device)?;
-                let slice = Slice::of_rank(batch.len(), comm.rank(), comm.world_size());
-                let local = match slice.len {
-                    0 => None,
-                    n if n == batch.len() => {
-                        Some(crate::autocast(precision, || model.forward(&batch.x))?)
-                    }
-                    n => {
-                        let x = batch.x.narrow(0, slice.offset, n)?;
-                        Some(crate::autocast(precision, || model.forward(&x))?)
-                    }
-                };
-                let output = all_gather_rows(comm, local.as_ref())?;
-                let output = if device == Device::Cpu {
-                    output
-                } else {
-                    output.to_device(device)?
-                };
-                crate::autocast(precision, || -> Result<()> {
-                    if let Some(loss) = criterion.validation_loss(&output, &batch)? {
-                        losses.push((loss.to_dtype(DType::F32)?.reshape(&[1])?, batch.len()));
-                    }
-                    Ok(())
-                })?;
-                for m in metrics.iter_mut() {
-                    m.update(&output, &batch)?;
-                }
-            }
-            Ok(())
-        });
-        self.model.set_training(true);
-        scored?;
-        self.validation_values(&losses)
-    }
-
     /// Makes every rank take rank 0's decisions of the epoch (a new best
     /// checkpoint, early stopping); they agree already when every rank saw
     /// the same values, and this keeps the ranks in step even if they did
@@ -280,5 +225,32 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         record.stopped_early = rank0.get(1).is_some_and(|&v| v != 0.0);
         self.stopped_early = record.stopped_early;
         Ok(())
+    }
+}
+
+/// The outputs of `model` on the whole `batch` in data-parallel
+/// validation: this rank runs its slice, and the slices of every rank are
+/// gathered in rank order, so every rank holds the same outputs.
+pub(super) fn gathered_outputs<M: Module>(
+    model: &M,
+    comm: &dyn Communicator,
+    batch: &Batch,
+    precision: Precision,
+) -> Result<Tensor> {
+    let slice = Slice::of_rank(batch.len(), comm.rank(), comm.world_size());
+    let local = match slice.len {
+        0 => None,
+        n if n == batch.len() => Some(crate::autocast(precision, || model.forward(&batch.x))?),
+        n => {
+            let x = batch.x.narrow(0, slice.offset, n)?;
+            Some(crate::autocast(precision, || model.forward(&x))?)
+        }
+    };
+    let output = all_gather_rows(comm, local.as_ref())?;
+    let device = batch.x.device();
+    if output.device() == device {
+        Ok(output)
+    } else {
+        output.to_device(device)
     }
 }
