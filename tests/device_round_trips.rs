@@ -16,9 +16,18 @@ use ferrite::plm::{Plm, PlmConfig};
 use ferrite::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by each test while it runs: the device's transfer counts are
+/// global, so a test running beside another would count its downloads.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[test]
 fn plm_training_steps_download_nothing() {
+    let _turn = one_at_a_time();
     for device in devices() {
         let Device::Cuda(ordinal) = device else {
             continue;
@@ -79,6 +88,7 @@ fn plm_training_steps_download_nothing() {
 
 #[test]
 fn a_trainer_epoch_on_the_device_downloads_nothing_between_batches() {
+    let _turn = one_at_a_time();
     use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
     use ferrite::data::{ImageDataset, Labels};
     use ferrite::nn::{Bias, Flatten, Linear, Sequential};
