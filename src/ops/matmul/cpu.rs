@@ -1,5 +1,8 @@
-//! CPU GEMM: `matrixmultiply`'s packed, cache-blocked sgemm/dgemm kernels
-//! called on strided operands, so transposed views need no copy.
+//! CPU GEMM: packed, cache-blocked kernels called on strided operands, so
+//! transposed views need no copy. f32 runs ferrite's own AVX-512 kernel
+//! ([`super::sgemm_avx512`]) where the CPU has AVX-512, and
+//! `matrixmultiply`'s sgemm elsewhere; f64 always runs matrixmultiply's
+//! dgemm.
 //!
 //! Parallelism comes from rayon only, never from matrixmultiply's own
 //! threading: a batch of products runs one product per task; a single large
@@ -105,6 +108,13 @@ impl Gemm for f32 {
         c: *mut f32,
         ldc: isize,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if super::sgemm_avx512::available() {
+            // Safety: AVX-512 is available; the caller's contract is the same.
+            return unsafe {
+                super::sgemm_avx512::sgemm(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, ldc)
+            };
+        }
         matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, ldc, 1);
     }
 }

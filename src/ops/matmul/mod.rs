@@ -16,6 +16,8 @@ pub(crate) mod cpu;
 pub(crate) mod cuda;
 #[cfg(feature = "cuda")]
 pub mod params;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod sgemm_avx512;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};

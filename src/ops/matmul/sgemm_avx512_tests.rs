@@ -1,0 +1,171 @@
+//! Unit tests of the AVX-512 sgemm against a plain f64 triple loop: edge
+//! tiles, block boundaries (`KC`, `MC`, `NC`), strided and transposed
+//! operands, and every `beta` case (0 must not read `c`).
+use super::*;
+use rand::{Rng, SeedableRng};
+
+/// A strided matrix for the tests: `rows × cols` values at
+/// `data[i * rs + j * cs]`.
+struct Strided {
+    data: Vec<f32>,
+    rs: usize,
+    cs: usize,
+}
+
+impl Strided {
+    /// Random values in [-1, 1); `transposed` stores it column-major,
+    /// `spread` leaves gaps of one element between neighbours.
+    fn random(rows: usize, cols: usize, transposed: bool, spread: usize, seed: u64) -> Self {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (rs, cs) = if transposed {
+            (spread, rows * spread)
+        } else {
+            (cols * spread, spread)
+        };
+        let data = (0..rows * cols * spread)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        Strided { data, rs, cs }
+    }
+    fn at(&self, i: usize, j: usize) -> f64 {
+        self.data[i * self.rs + j * self.cs] as f64
+    }
+}
+
+/// Runs `c = a · b + beta · c0` and compares with the f64 reference;
+/// returns the largest error relative to the sum of |terms|.
+fn check(m: usize, k: usize, n: usize, ta: bool, tb: bool, spread: usize, beta: f32) -> f64 {
+    let a = Strided::random(m, k, ta, spread, 1 + m as u64);
+    let b = Strided::random(k, n, tb, spread, 2 + n as u64);
+    let ldc = n + 3;
+    let c0: Vec<f32> = (0..m * ldc).map(|i| (i % 7) as f32 - 3.0).collect();
+    // beta = 0 must not read c: fill it with NaN, which would poison sums.
+    let mut c = if beta == 0.0 {
+        vec![f32::NAN; m * ldc]
+    } else {
+        c0.clone()
+    };
+    assert!(available());
+    unsafe {
+        sgemm(
+            m,
+            k,
+            n,
+            a.data.as_ptr(),
+            (a.rs as isize, a.cs as isize),
+            b.data.as_ptr(),
+            (b.rs as isize, b.cs as isize),
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+        )
+    };
+    let mut worst = 0.0f64;
+    for i in 0..m {
+        for j in 0..n {
+            let (mut sum, mut mag) = (beta as f64 * c0[i * ldc + j] as f64, 0.0);
+            if beta == 0.0 {
+                sum = 0.0;
+            }
+            for p in 0..k {
+                sum += a.at(i, p) * b.at(p, j);
+                mag += (a.at(i, p) * b.at(p, j)).abs();
+            }
+            let err = (c[i * ldc + j] as f64 - sum).abs() / (mag + 1.0);
+            assert!(
+                err.is_finite(),
+                "({i}, {j}) is not finite: {}",
+                c[i * ldc + j]
+            );
+            worst = worst.max(err);
+        }
+        // The padding columns of c past n are never written.
+        for j in n..ldc {
+            let expect = if beta == 0.0 {
+                f32::NAN
+            } else {
+                c0[i * ldc + j]
+            };
+            let got = c[i * ldc + j];
+            assert!(
+                got.to_bits() == expect.to_bits(),
+                "column {j} past n was written"
+            );
+        }
+    }
+    worst
+}
+
+fn skip() -> bool {
+    if !available() {
+        eprintln!("skipped: this CPU (or build) has no AVX-512; the kernel is not used here");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn edge_tiles_and_small_products() {
+    if skip() {
+        return;
+    }
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (11, 3, 31),
+        (12, 7, 32),
+        (13, 5, 33),
+        (25, 17, 65),
+        (2, 40, 100),
+    ] {
+        let err = check(m, k, n, false, false, 1, 0.0);
+        assert!(err < 1e-6, "{m}x{k}x{n}: {err}");
+    }
+}
+
+#[test]
+fn block_boundaries() {
+    if skip() {
+        return;
+    }
+    // k crosses KC, m crosses MC, n crosses NC (one at a time).
+    for &(m, k, n) in &[
+        (20, 2 * KC + 5, 40),
+        (MC + MR + 1, 9, 35),
+        (3, 6, NC + NR + 7),
+    ] {
+        let err = check(m, k, n, false, false, 1, 1.0);
+        assert!(err < 1e-6, "{m}x{k}x{n}: {err}");
+    }
+}
+
+#[test]
+fn strided_and_transposed_operands() {
+    if skip() {
+        return;
+    }
+    for (ta, tb, spread) in [
+        (true, false, 1),
+        (false, true, 1),
+        (true, true, 1),
+        (false, false, 2),
+        (true, true, 2),
+    ] {
+        let err = check(29, 300, 70, ta, tb, spread, 0.0);
+        assert!(err < 1e-6, "ta {ta} tb {tb} spread {spread}: {err}");
+    }
+}
+
+#[test]
+fn beta_cases() {
+    if skip() {
+        return;
+    }
+    for beta in [0.0, 1.0, 0.5, -2.0] {
+        let err = check(14, 33, 45, false, false, 1, beta);
+        assert!(err < 1e-6, "beta {beta}: {err}");
+    }
+    // k = 0: c = beta · c.
+    for beta in [0.0, 1.0, 0.5] {
+        assert!(check(5, 0, 9, false, false, 1, beta) < 1e-7);
+    }
+}
