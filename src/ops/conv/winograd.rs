@@ -47,6 +47,7 @@ use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
 use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
+use crate::ops::matmul::packed::{gemm_packed, PackedLhs};
 use crate::tensor::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -493,6 +494,10 @@ pub fn conv2d_forward<T: Gemm>(
     }
     let mut out = take_empty::<T>(len)?;
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
+    // The 16 transformed weight matrices, packed once for every chunk.
+    let u_packed: Vec<PackedLhs<T>> = (0..POS)
+        .map(|e| PackedLhs::new(MatRef::row_major(&u, e * o_n * c_n, o_n, c_n)))
+        .collect();
     let run = |rows: &Range<usize>| {
         let tb = rows.len() * tiles.tw;
         with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {
@@ -500,9 +505,8 @@ pub fn conv2d_forward<T: Gemm>(
             let (v, m) = (&mut v[..POS * tb * c_n], &mut m[..POS * tb * o_n]);
             transform_input(x, g, &tiles, rows.clone(), v);
             for (e, m_e) in m.chunks_exact_mut(o_n * tb).enumerate() {
-                let u_e = MatRef::row_major(&u, e * o_n * c_n, o_n, c_n);
                 let v_e = MatRef::row_major(v, e * c_n * tb, c_n, tb);
-                gemm_serial(u_e, v_e, m_e, false);
+                gemm_packed(&u_packed[e], v_e, m_e, false);
             }
             transform_output(m, bias, g, &tiles, rows.clone(), out_ptr);
         })

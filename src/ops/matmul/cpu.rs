@@ -93,7 +93,46 @@ pub trait Gemm: Float {
         c: *mut Self,
         ldc: isize,
     );
+
+    /// A left operand packed once for many products
+    /// ([`super::packed::PackedLhs`]); `Infallible` for types that have no
+    /// packed form.
+    type Packed: Send + Sync;
+
+    /// Packs the `m × k` matrix at `a` for [`Gemm::gemm_packed`]; `None`
+    /// when this type or CPU has no packed form or the copy cannot be
+    /// allocated (products then read `a` unpacked).
+    ///
+    /// # Safety
+    /// Every element the strides address must lie inside a live buffer.
+    unsafe fn pack(
+        m: usize,
+        k: usize,
+        a: *const Self,
+        a_strides: (isize, isize),
+    ) -> Option<Self::Packed>;
+
+    /// `c[m×n] = a · b + beta · c` with `a` packed by [`Gemm::pack`].
+    ///
+    /// # Safety
+    /// As [`Gemm::gemm`], with `b` holding `k × n` elements.
+    unsafe fn gemm_packed(
+        a: &Self::Packed,
+        n: usize,
+        b: *const Self,
+        b_strides: (isize, isize),
+        beta: Self,
+        c: *mut Self,
+        ldc: isize,
+    );
 }
+
+/// The packed left operand of f32 products: the AVX-512 kernel's layout on
+/// x86-64 (used only when the CPU has AVX-512), none elsewhere.
+#[cfg(target_arch = "x86_64")]
+type PackedF32 = super::sgemm_avx512::PackedA;
+#[cfg(not(target_arch = "x86_64"))]
+type PackedF32 = std::convert::Infallible;
 
 impl Gemm for f32 {
     unsafe fn gemm(
@@ -117,6 +156,54 @@ impl Gemm for f32 {
         }
         matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, ldc, 1);
     }
+
+    type Packed = PackedF32;
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack(
+        m: usize,
+        k: usize,
+        a: *const f32,
+        strides: (isize, isize),
+    ) -> Option<PackedF32> {
+        if !super::sgemm_avx512::available() {
+            return None;
+        }
+        // Safety: the caller's contract.
+        unsafe { PackedF32::new(m, k, a, strides) }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn pack(_: usize, _: usize, _: *const f32, _: (isize, isize)) -> Option<PackedF32> {
+        None
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn gemm_packed(
+        a: &PackedF32,
+        n: usize,
+        b: *const f32,
+        b_strides: (isize, isize),
+        beta: f32,
+        c: *mut f32,
+        ldc: isize,
+    ) {
+        // Safety: a packed operand exists only where AVX-512 is available.
+        unsafe { super::sgemm_avx512::sgemm_packed(a, n, b, b_strides, beta, c, ldc) }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn gemm_packed(
+        a: &PackedF32,
+        _: usize,
+        _: *const f32,
+        _: (isize, isize),
+        _: f32,
+        _: *mut f32,
+        _: isize,
+    ) {
+        match *a {}
+    }
 }
 
 impl Gemm for f64 {
@@ -133,6 +220,24 @@ impl Gemm for f64 {
         ldc: isize,
     ) {
         matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, ldc, 1);
+    }
+
+    type Packed = std::convert::Infallible;
+
+    unsafe fn pack(_: usize, _: usize, _: *const f64, _: (isize, isize)) -> Option<Self::Packed> {
+        None
+    }
+
+    unsafe fn gemm_packed(
+        a: &Self::Packed,
+        _: usize,
+        _: *const f64,
+        _: (isize, isize),
+        _: f64,
+        _: *mut f64,
+        _: isize,
+    ) {
+        match *a {}
     }
 }
 
@@ -199,7 +304,7 @@ impl<'a, T> MatRef<'a, T> {
 
     /// True when every element of the view lies inside `data` and its
     /// strides fit in `isize` (checked arithmetic: no wrap-around).
-    fn in_bounds(&self) -> bool {
+    pub(super) fn in_bounds(&self) -> bool {
         if self.rows == 0 || self.cols == 0 {
             return true;
         }
@@ -216,7 +321,7 @@ impl<'a, T> MatRef<'a, T> {
 /// Panics (naming `op`) unless `a · b` is defined, fits an output of
 /// `c_len` elements, and both views lie inside their slices: the checks
 /// that make the unchecked [`gemm_raw`] call sound.
-fn check_operands<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c_len: usize) {
+pub(super) fn check_operands<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c_len: usize) {
     assert!(
         b.rows == a.cols && a.rows.checked_mul(b.cols) == Some(c_len),
         "{op}: inner dimensions or output size disagree"
@@ -249,15 +354,15 @@ pub fn gemm_serial<T: Gemm>(a: MatRef<T>, b: MatRef<T>, c: &mut [T], accumulate:
     unsafe { gemm_raw(a, b, beta, c.as_mut_ptr()) }
 }
 
-/// The unchecked GEMM call shared by [`gemm_serial`] and
-/// [`gemm_serial_uninit`]: `c = a · b + beta · c`, `c` row-major
+/// The unchecked GEMM call shared by [`gemm_serial`],
+/// [`gemm_serial_uninit`] and the packed products of [`super::packed`]: `c = a · b + beta · c`, `c` row-major
 /// `a.rows × b.cols`.
 ///
 /// # Safety
 /// `a` and `b` must lie inside their slices (`in_bounds`), `b.rows` must
 /// equal `a.cols`, and `c` must point to `a.rows × b.cols` writable
 /// elements not aliased by `a` or `b` (initialised unless `beta` is 0).
-unsafe fn gemm_raw<T: Gemm>(a: MatRef<T>, b: MatRef<T>, beta: T, c: *mut T) {
+pub(super) unsafe fn gemm_raw<T: Gemm>(a: MatRef<T>, b: MatRef<T>, beta: T, c: *mut T) {
     unsafe {
         T::gemm(
             a.rows,

@@ -14,6 +14,7 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+pub(crate) mod packed;
 #[cfg(feature = "cuda")]
 pub mod params;
 #[cfg(target_arch = "x86_64")]

@@ -95,49 +95,195 @@ pub unsafe fn sgemm(
         }
     }
     // From here `c` holds beta · c with beta 0 (unread) or 1 (added to).
-    let add_to_c = beta != 0.0;
     PACK.with(|pack| {
         let mut pack = pack.borrow_mut();
         let (a_buf, b_buf) = &mut *pack;
         let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * KC.min(k));
         let b_pack = reserve(b_buf, KC.min(k) * NC.min(n.next_multiple_of(NR)));
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                // Safety (this block): the offsets stay inside the operands
-                // the caller vouched for; the packed buffers were sized for
-                // the largest block above.
-                unsafe {
-                    let b_block = b.offset(pc as isize * rsb + jc as isize * csb);
-                    pack_b(kc, nc, b_block, (rsb, csb), b_pack);
-                    let accumulate = pc > 0 || add_to_c;
-                    for ic in (0..m).step_by(MC) {
-                        let mc = MC.min(m - ic);
-                        let a_block = a.offset(ic as isize * rsa + pc as isize * csa);
-                        pack_a(mc, kc, a_block, (rsa, csa), a_pack);
-                        for jr in (0..nc).step_by(NR) {
-                            for ir in (0..mc).step_by(MR) {
-                                let tile = c.offset((ic + ir) as isize * ldc + (jc + jr) as isize);
-                                kernel(
-                                    kc,
-                                    a_pack.add(ir * kc),
-                                    b_pack.add(jr * kc),
-                                    Tile {
-                                        c: tile,
-                                        ldc,
-                                        rows: MR.min(mc - ir),
-                                        cols: NR.min(nc - jr),
-                                        accumulate,
-                                    },
-                                );
-                            }
+        let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+            // Safety: the block lies inside `a`; `a_pack` holds MC × KC.
+            unsafe {
+                let block = a.offset(ic as isize * rsa + pc as isize * csa);
+                pack_a(mc, kc, block, (rsa, csa), a_pack);
+            }
+            a_pack.cast_const()
+        };
+        let dims = Dims { m, k, n };
+        unsafe { drive(dims, pack_block, b, (rsb, csb), beta != 0.0, c, ldc, b_pack) };
+    });
+}
+
+/// `c = a · b + beta · c` as [`sgemm`] does, with `a` packed beforehand
+/// ([`PackedA`]): products that share a left operand (a convolution's
+/// weights against many tiles of columns) pack it once.
+///
+/// # Safety
+/// As [`sgemm`]; `b` is `a.k × n`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_packed(
+    a: &PackedA,
+    n: usize,
+    b: *const f32,
+    (rsb, csb): (isize, isize),
+    beta: f32,
+    c: *mut f32,
+    ldc: isize,
+) {
+    let (m, k) = (a.m, a.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || (beta != 0.0 && beta != 1.0) {
+        unsafe { scale_c(m, n, beta, c, ldc) };
+        if k == 0 {
+            return;
+        }
+    }
+    PACK.with(|pack| {
+        let mut pack = pack.borrow_mut();
+        let b_pack = reserve(&mut pack.1, KC.min(k) * NC.min(n.next_multiple_of(NR)));
+        let dims = Dims { m, k, n };
+        let block = |ic: usize, pc: usize, _: usize, _: usize| a.block(ic, pc);
+        unsafe { drive(dims, block, b, (rsb, csb), beta != 0.0, c, ldc, b_pack) };
+    });
+}
+
+/// The sizes of a product: `a` is `m × k`, `b` is `k × n`.
+#[derive(Clone, Copy)]
+struct Dims {
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+/// The blocked loops shared by [`sgemm`] and [`sgemm_packed`]: packs each
+/// `KC × NC` panel of `b`, asks `a_block(ic, pc, mc, kc)` for the packed
+/// `mc × kc` block of `a` at rows `ic..`, depth `pc..`, and runs the
+/// micro-kernel over the tiles. `add_to_c`: add the product to `c` (beta
+/// 1) rather than overwrite it (beta 0).
+#[allow(clippy::too_many_arguments)]
+unsafe fn drive(
+    Dims { m, k, n }: Dims,
+    mut a_block: impl FnMut(usize, usize, usize, usize) -> *const f32,
+    b: *const f32,
+    (rsb, csb): (isize, isize),
+    add_to_c: bool,
+    c: *mut f32,
+    ldc: isize,
+    b_pack: *mut f32,
+) {
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // Safety (this block): the offsets stay inside the operands the
+            // caller vouched for; the packed buffers hold the largest block.
+            unsafe {
+                let b_block = b.offset(pc as isize * rsb + jc as isize * csb);
+                pack_b(kc, nc, b_block, (rsb, csb), b_pack);
+                let accumulate = pc > 0 || add_to_c;
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    let a_pack = a_block(ic, pc, mc, kc);
+                    for jr in (0..nc).step_by(NR) {
+                        for ir in (0..mc).step_by(MR) {
+                            let tile = c.offset((ic + ir) as isize * ldc + (jc + jr) as isize);
+                            kernel(
+                                kc,
+                                a_pack.add(ir * kc),
+                                b_pack.add(jr * kc),
+                                Tile {
+                                    c: tile,
+                                    ldc,
+                                    rows: MR.min(mc - ir),
+                                    cols: NR.min(nc - jr),
+                                    accumulate,
+                                },
+                            );
                         }
                     }
                 }
             }
         }
-    });
+    }
+}
+
+/// An `m × k` left operand packed once, in the block order [`sgemm_packed`]
+/// reads: for each block of [`MC`] rows (padded to a multiple of [`MR`]),
+/// its `KC`-deep blocks of micro-panels one after another.
+pub struct PackedA {
+    data: Vec<Line>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedA {
+    /// Packs the `m × k` matrix at `a` with element strides `(rsa, csa)`.
+    /// `None` when the packed copy cannot be allocated (the caller then
+    /// multiplies unpacked).
+    ///
+    /// # Safety
+    /// Every element the strides address must lie inside a live buffer.
+    pub unsafe fn new(
+        m: usize,
+        k: usize,
+        a: *const f32,
+        (rsa, csa): (isize, isize),
+    ) -> Option<Self> {
+        let len = m.next_multiple_of(MR).checked_mul(k)?;
+        let mut data: Vec<Line> = Vec::new();
+        data.try_reserve_exact(len.div_ceil(16)).ok()?;
+        // Not zero-filled first: the packing below writes every value.
+        let base = data.as_mut_ptr().cast::<f32>();
+        let mut packed = PackedA {
+            data: Vec::new(),
+            m,
+            k,
+        };
+        for ic in (0..m).step_by(MC) {
+            let mc = MC.min(m - ic);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                // Safety: the block lies inside `a`, and its packed place
+                // (`offset`) inside the m_padded × k reserved values.
+                unsafe {
+                    let src = a.offset(ic as isize * rsa + pc as isize * csa);
+                    pack_a(mc, kc, src, (rsa, csa), base.add(packed.offset(ic, pc)));
+                }
+            }
+        }
+        // SAFETY: the blocks cover rows 0..m_padded (each row block is
+        // padded to a multiple of MR, zeros included) at every depth
+        // 0..k, so all `len` f32 were written; a final partial line's
+        // tail is never read. `Line` is plain f32 data.
+        unsafe { data.set_len(len.div_ceil(16)) };
+        packed.data = data;
+        Some(packed)
+    }
+
+    /// Rows of the packed matrix.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of the packed matrix (the inner dimension of products).
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Where the block at rows `ic..` and depth `pc..` starts: the row
+    /// blocks before it hold `ic × k` values (all full, `MC` a multiple
+    /// of `MR`), and its own depth blocks before `pc` hold `mc_padded × pc`.
+    fn offset(&self, ic: usize, pc: usize) -> usize {
+        let mc_padded = MC.min(self.m - ic).next_multiple_of(MR);
+        ic * self.k + mc_padded * pc
+    }
+
+    /// The packed block at rows `ic..`, depth `pc..`.
+    fn block(&self, ic: usize, pc: usize) -> *const f32 {
+        // Safety: `offset` stays inside the m_padded × k values.
+        unsafe { self.data.as_ptr().cast::<f32>().add(self.offset(ic, pc)) }
+    }
 }
 
 /// `c *= beta` over an `m × n` block (`c = 0` when beta is 0, without

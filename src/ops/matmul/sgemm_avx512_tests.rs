@@ -169,3 +169,62 @@ fn beta_cases() {
         assert!(check(5, 0, 9, false, false, 1, beta) < 1e-7);
     }
 }
+
+#[test]
+fn packed_left_operand_matches_the_unpacked_product_bit_for_bit() {
+    if skip() {
+        return;
+    }
+    // m crosses MC (a padded last row block), k crosses KC, a transposed.
+    for &(m, k, n, ta) in &[
+        (MC + 7, KC + 3, 45, false),
+        (30, 2 * KC + 1, 33, true),
+        (5, 9, 70, false),
+    ] {
+        let a = Strided::random(m, k, ta, 1, 7);
+        let b = Strided::random(k, n, false, 1, 8);
+        let (astr, bstr) = (
+            (a.rs as isize, a.cs as isize),
+            (b.rs as isize, b.cs as isize),
+        );
+        let packed = unsafe { PackedA::new(m, k, a.data.as_ptr(), astr) }.expect("packed");
+        assert_eq!((packed.rows(), packed.cols()), (m, k));
+        for beta in [0.0f32, 1.0] {
+            let mut plain = vec![0.25f32; m * n];
+            let mut from_packed = plain.clone();
+            unsafe {
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    a.data.as_ptr(),
+                    astr,
+                    b.data.as_ptr(),
+                    bstr,
+                    beta,
+                    plain.as_mut_ptr(),
+                    n as isize,
+                );
+                sgemm_packed(
+                    &packed,
+                    n,
+                    b.data.as_ptr(),
+                    bstr,
+                    beta,
+                    from_packed.as_mut_ptr(),
+                    n as isize,
+                );
+            }
+            // Same blocks, same kernel, same order: identical bits.
+            assert!(
+                plain
+                    .iter()
+                    .zip(&from_packed)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}x{k}x{n} beta {beta}"
+            );
+        }
+        // And right against the reference.
+        assert!(check(m, k, n, ta, false, 1, 1.0) < 1e-6);
+    }
+}
