@@ -258,8 +258,8 @@ fn finite_differences_of_the_global_loss_over_two_ranks() -> Result<()> {
         // then of rank 1, then the weight and bias; only the owner of an
         // input element moves it.
         let sizes = [cut * C * 6, (n - cut) * C * 6];
-        for owner in 0..2 {
-            for i in 0..sizes[owner] {
+        for (owner, &size) in sizes.iter().enumerate() {
+            for i in 0..size {
                 let mut d = [0.0; 2];
                 for (k, sign) in [1.0, -1.0].into_iter().enumerate() {
                     let mut xv = x0.clone();
