@@ -5,10 +5,11 @@
 //!
 //! Batch norm: with frozen statistics (evaluation mode) the ranks compute
 //! exactly what one process computes. In training mode each rank
-//! normalises with its own slice's statistics (PyTorch DDP's default, no
-//! synchronised batch norm yet), which is not the one-process computation;
-//! there the tests check that one rank is the serial run bit for bit and
-//! that the ranks stay identical to each other.
+//! normalises with its own slice's statistics (PyTorch DDP's default),
+//! which is not the one-process computation; there the tests check that
+//! one rank is the serial run bit for bit and that the ranks stay identical
+//! to each other. Synchronised batch norm, which is the one-process
+//! computation, is tested in `sync_batch_norm.rs`.
 
 use ferrite::distributed::{BucketOptions, Communicator, InProcess, Reducer, SingleProcess};
 use ferrite::loss::cross_entropy;

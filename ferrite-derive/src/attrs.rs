@@ -16,6 +16,8 @@ pub(crate) struct FieldAttrs {
     pub flatten: Option<Span>,
     /// `training`: the `bool` set by `set_training`.
     pub training: Option<Span>,
+    /// `sync_group`: the `Option<SyncGroup>` set by `set_sync_group`.
+    pub sync_group: Option<Span>,
     /// `rename = "..."`: the `state_dict` name instead of the field's.
     pub rename: Option<(String, Span)>,
 }
@@ -39,7 +41,7 @@ impl FieldAttrs {
 }
 
 const EXPECTED: &str =
-    "expected `skip`, `buffer`, `flatten`, `training` or `rename = \"...\"` in `#[module(...)]`";
+    "expected `skip`, `buffer`, `flatten`, `training`, `sync_group` or `rename = \"...\"` in `#[module(...)]`";
 
 /// Reads every `#[module(...)]` attribute of a field.
 pub(crate) fn parse_field(attrs: &[Attribute]) -> syn::Result<FieldAttrs> {
@@ -57,6 +59,7 @@ pub(crate) fn parse_field(attrs: &[Attribute]) -> syn::Result<FieldAttrs> {
                 "buffer" => &mut out.buffer,
                 "flatten" => &mut out.flatten,
                 "training" => &mut out.training,
+                "sync_group" => &mut out.sync_group,
                 "rename" => {
                     if out.rename.is_some() {
                         return Err(meta.error("duplicate `rename`"));
@@ -79,12 +82,19 @@ pub(crate) fn parse_field(attrs: &[Attribute]) -> syn::Result<FieldAttrs> {
     if out.skip.is_some() {
         let others = out.naming_keys();
         let training = out.training.map(|s| ("training", s));
-        if let Some((key, span)) = others.into_iter().chain(training).next() {
+        let sync = out.sync_group.map(|s| ("sync_group", s));
+        if let Some((key, span)) = others.into_iter().chain(training).chain(sync).next() {
             return Err(syn::Error::new(
                 span,
                 format!("`{key}` has no effect on a field marked `skip`"),
             ));
         }
+    }
+    if let (Some(span), Some(_)) = (out.sync_group, out.training) {
+        return Err(syn::Error::new(
+            span,
+            "`sync_group` and `training` exclude each other: one field cannot be both",
+        ));
     }
     if let (Some(span), Some(_)) = (out.flatten, &out.rename) {
         return Err(syn::Error::new(

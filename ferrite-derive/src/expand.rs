@@ -27,6 +27,8 @@ enum Kind<'a> {
     },
     /// The `bool` that `set_training` sets.
     Training,
+    /// The `Option<SyncGroup>` that `set_sync_group` sets.
+    SyncGroup,
 }
 
 /// A struct, or one variant of an enum: the path its pattern starts with
@@ -41,6 +43,7 @@ enum Mode {
     Visit,
     VisitMut,
     SetTraining,
+    SetSyncGroup,
 }
 
 /// Expands `#[derive(Module)]` on `input`.
@@ -82,6 +85,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let visit = body(&arms, is_enum, Mode::Visit);
     let visit_mut = body(&arms, is_enum, Mode::VisitMut);
     let set_training = body(&arms, is_enum, Mode::SetTraining);
+    let set_sync_group = body(&arms, is_enum, Mode::SetSyncGroup);
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     Ok(quote! {
@@ -111,6 +115,12 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
             fn set_training(&mut self, training: ::core::primitive::bool) {
                 #set_training
+            }
+            fn set_sync_group(
+                &mut self,
+                group: ::core::option::Option<&::ferrite::distributed::SyncGroup>,
+            ) {
+                #set_sync_group
             }
         }
     })
@@ -173,6 +183,12 @@ fn kind(
     default_name: String,
     named_training: bool,
 ) -> syn::Result<Option<Kind<'_>>> {
+    if attrs.sync_group.is_some() {
+        return match attrs.naming_keys().first() {
+            Some((key, span)) => Err(no_effect(key, *span, "the synchronisation group")),
+            None => Ok(Some(Kind::SyncGroup)),
+        };
+    }
     let is_bool = Shape::is_bool(ty);
     if let Some(span) = attrs.training {
         if !is_bool {
@@ -232,7 +248,11 @@ fn touches(field: &Field<'_>, mode: Mode) -> bool {
     match (&field.kind, mode) {
         (Kind::Training, Mode::SetTraining) => true,
         (Kind::Training, _) => false,
-        (Kind::Visited { shape, .. }, Mode::SetTraining) => !shape.holds_tensors(),
+        (Kind::SyncGroup, Mode::SetSyncGroup) => true,
+        (Kind::SyncGroup, _) => false,
+        (Kind::Visited { shape, .. }, Mode::SetTraining | Mode::SetSyncGroup) => {
+            !shape.holds_tensors()
+        }
         (Kind::Visited { .. }, _) => true,
     }
 }
@@ -254,6 +274,7 @@ fn body(arms: &[Arm<'_>], is_enum: bool, mode: Mode) -> TokenStream {
     let unused = match (used, mode) {
         (true, _) => quote!(),
         (false, Mode::SetTraining) => quote!(let _ = training;),
+        (false, Mode::SetSyncGroup) => quote!(let _ = group;),
         (false, _) => quote!(let _ = (prefix, f);),
     };
     if !is_enum {
@@ -288,13 +309,14 @@ fn field_code(field: &Field<'_>, mode: Mode) -> TokenStream {
     let binding = &field.binding;
     let (shape, name, buffer) = match &field.kind {
         Kind::Training => return quote!(*#binding = training;),
+        Kind::SyncGroup => return quote!(*#binding = group.cloned();),
         Kind::Visited {
             shape,
             name,
             buffer,
         } => (shape, name, *buffer),
     };
-    if mode == Mode::SetTraining {
+    if matches!(mode, Mode::SetTraining | Mode::SetSyncGroup) {
         return walk(shape, quote!(#binding), &quote!(), &quote!(), mode, 0);
     }
     let role = if buffer {
@@ -328,7 +350,7 @@ fn walk(
     match shape {
         Shape::Plain => quote!(),
         Shape::Tensor => match mode {
-            Mode::SetTraining => quote!(),
+            Mode::SetTraining | Mode::SetSyncGroup => quote!(),
             Mode::Visit | Mode::VisitMut => quote!(f(#name, #expr, #role);),
         },
         Shape::Module(ty) => {
@@ -339,6 +361,7 @@ fn walk(
                 Mode::Visit => quote!(#visit::visit(#expr, #name, f);),
                 Mode::VisitMut => quote!(#visit::visit_mut(#expr, #name, f);),
                 Mode::SetTraining => quote!(#visit::set_training(#expr, training);),
+                Mode::SetSyncGroup => quote!(#visit::set_sync_group(#expr, group);),
             }
         }
         Shape::Option(inner) => {
@@ -353,7 +376,7 @@ fn walk(
         Shape::Vec(inner) => {
             let item = format_ident!("__item{}", depth);
             let iter = quote!(::core::iter::IntoIterator::into_iter(#expr));
-            if mode == Mode::SetTraining {
+            if matches!(mode, Mode::SetTraining | Mode::SetSyncGroup) {
                 let body = walk(inner, quote!(#item), name, role, mode, depth + 1);
                 return quote! {
                     for #item in #iter {

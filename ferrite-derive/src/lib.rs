@@ -10,7 +10,7 @@ use proc_macro::TokenStream;
 
 /// Implements `ferrite::nn::Visit` for a struct or enum: every parameter and
 /// buffer is visited with its PyTorch `state_dict` name, and
-/// `set_training` reaches every submodule. `forward` is yours to write in
+/// `set_training` and `set_sync_group` reach every submodule. `forward` is yours to write in
 /// an `impl Module` of its own (`Module` requires `Visit`), so adding a
 /// layer to the struct is all it takes for it to be trained, saved, moved
 /// by `to_device` and switched by `set_training`.
@@ -28,6 +28,7 @@ use proc_macro::TokenStream;
 /// | `Vec<T>` | element `i` as `field.i`, as PyTorch's `ModuleList` |
 /// | `bool`, `char`, integers, floats (or `Option`/`Vec` of them) | nothing: they hold no tensors |
 /// | `training: bool` | set by `set_training` |
+/// | `#[module(sync_group)]` field (`Option<SyncGroup>`) | set by `set_sync_group` |
 ///
 /// `Box<dyn Module>` is a submodule like any other (`Vec<Box<dyn Module>>`
 /// is how `Sequential` holds its layers). A field of any other type that is
@@ -47,6 +48,10 @@ use proc_macro::TokenStream;
 ///   ... directly, as `Sequential`).
 /// - `#[module(training)]`: this `bool` field (under another name than
 ///   `training`) is the one `set_training` sets.
+/// - `#[module(sync_group)]`: this `Option<ferrite::distributed::SyncGroup>`
+///   field is the one `set_sync_group` sets (a layer that synchronises over
+///   the ranks of a data-parallel job, as `BatchNorm2d`); submodules are
+///   told the group as they are told the training mode.
 ///
 /// # Enums
 ///

@@ -89,3 +89,38 @@ impl std::fmt::Debug for AllReduce {
         f.write_str("AllReduce { .. }")
     }
 }
+
+/// A shared communicator is one: the job's trainer and its synchronised
+/// layers ([`SyncGroup`](super::SyncGroup)) can hold the same one (e.g.
+/// `Box::new(rc.clone())` for a [`Reducer`](super::Reducer)), and every
+/// collective goes to the inner communicator, in the one sequence the
+/// ranks must share.
+impl<C: Communicator + ?Sized> Communicator for std::rc::Rc<C> {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+    fn world_size(&self) -> usize {
+        (**self).world_size()
+    }
+    fn start_all_reduce_sum(&self, buf: Buffer) -> Result<AllReduce> {
+        (**self).start_all_reduce_sum(buf)
+    }
+    fn broadcast(&self, buf: &mut Buffer, root: usize) -> Result<()> {
+        (**self).broadcast(buf, root)
+    }
+    fn all_gather(&self, buf: &Buffer) -> Result<Vec<Buffer>> {
+        (**self).all_gather(buf)
+    }
+    fn barrier(&self) -> Result<()> {
+        (**self).barrier()
+    }
+    fn abort(&self, message: &str) {
+        (**self).abort(message)
+    }
+    fn all_reduce_sum(&self, buf: &mut Buffer) -> Result<()> {
+        (**self).all_reduce_sum(buf)
+    }
+    fn all_reduce_mean(&self, buf: &mut Buffer) -> Result<()> {
+        (**self).all_reduce_mean(buf)
+    }
+}

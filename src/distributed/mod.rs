@@ -11,6 +11,9 @@
 //!   and the broadcast of rank 0's parameters and buffers.
 //! - [`all_gather_rows`], [`all_reduce_f64`]: the other collectives a
 //!   data-parallel trainer needs (evaluation outputs, loss sums).
+//! - [`SyncGroup`]: the communicator as the layers that synchronise over
+//!   the ranks hold it (batch norm with synchronised statistics, see
+//!   [`Tensor::sync_batch_norm`](crate::Tensor::sync_batch_norm)).
 //!
 //! The data side, every global batch cut into per-rank slices, is
 //! [`crate::data::shard`]; [`Trainer::with_communicator`](crate::train::Trainer::with_communicator)
@@ -29,6 +32,7 @@ pub mod nccl;
 mod reducer;
 mod rendezvous;
 mod single;
+mod sync_group;
 
 pub use bucket::BucketOptions;
 pub use buffer::Buffer;
@@ -37,3 +41,4 @@ pub use gather::{all_gather_rows, all_reduce_f64};
 pub use in_process::InProcess;
 pub use reducer::{Reducer, StepTiming};
 pub use single::SingleProcess;
+pub use sync_group::SyncGroup;

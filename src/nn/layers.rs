@@ -1,6 +1,7 @@
 //! The standard layers.
 
 use super::{init, Module};
+use crate::distributed::SyncGroup;
 use crate::error::{Error, Result};
 use crate::ops::{BatchNormOptions, Conv2dParams, PadCount, Pool2dParams};
 use crate::tensor::{DType, Tensor};
@@ -189,6 +190,13 @@ pub struct BatchNorm2d {
     pub eps: f64,
     /// Training mode: normalise with batch statistics and update the running ones.
     pub training: bool,
+    /// Synchronised statistics: in training mode, normalise with the
+    /// statistics of the global batch of the data-parallel job this group
+    /// connects (see [`Tensor::sync_batch_norm`]) instead of this rank's
+    /// slice; `None` (the default) for per-rank statistics. Set it on every
+    /// layer of a model with [`convert_sync_batch_norm`](super::convert_sync_batch_norm).
+    #[module(sync_group)]
+    pub sync: Option<SyncGroup>,
 }
 
 impl BatchNorm2d {
@@ -210,6 +218,7 @@ impl BatchNorm2d {
             momentum: 0.1,
             eps: 1e-5,
             training: true,
+            sync: None,
         })
     }
 }
@@ -221,13 +230,12 @@ impl Module for BatchNorm2d {
             momentum: self.momentum,
             eps: self.eps,
         };
-        let y = x.batch_norm(
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            Some(&self.weight),
-            Some(&self.bias),
-            opts,
-        )?;
+        let (rm, rv) = (Some(&self.running_mean), Some(&self.running_var));
+        let (w, b) = (Some(&self.weight), Some(&self.bias));
+        let y = match &self.sync {
+            Some(group) => x.sync_batch_norm(rm, rv, w, b, opts, group)?,
+            None => x.batch_norm(rm, rv, w, b, opts)?,
+        };
         if self.training {
             self.num_batches_tracked.add_int_(1)?;
         }

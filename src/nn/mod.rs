@@ -49,17 +49,20 @@ pub mod init;
 mod layers;
 pub mod resnet;
 mod small_cnn;
+mod sync_bn;
 
 pub use layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Bias, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
     ReLU, Sequential,
 };
 pub use small_cnn::small_cnn;
+pub use sync_bn::convert_sync_batch_norm;
 
 /// `#[derive(Module)]`: implements [`Visit`] from a struct's or an enum's
 /// fields. Imported together with the trait by `use ferrite::nn::Module`.
 pub use ferrite_derive::Module;
 
+use crate::distributed::SyncGroup;
 use crate::error::Result;
 use crate::tensor::{DType, Device, Tensor};
 
@@ -97,6 +100,15 @@ pub trait Visit {
     /// evaluation behaviour; containers forward it to their children (a
     /// hand-written container must: the default does nothing).
     fn set_training(&mut self, _training: bool) {}
+
+    /// Gives every layer that can synchronise its training-mode computation
+    /// over the ranks of a data-parallel job (batch norm with synchronised
+    /// statistics, see [`BatchNorm2d::sync`]) the group to synchronise
+    /// over, or `None` to go back to per-rank computation; containers
+    /// forward it to their children like the training mode (a hand-written
+    /// container must: the default does nothing). See
+    /// [`convert_sync_batch_norm`].
+    fn set_sync_group(&mut self, _group: Option<&SyncGroup>) {}
 }
 
 /// A boxed module (e.g. a layer of [`Sequential`]) visits as the module.
@@ -109,6 +121,9 @@ impl<T: Visit + ?Sized> Visit for Box<T> {
     }
     fn set_training(&mut self, training: bool) {
         (**self).set_training(training)
+    }
+    fn set_sync_group(&mut self, group: Option<&SyncGroup>) {
+        (**self).set_sync_group(group)
     }
 }
 

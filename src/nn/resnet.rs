@@ -378,6 +378,12 @@ impl Visit for ResNet {
         }
         self.fc.set_training(training);
     }
+    fn set_sync_group(&mut self, group: Option<&crate::distributed::SyncGroup>) {
+        self.bn1.set_sync_group(group);
+        for block in self.stages.iter_mut().flatten() {
+            block.set_sync_group(group);
+        }
+    }
 }
 
 fn imagenet(

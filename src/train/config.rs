@@ -303,6 +303,14 @@ pub struct TrainConfig {
     /// Runs saved before mixed precision existed read as f32.
     #[serde(default)]
     pub precision: Precision,
+    /// Data-parallel runs: batch norm normalises with the statistics of the
+    /// whole global batch, synchronised over the ranks (see
+    /// [`Trainer::sync_batch_norm`](crate::train::Trainer::sync_batch_norm)),
+    /// instead of each rank's slice. Training such a run needs a
+    /// data-parallel job; evaluating its checkpoint does not. Left out of
+    /// the JSON when off, and runs saved before it existed read as off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_batch_norm: bool,
 }
 
 impl TrainConfig {
@@ -320,6 +328,7 @@ impl TrainConfig {
             seed: 0,
             threshold: 0.5,
             precision: Precision::F32,
+            sync_batch_norm: false,
         }
     }
 

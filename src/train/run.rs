@@ -271,6 +271,9 @@ impl Run {
             Self::build_local(config, out_dir, device).map_err(|e| abort_job(&comm, e))?;
         if let Some(comm) = comm {
             run.trainer = run.trainer.with_communicator(comm)?;
+            if run.config.sync_batch_norm {
+                run.trainer = run.trainer.sync_batch_norm()?;
+            }
         }
         Ok(run)
     }
@@ -376,6 +379,14 @@ impl Run {
     /// Trains the remaining epochs, then evaluates, writes the report files
     /// (`report.md`, `report.json`, `per_class.svg`) and returns the summary.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        if self.config.sync_batch_norm && self.trainer.communicator().is_none() {
+            return Err(Error::invalid(
+                "Run::run",
+                "this run synchronises batch norm over the ranks of a data-parallel job \
+                 (sync_batch_norm, `--sync-batch-norm`): train it as a data-parallel job \
+                 (`--distributed`)",
+            ));
+        }
         let data = Arc::clone(&self.data);
         let mut train = DataLoader::new(&data.train, self.loader_config(true))?;
         let mut test = DataLoader::new(&data.test, self.loader_config(false))?;

@@ -91,6 +91,13 @@ pub struct RunArgs {
     /// Decision threshold of the multi-label metrics
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
+    /// With --distributed: batch norm normalises with the statistics of
+    /// the whole global batch, synchronised over the ranks (SyncBatchNorm),
+    /// instead of each rank's slice; one small all-gather per batch-norm
+    /// layer in forward and one all-reduce in backward. Recorded in the
+    /// run's configuration
+    #[arg(long)]
+    pub sync_batch_norm: bool,
 }
 
 impl RunArgs {
@@ -121,6 +128,7 @@ impl RunArgs {
         c.batch_size = self.batch_size;
         c.threshold = self.threshold;
         c.precision = self.precision.parse()?;
+        c.sync_batch_norm = self.sync_batch_norm;
         let o = &mut c.optim;
         o.kind = self.optimizer.parse::<OptimizerKind>()?;
         o.lr = self.lr;

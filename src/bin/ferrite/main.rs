@@ -334,6 +334,20 @@ fn eval(
     Ok(())
 }
 
+/// `--sync-batch-norm` synchronises the ranks of a data-parallel job: an
+/// error without `--distributed`.
+fn check_sync_batch_norm(sync: bool, distributed: Launch) -> Result<(), String> {
+    if sync && distributed == Launch::None {
+        return Err(
+            "--sync-batch-norm synchronises batch norm over the ranks of a \
+                    data-parallel job and needs --distributed mpi (one process already \
+                    normalises with the whole batch's statistics)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// `Err` listing `problems`, if there are any.
 fn refuse(problems: Vec<String>) -> Result<(), String> {
     if problems.is_empty() {
@@ -436,7 +450,8 @@ fn main() -> ExitCode {
                 resume,
                 given,
             };
-            parse_device(&device)
+            check_sync_batch_norm(request.run.sync_batch_norm, distributed)
+                .and_then(|()| parse_device(&device))
                 .and_then(|device| launch(distributed, threads, |job| train(request, device, job)))
         }
         Command::Eval {
@@ -457,11 +472,14 @@ fn main() -> ExitCode {
             distributed,
         } => {
             let given = options_given(&matches, "compare", &[]);
-            parse_device(&device).and_then(|device| {
-                launch(distributed, threads, |job| {
-                    run_compare(run, losses, seeds, out, device, given, job)
+            let checked = check_sync_batch_norm(run.sync_batch_norm, distributed);
+            checked
+                .and_then(|()| parse_device(&device))
+                .and_then(|device| {
+                    launch(distributed, threads, |job| {
+                        run_compare(run, losses, seeds, out, device, given, job)
+                    })
                 })
-            })
         }
         Command::Bench { args } => bench_cmd::run(args),
         #[cfg(feature = "cuda")]

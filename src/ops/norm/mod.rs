@@ -162,8 +162,14 @@ fn validate(
             "running_mean and running_var are required in eval mode (training = false)",
         ));
     }
-    let sh = NcsShape::of(x.shape());
-    if opts.training && sh.per_channel() == 1 {
+    Ok(())
+}
+
+/// Training mode normalises with the batch's statistics, which need more
+/// than one value per channel (`values`: the count of one channel, over
+/// every rank for synchronised batch norm).
+fn check_values_per_channel(x: &Tensor, values: usize, opts: &BatchNormOptions) -> Result<()> {
+    if opts.training && values == 1 {
         return Err(Error::invalid(
             OP,
             format!(
@@ -400,6 +406,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let _profile = crate::profile::scope("batch_norm");
         validate(self, running_mean, running_var, weight, bias, &opts)?;
+        check_values_per_channel(self, NcsShape::of(self.shape()).per_channel(), &opts)?;
         if self.numel() == 0 {
             return self.batch_norm_empty(weight, bias);
         }
@@ -490,3 +497,7 @@ impl Tensor {
         Ok(out)
     }
 }
+
+mod sync;
+mod sync_backward;
+mod sync_stats;

@@ -8,23 +8,28 @@ use super::{Criterion, Observer, Trainer};
 use crate::data::loader::{Batch, DataLoader};
 use crate::data::shard::Slice;
 use crate::distributed::{
-    all_gather_rows, all_reduce_f64, BucketOptions, Buffer, Communicator, Reducer,
+    all_gather_rows, all_reduce_f64, BucketOptions, Buffer, Communicator, Reducer, SyncGroup,
 };
 use crate::error::{Error, Result};
-use crate::nn::{Module, Role};
+use crate::nn::{convert_sync_batch_norm, Module, Role};
 use crate::ops::autocast::Precision;
 use crate::optim::clip_grad_norm_;
 use crate::tensor::Tensor;
 use crate::train::loss_log::LossLog;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// A trainer's part of a data-parallel job.
 pub(super) struct Parallel {
-    /// The gradient reducer, which owns the communicator.
+    /// The gradient reducer, which shares the communicator.
     pub reducer: Reducer,
+    /// The communicator, for the model's synchronised layers.
+    pub shared: Rc<dyn Communicator>,
     /// The model has buffers (batch-norm statistics): rank 0's are
     /// broadcast after every step, so the ranks stay identical.
     pub has_buffers: bool,
+    /// Batch norm normalises with the global batch's statistics.
+    pub sync_batch_norm: bool,
 }
 
 impl Parallel {
@@ -48,7 +53,8 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     ///   default buckets), and clipped after the all-reduce;
     /// - models with buffers (batch norm) normalise with each rank's own
     ///   slice statistics and take rank 0's buffers after every step
-    ///   (DDP's default; not synchronised batch norm);
+    ///   (DDP's default), unless batch norm is synchronised
+    ///   ([`sync_batch_norm`](Self::sync_batch_norm));
     /// - validation is sharded (each rank runs its slice of every
     ///   validation batch) and the outputs are gathered, so the loss and
     ///   every metric are computed from the whole batch's outputs, the
@@ -74,7 +80,12 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             comm.abort(msg);
             return Err(Error::invalid(OP, msg));
         }
-        let reducer = Reducer::for_module(comm, &self.model, BucketOptions::default())?;
+        let comm: Rc<dyn Communicator> = Rc::from(comm);
+        let reducer = Reducer::for_module(
+            Box::new(comm.clone()),
+            &self.model,
+            BucketOptions::default(),
+        )?;
         reducer.broadcast_state(&self.model)?;
         let mut has_buffers = false;
         self.model.visit("", &mut |_, _, role| {
@@ -82,9 +93,53 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         });
         self.parallel = Some(Parallel {
             reducer,
+            shared: comm,
             has_buffers,
+            sync_batch_norm: false,
         });
         Ok(self)
+    }
+
+    /// Makes the model's batch norm synchronised over the job's ranks
+    /// (PyTorch's `SyncBatchNorm`, see [`convert_sync_batch_norm`]): in
+    /// training, every layer normalises with the statistics of the whole
+    /// global batch instead of this rank's slice, so the job trains as one
+    /// process on the whole batch would (up to rounding), at the cost of one
+    /// small all-gather per batch-norm layer in forward and one small
+    /// all-reduce in backward. Call it after
+    /// [`with_communicator`](Self::with_communicator), on every rank.
+    /// Validation (evaluation mode) is unchanged.
+    ///
+    /// Errors: a trainer without a communicator; a model on a GPU (the
+    /// synchronised statistics are computed on the host). Every global
+    /// batch must then give each rank at least one sample: a batch smaller
+    /// than the world is an error on every rank when it comes (use a
+    /// larger batch or drop the last one).
+    pub fn sync_batch_norm(mut self) -> Result<Self> {
+        const OP: &str = "Trainer::sync_batch_norm";
+        let Some(par) = self.parallel.as_mut() else {
+            return Err(Error::invalid(
+                OP,
+                "synchronised batch norm needs a data-parallel trainer: call with_communicator first",
+            ));
+        };
+        if self.device != crate::tensor::Device::Cpu {
+            let msg = format!(
+                "synchronised batch norm runs on the CPU; the model is on {}",
+                self.device
+            );
+            par.shared.abort(&msg);
+            return Err(Error::invalid(OP, msg));
+        }
+        convert_sync_batch_norm(&mut self.model, &SyncGroup::new(par.shared.clone()));
+        par.sync_batch_norm = true;
+        Ok(self)
+    }
+
+    /// Whether batch norm is synchronised over the ranks
+    /// ([`sync_batch_norm`](Self::sync_batch_norm)).
+    pub fn is_batch_norm_synchronised(&self) -> bool {
+        self.parallel.as_ref().is_some_and(|p| p.sync_batch_norm)
     }
 
     /// The communicator of a data-parallel trainer.
@@ -156,6 +211,18 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         let (rank, world) = (par.comm().rank(), par.comm().world_size());
         for item in train.shard_epoch(epoch, rank, world)? {
             let (slice, batch) = item?;
+            if par.sync_batch_norm && slice.global_len < world {
+                // Every rank sees the same global batch: they all stop here.
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "a global batch of {} sample(s) leaves a rank of the {world} without \
+                         samples, which synchronised batch norm cannot train on; use a batch \
+                         size whose last batch is at least the number of ranks, or drop_last",
+                        slice.global_len
+                    ),
+                ));
+            }
             let (loss, grads) = match batch {
                 None => {
                     self.criterion.skip_slice(slice)?;
