@@ -4,7 +4,50 @@
 
 use super::loader::{Batch, DataLoader};
 use crate::error::{Error, Result};
+use std::cell::Cell;
 use std::ops::Range;
+
+thread_local! {
+    /// The training batch this thread's forward pass computes (see
+    /// [`with_batch_position`]).
+    static CURRENT_POSITION: Cell<Option<BatchPosition>> = const { Cell::new(None) };
+}
+
+/// Which training step a forward pass belongs to, and which rows of that
+/// step's global batch it computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPosition {
+    /// Training steps before this one since the start of training
+    /// (`epoch · batches per epoch + batch`), the same on every rank and
+    /// after a resume.
+    pub step: u64,
+    /// This forward pass's rows of the global batch.
+    pub slice: Slice,
+}
+
+/// Runs `f` with `position` as this thread's current training batch.
+/// Layers that draw random numbers per element (dropout) read it through
+/// [`current_batch_position`] and draw at a place fixed by the step and
+/// the rows' global offset, so a data-parallel rank's masks equal those
+/// one process draws for the same rows, and a resumed run draws what an
+/// uninterrupted one would. The trainers wrap every training forward; the
+/// previous value is restored afterwards, also when `f` panics.
+pub fn with_batch_position<R>(position: BatchPosition, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<BatchPosition>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT_POSITION.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT_POSITION.with(|c| c.replace(Some(position))));
+    f()
+}
+
+/// This thread's current training batch, while a [`with_batch_position`]
+/// call runs; `None` outside the trainers' training forward passes.
+pub fn current_batch_position() -> Option<BatchPosition> {
+    CURRENT_POSITION.with(|c| c.get())
+}
 
 /// Where one rank's rows lie in a global batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

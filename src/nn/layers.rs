@@ -1,12 +1,13 @@
 //! The standard layers.
 
 use super::{init, Module};
+use crate::data::shard::BatchPosition;
 use crate::distributed::SyncGroup;
 use crate::error::{Error, Result};
 use crate::ops::{BatchNormOptions, Conv2dParams, PadCount, Pool2dParams};
 use crate::tensor::{DType, Tensor};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use std::sync::Mutex;
 
 /// Whether a [`Linear`] or [`Conv2d`] layer learns a bias (PyTorch's
@@ -345,6 +346,15 @@ impl Module for Flatten {
 
 /// Dropout with its own seeded generator, active in training mode only.
 ///
+/// Called directly, each forward pass takes the next numbers of the
+/// generator. Inside a [`Trainer`](crate::train::Trainer)'s training step
+/// the numbers come from a place fixed by the step and the rows' global
+/// offset ([`crate::data::shard::with_batch_position`]): a data-parallel
+/// rank draws for its slice exactly what one process draws for those rows
+/// of the global batch (with the same seed on every rank), and a resumed
+/// run draws what an uninterrupted one would (tested in
+/// `tests/distributed_dropout.rs`).
+///
 /// ```
 /// use ferrite::nn::{Dropout, Module, Visit};
 /// use ferrite::{DType, Tensor};
@@ -363,7 +373,7 @@ pub struct Dropout {
     /// Training mode; in evaluation mode the input passes unchanged.
     pub training: bool,
     #[module(skip)]
-    rng: Mutex<StdRng>,
+    rng: Mutex<DropoutRng>,
 }
 
 impl Dropout {
@@ -379,19 +389,82 @@ impl Dropout {
         Ok(Dropout {
             p,
             training: true,
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            rng: Mutex::new(DropoutRng {
+                rng: ChaCha12Rng::seed_from_u64(seed),
+                step_calls: None,
+            }),
         })
     }
 }
 
 impl Module for Dropout {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        x.dropout(
-            self.p,
-            crate::ops::Mode::from_training(self.training),
-            &mut *rng,
-        )
+        let mode = crate::ops::Mode::from_training(self.training);
+        let mut state = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let draws = self.training && self.p > 0.0 && self.p < 1.0;
+        match crate::data::shard::current_batch_position() {
+            Some(position) if draws => {
+                let word = state.place(position, x)?;
+                state.rng.set_word_pos(word);
+                x.dropout(self.p, mode, &mut state.rng)
+            }
+            _ => x.dropout(self.p, mode, &mut state.rng),
+        }
+    }
+}
+
+/// Dropout's generator and where a trainer's forward passes take their
+/// numbers from it.
+struct DropoutRng {
+    rng: ChaCha12Rng,
+    /// The step of the last positioned call and how many calls it has had
+    /// (a layer applied twice in one step draws fresh numbers the second
+    /// time).
+    step_calls: Option<(u64, u64)>,
+}
+
+impl DropoutRng {
+    /// log2 of the 32-bit words of the stream reserved per training step.
+    const STEP_BITS: u32 = 40;
+    /// log2 of the words reserved per call within a step (at most 16 calls,
+    /// each at most 2^35 elements: two words per element).
+    const CALL_BITS: u32 = 36;
+
+    /// The stream position of the first number of `x`'s rows in a
+    /// trainer's forward pass: the step's block, this call's part of it,
+    /// and the rows' global offset (one f64, two words, per element), so
+    /// ranks and resumed runs draw what one uninterrupted process draws.
+    fn place(&mut self, position: BatchPosition, x: &Tensor) -> Result<u128> {
+        let BatchPosition { step, slice } = position;
+        let call = match self.step_calls {
+            Some((s, calls)) if s == step => calls,
+            _ => 0,
+        };
+        self.step_calls = Some((step, call + 1));
+        let rows = x.shape().first().copied().unwrap_or(1);
+        // Rows of the global batch when dim 0 is this slice's rows;
+        // otherwise the whole tensor counts as one row of one batch.
+        let (offset, row_len, global) = if slice.len > 0 && rows == slice.len {
+            (slice.offset, x.numel() / rows, slice.global_len)
+        } else {
+            (0, x.numel(), 1)
+        };
+        let words = 2 * row_len as u128 * global as u128;
+        if step >> (68 - Self::STEP_BITS) != 0
+            || call >= 1 << (Self::STEP_BITS - Self::CALL_BITS)
+            || words > 1 << Self::CALL_BITS
+        {
+            return Err(Error::invalid(
+                "Dropout",
+                format!(
+                    "step {step}, call {call} of the step with {words} random words: beyond the \
+                     generator's layout (2^28 steps, 16 calls per step, 2^35 elements per call)"
+                ),
+            ));
+        }
+        Ok(((step as u128) << Self::STEP_BITS)
+            + ((call as u128) << Self::CALL_BITS)
+            + 2 * row_len as u128 * offset as u128)
     }
 }
 

@@ -5,6 +5,7 @@ use super::files::{append_log, BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};
 use super::parallel::gathered_outputs;
 use super::{Criterion, EpochRecord, History, Observer, Trainer};
 use crate::data::loader::{Batch, DataLoader};
+use crate::data::shard::{with_batch_position, BatchPosition, Slice};
 use crate::error::{Error, Result};
 use crate::nn::Module;
 use crate::optim::clip_grad_norm_;
@@ -249,12 +250,18 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
         let params = self.model.parameters();
         let start = Instant::now();
         let mut losses = LossLog::new(self.device, epoch, lr);
-        for batch in train.epoch(epoch) {
+        let first_step = (epoch * train.num_batches()) as u64;
+        for (b, batch) in train.epoch(epoch).enumerate() {
             let batch = batch_on(batch?, self.device)?;
             let n = batch.len();
             let (model, criterion) = (&self.model, &mut self.criterion);
             let (loss, mut grads) = crate::autocast(self.precision, || -> Result<_> {
-                let output = model.forward(&batch.x)?;
+                // Dropout draws at a place fixed by the step (see shard).
+                let position = BatchPosition {
+                    step: first_step + b as u64,
+                    slice: Slice::whole(n),
+                };
+                let output = with_batch_position(position, || model.forward(&batch.x))?;
                 let loss = criterion.loss(&output, &batch)?;
                 if loss.numel() != 1 {
                     return Err(Error::invalid(

@@ -6,7 +6,7 @@
 use super::fit::batch_on;
 use super::{Criterion, Observer, Trainer};
 use crate::data::loader::{Batch, DataLoader};
-use crate::data::shard::Slice;
+use crate::data::shard::{with_batch_position, BatchPosition, Slice};
 use crate::distributed::{
     all_gather_rows, all_reduce_f64, BucketOptions, Buffer, Communicator, Reducer, SyncGroup,
 };
@@ -209,8 +209,10 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             return Err(Error::invalid(OP, "no communicator"));
         };
         let (rank, world) = (par.comm().rank(), par.comm().world_size());
-        for item in train.shard_epoch(epoch, rank, world)? {
+        let first_step = (epoch * train.num_batches()) as u64;
+        for (b, item) in train.shard_epoch(epoch, rank, world)?.enumerate() {
             let (slice, batch) = item?;
+            let step = first_step + b as u64;
             if par.sync_batch_norm && slice.global_len < world {
                 // Every rank sees the same global batch: they all stop here.
                 return Err(Error::invalid(
@@ -233,7 +235,9 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
                     let (model, criterion) = (&self.model, &mut self.criterion);
                     let reducer = &mut par.reducer;
                     crate::autocast(self.precision, || -> Result<_> {
-                        let output = model.forward(&batch.x)?;
+                        // Dropout draws this slice's masks at its global place.
+                        let position = BatchPosition { step, slice };
+                        let output = with_batch_position(position, || model.forward(&batch.x))?;
                         let loss = criterion.slice_loss(&output, &batch, slice)?;
                         if loss.numel() != 1 {
                             return Err(Error::invalid(
