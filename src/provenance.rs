@@ -31,8 +31,11 @@ pub struct Provenance {
     pub git_commit: String,
     /// When the provenance was taken, UTC, as `YYYY-MM-DDTHH:MM:SSZ`.
     pub timestamp_utc: String,
-    /// Worker threads of the rayon pool the work ran on.
+    /// Worker threads of the rayon pool the work ran on (per rank).
     pub threads: usize,
+    /// Processes of the data-parallel job the work ran in (1 for one
+    /// process; see [`with_ranks`](Self::with_ranks)).
+    pub ranks: usize,
     /// CPU model name (`/proc/cpuinfo`), when the OS tells it.
     pub cpu: Option<String>,
     /// Operating system, e.g. `linux`.
@@ -49,10 +52,17 @@ impl Provenance {
             git_commit: GIT_COMMIT.to_string(),
             timestamp_utc: format_utc(SystemTime::now()),
             threads: rayon::current_num_threads(),
+            ranks: 1,
             cpu: cpu_model(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
         }
+    }
+
+    /// The same provenance for work done by a data-parallel job of `ranks`
+    /// processes (each with `threads` threads).
+    pub fn with_ranks(self, ranks: usize) -> Self {
+        Provenance { ranks, ..self }
     }
 
     /// The provenance as a JSON object (`cpu` is `null` when unknown).
@@ -62,6 +72,7 @@ impl Provenance {
             "git_commit": self.git_commit,
             "timestamp_utc": self.timestamp_utc,
             "threads": self.threads,
+            "ranks": self.ranks,
             "cpu": self.cpu,
             "os": self.os,
             "arch": self.arch,
@@ -69,7 +80,8 @@ impl Provenance {
     }
 
     /// Reads back what [`to_json`](Self::to_json) wrote; `None` when a
-    /// field is missing or has the wrong type.
+    /// field is missing or has the wrong type. `ranks` may be missing
+    /// (files written before it existed): 1.
     pub fn from_json(v: &Value) -> Option<Self> {
         let text = |k: &str| v[k].as_str().map(str::to_string);
         Some(Provenance {
@@ -77,6 +89,10 @@ impl Provenance {
             git_commit: text("git_commit")?,
             timestamp_utc: text("timestamp_utc")?,
             threads: usize::try_from(v["threads"].as_u64()?).ok()?,
+            ranks: match &v["ranks"] {
+                Value::Null => 1,
+                r => usize::try_from(r.as_u64()?).ok()?,
+            },
             cpu: text("cpu"),
             os: text("os")?,
             arch: text("arch")?,
@@ -85,7 +101,7 @@ impl Provenance {
 
     /// One line for the head of a text report, e.g. `ferrite 0.1.0
     /// (commit 0123abcd…), 2026-01-02T03:04:05Z, 16 threads, AMD EPYC …,
-    /// linux/x86_64`.
+    /// linux/x86_64` (`4 ranks × 16 threads` for a data-parallel job).
     pub fn summary_line(&self) -> String {
         let commit = if self.git_commit == "unknown" {
             "commit unknown".to_string()
@@ -95,11 +111,15 @@ impl Provenance {
                 &self.git_commit[..self.git_commit.len().min(12)]
             )
         };
+        let workers = if self.ranks > 1 {
+            format!("{} ranks × {} threads", self.ranks, self.threads)
+        } else {
+            format!("{} threads", self.threads)
+        };
         format!(
-            "ferrite {} ({commit}), {}, {} threads, {}, {}/{}",
+            "ferrite {} ({commit}), {}, {workers}, {}, {}/{}",
             self.version,
             self.timestamp_utc,
-            self.threads,
             self.cpu.as_deref().unwrap_or("CPU model unknown"),
             self.os,
             self.arch
@@ -174,6 +194,7 @@ mod tests {
             "git_commit",
             "timestamp_utc",
             "threads",
+            "ranks",
             "cpu",
             "os",
             "arch",
@@ -186,6 +207,32 @@ mod tests {
         assert_eq!(Provenance::from_json(&j).as_ref(), Some(&p));
         assert_eq!(Provenance::from_json(&json!({"git_commit": "x"})), None);
         assert!(p.summary_line().starts_with("ferrite "));
+    }
+
+    #[test]
+    fn ranks_are_recorded_and_older_files_read_as_one_process() {
+        let p = Provenance::current();
+        assert_eq!(p.ranks, 1);
+        assert!(p
+            .summary_line()
+            .contains(&format!(", {} threads,", p.threads)));
+        let job = p.clone().with_ranks(4);
+        let j = job.to_json();
+        assert_eq!(j["ranks"], 4);
+        assert_eq!(Provenance::from_json(&j).as_ref(), Some(&job));
+        let line = job.summary_line();
+        assert!(
+            line.contains(&format!(", 4 ranks × {} threads,", p.threads)),
+            "{line}"
+        );
+        // Written before `ranks` existed: one process.
+        let mut old = p.to_json();
+        old.as_object_mut().unwrap().remove("ranks");
+        assert_eq!(Provenance::from_json(&old), Some(p.clone()));
+        // Present but not a count: refused like any malformed field.
+        let mut bad = p.to_json();
+        bad["ranks"] = json!("two");
+        assert_eq!(Provenance::from_json(&bad), None);
     }
 
     #[test]

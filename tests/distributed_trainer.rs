@@ -212,6 +212,12 @@ fn two_ranks_train_what_one_process_trains_and_only_rank_0_writes() {
         assert!(rank0.join(file).exists(), "{file} missing");
     }
     assert_eq!(log_of(&rank0), runs[0].records);
+    // The records say the work ran as a job of 2 ranks.
+    let log = std::fs::read_to_string(rank0.join(LOG_FILE)).unwrap();
+    for line in log.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["provenance"]["ranks"], 2, "{line}");
+    }
     assert!(!base.join("rank1").exists(), "rank 1 wrote files");
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -480,7 +480,15 @@ pub fn write_comparison(
     if !classes_md.is_empty() {
         let _ = write!(md, "\n{classes_md}");
     }
-    let provenance = crate::provenance::Provenance::current();
+    // The job that ran the comparison: as many ranks as its runs had.
+    let ranks = results
+        .iter()
+        .flat_map(|(_, runs)| runs)
+        .filter_map(|r| r.provenance.as_ref())
+        .map(|p| p.ranks)
+        .max()
+        .unwrap_or(1);
+    let provenance = crate::provenance::Provenance::current().with_ranks(ranks);
     let _ = writeln!(md, "\nRun with {}.", provenance.summary_line());
     let json = serde_json::to_string_pretty(&json!({
         "provenance": provenance.to_json(),

@@ -232,6 +232,8 @@ impl Run {
             seconds,
             names.clone(),
         );
+        let ranks = self.trainer.world_size();
+        summary.provenance = summary.provenance.map(|p| p.with_ranks(ranks));
         let data = Arc::clone(&self.data);
         if let Some(balanced) = &data.test_balanced {
             let evaluation = self

@@ -218,7 +218,7 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
             extra,
             improved: false,
             stopped_early: false,
-            provenance: crate::provenance::Provenance::current(),
+            provenance: crate::provenance::Provenance::current().with_ranks(self.world_size()),
         };
         let notes = self.update_monitors(&mut record)?;
         self.agree_on_decisions(&mut record)?;
