@@ -6,7 +6,7 @@
 
 mod ddp;
 
-use ddp::{dataset, on_ranks, sgd, BATCH, CLASSES, TRAIN};
+use ddp::{dataset, on_ranks, relative_error, sgd, BATCH, CLASSES, TRAIN};
 use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
 use ferrite::data::shard::{with_batch_position, BatchPosition, Slice};
 use ferrite::distributed::Communicator;
@@ -63,22 +63,6 @@ fn fit(seed: u64, p: f64, comm: Option<Box<dyn Communicator>>) -> Result<Vec<Vec
     let mut trainer = trainer(seed, p, comm)?;
     trainer.fit(&mut train, None, &mut Quiet)?;
     Ok(params(trainer.model()))
-}
-
-/// Largest |a − b| over the largest |b|, per tensor; the worst tensor.
-fn relative_error(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let scale = y.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-            let diff = x
-                .iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).abs() as f64)
-                .fold(0.0, f64::max);
-            diff / scale.max(1e-12)
-        })
-        .fold(0.0, f64::max)
 }
 
 #[test]

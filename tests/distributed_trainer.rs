@@ -11,7 +11,7 @@
 
 mod ddp;
 
-use ddp::{dataset, model, on_ranks, scratch, sgd, BATCH, TRAIN, VAL, VAL_BATCH};
+use ddp::{dataset, model, on_ranks, relative_error, scratch, sgd, BATCH, TRAIN, VAL, VAL_BATCH};
 use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
 use ferrite::data::shard_range;
 use ferrite::distributed::{Communicator, InProcess, SingleProcess};
@@ -115,23 +115,6 @@ fn fit(
         params: params(trainer.model()),
         records: stripped(&history.records),
     })
-}
-
-/// Largest |a − b| over the largest |b|, per tensor; the worst tensor.
-fn relative_error(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let scale = y.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-            let diff = x
-                .iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).abs() as f64)
-                .fold(0.0, f64::max);
-            diff / scale.max(1e-12)
-        })
-        .fold(0.0, f64::max)
 }
 
 /// Every number in `a` within `tol` (relative) of the one at its place in

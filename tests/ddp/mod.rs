@@ -112,3 +112,20 @@ pub fn on_ranks<T: Send>(
             .collect()
     })
 }
+
+/// Largest |a − b| over the largest |b|, per tensor; the worst tensor.
+pub fn relative_error(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let scale = y.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+            let diff = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs() as f64)
+                .fold(0.0, f64::max);
+            diff / scale.max(1e-12)
+        })
+        .fold(0.0, f64::max)
+}

@@ -85,16 +85,9 @@ pub unsafe fn sgemm(
     c: *mut f32,
     ldc: isize,
 ) {
-    if m == 0 || n == 0 {
+    if !unsafe { apply_beta(Dims { m, k, n }, beta, c, ldc) } {
         return;
     }
-    if k == 0 || (beta != 0.0 && beta != 1.0) {
-        unsafe { scale_c(m, n, beta, c, ldc) };
-        if k == 0 {
-            return;
-        }
-    }
-    // From here `c` holds beta · c with beta 0 (unread) or 1 (added to).
     PACK.with(|pack| {
         let mut pack = pack.borrow_mut();
         let (a_buf, b_buf) = &mut *pack;
@@ -130,14 +123,8 @@ pub unsafe fn sgemm_packed(
     ldc: isize,
 ) {
     let (m, k) = (a.m, a.k);
-    if m == 0 || n == 0 {
+    if !unsafe { apply_beta(Dims { m, k, n }, beta, c, ldc) } {
         return;
-    }
-    if k == 0 || (beta != 0.0 && beta != 1.0) {
-        unsafe { scale_c(m, n, beta, c, ldc) };
-        if k == 0 {
-            return;
-        }
     }
     PACK.with(|pack| {
         let mut pack = pack.borrow_mut();
@@ -284,6 +271,24 @@ impl PackedA {
         // Safety: `offset` stays inside the m_padded × k values.
         unsafe { self.data.as_ptr().cast::<f32>().add(self.offset(ic, pc)) }
     }
+}
+
+/// What both entry points do before packing: nothing when `c` is empty;
+/// `c = beta · c` when `k` is 0 (then done) or when `beta` is neither 0
+/// nor 1, so that the blocked loops only overwrite (beta 0, `c` unread) or
+/// add to `c` (beta 1, and the scaled case). Returns whether a product
+/// remains to be added.
+///
+/// # Safety
+/// `c` holds `m` rows of `n` writable elements, `ldc` apart.
+unsafe fn apply_beta(Dims { m, k, n }: Dims, beta: f32, c: *mut f32, ldc: isize) -> bool {
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 || (beta != 0.0 && beta != 1.0) {
+        unsafe { scale_c(m, n, beta, c, ldc) };
+    }
+    k > 0
 }
 
 /// `c *= beta` over an `m × n` block (`c = 0` when beta is 0, without
