@@ -14,9 +14,11 @@
 //! Why not matrixmultiply's AVX-512 kernel (16 × 16, one vector of `b` and
 //! sixteen broadcasts per step, `KC` = 256, `MC` = 64): on the development
 //! machine (AMD EPYC, AVX-512, 247 GFLOP/s f32 FMA peak on one core) this
-//! kernel reaches 236 GFLOP/s with its operands in L1, and whole products
-//! of the convolution shapes 5–15 % more than matrixmultiply (`benches/`
-//! and the Performance section of the README give the measurements).
+//! kernel reaches 236 GFLOP/s with its operands in L1; on one thread,
+//! whole products of most convolution shapes run 5–15 % faster than with
+//! matrixmultiply (a few with 64–128 rows and a very wide `b`, 5–10 %
+//! slower), and on two threads square products 1.1–2× faster
+//! (`benches/RESULTS.md` and the Performance section of the README).
 //!
 //! Summation order: each element of `c` is a sum over `k` in increasing
 //! order, one fused multiply-add per term, blocks of `KC` = 256 added to
