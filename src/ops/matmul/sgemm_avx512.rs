@@ -331,14 +331,15 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, (rsa, csa): (isize, isize)
             }
         } else {
             for i in 0..MR {
+                // Rows past the block are zeros; their addresses would lie
+                // outside `a`, so they are never formed.
+                if i >= rows {
+                    (0..kc).for_each(|p| unsafe { *panel.add(p * MR + i) = 0.0 });
+                    continue;
+                }
                 let row = unsafe { src.offset(i as isize * rsa) };
                 for p in 0..kc {
-                    let v = if i < rows {
-                        unsafe { *row.offset(p as isize * csa) }
-                    } else {
-                        0.0
-                    };
-                    unsafe { *panel.add(p * MR + i) = v };
+                    unsafe { *panel.add(p * MR + i) = *row.offset(p as isize * csa) };
                 }
             }
         }
@@ -365,14 +366,15 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, (rsb, csb): (isize, isize)
             }
         } else {
             for j in 0..NR {
+                // Columns past the panel are zeros, their addresses never
+                // formed (they would lie outside `b`).
+                if j >= cols {
+                    (0..kc).for_each(|p| unsafe { *panel.add(p * NR + j) = 0.0 });
+                    continue;
+                }
                 let col = unsafe { src.offset(j as isize * csb) };
                 for p in 0..kc {
-                    let v = if j < cols {
-                        unsafe { *col.offset(p as isize * rsb) }
-                    } else {
-                        0.0
-                    };
-                    unsafe { *panel.add(p * NR + j) = v };
+                    unsafe { *panel.add(p * NR + j) = *col.offset(p as isize * rsb) };
                 }
             }
         }
