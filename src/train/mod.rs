@@ -29,6 +29,7 @@
 
 pub mod compare;
 mod compare_classes;
+mod compare_reuse;
 pub mod config;
 pub mod curve;
 pub mod datasets;
