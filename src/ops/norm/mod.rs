@@ -60,6 +60,35 @@ impl Default for BatchNormOptions {
     }
 }
 
+/// Pushes batch norm's weight and bias gradients onto `grads`, for the
+/// affine parameters the layer has (`None` for one that needs no
+/// gradient): `dw = Σ dy·x̂ = invstd·Σ dy·(x − μ)` and `db = Σ dy`, from
+/// the per-channel sums `(Σ dy, Σ dy·(x − μ))`.
+fn push_affine_grads(
+    grads: &mut Vec<Option<Tensor>>,
+    (weight, bias): (Option<&Tensor>, Option<&Tensor>),
+    (sum_dy, sum_dy_xmu): (&[f64], &[f64]),
+    invstd: &[f64],
+    dtype: DType,
+) -> Result<()> {
+    if let Some(w) = weight {
+        grads.push(if w.requires_grad() {
+            let dw: Vec<f64> = sum_dy_xmu.iter().zip(invstd).map(|(s, i)| s * i).collect();
+            Some(vector(&dw, dtype)?)
+        } else {
+            None
+        });
+    }
+    if let Some(b) = bias {
+        grads.push(if b.requires_grad() {
+            Some(vector(sum_dy, dtype)?)
+        } else {
+            None
+        });
+    }
+    Ok(())
+}
+
 /// A 1-D tensor of `dtype` holding `values`.
 fn vector(values: &[f64], dtype: DType) -> Result<Tensor> {
     Tensor::from_storage(
@@ -323,22 +352,8 @@ impl GradFn for BatchNormBackward {
         } else {
             None
         });
-        if let Some(w) = &self.weight {
-            grads.push(if w.requires_grad() {
-                // dw = Σ dy·x̂ = invstd·Σ dy·(x − μ)
-                let dw: Vec<f64> = sum_dy_xmu.iter().zip(invstd).map(|(s, i)| s * i).collect();
-                Some(vector(&dw, dtype)?)
-            } else {
-                None
-            });
-        }
-        if let Some(b) = &self.bias {
-            grads.push(if b.requires_grad() {
-                Some(vector(&sum_dy, dtype)?)
-            } else {
-                None
-            });
-        }
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        push_affine_grads(&mut grads, (w, b), (&sum_dy, &sum_dy_xmu), invstd, dtype)?;
         Ok(grads)
     }
 }

@@ -27,7 +27,7 @@
 //! contributes zeros (`s_r = 0`) and still takes part in the all-reduce.
 
 use super::cpu::NcsShape;
-use super::{grad_input, grad_sums, vector};
+use super::{grad_input, grad_sums, push_affine_grads};
 use crate::autograd::GradFn;
 use crate::distributed::{all_reduce_f64, Communicator, SyncGroup};
 use crate::error::Result;
@@ -120,25 +120,9 @@ impl SyncBatchNormBackward {
         } else {
             None
         });
-        if let Some(w) = &self.weight {
-            grads.push(if w.requires_grad() {
-                let dw: Vec<f64> = sum_dy_xmu
-                    .iter()
-                    .zip(&self.invstd)
-                    .map(|(s, i)| s * i)
-                    .collect();
-                Some(vector(&dw, dtype)?)
-            } else {
-                None
-            });
-        }
-        if let Some(b) = &self.bias {
-            grads.push(if b.requires_grad() {
-                Some(vector(&sum_dy, dtype)?)
-            } else {
-                None
-            });
-        }
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        let sums = (sum_dy.as_slice(), sum_dy_xmu.as_slice());
+        push_affine_grads(&mut grads, (w, b), sums, &self.invstd, dtype)?;
         Ok(grads)
     }
 }
