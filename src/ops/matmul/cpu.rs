@@ -337,21 +337,7 @@ pub(super) fn check_operands<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c_len: u
 /// `c` is row-major `a.rows × b.cols`. Bounds are checked before the
 /// unchecked inner call.
 pub fn gemm_serial<T: Gemm>(a: MatRef<T>, b: MatRef<T>, c: &mut [T], accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    check_operands("gemm_serial", &a, &b, c.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c.fill(T::ZERO);
-        }
-        return;
-    }
-    let beta = if accumulate { T::ONE } else { T::ZERO };
-    // Safety: the views were checked to lie inside their slices, and `c` is
-    // a distinct `&mut` slice of exactly m × n elements.
-    unsafe { gemm_raw(a, b, beta, c.as_mut_ptr()) }
+    super::packed::gemm_packed(&super::packed::PackedLhs::unpacked(a), b, c, accumulate)
 }
 
 /// The unchecked GEMM call shared by [`gemm_serial`],

@@ -42,6 +42,15 @@ impl<'a, T: Gemm> PackedLhs<'a, T> {
         PackedLhs { view: a, packed }
     }
 
+    /// `a` as it is, read strided by every product (what
+    /// [`gemm_serial`](super::cpu::gemm_serial) multiplies).
+    pub fn unpacked(a: MatRef<'a, T>) -> Self {
+        PackedLhs {
+            view: a,
+            packed: None,
+        }
+    }
+
     /// `c = a · b + beta · c` on `c` of `a.rows × b.cols` row-major.
     ///
     /// # Safety
