@@ -191,7 +191,7 @@ EOF
 stage_tests() {
     local failed=0 t rc
     : > "$OUT/tests.txt"
-    for t in cuda_kernels_compile cuda_device device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck device_nccl; do
+    for t in cuda_kernels_compile cuda_device device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck device_nccl device_distributed; do
         [[ -x "$BIN/$t" ]] || { echo "$t missing" >> "$OUT/tests.txt"; failed=1; continue; }
         echo "--- $t (FERRITE_DEVICE_TEST_SCALE=$FERRITE_DEVICE_TEST_SCALE)"
         timeout 120 "$BIN/$t" 2>&1 | tee "$OUT/test_$t.log" | grep -E '^test |test result|panicked|device suite'
@@ -244,6 +244,26 @@ stage_train() {
     return $rc
 }
 
+stage_train_nccl() {
+    ((REHEARSE)) && skip "NCCL needs a real GPU"
+    [[ -n "$NCCL_SO" ]] || skip "no libnccl found"
+    [[ -d "$OUT/train_gpu" ]] || skip "the train stage did not run"
+    set -o pipefail
+    # The same run as one NCCL rank per GPU (threads of one process): with
+    # one GPU, one rank whose reducer passes the gradients through NCCL in
+    # device memory; its results must match the plain GPU run's.
+    local args=(--dataset multimnist-lt --data-dir "$ROOT/.gpu/data/mnist" --model resnet8
+        --loss plm --seed 0 --epochs 2 --train-size 960 --test-size 256 --batch-size 32)
+    rm -rf "$OUT/train_nccl"
+    "$BIN/ferrite" train --device cuda --distributed nccl --out "$OUT/train_nccl" "${args[@]}" |
+        grep -v '^|' || return 1
+    python3 "$ROOT/scripts/gpu-report.py" train "$OUT/train_gpu" "$OUT/train_nccl" \
+        > "$OUT/train_nccl_compare.json"
+    local rc=$?
+    cat "$OUT/train_nccl_compare.json"
+    return $rc
+}
+
 stage_bench() {
     "$BIN/ferrite" bench --device cuda $TINY --budget-ms 300 --json > "$OUT/bench_ferrite.json" ||
         return 1
@@ -279,7 +299,7 @@ stage_ncu() {
 }
 
 export -f stage_env stage_kernels stage_kernels_bundle stage_tests stage_sanitizer \
-    stage_train stage_bench stage_torch stage_ncu
+    stage_train stage_train_nccl stage_bench stage_torch stage_ncu
 
 # --- the run --------------------------------------------------------------
 
@@ -289,6 +309,7 @@ stage kernels_bundle 30
 stage tests 200
 stage sanitizer 90
 stage train 60
+stage train_nccl 60
 stage bench 90
 stage torch 90
 stage ncu 60

@@ -166,6 +166,26 @@ fn distributed_mpi_needs_the_mpi_feature() {
     assert_refused(&ferrite(&args), "nccl-ish", &args);
 }
 
+/// `--distributed nccl` puts one rank on each GPU: on the CPU it is
+/// refused before any work, saying what to add.
+#[test]
+fn distributed_nccl_needs_a_gpu_device() {
+    let dir = scratch("nccl");
+    for cmd in ["train", "compare"] {
+        let args = [
+            cmd,
+            "--distributed",
+            "nccl",
+            "--device",
+            "cpu",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        assert_refused(&ferrite(&args), "add --device cuda", &args);
+        assert!(!dir.exists(), "{cmd} wrote before refusing");
+    }
+}
+
 /// The command failed cleanly: non-zero exit, `needle` in the message, no
 /// panic or backtrace.
 fn assert_refused(out: &Output, needle: &str, args: &[&str]) {

@@ -53,3 +53,58 @@ fn required() -> bool {
     std::env::var_os("FERRITE_REQUIRE_GPU").is_some()
         && std::env::var_os("FERRITE_CUDA_EMULATE").is_none()
 }
+
+/// A tensor on the GPU is reduced in device memory (one rank: the sum is
+/// the tensor), and a reducer over NCCL gives one rank the gradients of a
+/// plain backward, bit for bit, on the device.
+#[test]
+fn device_tensors_and_the_reducer_go_through_nccl() -> ferrite::Result<()> {
+    use ferrite::distributed::{BucketOptions, Reducer};
+    use ferrite::{DType, Device, Tensor};
+    use std::rc::Rc;
+    let comm = match NcclCommunicator::over(&SingleProcess::new(), 0) {
+        Ok(comm) => Rc::new(comm),
+        Err(Error::DeviceUnavailable { msg, .. }) if !required() => {
+            eprintln!("no NCCL check here: {msg}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let gpu = Device::Cuda(0);
+    let values: Vec<f32> = (0..(1 << 20))
+        .map(|i| (i % 613) as f32 * 0.5 - 9.0)
+        .collect();
+    let t = Tensor::from_vec(values.clone(), &[1 << 20])?.to_device(gpu)?;
+    let sum = comm.start_all_reduce_sum_tensor(t)?.wait()?;
+    assert_eq!(sum.device(), gpu);
+    assert_eq!(
+        sum.to_vec::<f32>()?,
+        values,
+        "a one-rank NCCL sum changed the tensor"
+    );
+
+    use ferrite::rand::SeedableRng;
+    let mut rng = ferrite::rand::rngs::StdRng::seed_from_u64(3);
+    let w = Tensor::randn(&[64, 32], 0.0, 0.2, DType::F32, &mut rng)?
+        .to_device(gpu)?
+        .requires_grad_(true);
+    let b = Tensor::zeros_on(&[32], DType::F32, gpu)?.requires_grad_(true);
+    let x = Tensor::randn(&[16, 64], 0.0, 1.0, DType::F32, &mut rng)?.to_device(gpu)?;
+    let loss = || x.matmul(&w)?.add(&b)?.relu()?.sum_all();
+    let opts = BucketOptions {
+        first_bucket_bytes: 64,
+        bucket_bytes: 1024,
+    };
+    let mut reducer = Reducer::new(Box::new(comm.clone()), &[w.clone(), b.clone()], opts)?;
+    let reduced = reducer.backward(&loss()?, 16, 16)?;
+    let plain = loss()?.backward()?;
+    for p in [&w, &b] {
+        let (r, q) = (
+            reduced.get(p).expect("reduced"),
+            plain.get(p).expect("plain"),
+        );
+        assert_eq!(r.device(), gpu, "a reduced gradient left the GPU");
+        assert_eq!(r.to_vec::<f32>()?, q.to_vec::<f32>()?);
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@
 
 use super::Buffer;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 
 /// Bucket sizes of a [`Reducer`](super::Reducer), in bytes of gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,14 +38,25 @@ pub(super) struct Member {
 }
 
 /// Parameters whose gradients travel together in one all-reduce.
+///
+/// A bucket of host parameters copies their gradients into one flat host
+/// buffer kept from step to step; a bucket of device parameters keeps
+/// each (scaled) gradient on the device and concatenates them there when
+/// the bucket is complete, so that a communicator that moves device
+/// memory (NCCL) never sees the host.
 pub(super) struct Bucket {
     pub members: Vec<Member>,
     /// Element type and number of elements of the buffer.
     pub dtype: DType,
     pub len: usize,
-    /// The flat gradient buffer, kept from step to step (`None` while an
-    /// all-reduce holds it).
+    /// Where the members' parameters lie.
+    pub device: Device,
+    /// Host buckets: the flat gradient buffer, kept from step to step
+    /// (`None` while an all-reduce holds it). Always `None` on a device.
     pub buffer: Option<Buffer>,
+    /// Device buckets: each member's flattened, scaled gradient of this
+    /// step (empty on the host).
+    pub parts: Vec<Option<Tensor>>,
     /// Per member: its gradient was copied in during this step.
     pub filled: Vec<bool>,
     /// Members not yet filled during this step.
@@ -58,7 +69,9 @@ impl Bucket {
     pub fn reset(&mut self) -> Result<()> {
         self.filled.iter_mut().for_each(|f| *f = false);
         self.missing = self.members.len();
-        if self.buffer.is_none() {
+        if self.device != Device::Cpu {
+            self.parts.iter_mut().for_each(|p| *p = None);
+        } else if self.buffer.is_none() {
             self.buffer = Some(Buffer::zeros(self.dtype, self.len)?);
         }
         Ok(())
@@ -68,7 +81,7 @@ impl Bucket {
 /// Groups `params` (registration order; distinct, floating point) into
 /// buckets, last parameter first; a bucket closes when the next parameter
 /// would overflow its capacity (a parameter larger than the capacity gets
-/// a bucket of its own) or has another dtype.
+/// a bucket of its own) or has another dtype or device.
 pub(super) fn plan(params: &[Tensor], opts: BucketOptions) -> Result<Vec<Bucket>> {
     if opts.first_bucket_bytes == 0 || opts.bucket_bytes == 0 {
         return Err(Error::invalid(
@@ -76,7 +89,7 @@ pub(super) fn plan(params: &[Tensor], opts: BucketOptions) -> Result<Vec<Bucket>
             "bucket capacities must be positive",
         ));
     }
-    let mut buckets: Vec<(DType, Vec<Member>, usize)> = Vec::new();
+    let mut buckets: Vec<(DType, Device, Vec<Member>, usize)> = Vec::new();
     for (i, p) in params.iter().enumerate().rev() {
         let dtype = p.dtype();
         if !matches!(dtype, DType::F32 | DType::F64) {
@@ -91,13 +104,14 @@ pub(super) fn plan(params: &[Tensor], opts: BucketOptions) -> Result<Vec<Bucket>
         } else {
             opts.bucket_bytes
         };
-        let fits = buckets.last().is_some_and(|(d, members, used)| {
-            *d == dtype && (members.is_empty() || used + bytes <= capacity)
+        let device = p.device();
+        let fits = buckets.last().is_some_and(|(d, on, members, used)| {
+            *d == dtype && *on == device && (members.is_empty() || used + bytes <= capacity)
         });
         if !fits {
-            buckets.push((dtype, Vec::new(), 0));
+            buckets.push((dtype, device, Vec::new(), 0));
         }
-        let (_, members, used) = buckets.last_mut().expect("pushed above");
+        let (_, _, members, used) = buckets.last_mut().expect("pushed above");
         let offset = members.last().map_or(0, |m: &Member| m.offset + m.len);
         members.push(Member {
             param: i,
@@ -108,14 +122,25 @@ pub(super) fn plan(params: &[Tensor], opts: BucketOptions) -> Result<Vec<Bucket>
     }
     buckets
         .into_iter()
-        .map(|(dtype, members, _)| {
+        .map(|(dtype, device, members, _)| {
             let len = members.iter().map(|m| m.len).sum();
+            let on_host = device == Device::Cpu;
             Ok(Bucket {
                 filled: vec![false; members.len()],
                 missing: members.len(),
-                buffer: Some(Buffer::zeros(dtype, len)?),
+                buffer: if on_host {
+                    Some(Buffer::zeros(dtype, len)?)
+                } else {
+                    None
+                },
+                parts: if on_host {
+                    Vec::new()
+                } else {
+                    vec![None; members.len()]
+                },
                 members,
                 dtype,
+                device,
                 len,
             })
         })

@@ -36,7 +36,7 @@ mod sync_group;
 
 pub use bucket::BucketOptions;
 pub use buffer::Buffer;
-pub use communicator::{AllReduce, Communicator};
+pub use communicator::{all_reduce_tensor_through_host, AllReduce, Communicator, TensorAllReduce};
 pub use gather::{all_gather_rows, all_reduce_f64};
 pub use in_process::InProcess;
 pub use reducer::{Reducer, StepTiming};

@@ -5,11 +5,11 @@
 
 use super::broadcast::broadcast_tensors;
 use super::bucket::{plan, Bucket, BucketOptions};
-use super::{AllReduce, Buffer, Communicator};
+use super::{AllReduce, Buffer, Communicator, TensorAllReduce};
 use crate::autograd::{BackwardOptions, GradStore, LeafReady};
 use crate::error::{Error, Result};
 use crate::nn::{Module, Role};
-use crate::tensor::{Tensor, TensorId};
+use crate::tensor::{Device, Tensor, TensorId};
 use std::collections::HashMap;
 
 /// Averages gradients over the ranks of a data-parallel job.
@@ -213,9 +213,17 @@ impl Reducer {
         let handles = std::mem::take(&mut flight.handles);
         let backward_done = std::time::Instant::now();
         for (b, handle) in handles.into_iter().enumerate() {
-            let reduced = handle.wait()?;
-            self.write_back(b, &reduced, &mut store)?;
-            self.buckets[b].buffer = Some(reduced);
+            match handle {
+                InFlight::Host(handle) => {
+                    let reduced = handle.wait()?;
+                    self.write_back(b, &reduced, &mut store)?;
+                    self.buckets[b].buffer = Some(reduced);
+                }
+                InFlight::Device(handle) => {
+                    let reduced = handle.wait()?;
+                    self.write_back_from_device(b, &reduced, &mut store)?;
+                }
+            }
         }
         self.timing = StepTiming {
             backward_seconds: (backward_done - started).as_secs_f64(),
@@ -242,6 +250,32 @@ impl Reducer {
         }
         Ok(())
     }
+
+    /// Puts the gradients of device bucket `b` into `store`: views of
+    /// the reduced flat tensor, in each parameter's shape.
+    fn write_back_from_device(
+        &self,
+        b: usize,
+        reduced: &Tensor,
+        store: &mut GradStore,
+    ) -> Result<()> {
+        for member in &self.buckets[b].members {
+            let p = &self.params[member.param];
+            let g = reduced
+                .narrow(0, member.offset, member.len)?
+                .reshape(p.shape())?;
+            store.insert(p, g);
+        }
+        Ok(())
+    }
+}
+
+/// One bucket's all-reduce in flight.
+enum InFlight {
+    /// A host buffer (parameters on the CPU).
+    Host(AllReduce),
+    /// A flat tensor on the parameters' device.
+    Device(TensorAllReduce),
 }
 
 /// The buckets of one step while backward runs.
@@ -250,7 +284,7 @@ struct Flight<'a> {
     params: &'a [Tensor],
     buckets: &'a mut [Bucket],
     /// The all-reduces started so far, one per bucket, in bucket order.
-    handles: Vec<AllReduce>,
+    handles: Vec<InFlight>,
     scale: f64,
 }
 
@@ -260,6 +294,12 @@ impl Flight<'_> {
     fn fill(&mut self, b: usize, m: usize, store: &GradStore) -> Result<()> {
         let member = self.buckets[b].members[m];
         let p = &self.params[member.param];
+        if self.buckets[b].device != Device::Cpu {
+            let part = self.device_part(p, store.get(p))?;
+            let bucket = &mut self.buckets[b];
+            bucket.parts[m] = Some(part);
+            return self.mark_filled(b, m);
+        }
         let bucket = &mut self.buckets[b];
         let buffer = bucket.buffer.as_mut().ok_or_else(|| busy(b))?;
         let span = member.offset..member.offset + member.len;
@@ -284,6 +324,13 @@ impl Flight<'_> {
             }
             None => zero(buffer, span),
         }
+        self.mark_filled(b, m)
+    }
+
+    /// Member `m` of bucket `b` is in; starts every bucket that is now
+    /// complete and next in order.
+    fn mark_filled(&mut self, b: usize, m: usize) -> Result<()> {
+        let bucket = &mut self.buckets[b];
         if !bucket.filled[m] {
             bucket.filled[m] = true;
             bucket.missing -= 1;
@@ -291,8 +338,38 @@ impl Flight<'_> {
         self.launch_ready()
     }
 
+    /// Parameter `p`'s gradient `g` (none: zeros) flattened, in `p`'s
+    /// dtype and on its device, times the rank's scale (skipped for a
+    /// scale of 1, which changes no bit).
+    fn device_part(&self, p: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
+        let Some(g) = g else {
+            return Tensor::zeros_on(&[p.numel()], p.dtype(), p.device());
+        };
+        let mut g = g.detach().to_dtype(p.dtype())?.reshape(&[p.numel()])?;
+        if g.device() != p.device() {
+            g = g.to_device(p.device())?;
+        }
+        if self.scale == 1.0 {
+            Ok(g)
+        } else {
+            g.mul_scalar(self.scale)
+        }
+    }
+
     /// Zeroes the members of bucket `b` that were not filled this step.
     fn fill_missing_with_zeros(&mut self, b: usize) -> Result<()> {
+        if self.buckets[b].device != Device::Cpu {
+            for m in 0..self.buckets[b].members.len() {
+                if !self.buckets[b].filled[m] {
+                    let p = &self.params[self.buckets[b].members[m].param];
+                    let zeros = self.device_part(p, None)?;
+                    self.buckets[b].parts[m] = Some(zeros);
+                    self.buckets[b].filled[m] = true;
+                }
+            }
+            self.buckets[b].missing = 0;
+            return Ok(());
+        }
         let bucket = &mut self.buckets[b];
         let buffer = bucket.buffer.as_mut().ok_or_else(|| busy(b))?;
         for (member, filled) in bucket.members.iter().zip(&mut bucket.filled) {
@@ -313,8 +390,23 @@ impl Flight<'_> {
                 break;
             }
             let b = self.handles.len();
-            let buffer = bucket.buffer.take().ok_or_else(|| busy(b))?;
-            self.handles.push(self.comm.start_all_reduce_sum(buffer)?);
+            if bucket.device == Device::Cpu {
+                let buffer = bucket.buffer.take().ok_or_else(|| busy(b))?;
+                let handle = self.comm.start_all_reduce_sum(buffer)?;
+                self.handles.push(InFlight::Host(handle));
+            } else {
+                let parts = bucket
+                    .parts
+                    .iter_mut()
+                    .map(|part| part.take().ok_or_else(|| busy(b)))
+                    .collect::<Result<Vec<Tensor>>>()?;
+                // A fresh flat tensor (`cat` copies even one part), which
+                // the communicator may overwrite with the sum.
+                let flat = Tensor::cat(&parts, 0)?;
+                drop(parts);
+                let handle = self.comm.start_all_reduce_sum_tensor(flat)?;
+                self.handles.push(InFlight::Device(handle));
+            }
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The communicator of a job with one rank.
 
-use super::{AllReduce, Buffer, Communicator};
+use super::{AllReduce, Buffer, Communicator, TensorAllReduce};
 use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
 use std::cell::RefCell;
 
 /// One rank alone: every collective returns its input, bit for bit.
@@ -48,6 +49,18 @@ impl Communicator for SingleProcess {
     fn start_all_reduce_sum(&self, buf: Buffer) -> Result<AllReduce> {
         self.check("all_reduce")?;
         Ok(AllReduce::done(buf))
+    }
+
+    /// The sum over one rank is `t` itself, wherever it lies.
+    fn start_all_reduce_sum_tensor(&self, t: Tensor) -> Result<TensorAllReduce> {
+        self.check("all_reduce")?;
+        if !matches!(t.dtype(), DType::F32 | DType::F64) {
+            return Err(Error::UnsupportedDType {
+                op: "all_reduce (tensors must be f32 or f64)",
+                dtype: t.dtype(),
+            });
+        }
+        Ok(TensorAllReduce::new(move || Ok(t)))
     }
 
     fn broadcast(&self, _buf: &mut Buffer, root: usize) -> Result<()> {

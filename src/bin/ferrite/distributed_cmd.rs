@@ -1,8 +1,10 @@
-//! `--distributed`: whether `train` and `compare` run as one process or as
-//! one rank of an MPI job (`mpirun -np N ferrite train ... --distributed mpi`).
+//! `--distributed`: whether `train` and `compare` run as one process, as
+//! one rank of an MPI job (`mpirun -np N ferrite train ... --distributed
+//! mpi`), or as one rank per GPU over NCCL (`--distributed nccl`).
 
 use ferrite::distributed::Communicator;
 use ferrite::train::compare::JobRank;
+use ferrite::Device;
 
 /// How a run spreads over processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -12,6 +14,12 @@ pub enum Launch {
     /// One rank of an MPI job started by `mpirun`; needs a build with
     /// `--features mpi`.
     Mpi,
+    /// One rank per GPU, gradients all-reduced by NCCL in device memory;
+    /// needs a build with `--features cuda` and `--device cuda`. Started
+    /// plainly, this process runs one rank per visible GPU, as threads;
+    /// under `mpirun` (a build with `--features mpi,cuda`) each process is
+    /// one rank, on the GPU of its local rank.
+    Nccl,
 }
 
 /// A communicator maker: one communicator per run, all on the same ranks.
@@ -23,6 +31,9 @@ pub struct Job {
     maker: Option<Maker>,
     /// This process's rank (0 in one process).
     rank: usize,
+    /// The device this rank trains on, when the launch chose it (a rank
+    /// per GPU); `None`: the one `--device` names.
+    device: Option<Device>,
 }
 
 impl Job {
@@ -31,7 +42,14 @@ impl Job {
         Job {
             maker: None,
             rank: 0,
+            device: None,
         }
+    }
+
+    /// The device this rank trains on: its own GPU with
+    /// `--distributed nccl`, else `asked` (`--device`).
+    pub fn device(&self, asked: Device) -> Device {
+        self.device.unwrap_or(asked)
     }
 
     /// A fresh communicator for one run (`None` in one process).
@@ -54,24 +72,62 @@ impl Job {
     }
 }
 
-/// Runs `f` as one process on `threads` worker threads, or, with
+/// Runs `f` as one process on `threads` worker threads; with
 /// [`Launch::Mpi`], as this rank of an MPI job, with `threads` (by default
-/// the cores the launcher bound this rank to) in the global pool. Under MPI
-/// an error on any rank ends the whole job, naming the rank.
+/// the cores the launcher bound this rank to) in the global pool; with
+/// [`Launch::Nccl`], once per rank on its GPU (see [`Launch::Nccl`];
+/// `device` is `--device`, which must be a GPU). An error or a panic on
+/// any rank ends the whole job, naming the rank.
 pub fn launch(
     how: Launch,
     threads: Option<usize>,
-    f: impl FnOnce(&Job) -> Result<(), String> + Send,
+    device: Device,
+    f: impl Fn(&Job) -> Result<(), String> + Sync,
 ) -> Result<(), String> {
     match how {
         Launch::None => super::with_threads(threads, || f(&Job::single())),
-        Launch::Mpi => launch_mpi(threads, f),
+        Launch::Mpi => launch_mpi(threads, false, f),
+        Launch::Nccl => {
+            if !matches!(device, Device::Cuda(_)) {
+                return Err("--distributed nccl trains on GPUs, one rank per GPU: \
+                            add --device cuda"
+                    .into());
+            }
+            if under_mpirun() {
+                launch_mpi(threads, true, f)
+            } else {
+                super::nccl_launch::launch_threads(threads, f)
+            }
+        }
+    }
+}
+
+/// Whether an MPI launcher (`mpirun`, `srun`) started this process.
+fn under_mpirun() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// A job of this process as `rank`, whose communicator for each run is a
+/// clone of `comm`, training on `device` (`None`: `--device`).
+#[cfg(any(feature = "mpi", feature = "cuda"))]
+pub fn job_over<C: Communicator + Clone + 'static>(
+    comm: C,
+    rank: usize,
+    device: Option<Device>,
+) -> Job {
+    Job {
+        maker: Some(Box::new(move || Box::new(comm.clone()))),
+        rank,
+        device,
     }
 }
 
 #[cfg(feature = "mpi")]
 fn launch_mpi(
     threads: Option<usize>,
+    nccl: bool,
     f: impl FnOnce(&Job) -> Result<(), String>,
 ) -> Result<(), String> {
     use ferrite::distributed::mpi;
@@ -87,13 +143,15 @@ fn launch_mpi(
         let rank = comm.rank();
         if rank == 0 {
             println!(
-                "MPI job of {} rank(s), {n} worker thread(s) per rank",
-                comm.world_size()
+                "MPI job of {} rank(s), {n} worker thread(s) per rank{}",
+                comm.world_size(),
+                if nccl { ", gradients over NCCL" } else { "" }
             );
         }
-        let job = Job {
-            maker: Some(Box::new(move || Box::new(comm.clone()))),
-            rank,
+        let job = if nccl {
+            super::nccl_launch::job_over_mpi(&comm)?
+        } else {
+            job_over(comm, rank, None)
         };
         f(&job).map_err(|msg| ferrite::Error::Distributed { op: "ferrite", msg })
     })
@@ -103,12 +161,17 @@ fn launch_mpi(
 #[cfg(not(feature = "mpi"))]
 fn launch_mpi(
     _threads: Option<usize>,
+    nccl: bool,
     _f: impl FnOnce(&Job) -> Result<(), String>,
 ) -> Result<(), String> {
-    Err(
+    Err(if nccl {
+        "this process runs under an MPI launcher, but this ferrite has no MPI backend \
+         to start NCCL with: build it with `--features mpi,cuda`, or run \
+         `ferrite ... --distributed nccl` without mpirun (one rank per GPU as threads)"
+    } else {
         "--distributed mpi needs a ferrite built with `--features mpi` \
          (which links the system's MPI library, e.g. Open MPI's libopenmpi-dev); \
          this build has no MPI backend"
-            .into(),
-    )
+    }
+    .into())
 }

@@ -7,6 +7,7 @@ mod bench_cmd;
 #[cfg(feature = "cuda")]
 mod cuda_cmd;
 mod distributed_cmd;
+mod nccl_launch;
 mod progress;
 
 use args::RunArgs;
@@ -72,10 +73,14 @@ enum Command {
         device: String,
         /// none: one process. mpi: this process is one rank of an MPI job
         /// (`mpirun -np N ferrite ... --distributed mpi`; needs a build with
-        /// `--features mpi`): --batch-size is the global batch, split into
-        /// contiguous per-rank slices; rank 0 alone prints and writes, into
-        /// an --out folder every rank can read. --threads defaults to the
-        /// cores the launcher bound the rank to
+        /// `--features mpi`). nccl: one rank per GPU, gradients reduced by
+        /// NCCL (needs `--features cuda` and --device cuda; one rank per
+        /// visible GPU as threads, or one per process under mpirun with
+        /// `--features mpi,cuda`). --batch-size is the global batch, split
+        /// into contiguous per-rank slices; rank 0 alone prints and writes,
+        /// into an --out folder every rank can read. --threads defaults to
+        /// the cores the launcher bound the rank to (nccl without mpirun:
+        /// the cores divided among the ranks)
         #[arg(long, value_enum, default_value = "none")]
         distributed: Launch,
     },
@@ -121,10 +126,14 @@ enum Command {
         device: String,
         /// none: one process. mpi: this process is one rank of an MPI job
         /// (`mpirun -np N ferrite ... --distributed mpi`; needs a build with
-        /// `--features mpi`): --batch-size is the global batch, split into
-        /// contiguous per-rank slices; rank 0 alone prints and writes, into
-        /// an --out folder every rank can read. --threads defaults to the
-        /// cores the launcher bound the rank to
+        /// `--features mpi`). nccl: one rank per GPU, gradients reduced by
+        /// NCCL (needs `--features cuda` and --device cuda; one rank per
+        /// visible GPU as threads, or one per process under mpirun with
+        /// `--features mpi,cuda`). --batch-size is the global batch, split
+        /// into contiguous per-rank slices; rank 0 alone prints and writes,
+        /// into an --out folder every rank can read. --threads defaults to
+        /// the cores the launcher bound the rank to (nccl without mpirun:
+        /// the cores divided among the ranks)
         #[arg(long, value_enum, default_value = "none")]
         distributed: Launch,
     },
@@ -234,6 +243,7 @@ fn parse_device(text: &str) -> Result<Device, String> {
 
 /// What `train` was asked to do: continue the run in `--out`, or start
 /// one; `given` lists the run options typed on the command line.
+#[derive(Clone)]
 struct TrainRequest {
     run: RunArgs,
     loss: String,
@@ -262,6 +272,7 @@ fn train(request: TrainRequest, device: Device, job: &Job) -> Result<(), String>
         resume,
         given,
     } = request;
+    let device = job.device(device);
     let mut trainer = if resume {
         if !given.is_empty() {
             return Err(format!(
@@ -340,7 +351,7 @@ fn check_sync_batch_norm(sync: bool, distributed: Launch) -> Result<(), String> 
     if sync && distributed == Launch::None {
         return Err(
             "--sync-batch-norm synchronises batch norm over the ranks of a \
-                    data-parallel job and needs --distributed mpi (one process already \
+                    data-parallel job and needs --distributed mpi or nccl (one process already \
                     normalises with the whole batch's statistics)"
                 .into(),
         );
@@ -386,6 +397,7 @@ fn run_compare(
     given: Vec<String>,
     job: &Job,
 ) -> Result<(), String> {
+    let device = job.device(device);
     let variants = split_losses(&losses)
         .iter()
         .map(|l| l.parse::<Variant>())
@@ -452,7 +464,11 @@ fn main() -> ExitCode {
             };
             check_sync_batch_norm(request.run.sync_batch_norm, distributed)
                 .and_then(|()| parse_device(&device))
-                .and_then(|device| launch(distributed, threads, |job| train(request, device, job)))
+                .and_then(|device| {
+                    launch(distributed, threads, device, |job| {
+                        train(request.clone(), device, job)
+                    })
+                })
         }
         Command::Eval {
             checkpoint,
@@ -476,8 +492,9 @@ fn main() -> ExitCode {
             checked
                 .and_then(|()| parse_device(&device))
                 .and_then(|device| {
-                    launch(distributed, threads, |job| {
-                        run_compare(run, losses, seeds, out, device, given, job)
+                    launch(distributed, threads, device, |job| {
+                        let (run, losses, seeds) = (run.clone(), losses.clone(), seeds.clone());
+                        run_compare(run, losses, seeds, out.clone(), device, given.clone(), job)
                     })
                 })
         }
