@@ -7,9 +7,12 @@
 //! emulated GPU:
 //! `FERRITE_CUDA_EMULATE=1 cargo test --release --features cuda-emulator --test device_distributed`.
 
+mod ddp;
 mod device;
 
+use ddp::{dataset, on_ranks, relative_error, sgd, BATCH, TRAIN};
 use device::devices;
+use ferrite::data::loader::{Batch, DataLoader, LoaderConfig};
 use ferrite::distributed::{
     AllReduce, BucketOptions, Buffer, Communicator, InProcess, Reducer, SingleProcess,
     TensorAllReduce,
@@ -17,6 +20,7 @@ use ferrite::distributed::{
 use ferrite::loss::cross_entropy;
 use ferrite::nn::{Bias, Linear, Module};
 use ferrite::rand::{rngs::StdRng, SeedableRng};
+use ferrite::train::trainer::{Quiet, Trainer};
 use ferrite::{DType, Device, GradStore, Result, Tensor};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -267,6 +271,48 @@ fn a_tensor_all_reduce_sums_on_the_tensors_device() -> Result<()> {
         let t = Tensor::from_vec(vec![1u8, 2], &[2])?.to_device(device)?;
         let e = comm.start_all_reduce_sum_tensor(t).unwrap_err();
         assert!(e.to_string().contains("f32 or f64"), "{e}");
+    }
+    Ok(())
+}
+
+/// Two epochs of the data-parallel trainer (cross entropy, SGD with
+/// momentum) with the model on `device`, as one rank of `comm` (none: one
+/// process); the final parameters.
+fn fit_on(device: Device, comm: Option<Box<dyn Communicator>>) -> Result<Vec<Vec<f32>>> {
+    let train_set = dataset(TRAIN, 1, false);
+    let mut train = DataLoader::new(&train_set, LoaderConfig::training(BATCH, 5))?;
+    let mut model = ddp::model(comm.as_ref().map_or(0, |c| c.rank() as u64 * 11))?;
+    model.to_device(device)?;
+    let optimizer = sgd(&model)?;
+    let loss = |logits: &Tensor, batch: &Batch| {
+        cross_entropy(logits, batch.class_labels()?, &Default::default())
+    };
+    let mut trainer = Trainer::with_criterion(model, optimizer, loss)?.epochs(2);
+    if let Some(comm) = comm {
+        trainer = trainer.with_communicator(comm)?;
+    }
+    trainer.fit(&mut train, None, &mut Quiet)?;
+    trainer
+        .model()
+        .parameters()
+        .iter()
+        .map(|p| {
+            assert_eq!(p.device(), device);
+            p.to_vec::<f32>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_trainer_on_the_device_with_two_ranks_trains_what_one_cpu_process_trains() -> Result<()> {
+    for device in devices() {
+        let serial = fit_on(Device::Cpu, None)?;
+        let ranks: Vec<_> = on_ranks(2, |comm| fit_on(device, Some(comm)))
+            .into_iter()
+            .collect::<Result<_>>()?;
+        assert_eq!(ranks[0], ranks[1], "the ranks differ");
+        let err = relative_error(&ranks[0], &serial);
+        assert!(err <= 1e-4, "parameters after 2 epochs: {err:e}");
     }
     Ok(())
 }

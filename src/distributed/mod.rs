@@ -5,7 +5,9 @@
 //!   broadcast, all-gather, barrier, abort), with [`SingleProcess`] (one
 //!   rank) and [`InProcess`] (ranks as threads; what the tests use)
 //!   implementations, `mpi::MpiCommunicator` (feature `mpi`) and
-//!   `nccl::NcclCommunicator` (feature `cuda`; compiled, not yet run).
+//!   `nccl::NcclCommunicator` (feature `cuda`: gradients reduced in device
+//!   memory, a watchdog on every wait; compiled in CI, not yet run on a
+//!   GPU).
 //! - [`Reducer`]: DDP-style gradient buckets, all-reduced while backward
 //!   still runs, scaled so that uneven slices still give the global mean,
 //!   and the broadcast of rank 0's parameters and buffers.
