@@ -9,7 +9,8 @@
 // ---------------------------------------------------------------- masks
 // Philox4x32-10 exactly as src/ops/plm/philox.rs: key = (seed lo, seed hi),
 // counter = (block lo, block hi, batch lo, batch hi); element e of mask
-// `batch` uses word e mod 4 of block ⌊e/4⌋, converted to the uniform
+// `batch` (e its index in the whole batch, also when a slice is drawn)
+// uses word e mod 4 of block ⌊e/4⌋, converted to the uniform
 // u = (bits >> 8) · 2^-24 (exact in f32 and f64). The CPU compares u with
 // the f64 keep probability, so the keep arrays are f64 here too and the
 // comparison is done in f64: the mask is bit-for-bit the CPU mask.
@@ -40,35 +41,51 @@ __device__ __forceinline__ void philox4x32_10(u32 ctr[4], u32 k0, u32 k1) {
 struct PlmMaskParams {
     u64 seed;
     u64 batch;      // mask number t
-    i64 numel;      // B·C
+    i64 numel;      // elements of the slice drawn, rows·C
     i64 classes;    // C
+    i64 first;      // global index of the slice's first element, first_row·C
 };
-static_assert(sizeof(PlmMaskParams) == 32, "PlmMaskParams layout");
+static_assert(sizeof(PlmMaskParams) == 40, "PlmMaskParams layout");
 
-// One thread per Philox block (4 consecutive elements), grid-stride over
-// ⌈numel/4⌉ blocks. Element e with target y (1 = positive) is kept (1.0)
-// when u < keep_pos[c] (positive) or u < keep_neg[c] (negative), c = e mod C;
-// the class follows the loop without a 64-bit modulo per element. Targets
-// other than 0 and 1 are recorded in *first_bad.
+// Draws the elements [first, first + numel) of mask `batch` (a slice of
+// whole rows of a larger batch; first = 0 for a whole batch) into
+// mask[g − first]. One thread per Philox block (4 consecutive global
+// elements), grid-stride over the blocks ⌊first/4⌋ to
+// ⌊(first + numel − 1)/4⌋; lanes outside the slice (before `first` in the
+// first block, past the end in the last) are skipped. Element g with
+// target y (1 = positive) is kept (1.0) when u < keep_pos[c] (positive) or
+// u < keep_neg[c] (negative), c = (g − first) mod C; the class follows the
+// loop (skipped lanes advance it too) without a 64-bit modulo per element.
+// Targets other than 0 and 1 are recorded in *first_bad by their local
+// index g − first.
 extern "C" __global__ void plm_mask_fwd_f32(PlmMaskParams p, const float* targets,
                                             const double* keep_pos, const double* keep_neg,
                                             float* mask, u64* first_bad) {
-    const i64 blocks = (p.numel + 3) / 4;
+    const i64 first_block = p.first / 4;
+    const i64 skip = p.first - first_block * 4;  // lanes of the first block before the slice
+    // (first + numel ≤ 2^63 − 1, checked by the host: no rounding up past it)
+    const i64 blocks = p.numel > 0 ? (p.first + p.numel - 1) / 4 - first_block + 1 : 0;
     const i64 stride = grid_stride();
     const i64 class_step = (stride * 4) % p.classes;
-    i64 c0 = (grid_first() * 4) % p.classes;
-    for (i64 blk = grid_first(); blk < blocks; blk += stride) {
-        u32 ctr[4] = {(u32)blk, (u32)((u64)blk >> 32), (u32)p.batch, (u32)(p.batch >> 32)};
+    // Class of lane 0 of block first_block + i, the local index 4·i − skip
+    // mod C (in [0, C) also when that lane lies before the slice).
+    i64 c0 = (grid_first() * 4 - skip) % p.classes;
+    if (c0 < 0) c0 += p.classes;
+    for (i64 i = grid_first(); i < blocks; i += stride) {
+        const u64 blk = (u64)(first_block + i);
+        u32 ctr[4] = {(u32)blk, (u32)(blk >> 32), (u32)p.batch, (u32)(p.batch >> 32)};
         philox4x32_10(ctr, (u32)p.seed, (u32)(p.seed >> 32));
         i64 c = c0;
-        for (int lane = 0; lane < 4; ++lane) {
-            i64 e = blk * 4 + lane;
+        i64 e = i * 4 - skip;  // local index of lane 0
+        for (int lane = 0; lane < 4; ++lane, ++e) {
             if (e >= p.numel) break;
-            float y = targets[e];
-            if (y != 0.0f && y != 1.0f) atomicMin(first_bad, (u64)e);
-            double u = (double)(ctr[lane] >> 8) * (1.0 / 16777216.0);
-            double keep = y == 1.0f ? keep_pos[c] : keep_neg[c];
-            mask[e] = u < keep ? 1.0f : 0.0f;
+            if (e >= 0) {
+                float y = targets[e];
+                if (y != 0.0f && y != 1.0f) atomicMin(first_bad, (u64)e);
+                double u = (double)(ctr[lane] >> 8) * (1.0 / 16777216.0);
+                double keep = y == 1.0f ? keep_pos[c] : keep_neg[c];
+                mask[e] = u < keep ? 1.0f : 0.0f;
+            }
             if (++c == p.classes) c = 0;
         }
         c0 += class_step;

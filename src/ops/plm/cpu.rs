@@ -26,7 +26,8 @@ pub fn draw_mask(
 /// larger `[B, C]` batch whose elements from `first` on have `labels`:
 /// bit for bit that part of [`draw_mask`] of the whole batch (a rank's
 /// slice of a global batch in data-parallel training passes its first
-/// row times `C`). `first` must be a multiple of `C` (a row boundary).
+/// row times `C`). `first` must be a multiple of `C` (a row boundary), and
+/// `first + labels.len()` must fit in a u64.
 pub fn draw_mask_at(
     seed: u64,
     batch: u64,
@@ -51,6 +52,16 @@ pub fn draw_mask_at(
         return Err(Error::invalid(
             "draw_mask",
             format!("the first element {first} is not at the start of a row of {c} classes"),
+        ));
+    }
+    if first.checked_add(labels.len() as u64).is_none() {
+        return Err(Error::invalid(
+            "draw_mask",
+            format!(
+                "{} labels from element {first} reach past element {}",
+                labels.len(),
+                u64::MAX
+            ),
         ));
     }
     let mut mask = Vec::with_capacity(labels.len());

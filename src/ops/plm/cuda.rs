@@ -15,7 +15,8 @@ use std::mem::size_of;
 
 const FAMILY: &str = "plm";
 
-/// Arguments of `plm_mask_fwd_f32`: mask number `batch` under `seed`.
+/// Arguments of `plm_mask_fwd_f32`: the elements `first..first + numel`
+/// of mask number `batch` under `seed`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlmMaskParams {
@@ -23,12 +24,16 @@ pub struct PlmMaskParams {
     pub seed: u64,
     /// Mask number, part of the Philox counter.
     pub batch: u64,
-    /// Mask elements, `B·C` (batch rows × classes).
+    /// Mask elements drawn, `B·C` (the slice's rows × classes).
     pub numel: i64,
     /// Classes `C`: element `e` belongs to class `e mod C`.
     pub classes: i64,
+    /// Index in the whole batch of the first element drawn, `first_row·C`
+    /// (0 for a whole batch): element `e` of the slice uses the Philox
+    /// word of element `first + e`.
+    pub first: i64,
 }
-const _: () = assert!(size_of::<PlmMaskParams>() == 32);
+const _: () = assert!(size_of::<PlmMaskParams>() == 40);
 
 /// Arguments of `plm_histogram_fwd_f32` and `plm_targets_check_fwd_f32`.
 #[repr(C)]
@@ -89,12 +94,15 @@ fn settle(
     }
 }
 
-/// The mask on the device (see [`super::mask`]), in the targets' dtype;
-/// `keep` is the `[2, C]` f64 keep table on the device.
+/// The mask on the device (see [`super::mask`]), in the targets' dtype:
+/// the targets are the elements from `first` on (a row boundary, with
+/// `first + numel` at most `i64::MAX`, checked by the caller) of the batch
+/// the mask is drawn for; `keep` is the `[2, C]` f64 keep table on the
+/// device.
 pub(super) fn mask(
     op: &'static str,
     targets: &Tensor,
-    (seed, batch): (u64, u64),
+    (seed, batch, first): (u64, u64, u64),
     keep: &Tensor,
     check: TargetCheck<'_>,
 ) -> Result<Tensor> {
@@ -109,16 +117,24 @@ pub(super) fn mask(
         batch,
         numel: numel as i64,
         classes: classes as i64,
+        first: first as i64,
     };
     let pos = kd.at(&keep);
     let neg = pos + (classes * size_of::<f64>()) as DevicePtr;
     let flag = new_flag(targets.device())?;
     let flag_ptr = operand(op, &flag)?.at(&flag);
     let (out, m) = output(op, &dev, DType::F32, targets.shape())?;
+    // The Philox blocks ⌊first/4⌋ to ⌊(first + numel − 1)/4⌋ hold the
+    // slice and the `first mod 4` elements before it.
+    let spanned = if numel == 0 {
+        0
+    } else {
+        numel + (first % 4) as usize
+    };
     dev.launch(
         FAMILY,
         "plm_mask_fwd_f32",
-        launch::philox_blocks(numel),
+        launch::philox_blocks(spanned),
         &[&params, &yd.at(&y), &pos, &neg, &m, &flag_ptr],
     )?;
     settle(op, format!("mask {batch}"), flag, &y, classes, check)?;

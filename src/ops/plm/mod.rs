@@ -64,10 +64,12 @@ pub(crate) fn keep_table(keep_pos: &[f64], keep_neg: &[f64], device: Device) -> 
 /// rows from `first_row` on of the batch the mask is drawn for (0: the
 /// whole batch; a data-parallel rank passes its slice's offset), and the
 /// result is that part of the whole batch's mask. Bit for bit
-/// [`cpu::draw_mask_at`] on every device (on a CUDA device, a slice that
-/// does not start at row 0 is drawn on the host and uploaded). Errors name
-/// `op`: targets that do not form `[B, C]` rows, and targets that are not
-/// 0/1 (on a device, when `check` reads the verdict).
+/// [`cpu::draw_mask_at`] on every device (on a CUDA device, every slice is
+/// drawn by the device kernel at its elements' offsets in the whole
+/// batch). Errors name `op`: targets that do not form `[B, C]` rows, a
+/// slice whose elements would lie past index `i64::MAX` of the batch, and
+/// targets that are not 0/1 (on a device, when `check` reads the verdict,
+/// naming the position within the slice).
 pub(crate) fn mask(
     op: &'static str,
     targets: &Tensor,
@@ -108,22 +110,27 @@ pub(crate) fn mask(
             format!("row {first_row} of {c} classes is out of range"),
         )
     })?;
+    // Element indices of the whole batch are i64 on the device.
+    let end = first.checked_add(targets.numel() as u64);
+    if end.is_none_or(|end| end > i64::MAX as u64) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{} targets from row {first_row} of {c} classes reach past element {} of a batch",
+                targets.numel(),
+                i64::MAX
+            ),
+        ));
+    }
     match targets.device() {
-        Device::Cuda(_) if first == 0 => {
-            cuda_arm!(cuda::mask(op, targets, (seed, batch), keep, check))
-        }
-        device => {
+        Device::Cuda(_) => cuda_arm!(cuda::mask(op, targets, (seed, batch, first), keep, check)),
+        Device::Cpu => {
             let _ = check; // the host reads the targets, so checks at once
             let keep = keep.to_vec::<f64>()?;
             let labels = cpu::labels(op, &targets.to_f64_vec()?, c)?;
             let bits = cpu::draw_mask_at(seed, batch, first, &labels, &keep[..c], &keep[c..])?;
             let values: Vec<f64> = bits.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-            let mask = Tensor::from_vec(values, targets.shape())?.to_dtype(targets.dtype())?;
-            if device == Device::Cpu {
-                Ok(mask)
-            } else {
-                mask.to_device(device)
-            }
+            Tensor::from_vec(values, targets.shape())?.to_dtype(targets.dtype())
         }
     }
 }
