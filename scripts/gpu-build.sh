@@ -29,7 +29,7 @@ fi
 ARCH="${CUBIN_ARCH:-sm_90}"
 OUT=.gpu
 # The device-parametrised suite, the raw-kernel tests and the compile check.
-TESTS=(cuda_device cuda_kernels_compile device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck device_nccl)
+TESTS=(cuda_device cuda_kernels_compile device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck device_sync_bn device_nccl)
 LIMIT_MIB=64
 
 rm -rf "$OUT"

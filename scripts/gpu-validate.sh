@@ -191,7 +191,7 @@ EOF
 stage_tests() {
     local failed=0 t rc
     : > "$OUT/tests.txt"
-    for t in cuda_kernels_compile cuda_device device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck device_nccl; do
+    for t in cuda_kernels_compile cuda_device device_ops device_conv device_nn device_loss device_mixed device_train device_round_trips device_gradcheck device_sync_bn device_nccl; do
         [[ -x "$BIN/$t" ]] || { echo "$t missing" >> "$OUT/tests.txt"; failed=1; continue; }
         echo "--- $t (FERRITE_DEVICE_TEST_SCALE=$FERRITE_DEVICE_TEST_SCALE)"
         timeout 120 "$BIN/$t" 2>&1 | tee "$OUT/test_$t.log" | grep -E '^test |test result|panicked|device suite'
