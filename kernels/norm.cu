@@ -3,13 +3,14 @@
 // the N runs x[n, c, 0..S]. Mirrors src/ops/norm/cpu.rs.
 //
 // Two kinds of kernels:
-// - per-channel statistics (batch_norm_stats_fwd, batch_norm_reduce_bwd):
-//   one block per channel (grid-stride over channels, 32 to 1024 threads,
-//   `rows` in launch.rs with rows = C). The block's threads stride over the
-//   channel's M = N·S elements (consecutive threads read consecutive s, so
-//   accesses are coalesced when S ≥ 32) and accumulate in f64, shifted by
-//   the channel's first element like the CPU kernel, which avoids the
-//   cancellation of Σx² − (Σx)²/M.
+// - per-channel statistics (batch_norm_stats_fwd, batch_norm_moments_fwd,
+//   batch_norm_reduce_bwd): one block per channel (grid-stride over
+//   channels, 32 to 1024 threads, `rows` in launch.rs with rows = C). The
+//   block's threads stride over the channel's M = N·S elements
+//   (consecutive threads read consecutive s, so accesses are coalesced
+//   when S ≥ 32) and accumulate in f64, shifted by the channel's first
+//   element like the CPU kernel, which avoids the cancellation of
+//   Σx² − (Σx)²/M.
 // - per-element maps (batch_norm_fwd, batch_norm_eval_fwd, batch_norm_bwd,
 //   batch_norm_eval_bwd): 1-D grid-stride over the N·C·S elements
 //   (`elementwise` in launch.rs); channel = (i / S) mod C;
@@ -40,6 +41,27 @@ __device__ __forceinline__ i64 bn_channel(const BatchNormParams& p, i64 i) {
     return ch;
 }
 
+// The moments of channel ch, valid on thread 0 (every thread of the block
+// must call it): *mean and *var_sum = Σ(x − mean)², from sums in f64
+// shifted by the channel's first element (as the CPU kernel). A rounding
+// error that leaves var_sum slightly negative is clamped to 0 (NaN stays NaN).
+__device__ __forceinline__ void bn_moments(const BatchNormParams& p, const float* x, i64 ch,
+                                           double* scratch, double* mean, double* var_sum) {
+    const i64 count = p.n * p.s;
+    const double shift = count > 0 ? (double)x[ch * p.s] : 0.0;
+    double s1 = 0.0, s2 = 0.0;
+    for (i64 m = threadIdx.x; m < count; m += blockDim.x) {
+        double d = (double)x[bn_index(p, ch, m)] - shift;
+        s1 += d;
+        s2 += d * d;
+    }
+    s1 = block_sum(s1, scratch);
+    s2 = block_sum(s2, scratch);
+    double v = s2 - s1 * s1 / (double)count;
+    *mean = shift + s1 / (double)count;
+    *var_sum = v < 0.0 ? 0.0 : v;
+}
+
 // Training statistics of each channel: save_mean = mean, save_invstd =
 // 1/√(biased var + eps); with update_running, running_mean and running_var
 // move towards the batch mean and the unbiased variance by `momentum`
@@ -50,19 +72,9 @@ extern "C" __global__ void batch_norm_stats_fwd_f32(BatchNormParams p, const flo
     __shared__ double scratch[32];
     const i64 count = p.n * p.s;
     for (i64 ch = blockIdx.x; ch < p.c; ch += gridDim.x) {
-        const double shift = count > 0 ? (double)x[ch * p.s] : 0.0;
-        double s1 = 0.0, s2 = 0.0;
-        for (i64 m = threadIdx.x; m < count; m += blockDim.x) {
-            double d = (double)x[bn_index(p, ch, m)] - shift;
-            s1 += d;
-            s2 += d * d;
-        }
-        s1 = block_sum(s1, scratch);
-        s2 = block_sum(s2, scratch);
+        double mean, var_sum;
+        bn_moments(p, x, ch, scratch, &mean, &var_sum);
         if (threadIdx.x == 0) {
-            double mean = shift + s1 / (double)count;
-            double var_sum = s2 - s1 * s1 / (double)count;
-            if (var_sum < 0.0) var_sum = 0.0;  // rounding; NaN stays NaN
             save_mean[ch] = (float)mean;
             save_invstd[ch] = (float)(1.0 / sqrt(var_sum / (double)count + (double)p.eps));
             if (p.update_running) {
@@ -71,6 +83,23 @@ extern "C" __global__ void batch_norm_stats_fwd_f32(BatchNormParams p, const flo
                 running_mean[ch] = (float)(mom * mean + (1.0 - mom) * (double)running_mean[ch]);
                 running_var[ch] = (float)(mom * unbiased + (1.0 - mom) * (double)running_var[ch]);
             }
+        }
+    }
+}
+
+// The moments of each channel in f64, for statistics combined with those
+// of other inputs (synchronised batch norm merges every rank's): mean[ch]
+// and m2[ch] = Σ(x − mean)², the values batch_norm_stats_fwd_f32 derives
+// its statistics from. The count per channel is N·S.
+extern "C" __global__ void batch_norm_moments_fwd_f32(BatchNormParams p, const float* x,
+                                                      double* mean, double* m2) {
+    __shared__ double scratch[32];
+    for (i64 ch = blockIdx.x; ch < p.c; ch += gridDim.x) {
+        double mu, var_sum;
+        bn_moments(p, x, ch, scratch, &mu, &var_sum);
+        if (threadIdx.x == 0) {
+            mean[ch] = mu;
+            m2[ch] = var_sum;
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::ops::on_cuda::{
 };
 use crate::tensor::{DType, Tensor};
 
-const FAMILY: &str = "norm";
+/// The kernel family (`kernels/norm.cu`).
+pub(super) const FAMILY: &str = "norm";
 const OP: &str = "batch_norm";
 
 /// The per-channel statistics the forward normalised with, on the device:
@@ -24,7 +25,7 @@ pub(super) type Stats = (Tensor, Tensor);
 
 /// `t` as a contiguous device operand and its first element's address;
 /// `None` gives the null pointer (an argument the kernel skips).
-fn optional(t: Option<&Tensor>) -> Result<(Option<Tensor>, u64)> {
+pub(super) fn optional(t: Option<&Tensor>) -> Result<(Option<Tensor>, u64)> {
     match t {
         None => Ok((None, NULL)),
         Some(t) => {

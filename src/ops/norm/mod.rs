@@ -19,7 +19,8 @@
 //! Kernels are in `cpu.rs`; half-precision inputs are computed in f32. On
 //! a CUDA device (f32) the kernels of `kernels/norm.cu` do the same work,
 //! and the statistics and running buffers never leave the device
-//! (`cuda.rs`).
+//! (`cuda.rs`). Synchronised batch norm (`sync*.rs`) reuses these kernels
+//! on a device (`sync_cuda.rs`).
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
@@ -515,4 +516,6 @@ impl Tensor {
 
 mod sync;
 mod sync_backward;
+#[cfg(feature = "cuda")]
+mod sync_cuda;
 mod sync_stats;

@@ -10,16 +10,25 @@
 //! rank. The backward (`sync_backward.rs`) all-reduces the two
 //! per-channel sums of the input gradient. Evaluation mode is
 //! [`Tensor::batch_norm`] (running statistics, no collective).
+//!
+//! On the CPU the moments, the normalisation and the gradients are those
+//! of `cpu.rs`, in f64. On a CUDA device (f32, `sync_cuda.rs`) they are
+//! computed by the device kernels of plain batch norm, and only the
+//! per-channel vectors of the collectives cross to the host: the merge and
+//! the all-reduce run there in f64, as on the CPU, so every rank gets the
+//! same bits.
 
 use super::cpu::NcsShape;
-use super::sync_backward::SyncBatchNormBackward;
+use super::sync_backward::{SyncBatchNormBackward, SyncSaved};
+#[cfg(feature = "cuda")]
+use super::sync_cuda;
 use super::sync_stats::{global_moments, Moments};
 use super::{
     check_values_per_channel, moments, normalize, update_running, validate, BatchNormOptions,
 };
 use crate::distributed::{Communicator, SyncGroup};
 use crate::error::{Error, Result};
-use crate::ops::dispatch::{compute_data, with_compute_type};
+use crate::ops::dispatch::{compute_data, cuda_arm, with_compute_type};
 use crate::tensor::{Device, Tensor};
 
 const OP: &str = "sync_batch_norm";
@@ -57,8 +66,13 @@ impl Tensor {
     /// statistics, without any collective. With a group of one rank the
     /// results are those of `batch_norm`, bit for bit.
     ///
-    /// Errors: those of `batch_norm`; an input that is not on the CPU (the
-    /// synchronised statistics are computed on the host); a group used on
+    /// The input may live on the CPU or a CUDA device (f32, as
+    /// `batch_norm` there): on a device the input, the output, the running
+    /// statistics and the gradients stay there, and only the per-channel
+    /// vectors of the two collectives are copied to the host and back.
+    ///
+    /// Errors: those of `batch_norm` (including a dtype the device kernels
+    /// lack, before any collective); a group used on
     /// another thread than the one that created it; a global batch with at
     /// most one value per channel; ranks whose inputs have different
     /// channel counts; a failed collective. An error on one rank aborts the
@@ -101,20 +115,23 @@ impl Tensor {
             a.bias,
             &a.opts,
         )?;
-        if self.device() != Device::Cpu {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "synchronised batch norm runs on the CPU, the input is on {}; \
-                     use per-rank batch norm on a GPU",
-                    self.device()
-                ),
-            ));
+        match self.device() {
+            Device::Cpu => {}
+            // Before any collective: the device kernels are f32 only.
+            Device::Cuda(_) => cuda_arm!(sync_cuda::check_dtype(self))?,
         }
         let sh = NcsShape::of(self.shape());
-        let x = compute_data(OP, self)?;
+        // The host path computes on the whole input, read once.
+        let host_x = match self.device() {
+            Device::Cpu => Some(compute_data(OP, self)?),
+            Device::Cuda(_) => None,
+        };
         let local = if sh.per_channel() > 0 {
-            let (mean, m2) = dispatch!(x.dtype(), moments(&x, sh))?;
+            let (mean, m2) = match &host_x {
+                Some(x) => dispatch!(x.dtype(), moments(x, sh))?,
+                None if sh.c == 0 => (Vec::new(), Vec::new()),
+                None => cuda_arm!(sync_cuda::moments(self))?,
+            };
             Moments {
                 count: sh.per_channel(),
                 mean,
@@ -132,33 +149,56 @@ impl Tensor {
         }
         check_values_per_channel(self, global.count, &a.opts)?;
         let m = global.count as f64;
-        if let Some(rm) = a.running_mean {
-            update_running(rm, &global.mean, a.opts.momentum)?;
-        }
-        if let Some(rv) = a.running_var {
-            let unbiased: Vec<f64> = global.m2.iter().map(|v| v / (m - 1.0)).collect();
-            update_running(rv, &unbiased, a.opts.momentum)?;
+        let unbiased: Vec<f64> = global.m2.iter().map(|v| v / (m - 1.0)).collect();
+        let running = [(a.running_mean, &global.mean), (a.running_var, &unbiased)];
+        for (buf, batch) in running {
+            let Some(buf) = buf else { continue };
+            match buf.device() {
+                Device::Cpu => update_running(buf, batch, a.opts.momentum)?,
+                Device::Cuda(_) => {
+                    cuda_arm!(sync_cuda::update_running(buf, batch, a.opts.momentum))?
+                }
+            }
         }
         let invstd: Vec<f64> = global
             .m2
             .iter()
             .map(|v| 1.0 / (v / m + a.opts.eps).sqrt())
             .collect();
-        let out = if self.numel() == 0 {
-            Tensor::zeros(self.shape(), self.dtype())?
-        } else {
-            let mut scale = invstd.clone();
-            if let Some(w) = a.weight {
-                for (s, w) in scale.iter_mut().zip(w.to_f64_vec()?) {
-                    *s *= w;
-                }
+        let (out, saved) = match host_x {
+            Some(x) => {
+                let out = if self.numel() == 0 {
+                    Tensor::zeros(self.shape(), self.dtype())?
+                } else {
+                    let mut scale = invstd.clone();
+                    if let Some(w) = a.weight {
+                        for (s, w) in scale.iter_mut().zip(w.to_f64_vec()?) {
+                            *s *= w;
+                        }
+                    }
+                    let shift = match a.bias {
+                        Some(b) => b.to_f64_vec()?,
+                        None => vec![0.0; sh.c],
+                    };
+                    let s = dispatch!(x.dtype(), normalize(&x, sh, &global.mean, &scale, &shift))?;
+                    Tensor::from_storage(s, self.shape())?.to_dtype(self.dtype())?
+                };
+                let saved = SyncSaved::Host {
+                    mean: global.mean,
+                    invstd,
+                };
+                (out, saved)
             }
-            let shift = match a.bias {
-                Some(b) => b.to_f64_vec()?,
-                None => vec![0.0; sh.c],
-            };
-            let s = dispatch!(x.dtype(), normalize(&x, sh, &global.mean, &scale, &shift))?;
-            Tensor::from_storage(s, self.shape())?.to_dtype(self.dtype())?
+            None => cuda_arm!({
+                if self.numel() == 0 {
+                    let out = Tensor::zeros_on(self.shape(), self.dtype(), self.device())?;
+                    Ok::<_, Error>((out, SyncSaved::Device(None)))
+                } else {
+                    let (out, stats) =
+                        sync_cuda::normalize(self, a.weight, a.bias, &global.mean, &invstd)?;
+                    Ok((out, SyncSaved::Device(Some(stats))))
+                }
+            })?,
         };
         let mut inputs = vec![self];
         inputs.extend(a.weight);
@@ -169,8 +209,7 @@ impl Tensor {
                 weight: a.weight.cloned(),
                 bias: a.bias.cloned(),
                 group: group.clone(),
-                mean: global.mean,
-                invstd,
+                saved,
                 local_count: local.count,
                 global_count: global.count,
             })

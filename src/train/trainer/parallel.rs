@@ -110,11 +110,14 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
     /// [`with_communicator`](Self::with_communicator), on every rank.
     /// Validation (evaluation mode) is unchanged.
     ///
-    /// Errors: a trainer without a communicator; a model on a GPU (the
-    /// synchronised statistics are computed on the host). Every global
-    /// batch must then give each rank at least one sample: a batch smaller
-    /// than the world is an error on every rank when it comes (use a
-    /// larger batch or drop the last one).
+    /// The model may be on the CPU or a CUDA device (f32): on a device the
+    /// statistics and gradients are computed there, and only the small
+    /// per-channel vectors of the collectives travel through the host.
+    ///
+    /// Errors: a trainer without a communicator. Every global batch must
+    /// then give each rank at least one sample: a batch smaller than the
+    /// world is an error on every rank when it comes (use a larger batch or
+    /// drop the last one).
     pub fn sync_batch_norm(mut self) -> Result<Self> {
         const OP: &str = "Trainer::sync_batch_norm";
         let Some(par) = self.parallel.as_mut() else {
@@ -123,14 +126,6 @@ impl<M: Module, C: Criterion> Trainer<M, C> {
                 "synchronised batch norm needs a data-parallel trainer: call with_communicator first",
             ));
         };
-        if self.device != crate::tensor::Device::Cpu {
-            let msg = format!(
-                "synchronised batch norm runs on the CPU; the model is on {}",
-                self.device
-            );
-            par.shared.abort(&msg);
-            return Err(Error::invalid(OP, msg));
-        }
         convert_sync_batch_norm(&mut self.model, &SyncGroup::new(par.shared.clone()));
         par.sync_batch_norm = true;
         Ok(self)

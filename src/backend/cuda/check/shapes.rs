@@ -69,7 +69,11 @@ const ROW_KERNELS: &[(&str, &[&str])] = &[
     ),
     (
         "norm",
-        &["batch_norm_stats_fwd_f32", "batch_norm_reduce_bwd_f32"],
+        &[
+            "batch_norm_stats_fwd_f32",
+            "batch_norm_moments_fwd_f32",
+            "batch_norm_reduce_bwd_f32",
+        ],
     ),
 ];
 

@@ -124,6 +124,7 @@ pub fn pool() -> Vec<String> {
 pub fn norm() -> Vec<String> {
     list(&[
         "batch_norm_stats_fwd_f32",
+        "batch_norm_moments_fwd_f32",
         "batch_norm_fwd_f32",
         "batch_norm_eval_fwd_f32",
         "batch_norm_eval_stats_fwd_f32",
