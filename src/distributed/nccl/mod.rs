@@ -364,7 +364,11 @@ impl Inner {
     /// when it fails.
     fn wait(&self, done: &CudaEvent, op: &'static str) -> Result<()> {
         let waited = match &*self.comm.borrow() {
-            Some(comm) => comm.wait(done, self.timeout.get(), op, self.rank),
+            Some(comm) => self
+                .ctx
+                .bind_to_thread()
+                .map_err(|e| cuda_error(op, e))
+                .and_then(|()| comm.wait(done, self.timeout.get(), op, self.rank)),
             None => Err(self.aborted(op)),
         };
         if let Err(e) = &waited {
