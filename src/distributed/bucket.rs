@@ -41,7 +41,7 @@ pub(super) struct Member {
 ///
 /// A bucket of host parameters copies their gradients into one flat host
 /// buffer kept from step to step; a bucket of device parameters keeps
-/// each (scaled) gradient on the device and concatenates them there when
+/// each gradient on the device, then concatenates and scales them there when
 /// the bucket is complete, so that a communicator that moves device
 /// memory (NCCL) never sees the host.
 pub(super) struct Bucket {
@@ -54,7 +54,7 @@ pub(super) struct Bucket {
     /// Host buckets: the flat gradient buffer, kept from step to step
     /// (`None` while an all-reduce holds it). Always `None` on a device.
     pub buffer: Option<Buffer>,
-    /// Device buckets: each member's flattened, scaled gradient of this
+    /// Device buckets: each member's flattened gradient of this
     /// step (empty on the host).
     pub parts: Vec<Option<Tensor>>,
     /// Per member: its gradient was copied in during this step.

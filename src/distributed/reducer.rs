@@ -241,11 +241,6 @@ impl Reducer {
                 Buffer::F32(v) => Tensor::from_slice(&v[span], p.shape())?,
                 Buffer::F64(v) => Tensor::from_slice(&v[span], p.shape())?,
             };
-            let g = if g.device() == p.device() {
-                g
-            } else {
-                g.to_device(p.device())?
-            };
             store.insert(p, g);
         }
         Ok(())
@@ -339,20 +334,17 @@ impl Flight<'_> {
     }
 
     /// Parameter `p`'s gradient `g` (none: zeros) flattened, in `p`'s
-    /// dtype and on its device, times the rank's scale (skipped for a
-    /// scale of 1, which changes no bit).
+    /// dtype and on its device (the rank's scale is applied to the whole
+    /// bucket when it starts).
     fn device_part(&self, p: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
         let Some(g) = g else {
             return Tensor::zeros_on(&[p.numel()], p.dtype(), p.device());
         };
-        let mut g = g.detach().to_dtype(p.dtype())?.reshape(&[p.numel()])?;
-        if g.device() != p.device() {
-            g = g.to_device(p.device())?;
-        }
-        if self.scale == 1.0 {
+        let g = g.detach().to_dtype(p.dtype())?.reshape(&[p.numel()])?;
+        if g.device() == p.device() {
             Ok(g)
         } else {
-            g.mul_scalar(self.scale)
+            g.to_device(p.device())
         }
     }
 
@@ -401,9 +393,13 @@ impl Flight<'_> {
                     .map(|part| part.take().ok_or_else(|| busy(b)))
                     .collect::<Result<Vec<Tensor>>>()?;
                 // A fresh flat tensor (`cat` copies even one part), which
-                // the communicator may overwrite with the sum.
-                let flat = Tensor::cat(&parts, 0)?;
+                // the communicator may overwrite with the sum; one scaling
+                // kernel per bucket, none for a scale of 1 (no bit changes).
+                let mut flat = Tensor::cat(&parts, 0)?;
                 drop(parts);
+                if self.scale != 1.0 {
+                    flat = flat.mul_scalar(self.scale)?;
+                }
                 let handle = self.comm.start_all_reduce_sum_tensor(flat)?;
                 self.handles.push(InFlight::Device(handle));
             }
