@@ -50,8 +50,13 @@ use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
 use crate::ops::matmul::packed::{gemm_packed, PackedLhs};
 use crate::tensor::Float;
 use rayon::prelude::*;
+use std::any::TypeId;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+#[path = "winograd_avx512.rs"]
+mod avx512;
 
 /// Positions of the 4×4 transformed domain: one GEMM each.
 const POS: usize = 16;
@@ -290,6 +295,79 @@ fn split_even_odd<T: Float>(src: &[T], pad: usize, even: &mut [T], odd: &mut [T]
     }
 }
 
+/// `s` as f32 when `T` is f32 and the CPU runs [`avx512`]'s transforms.
+#[cfg(target_arch = "x86_64")]
+fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>() && avx512::available())
+        // SAFETY: T is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+#[cfg(target_arch = "x86_64")]
+fn as_f32_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>() && avx512::available())
+        // SAFETY: T is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
+/// `V = Bᵀ d B` for the tile rows `rows` (see [`transform_input_portable`]),
+/// in AVX-512 for f32 where the CPU has it.
+fn transform_input<T: Float>(
+    x: &[T],
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    v: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(x), Some(v)) = (as_f32(x), as_f32_mut(v)) {
+        // Safety: AVX-512 is available (as_f32); the buffers are the ones
+        // the portable transform takes.
+        return unsafe { avx512::transform_input(x, g, tiles, rows, v) };
+    }
+    transform_input_portable(x, g, tiles, rows, v)
+}
+
+/// `Y = Aᵀ M A` (+ bias) for the tile rows `rows` (see
+/// [`transform_output_portable`]), in AVX-512 for f32 where the CPU has it.
+fn transform_output<T: Float>(
+    m: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    out: SharedMut<MaybeUninit<T>>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(m) = as_f32(m) {
+        let bias = bias.map(|b| as_f32(b).expect("bias has the element type of m"));
+        let out = SharedMut(out.0.cast::<MaybeUninit<f32>>());
+        // Safety: AVX-512 is available; T is f32, so `out` points at the
+        // f32 output the caller vouched for.
+        return unsafe { avx512::transform_output(m, bias, g, tiles, rows, out) };
+    }
+    transform_output_portable(m, bias, g, tiles, rows, out)
+}
+
+/// `dM = A dY Aᵀ` for the tile rows `rows` (see
+/// [`transform_output_grad_portable`]), in AVX-512 for f32 where the CPU
+/// has it.
+fn transform_output_grad<T: Float>(
+    dy: &[T],
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    dm: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(dy), Some(dm)) = (as_f32(dy), as_f32_mut(dm)) {
+        // Safety: AVX-512 is available; the buffers are the portable ones.
+        return unsafe { avx512::transform_output_grad(dy, g, tiles, rows, dm) };
+    }
+    transform_output_grad_portable(dy, g, tiles, rows, dm)
+}
+
 /// `V = Bᵀ d B` for every input channel and every tile of the tile rows
 /// `rows`, laid out as 16 row-major C × tb matrices: `v[(e·C + c)·tb + t]`,
 /// with `t` the tile's index inside the chunk.
@@ -299,7 +377,7 @@ fn split_even_odd<T: Float>(src: &[T], pad: usize, even: &mut [T], odd: &mut [T]
 /// reads `even[tx], odd[tx], even[tx + 1], odd[tx + 1]`. `Bᵀ` combines the
 /// strip's rows and `B` those four columns, each as an elementwise
 /// operation on whole arrays.
-fn transform_input<T: Float>(
+fn transform_input_portable<T: Float>(
     x: &[T],
     g: &ConvGeom,
     tiles: &Tiles,
@@ -361,7 +439,7 @@ fn transform_input<T: Float>(
 /// rows `rows`, from the 16 O × tb product matrices `m`, written into the
 /// N×O×oh×ow output behind `out`. Tiles that overhang an odd-sized output
 /// drop their last row or column.
-fn transform_output<T: Float>(
+fn transform_output_portable<T: Float>(
     m: &[T],
     bias: Option<&[T]>,
     g: &ConvGeom,
@@ -424,7 +502,7 @@ fn transform_output<T: Float>(
 /// `dM = A dY Aᵀ` for every output channel and tile of the tile rows
 /// `rows`: the adjoint of [`transform_output`], laid out like its input
 /// (`dm[(e·O + o)·tb + t]`). Outside the output, `dY` counts as 0.
-fn transform_output_grad<T: Float>(
+fn transform_output_grad_portable<T: Float>(
     dy: &[T],
     g: &ConvGeom,
     tiles: &Tiles,

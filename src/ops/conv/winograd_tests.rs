@@ -156,3 +156,133 @@ fn only_3x3_stride_1_is_supported_and_only_wide_layers_apply() {
         assert!(!supports(&other) && !applies(&other), "{other:?}");
     }
 }
+
+/// Geometries for the transform comparisons: tile rows of 1 to 20 tiles
+/// (one and two vectors, full and partial), odd and even sizes, padding
+/// 0, 1 and 2, several images and channels.
+#[cfg(target_arch = "x86_64")]
+fn transform_shapes() -> Vec<ConvGeom> {
+    let mut v = Vec::new();
+    for (h, w) in [
+        (1, 1),
+        (2, 3),
+        (4, 4),
+        (5, 9),
+        (8, 8),
+        (7, 16),
+        (16, 16),
+        (3, 31),
+        (6, 32),
+        (9, 33),
+        (2, 40),
+    ] {
+        for pad in 0..3 {
+            if h + 2 * pad >= 3 && w + 2 * pad >= 3 {
+                v.push(geom(2, 3, 2, h, w, pad));
+            }
+        }
+    }
+    v
+}
+
+#[cfg(target_arch = "x86_64")]
+fn random_f32(len: usize, seed: u64) -> Vec<f32> {
+    random(len, seed).into_iter().map(|v| v as f32).collect()
+}
+
+/// Runs `f(portable)` then `f(avx512)` on copies of a buffer filled with a
+/// sentinel and checks both wrote the same bits everywhere, sentinel-free.
+#[cfg(target_arch = "x86_64")]
+fn same_bits(len: usize, what: &str, g: &ConvGeom, f: impl Fn(bool, &mut [f32])) {
+    let sentinel = f32::from_bits(0x7fc0_dead);
+    let (mut a, mut b) = (vec![sentinel; len], vec![sentinel; len]);
+    f(false, &mut a);
+    f(true, &mut b);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.to_bits(), y.to_bits(), "{what} differs at {i} for {g:?}");
+        assert_ne!(
+            x.to_bits(),
+            sentinel.to_bits(),
+            "{what} left {i} unwritten for {g:?}"
+        );
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn avx512_transforms_give_the_portable_bits() {
+    if !avx512::available() {
+        eprintln!("no AVX-512 here: the AVX-512 transforms are not compared");
+        return;
+    }
+    for g in transform_shapes() {
+        let tiles = Tiles::of(&g);
+        let x = random_f32(g.n * g.c_in * g.h * g.w, 1);
+        let dy = random_f32(g.n * g.c_out * g.oh * g.ow, 2);
+        // Every chunk the kernels use, plus one of all tile rows but the first.
+        let mut chunks = chunk_rows(&g, &tiles);
+        chunks.push(1.min(tiles.rows)..tiles.rows);
+        for rows in chunks {
+            let tb = rows.len() * tiles.tw;
+            same_bits(POS * g.c_in * tb, "input transform", &g, |fast, v| unsafe {
+                if fast {
+                    avx512::transform_input(&x, &g, &tiles, rows.clone(), v)
+                } else {
+                    transform_input_portable(&x, &g, &tiles, rows.clone(), v)
+                }
+            });
+            same_bits(
+                POS * g.c_out * tb,
+                "output-gradient transform",
+                &g,
+                |fast, dm| unsafe {
+                    if fast {
+                        avx512::transform_output_grad(&dy, &g, &tiles, rows.clone(), dm)
+                    } else {
+                        transform_output_grad_portable(&dy, &g, &tiles, rows.clone(), dm)
+                    }
+                },
+            );
+            let m = random_f32(POS * g.c_out * tb, 3);
+            let bias = random_f32(g.c_out, 4);
+            for b in [None, Some(&bias[..])] {
+                // Only this chunk's output rows are written: compare those.
+                let len = g.n * g.c_out * g.oh * g.ow;
+                let sentinel = f32::from_bits(0x7fc0_dead);
+                let run = |fast: bool| {
+                    let mut out = vec![sentinel; len];
+                    let ptr = SharedMut(out.as_mut_ptr().cast::<MaybeUninit<f32>>());
+                    unsafe {
+                        if fast {
+                            avx512::transform_output(&m, b, &g, &tiles, rows.clone(), ptr)
+                        } else {
+                            transform_output_portable(&m, b, &g, &tiles, rows.clone(), ptr)
+                        }
+                    }
+                    out
+                };
+                let (p, q) = (run(false), run(true));
+                for (i, (x, y)) in p.iter().zip(&q).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "output transform differs at {i} for {g:?}"
+                    );
+                }
+                let written = p
+                    .iter()
+                    .filter(|v| v.to_bits() != sentinel.to_bits())
+                    .count();
+                let oh_rows: usize = rows
+                    .clone()
+                    .map(|r| (g.oh - 2 * (r % tiles.th)).min(2))
+                    .sum();
+                assert_eq!(
+                    written,
+                    oh_rows * g.c_out * g.ow,
+                    "output rows written for {g:?}"
+                );
+            }
+        }
+    }
+}

@@ -329,6 +329,34 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, (rsa, csa): (isize, isize)
                     unsafe { *panel.add(p * MR + i) = v };
                 }
             }
+        } else if rows == MR && csa == 1 {
+            // A full panel of a row-major block: the 12 rows side by side,
+            // 16 values of each at a time, transposed through a small
+            // buffer so that both the reads and the writes are runs.
+            let row = |i: usize| unsafe { src.offset(i as isize * rsa) };
+            let mut p0 = 0;
+            while p0 + 16 <= kc {
+                let mut block = [[0f32; MR]; 16];
+                for i in 0..MR {
+                    let r = unsafe { std::slice::from_raw_parts(row(i).add(p0), 16) };
+                    for (q, &v) in r.iter().enumerate() {
+                        block[q][i] = v;
+                    }
+                }
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        block.as_ptr().cast::<f32>(),
+                        panel.add(p0 * MR),
+                        16 * MR,
+                    )
+                };
+                p0 += 16;
+            }
+            for p in p0..kc {
+                for i in 0..MR {
+                    unsafe { *panel.add(p * MR + i) = *row(i).add(p) };
+                }
+            }
         } else {
             for i in 0..MR {
                 // Rows past the block are zeros; their addresses would lie
@@ -401,6 +429,19 @@ struct Tile {
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, t: Tile) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    if t.accumulate && t.rows == MR && t.cols == NR {
+        // The tile is read after the loop; start fetching it now, so that
+        // products with a deep `k` (many KC blocks, `c` beyond L2) do not
+        // wait for it at the end of every call.
+        for i in 0..MR {
+            // Safety: prefetches do not fault; the tile lies inside c anyway.
+            unsafe {
+                let ci = t.c.offset(i as isize * t.ldc).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(ci);
+                _mm_prefetch::<_MM_HINT_T0>(ci.add(64));
+            }
+        }
+    }
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
         // Safety: the packed panels hold kc steps of MR and NR values.
