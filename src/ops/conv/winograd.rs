@@ -559,11 +559,48 @@ pub fn conv2d_forward<T: Gemm>(
     bias: Option<&[T]>,
     g: &ConvGeom,
 ) -> Result<Vec<T>> {
+    forward(x, w, bias, g, true)
+}
+
+/// The 16 transformed weight matrices of `w`, written straight into the
+/// GEMM's packed layout where the element type and CPU have one (f32 with
+/// AVX-512) and `allowed`; `None` elsewhere, or when the memory cannot be
+/// reserved (then the caller transforms and packs them in two steps).
+fn weights_packed_directly<T: Gemm>(
+    w: &[T],
+    g: &ConvGeom,
+    allowed: bool,
+) -> Option<Vec<PackedLhs<'static, T>>> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(w) = as_f32(w).filter(|_| allowed) {
+        let packed = avx512::packed_weights(w, g)?;
+        return packed
+            .into_iter()
+            .map(|p| {
+                // T is f32 (as_f32), whose packed form is `PackedA`.
+                let any: Box<dyn std::any::Any> = Box::new(p);
+                let p = any.downcast::<T::Packed>().ok()?;
+                Some(PackedLhs::from_packed(g.c_out, g.c_in, *p))
+            })
+            .collect();
+    }
+    let _ = (w, g, allowed);
+    None
+}
+
+/// [`conv2d_forward`], with the weights' direct packing switchable for
+/// the tests that compare it with transforming and packing separately.
+fn forward<T: Gemm>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+    direct_packing: bool,
+) -> Result<Vec<T>> {
     check_supported(g)?;
     let (x, w, bias) = g.forward_operands(x, w, bias)?;
     let (c_n, o_n) = (g.c_in, g.c_out);
     let tiles = Tiles::of(g);
-    let u = transform_weights(w, g)?;
     let chunks = chunk_rows(g, &tiles);
     let max_tb = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * tiles.tw;
     let len = g.n * o_n * g.oh * g.ow;
@@ -573,9 +610,16 @@ pub fn conv2d_forward<T: Gemm>(
     let mut out = take_empty::<T>(len)?;
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
     // The 16 transformed weight matrices, packed once for every chunk.
-    let u_packed: Vec<PackedLhs<T>> = (0..POS)
-        .map(|e| PackedLhs::new(MatRef::row_major(&u, e * o_n * c_n, o_n, c_n)))
-        .collect();
+    let u;
+    let u_packed = match weights_packed_directly(w, g, direct_packing) {
+        Some(packed) => packed,
+        None => {
+            u = transform_weights(w, g)?;
+            (0..POS)
+                .map(|e| PackedLhs::new(MatRef::row_major(&u, e * o_n * c_n, o_n, c_n)))
+                .collect()
+        }
+    };
     let run = |rows: &Range<usize>| {
         let tb = rows.len() * tiles.tw;
         with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {

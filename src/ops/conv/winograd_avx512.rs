@@ -24,6 +24,7 @@
 
 use super::{SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
+use crate::ops::matmul::sgemm_avx512::{PackedA, MR};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -286,4 +287,95 @@ pub(super) unsafe fn transform_output_grad(
             }
         }
     }
+}
+
+/// `U = G g Gᵀ` for every (output, input) channel pair of `w` (O×C×3×3),
+/// written straight into the GEMM's packed layout: the 16 O × C matrices
+/// that [`super::transform_weights`] computes, as [`PackedA::new`] would
+/// pack them (same values, same bits), without the unpacked copy in
+/// between. `None` when the memory cannot be reserved.
+///
+/// Each micro-panel (`MR` output channels, up to `KC` input channels)
+/// takes 16 input channels at a time: their kernels are split into 9
+/// arrays of taps, transformed as whole arrays (as the portable transform
+/// does), and the 16 results of each output channel are then written
+/// `MR` apart, into a block small enough for L1 that is copied out as runs.
+pub(super) fn packed_weights(w: &[f32], g: &ConvGeom) -> Option<Vec<PackedA>> {
+    let (o_n, c_n) = (g.c_out, g.c_in);
+    PackedA::from_panels(super::POS, o_n, c_n, |panel, outs| {
+        for cb in (0..panel.depth).step_by(STEP) {
+            let nc = STEP.min(panel.depth - cb);
+            let mut block = [[[0f32; STEP]; super::POS]; MR]; // [row][e][channel]
+            for (r, matrices) in block.iter_mut().enumerate().take(panel.rows) {
+                let o = panel.row + r;
+                let kernels = &w[(o * c_n + panel.col + cb) * 9..][..nc * 9];
+                // Safety: `packed_weights` runs only where `available()`.
+                let taps = unsafe { split_taps(kernels) };
+                // G g: four rows of three columns b (taps b, 3 + b, 6 + b).
+                let gg: [[[f32; STEP]; 3]; 4] = {
+                    let cols: [[[f32; STEP]; 4]; 3] =
+                        std::array::from_fn(|b| g_rows(&taps[b], &taps[3 + b], &taps[6 + b]));
+                    std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i]])
+                };
+                // (G g) Gᵀ: row i gives matrices 4i .. 4i + 4.
+                for (i, [c0, c1, c2]) in gg.iter().enumerate() {
+                    matrices[4 * i..4 * i + 4].copy_from_slice(&g_rows(c0, c1, c2));
+                }
+            }
+            // Rows side by side: [channel][row], the packed order.
+            for (e, out) in outs.iter_mut().enumerate() {
+                let dst = &mut out[cb * MR..(cb + nc) * MR];
+                for (q, d) in dst.chunks_exact_mut(MR).enumerate() {
+                    for (v, matrices) in d.iter_mut().zip(&block) {
+                        v.write(matrices[e][q]);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The 9 taps of up to [`STEP`] consecutive 3×3 kernels (`kernels`, 9
+/// values each), tap by tap: `taps[t][q]` = tap `t` of kernel `q`, 0 past
+/// the last kernel. One gather per tap.
+///
+/// # Safety
+/// AVX-512F; `kernels.len()` is a multiple of 9, at most `9 · STEP`.
+#[target_feature(enable = "avx512f")]
+unsafe fn split_taps(kernels: &[f32]) -> [[f32; STEP]; 9] {
+    let count = kernels.len() / 9;
+    let index: [i32; STEP] = std::array::from_fn(|q| 9 * q as i32);
+    // Safety: 16 i32.
+    let index = unsafe { _mm512_loadu_si512(index.as_ptr().cast()) };
+    let lanes = first_lanes(count);
+    let mut taps = [[0f32; STEP]; 9];
+    for (t, tap) in taps.iter_mut().enumerate() {
+        // Safety: lane q reads kernels[9q + t], inside the slice for the
+        // lanes q < count that the mask keeps; the store writes 16 f32.
+        unsafe {
+            let v = _mm512_mask_i32gather_ps::<4>(
+                _mm512_setzero_ps(),
+                lanes,
+                index,
+                kernels.as_ptr().wrapping_add(t),
+            );
+            _mm512_storeu_ps(tap.as_mut_ptr(), v);
+        }
+    }
+    taps
+}
+
+/// Input channels a weight-transform step takes at once.
+const STEP: usize = 16;
+
+/// The four rows of `G` applied to three arrays of taps, element by
+/// element: `(a, (a + b + c)/2, (a − b + c)/2, c)`, as [`super::g_row`].
+#[inline(always)]
+fn g_rows(a: &[f32; STEP], b: &[f32; STEP], c: &[f32; STEP]) -> [[f32; STEP]; 4] {
+    let mut out = [*a, [0.0; STEP], [0.0; STEP], *c];
+    for q in 0..STEP {
+        out[1][q] = (a[q] + b[q] + c[q]) * 0.5;
+        out[2][q] = (a[q] - b[q] + c[q]) * 0.5;
+    }
+    out
 }

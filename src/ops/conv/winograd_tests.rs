@@ -185,7 +185,6 @@ fn transform_shapes() -> Vec<ConvGeom> {
     v
 }
 
-#[cfg(target_arch = "x86_64")]
 fn random_f32(len: usize, seed: u64) -> Vec<f32> {
     random(len, seed).into_iter().map(|v| v as f32).collect()
 }
@@ -283,6 +282,28 @@ fn avx512_transforms_give_the_portable_bits() {
                     "output rows written for {g:?}"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn weights_packed_directly_give_the_same_bits() {
+    // Channel counts off the packing's blocks: output channels not a
+    // multiple of the 12-row micro-panel and past one 192-row block, input
+    // channels not a multiple of 16 and past one 256-deep block.
+    for g in [
+        geom(2, 20, 13, 5, 5, 1),
+        geom(1, 300, 200, 3, 4, 1),
+        geom(3, 16, 16, 4, 4, 0),
+    ] {
+        let x = random_f32(g.n * g.c_in * g.h * g.w, 5);
+        let w = random_f32(g.c_out * g.c_in * 9, 6);
+        let b = random_f32(g.c_out, 7);
+        let direct = forward(&x, &w, Some(&b), &g, true).unwrap();
+        let two_steps = forward(&x, &w, Some(&b), &g, false).unwrap();
+        assert_eq!(direct.len(), two_steps.len());
+        for (i, (p, q)) in direct.iter().zip(&two_steps).enumerate() {
+            assert_eq!(p.to_bits(), q.to_bits(), "element {i} for {g:?}");
         }
     }
 }

@@ -97,7 +97,7 @@ pub trait Gemm: Float {
     /// A left operand packed once for many products
     /// ([`super::packed::PackedLhs`]); `Infallible` for types that have no
     /// packed form.
-    type Packed: Send + Sync;
+    type Packed: Send + Sync + 'static;
 
     /// Packs the `m × k` matrix at `a` for [`Gemm::gemm_packed`]; `None`
     /// when this type or CPU has no packed form or the copy cannot be

@@ -18,7 +18,10 @@ use super::cpu::{check_operands, gemm_raw, Gemm, MatRef};
 /// A left operand `a` (`m × k`) prepared for [`gemm_packed`]; shareable
 /// between threads.
 pub struct PackedLhs<'a, T: Gemm> {
-    view: MatRef<'a, T>,
+    rows: usize,
+    cols: usize,
+    /// The matrix as a strided view, read where there is no packed copy.
+    view: Option<MatRef<'a, T>>,
     packed: Option<T::Packed>,
 }
 
@@ -39,15 +42,34 @@ impl<'a, T: Gemm> PackedLhs<'a, T> {
         } else {
             None
         };
-        PackedLhs { view: a, packed }
+        PackedLhs {
+            rows: a.rows,
+            cols: a.cols,
+            view: Some(a),
+            packed,
+        }
     }
 
     /// `a` as it is, read strided by every product (what
     /// [`gemm_serial`](super::cpu::gemm_serial) multiplies).
     pub fn unpacked(a: MatRef<'a, T>) -> Self {
         PackedLhs {
-            view: a,
+            rows: a.rows,
+            cols: a.cols,
+            view: Some(a),
             packed: None,
+        }
+    }
+
+    /// An `m × k` operand that was packed straight from its values (e.g.
+    /// Winograd's transformed weights, written into the packed layout as
+    /// they are computed), with no unpacked copy.
+    pub fn from_packed(m: usize, k: usize, packed: T::Packed) -> Self {
+        PackedLhs {
+            rows: m,
+            cols: k,
+            view: None,
+            packed: Some(packed),
         }
     }
 
@@ -55,10 +77,10 @@ impl<'a, T: Gemm> PackedLhs<'a, T> {
     ///
     /// # Safety
     /// `b` in bounds with `b.rows == a.cols`; `c` writable, not aliased,
-    /// initialised unless beta is 0.
+    /// initialised unless beta is 0; the view (if any) in bounds.
     unsafe fn run(&self, b: MatRef<T>, beta: T, c: *mut T) {
-        match &self.packed {
-            Some(p) => unsafe {
+        match (&self.packed, self.view) {
+            (Some(p), _) => unsafe {
                 T::gemm_packed(
                     p,
                     b.cols,
@@ -69,7 +91,8 @@ impl<'a, T: Gemm> PackedLhs<'a, T> {
                     b.cols as isize,
                 )
             },
-            None => unsafe { gemm_raw(self.view, b, beta, c) },
+            (None, Some(view)) => unsafe { gemm_raw(view, b, beta, c) },
+            (None, None) => unreachable!("a PackedLhs holds a packed copy or a view"),
         }
     }
 }
@@ -79,8 +102,14 @@ impl<'a, T: Gemm> PackedLhs<'a, T> {
 ///
 /// [`gemm_serial`]: super::cpu::gemm_serial
 pub fn gemm_packed<T: Gemm>(a: &PackedLhs<T>, b: MatRef<T>, c: &mut [T], accumulate: bool) {
-    let (m, k, n) = (a.view.rows, a.view.cols, b.cols);
-    check_operands("gemm_packed", &a.view, &b, c.len());
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    match &a.view {
+        Some(view) => check_operands("gemm_packed", view, &b, c.len()),
+        None => assert!(
+            b.rows == k && m.checked_mul(n) == Some(c.len()) && b.in_bounds(),
+            "gemm_packed: inner dimensions or output size disagree, or b out of bounds"
+        ),
+    }
     if m == 0 || n == 0 {
         return;
     }
