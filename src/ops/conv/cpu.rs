@@ -350,6 +350,9 @@ fn gather_tile<T: Copy>(dy: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, 
 pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     let (dy, w) = g.input_grad_operands(dy, w)?;
     if let Some(transposed) = plan::flipped_geometry(g) {
+        if winograd::applies(&transposed) {
+            return winograd::conv2d_backward_input(dy, w, g);
+        }
         let flipped = flip_kernel(w, g)?;
         return conv2d_forward(dy, &flipped, None, &transposed);
     }
@@ -363,7 +366,7 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result
 /// Each task fills the rows of a block of input channels, walking `W` in
 /// memory order over them, so its reads are runs of `BLOCK·kh·kw` values;
 /// the plain loop in `W'` order reads `W` with a stride of `cg·kh·kw`.
-fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     const BLOCK: usize = 8;
     let (og, cg, taps) = (g.og(), g.cg(), g.kh * g.kw);
     let mut flipped = take_empty::<T>(w.len())?;

@@ -78,7 +78,7 @@ fn flipped_pays(g: &ConvGeom, t: &ConvGeom) -> bool {
 
 /// The flipped-kernel geometry wherever that route can compute the input
 /// gradient, before [`flipped_pays`] weighs it.
-fn flipped_candidate(g: &ConvGeom) -> Option<ConvGeom> {
+pub(super) fn flipped_candidate(g: &ConvGeom) -> Option<ConvGeom> {
     let (dh, dw) = g.dilation;
     let reach = (dh * (g.kh - 1), dw * (g.kw - 1));
     let fits = g.stride == (1, 1) && g.padding.0 <= reach.0 && g.padding.1 <= reach.1;

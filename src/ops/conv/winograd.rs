@@ -66,11 +66,27 @@ const POS: usize = 16;
 /// to run fast and im2col + GEMM wins (`examples/conv_passes.rs`).
 pub const MIN_CHANNELS: usize = 32;
 
-/// Fewest 2×2 tiles in the batch for which [`applies`] chooses this path.
-/// The weight transform costs as much as the GEMMs would on a single tile,
-/// so small batches of small planes (ResNet-18's 512-channel 4×4 layers,
-/// 128 tiles at batch 32) are faster through im2col.
+/// Fewest 2×2 tiles in the batch for which [`applies`] chooses this path
+/// on CPUs without the AVX-512 transforms. The weight transform costs as
+/// much as the GEMMs would on a single tile, so small batches of small
+/// planes (ResNet-18's 512-channel 4×4 layers, 128 tiles at batch 32) are
+/// faster through im2col there.
 pub const MIN_TILES: usize = 256;
+
+/// [`MIN_TILES`] where the AVX-512 transforms run (f32): with the weights
+/// transformed straight into the packed layout, the 512-channel 4×4
+/// layers at batch 32 (128 tiles) measured 25-30 % faster in every pass
+/// than through im2col (`ferrite bench --conv-layers --filter 512x4x4`).
+pub const MIN_TILES_AVX512: usize = 128;
+
+/// The tile threshold of [`applies`] on this CPU.
+fn min_tiles() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return MIN_TILES_AVX512;
+    }
+    MIN_TILES
+}
 
 /// Transformed values (inputs and products together) a chunk aims to hold:
 /// about 1 MiB of f32, half of a core's L2 cache on the machines we measure.
@@ -93,13 +109,14 @@ pub fn supports(g: &ConvGeom) -> bool {
 
 /// True when the CPU convolution routes this geometry here: [`supports`],
 /// with at least [`MIN_CHANNELS`] input and output channels and
-/// [`MIN_TILES`] output tiles, where it measured faster than im2col.
+/// [`MIN_TILES`] output tiles ([`MIN_TILES_AVX512`] with the AVX-512
+/// transforms), where it measured faster than im2col.
 pub fn applies(g: &ConvGeom) -> bool {
     let tiles = Tiles::of(g);
     supports(g)
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
-        && tiles.rows * tiles.tw >= MIN_TILES
+        && tiles.rows * tiles.tw >= min_tiles()
 }
 
 /// The grid of 2×2 output tiles. A "tile row" is one row of tiles of one
@@ -559,46 +576,109 @@ pub fn conv2d_forward<T: Gemm>(
     bias: Option<&[T]>,
     g: &ConvGeom,
 ) -> Result<Vec<T>> {
-    forward(x, w, bias, g, true)
+    check_supported(g)?;
+    let (x, w, bias) = g.forward_operands(x, w, bias)?;
+    match weights_packed_directly(w, g, Orientation::AsIs) {
+        Some(packed) => forward_with(x, &packed, bias, g),
+        None => forward_two_step_packing(x, w, bias, g),
+    }
 }
 
-/// The 16 transformed weight matrices of `w`, written straight into the
-/// GEMM's packed layout where the element type and CPU have one (f32 with
-/// AVX-512) and `allowed`; `None` elsewhere, or when the memory cannot be
-/// reserved (then the caller transforms and packs them in two steps).
+/// The forward pass with the weights transformed into 16 matrices first
+/// and packed for the GEMM after: the portable route (and the one the
+/// tests compare direct packing with).
+fn forward_two_step_packing<T: Gemm>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let u = transform_weights(w, g)?;
+    let packed: Vec<PackedLhs<T>> = (0..POS)
+        .map(|e| PackedLhs::new(MatRef::row_major(&u, e * o_n * c_n, o_n, c_n)))
+        .collect();
+    forward_with(x, &packed, bias, g)
+}
+
+/// Input gradient of the convolution `g`: `dy` (N×O×oh×ow) and `w`
+/// (O×C×3×3) → `dx` (N×C×H×W), as the forward convolution of `dy` with
+/// the kernel flipped and its channel axes swapped (see
+/// `cpu::conv2d_backward_input`).
+///
+/// With f32 on AVX-512 the flipped kernel is never built: its transformed
+/// matrices are those of `w` with the channel axes swapped and the
+/// positions of the 4×4 domain reversed (flipping a kernel row reverses
+/// `G g`: `G·rev(g)` is `G g` with rows 0 and 3 swapped), written straight
+/// into the packed layout. Elsewhere the flipped kernel goes through
+/// [`conv2d_forward`]. Errors unless [`supports`] and the flipped
+/// convolution exists (padding at most 2, at least 16 input channels), or
+/// when a buffer is shorter than the geometry needs.
+pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+    check_supported(g)?;
+    let t = super::plan::flipped_candidate(g).ok_or_else(|| {
+        Error::invalid(
+            "winograd conv2d input gradient",
+            format!("geometry {g:?} has no flipped-kernel convolution"),
+        )
+    })?;
+    let (dy, w) = g.input_grad_operands(dy, w)?;
+    match weights_packed_directly(w, g, Orientation::Flipped) {
+        Some(packed) => forward_with(dy, &packed, None, &t),
+        None => conv2d_forward(dy, &super::cpu::flip_kernel(w, g)?, None, &t),
+    }
+}
+
+/// Which transformed weights to pack: those of `w` as it is (the forward
+/// pass), or those of `w` flipped with its channel axes swapped (the
+/// input gradient).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Orientation {
+    AsIs,
+    Flipped,
+}
+
+/// The 16 transformed weight matrices of `w` (geometry `g`) in
+/// `orientation`, written straight into the GEMM's packed layout where
+/// the element type and CPU have one (f32 with AVX-512); `None`
+/// elsewhere, or when the memory cannot be reserved (then the caller
+/// transforms and packs them in two steps).
 fn weights_packed_directly<T: Gemm>(
     w: &[T],
     g: &ConvGeom,
-    allowed: bool,
+    orientation: Orientation,
 ) -> Option<Vec<PackedLhs<'static, T>>> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(w) = as_f32(w).filter(|_| allowed) {
-        let packed = avx512::packed_weights(w, g)?;
+    if let Some(w) = as_f32(w) {
+        let flipped = orientation == Orientation::Flipped;
+        let packed = avx512::packed_weights(w, g, flipped)?;
+        let (rows, cols) = if flipped {
+            (g.c_in, g.c_out)
+        } else {
+            (g.c_out, g.c_in)
+        };
         return packed
             .into_iter()
             .map(|p| {
                 // T is f32 (as_f32), whose packed form is `PackedA`.
                 let any: Box<dyn std::any::Any> = Box::new(p);
                 let p = any.downcast::<T::Packed>().ok()?;
-                Some(PackedLhs::from_packed(g.c_out, g.c_in, *p))
+                Some(PackedLhs::from_packed(rows, cols, *p))
             })
             .collect();
     }
-    let _ = (w, g, allowed);
+    let _ = (w, g, orientation);
     None
 }
 
-/// [`conv2d_forward`], with the weights' direct packing switchable for
-/// the tests that compare it with transforming and packing separately.
-fn forward<T: Gemm>(
+/// The forward pass of `g` with its 16 transformed weight matrices
+/// already packed (`u_packed[e]`: O × C). The operands were checked.
+fn forward_with<T: Gemm>(
     x: &[T],
-    w: &[T],
+    u_packed: &[PackedLhs<T>],
     bias: Option<&[T]>,
     g: &ConvGeom,
-    direct_packing: bool,
 ) -> Result<Vec<T>> {
-    check_supported(g)?;
-    let (x, w, bias) = g.forward_operands(x, w, bias)?;
     let (c_n, o_n) = (g.c_in, g.c_out);
     let tiles = Tiles::of(g);
     let chunks = chunk_rows(g, &tiles);
@@ -609,17 +689,6 @@ fn forward<T: Gemm>(
     }
     let mut out = take_empty::<T>(len)?;
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
-    // The 16 transformed weight matrices, packed once for every chunk.
-    let u;
-    let u_packed = match weights_packed_directly(w, g, direct_packing) {
-        Some(packed) => packed,
-        None => {
-            u = transform_weights(w, g)?;
-            (0..POS)
-                .map(|e| PackedLhs::new(MatRef::row_major(&u, e * o_n * c_n, o_n, c_n)))
-                .collect()
-        }
-    };
     let run = |rows: &Range<usize>| {
         let tb = rows.len() * tiles.tw;
         with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {

@@ -24,7 +24,7 @@
 
 use super::{SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
-use crate::ops::matmul::sgemm_avx512::{PackedA, MR};
+use crate::ops::matmul::sgemm_avx512::{PackedA, Panel, MR};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -293,65 +293,125 @@ pub(super) unsafe fn transform_output_grad(
 /// written straight into the GEMM's packed layout: the 16 O × C matrices
 /// that [`super::transform_weights`] computes, as [`PackedA::new`] would
 /// pack them (same values, same bits), without the unpacked copy in
-/// between. `None` when the memory cannot be reserved.
+/// between. `None` when the memory cannot be reserved, or when `w` is too
+/// large for the gathers' 32-bit offsets.
 ///
-/// Each micro-panel (`MR` output channels, up to `KC` input channels)
-/// takes 16 input channels at a time: their kernels are split into 9
-/// arrays of taps, transformed as whole arrays (as the portable transform
-/// does), and the 16 results of each output channel are then written
-/// `MR` apart, into a block small enough for L1 that is copied out as runs.
-pub(super) fn packed_weights(w: &[f32], g: &ConvGeom) -> Option<Vec<PackedA>> {
+/// `flipped`: instead, the matrices of the input gradient's kernel, `w`
+/// with its taps reversed and its channel axes swapped (16 C × O
+/// matrices). Reversing a kernel row reverses the rows of `G g`
+/// (`G·rev(g)` is `G g` with rows 0 and 3 swapped), so these are the
+/// matrices of `w` transposed, matrix `4i + j` moved to `4p(i) + p(j)`
+/// with `p` = (3, 1, 2, 0). (The middle rows then sum the taps in the
+/// other order, so the bits may differ from transforming the flipped
+/// kernel.)
+///
+/// Each micro-panel (`MR` rows, up to `KC` columns) takes 16 columns at a
+/// time: their kernels are gathered tap by tap into 9 arrays, transformed
+/// as whole arrays (as the portable transform does), and written `MR`
+/// apart through a block small enough for L1.
+pub(super) fn packed_weights(w: &[f32], g: &ConvGeom, flipped: bool) -> Option<Vec<PackedA>> {
     let (o_n, c_n) = (g.c_out, g.c_in);
-    PackedA::from_panels(super::POS, o_n, c_n, |panel, outs| {
-        for cb in (0..panel.depth).step_by(STEP) {
-            let nc = STEP.min(panel.depth - cb);
-            let mut block = [[[0f32; STEP]; super::POS]; MR]; // [row][e][channel]
-            for (r, matrices) in block.iter_mut().enumerate().take(panel.rows) {
-                let o = panel.row + r;
-                let kernels = &w[(o * c_n + panel.col + cb) * 9..][..nc * 9];
-                // Safety: `packed_weights` runs only where `available()`.
-                let taps = unsafe { split_taps(kernels) };
-                // G g: four rows of three columns b (taps b, 3 + b, 6 + b).
-                let gg: [[[f32; STEP]; 3]; 4] = {
-                    let cols: [[[f32; STEP]; 4]; 3] =
-                        std::array::from_fn(|b| g_rows(&taps[b], &taps[3 + b], &taps[6 + b]));
-                    std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i]])
-                };
-                // (G g) Gᵀ: row i gives matrices 4i .. 4i + 4.
-                for (i, [c0, c1, c2]) in gg.iter().enumerate() {
-                    matrices[4 * i..4 * i + 4].copy_from_slice(&g_rows(c0, c1, c2));
-                }
-            }
-            // Rows side by side: [channel][row], the packed order.
-            for (e, out) in outs.iter_mut().enumerate() {
-                let dst = &mut out[cb * MR..(cb + nc) * MR];
-                for (q, d) in dst.chunks_exact_mut(MR).enumerate() {
-                    for (v, matrices) in d.iter_mut().zip(&block) {
-                        v.write(matrices[e][q]);
-                    }
-                }
+    let (rows, cols, column_stride) = if flipped {
+        (c_n, o_n, 9 * c_n)
+    } else {
+        (o_n, c_n, 9)
+    };
+    i32::try_from(column_stride * STEP).ok()?;
+    PackedA::from_panels(super::POS, rows, cols, |panel, outs| {
+        // Safety: `packed_weights` runs only where `available()`.
+        unsafe {
+            if flipped {
+                fill_panel::<true>(w, c_n, panel, outs)
+            } else {
+                fill_panel::<false>(w, c_n, panel, outs)
             }
         }
     })
 }
 
-/// The 9 taps of up to [`STEP`] consecutive 3×3 kernels (`kernels`, 9
-/// values each), tap by tap: `taps[t][q]` = tap `t` of kernel `q`, 0 past
-/// the last kernel. One gather per tap.
+/// One micro-panel of [`packed_weights`] (`FLIPPED`: of the input
+/// gradient's matrices), for `w` with `c_n` input channels.
 ///
 /// # Safety
-/// AVX-512F; `kernels.len()` is a multiple of 9, at most `9 · STEP`.
+/// AVX-512F; the panel lies inside the packed matrices of `w`.
 #[target_feature(enable = "avx512f")]
-unsafe fn split_taps(kernels: &[f32]) -> [[f32; STEP]; 9] {
-    let count = kernels.len() / 9;
-    let index: [i32; STEP] = std::array::from_fn(|q| 9 * q as i32);
-    // Safety: 16 i32.
-    let index = unsafe { _mm512_loadu_si512(index.as_ptr().cast()) };
+unsafe fn fill_panel<const FLIPPED: bool>(
+    w: &[f32],
+    c_n: usize,
+    panel: &Panel,
+    outs: &mut [&mut [MaybeUninit<f32>]],
+) {
+    // Where the kernel of (row, column) starts, how far apart consecutive
+    // columns' kernels lie, and where matrix e of `w` goes.
+    let kernel_at = |row: usize, col: usize| {
+        if FLIPPED {
+            (col * c_n + row) * 9
+        } else {
+            (row * c_n + col) * 9
+        }
+    };
+    let column_stride = if FLIPPED { 9 * c_n } else { 9 };
+    const REVERSED: [usize; 4] = [3, 1, 2, 0];
+    let place: [usize; 16] = std::array::from_fn(|e| {
+        if FLIPPED {
+            4 * REVERSED[e / 4] + REVERSED[e % 4]
+        } else {
+            e
+        }
+    });
+    for cb in (0..panel.depth).step_by(STEP) {
+        let nc = STEP.min(panel.depth - cb);
+        let mut block = [[[0f32; STEP]; super::POS]; MR]; // [row][e][column]
+        for (r, matrices) in block.iter_mut().enumerate().take(panel.rows) {
+            let first = kernel_at(panel.row + r, panel.col + cb);
+            let kernels = &w[first..first + (nc - 1) * column_stride + 9];
+            let mut taps = [[0f32; STEP]; 9];
+            // Safety: the slice holds the nc kernels, column_stride apart,
+            // and column_stride · STEP fits in an i32 (`packed_weights`).
+            unsafe { split_taps(kernels, column_stride, nc, &mut taps) };
+            // G g: four rows of three columns b (taps b, 3 + b, 6 + b).
+            let gg: [[[f32; STEP]; 3]; 4] = {
+                let cols: [[[f32; STEP]; 4]; 3] =
+                    std::array::from_fn(|b| g_rows(&taps[b], &taps[3 + b], &taps[6 + b]));
+                std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i]])
+            };
+            // (G g) Gᵀ: row i gives matrices 4i .. 4i + 4.
+            for (i, [c0, c1, c2]) in gg.iter().enumerate() {
+                for (j, u) in g_rows(c0, c1, c2).into_iter().enumerate() {
+                    matrices[place[4 * i + j]] = u;
+                }
+            }
+        }
+        // Rows side by side: [column][row], the packed order.
+        for (e, out) in outs.iter_mut().enumerate() {
+            let dst = &mut out[cb * MR..(cb + nc) * MR];
+            for (q, d) in dst.chunks_exact_mut(MR).enumerate() {
+                for (v, matrices) in d.iter_mut().zip(&block) {
+                    v.write(matrices[e][q]);
+                }
+            }
+        }
+    }
+}
+
+/// The 9 taps of `count` (at most [`STEP`]) 3×3 kernels that start
+/// `stride` values apart in `kernels`, tap by tap: `taps[t][q]` = tap `t`
+/// of kernel `q`, 0 past the last kernel. One gather per tap.
+///
+/// # Safety
+/// AVX-512F; `kernels` holds `(count − 1)·stride + 9` values and
+/// `stride · STEP` fits in an i32.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn split_taps(kernels: &[f32], stride: usize, count: usize, taps: &mut [[f32; STEP]; 9]) {
+    let index = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(stride as i32),
+    );
     let lanes = first_lanes(count);
-    let mut taps = [[0f32; STEP]; 9];
     for (t, tap) in taps.iter_mut().enumerate() {
-        // Safety: lane q reads kernels[9q + t], inside the slice for the
-        // lanes q < count that the mask keeps; the store writes 16 f32.
+        // Safety: lane q reads kernels[stride·q + t], inside the slice for
+        // the lanes q < count that the mask keeps; the store writes 16 f32.
         unsafe {
             let v = _mm512_mask_i32gather_ps::<4>(
                 _mm512_setzero_ps(),
@@ -362,7 +422,6 @@ unsafe fn split_taps(kernels: &[f32]) -> [[f32; STEP]; 9] {
             _mm512_storeu_ps(tap.as_mut_ptr(), v);
         }
     }
-    taps
 }
 
 /// Input channels a weight-transform step takes at once.

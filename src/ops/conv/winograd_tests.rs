@@ -139,8 +139,11 @@ fn only_3x3_stride_1_is_supported_and_only_wide_layers_apply() {
     assert!(supports(&g) && applies(&g));
     assert!(!applies(&ConvGeom { c_in: 16, ..g }) && supports(&ConvGeom { c_in: 16, ..g }));
     assert!(!applies(&ConvGeom { c_out: 16, ..g }));
-    // 32 images of 4×4: 128 tiles.
-    assert!(!applies(&ConvGeom { oh: 4, ow: 4, ..g }));
+    // 32 images of 4×4: 128 tiles, enough only with the AVX-512
+    // transforms; 16 images of 4×4 (64 tiles) are never enough.
+    let deep = ConvGeom { oh: 4, ow: 4, ..g };
+    assert_eq!(applies(&deep), min_tiles() == MIN_TILES_AVX512);
+    assert!(!applies(&ConvGeom { n: 16, ..deep }));
     for other in [
         ConvGeom {
             stride: (2, 2),
@@ -299,11 +302,62 @@ fn weights_packed_directly_give_the_same_bits() {
         let x = random_f32(g.n * g.c_in * g.h * g.w, 5);
         let w = random_f32(g.c_out * g.c_in * 9, 6);
         let b = random_f32(g.c_out, 7);
-        let direct = forward(&x, &w, Some(&b), &g, true).unwrap();
-        let two_steps = forward(&x, &w, Some(&b), &g, false).unwrap();
+        let direct = conv2d_forward(&x, &w, Some(&b), &g).unwrap();
+        let two_steps = forward_two_step_packing(&x, &w, Some(&b), &g).unwrap();
         assert_eq!(direct.len(), two_steps.len());
         for (i, (p, q)) in direct.iter().zip(&two_steps).enumerate() {
             assert_eq!(p.to_bits(), q.to_bits(), "element {i} for {g:?}");
         }
     }
+}
+
+#[test]
+fn input_gradient_from_the_unflipped_weights_matches_f64() {
+    // f32 packs the flipped kernel's matrices straight from `w` (on
+    // AVX-512); f64 flips the kernel and transforms it. Padding 0, 1 and 2
+    // (flipped padding 2, 1 and 0), channel counts off the packing blocks.
+    for g in [
+        geom(2, 20, 13, 5, 5, 1),
+        geom(1, 300, 200, 3, 4, 1),
+        geom(3, 16, 16, 4, 4, 0),
+        geom(2, 17, 33, 6, 7, 2),
+    ] {
+        let dy = random(g.n * g.c_out * g.oh * g.ow, 8);
+        let w = random(g.c_out * g.c_in * 9, 9);
+        let exact = conv2d_backward_input(&dy, &w, &g).unwrap();
+        let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let fast = conv2d_backward_input(&to_f32(&dy), &to_f32(&w), &g).unwrap();
+        let fast: Vec<f64> = fast.iter().map(|&x| x as f64).collect();
+        let scale = exact.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let err = max_diff(&fast, &exact);
+        assert!(err <= 1e-5 * scale, "{g:?}: error {err} at scale {scale}");
+        assert_eq!(exact.len(), g.n * g.c_in * g.h * g.w);
+    }
+    // And the f64 route against the definition, through the forward
+    // convolution's adjoint: <conv(x, w), dy> = <x, dx>.
+    let g = geom(2, 20, 16, 5, 6, 1);
+    let (x, dy, w) = (
+        random(2 * 20 * 30, 10),
+        random(2 * 16 * 30, 11),
+        random(16 * 20 * 9, 12),
+    );
+    let y = conv2d_direct(&x, &w, None, &g).unwrap();
+    let dx = conv2d_backward_input(&dy, &w, &g).unwrap();
+    let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| a * b).sum();
+    let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+    assert!(
+        (lhs - rhs).abs() <= 1e-9 * lhs.abs().max(1.0),
+        "{lhs} vs {rhs}"
+    );
+}
+
+#[test]
+fn input_gradient_refuses_geometries_without_a_flipped_convolution() {
+    let mut g = geom(1, 20, 20, 6, 6, 1);
+    g.padding = (3, 3);
+    g.oh = 10;
+    g.ow = 10;
+    let err =
+        conv2d_backward_input(&vec![0.0f32; 20 * 100], &vec![0.0f32; 20 * 20 * 9], &g).unwrap_err();
+    assert!(err.to_string().contains("flipped"), "{err}");
 }
