@@ -3,7 +3,7 @@
 //!
 //! Output size per spatial dim: `(in + 2·pad − dilation·(k − 1) − 1) / stride + 1`.
 //! The kernels are in `cpu.rs` (im2col + GEMM, for any geometry) and
-//! `winograd.rs` (3×3 stride-1 layers with enough channels); the backward
+//! `winograd/` (3×3 stride-1 layers with enough channels); the backward
 //! computes the input and weight gradients with the same machinery and the
 //! bias gradient as a sum of the output gradient over batch and space.
 //!

@@ -26,11 +26,11 @@
 //! same block depth, so the two give the same bits (tested): switching
 //! kernels changes speed, not results.
 
-use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
-use std::sync::Mutex;
+
+mod packed_a;
+pub use packed_a::{PackedA, Panel};
 
 /// Rows of the `c` tile a micro-kernel call computes (broadcast from `a`).
 pub const MR: usize = 12;
@@ -128,7 +128,7 @@ pub unsafe fn sgemm_packed(
     c: *mut f32,
     ldc: isize,
 ) {
-    let (m, k) = (a.m, a.k);
+    let (m, k) = (a.rows(), a.cols());
     if !unsafe { apply_beta(Dims { m, k, n }, beta, c, ldc) } {
         return;
     }
@@ -198,211 +198,6 @@ unsafe fn drive(
                 }
             }
         }
-    }
-}
-
-/// Buffers of dropped [`PackedA`]s, kept for the next ones: a Winograd
-/// convolution packs 16 matrices per call (16 MB for 512 channels), and
-/// fresh allocations that size come from the OS and page-fault on first
-/// touch, which measured 15-20 % of such a call.
-static SPARE: Mutex<Vec<Vec<Line>>> = Mutex::new(Vec::new());
-
-/// Most bytes [`SPARE`] keeps.
-const SPARE_BYTES: usize = 64 << 20;
-
-/// An empty buffer with room for `lines`: the smallest spare that fits,
-/// or a new one. `None` when the memory cannot be reserved.
-fn spare_buffer(lines: usize) -> Option<Vec<Line>> {
-    let reused = {
-        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-        let best = (0..spare.len())
-            .filter(|&i| spare[i].capacity() >= lines)
-            .min_by_key(|&i| spare[i].capacity());
-        best.map(|i| spare.swap_remove(i))
-    };
-    if let Some(mut data) = reused {
-        data.clear();
-        return Some(data);
-    }
-    let mut data = Vec::new();
-    data.try_reserve_exact(lines).ok()?;
-    Some(data)
-}
-
-impl Drop for PackedA {
-    fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        let bytes = |v: &Vec<Line>| v.capacity() * std::mem::size_of::<Line>();
-        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.iter().map(bytes).sum::<usize>() + bytes(&data) <= SPARE_BYTES {
-            spare.push(data);
-        }
-    }
-}
-
-/// One micro-panel of a matrix packed by [`PackedA::from_panels`]: rows
-/// `row .. row + rows` (`row` a multiple of [`MR`]; the panel's other rows
-/// are padding) and columns `col .. col + depth`.
-pub struct Panel {
-    /// First row.
-    pub row: usize,
-    /// Rows of the matrix in the panel (at most [`MR`]).
-    pub rows: usize,
-    /// First column.
-    pub col: usize,
-    /// Columns in the panel.
-    pub depth: usize,
-}
-
-/// The start of a packed buffer, shared by the tasks of
-/// [`PackedA::from_panels`], each of which writes its own panels.
-struct Base(*mut MaybeUninit<f32>);
-// SAFETY: the tasks write disjoint ranges (see `from_panels`).
-unsafe impl Send for Base {}
-unsafe impl Sync for Base {}
-
-/// An `m × k` left operand packed once, in the block order [`sgemm_packed`]
-/// reads: for each block of [`MC`] rows (padded to a multiple of [`MR`]),
-/// its `KC`-deep blocks of micro-panels one after another.
-pub struct PackedA {
-    data: Vec<Line>,
-    m: usize,
-    k: usize,
-}
-
-impl PackedA {
-    /// Packs the `m × k` matrix at `a` with element strides `(rsa, csa)`.
-    /// `None` when the packed copy cannot be allocated (the caller then
-    /// multiplies unpacked).
-    ///
-    /// # Safety
-    /// Every element the strides address must lie inside a live buffer.
-    pub unsafe fn new(
-        m: usize,
-        k: usize,
-        a: *const f32,
-        (rsa, csa): (isize, isize),
-    ) -> Option<Self> {
-        let len = m.next_multiple_of(MR).checked_mul(k)?;
-        let mut data = spare_buffer(len.div_ceil(16))?;
-        // Not zero-filled first: the packing below writes every value.
-        let base = data.as_mut_ptr().cast::<f32>();
-        let mut packed = PackedA {
-            data: Vec::new(),
-            m,
-            k,
-        };
-        for ic in (0..m).step_by(MC) {
-            let mc = MC.min(m - ic);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                // Safety: the block lies inside `a`, and its packed place
-                // (`offset`) inside the m_padded × k reserved values.
-                unsafe {
-                    let src = a.offset(ic as isize * rsa + pc as isize * csa);
-                    pack_a(mc, kc, src, (rsa, csa), base.add(packed.offset(ic, pc)));
-                }
-            }
-        }
-        // SAFETY: the blocks cover rows 0..m_padded (each row block is
-        // padded to a multiple of MR, zeros included) at every depth
-        // 0..k, so all `len` f32 were written; a final partial line's
-        // tail is never read. `Line` is plain f32 data.
-        unsafe { data.set_len(len.div_ceil(16)) };
-        packed.data = data;
-        Some(packed)
-    }
-
-    /// `count` matrices of `m × k`, packed straight from their values
-    /// rather than copied from a matrix: for every micro-panel, `fill`
-    /// gets the [`Panel`] and one `depth × MR` slice per matrix, and must
-    /// write all of each (`out[i][p·MR + r]` = element `(row + r, col + p)`
-    /// of matrix `i`, and 0 for `r ≥ rows`). Panels are filled in
-    /// parallel. `None` when the memory cannot be reserved.
-    pub fn from_panels(
-        count: usize,
-        m: usize,
-        k: usize,
-        fill: impl Fn(&Panel, &mut [&mut [MaybeUninit<f32>]]) + Sync,
-    ) -> Option<Vec<Self>> {
-        let len = m.next_multiple_of(MR).checked_mul(k)?;
-        let mut buffers: Vec<Vec<Line>> = Vec::with_capacity(count);
-        for _ in 0..count {
-            buffers.push(spare_buffer(len.div_ceil(16))?);
-        }
-        let shape = PackedA {
-            data: Vec::new(),
-            m,
-            k,
-        };
-        let mut panels = Vec::new();
-        for ic in (0..m).step_by(MC) {
-            let mc = MC.min(m - ic);
-            for pc in (0..k).step_by(KC) {
-                let depth = KC.min(k - pc);
-                for ir in (0..mc).step_by(MR) {
-                    let panel = Panel {
-                        row: ic + ir,
-                        rows: MR.min(mc - ir),
-                        col: pc,
-                        depth,
-                    };
-                    panels.push((panel, shape.offset(ic, pc) + ir * depth));
-                }
-            }
-        }
-        let bases: Vec<Base> = buffers
-            .iter_mut()
-            .map(|b| Base(b.as_mut_ptr().cast::<MaybeUninit<f32>>()))
-            .collect();
-        panels.par_iter().for_each(|(panel, at)| {
-            // Safety: each panel's `depth × MR` values start at `at` inside
-            // the m_padded × k reserved values, and panels do not overlap
-            // (they tile the packed layout), so these slices are disjoint
-            // from every other task's.
-            let mut outs: Vec<&mut [MaybeUninit<f32>]> = bases
-                .iter()
-                .map(|b| unsafe { std::slice::from_raw_parts_mut(b.0.add(*at), panel.depth * MR) })
-                .collect();
-            fill(panel, &mut outs);
-        });
-        Some(
-            buffers
-                .into_iter()
-                .map(|mut data| {
-                    // SAFETY: the panels cover every row block (padded to
-                    // MR) at every depth, and `fill` wrote all of each, so
-                    // all `len` f32 are written; a final partial line's
-                    // tail is never read. `Line` is plain f32 data.
-                    unsafe { data.set_len(len.div_ceil(16)) };
-                    PackedA { data, m, k }
-                })
-                .collect(),
-        )
-    }
-
-    /// Rows of the packed matrix.
-    pub fn rows(&self) -> usize {
-        self.m
-    }
-
-    /// Columns of the packed matrix (the inner dimension of products).
-    pub fn cols(&self) -> usize {
-        self.k
-    }
-
-    /// Where the block at rows `ic..` and depth `pc..` starts: the row
-    /// blocks before it hold `ic × k` values (all full, `MC` a multiple
-    /// of `MR`), and its own depth blocks before `pc` hold `mc_padded × pc`.
-    fn offset(&self, ic: usize, pc: usize) -> usize {
-        let mc_padded = MC.min(self.m - ic).next_multiple_of(MR);
-        ic * self.k + mc_padded * pc
-    }
-
-    /// The packed block at rows `ic..`, depth `pc..`.
-    fn block(&self, ic: usize, pc: usize) -> *const f32 {
-        // Safety: `offset` stays inside the m_padded × k values.
-        unsafe { self.data.as_ptr().cast::<f32>().add(self.offset(ic, pc)) }
     }
 }
 
@@ -625,5 +420,4 @@ unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, t: Tile) {
 }
 
 #[cfg(test)]
-#[path = "sgemm_avx512_tests.rs"]
 mod tests;

@@ -1,8 +1,12 @@
 //! Unit tests of the Winograd F(2×2, 3×3) kernels: transforms, the
 //! forward pass and the weight gradient against the definition.
+use super::transforms::{
+    transform_input_portable, transform_output_grad_portable, transform_output_portable,
+};
 use super::*;
 use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct};
 use rand::{Rng, SeedableRng};
+use std::mem::MaybeUninit;
 
 fn geom(n: usize, c: usize, o: usize, h: usize, w: usize, pad: usize) -> ConvGeom {
     ConvGeom {

@@ -78,7 +78,7 @@ unsafe fn load_columns(row: *const f32, x0: isize, width: usize) -> __m512 {
 }
 
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
-/// into `v[(e·C + c)·tb + t]` as [`super::transform_input`] lays it out.
+/// into `v[(e·C + c)·tb + t]` as [`super::transforms::transform_input_portable`] lays it out.
 ///
 /// # Safety
 /// [`available`]; `x` holds the N×C×H×W input and `v` the chunk's
@@ -154,7 +154,7 @@ pub(super) unsafe fn transform_input(
 
 /// `Y = Aᵀ M A` (+ bias) for the tiles of tile rows `rows`, every output
 /// channel, from `m[(e·O + o)·tb + t]`, into the N×O×oh×ow output behind
-/// `out`, as [`super::transform_output`] does.
+/// `out`, as [`super::transforms::transform_output_portable`] does.
 ///
 /// # Safety
 /// [`available`]; `m` holds the chunk's `16 · O · tb` products; `out`
@@ -221,7 +221,7 @@ pub(super) unsafe fn transform_output(
 }
 
 /// `dM = A dY Aᵀ` for the tiles of tile rows `rows`, every output channel,
-/// into `dm[(e·O + o)·tb + t]`, as [`super::transform_output_grad`] does
+/// into `dm[(e·O + o)·tb + t]`, as [`super::transforms::transform_output_grad_portable`] does
 /// (`dY` is 0 outside the output).
 ///
 /// # Safety
@@ -291,7 +291,7 @@ pub(super) unsafe fn transform_output_grad(
 
 /// `U = G g Gᵀ` for every (output, input) channel pair of `w` (O×C×3×3),
 /// written straight into the GEMM's packed layout: the 16 O × C matrices
-/// that [`super::transform_weights`] computes, as [`PackedA::new`] would
+/// that [`super::weights::transform_weights`] computes, as [`PackedA::new`] would
 /// pack them (same values, same bits), without the unpacked copy in
 /// between. `None` when the memory cannot be reserved, or when `w` is too
 /// large for the gathers' 32-bit offsets.
@@ -428,7 +428,7 @@ unsafe fn split_taps(kernels: &[f32], stride: usize, count: usize, taps: &mut [[
 const STEP: usize = 16;
 
 /// The four rows of `G` applied to three arrays of taps, element by
-/// element: `(a, (a + b + c)/2, (a − b + c)/2, c)`, as [`super::g_row`].
+/// element: `(a, (a + b + c)/2, (a − b + c)/2, c)`, as [`super::weights::g_row`].
 #[inline(always)]
 fn g_rows(a: &[f32; STEP], b: &[f32; STEP], c: &[f32; STEP]) -> [[f32; STEP]; 4] {
     let mut out = [*a, [0.0; STEP], [0.0; STEP], *c];

@@ -1,0 +1,334 @@
+//! Winograd F(2×2, 3×3) convolution: the fast path for 3×3 kernels with
+//! stride 1 and dilation 1, which is every convolution inside a ResNet
+//! basic block except the first of a downsampling stage.
+//!
+//! The output is cut into 2×2 tiles. Tile (ty, tx) of an output channel
+//! depends only on the 4×4 input patch `d` that starts at row `2·ty − ph`
+//! and column `2·tx − pw` of each input channel, and Lavin & Gray's
+//! minimal filtering algorithm ("Fast Algorithms for Convolutional Neural
+//! Networks", 2016) computes it with 16 multiplies per channel pair where
+//! the definition needs 36:
+//!
+//! ```text
+//! Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A
+//!
+//!      ⎡1  0 −1  0⎤        ⎡ 1    0    0 ⎤
+//! Bᵀ = ⎢0  1  1  0⎥    G = ⎢1/2  1/2  1/2⎥    Aᵀ = ⎡1  1  1  0⎤
+//!      ⎢0 −1  1  0⎥        ⎢1/2 −1/2  1/2⎥         ⎣0  1 −1 −1⎦
+//!      ⎣0  1  0 −1⎦        ⎣ 0    0    1 ⎦
+//! ```
+//!
+//! For each of the 16 positions `e` of the 4×4 transformed domain, the sum
+//! over input channels is a matrix product: `M_e = U_e · V_e`, with `U_e`
+//! (O × C) the transformed weights and `V_e` (C × tiles) the transformed
+//! input patches. So the 2.25× saving in multiplies still runs on the GEMM
+//! kernel, as 16 GEMMs of inner dimension C instead of one of 9·C.
+//!
+//! The weight gradient follows by the chain rule through the same linear
+//! maps: per tile `dM = A dY Aᵀ` (the adjoint of the output transform),
+//! `dU_e = Σ_tiles dM_e · V_eᵀ` (16 GEMMs again), and `dg = Gᵀ dU G`. The
+//! input gradient of a stride-1 convolution is itself a stride-1
+//! convolution with the flipped kernel (`cpu::conv2d_backward_input`), so
+//! it reaches this module through [`conv2d_forward`].
+//!
+//! Work is cut into chunks of whole tile rows. A chunk transforms its
+//! patches, runs the 16 GEMMs and transforms the products back on one
+//! thread, so its transformed values (16 per patch and channel) stay in
+//! that core's cache instead of making a round trip through memory; chunks
+//! run in parallel.
+//!
+//! The transforms only add, subtract and halve, so the results agree with
+//! im2col + GEMM to within a few units in the last place of the inputs'
+//! magnitudes (the tests compare both against the definition).
+
+use super::cpu::{parallel, sum_in_fixed_runs, ConvGeom, SharedMut};
+use crate::backend::cpu::num_threads;
+use crate::backend::cpu::pool::take_empty;
+use crate::backend::cpu::scratch::with_scratch;
+use crate::error::{Error, Result};
+use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
+use crate::ops::matmul::packed::{gemm_packed, PackedLhs};
+use rayon::prelude::*;
+use std::any::TypeId;
+use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod transforms;
+mod weights;
+
+use transforms::{transform_input, transform_output, transform_output_grad};
+use weights::{transform_weights, untransform_weights, weights_packed_directly, Orientation};
+
+/// Positions of the 4×4 transformed domain: one GEMM each.
+const POS: usize = 16;
+
+/// Fewest input and output channels for which [`applies`] chooses this
+/// path. With 16 channels the 16 GEMMs have too short an inner dimension
+/// to run fast and im2col + GEMM wins (`examples/conv_passes.rs`).
+pub const MIN_CHANNELS: usize = 32;
+
+/// Fewest 2×2 tiles in the batch for which [`applies`] chooses this path
+/// on CPUs without the AVX-512 transforms. The weight transform costs as
+/// much as the GEMMs would on a single tile, so small batches of small
+/// planes (ResNet-18's 512-channel 4×4 layers, 128 tiles at batch 32) are
+/// faster through im2col there.
+pub const MIN_TILES: usize = 256;
+
+/// [`MIN_TILES`] where the AVX-512 transforms run (f32): with the weights
+/// transformed straight into the packed layout, the 512-channel 4×4
+/// layers at batch 32 (128 tiles) measured 25-30 % faster in every pass
+/// than through im2col (`ferrite bench --conv-layers --filter 512x4x4`).
+pub const MIN_TILES_AVX512: usize = 128;
+
+/// The tile threshold of [`applies`] on this CPU.
+fn min_tiles() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return MIN_TILES_AVX512;
+    }
+    MIN_TILES
+}
+
+/// Transformed values (inputs and products together) a chunk aims to hold:
+/// about 1 MiB of f32, half of a core's L2 cache on the machines we measure.
+const CHUNK_VALUES: usize = 1 << 18;
+
+/// Fewest tiles per chunk: each chunk re-reads all 16 transformed weight
+/// matrices, so chunks must be wide enough to pay for that.
+const MIN_CHUNK_TILES: usize = 64;
+
+/// True when this module can compute the convolution: a 3×3 kernel,
+/// stride 1, dilation 1 and one group (any padding and channel count).
+pub fn supports(g: &ConvGeom) -> bool {
+    (g.kh, g.kw) == (3, 3)
+        && g.stride == (1, 1)
+        && g.dilation == (1, 1)
+        && g.groups == 1
+        && g.oh > 0
+        && g.ow > 0
+}
+
+/// True when the CPU convolution routes this geometry here: [`supports`],
+/// with at least [`MIN_CHANNELS`] input and output channels and
+/// [`MIN_TILES`] output tiles ([`MIN_TILES_AVX512`] with the AVX-512
+/// transforms), where it measured faster than im2col.
+pub fn applies(g: &ConvGeom) -> bool {
+    let tiles = Tiles::of(g);
+    supports(g)
+        && g.c_in >= MIN_CHANNELS
+        && g.c_out >= MIN_CHANNELS
+        && tiles.rows * tiles.tw >= min_tiles()
+}
+
+/// The grid of 2×2 output tiles. A "tile row" is one row of tiles of one
+/// image; tile rows are numbered `n·th + ty` across the batch.
+#[derive(Clone, Copy)]
+struct Tiles {
+    /// Tile rows per image, `⌈oh / 2⌉`.
+    th: usize,
+    /// Tiles per tile row, `⌈ow / 2⌉`.
+    tw: usize,
+    /// Tile rows in the batch, `n · th`.
+    rows: usize,
+}
+
+impl Tiles {
+    fn of(g: &ConvGeom) -> Self {
+        let th = g.oh.div_ceil(2);
+        Tiles {
+            th,
+            tw: g.ow.div_ceil(2),
+            rows: g.n * th,
+        }
+    }
+}
+
+/// Cuts the tile rows into chunks: about [`CHUNK_VALUES`] transformed
+/// values each, at least [`MIN_CHUNK_TILES`] tiles, and at least one chunk
+/// per thread when the batch allows.
+fn chunk_rows(g: &ConvGeom, tiles: &Tiles) -> Vec<Range<usize>> {
+    let by_cache = (CHUNK_VALUES / (POS * (g.c_in + g.c_out)).max(1)).max(MIN_CHUNK_TILES);
+    let rows_by_cache = by_cache.div_ceil(tiles.tw).max(1);
+    let rows_by_threads = tiles.rows.div_ceil(num_threads()).max(1);
+    let per = rows_by_cache.min(rows_by_threads);
+    (0..tiles.rows)
+        .step_by(per)
+        .map(|r| r..(r + per).min(tiles.rows))
+        .collect()
+}
+
+/// `s` as f32 when `T` is f32 and the CPU runs [`avx512`]'s transforms.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>() && avx512::available())
+        // SAFETY: T is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn as_f32_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>() && avx512::available())
+        // SAFETY: T is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
+/// Forward: `x` (N×C×H×W), `w` (O×C×3×3), optional `bias` (O), all
+/// contiguous; returns N×O×oh×ow. Errors unless [`supports`], or when a
+/// buffer is shorter than the geometry needs.
+pub fn conv2d_forward<T: Gemm>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    check_supported(g)?;
+    let (x, w, bias) = g.forward_operands(x, w, bias)?;
+    match weights_packed_directly(w, g, Orientation::AsIs) {
+        Some(packed) => forward_with(x, &packed, bias, g),
+        None => forward_two_step_packing(x, w, bias, g),
+    }
+}
+
+/// The forward pass with the weights transformed into 16 matrices first
+/// and packed for the GEMM after: the portable route (and the one the
+/// tests compare direct packing with).
+fn forward_two_step_packing<T: Gemm>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let u = transform_weights(w, g)?;
+    let packed: Vec<PackedLhs<T>> = (0..POS)
+        .map(|e| PackedLhs::new(MatRef::row_major(&u, e * o_n * c_n, o_n, c_n)))
+        .collect();
+    forward_with(x, &packed, bias, g)
+}
+
+/// Input gradient of the convolution `g`: `dy` (N×O×oh×ow) and `w`
+/// (O×C×3×3) → `dx` (N×C×H×W), as the forward convolution of `dy` with
+/// the kernel flipped and its channel axes swapped (see
+/// `cpu::conv2d_backward_input`).
+///
+/// With f32 on AVX-512 the flipped kernel is never built: its transformed
+/// matrices are those of `w` with the channel axes swapped and the
+/// positions of the 4×4 domain reversed (flipping a kernel row reverses
+/// `G g`: `G·rev(g)` is `G g` with rows 0 and 3 swapped), written straight
+/// into the packed layout. Elsewhere the flipped kernel goes through
+/// [`conv2d_forward`]. Errors unless [`supports`] and the flipped
+/// convolution exists (padding at most 2, at least 16 input channels), or
+/// when a buffer is shorter than the geometry needs.
+pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+    check_supported(g)?;
+    let t = super::plan::flipped_candidate(g).ok_or_else(|| {
+        Error::invalid(
+            "winograd conv2d input gradient",
+            format!("geometry {g:?} has no flipped-kernel convolution"),
+        )
+    })?;
+    let (dy, w) = g.input_grad_operands(dy, w)?;
+    match weights_packed_directly(w, g, Orientation::Flipped) {
+        Some(packed) => forward_with(dy, &packed, None, &t),
+        None => conv2d_forward(dy, &super::cpu::flip_kernel(w, g)?, None, &t),
+    }
+}
+
+/// The forward pass of `g` with its 16 transformed weight matrices
+/// already packed (`u_packed[e]`: O × C). The operands were checked.
+fn forward_with<T: Gemm>(
+    x: &[T],
+    u_packed: &[PackedLhs<T>],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let tiles = Tiles::of(g);
+    let chunks = chunk_rows(g, &tiles);
+    let max_tb = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * tiles.tw;
+    let len = g.n * o_n * g.oh * g.ow;
+    if len == 0 {
+        return Ok(Vec::new()); // no output channel (or image): nothing to compute
+    }
+    let mut out = take_empty::<T>(len)?;
+    let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
+    let run = |rows: &Range<usize>| {
+        let tb = rows.len() * tiles.tw;
+        with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {
+            let (v, m) = scratch.split_at_mut(POS * max_tb * c_n);
+            let (v, m) = (&mut v[..POS * tb * c_n], &mut m[..POS * tb * o_n]);
+            transform_input(x, g, &tiles, rows.clone(), v);
+            for (e, m_e) in m.chunks_exact_mut(o_n * tb).enumerate() {
+                let v_e = MatRef::row_major(v, e * c_n * tb, c_n, tb);
+                gemm_packed(&u_packed[e], v_e, m_e, false);
+            }
+            transform_output(m, bias, g, &tiles, rows.clone(), out_ptr);
+        })
+    };
+    if parallel(g) {
+        chunks.par_iter().for_each(run);
+    } else {
+        chunks.iter().for_each(run);
+    }
+    // SAFETY: the chunks cover every tile row of every image, and for each
+    // tile row `transform_output` writes output rows 2ty and 2ty + 1 (the
+    // second only when inside the output) of every channel, every column
+    // of them: tiles tx cover columns 2tx and 2tx + 1 up to ow. So all
+    // n × O × oh × ow elements are written. A panic in a chunk propagates
+    // before this line; `out` is then dropped with length 0.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+/// Weight gradient: `x` (N×C×H×W) and `dy` (N×O×oh×ow) → `dw` (O×C×3×3),
+/// summed over images. Errors unless [`supports`], or when a buffer is
+/// shorter than the geometry needs.
+///
+/// `dU` is summed over chunks by `sum_in_fixed_runs`, so the result is the
+/// same on every call.
+pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+    check_supported(g)?;
+    let (x, dy) = g.weight_grad_operands(x, dy)?;
+    if g.c_in == 0 || g.c_out == 0 {
+        return Ok(Vec::new()); // an empty weight has an empty gradient
+    }
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let tiles = Tiles::of(g);
+    let chunks = chunk_rows(g, &tiles);
+    let max_tb = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * tiles.tw;
+    let du_len = POS * o_n * c_n;
+    let add_chunk = |mut du: Vec<T>, rows: &Range<usize>| {
+        let tb = rows.len() * tiles.tw;
+        with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {
+            let (v, dm) = scratch.split_at_mut(POS * max_tb * c_n);
+            let (v, dm) = (&mut v[..POS * tb * c_n], &mut dm[..POS * tb * o_n]);
+            transform_input(x, g, &tiles, rows.clone(), v);
+            transform_output_grad(dy, g, &tiles, rows.clone(), dm);
+            for (e, du_e) in du.chunks_exact_mut(o_n * c_n).enumerate() {
+                let dm_e = MatRef::row_major(dm, e * o_n * tb, o_n, tb);
+                let v_e = MatRef::row_major(v, e * c_n * tb, c_n, tb).t();
+                gemm_serial(dm_e, v_e, du_e, true);
+            }
+        });
+        du
+    };
+    let du = sum_in_fixed_runs(&chunks, du_len, parallel(g), add_chunk);
+    Ok(untransform_weights(&du, g))
+}
+
+/// An error unless the geometry is one the Winograd kernels compute.
+fn check_supported(g: &ConvGeom) -> Result<()> {
+    if supports(g) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "winograd conv2d",
+            format!("geometry {g:?} is not a 3×3, stride-1, dilation-1, ungrouped convolution"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
