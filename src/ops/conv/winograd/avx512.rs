@@ -20,9 +20,11 @@
 //!   a row by two permutes, stored masked to the output's width.
 //! - output gradient: the reverse of the output's interleave.
 //!
-//! Lanes past the last tile compute values that are never stored.
+//! Lanes past the last tile compute values that are never stored. Planes
+//! of at most 8 tiles per row go to [`avx512_pairs`], which puts two tile
+//! rows in each vector.
 
-use super::{SharedMut, Tiles};
+use super::{avx512_pairs, SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use crate::ops::matmul::sgemm_avx512::{PackedA, Panel, MR};
 use std::arch::x86_64::*;
@@ -39,7 +41,7 @@ pub(super) fn available() -> bool {
 }
 
 /// Lanes `0..n` (n ≤ 16) set.
-fn first_lanes(n: usize) -> __mmask16 {
+pub(super) fn first_lanes(n: usize) -> __mmask16 {
     if n >= LANES {
         0xffff
     } else {
@@ -48,7 +50,7 @@ fn first_lanes(n: usize) -> __mmask16 {
 }
 
 /// Lanes `l` whose column `x0 + l` lies in `0..width`.
-fn inside(x0: isize, width: usize) -> __mmask16 {
+pub(super) fn inside(x0: isize, width: usize) -> __mmask16 {
     let lo = (-x0).clamp(0, LANES as isize) as usize; // first lane at column ≥ 0
     let hi = (width as isize - x0).clamp(0, LANES as isize) as usize; // first lane at column ≥ width
     first_lanes(hi) & !first_lanes(lo)
@@ -91,6 +93,10 @@ pub(super) unsafe fn transform_input(
     rows: Range<usize>,
     v: &mut [f32],
 ) {
+    if avx512_pairs::fits(tiles.tw) {
+        // Safety: the same contract.
+        return unsafe { avx512_pairs::transform_input(x, g, tiles, rows, v) };
+    }
     let (c_n, tw) = (g.c_in, tiles.tw);
     let tb = rows.len() * tw;
     let (ph, pw) = (g.padding.0 as isize, g.padding.1 as isize);
@@ -169,6 +175,10 @@ pub(super) unsafe fn transform_output(
     rows: Range<usize>,
     out: SharedMut<MaybeUninit<f32>>,
 ) {
+    if avx512_pairs::fits(tiles.tw) {
+        // Safety: the same contract.
+        return unsafe { avx512_pairs::transform_output(m, bias, g, tiles, rows, out) };
+    }
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
     let [_, _, low, high] = permute_indices();
@@ -235,6 +245,10 @@ pub(super) unsafe fn transform_output_grad(
     rows: Range<usize>,
     dm: &mut [f32],
 ) {
+    if avx512_pairs::fits(tiles.tw) {
+        // Safety: the same contract.
+        return unsafe { avx512_pairs::transform_output_grad(dy, g, tiles, rows, dm) };
+    }
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
     let plane_len = g.oh * g.ow;

@@ -54,6 +54,8 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_pairs;
 mod transforms;
 mod weights;
 
