@@ -28,8 +28,16 @@
 //! maps: per tile `dM = A dY Aᵀ` (the adjoint of the output transform),
 //! `dU_e = Σ_tiles dM_e · V_eᵀ` (16 GEMMs again), and `dg = Gᵀ dU G`. The
 //! input gradient of a stride-1 convolution is itself a stride-1
-//! convolution with the flipped kernel (`cpu::conv2d_backward_input`), so
-//! it reaches this module through [`conv2d_forward`].
+//! convolution with the flipped kernel (`cpu::conv2d_backward_input`),
+//! computed by [`conv2d_backward_input`].
+//!
+//! The files: `transforms.rs` holds the portable tile transforms and picks
+//! the AVX-512 ones (`avx512.rs`, one tile row per vector, and
+//! `avx512_pairs.rs`, two rows per vector for planes of at most 8 tiles
+//! per row) for f32 where the CPU has them; `weights.rs` holds `G g Gᵀ`,
+//! its adjoint and the weights written straight into the GEMM's packed
+//! layout; `tests.rs` compares every fast path with the portable one or
+//! the definition.
 //!
 //! Work is cut into chunks of whole tile rows. A chunk transforms its
 //! patches, runs the 16 GEMMs and transforms the products back on one
