@@ -125,6 +125,9 @@ pub trait Gemm: Float {
         c: *mut Self,
         ldc: isize,
     );
+
+    /// The `(rows, columns)` of a packed operand.
+    fn packed_dims(a: &Self::Packed) -> (usize, usize);
 }
 
 /// The packed left operand of f32 products: the AVX-512 kernel's layout on
@@ -158,6 +161,16 @@ impl Gemm for f32 {
     }
 
     type Packed = PackedF32;
+
+    #[cfg(target_arch = "x86_64")]
+    fn packed_dims(a: &PackedF32) -> (usize, usize) {
+        (a.rows(), a.cols())
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn packed_dims(a: &PackedF32) -> (usize, usize) {
+        match *a {}
+    }
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn pack(
@@ -223,6 +236,10 @@ impl Gemm for f64 {
     }
 
     type Packed = std::convert::Infallible;
+
+    fn packed_dims(a: &Self::Packed) -> (usize, usize) {
+        match *a {}
+    }
 
     unsafe fn pack(_: usize, _: usize, _: *const f64, _: (isize, isize)) -> Option<Self::Packed> {
         None

@@ -61,10 +61,12 @@ impl<'a, T: Gemm> PackedLhs<'a, T> {
         }
     }
 
-    /// An `m × k` operand that was packed straight from its values (e.g.
+    /// An operand that was packed straight from its values (e.g.
     /// Winograd's transformed weights, written into the packed layout as
-    /// they are computed), with no unpacked copy.
-    pub fn from_packed(m: usize, k: usize, packed: T::Packed) -> Self {
+    /// they are computed), with no unpacked copy; its size is the packed
+    /// matrix's own.
+    pub fn from_packed(packed: T::Packed) -> Self {
+        let (m, k) = T::packed_dims(&packed);
         PackedLhs {
             rows: m,
             cols: k,

@@ -331,16 +331,21 @@ pub(super) fn packed_weights(w: &[f32], g: &ConvGeom, flipped: bool) -> Option<V
         (o_n, c_n, 9)
     };
     i32::try_from(column_stride * STEP).ok()?;
-    PackedA::from_panels(super::POS, rows, cols, |panel, outs| {
-        // Safety: `packed_weights` runs only where `available()`.
-        unsafe {
+    // Safety: `fill_panel` writes all `depth × MR` values of each of the
+    // 16 slices (every (column, row) of the panel's block, zeros for the
+    // rows past `panel.rows` included), and it runs only where the CPU has
+    // AVX-512 (`packed_weights` is called only where `available()`).
+    unsafe {
+        PackedA::from_panels(super::POS, rows, cols, |panel, outs| {
+            // (`fill_panel` needs AVX-512: `packed_weights` runs only where
+            // `available()`.)
             if flipped {
                 fill_panel::<true>(w, c_n, panel, outs)
             } else {
                 fill_panel::<false>(w, c_n, panel, outs)
             }
-        }
-    })
+        })
+    }
 }
 
 /// One micro-panel of [`packed_weights`] (`FLIPPED`: of the input

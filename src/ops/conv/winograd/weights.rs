@@ -146,18 +146,13 @@ pub(super) fn weights_packed_directly<T: Gemm>(
     if let Some(w) = as_f32(w) {
         let flipped = orientation == Orientation::Flipped;
         let packed = avx512::packed_weights(w, g, flipped)?;
-        let (rows, cols) = if flipped {
-            (g.c_in, g.c_out)
-        } else {
-            (g.c_out, g.c_in)
-        };
         return packed
             .into_iter()
             .map(|p| {
                 // T is f32 (as_f32), whose packed form is `PackedA`.
                 let any: Box<dyn std::any::Any> = Box::new(p);
                 let p = any.downcast::<T::Packed>().ok()?;
-                Some(PackedLhs::from_packed(rows, cols, *p))
+                Some(PackedLhs::from_packed(*p))
             })
             .collect();
     }

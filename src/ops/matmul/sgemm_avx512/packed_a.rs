@@ -126,7 +126,11 @@ impl PackedA {
     /// write all of each (`out[i][p·MR + r]` = element `(row + r, col + p)`
     /// of matrix `i`, and 0 for `r ≥ rows`). Panels are filled in
     /// parallel. `None` when the memory cannot be reserved.
-    pub fn from_panels(
+    ///
+    /// # Safety
+    /// `fill` must write every value of every slice it is handed: the
+    /// products read all of them.
+    pub unsafe fn from_panels(
         count: usize,
         m: usize,
         k: usize,
