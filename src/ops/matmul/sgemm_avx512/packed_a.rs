@@ -39,6 +39,9 @@ fn spare_buffer(lines: usize) -> Option<Vec<Line>> {
 impl Drop for PackedA {
     fn drop(&mut self) {
         let data = std::mem::take(&mut self.data);
+        if data.capacity() == 0 {
+            return; // nothing to keep (e.g. the size-only value of `from_panels`)
+        }
         let bytes = |v: &Vec<Line>| v.capacity() * std::mem::size_of::<Line>();
         let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
         if spare.iter().map(bytes).sum::<usize>() + bytes(&data) <= SPARE_BYTES {
