@@ -219,3 +219,35 @@ impl PackedA {
         unsafe { self.data.as_ptr().cast::<f32>().add(self.offset(ic, pc)) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_packing_reuses_the_spare_buffers() {
+        if !super::super::available() {
+            return;
+        }
+        // Each call takes two buffers from the spare list and gives two
+        // back; nothing else may pile up there (other tests share it, so
+        // the bound is loose: 300 calls would leave 300 entries if every
+        // call added one).
+        for _ in 0..300 {
+            // Safety: the fill writes every value it is handed.
+            let packed = unsafe {
+                PackedA::from_panels(2, 13, 20, |_, outs| {
+                    for out in outs.iter_mut() {
+                        out.iter_mut().for_each(|v| {
+                            v.write(1.0);
+                        });
+                    }
+                })
+            }
+            .expect("a small allocation");
+            assert_eq!((packed[0].rows(), packed[0].cols()), (13, 20));
+        }
+        let entries = SPARE.lock().unwrap_or_else(|e| e.into_inner()).len();
+        assert!(entries < 150, "{entries} spare buffers after 300 calls");
+    }
+}
