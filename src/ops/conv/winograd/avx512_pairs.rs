@@ -11,7 +11,7 @@
 //! The arithmetic is [`super::avx512`]'s, operation for operation, so the
 //! bits are the portable transforms' (tested).
 
-use super::avx512::{first_lanes, inside};
+use super::avx512::{first_lanes, input_tile, inside, output_grad_tile, output_tile};
 use super::{SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
@@ -147,28 +147,12 @@ pub(super) unsafe fn transform_input(
                 dk[2] = _mm512_permutex2var_ps(lo2, lanes.even, hi2);
                 dk[3] = _mm512_permutex2var_ps(lo2, lanes.odd, hi2);
             }
-            // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
-            let t: [[__m512; 4]; 4] = [
-                std::array::from_fn(|j| _mm512_sub_ps(d[0][j], d[2][j])),
-                std::array::from_fn(|j| _mm512_add_ps(d[1][j], d[2][j])),
-                std::array::from_fn(|j| _mm512_sub_ps(d[2][j], d[1][j])),
-                std::array::from_fn(|j| _mm512_sub_ps(d[1][j], d[3][j])),
-            ];
             let store = first_lanes(if second.is_some() { 2 * tw } else { tw });
-            for (i, [a, b, cc, dd]) in t.into_iter().enumerate() {
-                // (Bᵀ d) B: columns (a − c, b + c, c − b, b − d).
-                let out = [
-                    _mm512_sub_ps(a, cc),
-                    _mm512_add_ps(b, cc),
-                    _mm512_sub_ps(cc, b),
-                    _mm512_sub_ps(b, dd),
-                ];
-                for (j, val) in out.into_iter().enumerate() {
-                    let at = ((4 * i + j) * c_n + c) * tb + ri * tw;
-                    // Safety: the pair's tiles are consecutive in the
-                    // chunk's block of matrix 4i + j.
-                    unsafe { _mm512_mask_storeu_ps(vp.add(at), store, val) };
-                }
+            for (e, val) in input_tile(d).into_iter().enumerate() {
+                let at = (e * c_n + c) * tb + ri * tw;
+                // Safety: the pair's tiles are consecutive in the chunk's
+                // block of matrix e.
+                unsafe { _mm512_mask_storeu_ps(vp.add(at), store, val) };
             }
         }
     }
@@ -199,19 +183,7 @@ pub(super) unsafe fn transform_output(
             let m_e: [__m512; 16] = std::array::from_fn(|e| unsafe {
                 _mm512_maskz_loadu_ps(load, mp.add((e * o_n + o) * tb + ri * tw))
             });
-            // Aᵀ M: rows (m0 + m1 + m2, m1 − m2 − m3), column by column.
-            let s: [[__m512; 4]; 2] = [
-                std::array::from_fn(|j| {
-                    _mm512_add_ps(_mm512_add_ps(m_e[j], m_e[4 + j]), m_e[8 + j])
-                }),
-                std::array::from_fn(|j| {
-                    _mm512_sub_ps(_mm512_sub_ps(m_e[4 + j], m_e[8 + j]), m_e[12 + j])
-                }),
-            ];
-            for (a, sa) in s.iter().enumerate() {
-                // (Aᵀ M) A: columns (s0 + s1 + s2, s1 − s2 − s3), + bias.
-                let y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(sa[0], sa[1]), sa[2]), bias_o);
-                let y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(sa[1], sa[2]), sa[3]), bias_o);
+            for (a, &(y0, y1)) in output_tile(&m_e, bias_o).iter().enumerate() {
                 // Output row 2ty + a of the tile row `ri` of the chunk.
                 let write = |ri: usize, val: __m512| {
                     let r = rows.start + ri;
@@ -250,8 +222,6 @@ pub(super) unsafe fn transform_output_grad(
     let tb = rows.len() * tw;
     let plane_len = g.oh * g.ow;
     let lanes = PairLanes::new(tw);
-    let sign = _mm512_set1_epi32(i32::MIN);
-    let neg = |v: __m512| _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
     let dp = dm.as_mut_ptr();
     for o in 0..o_n {
         for (ri, second) in pairs(rows.len()) {
@@ -271,23 +241,12 @@ pub(super) unsafe fn transform_output_grad(
                 yk[0] = _mm512_permutex2var_ps(lo, lanes.even, hi);
                 yk[1] = _mm512_permutex2var_ps(lo, lanes.odd, hi);
             }
-            // A dY: rows (y0, y0 + y1, y0 − y1, −y1), both halves.
-            let ady: [[__m512; 2]; 4] = [
-                y[0],
-                std::array::from_fn(|h| _mm512_add_ps(y[0][h], y[1][h])),
-                std::array::from_fn(|h| _mm512_sub_ps(y[0][h], y[1][h])),
-                std::array::from_fn(|h| neg(y[1][h])),
-            ];
             let store = first_lanes(if second.is_some() { 2 * tw } else { tw });
-            for (i, [p, q]) in ady.into_iter().enumerate() {
-                // (A dY) Aᵀ: (p, q) becomes (p, p + q, p − q, −q).
-                let out = [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), neg(q)];
-                for (j, val) in out.into_iter().enumerate() {
-                    let at = ((4 * i + j) * o_n + o) * tb + ri * tw;
-                    // Safety: the pair's tiles are consecutive in the
-                    // chunk's block of matrix 4i + j.
-                    unsafe { _mm512_mask_storeu_ps(dp.add(at), store, val) };
-                }
+            for (e, val) in output_grad_tile(y).into_iter().enumerate() {
+                let at = (e * o_n + o) * tb + ri * tw;
+                // Safety: the pair's tiles are consecutive in the chunk's
+                // block of matrix e.
+                unsafe { _mm512_mask_storeu_ps(dp.add(at), store, val) };
             }
         }
     }
