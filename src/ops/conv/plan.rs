@@ -66,12 +66,14 @@ pub fn flipped_geometry(g: &ConvGeom) -> Option<ConvGeom> {
 /// convolution is `t`. It does where `t` runs through [`winograd`] (fewer
 /// multiplies), through per-image GEMMs (large planes), or for 1×1 kernels
 /// (no im2col expansion at all). It does not for the other small-plane
-/// layers, e.g. ResNet-18's 512-channel 3×3 layers on 4×4 planes: there
-/// the flipped route expands `dy` nine-fold into a tile (`C·9 × tile`)
-/// after flipping the kernel and runs a GEMM of inner dimension `C·9`,
-/// while col2im's GEMM `Wᵀ · dy` has the short inner dimension `O` and
-/// writes each product once; measured 1.5× faster at batch 32 on 1 and 2
-/// threads (`ferrite bench --conv-layers --filter 512x4x4`).
+/// layers, e.g. ResNet-18's 512-channel 3×3 layers on 4×4 planes where
+/// Winograd does not take them (CPUs without the AVX-512 transforms):
+/// there the flipped route expands `dy` nine-fold into a tile
+/// (`C·9 × tile`) after flipping the kernel and runs a GEMM of inner
+/// dimension `C·9`, while col2im's GEMM `Wᵀ · dy` has the short inner
+/// dimension `O` and writes each product once; measured 1.5× faster at
+/// batch 32 on 1 and 2 threads (`ferrite bench --conv-layers --filter
+/// 512x4x4`).
 fn flipped_pays(g: &ConvGeom, t: &ConvGeom) -> bool {
     winograd::applies(t) || t.col_cols() >= DIRECT_MIN_COLUMNS || g.kh * g.kw == 1
 }
