@@ -71,6 +71,24 @@ struct Base(*mut MaybeUninit<f32>);
 unsafe impl Send for Base {}
 unsafe impl Sync for Base {}
 
+/// The matrix [`PackedA::new`] packs, read by the tasks of
+/// [`PackedA::from_panels`].
+struct Source(*const f32);
+// SAFETY: the tasks only read through it, and the caller of `new`
+// vouches that the addressed elements stay live during the packing.
+unsafe impl Send for Source {}
+unsafe impl Sync for Source {}
+
+impl Source {
+    /// The element `offset` elements from the start.
+    ///
+    /// # Safety
+    /// The element lies inside the caller's buffer.
+    unsafe fn at(&self, offset: isize) -> *const f32 {
+        unsafe { self.0.offset(offset) }
+    }
+}
+
 /// An `m × k` left operand packed once, in the block order [`sgemm_packed`]
 /// reads: for each block of [`MC`] rows (padded to a multiple of [`MR`]),
 /// its `KC`-deep blocks of micro-panels one after another.
@@ -81,7 +99,8 @@ pub struct PackedA {
 }
 
 impl PackedA {
-    /// Packs the `m × k` matrix at `a` with element strides `(rsa, csa)`.
+    /// Packs the `m × k` matrix at `a` with element strides `(rsa, csa)`,
+    /// micro-panel by micro-panel through [`PackedA::from_panels`].
     /// `None` when the packed copy cannot be allocated (the caller then
     /// multiplies unpacked).
     ///
@@ -93,34 +112,18 @@ impl PackedA {
         a: *const f32,
         (rsa, csa): (isize, isize),
     ) -> Option<Self> {
-        let len = m.next_multiple_of(MR).checked_mul(k)?;
-        let mut data = spare_buffer(len.div_ceil(16))?;
-        // Not zero-filled first: the packing below writes every value.
-        let base = data.as_mut_ptr().cast::<f32>();
-        let mut packed = PackedA {
-            data: Vec::new(),
-            m,
-            k,
-        };
-        for ic in (0..m).step_by(MC) {
-            let mc = MC.min(m - ic);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                // Safety: the block lies inside `a`, and its packed place
-                // (`offset`) inside the m_padded × k reserved values.
-                unsafe {
-                    let src = a.offset(ic as isize * rsa + pc as isize * csa);
-                    pack_a(mc, kc, src, (rsa, csa), base.add(packed.offset(ic, pc)));
-                }
-            }
-        }
-        // SAFETY: the blocks cover rows 0..m_padded (each row block is
-        // padded to a multiple of MR, zeros included) at every depth
-        // 0..k, so all `len` f32 were written; a final partial line's
-        // tail is never read. `Line` is plain f32 data.
-        unsafe { data.set_len(len.div_ceil(16)) };
-        packed.data = data;
-        Some(packed)
+        let a = Source(a);
+        // Safety: `pack_a` writes all `depth × MR` values of the one panel
+        // it is given, zeros for the rows past `panel.rows` included; the
+        // panel's rows and columns lie inside `a` (the caller's contract).
+        let mut packed = unsafe {
+            Self::from_panels(1, m, k, |panel, outs| {
+                let src = a.at(panel.row as isize * rsa + panel.col as isize * csa);
+                let out = outs[0].as_mut_ptr().cast::<f32>();
+                pack_a(panel.rows, panel.depth, src, (rsa, csa), out);
+            })
+        }?;
+        packed.pop()
     }
 
     /// `count` matrices of `m × k`, packed straight from their values
