@@ -174,7 +174,7 @@ fn col2im<T: Float>(col: &[T], g: &ConvGeom, c0: usize, dx: &mut [T], ld: usize,
 
 /// Images per tile: enough that a tile's GEMM has about `TILE_COLUMNS`
 /// columns, but no more than an even share of the batch per thread.
-fn tile_images(g: &ConvGeom) -> usize {
+pub(super) fn tile_images(g: &ConvGeom) -> usize {
     const TILE_COLUMNS: usize = 2048;
     let by_width = TILE_COLUMNS.div_ceil(g.col_cols().max(1)).max(1);
     let by_threads = g.n.div_ceil(num_threads()).max(1);
@@ -187,7 +187,7 @@ pub(super) fn parallel(g: &ConvGeom) -> bool {
 }
 
 /// Runs `f(first_image, images)` for every tile, in parallel when worth it.
-fn for_each_tile(g: &ConvGeom, f: impl Fn(usize, usize) + Sync) {
+pub(super) fn for_each_tile(g: &ConvGeom, f: impl Fn(usize, usize) + Sync) {
     let t = tile_images(g);
     let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
     let run = |&n0: &usize| f(n0, t.min(g.n - n0));
@@ -224,7 +224,8 @@ fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatR
 
 /// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
 /// contiguous; returns N×O×oh×ow. 3×3 stride-1 kernels with enough
-/// channels go to [`winograd`], the rest to im2col + GEMM.
+/// channels go to [`winograd`], f32 on AVX-512 to the implicit GEMM
+/// (`implicit`), the rest to im2col + GEMM.
 /// Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_forward<T: Gemm>(
     x: &[T],
@@ -233,10 +234,13 @@ pub fn conv2d_forward<T: Gemm>(
     g: &ConvGeom,
 ) -> Result<Vec<T>> {
     if winograd::applies(g) {
-        winograd::conv2d_forward(x, w, bias, g)
-    } else {
-        conv2d_forward_im2col(x, w, bias, g)
+        return winograd::conv2d_forward(x, w, bias, g);
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) = super::implicit::try_forward(x, w, bias, g) {
+        return out;
+    }
+    conv2d_forward_im2col(x, w, bias, g)
 }
 
 /// The forward pass through im2col + GEMM, for any geometry.
@@ -284,19 +288,7 @@ pub fn conv2d_forward_im2col<T: Gemm>(
                 let prod = &mut prod[..og * ld];
                 gemm_serial(weights, MatRef::row_major(col, 0, k, ld), prod, false);
                 for i in 0..t {
-                    let dst = planes(n0 + i, gi);
-                    for o in 0..og {
-                        let src = &prod[o * ld + i * cols..o * ld + (i + 1) * cols];
-                        let plane = dst[o * cols..(o + 1) * cols].iter_mut();
-                        match bias.map(|b| b[gi * og + o]) {
-                            Some(bv) => plane.zip(src).for_each(|(d, &v)| {
-                                d.write(v + bv);
-                            }),
-                            None => plane.zip(src).for_each(|(d, &v)| {
-                                d.write(v);
-                            }),
-                        }
-                    }
+                    write_planes(prod, ld, i * cols, g, gi, bias, planes(n0 + i, gi));
                 }
             }
         })
@@ -312,6 +304,33 @@ pub fn conv2d_forward_im2col<T: Gemm>(
     Ok(out)
 }
 
+/// Writes image `i`'s part of a tile GEMM's product into its planes of
+/// group `gi`: `dst[o·cols + p] = prod[o·ld + off + p] + bias[gi·og + o]`
+/// (the image's columns start at `off`), every element of `dst` once.
+pub(super) fn write_planes<T: Float>(
+    prod: &[T],
+    ld: usize,
+    off: usize,
+    g: &ConvGeom,
+    gi: usize,
+    bias: Option<&[T]>,
+    dst: &mut [MaybeUninit<T>],
+) {
+    let (og, cols) = (g.og(), g.col_cols());
+    for o in 0..og {
+        let src = &prod[o * ld + off..o * ld + off + cols];
+        let plane = dst[o * cols..(o + 1) * cols].iter_mut();
+        match bias.map(|b| b[gi * og + o]) {
+            Some(bv) => plane.zip(src).for_each(|(d, &v)| {
+                d.write(v + bv);
+            }),
+            None => plane.zip(src).for_each(|(d, &v)| {
+                d.write(v);
+            }),
+        }
+    }
+}
+
 /// Unrolls group `gi` of the tile's images `n0..n0 + t` side by side
 /// into `col` (`cg·kh·kw × t·oh·ow`), the layout of a tile GEMM.
 fn im2col_tile<T: Float>(x: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, col: &mut [T]) {
@@ -324,7 +343,14 @@ fn im2col_tile<T: Float>(x: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, 
 
 /// Copies the output-gradient planes of a tile's images, group `gi`, side
 /// by side into `dst` (`og × t·cols`), the layout of a tile GEMM.
-fn gather_tile<T: Copy>(dy: &[T], g: &ConvGeom, gi: usize, n0: usize, t: usize, dst: &mut [T]) {
+pub(super) fn gather_tile<T: Copy>(
+    dy: &[T],
+    g: &ConvGeom,
+    gi: usize,
+    n0: usize,
+    t: usize,
+    dst: &mut [T],
+) {
     let (og, cols) = (g.og(), g.col_cols());
     let ld = t * cols;
     for i in 0..t {
@@ -433,14 +459,17 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
 }
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
-/// Geometries that [`winograd::applies`] to go there, the rest through
-/// im2col + GEMM. Errors when a buffer is shorter than the geometry needs.
+/// Geometries that [`winograd::applies`] to go there, f32 on AVX-512 to
+/// the implicit GEMM (`implicit`), the rest through im2col + GEMM. Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     if winograd::applies(g) {
-        winograd::conv2d_backward_weight(x, dy, g)
-    } else {
-        conv2d_backward_weight_im2col(x, dy, g)
+        return winograd::conv2d_backward_weight(x, dy, g);
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(dw) = super::implicit::try_backward_weight(x, dy, g) {
+        return dw;
+    }
+    conv2d_backward_weight_im2col(x, dy, g)
 }
 
 /// The weight gradient through im2col + GEMM, for any geometry.

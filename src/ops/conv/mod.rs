@@ -2,8 +2,10 @@
 //! optional bias, and its dedicated backward kernels.
 //!
 //! Output size per spatial dim: `(in + 2·pad − dilation·(k − 1) − 1) / stride + 1`.
-//! The kernels are in `cpu.rs` (im2col + GEMM, for any geometry) and
-//! `winograd/` (3×3 stride-1 layers with enough channels); the backward
+//! The kernels are in `cpu.rs` (im2col + GEMM, for any geometry),
+//! `implicit/` (the same GEMMs with the receptive fields gathered straight
+//! into the packed panels: f32 on AVX-512) and `winograd/` (3×3 stride-1
+//! layers with enough channels); `plan.rs` picks one; the backward
 //! computes the input and weight gradients with the same machinery and the
 //! bias gradient as a sum of the output gradient over batch and space.
 //!
@@ -18,6 +20,8 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod geom;
+#[cfg(target_arch = "x86_64")]
+pub mod implicit;
 #[cfg(feature = "cuda")]
 pub mod params;
 pub mod plan;

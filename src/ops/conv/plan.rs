@@ -101,10 +101,25 @@ pub(super) fn flipped_candidate(g: &ConvGeom) -> Option<ConvGeom> {
     })
 }
 
-/// The name of the forward kernel for `g`.
+/// Whether f32 convolutions of `g` that Winograd does not take run as
+/// implicit GEMMs (`implicit`: AVX-512, horizontal stride 1 or 2).
+fn implicit(g: &ConvGeom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::implicit::supports(g);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The name of the forward kernel for `g` (f32).
 fn forward_name(g: &ConvGeom) -> &'static str {
     if winograd::applies(g) {
         "winograd F(2x2,3x3)"
+    } else if implicit(g) {
+        if g.col_cols() >= DIRECT_MIN_COLUMNS {
+            "implicit gemm per image"
+        } else {
+            "implicit gemm tiles"
+        }
     } else if g.col_cols() >= DIRECT_MIN_COLUMNS {
         "im2col+gemm per image"
     } else {
@@ -112,7 +127,8 @@ fn forward_name(g: &ConvGeom) -> &'static str {
     }
 }
 
-/// What computes `pass` of the convolution `g` on the CPU, in words
+/// What computes `pass` of the f32 convolution `g` on the CPU (f64 runs
+/// im2col where this says implicit), in words
 /// (e.g. `flipped: winograd F(2x2,3x3)`, `gemm+col2im`).
 pub fn algorithm(g: &ConvGeom, pass: Pass) -> String {
     match pass {
@@ -123,6 +139,12 @@ pub fn algorithm(g: &ConvGeom, pass: Pass) -> String {
         },
         Pass::WeightGrad => if winograd::applies(g) {
             "winograd F(2x2,3x3)"
+        } else if implicit(g) {
+            if g.col_cols() >= DIRECT_MIN_INNER {
+                "implicit gemm per image"
+            } else {
+                "implicit gemm tiles"
+            }
         } else if g.col_cols() >= DIRECT_MIN_INNER {
             "im2col+gemm per image"
         } else {

@@ -29,7 +29,9 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+mod pack;
 mod packed_a;
+pub(crate) use pack::pack_runs;
 pub use packed_a::{PackedA, Panel};
 
 /// Rows of the `c` tile a micro-kernel call computes (broadcast from `a`).
@@ -38,7 +40,7 @@ pub const MR: usize = 12;
 pub const NR: usize = 32;
 /// Depth of a packed block: an `a` micro-panel (12 KB) and a `b`
 /// micro-panel (32 KB) stay in a 48 KB L1 data cache together.
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 /// Rows of `a` packed per block (a multiple of [`MR`]; 192 KB, in L2).
 const MC: usize = 192;
 /// Columns of `b` packed per panel (a multiple of [`NR`]; 2 MB, in L3).
@@ -84,32 +86,21 @@ pub unsafe fn sgemm(
     k: usize,
     n: usize,
     a: *const f32,
-    (rsa, csa): (isize, isize),
+    a_strides: (isize, isize),
     b: *const f32,
-    (rsb, csb): (isize, isize),
+    b_strides: (isize, isize),
     beta: f32,
     c: *mut f32,
     ldc: isize,
 ) {
-    if !unsafe { apply_beta(Dims { m, k, n }, beta, c, ldc) } {
-        return;
-    }
-    PACK.with(|pack| {
-        let mut pack = pack.borrow_mut();
-        let (a_buf, b_buf) = &mut *pack;
-        let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * KC.min(k));
-        let b_pack = reserve(b_buf, KC.min(k) * NC.min(n.next_multiple_of(NR)));
-        let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
-            // Safety: the block lies inside `a`; `a_pack` holds MC × KC.
-            unsafe {
-                let block = a.offset(ic as isize * rsa + pc as isize * csa);
-                pack_a(mc, kc, block, (rsa, csa), a_pack);
-            }
-            a_pack.cast_const()
-        };
-        let dims = Dims { m, k, n };
-        unsafe { drive(dims, pack_block, b, (rsb, csb), beta != 0.0, c, ldc, b_pack) };
-    });
+    let lhs = Lhs::Strided {
+        m,
+        k,
+        a,
+        strides: a_strides,
+    };
+    // Safety: the caller's contract; `strided_b` packs inside `b`.
+    unsafe { sgemm_with(lhs, n, strided_b(b, b_strides), beta, c, ldc) }
 }
 
 /// `c = a · b + beta · c` as [`sgemm`] does, with `a` packed beforehand
@@ -118,26 +109,130 @@ pub unsafe fn sgemm(
 ///
 /// # Safety
 /// As [`sgemm`]; `b` is `a.k × n`.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm_packed(
     a: &PackedA,
     n: usize,
     b: *const f32,
-    (rsb, csb): (isize, isize),
+    b_strides: (isize, isize),
     beta: f32,
     c: *mut f32,
     ldc: isize,
 ) {
-    let (m, k) = (a.rows(), a.cols());
-    if !unsafe { apply_beta(Dims { m, k, n }, beta, c, ldc) } {
+    // Safety: the caller's contract; `strided_b` packs inside `b`.
+    unsafe { sgemm_with(Lhs::Packed(a), n, strided_b(b, b_strides), beta, c, ldc) }
+}
+
+/// The packer of a strided `b` (see [`BBlock`]).
+///
+/// # Safety
+/// The packer reads `b` through the strides: every element of every
+/// block it is handed must lie inside a live buffer.
+unsafe fn strided_b(b: *const f32, (rsb, csb): (isize, isize)) -> impl FnMut(&BBlock, &mut [f32]) {
+    move |blk, out| {
+        // Safety: the block lies inside `b` (the callers' contract); `out`
+        // holds kc × nc rounded up to NR.
+        unsafe {
+            let block = b.offset(blk.pc as isize * rsb + blk.jc as isize * csb);
+            pack::pack_b(blk.kc, blk.nc, block, (rsb, csb), out.as_mut_ptr());
+        }
+    }
+}
+
+/// The left operand of [`sgemm_with`]: an `m × k` matrix at `a` with
+/// element strides, packed block by block as the product needs it, or one
+/// packed beforehand.
+pub enum Lhs<'a> {
+    /// Packed on the fly.
+    Strided {
+        /// Rows.
+        m: usize,
+        /// Columns (the inner dimension).
+        k: usize,
+        /// First element.
+        a: *const f32,
+        /// Element strides `(row, column)`.
+        strides: (isize, isize),
+    },
+    /// Packed once by [`PackedA`].
+    Packed(&'a PackedA),
+}
+
+/// A block of the right operand for the packer of [`sgemm_with`] to
+/// write: depth (rows of `b`) `pc .. pc + kc`, columns `jc .. jc + nc`.
+/// The packer fills `kc × nc.next_multiple_of(NR)` values: for each
+/// micro-panel of [`NR`] columns, in order, its `kc` steps of `NR` values
+/// (`out[jb·kc + p·NR + j] = b[pc + p][jc + jb + j]`), 0 past column `nc`.
+pub struct BBlock {
+    /// First row of `b`.
+    pub pc: usize,
+    /// Rows of `b` in the block (at most 256).
+    pub kc: usize,
+    /// First column.
+    pub jc: usize,
+    /// Columns in the block.
+    pub nc: usize,
+}
+
+/// `c = a · b + beta · c` where `b` (`k × n`) exists only as what
+/// `pack_b` writes for each [`BBlock`]: an implicit right operand, e.g. a
+/// convolution's receptive fields gathered straight from its input, with
+/// no unrolled copy in memory. [`sgemm`] and [`sgemm_packed`] are this
+/// with a packer that copies from a strided matrix.
+///
+/// A packer that leaves values of its slice unwritten leaves stale values
+/// of an earlier block there (wrong results, no undefined behaviour).
+///
+/// # Safety
+/// [`available`] must be true; the elements of `a` the strides address
+/// (for [`Lhs::Strided`]) lie inside a live buffer; `c` holds `m` rows of
+/// `n` writable elements `ldc` apart and aliases neither operand.
+pub unsafe fn sgemm_with(
+    lhs: Lhs,
+    n: usize,
+    mut pack_b: impl FnMut(&BBlock, &mut [f32]),
+    beta: f32,
+    c: *mut f32,
+    ldc: isize,
+) {
+    let (m, k) = match lhs {
+        Lhs::Strided { m, k, .. } => (m, k),
+        Lhs::Packed(p) => (p.rows(), p.cols()),
+    };
+    let dims = Dims { m, k, n };
+    if !unsafe { apply_beta(dims, beta, c, ldc) } {
         return;
     }
     PACK.with(|pack| {
         let mut pack = pack.borrow_mut();
-        let b_pack = reserve(&mut pack.1, KC.min(k) * NC.min(n.next_multiple_of(NR)));
-        let dims = Dims { m, k, n };
-        let block = |ic: usize, pc: usize, _: usize, _: usize| a.block(ic, pc);
-        unsafe { drive(dims, block, b, (rsb, csb), beta != 0.0, c, ldc, b_pack) };
+        let (a_buf, b_buf) = &mut *pack;
+        let b_len = KC.min(k) * NC.min(n.next_multiple_of(NR));
+        reserve(b_buf, b_len);
+        // Safety: `reserve` made `b_buf` hold b_len initialised f32 (a
+        // `Line` is 16 plain f32).
+        let b_pack = unsafe { std::slice::from_raw_parts_mut(b_buf.as_mut_ptr().cast(), b_len) };
+        let mut pack_b_block = |blk: &BBlock| {
+            let len = blk.kc * blk.nc.next_multiple_of(NR);
+            pack_b(blk, &mut b_pack[..len]);
+            b_pack.as_ptr()
+        };
+        match lhs {
+            Lhs::Strided { a, strides, .. } => {
+                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * KC.min(k));
+                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+                    // Safety: the block lies inside `a`; `a_pack` holds MC × KC.
+                    unsafe {
+                        let block = a.offset(ic as isize * strides.0 + pc as isize * strides.1);
+                        pack::pack_a(mc, kc, block, strides, a_pack);
+                    }
+                    a_pack.cast_const()
+                };
+                unsafe { drive(dims, pack_block, &mut pack_b_block, beta != 0.0, c, ldc) };
+            }
+            Lhs::Packed(a) => {
+                let block = |ic: usize, pc: usize, _: usize, _: usize| a.block(ic, pc);
+                unsafe { drive(dims, block, &mut pack_b_block, beta != 0.0, c, ldc) };
+            }
+        }
     });
 }
 
@@ -149,37 +244,35 @@ struct Dims {
     n: usize,
 }
 
-/// The blocked loops shared by [`sgemm`] and [`sgemm_packed`]: packs each
-/// `KC × NC` panel of `b`, asks `a_block(ic, pc, mc, kc)` for the packed
-/// `mc × kc` block of `a` at rows `ic..`, depth `pc..`, and runs the
-/// micro-kernel over the tiles. `add_to_c`: add the product to `c` (beta
-/// 1) rather than overwrite it (beta 0).
-#[allow(clippy::too_many_arguments)]
+/// The blocked loops shared by every entry point: has each `KC × NC`
+/// block of `b` packed by `b_block` (which returns the packed panel), asks
+/// `a_block(ic, pc, mc, kc)` for the packed `mc × kc` block of `a` at rows
+/// `ic..`, depth `pc..`, and runs the micro-kernel over the tiles.
+/// `add_to_c`: add the product to `c` (beta 1) rather than overwrite it
+/// (beta 0).
 unsafe fn drive(
     Dims { m, k, n }: Dims,
     mut a_block: impl FnMut(usize, usize, usize, usize) -> *const f32,
-    b: *const f32,
-    (rsb, csb): (isize, isize),
+    b_block: &mut impl FnMut(&BBlock) -> *const f32,
     add_to_c: bool,
     c: *mut f32,
     ldc: isize,
-    b_pack: *mut f32,
 ) {
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            // Safety (this block): the offsets stay inside the operands the
-            // caller vouched for; the packed buffers hold the largest block.
-            unsafe {
-                let b_block = b.offset(pc as isize * rsb + jc as isize * csb);
-                pack_b(kc, nc, b_block, (rsb, csb), b_pack);
-                let accumulate = pc > 0 || add_to_c;
-                for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    let a_pack = a_block(ic, pc, mc, kc);
-                    for jr in (0..nc).step_by(NR) {
-                        for ir in (0..mc).step_by(MR) {
+            let b_pack = b_block(&BBlock { pc, kc, jc, nc });
+            let accumulate = pc > 0 || add_to_c;
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                let a_pack = a_block(ic, pc, mc, kc);
+                for jr in (0..nc).step_by(NR) {
+                    for ir in (0..mc).step_by(MR) {
+                        // Safety (this block): the tile lies inside `c`; the
+                        // packed panels hold kc steps of the tile's rows and
+                        // columns.
+                        unsafe {
                             let tile = c.offset((ic + ir) as isize * ldc + (jc + jr) as isize);
                             kernel(
                                 kc,
@@ -228,169 +321,6 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, ldc: isize) {
             unsafe {
                 let v = row.add(j);
                 *v = if beta == 0.0 { 0.0 } else { *v * beta };
-            }
-        }
-    }
-}
-
-/// Packs an `mc × kc` block of `a` into micro-panels of [`MR`] rows, each
-/// `[k][MR]`, rows past `mc` zero (so the kernel's loop has no edge case).
-/// Reads along rows when `a` is row-major and along columns when it is a
-/// transposed view (`rsa == 1`), so the reads are contiguous either way.
-unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, (rsa, csa): (isize, isize), out: *mut f32) {
-    for ib in (0..mc).step_by(MR) {
-        let rows = MR.min(mc - ib);
-        let panel = unsafe { out.add(ib * kc) };
-        let src = unsafe { a.offset(ib as isize * rsa) };
-        if rsa == 1 && csa != 1 {
-            for p in 0..kc {
-                let col = unsafe { src.offset(p as isize * csa) };
-                for i in 0..MR {
-                    let v = if i < rows {
-                        unsafe { *col.add(i) }
-                    } else {
-                        0.0
-                    };
-                    unsafe { *panel.add(p * MR + i) = v };
-                }
-            }
-        } else if rows == MR && csa == 1 {
-            // A full panel of a row-major block: its rows are runs along k.
-            // Safety: the MR rows' kc values lie inside `a`; the panel
-            // holds kc × MR values.
-            unsafe { pack_runs::<MR>(kc, |i| src.offset(i as isize * rsa), panel) };
-        } else {
-            for i in 0..MR {
-                // Rows past the block are zeros; their addresses would lie
-                // outside `a`, so they are never formed.
-                if i >= rows {
-                    (0..kc).for_each(|p| unsafe { *panel.add(p * MR + i) = 0.0 });
-                    continue;
-                }
-                let row = unsafe { src.offset(i as isize * rsa) };
-                for p in 0..kc {
-                    unsafe { *panel.add(p * MR + i) = *row.offset(p as isize * csa) };
-                }
-            }
-        }
-    }
-}
-
-/// Packs `W` (12 or 32) runs of `kc` contiguous values into one
-/// micro-panel `[k][W]`: `panel[p·W + i] = run(i)[p]`, the transposition
-/// both packings need when the operand's rows (of `a`) or columns (of a
-/// transposed `b`) are contiguous. Blocks of 16 runs × 16 steps are
-/// transposed in registers; element by element, the writes land `W`
-/// values apart, which measured 15-20 % of a Winograd weight gradient.
-///
-/// # Safety
-/// AVX-512F; each `run(i)`, `i < W`, points at `kc` readable values;
-/// `panel` holds `kc × W` writable values.
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_runs<const W: usize>(kc: usize, run: impl Fn(usize) -> *const f32, panel: *mut f32) {
-    let mut p0 = 0;
-    while p0 + 16 <= kc {
-        for i0 in (0..W).step_by(16) {
-            let width = 16.min(W - i0);
-            // Safety: steps p0..p0 + 16 of runs i0..i0 + width are readable.
-            let rows: [__m512; 16] = std::array::from_fn(|i| {
-                if i < width {
-                    unsafe { _mm512_loadu_ps(run(i0 + i).add(p0)) }
-                } else {
-                    _mm512_setzero_ps()
-                }
-            });
-            let mask = ((1u32 << width) - 1) as __mmask16;
-            for (q, step) in transpose16(rows).into_iter().enumerate() {
-                // Safety: values i0..i0 + width of step p0 + q of the panel.
-                unsafe { _mm512_mask_storeu_ps(panel.add((p0 + q) * W + i0), mask, step) };
-            }
-        }
-        p0 += 16;
-    }
-    for p in p0..kc {
-        for i in 0..W {
-            // Safety: as above, for the last steps.
-            unsafe { *panel.add(p * W + i) = *run(i).add(p) };
-        }
-    }
-}
-
-/// The transpose of the 16 × 16 block whose rows are `r`: element `i` of
-/// result `c` is element `c` of `r[i]`. Pairs of rows are interleaved
-/// (4 × 4 blocks within each 128-bit lane), then the lanes are gathered
-/// across the four groups of four rows: 64 shuffles.
-#[target_feature(enable = "avx512f")]
-fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
-    let t: [__m512; 16] = std::array::from_fn(|i| {
-        let (a, b) = (r[i & !1], r[i | 1]);
-        if i % 2 == 0 {
-            _mm512_unpacklo_ps(a, b)
-        } else {
-            _mm512_unpackhi_ps(a, b)
-        }
-    });
-    // u[4g + j]: column j (and j + 4, j + 8, j + 12, one per lane) of rows
-    // 4g .. 4g + 4.
-    let u: [__m512; 16] = std::array::from_fn(|i| {
-        let (g, j) = (i / 4, i % 4);
-        let (lo, hi) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
-        if j % 2 == 0 {
-            _mm512_shuffle_ps::<0x44>(lo, hi)
-        } else {
-            _mm512_shuffle_ps::<0xEE>(lo, hi)
-        }
-    });
-    let mut out = [_mm512_setzero_ps(); 16];
-    for j in 0..4 {
-        let v0 = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
-        let v1 = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
-        let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
-        let v3 = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
-        out[j] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
-        out[8 + j] = _mm512_shuffle_f32x4::<0xDD>(v0, v2);
-        out[4 + j] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
-        out[12 + j] = _mm512_shuffle_f32x4::<0xDD>(v1, v3);
-    }
-    out
-}
-
-/// Packs a `kc × nc` panel of `b` into micro-panels of [`NR`] columns,
-/// each `[k][NR]`, columns past `nc` zero. Reads rows contiguously when
-/// `b` is row-major and columns contiguously when it is a transposed view.
-unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, (rsb, csb): (isize, isize), out: *mut f32) {
-    for jb in (0..nc).step_by(NR) {
-        let cols = NR.min(nc - jb);
-        let panel = unsafe { out.add(jb * kc) };
-        let src = unsafe { b.offset(jb as isize * csb) };
-        if rsb == 1 && csb != 1 && cols == NR {
-            // A full panel of a transposed view (a weight gradient's
-            // `colᵀ`): its columns are runs along k.
-            // Safety: the NR columns' kc values lie inside `b`; the panel
-            // holds kc × NR values.
-            unsafe { pack_runs::<NR>(kc, |j| src.offset(j as isize * csb), panel) };
-        } else if csb == 1 && cols == NR {
-            for p in 0..kc {
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        src.offset(p as isize * rsb),
-                        panel.add(p * NR),
-                        NR,
-                    )
-                };
-            }
-        } else {
-            for j in 0..NR {
-                // Columns past the panel are zeros, their addresses never
-                // formed (they would lie outside `b`).
-                if j >= cols {
-                    (0..kc).for_each(|p| unsafe { *panel.add(p * NR + j) = 0.0 });
-                    continue;
-                }
-                let col = unsafe { src.offset(j as isize * csb) };
-                for p in 0..kc {
-                    unsafe { *panel.add(p * NR + j) = *col.offset(p as isize * rsb) };
-                }
             }
         }
     }

@@ -3,7 +3,8 @@
 //! micro-panel ([`PackedA::from_panels`]), and the spare buffers that
 //! dropped ones leave for the next.
 
-use super::{pack_a, Line, KC, MC, MR};
+use super::pack::pack_a;
+use super::{Line, KC, MC, MR};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;

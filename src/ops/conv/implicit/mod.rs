@@ -1,0 +1,303 @@
+//! Implicit-GEMM convolution for f32 on CPUs with AVX-512: the im2col
+//! route of `cpu.rs` without its unrolled matrix.
+//!
+//! im2col writes every receptive field into a `cg·kh·kw × pixels` matrix,
+//! and the GEMM then reads that matrix back to pack it into micro-panels.
+//! Here the GEMM's packer ([`sgemm_with`]) gathers the micro-panels
+//! straight from the NCHW input instead ([`gather`]), one unrolled row
+//! (kernel tap) over a run of pixels at a time, so the unrolled matrix is
+//! never written to memory and the strided reads of a stride-2 layer are
+//! done with vector loads and a permute rather than element by element.
+//!
+//! - Forward: `y[g] = W[g] · X` with the weights packed once per call
+//!   ([`PackedA`]) and `X`'s panels (`[tap][32 pixels]`) gathered per
+//!   block; output planes of at least [`DIRECT_MIN_COLUMNS`] pixels get one
+//!   product per image written straight into the NCHW output, smaller ones
+//!   share a product per tile of images that is then copied out.
+//! - Weight gradient: `dW[g] += dY[g] · Xᵀ`, whose right operand's panels
+//!   (`[pixel][32 taps]`) are the transposes of gathered runs: 32 taps ×
+//!   up to 256 pixels are gathered into a 32 KB buffer and transposed in
+//!   registers ([`pack_runs`]).
+//!
+//! Summation order is im2col's (each output a sum over taps in order, per
+//! `KC` block), so results match the im2col route to rounding of the
+//! same terms in the same order (tested bit for bit).
+
+mod gather;
+#[cfg(test)]
+mod tests;
+
+use super::cpu::{
+    for_each_tile, gather_tile, parallel, sum_in_fixed_runs, tile_images, write_planes, SharedMut,
+};
+use super::geom::ConvGeom;
+use super::plan::{DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
+use crate::backend::cpu::pool::take_empty;
+use crate::backend::cpu::scratch::with_scratch;
+use crate::error::{Error, Result};
+use crate::ops::matmul::sgemm_avx512::{self, pack_runs, sgemm_with, BBlock, Lhs, PackedA};
+use gather::{gather, segments, Tap};
+use std::any::TypeId;
+
+/// Columns of a packed micro-panel of the right operand.
+const NR: usize = sgemm_avx512::NR;
+
+/// Whether the CPU runs this module (AVX-512F, and the crate's `avx512`
+/// feature).
+pub fn available() -> bool {
+    sgemm_avx512::available()
+}
+
+/// True when this module computes `g` (f32 only): on AVX-512, for a
+/// horizontal stride of 1 or 2 (any vertical stride, padding, dilation and
+/// groups).
+pub fn supports(g: &ConvGeom) -> bool {
+    available() && gather::stride_supported(g.stride.1)
+}
+
+/// An error unless [`supports`].
+fn check_supported(g: &ConvGeom) -> Result<()> {
+    if supports(g) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "conv2d",
+        format!(
+            "the implicit-GEMM kernels need AVX-512 and a horizontal stride of 1 or 2 \
+             (stride {:?})",
+            g.stride
+        ),
+    ))
+}
+
+/// `s` as f32 when `T` is f32.
+fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        // SAFETY: T is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `v` as a vector of `T`, which is f32 (the callers checked).
+fn into_vec_of<T: 'static>(v: Vec<f32>) -> Vec<T> {
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: T is f32: same layout, and the allocation is handed over.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
+}
+
+/// [`conv2d_forward`] when `T` is f32 and [`supports`] holds; `None`
+/// otherwise (the caller then runs im2col).
+pub(super) fn try_forward<T: 'static>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Option<Result<Vec<T>>> {
+    let (x, w) = (as_f32(x)?, as_f32(w)?);
+    let bias = match bias {
+        Some(b) => Some(as_f32(b)?),
+        None => None,
+    };
+    supports(g).then(|| conv2d_forward(x, w, bias, g).map(into_vec_of))
+}
+
+/// [`conv2d_backward_weight`] when `T` is f32 and [`supports`] holds;
+/// `None` otherwise.
+pub(super) fn try_backward_weight<T: 'static>(
+    x: &[T],
+    dy: &[T],
+    g: &ConvGeom,
+) -> Option<Result<Vec<T>>> {
+    let (x, dy) = (as_f32(x)?, as_f32(dy)?);
+    supports(g).then(|| conv2d_backward_weight(x, dy, g).map(into_vec_of))
+}
+
+/// The weights of each group, `og × cg·kh·kw`, packed for the products.
+fn pack_weights(w: &[f32], g: &ConvGeom) -> Result<Vec<PackedA>> {
+    let (og, k) = (g.og(), g.col_rows());
+    (0..g.groups)
+        .map(|gi| {
+            let wg = &w[gi * og * k..(gi + 1) * og * k];
+            // Safety: the og × k row-major matrix lies inside `wg`.
+            unsafe { PackedA::new(og, k, wg.as_ptr(), (k as isize, 1)) }
+                .ok_or_else(|| Error::out_of_memory::<f32>(og * k))
+        })
+        .collect()
+}
+
+/// Where group `gi` of image `n` starts in `x`.
+fn group_base(g: &ConvGeom, n: usize, gi: usize) -> usize {
+    n * g.image_len() + gi * g.cg() * g.h * g.w
+}
+
+/// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
+/// contiguous; returns N×O×oh×ow. Errors unless [`supports`], or when a
+/// buffer is shorter than the geometry needs.
+pub fn conv2d_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+) -> Result<Vec<f32>> {
+    check_supported(g)?;
+    let (x, w, bias) = g.forward_operands(x, w, bias)?;
+    let weights = pack_weights(w, g)?;
+    let (og, cols) = (g.og(), g.col_cols());
+    let len = g.n * g.out_image_len();
+    let mut out = take_empty::<f32>(len)?;
+    let direct = cols >= DIRECT_MIN_COLUMNS;
+    let prod_len = if direct {
+        0
+    } else {
+        og * tile_images(g) * cols
+    };
+    let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
+    for_each_tile(g, |n0, t| {
+        with_scratch(prod_len, |prod: &mut [f32]| {
+            for (gi, wg) in weights.iter().enumerate() {
+                // Safety: in range, and each (image, group) pair's planes
+                // are written by one task only (tiles hold disjoint images).
+                let planes = |n: usize| unsafe {
+                    out_ptr.slice(n * g.out_image_len() + gi * og * cols, og * cols)
+                };
+                if !direct {
+                    let ld = t * cols;
+                    forward_product(wg, x, g, group_base(g, n0, gi), &mut prod[..og * ld]);
+                    for i in 0..t {
+                        write_planes(prod, ld, i * cols, g, gi, bias, planes(n0 + i));
+                    }
+                    continue;
+                }
+                for i in 0..t {
+                    let dst = planes(n0 + i);
+                    // Safety: f32 and MaybeUninit<f32> share a layout, and
+                    // the product writes every element before any is read
+                    // (`forward_product` overwrites its output).
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len())
+                    };
+                    forward_product(wg, x, g, group_base(g, n0 + i, gi), dst);
+                    if let Some(b) = bias {
+                        for (o, plane) in dst.chunks_exact_mut(cols).enumerate() {
+                            let bv = b[gi * og + o];
+                            plane.iter_mut().for_each(|v| *v += bv);
+                        }
+                    }
+                }
+            }
+        })
+    });
+    // SAFETY: `for_each_tile` runs every tile, and the tiles cover images
+    // 0..n. For each of its images and each group, a tile writes all
+    // `og × oh·ow` elements of that group's planes, through a product
+    // that overwrites its output (direct) or through `write_planes`.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+/// `c = W · X` for the pixels that `c` has columns for (`c.len() / og`
+/// of them, counted across images from the image whose group starts at
+/// `base` in `x`): one unrolled row of `X` per kernel tap, gathered from
+/// `x` panel by panel. `c` is overwritten (it may hold anything).
+fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [f32]) {
+    let og = g.og();
+    let n = if og == 0 { 0 } else { c.len() / og };
+    assert_eq!((w.rows(), w.cols(), og * n), (og, g.col_rows(), c.len()));
+    let mut segs = Vec::new();
+    let pack = |blk: &BBlock, out: &mut [f32]| {
+        for jb in (0..blk.nc).step_by(NR) {
+            let width = NR.min(blk.nc - jb);
+            segments(g, base, blk.jc + jb, width, &mut segs);
+            let mut tap = Tap::at(g, blk.pc);
+            for row in out[jb * blk.kc..(jb + NR) * blk.kc].chunks_exact_mut(NR) {
+                gather(x, g, tap, &segs, row);
+                row[width..].fill(0.0);
+                tap.next(g);
+            }
+        }
+    };
+    // Safety: AVX-512 is available (`supports`); `c` holds og × n values,
+    // row stride n, and is its own buffer.
+    unsafe { sgemm_with(Lhs::Packed(w), n, pack, 0.0, c.as_mut_ptr(), n as isize) };
+}
+
+/// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
+/// Errors unless [`supports`], or when a buffer is shorter than the
+/// geometry needs.
+pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+    check_supported(g)?;
+    let (x, dy) = g.weight_grad_operands(x, dy)?;
+    let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
+    let t = tile_images(g);
+    let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
+    let direct = cols >= DIRECT_MIN_INNER;
+    let dyt_len = if direct { 0 } else { og * t * cols };
+    // Adds the weight gradient of the tile starting at image `n0` to `dw`.
+    let add_tile = |mut dw: Vec<f32>, &n0: &usize| {
+        let t = t.min(g.n - n0);
+        with_scratch(dyt_len, |dyt: &mut [f32]| {
+            for gi in 0..g.groups {
+                let dw_g = &mut dw[gi * og * k..(gi + 1) * og * k];
+                if direct {
+                    for i in 0..t {
+                        let at = (n0 + i) * g.out_image_len() + gi * og * cols;
+                        let grad = &dy[at..at + og * cols];
+                        weight_product(grad, cols, x, g, group_base(g, n0 + i, gi), dw_g);
+                    }
+                } else {
+                    let ld = t * cols;
+                    gather_tile(dy, g, gi, n0, t, dyt);
+                    weight_product(&dyt[..og * ld], ld, x, g, group_base(g, n0, gi), dw_g);
+                }
+            }
+        });
+        dw
+    };
+    Ok(sum_in_fixed_runs(
+        &tiles,
+        g.c_out * k,
+        parallel(g),
+        add_tile,
+    ))
+}
+
+/// `dw += dy · Xᵀ` for the `pixels` columns of `dy` (`og × pixels`,
+/// row-major), counted across images from the image whose group starts at
+/// `base` in `x`. `X`'s panels are gathered 32 taps at a time into runs
+/// along the pixels, then transposed into the packed layout.
+fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usize, dw: &mut [f32]) {
+    let (og, k) = (g.og(), g.col_rows());
+    assert_eq!((dy.len(), dw.len()), (og * pixels, og * k));
+    let mut segs = Vec::new();
+    let mut runs = vec![0.0f32; NR * sgemm_avx512::KC];
+    let pack = |blk: &BBlock, out: &mut [f32]| {
+        let kc = blk.kc;
+        segments(g, base, blk.pc, kc, &mut segs);
+        let runs = &mut runs[..NR * kc];
+        for jb in (0..blk.nc).step_by(NR) {
+            let width = NR.min(blk.nc - jb);
+            let mut tap = Tap::at(g, blk.jc + jb);
+            for (j, run) in runs.chunks_exact_mut(kc).enumerate() {
+                if j < width {
+                    gather(x, g, tap, &segs, run);
+                    tap.next(g);
+                } else {
+                    run.fill(0.0);
+                }
+            }
+            let panel = &mut out[jb * kc..(jb + NR) * kc];
+            // Safety: AVX-512F (`supports`); NR runs of kc values each,
+            // and the panel holds kc × NR values.
+            unsafe { pack_runs::<NR>(kc, |j| runs.as_ptr().add(j * kc), panel.as_mut_ptr()) };
+        }
+    };
+    let lhs = Lhs::Strided {
+        m: og,
+        k: pixels,
+        a: dy.as_ptr(),
+        strides: (pixels as isize, 1),
+    };
+    // Safety: AVX-512 is available (`supports`); `dy` holds og × pixels
+    // values (checked above), `dw` og × k, row stride k, its own buffer.
+    unsafe { sgemm_with(lhs, k, pack, 1.0, dw.as_mut_ptr(), k as isize) };
+}

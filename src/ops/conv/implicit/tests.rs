@@ -1,0 +1,192 @@
+//! Unit tests of the implicit-GEMM convolution: the gathers against a
+//! scalar reading of the definition, and both passes against the naive
+//! convolution (f64) and, bit for bit, against the im2col route, which
+//! sums the same terms in the same order.
+use super::gather::{gather, segments, Tap};
+use super::*;
+use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d_forward_im2col};
+use crate::ops::conv::Conv2dParams;
+use rand::{Rng, SeedableRng};
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// A geometry: `[n, c, h, w]` input, `[o, k_h, k_w]` kernel, stride,
+/// padding, dilation (rows, columns) and groups.
+fn geom(
+    [n, c, h, w]: [usize; 4],
+    [o, kh, kw]: [usize; 3],
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> ConvGeom {
+    let p = Conv2dParams {
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
+    ConvGeom::new([n, c, h, w], [o, c / groups, kh, kw], &p).expect("a valid geometry")
+}
+
+/// Stride 1 and 2 (and a vertical stride of 3), padding 0, 1 and 2,
+/// non-square planes, 1×1 kernels, output rows wider than a vector (so
+/// segments split), dilation, groups, channel counts that are not
+/// multiples of 16, batches that run as per-image products (planes of at
+/// least 1024 / 256 pixels) and as tiles, in parallel.
+fn shapes() -> Vec<ConvGeom> {
+    vec![
+        geom([2, 3, 9, 7], [5, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([3, 16, 16, 16], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([2, 17, 8, 8], [19, 1, 1], (2, 2), (0, 0), (1, 1), 1),
+        geom([2, 4, 11, 13], [6, 3, 3], (2, 2), (2, 2), (1, 1), 1),
+        geom([1, 6, 40, 38], [4, 3, 5], (1, 1), (0, 2), (1, 1), 1),
+        geom([2, 5, 12, 10], [7, 3, 3], (3, 2), (1, 0), (2, 1), 1),
+        geom([2, 8, 10, 10], [6, 3, 3], (1, 2), (2, 2), (2, 2), 2),
+        geom([1, 3, 36, 36], [8, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+        geom([8, 24, 32, 32], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+    ]
+}
+
+fn skip() -> bool {
+    if !available() {
+        eprintln!("skipped: the CPU has no AVX-512");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn gathered_rows_are_the_unrolled_matrix() {
+    if skip() {
+        return;
+    }
+    for g in shapes() {
+        let x = random(g.n * g.image_len(), 1);
+        let pixels = g.n * g.col_cols();
+        let mut segs = Vec::new();
+        // Runs of 32 from a few starting pixels, and a run of them all.
+        for (q0, len) in [
+            (0, 32.min(pixels)),
+            (pixels / 3, 32.min(pixels - pixels / 3)),
+        ]
+        .into_iter()
+        .chain([(0, pixels)])
+        {
+            segments(&g, 0, q0, len, &mut segs);
+            let mut tap = Tap::at(&g, 0);
+            for k in 0..g.cg() * g.kh * g.kw {
+                let mut got = vec![f32::NAN; len];
+                gather(&x, &g, tap, &segs, &mut got);
+                let (c, ki, kj) = (k / (g.kh * g.kw), k / g.kw % g.kh, k % g.kw);
+                for (l, &v) in got.iter().enumerate() {
+                    let q = q0 + l;
+                    let (n, oy, ox) = (q / g.col_cols(), q % g.col_cols() / g.ow, q % g.ow);
+                    let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize - g.padding.0 as isize;
+                    let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
+                    let inside = (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
+                    let want = if inside {
+                        x[n * g.image_len() + (c * g.h + iy as usize) * g.w + ix as usize]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(v, want, "{g:?}: row {k}, pixel {q}");
+                }
+                tap.next(&g);
+            }
+        }
+    }
+}
+
+#[test]
+fn forward_matches_the_definition_and_im2col() {
+    if skip() {
+        return;
+    }
+    for (s, g) in shapes().into_iter().enumerate() {
+        let x = random(g.n * g.image_len(), 10 + s as u64);
+        let w = random(g.c_out * g.col_rows(), 20 + s as u64);
+        let b = random(g.c_out, 30 + s as u64);
+        let got = conv2d_forward(&x, &w, Some(&b), &g).unwrap();
+        let im2col = conv2d_forward_im2col(&x, &w, Some(&b), &g).unwrap();
+        assert!(got == im2col, "{g:?}: not the bits of im2col");
+        let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        let want = conv2d_direct(&wide(&x), &wide(&w), Some(&wide(&b)), &g).unwrap();
+        for (i, (&a, &e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
+                "{g:?}: y[{i}] {a} vs {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn weight_gradient_matches_the_definition_and_im2col() {
+    if skip() {
+        return;
+    }
+    for (s, g) in shapes().into_iter().enumerate() {
+        let x = random(g.n * g.image_len(), 40 + s as u64);
+        let dy = random(g.n * g.out_image_len(), 50 + s as u64);
+        let got = conv2d_backward_weight(&x, &dy, &g).unwrap();
+        let im2col = conv2d_backward_weight_im2col(&x, &dy, &g).unwrap();
+        assert!(got == im2col, "{g:?}: not the bits of im2col");
+        let want = weight_gradient_definition(&x, &dy, &g);
+        for (i, (&a, &e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
+                "{g:?}: dw[{i}] {a} vs {e}"
+            );
+        }
+    }
+}
+
+/// `dW[o, c, i, j] = Σ_n Σ_(oy, ox) dy[n, o, oy, ox] · x[n, gi·cg + c, iy, ix]`
+/// in f64, loop by loop (`gi` the group of `o`; 0 outside the plane).
+fn weight_gradient_definition(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f64> {
+    let (cg, og) = (g.cg(), g.og());
+    let mut dw = vec![0.0; g.c_out * g.col_rows()];
+    for n in 0..g.n {
+        for o in 0..g.c_out {
+            for c in 0..cg {
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        let mut acc = 0.0;
+                        for oy in 0..g.oh {
+                            for ox in 0..g.ow {
+                                let iy = (oy * g.stride.0 + i * g.dilation.0) as isize
+                                    - g.padding.0 as isize;
+                                let ix = (ox * g.stride.1 + j * g.dilation.1) as isize
+                                    - g.padding.1 as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let ch = o / og * cg + c;
+                                let xv =
+                                    x[((n * g.c_in + ch) * g.h + iy as usize) * g.w + ix as usize];
+                                let dv = dy[((n * g.c_out + o) * g.oh + oy) * g.ow + ox];
+                                acc += xv as f64 * dv as f64;
+                            }
+                        }
+                        dw[((o * cg + c) * g.kh + i) * g.kw + j] += acc;
+                    }
+                }
+            }
+        }
+    }
+    dw
+}
+
+#[test]
+fn unsupported_strides_are_errors() {
+    let g = geom([1, 2, 9, 9], [2, 3, 3], (1, 3), (0, 0), (1, 1), 1);
+    let x = random(g.n * g.image_len(), 1);
+    let w = random(g.c_out * g.col_rows(), 2);
+    assert!(conv2d_forward(&x, &w, None, &g).is_err());
+    assert!(try_forward(&x, &w, None, &g).is_none());
+}
