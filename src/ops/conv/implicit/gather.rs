@@ -1,13 +1,17 @@
-//! The gathers of the implicit-GEMM convolution: one row of the unrolled
-//! matrix (one kernel tap of one input channel) over a run of output
+//! The gathers of the implicit-GEMM convolution: rows of the unrolled
+//! matrix (one kernel tap of one input channel each) over a run of output
 //! pixels, read straight from the NCHW input with AVX-512 masked loads.
 //!
-//! A run of output pixels is cut into [`Segment`]s, each inside one output
-//! row of one image and at most 16 pixels long, so that for a given tap a
+//! A run of output pixels is cut into segments, each inside one output row
+//! of one image and at most 16 pixels long, so that for a given tap a
 //! segment reads one input row: contiguous for stride 1, every other value
-//! for stride 2 (two loads and one permute that keeps the even lanes).
-//! Masks zero the lanes that fall in the padding; a segment whose input
-//! row is outside the plane is all zeros.
+//! for stride 2 (two loads and a permute that keeps the even lanes).
+//! Everything that depends only on the kernel tap `(ki, kj)` and the
+//! segment, and not on the channel, is worked out once per run
+//! ([`RunPlan`]): where the segment's values start in its image and which
+//! lanes fall inside the plane (masks; the others, padding, are zeros).
+//! Filling a row is then a masked load or two, a permute and a masked
+//! store per segment.
 
 use super::super::geom::ConvGeom;
 use std::arch::x86_64::*;
@@ -15,115 +19,53 @@ use std::arch::x86_64::*;
 /// Pixels of one segment at most: one vector.
 const LANES: usize = 16;
 
+/// Where [`RunPlan::fill`] puts pixel `q` (counted from the run's start)
+/// of a row.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Layout {
+    /// At `q`: the row is one run (a weight gradient's runs, transposed
+    /// afterwards).
+    Run,
+    /// In micro-panels of `width` pixels, `depth` rows each: at
+    /// `(q / width)·width·depth + q % width` (a forward product's packed
+    /// right operand, rows `width` apart).
+    Panels { width: usize, depth: usize },
+}
+
 /// A run of at most [`LANES`] output pixels inside one output row of one
-/// image, written to positions `dst .. dst + len` of a gathered run.
+/// image (and one micro-panel).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Segment {
+struct Segment {
+    /// Where the segment's first value goes in a filled row.
     dst: usize,
-    len: usize,
-    /// Offset in `x` of the image's first channel of the group.
-    base: usize,
-    /// Input row of kernel row 0: `oy·sh − ph`.
-    y0: isize,
-    /// Input column of kernel column 0 at the first pixel: `ox·sw − pw`.
-    x0: isize,
+    /// Lanes written: the segment's pixels.
+    keep: u16,
 }
 
-/// Cuts output pixels `q0 .. q0 + len` into segments, `out` replaced.
-/// Pixels are numbered across images, `q = i·oh·ow + oy·ow + ox`; image
-/// `i` starts at `base0 + i·image_len` in `x`. Segment `dst`s count from 0
-/// (pixel `q0`).
-pub(super) fn segments(g: &ConvGeom, base0: usize, q0: usize, len: usize, out: &mut Vec<Segment>) {
-    out.clear();
-    let cols = g.col_cols();
-    let (mut q, end) = (q0, q0 + len);
-    while q < end {
-        let (i, p) = (q / cols, q % cols);
-        let (oy, ox) = (p / g.ow, p % g.ow);
-        let run = (g.ow - ox).min(end - q).min(LANES);
-        out.push(Segment {
-            dst: q - q0,
-            len: run,
-            base: base0 + i * g.image_len(),
-            y0: (oy * g.stride.0) as isize - g.padding.0 as isize,
-            x0: (ox * g.stride.1) as isize - g.padding.1 as isize,
-        });
-        q += run;
-    }
-}
-
-/// One row of the unrolled matrix: input channel `c` (of the group) and
-/// kernel tap `(ki, kj)`, stepped through the rows in order by [`Tap::next`].
+/// Where the values of one tap at one segment come from: `offset` from
+/// `x + c·h·w` (the image's group offset included; it may point into the
+/// padding), and which lanes, of the 32 input positions from there, lie
+/// inside the plane (none where the input row is padding).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Tap {
-    /// `c·h·w`: the channel's plane in an image.
-    plane: usize,
-    ki: usize,
-    kj: usize,
+struct Load {
+    offset: isize,
+    inside: u32,
 }
 
-impl Tap {
-    /// The tap of unrolled row `k = (c·kh + ki)·kw + kj`.
-    pub(super) fn at(g: &ConvGeom, k: usize) -> Tap {
-        let taps = g.kh * g.kw;
-        Tap {
-            plane: k / taps * g.h * g.w,
-            ki: k % taps / g.kw,
-            kj: k % g.kw,
-        }
-    }
-
-    /// The tap of the next row.
-    pub(super) fn next(&mut self, g: &ConvGeom) {
-        self.kj += 1;
-        if self.kj == g.kw {
-            self.kj = 0;
-            self.ki += 1;
-            if self.ki == g.kh {
-                self.ki = 0;
-                self.plane += g.h * g.w;
-            }
-        }
-    }
+/// The gathers of one run of output pixels, for every tap.
+pub(super) struct RunPlan {
+    segs: Vec<Segment>,
+    /// `loads[t·segs.len() + s]`: tap `t = ki·kw + kj`, segment `s`.
+    loads: Vec<Load>,
+    /// One past the largest position a filled row writes.
+    row_end: usize,
+    /// One past the last input value any load may read, channel 0.
+    read_end: usize,
 }
 
-/// Whether [`gather`] handles the horizontal stride `sw`.
+/// Whether [`RunPlan`] handles the horizontal stride `sw`.
 pub(super) fn stride_supported(sw: usize) -> bool {
     matches!(sw, 1 | 2)
-}
-
-/// Writes the values of `tap` at the pixels of `segs` into `dst`:
-/// `dst[s.dst + l] = x[s.base + plane + iy·w + ix]` with `iy = s.y0 +
-/// ki·dh`, `ix = s.x0 + l·sw + kj·dw`, and 0 where `(iy, ix)` is outside
-/// the plane. Positions of `dst` that no segment covers are left as they
-/// are.
-///
-/// # Panics
-/// When a segment reaches past `dst`, or a segment's image plane past
-/// `x` (segments built by [`segments`] for images of the geometry whose
-/// `x` passed its operand checks never do), or the stride is not
-/// [`stride_supported`]. Segments exist only as [`segments`] builds
-/// them, in pixel order, so the last one bounds them all.
-pub(super) fn gather(x: &[f32], g: &ConvGeom, tap: Tap, segs: &[Segment], dst: &mut [f32]) {
-    let Some(last) = segs.last() else { return };
-    let plane = g.h * g.w;
-    assert!(
-        last.dst + last.len <= dst.len(),
-        "segment past the gathered run"
-    );
-    debug_assert!(segs
-        .windows(2)
-        .all(|p| p[0].base <= p[1].base && p[0].dst < p[1].dst));
-    // Segments come in pixel order, so the last has the largest base.
-    assert!(
-        last.base + tap.plane + plane <= x.len(),
-        "segment past the input"
-    );
-    assert!(stride_supported(g.stride.1) && super::available());
-    // Safety: AVX-512F is available; every segment writes inside `dst`
-    // and reads (see `gather_avx512`) inside its channel's plane, which
-    // lies inside `x` (checked above).
-    unsafe { gather_avx512(x.as_ptr(), g, tap, segs, dst.as_mut_ptr()) }
 }
 
 /// The lanes `l < lanes` with `0 ≤ ix0 + l < w`, as a bit mask.
@@ -137,45 +79,153 @@ fn inside(ix0: isize, lanes: usize, w: usize) -> u32 {
     }
 }
 
-/// [`gather`] in AVX-512.
-///
-/// # Safety
-/// AVX-512F; each segment's `dst .. dst + len` is writable, and its
-/// channel plane `base + plane .. + h·w` readable; stride 1 or 2.
-#[target_feature(enable = "avx512f")]
-unsafe fn gather_avx512(x: *const f32, g: &ConvGeom, tap: Tap, segs: &[Segment], dst: *mut f32) {
-    // Lane l of the permute takes lane 2l of the 32 lanes (lo, hi).
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let (dy, dx) = (
-        (tap.ki * g.dilation.0) as isize,
-        (tap.kj * g.dilation.1) as isize,
-    );
-    for s in segs {
-        let keep = ((1u32 << s.len) - 1) as __mmask16;
-        // Safety: `dst + s.dst .. + s.len` is writable (the caller's contract).
-        let out = unsafe { dst.add(s.dst) };
-        let iy = s.y0 + dy;
-        if iy < 0 || iy >= g.h as isize {
-            unsafe { _mm512_mask_storeu_ps(out, keep, _mm512_setzero_ps()) };
-            continue;
-        }
-        // The input row, and the position of the segment's first value in
-        // it (negative in the left padding). Only lanes whose position
-        // lies inside the row are loaded, so the addresses of the others,
-        // formed with wrapping arithmetic, are never read.
-        let row = unsafe { x.add(s.base + tap.plane + iy as usize * g.w) };
-        let ix0 = s.x0 + dx;
-        let v = if g.stride.1 == 1 {
-            let m = inside(ix0, s.len, g.w) as __mmask16;
-            unsafe { _mm512_maskz_loadu_ps(m, row.wrapping_offset(ix0)) }
-        } else {
-            let m = inside(ix0, 2 * s.len, g.w);
-            let lo = unsafe { _mm512_maskz_loadu_ps(m as __mmask16, row.wrapping_offset(ix0)) };
-            let hi = unsafe {
-                _mm512_maskz_loadu_ps((m >> 16) as __mmask16, row.wrapping_offset(ix0 + 16))
+impl RunPlan {
+    /// The plan of output pixels `q0 .. q0 + len`, numbered across images
+    /// (`q = i·oh·ow + oy·ow + ox`); image `i`'s group starts at `base0 +
+    /// i·image_len` in the input. Panics unless the stride is
+    /// [`stride_supported`].
+    pub(super) fn new(g: &ConvGeom, base0: usize, q0: usize, len: usize, layout: Layout) -> Self {
+        assert!(stride_supported(g.stride.1));
+        let (cols, sw) = (g.col_cols(), g.stride.1);
+        let mut segs = Vec::new();
+        // (image base, input row and column of tap (0, 0)) per segment.
+        let mut origins = Vec::new();
+        let (mut q, end) = (q0, q0 + len);
+        while q < end {
+            let (i, p) = (q / cols, q % cols);
+            let (oy, ox) = (p / g.ow, p % g.ow);
+            let mut run = (g.ow - ox).min(end - q).min(LANES);
+            let r = q - q0;
+            let dst = match layout {
+                Layout::Run => r,
+                Layout::Panels { width, depth } => {
+                    run = run.min(width - r % width);
+                    r / width * width * depth + r % width
+                }
             };
-            _mm512_permutex2var_ps(lo, even, hi)
-        };
-        unsafe { _mm512_mask_storeu_ps(out, keep, v) };
+            segs.push(Segment {
+                dst,
+                keep: ((1u32 << run) - 1) as u16,
+            });
+            let y0 = (oy * g.stride.0) as isize - g.padding.0 as isize;
+            let x0 = (ox * sw) as isize - g.padding.1 as isize;
+            origins.push((base0 + i * g.image_len(), y0, x0, run));
+            q += run;
+        }
+        let mut loads = Vec::with_capacity(g.kh * g.kw * segs.len());
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                for &(base, y0, x0, run) in &origins {
+                    let iy = y0 + (ki * g.dilation.0) as isize;
+                    let ix = x0 + (kj * g.dilation.1) as isize;
+                    let row_inside = (0..g.h as isize).contains(&iy);
+                    loads.push(Load {
+                        offset: base as isize + iy * g.w as isize + ix,
+                        inside: if row_inside {
+                            inside(ix, sw * run, g.w)
+                        } else {
+                            0
+                        },
+                    });
+                }
+            }
+        }
+        let row_end = segs
+            .iter()
+            .map(|s| s.dst + s.keep.count_ones() as usize)
+            .max()
+            .unwrap_or(0);
+        let read_end = origins.last().map_or(0, |o| o.0 + g.h * g.w);
+        RunPlan {
+            segs,
+            loads,
+            row_end,
+            read_end,
+        }
+    }
+
+    /// Fills `rows` rows of the unrolled matrix, from row `k0` (`k =
+    /// (c·kh + ki)·kw + kj`), row `r` at `dst[r·stride ..]` in the plan's
+    /// layout: `x[base + c·h·w + iy·w + ix]` at each pixel, 0 where
+    /// `(iy, ix)` is outside the plane. Positions of `dst` that no pixel
+    /// maps to are left as they are.
+    ///
+    /// # Panics
+    /// When the rows reach past `dst`, or the channels past `x`, or the
+    /// CPU has no AVX-512.
+    pub(super) fn fill(
+        &self,
+        x: &[f32],
+        g: &ConvGeom,
+        (k0, rows): (usize, usize),
+        dst: &mut [f32],
+        stride: usize,
+    ) {
+        if rows == 0 || self.segs.is_empty() {
+            return;
+        }
+        let taps = g.kh * g.kw;
+        let last_channel = (k0 + rows - 1) / taps;
+        assert!(
+            self.read_end + last_channel * g.h * g.w <= x.len(),
+            "gather past the input"
+        );
+        assert!(
+            (rows - 1) * stride + self.row_end <= dst.len(),
+            "gather past its rows"
+        );
+        assert!(super::available());
+        // Safety: AVX-512F is available; the writes of row r (the lanes a
+        // segment keeps) lie in `dst[r·stride .. r·stride + row_end]`,
+        // inside `dst`; the loads
+        // read, of channel c ≤ last_channel, only lanes inside an input
+        // row (the masks), which lies inside the image's plane, whose end
+        // is at most read_end + c·h·w ≤ x.len().
+        unsafe { self.fill_avx512(x.as_ptr(), g, k0, rows, dst.as_mut_ptr(), stride) }
+    }
+
+    /// [`RunPlan::fill`] in AVX-512.
+    ///
+    /// # Safety
+    /// As checked by [`RunPlan::fill`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fill_avx512(
+        &self,
+        x: *const f32,
+        g: &ConvGeom,
+        k0: usize,
+        rows: usize,
+        dst: *mut f32,
+        stride: usize,
+    ) {
+        // Lane l of the permute takes lane 2l of the 32 lanes (lo, hi).
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let (taps, plane, n) = (g.kh * g.kw, g.h * g.w, self.segs.len());
+        let (mut c, mut t) = (k0 / taps, k0 % taps);
+        for r in 0..rows {
+            let channel = x.wrapping_add(c * plane);
+            let out = dst.wrapping_add(r * stride);
+            let loads = &self.loads[t * n..(t + 1) * n];
+            for (s, ld) in self.segs.iter().zip(loads) {
+                // Only lanes inside the plane are loaded, so the addresses
+                // of the others (wrapping arithmetic) are never read.
+                let at = channel.wrapping_offset(ld.offset);
+                let v = if g.stride.1 == 1 {
+                    unsafe { _mm512_maskz_loadu_ps(ld.inside as __mmask16, at) }
+                } else {
+                    let lo = unsafe { _mm512_maskz_loadu_ps(ld.inside as __mmask16, at) };
+                    let hi = unsafe {
+                        _mm512_maskz_loadu_ps((ld.inside >> 16) as __mmask16, at.wrapping_add(16))
+                    };
+                    _mm512_permutex2var_ps(lo, even, hi)
+                };
+                unsafe { _mm512_mask_storeu_ps(out.add(s.dst), s.keep, v) };
+            }
+            t += 1;
+            if t == taps {
+                t = 0;
+                c += 1;
+            }
+        }
     }
 }

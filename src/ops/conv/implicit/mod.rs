@@ -19,6 +19,11 @@
 //!   up to 256 pixels are gathered into a 32 KB buffer and transposed in
 //!   registers ([`pack_runs`]).
 //!
+//! A block's gathers are planned once ([`RunPlan`]: per tap and run of
+//! pixels, where the values start and which lanes are padding) and then
+//! filled channel by channel, so each row costs a masked load or two, a
+//! permute and a masked store per 16 pixels.
+//!
 //! Summation order is im2col's (each output a sum over taps in order, per
 //! `KC` block), so results match the im2col route to rounding of the
 //! same terms in the same order (tested bit for bit).
@@ -36,7 +41,7 @@ use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
 use crate::ops::matmul::sgemm_avx512::{self, pack_runs, sgemm_with, BBlock, Lhs, PackedA};
-use gather::{gather, segments, Tap};
+use gather::{Layout, RunPlan};
 use std::any::TypeId;
 
 /// Columns of a packed micro-panel of the right operand.
@@ -203,17 +208,19 @@ fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [f
     let og = g.og();
     let n = if og == 0 { 0 } else { c.len() / og };
     assert_eq!((w.rows(), w.cols(), og * n), (og, g.col_rows(), c.len()));
-    let mut segs = Vec::new();
     let pack = |blk: &BBlock, out: &mut [f32]| {
-        for jb in (0..blk.nc).step_by(NR) {
-            let width = NR.min(blk.nc - jb);
-            segments(g, base, blk.jc + jb, width, &mut segs);
-            let mut tap = Tap::at(g, blk.pc);
-            for row in out[jb * blk.kc..(jb + NR) * blk.kc].chunks_exact_mut(NR) {
-                gather(x, g, tap, &segs, row);
-                row[width..].fill(0.0);
-                tap.next(g);
-            }
+        let layout = Layout::Panels {
+            width: NR,
+            depth: blk.kc,
+        };
+        let plan = RunPlan::new(g, base, blk.jc, blk.nc, layout);
+        plan.fill(x, g, (blk.pc, blk.kc), out, NR);
+        let width = blk.nc % NR;
+        if width > 0 {
+            // The last micro-panel's columns past the product are zeros.
+            let last = &mut out[(blk.nc - width) * blk.kc..];
+            last.chunks_exact_mut(NR)
+                .for_each(|row| row[width..].fill(0.0));
         }
     };
     // Safety: AVX-512 is available (`supports`); `c` holds og × n values,
@@ -268,23 +275,15 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
 fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usize, dw: &mut [f32]) {
     let (og, k) = (g.og(), g.col_rows());
     assert_eq!((dy.len(), dw.len()), (og * pixels, og * k));
-    let mut segs = Vec::new();
     let mut runs = vec![0.0f32; NR * sgemm_avx512::KC];
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let kc = blk.kc;
-        segments(g, base, blk.pc, kc, &mut segs);
+        let plan = RunPlan::new(g, base, blk.pc, kc, Layout::Run);
         let runs = &mut runs[..NR * kc];
         for jb in (0..blk.nc).step_by(NR) {
             let width = NR.min(blk.nc - jb);
-            let mut tap = Tap::at(g, blk.jc + jb);
-            for (j, run) in runs.chunks_exact_mut(kc).enumerate() {
-                if j < width {
-                    gather(x, g, tap, &segs, run);
-                    tap.next(g);
-                } else {
-                    run.fill(0.0);
-                }
-            }
+            plan.fill(x, g, (blk.jc + jb, width), runs, kc);
+            runs[width * kc..].fill(0.0);
             let panel = &mut out[jb * kc..(jb + NR) * kc];
             // Safety: AVX-512F (`supports`); NR runs of kc values each,
             // and the panel holds kc × NR values.

@@ -2,7 +2,7 @@
 //! scalar reading of the definition, and both passes against the naive
 //! convolution (f64) and, bit for bit, against the im2col route, which
 //! sums the same terms in the same order.
-use super::gather::{gather, segments, Tap};
+use super::gather::{Layout, RunPlan};
 use super::*;
 use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d_forward_im2col};
 use crate::ops::conv::Conv2dParams;
@@ -67,36 +67,76 @@ fn gathered_rows_are_the_unrolled_matrix() {
     }
     for g in shapes() {
         let x = random(g.n * g.image_len(), 1);
-        let pixels = g.n * g.col_cols();
-        let mut segs = Vec::new();
-        // Runs of 32 from a few starting pixels, and a run of them all.
-        for (q0, len) in [
+        let (pixels, k) = (g.n * g.col_cols(), g.cg() * g.kh * g.kw);
+        // Runs of 32 from a few starting pixels, and a run of them all;
+        // rows from the first, and from the middle of a channel.
+        let runs = [
             (0, 32.min(pixels)),
             (pixels / 3, 32.min(pixels - pixels / 3)),
-        ]
-        .into_iter()
-        .chain([(0, pixels)])
-        {
-            segments(&g, 0, q0, len, &mut segs);
-            let mut tap = Tap::at(&g, 0);
-            for k in 0..g.cg() * g.kh * g.kw {
-                let mut got = vec![f32::NAN; len];
-                gather(&x, &g, tap, &segs, &mut got);
-                let (c, ki, kj) = (k / (g.kh * g.kw), k / g.kw % g.kh, k % g.kw);
-                for (l, &v) in got.iter().enumerate() {
-                    let q = q0 + l;
-                    let (n, oy, ox) = (q / g.col_cols(), q % g.col_cols() / g.ow, q % g.ow);
-                    let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize - g.padding.0 as isize;
-                    let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
-                    let inside = (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
-                    let want = if inside {
-                        x[n * g.image_len() + (c * g.h + iy as usize) * g.w + ix as usize]
-                    } else {
-                        0.0
-                    };
+        ];
+        for (q0, len) in runs.into_iter().chain([(0, pixels)]) {
+            let plan = RunPlan::new(&g, 0, q0, len, Layout::Run);
+            for k0 in [0, k / 2] {
+                let rows = k - k0;
+                let mut got = vec![f32::NAN; rows * len];
+                plan.fill(&x, &g, (k0, rows), &mut got, len);
+                for (i, &v) in got.iter().enumerate() {
+                    let (k, q) = (k0 + i / len, q0 + i % len);
+                    let want = unrolled(&x, &g, k, q);
                     assert_eq!(v, want, "{g:?}: row {k}, pixel {q}");
                 }
-                tap.next(&g);
+            }
+        }
+    }
+}
+
+/// Row `k`, column `q` of the unrolled matrix of `x`, by the definition.
+fn unrolled(x: &[f32], g: &ConvGeom, k: usize, q: usize) -> f32 {
+    let (c, ki, kj) = (k / (g.kh * g.kw), k / g.kw % g.kh, k % g.kw);
+    let (n, oy, ox) = (q / g.col_cols(), q % g.col_cols() / g.ow, q % g.ow);
+    let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize - g.padding.0 as isize;
+    let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
+    if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
+        x[n * g.image_len() + (c * g.h + iy as usize) * g.w + ix as usize]
+    } else {
+        0.0
+    }
+}
+
+#[test]
+fn gathered_panels_are_the_unrolled_matrix() {
+    if skip() {
+        return;
+    }
+    // Micro-panels of 32 pixels, 5 rows deep, rows 32 apart: pixel q of
+    // row r at (q / 32)·32·5 + r·32 + q % 32; a run of 70 pixels ends in a
+    // partial panel, whose last lanes stay untouched.
+    for g in shapes() {
+        let x = random(g.n * g.image_len(), 2);
+        let len = 70.min(g.n * g.col_cols());
+        let plan = RunPlan::new(
+            &g,
+            0,
+            0,
+            len,
+            Layout::Panels {
+                width: 32,
+                depth: 5,
+            },
+        );
+        let rows = 5.min(g.cg() * g.kh * g.kw);
+        let mut got = vec![f32::NAN; len.div_ceil(32) * 32 * 5];
+        plan.fill(&x, &g, (0, rows), &mut got, 32);
+        for r in 0..rows {
+            for q in 0..len {
+                let v = got[q / 32 * 32 * 5 + r * 32 + q % 32];
+                assert_eq!(v, unrolled(&x, &g, r, q), "{g:?}: row {r}, pixel {q}");
+            }
+            for q in len..len.div_ceil(32) * 32 {
+                assert!(
+                    got[q / 32 * 32 * 5 + r * 32 + q % 32].is_nan(),
+                    "{g:?}: lane {q}"
+                );
             }
         }
     }
