@@ -260,12 +260,7 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
         });
         dw
     };
-    Ok(sum_in_fixed_runs(
-        &tiles,
-        g.c_out * k,
-        parallel(g),
-        add_tile,
-    ))
+    sum_in_fixed_runs(&tiles, g.c_out * k, parallel(g), add_tile)
 }
 
 /// `dw += dy · Xᵀ` for the `pixels` columns of `dy` (`og × pixels`,

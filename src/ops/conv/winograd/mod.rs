@@ -51,7 +51,7 @@
 
 use super::cpu::{parallel, sum_in_fixed_runs, ConvGeom, SharedMut};
 use crate::backend::cpu::num_threads;
-use crate::backend::cpu::pool::take_empty;
+use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
 use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
@@ -324,8 +324,10 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Resul
         });
         du
     };
-    let du = sum_in_fixed_runs(&chunks, du_len, parallel(g), add_chunk);
-    Ok(untransform_weights(&du, g))
+    let du = sum_in_fixed_runs(&chunks, du_len, parallel(g), add_chunk)?;
+    let dw = untransform_weights(&du, g);
+    recycle(du);
+    Ok(dw)
 }
 
 /// An error unless the geometry is one the Winograd kernels compute.
