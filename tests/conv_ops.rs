@@ -143,6 +143,39 @@ fn im2col_gemm_matches_the_definition() {
 }
 
 #[test]
+fn gradients_match_the_definition_on_every_case_f64_and_f32() {
+    // Both gradients in f64 against the definition, and the f32 kernels
+    // (implicit GEMM, col2im with the weights packed once, flipped kernel,
+    // per CPU) against f64, on every geometry of
+    // `cases`: strides, padding, dilation, groups; and a batch of small
+    // strided planes, several images to a tile.
+    let batch = Case {
+        x: [7, 5, 5, 6],
+        w: [6, 5, 3, 3],
+        params: p((2, 2), (1, 1), (1, 1), 1),
+        bias: false,
+    };
+    for (i, c) in cases().iter().chain([&batch]).enumerate() {
+        let s = 300 + 10 * i as u64;
+        let (x, w) = (randn(&c.x, s), randn(&c.w, s + 1));
+        let b = randn(&[c.w[0]], s + 3);
+        check_against_the_definition(&format!("case {i}"), &x, &w, &b, c.params, s + 4);
+        let grads = |dtype: DType| {
+            let xv = x.to_dtype(dtype).unwrap().requires_grad_(true);
+            let wv = w.to_dtype(dtype).unwrap().requires_grad_(true);
+            let y = xv.conv2d(&wv, None, c.params).unwrap();
+            let r = randn(y.shape(), s + 2).to_dtype(dtype).unwrap();
+            let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            let get = |t: &Tensor| g.get(t).unwrap().to_f64_vec().unwrap();
+            (get(&xv), get(&wv))
+        };
+        let ((dx32, dw32), (dx64, dw64)) = (grads(DType::F32), grads(DType::F64));
+        assert_close(&format!("case {i}: f32 dx"), &dx32, &dx64, 1e-3, 1e-4);
+        assert_close(&format!("case {i}: f32 dw"), &dw32, &dw64, 1e-3, 1e-4);
+    }
+}
+
+#[test]
 fn output_size_formula() {
     // (in + 2p - d(k-1) - 1) / s + 1
     let x = Tensor::zeros(&[1, 1, 10, 7], DType::F32).unwrap();

@@ -188,7 +188,11 @@ pub(super) fn parallel(g: &ConvGeom) -> bool {
 
 /// Runs `f(first_image, images)` for every tile, in parallel when worth it.
 pub(super) fn for_each_tile(g: &ConvGeom, f: impl Fn(usize, usize) + Sync) {
-    let t = tile_images(g);
+    for_each_tile_of(g, tile_images(g), f)
+}
+
+/// [`for_each_tile`] with tiles of `t` images.
+fn for_each_tile_of(g: &ConvGeom, t: usize, f: impl Fn(usize, usize) + Sync) {
     let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
     let run = |&n0: &usize| f(n0, t.min(g.n - n0));
     if parallel(g) {
@@ -427,26 +431,52 @@ pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
 }
 
 /// Input gradient through `dcol = Wᵀ · dy` and `col2im`, for any stride.
+///
+/// `dcol` has `cg·kh·kw` rows, nine times `dy`'s channels for a 3×3
+/// kernel, so tiles are kept to about [`COL2IM_TILE_COLUMNS`] columns for
+/// it to stay in L2 between the product and `col2im`; `Wᵀ` is packed once
+/// per call (where the GEMM has a packed form), so narrow tiles do not
+/// repack it.
 fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     let len = g.n * g.image_len();
     let mut dx = take_empty::<T>(len)?;
     dx.resize(len, T::ZERO); // col2im accumulates
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
-    let max_ld = tile_images(g) * cols;
+    let t = COL2IM_TILE_COLUMNS
+        .div_ceil(cols.max(1))
+        .clamp(1, tile_images(g));
+    let max_ld = t * cols;
+    // Safety: each group's og × k weights lie inside `w` (checked by the
+    // caller's operand checks), read transposed.
+    let packed: Vec<Option<T::Packed>> = (0..g.groups)
+        .map(|gi| unsafe { T::pack(k, og, w.as_ptr().add(gi * og * k), (1, k as isize)) })
+        .collect();
     let dx_ptr = SharedMut(dx.as_mut_ptr());
-    for_each_tile(g, |n0, t| {
+    for_each_tile_of(g, t, |n0, t| {
         with_scratch(k * max_ld + og * max_ld, |scratch: &mut [T]| {
             let (col, dyt) = scratch.split_at_mut(k * max_ld);
             let ld = t * cols;
             for gi in 0..g.groups {
                 gather_tile(dy, g, gi, n0, t, dyt);
-                let weights_t = MatRef::row_major(w, gi * og * k, og, k).t();
-                gemm_serial(
-                    weights_t,
-                    MatRef::row_major(dyt, 0, og, ld),
-                    &mut col[..k * ld],
-                    false,
-                );
+                let col = &mut col[..k * ld];
+                match &packed[gi] {
+                    // Safety: `dyt` holds og × ld values, `col` k × ld.
+                    Some(wt) => unsafe {
+                        T::gemm_packed(
+                            wt,
+                            ld,
+                            dyt.as_ptr(),
+                            (ld as isize, 1),
+                            T::ZERO,
+                            col.as_mut_ptr(),
+                            ld as isize,
+                        )
+                    },
+                    None => {
+                        let weights_t = MatRef::row_major(w, gi * og * k, og, k).t();
+                        gemm_serial(weights_t, MatRef::row_major(dyt, 0, og, ld), col, false);
+                    }
+                }
                 for i in 0..t {
                     // Safety: tile images are disjoint, so their gradients are.
                     let dx_n = unsafe { dx_ptr.slice((n0 + i) * g.image_len(), g.image_len()) };
@@ -457,6 +487,9 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
     });
     Ok(dx)
 }
+
+/// Columns of a `col2im` tile (see `conv2d_backward_input_col2im`).
+const COL2IM_TILE_COLUMNS: usize = 256;
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
 /// Geometries that [`winograd::applies`] to go there, f32 on AVX-512 to
