@@ -12,8 +12,10 @@
 //! `b`, fourteen broadcasts of `a` and 28 fused multiply-adds (31 of the
 //! 32 registers in use). A 12 × 32 tile (24 registers) ran at 87 % of the
 //! FMA peak with its operands in L1 on an Intel Xeon (AVX-512, 248 GFLOP/s
-//! on one core), 14 × 32 at 94 %; convolution passes that are mostly
-//! GEMMs got 5–25 % faster (`benches/RESULTS.md`).
+//! on one core), 14 × 32 at 94 %. Whole products and convolutions timed
+//! alone did not change measurably, nor did the training step
+//! (`benches/RESULTS.md`): outside L1 the packing and the `c` tiles bound
+//! them first.
 //!
 //! Why not matrixmultiply's AVX-512 kernel (16 × 16, one vector of `b` and
 //! sixteen broadcasts per step, `KC` = 256, `MC` = 64): on the development
