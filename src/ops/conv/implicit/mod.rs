@@ -11,9 +11,11 @@
 //!
 //! - Forward: `y[g] = W[g] · X` with the weights packed once per call
 //!   ([`PackedA`]) and `X`'s panels (`[tap][32 pixels]`) gathered per
-//!   block; output planes of at least [`DIRECT_MIN_COLUMNS`] pixels get one
-//!   product per image written straight into the NCHW output, smaller ones
-//!   share a product per tile of images that is then copied out.
+//!   block. One product per image writes straight into the NCHW output
+//!   where the planes are large or the packed weights stay in L2 between
+//!   images (`writes_planes_directly`); the smallest planes with large
+//!   weights (ResNet-18's 512-channel ones) share a product per tile of
+//!   images, copied out afterwards.
 //! - Weight gradient: `dW[g] += dY[g] · Xᵀ`, whose right operand's panels
 //!   (`[pixel][32 taps]`) are the transposes of gathered runs: 32 taps ×
 //!   up to 256 pixels are gathered into a 32 KB buffer and transposed in
@@ -150,7 +152,7 @@ pub fn conv2d_forward(
     let (og, cols) = (g.og(), g.col_cols());
     let len = g.n * g.out_image_len();
     let mut out = take_empty::<f32>(len)?;
-    let direct = cols >= DIRECT_MIN_COLUMNS;
+    let direct = writes_planes_directly(g);
     let prod_len = if direct {
         0
     } else {
@@ -198,6 +200,27 @@ pub fn conv2d_forward(
     // that overwrites its output (direct) or through `write_planes`.
     unsafe { out.set_len(len) };
     Ok(out)
+}
+
+/// Fewest output pixels per image for one product per image where the
+/// packed weights are at most [`DIRECT_MAX_WEIGHT_BYTES`].
+const DIRECT_MIN_PIXELS: usize = 64;
+
+/// Most bytes of packed weights for one product per image on planes
+/// smaller than [`DIRECT_MIN_COLUMNS`]: the weights are read once per image
+/// then, and stay in a 2 MB L2 cache between images.
+const DIRECT_MAX_WEIGHT_BYTES: usize = 3 << 19;
+
+/// Whether the forward pass runs one product per image, written straight
+/// into the image's output planes, rather than one per tile of images
+/// copied out afterwards: for planes of at least [`DIRECT_MIN_COLUMNS`]
+/// pixels (as im2col), and for planes of at least [`DIRECT_MIN_PIXELS`]
+/// when the packed weights fit [`DIRECT_MAX_WEIGHT_BYTES`].
+fn writes_planes_directly(g: &ConvGeom) -> bool {
+    let cols = g.col_cols();
+    let weight_bytes = g.og() * g.col_rows() * std::mem::size_of::<f32>();
+    cols >= DIRECT_MIN_COLUMNS
+        || (cols >= DIRECT_MIN_PIXELS && weight_bytes <= DIRECT_MAX_WEIGHT_BYTES)
 }
 
 /// `c = W · X` for the pixels that `c` has columns for (`c.len() / og`
