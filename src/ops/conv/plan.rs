@@ -101,25 +101,22 @@ pub(super) fn flipped_candidate(g: &ConvGeom) -> Option<ConvGeom> {
     })
 }
 
-/// Whether f32 convolutions of `g` that Winograd does not take run as
-/// implicit GEMMs (`implicit`: AVX-512, horizontal stride 1 or 2).
-fn implicit(g: &ConvGeom) -> bool {
+/// How the implicit GEMM (`implicit`: f32 on AVX-512, horizontal stride
+/// 1 or 2) computes `pass` of `g`, where it does, for the f32 convolutions
+/// Winograd does not take.
+fn implicit(g: &ConvGeom, pass: Pass) -> Option<&'static str> {
     #[cfg(target_arch = "x86_64")]
-    return super::implicit::supports(g);
+    return super::implicit::supports(g).then(|| super::implicit::route(g, pass));
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    None
 }
 
 /// The name of the forward kernel for `g` (f32).
 fn forward_name(g: &ConvGeom) -> &'static str {
     if winograd::applies(g) {
         "winograd F(2x2,3x3)"
-    } else if implicit(g) {
-        if g.col_cols() >= DIRECT_MIN_COLUMNS {
-            "implicit gemm per image"
-        } else {
-            "implicit gemm tiles"
-        }
+    } else if let Some(route) = implicit(g, Pass::Forward) {
+        route
     } else if g.col_cols() >= DIRECT_MIN_COLUMNS {
         "im2col+gemm per image"
     } else {
@@ -139,12 +136,8 @@ pub fn algorithm(g: &ConvGeom, pass: Pass) -> String {
         },
         Pass::WeightGrad => if winograd::applies(g) {
             "winograd F(2x2,3x3)"
-        } else if implicit(g) {
-            if g.col_cols() >= DIRECT_MIN_INNER {
-                "implicit gemm per image"
-            } else {
-                "implicit gemm tiles"
-            }
+        } else if let Some(route) = implicit(g, Pass::WeightGrad) {
+            route
         } else if g.col_cols() >= DIRECT_MIN_INNER {
             "im2col+gemm per image"
         } else {

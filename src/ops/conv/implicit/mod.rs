@@ -38,8 +38,8 @@ use super::cpu::{
     for_each_tile, gather_tile, parallel, sum_in_fixed_runs, tile_images, write_planes, SharedMut,
 };
 use super::geom::ConvGeom;
-use super::plan::{DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
-use crate::backend::cpu::pool::take_empty;
+use super::plan::{Pass, DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
+use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
 use crate::ops::matmul::sgemm_avx512::{self, pack_runs, sgemm_with, BBlock, Lhs, PackedA};
@@ -223,6 +223,28 @@ fn writes_planes_directly(g: &ConvGeom) -> bool {
         || (cols >= DIRECT_MIN_PIXELS && weight_bytes <= DIRECT_MAX_WEIGHT_BYTES)
 }
 
+/// Whether the weight gradient runs transposed (`backward_weight_few_taps`).
+fn transposes_weight_gradient(g: &ConvGeom) -> bool {
+    g.col_rows() < NR && g.og() >= NR && g.col_cols() >= DIRECT_MIN_INNER
+}
+
+/// The kernel that computes `pass` of `g` here, in words (for
+/// `plan::algorithm`).
+pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
+    let per_image = match pass {
+        Pass::WeightGrad if transposes_weight_gradient(g) => {
+            return "implicit gemm per image, transposed"
+        }
+        Pass::WeightGrad => g.col_cols() >= DIRECT_MIN_INNER,
+        _ => writes_planes_directly(g),
+    };
+    if per_image {
+        "implicit gemm per image"
+    } else {
+        "implicit gemm tiles"
+    }
+}
+
 /// `c = W · X` for the pixels that `c` has columns for (`c.len() / og`
 /// of them, counted across images from the image whose group starts at
 /// `base` in `x`): one unrolled row of `X` per kernel tap, gathered from
@@ -258,6 +280,9 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     check_supported(g)?;
     let (x, dy) = g.weight_grad_operands(x, dy)?;
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
+    if transposes_weight_gradient(g) {
+        return backward_weight_few_taps(x, dy, g);
+    }
     let t = tile_images(g);
     let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
     let direct = cols >= DIRECT_MIN_INNER;
@@ -284,6 +309,59 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
         dw
     };
     sum_in_fixed_runs(&tiles, g.c_out * k, parallel(g), add_tile)
+}
+
+/// The weight gradient of a layer with fewer unrolled rows `k = cg·kh·kw`
+/// than a micro-panel has columns (an RGB stem: 3·3·3 = 27), at least as
+/// many output channels, and planes of at least [`DIRECT_MIN_INNER`]
+/// pixels (summed one image at a time either way), computed transposed: `dWᵀ (k × og) += X (k ×
+/// pixels) · dYᵀ`, one image at a time, `X` gathered whole (k rows of
+/// the image's pixels). `dW = dY · Xᵀ` would fill 27 of each tile's 32
+/// columns and repack all of `dY` as its left operand; transposed, the
+/// output channels fill the columns and `X`'s few rows are the packed
+/// side. Same sums in the same order (pixels in blocks of `KC`, images
+/// in order), so the same bits.
+fn backward_weight_few_taps(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+    let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
+    let images: Vec<usize> = (0..g.n).collect();
+    let add_image = |mut dwt: Vec<f32>, &n: &usize| {
+        with_scratch(k * cols, |col: &mut [f32]| {
+            let col = &mut col[..k * cols];
+            for gi in 0..g.groups {
+                let plan = RunPlan::new(g, group_base(g, n, gi), 0, cols, Layout::Run);
+                plan.fill(x, g, (0, k), col, cols);
+                let at = n * g.out_image_len() + gi * og * cols;
+                let grad = &dy[at..at + og * cols];
+                let dwt_g = &mut dwt[gi * og * k..(gi + 1) * og * k];
+                // Safety: AVX-512 is available (`supports`); `col` holds
+                // k × cols values, `grad` og × cols (read transposed), and
+                // `dwt_g` k × og, row stride og, its own buffer.
+                unsafe {
+                    sgemm_avx512::sgemm(
+                        k,
+                        cols,
+                        og,
+                        col.as_ptr(),
+                        (cols as isize, 1),
+                        grad.as_ptr(),
+                        (1, cols as isize),
+                        1.0,
+                        dwt_g.as_mut_ptr(),
+                        og as isize,
+                    )
+                };
+            }
+        });
+        dwt
+    };
+    let dwt = sum_in_fixed_runs(&images, g.c_out * k, parallel(g), add_image)?;
+    let mut dw = take_empty::<f32>(dwt.len())?;
+    for gi in 0..g.groups {
+        let dwt_g = &dwt[gi * og * k..(gi + 1) * og * k];
+        dw.extend((0..og * k).map(|i| dwt_g[i % k * og + i / k]));
+    }
+    recycle(dwt);
+    Ok(dw)
 }
 
 /// `dw += dy · Xᵀ` for the `pixels` columns of `dy` (`og × pixels`,

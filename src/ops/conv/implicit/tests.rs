@@ -49,6 +49,10 @@ fn shapes() -> Vec<ConvGeom> {
         geom([1, 3, 36, 36], [8, 3, 3], (1, 1), (1, 1), (1, 1), 1),
         geom([8, 24, 32, 32], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+        // Fewer unrolled rows than a micro-panel's columns: an RGB stem
+        // (its weight gradient runs transposed), and small grouped planes.
+        geom([4, 3, 32, 32], [64, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+        geom([3, 4, 9, 11], [64, 3, 3], (2, 2), (1, 1), (1, 1), 2),
     ]
 }
 
