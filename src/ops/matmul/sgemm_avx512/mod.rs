@@ -7,15 +7,18 @@
 //! into micro-panels of [`NR`] columns (`[k][NR]`, zero-padded), and for
 //! each `MC × KC` block of `a`, packed into micro-panels of [`MR`] rows
 //! (`[k][MR]`), a register-blocked micro-kernel multiplies one `a`
-//! micro-panel by one `b` micro-panel: an `MR × NR` = 14 × 32 tile of `c`
-//! held in 28 zmm registers, updated per step of `k` by two vector loads of
-//! `b`, fourteen broadcasts of `a` and 28 fused multiply-adds (31 of the
-//! 32 registers in use). A 12 × 32 tile (24 registers) ran at 87 % of the
-//! FMA peak with its operands in L1 on an Intel Xeon (AVX-512, 248 GFLOP/s
-//! on one core), 14 × 32 at 94 %. Whole products and convolutions timed
-//! alone did not change measurably, nor did the training step
-//! (`benches/RESULTS.md`): outside L1 the packing and the `c` tiles bound
-//! them first.
+//! micro-panel by one `b` micro-panel: an `MR × NR` = 12 × 32 tile of `c`
+//! held in 24 zmm registers, updated per step of `k` by two vector loads of
+//! `b`, twelve broadcasts of `a` and 24 fused multiply-adds.
+//!
+//! A 14 × 32 tile (28 accumulators, 31 of the 32 registers) was tried: on
+//! an Intel Xeon (AVX-512, 248 GFLOP/s FMA peak on one core) it ran at
+//! 94 % of the peak with its operands in L1 against 12 × 32's 87 %, but
+//! whole convolutions were 1–7 % slower with it (`ferrite bench
+//! --conv-layers --filter _cifar`, alternating builds): rows of 16, 32 or
+//! 64 channels fill 57 / 76 / 91 % of its 14-row panels against 67 / 89 /
+//! 89 % of 12-row ones, and outside L1 the packing and the `c` tiles bound
+//! the rest first.
 //!
 //! Why not matrixmultiply's AVX-512 kernel (16 × 16, one vector of `b` and
 //! sixteen broadcasts per step, `KC` = 256, `MC` = 64): on the development
@@ -41,14 +44,14 @@ pub(crate) use pack::pack_runs;
 pub use packed_a::{PackedA, Panel};
 
 /// Rows of the `c` tile a micro-kernel call computes (broadcast from `a`).
-pub const MR: usize = 14;
+pub const MR: usize = 12;
 /// Columns of the `c` tile (two 16-lane vectors of `b`).
 pub const NR: usize = 32;
-/// Depth of a packed block: an `a` micro-panel (14 KB) and a `b`
+/// Depth of a packed block: an `a` micro-panel (12 KB) and a `b`
 /// micro-panel (32 KB) fit a 48 KB L1 data cache together.
 pub(crate) const KC: usize = 256;
-/// Rows of `a` packed per block (a multiple of [`MR`]; 196 KB, in L2).
-const MC: usize = 196;
+/// Rows of `a` packed per block (a multiple of [`MR`]; 192 KB, in L2).
+const MC: usize = 192;
 /// Columns of `b` packed per panel (a multiple of [`NR`]; 2 MB, in L3).
 const NC: usize = 2048;
 
@@ -344,7 +347,7 @@ struct Tile {
 }
 
 /// The micro-kernel: `tile (+)= a_panel · b_panel` over `kc` steps, the
-/// `MR × NR` products accumulated in 28 zmm registers.
+/// `MR × NR` products accumulated in 24 zmm registers.
 ///
 /// # Safety
 /// AVX-512F; `a` holds `kc × MR` and `b` (64-byte aligned) `kc × NR`
