@@ -456,10 +456,10 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
         with_scratch(k * max_ld + og * max_ld, |scratch: &mut [T]| {
             let (col, dyt) = scratch.split_at_mut(k * max_ld);
             let ld = t * cols;
-            for gi in 0..g.groups {
+            for (gi, packed_gi) in packed.iter().enumerate() {
                 gather_tile(dy, g, gi, n0, t, dyt);
                 let col = &mut col[..k * ld];
-                match &packed[gi] {
+                match packed_gi {
                     // Safety: `dyt` holds og × ld values, `col` k × ld.
                     Some(wt) => unsafe {
                         T::gemm_packed(

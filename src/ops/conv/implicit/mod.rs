@@ -3,14 +3,14 @@
 //!
 //! im2col writes every receptive field into a `cg·kh·kw × pixels` matrix,
 //! and the GEMM then reads that matrix back to pack it into micro-panels.
-//! Here the GEMM's packer ([`sgemm_with`]) gathers the micro-panels
-//! straight from the NCHW input instead ([`gather`]), one unrolled row
+//! Here the GEMM's packer (`sgemm_with`) gathers the micro-panels
+//! straight from the NCHW input instead (`gather`), one unrolled row
 //! (kernel tap) over a run of pixels at a time, so the unrolled matrix is
 //! never written to memory and the strided reads of a stride-2 layer are
 //! done with vector loads and a permute rather than element by element.
 //!
 //! - Forward: `y[g] = W[g] · X` with the weights packed once per call
-//!   ([`PackedA`]) and `X`'s panels (`[tap][32 pixels]`) gathered per
+//!   (`PackedA`) and `X`'s panels (`[tap][32 pixels]`) gathered per
 //!   block. One product per image writes straight into the NCHW output
 //!   where the planes are large or the packed weights stay in L2 between
 //!   images (`writes_planes_directly`); the smallest planes with large
@@ -19,9 +19,9 @@
 //! - Weight gradient: `dW[g] += dY[g] · Xᵀ`, whose right operand's panels
 //!   (`[pixel][32 taps]`) are the transposes of gathered runs: 32 taps ×
 //!   up to 256 pixels are gathered into a 32 KB buffer and transposed in
-//!   registers ([`pack_runs`]).
+//!   registers (`pack_runs`).
 //!
-//! A block's gathers are planned once ([`RunPlan`]: per tap and run of
+//! A block's gathers are planned once (`RunPlan`: per tap and run of
 //! pixels, where the values start and which lanes are padding) and then
 //! filled channel by channel, so each row costs a masked load or two, a
 //! permute and a masked store per 16 pixels.
@@ -251,7 +251,7 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
 /// `x` panel by panel. `c` is overwritten (it may hold anything).
 fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [f32]) {
     let og = g.og();
-    let n = if og == 0 { 0 } else { c.len() / og };
+    let n = c.len().checked_div(og).unwrap_or(0);
     assert_eq!((w.rows(), w.cols(), og * n), (og, g.col_rows(), c.len()));
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let layout = Layout::Panels {
