@@ -30,6 +30,7 @@
 //! multiplies); the input gradient reaches it through the flipped-kernel
 //! forward. The `_im2col` functions compute any geometry.
 
+pub use super::direct::conv2d_direct;
 pub use super::geom::ConvGeom;
 pub use super::plan::{DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
 use super::{plan, winograd};
@@ -579,46 +580,4 @@ pub(super) fn sum_in_fixed_runs<T: Float, I: Sync>(
         recycle(p);
     }
     Ok(sum)
-}
-
-/// The definition, loop by loop: the oracle the fast paths are tested against.
-/// Errors when a buffer is shorter than the geometry needs.
-pub fn conv2d_direct<T: Float>(
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    g: &ConvGeom,
-) -> Result<Vec<T>> {
-    let (x, w, bias) = g.forward_operands(x, w, bias)?;
-    let mut out = crate::backend::cpu::pool::take_zeroed::<T>(g.n * g.out_image_len())?;
-    let (cg, og) = (g.cg(), g.og());
-    for n in 0..g.n {
-        for o in 0..g.c_out {
-            let grp = o / og;
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let mut acc = bias.map_or(T::ZERO, |b| b[o]);
-                    for c in 0..cg {
-                        for i in 0..g.kh {
-                            for j in 0..g.kw {
-                                let iy = (oy * g.stride.0 + i * g.dilation.0) as isize
-                                    - g.padding.0 as isize;
-                                let ix = (ox * g.stride.1 + j * g.dilation.1) as isize
-                                    - g.padding.1 as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
-                                let xi = ((n * g.c_in + grp * cg + c) * g.h + iy as usize) * g.w
-                                    + ix as usize;
-                                let wi = ((o * cg + c) * g.kh + i) * g.kw + j;
-                                acc += x[xi] * w[wi];
-                            }
-                        }
-                    }
-                    out[((n * g.c_out + o) * g.oh + oy) * g.ow + ox] = acc;
-                }
-            }
-        }
-    }
-    Ok(out)
 }

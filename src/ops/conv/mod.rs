@@ -19,6 +19,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod direct;
 mod geom;
 #[cfg(target_arch = "x86_64")]
 pub mod implicit;

@@ -61,6 +61,12 @@ pub(super) struct RunPlan {
     row_end: usize,
     /// One past the last input value any load may read, channel 0.
     read_end: usize,
+    /// Kernel taps `kh·kw`: unrolled rows per input channel.
+    taps: usize,
+    /// Values per channel plane, `h·w`.
+    plane: usize,
+    /// Whether the horizontal stride is 2 (else 1).
+    stride2: bool,
 }
 
 /// Whether [`RunPlan`] handles the horizontal stride `sw`.
@@ -141,6 +147,9 @@ impl RunPlan {
             loads,
             row_end,
             read_end,
+            taps: g.kh * g.kw,
+            plane: g.h * g.w,
+            stride2: sw == 2,
         }
     }
 
@@ -156,7 +165,6 @@ impl RunPlan {
     pub(super) fn fill(
         &self,
         x: &[f32],
-        g: &ConvGeom,
         (k0, rows): (usize, usize),
         dst: &mut [f32],
         stride: usize,
@@ -164,10 +172,9 @@ impl RunPlan {
         if rows == 0 || self.segs.is_empty() {
             return;
         }
-        let taps = g.kh * g.kw;
-        let last_channel = (k0 + rows - 1) / taps;
+        let last_channel = (k0 + rows - 1) / self.taps;
         assert!(
-            self.read_end + last_channel * g.h * g.w <= x.len(),
+            self.read_end + last_channel * self.plane <= x.len(),
             "gather past the input"
         );
         assert!(
@@ -181,7 +188,7 @@ impl RunPlan {
         // read, of channel c ≤ last_channel, only lanes inside an input
         // row (the masks), which lies inside the image's plane, whose end
         // is at most read_end + c·h·w ≤ x.len().
-        unsafe { self.fill_avx512(x.as_ptr(), g, k0, rows, dst.as_mut_ptr(), stride) }
+        unsafe { self.fill_avx512(x.as_ptr(), k0, rows, dst.as_mut_ptr(), stride) }
     }
 
     /// [`RunPlan::fill`] in AVX-512.
@@ -192,7 +199,6 @@ impl RunPlan {
     unsafe fn fill_avx512(
         &self,
         x: *const f32,
-        g: &ConvGeom,
         k0: usize,
         rows: usize,
         dst: *mut f32,
@@ -200,7 +206,7 @@ impl RunPlan {
     ) {
         // Lane l of the permute takes lane 2l of the 32 lanes (lo, hi).
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let (taps, plane, n) = (g.kh * g.kw, g.h * g.w, self.segs.len());
+        let (taps, plane, n) = (self.taps, self.plane, self.segs.len());
         let (mut c, mut t) = (k0 / taps, k0 % taps);
         for r in 0..rows {
             let channel = x.wrapping_add(c * plane);
@@ -210,7 +216,7 @@ impl RunPlan {
                 // Only lanes inside the plane are loaded, so the addresses
                 // of the others (wrapping arithmetic) are never read.
                 let at = channel.wrapping_offset(ld.offset);
-                let v = if g.stride.1 == 1 {
+                let v = if !self.stride2 {
                     unsafe { _mm512_maskz_loadu_ps(ld.inside as __mmask16, at) }
                 } else {
                     let lo = unsafe { _mm512_maskz_loadu_ps(ld.inside as __mmask16, at) };

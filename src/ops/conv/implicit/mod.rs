@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::ops::matmul::sgemm_avx512::{self, pack_runs, sgemm_with, BBlock, Lhs, PackedA};
 use gather::{Layout, RunPlan};
 use std::any::TypeId;
+use std::mem::MaybeUninit;
 
 /// Columns of a packed micro-panel of the right operand.
 const NR: usize = sgemm_avx512::NR;
@@ -169,7 +170,11 @@ pub fn conv2d_forward(
                 };
                 if !direct {
                     let ld = t * cols;
-                    forward_product(wg, x, g, group_base(g, n0, gi), &mut prod[..og * ld]);
+                    let prod = &mut prod[..og * ld];
+                    // Safety: initialised f32 seen as possibly uninitialised
+                    // ones (same layout); only f32 values are written to it.
+                    let prod_out = unsafe { &mut *(prod as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                    forward_product(wg, x, g, group_base(g, n0, gi), prod_out);
                     for i in 0..t {
                         write_planes(prod, ld, i * cols, g, gi, bias, planes(n0 + i));
                     }
@@ -177,13 +182,12 @@ pub fn conv2d_forward(
                 }
                 for i in 0..t {
                     let dst = planes(n0 + i);
-                    // Safety: f32 and MaybeUninit<f32> share a layout, and
-                    // the product writes every element before any is read
-                    // (`forward_product` overwrites its output).
+                    forward_product(wg, x, g, group_base(g, n0 + i, gi), dst);
+                    // Safety: `forward_product` wrote every element, and
+                    // f32 and MaybeUninit<f32> share a layout.
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len())
                     };
-                    forward_product(wg, x, g, group_base(g, n0 + i, gi), dst);
                     if let Some(b) = bias {
                         for (o, plane) in dst.chunks_exact_mut(cols).enumerate() {
                             let bv = b[gi * og + o];
@@ -248,8 +252,8 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
 /// `c = W · X` for the pixels that `c` has columns for (`c.len() / og`
 /// of them, counted across images from the image whose group starts at
 /// `base` in `x`): one unrolled row of `X` per kernel tap, gathered from
-/// `x` panel by panel. `c` is overwritten (it may hold anything).
-fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [f32]) {
+/// `x` panel by panel. Every element of `c` is written, none read.
+fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [MaybeUninit<f32>]) {
     let og = g.og();
     let n = c.len().checked_div(og).unwrap_or(0);
     assert_eq!((w.rows(), w.cols(), og * n), (og, g.col_rows(), c.len()));
@@ -259,7 +263,7 @@ fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [f
             depth: blk.kc,
         };
         let plan = RunPlan::new(g, base, blk.jc, blk.nc, layout);
-        plan.fill(x, g, (blk.pc, blk.kc), out, NR);
+        plan.fill(x, (blk.pc, blk.kc), out, NR);
         let width = blk.nc % NR;
         if width > 0 {
             // The last micro-panel's columns past the product are zeros.
@@ -269,8 +273,10 @@ fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [f
         }
     };
     // Safety: AVX-512 is available (`supports`); `c` holds og × n values,
-    // row stride n, and is its own buffer.
-    unsafe { sgemm_with(Lhs::Packed(w), n, pack, 0.0, c.as_mut_ptr(), n as isize) };
+    // row stride n, and is its own buffer; with beta 0 the product writes
+    // every element of `c` without reading it.
+    let c = c.as_mut_ptr().cast::<f32>();
+    unsafe { sgemm_with(Lhs::Packed(w), n, pack, 0.0, c, n as isize) };
 }
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
@@ -329,7 +335,7 @@ fn backward_weight_few_taps(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f
             let col = &mut col[..k * cols];
             for gi in 0..g.groups {
                 let plan = RunPlan::new(g, group_base(g, n, gi), 0, cols, Layout::Run);
-                plan.fill(x, g, (0, k), col, cols);
+                plan.fill(x, (0, k), col, cols);
                 let at = n * g.out_image_len() + gi * og * cols;
                 let grad = &dy[at..at + og * cols];
                 let dwt_g = &mut dwt[gi * og * k..(gi + 1) * og * k];
@@ -378,7 +384,7 @@ fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usiz
         let runs = &mut runs[..NR * kc];
         for jb in (0..blk.nc).step_by(NR) {
             let width = NR.min(blk.nc - jb);
-            plan.fill(x, g, (blk.jc + jb, width), runs, kc);
+            plan.fill(x, (blk.jc + jb, width), runs, kc);
             runs[width * kc..].fill(0.0);
             let panel = &mut out[jb * kc..(jb + NR) * kc];
             // Safety: AVX-512F (`supports`); NR runs of kc values each,

@@ -83,7 +83,7 @@ fn gathered_rows_are_the_unrolled_matrix() {
             for k0 in [0, k / 2] {
                 let rows = k - k0;
                 let mut got = vec![f32::NAN; rows * len];
-                plan.fill(&x, &g, (k0, rows), &mut got, len);
+                plan.fill(&x, (k0, rows), &mut got, len);
                 for (i, &v) in got.iter().enumerate() {
                     let (k, q) = (k0 + i / len, q0 + i % len);
                     let want = unrolled(&x, &g, k, q);
@@ -130,7 +130,7 @@ fn gathered_panels_are_the_unrolled_matrix() {
         );
         let rows = 5.min(g.cg() * g.kh * g.kw);
         let mut got = vec![f32::NAN; len.div_ceil(32) * 32 * 5];
-        plan.fill(&x, &g, (0, rows), &mut got, 32);
+        plan.fill(&x, (0, rows), &mut got, 32);
         for r in 0..rows {
             for q in 0..len {
                 let v = got[q / 32 * 32 * 5 + r * 32 + q % 32];
