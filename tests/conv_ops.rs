@@ -160,18 +160,7 @@ fn gradients_match_the_definition_on_every_case_f64_and_f32() {
         let (x, w) = (randn(&c.x, s), randn(&c.w, s + 1));
         let b = randn(&[c.w[0]], s + 3);
         check_against_the_definition(&format!("case {i}"), &x, &w, &b, c.params, s + 4);
-        let grads = |dtype: DType| {
-            let xv = x.to_dtype(dtype).unwrap().requires_grad_(true);
-            let wv = w.to_dtype(dtype).unwrap().requires_grad_(true);
-            let y = xv.conv2d(&wv, None, c.params).unwrap();
-            let r = randn(y.shape(), s + 2).to_dtype(dtype).unwrap();
-            let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-            let get = |t: &Tensor| g.get(t).unwrap().to_f64_vec().unwrap();
-            (get(&xv), get(&wv))
-        };
-        let ((dx32, dw32), (dx64, dw64)) = (grads(DType::F32), grads(DType::F64));
-        assert_close(&format!("case {i}: f32 dx"), &dx32, &dx64, 1e-3, 1e-4);
-        assert_close(&format!("case {i}: f32 dw"), &dw32, &dw64, 1e-3, 1e-4);
+        check_f32_gradients(&format!("case {i}"), &x, &w, c.params, s + 2);
     }
 }
 
@@ -461,18 +450,7 @@ fn input_gradient_routes_match_the_definition() {
         );
         check_against_the_definition(&route, &x, &w, &b, params, seed + 3);
         // f32: the same gradients to f32 accuracy.
-        let grads = |dtype: DType| {
-            let xv = x.to_dtype(dtype).unwrap().requires_grad_(true);
-            let wv = w.to_dtype(dtype).unwrap().requires_grad_(true);
-            let y = xv.conv2d(&wv, None, params).unwrap();
-            let r = randn(y.shape(), seed + 4).to_dtype(dtype).unwrap();
-            let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-            let get = |t: &Tensor| g.get(t).unwrap().to_f64_vec().unwrap();
-            (get(&xv), get(&wv))
-        };
-        let ((dx32, dw32), (dx64, dw64)) = (grads(DType::F32), grads(DType::F64));
-        assert_close(&format!("{route}: f32 dx"), &dx32, &dx64, 1e-3, 1e-4);
-        assert_close(&format!("{route}: f32 dw"), &dw32, &dw64, 1e-3, 1e-4);
+        check_f32_gradients(&route, &x, &w, params, seed + 4);
     }
 }
 
@@ -516,6 +494,23 @@ fn winograd_layers_match_the_definition() {
 /// and in w, so its gradients are checked exactly along random
 /// directions: ⟨dL/dx, v⟩ = L(v, w) and ⟨dL/dw, u⟩ = L(x, u), the right
 /// sides by the reference kernel.
+/// Both gradients of `sum(conv(x, w) · r)` (`r` random from `seed`) in
+/// f32 against f64, to f32 accuracy.
+fn check_f32_gradients(name: &str, x: &Tensor, w: &Tensor, params: Conv2dParams, seed: u64) {
+    let grads = |dtype: DType| {
+        let xv = x.to_dtype(dtype).unwrap().requires_grad_(true);
+        let wv = w.to_dtype(dtype).unwrap().requires_grad_(true);
+        let y = xv.conv2d(&wv, None, params).unwrap();
+        let r = randn(y.shape(), seed).to_dtype(dtype).unwrap();
+        let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let get = |t: &Tensor| g.get(t).unwrap().to_f64_vec().unwrap();
+        (get(&xv), get(&wv))
+    };
+    let ((dx32, dw32), (dx64, dw64)) = (grads(DType::F32), grads(DType::F64));
+    assert_close(&format!("{name}: f32 dx"), &dx32, &dx64, 1e-3, 1e-4);
+    assert_close(&format!("{name}: f32 dw"), &dw32, &dw64, 1e-3, 1e-4);
+}
+
 fn check_against_the_definition(
     name: &str,
     x: &Tensor,
