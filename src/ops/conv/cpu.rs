@@ -433,9 +433,9 @@ pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
 
 /// Input gradient through `dcol = Wᵀ · dy` and `col2im`, for any stride.
 ///
-/// `dcol` has `cg·kh·kw` rows, nine times `dy`'s channels for a 3×3
-/// kernel, so tiles are kept to about [`COL2IM_TILE_COLUMNS`] columns for
-/// it to stay in L2 between the product and `col2im`; `Wᵀ` is packed once
+/// `dcol` has `cg·kh·kw` rows (nine per input channel for a 3×3 kernel),
+/// so tiles are kept to about [`COL2IM_TILE_COLUMNS`] columns for it to
+/// stay in L2 between the product and `col2im`; `Wᵀ` is packed once
 /// per call (where the GEMM has a packed form), so narrow tiles do not
 /// repack it.
 fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
