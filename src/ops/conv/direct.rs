@@ -26,15 +26,10 @@ pub fn conv2d_direct<T: Float>(
                     for c in 0..cg {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
-                                let iy = (oy * g.stride.0 + i * g.dilation.0) as isize
-                                    - g.padding.0 as isize;
-                                let ix = (ox * g.stride.1 + j * g.dilation.1) as isize
-                                    - g.padding.1 as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
-                                let xi = ((n * g.c_in + grp * cg + c) * g.h + iy as usize) * g.w
-                                    + ix as usize;
+                                let Some((iy, ix)) = g.tap_input((oy, ox), (i, j)) else {
+                                    continue; // padding
+                                };
+                                let xi = ((n * g.c_in + grp * cg + c) * g.h + iy) * g.w + ix;
                                 let wi = ((o * cg + c) * g.kh + i) * g.kw + j;
                                 acc += x[xi] * w[wi];
                             }

@@ -195,6 +195,18 @@ impl ConvGeom {
     pub(crate) fn image_len(&self) -> usize {
         self.c_in * self.h * self.w
     }
+    /// The input pixel `(iy, ix)` that kernel tap `(i, j)` reads for output
+    /// pixel `(oy, ox)`, `(oy·sh − ph + i·dh, ox·sw − pw + j·dw)`, or `None`
+    /// where that falls in the padding.
+    pub(crate) fn tap_input(
+        &self,
+        (oy, ox): (usize, usize),
+        (i, j): (usize, usize),
+    ) -> Option<(usize, usize)> {
+        let iy = (oy * self.stride.0 + i * self.dilation.0).checked_sub(self.padding.0)?;
+        let ix = (ox * self.stride.1 + j * self.dilation.1).checked_sub(self.padding.1)?;
+        (iy < self.h && ix < self.w).then_some((iy, ix))
+    }
     pub(crate) fn out_image_len(&self) -> usize {
         self.c_out * self.oh * self.ow
     }

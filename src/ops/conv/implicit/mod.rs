@@ -39,6 +39,7 @@ use super::cpu::{
 };
 use super::geom::ConvGeom;
 use super::plan::{Pass, DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
+use super::winograd::as_f32;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
@@ -76,13 +77,6 @@ fn check_supported(g: &ConvGeom) -> Result<()> {
             g.stride
         ),
     ))
-}
-
-/// `s` as f32 when `T` is f32.
-fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        // SAFETY: T is f32, so the slice is one of f32.
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
 }
 
 /// `v` as a vector of `T`, which is f32 (the callers checked).

@@ -98,12 +98,9 @@ fn gathered_rows_are_the_unrolled_matrix() {
 fn unrolled(x: &[f32], g: &ConvGeom, k: usize, q: usize) -> f32 {
     let (c, ki, kj) = (k / (g.kh * g.kw), k / g.kw % g.kh, k % g.kw);
     let (n, oy, ox) = (q / g.col_cols(), q % g.col_cols() / g.ow, q % g.ow);
-    let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize - g.padding.0 as isize;
-    let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
-    if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
-        x[n * g.image_len() + (c * g.h + iy as usize) * g.w + ix as usize]
-    } else {
-        0.0
+    match g.tap_input((oy, ox), (ki, kj)) {
+        Some((iy, ix)) => x[n * g.image_len() + (c * g.h + iy) * g.w + ix],
+        None => 0.0,
     }
 }
 
@@ -203,16 +200,11 @@ fn weight_gradient_definition(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f64> {
                         let mut acc = 0.0;
                         for oy in 0..g.oh {
                             for ox in 0..g.ow {
-                                let iy = (oy * g.stride.0 + i * g.dilation.0) as isize
-                                    - g.padding.0 as isize;
-                                let ix = (ox * g.stride.1 + j * g.dilation.1) as isize
-                                    - g.padding.1 as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
+                                let Some((iy, ix)) = g.tap_input((oy, ox), (i, j)) else {
+                                    continue; // padding
+                                };
                                 let ch = o / og * cg + c;
-                                let xv =
-                                    x[((n * g.c_in + ch) * g.h + iy as usize) * g.w + ix as usize];
+                                let xv = x[((n * g.c_in + ch) * g.h + iy) * g.w + ix];
                                 let dv = dy[((n * g.c_out + o) * g.oh + oy) * g.ow + ox];
                                 acc += xv as f64 * dv as f64;
                             }
