@@ -7,6 +7,7 @@
 //! GEMM calls inside rayon tasks are always single-threaded, so the two kinds
 //! of parallelism never nest.
 
+pub mod huge_pages;
 pub mod output;
 pub mod pool;
 pub mod scratch;

@@ -100,6 +100,7 @@ pub fn try_with_capacity<T>(n: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n)
         .map_err(|_| Error::out_of_memory::<T>(n))?;
+    super::huge_pages::advise(&v);
     Ok(v)
 }
 

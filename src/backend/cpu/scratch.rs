@@ -35,6 +35,9 @@ pub fn with_scratch<T: Copy + Default + 'static, R>(
         .map(|b| *b)
         .unwrap_or_default();
     if buf.len() < len {
+        // A fresh allocation, advised before the fill first touches it.
+        buf = Vec::with_capacity(len);
+        super::huge_pages::advise(&buf);
         buf.resize(len, T::default());
     }
     let result = f(&mut buf[..len]);
