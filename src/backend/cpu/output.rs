@@ -119,6 +119,90 @@ where
     Ok(out)
 }
 
+/// A vector of `rows × row_len` elements built by column blocks: `blocks`
+/// cut `0..row_len` into consecutive ranges, and `f(b, chunks)` fills block
+/// `b`, receiving one [`OutChunk`] per row (`chunks[r]` is row `r`'s slots
+/// `blocks[b]`). Returns the vector and what each call of `f` returned, in
+/// block order. Blocks run in parallel (one task each) when the output
+/// holds at least [`PARALLEL_MIN_ELEMENTS`](super::PARALLEL_MIN_ELEMENTS)
+/// elements and there is more than one block.
+///
+/// For kernels whose unit of work is a set of columns across every row,
+/// such as batch norm's blocks of channels across the batch: a block can
+/// reduce over its inputs and then write its outputs while they are still
+/// in cache.
+///
+/// A buffer the system refuses is an [`Error::OutOfMemory`](crate::Error::OutOfMemory).
+///
+/// # Panics
+/// When `blocks` do not cut `0..row_len` into consecutive ranges, or `f`
+/// leaves a slot unwritten (kernel bugs, not bad input).
+pub fn build_column_blocks<T, R>(
+    rows: usize,
+    row_len: usize,
+    blocks: &[std::ops::Range<usize>],
+    f: impl Fn(usize, &mut [OutChunk<T>]) -> R + Sync,
+) -> Result<(Vec<T>, Vec<R>)>
+where
+    T: Copy + Default + Send + 'static,
+    R: Send,
+{
+    let mut next = 0;
+    for b in blocks {
+        assert!(
+            b.start == next && b.end >= b.start,
+            "column blocks {blocks:?} do not cut 0..{row_len}"
+        );
+        next = b.end;
+    }
+    assert_eq!(
+        next, row_len,
+        "column blocks {blocks:?} do not cut 0..{row_len}"
+    );
+    let n = rows
+        .checked_mul(row_len)
+        .ok_or_else(|| crate::Error::out_of_memory::<T>(usize::MAX))?;
+    let mut out = take_empty::<T>(n)?;
+    let mut per_block: Vec<Vec<OutChunk<T>>> =
+        blocks.iter().map(|_| Vec::with_capacity(rows)).collect();
+    if row_len > 0 {
+        for mut row in out.spare_capacity_mut()[..n].chunks_mut(row_len) {
+            for (b, chunks) in blocks.iter().zip(per_block.iter_mut()) {
+                let (slots, rest) = std::mem::take(&mut row).split_at_mut(b.len());
+                chunks.push(OutChunk { slots, written: 0 });
+                row = rest;
+            }
+        }
+    }
+    let fill = |(b, chunks): (usize, &mut Vec<OutChunk<T>>)| {
+        let result = f(b, chunks);
+        for (r, chunk) in chunks.iter().enumerate() {
+            assert_eq!(
+                chunk.written,
+                chunk.slots.len(),
+                "output kernel left slots of row {r}, block {b} unwritten"
+            );
+        }
+        result
+    };
+    let results: Vec<R> =
+        if n >= super::PARALLEL_MIN_ELEMENTS && super::num_threads() > 1 && blocks.len() > 1 {
+            use rayon::prelude::*;
+            per_block.par_iter_mut().enumerate().map(fill).collect()
+        } else {
+            per_block.iter_mut().enumerate().map(fill).collect()
+        };
+    let written: usize = per_block.iter().flatten().map(|c| c.written).sum();
+    assert_eq!(written, n, "output kernel skipped a block");
+    drop(per_block);
+    // SAFETY: as in `build_weighted`: every chunk is a disjoint `&mut`
+    // sub-slice of the first `n` slots (each row cut at the block bounds,
+    // rows `row_len` apart), each was checked to be full, and their lengths
+    // add up to `n` (checked), so every element is initialised.
+    unsafe { out.set_len(n) };
+    Ok((out, results))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +229,46 @@ mod tests {
         })
         .unwrap();
         assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn column_blocks_fill_every_row_serial_and_parallel() {
+        for (rows, row_len, cuts) in [
+            (0, 5, vec![0..2, 2..5]),
+            (3, 0, vec![]),
+            (3, 7, vec![0..4, 4..7]),
+            (4, 10, vec![0..3, 3..3, 3..10]),
+            (64, 1 << 13, vec![0..100, 100..5000, 5000..8192]),
+        ] {
+            let (v, blocks) = build_column_blocks(rows, row_len, &cuts, |b, chunks| {
+                assert_eq!(chunks.len(), rows);
+                for (r, chunk) in chunks.iter_mut().enumerate() {
+                    let cols = cuts[b].clone();
+                    chunk.extend(cols.map(|c| (r * row_len + c) as u32));
+                }
+                b
+            })
+            .unwrap();
+            assert_eq!(blocks, (0..cuts.len()).collect::<Vec<_>>());
+            assert_eq!(v.len(), rows * row_len);
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "do not cut")]
+    fn column_blocks_must_cut_the_row() {
+        let _ = build_column_blocks(2, 5, &[0..2, 3..5], |_, _: &mut [OutChunk<u8>]| ());
+    }
+
+    #[test]
+    #[should_panic(expected = "unwritten")]
+    fn an_unwritten_block_slot_is_caught() {
+        let _ = build_column_blocks(2, 4, &[0..2, 2..4], |b, chunks| {
+            for chunk in chunks.iter_mut().skip(b) {
+                chunk.extend([1u8, 2]);
+            }
+        });
     }
 
     #[test]

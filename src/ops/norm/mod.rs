@@ -27,6 +27,7 @@ pub(crate) mod cpu;
 mod cuda;
 #[cfg(feature = "cuda")]
 pub mod params;
+mod runs;
 
 use crate::autograd::{no_grad, GradFn};
 use crate::error::{Error, Result};
@@ -238,6 +239,21 @@ fn moments<T: ComputeFloat>(x: &Tensor, sh: NcsShape) -> Result<(Vec<f64>, Vec<f
     Ok(cpu::channel_moments(compute_slice::<T>(&s, x), sh))
 }
 
+/// Channel `c`'s `(scale, shift)` from `(c, mean, Σ(x − mean)²)`.
+type ForwardCoef<'a> = &'a (dyn Fn(usize, f64, f64) -> (f64, f64) + Sync);
+
+/// Training-mode forward on contiguous data `x`: the output and the
+/// per-channel `(mean, Σ(x − mean)²)` (see [`cpu::channel_moments_normalize`]).
+fn moments_normalize<T: ComputeFloat>(
+    x: &Tensor,
+    sh: NcsShape,
+    coef: ForwardCoef,
+) -> Result<(CpuStorage, Vec<f64>, Vec<f64>)> {
+    let s = x.cpu_storage("batch_norm")?;
+    let (y, mean, var_sum) = cpu::channel_moments_normalize(compute_slice::<T>(&s, x), sh, coef)?;
+    Ok((T::into_storage(y), mean, var_sum))
+}
+
 /// `(x − mean)·scale + shift` per channel, on contiguous data `x`.
 fn normalize<T: ComputeFloat>(
     x: &Tensor,
@@ -292,6 +308,31 @@ fn grad_input<T: ComputeFloat>(
     })?
 }
 
+/// Channel `c`'s `(a, p, q)` from `(c, Σdy, Σdy·(x − mean))`.
+type BackwardCoef<'a> = &'a (dyn Fn(usize, f64, f64) -> (f64, f64, f64) + Sync);
+
+/// `dx = a·dy + p·(x − mean) + q` per channel and the sums `(Σdy,
+/// Σdy·(x − mean))` it needs, on contiguous data (see
+/// [`cpu::channel_grad_sums_input`]).
+fn grad_sums_input<T: ComputeFloat>(
+    dy: &Tensor,
+    x: &Tensor,
+    sh: NcsShape,
+    mean: &[f64],
+    coef: BackwardCoef,
+) -> Result<(CpuStorage, Vec<f64>, Vec<f64>)> {
+    Tensor::read_cpu_storages("batch_norm backward", &[dy, x], |s| {
+        let (dx, sum_dy, sum_dy_xmu) = cpu::channel_grad_sums_input(
+            compute_slice::<T>(s[0], dy),
+            compute_slice::<T>(s[1], x),
+            sh,
+            mean,
+            coef,
+        )?;
+        Ok((T::into_storage(dx), sum_dy, sum_dy_xmu))
+    })?
+}
+
 /// The per-channel statistics a forward normalised with, where it ran.
 enum Saved {
     /// On the host, in f64: the mean (batch mean, or running mean in eval)
@@ -331,28 +372,34 @@ impl GradFn for BatchNormBackward {
         let x = compute_data(OP, &self.input)?;
         // Same compute dtype as x (g may arrive in another float dtype).
         let dy = g.to_dtype(x.dtype())?.contiguous()?;
-        let (sum_dy, sum_dy_xmu) = dispatch!(x.dtype(), grad_sums(&dy, &x, sh, mean))?;
         let dtype = self.input.dtype();
         let mut grads = Vec::with_capacity(3);
-        grads.push(if self.input.requires_grad() {
+        let (sum_dy, sum_dy_xmu) = if self.input.requires_grad() {
             let w = match &self.weight {
                 Some(w) => w.to_f64_vec()?,
                 None => vec![1.0; sh.c],
             };
             // dx = a·dy + p·(x − μ) + q: the closed form, per channel.
-            let a: Vec<f64> = w.iter().zip(invstd).map(|(w, i)| w * i).collect();
-            let (mut p, mut q) = (vec![0.0; sh.c], vec![0.0; sh.c]);
-            if self.training {
-                for c in 0..sh.c {
-                    p[c] = -a[c] * invstd[c] * invstd[c] * sum_dy_xmu[c] / m;
-                    q[c] = -a[c] * sum_dy[c] / m;
+            let training = self.training;
+            let coef = |c: usize, sum_dy: f64, sum_dy_xmu: f64| {
+                let a = w[c] * invstd[c];
+                if training {
+                    let p = -a * invstd[c] * invstd[c] * sum_dy_xmu / m;
+                    (a, p, -a * sum_dy / m)
+                } else {
+                    (a, 0.0, 0.0)
                 }
-            }
-            let s = dispatch!(x.dtype(), grad_input(&dy, &x, sh, mean, (&a, &p, &q)))?;
-            Some(Tensor::from_storage(s, self.input.shape())?.to_dtype(dtype)?)
+            };
+            let (s, sum_dy, sum_dy_xmu) =
+                dispatch!(x.dtype(), grad_sums_input(&dy, &x, sh, mean, &coef))?;
+            grads.push(Some(
+                Tensor::from_storage(s, self.input.shape())?.to_dtype(dtype)?,
+            ));
+            (sum_dy, sum_dy_xmu)
         } else {
-            None
-        });
+            grads.push(None);
+            dispatch!(x.dtype(), grad_sums(&dy, &x, sh, mean))?
+        };
         let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
         push_affine_grads(&mut grads, (w, b), (&sum_dy, &sum_dy_xmu), invstd, dtype)?;
         Ok(grads)
@@ -463,8 +510,18 @@ impl Tensor {
         let sh = NcsShape::of(self.shape());
         let m = sh.per_channel() as f64;
         let x = compute_data(OP, self)?;
-        let (mean, invstd) = if opts.training {
-            let (mean, var_sum) = dispatch!(x.dtype(), moments(&x, sh))?;
+        let w = weight.map(Tensor::to_f64_vec).transpose()?;
+        let b = bias.map(Tensor::to_f64_vec).transpose()?;
+        // y = (x − mean)·scale + shift with scale = w·invstd, shift = bias.
+        let coef = |c: usize, invstd: f64| {
+            let scale = w.as_ref().map_or(invstd, |w| invstd * w[c]);
+            (scale, b.as_ref().map_or(0.0, |b| b[c]))
+        };
+        let (storage, mean, invstd) = if opts.training {
+            let invstd_of = |var_sum: f64| 1.0 / (var_sum / m + opts.eps).sqrt();
+            let coef_of_stats = |c: usize, _mean: f64, var_sum: f64| coef(c, invstd_of(var_sum));
+            let (storage, mean, var_sum) =
+                dispatch!(x.dtype(), moments_normalize(&x, sh, &coef_of_stats))?;
             if let Some(rm) = running_mean {
                 update_running(rm, &mean, opts.momentum)?;
             }
@@ -472,28 +529,17 @@ impl Tensor {
                 let unbiased: Vec<f64> = var_sum.iter().map(|v| v / (m - 1.0)).collect();
                 update_running(rv, &unbiased, opts.momentum)?;
             }
-            let invstd: Vec<f64> = var_sum
-                .iter()
-                .map(|v| 1.0 / (v / m + opts.eps).sqrt())
-                .collect();
-            (mean, invstd)
+            let invstd: Vec<f64> = var_sum.iter().map(|&v| invstd_of(v)).collect();
+            (storage, mean, invstd)
         } else {
             let rm = running_mean.expect("validated").to_f64_vec()?;
             let rv = running_var.expect("validated").to_f64_vec()?;
             let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v + opts.eps).sqrt()).collect();
-            (rm, invstd)
+            let (scale, shift): (Vec<f64>, Vec<f64>) =
+                invstd.iter().enumerate().map(|(c, &i)| coef(c, i)).unzip();
+            let storage = dispatch!(x.dtype(), normalize(&x, sh, &rm, &scale, &shift))?;
+            (storage, rm, invstd)
         };
-        let mut scale = invstd.clone();
-        if let Some(w) = weight {
-            for (s, w) in scale.iter_mut().zip(w.to_f64_vec()?) {
-                *s *= w;
-            }
-        }
-        let shift = match bias {
-            Some(b) => b.to_f64_vec()?,
-            None => vec![0.0; sh.c],
-        };
-        let storage = dispatch!(x.dtype(), normalize(&x, sh, &mean, &scale, &shift))?;
         let out = Tensor::from_storage(storage, self.shape())?.to_dtype(self.dtype())?;
         Ok((out, Saved::Host { mean, invstd }))
     }
