@@ -283,18 +283,21 @@ unsafe fn drive(
                         // columns.
                         unsafe {
                             let tile = c.offset((ic + ir) as isize * ldc + (jc + jr) as isize);
-                            kernel(
-                                kc,
-                                a_pack.add(ir * kc),
-                                b_pack.add(jr * kc),
-                                Tile {
-                                    c: tile,
-                                    ldc,
-                                    rows: MR.min(mc - ir),
-                                    cols: NR.min(nc - jr),
-                                    accumulate,
-                                },
-                            );
+                            let t = Tile {
+                                c: tile,
+                                ldc,
+                                rows: MR.min(mc - ir),
+                                cols: NR.min(nc - jr),
+                                accumulate,
+                            };
+                            let (a, b) = (a_pack.add(ir * kc), b_pack.add(jr * kc));
+                            // A panel of the last rows runs the kernel for
+                            // the fewest rows that cover them.
+                            match t.rows {
+                                1..=4 => kernel::<4>(kc, a, b, t),
+                                5..=8 => kernel::<8>(kc, a, b, t),
+                                _ => kernel::<MR>(kc, a, b, t),
+                            }
                         }
                     }
                 }
@@ -346,20 +349,24 @@ struct Tile {
     accumulate: bool,
 }
 
-/// The micro-kernel: `tile (+)= a_panel · b_panel` over `kc` steps, the
-/// `MR × NR` products accumulated in 24 zmm registers.
+/// The micro-kernel: `tile (+)= a_panel · b_panel` over `kc` steps, for
+/// the first `R` rows of the `MR × NR` tile (`R` = [`MR`] but for a block's
+/// last panel of rows), the `R × NR` products accumulated in `2R` zmm
+/// registers. Columns beyond the tile's are computed and not written.
 ///
 /// # Safety
 /// AVX-512F; `a` holds `kc × MR` and `b` (64-byte aligned) `kc × NR`
-/// packed values; the tile's `rows × cols` elements are writable.
+/// packed values; `t.rows ≤ R`, `t.cols ≤ NR`, and the tile's
+/// `rows × cols` elements are writable.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, t: Tile) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    if t.accumulate && t.rows == MR && t.cols == NR {
+unsafe fn kernel<const R: usize>(kc: usize, a: *const f32, b: *const f32, t: Tile) {
+    debug_assert!(t.rows <= R && R <= MR && t.cols <= NR);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    if t.accumulate && t.cols == NR {
         // The tile is read after the loop; start fetching it now, so that
         // products with a deep `k` (many KC blocks, `c` beyond L2) do not
         // wait for it at the end of every call.
-        for i in 0..MR {
+        for i in 0..t.rows {
             // Safety: prefetches do not fault; the tile lies inside c anyway.
             unsafe {
                 let ci = t.c.offset(i as isize * t.ldc).cast::<i8>();
@@ -383,38 +390,24 @@ unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, t: Tile) {
             b = b.add(NR);
         }
     }
-    if t.rows == MR && t.cols == NR {
-        for (i, row) in acc.iter().enumerate() {
-            // Safety: a full tile lies inside c.
-            unsafe {
-                let ci = t.c.offset(i as isize * t.ldc);
-                let (mut v0, mut v1) = (row[0], row[1]);
-                if t.accumulate {
-                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(ci));
-                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(ci.add(16)));
-                }
-                _mm512_storeu_ps(ci, v0);
-                _mm512_storeu_ps(ci.add(16), v1);
+    // Masks of the tile's columns in each half (all ones in a full tile).
+    let lanes = |from: usize| -> __mmask16 {
+        let n = t.cols.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let (m0, m1) = (lanes(0), lanes(16));
+    for (i, row) in acc.iter().enumerate().take(t.rows) {
+        // Safety: row i < t.rows of the tile lies inside c, and the masks
+        // touch only its first t.cols elements.
+        unsafe {
+            let ci = t.c.offset(i as isize * t.ldc);
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if t.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16)));
             }
-        }
-    } else {
-        // An edge tile: spill the registers, then write the part inside c.
-        let mut spill = [Line([0.0; 16]); 2 * MR];
-        for (i, row) in acc.iter().enumerate() {
-            unsafe {
-                _mm512_store_ps(spill[2 * i].0.as_mut_ptr(), row[0]);
-                _mm512_store_ps(spill[2 * i + 1].0.as_mut_ptr(), row[1]);
-            }
-        }
-        for i in 0..t.rows {
-            for j in 0..t.cols {
-                let v = spill[2 * i + j / 16].0[j % 16];
-                // Safety: (i, j) is inside the tile's valid part.
-                unsafe {
-                    let cij = t.c.offset(i as isize * t.ldc + j as isize);
-                    *cij = if t.accumulate { *cij + v } else { v };
-                }
-            }
+            _mm512_mask_storeu_ps(ci, m0, v0);
+            _mm512_mask_storeu_ps(ci.wrapping_add(16), m1, v1);
         }
     }
 }

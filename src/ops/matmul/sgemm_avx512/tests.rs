@@ -122,6 +122,23 @@ fn edge_tiles_and_small_products() {
     }
 }
 
+/// Panels of 1–4 and 5–8 last rows run narrower kernels; every row count
+/// mod 12, with partial columns, overwriting and adding to `c`.
+#[test]
+fn last_row_panels_of_every_height() {
+    if skip() {
+        return;
+    }
+    for m in [3, 4, 5, 8, 9, 16, 20, 27, 64, 203] {
+        for &(k, n) in &[(9, 20), (300, 64), (3, 17)] {
+            for beta in [0.0, 1.0, 0.5] {
+                let err = check(m, k, n, false, false, 1, beta);
+                assert!(err < 1e-6, "{m}x{k}x{n} beta {beta}: {err}");
+            }
+        }
+    }
+}
+
 #[test]
 fn block_boundaries() {
     if skip() {
