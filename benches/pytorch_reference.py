@@ -2,7 +2,8 @@
 
 Times the same work, the same way: conv2d forward and forward + backward
 (input and weight gradients) at batch 32, 3x3, padding 1, on the four
-ResNet shapes; and the CIFAR ResNet-18 training step (3x3 stem, no
+ResNet shapes; training-mode batch norm on 32x64x32x32, forward and
+forward + backward; and the CIFAR ResNet-18 training step (3x3 stem, no
 max-pool; forward, cross-entropy, backward, SGD with momentum 0.9 and
 weight decay 5e-4) on a random 3x32x32 batch of 32. Medians over repeated
 runs after a warm-up, like ferrite.
@@ -216,10 +217,30 @@ def step_ms(batch, steps):
     return median_ms(step, steps)
 
 
+def batch_norm_ms(repeats):
+    """Training-mode batch norm on 32x64x32x32 (the rows `batch_norm_f32`
+    and `batch_norm_fwd_bwd_f32` of `ferrite bench`): forward alone, and
+    forward + backward to the input, weight and bias."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 64, 32, 32, requires_grad=True)
+    w = torch.randn(64, requires_grad=True)
+    b = torch.randn(64, requires_grad=True)
+    dy = torch.randn(32, 64, 32, 32)
+
+    def fwd():
+        with torch.no_grad():
+            F.batch_norm(x, None, None, w, b, training=True)
+
+    def fwd_bwd():
+        F.batch_norm(x, None, None, w, b, training=True).backward(dy)
+
+    return median_ms(fwd, repeats), median_ms(fwd_bwd, repeats)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["conv", "resnet18"], default=None)
+    parser.add_argument("--only", choices=["conv", "batch_norm", "resnet18"], default=None)
     parser.add_argument("--conv-layers", action="store_true",
                         help="the per-layer convolution table instead")
     parser.add_argument("--filter", help="--conv-layers: models whose name contains this")
@@ -256,6 +277,13 @@ def main():
         print("|---|---:|---:|---:|---:|")
         for shape, t_f, r_f, t_fb, r_fb in conv_rows(32, 20):
             print(f"| {shape} | {t_f:.2f} ms | {r_f:.1f} GFLOP/s | {t_fb:.2f} ms | {r_fb:.1f} GFLOP/s |")
+    if args.only in (None, "batch_norm"):
+        n = 32 * 64 * 32 * 32
+        t_f, t_fb = batch_norm_ms(20)
+        print("| batch norm 32x64x32x32 | ms | GB/s (least traffic) |")
+        print("|---|---:|---:|")
+        print(f"| forward | {t_f:.2f} | {8 * n / t_f / 1e6:.1f} |")
+        print(f"| forward + backward | {t_fb:.2f} | {20 * n / t_fb / 1e6:.1f} |")
     if args.only in (None, "resnet18"):
         t = step_ms(32, 5)
         print(f"| resnet18_cifar | 32 | {t:.0f} ms | {32 / t * 1e3:.1f} img/s |")

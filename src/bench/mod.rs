@@ -331,6 +331,52 @@ pub fn run(config: &BenchConfig, peaks: &Peaks) -> Result<Vec<BenchResult>> {
             false,
         );
     }
+    let (bn_fwd, bn_both) = (
+        selected("batch_norm_f32"),
+        selected("batch_norm_fwd_bwd_f32"),
+    );
+    if bn_fwd || bn_both {
+        // Training mode on the first CIFAR ResNet layers' activations. The
+        // rate counts the least memory traffic: forward reads x and writes
+        // y (8 bytes an element); backward reads dy and x and writes dx (12).
+        let shape = [32, 64, 32, 32];
+        let numel: usize = shape.iter().product();
+        let xb = randn(&shape, 5)?.requires_grad_(true);
+        let (w, b) = (
+            randn(&[64], 6)?.requires_grad_(true),
+            randn(&[64], 7)?.requires_grad_(true),
+        );
+        let dy = randn(&shape, 8)?;
+        let forward = || {
+            xb.batch_norm(None, None, Some(&w), Some(&b), Default::default())
+                .expect("valid batch norm")
+        };
+        let label = "32x64x32x32".to_string();
+        if bn_fwd {
+            let t = time_runs(budget, || {
+                std::hint::black_box(crate::autograd::no_grad(forward));
+            });
+            push(
+                "batch_norm_f32",
+                label.clone(),
+                t,
+                (8 * numel) as f64,
+                false,
+            );
+        }
+        if bn_both {
+            let t = time_runs(budget, || {
+                std::hint::black_box(forward().backward_with_grad(&dy).expect("backward"));
+            });
+            push(
+                "batch_norm_fwd_bwd_f32",
+                label,
+                t,
+                (20 * numel) as f64,
+                false,
+            );
+        }
+    }
     if selected("conv2d") {
         conv_benches(config, budget, &mut push)?;
     }
