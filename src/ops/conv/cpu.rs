@@ -34,7 +34,7 @@ pub use super::direct::conv2d_direct;
 pub use super::geom::ConvGeom;
 pub use super::plan::{DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
 use super::{plan, winograd};
-use crate::backend::cpu::num_threads;
+use crate::backend::cpu::{num_threads, PARALLEL_MIN_ELEMENTS};
 use crate::backend::cpu::pool::{recycle, take_empty, take_zeroed};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::Result;
@@ -576,7 +576,13 @@ pub(super) fn sum_in_fixed_runs<T: Float, I: Sync>(
         None => take_zeroed(len)?,
     };
     for p in parts {
-        sum.iter_mut().zip(&p).for_each(|(x, &y)| *x += y);
+        // Large sums (Winograd's 16 MB of transformed weight gradients
+        // for 512 channels) are added in parallel chunks: elementwise, so
+        // the same bits.
+        let chunk = (len / num_threads()).max(PARALLEL_MIN_ELEMENTS);
+        sum.par_chunks_mut(chunk)
+            .zip(p.par_chunks(chunk))
+            .for_each(|(s, p)| s.iter_mut().zip(p).for_each(|(x, &y)| *x += y));
         recycle(p);
     }
     Ok(sum)
