@@ -58,6 +58,7 @@ use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
 use crate::ops::matmul::packed::{gemm_packed, PackedLhs};
 use rayon::prelude::*;
 use std::any::TypeId;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
@@ -264,6 +265,12 @@ fn forward_with<T: Gemm>(
     }
     let mut out = take_empty::<T>(len)?;
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
+    if by_position(g, &tiles) {
+        forward_by_position(x, u_packed, bias, g, &tiles, out_ptr);
+        // SAFETY: as below: the parts cover every tile row.
+        unsafe { out.set_len(len) };
+        return Ok(out);
+    }
     let run = |rows: &Range<usize>| {
         let tb = rows.len() * tiles.tw;
         with_scratch(POS * max_tb * (c_n + o_n), |scratch: &mut [T]| {
@@ -290,6 +297,87 @@ fn forward_with<T: Gemm>(
     // before this line; `out` is then dropped with length 0.
     unsafe { out.set_len(len) };
     Ok(out)
+}
+
+/// Transformed values (inputs and products of every tile) up to which
+/// [`forward_by_position`] may hold the whole batch (32 MiB of f32).
+const BY_POSITION_VALUES: usize = 1 << 23;
+
+/// True when the forward runs [`forward_by_position`]: on several threads,
+/// for layers whose 16 transformed weight matrices outweigh the
+/// transformed tiles (`4·O·C ≥ tiles·(C + O)`: ResNet's 256- and
+/// 512-channel layers on 8×8 and 4×4 planes at batch 32), with the whole
+/// batch's transformed values within [`BY_POSITION_VALUES`].
+fn by_position(g: &ConvGeom, tiles: &Tiles) -> bool {
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let all = tiles.rows * tiles.tw;
+    num_threads() > 1
+        && parallel(g)
+        && POS * all * (c_n + o_n) <= BY_POSITION_VALUES
+        && 4 * o_n * c_n >= all * (c_n + o_n)
+}
+
+/// The forward with the work split by Winograd position rather than by
+/// chunk of tiles: the batch's tile rows are cut into one part per thread
+/// and transformed in parallel; then each task takes whole positions `e`
+/// and multiplies `Uₑ` by every part's `Vₑ`; then the parts' outputs are
+/// transformed back in parallel. Split by chunks, every thread streams all
+/// 16 transformed weight matrices (16 MiB for 512 channels); split by
+/// position, each reads its share once. The products are the same sums
+/// in the same order as the chunked forward's (columns are independent),
+/// so the bits are the same.
+fn forward_by_position<T: Gemm>(
+    x: &[T],
+    u_packed: &[PackedLhs<T>],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+    tiles: &Tiles,
+    out: SharedMut<MaybeUninit<T>>,
+) {
+    let (c_n, o_n) = (g.c_in, g.c_out);
+    let per = tiles.rows.div_ceil(num_threads()).max(1);
+    let parts: Vec<Range<usize>> = (0..tiles.rows)
+        .step_by(per)
+        .map(|r| r..(r + per).min(tiles.rows))
+        .collect();
+    let tb = |rows: &Range<usize>| rows.len() * tiles.tw;
+    let all = tiles.rows * tiles.tw;
+    with_scratch(POS * all * (c_n + o_n), |scratch: &mut [T]| {
+        let (mut v_rest, mut m_rest) = scratch.split_at_mut(POS * all * c_n);
+        let (mut vs, mut ms) = (Vec::new(), Vec::new());
+        for rows in &parts {
+            let (v, tail) = std::mem::take(&mut v_rest).split_at_mut(POS * tb(rows) * c_n);
+            let (m, m_tail) = std::mem::take(&mut m_rest).split_at_mut(POS * tb(rows) * o_n);
+            (v_rest, m_rest) = (tail, m_tail);
+            vs.push(v);
+            ms.push(m);
+        }
+        parts
+            .par_iter()
+            .zip(vs.par_iter_mut())
+            .for_each(|(rows, v)| {
+                transform_input(x, g, tiles, rows.clone(), v);
+            });
+        {
+            // by_e[e][p]: part p's product matrix of position e (O × tb).
+            let mut by_e: Vec<Vec<&mut [T]>> = (0..POS).map(|_| Vec::new()).collect();
+            for (rows, m) in parts.iter().zip(ms.iter_mut()) {
+                for (e, m_e) in m.chunks_exact_mut(o_n * tb(rows)).enumerate() {
+                    by_e[e].push(m_e);
+                }
+            }
+            let vs = &vs;
+            by_e.par_iter_mut().enumerate().for_each(|(e, m_parts)| {
+                for ((rows, v), m_e) in parts.iter().zip(vs).zip(m_parts.iter_mut()) {
+                    let v_e = MatRef::row_major(v, e * c_n * tb(rows), c_n, tb(rows));
+                    gemm_packed(&u_packed[e], v_e, m_e, false);
+                }
+            });
+        }
+        parts.par_iter().zip(ms.par_iter()).for_each(|(rows, m)| {
+            transform_output(m, bias, g, tiles, rows.clone(), out);
+        });
+    });
 }
 
 /// Weight gradient: `x` (N×C×H×W) and `dy` (N×O×oh×ow) → `dw` (O×C×3×3),
