@@ -25,17 +25,17 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod host;
 #[cfg(feature = "cuda")]
 pub mod params;
 mod runs;
 
 use crate::autograd::{no_grad, GradFn};
 use crate::error::{Error, Result};
-use crate::ops::dispatch::{
-    compute_data, compute_slice, cuda_arm, with_compute_type, ComputeFloat,
-};
+use crate::ops::dispatch::{compute_data, cuda_arm, with_compute_type};
 use crate::tensor::{CpuStorage, DType, Device, Tensor};
 use cpu::NcsShape;
+use host::{grad_input, grad_sums, grad_sums_input, moments, moments_normalize, normalize};
 
 const OP: &str = "batch_norm";
 
@@ -231,106 +231,6 @@ macro_rules! dispatch {
     ($dtype:expr, $f:ident($($arg:expr),*)) => {
         with_compute_type!($dtype, |T| $f::<T>($($arg),*))
     };
-}
-
-/// Per-channel `(mean, Σ(x − mean)²)` of contiguous data `x`.
-fn moments<T: ComputeFloat>(x: &Tensor, sh: NcsShape) -> Result<(Vec<f64>, Vec<f64>)> {
-    let s = x.cpu_storage("batch_norm")?;
-    Ok(cpu::channel_moments(compute_slice::<T>(&s, x), sh))
-}
-
-/// Channel `c`'s `(scale, shift)` from `(c, mean, Σ(x − mean)²)`.
-type ForwardCoef<'a> = &'a (dyn Fn(usize, f64, f64) -> (f64, f64) + Sync);
-
-/// Training-mode forward on contiguous data `x`: the output and the
-/// per-channel `(mean, Σ(x − mean)²)` (see [`cpu::channel_moments_normalize`]).
-fn moments_normalize<T: ComputeFloat>(
-    x: &Tensor,
-    sh: NcsShape,
-    coef: ForwardCoef,
-) -> Result<(CpuStorage, Vec<f64>, Vec<f64>)> {
-    let s = x.cpu_storage("batch_norm")?;
-    let (y, mean, var_sum) = cpu::channel_moments_normalize(compute_slice::<T>(&s, x), sh, coef)?;
-    Ok((T::into_storage(y), mean, var_sum))
-}
-
-/// `(x − mean)·scale + shift` per channel, on contiguous data `x`.
-fn normalize<T: ComputeFloat>(
-    x: &Tensor,
-    sh: NcsShape,
-    mean: &[f64],
-    scale: &[f64],
-    shift: &[f64],
-) -> Result<CpuStorage> {
-    let s = x.cpu_storage("batch_norm")?;
-    Ok(T::into_storage(cpu::channel_normalize(
-        compute_slice::<T>(&s, x),
-        sh,
-        mean,
-        scale,
-        shift,
-    )?))
-}
-
-/// Per-channel `(Σdy, Σdy·(x − mean))` on contiguous data of one dtype.
-fn grad_sums<T: ComputeFloat>(
-    dy: &Tensor,
-    x: &Tensor,
-    sh: NcsShape,
-    mean: &[f64],
-) -> Result<(Vec<f64>, Vec<f64>)> {
-    Tensor::read_cpu_storages("batch_norm backward", &[dy, x], |s| {
-        cpu::channel_grad_sums(
-            compute_slice::<T>(s[0], dy),
-            compute_slice::<T>(s[1], x),
-            sh,
-            mean,
-        )
-    })
-}
-
-/// `dx = a·dy + p·(x − mean) + q` per channel, on contiguous data.
-fn grad_input<T: ComputeFloat>(
-    dy: &Tensor,
-    x: &Tensor,
-    sh: NcsShape,
-    mean: &[f64],
-    coef: (&[f64], &[f64], &[f64]),
-) -> Result<CpuStorage> {
-    Tensor::read_cpu_storages("batch_norm backward", &[dy, x], |s| {
-        Ok(T::into_storage(cpu::channel_grad_input(
-            compute_slice::<T>(s[0], dy),
-            compute_slice::<T>(s[1], x),
-            sh,
-            mean,
-            coef,
-        )?))
-    })?
-}
-
-/// Channel `c`'s `(a, p, q)` from `(c, Σdy, Σdy·(x − mean))`.
-type BackwardCoef<'a> = &'a (dyn Fn(usize, f64, f64) -> (f64, f64, f64) + Sync);
-
-/// `dx = a·dy + p·(x − mean) + q` per channel and the sums `(Σdy,
-/// Σdy·(x − mean))` it needs, on contiguous data (see
-/// [`cpu::channel_grad_sums_input`]).
-fn grad_sums_input<T: ComputeFloat>(
-    dy: &Tensor,
-    x: &Tensor,
-    sh: NcsShape,
-    mean: &[f64],
-    coef: BackwardCoef,
-) -> Result<(CpuStorage, Vec<f64>, Vec<f64>)> {
-    Tensor::read_cpu_storages("batch_norm backward", &[dy, x], |s| {
-        let (dx, sum_dy, sum_dy_xmu) = cpu::channel_grad_sums_input(
-            compute_slice::<T>(s[0], dy),
-            compute_slice::<T>(s[1], x),
-            sh,
-            mean,
-            coef,
-        )?;
-        Ok((T::into_storage(dx), sum_dy, sum_dy_xmu))
-    })?
 }
 
 /// The per-channel statistics a forward normalised with, where it ran.
