@@ -91,7 +91,7 @@ pub struct BasicBlock {
 
 impl Module for BasicBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let h = self.bn1.forward_relu(&self.conv1.forward(x)?)?;
         let h = self.bn2.forward(&self.conv2.forward(&h)?)?;
         h.add(&self.shortcut.forward(x)?)?.relu()
     }
@@ -121,8 +121,8 @@ pub struct Bottleneck {
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
-        let h = self.bn2.forward(&self.conv2.forward(&h)?)?.relu()?;
+        let h = self.bn1.forward_relu(&self.conv1.forward(x)?)?;
+        let h = self.bn2.forward_relu(&self.conv2.forward(&h)?)?;
         let h = self.bn3.forward(&self.conv3.forward(&h)?)?;
         h.add(&self.shortcut.forward(x)?)?.relu()
     }
@@ -275,7 +275,7 @@ impl ResNet {
 
     /// The stem and residual stages: features before pooling.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let mut h = self.bn1.forward_relu(&self.conv1.forward(x)?)?;
         if self.stem == Stem::ImageNet {
             h = h.max_pool2d(Pool2dParams::new(3).stride(2).padding(1))?;
         }

@@ -153,14 +153,7 @@ fn unary_typed<T: Float>(op: UnaryOp, v: &[T], l: &Layout) -> Result<Vec<T>> {
                 T::ZERO
             }
         }),
-        // NaN propagates (`NaN > 0` is false, so test it explicitly).
-        UnaryOp::Relu => map1(v, l, |x: T| {
-            if x > T::ZERO || x.is_nan() {
-                x
-            } else {
-                T::ZERO
-            }
-        }),
+        UnaryOp::Relu => map1(v, l, relu_value),
         UnaryOp::Step => map1(v, l, |x: T| if x > T::ZERO { T::ONE } else { T::ZERO }),
         UnaryOp::Sigmoid => map1(v, l, sigmoid),
         UnaryOp::Tanh => map1(v, l, |x: T| x.tanh()),
@@ -265,6 +258,18 @@ pub fn binary(
     float_dispatch2!(op.name(), (a, la), (b, lb), |x, lx, y, ly| {
         binary_typed(op, x, lx, y, ly)
     })
+}
+
+/// `max(x, 0)`, NaN kept (`NaN > 0` is false, so it is tested
+/// explicitly): the value of [`Tensor::relu`](crate::Tensor::relu), also
+/// applied by kernels that fuse a relu into their output.
+#[inline(always)]
+pub fn relu_value<T: Float>(x: T) -> T {
+    if x > T::ZERO || x.is_nan() {
+        x
+    } else {
+        T::ZERO
+    }
 }
 
 /// Relu's input gradient in one pass: `g` where `x > 0`, else `0·g`, the

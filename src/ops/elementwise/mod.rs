@@ -181,7 +181,7 @@ impl GradFn for UnaryBackward {
 
 /// Relu's input gradient `g · step(x)` in one fused pass instead of two
 /// (backward runs without recording, so it needs no graph node).
-fn relu_grad(g: &Tensor, x: &Tensor) -> Result<Tensor> {
+pub(crate) fn relu_grad(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     if g.shape() != x.shape() {
         return Err(Error::ShapeMismatch {
             op: "relu_backward",

@@ -29,6 +29,7 @@ use crate::backend::cpu::output::{build, OutChunk};
 use crate::backend::cpu::pool::take;
 use crate::backend::cpu::{fill_rows, num_threads, PARALLEL_MIN_ELEMENTS};
 use crate::error::Result;
+use crate::ops::elementwise::cpu::relu_value;
 use crate::tensor::Float;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -251,9 +252,9 @@ fn channel_blocks(sh: NcsShape) -> Option<Vec<Range<usize>>> {
 
 /// Training-mode batch-norm forward in one sweep over the input: the
 /// per-channel `(mean, Σ(x − mean)²)` of [`channel_moments`] and the output
-/// `y = (x − mean_c)·scale_c + shift_c`, where `coef(c, mean, var_sum)`
-/// gives `(scale_c, shift_c)` (in f64, rounded to `T` once). Returns
-/// `(y, mean, var_sum)`.
+/// `y = (x − mean_c)·scale_c + shift_c` (passed through relu when `relu`),
+/// where `coef(c, mean, var_sum)` gives `(scale_c, shift_c)` (in f64,
+/// rounded to `T` once). Returns `(y, mean, var_sum)`.
 ///
 /// Blocks of whole channels run one at a time per core: the block's sums,
 /// then its output, while its input is still in cache, so the input is
@@ -264,13 +265,14 @@ pub fn channel_moments_normalize<T: Float>(
     x: &[T],
     sh: NcsShape,
     coef: impl Fn(usize, f64, f64) -> (f64, f64) + Sync,
+    relu: bool,
 ) -> Result<(Vec<T>, Vec<f64>, Vec<f64>)> {
     debug_assert_eq!(x.len(), sh.numel());
     let Some(blocks) = channel_blocks(sh) else {
         let (mean, var_sum) = channel_moments(x, sh);
         let (scale, shift): (Vec<f64>, Vec<f64>) =
             (0..sh.c).map(|c| coef(c, mean[c], var_sum[c])).unzip();
-        let y = channel_normalize(x, sh, &mean, &scale, &shift)?;
+        let y = channel_normalize(x, sh, &mean, &scale, &shift, relu)?;
         return Ok((y, mean, var_sum));
     };
     let m = sh.per_channel() as f64;
@@ -311,7 +313,7 @@ pub fn channel_moments_normalize<T: Float>(
                 .collect();
             for (n, out) in rows.iter_mut().enumerate() {
                 for (c, &(m, a, b)) in channels.clone().zip(&coefs) {
-                    out.extend(run(n, c).iter().map(|&v| (v - m) * a + b));
+                    normalize_run(run(n, c), (m, a, b), relu, out);
                 }
             }
             stats
@@ -373,14 +375,16 @@ where
 
 /// Batch-norm output `y = (x − mean_c)·scale_c + shift_c` for `x` of shape
 /// `N×C×S` (contiguous), where the caller folds the weight into
-/// `scale = w·invstd` and passes the bias as `shift`. The per-channel
-/// coefficients are rounded to `T` once; the map runs in `T`.
+/// `scale = w·invstd` and passes the bias as `shift`; with `relu`, the
+/// output is `relu(y)` (a batch norm fused with the relu after it). The
+/// per-channel coefficients are rounded to `T` once; the map runs in `T`.
 pub fn channel_normalize<T: Float>(
     x: &[T],
     sh: NcsShape,
     mean: &[f64],
     scale: &[f64],
     shift: &[f64],
+    relu: bool,
 ) -> Result<Vec<T>> {
     debug_assert_eq!(x.len(), sh.numel());
     let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|&v| T::from_f64(v)).collect() };
@@ -392,15 +396,26 @@ pub fn channel_normalize<T: Float>(
         fill_rows(&mut out, sh.c, |n, row| {
             let xr = &x[n * sh.c..(n + 1) * sh.c];
             for ((((o, &v), &m), &a), &b) in row.iter_mut().zip(xr).zip(&m).zip(&a).zip(&b) {
-                *o = (v - m) * a + b;
+                let y = (v - m) * a + b;
+                *o = if relu { relu_value(y) } else { y };
             }
         });
         return Ok(out);
     }
     build_channel_runs(sh, |c, r, out| {
-        let (m, a, b) = (m[c], a[c], b[c]);
-        out.extend(x[r].iter().map(|&v| (v - m) * a + b));
+        normalize_run(&x[r], (m[c], a[c], b[c]), relu, out)
     })
+}
+
+/// Appends `(v − m)·a + b` for each `v` of `xs` to `out`, through
+/// [`relu_value`] when `relu` (one loop per case, so each vectorises).
+#[inline]
+fn normalize_run<T: Float>(xs: &[T], (m, a, b): (T, T, T), relu: bool, out: &mut OutChunk<T>) {
+    if relu {
+        out.extend(xs.iter().map(|&v| relu_value((v - m) * a + b)));
+    } else {
+        out.extend(xs.iter().map(|&v| (v - m) * a + b));
+    }
 }
 
 /// Input gradient of batch norm, `dx = a_c·dy + p_c·(x − mean_c) + q_c`,
@@ -585,11 +600,11 @@ mod tests {
                     mean * 0.5 - c as f64,
                 )
             };
-            let (y, mean, var_sum) = channel_moments_normalize(&x, sh, coef).unwrap();
+            let (y, mean, var_sum) = channel_moments_normalize(&x, sh, coef, false).unwrap();
             let (mean2, var_sum2) = channel_moments(&x, sh);
             let (scale, shift): (Vec<f64>, Vec<f64>) =
                 (0..c).map(|ch| coef(ch, mean2[ch], var_sum2[ch])).unzip();
-            let y2 = channel_normalize(&x, sh, &mean2, &scale, &shift).unwrap();
+            let y2 = channel_normalize(&x, sh, &mean2, &scale, &shift, false).unwrap();
             assert_eq!(mean, mean2, "{sh:?}");
             assert_eq!(var_sum, var_sum2, "{sh:?}");
             assert!(

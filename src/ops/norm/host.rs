@@ -22,27 +22,26 @@ pub(super) fn moments_normalize<T: ComputeFloat>(
     x: &Tensor,
     sh: NcsShape,
     coef: ForwardCoef,
+    relu: bool,
 ) -> Result<(CpuStorage, Vec<f64>, Vec<f64>)> {
     let s = x.cpu_storage("batch_norm")?;
-    let (y, mean, var_sum) = cpu::channel_moments_normalize(compute_slice::<T>(&s, x), sh, coef)?;
+    let x = compute_slice::<T>(&s, x);
+    let (y, mean, var_sum) = cpu::channel_moments_normalize(x, sh, coef, relu)?;
     Ok((T::into_storage(y), mean, var_sum))
 }
 
-/// `(x − mean)·scale + shift` per channel, on contiguous data `x`.
+/// `(x − mean)·scale + shift` per channel (then relu, when `relu`), on
+/// contiguous data `x`.
 pub(super) fn normalize<T: ComputeFloat>(
     x: &Tensor,
     sh: NcsShape,
-    mean: &[f64],
-    scale: &[f64],
-    shift: &[f64],
+    (mean, scale, shift): (&[f64], &[f64], &[f64]),
+    relu: bool,
 ) -> Result<CpuStorage> {
     let s = x.cpu_storage("batch_norm")?;
+    let x = compute_slice::<T>(&s, x);
     Ok(T::into_storage(cpu::channel_normalize(
-        compute_slice::<T>(&s, x),
-        sh,
-        mean,
-        scale,
-        shift,
+        x, sh, mean, scale, shift, relu,
     )?))
 }
 

@@ -180,7 +180,8 @@ impl Tensor {
                         Some(b) => b.to_f64_vec()?,
                         None => vec![0.0; sh.c],
                     };
-                    let s = dispatch!(x.dtype(), normalize(&x, sh, &global.mean, &scale, &shift))?;
+                    let coefs = (&global.mean[..], &scale[..], &shift[..]);
+                    let s = dispatch!(x.dtype(), normalize(&x, sh, coefs, false))?;
                     Tensor::from_storage(s, self.shape())?.to_dtype(self.dtype())?
                 };
                 let saved = SyncSaved::Host {
