@@ -17,7 +17,8 @@ pub(super) fn moments<T: ComputeFloat>(x: &Tensor, sh: NcsShape) -> Result<(Vec<
 pub(super) type ForwardCoef<'a> = &'a (dyn Fn(usize, f64, f64) -> (f64, f64) + Sync);
 
 /// Training-mode forward on contiguous data `x`: the output and the
-/// per-channel `(mean, Σ(x − mean)²)` (see [`cpu::channel_moments_normalize`]).
+/// per-channel `(mean, Σ(x − mean)²)` (see
+/// [`super::fused::channel_moments_normalize`]).
 pub(super) fn moments_normalize<T: ComputeFloat>(
     x: &Tensor,
     sh: NcsShape,
@@ -26,7 +27,7 @@ pub(super) fn moments_normalize<T: ComputeFloat>(
 ) -> Result<(CpuStorage, Vec<f64>, Vec<f64>)> {
     let s = x.cpu_storage("batch_norm")?;
     let x = compute_slice::<T>(&s, x);
-    let (y, mean, var_sum) = cpu::channel_moments_normalize(x, sh, coef, relu)?;
+    let (y, mean, var_sum) = super::fused::channel_moments_normalize(x, sh, coef, relu)?;
     Ok((T::into_storage(y), mean, var_sum))
 }
 
@@ -85,19 +86,25 @@ pub(super) fn grad_input<T: ComputeFloat>(
 pub(super) type BackwardCoef<'a> = &'a (dyn Fn(usize, f64, f64) -> (f64, f64, f64) + Sync);
 
 /// `dx = a·dy + p·(x − mean) + q` per channel and the sums `(Σdy,
-/// Σdy·(x − mean))` it needs, on contiguous data (see
-/// [`cpu::channel_grad_sums_input`]).
+/// Σdy·(x − mean))` it needs, on contiguous data, with `dy` masked by a
+/// fused relu's output `relu_output` where given (see
+/// [`super::fused::channel_grad_sums_input`]).
 pub(super) fn grad_sums_input<T: ComputeFloat>(
     dy: &Tensor,
     x: &Tensor,
+    relu_output: Option<&Tensor>,
     sh: NcsShape,
     mean: &[f64],
     coef: BackwardCoef,
 ) -> Result<(CpuStorage, Vec<f64>, Vec<f64>)> {
-    Tensor::read_cpu_storages("batch_norm backward", &[dy, x], |s| {
-        let (dx, sum_dy, sum_dy_xmu) = cpu::channel_grad_sums_input(
+    let mut operands = vec![dy, x];
+    operands.extend(relu_output);
+    Tensor::read_cpu_storages("batch_norm backward", &operands, |s| {
+        let z = relu_output.map(|z| compute_slice::<T>(s[2], z));
+        let (dx, sum_dy, sum_dy_xmu) = super::fused::channel_grad_sums_input(
             compute_slice::<T>(s[0], dy),
             compute_slice::<T>(s[1], x),
+            z,
             sh,
             mean,
             coef,

@@ -25,6 +25,7 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod fused;
 mod host;
 #[cfg(feature = "cuda")]
 pub mod params;
@@ -265,10 +266,14 @@ impl GradFn for BatchNormBackward {
         v
     }
     fn backward(&self, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        // relu's backward first: the output is positive exactly where the
-        // normalised value was, so this is the unfused graph's gradient.
+        // A fused relu's backward masks `g` where the output is not
+        // positive (exactly where the normalised value was not: the unfused
+        // graph's gradient). The CPU kernel that computes the input
+        // gradient folds the mask into its sweep; elsewhere it is a pass.
+        let fold =
+            self.relu && self.input.requires_grad() && matches!(self.saved, Saved::Host { .. });
         let masked;
-        let g = if self.relu {
+        let g = if self.relu && !fold {
             masked = crate::ops::elementwise::relu_grad(g, y)?;
             &masked
         } else {
@@ -302,8 +307,12 @@ impl GradFn for BatchNormBackward {
                     (a, 0.0, 0.0)
                 }
             };
+            let z = fold
+                .then(|| y.to_dtype(x.dtype())?.contiguous())
+                .transpose()?;
+            let z = z.as_ref();
             let (s, sum_dy, sum_dy_xmu) =
-                dispatch!(x.dtype(), grad_sums_input(&dy, &x, sh, mean, &coef))?;
+                dispatch!(x.dtype(), grad_sums_input(&dy, &x, z, sh, mean, &coef))?;
             grads.push(Some(
                 Tensor::from_storage(s, self.input.shape())?.to_dtype(dtype)?,
             ));

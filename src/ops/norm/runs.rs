@@ -13,6 +13,7 @@
 //! instruction; they do the same IEEE operations per lane in the same
 //! order, so every path gives the same bits (tested).
 
+use super::fused::relu_masked;
 use crate::backend::cpu::simd::{self, VectorIsa};
 use crate::tensor::Float;
 
@@ -58,25 +59,41 @@ impl RunSums {
         (a, b)
     }
 
-    /// `(Σ dy, Σ dy·(x − m))` over one pair of runs of equal length, in f64.
+    /// `(Σ g, Σ g·(x − m))` over one pair of runs of equal length, in f64,
+    /// where `g` is `dy`, or (given a fused relu's output `z`) `dy` masked
+    /// by `z > 0` as relu's backward masks it.
     #[inline]
-    pub(super) fn grad<T: Float>(self, dy: &[T], xs: &[T], m: f64) -> (f64, f64) {
+    pub(super) fn grad<T: Float>(self, dy: &[T], xs: &[T], z: Option<&[T]>, m: f64) -> (f64, f64) {
         debug_assert_eq!(dy.len(), xs.len());
-        let body = dy.len().min(xs.len()) / LANES * LANES;
-        let (s1, s2) = match (self.isa, as_f32(&dy[..body]), as_f32(&xs[..body])) {
-            // SAFETY: as in `moments`.
+        let len = dy.len().min(xs.len()).min(z.map_or(usize::MAX, <[T]>::len));
+        let body = len / LANES * LANES;
+        let z_body = z.map(|z| &z[..body]);
+        let f32s = (as_f32(&dy[..body]), as_f32(&xs[..body]));
+        let (s1, s2) = match (self.isa, f32s, z_body.map(as_f32)) {
+            // SAFETY (all four): as in `moments`.
             #[cfg(target_arch = "x86_64")]
-            (VectorIsa::Avx512, Some(d), Some(x)) => unsafe { x86::grad_avx512(d, x, m) },
-            // SAFETY: as in `moments`.
+            (VectorIsa::Avx512, (Some(d), Some(x)), None) => unsafe { x86::grad_avx512(d, x, m) },
             #[cfg(target_arch = "x86_64")]
-            (VectorIsa::Avx2, Some(d), Some(x)) => unsafe { x86::grad_avx2(d, x, m) },
-            _ => grad_lanes(&dy[..body], &xs[..body], m),
+            (VectorIsa::Avx512, (Some(d), Some(x)), Some(Some(z))) => unsafe {
+                x86::grad_masked_avx512(d, x, z, m)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (VectorIsa::Avx2, (Some(d), Some(x)), None) => unsafe { x86::grad_avx2(d, x, m) },
+            #[cfg(target_arch = "x86_64")]
+            (VectorIsa::Avx2, (Some(d), Some(x)), Some(Some(z))) => unsafe {
+                x86::grad_masked_avx2(d, x, z, m)
+            },
+            _ => grad_lanes(&dy[..body], &xs[..body], z_body, m),
         };
         let (mut a, mut b) = (add_lanes(s1), add_lanes(s2));
-        for (&d, &x) in dy[body..].iter().zip(&xs[body..]) {
-            let g = d.to_f64();
+        for i in body..len {
+            let g = match z {
+                Some(z) => relu_masked(dy[i], z[i]),
+                None => dy[i],
+            }
+            .to_f64();
             a += g;
-            b += g * (x.to_f64() - m);
+            b += g * (xs[i].to_f64() - m);
         }
         (a, b)
     }
@@ -116,14 +133,34 @@ fn moments_lanes<T: Float>(xs: &[T], k: f64) -> ([f64; LANES], [f64; LANES]) {
     (s1, s2)
 }
 
-/// The lanes of `(Σ dy, Σ dy·(x − m))`, as [`moments_lanes`].
-fn grad_lanes<T: Float>(dy: &[T], xs: &[T], m: f64) -> ([f64; LANES], [f64; LANES]) {
+/// The lanes of `(Σ g, Σ g·(x − m))`, as [`moments_lanes`], with `g` as
+/// in [`RunSums::grad`].
+fn grad_lanes<T: Float>(
+    dy: &[T],
+    xs: &[T],
+    z: Option<&[T]>,
+    m: f64,
+) -> ([f64; LANES], [f64; LANES]) {
     let (mut s1, mut s2) = ([0.0f64; LANES], [0.0f64; LANES]);
-    for (dl, xl) in dy.chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
-        for i in 0..LANES {
-            let g = dl[i].to_f64();
-            s1[i] += g;
-            s2[i] += g * (xl[i].to_f64() - m);
+    let lanes = dy.chunks_exact(LANES).zip(xs.chunks_exact(LANES));
+    match z {
+        None => {
+            for (dl, xl) in lanes {
+                for i in 0..LANES {
+                    let g = dl[i].to_f64();
+                    s1[i] += g;
+                    s2[i] += g * (xl[i].to_f64() - m);
+                }
+            }
+        }
+        Some(z) => {
+            for ((dl, xl), zl) in lanes.zip(z.chunks_exact(LANES)) {
+                for i in 0..LANES {
+                    let g = relu_masked(dl[i], zl[i]).to_f64();
+                    s1[i] += g;
+                    s2[i] += g * (xl[i].to_f64() - m);
+                }
+            }
         }
     }
     (s1, s2)
@@ -183,6 +220,41 @@ mod x86 {
         (store512(a0, a1), store512(b0, b1))
     }
 
+    /// [`grad_avx512`] of `dy` masked by `z > 0` (relu's backward, given
+    /// relu's output): `dy` where `z > 0`, else `0·dy`, in f32 as the
+    /// portable loop computes it.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn grad_masked_avx512(dy: &[f32], xs: &[f32], zs: &[f32], m: f64) -> Lanes {
+        let (mv, zero) = (_mm512_set1_pd(m), _mm512_setzero_ps());
+        let [mut a0, mut a1, mut b0, mut b1] = [_mm512_setzero_pd(); 4];
+        let lanes = dy
+            .chunks_exact(LANES)
+            .zip(xs.chunks_exact(LANES))
+            .zip(zs.chunks_exact(LANES));
+        for ((dl, xl), zl) in lanes {
+            // SAFETY: `dl`, `xl` and `zl` hold 16 f32 each.
+            let (d, z, x0, x1) = unsafe {
+                (
+                    _mm512_loadu_ps(dl.as_ptr()),
+                    _mm512_loadu_ps(zl.as_ptr()),
+                    _mm512_cvtps_pd(_mm256_loadu_ps(xl.as_ptr())),
+                    _mm512_cvtps_pd(_mm256_loadu_ps(xl[8..].as_ptr())),
+                )
+            };
+            let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero);
+            let g = _mm512_mask_blend_ps(keep, _mm512_mul_ps(d, zero), d);
+            let g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+            let g1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(g),
+            )));
+            a0 = _mm512_add_pd(a0, g0);
+            a1 = _mm512_add_pd(a1, g1);
+            b0 = _mm512_add_pd(b0, _mm512_mul_pd(g0, _mm512_sub_pd(x0, mv)));
+            b1 = _mm512_add_pd(b1, _mm512_mul_pd(g1, _mm512_sub_pd(x1, mv)));
+        }
+        (store512(a0, a1), store512(b0, b1))
+    }
+
     #[target_feature(enable = "avx512f")]
     fn store512(lo: __m512d, hi: __m512d) -> [f64; LANES] {
         let mut v = [0.0; LANES];
@@ -230,6 +302,34 @@ mod x86 {
         (store256(a), store256(b))
     }
 
+    /// [`grad_avx2`] of `dy` masked by `z > 0`, as [`grad_masked_avx512`].
+    #[target_feature(enable = "avx2")]
+    pub(super) fn grad_masked_avx2(dy: &[f32], xs: &[f32], zs: &[f32], m: f64) -> Lanes {
+        let (mv, zero) = (_mm256_set1_pd(m), _mm_setzero_ps());
+        let (mut a, mut b) = ([_mm256_setzero_pd(); 4], [_mm256_setzero_pd(); 4]);
+        let lanes = dy
+            .chunks_exact(LANES)
+            .zip(xs.chunks_exact(LANES))
+            .zip(zs.chunks_exact(LANES));
+        for ((dl, xl), zl) in lanes {
+            for j in 0..4 {
+                // SAFETY: `dl`, `xl` and `zl` hold 16 f32; this loads 4 of each.
+                let (d, z, x) = unsafe {
+                    (
+                        _mm_loadu_ps(dl[4 * j..].as_ptr()),
+                        _mm_loadu_ps(zl[4 * j..].as_ptr()),
+                        _mm256_cvtps_pd(_mm_loadu_ps(xl[4 * j..].as_ptr())),
+                    )
+                };
+                let keep = _mm_cmpgt_ps(z, zero);
+                let g = _mm256_cvtps_pd(_mm_blendv_ps(_mm_mul_ps(d, zero), d, keep));
+                a[j] = _mm256_add_pd(a[j], g);
+                b[j] = _mm256_add_pd(b[j], _mm256_mul_pd(g, _mm256_sub_pd(x, mv)));
+            }
+        }
+        (store256(a), store256(b))
+    }
+
     #[target_feature(enable = "avx2")]
     fn store256(parts: [__m256d; 4]) -> [f64; LANES] {
         let mut v = [0.0; LANES];
@@ -257,7 +357,7 @@ mod tests {
         RunSums {
             isa: VectorIsa::Baseline,
         }
-        .grad(dy, xs, m)
+        .grad(dy, xs, None, m)
     }
 
     /// Every instruction set this CPU runs gives the baseline loops' bits,
@@ -271,6 +371,9 @@ mod tests {
             .map(|i| ((i * 104_729) % 997) as f32 * 1e-3 - 0.4)
             .collect();
         let x64: Vec<f64> = xs.iter().map(|&v| v as f64 * 1.000_000_1).collect();
+        // A relu output: zero, positive, and a NaN (masked out: NaN > 0 is false).
+        let mut zs: Vec<f32> = xs.iter().map(|&v| v.max(0.0)).collect();
+        zs[5] = f32::NAN;
         for isa in [VectorIsa::Avx512, VectorIsa::Avx2, VectorIsa::Baseline] {
             if !isa.is_available() {
                 continue;
@@ -284,9 +387,19 @@ mod tests {
                     "{isa:?} {len}"
                 );
                 assert_eq!(
-                    sums.grad(d, x, -1.5),
+                    sums.grad(d, x, None, -1.5),
                     portable_grad(d, x, -1.5),
                     "{isa:?} {len}"
+                );
+                let z = &zs[..len];
+                let masked = RunSums {
+                    isa: VectorIsa::Baseline,
+                }
+                .grad(d, x, Some(z), -1.5);
+                assert_eq!(
+                    sums.grad(d, x, Some(z), -1.5),
+                    masked,
+                    "{isa:?} {len} masked"
                 );
                 let x64 = &x64[..len];
                 assert_eq!(sums.moments(x64, 0.5), portable_moments(x64, 0.5));
@@ -302,20 +415,32 @@ mod tests {
     fn vector_lanes_are_the_portable_lanes() {
         let xs: Vec<f32> = (0..2 * LANES).map(|i| (i * i) as f32 + 0.5).collect();
         let dy: Vec<f32> = (0..2 * LANES).map(|i| 1.0 - i as f32).collect();
-        let want = (moments_lanes(&xs, 2.0), grad_lanes(&dy, &xs, 1.0));
+        let zs: Vec<f32> = (0..2 * LANES).map(|i| (i % 3) as f32 - 0.5).collect();
+        let want = (
+            moments_lanes(&xs, 2.0),
+            grad_lanes(&dy, &xs, None, 1.0),
+            grad_lanes(&dy, &xs, Some(&zs), 1.0),
+        );
         if VectorIsa::Avx512.is_available() {
             // SAFETY: checked just above.
             let got = unsafe {
                 (
                     x86::moments_avx512(&xs, 2.0),
                     x86::grad_avx512(&dy, &xs, 1.0),
+                    x86::grad_masked_avx512(&dy, &xs, &zs, 1.0),
                 )
             };
             assert_eq!(got, want);
         }
         if VectorIsa::Avx2.is_available() {
             // SAFETY: checked just above.
-            let got = unsafe { (x86::moments_avx2(&xs, 2.0), x86::grad_avx2(&dy, &xs, 1.0)) };
+            let got = unsafe {
+                (
+                    x86::moments_avx2(&xs, 2.0),
+                    x86::grad_avx2(&dy, &xs, 1.0),
+                    x86::grad_masked_avx2(&dy, &xs, &zs, 1.0),
+                )
+            };
             assert_eq!(got, want);
         }
     }
