@@ -11,7 +11,9 @@
 //! 64-channel 32×32 batch. For f32, the AVX-512 and AVX2 kernels below
 //! hold the same lanes in vector registers and convert 8 or 4 elements per
 //! instruction; they do the same IEEE operations per lane in the same
-//! order, so every path gives the same bits (tested).
+//! order, so every path gives the same bits (tested). The gradient sums
+//! also come masked by a fused relu's output (`g` where the output is
+//! positive, else `0·g`, as relu's backward computes it).
 
 use super::fused::relu_masked;
 use crate::backend::cpu::simd::{self, VectorIsa};

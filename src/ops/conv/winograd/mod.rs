@@ -267,7 +267,9 @@ fn forward_with<T: Gemm>(
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
     if by_position(g, &tiles) {
         forward_by_position(x, u_packed, bias, g, &tiles, out_ptr);
-        // SAFETY: as below: the parts cover every tile row.
+        // SAFETY: the parts of `forward_by_position` cover every tile row,
+        // and `transform_output` writes all of a tile row's outputs (see
+        // the argument at the end of this function).
         unsafe { out.set_len(len) };
         return Ok(out);
     }
