@@ -251,7 +251,7 @@ struct BatchNormBackward {
     saved: Saved,
     training: bool,
     /// A relu was fused into the output ([`Tensor::batch_norm_relu`]): the
-    /// incoming gradient is masked by the output first.
+    /// incoming gradient counts only where the output is positive.
     relu: bool,
 }
 
