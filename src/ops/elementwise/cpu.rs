@@ -272,6 +272,19 @@ pub fn relu_value<T: Float>(x: T) -> T {
     }
 }
 
+/// Relu's input gradient for one element: `g` where `x > 0`, else `0·g`
+/// (a NaN or infinite `g` gives NaN there, as `g · step(x)` does). Given
+/// relu's output `z = relu(x)` instead of `x`, the same (`z > 0` exactly
+/// where `x > 0`), which kernels that fuse a relu use.
+#[inline(always)]
+pub fn relu_grad_value<T: Float>(g: T, x: T) -> T {
+    if x > T::ZERO {
+        g
+    } else {
+        g * T::ZERO
+    }
+}
+
 /// Relu's input gradient in one pass: `g` where `x > 0`, else `0·g`, the
 /// same values as `g · step(x)` (a NaN or infinite `g` gives NaN where
 /// `x ≤ 0`, as the product does). `g` and `x` share one shape and dtype.
@@ -282,13 +295,7 @@ pub fn relu_backward(
     lx: &Layout,
 ) -> Result<CpuStorage> {
     fn typed<T: Float>(g: &[T], lg: &Layout, x: &[T], lx: &Layout) -> Result<Vec<T>> {
-        map2(
-            g,
-            lg,
-            x,
-            lx,
-            |g: T, x: T| if x > T::ZERO { g } else { g * T::ZERO },
-        )
+        map2(g, lg, x, lx, relu_grad_value)
     }
     float_dispatch2!("relu_backward", (g, lg), (x, lx), |a, la, b, lb| {
         typed(a, la, b, lb)

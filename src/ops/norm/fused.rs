@@ -11,20 +11,9 @@ use super::cpu::{
 use super::runs::RunSums;
 use crate::backend::cpu::output::build_column_blocks;
 use crate::error::Result;
+use crate::ops::elementwise::cpu::relu_grad_value;
 use crate::tensor::Float;
 use std::ops::Range;
-
-/// Relu's backward for one element, given relu's output `z`: `g` where
-/// `z > 0`, else `0·g` (the values of `relu_grad`, whose mask `x > 0` is
-/// `z > 0` for `z = relu(x)`; a NaN or infinite `g` gives NaN, as there).
-#[inline(always)]
-pub(super) fn relu_masked<T: Float>(g: T, z: T) -> T {
-    if z > T::ZERO {
-        g
-    } else {
-        g * T::ZERO
-    }
-}
 
 /// Elements in one block of the fused kernels (1 MiB of f32), so a
 /// block's input stays in one core's L2 between its sums and its map.
@@ -150,7 +139,11 @@ pub fn channel_grad_sums_input<T: Float>(
         let masked: Vec<T>;
         let dy = match relu_output {
             Some(z) => {
-                masked = dy.iter().zip(z).map(|(&g, &z)| relu_masked(g, z)).collect();
+                masked = dy
+                    .iter()
+                    .zip(z)
+                    .map(|(&g, &z)| relu_grad_value(g, z))
+                    .collect();
                 &masked[..]
             }
             None => dy,
@@ -205,7 +198,7 @@ pub fn channel_grad_sums_input<T: Float>(
                         gs.iter()
                             .zip(xs)
                             .zip(&z[r])
-                            .map(|((&g, &v), &z)| a * relu_masked(g, z) + p * (v - m) + q),
+                            .map(|((&g, &v), &z)| a * relu_grad_value(g, z) + p * (v - m) + q),
                     ),
                     None => out.extend(gs.iter().zip(xs).map(|(&g, &v)| a * g + p * (v - m) + q)),
                 }
@@ -315,7 +308,7 @@ mod tests {
             let masked: Vec<f32> = dy
                 .iter()
                 .zip(&z)
-                .map(|(&g, &z)| relu_masked(g, z))
+                .map(|(&g, &z)| relu_grad_value(g, z))
                 .collect();
             let want = channel_grad_sums_input(&masked, &x, None, sh, &mean, coef).unwrap();
             let got = channel_grad_sums_input(&dy, &x, Some(&z), sh, &mean, coef).unwrap();

@@ -15,8 +15,8 @@
 //! also come masked by a fused relu's output (`g` where the output is
 //! positive, else `0·g`, as relu's backward computes it).
 
-use super::fused::relu_masked;
 use crate::backend::cpu::simd::{self, VectorIsa};
+use crate::ops::elementwise::cpu::relu_grad_value;
 use crate::tensor::Float;
 
 /// Independent f64 accumulators per sum.
@@ -70,27 +70,20 @@ impl RunSums {
         let len = dy.len().min(xs.len()).min(z.map_or(usize::MAX, <[T]>::len));
         let body = len / LANES * LANES;
         let z_body = z.map(|z| &z[..body]);
-        let f32s = (as_f32(&dy[..body]), as_f32(&xs[..body]));
-        let (s1, s2) = match (self.isa, f32s, z_body.map(as_f32)) {
-            // SAFETY (all four): as in `moments`.
+        // `z` has the element type of `dy`: f32 exactly when `dy` is.
+        let z32 = || z_body.map(|z| as_f32(z).expect("z has dy's element type"));
+        let (s1, s2) = match (self.isa, as_f32(&dy[..body]), as_f32(&xs[..body])) {
+            // SAFETY (both): as in `moments`.
             #[cfg(target_arch = "x86_64")]
-            (VectorIsa::Avx512, (Some(d), Some(x)), None) => unsafe { x86::grad_avx512(d, x, m) },
+            (VectorIsa::Avx512, Some(d), Some(x)) => unsafe { x86::grad_avx512(d, x, z32(), m) },
             #[cfg(target_arch = "x86_64")]
-            (VectorIsa::Avx512, (Some(d), Some(x)), Some(Some(z))) => unsafe {
-                x86::grad_masked_avx512(d, x, z, m)
-            },
-            #[cfg(target_arch = "x86_64")]
-            (VectorIsa::Avx2, (Some(d), Some(x)), None) => unsafe { x86::grad_avx2(d, x, m) },
-            #[cfg(target_arch = "x86_64")]
-            (VectorIsa::Avx2, (Some(d), Some(x)), Some(Some(z))) => unsafe {
-                x86::grad_masked_avx2(d, x, z, m)
-            },
+            (VectorIsa::Avx2, Some(d), Some(x)) => unsafe { x86::grad_avx2(d, x, z32(), m) },
             _ => grad_lanes(&dy[..body], &xs[..body], z_body, m),
         };
         let (mut a, mut b) = (add_lanes(s1), add_lanes(s2));
         for i in body..len {
             let g = match z {
-                Some(z) => relu_masked(dy[i], z[i]),
+                Some(z) => relu_grad_value(dy[i], z[i]),
                 None => dy[i],
             }
             .to_f64();
@@ -158,7 +151,7 @@ fn grad_lanes<T: Float>(
         Some(z) => {
             for ((dl, xl), zl) in lanes.zip(z.chunks_exact(LANES)) {
                 for i in 0..LANES {
-                    let g = relu_masked(dl[i], zl[i]).to_f64();
+                    let g = relu_grad_value(dl[i], zl[i]).to_f64();
                     s1[i] += g;
                     s2[i] += g * (xl[i].to_f64() - m);
                 }
@@ -200,54 +193,32 @@ mod x86 {
         (store512(a0, a1), store512(b0, b1))
     }
 
+    /// The lanes of `(Σ g, Σ g·(x − m))` with `g` = `dy`, or `dy` masked by
+    /// `z > 0` given a fused relu's output `zs` (`dy` where `z > 0`, else
+    /// `0·dy`, in f32 as the portable loop computes it).
     #[target_feature(enable = "avx512f")]
-    pub(super) fn grad_avx512(dy: &[f32], xs: &[f32], m: f64) -> Lanes {
-        let mv = _mm512_set1_pd(m);
-        let [mut a0, mut a1, mut b0, mut b1] = [_mm512_setzero_pd(); 4];
-        for (dl, xl) in dy.chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
-            // SAFETY: `dl` and `xl` hold 16 f32 each.
-            let (g0, g1, x0, x1) = unsafe {
-                (
-                    _mm512_cvtps_pd(_mm256_loadu_ps(dl.as_ptr())),
-                    _mm512_cvtps_pd(_mm256_loadu_ps(dl[8..].as_ptr())),
-                    _mm512_cvtps_pd(_mm256_loadu_ps(xl.as_ptr())),
-                    _mm512_cvtps_pd(_mm256_loadu_ps(xl[8..].as_ptr())),
-                )
-            };
-            a0 = _mm512_add_pd(a0, g0);
-            a1 = _mm512_add_pd(a1, g1);
-            b0 = _mm512_add_pd(b0, _mm512_mul_pd(g0, _mm512_sub_pd(x0, mv)));
-            b1 = _mm512_add_pd(b1, _mm512_mul_pd(g1, _mm512_sub_pd(x1, mv)));
-        }
-        (store512(a0, a1), store512(b0, b1))
-    }
-
-    /// [`grad_avx512`] of `dy` masked by `z > 0` (relu's backward, given
-    /// relu's output): `dy` where `z > 0`, else `0·dy`, in f32 as the
-    /// portable loop computes it.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn grad_masked_avx512(dy: &[f32], xs: &[f32], zs: &[f32], m: f64) -> Lanes {
+    pub(super) fn grad_avx512(dy: &[f32], xs: &[f32], zs: Option<&[f32]>, m: f64) -> Lanes {
         let (mv, zero) = (_mm512_set1_pd(m), _mm512_setzero_ps());
         let [mut a0, mut a1, mut b0, mut b1] = [_mm512_setzero_pd(); 4];
-        let lanes = dy
-            .chunks_exact(LANES)
-            .zip(xs.chunks_exact(LANES))
-            .zip(zs.chunks_exact(LANES));
-        for ((dl, xl), zl) in lanes {
-            // SAFETY: `dl`, `xl` and `zl` hold 16 f32 each.
-            let (d, z, x0, x1) = unsafe {
+        let lanes = dy.chunks_exact(LANES).zip(xs.chunks_exact(LANES));
+        for (k, (dl, xl)) in lanes.enumerate() {
+            // SAFETY: `dl` and `xl` hold 16 f32 each.
+            let (mut d, x0, x1) = unsafe {
                 (
                     _mm512_loadu_ps(dl.as_ptr()),
-                    _mm512_loadu_ps(zl.as_ptr()),
                     _mm512_cvtps_pd(_mm256_loadu_ps(xl.as_ptr())),
                     _mm512_cvtps_pd(_mm256_loadu_ps(xl[8..].as_ptr())),
                 )
             };
-            let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero);
-            let g = _mm512_mask_blend_ps(keep, _mm512_mul_ps(d, zero), d);
-            let g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+            if let Some(zs) = zs {
+                // SAFETY: `zs` is as long as `dy`, so it holds these 16 f32.
+                let z = unsafe { _mm512_loadu_ps(zs[k * LANES..][..LANES].as_ptr()) };
+                let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero);
+                d = _mm512_mask_blend_ps(keep, _mm512_mul_ps(d, zero), d);
+            }
+            let g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
             let g1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(g),
+                _mm512_castps_pd(d),
             )));
             a0 = _mm512_add_pd(a0, g0);
             a1 = _mm512_add_pd(a1, g1);
@@ -284,47 +255,27 @@ mod x86 {
         (store256(a), store256(b))
     }
 
+    /// [`grad_avx512`] on AVX2: four ymm registers of 4 lanes per sum.
     #[target_feature(enable = "avx2")]
-    pub(super) fn grad_avx2(dy: &[f32], xs: &[f32], m: f64) -> Lanes {
-        let mv = _mm256_set1_pd(m);
-        let (mut a, mut b) = ([_mm256_setzero_pd(); 4], [_mm256_setzero_pd(); 4]);
-        for (dl, xl) in dy.chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
-            for j in 0..4 {
-                // SAFETY: `dl` and `xl` hold 16 f32; this loads 4 of each.
-                let (g, x) = unsafe {
-                    (
-                        _mm256_cvtps_pd(_mm_loadu_ps(dl[4 * j..].as_ptr())),
-                        _mm256_cvtps_pd(_mm_loadu_ps(xl[4 * j..].as_ptr())),
-                    )
-                };
-                a[j] = _mm256_add_pd(a[j], g);
-                b[j] = _mm256_add_pd(b[j], _mm256_mul_pd(g, _mm256_sub_pd(x, mv)));
-            }
-        }
-        (store256(a), store256(b))
-    }
-
-    /// [`grad_avx2`] of `dy` masked by `z > 0`, as [`grad_masked_avx512`].
-    #[target_feature(enable = "avx2")]
-    pub(super) fn grad_masked_avx2(dy: &[f32], xs: &[f32], zs: &[f32], m: f64) -> Lanes {
+    pub(super) fn grad_avx2(dy: &[f32], xs: &[f32], zs: Option<&[f32]>, m: f64) -> Lanes {
         let (mv, zero) = (_mm256_set1_pd(m), _mm_setzero_ps());
         let (mut a, mut b) = ([_mm256_setzero_pd(); 4], [_mm256_setzero_pd(); 4]);
-        let lanes = dy
-            .chunks_exact(LANES)
-            .zip(xs.chunks_exact(LANES))
-            .zip(zs.chunks_exact(LANES));
-        for ((dl, xl), zl) in lanes {
+        let lanes = dy.chunks_exact(LANES).zip(xs.chunks_exact(LANES));
+        for (k, (dl, xl)) in lanes.enumerate() {
             for j in 0..4 {
-                // SAFETY: `dl`, `xl` and `zl` hold 16 f32; this loads 4 of each.
-                let (d, z, x) = unsafe {
+                // SAFETY: `dl` and `xl` hold 16 f32; this loads 4 of each.
+                let (mut d, x) = unsafe {
                     (
                         _mm_loadu_ps(dl[4 * j..].as_ptr()),
-                        _mm_loadu_ps(zl[4 * j..].as_ptr()),
                         _mm256_cvtps_pd(_mm_loadu_ps(xl[4 * j..].as_ptr())),
                     )
                 };
-                let keep = _mm_cmpgt_ps(z, zero);
-                let g = _mm256_cvtps_pd(_mm_blendv_ps(_mm_mul_ps(d, zero), d, keep));
+                if let Some(zs) = zs {
+                    // SAFETY: `zs` is as long as `dy`, so it holds these 4 f32.
+                    let z = unsafe { _mm_loadu_ps(zs[k * LANES + 4 * j..][..4].as_ptr()) };
+                    d = _mm_blendv_ps(_mm_mul_ps(d, zero), d, _mm_cmpgt_ps(z, zero));
+                }
+                let g = _mm256_cvtps_pd(d);
                 a[j] = _mm256_add_pd(a[j], g);
                 b[j] = _mm256_add_pd(b[j], _mm256_mul_pd(g, _mm256_sub_pd(x, mv)));
             }
@@ -428,8 +379,8 @@ mod tests {
             let got = unsafe {
                 (
                     x86::moments_avx512(&xs, 2.0),
-                    x86::grad_avx512(&dy, &xs, 1.0),
-                    x86::grad_masked_avx512(&dy, &xs, &zs, 1.0),
+                    x86::grad_avx512(&dy, &xs, None, 1.0),
+                    x86::grad_avx512(&dy, &xs, Some(&zs), 1.0),
                 )
             };
             assert_eq!(got, want);
@@ -439,8 +390,8 @@ mod tests {
             let got = unsafe {
                 (
                     x86::moments_avx2(&xs, 2.0),
-                    x86::grad_avx2(&dy, &xs, 1.0),
-                    x86::grad_masked_avx2(&dy, &xs, &zs, 1.0),
+                    x86::grad_avx2(&dy, &xs, None, 1.0),
+                    x86::grad_avx2(&dy, &xs, Some(&zs), 1.0),
                 )
             };
             assert_eq!(got, want);
