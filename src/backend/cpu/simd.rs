@@ -9,16 +9,25 @@
 //! operations whose results do not depend on the vector width (Rust never
 //! fuses `a * b + c` on its own, and lane counts are fixed in the source),
 //! so every path gives bit-identical results.
+//!
+//! The widest set used can be capped at run time ([`set_isa_limit`], or
+//! the `FERRITE_ISA` environment variable: `avx2` or `baseline`), e.g. to
+//! measure the AVX2 kernels on a CPU that has AVX-512, or to run the tests
+//! of the narrower paths there. A cap only narrows the choice: kernels
+//! still check that the CPU has the instructions they run.
 
-/// The vector instruction sets kernels are compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The vector instruction sets kernels are compiled for, narrowest first
+/// (so `Avx2 < Avx512`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum VectorIsa {
-    /// 512-bit vectors (16 f32 lanes); used when the `avx512` feature is on.
-    Avx512,
-    /// 256-bit vectors (8 f32 lanes) with FMA.
-    Avx2,
     /// The baseline build (SSE2 on x86-64, or another architecture).
     Baseline,
+    /// 256-bit vectors (8 f32 lanes) with FMA.
+    Avx2,
+    /// 512-bit vectors (16 f32 lanes); used when the `avx512` feature is on.
+    Avx512,
 }
 
 impl VectorIsa {
@@ -40,8 +49,15 @@ impl VectorIsa {
         }
     }
 
-    /// Whether this CPU runs `self`'s instructions.
+    /// Whether kernels may use `self`: the CPU runs its instructions
+    /// ([`VectorIsa::cpu_has`]) and it is within [`isa_limit`].
     pub fn is_available(self) -> bool {
+        self <= isa_limit() && self.cpu_has()
+    }
+
+    /// Whether this CPU runs `self`'s instructions (AVX-512 only with the
+    /// `avx512` feature), whatever the limit.
+    pub fn cpu_has(self) -> bool {
         match self {
             VectorIsa::Baseline => true,
             #[cfg(target_arch = "x86_64")]
@@ -54,8 +70,43 @@ impl VectorIsa {
     }
 }
 
+/// The process-wide cap of [`detect`]: 0 until first read, else 1 +
+/// the cap's position in [`VectorIsa`]'s order.
+static LIMIT: AtomicU8 = AtomicU8::new(0);
+
+/// The widest [`VectorIsa`] kernels may use: the last [`set_isa_limit`],
+/// else `FERRITE_ISA` (`baseline`, `avx2` or `avx512`; read once, and
+/// ignored when it names none of these), else no cap (`Avx512`).
+pub fn isa_limit() -> VectorIsa {
+    const ORDER: [VectorIsa; 3] = [VectorIsa::Baseline, VectorIsa::Avx2, VectorIsa::Avx512];
+    let stored = LIMIT.load(Ordering::Relaxed);
+    if stored != 0 {
+        return ORDER[usize::from(stored - 1).min(2)];
+    }
+    let from_env = match std::env::var("FERRITE_ISA")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        Ok(v) if v == "baseline" => VectorIsa::Baseline,
+        Ok(v) if v == "avx2" => VectorIsa::Avx2,
+        _ => VectorIsa::Avx512,
+    };
+    // A concurrent set_isa_limit wins over the environment.
+    let _ = LIMIT.compare_exchange(0, from_env as u8 + 1, Ordering::Relaxed, Ordering::Relaxed);
+    ORDER[usize::from(LIMIT.load(Ordering::Relaxed) - 1).min(2)]
+}
+
+/// Caps the vector instruction set kernels use from now on, for the whole
+/// process (see the module doc). Products already running finish on the
+/// kernels they started with; results are the same bits either way except
+/// where a narrower set selects another algorithm (e.g. a convolution
+/// that runs im2col rather than Winograd).
+pub fn set_isa_limit(limit: VectorIsa) {
+    LIMIT.store(limit as u8 + 1, Ordering::Relaxed);
+}
+
 /// The widest [`VectorIsa`] this CPU runs (AVX-512 only with the `avx512`
-/// feature). matrixmultiply picks its GEMM kernel by the same tests.
+/// feature) within [`isa_limit`].
 pub fn detect() -> VectorIsa {
     [VectorIsa::Avx512, VectorIsa::Avx2]
         .into_iter()

@@ -1,6 +1,6 @@
 //! CPU GEMM: packed, cache-blocked kernels called on strided operands, so
 //! transposed views need no copy. f32 runs ferrite's own AVX-512 kernel
-//! ([`super::sgemm_avx512`]) where the CPU has AVX-512, and
+//! ([`super::sgemm`]) where the CPU has AVX-512, and
 //! `matrixmultiply`'s sgemm elsewhere; f64 always runs matrixmultiply's
 //! dgemm.
 //!
@@ -133,7 +133,7 @@ pub trait Gemm: Float {
 /// The packed left operand of f32 products: the AVX-512 kernel's layout on
 /// x86-64 (used only when the CPU has AVX-512), none elsewhere.
 #[cfg(target_arch = "x86_64")]
-type PackedF32 = super::sgemm_avx512::PackedA;
+type PackedF32 = super::sgemm::PackedA;
 #[cfg(not(target_arch = "x86_64"))]
 type PackedF32 = std::convert::Infallible;
 
@@ -151,10 +151,10 @@ impl Gemm for f32 {
         ldc: isize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if super::sgemm_avx512::available() {
+        if super::sgemm::available() {
             // Safety: AVX-512 is available; the caller's contract is the same.
             return unsafe {
-                super::sgemm_avx512::sgemm(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, ldc)
+                super::sgemm::sgemm(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, ldc)
             };
         }
         matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, ldc, 1);
@@ -179,7 +179,7 @@ impl Gemm for f32 {
         a: *const f32,
         strides: (isize, isize),
     ) -> Option<PackedF32> {
-        if !super::sgemm_avx512::available() {
+        if !super::sgemm::available() {
             return None;
         }
         // Safety: the caller's contract.
@@ -202,7 +202,7 @@ impl Gemm for f32 {
         ldc: isize,
     ) {
         // Safety: a packed operand exists only where AVX-512 is available.
-        unsafe { super::sgemm_avx512::sgemm_packed(a, n, b, b_strides, beta, c, ldc) }
+        unsafe { super::sgemm::sgemm_packed(a, n, b, b_strides, beta, c, ldc) }
     }
 
     #[cfg(not(target_arch = "x86_64"))]

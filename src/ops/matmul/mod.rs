@@ -18,7 +18,7 @@ pub(crate) mod packed;
 #[cfg(feature = "cuda")]
 pub mod params;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod sgemm_avx512;
+pub(crate) mod sgemm;
 
 use crate::autograd::GradFn;
 use crate::error::{Error, Result};

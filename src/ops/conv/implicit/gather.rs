@@ -1,6 +1,7 @@
 //! The gathers of the implicit-GEMM convolution: rows of the unrolled
 //! matrix (one kernel tap of one input channel each) over a run of output
-//! pixels, read straight from the NCHW input with AVX-512 masked loads.
+//! pixels, read straight from the NCHW input with masked vector loads
+//! (one 16-lane AVX-512 vector per segment, or two 8-lane AVX2 ones).
 //!
 //! A run of output pixels is cut into segments, each inside one output row
 //! of one image and at most 16 pixels long, so that for a given tap a
@@ -14,6 +15,7 @@
 //! store per segment.
 
 use super::super::geom::ConvGeom;
+use crate::ops::matmul::sgemm::Kernel;
 use std::arch::x86_64::*;
 
 /// Pixels of one segment at most: one vector.
@@ -161,9 +163,10 @@ impl RunPlan {
     ///
     /// # Panics
     /// When the rows reach past `dst`, or the channels past `x`, or the
-    /// CPU has no AVX-512.
+    /// CPU does not run `kernel`.
     pub(super) fn fill(
         &self,
+        kernel: Kernel,
         x: &[f32],
         (k0, rows): (usize, usize),
         dst: &mut [f32],
@@ -181,14 +184,35 @@ impl RunPlan {
             (rows - 1) * stride + self.row_end <= dst.len(),
             "gather past its rows"
         );
-        assert!(super::available());
-        // Safety: AVX-512F is available; the writes of row r (the lanes a
+        assert!(kernel.cpu_has());
+        let (x, dst) = (x.as_ptr(), dst.as_mut_ptr());
+        // Safety: the CPU runs `kernel`; the writes of row r (the lanes a
         // segment keeps) lie in `dst[r·stride .. r·stride + row_end]`,
-        // inside `dst`; the loads
-        // read, of channel c ≤ last_channel, only lanes inside an input
-        // row (the masks), which lies inside the image's plane, whose end
-        // is at most read_end + c·h·w ≤ x.len().
-        unsafe { self.fill_avx512(x.as_ptr(), k0, rows, dst.as_mut_ptr(), stride) }
+        // inside `dst`; the loads read, of channel c ≤ last_channel, only
+        // lanes inside an input row (the masks), which lies inside the
+        // image's plane, whose end is at most read_end + c·h·w ≤ x.len().
+        unsafe {
+            match kernel {
+                Kernel::Avx512 => self.fill_avx512(x, k0, rows, dst, stride),
+                Kernel::Avx2 => self.fill_avx2(x, k0, rows, dst, stride),
+            }
+        }
+    }
+
+    /// The segments and loads of the `rows` unrolled rows from row `k0`:
+    /// calls `row(r, channel offset, loads of the row's tap)` for each.
+    #[inline(always)]
+    fn for_each_row(&self, k0: usize, rows: usize, mut row: impl FnMut(usize, usize, &[Load])) {
+        let (taps, plane, n) = (self.taps, self.plane, self.segs.len());
+        let (mut c, mut t) = (k0 / taps, k0 % taps);
+        for r in 0..rows {
+            row(r, c * plane, &self.loads[t * n..(t + 1) * n]);
+            t += 1;
+            if t == taps {
+                t = 0;
+                c += 1;
+            }
+        }
     }
 
     /// [`RunPlan::fill`] in AVX-512.
@@ -206,12 +230,9 @@ impl RunPlan {
     ) {
         // Lane l of the permute takes lane 2l of the 32 lanes (lo, hi).
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let (taps, plane, n) = (self.taps, self.plane, self.segs.len());
-        let (mut c, mut t) = (k0 / taps, k0 % taps);
-        for r in 0..rows {
-            let channel = x.wrapping_add(c * plane);
+        self.for_each_row(k0, rows, |r, channel, loads| {
+            let channel = x.wrapping_add(channel);
             let out = dst.wrapping_add(r * stride);
-            let loads = &self.loads[t * n..(t + 1) * n];
             for (s, ld) in self.segs.iter().zip(loads) {
                 // Only lanes inside the plane are loaded, so the addresses
                 // of the others (wrapping arithmetic) are never read.
@@ -227,11 +248,63 @@ impl RunPlan {
                 };
                 unsafe { _mm512_mask_storeu_ps(out.add(s.dst), s.keep, v) };
             }
-            t += 1;
-            if t == taps {
-                t = 0;
-                c += 1;
+        });
+    }
+
+    /// [`RunPlan::fill`] in AVX2: each 16-lane segment as two 8-lane
+    /// halves, masks expanded from the bits of [`Load`] and [`Segment`].
+    ///
+    /// # Safety
+    /// As checked by [`RunPlan::fill`].
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(
+        &self,
+        x: *const f32,
+        k0: usize,
+        rows: usize,
+        dst: *mut f32,
+        stride: usize,
+    ) {
+        let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        // Lanes whose bit is set in the low 8 bits of `bits`.
+        let mask = |bits: u32| {
+            let sel = _mm256_and_si256(_mm256_set1_epi32((bits & 0xff) as i32), bit);
+            _mm256_cmpeq_epi32(sel, bit)
+        };
+        // Only lanes inside the plane are loaded (masked-off lanes are
+        // zero and never fault), so the addresses of the others (wrapping
+        // arithmetic) are never read.
+        let load = |at: *const f32, bits: u32| unsafe { _mm256_maskload_ps(at, mask(bits)) };
+        // The even lanes of the 16 values (a, b), in order.
+        let even = |a: __m256, b: __m256| {
+            let pairs = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(pairs))
+        };
+        self.for_each_row(k0, rows, |r, channel, loads| {
+            let channel = x.wrapping_add(channel);
+            let out = dst.wrapping_add(r * stride);
+            for (s, ld) in self.segs.iter().zip(loads) {
+                let (at, bits) = (channel.wrapping_offset(ld.offset), ld.inside);
+                let (v0, v1) = if !self.stride2 {
+                    (load(at, bits), load(at.wrapping_add(8), bits >> 8))
+                } else {
+                    let q: [__m256; 4] =
+                        std::array::from_fn(|i| load(at.wrapping_add(8 * i), bits >> (8 * i)));
+                    (even(q[0], q[1]), even(q[2], q[3]))
+                };
+                let keep = u32::from(s.keep);
+                // Safety: the lanes kept lie inside the row (see `fill`).
+                unsafe {
+                    let o = out.add(s.dst);
+                    if keep == 0xffff {
+                        _mm256_storeu_ps(o, v0);
+                        _mm256_storeu_ps(o.add(8), v1);
+                    } else {
+                        _mm256_maskstore_ps(o, mask(keep), v0);
+                        _mm256_maskstore_ps(o.wrapping_add(8), mask(keep >> 8), v1);
+                    }
+                }
             }
-        }
+        });
     }
 }

@@ -1,5 +1,6 @@
-//! Implicit-GEMM convolution for f32 on CPUs with AVX-512: the im2col
-//! route of `cpu.rs` without its unrolled matrix.
+//! Implicit-GEMM convolution for f32 on CPUs with AVX-512 or AVX2 and
+//! FMA (the CPUs of ferrite's own sgemm): the im2col route of `cpu.rs`
+//! without its unrolled matrix.
 //!
 //! im2col writes every receptive field into a `cg·kh·kw × pixels` matrix,
 //! and the GEMM then reads that matrix back to pack it into micro-panels.
@@ -39,25 +40,25 @@ use super::cpu::{
 };
 use super::geom::ConvGeom;
 use super::plan::{Pass, DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
-use super::winograd::as_f32;
+use super::winograd::f32_slice;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
-use crate::ops::matmul::sgemm_avx512::{self, pack_runs, sgemm_with, BBlock, Lhs, PackedA};
+use crate::ops::matmul::sgemm::{self, pack_runs, sgemm_with, BBlock, Kernel, Lhs, PackedA};
 use gather::{Layout, RunPlan};
 use std::any::TypeId;
 use std::mem::MaybeUninit;
 
 /// Columns of a packed micro-panel of the right operand.
-const NR: usize = sgemm_avx512::NR;
+const NR: usize = sgemm::NR;
 
-/// Whether the CPU runs this module (AVX-512F, and the crate's `avx512`
-/// feature).
+/// Whether the CPU runs this module: where ferrite's own sgemm runs
+/// ([`sgemm::available`]).
 pub fn available() -> bool {
-    sgemm_avx512::available()
+    sgemm::available()
 }
 
-/// True when this module computes `g` (f32 only): on AVX-512, for a
+/// True when this module computes `g` (f32 only): where [`available`], for a
 /// horizontal stride of 1 or 2 (any vertical stride, padding, dilation and
 /// groups).
 pub fn supports(g: &ConvGeom) -> bool {
@@ -72,7 +73,8 @@ fn check_supported(g: &ConvGeom) -> Result<()> {
     Err(Error::invalid(
         "conv2d",
         format!(
-            "the implicit-GEMM kernels need AVX-512 and a horizontal stride of 1 or 2 \
+            "the implicit-GEMM kernels need AVX2 and FMA (or AVX-512) and a horizontal \
+             stride of 1 or 2 \
              (stride {:?})",
             g.stride
         ),
@@ -95,9 +97,9 @@ pub(super) fn try_forward<T: 'static>(
     bias: Option<&[T]>,
     g: &ConvGeom,
 ) -> Option<Result<Vec<T>>> {
-    let (x, w) = (as_f32(x)?, as_f32(w)?);
+    let (x, w) = (f32_slice(x)?, f32_slice(w)?);
     let bias = match bias {
-        Some(b) => Some(as_f32(b)?),
+        Some(b) => Some(f32_slice(b)?),
         None => None,
     };
     supports(g).then(|| conv2d_forward(x, w, bias, g).map(into_vec_of))
@@ -110,7 +112,7 @@ pub(super) fn try_backward_weight<T: 'static>(
     dy: &[T],
     g: &ConvGeom,
 ) -> Option<Result<Vec<T>>> {
-    let (x, dy) = (as_f32(x)?, as_f32(dy)?);
+    let (x, dy) = (f32_slice(x)?, f32_slice(dy)?);
     supports(g).then(|| conv2d_backward_weight(x, dy, g).map(into_vec_of))
 }
 
@@ -251,13 +253,14 @@ fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [M
     let og = g.og();
     let n = c.len().checked_div(og).unwrap_or(0);
     assert_eq!((w.rows(), w.cols(), og * n), (og, g.col_rows(), c.len()));
+    let kernel = Kernel::current();
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let layout = Layout::Panels {
             width: NR,
             depth: blk.kc,
         };
         let plan = RunPlan::new(g, base, blk.jc, blk.nc, layout);
-        plan.fill(x, (blk.pc, blk.kc), out, NR);
+        plan.fill(kernel, x, (blk.pc, blk.kc), out, NR);
         let width = blk.nc % NR;
         if width > 0 {
             // The last micro-panel's columns past the product are zeros.
@@ -266,11 +269,11 @@ fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [M
                 .for_each(|row| row[width..].fill(0.0));
         }
     };
-    // Safety: AVX-512 is available (`supports`); `c` holds og × n values,
-    // row stride n, and is its own buffer; with beta 0 the product writes
-    // every element of `c` without reading it.
+    // Safety: the CPU runs `kernel` (`supports`); `c` holds og × n
+    // values, row stride n, and is its own buffer; with beta 0 the product
+    // writes every element of `c` without reading it.
     let c = c.as_mut_ptr().cast::<f32>();
-    unsafe { sgemm_with(Lhs::Packed(w), n, pack, 0.0, c, n as isize) };
+    unsafe { sgemm_with(kernel, Lhs::Packed(w), n, pack, 0.0, c, n as isize) };
 }
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
@@ -329,15 +332,15 @@ fn backward_weight_few_taps(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f
             let col = &mut col[..k * cols];
             for gi in 0..g.groups {
                 let plan = RunPlan::new(g, group_base(g, n, gi), 0, cols, Layout::Run);
-                plan.fill(x, (0, k), col, cols);
+                plan.fill(Kernel::current(), x, (0, k), col, cols);
                 let at = n * g.out_image_len() + gi * og * cols;
                 let grad = &dy[at..at + og * cols];
                 let dwt_g = &mut dwt[gi * og * k..(gi + 1) * og * k];
-                // Safety: AVX-512 is available (`supports`); `col` holds
+                // Safety: the sgemm is available (`supports`); `col` holds
                 // k × cols values, `grad` og × cols (read transposed), and
                 // `dwt_g` k × og, row stride og, its own buffer.
                 unsafe {
-                    sgemm_avx512::sgemm(
+                    sgemm::sgemm(
                         k,
                         cols,
                         og,
@@ -371,19 +374,21 @@ fn backward_weight_few_taps(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f
 fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usize, dw: &mut [f32]) {
     let (og, k) = (g.og(), g.col_rows());
     assert_eq!((dy.len(), dw.len()), (og * pixels, og * k));
-    let mut runs = vec![0.0f32; NR * sgemm_avx512::KC];
+    let mut runs = vec![0.0f32; NR * sgemm::KC];
+    let kernel = Kernel::current();
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let kc = blk.kc;
         let plan = RunPlan::new(g, base, blk.pc, kc, Layout::Run);
         let runs = &mut runs[..NR * kc];
         for jb in (0..blk.nc).step_by(NR) {
             let width = NR.min(blk.nc - jb);
-            plan.fill(x, (blk.jc + jb, width), runs, kc);
+            plan.fill(kernel, x, (blk.jc + jb, width), runs, kc);
             runs[width * kc..].fill(0.0);
             let panel = &mut out[jb * kc..(jb + NR) * kc];
-            // Safety: AVX-512F (`supports`); NR runs of kc values each,
-            // and the panel holds kc × NR values.
-            unsafe { pack_runs::<NR>(kc, |j| runs.as_ptr().add(j * kc), panel.as_mut_ptr()) };
+            // Safety: the CPU runs `kernel` (`supports`); NR runs of kc
+            // values each, and the panel holds kc × NR values.
+            let run = |j: usize| unsafe { runs.as_ptr().add(j * kc) };
+            unsafe { pack_runs::<NR>(kernel, kc, run, panel.as_mut_ptr()) };
         }
     };
     let lhs = Lhs::Strided {
@@ -392,7 +397,7 @@ fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usiz
         a: dy.as_ptr(),
         strides: (pixels as isize, 1),
     };
-    // Safety: AVX-512 is available (`supports`); `dy` holds og × pixels
+    // Safety: the CPU runs `kernel` (`supports`); `dy` holds og × pixels
     // values (checked above), `dw` og × k, row stride k, its own buffer.
-    unsafe { sgemm_with(lhs, k, pack, 1.0, dw.as_mut_ptr(), k as isize) };
+    unsafe { sgemm_with(kernel, lhs, k, pack, 1.0, dw.as_mut_ptr(), k as isize) };
 }

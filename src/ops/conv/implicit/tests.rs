@@ -58,10 +58,15 @@ fn shapes() -> Vec<ConvGeom> {
 
 fn skip() -> bool {
     if !available() {
-        eprintln!("skipped: the CPU has no AVX-512");
+        eprintln!("skipped: the CPU has neither AVX2 and FMA nor AVX-512");
         return true;
     }
     false
+}
+
+/// The gather kernels this CPU runs (each is tested).
+fn kernels() -> Vec<Kernel> {
+    crate::ops::matmul::sgemm::kernels_on_this_cpu()
 }
 
 #[test]
@@ -80,14 +85,17 @@ fn gathered_rows_are_the_unrolled_matrix() {
         ];
         for (q0, len) in runs.into_iter().chain([(0, pixels)]) {
             let plan = RunPlan::new(&g, 0, q0, len, Layout::Run);
-            for k0 in [0, k / 2] {
+            for (k0, kernel) in [0, k / 2]
+                .into_iter()
+                .flat_map(|k0| kernels().into_iter().map(move |kn| (k0, kn)))
+            {
                 let rows = k - k0;
                 let mut got = vec![f32::NAN; rows * len];
-                plan.fill(&x, (k0, rows), &mut got, len);
+                plan.fill(kernel, &x, (k0, rows), &mut got, len);
                 for (i, &v) in got.iter().enumerate() {
                     let (k, q) = (k0 + i / len, q0 + i % len);
                     let want = unrolled(&x, &g, k, q);
-                    assert_eq!(v, want, "{g:?}: row {k}, pixel {q}");
+                    assert_eq!(v, want, "{g:?} {kernel:?}: row {k}, pixel {q}");
                 }
             }
         }
@@ -126,18 +134,24 @@ fn gathered_panels_are_the_unrolled_matrix() {
             },
         );
         let rows = 5.min(g.cg() * g.kh * g.kw);
-        let mut got = vec![f32::NAN; len.div_ceil(32) * 32 * 5];
-        plan.fill(&x, (0, rows), &mut got, 32);
-        for r in 0..rows {
-            for q in 0..len {
-                let v = got[q / 32 * 32 * 5 + r * 32 + q % 32];
-                assert_eq!(v, unrolled(&x, &g, r, q), "{g:?}: row {r}, pixel {q}");
-            }
-            for q in len..len.div_ceil(32) * 32 {
-                assert!(
-                    got[q / 32 * 32 * 5 + r * 32 + q % 32].is_nan(),
-                    "{g:?}: lane {q}"
-                );
+        for kernel in kernels() {
+            let mut got = vec![f32::NAN; len.div_ceil(32) * 32 * 5];
+            plan.fill(kernel, &x, (0, rows), &mut got, 32);
+            for r in 0..rows {
+                for q in 0..len {
+                    let v = got[q / 32 * 32 * 5 + r * 32 + q % 32];
+                    assert_eq!(
+                        v,
+                        unrolled(&x, &g, r, q),
+                        "{g:?} {kernel:?}: row {r}, pixel {q}"
+                    );
+                }
+                for q in len..len.div_ceil(32) * 32 {
+                    assert!(
+                        got[q / 32 * 32 * 5 + r * 32 + q % 32].is_nan(),
+                        "{g:?} {kernel:?}: lane {q}"
+                    );
+                }
             }
         }
     }

@@ -26,7 +26,7 @@
 
 use super::{avx512_pairs, SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
-use crate::ops::matmul::sgemm_avx512::{PackedA, Panel, MR};
+use crate::ops::matmul::sgemm::{PackedA, Panel, MR};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;

@@ -172,7 +172,12 @@ fn chunk_rows(g: &ConvGeom, tiles: &Tiles) -> Vec<Range<usize>> {
 /// `s` as f32 when `T` is f32 and the CPU runs [`avx512`]'s transforms.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
-    (TypeId::of::<T>() == TypeId::of::<f32>() && avx512::available())
+    avx512::available().then(|| f32_slice(s)).flatten()
+}
+
+/// `s` as f32 when `T` is f32.
+pub(super) fn f32_slice<T: 'static>(s: &[T]) -> Option<&[f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>())
         // SAFETY: T is f32, so the slice is one of f32.
         .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
 }

@@ -1,9 +1,9 @@
-//! The packing routines of the AVX-512 sgemm: blocks of `a` into
-//! [`MR`]-row micro-panels, panels of `b` into [`NR`]-column micro-panels,
-//! and the 16 × 16 register transpose both use when the operand's runs
-//! lie across the panel.
+//! The packing routines of the sgemm: blocks of `a` into [`MR`]-row
+//! micro-panels, panels of `b` into [`NR`]-column micro-panels, and the
+//! register transposes (16 × 16 in AVX-512, 8 × 8 in AVX) both use when
+//! the operand's runs lie across the panel.
 
-use super::{MR, NR};
+use super::{Kernel, MR, NR};
 use std::arch::x86_64::*;
 
 /// Packs an `mc × kc` block of `a` into micro-panels of [`MR`] rows, each
@@ -11,6 +11,7 @@ use std::arch::x86_64::*;
 /// Reads along rows when `a` is row-major and along columns when it is a
 /// transposed view (`rsa == 1`), so the reads are contiguous either way.
 pub(super) unsafe fn pack_a(
+    kernel: Kernel,
     mc: usize,
     kc: usize,
     a: *const f32,
@@ -37,7 +38,7 @@ pub(super) unsafe fn pack_a(
             // A full panel of a row-major block: its rows are runs along k.
             // Safety: the MR rows' kc values lie inside `a`; the panel
             // holds kc × MR values.
-            unsafe { pack_runs::<MR>(kc, |i| src.offset(i as isize * rsa), panel) };
+            unsafe { pack_runs::<MR>(kernel, kc, |i| src.offset(i as isize * rsa), panel) };
         } else {
             for i in 0..MR {
                 // Rows past the block are zeros; their addresses would lie
@@ -58,15 +59,35 @@ pub(super) unsafe fn pack_a(
 /// Packs `W` (12 or 32) runs of `kc` contiguous values into one
 /// micro-panel `[k][W]`: `panel[p·W + i] = run(i)[p]`, the transposition
 /// both packings need when the operand's rows (of `a`) or columns (of a
-/// transposed `b`) are contiguous. Blocks of 16 runs × 16 steps are
-/// transposed in registers; element by element, the writes land `W`
-/// values apart, which measured 15-20 % of a Winograd weight gradient.
+/// transposed `b`) are contiguous. Blocks of runs × steps are transposed
+/// in registers (16 × 16 on AVX-512, 8 × 8 on AVX2); element by element,
+/// the writes land `W` values apart, which measured 15-20 % of a Winograd
+/// weight gradient.
 ///
 /// # Safety
-/// AVX-512F; each `run(i)`, `i < W`, points at `kc` readable values;
-/// `panel` holds `kc × W` writable values.
-#[target_feature(enable = "avx512f")]
+/// The CPU runs `kernel`; each `run(i)`, `i < W`, points at `kc` readable
+/// values; `panel` holds `kc × W` writable values.
 pub(crate) unsafe fn pack_runs<const W: usize>(
+    kernel: Kernel,
+    kc: usize,
+    run: impl Fn(usize) -> *const f32,
+    panel: *mut f32,
+) {
+    // Safety: the caller's contract.
+    unsafe {
+        match kernel {
+            Kernel::Avx512 => pack_runs_avx512::<W>(kc, run, panel),
+            Kernel::Avx2 => pack_runs_avx2::<W>(kc, run, panel),
+        }
+    }
+}
+
+/// [`pack_runs`] with 16 × 16 transposes.
+///
+/// # Safety
+/// AVX-512F, and as [`pack_runs`].
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_runs_avx512<const W: usize>(
     kc: usize,
     run: impl Fn(usize) -> *const f32,
     panel: *mut f32,
@@ -138,10 +159,86 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     out
 }
 
+/// [`pack_runs`] with 8 × 8 transposes.
+///
+/// # Safety
+/// AVX2, and as [`pack_runs`].
+#[target_feature(enable = "avx2")]
+unsafe fn pack_runs_avx2<const W: usize>(
+    kc: usize,
+    run: impl Fn(usize) -> *const f32,
+    panel: *mut f32,
+) {
+    let mut p0 = 0;
+    while p0 + 8 <= kc {
+        for i0 in (0..W).step_by(8) {
+            let width = 8.min(W - i0);
+            // Safety: steps p0..p0 + 8 of runs i0..i0 + width are readable.
+            let rows: [__m256; 8] = std::array::from_fn(|i| {
+                if i < width {
+                    unsafe { _mm256_loadu_ps(run(i0 + i).add(p0)) }
+                } else {
+                    _mm256_setzero_ps()
+                }
+            });
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(width as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            for (q, step) in transpose8(rows).into_iter().enumerate() {
+                // Safety: values i0..i0 + width of step p0 + q of the panel.
+                unsafe { _mm256_maskstore_ps(panel.add((p0 + q) * W + i0), mask, step) };
+            }
+        }
+        p0 += 8;
+    }
+    for p in p0..kc {
+        for i in 0..W {
+            // Safety: as above, for the last steps.
+            unsafe { *panel.add(p * W + i) = *run(i).add(p) };
+        }
+    }
+}
+
+/// The transpose of the 8 × 8 block whose rows are `r`: element `i` of
+/// result `c` is element `c` of `r[i]`. Pairs of rows are interleaved,
+/// then pairs of pairs (4 × 4 blocks within each 128-bit lane), then the
+/// lanes are exchanged: 24 shuffles.
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // u[4g + j], lane half h: column j + 4h of rows 4g .. 4g + 4.
+    let u: [__m256; 8] = std::array::from_fn(|i| {
+        let (g, j) = (i / 4, i % 4);
+        let (lo, hi) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
+        if j % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(lo, hi)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(lo, hi)
+        }
+    });
+    std::array::from_fn(|c| {
+        let (j, h) = (c % 4, c / 4);
+        if h == 0 {
+            _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j])
+        }
+    })
+}
+
 /// Packs a `kc × nc` panel of `b` into micro-panels of [`NR`] columns,
 /// each `[k][NR]`, columns past `nc` zero. Reads rows contiguously when
 /// `b` is row-major and columns contiguously when it is a transposed view.
 pub(super) unsafe fn pack_b(
+    kernel: Kernel,
     kc: usize,
     nc: usize,
     b: *const f32,
@@ -157,7 +254,7 @@ pub(super) unsafe fn pack_b(
             // `colᵀ`): its columns are runs along k.
             // Safety: the NR columns' kc values lie inside `b`; the panel
             // holds kc × NR values.
-            unsafe { pack_runs::<NR>(kc, |j| src.offset(j as isize * csb), panel) };
+            unsafe { pack_runs::<NR>(kernel, kc, |j| src.offset(j as isize * csb), panel) };
         } else if csb == 1 && cols == NR {
             for p in 0..kc {
                 unsafe {

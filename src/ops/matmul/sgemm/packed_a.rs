@@ -4,7 +4,7 @@
 //! dropped ones leave for the next.
 
 use super::pack::pack_a;
-use super::{Line, KC, MC, MR};
+use super::{Kernel, Line, KC, MC, MR};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
@@ -121,7 +121,14 @@ impl PackedA {
             Self::from_panels(1, m, k, |panel, outs| {
                 let src = a.at(panel.row as isize * rsa + panel.col as isize * csa);
                 let out = outs[0].as_mut_ptr().cast::<f32>();
-                pack_a(panel.rows, panel.depth, src, (rsa, csa), out);
+                pack_a(
+                    Kernel::current(),
+                    panel.rows,
+                    panel.depth,
+                    src,
+                    (rsa, csa),
+                    out,
+                );
             })
         }?;
         packed.pop()

@@ -1,6 +1,6 @@
-//! ferrite's own f32 GEMM for CPUs with AVX-512: `c = a · b + beta · c`
-//! with arbitrary element strides, single-threaded (callers split work
-//! over rayon tasks).
+//! ferrite's own f32 GEMM for x86-64 CPUs with AVX-512 or AVX2 and FMA:
+//! `c = a · b + beta · c` with arbitrary element strides, single-threaded
+//! (callers split work over rayon tasks).
 //!
 //! The design is the classic one of GotoBLAS and BLIS. The product is cut
 //! into blocks that fit the caches: a `KC × NC` panel of `b` is packed once
@@ -9,7 +9,11 @@
 //! (`[k][MR]`), a register-blocked micro-kernel multiplies one `a`
 //! micro-panel by one `b` micro-panel: an `MR × NR` = 12 × 32 tile of `c`
 //! held in 24 zmm registers, updated per step of `k` by two vector loads of
-//! `b`, twelve broadcasts of `a` and 24 fused multiply-adds.
+//! `b`, twelve broadcasts of `a` and 24 fused multiply-adds. CPUs without
+//! AVX-512 run the same packed panels through an AVX2 kernel that computes
+//! the tile in 6 × 16 sub-tiles (12 of the 16 ymm registers), so the
+//! packing, the blocking and everything built on them (packed weights,
+//! implicit-GEMM convolution) are the same on both (`kernels.rs`).
 //!
 //! A 14 × 32 tile (28 accumulators, 31 of the 32 registers) was tried: on
 //! an Intel Xeon (AVX-512, 248 GFLOP/s FMA peak on one core) it ran at
@@ -32,12 +36,15 @@
 //! Summation order: each element of `c` is a sum over `k` in increasing
 //! order, one fused multiply-add per term, blocks of `KC` = 256 added to
 //! `c` in order. matrixmultiply's kernel sums in the same order with the
-//! same block depth, so the two give the same bits (tested): switching
-//! kernels changes speed, not results.
+//! same block depth, so the two give the same bits (tested), and so do
+//! the AVX-512 and AVX2 kernels: switching kernels changes speed, not
+//! results.
 
-use std::arch::x86_64::*;
+use crate::backend::cpu::simd::VectorIsa;
+use kernels::{kernel_avx2, kernel_avx512, Tile};
 use std::cell::RefCell;
 
+mod kernels;
 mod pack;
 mod packed_a;
 pub(crate) use pack::pack_runs;
@@ -66,10 +73,58 @@ thread_local! {
     static PACK: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Whether [`sgemm`] can run on this CPU (AVX-512F and the crate's
-/// `avx512` feature).
+/// The instruction set of the micro-kernel and the packing transposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// 12 × 32 tiles in zmm registers.
+    Avx512,
+    /// The same tiles as 6 × 16 sub-tiles in ymm registers.
+    Avx2,
+}
+
+impl Kernel {
+    /// The widest kernel [`simd::detect`](crate::backend::cpu::simd::detect)
+    /// allows on this CPU; `None` without AVX2 and FMA (or below the
+    /// limit).
+    pub(crate) fn detect() -> Option<Kernel> {
+        match crate::backend::cpu::simd::detect() {
+            VectorIsa::Avx512 => Some(Kernel::Avx512),
+            VectorIsa::Avx2 => Some(Kernel::Avx2),
+            VectorIsa::Baseline => None,
+        }
+    }
+
+    /// The kernel a product runs once [`available`] was true: the one
+    /// [`Kernel::detect`] names, or AVX2 if the limit was lowered since
+    /// (the CPU still has it).
+    pub(crate) fn current() -> Kernel {
+        Kernel::detect().unwrap_or(Kernel::Avx2)
+    }
+
+    /// Whether this CPU runs the kernel's instructions.
+    pub(crate) fn cpu_has(self) -> bool {
+        match self {
+            Kernel::Avx512 => VectorIsa::Avx512.cpu_has(),
+            Kernel::Avx2 => VectorIsa::Avx2.cpu_has(),
+        }
+    }
+}
+
+/// The kernels this CPU runs, widest first, whatever the limit (tests
+/// run each).
+#[cfg(test)]
+pub(crate) fn kernels_on_this_cpu() -> Vec<Kernel> {
+    [Kernel::Avx512, Kernel::Avx2]
+        .into_iter()
+        .filter(|k| k.cpu_has())
+        .collect()
+}
+
+/// Whether [`sgemm`] can run on this CPU: AVX2 and FMA, or AVX-512F with
+/// the crate's `avx512` feature (within the limit of
+/// [`simd::set_isa_limit`](crate::backend::cpu::simd::set_isa_limit)).
 pub fn available() -> bool {
-    crate::backend::cpu::simd::VectorIsa::Avx512.is_available()
+    Kernel::detect().is_some()
 }
 
 /// A pointer to `len` f32 of `buf`, grown (never shrunk) to hold them.
@@ -108,8 +163,8 @@ pub unsafe fn sgemm(
         a,
         strides: a_strides,
     };
-    // Safety: the caller's contract; `strided_b` packs inside `b`.
-    unsafe { sgemm_with(lhs, n, strided_b(b, b_strides), beta, c, ldc) }
+    // Safety: the caller's contract.
+    unsafe { strided_on(Kernel::current(), lhs, n, b, b_strides, beta, c, ldc) }
 }
 
 /// `c = a · b + beta · c` as [`sgemm`] does, with `a` packed beforehand
@@ -127,8 +182,49 @@ pub unsafe fn sgemm_packed(
     c: *mut f32,
     ldc: isize,
 ) {
+    // Safety: the caller's contract.
+    unsafe {
+        strided_on(
+            Kernel::current(),
+            Lhs::Packed(a),
+            n,
+            b,
+            b_strides,
+            beta,
+            c,
+            ldc,
+        )
+    }
+}
+
+/// `c = lhs · b + beta · c` for a strided `b` (`k × n`), on `kernel`:
+/// [`sgemm`] and [`sgemm_packed`] with the kernel chosen by the caller.
+///
+/// # Safety
+/// As [`sgemm`], with the CPU running `kernel` ([`Kernel::cpu_has`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn strided_on(
+    kernel: Kernel,
+    lhs: Lhs,
+    n: usize,
+    b: *const f32,
+    b_strides: (isize, isize),
+    beta: f32,
+    c: *mut f32,
+    ldc: isize,
+) {
     // Safety: the caller's contract; `strided_b` packs inside `b`.
-    unsafe { sgemm_with(Lhs::Packed(a), n, strided_b(b, b_strides), beta, c, ldc) }
+    unsafe {
+        sgemm_with(
+            kernel,
+            lhs,
+            n,
+            strided_b(kernel, b, b_strides),
+            beta,
+            c,
+            ldc,
+        )
+    }
 }
 
 /// The packer of a strided `b` (see [`BBlock`]).
@@ -136,13 +232,17 @@ pub unsafe fn sgemm_packed(
 /// # Safety
 /// The packer reads `b` through the strides: every element of every
 /// block it is handed must lie inside a live buffer.
-unsafe fn strided_b(b: *const f32, (rsb, csb): (isize, isize)) -> impl FnMut(&BBlock, &mut [f32]) {
+unsafe fn strided_b(
+    kernel: Kernel,
+    b: *const f32,
+    (rsb, csb): (isize, isize),
+) -> impl FnMut(&BBlock, &mut [f32]) {
     move |blk, out| {
         // Safety: the block lies inside `b` (the callers' contract); `out`
         // holds kc × nc rounded up to NR.
         unsafe {
             let block = b.offset(blk.pc as isize * rsb + blk.jc as isize * csb);
-            pack::pack_b(blk.kc, blk.nc, block, (rsb, csb), out.as_mut_ptr());
+            pack::pack_b(kernel, blk.kc, blk.nc, block, (rsb, csb), out.as_mut_ptr());
         }
     }
 }
@@ -182,8 +282,8 @@ pub struct BBlock {
     pub nc: usize,
 }
 
-/// `c = a · b + beta · c` where `b` (`k × n`) exists only as what
-/// `pack_b` writes for each [`BBlock`]: an implicit right operand, e.g. a
+/// `c = a · b + beta · c` on `kernel`, where `b` (`k × n`) exists only as
+/// what `pack_b` writes for each [`BBlock`]: an implicit right operand, e.g. a
 /// convolution's receptive fields gathered straight from its input, with
 /// no unrolled copy in memory. [`sgemm`] and [`sgemm_packed`] are this
 /// with a packer that copies from a strided matrix.
@@ -192,10 +292,12 @@ pub struct BBlock {
 /// of an earlier block there (wrong results, no undefined behaviour).
 ///
 /// # Safety
-/// [`available`] must be true; the elements of `a` the strides address
-/// (for [`Lhs::Strided`]) lie inside a live buffer; `c` holds `m` rows of
-/// `n` writable elements `ldc` apart and aliases neither operand.
-pub unsafe fn sgemm_with(
+/// The CPU runs `kernel` ([`Kernel::cpu_has`]; [`Kernel::current`] once
+/// [`available`] was true); the elements of `a` the strides address (for
+/// [`Lhs::Strided`]) lie inside a live buffer; `c` holds `m` rows of `n`
+/// writable elements `ldc` apart and aliases neither operand.
+pub(crate) unsafe fn sgemm_with(
+    kernel: Kernel,
     lhs: Lhs,
     n: usize,
     mut pack_b: impl FnMut(&BBlock, &mut [f32]),
@@ -231,15 +333,25 @@ pub unsafe fn sgemm_with(
                     // Safety: the block lies inside `a`; `a_pack` holds MC × KC.
                     unsafe {
                         let block = a.offset(ic as isize * strides.0 + pc as isize * strides.1);
-                        pack::pack_a(mc, kc, block, strides, a_pack);
+                        pack::pack_a(kernel, mc, kc, block, strides, a_pack);
                     }
                     a_pack.cast_const()
                 };
-                unsafe { drive(dims, pack_block, &mut pack_b_block, beta != 0.0, c, ldc) };
+                unsafe {
+                    drive(
+                        kernel,
+                        dims,
+                        pack_block,
+                        &mut pack_b_block,
+                        beta != 0.0,
+                        c,
+                        ldc,
+                    )
+                };
             }
             Lhs::Packed(a) => {
                 let block = |ic: usize, pc: usize, _: usize, _: usize| a.block(ic, pc);
-                unsafe { drive(dims, block, &mut pack_b_block, beta != 0.0, c, ldc) };
+                unsafe { drive(kernel, dims, block, &mut pack_b_block, beta != 0.0, c, ldc) };
             }
         }
     });
@@ -260,6 +372,7 @@ struct Dims {
 /// `add_to_c`: add the product to `c` (beta 1) rather than overwrite it
 /// (beta 0).
 unsafe fn drive(
+    kernel: Kernel,
     Dims { m, k, n }: Dims,
     mut a_block: impl FnMut(usize, usize, usize, usize) -> *const f32,
     b_block: &mut impl FnMut(&BBlock) -> *const f32,
@@ -291,12 +404,13 @@ unsafe fn drive(
                                 accumulate,
                             };
                             let (a, b) = (a_pack.add(ir * kc), b_pack.add(jr * kc));
-                            // A panel of the last rows runs the kernel for
-                            // the fewest rows that cover them.
-                            match t.rows {
-                                1..=4 => kernel::<4>(kc, a, b, t),
-                                5..=8 => kernel::<8>(kc, a, b, t),
-                                _ => kernel::<MR>(kc, a, b, t),
+                            // A panel of the last rows runs the AVX-512
+                            // kernel for the fewest rows that cover them.
+                            match (kernel, t.rows) {
+                                (Kernel::Avx2, _) => kernel_avx2(kc, a, b, t),
+                                (_, 1..=4) => kernel_avx512::<4>(kc, a, b, t),
+                                (_, 5..=8) => kernel_avx512::<8>(kc, a, b, t),
+                                _ => kernel_avx512::<MR>(kc, a, b, t),
                             }
                         }
                     }
@@ -334,80 +448,6 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, ldc: isize) {
                 let v = row.add(j);
                 *v = if beta == 0.0 { 0.0 } else { *v * beta };
             }
-        }
-    }
-}
-
-/// Where a micro-kernel call writes: the top-left element of its tile of
-/// `c`, the row stride, how many of the `MR × NR` rows and columns are
-/// inside `c`, and whether to add to `c` rather than overwrite it.
-struct Tile {
-    c: *mut f32,
-    ldc: isize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-}
-
-/// The micro-kernel: `tile (+)= a_panel · b_panel` over `kc` steps, for
-/// the first `R` rows of the `MR × NR` tile (`R` = [`MR`] but for a block's
-/// last panel of rows), the `R × NR` products accumulated in `2R` zmm
-/// registers. Columns beyond the tile's are computed and not written.
-///
-/// # Safety
-/// AVX-512F; `a` holds `kc × MR` and `b` (64-byte aligned) `kc × NR`
-/// packed values; `t.rows ≤ R`, `t.cols ≤ NR`, and the tile's
-/// `rows × cols` elements are writable.
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize>(kc: usize, a: *const f32, b: *const f32, t: Tile) {
-    debug_assert!(t.rows <= R && R <= MR && t.cols <= NR);
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    if t.accumulate && t.cols == NR {
-        // The tile is read after the loop; start fetching it now, so that
-        // products with a deep `k` (many KC blocks, `c` beyond L2) do not
-        // wait for it at the end of every call.
-        for i in 0..t.rows {
-            // Safety: prefetches do not fault; the tile lies inside c anyway.
-            unsafe {
-                let ci = t.c.offset(i as isize * t.ldc).cast::<i8>();
-                _mm_prefetch::<_MM_HINT_T0>(ci);
-                _mm_prefetch::<_MM_HINT_T0>(ci.add(64));
-            }
-        }
-    }
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        // Safety: the packed panels hold kc steps of MR and NR values.
-        unsafe {
-            let b0 = _mm512_load_ps(b);
-            let b1 = _mm512_load_ps(b.add(16));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-            }
-            a = a.add(MR);
-            b = b.add(NR);
-        }
-    }
-    // Masks of the tile's columns in each half (all ones in a full tile).
-    let lanes = |from: usize| -> __mmask16 {
-        let n = t.cols.saturating_sub(from).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    };
-    let (m0, m1) = (lanes(0), lanes(16));
-    for (i, row) in acc.iter().enumerate().take(t.rows) {
-        // Safety: row i < t.rows of the tile lies inside c, and the masks
-        // touch only its first t.cols elements.
-        unsafe {
-            let ci = t.c.offset(i as isize * t.ldc);
-            let (mut v0, mut v1) = (row[0], row[1]);
-            if t.accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16)));
-            }
-            _mm512_mask_storeu_ps(ci, m0, v0);
-            _mm512_mask_storeu_ps(ci.wrapping_add(16), m1, v1);
         }
     }
 }

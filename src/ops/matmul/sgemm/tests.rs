@@ -1,6 +1,7 @@
-//! Unit tests of the AVX-512 sgemm against a plain f64 triple loop: edge
-//! tiles, block boundaries (`KC`, `MC`, `NC`), strided and transposed
-//! operands, and every `beta` case (0 must not read `c`).
+//! Unit tests of the sgemm against a plain f64 triple loop: edge tiles,
+//! block boundaries (`KC`, `MC`, `NC`), strided and transposed operands,
+//! and every `beta` case (0 must not read `c`), each on every kernel the
+//! CPU runs; and the kernels' bits against each other and matrixmultiply.
 use super::*;
 use rand::{Rng, SeedableRng};
 
@@ -32,9 +33,74 @@ impl Strided {
     }
 }
 
-/// Runs `c = a · b + beta · c0` and compares with the f64 reference;
+/// `c = a · b + beta · c` on `kernel` (row stride `ldc`).
+fn product(
+    kernel: Kernel,
+    a: &Strided,
+    b: &Strided,
+    (m, k, n): (usize, usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    assert!(kernel.cpu_has() && c.len() >= m * ldc);
+    let lhs = Lhs::Strided {
+        m,
+        k,
+        a: a.data.as_ptr(),
+        strides: (a.rs as isize, a.cs as isize),
+    };
+    let b_strides = (b.rs as isize, b.cs as isize);
+    // Safety: the strided matrices hold their elements; c holds m rows.
+    unsafe {
+        strided_on(
+            kernel,
+            lhs,
+            n,
+            b.data.as_ptr(),
+            b_strides,
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+        )
+    }
+}
+
+/// Runs `c = a · b + beta · c0` on every kernel this CPU runs, checks
+/// that they agree bit for bit, and compares with the f64 reference;
 /// returns the largest error relative to the sum of |terms|.
 fn check(m: usize, k: usize, n: usize, ta: bool, tb: bool, spread: usize, beta: f32) -> f64 {
+    let kernels = kernels_on_this_cpu();
+    let runs: Vec<(f64, Vec<f32>)> = kernels
+        .iter()
+        .map(|&kn| check_on(kn, m, k, n, ta, tb, spread, beta))
+        .collect();
+    for (kn, (_, c)) in kernels.iter().zip(&runs).skip(1) {
+        let same = c
+            .iter()
+            .zip(&runs[0].1)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "{m}x{k}x{n} beta {beta}: {kn:?} differs from {:?}",
+            kernels[0]
+        );
+    }
+    runs.iter().map(|r| r.0).fold(0.0, f64::max)
+}
+
+/// [`check`] on one kernel; also returns `c`.
+#[allow(clippy::too_many_arguments)]
+fn check_on(
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    spread: usize,
+    beta: f32,
+) -> (f64, Vec<f32>) {
     let a = Strided::random(m, k, ta, spread, 1 + m as u64);
     let b = Strided::random(k, n, tb, spread, 2 + n as u64);
     let ldc = n + 3;
@@ -45,21 +111,7 @@ fn check(m: usize, k: usize, n: usize, ta: bool, tb: bool, spread: usize, beta: 
     } else {
         c0.clone()
     };
-    assert!(available());
-    unsafe {
-        sgemm(
-            m,
-            k,
-            n,
-            a.data.as_ptr(),
-            (a.rs as isize, a.cs as isize),
-            b.data.as_ptr(),
-            (b.rs as isize, b.cs as isize),
-            beta,
-            c.as_mut_ptr(),
-            ldc as isize,
-        )
-    };
+    product(kernel, &a, &b, (m, k, n), beta, &mut c, ldc);
     let mut worst = 0.0f64;
     for i in 0..m {
         for j in 0..n {
@@ -89,16 +141,16 @@ fn check(m: usize, k: usize, n: usize, ta: bool, tb: bool, spread: usize, beta: 
             let got = c[i * ldc + j];
             assert!(
                 got.to_bits() == expect.to_bits(),
-                "column {j} past n was written"
+                "{kernel:?}: column {j} past n was written"
             );
         }
     }
-    worst
+    (worst, c)
 }
 
 fn skip() -> bool {
     if !available() {
-        eprintln!("skipped: this CPU (or build) has no AVX-512; the kernel is not used here");
+        eprintln!("skipped: this CPU has neither AVX2 and FMA nor AVX-512; the sgemm is not used");
         return true;
     }
     false
@@ -206,39 +258,34 @@ fn packed_left_operand_matches_the_unpacked_product_bit_for_bit() {
         );
         let packed = unsafe { PackedA::new(m, k, a.data.as_ptr(), astr) }.expect("packed");
         assert_eq!((packed.rows(), packed.cols()), (m, k));
-        for beta in [0.0f32, 1.0] {
+        for (beta, kernel) in [0.0f32, 1.0]
+            .into_iter()
+            .flat_map(|beta| kernels_on_this_cpu().into_iter().map(move |kn| (beta, kn)))
+        {
             let mut plain = vec![0.25f32; m * n];
             let mut from_packed = plain.clone();
+            product(kernel, &a, &b, (m, k, n), beta, &mut plain, n);
+            let (bp, cp) = (b.data.as_ptr(), from_packed.as_mut_ptr());
+            // Safety: b holds k × n values, from_packed m × n.
             unsafe {
-                sgemm(
-                    m,
-                    k,
+                strided_on(
+                    kernel,
+                    Lhs::Packed(&packed),
                     n,
-                    a.data.as_ptr(),
-                    astr,
-                    b.data.as_ptr(),
+                    bp,
                     bstr,
                     beta,
-                    plain.as_mut_ptr(),
+                    cp,
                     n as isize,
-                );
-                sgemm_packed(
-                    &packed,
-                    n,
-                    b.data.as_ptr(),
-                    bstr,
-                    beta,
-                    from_packed.as_mut_ptr(),
-                    n as isize,
-                );
-            }
+                )
+            };
             // Same blocks, same kernel, same order: identical bits.
             assert!(
                 plain
                     .iter()
                     .zip(&from_packed)
                     .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{m}x{k}x{n} beta {beta}"
+                "{m}x{k}x{n} beta {beta} {kernel:?}"
             );
         }
         // And right against the reference.
@@ -253,26 +300,19 @@ fn same_bits_as_matrixmultiply() {
     }
     // Both sum each output over k in order, one FMA per term, in blocks of
     // 256 added to c in order: switching kernels changes no result.
-    for &(m, k, n, beta) in &[(13, 600, 70, 0.0f32), (40, 257, 33, 1.0), (7, 31, 5, 0.0)] {
+    let shapes = [(13, 600, 70, 0.0f32), (40, 257, 33, 1.0), (7, 31, 5, 0.0)];
+    for (&(m, k, n, beta), kernel) in shapes
+        .iter()
+        .flat_map(|s| kernels_on_this_cpu().into_iter().map(move |kn| (s, kn)))
+    {
         let a = Strided::random(m, k, false, 1, 3);
         let b = Strided::random(k, n, true, 1, 4);
         let mut ours = vec![0.5f32; m * n];
         let mut theirs = ours.clone();
+        product(kernel, &a, &b, (m, k, n), beta, &mut ours, n);
         unsafe {
             let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
             let (rsa, csa, rsb, csb) = (a.rs as isize, a.cs as isize, b.rs as isize, b.cs as isize);
-            sgemm(
-                m,
-                k,
-                n,
-                ap,
-                (rsa, csa),
-                bp,
-                (rsb, csb),
-                beta,
-                ours.as_mut_ptr(),
-                n as isize,
-            );
             matrixmultiply::sgemm(
                 m,
                 k,
@@ -294,6 +334,6 @@ fn same_bits_as_matrixmultiply() {
             .iter()
             .zip(&theirs)
             .all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{m}x{k}x{n} beta {beta}");
+        assert!(same, "{m}x{k}x{n} beta {beta} {kernel:?}");
     }
 }
