@@ -229,7 +229,7 @@ fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatR
 
 /// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
 /// contiguous; returns N×O×oh×ow. 3×3 stride-1 kernels with enough
-/// channels go to [`winograd`], f32 on AVX-512 to the implicit GEMM
+/// channels go to [`winograd`], f32 on AVX2 or AVX-512 to the implicit GEMM
 /// (`implicit`), the rest to im2col + GEMM.
 /// Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_forward<T: Gemm>(
@@ -493,7 +493,7 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
 const COL2IM_TILE_COLUMNS: usize = 256;
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
-/// Geometries that [`winograd::applies`] to go there, f32 on AVX-512 to
+/// Geometries that [`winograd::applies`] to go there, f32 on AVX2 or AVX-512 to
 /// the implicit GEMM (`implicit`), the rest through im2col + GEMM. Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     if winograd::applies(g) {

@@ -4,7 +4,7 @@
 //! Output size per spatial dim: `(in + 2·pad − dilation·(k − 1) − 1) / stride + 1`.
 //! The kernels are in `cpu.rs` (im2col + GEMM, for any geometry),
 //! `implicit/` (the same GEMMs with the receptive fields gathered straight
-//! into the packed panels: f32 on AVX-512) and `winograd/` (3×3 stride-1
+//! into the packed panels: f32 on AVX2 or AVX-512) and `winograd/` (3×3 stride-1
 //! layers with enough channels); `plan.rs` picks one; the backward
 //! computes the input and weight gradients with the same machinery and the
 //! bias gradient as a sum of the output gradient over batch and space.

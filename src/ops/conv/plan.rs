@@ -67,7 +67,7 @@ pub fn flipped_geometry(g: &ConvGeom) -> Option<ConvGeom> {
 /// multiplies), through per-image GEMMs (large planes), or for 1×1 kernels
 /// (no im2col expansion at all). It does not for the other small-plane
 /// layers, e.g. ResNet-18's 512-channel 3×3 layers on 4×4 planes where
-/// Winograd does not take them (CPUs without the AVX-512 transforms):
+/// Winograd does not take them (CPUs without ferrite's sgemm):
 /// there the flipped route expands `dy` nine-fold into a tile
 /// (`C·9 × tile`) after flipping the kernel and runs a GEMM of inner
 /// dimension `C·9`, while col2im's GEMM `Wᵀ · dy` has the short inner
@@ -101,7 +101,7 @@ pub(super) fn flipped_candidate(g: &ConvGeom) -> Option<ConvGeom> {
     })
 }
 
-/// How the implicit GEMM (`implicit`: f32 on AVX-512, horizontal stride
+/// How the implicit GEMM (`implicit`: f32 on AVX2 or AVX-512, horizontal stride
 /// 1 or 2) computes `pass` of `g`, where it does, for the f32 convolutions
 /// Winograd does not take.
 fn implicit(g: &ConvGeom, pass: Pass) -> Option<&'static str> {

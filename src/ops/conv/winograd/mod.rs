@@ -34,10 +34,11 @@
 //! The files: `transforms.rs` holds the portable tile transforms and picks
 //! the AVX-512 ones (`avx512.rs`, one tile row per vector, and
 //! `avx512_pairs.rs`, two rows per vector for planes of at most 8 tiles
-//! per row) for f32 where the CPU has them; `weights.rs` holds `G g Gᵀ`,
-//! its adjoint and the weights written straight into the GEMM's packed
-//! layout; `tests.rs` compares every fast path with the portable one or
-//! the definition.
+//! per row) or the AVX2 ones (`avx2.rs`, 8 tiles of a chunk per vector,
+//! pixels gathered) for f32 where the CPU has them; `weights.rs` holds
+//! `G g Gᵀ` and its adjoint, and `packed_weights.rs` the weights written
+//! straight into the GEMM's packed layout; `tests.rs` compares every fast
+//! path with the portable one or the definition.
 //!
 //! Work is cut into chunks of whole tile rows. A chunk transforms its
 //! patches, runs the 16 GEMMs and transforms the products back on one
@@ -62,9 +63,13 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_pairs;
+#[cfg(target_arch = "x86_64")]
+mod packed_weights;
 mod transforms;
 mod weights;
 
@@ -80,23 +85,26 @@ const POS: usize = 16;
 pub const MIN_CHANNELS: usize = 32;
 
 /// Fewest 2×2 tiles in the batch for which [`applies`] chooses this path
-/// on CPUs without the AVX-512 transforms. The weight transform costs as
-/// much as the GEMMs would on a single tile, so small batches of small
-/// planes (ResNet-18's 512-channel 4×4 layers, 128 tiles at batch 32) are
-/// faster through im2col there.
+/// on CPUs without ferrite's sgemm (neither AVX2 nor AVX-512). The weight
+/// transform costs as much as the GEMMs would on a single tile, so small
+/// batches of small planes (ResNet-18's 512-channel 4×4 layers, 128 tiles
+/// at batch 32) are faster through im2col there.
 pub const MIN_TILES: usize = 256;
 
-/// [`MIN_TILES`] where the AVX-512 transforms run (f32): with the weights
-/// transformed straight into the packed layout, the 512-channel 4×4
-/// layers at batch 32 (128 tiles) measured 25-30 % faster in every pass
-/// than through im2col (`ferrite bench --conv-layers --filter 512x4x4`).
-pub const MIN_TILES_AVX512: usize = 128;
+/// [`MIN_TILES`] where the weights are transformed straight into the
+/// sgemm's packed layout (f32 on AVX-512 or AVX2): the 512-channel 4×4
+/// layers at batch 32 (128 tiles) measured faster in every pass than
+/// through im2col or the implicit GEMM: 25-30 % on AVX-512, and on AVX2
+/// (portable transforms) 23.3 / 26.9 / 23.5 → 17.9 / 18.0 / 18.9 ms for
+/// the forward, input and weight gradients (`ferrite bench --conv-layers
+/// --filter 512x4x4`, `FERRITE_ISA=avx2`, one thread).
+pub const MIN_TILES_PACKED: usize = 128;
 
 /// The tile threshold of [`applies`] on this CPU.
 fn min_tiles() -> usize {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        return MIN_TILES_AVX512;
+    if crate::ops::matmul::sgemm::available() {
+        return MIN_TILES_PACKED;
     }
     MIN_TILES
 }
@@ -122,8 +130,8 @@ pub fn supports(g: &ConvGeom) -> bool {
 
 /// True when the CPU convolution routes this geometry here: [`supports`],
 /// with at least [`MIN_CHANNELS`] input and output channels and
-/// [`MIN_TILES`] output tiles ([`MIN_TILES_AVX512`] with the AVX-512
-/// transforms), where it measured faster than im2col.
+/// [`MIN_TILES`] output tiles ([`MIN_TILES_PACKED`] where the weights are
+/// packed directly), where it measured faster than im2col.
 pub fn applies(g: &ConvGeom) -> bool {
     let tiles = Tiles::of(g);
     supports(g)
@@ -169,12 +177,6 @@ fn chunk_rows(g: &ConvGeom, tiles: &Tiles) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// `s` as f32 when `T` is f32 and the CPU runs [`avx512`]'s transforms.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
-    avx512::available().then(|| f32_slice(s)).flatten()
-}
-
 /// `s` as f32 when `T` is f32.
 pub(super) fn f32_slice<T: 'static>(s: &[T]) -> Option<&[f32]> {
     (TypeId::of::<T>() == TypeId::of::<f32>())
@@ -182,10 +184,9 @@ pub(super) fn f32_slice<T: 'static>(s: &[T]) -> Option<&[f32]> {
         .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
 }
 
-/// [`as_f32`] for a mutable slice.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn as_f32_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
-    (TypeId::of::<T>() == TypeId::of::<f32>() && avx512::available())
+/// [`f32_slice`] for a mutable slice.
+pub(super) fn f32_slice_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>())
         // SAFETY: T is f32, so the slice is one of f32.
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }

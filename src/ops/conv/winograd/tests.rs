@@ -189,10 +189,10 @@ fn only_3x3_stride_1_is_supported_and_only_wide_layers_apply() {
     assert!(supports(&g) && applies(&g));
     assert!(!applies(&ConvGeom { c_in: 16, ..g }) && supports(&ConvGeom { c_in: 16, ..g }));
     assert!(!applies(&ConvGeom { c_out: 16, ..g }));
-    // 32 images of 4×4: 128 tiles, enough only with the AVX-512
-    // transforms; 16 images of 4×4 (64 tiles) are never enough.
+    // 32 images of 4×4: 128 tiles, enough only where the weights are
+    // packed directly; 16 images of 4×4 (64 tiles) are never enough.
     let deep = ConvGeom { oh: 4, ow: 4, ..g };
-    assert_eq!(applies(&deep), min_tiles() == MIN_TILES_AVX512);
+    assert_eq!(applies(&deep), min_tiles() == MIN_TILES_PACKED);
     assert!(!applies(&ConvGeom { n: 16, ..deep }));
     for other in [
         ConvGeom {
@@ -260,14 +260,79 @@ fn same_bits(len: usize, what: &str, g: &ConvGeom, f: impl Fn(bool, &mut [f32]))
     }
 }
 
+/// The vector transforms, for [`vector_transforms_give_the_portable_bits`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+enum Set {
+    Avx512,
+    Avx2,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Set {
+    /// The sets this CPU runs.
+    fn here() -> Vec<Set> {
+        let mut sets = Vec::new();
+        if avx512::available() {
+            sets.push(Set::Avx512);
+        }
+        if avx2::available() {
+            sets.push(Set::Avx2);
+        }
+        sets
+    }
+
+    /// # Safety
+    /// As the transforms'.
+    unsafe fn input(self, x: &[f32], g: &ConvGeom, t: &Tiles, rows: Range<usize>, v: &mut [f32]) {
+        match self {
+            Set::Avx512 => unsafe { avx512::transform_input(x, g, t, rows, v) },
+            Set::Avx2 => unsafe { avx2::transform_input(x, g, t, rows, v) },
+        }
+    }
+
+    /// # Safety
+    /// As the transforms'.
+    unsafe fn output_grad(
+        self,
+        dy: &[f32],
+        g: &ConvGeom,
+        t: &Tiles,
+        rows: Range<usize>,
+        dm: &mut [f32],
+    ) {
+        match self {
+            Set::Avx512 => unsafe { avx512::transform_output_grad(dy, g, t, rows, dm) },
+            Set::Avx2 => unsafe { avx2::transform_output_grad(dy, g, t, rows, dm) },
+        }
+    }
+
+    /// # Safety
+    /// As the transforms'.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn output(
+        self,
+        m: &[f32],
+        b: Option<&[f32]>,
+        g: &ConvGeom,
+        t: &Tiles,
+        rows: Range<usize>,
+        out: SharedMut<MaybeUninit<f32>>,
+    ) {
+        match self {
+            Set::Avx512 => unsafe { avx512::transform_output(m, b, g, t, rows, out) },
+            Set::Avx2 => unsafe { avx2::transform_output(m, b, g, t, rows, out) },
+        }
+    }
+}
+
 #[test]
 #[cfg(target_arch = "x86_64")]
-fn avx512_transforms_give_the_portable_bits() {
-    if !avx512::available() {
-        eprintln!("no AVX-512 here: the AVX-512 transforms are not compared");
-        return;
-    }
-    for g in transform_shapes() {
+fn vector_transforms_give_the_portable_bits() {
+    for (set, g) in Set::here()
+        .into_iter()
+        .flat_map(|set| transform_shapes().into_iter().map(move |g| (set, g)))
+    {
         let tiles = Tiles::of(&g);
         let x = random_f32(g.n * g.c_in * g.h * g.w, 1);
         let dy = random_f32(g.n * g.c_out * g.oh * g.ow, 2);
@@ -278,7 +343,7 @@ fn avx512_transforms_give_the_portable_bits() {
             let tb = rows.len() * tiles.tw;
             same_bits(POS * g.c_in * tb, "input transform", &g, |fast, v| unsafe {
                 if fast {
-                    avx512::transform_input(&x, &g, &tiles, rows.clone(), v)
+                    set.input(&x, &g, &tiles, rows.clone(), v)
                 } else {
                     transform_input_portable(&x, &g, &tiles, rows.clone(), v)
                 }
@@ -289,7 +354,7 @@ fn avx512_transforms_give_the_portable_bits() {
                 &g,
                 |fast, dm| unsafe {
                     if fast {
-                        avx512::transform_output_grad(&dy, &g, &tiles, rows.clone(), dm)
+                        set.output_grad(&dy, &g, &tiles, rows.clone(), dm)
                     } else {
                         transform_output_grad_portable(&dy, &g, &tiles, rows.clone(), dm)
                     }
@@ -306,7 +371,7 @@ fn avx512_transforms_give_the_portable_bits() {
                     let ptr = SharedMut(out.as_mut_ptr().cast::<MaybeUninit<f32>>());
                     unsafe {
                         if fast {
-                            avx512::transform_output(&m, b, &g, &tiles, rows.clone(), ptr)
+                            set.output(&m, b, &g, &tiles, rows.clone(), ptr)
                         } else {
                             transform_output_portable(&m, b, &g, &tiles, rows.clone(), ptr)
                         }
@@ -318,7 +383,7 @@ fn avx512_transforms_give_the_portable_bits() {
                     assert_eq!(
                         x.to_bits(),
                         y.to_bits(),
-                        "output transform differs at {i} for {g:?}"
+                        "{set:?} output transform differs at {i} for {g:?}"
                     );
                 }
                 let written = p

@@ -1,17 +1,17 @@
 //! The per-tile transforms of Winograd F(2×2, 3×3), portable versions
-//! and the dispatch to the AVX-512 ones: the input transform `Bᵀ d B`,
-//! the output transform `Aᵀ M A` and its adjoint `A dY Aᵀ`, each over the
-//! tile rows of one chunk.
+//! and the dispatch to the AVX-512 and AVX2 ones: the input transform
+//! `Bᵀ d B`, the output transform `Aᵀ M A` and its adjoint `A dY Aᵀ`,
+//! each over the tile rows of one chunk.
 
 #[cfg(target_arch = "x86_64")]
-use super::{as_f32, as_f32_mut, avx512};
+use super::{avx2, avx512, f32_slice, f32_slice_mut};
 use super::{ConvGeom, SharedMut, Tiles};
 use crate::tensor::Float;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// `V = Bᵀ d B` for the tile rows `rows` (see [`transform_input_portable`]),
-/// in AVX-512 for f32 where the CPU has it.
+/// in AVX-512 or AVX2 for f32 where the CPU has it.
 pub(super) fn transform_input<T: Float>(
     x: &[T],
     g: &ConvGeom,
@@ -20,16 +20,23 @@ pub(super) fn transform_input<T: Float>(
     v: &mut [T],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(x), Some(v)) = (as_f32(x), as_f32_mut(v)) {
-        // Safety: AVX-512 is available (as_f32); the buffers are the ones
-        // the portable transform takes.
-        return unsafe { avx512::transform_input(x, g, tiles, rows, v) };
+    if let (Some(x), Some(v)) = (f32_slice(x), f32_slice_mut(v)) {
+        // Safety (both): the CPU runs the kernels (checked); the buffers
+        // are the ones the portable transform takes (and their offsets
+        // fit the AVX2 gathers, checked).
+        if avx512::available() {
+            return unsafe { avx512::transform_input(x, g, tiles, rows, v) };
+        }
+        if avx2::available() && avx2::fits_offsets(x.len()) {
+            return unsafe { avx2::transform_input(x, g, tiles, rows, v) };
+        }
     }
     transform_input_portable(x, g, tiles, rows, v)
 }
 
 /// `Y = Aᵀ M A` (+ bias) for the tile rows `rows` (see
-/// [`transform_output_portable`]), in AVX-512 for f32 where the CPU has it.
+/// [`transform_output_portable`]), in AVX-512 or AVX2 for f32 where the
+/// CPU has it.
 pub(super) fn transform_output<T: Float>(
     m: &[T],
     bias: Option<&[T]>,
@@ -39,19 +46,25 @@ pub(super) fn transform_output<T: Float>(
     out: SharedMut<MaybeUninit<T>>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(m) = as_f32(m) {
-        let bias = bias.map(|b| as_f32(b).expect("bias has the element type of m"));
+    if let Some(m) = f32_slice(m) {
+        let bias = bias.map(|b| f32_slice(b).expect("bias has the element type of m"));
         let out = SharedMut(out.0.cast::<MaybeUninit<f32>>());
-        // Safety: AVX-512 is available; T is f32, so `out` points at the
-        // f32 output the caller vouched for.
-        return unsafe { avx512::transform_output(m, bias, g, tiles, rows, out) };
+        // Safety (both): the CPU runs the kernels (checked); T is f32, so
+        // `out` points at the f32 output the caller vouched for (whose
+        // offsets fit the AVX2 gathers, checked).
+        if avx512::available() {
+            return unsafe { avx512::transform_output(m, bias, g, tiles, rows, out) };
+        }
+        if avx2::available() && avx2::fits_offsets(g.n * g.out_image_len()) {
+            return unsafe { avx2::transform_output(m, bias, g, tiles, rows, out) };
+        }
     }
     transform_output_portable(m, bias, g, tiles, rows, out)
 }
 
 /// `dM = A dY Aᵀ` for the tile rows `rows` (see
-/// [`transform_output_grad_portable`]), in AVX-512 for f32 where the CPU
-/// has it.
+/// [`transform_output_grad_portable`]), in AVX-512 or AVX2 for f32 where
+/// the CPU has it.
 pub(super) fn transform_output_grad<T: Float>(
     dy: &[T],
     g: &ConvGeom,
@@ -60,9 +73,15 @@ pub(super) fn transform_output_grad<T: Float>(
     dm: &mut [T],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(dy), Some(dm)) = (as_f32(dy), as_f32_mut(dm)) {
-        // Safety: AVX-512 is available; the buffers are the portable ones.
-        return unsafe { avx512::transform_output_grad(dy, g, tiles, rows, dm) };
+    if let (Some(dy), Some(dm)) = (f32_slice(dy), f32_slice_mut(dm)) {
+        // Safety (both): the CPU runs the kernels (checked); the buffers
+        // are the portable ones (and their offsets fit the gathers).
+        if avx512::available() {
+            return unsafe { avx512::transform_output_grad(dy, g, tiles, rows, dm) };
+        }
+        if avx2::available() && avx2::fits_offsets(dy.len()) {
+            return unsafe { avx2::transform_output_grad(dy, g, tiles, rows, dm) };
+        }
     }
     transform_output_grad_portable(dy, g, tiles, rows, dm)
 }

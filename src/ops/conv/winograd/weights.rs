@@ -3,12 +3,14 @@
 //! packed layout where the CPU has one.
 
 #[cfg(target_arch = "x86_64")]
-use super::{as_f32, avx512};
+use super::{f32_slice, packed_weights};
 use super::{ConvGeom, SharedMut, POS};
 use crate::backend::cpu::pool::take_empty;
 use crate::error::Result;
 use crate::ops::matmul::cpu::Gemm;
 use crate::ops::matmul::packed::PackedLhs;
+#[cfg(target_arch = "x86_64")]
+use crate::ops::matmul::sgemm::Kernel;
 use crate::tensor::Float;
 use rayon::prelude::*;
 
@@ -134,22 +136,22 @@ pub(super) enum Orientation {
 
 /// The 16 transformed weight matrices of `w` (geometry `g`) in
 /// `orientation`, written straight into the GEMM's packed layout where
-/// the element type and CPU have one (f32 with AVX-512); `None`
-/// elsewhere, or when the memory cannot be reserved (then the caller
-/// transforms and packs them in two steps).
+/// the element type and CPU have one (f32 where ferrite's sgemm runs);
+/// `None` elsewhere, or when the memory cannot be reserved (then the
+/// caller transforms and packs them in two steps).
 pub(super) fn weights_packed_directly<T: Gemm>(
     w: &[T],
     g: &ConvGeom,
     orientation: Orientation,
 ) -> Option<Vec<PackedLhs<'static, T>>> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(w) = as_f32(w) {
+    if let (Some(w), Some(kernel)) = (f32_slice(w), Kernel::detect()) {
         let flipped = orientation == Orientation::Flipped;
-        let packed = avx512::packed_weights(w, g, flipped)?;
+        let packed = packed_weights::packed_weights(kernel, w, g, flipped)?;
         return packed
             .into_iter()
             .map(|p| {
-                // T is f32 (as_f32), whose packed form is `PackedA`.
+                // T is f32 (f32_slice), whose packed form is `PackedA`.
                 let any: Box<dyn std::any::Any> = Box::new(p);
                 let p = any.downcast::<T::Packed>().ok()?;
                 Some(PackedLhs::from_packed(*p))

@@ -216,6 +216,14 @@ impl PackedA {
         self.k
     }
 
+    /// The packed values, padding included (tests compare packings).
+    #[cfg(test)]
+    pub(crate) fn values(&self) -> &[f32] {
+        let len = self.m.next_multiple_of(MR) * self.k;
+        // Safety: `from_panels` wrote all m_padded × k values.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<f32>(), len) }
+    }
+
     /// Where the block at rows `ic..` and depth `pc..` starts: the row
     /// blocks before it hold `ic × k` values (all full, `MC` a multiple
     /// of `MR`), and its own depth blocks before `pc` hold `mc_padded × pc`.

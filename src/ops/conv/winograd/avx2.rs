@@ -1,0 +1,320 @@
+//! The three per-tile transforms of Winograd F(2×2, 3×3) in AVX2, for
+//! f32, with the same operations in the same order as the portable
+//! versions in [`super::transforms`], so all give the same bits (tested).
+//!
+//! Lane `l` of a vector is tile `t0 + l` of the chunk, tiles numbered
+//! `ri·tw + tx` across the chunk's tile rows, whatever the plane's width:
+//! a 4×4 plane has 2 tiles per row, too few for vectors along a row (as
+//! the AVX-512 versions use), but a chunk always has many tiles. The
+//! transformed matrices store tiles contiguously (`(e·C + c)·tb + t`), so
+//! transformed values are loaded and stored 8 tiles at a time; the pixels
+//! a tile reads or writes are gathered, or written one by one, at offsets
+//! worked out once per chunk ([`Groups`]): they depend on the tile, not on
+//! the channel.
+
+use super::{SharedMut, Tiles};
+use crate::ops::conv::geom::ConvGeom;
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+/// Tiles per vector.
+const LANES: usize = 8;
+
+/// Whether this CPU runs these kernels (AVX2 and FMA, within the limit of
+/// `simd::set_isa_limit`).
+pub(super) fn available() -> bool {
+    crate::backend::cpu::simd::VectorIsa::Avx2.is_available()
+}
+
+/// Whether the offsets of a buffer of `len` values fit the gathers' i32
+/// indices.
+pub(super) fn fits_offsets(len: usize) -> bool {
+    i32::try_from(len).is_ok()
+}
+
+/// For each group of 8 tiles of a chunk and each of `K × J` pixels of a
+/// tile (`(k, j)`: row `k`, column `j` from the tile's first), the offset
+/// of that pixel in channel 0 of its image and whether it lies inside
+/// the plane (offset 0 and lane off where not), for channel-independent
+/// gathers and writes.
+struct Groups<const P: usize> {
+    /// `offsets[group][p][lane]`, `p = k·J + j`.
+    offsets: Vec<[[i32; LANES]; P]>,
+    /// `inside[group][p][lane]`: −1 (all bits) inside the plane, else 0.
+    inside: Vec<[[i32; LANES]; P]>,
+}
+
+impl<const P: usize> Groups<P> {
+    /// The groups of the chunk's tile rows `rows` for tiles whose pixel
+    /// `(k, j)` (`k·cols + j = p`) lies at row `y0·2 + k − pad.0`, column
+    /// `x0·2 + j − pad.1` of an `h × w` plane, `image_len` values per
+    /// image (channel planes `h·w` apart inside it).
+    fn new(
+        tiles: &Tiles,
+        rows: &Range<usize>,
+        cols: usize,
+        (h, w): (usize, usize),
+        pad: (usize, usize),
+        image_len: usize,
+    ) -> Self {
+        let tb = rows.len() * tiles.tw;
+        let groups = tb.div_ceil(LANES);
+        let mut offsets = vec![[[0i32; LANES]; P]; groups];
+        let mut inside = vec![[[0i32; LANES]; P]; groups];
+        for t in 0..tb {
+            let r = rows.start + t / tiles.tw;
+            let (n, ty, tx) = (r / tiles.th, r % tiles.th, t % tiles.tw);
+            for p in 0..P {
+                let (k, j) = (p / cols, p % cols);
+                let iy = (2 * ty + k).wrapping_sub(pad.0);
+                let ix = (2 * tx + j).wrapping_sub(pad.1);
+                if iy < h && ix < w {
+                    // The caller checked that the buffer's offsets fit i32.
+                    offsets[t / LANES][p][t % LANES] = (n * image_len + iy * w + ix) as i32;
+                    inside[t / LANES][p][t % LANES] = -1;
+                }
+            }
+        }
+        Groups { offsets, inside }
+    }
+
+    /// Pixel `p` of group `gi`'s tiles: offsets and lane mask as vectors.
+    #[target_feature(enable = "avx2")]
+    fn lanes(&self, gi: usize, p: usize) -> (__m256i, __m256i) {
+        let load = |a: &[i32; LANES]| {
+            // Safety: 8 i32 are one ymm.
+            unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
+        };
+        (load(&self.offsets[gi][p]), load(&self.inside[gi][p]))
+    }
+}
+
+/// Lanes `0..n` of a vector (n ≤ 8) as a mask.
+#[target_feature(enable = "avx2")]
+fn first_lanes(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Stores the first `n` lanes of `v` at `at`.
+///
+/// # Safety
+/// AVX2; `n` values at `at` are writable.
+#[target_feature(enable = "avx2")]
+unsafe fn store(at: *mut f32, n: usize, v: __m256) {
+    // Safety: the caller's contract (masked-off lanes are not written).
+    unsafe {
+        if n >= LANES {
+            _mm256_storeu_ps(at, v)
+        } else {
+            _mm256_maskstore_ps(at, first_lanes(n), v)
+        }
+    }
+}
+
+/// `Bᵀ d B` for 8 tiles, as the AVX-512 `input_tile`: `d[k][j]` holds
+/// column `j` of patch row `k`; the 16 results, matrix `4i + j` at `4i + j`.
+#[target_feature(enable = "avx2")]
+fn input_tile(d: [[__m256; 4]; 4]) -> [__m256; 16] {
+    // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
+    let t: [[__m256; 4]; 4] = [
+        std::array::from_fn(|j| _mm256_sub_ps(d[0][j], d[2][j])),
+        std::array::from_fn(|j| _mm256_add_ps(d[1][j], d[2][j])),
+        std::array::from_fn(|j| _mm256_sub_ps(d[2][j], d[1][j])),
+        std::array::from_fn(|j| _mm256_sub_ps(d[1][j], d[3][j])),
+    ];
+    // (Bᵀ d) B: each row's columns (a, b, c, d) become (a − c, b + c, c − b, b − d).
+    std::array::from_fn(|e| {
+        let [a, b, c, d] = t[e / 4];
+        match e % 4 {
+            0 => _mm256_sub_ps(a, c),
+            1 => _mm256_add_ps(b, c),
+            2 => _mm256_sub_ps(c, b),
+            _ => _mm256_sub_ps(b, d),
+        }
+    })
+}
+
+/// `Aᵀ M A` + bias for 8 tiles: `y[a][b]`, output row `a`, column `b`.
+#[target_feature(enable = "avx2")]
+fn output_tile(m: &[__m256; 16], bias: __m256) -> [[__m256; 2]; 2] {
+    // Aᵀ M: rows (m0 + m1 + m2, m1 − m2 − m3), column by column.
+    let s: [[__m256; 4]; 2] = [
+        std::array::from_fn(|j| _mm256_add_ps(_mm256_add_ps(m[j], m[4 + j]), m[8 + j])),
+        std::array::from_fn(|j| _mm256_sub_ps(_mm256_sub_ps(m[4 + j], m[8 + j]), m[12 + j])),
+    ];
+    // (Aᵀ M) A: columns (s0 + s1 + s2, s1 − s2 − s3), + bias.
+    s.map(|r| {
+        [
+            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(r[0], r[1]), r[2]), bias),
+            _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(r[1], r[2]), r[3]), bias),
+        ]
+    })
+}
+
+/// `A dY Aᵀ` for 8 tiles: `y[k][h]`, output-gradient row `k`, column `h`;
+/// the 16 results, matrix `4i + j` at `4i + j`.
+#[target_feature(enable = "avx2")]
+fn output_grad_tile(y: [[__m256; 2]; 2]) -> [__m256; 16] {
+    // −v exactly (a sign flip, as the portable code's negation).
+    let neg = |v: __m256| _mm256_xor_ps(v, _mm256_set1_ps(-0.0));
+    // A dY: rows (y0, y0 + y1, y0 − y1, −y1), both columns.
+    let ady: [[__m256; 2]; 4] = [
+        y[0],
+        std::array::from_fn(|h| _mm256_add_ps(y[0][h], y[1][h])),
+        std::array::from_fn(|h| _mm256_sub_ps(y[0][h], y[1][h])),
+        std::array::from_fn(|h| neg(y[1][h])),
+    ];
+    // (A dY) Aᵀ: each row's (p, q) becomes (p, p + q, p − q, −q).
+    std::array::from_fn(|e| {
+        let [p, q] = ady[e / 4];
+        match e % 4 {
+            0 => p,
+            1 => _mm256_add_ps(p, q),
+            2 => _mm256_sub_ps(p, q),
+            _ => neg(q),
+        }
+    })
+}
+
+/// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
+/// into `v[(e·C + c)·tb + t]` as the portable transform lays it out.
+///
+/// # Safety
+/// AVX2; `x` holds the N×C×H×W input, its length [`fits_offsets`], and
+/// `v` the chunk's `16 · C · tb` values.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn transform_input(
+    x: &[f32],
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    v: &mut [f32],
+) {
+    let (c_n, tb) = (g.c_in, rows.len() * tiles.tw);
+    let groups = Groups::<16>::new(tiles, &rows, 4, (g.h, g.w), g.padding, g.image_len());
+    assert!(x.len() >= g.n * g.image_len() && v.len() >= 16 * c_n * tb);
+    let vp = v.as_mut_ptr();
+    for c in 0..c_n {
+        let plane = x.as_ptr().wrapping_add(c * g.h * g.w);
+        for (gi, t0) in (0..tb).step_by(LANES).enumerate() {
+            // d[k][j]: pixel (k, j) of each tile's patch, 0 in the padding.
+            let d: [[__m256; 4]; 4] = std::array::from_fn(|k| {
+                std::array::from_fn(|j| {
+                    let (at, inside) = groups.lanes(gi, 4 * k + j);
+                    // Safety: lanes inside the plane read inside the image
+                    // of channel c (offsets from `Groups`), the others are
+                    // masked off and not read.
+                    unsafe {
+                        _mm256_mask_i32gather_ps::<4>(
+                            _mm256_setzero_ps(),
+                            plane,
+                            at,
+                            _mm256_castsi256_ps(inside),
+                        )
+                    }
+                })
+            });
+            for (e, val) in input_tile(d).into_iter().enumerate() {
+                // Safety: tiles t0 .. t0 + n of matrix e, channel c.
+                unsafe { store(vp.add((e * c_n + c) * tb + t0), tb - t0, val) };
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` (+ bias) for the tiles of tile rows `rows`, every output
+/// channel, from `m[(e·O + o)·tb + t]`, into the N×O×oh×ow output behind
+/// `out`; tiles that overhang an odd-sized output drop their last row or
+/// column.
+///
+/// # Safety
+/// AVX2; `m` holds the chunk's `16 · O · tb` products; `out` points at the
+/// N×O×oh×ow output, its length [`fits_offsets`], and no other thread
+/// writes the rows of these tile rows.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn transform_output(
+    m: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    out: SharedMut<MaybeUninit<f32>>,
+) {
+    let (o_n, tb) = (g.c_out, rows.len() * tiles.tw);
+    let groups = Groups::<4>::new(tiles, &rows, 2, (g.oh, g.ow), (0, 0), g.out_image_len());
+    assert!(m.len() >= 16 * o_n * tb);
+    let mp = m.as_ptr();
+    for o in 0..o_n {
+        let bias_o = _mm256_set1_ps(bias.map_or(0.0, |b| b[o]));
+        let plane = out.0.wrapping_add(o * g.oh * g.ow).cast::<f32>();
+        for (gi, t0) in (0..tb).step_by(LANES).enumerate() {
+            let lanes = first_lanes(tb - t0);
+            // Safety: tiles t0 .. t0 + n of each matrix lie inside m.
+            let m_e: [__m256; 16] = std::array::from_fn(|e| unsafe {
+                _mm256_maskload_ps(mp.add((e * o_n + o) * tb + t0), lanes)
+            });
+            let y = output_tile(&m_e, bias_o);
+            for (p, value) in y.iter().flatten().enumerate() {
+                let mut v = [0f32; LANES];
+                // Safety: 8 f32.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *value) };
+                let (offsets, inside) = (&groups.offsets[gi][p], &groups.inside[gi][p]);
+                for l in 0..LANES.min(tb - t0) {
+                    if inside[l] != 0 {
+                        // Safety: an output pixel of channel o of the
+                        // tile's image, in a row only this task writes.
+                        unsafe { *plane.add(offsets[l] as usize) = v[l] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dM = A dY Aᵀ` for the tiles of tile rows `rows`, every output channel,
+/// into `dm[(e·O + o)·tb + t]` (`dY` is 0 outside the output).
+///
+/// # Safety
+/// AVX2; `dy` holds the N×O×oh×ow gradient, its length [`fits_offsets`],
+/// and `dm` the chunk's `16 · O · tb` values.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn transform_output_grad(
+    dy: &[f32],
+    g: &ConvGeom,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    dm: &mut [f32],
+) {
+    let (o_n, tb) = (g.c_out, rows.len() * tiles.tw);
+    let groups = Groups::<4>::new(tiles, &rows, 2, (g.oh, g.ow), (0, 0), g.out_image_len());
+    assert!(dy.len() >= g.n * g.out_image_len() && dm.len() >= 16 * o_n * tb);
+    let dp = dm.as_mut_ptr();
+    for o in 0..o_n {
+        let plane = dy.as_ptr().wrapping_add(o * g.oh * g.ow);
+        for (gi, t0) in (0..tb).step_by(LANES).enumerate() {
+            let y: [[__m256; 2]; 2] = std::array::from_fn(|k| {
+                std::array::from_fn(|h| {
+                    let (at, inside) = groups.lanes(gi, 2 * k + h);
+                    // Safety: lanes inside the output read inside the
+                    // image's channel o; the others are not read.
+                    unsafe {
+                        _mm256_mask_i32gather_ps::<4>(
+                            _mm256_setzero_ps(),
+                            plane,
+                            at,
+                            _mm256_castsi256_ps(inside),
+                        )
+                    }
+                })
+            });
+            for (e, val) in output_grad_tile(y).into_iter().enumerate() {
+                // Safety: tiles t0 .. t0 + n of matrix e, channel o.
+                unsafe { store(dp.add((e * o_n + o) * tb + t0), tb - t0, val) };
+            }
+        }
+    }
+}
