@@ -53,7 +53,7 @@ use std::mem::MaybeUninit;
 const NR: usize = sgemm::NR;
 
 /// Whether the CPU runs this module: where ferrite's own sgemm runs
-/// ([`sgemm::available`]).
+/// (`ops::matmul::sgemm::available`).
 pub fn available() -> bool {
     sgemm::available()
 }
