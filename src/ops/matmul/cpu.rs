@@ -1,6 +1,6 @@
 //! CPU GEMM: packed, cache-blocked kernels called on strided operands, so
-//! transposed views need no copy. f32 runs ferrite's own AVX-512 kernel
-//! ([`super::sgemm`]) where the CPU has AVX-512, and
+//! transposed views need no copy. f32 runs ferrite's own kernels
+//! ([`super::sgemm`]) where the CPU has AVX-512 or AVX2 and FMA, and
 //! `matrixmultiply`'s sgemm elsewhere; f64 always runs matrixmultiply's
 //! dgemm.
 //!
@@ -130,8 +130,8 @@ pub trait Gemm: Float {
     fn packed_dims(a: &Self::Packed) -> (usize, usize);
 }
 
-/// The packed left operand of f32 products: the AVX-512 kernel's layout on
-/// x86-64 (used only when the CPU has AVX-512), none elsewhere.
+/// The packed left operand of f32 products: ferrite's sgemm layout on
+/// x86-64 (used only where that sgemm runs), none elsewhere.
 #[cfg(target_arch = "x86_64")]
 type PackedF32 = super::sgemm::PackedA;
 #[cfg(not(target_arch = "x86_64"))]
@@ -152,7 +152,7 @@ impl Gemm for f32 {
     ) {
         #[cfg(target_arch = "x86_64")]
         if super::sgemm::available() {
-            // Safety: AVX-512 is available; the caller's contract is the same.
+            // Safety: the sgemm is available; the caller's contract is the same.
             return unsafe {
                 super::sgemm::sgemm(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, ldc)
             };
@@ -201,7 +201,7 @@ impl Gemm for f32 {
         c: *mut f32,
         ldc: isize,
     ) {
-        // Safety: a packed operand exists only where AVX-512 is available.
+        // Safety: a packed operand exists only where the sgemm is available.
         unsafe { super::sgemm::sgemm_packed(a, n, b, b_strides, beta, c, ldc) }
     }
 

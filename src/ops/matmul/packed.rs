@@ -11,7 +11,8 @@
 //! measured 5–20 % slower than packing each cache block just before use.
 //!
 //! Where the element type or CPU has no packed form (f64; f32 without
-//! AVX-512) the products read the strided view as [`gemm_serial`] does.
+//! AVX2 and FMA) the products read the strided view as [`gemm_serial`]
+//! does.
 
 use super::cpu::{check_operands, gemm_raw, Gemm, MatRef};
 

@@ -106,29 +106,24 @@ impl PackedA {
     /// multiplies unpacked).
     ///
     /// # Safety
-    /// Every element the strides address must lie inside a live buffer.
+    /// [`super::available`] must be true; every element the strides
+    /// address must lie inside a live buffer.
     pub unsafe fn new(
         m: usize,
         k: usize,
         a: *const f32,
         (rsa, csa): (isize, isize),
     ) -> Option<Self> {
-        let a = Source(a);
+        let (a, kernel) = (Source(a), Kernel::current());
         // Safety: `pack_a` writes all `depth × MR` values of the one panel
         // it is given, zeros for the rows past `panel.rows` included; the
-        // panel's rows and columns lie inside `a` (the caller's contract).
+        // panel's rows and columns lie inside `a`, and the CPU runs
+        // `kernel` (the caller's contract).
         let mut packed = unsafe {
             Self::from_panels(1, m, k, |panel, outs| {
                 let src = a.at(panel.row as isize * rsa + panel.col as isize * csa);
                 let out = outs[0].as_mut_ptr().cast::<f32>();
-                pack_a(
-                    Kernel::current(),
-                    panel.rows,
-                    panel.depth,
-                    src,
-                    (rsa, csa),
-                    out,
-                );
+                pack_a(kernel, panel.rows, panel.depth, src, (rsa, csa), out);
             })
         }?;
         packed.pop()
