@@ -12,6 +12,7 @@
 //! worked out once per chunk ([`Groups`]): they depend on the tile, not on
 //! the channel.
 
+use super::tile_math::x256::{input_tile, output_grad_tile, output_tile};
 use super::{SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
@@ -79,14 +80,27 @@ impl<const P: usize> Groups<P> {
         Groups { offsets, inside }
     }
 
-    /// Pixel `p` of group `gi`'s tiles: offsets and lane mask as vectors.
+    /// Pixel `p` of group `gi`'s tiles, gathered from `plane` (channel 0
+    /// of the buffer the offsets count from, moved to the channel): 0 in
+    /// the lanes outside the plane, whose values are not read.
+    ///
+    /// # Safety
+    /// AVX2; every offset of the group's lanes inside the plane addresses
+    /// a readable value from `plane`.
     #[target_feature(enable = "avx2")]
-    fn lanes(&self, gi: usize, p: usize) -> (__m256i, __m256i) {
-        let load = |a: &[i32; LANES]| {
-            // Safety: 8 i32 are one ymm.
-            unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
-        };
-        (load(&self.offsets[gi][p]), load(&self.inside[gi][p]))
+    unsafe fn gather(&self, plane: *const f32, gi: usize, p: usize) -> __m256 {
+        // Safety: 8 i32 are one ymm; the caller's contract for the gather
+        // (masked-off lanes are not read).
+        unsafe {
+            let at = _mm256_loadu_si256(self.offsets[gi][p].as_ptr().cast());
+            let inside = _mm256_loadu_si256(self.inside[gi][p].as_ptr().cast());
+            _mm256_mask_i32gather_ps::<4>(
+                _mm256_setzero_ps(),
+                plane,
+                at,
+                _mm256_castsi256_ps(inside),
+            )
+        }
     }
 }
 
@@ -115,71 +129,6 @@ unsafe fn store(at: *mut f32, n: usize, v: __m256) {
     }
 }
 
-/// `Bᵀ d B` for 8 tiles, as the AVX-512 `input_tile`: `d[k][j]` holds
-/// column `j` of patch row `k`; the 16 results, matrix `4i + j` at `4i + j`.
-#[target_feature(enable = "avx2")]
-fn input_tile(d: [[__m256; 4]; 4]) -> [__m256; 16] {
-    // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
-    let t: [[__m256; 4]; 4] = [
-        std::array::from_fn(|j| _mm256_sub_ps(d[0][j], d[2][j])),
-        std::array::from_fn(|j| _mm256_add_ps(d[1][j], d[2][j])),
-        std::array::from_fn(|j| _mm256_sub_ps(d[2][j], d[1][j])),
-        std::array::from_fn(|j| _mm256_sub_ps(d[1][j], d[3][j])),
-    ];
-    // (Bᵀ d) B: each row's columns (a, b, c, d) become (a − c, b + c, c − b, b − d).
-    std::array::from_fn(|e| {
-        let [a, b, c, d] = t[e / 4];
-        match e % 4 {
-            0 => _mm256_sub_ps(a, c),
-            1 => _mm256_add_ps(b, c),
-            2 => _mm256_sub_ps(c, b),
-            _ => _mm256_sub_ps(b, d),
-        }
-    })
-}
-
-/// `Aᵀ M A` + bias for 8 tiles: `y[a][b]`, output row `a`, column `b`.
-#[target_feature(enable = "avx2")]
-fn output_tile(m: &[__m256; 16], bias: __m256) -> [[__m256; 2]; 2] {
-    // Aᵀ M: rows (m0 + m1 + m2, m1 − m2 − m3), column by column.
-    let s: [[__m256; 4]; 2] = [
-        std::array::from_fn(|j| _mm256_add_ps(_mm256_add_ps(m[j], m[4 + j]), m[8 + j])),
-        std::array::from_fn(|j| _mm256_sub_ps(_mm256_sub_ps(m[4 + j], m[8 + j]), m[12 + j])),
-    ];
-    // (Aᵀ M) A: columns (s0 + s1 + s2, s1 − s2 − s3), + bias.
-    s.map(|r| {
-        [
-            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(r[0], r[1]), r[2]), bias),
-            _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(r[1], r[2]), r[3]), bias),
-        ]
-    })
-}
-
-/// `A dY Aᵀ` for 8 tiles: `y[k][h]`, output-gradient row `k`, column `h`;
-/// the 16 results, matrix `4i + j` at `4i + j`.
-#[target_feature(enable = "avx2")]
-fn output_grad_tile(y: [[__m256; 2]; 2]) -> [__m256; 16] {
-    // −v exactly (a sign flip, as the portable code's negation).
-    let neg = |v: __m256| _mm256_xor_ps(v, _mm256_set1_ps(-0.0));
-    // A dY: rows (y0, y0 + y1, y0 − y1, −y1), both columns.
-    let ady: [[__m256; 2]; 4] = [
-        y[0],
-        std::array::from_fn(|h| _mm256_add_ps(y[0][h], y[1][h])),
-        std::array::from_fn(|h| _mm256_sub_ps(y[0][h], y[1][h])),
-        std::array::from_fn(|h| neg(y[1][h])),
-    ];
-    // (A dY) Aᵀ: each row's (p, q) becomes (p, p + q, p − q, −q).
-    std::array::from_fn(|e| {
-        let [p, q] = ady[e / 4];
-        match e % 4 {
-            0 => p,
-            1 => _mm256_add_ps(p, q),
-            2 => _mm256_sub_ps(p, q),
-            _ => neg(q),
-        }
-    })
-}
-
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
 /// into `v[(e·C + c)·tb + t]` as the portable transform lays it out.
 ///
@@ -202,21 +151,10 @@ pub(super) unsafe fn transform_input(
         let plane = x.as_ptr().wrapping_add(c * g.h * g.w);
         for (gi, t0) in (0..tb).step_by(LANES).enumerate() {
             // d[k][j]: pixel (k, j) of each tile's patch, 0 in the padding.
+            // Safety: lanes inside the plane read inside the image of
+            // channel c (offsets from `Groups`, inside x.len()).
             let d: [[__m256; 4]; 4] = std::array::from_fn(|k| {
-                std::array::from_fn(|j| {
-                    let (at, inside) = groups.lanes(gi, 4 * k + j);
-                    // Safety: lanes inside the plane read inside the image
-                    // of channel c (offsets from `Groups`), the others are
-                    // masked off and not read.
-                    unsafe {
-                        _mm256_mask_i32gather_ps::<4>(
-                            _mm256_setzero_ps(),
-                            plane,
-                            at,
-                            _mm256_castsi256_ps(inside),
-                        )
-                    }
-                })
+                std::array::from_fn(|j| unsafe { groups.gather(plane, gi, 4 * k + j) })
             });
             for (e, val) in input_tile(d).into_iter().enumerate() {
                 // Safety: tiles t0 .. t0 + n of matrix e, channel c.
@@ -296,20 +234,11 @@ pub(super) unsafe fn transform_output_grad(
     for o in 0..o_n {
         let plane = dy.as_ptr().wrapping_add(o * g.oh * g.ow);
         for (gi, t0) in (0..tb).step_by(LANES).enumerate() {
+            // y[k][h]: output-gradient pixel (k, h) of each tile, 0 past an
+            // odd-sized output. Safety: lanes inside the output read inside
+            // the image's channel o (offsets inside dy.len()).
             let y: [[__m256; 2]; 2] = std::array::from_fn(|k| {
-                std::array::from_fn(|h| {
-                    let (at, inside) = groups.lanes(gi, 2 * k + h);
-                    // Safety: lanes inside the output read inside the
-                    // image's channel o; the others are not read.
-                    unsafe {
-                        _mm256_mask_i32gather_ps::<4>(
-                            _mm256_setzero_ps(),
-                            plane,
-                            at,
-                            _mm256_castsi256_ps(inside),
-                        )
-                    }
-                })
+                std::array::from_fn(|h| unsafe { groups.gather(plane, gi, 2 * k + h) })
             });
             for (e, val) in output_grad_tile(y).into_iter().enumerate() {
                 // Safety: tiles t0 .. t0 + n of matrix e, channel o.

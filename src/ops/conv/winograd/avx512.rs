@@ -24,6 +24,7 @@
 //! of at most 8 tiles per row go to [`avx512_pairs`], which puts two tile
 //! rows in each vector.
 
+use super::tile_math::x512::{input_tile, output_grad_tile, output_tile};
 use super::{avx512_pairs, SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
@@ -76,79 +77,6 @@ unsafe fn load_columns(row: *const f32, x0: isize, width: usize) -> __m512 {
     // Masked-off lanes are not read, so the address of a lane left of the
     // row (`x0 < 0`) is formed but never dereferenced.
     unsafe { _mm512_maskz_loadu_ps(inside(x0, width), row.wrapping_offset(x0)) }
-}
-
-/// `Bᵀ d B` for the vectors of one set of tiles: `d[k][j]` holds column
-/// `j` of patch row `k` of each tile; the result is the 16 transformed
-/// values, matrix `4i + j` at index `4i + j`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(super) fn input_tile(d: [[__m512; 4]; 4]) -> [__m512; 16] {
-    // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
-    let t: [[__m512; 4]; 4] = [
-        std::array::from_fn(|j| _mm512_sub_ps(d[0][j], d[2][j])),
-        std::array::from_fn(|j| _mm512_add_ps(d[1][j], d[2][j])),
-        std::array::from_fn(|j| _mm512_sub_ps(d[2][j], d[1][j])),
-        std::array::from_fn(|j| _mm512_sub_ps(d[1][j], d[3][j])),
-    ];
-    // (Bᵀ d) B: each row's columns (a, b, c, d) become (a − c, b + c, c − b, b − d).
-    std::array::from_fn(|e| {
-        let [a, b, c, d] = t[e / 4];
-        match e % 4 {
-            0 => _mm512_sub_ps(a, c),
-            1 => _mm512_add_ps(b, c),
-            2 => _mm512_sub_ps(c, b),
-            _ => _mm512_sub_ps(b, d),
-        }
-    })
-}
-
-/// `Aᵀ M A` + bias for the vectors of one set of tiles: from the 16
-/// products `m[e]`, the two output rows `a` of each tile as (even column,
-/// odd column) pairs.
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(super) fn output_tile(m: &[__m512; 16], bias: __m512) -> [(__m512, __m512); 2] {
-    // Aᵀ M: rows (m0 + m1 + m2, m1 − m2 − m3), column by column.
-    let s: [[__m512; 4]; 2] = [
-        std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(m[j], m[4 + j]), m[8 + j])),
-        std::array::from_fn(|j| _mm512_sub_ps(_mm512_sub_ps(m[4 + j], m[8 + j]), m[12 + j])),
-    ];
-    // (Aᵀ M) A: columns (s0 + s1 + s2, s1 − s2 − s3), + bias.
-    s.map(|r| {
-        (
-            _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]), bias),
-            _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]), bias),
-        )
-    })
-}
-
-/// `A dY Aᵀ` for the vectors of one set of tiles: `y[k]` holds the (even,
-/// odd) columns of output-gradient row `k` of each tile; the result is
-/// the 16 values, matrix `4i + j` at index `4i + j`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(super) fn output_grad_tile(y: [[__m512; 2]; 2]) -> [__m512; 16] {
-    // −v exactly (a sign flip, as the portable code's negation).
-    let sign = _mm512_set1_epi32(i32::MIN);
-    let neg = |v: __m512| _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
-    // A dY: rows (y0, y0 + y1, y0 − y1, −y1), both halves.
-    let ady: [[__m512; 2]; 4] = [
-        y[0],
-        std::array::from_fn(|h| _mm512_add_ps(y[0][h], y[1][h])),
-        std::array::from_fn(|h| _mm512_sub_ps(y[0][h], y[1][h])),
-        std::array::from_fn(|h| neg(y[1][h])),
-    ];
-    // (A dY) Aᵀ: each row's (p, q) becomes (p, p + q, p − q, −q).
-    std::array::from_fn(|e| {
-        let [p, q] = ady[e / 4];
-        match e % 4 {
-            0 => p,
-            1 => _mm512_add_ps(p, q),
-            2 => _mm512_sub_ps(p, q),
-            _ => neg(q),
-        }
-    })
 }
 
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
@@ -251,7 +179,7 @@ pub(super) unsafe fn transform_output(
                     _mm512_maskz_loadu_ps(lanes, mp.add((e * o_n + o) * tb + ri * tw + tx0))
                 });
                 let rows_y = output_tile(&m_e, bias_o);
-                for (a, &(y0, y1)) in rows_y.iter().enumerate().take(out_rows) {
+                for (a, &[y0, y1]) in rows_y.iter().enumerate().take(out_rows) {
                     let row = ((n * o_n + o) * g.oh + 2 * ty + a) * g.ow;
                     let x0 = 2 * tx0 as isize;
                     // Safety: the stores are masked to columns 0..ow of

@@ -11,7 +11,8 @@
 //! The arithmetic is [`super::avx512`]'s, operation for operation, so the
 //! bits are the portable transforms' (tested).
 
-use super::avx512::{first_lanes, input_tile, inside, output_grad_tile, output_tile};
+use super::avx512::{first_lanes, inside};
+use super::tile_math::x512::{input_tile, output_grad_tile, output_tile};
 use super::{SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
@@ -183,7 +184,7 @@ pub(super) unsafe fn transform_output(
             let m_e: [__m512; 16] = std::array::from_fn(|e| unsafe {
                 _mm512_maskz_loadu_ps(load, mp.add((e * o_n + o) * tb + ri * tw))
             });
-            for (a, &(y0, y1)) in output_tile(&m_e, bias_o).iter().enumerate() {
+            for (a, &[y0, y1]) in output_tile(&m_e, bias_o).iter().enumerate() {
                 // Output row 2ty + a of the tile row `ri` of the chunk.
                 let write = |ri: usize, val: __m512| {
                     let r = rows.start + ri;

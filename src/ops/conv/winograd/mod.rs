@@ -70,6 +70,8 @@ mod avx512;
 mod avx512_pairs;
 #[cfg(target_arch = "x86_64")]
 mod packed_weights;
+#[cfg(target_arch = "x86_64")]
+mod tile_math;
 mod transforms;
 mod weights;
 
