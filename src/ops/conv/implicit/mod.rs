@@ -44,7 +44,9 @@ use super::winograd::f32_slice;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
-use crate::ops::matmul::sgemm::{self, pack_runs, sgemm_with, BBlock, Kernel, Lhs, PackedA};
+use crate::ops::matmul::sgemm::{
+    self, pack_runs, sgemm_with, strided_on, BBlock, Kernel, Lhs, PackedA,
+};
 use gather::{Layout, RunPlan};
 use std::any::TypeId;
 use std::mem::MaybeUninit;
@@ -223,6 +225,12 @@ fn writes_planes_directly(g: &ConvGeom) -> bool {
         || (cols >= DIRECT_MIN_PIXELS && weight_bytes <= DIRECT_MAX_WEIGHT_BYTES)
 }
 
+/// Whether `g` is a 1×1 convolution with stride 1 and no padding, whose
+/// unrolled matrix is the input itself.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    (g.kh, g.kw, g.stride, g.padding) == (1, 1, (1, 1), (0, 0))
+}
+
 /// Whether the weight gradient runs transposed (`backward_weight_few_taps`).
 fn transposes_weight_gradient(g: &ConvGeom) -> bool {
     g.col_rows() < NR && g.og() >= NR && g.col_cols() >= DIRECT_MIN_INNER
@@ -374,8 +382,41 @@ fn backward_weight_few_taps(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f
 fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usize, dw: &mut [f32]) {
     let (og, k) = (g.og(), g.col_rows());
     assert_eq!((dy.len(), dw.len()), (og * pixels, og * k));
-    let mut runs = vec![0.0f32; NR * sgemm::KC];
     let kernel = Kernel::current();
+    if is_pointwise(g) && pixels == g.col_cols() {
+        // One image of a 1×1 stride-1 unpadded convolution: `X` is the
+        // image's group itself (k × pixels, row-major), and `Xᵀ`'s panels
+        // are transposed straight from it, with no gather into runs first
+        // (same values, same bits). ResNet-50's 1×1 weight gradients,
+        // one thread: 5-25 % faster. (The forward keeps the gather: packing
+        // its panels from the rows in place, 32 values of a row at a time,
+        // measured up to 10 % slower on the layers of 256-512 channels.)
+        let x = &x[base..base + k * pixels];
+        // Safety: the CPU runs `kernel` (`supports`); `dy` holds og ×
+        // pixels values, `x` k × pixels (read transposed), `dw` og × k,
+        // row stride k, its own buffer.
+        unsafe {
+            let lhs = Lhs::Strided {
+                m: og,
+                k: pixels,
+                a: dy.as_ptr(),
+                strides: (pixels as isize, 1),
+            };
+            let (xp, dwp) = (x.as_ptr(), dw.as_mut_ptr());
+            strided_on(
+                kernel,
+                lhs,
+                k,
+                xp,
+                (1, pixels as isize),
+                1.0,
+                dwp,
+                k as isize,
+            )
+        };
+        return;
+    }
+    let mut runs = vec![0.0f32; NR * sgemm::KC];
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let kc = blk.kc;
         let plan = RunPlan::new(g, base, blk.pc, kc, Layout::Run);

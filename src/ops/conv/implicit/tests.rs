@@ -36,7 +36,8 @@ fn geom(
 /// non-square planes, 1×1 kernels, output rows wider than a vector (so
 /// segments split), dilation, groups, channel counts that are not
 /// multiples of 16, batches that run as per-image products (planes of at
-/// least 1024 / 256 pixels) and as tiles, in parallel.
+/// least 1024 / 256 pixels) and as tiles, in parallel, and 1×1 layers
+/// whose per-image weight gradients read the input in place.
 fn shapes() -> Vec<ConvGeom> {
     vec![
         geom([2, 3, 9, 7], [5, 3, 3], (2, 2), (1, 1), (1, 1), 1),
@@ -47,6 +48,10 @@ fn shapes() -> Vec<ConvGeom> {
         geom([2, 5, 12, 10], [7, 3, 3], (3, 2), (1, 0), (2, 1), 1),
         geom([2, 8, 10, 10], [6, 3, 3], (1, 2), (2, 2), (2, 2), 2),
         geom([1, 3, 36, 36], [8, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+        // 1×1 stride-1 unpadded layers on planes large enough for one
+        // weight-gradient product per image: the input is read in place.
+        geom([2, 20, 33, 34], [24, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+        geom([2, 12, 32, 33], [8, 1, 1], (1, 1), (0, 0), (1, 1), 2),
         geom([8, 24, 32, 32], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
         // Fewer unrolled rows than a micro-panel's columns: an RGB stem
