@@ -5,21 +5,10 @@
 //! unit), training and eval, f32 and f64; and a gradcheck.
 
 mod common;
-use common::{check_grad, randn, uniform};
+use common::{check_grad, randn, uniform, EVAL, TRAIN};
 use ferrite::nn::{BatchNorm2d, Module};
 use ferrite::ops::BatchNormOptions;
 use ferrite::{DType, Tensor};
-
-const TRAIN: BatchNormOptions = BatchNormOptions {
-    training: true,
-    momentum: 0.1,
-    eps: 1e-5,
-};
-const EVAL: BatchNormOptions = BatchNormOptions {
-    training: false,
-    momentum: 0.1,
-    eps: 1e-5,
-};
 
 /// Output, running statistics after the call, and the gradients of the
 /// input, weight and bias for the upstream gradient `dz`.

@@ -4,20 +4,9 @@
 #![allow(clippy::cloned_ref_to_slice_refs)] // `&[x.clone()]` reads best here
 
 mod common;
-use common::{assert_close, check_grad, randn, uniform};
+use common::{assert_close, check_grad, randn, uniform, EVAL, TRAIN};
 use ferrite::ops::BatchNormOptions;
 use ferrite::{no_grad, DType, Tensor};
-
-const TRAIN: BatchNormOptions = BatchNormOptions {
-    training: true,
-    momentum: 0.1,
-    eps: 1e-5,
-};
-const EVAL: BatchNormOptions = BatchNormOptions {
-    training: false,
-    momentum: 0.1,
-    eps: 1e-5,
-};
 
 /// What the reference computes: output and the running stats after the call.
 struct Reference {

@@ -2,9 +2,24 @@
 #![allow(dead_code)]
 
 use ferrite::autograd::{gradcheck, GradcheckOptions};
+use ferrite::ops::BatchNormOptions;
 use ferrite::{DType, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+
+/// Batch norm in training mode with PyTorch's momentum and eps.
+pub const TRAIN: BatchNormOptions = BatchNormOptions {
+    training: true,
+    momentum: 0.1,
+    eps: 1e-5,
+};
+
+/// Batch norm in eval mode (running statistics), PyTorch's momentum and eps.
+pub const EVAL: BatchNormOptions = BatchNormOptions {
+    training: false,
+    momentum: 0.1,
+    eps: 1e-5,
+};
 
 /// A seeded generator for test inputs.
 pub fn rng(seed: u64) -> StdRng {
