@@ -500,6 +500,10 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Resul
         return winograd::conv2d_backward_weight(x, dy, g);
     }
     #[cfg(target_arch = "x86_64")]
+    if let Some(dw) = super::pixel_lanes::try_backward_weight(x, dy, g) {
+        return dw;
+    }
+    #[cfg(target_arch = "x86_64")]
     if let Some(dw) = super::implicit::try_backward_weight(x, dy, g) {
         return dw;
     }

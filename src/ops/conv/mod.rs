@@ -25,6 +25,8 @@ mod geom;
 pub mod implicit;
 #[cfg(feature = "cuda")]
 pub mod params;
+#[cfg(target_arch = "x86_64")]
+pub mod pixel_lanes;
 pub mod plan;
 pub mod winograd;
 

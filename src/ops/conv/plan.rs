@@ -111,6 +111,15 @@ fn implicit(g: &ConvGeom, pass: Pass) -> Option<&'static str> {
     None
 }
 
+/// Whether the pixel-lane kernels (`pixel_lanes`) compute the weight
+/// gradient of `g` (f32).
+fn pixel_lanes(g: &ConvGeom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::pixel_lanes::applies(g);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The name of the forward kernel for `g` (f32).
 fn forward_name(g: &ConvGeom) -> &'static str {
     if winograd::applies(g) {
@@ -136,6 +145,8 @@ pub fn algorithm(g: &ConvGeom, pass: Pass) -> String {
         },
         Pass::WeightGrad => if winograd::applies(g) {
             "winograd F(2x2,3x3)"
+        } else if pixel_lanes(g) {
+            "direct, pixel lanes"
         } else if let Some(route) = implicit(g, Pass::WeightGrad) {
             route
         } else if g.col_cols() >= DIRECT_MIN_INNER {

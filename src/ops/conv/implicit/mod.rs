@@ -84,7 +84,7 @@ fn check_supported(g: &ConvGeom) -> Result<()> {
 }
 
 /// `v` as a vector of `T`, which is f32 (the callers checked).
-fn into_vec_of<T: 'static>(v: Vec<f32>) -> Vec<T> {
+pub(super) fn into_vec_of<T: 'static>(v: Vec<f32>) -> Vec<T> {
     assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>());
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: T is f32: same layout, and the allocation is handed over.

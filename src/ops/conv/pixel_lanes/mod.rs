@@ -1,0 +1,112 @@
+//! The weight gradient of a stride-1 convolution with a 3-wide kernel and
+//! few channels, computed directly with output pixels in the vector lanes
+//! (f32, AVX2 or AVX-512).
+//!
+//! `dW[o, c, i, j] = Σ_{n, y, x} dY[n, o, y, x] · X[n, c, y + i − ph, x + j − pw]`.
+//! The GEMM routes compute this as `dY · colᵀ`, where the unrolled input
+//! `col` must be gathered and transposed into panels: with 3–16 output
+//! channels each gathered value then feeds only 3–16 products, and the
+//! gather costs as much as the arithmetic (RGB stems and the 16-channel
+//! layers of the CIFAR ResNet-8/20 ran at 18–26 % of the FMA peak).
+//!
+//! Here nothing is gathered. For one input channel `c` and kernel row `i`,
+//! a row of `dY` (one vector of `L` pixels per output channel) and the
+//! three shifted vectors of the matching input row (taps `j` = 0, 1, 2,
+//! lanes outside the input or the output masked to zero) are loaded
+//! straight from the NCHW planes, and a block of output channels × three
+//! taps of lane-wise sums is updated with one fused multiply-add each
+//! (AVX-512: 8 channels × 3 taps = 24 zmm accumulators, 11 loads per 24
+//! multiply-adds; AVX2: 4 × 3 in ymm). Each sum keeps its `L` lanes
+//! apart in a buffer until every image is done; the lanes are added last.
+//!
+//! Summation order: each lane sums its pixels image by image, row by row;
+//! the runs of images of a parallel call are added in order, then the
+//! lanes in order. It is not the GEMM routes' order, so results agree
+//! with them to rounding, not bit for bit (tested against the f64
+//! reference).
+
+mod kernels;
+#[cfg(test)]
+mod tests;
+
+use super::cpu::{parallel, sum_in_fixed_runs};
+use super::geom::ConvGeom;
+use super::winograd::f32_slice;
+use crate::backend::cpu::pool::{recycle, take_empty};
+use crate::backend::cpu::simd::{self, VectorIsa};
+use crate::error::{Error, Result};
+
+/// Kernel width this module computes (three taps side by side).
+const TAPS: usize = 3;
+
+/// Most `output × input` channel pairs per group for [`applies`]: above
+/// it the GEMM routes feed each gathered value enough products to win.
+pub const MAX_CHANNEL_PAIRS: usize = 16 * 16;
+
+/// Whether the CPU runs this module's kernels (AVX2 and FMA, or AVX-512).
+pub fn available() -> bool {
+    simd::detect() != VectorIsa::Baseline
+}
+
+/// Whether this module computes the weight gradient of `g` (f32): where
+/// [`available`], for 3-wide kernels of any height with stride 1 and
+/// dilation 1, any padding and groups, and at most
+/// [`MAX_CHANNEL_PAIRS`] channel pairs per group.
+pub fn applies(g: &ConvGeom) -> bool {
+    available()
+        && g.kw == TAPS
+        && g.stride == (1, 1)
+        && g.dilation == (1, 1)
+        && g.og() * g.cg() <= MAX_CHANNEL_PAIRS
+}
+
+/// [`conv2d_backward_weight`] when `T` is f32 and [`applies`] holds;
+/// `None` otherwise.
+pub(super) fn try_backward_weight<T: 'static>(
+    x: &[T],
+    dy: &[T],
+    g: &ConvGeom,
+) -> Option<Result<Vec<T>>> {
+    let (x, dy) = (f32_slice(x)?, f32_slice(dy)?);
+    applies(g).then(|| conv2d_backward_weight(x, dy, g).map(super::implicit::into_vec_of))
+}
+
+/// Weight gradient: `x` (N×C×H×W) and `dy` (N×O×oh×ow) → `dw`
+/// (O×C/g×kh×3), summed over images. Errors unless [`applies`], or when a
+/// buffer is shorter than the geometry needs.
+pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+    if !applies(g) {
+        return Err(Error::invalid(
+            "conv2d",
+            format!(
+                "the pixel-lane weight gradient needs AVX2 and FMA (or AVX-512), a kernel \
+                 3 wide, stride and dilation 1 and at most {MAX_CHANNEL_PAIRS} channel pairs \
+                 per group (kernel {}x{}, stride {:?}, dilation {:?}, {}x{} channels)",
+                g.kh,
+                g.kw,
+                g.stride,
+                g.dilation,
+                g.og(),
+                g.cg()
+            ),
+        ));
+    }
+    backward_weight_on(simd::detect(), x, dy, g)
+}
+
+/// [`conv2d_backward_weight`] on the kernels of `isa` (AVX2 or AVX-512,
+/// which the CPU must run; callers checked [`applies`]).
+fn backward_weight_on(isa: VectorIsa, x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+    let (x, dy) = g.weight_grad_operands(x, dy)?;
+    let lanes = isa.f32_lanes();
+    let dw_len = g.c_out * g.cg() * g.kh * TAPS;
+    let images: Vec<usize> = (0..g.n).collect();
+    let sums = sum_in_fixed_runs(&images, dw_len * lanes, parallel(g), |mut acc, &n| {
+        kernels::add_image(isa, &mut acc, x, dy, g, n);
+        acc
+    })?;
+    let mut dw = take_empty::<f32>(dw_len)?;
+    dw.extend(sums.chunks_exact(lanes).map(|l| l.iter().sum::<f32>()));
+    recycle(sums);
+    Ok(dw)
+}
