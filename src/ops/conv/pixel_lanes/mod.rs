@@ -19,11 +19,24 @@
 //! multiply-adds; AVX2: 4 × 3 in ymm). Each sum keeps its `L` lanes
 //! apart in a buffer until every image is done; the lanes are added last.
 //!
+//! Measured (batch 32, one thread, Intel Xeon; `benches/RESULTS.md`,
+//! sixth round): the weight gradients of 3→16 and 16→16 at 32×32 and of
+//! ResNet-18's 3→64 stem take 0.28 / 1.56 / 1.14 ms with AVX-512 (38–50 %
+//! of the FMA peak) against 0.66 / 2.45 / 1.47 ms through the GEMM
+//! routes and PyTorch's 0.40 / 2.15 / 1.43 ms. Above 256 channel pairs
+//! (e.g. 32 × 32) the GEMM and Winograd routes feed each loaded value
+//! enough products to be faster.
+//!
 //! Summation order: each lane sums its pixels image by image, row by row;
 //! the runs of images of a parallel call are added in order, then the
 //! lanes in order. It is not the GEMM routes' order, so results agree
 //! with them to rounding, not bit for bit (tested against the f64
-//! reference).
+//! reference); and the lanes are 16 on AVX-512 and 8 on AVX2, so this is
+//! the one convolution route whose results differ in rounding between
+//! the two sets. Keeping 16 sums on AVX2 as two 8-lane halves gives the
+//! same bits, but measured 10 % slower one half after the other (the
+//! per-row work halves) and 50 % slower with both halves in one pass
+//! (the accumulators and masks no longer fit the 16 ymm registers).
 
 mod kernels;
 #[cfg(test)]
