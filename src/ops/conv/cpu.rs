@@ -493,8 +493,11 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
 const COL2IM_TILE_COLUMNS: usize = 256;
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
-/// Geometries that [`winograd::applies`] to go there, f32 on AVX2 or AVX-512 to
-/// the implicit GEMM (`implicit`), the rest through im2col + GEMM. Errors when a buffer is shorter than the geometry needs.
+/// Geometries that [`winograd::applies`] to go there; f32 on AVX2 or
+/// AVX-512 to the pixel-lane kernels where `pixel_lanes::applies`
+/// (3-wide stride-1 layers with few channels), else to the implicit GEMM
+/// (`implicit`); the rest through im2col + GEMM. Errors when a buffer is
+/// shorter than the geometry needs.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     if winograd::applies(g) {
         return winograd::conv2d_backward_weight(x, dy, g);

@@ -21,8 +21,8 @@
 //!
 //! Measured (batch 32, one thread, Intel Xeon; `benches/RESULTS.md`,
 //! sixth round): the weight gradients of 3→16 and 16→16 at 32×32 and of
-//! ResNet-18's 3→64 stem take 0.28 / 1.56 / 1.14 ms with AVX-512 (38–50 %
-//! of the FMA peak) against 0.66 / 2.45 / 1.47 ms through the GEMM
+//! ResNet-18's 3→64 stem take 0.28 / 1.56 / 1.14 ms with AVX-512 (about
+//! 40 % of the FMA peak) against 0.66 / 2.45 / 1.47 ms through the GEMM
 //! routes and PyTorch's 0.40 / 2.15 / 1.43 ms. Above 256 channel pairs
 //! (e.g. 32 × 32) the GEMM and Winograd routes feed each loaded value
 //! enough products to be faster.
@@ -113,6 +113,11 @@ fn backward_weight_on(isa: VectorIsa, x: &[f32], dy: &[f32], g: &ConvGeom) -> Re
     let (x, dy) = g.weight_grad_operands(x, dy)?;
     let lanes = isa.f32_lanes();
     let dw_len = g.c_out * g.cg() * g.kh * TAPS;
+    if dw_len == 0 {
+        // No channels: an empty gradient, and the planes (whose width
+        // nothing else bounds then) are never walked.
+        return Ok(Vec::new());
+    }
     let images: Vec<usize> = (0..g.n).collect();
     let sums = sum_in_fixed_runs(&images, dw_len * lanes, parallel(g), |mut acc, &n| {
         kernels::add_image(isa, &mut acc, x, dy, g, n);

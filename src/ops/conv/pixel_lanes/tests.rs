@@ -2,8 +2,10 @@
 //! against the im2col route in f64, on shapes that exercise its masks and
 //! blocks: padding 0, 1 and 2 (also different per axis), output rows
 //! shorter than a vector, exactly a vector and one past it, kernel heights
-//! 1, 3 and 5, groups, output-channel counts that leave blocks of 4, 2
-//! and 1, and batches large enough to run in parallel.
+//! 1, 3 and 5 (also taller than the input), rows narrower than the
+//! kernel, groups (with padding, and depthwise), output-channel counts
+//! that leave blocks of 4, 2 and 1, and batches large enough to run in
+//! parallel; and layers with no channels.
 
 use super::*;
 use crate::ops::conv::cpu::conv2d_backward_weight_im2col;
@@ -41,6 +43,17 @@ fn shapes() -> Vec<ConvGeom> {
         geom([2, 6, 8, 16], [6, 1], (2, 0), 2),
         geom([2, 2, 6, 3], [3, 3], (1, 1), 1),
         geom([8, 3, 32, 32], [64, 3], (1, 1), 1),
+        // Output rows one past a vector on each set (17 and 9 pixels).
+        geom([2, 3, 5, 17], [5, 3], (1, 1), 1),
+        geom([2, 3, 5, 9], [5, 3], (1, 1), 1),
+        // A kernel taller than the input, and rows narrower than the
+        // kernel (only padding makes them fit).
+        geom([2, 2, 2, 6], [3, 5], (2, 1), 1),
+        geom([2, 2, 4, 2], [3, 3], (1, 1), 1),
+        // Groups with padding and more output channels per group than a
+        // register block; depthwise (one channel per group).
+        geom([2, 8, 7, 12], [22, 3], (1, 1), 2),
+        geom([2, 6, 9, 20], [6, 3], (1, 1), 6),
     ]
 }
 
@@ -105,6 +118,24 @@ fn other_geometries_are_refused_with_an_error() {
         vec![0.0f64; g.n * g.out_image_len()],
     );
     assert!(try_backward_weight(&x, &dy, &g).is_none());
+}
+
+#[test]
+fn no_channels_give_an_empty_gradient() {
+    if !available() {
+        return;
+    }
+    // No output channels and a very wide padded row: nothing to walk.
+    let p = Conv2dParams {
+        stride: (1, 1),
+        padding: (0, 1 << 40),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    let g = ConvGeom::new([1, 1, 1, 1], [0, 1, 1, 3], &p).unwrap();
+    assert!(applies(&g));
+    let dw = conv2d_backward_weight(&[0.5], &[], &g).unwrap();
+    assert!(dw.is_empty());
 }
 
 #[test]
