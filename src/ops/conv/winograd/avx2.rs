@@ -13,7 +13,7 @@
 //! the channel.
 
 use super::tile_math::x256::{input_tile, output_grad_tile, output_tile};
-use super::{SharedMut, Tiles};
+use super::{matrices_len, matrix_stride, SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -130,11 +130,11 @@ unsafe fn store(at: *mut f32, n: usize, v: __m256) {
 }
 
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
-/// into `v[(e·C + c)·tb + t]` as the portable transform lays it out.
+/// into `v[e·stride + c·tb + t]` as the portable transform lays it out.
 ///
 /// # Safety
 /// AVX2; `x` holds the N×C×H×W input, its length [`fits_offsets`], and
-/// `v` the chunk's `16 · C · tb` values.
+/// `v` the chunk's [`matrices_len`]`(C, tb)` values.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn transform_input(
     x: &[f32],
@@ -144,8 +144,9 @@ pub(super) unsafe fn transform_input(
     v: &mut [f32],
 ) {
     let (c_n, tb) = (g.c_in, rows.len() * tiles.tw);
+    let stride = matrix_stride(c_n, tb);
     let groups = Groups::<16>::new(tiles, &rows, 4, (g.h, g.w), g.padding, g.image_len());
-    assert!(x.len() >= g.n * g.image_len() && v.len() >= 16 * c_n * tb);
+    assert!(x.len() >= g.n * g.image_len() && v.len() >= matrices_len(c_n, tb));
     let vp = v.as_mut_ptr();
     for c in 0..c_n {
         let plane = x.as_ptr().wrapping_add(c * g.h * g.w);
@@ -158,19 +159,19 @@ pub(super) unsafe fn transform_input(
             });
             for (e, val) in input_tile(d).into_iter().enumerate() {
                 // Safety: tiles t0 .. t0 + n of matrix e, channel c.
-                unsafe { store(vp.add((e * c_n + c) * tb + t0), tb - t0, val) };
+                unsafe { store(vp.add(e * stride + c * tb + t0), tb - t0, val) };
             }
         }
     }
 }
 
 /// `Y = Aᵀ M A` (+ bias) for the tiles of tile rows `rows`, every output
-/// channel, from `m[(e·O + o)·tb + t]`, into the N×O×oh×ow output behind
+/// channel, from `m[e·stride + o·tb + t]`, into the N×O×oh×ow output behind
 /// `out`; tiles that overhang an odd-sized output drop their last row or
 /// column.
 ///
 /// # Safety
-/// AVX2; `m` holds the chunk's `16 · O · tb` products; `out` points at the
+/// AVX2; `m` holds the chunk's [`matrices_len`]`(O, tb)` products; `out` points at the
 /// N×O×oh×ow output, its length [`fits_offsets`], and no other thread
 /// writes the rows of these tile rows.
 #[target_feature(enable = "avx2")]
@@ -183,8 +184,9 @@ pub(super) unsafe fn transform_output(
     out: SharedMut<MaybeUninit<f32>>,
 ) {
     let (o_n, tb) = (g.c_out, rows.len() * tiles.tw);
+    let stride = matrix_stride(o_n, tb);
     let groups = Groups::<4>::new(tiles, &rows, 2, (g.oh, g.ow), (0, 0), g.out_image_len());
-    assert!(m.len() >= 16 * o_n * tb);
+    assert!(m.len() >= matrices_len(o_n, tb));
     let mp = m.as_ptr();
     for o in 0..o_n {
         let bias_o = _mm256_set1_ps(bias.map_or(0.0, |b| b[o]));
@@ -193,7 +195,7 @@ pub(super) unsafe fn transform_output(
             let lanes = first_lanes(tb - t0);
             // Safety: tiles t0 .. t0 + n of each matrix lie inside m.
             let m_e: [__m256; 16] = std::array::from_fn(|e| unsafe {
-                _mm256_maskload_ps(mp.add((e * o_n + o) * tb + t0), lanes)
+                _mm256_maskload_ps(mp.add(e * stride + o * tb + t0), lanes)
             });
             let y = output_tile(&m_e, bias_o);
             for (p, value) in y.iter().flatten().enumerate() {
@@ -214,11 +216,11 @@ pub(super) unsafe fn transform_output(
 }
 
 /// `dM = A dY Aᵀ` for the tiles of tile rows `rows`, every output channel,
-/// into `dm[(e·O + o)·tb + t]` (`dY` is 0 outside the output).
+/// into `dm[e·stride + o·tb + t]` (`dY` is 0 outside the output).
 ///
 /// # Safety
 /// AVX2; `dy` holds the N×O×oh×ow gradient, its length [`fits_offsets`],
-/// and `dm` the chunk's `16 · O · tb` values.
+/// and `dm` the chunk's [`matrices_len`]`(O, tb)` values.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn transform_output_grad(
     dy: &[f32],
@@ -228,8 +230,9 @@ pub(super) unsafe fn transform_output_grad(
     dm: &mut [f32],
 ) {
     let (o_n, tb) = (g.c_out, rows.len() * tiles.tw);
+    let stride = matrix_stride(o_n, tb);
     let groups = Groups::<4>::new(tiles, &rows, 2, (g.oh, g.ow), (0, 0), g.out_image_len());
-    assert!(dy.len() >= g.n * g.out_image_len() && dm.len() >= 16 * o_n * tb);
+    assert!(dy.len() >= g.n * g.out_image_len() && dm.len() >= matrices_len(o_n, tb));
     let dp = dm.as_mut_ptr();
     for o in 0..o_n {
         let plane = dy.as_ptr().wrapping_add(o * g.oh * g.ow);
@@ -242,7 +245,7 @@ pub(super) unsafe fn transform_output_grad(
             });
             for (e, val) in output_grad_tile(y).into_iter().enumerate() {
                 // Safety: tiles t0 .. t0 + n of matrix e, channel o.
-                unsafe { store(dp.add((e * o_n + o) * tb + t0), tb - t0, val) };
+                unsafe { store(dp.add(e * stride + o * tb + t0), tb - t0, val) };
             }
         }
     }

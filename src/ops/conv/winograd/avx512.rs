@@ -25,7 +25,7 @@
 //! rows in each vector.
 
 use super::tile_math::x512::{input_tile, output_grad_tile, output_tile};
-use super::{avx512_pairs, SharedMut, Tiles};
+use super::{avx512_pairs, matrix_stride, SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -80,11 +80,11 @@ unsafe fn load_columns(row: *const f32, x0: isize, width: usize) -> __m512 {
 }
 
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
-/// into `v[(e·C + c)·tb + t]` as [`super::transforms::transform_input_portable`] lays it out.
+/// into `v[e·stride + c·tb + t]` ([`matrix_stride`]) as [`super::transforms::transform_input_portable`] lays it out.
 ///
 /// # Safety
 /// [`available`]; `x` holds the N×C×H×W input and `v` the chunk's
-/// `16 · C · tb` values.
+/// [`matrices_len`]`(C, tb)` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn transform_input(
     x: &[f32],
@@ -99,6 +99,7 @@ pub(super) unsafe fn transform_input(
     }
     let (c_n, tw) = (g.c_in, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(c_n, tb);
     let (ph, pw) = (g.padding.0 as isize, g.padding.1 as isize);
     let [even, odd, _, _] = permute_indices();
     let vp = v.as_mut_ptr();
@@ -132,7 +133,7 @@ pub(super) unsafe fn transform_input(
                     }
                 }
                 for (e, val) in input_tile(d).into_iter().enumerate() {
-                    let at = (e * c_n + c) * tb + ri * tw + tx0;
+                    let at = e * stride + c * tb + ri * tw + tx0;
                     // Safety: lanes 0..tw − tx0 of this tile row lie inside
                     // the chunk's block of matrix e.
                     unsafe { _mm512_mask_storeu_ps(vp.add(at), store, val) };
@@ -143,11 +144,11 @@ pub(super) unsafe fn transform_input(
 }
 
 /// `Y = Aᵀ M A` (+ bias) for the tiles of tile rows `rows`, every output
-/// channel, from `m[(e·O + o)·tb + t]`, into the N×O×oh×ow output behind
+/// channel, from `m[e·stride + o·tb + t]`, into the N×O×oh×ow output behind
 /// `out`, as [`super::transforms::transform_output_portable`] does.
 ///
 /// # Safety
-/// [`available`]; `m` holds the chunk's `16 · O · tb` products; `out`
+/// [`available`]; `m` holds the chunk's [`matrices_len`]`(O, tb)` products; `out`
 /// points at the N×O×oh×ow output, and no other thread writes the rows of
 /// these tile rows.
 #[target_feature(enable = "avx512f")]
@@ -165,6 +166,7 @@ pub(super) unsafe fn transform_output(
     }
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(o_n, tb);
     let [_, _, low, high] = permute_indices();
     let mp = m.as_ptr();
     for o in 0..o_n {
@@ -176,7 +178,7 @@ pub(super) unsafe fn transform_output(
                 let lanes = first_lanes(tw - tx0);
                 // Safety: lanes 0..tw − tx0 of each matrix's row lie inside m.
                 let m_e: [__m512; 16] = std::array::from_fn(|e| unsafe {
-                    _mm512_maskz_loadu_ps(lanes, mp.add((e * o_n + o) * tb + ri * tw + tx0))
+                    _mm512_maskz_loadu_ps(lanes, mp.add(e * stride + o * tb + ri * tw + tx0))
                 });
                 let rows_y = output_tile(&m_e, bias_o);
                 for (a, &[y0, y1]) in rows_y.iter().enumerate().take(out_rows) {
@@ -202,12 +204,12 @@ pub(super) unsafe fn transform_output(
 }
 
 /// `dM = A dY Aᵀ` for the tiles of tile rows `rows`, every output channel,
-/// into `dm[(e·O + o)·tb + t]`, as [`super::transforms::transform_output_grad_portable`] does
+/// into `dm[e·stride + o·tb + t]`, as [`super::transforms::transform_output_grad_portable`] does
 /// (`dY` is 0 outside the output).
 ///
 /// # Safety
 /// [`available`]; `dy` holds the N×O×oh×ow gradient and `dm` the chunk's
-/// `16 · O · tb` values.
+/// [`matrices_len`]`(O, tb)` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn transform_output_grad(
     dy: &[f32],
@@ -222,6 +224,7 @@ pub(super) unsafe fn transform_output_grad(
     }
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(o_n, tb);
     let plane_len = g.oh * g.ow;
     let [even, odd, _, _] = permute_indices();
     let dp = dm.as_mut_ptr();
@@ -251,7 +254,7 @@ pub(super) unsafe fn transform_output_grad(
                     }
                 }
                 for (e, val) in output_grad_tile(y).into_iter().enumerate() {
-                    let at = (e * o_n + o) * tb + ri * tw + tx0;
+                    let at = e * stride + o * tb + ri * tw + tx0;
                     // Safety: lanes 0..tw − tx0 of this tile row lie inside
                     // the chunk's block of matrix e.
                     unsafe { _mm512_mask_storeu_ps(dp.add(at), store, val) };

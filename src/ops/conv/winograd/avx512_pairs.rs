@@ -13,7 +13,7 @@
 
 use super::avx512::{first_lanes, inside};
 use super::tile_math::x512::{input_tile, output_grad_tile, output_tile};
-use super::{SharedMut, Tiles};
+use super::{matrix_stride, SharedMut, Tiles};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -123,6 +123,7 @@ pub(super) unsafe fn transform_input(
 ) {
     let (c_n, tw) = (g.c_in, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(c_n, tb);
     let (ph, pw) = (g.padding.0 as isize, g.padding.1 as isize);
     let lanes = PairLanes::new(tw);
     let vp = v.as_mut_ptr();
@@ -150,7 +151,7 @@ pub(super) unsafe fn transform_input(
             }
             let store = first_lanes(if second.is_some() { 2 * tw } else { tw });
             for (e, val) in input_tile(d).into_iter().enumerate() {
-                let at = (e * c_n + c) * tb + ri * tw;
+                let at = e * stride + c * tb + ri * tw;
                 // Safety: the pair's tiles are consecutive in the chunk's
                 // block of matrix e.
                 unsafe { _mm512_mask_storeu_ps(vp.add(at), store, val) };
@@ -174,6 +175,7 @@ pub(super) unsafe fn transform_output(
 ) {
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(o_n, tb);
     let lanes = PairLanes::new(tw);
     let mp = m.as_ptr();
     for o in 0..o_n {
@@ -182,7 +184,7 @@ pub(super) unsafe fn transform_output(
             let load = first_lanes(if second.is_some() { 2 * tw } else { tw });
             // Safety: the pair's tiles lie inside each matrix's row.
             let m_e: [__m512; 16] = std::array::from_fn(|e| unsafe {
-                _mm512_maskz_loadu_ps(load, mp.add((e * o_n + o) * tb + ri * tw))
+                _mm512_maskz_loadu_ps(load, mp.add(e * stride + o * tb + ri * tw))
             });
             for (a, &[y0, y1]) in output_tile(&m_e, bias_o).iter().enumerate() {
                 // Output row 2ty + a of the tile row `ri` of the chunk.
@@ -221,6 +223,7 @@ pub(super) unsafe fn transform_output_grad(
 ) {
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(o_n, tb);
     let plane_len = g.oh * g.ow;
     let lanes = PairLanes::new(tw);
     let dp = dm.as_mut_ptr();
@@ -244,7 +247,7 @@ pub(super) unsafe fn transform_output_grad(
             }
             let store = first_lanes(if second.is_some() { 2 * tw } else { tw });
             for (e, val) in output_grad_tile(y).into_iter().enumerate() {
-                let at = (e * o_n + o) * tb + ri * tw;
+                let at = e * stride + o * tb + ri * tw;
                 // Safety: the pair's tiles are consecutive in the chunk's
                 // block of matrix e.
                 unsafe { _mm512_mask_storeu_ps(dp.add(at), store, val) };

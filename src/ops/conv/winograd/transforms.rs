@@ -5,7 +5,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512, f32_slice, f32_slice_mut};
-use super::{ConvGeom, SharedMut, Tiles};
+use super::{matrices_len, matrix_stride, ConvGeom, SharedMut, Tiles};
 use crate::tensor::Float;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -19,6 +19,7 @@ pub(super) fn transform_input<T: Float>(
     rows: Range<usize>,
     v: &mut [T],
 ) {
+    assert!(v.len() >= matrices_len(g.c_in, rows.len() * tiles.tw));
     #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(v)) = (f32_slice(x), f32_slice_mut(v)) {
         // Safety (both): the CPU runs the kernels (checked); the buffers
@@ -45,6 +46,7 @@ pub(super) fn transform_output<T: Float>(
     rows: Range<usize>,
     out: SharedMut<MaybeUninit<T>>,
 ) {
+    assert!(m.len() >= matrices_len(g.c_out, rows.len() * tiles.tw));
     #[cfg(target_arch = "x86_64")]
     if let Some(m) = f32_slice(m) {
         let bias = bias.map(|b| f32_slice(b).expect("bias has the element type of m"));
@@ -72,6 +74,7 @@ pub(super) fn transform_output_grad<T: Float>(
     rows: Range<usize>,
     dm: &mut [T],
 ) {
+    assert!(dm.len() >= matrices_len(g.c_out, rows.len() * tiles.tw));
     #[cfg(target_arch = "x86_64")]
     if let (Some(dy), Some(dm)) = (f32_slice(dy), f32_slice_mut(dm)) {
         // Safety (both): the CPU runs the kernels (checked); the buffers
@@ -132,8 +135,8 @@ fn split_even_odd<T: Float>(src: &[T], pad: usize, even: &mut [T], odd: &mut [T]
 }
 
 /// `V = Bᵀ d B` for every input channel and every tile of the tile rows
-/// `rows`, laid out as 16 row-major C × tb matrices: `v[(e·C + c)·tb + t]`,
-/// with `t` the tile's index inside the chunk.
+/// `rows`, laid out as 16 row-major C × tb matrices [`matrix_stride`] apart:
+/// `v[e·stride + c·tb + t]`, with `t` the tile's index inside the chunk.
 ///
 /// Per tile row and channel, the 4 input rows its tiles read are split
 /// into the even and odd columns of a zero-padded strip; tile `tx` then
@@ -149,6 +152,7 @@ pub(super) fn transform_input_portable<T: Float>(
 ) {
     let (c_n, tw) = (g.c_in, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(c_n, tb);
     let (ph, pw) = g.padding;
     let half = tw + 1;
     let sub = |a: T, b: T| a - b;
@@ -188,7 +192,7 @@ pub(super) fn transform_input_portable<T: Float>(
             for (i, pair) in bt_d.chunks_exact(2 * half).enumerate() {
                 let (even, odd) = pair.split_at(half);
                 let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
-                let start = |j: usize| ((4 * i + j) * c_n + c) * tb + ri * tw;
+                let start = |j: usize| (4 * i + j) * stride + c * tb + ri * tw;
                 combine2(&mut v[start(0)..][..tw], e0, e1, sub);
                 combine2(&mut v[start(1)..][..tw], o0, e1, |a, b| a + b);
                 combine2(&mut v[start(2)..][..tw], e1, o0, sub);
@@ -199,7 +203,8 @@ pub(super) fn transform_input_portable<T: Float>(
 }
 
 /// `Y = Aᵀ M A` (+ bias) for every output channel and tile of the tile
-/// rows `rows`, from the 16 O × tb product matrices `m`, written into the
+/// rows `rows`, from the 16 O × tb product matrices `m` ([`matrix_stride`]
+/// apart), written into the
 /// N×O×oh×ow output behind `out`. Tiles that overhang an odd-sized output
 /// drop their last row or column.
 pub(super) fn transform_output_portable<T: Float>(
@@ -212,6 +217,7 @@ pub(super) fn transform_output_portable<T: Float>(
 ) {
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(o_n, tb);
     // Aᵀ M (2 rows of 4 arrays), then (Aᵀ M) A: the even and odd output
     // columns of the tile row's two output rows.
     let mut buf = vec![T::ZERO; 12 * tw];
@@ -222,7 +228,7 @@ pub(super) fn transform_output_portable<T: Float>(
         for (ri, r) in rows.clone().enumerate() {
             let (n, ty) = (r / tiles.th, r % tiles.th);
             let out_rows = if 2 * ty + 1 < g.oh { 2 } else { 1 };
-            let m_e = |e: usize| &m[(e * o_n + o) * tb + ri * tw..][..tw];
+            let m_e = |e: usize| &m[e * stride + o * tb + ri * tw..][..tw];
             // Aᵀ M: rows (m0 + m1 + m2, m1 − m2 − m3), column by column.
             for (a, dst) in s.chunks_exact_mut(tw).enumerate() {
                 let j = a % 4;
@@ -264,7 +270,7 @@ pub(super) fn transform_output_portable<T: Float>(
 
 /// `dM = A dY Aᵀ` for every output channel and tile of the tile rows
 /// `rows`: the adjoint of [`transform_output`], laid out like its input
-/// (`dm[(e·O + o)·tb + t]`). Outside the output, `dY` counts as 0.
+/// (`dm[e·stride + o·tb + t]`). Outside the output, `dY` counts as 0.
 pub(super) fn transform_output_grad_portable<T: Float>(
     dy: &[T],
     g: &ConvGeom,
@@ -274,6 +280,7 @@ pub(super) fn transform_output_grad_portable<T: Float>(
 ) {
     let (o_n, tw) = (g.c_out, tiles.tw);
     let tb = rows.len() * tw;
+    let stride = matrix_stride(o_n, tb);
     let plane_len = g.oh * g.ow;
     // Even and odd columns of the tile row's two dY rows, then the even (p)
     // and odd (q) columns of the 4 rows of A dY.
@@ -303,7 +310,7 @@ pub(super) fn transform_output_grad_portable<T: Float>(
             // (A dY) Aᵀ: each row's (p, q) becomes (p, p + q, p − q, −q).
             for (i, pair) in ady.chunks_exact(2 * tw).enumerate() {
                 let (p, q) = pair.split_at(tw);
-                let start = |j: usize| ((4 * i + j) * o_n + o) * tb + ri * tw;
+                let start = |j: usize| (4 * i + j) * stride + o * tb + ri * tw;
                 dm[start(0)..][..tw].copy_from_slice(p);
                 combine2(&mut dm[start(1)..][..tw], p, q, |a, b| a + b);
                 combine2(&mut dm[start(2)..][..tw], p, q, |a, b| a - b);
