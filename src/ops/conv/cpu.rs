@@ -33,6 +33,7 @@
 pub use super::direct::conv2d_direct;
 pub use super::geom::ConvGeom;
 pub use super::plan::{DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
+use super::unroll::{col2im, im2col};
 use super::{plan, winograd};
 use crate::backend::cpu::pool::{recycle, take_empty, take_zeroed};
 use crate::backend::cpu::scratch::with_scratch;
@@ -42,136 +43,6 @@ use crate::ops::matmul::cpu::{gemm_serial, gemm_serial_uninit, Gemm, MatRef};
 use crate::tensor::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-
-/// The output positions `o` in `0..out_len` whose input coordinate
-/// `o·stride − pad + offset` falls inside `0..in_len`.
-fn valid_range(
-    out_len: usize,
-    in_len: usize,
-    stride: usize,
-    pad: usize,
-    offset: usize,
-) -> std::ops::Range<usize> {
-    // o·stride + offset ≥ pad  and  o·stride + offset < pad + in_len
-    let lo = pad.saturating_sub(offset).div_ceil(stride);
-    let hi = if pad + in_len > offset {
-        (pad + in_len - offset).div_ceil(stride)
-    } else {
-        0
-    };
-    lo.min(out_len)..hi.min(out_len).max(lo.min(out_len))
-}
-
-/// Unrolls channels `c0..c0 + cg` of one image (`x`: C×H×W) into `col`,
-/// whose rows are `ld` long; this image's columns start at `off`.
-fn im2col<T: Float>(x: &[T], g: &ConvGeom, c0: usize, col: &mut [T], ld: usize, off: usize) {
-    let (sh, sw) = g.stride;
-    let (ph, pw) = g.padding;
-    let (dh, dw) = g.dilation;
-    let cols = g.col_cols();
-    let mut row = 0;
-    for c in c0..c0 + g.cg() {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            let ys = valid_range(g.oh, g.h, sh, ph, i * dh);
-            for j in 0..g.kw {
-                let xs = valid_range(g.ow, g.w, sw, pw, j * dw);
-                let dst = &mut col[row * ld + off..row * ld + off + cols];
-                if (sh, sw) == (1, 1) && g.ow == g.w {
-                    shifted_plane(plane, dst, g.w, (&ys, &xs), (i * dh, j * dw), (ph, pw));
-                    row += 1;
-                    continue;
-                }
-                for oy in 0..g.oh {
-                    let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                    if !ys.contains(&oy) || xs.is_empty() {
-                        out_row.fill(T::ZERO);
-                        continue;
-                    }
-                    let iy = oy * sh + i * dh - ph;
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    out_row[..xs.start].fill(T::ZERO);
-                    out_row[xs.end..].fill(T::ZERO);
-                    let ix0 = xs.start * sw + j * dw - pw;
-                    if sw == 1 {
-                        out_row[xs.clone()].copy_from_slice(&src[ix0..ix0 + xs.len()]);
-                    } else {
-                        for (k, o) in out_row[xs.clone()].iter_mut().enumerate() {
-                            *o = src[ix0 + k * sw];
-                        }
-                    }
-                }
-                row += 1;
-            }
-        }
-    }
-}
-
-/// One `col` row of a stride-1 convolution whose output rows are as long
-/// as the input's (`w`, e.g. a 3×3 kernel with padding 1): then
-/// `dst[oy·w + ox] = plane[(oy + di − ph)·w + ox + dj − pw]` is the plane
-/// shifted by a constant offset, so the valid rows `ys` are one contiguous
-/// copy, after which the columns outside `xs` (which the copy filled with
-/// neighbouring rows' pixels) and the rows outside `ys` are set to zero.
-/// One long copy instead of one short copy per output row.
-fn shifted_plane<T: Float>(
-    plane: &[T],
-    dst: &mut [T],
-    w: usize,
-    (ys, xs): (&std::ops::Range<usize>, &std::ops::Range<usize>),
-    (di, dj): (usize, usize),
-    (ph, pw): (usize, usize),
-) {
-    dst[..ys.start * w].fill(T::ZERO);
-    dst[ys.end * w..].fill(T::ZERO);
-    if ys.is_empty() || xs.is_empty() {
-        dst[ys.start * w..ys.end * w].fill(T::ZERO);
-        return;
-    }
-    // Output range of the copy, and where it starts in the plane:
-    // (first valid oy, first valid ox) maps to (iy, ix) = (oy + di − ph, ox + dj − pw).
-    let lo = ys.start * w + xs.start;
-    let hi = (ys.end - 1) * w + xs.end;
-    let src = (ys.start + di - ph) * w + xs.start + dj - pw;
-    dst[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
-    for oy in ys.clone() {
-        dst[oy * w..oy * w + xs.start].fill(T::ZERO);
-        dst[oy * w + xs.end..(oy + 1) * w].fill(T::ZERO);
-    }
-}
-
-/// Adds `col` (rows `ld` long, this image's columns from `off`) back into
-/// channels `c0..c0 + cg` of one image gradient (`dx`: C×H×W): the adjoint
-/// of [`im2col`].
-fn col2im<T: Float>(col: &[T], g: &ConvGeom, c0: usize, dx: &mut [T], ld: usize, off: usize) {
-    let (sh, sw) = g.stride;
-    let (ph, pw) = g.padding;
-    let (dh, dw) = g.dilation;
-    let cols = g.col_cols();
-    let mut row = 0;
-    for c in c0..c0 + g.cg() {
-        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            let ys = valid_range(g.oh, g.h, sh, ph, i * dh);
-            for j in 0..g.kw {
-                let xs = valid_range(g.ow, g.w, sw, pw, j * dw);
-                let src = &col[row * ld + off..row * ld + off + cols];
-                for oy in ys.clone() {
-                    let iy = oy * sh + i * dh - ph;
-                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    let ix0 = xs.start * sw + j * dw - pw;
-                    for (k, &v) in src[oy * g.ow + xs.start..oy * g.ow + xs.end]
-                        .iter()
-                        .enumerate()
-                    {
-                        dst[ix0 + k * sw] += v;
-                    }
-                }
-                row += 1;
-            }
-        }
-    }
-}
 
 /// Images per tile: enough that a tile's GEMM has about `TILE_COLUMNS`
 /// columns, but no more than an even share of the batch per thread.
@@ -441,7 +312,7 @@ pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
 fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     let len = g.n * g.image_len();
     let mut dx = take_empty::<T>(len)?;
-    dx.resize(len, T::ZERO); // col2im accumulates
+    dx.resize(len, T::ZERO); // col2im adds into zeroed planes
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let t = COL2IM_TILE_COLUMNS
         .div_ceil(cols.max(1))

@@ -28,6 +28,7 @@ pub mod params;
 #[cfg(target_arch = "x86_64")]
 pub mod pixel_lanes;
 pub mod plan;
+mod unroll;
 pub mod winograd;
 
 pub use geom::conv_out_len;
