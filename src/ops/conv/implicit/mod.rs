@@ -231,9 +231,22 @@ fn is_pointwise(g: &ConvGeom) -> bool {
     (g.kh, g.kw, g.stride, g.padding) == (1, 1, (1, 1), (0, 0))
 }
 
-/// Whether the weight gradient runs transposed (`backward_weight_few_taps`).
+/// Whether the weight gradient runs transposed
+/// (`backward_weight_transposed`): on planes of at least
+/// [`DIRECT_MIN_INNER`] pixels with at least [`NR`] output channels per
+/// group, where `dWᵀ`'s tiles (`k` rows of taps, `og` columns) are filled
+/// more than 5 % better than `dW`'s (`og` rows, `k` columns). An RGB stem
+/// (`k` = 27 < 32 columns) and the CIFAR ResNets' 16→32 stride-2 layer
+/// (`dW` 32 × 144 fills 80 % of its 12 × 32 tiles, `dWᵀ` 144 × 32 all of
+/// them; its weight gradient went from 0.95–1.02 to 0.85–0.94 ms, one
+/// thread, AVX-512, level with AVX2) run transposed.
 fn transposes_weight_gradient(g: &ConvGeom) -> bool {
-    g.col_rows() < NR && g.og() >= NR && g.col_cols() >= DIRECT_MIN_INNER
+    // The share of a product's tiles that `m × n` fills.
+    let fill = |m: usize, n: usize| {
+        (m * n) as f64 / (m.next_multiple_of(sgemm::MR) * n.next_multiple_of(NR)) as f64
+    };
+    let (og, k) = (g.og(), g.col_rows());
+    g.col_cols() >= DIRECT_MIN_INNER && og >= NR && (k < NR || fill(k, og) > 1.05 * fill(og, k))
 }
 
 /// The kernel that computes `pass` of `g` here, in words (for
@@ -292,7 +305,7 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     let (x, dy) = g.weight_grad_operands(x, dy)?;
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     if transposes_weight_gradient(g) {
-        return backward_weight_few_taps(x, dy, g);
+        return backward_weight_transposed(x, dy, g);
     }
     let t = tile_images(g);
     let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
@@ -322,17 +335,17 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     sum_in_fixed_runs(&tiles, g.c_out * k, parallel(g), add_tile)
 }
 
-/// The weight gradient of a layer with fewer unrolled rows `k = cg·kh·kw`
-/// than a micro-panel has columns (an RGB stem: 3·3·3 = 27), at least as
-/// many output channels, and planes of at least [`DIRECT_MIN_INNER`]
-/// pixels (summed one image at a time either way), computed transposed: `dWᵀ (k × og) += X (k ×
-/// pixels) · dYᵀ`, one image at a time, `X` gathered whole (k rows of
-/// the image's pixels). `dW = dY · Xᵀ` would fill 27 of each tile's 32
-/// columns and repack all of `dY` as its left operand; transposed, the
-/// output channels fill the columns and `X`'s few rows are the packed
-/// side. Same sums in the same order (pixels in blocks of `KC`, images
-/// in order), so the same bits.
-fn backward_weight_few_taps(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+/// The weight gradient computed transposed, where
+/// [`transposes_weight_gradient`]: `dWᵀ (k × og) += X (k × pixels) · dYᵀ`,
+/// one image at a time (planes of at least [`DIRECT_MIN_INNER`] pixels
+/// are summed one image at a time either way), `X` gathered whole (`k`
+/// rows of the image's pixels, `k = cg·kh·kw`). For an RGB stem
+/// (`k` = 27), `dW = dY · Xᵀ` would fill 27 of each tile's 32 columns and
+/// repack all of `dY` as its left operand; transposed, the output
+/// channels fill the columns and `X`'s few rows are the packed side.
+/// Same sums in the same order (pixels in blocks of `KC`, images in
+/// order), so the same bits.
+fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let images: Vec<usize> = (0..g.n).collect();
     let add_image = |mut dwt: Vec<f32>, &n: &usize| {

@@ -58,6 +58,10 @@ fn shapes() -> Vec<ConvGeom> {
         // (its weight gradient runs transposed), and small grouped planes.
         geom([4, 3, 32, 32], [64, 3, 3], (1, 1), (1, 1), (1, 1), 1),
         geom([3, 4, 9, 11], [64, 3, 3], (2, 2), (1, 1), (1, 1), 2),
+        // More rows than columns fill the transposed tiles better: a
+        // 16→32 stride-2 layer (dWᵀ 144 × 32), and the same per group.
+        geom([2, 16, 32, 32], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([2, 32, 32, 32], [64, 3, 3], (2, 2), (1, 1), (1, 1), 2),
     ]
 }
 
@@ -244,4 +248,25 @@ fn unsupported_strides_are_errors() {
     let w = random(g.c_out * g.col_rows(), 2);
     assert!(conv2d_forward(&x, &w, None, &g).is_err());
     assert!(try_forward(&x, &w, None, &g).is_none());
+}
+
+#[test]
+fn weight_gradient_runs_transposed_where_it_fills_the_tiles_better() {
+    let stride2 =
+        |c: usize, o: usize, hw: usize| geom([2, c, hw, hw], [o, 3, 3], (2, 2), (1, 1), (1, 1), 1);
+    // dWᵀ 144 × 32 fills every tile; dW 32 × 144 fills 80 %.
+    assert!(transposes_weight_gradient(&stride2(16, 32, 32)));
+    // An RGB stem: 27 unrolled rows.
+    assert!(transposes_weight_gradient(&geom(
+        [2, 3, 32, 32],
+        [64, 3, 3],
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        1
+    )));
+    // 128 × 576 fills 97 % of its tiles already; 8×8 outputs (64 pixels)
+    // are summed in tiles of images, not transposed per image.
+    assert!(!transposes_weight_gradient(&stride2(64, 128, 64)));
+    assert!(!transposes_weight_gradient(&stride2(32, 64, 16)));
 }
