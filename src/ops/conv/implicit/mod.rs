@@ -231,22 +231,36 @@ fn is_pointwise(g: &ConvGeom) -> bool {
     (g.kh, g.kw, g.stride, g.padding) == (1, 1, (1, 1), (0, 0))
 }
 
+/// Most bytes of an image's gathered `X` (`k × pixels` f32) for which
+/// [`transposes_weight_gradient`] weighs the tiles' fill: the gather then
+/// stays in L2 for the product.
+const TRANSPOSED_GATHER_BYTES: usize = 1 << 19;
+
 /// Whether the weight gradient runs transposed
-/// (`backward_weight_transposed`): on planes of at least
+/// (`backward_weight_transposed`), on planes of at least
 /// [`DIRECT_MIN_INNER`] pixels with at least [`NR`] output channels per
-/// group, where `dWᵀ`'s tiles (`k` rows of taps, `og` columns) are filled
-/// more than 5 % better than `dW`'s (`og` rows, `k` columns). An RGB stem
-/// (`k` = 27 < 32 columns) and the CIFAR ResNets' 16→32 stride-2 layer
-/// (`dW` 32 × 144 fills 80 % of its 12 × 32 tiles, `dWᵀ` 144 × 32 all of
-/// them; its weight gradient went from 0.95–1.02 to 0.85–0.94 ms, one
-/// thread, AVX-512, level with AVX2) run transposed.
+/// group: where `k` < [`NR`] (an RGB stem, 27 unrolled rows), and where
+/// `dWᵀ`'s tiles (`k` rows of taps, `og` columns) are filled more than
+/// 5 % better than `dW`'s (`og` rows, `k` columns) with an image's
+/// gathered `X` within [`TRANSPOSED_GATHER_BYTES`] and no in-place 1×1
+/// path to lose. The CIFAR ResNets' 16→32 stride-2 layer (`dW` 32 × 144
+/// fills 80 % of its 12 × 32 tiles, `dWᵀ` 144 × 32 all of them) went from
+/// 0.95–1.02 to 0.85–0.94 ms (one thread, AVX-512; level with AVX2).
+/// ImageNet's 7×7 stem (7.4 MB gathered per image) measured level and its
+/// 1×1 256→64 layer 17 % slower transposed, hence the two limits.
 fn transposes_weight_gradient(g: &ConvGeom) -> bool {
     // The share of a product's tiles that `m × n` fills.
     let fill = |m: usize, n: usize| {
         (m * n) as f64 / (m.next_multiple_of(sgemm::MR) * n.next_multiple_of(NR)) as f64
     };
-    let (og, k) = (g.og(), g.col_rows());
-    g.col_cols() >= DIRECT_MIN_INNER && og >= NR && (k < NR || fill(k, og) > 1.05 * fill(og, k))
+    let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
+    let gather_bytes = k
+        .saturating_mul(cols)
+        .saturating_mul(std::mem::size_of::<f32>());
+    let fills_better = !is_pointwise(g)
+        && gather_bytes <= TRANSPOSED_GATHER_BYTES
+        && fill(k, og) > 1.05 * fill(og, k);
+    cols >= DIRECT_MIN_INNER && og >= NR && (k < NR || fills_better)
 }
 
 /// The kernel that computes `pass` of `g` here, in words (for
