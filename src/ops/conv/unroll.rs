@@ -154,6 +154,9 @@ pub(super) fn col2im<T: Float>(
     let phase_len = rows * width;
     let mut phases = vec![T::ZERO; if phased { sh * sw * phase_len } else { 0 }];
     let plane_len = g.h * g.w;
+    if plane_len == 0 {
+        return; // an empty plane (padding alone gives outputs): nothing to add
+    }
     let planes = &mut dx[c0 * plane_len..(c0 + g.cg()) * plane_len];
     for (c, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
         let src = |t: usize| &col[(c * taps.len() + t) * ld + off..][..cols];
@@ -293,7 +296,7 @@ mod tests {
     /// [`col2im_is_the_adjoint_of_im2col`]: strides 1, 2 and 3, unequal
     /// strides and paddings, dilation with a stride, 1×1 kernels whose
     /// stride leaves pixels no tap reaches, kernels past the plane's edge,
-    /// odd plane sizes.
+    /// odd plane sizes, an empty plane.
     type Geometry = (
         [usize; 3],
         (usize, usize),
@@ -301,7 +304,7 @@ mod tests {
         (usize, usize),
         (usize, usize),
     );
-    const GEOMETRIES: [Geometry; 9] = [
+    const GEOMETRIES: [Geometry; 10] = [
         ([3, 16, 16], (3, 3), (2, 2), (1, 1), (1, 1)),
         ([2, 7, 6], (3, 3), (2, 2), (1, 1), (1, 1)),
         ([2, 9, 8], (3, 3), (1, 1), (2, 2), (2, 2)),
@@ -311,7 +314,20 @@ mod tests {
         ([2, 7, 7], (1, 1), (3, 3), (0, 0), (1, 1)),
         ([1, 5, 5], (3, 3), (3, 3), (2, 2), (1, 1)),
         ([2, 10, 9], (3, 3), (2, 3), (2, 1), (2, 1)),
+        // No input rows: the padding alone gives two output rows.
+        ([1, 0, 4], (1, 1), (1, 1), (1, 0), (1, 1)),
     ];
+
+    /// The one-image, one-output-channel geometry of `geometry`.
+    fn conv_geom(&([c, h, w], (kh, kw), stride, padding, dilation): &Geometry) -> ConvGeom {
+        let params = Conv2dParams {
+            stride,
+            padding,
+            dilation,
+            ..Conv2dParams::default()
+        };
+        ConvGeom::new([1, c, h, w], [1, c, kh, kw], &params).unwrap()
+    }
 
     fn random(len: usize, seed: u64) -> Vec<f64> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -323,15 +339,9 @@ mod tests {
     /// tile).
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
-        for (s, &([c, h, w], (kh, kw), stride, padding, dilation)) in GEOMETRIES.iter().enumerate()
-        {
-            let params = Conv2dParams {
-                stride,
-                padding,
-                dilation,
-                ..Conv2dParams::default()
-            };
-            let g = ConvGeom::new([1, c, h, w], [1, c, kh, kw], &params).unwrap();
+        for (s, geometry) in GEOMETRIES.iter().enumerate() {
+            let g = conv_geom(geometry);
+            let (c, h, w) = (g.c_in, g.h, g.w);
             let (k, cols) = (g.col_rows(), g.col_cols());
             let (ld, off) = (cols + 5, 3);
             let x = random(c * h * w, 2 * s as u64);
@@ -357,14 +367,9 @@ mod tests {
     /// taps in order gives, bit for bit (f32).
     #[test]
     fn col2im_sums_in_tap_order() {
-        for &([c, h, w], (kh, kw), stride, padding, dilation) in &GEOMETRIES {
-            let params = Conv2dParams {
-                stride,
-                padding,
-                dilation,
-                ..Conv2dParams::default()
-            };
-            let g = ConvGeom::new([1, c, h, w], [1, c, kh, kw], &params).unwrap();
+        for geometry in &GEOMETRIES {
+            let g = conv_geom(geometry);
+            let ([c, h, w], (kh, kw), stride, padding, dilation) = *geometry;
             let (k, cols) = (g.col_rows(), g.col_cols());
             let r: Vec<f32> = random(k * cols, 7).into_iter().map(|v| v as f32).collect();
             let mut want = vec![0f32; c * h * w];

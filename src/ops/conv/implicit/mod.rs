@@ -20,7 +20,11 @@
 //! - Weight gradient: `dW[g] += dY[g] · Xᵀ`, whose right operand's panels
 //!   (`[pixel][32 taps]`) are the transposes of gathered runs: 32 taps ×
 //!   up to 256 pixels are gathered into a 32 KB buffer and transposed in
-//!   registers (`pack_runs`).
+//!   registers (`pack_runs`). Where the transposed product fills the
+//!   GEMM's tiles better (fewer unrolled rows than a panel's 32 columns,
+//!   or e.g. 144 × 32 against 32 × 144), it runs as `dW[g]ᵀ += X ·
+//!   dY[g]ᵀ` instead, `X` gathered whole per image
+//!   (`transposes_weight_gradient`).
 //!
 //! A block's gathers are planned once (`RunPlan`: per tap and run of
 //! pixels, where the values start and which lanes are padding) and then
@@ -358,14 +362,19 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
 /// repack all of `dY` as its left operand; transposed, the output
 /// channels fill the columns and `X`'s few rows are the packed side.
 /// Same sums in the same order (pixels in blocks of `KC`, images in
-/// order), so the same bits.
+/// order, the threads' partial sums over the same tiles of images), so
+/// the same bits on any thread count.
 fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
-    let images: Vec<usize> = (0..g.n).collect();
-    let add_image = |mut dwt: Vec<f32>, &n: &usize| {
+    // The untransposed route's tiles of images (one image at a time
+    // within each), so the threads' partial sums group the same images.
+    let t = tile_images(g);
+    let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
+    let add_tile = |mut dwt: Vec<f32>, &n0: &usize| {
         with_scratch(k * cols, |col: &mut [f32]| {
             let col = &mut col[..k * cols];
-            for gi in 0..g.groups {
+            for (n, gi) in (n0..g.n.min(n0 + t)).flat_map(|n| (0..g.groups).map(move |gi| (n, gi)))
+            {
                 let plan = RunPlan::new(g, group_base(g, n, gi), 0, cols, Layout::Run);
                 plan.fill(Kernel::current(), x, (0, k), col, cols);
                 let at = n * g.out_image_len() + gi * og * cols;
@@ -392,7 +401,7 @@ fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
         });
         dwt
     };
-    let dwt = sum_in_fixed_runs(&images, g.c_out * k, parallel(g), add_image)?;
+    let dwt = sum_in_fixed_runs(&tiles, g.c_out * k, parallel(g), add_tile)?;
     let mut dw = take_empty::<f32>(dwt.len())?;
     for gi in 0..g.groups {
         let dwt_g = &dwt[gi * og * k..(gi + 1) * og * k];

@@ -6,7 +6,7 @@
 //! `ri·tw + tx` across the chunk's tile rows, whatever the plane's width:
 //! a 4×4 plane has 2 tiles per row, too few for vectors along a row (as
 //! the AVX-512 versions use), but a chunk always has many tiles. The
-//! transformed matrices store tiles contiguously (`(e·C + c)·tb + t`), so
+//! transformed matrices store tiles contiguously (`e·stride + c·tb + t`), so
 //! transformed values are loaded and stored 8 tiles at a time; the pixels
 //! a tile reads or writes are gathered, or written one by one, at offsets
 //! worked out once per chunk ([`Groups`]): they depend on the tile, not on

@@ -84,7 +84,7 @@ unsafe fn load_columns(row: *const f32, x0: isize, width: usize) -> __m512 {
 ///
 /// # Safety
 /// [`available`]; `x` holds the N×C×H×W input and `v` the chunk's
-/// [`matrices_len`]`(C, tb)` values.
+/// [`super::matrices_len`]`(C, tb)` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn transform_input(
     x: &[f32],
@@ -148,7 +148,7 @@ pub(super) unsafe fn transform_input(
 /// `out`, as [`super::transforms::transform_output_portable`] does.
 ///
 /// # Safety
-/// [`available`]; `m` holds the chunk's [`matrices_len`]`(O, tb)` products; `out`
+/// [`available`]; `m` holds the chunk's [`super::matrices_len`]`(O, tb)` products; `out`
 /// points at the N×O×oh×ow output, and no other thread writes the rows of
 /// these tile rows.
 #[target_feature(enable = "avx512f")]
@@ -209,7 +209,7 @@ pub(super) unsafe fn transform_output(
 ///
 /// # Safety
 /// [`available`]; `dy` holds the N×O×oh×ow gradient and `dm` the chunk's
-/// [`matrices_len`]`(O, tb)` values.
+/// [`super::matrices_len`]`(O, tb)` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn transform_output_grad(
     dy: &[f32],

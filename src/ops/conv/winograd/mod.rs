@@ -144,6 +144,27 @@ fn matrices_len(channels: usize, tb: usize) -> usize {
     POS * matrix_stride(channels, tb)
 }
 
+/// Runs `f(v, m)` on this thread's scratch, cut into a chunk's 16
+/// transformed input matrices (`C × tb`) and its 16 product or
+/// output-gradient matrices (`O × tb`), laid out as [`matrix_stride`]
+/// says; the scratch is sized for the widest chunk (`max_tb` tiles), so
+/// it is allocated once per thread.
+fn with_chunk_matrices<T: Gemm, R>(
+    (c_n, o_n): (usize, usize),
+    max_tb: usize,
+    tb: usize,
+    f: impl FnOnce(&mut [T], &mut [T]) -> R,
+) -> R {
+    let v_max = matrices_len(c_n, max_tb);
+    with_scratch(v_max + matrices_len(o_n, max_tb), |scratch: &mut [T]| {
+        let (v, m) = scratch.split_at_mut(v_max);
+        f(
+            &mut v[..matrices_len(c_n, tb)],
+            &mut m[..matrices_len(o_n, tb)],
+        )
+    })
+}
+
 /// Fewest tiles per chunk: each chunk re-reads all 16 transformed weight
 /// matrices, so chunks must be wide enough to pay for that.
 const MIN_CHUNK_TILES: usize = 64;
@@ -312,13 +333,7 @@ fn forward_with<T: Gemm>(
     }
     let run = |rows: &Range<usize>| {
         let tb = rows.len() * tiles.tw;
-        let scratch_len = matrices_len(c_n, max_tb) + matrices_len(o_n, max_tb);
-        with_scratch(scratch_len, |scratch: &mut [T]| {
-            let (v, m) = scratch.split_at_mut(matrices_len(c_n, max_tb));
-            let (v, m) = (
-                &mut v[..matrices_len(c_n, tb)],
-                &mut m[..matrices_len(o_n, tb)],
-            );
+        with_chunk_matrices((c_n, o_n), max_tb, tb, |v: &mut [T], m: &mut [T]| {
             transform_input(x, g, &tiles, rows.clone(), v);
             for (e, m_e) in m.chunks_exact_mut(matrix_stride(o_n, tb)).enumerate() {
                 let v_e = MatRef::row_major(v, e * matrix_stride(c_n, tb), c_n, tb);
@@ -445,13 +460,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Resul
     let du_len = POS * o_n * c_n;
     let add_chunk = |mut du: Vec<T>, rows: &Range<usize>| {
         let tb = rows.len() * tiles.tw;
-        let scratch_len = matrices_len(c_n, max_tb) + matrices_len(o_n, max_tb);
-        with_scratch(scratch_len, |scratch: &mut [T]| {
-            let (v, dm) = scratch.split_at_mut(matrices_len(c_n, max_tb));
-            let (v, dm) = (
-                &mut v[..matrices_len(c_n, tb)],
-                &mut dm[..matrices_len(o_n, tb)],
-            );
+        with_chunk_matrices((c_n, o_n), max_tb, tb, |v: &mut [T], dm: &mut [T]| {
             transform_input(x, g, &tiles, rows.clone(), v);
             transform_output_grad(dy, g, &tiles, rows.clone(), dm);
             for (e, du_e) in du.chunks_exact_mut(o_n * c_n).enumerate() {
