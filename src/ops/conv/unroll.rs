@@ -131,8 +131,10 @@ fn shifted_plane<T: Float>(
 /// Measured on the input gradients of the CIFAR ResNets' strided 3×3
 /// layers (batch 32, one thread, `ferrite bench --conv-layers`, three
 /// alternating rounds against one scalar add per element at a stride):
-/// 16→32 1.37 → 1.01 ms, 32→64 1.08 → 0.87, 64→128 11.0 → 9.1; the
-/// strided 1×1 layers, which add directly, within 2 % either way.
+/// 16→32 1.41 → 1.03 ms, 32→64 1.10 → 0.90, 64→128 11.6 → 9.7; the
+/// strided 1×1 layers, which add directly, within 2 % either way. The
+/// phase buffer holds at most `kh·kw` phases (`sh·sw` ≤ taps), each
+/// about `h·w / (sh·sw)` values.
 pub(super) fn col2im<T: Float>(
     col: &[T],
     g: &ConvGeom,
