@@ -54,6 +54,18 @@ fn train_step(model: &Sequential, opt: &mut dyn Optimizer, step: u64) {
     opt.step(&grads).unwrap();
 }
 
+/// One training step of `model` with `opt`, then a training checkpoint of
+/// both at epoch 1 (no extra metadata) at `path`.
+fn save_after_one_step<O: Optimizer + CheckpointOptimizer>(
+    path: &std::path::Path,
+    model: &Sequential,
+    opt: &mut O,
+) {
+    train_step(model, opt, 0);
+    let state = opt.checkpoint_state().unwrap();
+    save_training(path, model, &state, 1, &BTreeMap::new()).unwrap();
+}
+
 fn sgd(model: &Sequential) -> Sgd {
     let cfg = SgdConfig {
         momentum: 0.9,
@@ -165,15 +177,7 @@ fn training_checkpoint_layout_uses_pytorch_style_keys() {
     let path = dir.path("t.safetensors");
     let model = tiny_cnn(1);
     let mut opt = adam(&model);
-    train_step(&model, &mut opt, 0);
-    save_training(
-        &path,
-        &model,
-        &opt.checkpoint_state().unwrap(),
-        1,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    save_after_one_step(&path, &model, &mut opt);
     let (tensors, m) = load_state_dict(&path).unwrap();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     for key in [
@@ -239,15 +243,7 @@ fn mismatched_resume_changes_neither_model_nor_optimizer() {
     let path = dir.path("t.safetensors");
     let model = tiny_cnn(1);
     let mut opt = sgd(&model);
-    train_step(&model, &mut opt, 0);
-    save_training(
-        &path,
-        &model,
-        &opt.checkpoint_state().unwrap(),
-        1,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    save_after_one_step(&path, &model, &mut opt);
 
     // SGD state into Adam: refused before the model is touched.
     let other = tiny_cnn(2);
@@ -295,15 +291,7 @@ fn corrupt_training_checkpoints_never_panic() {
     let path = dir.path("t.safetensors");
     let model = tiny_cnn(1);
     let mut opt = adam(&model);
-    train_step(&model, &mut opt, 0);
-    save_training(
-        &path,
-        &model,
-        &opt.checkpoint_state().unwrap(),
-        1,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    save_after_one_step(&path, &model, &mut opt);
     let good = std::fs::read(&path).unwrap();
     let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     let bad = dir.path("bad.safetensors");

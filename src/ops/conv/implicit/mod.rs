@@ -118,8 +118,20 @@ pub(super) fn try_backward_weight<T: 'static>(
     dy: &[T],
     g: &ConvGeom,
 ) -> Option<Result<Vec<T>>> {
+    weight_grad_in_f32(x, dy, supports(g), |x, dy| conv2d_backward_weight(x, dy, g))
+}
+
+/// `f(x, dy)` on the operands seen as f32, its result seen as `T`, when
+/// `T` is f32 and the route `applies`; `None` otherwise (the caller takes
+/// another route). Shared by the f32-only weight-gradient routes.
+pub(super) fn weight_grad_in_f32<T: 'static>(
+    x: &[T],
+    dy: &[T],
+    applies: bool,
+    f: impl FnOnce(&[f32], &[f32]) -> Result<Vec<f32>>,
+) -> Option<Result<Vec<T>>> {
     let (x, dy) = (f32_slice(x)?, f32_slice(dy)?);
-    supports(g).then(|| conv2d_backward_weight(x, dy, g).map(into_vec_of))
+    applies.then(|| f(x, dy).map(into_vec_of))
 }
 
 /// The weights of each group, `og × cg·kh·kw`, packed for the products.

@@ -43,7 +43,6 @@ mod tests;
 
 use super::cpu::{parallel, sum_in_fixed_runs};
 use super::geom::ConvGeom;
-use super::winograd::f32_slice;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::simd::{self, VectorIsa};
 use crate::error::{Error, Result};
@@ -83,8 +82,7 @@ pub(super) fn try_backward_weight<T: 'static>(
     dy: &[T],
     g: &ConvGeom,
 ) -> Option<Result<Vec<T>>> {
-    let (x, dy) = (f32_slice(x)?, f32_slice(dy)?);
-    applies(g).then(|| conv2d_backward_weight(x, dy, g).map(super::implicit::into_vec_of))
+    super::implicit::weight_grad_in_f32(x, dy, applies(g), |x, dy| conv2d_backward_weight(x, dy, g))
 }
 
 /// Weight gradient: `x` (N×C×H×W) and `dy` (N×O×oh×ow) → `dw`
