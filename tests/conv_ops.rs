@@ -362,8 +362,8 @@ fn stride_one_input_gradient_through_the_flipped_kernel() {
         |t| t[0].conv2d(&t[1], None, Conv2dParams::default().padding(1).groups(2)),
         &[x, w],
     );
-    // 20 channels per group: the flipped kernel is built 8 input channels
-    // at a time, so one block straddles the two groups.
+    // 20 input and 3 output channels per group: the flip's tasks (16
+    // output channels of one group) each cover part of a group.
     let x = randn(&[1, 40, 4, 3], 45);
     let w = randn(&[6, 20, 3, 3], 46);
     check_grad(

@@ -265,42 +265,55 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result
 /// W[g·og + o, c, kh−1−i, kw−1−j]`, channel axes swapped and taps reversed
 /// (reversing the flattened `kh·kw` taps reverses both axes).
 ///
-/// Each task fills the rows of a block of input channels, walking `W` in
-/// memory order over them, so its reads are runs of `BLOCK·kh·kw` values;
-/// the plain loop in `W'` order reads `W` with a stride of `cg·kh·kw`.
+/// A transpose of `og × cg` blocks of taps, done in tasks of
+/// [`FLIP_OUTPUTS`] output channels: each walks its rows of `W` from end
+/// to end side by side (one sequential stream per row, which the hardware
+/// prefetchers follow) and writes, per input channel, one contiguous run
+/// of `FLIP_OUTPUTS·kh·kw` values of `W'`. Reading `W` in short runs a page
+/// apart instead left every line a cache miss: that version cost a quarter
+/// of the input gradient of ResNet-50's 2048→512 1×1 layer at 7².
 pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
-    const BLOCK: usize = 8;
     let (og, cg, taps) = (g.og(), g.cg(), g.kh * g.kw);
     let mut flipped = take_empty::<T>(w.len())?;
     if w.is_empty() {
         return Ok(flipped); // no output or input channels: nothing to flip
     }
-    // Rows of W' (one per input channel, `og·taps` long), BLOCK at a time;
-    // a block may straddle two groups when cg is not a multiple of BLOCK,
-    // which the index arithmetic below handles.
-    flipped.spare_capacity_mut()[..w.len()]
-        .par_chunks_mut(BLOCK * og * taps)
-        .enumerate()
-        .for_each(|(b, rows)| {
-            let first = b * BLOCK; // global input channel g·cg + c of rows[0]
-            let n_rows = rows.len() / (og * taps);
-            for o in 0..og {
-                for r in 0..n_rows {
-                    let (gi, c) = ((first + r) / cg, (first + r) % cg);
-                    let src = &w[((gi * og + o) * cg + c) * taps..][..taps];
-                    let dst = &mut rows[(r * og + o) * taps..][..taps];
-                    for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
-                        d.write(v);
-                    }
+    let chunks = og.div_ceil(FLIP_OUTPUTS);
+    let out = SharedMut(flipped.spare_capacity_mut().as_mut_ptr());
+    (0..g.groups * chunks).into_par_iter().for_each(|task| {
+        let (gi, o0) = (task / chunks, task % chunks * FLIP_OUTPUTS);
+        let outs = FLIP_OUTPUTS.min(og - o0);
+        let rows = (gi * og + o0) * cg * taps; // W[g·og + o0, 0, ..]
+        for c in 0..cg {
+            // Safety: W' row g·cg + c, output channels o0..o0 + outs: in
+            // range (W' has as many values as W), and each task's runs are
+            // its own (distinct groups or output channels).
+            let dst = unsafe { out.slice(((gi * cg + c) * og + o0) * taps, outs * taps) };
+            if taps == 1 {
+                // A plain transpose: one value per output channel, without
+                // the loop over taps (half the time of the general loop).
+                for (o, d) in dst.iter_mut().enumerate() {
+                    d.write(w[rows + o * cg + c]);
+                }
+                continue;
+            }
+            for (o, d) in dst.chunks_exact_mut(taps).enumerate() {
+                let src = &w[rows + (o * cg + c) * taps..][..taps];
+                for (d, &v) in d.iter_mut().zip(src.iter().rev()) {
+                    d.write(v);
                 }
             }
-        });
-    // SAFETY: the blocks cover all `w.len()` elements, and every element of
-    // a block is written once: for each row r and output channel o, its
-    // `taps` elements.
+        }
+    });
+    // SAFETY: the tasks cover every (group, output channel, input channel)
+    // triple once, and write all `taps` values of each: all `w.len()`.
     unsafe { flipped.set_len(w.len()) };
     Ok(flipped)
 }
+
+/// Output channels per task of [`flip_kernel`], so rows of `W` read side by
+/// side: 16, as many streams as the prefetchers follow well.
+const FLIP_OUTPUTS: usize = 16;
 
 /// Input gradient through `dcol = Wᵀ · dy` and `col2im`, for any stride.
 ///
@@ -464,4 +477,45 @@ pub(super) fn sum_in_fixed_runs<T: Float, I: Sync>(
         recycle(p);
     }
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Conv2dParams;
+
+    /// `flip_kernel` against its definition, element by element: groups,
+    /// output channels past one task's 16 and not a multiple of it, 1×1
+    /// kernels (the plain transpose) and wider ones, non-square.
+    #[test]
+    fn flip_kernel_swaps_channels_and_reverses_taps() {
+        let cases = [
+            (1, 1, 1, 1, 1),
+            (1, 20, 40, 1, 1),
+            (2, 17, 5, 3, 3),
+            (3, 33, 2, 2, 3),
+            (2, 16, 64, 1, 1),
+            (1, 0, 4, 3, 3),
+        ];
+        for (groups, og, cg, kh, kw) in cases {
+            let params = Conv2dParams::default().groups(groups);
+            let g =
+                ConvGeom::new([1, groups * cg, 4, 4], [groups * og, cg, kh, kw], &params).unwrap();
+            let w: Vec<f32> = (0..groups * og * cg * kh * kw).map(|v| v as f32).collect();
+            let flipped = flip_kernel(&w, &g).unwrap();
+            assert_eq!(flipped.len(), w.len());
+            let taps = kh * kw;
+            for gi in 0..groups {
+                for o in 0..og {
+                    for c in 0..cg {
+                        for t in 0..taps {
+                            let want = w[((gi * og + o) * cg + c) * taps + t];
+                            let at = ((gi * cg + c) * og + o) * taps + (taps - 1 - t);
+                            assert_eq!(flipped[at], want, "{groups} {og} {cg} {kh}x{kw}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
