@@ -406,6 +406,9 @@ unsafe fn drive(
                                 cols: NR.min(nc - jr),
                                 accumulate,
                             };
+                            if jr + NR < nc {
+                                kernels::prefetch_rows(tile.add(NR), ldc, t.rows);
+                            }
                             let (a, b) = (a_pack.add(ir * kc), b_pack.add(jr * kc));
                             // A panel of the last rows runs the AVX-512
                             // kernel for the fewest rows that cover them.
