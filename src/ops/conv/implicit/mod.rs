@@ -40,7 +40,8 @@ mod gather;
 mod tests;
 
 use super::cpu::{
-    for_each_tile, gather_tile, parallel, sum_in_fixed_runs, tile_images, write_planes, SharedMut,
+    for_each_tile, gather_tile, image_tiles, parallel, sum_in_fixed_runs, tile_images,
+    write_planes, SharedMut,
 };
 use super::geom::ConvGeom;
 use super::plan::{Pass, DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
@@ -337,13 +338,15 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     if transposes_weight_gradient(g) {
         return backward_weight_transposed(x, dy, g);
     }
-    let t = tile_images(g);
-    let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
+    let tiles = image_tiles(g);
     let direct = cols >= DIRECT_MIN_INNER;
-    let dyt_len = if direct { 0 } else { og * t * cols };
-    // Adds the weight gradient of the tile starting at image `n0` to `dw`.
-    let add_tile = |mut dw: Vec<f32>, &n0: &usize| {
-        let t = t.min(g.n - n0);
+    let dyt_len = if direct {
+        0
+    } else {
+        og * tile_images(g) * cols
+    };
+    // Adds the weight gradient of the `t` images from `n0` on to `dw`.
+    let add_tile = |mut dw: Vec<f32>, &(n0, t): &(usize, usize)| {
         with_scratch(dyt_len, |dyt: &mut [f32]| {
             for gi in 0..g.groups {
                 let dw_g = &mut dw[gi * og * k..(gi + 1) * og * k];
@@ -380,13 +383,11 @@ fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     // The untransposed route's tiles of images (one image at a time
     // within each), so the threads' partial sums group the same images.
-    let t = tile_images(g);
-    let tiles: Vec<usize> = (0..g.n).step_by(t).collect();
-    let add_tile = |mut dwt: Vec<f32>, &n0: &usize| {
+    let tiles = image_tiles(g);
+    let add_tile = |mut dwt: Vec<f32>, &(n0, t): &(usize, usize)| {
         with_scratch(k * cols, |col: &mut [f32]| {
             let col = &mut col[..k * cols];
-            for (n, gi) in (n0..g.n.min(n0 + t)).flat_map(|n| (0..g.groups).map(move |gi| (n, gi)))
-            {
+            for (n, gi) in (n0..n0 + t).flat_map(|n| (0..g.groups).map(move |gi| (n, gi))) {
                 let plan = RunPlan::new(g, group_base(g, n, gi), 0, cols, Layout::Run);
                 plan.fill(Kernel::current(), x, (0, k), col, cols);
                 let at = n * g.out_image_len() + gi * og * cols;
