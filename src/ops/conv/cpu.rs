@@ -75,7 +75,7 @@ pub(super) fn image_tiles_of(g: &ConvGeom, most: usize) -> Vec<(usize, usize)> {
 
 /// `len` items cut into `parts` runs whose lengths differ by at most one
 /// (the longer ones first), as `(start, length)`.
-fn even_runs(len: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn even_runs(len: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
     let (base, extra) = (
         len.checked_div(parts).unwrap_or(0),
         len.checked_rem(parts).unwrap_or(0),
