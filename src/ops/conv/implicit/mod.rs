@@ -11,8 +11,9 @@
 //! done with vector loads and a permute rather than element by element.
 //!
 //! - Forward: `y[g] = W[g] · X` with the weights packed once per call
-//!   (`PackedA`) and `X`'s panels (`[tap][32 pixels]`) gathered per
-//!   block. One product per image writes straight into the NCHW output
+//!   (`PackedA`; block by block inside the product where each thread has
+//!   one tile, `Weights`) and `X`'s panels (`[tap][32 pixels]`) gathered
+//!   per block. One product per image writes straight into the NCHW output
 //!   where the planes are large or the packed weights stay in L2 between
 //!   images (`writes_planes_directly`); the smallest planes with large
 //!   weights (ResNet-18's 512-channel ones) share a product per tile of
@@ -46,6 +47,7 @@ use super::cpu::{
 use super::geom::ConvGeom;
 use super::plan::{Pass, DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
 use super::winograd::f32_slice;
+use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
@@ -148,6 +150,48 @@ fn pack_weights(w: &[f32], g: &ConvGeom) -> Result<Vec<PackedA>> {
         .collect()
 }
 
+/// The forward's weights: packed once per call (`PackedA`), or read in
+/// place and packed block by block inside each product.
+enum Weights<'a> {
+    /// One packed matrix per group.
+    Packed(Vec<PackedA>),
+    /// The `O × C/g·kh·kw` weights as they are.
+    InPlace(&'a [f32]),
+}
+
+impl<'a> Weights<'a> {
+    /// In place where the forward runs tile products and every thread
+    /// has one tile: each `MC × KC` block of the weights is then packed
+    /// once per product anyway, into L2 right before its use, instead of
+    /// the whole packed copy being written out and read back (4.7 MB for
+    /// ResNet-18's 256→512 stride-2 layer, whose forward went from
+    /// 9.7–10.1 to 9.0–9.5 ms on one thread; its 1×1 projection from
+    /// 1.1–1.3 to 1.0 ms; level on two threads). Packed otherwise: the
+    /// per-image products and the threads' further tiles reuse the copy.
+    fn for_forward(w: &'a [f32], g: &ConvGeom, direct: bool) -> Result<Self> {
+        if !direct && image_tiles(g).len() <= num_threads() {
+            return Ok(Weights::InPlace(w));
+        }
+        pack_weights(w, g).map(Weights::Packed)
+    }
+
+    /// The left operand of group `gi`'s products.
+    fn group(&self, gi: usize, g: &ConvGeom) -> Lhs<'_> {
+        match self {
+            Weights::Packed(packed) => Lhs::Packed(&packed[gi]),
+            Weights::InPlace(w) => {
+                let (og, k) = (g.og(), g.col_rows());
+                Lhs::Strided {
+                    m: og,
+                    k,
+                    a: w[gi * og * k..(gi + 1) * og * k].as_ptr(),
+                    strides: (k as isize, 1),
+                }
+            }
+        }
+    }
+}
+
 /// Where group `gi` of image `n` starts in `x`.
 fn group_base(g: &ConvGeom, n: usize, gi: usize) -> usize {
     n * g.image_len() + gi * g.cg() * g.h * g.w
@@ -164,11 +208,11 @@ pub fn conv2d_forward(
 ) -> Result<Vec<f32>> {
     check_supported(g)?;
     let (x, w, bias) = g.forward_operands(x, w, bias)?;
-    let weights = pack_weights(w, g)?;
+    let direct = writes_planes_directly(g);
+    let weights = Weights::for_forward(w, g, direct)?;
     let (og, cols) = (g.og(), g.col_cols());
     let len = g.n * g.out_image_len();
     let mut out = take_empty::<f32>(len)?;
-    let direct = writes_planes_directly(g);
     let prod_len = if direct {
         0
     } else {
@@ -177,7 +221,8 @@ pub fn conv2d_forward(
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
     for_each_tile(g, |n0, t| {
         with_scratch(prod_len, |prod: &mut [f32]| {
-            for (gi, wg) in weights.iter().enumerate() {
+            for gi in 0..g.groups {
+                let wg = weights.group(gi, g);
                 // Safety: in range, and each (image, group) pair's planes
                 // are written by one task only (tiles hold disjoint images).
                 let planes = |n: usize| unsafe {
@@ -301,10 +346,9 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
 /// of them, counted across images from the image whose group starts at
 /// `base` in `x`): one unrolled row of `X` per kernel tap, gathered from
 /// `x` panel by panel. Every element of `c` is written, none read.
-fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [MaybeUninit<f32>]) {
+fn forward_product(w: Lhs, x: &[f32], g: &ConvGeom, base: usize, c: &mut [MaybeUninit<f32>]) {
     let og = g.og();
     let n = c.len().checked_div(og).unwrap_or(0);
-    assert_eq!((w.rows(), w.cols(), og * n), (og, g.col_rows(), c.len()));
     let kernel = Kernel::current();
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let layout = Layout::Panels {
@@ -325,7 +369,7 @@ fn forward_product(w: &PackedA, x: &[f32], g: &ConvGeom, base: usize, c: &mut [M
     // values, row stride n, and is its own buffer; with beta 0 the product
     // writes every element of `c` without reading it.
     let c = c.as_mut_ptr().cast::<f32>();
-    unsafe { sgemm_with(kernel, Lhs::Packed(w), n, pack, 0.0, c, n as isize) };
+    unsafe { sgemm_with(kernel, w, n, pack, 0.0, c, n as isize) };
 }
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.

@@ -54,6 +54,8 @@ fn shapes() -> Vec<ConvGeom> {
         geom([2, 12, 32, 33], [8, 1, 1], (1, 1), (0, 0), (1, 1), 2),
         geom([8, 24, 32, 32], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+        // Tile products, several per thread: the weights packed once.
+        geom([130, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
         // Fewer unrolled rows than a micro-panel's columns: an RGB stem
         // (its weight gradient runs transposed), and small grouped planes.
         geom([4, 3, 32, 32], [64, 3, 3], (1, 1), (1, 1), (1, 1), 1),
@@ -278,10 +280,31 @@ fn weight_gradient_runs_transposed_where_it_fills_the_tiles_better() {
     assert!(!transposes_weight_gradient(&pointwise));
 }
 
+/// The forward packs the weights once where products reuse them (per
+/// image, or several tiles per thread) and packs them inside the product
+/// where every thread has one tile.
+#[test]
+fn forward_packs_the_weights_where_products_reuse_them() {
+    if skip() {
+        return;
+    }
+    let in_place = |g: &ConvGeom| {
+        let w = random(g.c_out * g.col_rows(), 1);
+        let weights = Weights::for_forward(&w, g, writes_planes_directly(g)).unwrap();
+        matches!(weights, Weights::InPlace(_))
+    };
+    let one_tile = geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1);
+    let tiles = geom([130, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1);
+    let per_image = geom([3, 16, 16, 16], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1);
+    assert!(in_place(&one_tile));
+    assert!(!in_place(&tiles) && !in_place(&per_image));
+}
+
 /// The transposed weight gradient sums the batch in the untransposed
 /// route's tiles of images, so the two agree bit for bit on any thread
-/// count: on 3 threads, 32 images run as two runs of two 8-image tiles,
-/// where runs of single images would be 11 + 11 + 10.
+/// count: on 3 threads, 32 images run as three runs (11, 11 and 10
+/// images) of two tiles each, the runs of single images the transposed
+/// route would otherwise sum.
 #[test]
 fn transposed_weight_gradient_matches_im2col_on_three_threads() {
     if skip() {

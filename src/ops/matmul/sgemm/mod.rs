@@ -253,6 +253,7 @@ unsafe fn strided_b(
 /// The left operand of [`sgemm_with`]: an `m × k` matrix at `a` with
 /// element strides, packed block by block as the product needs it, or one
 /// packed beforehand.
+#[derive(Clone, Copy)]
 pub enum Lhs<'a> {
     /// Packed on the fly.
     Strided {
