@@ -3,10 +3,14 @@
 //! pixels, read straight from the NCHW input with masked vector loads
 //! (one 16-lane AVX-512 vector per segment, or two 8-lane AVX2 ones).
 //!
-//! A run of output pixels is cut into segments, each inside one output row
-//! of one image and at most 16 pixels long, so that for a given tap a
-//! segment reads one input row: contiguous for stride 1, every other value
-//! for stride 2 (two loads and a permute that keeps the even lanes).
+//! A run of output pixels is cut into segments, each inside one image and
+//! at most 16 pixels long, so that for a given tap a segment reads one
+//! input row, or two where a short output row's segment takes the start
+//! of the next row too (planes at most 8 pixels wide would otherwise fill
+//! half of every vector): contiguous for stride 1 (a second masked load
+//! merges the next row's lanes), every other value for stride 2 (two
+//! loads, of one row or of the two, and a permute that keeps the even
+//! lanes).
 //! Everything that depends only on the kernel tap `(ki, kj)` and the
 //! segment, and not on the channel, is worked out once per run
 //! ([`RunPlan`]): where the segment's values start in its image and which
@@ -44,13 +48,18 @@ struct Segment {
     keep: u16,
 }
 
-/// Where the values of one tap at one segment come from: `offset` from
-/// `x + c·h·w` (the image's group offset included; it may point into the
-/// padding), and which lanes, of the 32 input positions from there, lie
-/// inside the plane (none where the input row is padding).
+/// Where the values of one tap at one segment come from, as offsets from
+/// `x + c·h·w` (the image's group offset included; they may point into
+/// the padding), and which lanes of each load lie inside the plane (none
+/// where the input row is padding). Stride 2: 16 input values at `offset`
+/// (bits 0–15 of `inside`) and 16 at `hi` (bits 16–31), `offset + 16`
+/// unless the segment's second part starts a new row. Stride 1: lane `l`
+/// reads `offset + l` where bit `l` is set and `hi + l` where bit `16 + l`
+/// is (the second part's lanes; none in a one-row segment).
 #[derive(Clone, Copy, Debug)]
 struct Load {
     offset: isize,
+    hi: isize,
     inside: u32,
 }
 
@@ -69,6 +78,11 @@ pub(super) struct RunPlan {
     plane: usize,
     /// Whether the horizontal stride is 2 (else 1).
     stride2: bool,
+    /// Whether any segment takes two output rows. Without, the fills
+    /// compile to the one-row loads alone: the two-row code, run on one-row
+    /// segments, cost the AVX2 64→128 stride-2 forward (16-pixel rows)
+    /// about 3 %.
+    two_rows: bool,
 }
 
 /// Whether [`RunPlan`] handles the horizontal stride `sw`.
@@ -96,43 +110,86 @@ impl RunPlan {
         assert!(stride_supported(g.stride.1));
         let (cols, sw) = (g.col_cols(), g.stride.1);
         let mut segs = Vec::new();
-        // (image base, input row and column of tap (0, 0)) per segment.
+        // Per segment: the image base and its parts, each the input row and
+        // column of tap (0, 0) at its first pixel and its pixel count.
         let mut origins = Vec::new();
         let (mut q, end) = (q0, q0 + len);
         while q < end {
             let (i, p) = (q / cols, q % cols);
             let (oy, ox) = (p / g.ow, p % g.ow);
-            let mut run = (g.ow - ox).min(end - q).min(LANES);
             let r = q - q0;
+            // Pixels the segment may take: to the run's end, one vector,
+            // and the end of its micro-panel.
+            let room = match layout {
+                Layout::Run => LANES,
+                Layout::Panels { width, .. } => LANES.min(width - r % width),
+            }
+            .min(end - q);
+            let first = (g.ow - ox).min(room);
+            // The next output row's first pixels, where this row ends
+            // inside the segment (and, for stride 2, fills the first half:
+            // its values are the even lanes of the first load).
+            let second = if first < room && oy + 1 < g.oh && (sw == 1 || first == LANES / 2) {
+                g.ow.min(room - first).min(LANES - first)
+            } else {
+                0
+            };
+            let run = first + second;
             let dst = match layout {
                 Layout::Run => r,
-                Layout::Panels { width, depth } => {
-                    run = run.min(width - r % width);
-                    r / width * width * depth + r % width
-                }
+                Layout::Panels { width, depth } => r / width * width * depth + r % width,
             };
             segs.push(Segment {
                 dst,
                 keep: ((1u32 << run) - 1) as u16,
             });
-            let y0 = (oy * g.stride.0) as isize - g.padding.0 as isize;
-            let x0 = (ox * sw) as isize - g.padding.1 as isize;
-            origins.push((base0 + i * g.image_len(), y0, x0, run));
+            let origin = |oy: usize, ox: usize| {
+                let y0 = (oy * g.stride.0) as isize - g.padding.0 as isize;
+                (y0, (ox * sw) as isize - g.padding.1 as isize)
+            };
+            let parts = [(origin(oy, ox), first), (origin(oy + 1, 0), second)];
+            origins.push((base0 + i * g.image_len(), parts));
             q += run;
         }
         let mut loads = Vec::with_capacity(g.kh * g.kw * segs.len());
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                for &(base, y0, x0, run) in &origins {
-                    let iy = y0 + (ki * g.dilation.0) as isize;
-                    let ix = x0 + (kj * g.dilation.1) as isize;
-                    let row_inside = (0..g.h as isize).contains(&iy);
-                    loads.push(Load {
-                        offset: base as isize + iy * g.w as isize + ix,
-                        inside: if row_inside {
-                            inside(ix, sw * run, g.w)
+                for &(base, parts) in &origins {
+                    // Where part `(y0, x0)` of `n` pixels reads for this
+                    // tap, and which of its `sw·n` input positions are
+                    // inside the plane.
+                    let at = |((y0, x0), n): ((isize, isize), usize)| {
+                        let iy = y0 + (ki * g.dilation.0) as isize;
+                        let ix = x0 + (kj * g.dilation.1) as isize;
+                        let row_inside = n > 0 && (0..g.h as isize).contains(&iy);
+                        let bits = if row_inside {
+                            inside(ix, sw * n, g.w)
                         } else {
                             0
+                        };
+                        (base as isize + iy * g.w as isize + ix, bits)
+                    };
+                    let ((offset, lo_bits), (next, hi_bits)) = (at(parts[0]), at(parts[1]));
+                    let first = parts[0].1;
+                    loads.push(match (sw, parts[1].1) {
+                        // One row: the second load continues it.
+                        (_, 0) => Load {
+                            offset,
+                            hi: offset + 16,
+                            inside: lo_bits,
+                        },
+                        // The next row's values in the second load (lanes
+                        // 8.. of the result, as first == 8).
+                        (2, _) => Load {
+                            offset,
+                            hi: next,
+                            inside: lo_bits | hi_bits << 16,
+                        },
+                        // Lane first + j reads the next row's value j.
+                        _ => Load {
+                            offset,
+                            hi: next - first as isize,
+                            inside: lo_bits | hi_bits << (16 + first),
                         },
                     });
                 }
@@ -152,7 +209,17 @@ impl RunPlan {
             taps: g.kh * g.kw,
             plane: g.h * g.w,
             stride2: sw == 2,
+            two_rows: origins.iter().any(|o| o.1[1].1 > 0),
         }
+    }
+
+    /// Pixels of each segment, in order.
+    #[cfg(test)]
+    pub(super) fn segment_pixels(&self) -> Vec<usize> {
+        self.segs
+            .iter()
+            .map(|s| s.keep.count_ones() as usize)
+            .collect()
     }
 
     /// Fills `rows` rows of the unrolled matrix, from row `k0` (`k =
@@ -193,8 +260,12 @@ impl RunPlan {
         // image's plane, whose end is at most read_end + c·h·w ≤ x.len().
         unsafe {
             match kernel {
-                Kernel::Avx512 => self.fill_avx512(x, k0, rows, dst, stride),
-                Kernel::Avx2 => self.fill_avx2(x, k0, rows, dst, stride),
+                Kernel::Avx512 if self.two_rows => {
+                    self.fill_avx512::<true>(x, k0, rows, dst, stride)
+                }
+                Kernel::Avx512 => self.fill_avx512::<false>(x, k0, rows, dst, stride),
+                Kernel::Avx2 if self.two_rows => self.fill_avx2::<true>(x, k0, rows, dst, stride),
+                Kernel::Avx2 => self.fill_avx2::<false>(x, k0, rows, dst, stride),
             }
         }
     }
@@ -220,7 +291,7 @@ impl RunPlan {
     /// # Safety
     /// As checked by [`RunPlan::fill`].
     #[target_feature(enable = "avx512f")]
-    unsafe fn fill_avx512(
+    unsafe fn fill_avx512<const TWO_ROWS: bool>(
         &self,
         x: *const f32,
         k0: usize,
@@ -237,13 +308,22 @@ impl RunPlan {
                 // Only lanes inside the plane are loaded, so the addresses
                 // of the others (wrapping arithmetic) are never read.
                 let at = channel.wrapping_offset(ld.offset);
-                let v = if !self.stride2 {
-                    unsafe { _mm512_maskz_loadu_ps(ld.inside as __mmask16, at) }
+                let hi = if TWO_ROWS {
+                    channel.wrapping_offset(ld.hi)
                 } else {
-                    let lo = unsafe { _mm512_maskz_loadu_ps(ld.inside as __mmask16, at) };
-                    let hi = unsafe {
-                        _mm512_maskz_loadu_ps((ld.inside >> 16) as __mmask16, at.wrapping_add(16))
-                    };
+                    at.wrapping_add(16)
+                };
+                let (lo_lanes, hi_lanes) = (ld.inside as __mmask16, (ld.inside >> 16) as __mmask16);
+                let v = if !self.stride2 {
+                    let v = unsafe { _mm512_maskz_loadu_ps(lo_lanes, at) };
+                    if !TWO_ROWS || hi_lanes == 0 {
+                        v
+                    } else {
+                        unsafe { _mm512_mask_loadu_ps(v, hi_lanes, hi) }
+                    }
+                } else {
+                    let lo = unsafe { _mm512_maskz_loadu_ps(lo_lanes, at) };
+                    let hi = unsafe { _mm512_maskz_loadu_ps(hi_lanes, hi) };
                     _mm512_permutex2var_ps(lo, even, hi)
                 };
                 unsafe { _mm512_mask_storeu_ps(out.add(s.dst), s.keep, v) };
@@ -257,7 +337,7 @@ impl RunPlan {
     /// # Safety
     /// As checked by [`RunPlan::fill`].
     #[target_feature(enable = "avx2")]
-    unsafe fn fill_avx2(
+    unsafe fn fill_avx2<const TWO_ROWS: bool>(
         &self,
         x: *const f32,
         k0: usize,
@@ -285,11 +365,31 @@ impl RunPlan {
             let out = dst.wrapping_add(r * stride);
             for (s, ld) in self.segs.iter().zip(loads) {
                 let (at, bits) = (channel.wrapping_offset(ld.offset), ld.inside);
-                let (v0, v1) = if !self.stride2 {
-                    (load(at, bits), load(at.wrapping_add(8), bits >> 8))
+                let hi = if TWO_ROWS {
+                    channel.wrapping_offset(ld.hi)
                 } else {
-                    let q: [__m256; 4] =
-                        std::array::from_fn(|i| load(at.wrapping_add(8 * i), bits >> (8 * i)));
+                    at.wrapping_add(16)
+                };
+                let (v0, v1) = if !self.stride2 {
+                    let (v0, v1) = (load(at, bits), load(at.wrapping_add(8), bits >> 8));
+                    if !TWO_ROWS || bits >> 16 == 0 {
+                        (v0, v1)
+                    } else {
+                        // The lanes of the two loads are disjoint, and
+                        // masked-off lanes are zero.
+                        let merge = |v, at: *const f32, bits| _mm256_or_ps(v, load(at, bits));
+                        (
+                            merge(v0, hi, bits >> 16),
+                            merge(v1, hi.wrapping_add(8), bits >> 24),
+                        )
+                    }
+                } else {
+                    let q = [
+                        load(at, bits),
+                        load(at.wrapping_add(8), bits >> 8),
+                        load(hi, bits >> 16),
+                        load(hi.wrapping_add(8), bits >> 24),
+                    ];
                     (even(q[0], q[1]), even(q[2], q[3]))
                 };
                 let keep = u32::from(s.keep);

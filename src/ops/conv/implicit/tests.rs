@@ -113,6 +113,47 @@ fn gathered_rows_are_the_unrolled_matrix() {
     }
 }
 
+/// Output rows of at most 8 pixels share a segment with the next row's
+/// first pixels (within the image and the micro-panel), so the gathers
+/// above check the two-row loads too: 8-pixel rows two to a segment at
+/// stride 2, 4-pixel and 7-pixel rows at stride 1.
+#[test]
+fn short_output_rows_share_segments() {
+    let panels = Layout::Panels {
+        width: 32,
+        depth: 1,
+    };
+    let cases = [
+        (
+            geom([3, 16, 16, 16], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+            16,
+        ),
+        (
+            geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+            8,
+        ),
+        // 7 + 7 pixels, then 2 (the panel's end: 32 = 7 + 7 + 2 + ...).
+        (
+            geom([2, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+            14,
+        ),
+    ];
+    for (g, lanes) in cases {
+        let plan = RunPlan::new(&g, 0, 0, 32, panels);
+        assert_eq!(plan.segment_pixels()[0], lanes, "{g:?}");
+    }
+    // Not across images: a 4×4 plane's last row stands alone; nor at
+    // stride 2 unless the first row fills half a vector.
+    let g = geom([2, 8, 4, 4], [16, 1, 1], (1, 1), (0, 0), (1, 1), 1);
+    let plan = RunPlan::new(&g, 0, 12, 8, Layout::Run);
+    assert_eq!(plan.segment_pixels(), [4, 4]);
+    let g = geom([2, 8, 8, 8], [16, 1, 1], (2, 2), (0, 0), (1, 1), 1);
+    assert_eq!(
+        RunPlan::new(&g, 0, 0, 8, Layout::Run).segment_pixels(),
+        [4, 4]
+    );
+}
+
 /// Row `k`, column `q` of the unrolled matrix of `x`, by the definition.
 fn unrolled(x: &[f32], g: &ConvGeom, k: usize, q: usize) -> f32 {
     let (c, ki, kj) = (k / (g.kh * g.kw), k / g.kw % g.kh, k % g.kw);
