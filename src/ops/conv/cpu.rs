@@ -38,7 +38,7 @@ use super::{plan, winograd};
 use crate::backend::cpu::pool::{recycle, take_empty, take_zeroed};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::backend::cpu::{num_threads, PARALLEL_MIN_ELEMENTS};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::matmul::cpu::{gemm_serial, gemm_serial_uninit, Gemm, MatRef};
 use crate::tensor::Float;
 use rayon::prelude::*;
@@ -313,8 +313,20 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result
 /// of `FLIP_OUTPUTS·kh·kw` values of `W'`. Reading `W` in short runs a page
 /// apart instead left every line a cache miss: that version cost a quarter
 /// of the input gradient of ResNet-50's 2048→512 1×1 layer at 7².
+/// Errors when `w` holds fewer values than the geometry's weights (the
+/// tasks write through a raw pointer, so the length is checked first).
 pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     let (og, cg, taps) = (g.og(), g.cg(), g.kh * g.kw);
+    let len = g.c_out * cg * taps;
+    let w = w.get(..len).ok_or_else(|| {
+        Error::bad_shape(
+            "conv2d",
+            format!(
+                "weight buffer holds {} elements, the kernel needs {len}",
+                w.len()
+            ),
+        )
+    })?;
     let mut flipped = take_empty::<T>(w.len())?;
     if w.is_empty() {
         return Ok(flipped); // no output or input channels: nothing to flip
@@ -327,8 +339,9 @@ pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
         let rows = (gi * og + o0) * cg * taps; // W[g·og + o0, 0, ..]
         for c in 0..cg {
             // Safety: W' row g·cg + c, output channels o0..o0 + outs: in
-            // range (W' has as many values as W), and each task's runs are
-            // its own (distinct groups or output channels).
+            // range (W' has the `len` = groups·cg·og·taps values reserved
+            // above), and each task's runs are its own (distinct groups or
+            // output channels).
             let dst = unsafe { out.slice(((gi * cg + c) * og + o0) * taps, outs * taps) };
             if taps == 1 {
                 // A plain transpose: one value per output channel, without
@@ -593,6 +606,9 @@ mod tests {
             let w: Vec<f32> = (0..groups * og * cg * kh * kw).map(|v| v as f32).collect();
             let flipped = flip_kernel(&w, &g).unwrap();
             assert_eq!(flipped.len(), w.len());
+            if let Some(short) = w.len().checked_sub(1) {
+                assert!(flip_kernel(&w[..short], &g).is_err(), "{groups} {og} {cg}");
+            }
             let taps = kh * kw;
             for gi in 0..groups {
                 for o in 0..og {

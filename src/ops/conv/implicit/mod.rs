@@ -349,6 +349,7 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
 fn forward_product(w: Lhs, x: &[f32], g: &ConvGeom, base: usize, c: &mut [MaybeUninit<f32>]) {
     let og = g.og();
     let n = c.len().checked_div(og).unwrap_or(0);
+    assert_eq!((w.dims(), og * n), ((og, g.col_rows()), c.len()));
     let kernel = Kernel::current();
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let layout = Layout::Panels {

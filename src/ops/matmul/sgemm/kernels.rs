@@ -23,25 +23,18 @@ pub(super) struct Tile {
 /// for it at the end of every call.
 #[inline]
 fn prefetch_tile(t: &Tile) {
-    if !(t.accumulate && t.cols == NR) {
-        return;
-    }
-    for i in 0..t.rows {
-        let ci = t.c.wrapping_offset(i as isize * t.ldc).cast::<i8>();
-        // Safety: prefetches do not fault (and the tile lies inside c).
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(ci);
-            _mm_prefetch::<_MM_HINT_T0>(ci.wrapping_add(64));
-        }
+    if t.accumulate && t.cols == NR {
+        prefetch_rows(t.c, t.ldc, t.rows);
     }
 }
 
-/// Starts fetching the two cache lines at the start of each of `rows`
-/// rows of `c` (`ldc` apart) from `c`: the tile of the next strip of
-/// columns, which the products then write (or add to) with the lines
-/// already in L1. Without it every tile's stores wait on their lines when
-/// `c` lies beyond L2 and there are more rows than the hardware
-/// prefetchers follow (64 rows of ResNet-50's 1×1 layers at 56²).
+/// Starts fetching the first two cache lines of each of `rows` rows of
+/// `c`, `ldc` apart: a tile's 32 columns. [`prefetch_tile`] fetches the
+/// tile a call adds to; the macro-kernel fetches the next strip's tile
+/// before each call, which is then written (or added to) with its lines
+/// in L1. Without that, every tile's stores waited on their lines when
+/// `c` lay beyond L2 with more rows than the hardware prefetchers follow
+/// (64 rows of ResNet-50's 1×1 layers at 56²).
 #[inline]
 pub(super) fn prefetch_rows(c: *mut f32, ldc: isize, rows: usize) {
     for i in 0..rows {

@@ -270,6 +270,16 @@ pub enum Lhs<'a> {
     Packed(&'a PackedA),
 }
 
+impl Lhs<'_> {
+    /// Rows and columns: `(m, k)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match *self {
+            Lhs::Strided { m, k, .. } => (m, k),
+            Lhs::Packed(p) => (p.rows(), p.cols()),
+        }
+    }
+}
+
 /// A block of the right operand for the packer of [`sgemm_with`] to
 /// write: depth (rows of `b`) `pc .. pc + kc`, columns `jc .. jc + nc`.
 /// The packer fills `kc × nc.next_multiple_of(NR)` values: for each
@@ -309,10 +319,7 @@ pub(crate) unsafe fn sgemm_with(
     c: *mut f32,
     ldc: isize,
 ) {
-    let (m, k) = match lhs {
-        Lhs::Strided { m, k, .. } => (m, k),
-        Lhs::Packed(p) => (p.rows(), p.cols()),
-    };
+    let (m, k) = lhs.dims();
     let dims = Dims { m, k, n };
     if !unsafe { apply_beta(dims, beta, c, ldc) } {
         return;
@@ -408,7 +415,7 @@ unsafe fn drive(
                                 accumulate,
                             };
                             if jr + NR < nc {
-                                kernels::prefetch_rows(tile.add(NR), ldc, t.rows);
+                                kernels::prefetch_rows(tile.wrapping_add(NR), ldc, t.rows);
                             }
                             let (a, b) = (a_pack.add(ir * kc), b_pack.add(jr * kc));
                             // A panel of the last rows runs the AVX-512
