@@ -362,8 +362,8 @@ fn stride_one_input_gradient_through_the_flipped_kernel() {
         |t| t[0].conv2d(&t[1], None, Conv2dParams::default().padding(1).groups(2)),
         &[x, w],
     );
-    // 20 input and 3 output channels per group: the flip's tasks (16
-    // output channels of one group) each cover part of a group.
+    // 20 input and 3 output channels per group: each of the flip's tasks
+    // (up to 16 output channels of one group) takes a whole group.
     let x = randn(&[1, 40, 4, 3], 45);
     let w = randn(&[6, 20, 3, 3], 46);
     check_grad(

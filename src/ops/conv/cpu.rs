@@ -49,28 +49,35 @@ const TILE_COLUMNS: usize = 2048;
 
 /// The tiles of images a convolution's batch is cut into, as `(first
 /// image, images)`: the batch split evenly into one share per thread
-/// (when the job is big enough to spread, [`parallel`]), and each share
-/// evenly into the fewest tiles of at most [`TILE_COLUMNS`] columns. So
-/// every thread gets as many images, in as many tiles, as the others.
-/// Cutting the whole batch into tiles of one size instead left one of two
-/// threads 2 of 3 tiles (22 of 32 images) on ResNet-50's 14×14 layers,
-/// which then ran 1.36× faster on two threads than on one.
+/// (when the job is big enough to spread, [`parallel`]), and every share
+/// evenly into the same number of tiles, the fewest that keep the largest
+/// share's within [`TILE_COLUMNS`] columns. So every thread gets as many
+/// images (give or take one) in as many tiles as the others, and the runs
+/// of [`thread_runs`] over the tiles are the shares. Cutting the whole
+/// batch into tiles of one size instead left one of two threads 2 of 3
+/// tiles (22 of 32 images) on ResNet-50's 14×14 layers, which then ran
+/// 1.36× faster on two threads than on one.
 pub(super) fn image_tiles(g: &ConvGeom) -> Vec<(usize, usize)> {
     image_tiles_of(g, TILE_COLUMNS.div_ceil(g.col_cols().max(1)))
 }
 
 /// [`image_tiles`] with tiles of at most `most` images.
-pub(super) fn image_tiles_of(g: &ConvGeom, most: usize) -> Vec<(usize, usize)> {
+fn image_tiles_of(g: &ConvGeom, most: usize) -> Vec<(usize, usize)> {
     let shares = if parallel(g) {
         num_threads().clamp(1, g.n)
     } else {
         1
     };
+    let per_share = g.n.div_ceil(shares.max(1)).div_ceil(most.max(1));
     even_runs(g.n, shares)
-        .flat_map(|(s0, len)| {
-            even_runs(len, len.div_ceil(most.max(1))).map(move |(t0, t)| (s0 + t0, t))
-        })
+        .flat_map(|(s0, len)| even_runs(len, per_share.min(len)).map(move |(t0, t)| (s0 + t0, t)))
         .collect()
+}
+
+/// The runs of `len` items that [`sum_in_fixed_runs`] gives its threads,
+/// as `(start, length)`: one per thread (none empty), lengths within one.
+pub(super) fn thread_runs(len: usize) -> impl Iterator<Item = (usize, usize)> {
+    even_runs(len, num_threads().min(len))
 }
 
 /// `len` items cut into `parts` runs whose lengths differ by at most one
@@ -311,8 +318,8 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result
 /// to end side by side (one sequential stream per row, which the hardware
 /// prefetchers follow) and writes, per input channel, one contiguous run
 /// of `FLIP_OUTPUTS·kh·kw` values of `W'`. Reading `W` in short runs a page
-/// apart instead left every line a cache miss: that version cost a quarter
-/// of the input gradient of ResNet-50's 2048→512 1×1 layer at 7².
+/// apart instead left every line a cache miss: that version took 17.6 % of
+/// the input gradient of ResNet-50's 2048→512 1×1 layer at 7² (`perf`).
 /// Errors when `w` holds fewer values than the geometry's weights (the
 /// tasks write through a raw pointer, so the length is checked first).
 pub(super) fn flip_kernel<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T>> {
@@ -490,8 +497,8 @@ pub fn conv2d_backward_weight_im2col<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -
 }
 
 /// Folds `items` into a zeroed accumulator of `len` elements with `add`.
-/// In parallel, the items are split into one fixed run per thread and the
-/// runs' sums are added in run order, so the result is the same on every
+/// In parallel, the items are split into one fixed run per thread
+/// ([`thread_runs`]) and the runs' sums are added in run order, so the result is the same on every
 /// call (rayon's adaptive fold/reduce would change the order of the
 /// additions). Weight gradients are summed this way.
 ///
@@ -509,9 +516,11 @@ pub(super) fn sum_in_fixed_runs<T: Float, I: Sync>(
     if !parallel {
         return Ok(items.iter().fold(take_zeroed(len)?, &add));
     }
-    let per_run = items.len().div_ceil(num_threads()).max(1);
-    let partials: Vec<Vec<T>> = items
-        .par_chunks(per_run)
+    let runs: Vec<&[I]> = thread_runs(items.len())
+        .map(|(start, n)| &items[start..start + n])
+        .collect();
+    let partials: Vec<Vec<T>> = runs
+        .par_iter()
         .map(|run| Ok(run.iter().fold(take_zeroed(len)?, &add)))
         .collect::<Result<_>>()?;
     let mut parts = partials.into_iter();
@@ -533,94 +542,4 @@ pub(super) fn sum_in_fixed_runs<T: Float, I: Sync>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ops::Conv2dParams;
-
-    /// The tiles cover the batch in order, one share per thread with as
-    /// many images and tiles as every other share, no tile over the limit.
-    #[test]
-    fn image_tiles_give_every_thread_an_even_share() {
-        let params = Conv2dParams::default();
-        for (n, hw, threads) in [
-            (32, 14, 2),
-            (32, 28, 2),
-            (33, 14, 2),
-            (32, 7, 3),
-            (5, 4, 4),
-            (1, 56, 2),
-        ] {
-            let g = ConvGeom::new([n, 64, hw, hw], [64, 64, 1, 1], &params).unwrap();
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let tiles = pool.install(|| image_tiles(&g));
-            let most = TILE_COLUMNS.div_ceil(hw * hw);
-            let mut next = 0;
-            for &(n0, t) in &tiles {
-                assert_eq!(n0, next, "{n} {hw} {threads}: {tiles:?}");
-                assert!(t >= 1 && t <= most, "{n} {hw} {threads}: {tiles:?}");
-                next += t;
-            }
-            assert_eq!(next, n);
-            // The runs `sum_in_fixed_runs` gives each thread: the shares.
-            let per_run = tiles.len().div_ceil(threads.min(n));
-            let images: Vec<usize> = tiles
-                .chunks(per_run)
-                .map(|run| run.iter().map(|t| t.1).sum())
-                .collect();
-            let (lo, hi) = (images.iter().min().unwrap(), images.iter().max().unwrap());
-            assert!(hi - lo <= 1, "{n} {hw} {threads}: {tiles:?}");
-        }
-        // The case that motivated the shares: 3 tiles of 11 for 2 threads
-        // before, now 2 tiles of 8 each.
-        let g = ConvGeom::new([32, 1024, 14, 14], [256, 1024, 1, 1], &params).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        assert_eq!(
-            pool.install(|| image_tiles(&g)),
-            [(0, 8), (8, 8), (16, 8), (24, 8)]
-        );
-    }
-
-    /// `flip_kernel` against its definition, element by element: groups,
-    /// output channels past one task's 16 and not a multiple of it, 1×1
-    /// kernels (the plain transpose) and wider ones, non-square.
-    #[test]
-    fn flip_kernel_swaps_channels_and_reverses_taps() {
-        let cases = [
-            (1, 1, 1, 1, 1),
-            (1, 20, 40, 1, 1),
-            (2, 17, 5, 3, 3),
-            (3, 33, 2, 2, 3),
-            (2, 16, 64, 1, 1),
-            (1, 0, 4, 3, 3),
-        ];
-        for (groups, og, cg, kh, kw) in cases {
-            let params = Conv2dParams::default().groups(groups);
-            let g =
-                ConvGeom::new([1, groups * cg, 4, 4], [groups * og, cg, kh, kw], &params).unwrap();
-            let w: Vec<f32> = (0..groups * og * cg * kh * kw).map(|v| v as f32).collect();
-            let flipped = flip_kernel(&w, &g).unwrap();
-            assert_eq!(flipped.len(), w.len());
-            if let Some(short) = w.len().checked_sub(1) {
-                assert!(flip_kernel(&w[..short], &g).is_err(), "{groups} {og} {cg}");
-            }
-            let taps = kh * kw;
-            for gi in 0..groups {
-                for o in 0..og {
-                    for c in 0..cg {
-                        for t in 0..taps {
-                            let want = w[((gi * og + o) * cg + c) * taps + t];
-                            let at = ((gi * cg + c) * og + o) * taps + (taps - 1 - t);
-                            assert_eq!(flipped[at], want, "{groups} {og} {cg} {kh}x{kw}");
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
+mod tests;

@@ -7,10 +7,11 @@
 //! at most 16 pixels long, so that for a given tap a segment reads one
 //! input row, or two where a short output row's segment takes the start
 //! of the next row too (planes at most 8 pixels wide would otherwise fill
-//! half of every vector): contiguous for stride 1 (a second masked load
-//! merges the next row's lanes), every other value for stride 2 (two
-//! loads, of one row or of the two, and a permute that keeps the even
-//! lanes).
+//! half of every vector or less): contiguous for stride 1 (a second
+//! masked load merges the next row's lanes), every other value for
+//! stride 2 (two loads, of one row or, when the first row fills exactly
+//! the first 8 lanes, of the two, and a permute that keeps the even
+//! lanes; rows of 4 pixels at stride 2 still fill 4 lanes).
 //! Everything that depends only on the kernel tap `(ki, kj)` and the
 //! segment, and not on the channel, is worked out once per run
 //! ([`RunPlan`]): where the segment's values start in its image and which
@@ -38,8 +39,9 @@ pub(super) enum Layout {
     Panels { width: usize, depth: usize },
 }
 
-/// A run of at most [`LANES`] output pixels inside one output row of one
-/// image (and one micro-panel).
+/// A run of at most [`LANES`] output pixels inside one image (and one
+/// micro-panel): the end of one output row, and possibly the start of the
+/// next.
 #[derive(Clone, Copy, Debug)]
 struct Segment {
     /// Where the segment's first value goes in a filled row.
@@ -78,10 +80,11 @@ pub(super) struct RunPlan {
     plane: usize,
     /// Whether the horizontal stride is 2 (else 1).
     stride2: bool,
-    /// Whether any segment takes two output rows. Without, the fills
-    /// compile to the one-row loads alone: the two-row code, run on one-row
-    /// segments, cost the AVX2 64→128 stride-2 forward (16-pixel rows)
-    /// about 3 %.
+    /// Whether any segment takes two output rows; without, the fills run
+    /// the one-row loads alone. (Measured before loops were aligned: the
+    /// two-row code on one-row segments made the AVX2 64→128 stride-2
+    /// forward 3–4 % slower, most of it where the micro-kernel's loop then
+    /// landed; the split costs nothing, so it stays.)
     two_rows: bool,
 }
 

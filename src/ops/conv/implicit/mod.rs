@@ -169,7 +169,8 @@ impl<'a> Weights<'a> {
     /// 1.1–1.3 to 1.0 ms; level on two threads). Packed otherwise: the
     /// per-image products and the threads' further tiles reuse the copy.
     fn for_forward(w: &'a [f32], g: &ConvGeom, direct: bool) -> Result<Self> {
-        if !direct && image_tiles(g).len() <= num_threads() {
+        let threads = if parallel(g) { num_threads() } else { 1 };
+        if !direct && image_tiles(g).len() <= threads {
             return Ok(Weights::InPlace(w));
         }
         pack_weights(w, g).map(Weights::Packed)

@@ -54,7 +54,8 @@ fn shapes() -> Vec<ConvGeom> {
         geom([2, 12, 32, 33], [8, 1, 1], (1, 1), (0, 0), (1, 1), 2),
         geom([8, 24, 32, 32], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
-        // Tile products, several per thread: the weights packed once.
+        // Tile products, several per thread on up to 3 threads: the
+        // weights packed once (a 2-thread pool below checks both forms).
         geom([130, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
         // Fewer unrolled rows than a micro-panel's columns: an RGB stem
         // (its weight gradient runs transposed), and small grouped planes.
@@ -132,7 +133,7 @@ fn short_output_rows_share_segments() {
             geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
             8,
         ),
-        // 7 + 7 pixels, then 2 (the panel's end: 32 = 7 + 7 + 2 + ...).
+        // Rows of 7: segments of 7 + 7, 7 + 7 and 4 fill a panel of 32.
         (
             geom([2, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
             14,
@@ -323,22 +324,40 @@ fn weight_gradient_runs_transposed_where_it_fills_the_tiles_better() {
 
 /// The forward packs the weights once where products reuse them (per
 /// image, or several tiles per thread) and packs them inside the product
-/// where every thread has one tile.
+/// where every thread has one tile; both give im2col's bits. On two
+/// threads, so the tile counts do not depend on the machine.
 #[test]
 fn forward_packs_the_weights_where_products_reuse_them() {
     if skip() {
         return;
     }
-    let in_place = |g: &ConvGeom| {
-        let w = random(g.c_out * g.col_rows(), 1);
-        let weights = Weights::for_forward(&w, g, writes_planes_directly(g)).unwrap();
-        matches!(weights, Weights::InPlace(_))
-    };
     let one_tile = geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1);
+    let one_per_thread = geom([64, 16, 6, 6], [32, 3, 3], (1, 1), (1, 1), (1, 1), 1);
     let tiles = geom([130, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1);
     let per_image = geom([3, 16, 16, 16], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1);
-    assert!(in_place(&one_tile));
-    assert!(!in_place(&tiles) && !in_place(&per_image));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for (g, want_in_place) in [
+            (one_tile, true),
+            (one_per_thread, true),
+            (tiles, false),
+            (per_image, false),
+        ] {
+            let (x, w) = (
+                random(g.n * g.image_len(), 3),
+                random(g.c_out * g.col_rows(), 4),
+            );
+            let weights = Weights::for_forward(&w, &g, writes_planes_directly(&g)).unwrap();
+            let in_place = matches!(weights, Weights::InPlace(_));
+            assert_eq!(in_place, want_in_place, "{g:?}");
+            let got = conv2d_forward(&x, &w, None, &g).unwrap();
+            let im2col = conv2d_forward_im2col(&x, &w, None, &g).unwrap();
+            assert!(got == im2col, "{g:?}: not the bits of im2col");
+        }
+    });
 }
 
 /// The transposed weight gradient sums the batch in the untransposed

@@ -165,8 +165,9 @@ fn with_chunk_matrices<T: Gemm, R>(
     })
 }
 
-/// Fewest tiles per chunk: each chunk re-reads all 16 transformed weight
-/// matrices, so chunks must be wide enough to pay for that.
+/// Fewest tiles per chunk the cache budget asks for: each chunk re-reads
+/// all 16 transformed weight matrices, so chunks must be wide enough to
+/// pay for that.
 const MIN_CHUNK_TILES: usize = 64;
 
 /// True when this module can compute the convolution: a 3×3 kernel,
@@ -215,26 +216,24 @@ impl Tiles {
     }
 }
 
-/// Cuts the tile rows into chunks: about [`CHUNK_VALUES`] transformed
-/// values each, at least [`MIN_CHUNK_TILES`] tiles, at least one chunk per
-/// thread when the batch allows, and as many chunks for every thread
-/// (the weight gradient sums one run of chunks per thread), their lengths
-/// differing by at most a row. ResNet-50's 256-channel 14×14 layers had 22
-/// chunks of 10 rows and one of 4, so one of two threads summed 120 rows
-/// and the other 104.
+/// Cuts the tile rows into chunks: the rows split evenly into one share
+/// per thread, and every share evenly into the same number of chunks, the
+/// fewest that keep the largest share's within about [`CHUNK_VALUES`]
+/// transformed values (and [`MIN_CHUNK_TILES`] tiles; an even cut may
+/// leave a chunk a few tiles short of either). The weight gradient sums
+/// one run of chunks per thread (`thread_runs`), which are then the
+/// shares: cut into equal chunks and a short last one, ResNet-50's
+/// 256-channel 14×14 layers had 22 chunks of 10 rows and one of 4, and
+/// one of two threads summed 120 rows, the other 104.
 fn chunk_rows(g: &ConvGeom, tiles: &Tiles) -> Vec<Range<usize>> {
-    let threads = num_threads().max(1);
     let by_cache = (CHUNK_VALUES / (POS * (g.c_in + g.c_out)).max(1)).max(MIN_CHUNK_TILES);
     let rows_by_cache = by_cache.div_ceil(tiles.tw).max(1);
-    let rows_by_threads = tiles.rows.div_ceil(threads).max(1);
-    let per = rows_by_cache.min(rows_by_threads);
-    let count = tiles
-        .rows
-        .div_ceil(per)
-        .next_multiple_of(threads)
-        .min(tiles.rows);
-    even_runs(tiles.rows, count)
-        .map(|(start, len)| start..start + len)
+    let shares = num_threads().clamp(1, tiles.rows.max(1));
+    let per_share = tiles.rows.div_ceil(shares).div_ceil(rows_by_cache);
+    even_runs(tiles.rows, shares)
+        .flat_map(|(s0, len)| {
+            even_runs(len, per_share.min(len)).map(move |(r0, n)| s0 + r0..s0 + r0 + n)
+        })
         .collect()
 }
 

@@ -31,10 +31,10 @@ fn prefetch_tile(t: &Tile) {
 /// Starts fetching the first two cache lines of each of `rows` rows of
 /// `c`, `ldc` apart: a tile's 32 columns. [`prefetch_tile`] fetches the
 /// tile a call adds to; the macro-kernel fetches the next strip's tile
-/// before each call, which is then written (or added to) with its lines
-/// in L1. Without that, every tile's stores waited on their lines when
-/// `c` lay beyond L2 with more rows than the hardware prefetchers follow
-/// (64 rows of ResNet-50's 1×1 layers at 56²).
+/// before each call, a strip ahead of its stores, so its lines are on
+/// their way into the caches by then. Without that, every tile's stores
+/// waited on their lines when `c` lay beyond L2 with more rows than the
+/// hardware prefetchers follow (64 rows of ResNet-50's 1×1 layers at 56²).
 #[inline]
 pub(super) fn prefetch_rows(c: *mut f32, ldc: isize, rows: usize) {
     for i in 0..rows {
