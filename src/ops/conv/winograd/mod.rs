@@ -218,9 +218,10 @@ impl Tiles {
 
 /// Cuts the tile rows into chunks: the rows split evenly into one share
 /// per thread, and every share evenly into the same number of chunks, the
-/// fewest that keep the largest share's within about [`CHUNK_VALUES`]
-/// transformed values (and [`MIN_CHUNK_TILES`] tiles; an even cut may
-/// leave a chunk a few tiles short of either). The weight gradient sums
+/// fewest that keep the largest share's chunks within the cache budget
+/// (about [`CHUNK_VALUES`] transformed values, but no fewer than
+/// [`MIN_CHUNK_TILES`] tiles; an even cut may leave a chunk a few tiles
+/// under that floor). The weight gradient sums
 /// one run of chunks per thread (`thread_runs`), which are then the
 /// shares: cut into equal chunks and a short last one, ResNet-50's
 /// 256-channel 14×14 layers had 22 chunks of 10 rows and one of 4, and
