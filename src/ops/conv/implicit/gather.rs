@@ -40,8 +40,8 @@ pub(super) enum Layout {
 }
 
 /// A run of at most [`LANES`] output pixels inside one image (and one
-/// micro-panel): the end of one output row, and possibly the start of the
-/// next.
+/// micro-panel): pixels of one output row, and where they reach its end,
+/// possibly the first pixels of the next.
 #[derive(Clone, Copy, Debug)]
 struct Segment {
     /// Where the segment's first value goes in a filled row.
