@@ -63,14 +63,21 @@ pub(super) fn image_tiles(g: &ConvGeom) -> Vec<(usize, usize)> {
 
 /// [`image_tiles`] with tiles of at most `most` images.
 fn image_tiles_of(g: &ConvGeom, most: usize) -> Vec<(usize, usize)> {
-    let shares = if parallel(g) {
-        num_threads().clamp(1, g.n)
-    } else {
-        1
-    };
-    let per_share = g.n.div_ceil(shares.max(1)).div_ceil(most.max(1));
-    even_runs(g.n, shares)
-        .flat_map(|(s0, len)| even_runs(len, per_share.min(len)).map(move |(t0, t)| (s0 + t0, t)))
+    let shares = if parallel(g) { num_threads() } else { 1 };
+    shares_in_pieces(g.n, shares, most)
+}
+
+/// `len` items split evenly into `shares` shares (at most one per item),
+/// and every share evenly into the same number of pieces, the fewest that
+/// keep the largest share's within `most` items, as `(start, length)`.
+/// [`thread_runs`] over the pieces then gives back the shares when there
+/// is one share per thread. The image tiles and Winograd's chunks of tile
+/// rows are cut this way.
+pub(super) fn shares_in_pieces(len: usize, shares: usize, most: usize) -> Vec<(usize, usize)> {
+    let shares = shares.clamp(1, len.max(1));
+    let per_share = len.div_ceil(shares).div_ceil(most.max(1));
+    even_runs(len, shares)
+        .flat_map(|(s0, n)| even_runs(n, per_share.min(n)).map(move |(p0, p)| (s0 + p0, p)))
         .collect()
 }
 
@@ -82,7 +89,7 @@ pub(super) fn thread_runs(len: usize) -> impl Iterator<Item = (usize, usize)> {
 
 /// `len` items cut into `parts` runs whose lengths differ by at most one
 /// (the longer ones first), as `(start, length)`.
-pub(super) fn even_runs(len: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
+fn even_runs(len: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
     let (base, extra) = (
         len.checked_div(parts).unwrap_or(0),
         len.checked_rem(parts).unwrap_or(0),
@@ -90,14 +97,9 @@ pub(super) fn even_runs(len: usize, parts: usize) -> impl Iterator<Item = (usize
     (0..parts).map(move |i| (i * base + i.min(extra), base + usize::from(i < extra)))
 }
 
-/// Images in the largest tile of [`image_tiles`] (what scratch buffers
-/// are sized for).
-pub(super) fn tile_images(g: &ConvGeom) -> usize {
-    largest(&image_tiles(g))
-}
-
-/// Images in the largest of `tiles` (1 when there are none).
-fn largest(tiles: &[(usize, usize)]) -> usize {
+/// Images in the largest of `tiles` (1 when there are none): what scratch
+/// buffers are sized for.
+pub(super) fn largest(tiles: &[(usize, usize)]) -> usize {
     tiles.iter().map(|t| t.1).max().unwrap_or(1)
 }
 
@@ -106,14 +108,13 @@ pub(super) fn parallel(g: &ConvGeom) -> bool {
     g.n > 1 && g.macs() >= 1 << 21
 }
 
-/// Runs `f(first_image, images)` for every tile of [`image_tiles`], in
-/// parallel when worth it.
-pub(super) fn for_each_tile(g: &ConvGeom, f: impl Fn(usize, usize) + Sync) {
-    for_each_tile_in(g, &image_tiles(g), f)
-}
-
-/// [`for_each_tile`] over the given tiles.
-fn for_each_tile_in(g: &ConvGeom, tiles: &[(usize, usize)], f: impl Fn(usize, usize) + Sync) {
+/// Runs `f(first_image, images)` for every tile (of [`image_tiles`] or
+/// [`image_tiles_of`]), in parallel when worth it.
+pub(super) fn for_each_tile(
+    g: &ConvGeom,
+    tiles: &[(usize, usize)],
+    f: impl Fn(usize, usize) + Sync,
+) {
     let run = |&(n0, t): &(usize, usize)| f(n0, t);
     if parallel(g) {
         tiles.par_iter().for_each(run);
@@ -180,7 +181,8 @@ pub fn conv2d_forward_im2col<T: Gemm>(
     let mut out = take_empty::<T>(len)?;
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let direct = cols >= DIRECT_MIN_COLUMNS;
-    let max_ld = tile_images(g) * cols;
+    let tiles = image_tiles(g);
+    let max_ld = largest(&tiles) * cols;
     let prod_len = if direct { 0 } else { og * max_ld };
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
     // The planes of group `gi` of image `n`, not yet written.
@@ -189,7 +191,7 @@ pub fn conv2d_forward_im2col<T: Gemm>(
         // task only (tiles hold disjoint images).
         unsafe { out_ptr.slice(n * g.out_image_len() + gi * og * cols, og * cols) }
     };
-    for_each_tile(g, |n0, t| {
+    for_each_tile(g, &tiles, |n0, t| {
         with_scratch(k * max_ld + prod_len, |scratch: &mut [T]| {
             let (col, prod) = scratch.split_at_mut(k * max_ld);
             let ld = t * cols;
@@ -390,7 +392,7 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     let most = COL2IM_TILE_COLUMNS
         .div_ceil(cols.max(1))
-        .clamp(1, tile_images(g));
+        .clamp(1, largest(&image_tiles(g)));
     let tiles = image_tiles_of(g, most);
     let max_ld = largest(&tiles) * cols;
     // Safety: each group's og × k weights lie inside `w` (checked by the
@@ -399,7 +401,7 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
         .map(|gi| unsafe { T::pack(k, og, w.as_ptr().add(gi * og * k), (1, k as isize)) })
         .collect();
     let dx_ptr = SharedMut(dx.as_mut_ptr());
-    for_each_tile_in(g, &tiles, |n0, t| {
+    for_each_tile(g, &tiles, |n0, t| {
         with_scratch(k * max_ld + og * max_ld, |scratch: &mut [T]| {
             let (col, dyt) = scratch.split_at_mut(k * max_ld);
             let ld = t * cols;

@@ -41,8 +41,8 @@ mod gather;
 mod tests;
 
 use super::cpu::{
-    for_each_tile, gather_tile, image_tiles, parallel, sum_in_fixed_runs, tile_images,
-    write_planes, SharedMut,
+    for_each_tile, gather_tile, image_tiles, largest, parallel, sum_in_fixed_runs, write_planes,
+    SharedMut,
 };
 use super::geom::ConvGeom;
 use super::plan::{Pass, DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
@@ -168,15 +168,17 @@ impl<'a> Weights<'a> {
     /// 9.7–10.1 to 9.0–9.5 ms on one thread; its 1×1 projection from
     /// 1.1–1.3 to 1.0 ms; level on two threads). Packed otherwise: the
     /// per-image products and the threads' further tiles reuse the copy.
-    fn for_forward(w: &'a [f32], g: &ConvGeom, direct: bool) -> Result<Self> {
+    fn for_forward(w: &'a [f32], g: &ConvGeom, direct: bool, tiles: usize) -> Result<Self> {
         let threads = if parallel(g) { num_threads() } else { 1 };
-        if !direct && image_tiles(g).len() <= threads {
+        if !direct && tiles <= threads {
             return Ok(Weights::InPlace(w));
         }
         pack_weights(w, g).map(Weights::Packed)
     }
 
-    /// The left operand of group `gi`'s products.
+    /// The left operand of group `gi`'s products: the packed matrix, or
+    /// the group's rows of the weights (a live slice, so the strided
+    /// operand's elements lie inside it).
     fn group(&self, gi: usize, g: &ConvGeom) -> Lhs<'_> {
         match self {
             Weights::Packed(packed) => Lhs::Packed(&packed[gi]),
@@ -210,20 +212,20 @@ pub fn conv2d_forward(
     check_supported(g)?;
     let (x, w, bias) = g.forward_operands(x, w, bias)?;
     let direct = writes_planes_directly(g);
-    let weights = Weights::for_forward(w, g, direct)?;
+    let tiles = image_tiles(g);
+    let weights = Weights::for_forward(w, g, direct, tiles.len())?;
     let (og, cols) = (g.og(), g.col_cols());
     let len = g.n * g.out_image_len();
     let mut out = take_empty::<f32>(len)?;
     let prod_len = if direct {
         0
     } else {
-        og * tile_images(g) * cols
+        og * largest(&tiles) * cols
     };
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
-    for_each_tile(g, |n0, t| {
+    for_each_tile(g, &tiles, |n0, t| {
         with_scratch(prod_len, |prod: &mut [f32]| {
             for gi in 0..g.groups {
-                let wg = weights.group(gi, g);
                 // Safety: in range, and each (image, group) pair's planes
                 // are written by one task only (tiles hold disjoint images).
                 let planes = |n: usize| unsafe {
@@ -235,7 +237,7 @@ pub fn conv2d_forward(
                     // Safety: initialised f32 seen as possibly uninitialised
                     // ones (same layout); only f32 values are written to it.
                     let prod_out = unsafe { &mut *(prod as *mut [f32] as *mut [MaybeUninit<f32>]) };
-                    forward_product(wg, x, g, group_base(g, n0, gi), prod_out);
+                    forward_product(&weights, gi, x, g, group_base(g, n0, gi), prod_out);
                     for i in 0..t {
                         write_planes(prod, ld, i * cols, g, gi, bias, planes(n0 + i));
                     }
@@ -243,7 +245,7 @@ pub fn conv2d_forward(
                 }
                 for i in 0..t {
                     let dst = planes(n0 + i);
-                    forward_product(wg, x, g, group_base(g, n0 + i, gi), dst);
+                    forward_product(&weights, gi, x, g, group_base(g, n0 + i, gi), dst);
                     // Safety: `forward_product` wrote every element, and
                     // f32 and MaybeUninit<f32> share a layout.
                     let dst = unsafe {
@@ -343,11 +345,20 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
     }
 }
 
-/// `c = W · X` for the pixels that `c` has columns for (`c.len() / og`
-/// of them, counted across images from the image whose group starts at
-/// `base` in `x`): one unrolled row of `X` per kernel tap, gathered from
-/// `x` panel by panel. Every element of `c` is written, none read.
-fn forward_product(w: Lhs, x: &[f32], g: &ConvGeom, base: usize, c: &mut [MaybeUninit<f32>]) {
+/// `c = W · X` for group `gi` of `weights`, over the pixels that `c` has
+/// columns for (`c.len() / og` of them, counted across images from the
+/// image whose group starts at `base` in `x`): one unrolled row of `X`
+/// per kernel tap, gathered from `x` panel by panel. Every element of `c`
+/// is written, none read.
+fn forward_product(
+    weights: &Weights,
+    gi: usize,
+    x: &[f32],
+    g: &ConvGeom,
+    base: usize,
+    c: &mut [MaybeUninit<f32>],
+) {
+    let w = weights.group(gi, g);
     let og = g.og();
     let n = c.len().checked_div(og).unwrap_or(0);
     assert_eq!((w.dims(), og * n), ((og, g.col_rows()), c.len()));
@@ -389,7 +400,7 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     let dyt_len = if direct {
         0
     } else {
-        og * tile_images(g) * cols
+        og * largest(&tiles) * cols
     };
     // Adds the weight gradient of the `t` images from `n0` on to `dw`.
     let add_tile = |mut dw: Vec<f32>, &(n0, t): &(usize, usize)| {

@@ -350,7 +350,8 @@ fn forward_packs_the_weights_where_products_reuse_them() {
                 random(g.n * g.image_len(), 3),
                 random(g.c_out * g.col_rows(), 4),
             );
-            let weights = Weights::for_forward(&w, &g, writes_planes_directly(&g)).unwrap();
+            let tiles = image_tiles(&g).len();
+            let weights = Weights::for_forward(&w, &g, writes_planes_directly(&g), tiles).unwrap();
             let in_place = matches!(weights, Weights::InPlace(_));
             assert_eq!(in_place, want_in_place, "{g:?}");
             let got = conv2d_forward(&x, &w, None, &g).unwrap();

@@ -50,7 +50,7 @@
 //! im2col + GEMM to within a few units in the last place of the inputs'
 //! magnitudes (the tests compare both against the definition).
 
-use super::cpu::{even_runs, parallel, sum_in_fixed_runs, ConvGeom, SharedMut};
+use super::cpu::{parallel, shares_in_pieces, sum_in_fixed_runs, ConvGeom, SharedMut};
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
@@ -229,12 +229,9 @@ impl Tiles {
 fn chunk_rows(g: &ConvGeom, tiles: &Tiles) -> Vec<Range<usize>> {
     let by_cache = (CHUNK_VALUES / (POS * (g.c_in + g.c_out)).max(1)).max(MIN_CHUNK_TILES);
     let rows_by_cache = by_cache.div_ceil(tiles.tw).max(1);
-    let shares = num_threads().clamp(1, tiles.rows.max(1));
-    let per_share = tiles.rows.div_ceil(shares).div_ceil(rows_by_cache);
-    even_runs(tiles.rows, shares)
-        .flat_map(|(s0, len)| {
-            even_runs(len, per_share.min(len)).map(move |(r0, n)| s0 + r0..s0 + r0 + n)
-        })
+    shares_in_pieces(tiles.rows, num_threads(), rows_by_cache)
+        .into_iter()
+        .map(|(start, len)| start..start + len)
         .collect()
 }
 
