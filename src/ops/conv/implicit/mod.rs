@@ -27,10 +27,12 @@
 //!   dY[g]ᵀ` instead, `X` gathered whole per image
 //!   (`transposes_weight_gradient`).
 //!
-//! A block's gathers are planned once (`RunPlan`: per tap and run of
-//! pixels, where the values start and which lanes are padding) and then
-//! filled channel by channel, so each row costs a masked load or two, a
-//! permute and a masked store per 16 pixels.
+//! A run's gathers are planned once (`RunPlan`: per tap and run of
+//! pixels, where the values start and which lanes are padding), kept for
+//! the task's other images and groups (`Plans`), and filled channel by
+//! channel, so each row costs a masked load per output row in each
+//! 16 pixels (two where a stride-2 row straddles the halves of a pair of
+//! vectors), a permute at stride 2 and a store.
 //!
 //! Summation order is im2col's (each output a sum over taps in order, per
 //! `KC` block), so results match the im2col route to rounding of the
@@ -54,7 +56,7 @@ use crate::error::{Error, Result};
 use crate::ops::matmul::sgemm::{
     self, pack_runs, sgemm_with, strided_on, BBlock, Kernel, Lhs, PackedA,
 };
-use gather::{Layout, RunPlan};
+use gather::{Layout, Plans};
 use std::any::TypeId;
 use std::mem::MaybeUninit;
 
@@ -224,6 +226,7 @@ pub fn conv2d_forward(
     };
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
     for_each_tile(g, &tiles, |n0, t| {
+        let mut plans = Plans::default();
         with_scratch(prod_len, |prod: &mut [f32]| {
             for gi in 0..g.groups {
                 // Safety: in range, and each (image, group) pair's planes
@@ -237,7 +240,8 @@ pub fn conv2d_forward(
                     // Safety: initialised f32 seen as possibly uninitialised
                     // ones (same layout); only f32 values are written to it.
                     let prod_out = unsafe { &mut *(prod as *mut [f32] as *mut [MaybeUninit<f32>]) };
-                    forward_product(&weights, gi, x, g, group_base(g, n0, gi), prod_out);
+                    let x = &x[group_base(g, n0, gi)..];
+                    forward_product(&weights, gi, x, g, prod_out, &mut plans);
                     for i in 0..t {
                         write_planes(prod, ld, i * cols, g, gi, bias, planes(n0 + i));
                     }
@@ -245,7 +249,8 @@ pub fn conv2d_forward(
                 }
                 for i in 0..t {
                     let dst = planes(n0 + i);
-                    forward_product(&weights, gi, x, g, group_base(g, n0 + i, gi), dst);
+                    let x = &x[group_base(g, n0 + i, gi)..];
+                    forward_product(&weights, gi, x, g, dst, &mut plans);
                     // Safety: `forward_product` wrote every element, and
                     // f32 and MaybeUninit<f32> share a layout.
                     let dst = unsafe {
@@ -347,16 +352,16 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
 
 /// `c = W · X` for group `gi` of `weights`, over the pixels that `c` has
 /// columns for (`c.len() / og` of them, counted across images from the
-/// image whose group starts at `base` in `x`): one unrolled row of `X`
-/// per kernel tap, gathered from `x` panel by panel. Every element of `c`
-/// is written, none read.
+/// image whose group starts `x`): one unrolled row of `X` per kernel tap,
+/// gathered from `x` panel by panel, with the gathers' plans from
+/// `plans`. Every element of `c` is written, none read.
 fn forward_product(
     weights: &Weights,
     gi: usize,
     x: &[f32],
     g: &ConvGeom,
-    base: usize,
     c: &mut [MaybeUninit<f32>],
+    plans: &mut Plans,
 ) {
     let w = weights.group(gi, g);
     let og = g.og();
@@ -368,7 +373,7 @@ fn forward_product(
             width: NR,
             depth: blk.kc,
         };
-        let plan = RunPlan::new(g, base, blk.jc, blk.nc, layout);
+        let plan = plans.get(g, blk.jc, blk.nc, layout);
         plan.fill(kernel, x, (blk.pc, blk.kc), out, NR);
         let width = blk.nc % NR;
         if width > 0 {
@@ -404,6 +409,7 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     };
     // Adds the weight gradient of the `t` images from `n0` on to `dw`.
     let add_tile = |mut dw: Vec<f32>, &(n0, t): &(usize, usize)| {
+        let mut plans = Plans::default();
         with_scratch(dyt_len, |dyt: &mut [f32]| {
             for gi in 0..g.groups {
                 let dw_g = &mut dw[gi * og * k..(gi + 1) * og * k];
@@ -411,12 +417,14 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
                     for i in 0..t {
                         let at = (n0 + i) * g.out_image_len() + gi * og * cols;
                         let grad = &dy[at..at + og * cols];
-                        weight_product(grad, cols, x, g, group_base(g, n0 + i, gi), dw_g);
+                        let x = &x[group_base(g, n0 + i, gi)..];
+                        weight_product(grad, cols, x, g, dw_g, &mut plans);
                     }
                 } else {
                     let ld = t * cols;
                     gather_tile(dy, g, gi, n0, t, dyt);
-                    weight_product(&dyt[..og * ld], ld, x, g, group_base(g, n0, gi), dw_g);
+                    let x = &x[group_base(g, n0, gi)..];
+                    weight_product(&dyt[..og * ld], ld, x, g, dw_g, &mut plans);
                 }
             }
         });
@@ -442,10 +450,12 @@ fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     // within each), so the threads' partial sums group the same images.
     let tiles = image_tiles(g);
     let add_tile = |mut dwt: Vec<f32>, &(n0, t): &(usize, usize)| {
+        let mut plans = Plans::default();
         with_scratch(k * cols, |col: &mut [f32]| {
             let col = &mut col[..k * cols];
             for (n, gi) in (n0..n0 + t).flat_map(|n| (0..g.groups).map(move |gi| (n, gi))) {
-                let plan = RunPlan::new(g, group_base(g, n, gi), 0, cols, Layout::Run);
+                let plan = plans.get(g, 0, cols, Layout::Run);
+                let x = &x[group_base(g, n, gi)..];
                 plan.fill(Kernel::current(), x, (0, k), col, cols);
                 let at = n * g.out_image_len() + gi * og * cols;
                 let grad = &dy[at..at + og * cols];
@@ -482,10 +492,18 @@ fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
 }
 
 /// `dw += dy · Xᵀ` for the `pixels` columns of `dy` (`og × pixels`,
-/// row-major), counted across images from the image whose group starts at
-/// `base` in `x`. `X`'s panels are gathered 32 taps at a time into runs
-/// along the pixels, then transposed into the packed layout.
-fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usize, dw: &mut [f32]) {
+/// row-major), counted across images from the image whose group starts
+/// `x`. `X`'s panels are gathered 32 taps at a time into runs along the
+/// pixels (the gathers' plans from `plans`), then transposed into the
+/// packed layout.
+fn weight_product(
+    dy: &[f32],
+    pixels: usize,
+    x: &[f32],
+    g: &ConvGeom,
+    dw: &mut [f32],
+    plans: &mut Plans,
+) {
     let (og, k) = (g.og(), g.col_rows());
     assert_eq!((dy.len(), dw.len()), (og * pixels, og * k));
     let kernel = Kernel::current();
@@ -497,7 +515,7 @@ fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usiz
         // one thread: 5-25 % faster. (The forward keeps the gather: packing
         // its panels from the rows in place, 32 values of a row at a time,
         // measured up to 10 % slower on the layers of 256-512 channels.)
-        let x = &x[base..base + k * pixels];
+        let x = &x[..k * pixels];
         // Safety: the CPU runs `kernel` (`supports`); `dy` holds og ×
         // pixels values, `x` k × pixels (read transposed), `dw` og × k,
         // row stride k, its own buffer.
@@ -525,7 +543,7 @@ fn weight_product(dy: &[f32], pixels: usize, x: &[f32], g: &ConvGeom, base: usiz
     let mut runs = vec![0.0f32; NR * sgemm::KC];
     let pack = |blk: &BBlock, out: &mut [f32]| {
         let kc = blk.kc;
-        let plan = RunPlan::new(g, base, blk.pc, kc, Layout::Run);
+        let plan = plans.get(g, blk.pc, kc, Layout::Run);
         let runs = &mut runs[..NR * kc];
         for jb in (0..blk.nc).step_by(NR) {
             let width = NR.min(blk.nc - jb);

@@ -65,6 +65,11 @@ fn shapes() -> Vec<ConvGeom> {
         // 16→32 stride-2 layer (dWᵀ 144 × 32), and the same per group.
         geom([2, 16, 32, 32], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         geom([2, 32, 32, 32], [64, 3, 3], (2, 2), (1, 1), (1, 1), 2),
+        // Stride-2 segments of several rows: 4-pixel rows with padding
+        // (ResNet-18's 8×8 → 4×4), and 7-pixel rows whose parts straddle
+        // the halves of the loaded pair (14×14 → 7×7).
+        geom([3, 16, 8, 8], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([2, 8, 14, 14], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
     ]
 }
 
@@ -96,7 +101,7 @@ fn gathered_rows_are_the_unrolled_matrix() {
             (pixels / 3, 32.min(pixels - pixels / 3)),
         ];
         for (q0, len) in runs.into_iter().chain([(0, pixels)]) {
-            let plan = RunPlan::new(&g, 0, q0, len, Layout::Run);
+            let plan = RunPlan::new(&g, q0, len, Layout::Run);
             for (k0, kernel) in [0, k / 2]
                 .into_iter()
                 .flat_map(|k0| kernels().into_iter().map(move |kn| (k0, kn)))
@@ -114,45 +119,34 @@ fn gathered_rows_are_the_unrolled_matrix() {
     }
 }
 
-/// Output rows of at most 8 pixels share a segment with the next row's
-/// first pixels (within the image and the micro-panel), so the gathers
-/// above check the two-row loads too: 8-pixel rows two to a segment at
-/// stride 2, 4-pixel and 7-pixel rows at stride 1.
+/// Segments take whole vectors of pixels across output rows and images
+/// (never across a micro-panel), so the gathers above check the loads of
+/// several parts per segment: at stride 2 rows of 4 pixels (four parts)
+/// and 7 (parts of 7, 7 and 2, the last two straddling the pair's
+/// halves), at stride 1 rows of 4 and 7.
 #[test]
-fn short_output_rows_share_segments() {
+fn segments_fill_vectors_across_rows_and_images() {
     let panels = Layout::Panels {
         width: 32,
         depth: 1,
     };
-    let cases = [
-        (
-            geom([3, 16, 16, 16], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
-            16,
-        ),
-        (
-            geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
-            8,
-        ),
-        // Rows of 7: segments of 7 + 7, 7 + 7 and 4 fill a panel of 32.
-        (
-            geom([2, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
-            14,
-        ),
-    ];
-    for (g, lanes) in cases {
-        let plan = RunPlan::new(&g, 0, 0, 32, panels);
-        assert_eq!(plan.segment_pixels()[0], lanes, "{g:?}");
+    for g in [
+        geom([3, 16, 8, 8], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([2, 8, 14, 14], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+        geom([2, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+    ] {
+        let plan = RunPlan::new(&g, 0, 32, panels);
+        assert_eq!(plan.segment_pixels(), [16, 16], "{g:?}");
     }
-    // Not across images: a 4×4 plane's last row stands alone; nor at
-    // stride 2 unless the first row fills half a vector.
+    // A run of 40 pixels in panels of 32: 16, 16, then the next panel's 8.
     let g = geom([2, 8, 4, 4], [16, 1, 1], (1, 1), (0, 0), (1, 1), 1);
-    let plan = RunPlan::new(&g, 0, 12, 8, Layout::Run);
-    assert_eq!(plan.segment_pixels(), [4, 4]);
-    let g = geom([2, 8, 8, 8], [16, 1, 1], (2, 2), (0, 0), (1, 1), 1);
-    assert_eq!(
-        RunPlan::new(&g, 0, 0, 8, Layout::Run).segment_pixels(),
-        [4, 4]
-    );
+    let plan = RunPlan::new(&g, 0, 40, panels);
+    assert_eq!(plan.segment_pixels(), [16, 16, 8]);
+    // From the middle of the first image: its last 4 pixels and the next
+    // image's first 12 in one segment.
+    let plan = RunPlan::new(&g, 12, 20, Layout::Run);
+    assert_eq!(plan.segment_pixels(), [16, 4]);
 }
 
 /// Row `k`, column `q` of the unrolled matrix of `x`, by the definition.
@@ -178,7 +172,6 @@ fn gathered_panels_are_the_unrolled_matrix() {
         let len = 70.min(g.n * g.col_cols());
         let plan = RunPlan::new(
             &g,
-            0,
             0,
             len,
             Layout::Panels {
