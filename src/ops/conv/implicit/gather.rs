@@ -7,19 +7,19 @@
 //! vector; never across a micro-panel), each made of parts: the pixels of
 //! one output row in one image. For a given tap, a part's values are
 //! consecutive input values at stride 1 and every other one at stride 2,
-//! so each part is a masked load that puts them in the segment's lanes
-//! (stride 1), or in the lanes of a 32-value pair of vectors of which a
-//! permute keeps the even ones (stride 2; a part whose values straddle
-//! the pair's halves loads into both). Segments take as many parts as fit:
-//! ResNet-18's 4-pixel rows at stride 2 fill a segment with four loads, a
-//! permute and one store, where a segment per row took eight loads, four
-//! permutes and four masked stores.
+//! so each part is one masked load that puts them in the segment's lanes
+//! (stride 1), or two that put them in the lanes of a 32-value pair of
+//! vectors of which a permute keeps the even ones (stride 2; one where
+//! the part lies in one half). Segments take as many parts as fit:
+//! ResNet-18's 4-pixel rows at stride 2 fill a segment with four masked
+//! loads, one permute and one store, where a segment per row took eight
+//! loads, four permutes and four masked stores.
 //! Everything that depends only on the kernel tap `(ki, kj)` and the
 //! segment, and not on the channel, is worked out once per run
 //! ([`RunPlan`]): where each part's values start and which lanes fall
 //! inside the plane (masks; the others, padding, are zeros). Filling a
-//! row is then a masked load per part, a permute at stride 2, and a store
-//! per segment.
+//! row is then a masked load or two per part, a permute at stride 2, and
+//! a store per segment.
 
 use super::super::geom::ConvGeom;
 use crate::ops::matmul::sgemm::Kernel;
@@ -51,15 +51,16 @@ struct Segment {
     keep: u16,
 }
 
-/// One masked load of one tap at one part of a segment: lane `l` of the
-/// vector (or half) reads the input at `offset + l`, an offset from
+/// The loads of one tap at one part of a segment: lane `l` of the vector
+/// (stride 1), or of the pair of vectors (stride 2: lanes 16.. are the
+/// high one's), reads the input at `offset + l`, an offset from
 /// `x + c·h·w` (the image's group offset included; it may point outside
 /// the plane), where bit `l` of `lanes` is set: the part's lanes inside
 /// the plane. Lanes outside every load's mask are zeros (padding).
 #[derive(Clone, Copy, Debug)]
 struct Load {
     offset: isize,
-    lanes: u16,
+    lanes: u32,
 }
 
 /// The pixels of one segment in one output row: the image's group base in
@@ -77,14 +78,12 @@ struct Part {
 /// The gathers of one run of output pixels, for every tap.
 pub(super) struct RunPlan {
     segs: Vec<Segment>,
-    /// Loads per segment into the vector (stride 1) or the low half of
-    /// the pair (stride 2), and into its high half: the most any segment
-    /// has, the others' lists padded with loads of no lanes, so that the
-    /// fills' loops have fixed counts (see [`RunPlan::fill`]).
-    lo: usize,
-    hi: usize,
-    /// `loads[(t·segs.len() + s)·(lo + hi) ..]`: the `lo` then the `hi`
-    /// loads of tap `t = ki·kw + kj` at segment `s`.
+    /// Parts per segment: the most any segment has, the others' loads
+    /// padded with loads of no lanes, so that the fills' loops have fixed
+    /// counts (see [`RunPlan::fill`]).
+    parts: usize,
+    /// `loads[(t·segs.len() + s)·parts ..]`: the loads of tap `t = ki·kw +
+    /// kj` at segment `s`, a part each.
     loads: Vec<Load>,
     /// One past the largest position a filled row writes.
     row_end: usize,
@@ -98,30 +97,35 @@ pub(super) struct RunPlan {
     stride2: bool,
 }
 
-/// Most plans [`Plans`] keeps.
-const PLANS_KEPT: usize = 8;
+/// Most loads, over all plans, that [`Plans`] keeps (256 KB).
+const PLANS_KEPT_LOADS: usize = 16 << 10;
 
 /// The plans of one task's products, built once and reused: the products
 /// of a tile's images (and groups) gather the same runs of pixels, from
-/// inputs that start elsewhere. On the RGB stems, one product per image,
-/// building each image's plan took as long as its gathers.
+/// inputs that start elsewhere. On the 3×3 RGB stem, one product per
+/// image, building each image's plan took as long as its gathers.
+/// Large plans are not kept: a plan is read whole for every channel, and
+/// the 7×7 stem's (7 runs of 2048 pixels, 100–200 KB of loads each)
+/// read from beyond L2 made its forward 17 % slower than built anew.
 #[derive(Default)]
 pub(super) struct Plans(Vec<((usize, usize, Layout), RunPlan)>);
 
 impl Plans {
     /// The plan of `RunPlan::new(g, q0, len, layout)`, built unless kept.
-    /// At most [`PLANS_KEPT`] are kept (the runs of one product's blocks
-    /// of columns), all dropped when a new one would exceed that; the
-    /// geometry must be the same on every call.
+    /// Plans are kept up to [`PLANS_KEPT_LOADS`] loads in all, all dropped
+    /// when a new one would exceed that; the geometry must be the same on
+    /// every call.
     pub(super) fn get(&mut self, g: &ConvGeom, q0: usize, len: usize, layout: Layout) -> &RunPlan {
         let key = (q0, len, layout);
         let at = match self.0.iter().position(|(k, _)| *k == key) {
             Some(at) => at,
             None => {
-                if self.0.len() == PLANS_KEPT {
+                let plan = RunPlan::new(g, q0, len, layout);
+                let kept: usize = self.0.iter().map(|(_, p)| p.loads.len()).sum();
+                if kept + plan.loads.len() > PLANS_KEPT_LOADS {
                     self.0.clear();
                 }
-                self.0.push((key, RunPlan::new(g, q0, len, layout)));
+                self.0.push((key, plan));
                 self.0.len() - 1
             }
         };
@@ -195,54 +199,40 @@ impl RunPlan {
         }
         starts.push(parts.len());
         let seg_parts = |s: usize| &parts[starts[s]..starts[s + 1]];
-        // A part covers lanes sw·lane .. sw·(lane + pixels) of the vector
-        // (stride 1) or of the pair (stride 2); it loads into each half it
-        // reaches.
-        let reaches = |p: &Part, h: usize| {
-            sw * p.lane < LANES * (h + 1) && sw * (p.lane + p.pixels) > LANES * h
-        };
-        let most = |h: usize| {
-            let count = |s| seg_parts(s).iter().filter(|p| reaches(p, h)).count();
-            (0..segs.len()).map(count).max().unwrap_or(0)
-        };
-        let (lo, hi) = (most(0), if sw == 2 { most(1) } else { 0 });
-        // Each segment's loads, the same list for every tap: a part and
-        // the half it loads into, or nothing (padding to `lo` and `hi`).
-        let mut slots: Vec<Option<(&Part, usize)>> = Vec::with_capacity(segs.len() * (lo + hi));
+        // Each segment's parts, padded to the most any has (`None`).
+        let most = (0..segs.len())
+            .map(|s| seg_parts(s).len())
+            .max()
+            .unwrap_or(0);
+        let mut slots: Vec<Option<&Part>> = Vec::with_capacity(segs.len() * most);
         for s in 0..segs.len() {
-            for (h, count) in [(0, lo), (1, hi)] {
-                let at = slots.len();
-                let into_h = seg_parts(s).iter().filter(|p| reaches(p, h));
-                slots.extend(into_h.map(|p| Some((p, h))));
-                slots.resize(at + count, None);
-            }
+            slots.extend(seg_parts(s).iter().map(Some));
+            slots.resize((s + 1) * most, None);
         }
         let mut loads = Vec::with_capacity(g.kh * g.kw * slots.len());
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let (dy, dx) = ((ki * g.dilation.0) as isize, (kj * g.dilation.1) as isize);
-                // Lane l of half h is lane 16h + l of the part's lanes
-                // sw·lane ..; the ones whose input column lies inside the
-                // plane are read.
+                // A part covers lanes sw·lane .. sw·(lane + pixels) of the
+                // vector (stride 1) or of the pair (stride 2); the ones
+                // whose input column lies inside the plane are read.
                 loads.extend(slots.iter().map(|slot| {
-                    let Some((p, h)) = *slot else {
+                    let Some(p) = slot else {
                         return Load {
                             offset: 0,
                             lanes: 0,
                         };
                     };
                     let (iy, ix, from) = (p.y0 + dy, p.x0 + dx, sw * p.lane);
-                    // Bits of the pair's 32 lanes (or the vector's 16).
-                    let bits = if (0..g.h as isize).contains(&iy) {
-                        u64::from(inside(ix, sw * p.pixels, g.w)) << from
+                    let lanes = if (0..g.h as isize).contains(&iy) {
+                        inside(ix, sw * p.pixels, g.w) << from
                     } else {
                         0
                     };
-                    // The input column of lane 0 of half h.
-                    let lane0 = ix - from as isize + (LANES * h) as isize;
+                    // Lane 0 reads the input column ix - from.
                     Load {
-                        offset: p.base as isize + iy * g.w as isize + lane0,
-                        lanes: (bits >> (LANES * h)) as u16,
+                        offset: p.base as isize + iy * g.w as isize + ix - from as isize,
+                        lanes,
                     }
                 }));
             }
@@ -255,8 +245,7 @@ impl RunPlan {
         let read_end = parts.iter().map(|p| p.base + g.h * g.w).max().unwrap_or(0);
         RunPlan {
             segs,
-            lo,
-            hi,
+            parts: most,
             loads,
             row_end,
             read_end,
@@ -311,28 +300,26 @@ impl RunPlan {
         // inside `dst`; the loads read, of channel c ≤ last_channel, only
         // lanes inside an input row (the masks), which lies inside the
         // image's plane, whose end is at most read_end + c·h·w ≤ x.len().
-        // The counts of the common plans are constants, so the loops over
-        // a segment's loads unroll: segments of one part (rows of 16
-        // pixels or more, stride 1 or 2), of two to four rows at stride 1
-        // (rows of 8, 7 or 4 pixels) or 2 (of 14 or 7 pixels, or 4).
+        // The part counts of the common plans are constants, so the loops
+        // over a segment's loads unroll: one part (rows of 16 pixels or
+        // more), or two to four rows of 8, 7 or 4 pixels.
         macro_rules! fill_with {
-            ($fill:ident) => {
-                match (self.lo, self.hi) {
-                    (1, 0) => self.$fill::<1, 0>(x, k0, rows, dst, stride),
-                    (2, 0) => self.$fill::<2, 0>(x, k0, rows, dst, stride),
-                    (3, 0) => self.$fill::<3, 0>(x, k0, rows, dst, stride),
-                    (4, 0) => self.$fill::<4, 0>(x, k0, rows, dst, stride),
-                    (1, 1) => self.$fill::<1, 1>(x, k0, rows, dst, stride),
-                    (1, 2) => self.$fill::<1, 2>(x, k0, rows, dst, stride),
-                    (2, 2) => self.$fill::<2, 2>(x, k0, rows, dst, stride),
-                    _ => self.$fill::<0, 0>(x, k0, rows, dst, stride),
+            ($fill:ident, $stride2:literal) => {
+                match self.parts {
+                    1 => self.$fill::<1, $stride2>(x, k0, rows, dst, stride),
+                    2 => self.$fill::<2, $stride2>(x, k0, rows, dst, stride),
+                    3 => self.$fill::<3, $stride2>(x, k0, rows, dst, stride),
+                    4 => self.$fill::<4, $stride2>(x, k0, rows, dst, stride),
+                    _ => self.$fill::<0, $stride2>(x, k0, rows, dst, stride),
                 }
             };
         }
         unsafe {
-            match kernel {
-                Kernel::Avx512 => fill_with!(fill_avx512),
-                Kernel::Avx2 => fill_with!(fill_avx2),
+            match (kernel, self.stride2) {
+                (Kernel::Avx512, false) => fill_with!(fill_avx512, false),
+                (Kernel::Avx512, true) => fill_with!(fill_avx512, true),
+                (Kernel::Avx2, false) => fill_with!(fill_avx2, false),
+                (Kernel::Avx2, true) => fill_with!(fill_avx2, true),
             }
         }
     }
@@ -341,7 +328,7 @@ impl RunPlan {
     /// calls `row(r, channel offset, loads of the row's tap)` for each.
     #[inline(always)]
     fn for_each_row(&self, k0: usize, rows: usize, mut row: impl FnMut(usize, usize, &[Load])) {
-        let n = self.segs.len() * (self.lo + self.hi);
+        let n = self.segs.len() * self.parts;
         let (taps, plane) = (self.taps, self.plane);
         let (mut c, mut t) = (k0 / taps, k0 % taps);
         for r in 0..rows {
@@ -354,16 +341,15 @@ impl RunPlan {
         }
     }
 
-    /// The loads per segment, `(lo, hi)`: `(LO, HI)` where `LO` is not 0
-    /// (then they are the plan's, a constant for the fills' loops), the
-    /// plan's otherwise.
+    /// The parts per segment: `P` where it is not 0 (then it is the
+    /// plan's, a constant for the fills' loops), the plan's otherwise.
     #[inline(always)]
-    fn counts<const LO: usize, const HI: usize>(&self) -> (usize, usize) {
-        if LO > 0 {
-            debug_assert_eq!((LO, HI), (self.lo, self.hi));
-            (LO, HI)
+    fn parts<const P: usize>(&self) -> usize {
+        if P > 0 {
+            debug_assert_eq!(P, self.parts);
+            P
         } else {
-            (self.lo, self.hi)
+            self.parts
         }
     }
 
@@ -372,7 +358,7 @@ impl RunPlan {
     /// # Safety
     /// As checked by [`RunPlan::fill`].
     #[target_feature(enable = "avx512f")]
-    unsafe fn fill_avx512<const LO: usize, const HI: usize>(
+    unsafe fn fill_avx512<const P: usize, const STRIDE2: bool>(
         &self,
         x: *const f32,
         k0: usize,
@@ -380,33 +366,45 @@ impl RunPlan {
         dst: *mut f32,
         stride: usize,
     ) {
-        let (lo_n, hi_n) = self.counts::<LO, HI>();
+        let parts = self.parts::<P>();
         // Lane l of the permute takes lane 2l of the 32 lanes (lo, hi).
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        // Lanes of `a` or `b` (an integer or: `_mm512_or_ps` needs
+        // AVX512DQ).
+        let or = |a: __m512, b: __m512| {
+            _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_castps_si512(a),
+                _mm512_castps_si512(b),
+            ))
+        };
         self.for_each_row(k0, rows, |r, channel, loads| {
             let channel = x.wrapping_add(channel);
             let out = dst.wrapping_add(r * stride);
-            for (s, loads) in self.segs.iter().zip(loads.chunks_exact(lo_n + hi_n)) {
-                let (lo, hi) = loads.split_at(lo_n);
+            for (s, loads) in self.segs.iter().zip(loads.chunks_exact(parts)) {
                 // Only lanes inside the plane are loaded, so the addresses
-                // of the others (wrapping arithmetic) are never read. The
-                // loads' lanes are disjoint, and zero-masked loads do not
-                // wait on each other as merging ones would.
-                let load = |v, ld: &Load| {
-                    let at = channel.wrapping_offset(ld.offset);
-                    let lanes = unsafe { _mm512_maskz_loadu_ps(ld.lanes, at) };
-                    // (An integer or: `_mm512_or_ps` needs AVX512DQ.)
-                    _mm512_castsi512_ps(_mm512_or_si512(
-                        _mm512_castps_si512(v),
-                        _mm512_castps_si512(lanes),
-                    ))
+                // of the others (wrapping arithmetic) are never read, and a
+                // load without lanes is skipped (at stride 2, the half a
+                // part does not reach: a branch measured cheaper than the
+                // load on 8-pixel rows). The loads' lanes are disjoint,
+                // and zero-masked loads do not wait on each other as
+                // merging ones would.
+                let load = |v, at: *const f32, lanes: u32| {
+                    if lanes & 0xffff == 0 {
+                        return v;
+                    }
+                    or(v, unsafe { _mm512_maskz_loadu_ps(lanes as __mmask16, at) })
                 };
-                let v = lo.iter().fold(_mm512_setzero_ps(), load);
-                let v = if self.stride2 {
-                    let hi = hi.iter().fold(_mm512_setzero_ps(), load);
-                    _mm512_permutex2var_ps(v, even, hi)
+                let zero = _mm512_setzero_ps();
+                let v = if STRIDE2 {
+                    let (lo, hi) = loads.iter().fold((zero, zero), |(lo, hi), ld| {
+                        let at = channel.wrapping_offset(ld.offset);
+                        let hi = load(hi, at.wrapping_add(16), ld.lanes >> 16);
+                        (load(lo, at, ld.lanes), hi)
+                    });
+                    _mm512_permutex2var_ps(lo, even, hi)
                 } else {
-                    v
+                    let at = |ld: &Load| channel.wrapping_offset(ld.offset);
+                    loads.iter().fold(zero, |v, ld| load(v, at(ld), ld.lanes))
                 };
                 unsafe { _mm512_mask_storeu_ps(out.add(s.dst), s.keep, v) };
             }
@@ -419,7 +417,7 @@ impl RunPlan {
     /// # Safety
     /// As checked by [`RunPlan::fill`].
     #[target_feature(enable = "avx2")]
-    unsafe fn fill_avx2<const LO: usize, const HI: usize>(
+    unsafe fn fill_avx2<const P: usize, const STRIDE2: bool>(
         &self,
         x: *const f32,
         k0: usize,
@@ -427,7 +425,7 @@ impl RunPlan {
         dst: *mut f32,
         stride: usize,
     ) {
-        let (lo_n, hi_n) = self.counts::<LO, HI>();
+        let parts = self.parts::<P>();
         let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
         // Lanes whose bit is set in the low 8 bits of `bits`.
         let mask = |bits: u32| {
@@ -442,31 +440,35 @@ impl RunPlan {
         self.for_each_row(k0, rows, |r, channel, loads| {
             let channel = x.wrapping_add(channel);
             let out = dst.wrapping_add(r * stride);
-            for (s, loads) in self.segs.iter().zip(loads.chunks_exact(lo_n + hi_n)) {
-                let (lo, hi) = loads.split_at(lo_n);
-                // Each load into a pair of halves, its lanes' values or'ed
-                // in (the loads' lanes are disjoint, masked-off lanes are
-                // zero and never fault, and a half without lanes is not
-                // loaded), so the addresses of the other lanes (wrapping
-                // arithmetic) are never read.
-                let load = |(a, b): (__m256, __m256), ld: &Load| {
-                    let (at, bits) = (channel.wrapping_offset(ld.offset), u32::from(ld.lanes));
-                    let half = |v, at: *const f32, bits: u32| {
-                        if bits & 0xff == 0 {
-                            v
-                        } else {
-                            _mm256_or_ps(v, unsafe { _mm256_maskload_ps(at, mask(bits)) })
-                        }
-                    };
-                    (half(a, at, bits), half(b, at.wrapping_add(8), bits >> 8))
+            for (s, loads) in self.segs.iter().zip(loads.chunks_exact(parts)) {
+                // Each load's 16 or 32 lanes as 8-lane quarters, its lanes'
+                // values or'ed in (the loads' lanes are disjoint, masked-off
+                // lanes are zero and never fault, and a quarter without
+                // lanes is not loaded), so the addresses of the other lanes
+                // (wrapping arithmetic) are never read.
+                let quarter = |v, at: *const f32, bits: u32| {
+                    if bits & 0xff == 0 {
+                        v
+                    } else {
+                        _mm256_or_ps(v, unsafe { _mm256_maskload_ps(at, mask(bits)) })
+                    }
                 };
-                let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let (v0, v1) = lo.iter().fold(zero, load);
-                let (v0, v1) = if self.stride2 {
-                    let (v2, v3) = hi.iter().fold(zero, load);
-                    (even(v0, v1), even(v2, v3))
+                let zero = _mm256_setzero_ps();
+                let (v0, v1) = if STRIDE2 {
+                    let q = loads.iter().fold([zero; 4], |q, ld| {
+                        let (at, bits) = (channel.wrapping_offset(ld.offset), ld.lanes);
+                        let at = |i: usize| at.wrapping_add(8 * i);
+                        [0, 1, 2, 3].map(|i| quarter(q[i], at(i), bits >> (8 * i)))
+                    });
+                    (even(q[0], q[1]), even(q[2], q[3]))
                 } else {
-                    (v0, v1)
+                    loads.iter().fold((zero, zero), |(v0, v1), ld| {
+                        let (at, bits) = (channel.wrapping_offset(ld.offset), ld.lanes);
+                        (
+                            quarter(v0, at, bits),
+                            quarter(v1, at.wrapping_add(8), bits >> 8),
+                        )
+                    })
                 };
                 let keep = u32::from(s.keep);
                 // Safety: the lanes kept lie inside the row (see `fill`).

@@ -31,8 +31,8 @@
 //! pixels, where the values start and which lanes are padding), kept for
 //! the task's other images and groups (`Plans`), and filled channel by
 //! channel, so each row costs a masked load per output row in each
-//! 16 pixels (two where a stride-2 row straddles the halves of a pair of
-//! vectors), a permute at stride 2 and a store.
+//! 16 pixels (two at stride 2, into a pair of vectors that a permute
+//! thins to its even values) and a store.
 //!
 //! Summation order is im2col's (each output a sum over taps in order, per
 //! `KC` block), so results match the im2col route to rounding of the
