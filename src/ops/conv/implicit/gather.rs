@@ -131,6 +131,12 @@ impl Plans {
         };
         &self.0[at].1
     }
+
+    /// The plans kept.
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Whether [`RunPlan`] handles the horizontal stride `sw`.

@@ -2,7 +2,7 @@
 //! scalar reading of the definition, and both passes against the naive
 //! convolution (f64) and, bit for bit, against the im2col route, which
 //! sums the same terms in the same order.
-use super::gather::{Layout, RunPlan};
+use super::gather::{Layout, Plans, RunPlan};
 use super::*;
 use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d_forward_im2col};
 use crate::ops::conv::Conv2dParams;
@@ -147,6 +147,22 @@ fn segments_fill_vectors_across_rows_and_images() {
     // image's first 12 in one segment.
     let plan = RunPlan::new(&g, 12, 20, Layout::Run);
     assert_eq!(plan.segment_pixels(), [16, 4]);
+}
+
+/// Plans are reused by key and kept up to 16 K loads in all: a 7×7
+/// kernel over runs of 1024 pixels plans 49 taps × 64 segments = 3,136
+/// loads each, so five are kept and a sixth drops them all.
+#[test]
+fn plans_are_kept_until_their_loads_fill_the_budget() {
+    let g = geom([2, 3, 64, 64], [8, 7, 7], (1, 1), (3, 3), (1, 1), 1);
+    let mut plans = Plans::default();
+    let first: *const RunPlan = plans.get(&g, 0, 1024, Layout::Run);
+    let again: *const RunPlan = plans.get(&g, 0, 1024, Layout::Run);
+    assert!(std::ptr::eq(first, again));
+    for (i, q0) in (1024..6144).step_by(1024).enumerate() {
+        plans.get(&g, q0, 1024, Layout::Run);
+        assert_eq!(plans.kept(), if i < 4 { i + 2 } else { 1 });
+    }
 }
 
 /// Row `k`, column `q` of the unrolled matrix of `x`, by the definition.
