@@ -272,9 +272,10 @@ impl RunPlan {
 
     /// Fills `rows` rows of the unrolled matrix, from row `k0` (`k =
     /// (c·kh + ki)·kw + kj`), row `r` at `dst[r·stride ..]` in the plan's
-    /// layout: `x[base + c·h·w + iy·w + ix]` at each pixel, 0 where
-    /// `(iy, ix)` is outside the plane. Positions of `dst` that no pixel
-    /// maps to are left as they are.
+    /// layout: `x[i·image_len + c·h·w + iy·w + ix]` at each pixel of the
+    /// run's image `i` (counted from the one whose group is at the start
+    /// of `x`), 0 where `(iy, ix)` is outside the plane. Positions of
+    /// `dst` that no pixel maps to are left as they are.
     ///
     /// # Panics
     /// When the rows reach past `dst`, or the channels past `x`, or the
@@ -301,11 +302,6 @@ impl RunPlan {
         );
         assert!(kernel.cpu_has());
         let (x, dst) = (x.as_ptr(), dst.as_mut_ptr());
-        // Safety: the CPU runs `kernel`; the writes of row r (the lanes a
-        // segment keeps) lie in `dst[r·stride .. r·stride + row_end]`,
-        // inside `dst`; the loads read, of channel c ≤ last_channel, only
-        // lanes inside an input row (the masks), which lies inside the
-        // image's plane, whose end is at most read_end + c·h·w ≤ x.len().
         // The part counts of the common plans are constants, so the loops
         // over a segment's loads unroll: one part (rows of 16 pixels or
         // more), or two to four rows of 8, 7 or 4 pixels.
@@ -320,6 +316,11 @@ impl RunPlan {
                 }
             };
         }
+        // Safety: the CPU runs `kernel`; the writes of row r (the lanes a
+        // segment keeps) lie in `dst[r·stride .. r·stride + row_end]`,
+        // inside `dst`; the loads read, of channel c ≤ last_channel, only
+        // lanes inside an input row (the masks), which lies inside the
+        // image's plane, whose end is at most read_end + c·h·w ≤ x.len().
         unsafe {
             match (kernel, self.stride2) {
                 (Kernel::Avx512, false) => fill_with!(fill_avx512, false),

@@ -352,9 +352,9 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
 
 /// `c = W · X` for group `gi` of `weights`, over the pixels that `c` has
 /// columns for (`c.len() / og` of them, counted across images from the
-/// image whose group starts `x`): one unrolled row of `X` per kernel tap,
-/// gathered from `x` panel by panel, with the gathers' plans from
-/// `plans`. Every element of `c` is written, none read.
+/// image whose group is at the start of `x`): one unrolled row of `X` per
+/// kernel tap, gathered from `x` panel by panel, with the gathers' plans
+/// from `plans`. Every element of `c` is written, none read.
 fn forward_product(
     weights: &Weights,
     gi: usize,
@@ -492,10 +492,10 @@ fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
 }
 
 /// `dw += dy · Xᵀ` for the `pixels` columns of `dy` (`og × pixels`,
-/// row-major), counted across images from the image whose group starts
-/// `x`. `X`'s panels are gathered 32 taps at a time into runs along the
-/// pixels (the gathers' plans from `plans`), then transposed into the
-/// packed layout.
+/// row-major), counted across images from the image whose group is at the
+/// start of `x`. `X`'s panels are gathered 32 taps at a time into runs
+/// along the pixels (the gathers' plans from `plans`), then transposed
+/// into the packed layout.
 fn weight_product(
     dy: &[f32],
     pixels: usize,
