@@ -47,35 +47,40 @@ pub(super) fn prefetch_rows(c: *mut f32, ldc: isize, rows: usize) {
     }
 }
 
-/// The AVX-512 micro-kernel: `tile (+)= a_panel · b_panel` over `kc` steps, for
-/// the first `R` rows of the `MR × NR` tile (`R` = [`MR`] but for a block's
-/// last panel of rows), the `R × NR` products accumulated in `2R` zmm
-/// registers. Columns beyond the tile's are computed and not written.
+/// The AVX-512 micro-kernel: `tile (+)= a_panel · b_panel` over `kc` steps,
+/// for the first `R` rows of the `MR × NR` tile (`R` = [`MR`] but for a
+/// block's last panel of rows) and its first `16·H` columns (`H` = 2 but
+/// for a last panel of at most 16 columns, whose right half is skipped),
+/// the `R × 16H` products accumulated in `H·R` zmm registers. Columns
+/// beyond the tile's are computed and not written.
 ///
 /// # Safety
 /// AVX-512F; `a` holds `kc × MR` and `b` (64-byte aligned) `kc × NR`
-/// packed values; `t.rows ≤ R`, `t.cols ≤ NR`, and the tile's
+/// packed values; `t.rows ≤ R`, `t.cols ≤ 16·H ≤ NR`, and the tile's
 /// `rows × cols` elements are writable.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn kernel_avx512<const R: usize>(
+pub(super) unsafe fn kernel_avx512<const R: usize, const H: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
     t: Tile,
 ) {
-    debug_assert!(t.rows <= R && R <= MR && t.cols <= NR);
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    debug_assert!(t.rows <= R && R <= MR && t.cols <= 16 * H && 16 * H <= NR);
+    let mut acc = [[_mm512_setzero_ps(); H]; R];
     prefetch_tile(&t);
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
         // Safety: the packed panels hold kc steps of MR and NR values.
         unsafe {
-            let b0 = _mm512_load_ps(b);
-            let b1 = _mm512_load_ps(b.add(16));
+            let mut bh = [_mm512_setzero_ps(); H];
+            for (h, v) in bh.iter_mut().enumerate() {
+                *v = _mm512_load_ps(b.add(16 * h));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*a.add(i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+                for (acc, bv) in row.iter_mut().zip(bh) {
+                    *acc = _mm512_fmadd_ps(ai, bv, *acc);
+                }
             }
             a = a.add(MR);
             b = b.add(NR);
@@ -86,19 +91,19 @@ pub(super) unsafe fn kernel_avx512<const R: usize>(
         let n = t.cols.saturating_sub(from).min(16);
         ((1u32 << n) - 1) as __mmask16
     };
-    let (m0, m1) = (lanes(0), lanes(16));
     for (i, row) in acc.iter().enumerate().take(t.rows) {
-        // Safety: row i < t.rows of the tile lies inside c, and the masks
-        // touch only its first t.cols elements.
-        unsafe {
-            let ci = t.c.offset(i as isize * t.ldc);
-            let (mut v0, mut v1) = (row[0], row[1]);
-            if t.accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16)));
+        for (h, &v) in row.iter().enumerate() {
+            // Safety: row i < t.rows of the tile lies inside c, and the
+            // mask touches only its first t.cols elements.
+            unsafe {
+                let ci = t.c.offset(i as isize * t.ldc).wrapping_add(16 * h);
+                let m = lanes(16 * h);
+                let mut v = v;
+                if t.accumulate {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ci));
+                }
+                _mm512_mask_storeu_ps(ci, m, v);
             }
-            _mm512_mask_storeu_ps(ci, m0, v0);
-            _mm512_mask_storeu_ps(ci.wrapping_add(16), m1, v1);
         }
     }
 }

@@ -174,15 +174,17 @@ fn edge_tiles_and_small_products() {
     }
 }
 
-/// Panels of 1–4 and 5–8 last rows run narrower kernels; every row count
-/// mod 12, with partial columns, overwriting and adding to `c`.
+/// Panels of 1–4 and 5–8 last rows, and of at most 16 last columns (one
+/// vector of the AVX-512 kernel), run narrower kernels; every row count
+/// mod 12, with partial columns (last panels of 20, 17, 16, 12 and 1
+/// columns), overwriting and adding to `c`.
 #[test]
 fn last_row_panels_of_every_height() {
     if skip() {
         return;
     }
     for m in [3, 4, 5, 8, 9, 16, 20, 27, 64, 203] {
-        for &(k, n) in &[(9, 20), (300, 64), (3, 17)] {
+        for &(k, n) in &[(9, 20), (300, 64), (3, 17), (9, 48), (300, 44), (5, 33)] {
             for beta in [0.0, 1.0, 0.5] {
                 let err = check(m, k, n, false, false, 1, beta);
                 assert!(err < 1e-6, "{m}x{k}x{n} beta {beta}: {err}");
