@@ -417,7 +417,7 @@ fn input_gradient_routes_match_the_definition() {
             [2, 20, 4, 3],
             [19, 20, 1, 1],
             Conv2dParams::default(),
-            "flipped: GEMM tiles",
+            "FLIP1: GEMM tiles",
         ),
         (
             [1, 16, 32, 33],
@@ -435,12 +435,14 @@ fn input_gradient_routes_match_the_definition() {
     for (i, (xs, ws, params, route)) in routes.into_iter().enumerate() {
         let g = ConvGeom::new(xs, ws, &params).unwrap();
         // "GEMM" is the implicit GEMM where the CPU runs it, im2col + GEMM
-        // elsewhere (the plan names the f32 kernels).
-        let gemm = match plan::algorithm(&g, plan::Pass::Forward).starts_with("implicit") {
-            true => "implicit gemm",
-            false => "im2col+gemm",
+        // elsewhere (the plan names the f32 kernels); "FLIP1" a 1×1
+        // kernel's flip, which the implicit GEMM skips by reading the
+        // weights transposed in place.
+        let (gemm, flip1) = match plan::algorithm(&g, plan::Pass::Forward).starts_with("implicit") {
+            true => ("implicit gemm", "transposed"),
+            false => ("im2col+gemm", "flipped"),
         };
-        let route = route.replace("GEMM", gemm);
+        let route = route.replace("GEMM", gemm).replace("FLIP1", flip1);
         assert_eq!(plan::algorithm(&g, plan::Pass::InputGrad), route, "{xs:?}");
         let seed = 200 + 10 * i as u64;
         let (x, w, b) = (

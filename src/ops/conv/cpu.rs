@@ -305,6 +305,10 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Result
         if winograd::applies(&transposed) {
             return winograd::conv2d_backward_input(dy, w, g);
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(dx) = super::implicit::try_backward_input_pointwise(dy, w, g) {
+            return dx;
+        }
         let flipped = flip_kernel(w, g)?;
         return conv2d_forward(dy, &flipped, None, &transposed);
     }

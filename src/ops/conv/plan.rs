@@ -120,6 +120,15 @@ fn pixel_lanes(g: &ConvGeom) -> bool {
     false
 }
 
+/// Whether the f32 input gradient of `g` reads a 1×1 kernel's weights in
+/// place as their transpose rather than flipping them (`implicit`).
+fn weights_transposed_in_place(g: &ConvGeom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::implicit::input_grad_in_place(g);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The name of the forward kernel for `g` (f32).
 fn forward_name(g: &ConvGeom) -> &'static str {
     if winograd::applies(g) {
@@ -140,6 +149,9 @@ pub fn algorithm(g: &ConvGeom, pass: Pass) -> String {
     match pass {
         Pass::Forward => forward_name(g).to_string(),
         Pass::InputGrad => match flipped_geometry(g) {
+            Some(t) if weights_transposed_in_place(g) => {
+                format!("transposed: {}", forward_name(&t))
+            }
             Some(t) => format!("flipped: {}", forward_name(&t)),
             None => "gemm+col2im".to_string(),
         },

@@ -5,7 +5,8 @@
 //!
 //! A run of output pixels is cut into segments of up to 16 pixels (one
 //! vector; never across a micro-panel), each made of parts: the pixels of
-//! one output row in one image. For a given tap, a part's values are
+//! one output row in one image (of the whole image for a 1×1 layer at
+//! stride 1 without padding, whose plane is read in order). For a given tap, a part's values are
 //! consecutive input values at stride 1 and every other one at stride 2,
 //! so each part is one masked load that puts them in the segment's lanes
 //! (stride 1), or two that put them in the lanes of a 32-value pair of
@@ -63,7 +64,8 @@ struct Load {
     lanes: u32,
 }
 
-/// The pixels of one segment in one output row: the image's group base in
+/// The pixels of one segment in one output row (or one image, see
+/// [`RunPlan::new`]): the image's group base in
 /// the input, the input row and column of tap (0, 0) at its first pixel,
 /// its first lane in the segment and its pixel count.
 #[derive(Clone, Copy, Debug)]
@@ -164,6 +166,11 @@ impl RunPlan {
     pub(super) fn new(g: &ConvGeom, q0: usize, len: usize, layout: Layout) -> Self {
         assert!(stride_supported(g.stride.1));
         let (cols, sw) = (g.col_cols(), g.stride.1);
+        // A 1×1 layer at stride 1 without padding reads each image's
+        // plane in order, so a part runs on across output rows to the
+        // image's end: on 7×7 planes one load per image in a segment
+        // instead of one per row (up to four).
+        let plane_in_order = (g.kh, g.kw, g.stride, g.padding) == (1, 1, (1, 1), (0, 0));
         let mut segs = Vec::new();
         // Every segment's parts, in order; segment s's from starts[s].
         let (mut parts, mut starts) = (Vec::new(), Vec::new());
@@ -187,7 +194,8 @@ impl RunPlan {
                 let p = q + lane;
                 let (i, at) = (p / cols, p % cols);
                 let (oy, ox) = (at / g.ow, at % g.ow);
-                let pixels = (g.ow - ox).min(room - lane);
+                let row_left = if plane_in_order { cols - at } else { g.ow - ox };
+                let pixels = row_left.min(room - lane);
                 parts.push(Part {
                     base: i * g.image_len(),
                     y0: (oy * g.stride.0) as isize - g.padding.0 as isize,
@@ -230,7 +238,9 @@ impl RunPlan {
                         };
                     };
                     let (iy, ix, from) = (p.y0 + dy, p.x0 + dx, sw * p.lane);
-                    let lanes = if (0..g.h as isize).contains(&iy) {
+                    let lanes = if plane_in_order {
+                        ((1u32 << p.pixels) - 1) << from
+                    } else if (0..g.h as isize).contains(&iy) {
                         inside(ix, sw * p.pixels, g.w) << from
                     } else {
                         0
@@ -259,6 +269,12 @@ impl RunPlan {
             plane: g.h * g.w,
             stride2: sw == 2,
         }
+    }
+
+    /// Parts per segment (the most any segment has).
+    #[cfg(test)]
+    pub(super) fn most_parts(&self) -> usize {
+        self.parts
     }
 
     /// Pixels of each segment, in order.

@@ -116,6 +116,25 @@ pub(super) fn try_forward<T: 'static>(
     supports(g).then(|| conv2d_forward(x, w, bias, g).map(into_vec_of))
 }
 
+/// [`conv2d_backward_input_pointwise`] when `T` is f32, [`supports`]
+/// holds and `g` is a 1×1 convolution with stride 1 and no padding;
+/// `None` otherwise.
+pub(super) fn try_backward_input_pointwise<T: 'static>(
+    dy: &[T],
+    w: &[T],
+    g: &ConvGeom,
+) -> Option<Result<Vec<T>>> {
+    let (dy, w) = (f32_slice(dy)?, f32_slice(w)?);
+    input_grad_in_place(g).then(|| conv2d_backward_input_pointwise(dy, w, g).map(into_vec_of))
+}
+
+/// Whether the f32 input gradient of `g` runs as
+/// [`conv2d_backward_input_pointwise`]: a 1×1 kernel, stride 1, no
+/// padding, where [`supports`] holds.
+pub(super) fn input_grad_in_place(g: &ConvGeom) -> bool {
+    supports(g) && is_pointwise(g)
+}
+
 /// [`conv2d_backward_weight`] when `T` is f32 and [`supports`] holds;
 /// `None` otherwise.
 pub(super) fn try_backward_weight<T: 'static>(
@@ -139,14 +158,37 @@ pub(super) fn weight_grad_in_f32<T: 'static>(
     applies.then(|| f(x, dy).map(into_vec_of))
 }
 
+/// How the forward's weights lie in memory: each group's `og × k` matrix
+/// (`k = cg·kh·kw`) at the same place, read along rows or along columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightOrder {
+    /// Row-major: the `O × C/g × kh × kw` weights of a convolution.
+    Rows,
+    /// Column-major: the weights of a 1×1 input-gradient convolution
+    /// (`W'[g·cg + c, o] = W[g·og + o, c]`) read straight from the
+    /// forward's `W`, which is their transpose, with no flipped copy.
+    Columns,
+}
+
+impl WeightOrder {
+    /// Element strides `(row, column)` of a group's `og × k` matrix.
+    fn strides(self, g: &ConvGeom) -> (isize, isize) {
+        match self {
+            WeightOrder::Rows => (g.col_rows() as isize, 1),
+            WeightOrder::Columns => (1, g.og() as isize),
+        }
+    }
+}
+
 /// The weights of each group, `og × cg·kh·kw`, packed for the products.
-fn pack_weights(w: &[f32], g: &ConvGeom) -> Result<Vec<PackedA>> {
+fn pack_weights(w: &[f32], order: WeightOrder, g: &ConvGeom) -> Result<Vec<PackedA>> {
     let (og, k) = (g.og(), g.col_rows());
     (0..g.groups)
         .map(|gi| {
             let wg = &w[gi * og * k..(gi + 1) * og * k];
-            // Safety: the og × k row-major matrix lies inside `wg`.
-            unsafe { PackedA::new(og, k, wg.as_ptr(), (k as isize, 1)) }
+            // Safety: the og × k matrix lies inside `wg` with either
+            // order's strides.
+            unsafe { PackedA::new(og, k, wg.as_ptr(), order.strides(g)) }
                 .ok_or_else(|| Error::out_of_memory::<f32>(og * k))
         })
         .collect()
@@ -157,8 +199,8 @@ fn pack_weights(w: &[f32], g: &ConvGeom) -> Result<Vec<PackedA>> {
 enum Weights<'a> {
     /// One packed matrix per group.
     Packed(Vec<PackedA>),
-    /// The `O × C/g·kh·kw` weights as they are.
-    InPlace(&'a [f32]),
+    /// The `O × C/g·kh·kw` weights as they are, in either order.
+    InPlace(&'a [f32], WeightOrder),
 }
 
 impl<'a> Weights<'a> {
@@ -170,12 +212,18 @@ impl<'a> Weights<'a> {
     /// 9.7–10.1 to 9.0–9.5 ms on one thread; its 1×1 projection from
     /// 1.1–1.3 to 1.0 ms; level on two threads). Packed otherwise: the
     /// per-image products and the threads' further tiles reuse the copy.
-    fn for_forward(w: &'a [f32], g: &ConvGeom, direct: bool, tiles: usize) -> Result<Self> {
+    fn for_forward(
+        w: &'a [f32],
+        order: WeightOrder,
+        g: &ConvGeom,
+        direct: bool,
+        tiles: usize,
+    ) -> Result<Self> {
         let threads = if parallel(g) { num_threads() } else { 1 };
         if !direct && tiles <= threads {
-            return Ok(Weights::InPlace(w));
+            return Ok(Weights::InPlace(w, order));
         }
-        pack_weights(w, g).map(Weights::Packed)
+        pack_weights(w, order, g).map(Weights::Packed)
     }
 
     /// The left operand of group `gi`'s products: the packed matrix, or
@@ -184,13 +232,13 @@ impl<'a> Weights<'a> {
     fn group(&self, gi: usize, g: &ConvGeom) -> Lhs<'_> {
         match self {
             Weights::Packed(packed) => Lhs::Packed(&packed[gi]),
-            Weights::InPlace(w) => {
+            Weights::InPlace(w, order) => {
                 let (og, k) = (g.og(), g.col_rows());
                 Lhs::Strided {
                     m: og,
                     k,
                     a: w[gi * og * k..(gi + 1) * og * k].as_ptr(),
-                    strides: (k as isize, 1),
+                    strides: order.strides(g),
                 }
             }
         }
@@ -211,11 +259,47 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     g: &ConvGeom,
 ) -> Result<Vec<f32>> {
+    forward_in_order(x, w, WeightOrder::Rows, bias, g)
+}
+
+/// Input gradient of a 1×1 convolution with stride 1 and no padding
+/// ([`is_pointwise`]): `dy` (N×O×H×W) and `w` (O×C/g×1×1) → `dx`
+/// (N×C×H×W), the forward of `dy` through `W'[g·cg + c, o] = W[g·og + o,
+/// c]`, read in place as `W`'s transpose instead of a flipped copy. The
+/// copy (`cpu::flip_kernel`, a transpose of `W`) took 5–6 % of ResNet-50's
+/// 512→2048 input gradient at 7² on one thread (`perf`). Errors unless
+/// [`supports`] and the geometry is pointwise, or when a buffer is
+/// shorter than the geometry needs.
+pub fn conv2d_backward_input_pointwise(dy: &[f32], w: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+    if !is_pointwise(g) {
+        return Err(Error::invalid(
+            "conv2d",
+            "the in-place input gradient needs a 1×1 kernel, stride 1 and no padding",
+        ));
+    }
+    // The input-gradient convolution: dy's channels in, x's out, on the
+    // same planes.
+    let transposed = ConvGeom {
+        c_in: g.c_out,
+        c_out: g.c_in,
+        ..*g
+    };
+    forward_in_order(dy, w, WeightOrder::Columns, None, &transposed)
+}
+
+/// [`conv2d_forward`] with the weights read in `order`.
+fn forward_in_order(
+    x: &[f32],
+    w: &[f32],
+    order: WeightOrder,
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+) -> Result<Vec<f32>> {
     check_supported(g)?;
     let (x, w, bias) = g.forward_operands(x, w, bias)?;
     let direct = writes_planes_directly(g);
     let tiles = image_tiles(g);
-    let weights = Weights::for_forward(w, g, direct, tiles.len())?;
+    let weights = Weights::for_forward(w, order, g, direct, tiles.len())?;
     let (og, cols) = (g.og(), g.col_cols());
     let len = g.n * g.out_image_len();
     let mut out = take_empty::<f32>(len)?;

@@ -54,6 +54,9 @@ fn shapes() -> Vec<ConvGeom> {
         geom([2, 12, 32, 33], [8, 1, 1], (1, 1), (0, 0), (1, 1), 2),
         geom([8, 24, 32, 32], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+        // A 1×1 layer whose parts run across rows and into the next image
+        // (35-pixel planes).
+        geom([5, 20, 7, 5], [24, 1, 1], (1, 1), (0, 0), (1, 1), 1),
         // Tile products, several per thread on up to 3 threads: the
         // weights packed once (a 2-thread pool below checks both forms).
         geom([130, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
@@ -147,6 +150,16 @@ fn segments_fill_vectors_across_rows_and_images() {
     // image's first 12 in one segment.
     let plan = RunPlan::new(&g, 12, 20, Layout::Run);
     assert_eq!(plan.segment_pixels(), [16, 4]);
+    // A 1×1 layer at stride 1 without padding reads a plane in order: a
+    // part per image in a segment (two where one crosses into the next
+    // image), where a 3×3 layer on the same planes has one per output row.
+    let pointwise = geom([4, 8, 7, 7], [16, 1, 1], (1, 1), (0, 0), (1, 1), 1);
+    assert_eq!(RunPlan::new(&pointwise, 0, 98, Layout::Run).most_parts(), 2);
+    let three_by_three = geom([4, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1);
+    assert_eq!(
+        RunPlan::new(&three_by_three, 0, 98, Layout::Run).most_parts(),
+        4
+    );
 }
 
 /// Plans are reused by key and kept up to 16 K loads in all: a 7×7
@@ -360,8 +373,9 @@ fn forward_packs_the_weights_where_products_reuse_them() {
                 random(g.c_out * g.col_rows(), 4),
             );
             let tiles = image_tiles(&g).len();
-            let weights = Weights::for_forward(&w, &g, writes_planes_directly(&g), tiles).unwrap();
-            let in_place = matches!(weights, Weights::InPlace(_));
+            let direct = writes_planes_directly(&g);
+            let weights = Weights::for_forward(&w, WeightOrder::Rows, &g, direct, tiles).unwrap();
+            let in_place = matches!(weights, Weights::InPlace(..));
             assert_eq!(in_place, want_in_place, "{g:?}");
             let got = conv2d_forward(&x, &w, None, &g).unwrap();
             let im2col = conv2d_forward_im2col(&x, &w, None, &g).unwrap();
@@ -395,4 +409,85 @@ fn transposed_weight_gradient_matches_im2col_on_three_threads() {
         )
     });
     assert!(got == im2col, "not the bits of im2col on 3 threads");
+}
+
+/// The 1×1 input gradient that reads `W` in place as its transpose gives
+/// the bits of the flipped copy's forward, with the weights packed inside
+/// the product (one tile per thread), packed once (several tiles, or one
+/// product per image), and per group; and the definition's values to
+/// rounding. Other geometries are refused. On two threads, so the tile
+/// counts do not depend on the machine.
+#[test]
+fn pointwise_input_gradient_reads_the_weights_transposed() {
+    if skip() {
+        return;
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for g in [
+            geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+            geom([130, 24, 7, 7], [40, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+            geom([3, 20, 14, 14], [52, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+            geom([2, 32, 32, 33], [8, 1, 1], (1, 1), (0, 0), (1, 1), 2),
+            geom([4, 48, 9, 9], [30, 1, 1], (1, 1), (0, 0), (1, 1), 3),
+            // Fewer than 16 channels per group: the input gradient takes
+            // col2im, but the in-place product computes it all the same.
+            geom([2, 12, 10, 10], [8, 1, 1], (1, 1), (0, 0), (1, 1), 2),
+        ] {
+            // The input-gradient convolution: dy's channels in, x's out.
+            let t = ConvGeom {
+                c_in: g.c_out,
+                c_out: g.c_in,
+                ..g
+            };
+            if g.cg() >= crate::ops::conv::plan::FLIPPED_MIN_CHANNELS {
+                assert_eq!(crate::ops::conv::plan::flipped_geometry(&g), Some(t));
+            }
+            assert!(input_grad_in_place(&g), "{g:?}");
+            let (dy, w) = (
+                random(g.n * g.out_image_len(), 5),
+                random(g.c_out * g.col_rows(), 6),
+            );
+            let flipped = crate::ops::conv::cpu::flip_kernel(&w, &g).unwrap();
+            let want = conv2d_forward(&dy, &flipped, None, &t).unwrap();
+            let got = conv2d_backward_input_pointwise(&dy, &w, &g).unwrap();
+            assert!(got == want, "{g:?}: not the bits of the flipped forward");
+            // The definition: dx[n, g·cg + c, p] = Σ_o W[g·og + o, c] ·
+            // dy[n, g·og + o, p], in f64.
+            let (og, cg, hw) = (g.og(), g.cg(), g.h * g.w);
+            for (i, &v) in got.iter().enumerate() {
+                let (n, ch, p) = (i / (g.c_in * hw), i / hw % g.c_in, i % hw);
+                let (gi, c) = (ch / cg, ch % cg);
+                let want: f64 = (0..og)
+                    .map(|o| {
+                        let oc = gi * og + o;
+                        w[oc * cg + c] as f64 * dy[(n * g.c_out + oc) * hw + p] as f64
+                    })
+                    .sum();
+                assert!(
+                    (v as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{g:?} {i}: {v} {want}"
+                );
+            }
+            let short = &w[..w.len() - 1];
+            assert!(conv2d_backward_input_pointwise(&dy, short, &g).is_err());
+        }
+        for g in [
+            geom([2, 8, 6, 6], [4, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+            geom([2, 8, 6, 6], [4, 1, 1], (2, 2), (0, 0), (1, 1), 1),
+        ] {
+            let (dy, w) = (
+                random(g.n * g.out_image_len(), 5),
+                random(g.c_out * g.col_rows(), 6),
+            );
+            assert!(!input_grad_in_place(&g), "{g:?}");
+            assert!(
+                conv2d_backward_input_pointwise(&dy, &w, &g).is_err(),
+                "{g:?}"
+            );
+        }
+    });
 }
