@@ -269,6 +269,26 @@ pub enum Lhs<'a> {
         /// Element strides `(row, column)`.
         strides: (isize, isize),
     },
+    /// Packed on the fly from `planes` blocks of `cols` columns side by
+    /// side (`k = planes · cols`): element `(i, q)` at `a + (q / cols) ·
+    /// plane_stride + i · row_stride + q % cols`. A weight gradient's `dY`
+    /// over a tile of images (rows: output channels; columns: each
+    /// image's pixels in turn), read where it lies instead of copied side
+    /// by side first.
+    Planes {
+        /// Rows.
+        m: usize,
+        /// Columns of each block.
+        cols: usize,
+        /// Blocks.
+        planes: usize,
+        /// Element (0, 0).
+        a: *const f32,
+        /// Element stride between rows of a block.
+        row_stride: isize,
+        /// Element stride between blocks.
+        plane_stride: isize,
+    },
     /// Packed once by [`PackedA`].
     Packed(&'a PackedA),
 }
@@ -278,6 +298,9 @@ impl Lhs<'_> {
     pub fn dims(&self) -> (usize, usize) {
         match *self {
             Lhs::Strided { m, k, .. } => (m, k),
+            Lhs::Planes {
+                m, cols, planes, ..
+            } => (m, cols * planes),
             Lhs::Packed(p) => (p.rows(), p.cols()),
         }
     }
@@ -311,7 +334,7 @@ pub struct BBlock {
 /// # Safety
 /// The CPU runs `kernel` ([`Kernel::cpu_has`]; [`Kernel::current`] once
 /// [`available`] was true); the elements of `a` the strides address (for
-/// [`Lhs::Strided`]) lie inside a live buffer; `c` holds `m` rows of `n`
+/// [`Lhs::Strided`], [`Lhs::Planes`]) lie inside a live buffer; `c` holds `m` rows of `n`
 /// writable elements `ldc` apart and aliases neither operand.
 pub(crate) unsafe fn sgemm_with(
     kernel: Kernel,
@@ -348,6 +371,40 @@ pub(crate) unsafe fn sgemm_with(
                     unsafe {
                         let block = a.offset(ic as isize * strides.0 + pc as isize * strides.1);
                         pack::pack_a(kernel, mc, kc, block, strides, a_pack);
+                    }
+                    a_pack.cast_const()
+                };
+                unsafe {
+                    drive(
+                        kernel,
+                        dims,
+                        pack_block,
+                        &mut pack_b_block,
+                        beta != 0.0,
+                        c,
+                        ldc,
+                    )
+                };
+            }
+            Lhs::Planes {
+                cols,
+                a,
+                row_stride,
+                plane_stride,
+                ..
+            } => {
+                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * KC.min(k));
+                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+                    // Safety: the block lies inside the planes; `a_pack`
+                    // holds MC × KC.
+                    unsafe {
+                        let planes = pack::Planes {
+                            a: a.offset(ic as isize * row_stride),
+                            cols,
+                            row_stride,
+                            plane_stride,
+                        };
+                        pack::pack_a_planes(kernel, mc, (pc, kc), planes, a_pack);
                     }
                     a_pack.cast_const()
                 };

@@ -78,6 +78,72 @@ unsafe fn pack_a_by_columns(mc: usize, kc: usize, a: *const f32, csa: isize, out
     }
 }
 
+/// A left operand in side-by-side blocks of columns (see
+/// [`Lhs::Planes`](super::Lhs::Planes)), from its first row to pack.
+pub(super) struct Planes {
+    pub(super) a: *const f32,
+    pub(super) cols: usize,
+    pub(super) row_stride: isize,
+    pub(super) plane_stride: isize,
+}
+
+/// [`pack_a`] for an operand in blocks of columns: the `mc × kc` block of
+/// rows `0..mc` (from `planes.a`), columns `pc..pc + kc`, cut at the
+/// blocks' edges into runs of contiguous columns, each transposed into
+/// its steps of the panels as [`pack_runs`] does for a row-major block.
+///
+/// # Safety
+/// The CPU runs `kernel`; the block's elements lie inside live buffers;
+/// `out` holds the block's panels (`mc` rounded up to [`MR`], × `kc`).
+pub(super) unsafe fn pack_a_planes(
+    kernel: Kernel,
+    mc: usize,
+    (pc, kc): (usize, usize),
+    planes: Planes,
+    out: *mut f32,
+) {
+    let Planes {
+        a,
+        cols,
+        row_stride,
+        plane_stride,
+    } = planes;
+    for ib in (0..mc).step_by(MR) {
+        let rows = MR.min(mc - ib);
+        let mut q = pc;
+        while q < pc + kc {
+            let (plane, col) = (q / cols, q % cols);
+            let len = (cols - col).min(pc + kc - q);
+            // Row ib + i of the run, and where its steps go in the panel.
+            let run = |i: usize| unsafe {
+                a.offset(
+                    (ib + i) as isize * row_stride + plane as isize * plane_stride + col as isize,
+                )
+            };
+            let steps = unsafe { out.add(ib * kc + (q - pc) * MR) };
+            if rows == MR {
+                // Safety: MR rows of len values each, and the panel's
+                // len steps of MR values.
+                unsafe { pack_runs::<MR>(kernel, len, run, steps) };
+            } else {
+                for p in 0..len {
+                    for i in 0..MR {
+                        // Rows past the block are zeros, their addresses
+                        // never formed.
+                        let v = if i < rows {
+                            unsafe { *run(i).add(p) }
+                        } else {
+                            0.0
+                        };
+                        unsafe { *steps.add(p * MR + i) = v };
+                    }
+                }
+            }
+            q += len;
+        }
+    }
+}
+
 /// Packs `W` (12 or 32) runs of `kc` contiguous values into one
 /// micro-panel `[k][W]`: `panel[p·W + i] = run(i)[p]`, the transposition
 /// both packings need when the operand's rows (of `a`) or columns (of a

@@ -295,6 +295,63 @@ fn packed_left_operand_matches_the_unpacked_product_bit_for_bit() {
     }
 }
 
+/// A left operand in side-by-side blocks of columns (`Lhs::Planes`, a
+/// weight gradient's `dY` over a tile of images) gives the bits of the
+/// same matrix copied row-major first: blocks of 7, 49 and 196 columns
+/// (KC blocks start and end inside them), 5 to `MC + 7` rows (partial row
+/// panels), gaps between the blocks and between rows.
+#[test]
+fn planes_left_operand_matches_the_row_major_copy_bit_for_bit() {
+    if skip() {
+        return;
+    }
+    for &(m, cols, planes, n) in &[(5, 7, 40, 33), (MC + 7, 49, 11, 20), (24, 196, 3, 70)] {
+        let (row_stride, plane_stride) = (cols + 3, m * (cols + 3) + 5);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let data: Vec<f32> = (0..planes * plane_stride)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let k = cols * planes;
+        let copy = Strided {
+            data: (0..m * k)
+                .map(|e| {
+                    let (i, q) = (e / k, e % k);
+                    data[q / cols * plane_stride + i * row_stride + q % cols]
+                })
+                .collect(),
+            rs: k,
+            cs: 1,
+        };
+        let b = Strided::random(k, n, false, 1, 12);
+        for (beta, kernel) in [0.0f32, 1.0]
+            .into_iter()
+            .flat_map(|beta| kernels_on_this_cpu().into_iter().map(move |kn| (beta, kn)))
+        {
+            let mut want = vec![0.25f32; m * n];
+            let mut got = want.clone();
+            product(kernel, &copy, &b, (m, k, n), beta, &mut want, n);
+            let lhs = Lhs::Planes {
+                m,
+                cols,
+                planes,
+                a: data.as_ptr(),
+                row_stride: row_stride as isize,
+                plane_stride: plane_stride as isize,
+            };
+            let (bp, cp) = (b.data.as_ptr(), got.as_mut_ptr());
+            // Safety: the planes lie inside `data`, b holds k × n values,
+            // got m × n.
+            unsafe { strided_on(kernel, lhs, n, bp, (n as isize, 1), beta, cp, n as isize) };
+            assert!(
+                want.iter()
+                    .zip(&got)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}x{cols}x{planes} beta {beta} {kernel:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn same_bits_as_matrixmultiply() {
     if skip() {
