@@ -478,11 +478,17 @@ impl RunPlan {
                 };
                 let zero = _mm256_setzero_ps();
                 let (v0, v1) = if STRIDE2 {
-                    let q = loads.iter().fold([zero; 4], |q, ld| {
+                    // Written out quarter by quarter: as `[0, 1, 2, 3].map`
+                    // the closure was left out of line in some builds, and
+                    // the stride-2 rows with AVX2 ran 1.6× slower.
+                    let mut q = [zero; 4];
+                    for ld in loads {
                         let (at, bits) = (channel.wrapping_offset(ld.offset), ld.lanes);
-                        let at = |i: usize| at.wrapping_add(8 * i);
-                        [0, 1, 2, 3].map(|i| quarter(q[i], at(i), bits >> (8 * i)))
-                    });
+                        q[0] = quarter(q[0], at, bits);
+                        q[1] = quarter(q[1], at.wrapping_add(8), bits >> 8);
+                        q[2] = quarter(q[2], at.wrapping_add(16), bits >> 16);
+                        q[3] = quarter(q[3], at.wrapping_add(24), bits >> 24);
+                    }
                     (even(q[0], q[1]), even(q[2], q[3]))
                 } else {
                     loads.iter().fold((zero, zero), |(v0, v1), ld| {
