@@ -174,7 +174,7 @@ pub fn conv2d_forward(
 }
 
 /// Input gradient of a 1×1 convolution with stride 1 and no padding
-/// ([`is_pointwise`]): `dy` (N×O×H×W) and `w` (O×C/g×1×1) → `dx`
+/// (`is_pointwise`): `dy` (N×O×H×W) and `w` (O×C/g×1×1) → `dx`
 /// (N×C×H×W), the forward of `dy` through `W'[g·cg + c, o] = W[g·og + o,
 /// c]`, read in place as `W`'s transpose instead of a flipped copy. The
 /// copy (`cpu::flip_kernel`, a transpose of `W`) took 5–6 % of ResNet-50's
