@@ -6,12 +6,13 @@
 //! A run of output pixels is cut into segments of up to 16 pixels (one
 //! vector; never across a micro-panel), each made of parts: the pixels of
 //! one output row in one image (of the whole image for a 1×1 layer at
-//! stride 1 without padding, whose plane is read in order). For a given tap, a part's values are
-//! consecutive input values at stride 1 and every other one at stride 2,
-//! so each part is one masked load that puts them in the segment's lanes
-//! (stride 1), or two that put them in the lanes of a 32-value pair of
-//! vectors of which a permute keeps the even ones (stride 2; one where
-//! the part lies in one half). Segments take as many parts as fit:
+//! stride 1 without padding, whose plane is read in order). For a given
+//! tap, a part's values are consecutive input values at stride 1 and every
+//! other one at stride 2, so each part is one masked load that puts them
+//! in the segment's lanes (stride 1), or two that put them in the lanes of
+//! a 32-value pair of vectors of which a permute keeps the even ones
+//! (stride 2; one where the part lies in one half). Segments take as many
+//! parts as fit:
 //! ResNet-18's 4-pixel rows at stride 2 fill a segment with four masked
 //! loads, one permute and one store, where a segment per row took eight
 //! loads, four permutes and four masked stores.
@@ -65,9 +66,9 @@ struct Load {
 }
 
 /// The pixels of one segment in one output row (or one image, see
-/// [`RunPlan::new`]): the image's group base in
-/// the input, the input row and column of tap (0, 0) at its first pixel,
-/// its first lane in the segment and its pixel count.
+/// [`RunPlan::new`]): the image's group base in the input, the input row
+/// and column of tap (0, 0) at its first pixel, its first lane in the
+/// segment and its pixel count.
 #[derive(Clone, Copy, Debug)]
 struct Part {
     base: usize,

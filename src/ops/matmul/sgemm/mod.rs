@@ -17,9 +17,9 @@
 //! AVX2 kernel that computes the tile in 6 × 16 sub-tiles (12 of the 16
 //! ymm registers), so the packing, the blocking and everything built on
 //! them (packed weights, implicit-GEMM convolution) are the same on both
-//! (`kernels.rs`). On the Xeon held to AVX2 (`FERRITE_ISA=avx2`, one thread, 129–130 GFLOP/s FMA
-//! peak) square products of n = 256 … 2048 ran at 106–109 GFLOP/s against
-//! 77–94 with matrixmultiply's AVX2 kernel.
+//! (`kernels.rs`). On the Xeon held to AVX2 (`FERRITE_ISA=avx2`, one
+//! thread, 129–130 GFLOP/s FMA peak) square products of n = 256 … 2048
+//! ran at 106–109 GFLOP/s against 77–94 with matrixmultiply's AVX2 kernel.
 //!
 //! A 14 × 32 tile (28 accumulators, 31 of the 32 registers) was tried: on
 //! an Intel Xeon (AVX-512, 248 GFLOP/s FMA peak on one core) it ran at
@@ -334,8 +334,9 @@ pub struct BBlock {
 /// # Safety
 /// The CPU runs `kernel` ([`Kernel::cpu_has`]; [`Kernel::current`] once
 /// [`available`] was true); the elements of `a` the strides address (for
-/// [`Lhs::Strided`], [`Lhs::Planes`]) lie inside a live buffer; `c` holds `m` rows of `n`
-/// writable elements `ldc` apart and aliases neither operand.
+/// [`Lhs::Strided`], [`Lhs::Planes`]) lie inside a live buffer; `c` holds
+/// `m` rows of `n` writable elements `ldc` apart and aliases neither
+/// operand.
 pub(crate) unsafe fn sgemm_with(
     kernel: Kernel,
     lhs: Lhs,
