@@ -34,7 +34,7 @@ pub use super::direct::conv2d_direct;
 pub use super::geom::ConvGeom;
 pub use super::plan::{DIRECT_MIN_COLUMNS, DIRECT_MIN_INNER};
 use super::unroll::{col2im, im2col};
-use super::{plan, winograd};
+use super::{plan, winograd, winograd_stride2};
 use crate::backend::cpu::pool::{recycle, take_empty, take_zeroed};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::backend::cpu::{num_threads, PARALLEL_MIN_ELEMENTS};
@@ -149,8 +149,9 @@ fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatR
 
 /// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
 /// contiguous; returns N×O×oh×ow. 3×3 stride-1 kernels with enough
-/// channels go to [`winograd`], f32 on AVX2 or AVX-512 to the implicit GEMM
-/// (`implicit`), the rest to im2col + GEMM.
+/// channels go to [`winograd`], 3×3 stride-2 kernels with many channels on
+/// large planes to [`winograd_stride2`], f32 on AVX2 or AVX-512 to the
+/// implicit GEMM (`implicit`), the rest to im2col + GEMM.
 /// Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_forward<T: Gemm>(
     x: &[T],
@@ -160,6 +161,9 @@ pub fn conv2d_forward<T: Gemm>(
 ) -> Result<Vec<T>> {
     if winograd::applies(g) {
         return winograd::conv2d_forward(x, w, bias, g);
+    }
+    if winograd_stride2::applies(g) {
+        return winograd_stride2::conv2d_forward(x, w, bias, g);
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(out) = super::implicit::try_forward(x, w, bias, g) {

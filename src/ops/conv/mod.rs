@@ -30,6 +30,7 @@ pub mod pixel_lanes;
 pub mod plan;
 mod unroll;
 pub mod winograd;
+pub mod winograd_stride2;
 
 pub use geom::conv_out_len;
 

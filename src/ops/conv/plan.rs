@@ -133,6 +133,8 @@ fn weights_transposed_in_place(g: &ConvGeom) -> bool {
 fn forward_name(g: &ConvGeom) -> &'static str {
     if winograd::applies(g) {
         "winograd F(2x2,3x3)"
+    } else if super::winograd_stride2::applies(g) {
+        "winograd stride 2"
     } else if let Some(route) = implicit(g, Pass::Forward) {
         route
     } else if g.col_cols() >= DIRECT_MIN_COLUMNS {
