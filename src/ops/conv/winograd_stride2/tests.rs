@@ -35,9 +35,10 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Even and odd inputs and outputs, padding 0, 1 and 2, non-square
-/// planes, a one-pixel output, a single image, channel counts that are not
-/// multiples of a vector, and (the last) a batch large enough to run in
-/// parallel over several chunks.
+/// planes, a one-pixel output, a single image, an empty input plane whose
+/// padding still gives outputs, channel counts that are not multiples of
+/// a vector, and (the last) a batch large enough to run in parallel over
+/// several chunks.
 fn shapes() -> Vec<ConvGeom> {
     vec![
         geom(2, 5, 7, (8, 8), 1),
@@ -46,6 +47,7 @@ fn shapes() -> Vec<ConvGeom> {
         geom(2, 4, 3, (5, 6), 2),
         geom(2, 3, 2, (3, 3), 0),
         geom(1, 2, 3, (14, 14), 1),
+        geom(2, 4, 3, (0, 3), 2),
         geom(16, 33, 40, (16, 12), 1),
     ]
 }

@@ -178,12 +178,12 @@ const PREFETCH_AHEAD: usize = 2;
 /// whole image further on: without this, the transform waited on memory
 /// at the start of every plane (`perf`: half of the AVX-512 transform's
 /// time on its loads).
-fn prefetch_rows(x: &[impl Copy], g: &ConvGeom, tiles: Tiles, rows: Range<usize>, c: usize) {
+fn prefetch_rows<T>(x: &[T], g: &ConvGeom, tiles: Tiles, rows: Range<usize>, c: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let plane_len = g.h * g.w;
-        let line = 64 / std::mem::size_of_val(&x[0]).max(1);
+        let line = 64 / std::mem::size_of::<T>().max(1);
         for r in rows {
             let (n, ty) = (r / tiles.th, r % tiles.th);
             let first = (4 * ty).saturating_sub(g.padding.0).min(g.h);
