@@ -187,32 +187,36 @@ pub fn supports(g: &ConvGeom) -> bool {
 /// packed directly), where it measured faster than im2col.
 pub fn applies(g: &ConvGeom) -> bool {
     let tiles = Tiles::of(g);
-    supports(g)
-        && g.c_in >= MIN_CHANNELS
-        && g.c_out >= MIN_CHANNELS
-        && tiles.rows * tiles.tw >= min_tiles()
+    supports(g) && g.c_in >= MIN_CHANNELS && g.c_out >= MIN_CHANNELS && tiles.count() >= min_tiles()
 }
 
 /// The grid of 2×2 output tiles. A "tile row" is one row of tiles of one
-/// image; tile rows are numbered `n·th + ty` across the batch.
+/// image; tile rows are numbered `n·th + ty` across the batch. Shared with
+/// the stride-2 algorithm (`winograd_stride2`), whose tiles are 2×2 too.
 #[derive(Clone, Copy)]
-struct Tiles {
+pub(super) struct Tiles {
     /// Tile rows per image, `⌈oh / 2⌉`.
-    th: usize,
+    pub(super) th: usize,
     /// Tiles per tile row, `⌈ow / 2⌉`.
-    tw: usize,
+    pub(super) tw: usize,
     /// Tile rows in the batch, `n · th`.
-    rows: usize,
+    pub(super) rows: usize,
 }
 
 impl Tiles {
-    fn of(g: &ConvGeom) -> Self {
+    /// The tiles of `g`'s output.
+    pub(super) fn of(g: &ConvGeom) -> Self {
         let th = g.oh.div_ceil(2);
         Tiles {
             th,
             tw: g.ow.div_ceil(2),
             rows: g.n * th,
         }
+    }
+
+    /// Tiles in the batch.
+    pub(super) fn count(&self) -> usize {
+        self.rows * self.tw
     }
 }
 

@@ -51,6 +51,7 @@ mod tests;
 mod transforms;
 
 use super::cpu::{parallel, shares_in_pieces, ConvGeom, SharedMut};
+use super::winograd::Tiles;
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
@@ -118,33 +119,6 @@ pub fn applies(g: &ConvGeom) -> bool {
         && g.c_out >= MIN_CHANNELS
         && g.oh * g.ow >= MIN_OUTPUT_PIXELS
         && Tiles::of(g).count() >= MIN_TILES
-}
-
-/// The grid of 2×2 output tiles; a tile row is one row of tiles of one
-/// image, numbered `n·th + ty` across the batch.
-#[derive(Clone, Copy)]
-struct Tiles {
-    /// Tile rows per image, `⌈oh / 2⌉`.
-    th: usize,
-    /// Tiles per tile row, `⌈ow / 2⌉`.
-    tw: usize,
-    /// Tile rows in the batch, `n · th`.
-    rows: usize,
-}
-
-impl Tiles {
-    fn of(g: &ConvGeom) -> Self {
-        let th = g.oh.div_ceil(2);
-        Tiles {
-            th,
-            tw: g.ow.div_ceil(2),
-            rows: g.n * th,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.rows * self.tw
-    }
 }
 
 /// Distance between the starts of a chunk's consecutive transformed
