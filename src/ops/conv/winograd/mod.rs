@@ -73,6 +73,7 @@ mod packed_weights;
 #[cfg(target_arch = "x86_64")]
 mod tile_math;
 mod transforms;
+mod weight_by_position;
 mod weights;
 
 use transforms::{transform_input, transform_output, transform_output_grad};
@@ -371,7 +372,8 @@ fn forward_with<T: Gemm>(
 /// [`forward_by_position`] may hold the whole batch (32 MiB of f32).
 const BY_POSITION_VALUES: usize = 1 << 23;
 
-/// True when the forward runs [`forward_by_position`]: on several threads,
+/// True when the forward runs [`forward_by_position`] (and the weight
+/// gradient `weight_by_position`): on several threads,
 /// for layers whose 16 transformed weight matrices outweigh the
 /// transformed tiles (`4·O·C ≥ tiles·(C + O)`: ResNet's 256- and
 /// 512-channel layers on 8×8 and 4×4 planes at batch 32), with the whole
@@ -466,6 +468,9 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Resul
     let (c_n, o_n) = (g.c_in, g.c_out);
     let tiles = Tiles::of(g);
     let chunks = chunk_rows(g, &tiles);
+    if by_position(g, &tiles) {
+        return weight_by_position::backward_weight_by_position(x, dy, g, &tiles, &chunks);
+    }
     let max_tb = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * tiles.tw;
     let du_len = POS * o_n * c_n;
     let add_chunk = |mut du: Vec<T>, rows: &Range<usize>| {

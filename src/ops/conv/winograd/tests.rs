@@ -523,3 +523,30 @@ fn chunks_give_every_thread_an_even_share_of_rows() {
         assert!(hi - lo <= 1, "{g:?} on {threads} threads: {rows:?}");
     }
 }
+
+/// Many channels on few tiles on two threads: the weight gradient splits
+/// by position (`weight_by_position`), matches im2col's, and gives the
+/// same bits on every call.
+#[test]
+fn weight_gradient_by_position_matches_im2col() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for g in [geom(8, 64, 64, 4, 4, 1), geom(6, 48, 80, 5, 3, 1)] {
+        assert!(pool.install(|| by_position(&g, &Tiles::of(&g))), "{g:?}");
+        let x = random(g.n * g.c_in * g.h * g.w, 11);
+        let dy = random(g.n * g.c_out * g.oh * g.ow, 12);
+        let want = conv2d_backward_weight_im2col(&x, &dy, &g).unwrap();
+        let got = pool.install(|| conv2d_backward_weight(&x, &dy, &g).unwrap());
+        let err = max_diff(&got, &want);
+        assert!(err < 1e-11, "{g:?}: max error {err}");
+        let again = pool.install(|| conv2d_backward_weight(&x, &dy, &g).unwrap());
+        assert_eq!(got, again, "{g:?}");
+        let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let got32 = pool.install(|| conv2d_backward_weight(&f32s(&x), &f32s(&dy), &g).unwrap());
+        let got32: Vec<f64> = got32.iter().map(|&v| v as f64).collect();
+        let err = max_diff(&got32, &want);
+        assert!(err < 1e-3, "{g:?}: f32 max error {err}");
+    }
+}
