@@ -457,8 +457,10 @@ fn forward_by_position<T: Gemm>(
 /// summed over images. Errors unless [`supports`], or when a buffer is
 /// shorter than the geometry needs.
 ///
-/// `dU` is summed over chunks by `sum_in_fixed_runs`, so the result is the
-/// same on every call.
+/// `dU` is summed over chunks by `sum_in_fixed_runs`, or, where
+/// `by_position` holds, position by position with the chunks in order
+/// (`weight_by_position`): either way the result is the same on every
+/// call.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     check_supported(g)?;
     let (x, dy) = g.weight_grad_operands(x, dy)?;

@@ -39,10 +39,13 @@
 //! vector row mix of the input transform.
 //!
 //! Only the forward pass runs here, on large planes with many channels
-//! ([`applies`]): ResNet-50's 128→128 layer at 56² and 256→256 at 28²
-//! (batch 32, one thread) took 0.88–0.90× the implicit GEMM's time with
-//! AVX-512 and with AVX2, and were level on two threads. The two
-//! gradients of these layers run as before (`plan::algorithm`).
+//! ([`applies`]): ResNet-50's 128→128 layer at 56² and 256→256 at 28² and
+//! ResNet-18's 128→256 at 28² (batch 32, one thread) took 0.83–0.88× the
+//! implicit GEMM's time with AVX-512 and 0.91–0.93× with AVX2 (one run set
+//! too noisy to tell), 0.96–0.98× on two threads. The two gradients of
+//! these layers run as before (`plan::algorithm`): a stride-2 Winograd
+//! weight gradient measured 0.91–0.97× on the large planes and 1.3–2.3×
+//! on the small ones.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -69,7 +72,7 @@ const POS: usize = 25;
 /// Fewest input and output channels for which [`applies`] chooses this
 /// path. ResNet-18's 64→128 layer at 56² was level with the implicit GEMM
 /// (one thread, `ferrite bench --conv-layers`), the 128- and 256-channel
-/// layers of ResNet-50 at 56² and 28² 10–12 % faster.
+/// layers of ResNet-50 at 56² and 28² 12–15 % faster.
 pub const MIN_CHANNELS: usize = 128;
 
 /// Fewest output pixels per image for which [`applies`] chooses this

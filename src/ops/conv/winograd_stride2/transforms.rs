@@ -388,3 +388,91 @@ fn transform_output_body<T: Float>(
         }
     }
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A chunk of ResNet-like geometry with odd sizes: 2 images of 11×9
+    /// (6×5 outputs, a tile row and column half outside), 20 channels in,
+    /// 7 out, padding 1.
+    fn chunk() -> (ConvGeom, Tiles, Range<usize>) {
+        let g = ConvGeom {
+            n: 2,
+            c_in: 20,
+            h: 11,
+            w: 9,
+            c_out: 7,
+            kh: 3,
+            kw: 3,
+            stride: (2, 2),
+            padding: (1, 1),
+            dilation: (1, 1),
+            groups: 1,
+            oh: 6,
+            ow: 5,
+        };
+        let tiles = Tiles::of(&g);
+        (g, tiles, 1..tiles.rows)
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    #[test]
+    fn every_compiled_variant_gives_the_portable_bits() {
+        let (g, tiles, rows) = chunk();
+        let tb = rows.len() * tiles.tw;
+        let x = random(g.n * g.c_in * g.h * g.w, 1);
+        let input = |variant: usize| {
+            let mut v = vec![f32::NAN; POS * matrix_stride(g.c_in, tb)];
+            let mut tmp = vec![0.0; scratch_len(tb)];
+            let r = rows.clone();
+            match variant {
+                0 => transform_input_with(&x, &g, tiles, r, &mut v, &mut tmp, mix_row),
+                // SAFETY (both): run only where the CPU has the set.
+                1 => unsafe { transform_input_avx2(&x, &g, tiles, r, &mut v, &mut tmp) },
+                _ => unsafe { transform_input_avx512(&x, &g, tiles, r, &mut v, &mut tmp) },
+            }
+            v
+        };
+        let m = random(POS * matrix_stride(g.c_out, tb), 2);
+        let bias = random(g.c_out, 3);
+        let output = |variant: usize| {
+            let len = g.n * g.c_out * g.oh * g.ow;
+            let mut out = vec![MaybeUninit::new(f32::NAN); len];
+            let mut tmp = vec![0.0; scratch_len(tb)];
+            let ptr = SharedMut(out.as_mut_ptr());
+            let (b, r) = (Some(&bias[..]), rows.clone());
+            match variant {
+                0 => transform_output_body(&m, b, &g, tiles, r, ptr, &mut tmp),
+                // SAFETY (both): run only where the CPU has the set.
+                1 => unsafe { transform_output_avx2(&m, b, &g, tiles, r, ptr, &mut tmp) },
+                _ => unsafe { transform_output_avx512(&m, b, &g, tiles, r, ptr, &mut tmp) },
+            }
+            // SAFETY: every element was initialised (NaN or written).
+            out.iter()
+                .map(|v| unsafe { v.assume_init() }.to_bits())
+                .collect::<Vec<u32>>()
+        };
+        let bits = |v: Vec<f32>| v.iter().map(|a| a.to_bits()).collect::<Vec<u32>>();
+        let (want_in, want_out) = (bits(input(0)), output(0));
+        let written = want_out
+            .iter()
+            .filter(|&&b| !f32::from_bits(b).is_nan())
+            .count();
+        assert_eq!(
+            written,
+            g.c_out * g.n * g.oh * g.ow - g.c_out * 2 * g.ow,
+            "tile rows 1.. only"
+        );
+        let sets = [(1, VectorIsa::Avx2), (2, VectorIsa::Avx512)];
+        for (variant, isa) in sets.into_iter().filter(|(_, isa)| isa.cpu_has()) {
+            assert_eq!(bits(input(variant)), want_in, "{isa:?} input transform");
+            assert_eq!(output(variant), want_out, "{isa:?} output transform");
+        }
+    }
+}
