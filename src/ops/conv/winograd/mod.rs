@@ -368,6 +368,36 @@ fn forward_with<T: Gemm>(
     Ok(out)
 }
 
+/// Runs `f(vs, ms)` on this thread's scratch, cut into each part's
+/// transformed input matrices (`vs[p]`: 16 of `C × tb`) and product or
+/// output-gradient matrices (`ms[p]`: 16 of `O × tb`), laid out as
+/// [`matrix_stride`] says: the whole batch's transforms at once, for the
+/// computations split by position.
+fn with_part_matrices<T: Gemm, R>(
+    (c_n, o_n): (usize, usize),
+    tiles: &Tiles,
+    parts: &[Range<usize>],
+    f: impl FnOnce(Vec<&mut [T]>, Vec<&mut [T]>) -> R,
+) -> R {
+    let tb = |rows: &Range<usize>| rows.len() * tiles.tw;
+    let v_len = |rows: &Range<usize>| matrices_len(c_n, tb(rows));
+    let m_len = |rows: &Range<usize>| matrices_len(o_n, tb(rows));
+    let all_v: usize = parts.iter().map(v_len).sum();
+    let all_m: usize = parts.iter().map(m_len).sum();
+    with_scratch(all_v + all_m, |scratch: &mut [T]| {
+        let (mut v_rest, mut m_rest) = scratch.split_at_mut(all_v);
+        let (mut vs, mut ms) = (Vec::new(), Vec::new());
+        for rows in parts {
+            let (v, tail) = std::mem::take(&mut v_rest).split_at_mut(v_len(rows));
+            let (m, m_tail) = std::mem::take(&mut m_rest).split_at_mut(m_len(rows));
+            (v_rest, m_rest) = (tail, m_tail);
+            vs.push(v);
+            ms.push(m);
+        }
+        f(vs, ms)
+    })
+}
+
 /// Transformed values (inputs and products of every tile) up to which
 /// [`forward_by_position`] may hold the whole batch (32 MiB of f32).
 const BY_POSITION_VALUES: usize = 1 << 23;
@@ -411,20 +441,7 @@ fn forward_by_position<T: Gemm>(
         .map(|r| r..(r + per).min(tiles.rows))
         .collect();
     let tb = |rows: &Range<usize>| rows.len() * tiles.tw;
-    let v_len = |rows: &Range<usize>| matrices_len(c_n, tb(rows));
-    let m_len = |rows: &Range<usize>| matrices_len(o_n, tb(rows));
-    let all_v: usize = parts.iter().map(v_len).sum();
-    let all_m: usize = parts.iter().map(m_len).sum();
-    with_scratch(all_v + all_m, |scratch: &mut [T]| {
-        let (mut v_rest, mut m_rest) = scratch.split_at_mut(all_v);
-        let (mut vs, mut ms) = (Vec::new(), Vec::new());
-        for rows in &parts {
-            let (v, tail) = std::mem::take(&mut v_rest).split_at_mut(v_len(rows));
-            let (m, m_tail) = std::mem::take(&mut m_rest).split_at_mut(m_len(rows));
-            (v_rest, m_rest) = (tail, m_tail);
-            vs.push(v);
-            ms.push(m);
-        }
+    with_part_matrices((c_n, o_n), tiles, &parts, |mut vs, mut ms| {
         parts
             .par_iter()
             .zip(vs.par_iter_mut())

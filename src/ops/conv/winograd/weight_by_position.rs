@@ -15,9 +15,8 @@
 
 use super::transforms::{transform_input, transform_output_grad};
 use super::weights::untransform_weights;
-use super::{matrices_len, matrix_stride, Tiles, POS};
+use super::{matrix_stride, with_part_matrices, Tiles, POS};
 use crate::backend::cpu::pool::{recycle, take_zeroed};
-use crate::backend::cpu::scratch::with_scratch;
 use crate::error::Result;
 use crate::ops::conv::cpu::ConvGeom;
 use crate::ops::matmul::cpu::{gemm_serial, Gemm, MatRef};
@@ -36,21 +35,8 @@ pub(super) fn backward_weight_by_position<T: Gemm>(
 ) -> Result<Vec<T>> {
     let (c_n, o_n) = (g.c_in, g.c_out);
     let tb = |rows: &Range<usize>| rows.len() * tiles.tw;
-    let v_len = |rows: &Range<usize>| matrices_len(c_n, tb(rows));
-    let m_len = |rows: &Range<usize>| matrices_len(o_n, tb(rows));
-    let all_v: usize = chunks.iter().map(v_len).sum();
-    let all_m: usize = chunks.iter().map(m_len).sum();
     let mut du = take_zeroed::<T>(POS * o_n * c_n)?;
-    with_scratch(all_v + all_m, |scratch: &mut [T]| {
-        let (mut v_rest, mut m_rest) = scratch.split_at_mut(all_v);
-        let (mut vs, mut ms) = (Vec::new(), Vec::new());
-        for rows in chunks {
-            let (v, tail) = std::mem::take(&mut v_rest).split_at_mut(v_len(rows));
-            let (m, m_tail) = std::mem::take(&mut m_rest).split_at_mut(m_len(rows));
-            (v_rest, m_rest) = (tail, m_tail);
-            vs.push(v);
-            ms.push(m);
-        }
+    with_part_matrices((c_n, o_n), tiles, chunks, |mut vs, mut ms| {
         chunks
             .par_iter()
             .zip(vs.par_iter_mut())
