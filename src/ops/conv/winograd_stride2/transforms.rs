@@ -24,9 +24,17 @@ fn sub_into<T: Float>(dst: &mut [T], a: &[T], b: &[T]) {
     }
 }
 
+/// `dst[i] = a[i] + b[i] + c[i]`.
+#[inline(always)]
+fn sum3_into<T: Float>(dst: &mut [T], a: &[T], b: &[T], c: &[T]) {
+    for (((d, &x), &y), &z) in dst.iter_mut().zip(a).zip(b).zip(c) {
+        *d = x + y + z;
+    }
+}
+
 /// `dst[i] = a[i] + b[i] + c[i] + bias`.
 #[inline(always)]
-fn sum3_into<T: Float>(dst: &mut [T], a: &[T], b: &[T], c: &[T], bias: T) {
+fn sum3_plus_into<T: Float>(dst: &mut [T], a: &[T], b: &[T], c: &[T], bias: T) {
     for (((d, &x), &y), &z) in dst.iter_mut().zip(a).zip(b).zip(c) {
         *d = x + y + z + bias;
     }
@@ -339,21 +347,15 @@ fn transform_output_body<T: Float>(
             let m_e = |e: usize| &m[e * stride + o * tb..][..tb];
             // Aᵀ M: s[a][j] = rows {0, 1, 3} (a = 0) or {1, 2, 4} (a = 1).
             for j in 0..5 {
-                sum3_into(
-                    &mut s[j * tb..][..tb],
-                    m_e(j),
-                    m_e(5 + j),
-                    m_e(15 + j),
-                    T::ZERO,
-                );
+                sum3_into(&mut s[j * tb..][..tb], m_e(j), m_e(5 + j), m_e(15 + j));
                 let dst = &mut s[(5 + j) * tb..][..tb];
-                sum3_into(dst, m_e(5 + j), m_e(10 + j), m_e(20 + j), T::ZERO);
+                sum3_into(dst, m_e(5 + j), m_e(10 + j), m_e(20 + j));
             }
             // (Aᵀ M) A, plus the bias: y[2a + b].
             for a in 0..2 {
                 let sj = |j: usize| &s[(5 * a + j) * tb..][..tb];
-                sum3_into(&mut y[2 * a * tb..][..tb], sj(0), sj(1), sj(3), bias_o);
-                sum3_into(
+                sum3_plus_into(&mut y[2 * a * tb..][..tb], sj(0), sj(1), sj(3), bias_o);
+                sum3_plus_into(
                     &mut y[(2 * a + 1) * tb..][..tb],
                     sj(1),
                     sj(2),
