@@ -4,7 +4,8 @@
 //! shorter than a vector, exactly a vector and one past it, kernel heights
 //! 1, 3 and 5 (also taller than the input), rows narrower than the
 //! kernel, groups (with padding, and depthwise), output-channel counts
-//! that leave blocks of 4, 2 and 1, and batches large enough to run in
+//! that leave remainders of 4, 2 and 1 after the register blocks (8 on
+//! AVX-512, 3 on AVX2), and batches large enough to run in
 //! parallel; and layers with no channels.
 
 use super::*;
