@@ -10,7 +10,8 @@
 //! transformed values are loaded and stored 8 tiles at a time; the pixels
 //! a tile reads or writes are gathered, or written one by one, at offsets
 //! worked out once per chunk ([`Groups`]): they depend on the tile, not on
-//! the channel.
+//! the channel. Where tile rows are a multiple of 8 tiles long, the input
+//! transform loads rows instead of gathering ([`RowLoads`]).
 
 use super::tile_math::x256::{input_tile, output_grad_tile, output_tile};
 use super::{matrices_len, matrix_stride, SharedMut, Tiles};
@@ -129,6 +130,124 @@ unsafe fn store(at: *mut f32, n: usize, v: __m256) {
     }
 }
 
+/// Where each group of 8 tiles lies in one tile row (tile rows a
+/// multiple of 8 tiles long: outputs 16, 32, … wide), the input transform
+/// reads a row of a group's patches with four loads instead of four
+/// gathers: pixel `j` of 8 tiles side by side is every other value from
+/// column `2·tx0 + j − pw` on, so two loads 8 values apart give pixels 0
+/// and 1 (even and odd lanes) and two more, 2 values on, pixels 2 and 3.
+/// Lanes outside the row are masked (read as 0). The gathers cost as
+/// much as the GEMMs of a 32-channel layer at 16² (`perf`, one thread,
+/// AMD EPYC); with row loads its three passes took 0.89–0.97 of their
+/// time, the 64-channel layer at 32² 0.81–0.92 (alternating runs, 12
+/// rounds).
+struct RowLoads {
+    /// Per group position in a tile row (`tx0 / 8`): the masks of the
+    /// loads at offsets 0, 8, 2 and 10, and whether all four are full.
+    masks: Vec<([__m256i; 4], bool)>,
+    tiles: Tiles,
+    first_row: usize,
+    w: usize,
+    h: usize,
+    image_len: usize,
+    pad: (usize, usize),
+}
+
+impl RowLoads {
+    /// The row loads of tile rows `rows`, or `None` where a group of 8
+    /// tiles would span two tile rows.
+    #[target_feature(enable = "avx2")]
+    fn new(g: &ConvGeom, tiles: &Tiles, rows: &Range<usize>) -> Option<Self> {
+        if !tiles.tw.is_multiple_of(LANES) {
+            return None;
+        }
+        let masks = (0..tiles.tw / LANES)
+            .map(|gx| {
+                let first = (2 * gx * LANES) as isize - g.padding.1 as isize;
+                let bits = |at: isize| {
+                    (0..LANES as isize)
+                        .filter(|l| (0..g.w as isize).contains(&(first + at + l)))
+                        .fold(0u32, |m, l| m | 1 << l)
+                };
+                let b = [bits(0), bits(8), bits(2), bits(10)];
+                (b.map(|bits| lane_mask(bits)), b == [0xff; 4])
+            })
+            .collect();
+        Some(RowLoads {
+            masks,
+            tiles: *tiles,
+            first_row: rows.start,
+            w: g.w,
+            h: g.h,
+            image_len: g.image_len(),
+            pad: g.padding,
+        })
+    }
+
+    /// Pixels `(k, 0..4)` of the 8 tiles from the chunk's tile `t0` on
+    /// (one tile row), in channel 0's `plane` moved to the channel: zeros
+    /// where the input row or a column lies in the padding.
+    ///
+    /// # Safety
+    /// AVX2; the tiles' image lies inside the buffer `plane` points into.
+    #[target_feature(enable = "avx2")]
+    unsafe fn pixels(&self, plane: *const f32, t0: usize, k: usize) -> [__m256; 4] {
+        let tw = self.tiles.tw;
+        let r = self.first_row + t0 / tw;
+        let (n, ty, tx0) = (r / self.tiles.th, r % self.tiles.th, t0 % tw);
+        let iy = (2 * ty + k).wrapping_sub(self.pad.0);
+        if iy >= self.h {
+            return [_mm256_setzero_ps(); 4];
+        }
+        let (masks, full) = &self.masks[tx0 / LANES];
+        let at = plane
+            .wrapping_add(n * self.image_len + iy * self.w + 2 * tx0)
+            .wrapping_sub(self.pad.1);
+        // Safety: the lanes read (all of them when `full`) lie inside
+        // input row iy of the tiles' image.
+        let [a, b, a2, b2] = unsafe {
+            if *full {
+                [0, 8, 2, 10].map(|o| _mm256_loadu_ps(at.add(o)))
+            } else {
+                let load = |o: usize, m: __m256i| _mm256_maskload_ps(at.wrapping_add(o), m);
+                [
+                    load(0, masks[0]),
+                    load(8, masks[1]),
+                    load(2, masks[2]),
+                    load(10, masks[3]),
+                ]
+            }
+        };
+        [evens(a, b), odds(a, b), evens(a2, b2), odds(a2, b2)]
+    }
+}
+
+/// Lanes 0, 2, 4, … of `a` then of `b`.
+#[target_feature(enable = "avx2")]
+fn evens(a: __m256, b: __m256) -> __m256 {
+    let mixed = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+        mixed,
+    )))
+}
+
+/// Lanes 1, 3, 5, … of `a` then of `b`.
+#[target_feature(enable = "avx2")]
+fn odds(a: __m256, b: __m256) -> __m256 {
+    let mixed = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+        mixed,
+    )))
+}
+
+/// A lane bit mask as AVX2's lane mask (all ones in the lanes set).
+#[target_feature(enable = "avx2")]
+fn lane_mask(bits: u32) -> __m256i {
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), lane_bits);
+    _mm256_cmpeq_epi32(set, lane_bits)
+}
+
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
 /// into `v[e·stride + c·tb + t]` as the portable transform lays it out.
 ///
@@ -148,15 +267,20 @@ pub(super) unsafe fn transform_input(
     let groups = Groups::<16>::new(tiles, &rows, 4, (g.h, g.w), g.padding, g.image_len());
     assert!(x.len() >= g.n * g.image_len() && v.len() >= matrices_len(c_n, tb));
     let vp = v.as_mut_ptr();
+    let rows_of = RowLoads::new(g, tiles, &rows);
     for c in 0..c_n {
         let plane = x.as_ptr().wrapping_add(c * g.h * g.w);
         for (gi, t0) in (0..tb).step_by(LANES).enumerate() {
             // d[k][j]: pixel (k, j) of each tile's patch, 0 in the padding.
             // Safety: lanes inside the plane read inside the image of
-            // channel c (offsets from `Groups`, inside x.len()).
-            let d: [[__m256; 4]; 4] = std::array::from_fn(|k| {
-                std::array::from_fn(|j| unsafe { groups.gather(plane, gi, 4 * k + j) })
-            });
+            // channel c (offsets from `Groups`, or rows and masks from
+            // `RowLoads`, inside x.len()).
+            let d: [[__m256; 4]; 4] = match &rows_of {
+                Some(r) => std::array::from_fn(|k| unsafe { r.pixels(plane, t0, k) }),
+                None => std::array::from_fn(|k| {
+                    std::array::from_fn(|j| unsafe { groups.gather(plane, gi, 4 * k + j) })
+                }),
+            };
             for (e, val) in input_tile(d).into_iter().enumerate() {
                 // Safety: tiles t0 .. t0 + n of matrix e, channel c.
                 unsafe { store(vp.add(e * stride + c * tb + t0), tb - t0, val) };

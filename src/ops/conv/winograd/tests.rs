@@ -228,6 +228,9 @@ fn transform_shapes() -> Vec<ConvGeom> {
         (6, 32),
         (9, 33),
         (2, 40),
+        // Tile rows of 8 and 16 tiles (row loads) with padding 2.
+        (4, 14),
+        (5, 30),
     ] {
         for pad in 0..3 {
             if h + 2 * pad >= 3 && w + 2 * pad >= 3 {
