@@ -16,8 +16,9 @@
 //! straight from the NCHW planes, and a block of output channels × three
 //! taps of lane-wise sums is updated with one fused multiply-add each
 //! (AVX-512: 8 channels × 3 taps = 24 zmm accumulators, 11 loads per 24
-//! multiply-adds; AVX2: 3 × 3 in ymm, 6 loads per 9). Each sum keeps its `L` lanes
-//! apart in a buffer until every image is done; the lanes are added last.
+//! multiply-adds; AVX2: 3 × 3 in ymm, 6 loads per 9). Each sum keeps its
+//! `L` lanes apart in a buffer until every image is done; the lanes are
+//! added last.
 //!
 //! Measured (batch 32, one thread, Intel Xeon; `benches/RESULTS.md`,
 //! sixth round): the weight gradients of 3→16 and 16→16 at 32×32 and of

@@ -274,13 +274,13 @@ unsafe fn pack_runs_avx2<const W: usize>(
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             );
             for (q, step) in transpose8(rows).into_iter().enumerate() {
-                let at = panel.add((p0 + q) * W + i0);
                 // Safety: values i0..i0 + width of step p0 + q of the panel.
                 // Plain stores where whole vectors or halves fit: AMD's
                 // cores run AVX2's masked store as a slow microcode
                 // sequence (it took 30 % of a CIFAR stride-2 weight
                 // gradient's time on an EPYC).
                 unsafe {
+                    let at = panel.add((p0 + q) * W + i0);
                     match width {
                         8 => _mm256_storeu_ps(at, step),
                         4 => _mm_storeu_ps(at, _mm256_castps256_ps128(step)),
