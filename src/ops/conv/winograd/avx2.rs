@@ -312,6 +312,9 @@ pub(super) unsafe fn transform_output(
     let groups = Groups::<4>::new(tiles, &rows, 2, (g.oh, g.ow), (0, 0), g.out_image_len());
     assert!(m.len() >= matrices_len(o_n, tb));
     let mp = m.as_ptr();
+    // Groups of 8 tiles in one tile row write 16 columns of two output
+    // rows with vector stores instead of 32 scalar ones.
+    let rows_out = tiles.tw.is_multiple_of(LANES);
     for o in 0..o_n {
         let bias_o = _mm256_set1_ps(bias.map_or(0.0, |b| b[o]));
         let plane = out.0.wrapping_add(o * g.oh * g.ow).cast::<f32>();
@@ -322,6 +325,12 @@ pub(super) unsafe fn transform_output(
                 _mm256_maskload_ps(mp.add(e * stride + o * tb + t0), lanes)
             });
             let y = output_tile(&m_e, bias_o);
+            if rows_out {
+                // Safety: output rows of these tiles' image, channel o,
+                // which only this task writes.
+                unsafe { store_rows(plane, g, tiles, rows.start, t0, &y) };
+                continue;
+            }
             for (p, value) in y.iter().flatten().enumerate() {
                 let mut v = [0f32; LANES];
                 // Safety: 8 f32.
@@ -335,6 +344,47 @@ pub(super) unsafe fn transform_output(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Writes the outputs `y[a][b]` of the 8 tiles from the chunk's tile `t0`
+/// on (one tile row: [`transform_output`] where tile rows are a multiple
+/// of 8 tiles): output row `2·ty + a` (when inside the output) gets
+/// `y[a][0]` and `y[a][1]` interleaved at columns `2·tx0 ..`, up to the
+/// output's width.
+///
+/// # Safety
+/// AVX2; `plane` is channel 0's output plane moved to the channel, and
+/// no other thread writes these rows.
+#[target_feature(enable = "avx2")]
+unsafe fn store_rows(
+    plane: *mut f32,
+    g: &ConvGeom,
+    tiles: &Tiles,
+    first_row: usize,
+    t0: usize,
+    y: &[[__m256; 2]; 2],
+) {
+    let r = first_row + t0 / tiles.tw;
+    let (n, ty, tx0) = (r / tiles.th, r % tiles.th, t0 % tiles.tw);
+    let cols = g.ow.saturating_sub(2 * tx0).min(2 * LANES);
+    for (a, [y0, y1]) in y.iter().enumerate() {
+        let oy = 2 * ty + a;
+        if oy >= g.oh {
+            break;
+        }
+        let (lo, hi) = (_mm256_unpacklo_ps(*y0, *y1), _mm256_unpackhi_ps(*y0, *y1));
+        let halves = [
+            _mm256_permute2f128_ps::<0x20>(lo, hi),
+            _mm256_permute2f128_ps::<0x31>(lo, hi),
+        ];
+        let at = plane.wrapping_add(n * g.out_image_len() + oy * g.ow + 2 * tx0);
+        for (h, v) in halves.into_iter().enumerate() {
+            let count = cols.saturating_sub(LANES * h).min(LANES);
+            // Safety: columns 2·tx0 + 8h .. + count of row oy lie inside
+            // the output.
+            unsafe { store(at.wrapping_add(LANES * h), count, v) };
         }
     }
 }
