@@ -11,7 +11,8 @@
 //! a tile reads or writes are gathered, or written one by one, at offsets
 //! worked out once per chunk ([`Groups`]): they depend on the tile, not on
 //! the channel. Where tile rows are a multiple of 8 tiles long, the input
-//! transform loads rows instead of gathering ([`RowLoads`]).
+//! transform loads rows instead of gathering ([`RowLoads`]) and the output
+//! transform stores rows instead of single values ([`store_rows`]).
 
 use super::tile_math::x256::{input_tile, output_grad_tile, output_tile};
 use super::{matrices_len, matrix_stride, SharedMut, Tiles};
