@@ -113,3 +113,38 @@ pub fn detect() -> VectorIsa {
         .find(|isa| isa.is_available())
         .unwrap_or(VectorIsa::Baseline)
 }
+
+/// AVX2 helpers shared by the hand-vectorised kernels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// A lane bit mask (bit `l` for lane `l`, bits above 7 ignored) as
+    /// AVX2's lane mask: all ones in the lanes set, for masked loads and
+    /// stores.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn lane_mask(bits: u32) -> __m256i {
+        let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let set = _mm256_and_si256(_mm256_set1_epi32((bits & 0xff) as i32), lane_bits);
+        _mm256_cmpeq_epi32(set, lane_bits)
+    }
+
+    /// Lanes 0, 2, 4, … of `a` then of `b`: the even values of the 16
+    /// values `(a, b)`, in order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn even_lanes(a: __m256, b: __m256) -> __m256 {
+        let pairs = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(pairs))
+    }
+
+    /// Lanes 1, 3, 5, … of `a` then of `b`: the odd values of the 16
+    /// values `(a, b)`, in order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn odd_lanes(a: __m256, b: __m256) -> __m256 {
+        let pairs = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(a, b));
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(pairs))
+    }
+}

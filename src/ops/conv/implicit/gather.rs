@@ -24,6 +24,7 @@
 //! a store per segment.
 
 use super::super::geom::ConvGeom;
+use crate::backend::cpu::simd::avx2::{even_lanes, lane_mask};
 use crate::ops::matmul::sgemm::Kernel;
 use std::arch::x86_64::*;
 
@@ -450,17 +451,7 @@ impl RunPlan {
         stride: usize,
     ) {
         let parts = self.parts::<P>();
-        let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        // Lanes whose bit is set in the low 8 bits of `bits`.
-        let mask = |bits: u32| {
-            let sel = _mm256_and_si256(_mm256_set1_epi32((bits & 0xff) as i32), bit);
-            _mm256_cmpeq_epi32(sel, bit)
-        };
-        // The even lanes of the 16 values (a, b), in order.
-        let even = |a: __m256, b: __m256| {
-            let pairs = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(pairs))
-        };
+        let (mask, even) = (lane_mask, even_lanes);
         self.for_each_row(k0, rows, |r, channel, loads| {
             let channel = x.wrapping_add(channel);
             let out = dst.wrapping_add(r * stride);

@@ -16,6 +16,7 @@
 
 use super::tile_math::x256::{input_tile, output_grad_tile, output_tile};
 use super::{matrices_len, matrix_stride, SharedMut, Tiles};
+use crate::backend::cpu::simd::avx2::{even_lanes, lane_mask, odd_lanes};
 use crate::ops::conv::geom::ConvGeom;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -66,8 +67,7 @@ impl<const P: usize> Groups<P> {
         let mut offsets = vec![[[0i32; LANES]; P]; groups];
         let mut inside = vec![[[0i32; LANES]; P]; groups];
         for t in 0..tb {
-            let r = rows.start + t / tiles.tw;
-            let (n, ty, tx) = (r / tiles.th, r % tiles.th, t % tiles.tw);
+            let (n, ty, tx) = tiles.position(rows.start, t);
             for p in 0..P {
                 let (k, j) = (p / cols, p % cols);
                 let iy = (2 * ty + k).wrapping_sub(pad.0);
@@ -193,9 +193,7 @@ impl RowLoads {
     /// AVX2; the tiles' image lies inside the buffer `plane` points into.
     #[target_feature(enable = "avx2")]
     unsafe fn pixels(&self, plane: *const f32, t0: usize, k: usize) -> [__m256; 4] {
-        let tw = self.tiles.tw;
-        let r = self.first_row + t0 / tw;
-        let (n, ty, tx0) = (r / self.tiles.th, r % self.tiles.th, t0 % tw);
+        let (n, ty, tx0) = self.tiles.position(self.first_row, t0);
         let iy = (2 * ty + k).wrapping_sub(self.pad.0);
         if iy >= self.h {
             return [_mm256_setzero_ps(); 4];
@@ -219,34 +217,13 @@ impl RowLoads {
                 ]
             }
         };
-        [evens(a, b), odds(a, b), evens(a2, b2), odds(a2, b2)]
+        [
+            even_lanes(a, b),
+            odd_lanes(a, b),
+            even_lanes(a2, b2),
+            odd_lanes(a2, b2),
+        ]
     }
-}
-
-/// Lanes 0, 2, 4, … of `a` then of `b`.
-#[target_feature(enable = "avx2")]
-fn evens(a: __m256, b: __m256) -> __m256 {
-    let mixed = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
-        mixed,
-    )))
-}
-
-/// Lanes 1, 3, 5, … of `a` then of `b`.
-#[target_feature(enable = "avx2")]
-fn odds(a: __m256, b: __m256) -> __m256 {
-    let mixed = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
-        mixed,
-    )))
-}
-
-/// A lane bit mask as AVX2's lane mask (all ones in the lanes set).
-#[target_feature(enable = "avx2")]
-fn lane_mask(bits: u32) -> __m256i {
-    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), lane_bits);
-    _mm256_cmpeq_epi32(set, lane_bits)
 }
 
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
@@ -367,8 +344,7 @@ unsafe fn store_rows(
     t0: usize,
     y: &[[__m256; 2]; 2],
 ) {
-    let r = first_row + t0 / tiles.tw;
-    let (n, ty, tx0) = (r / tiles.th, r % tiles.th, t0 % tiles.tw);
+    let (n, ty, tx0) = tiles.position(first_row, t0);
     let cols = g.ow.saturating_sub(2 * tx0).min(2 * LANES);
     for (a, [y0, y1]) in y.iter().enumerate() {
         let oy = 2 * ty + a;

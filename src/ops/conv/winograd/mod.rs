@@ -219,6 +219,14 @@ impl Tiles {
     pub(super) fn count(&self) -> usize {
         self.rows * self.tw
     }
+
+    /// Image, tile row in it and tile column of tile `t` of a chunk whose
+    /// first tile row is `first_row` (tiles numbered `ri·tw + tx` across
+    /// the chunk's rows).
+    pub(super) fn position(&self, first_row: usize, t: usize) -> (usize, usize, usize) {
+        let r = first_row + t / self.tw;
+        (r / self.th, r % self.th, t % self.tw)
+    }
 }
 
 /// Cuts the tile rows into chunks: the rows split evenly into one share
