@@ -146,8 +146,8 @@ struct RowLoads {
     /// Per group position in a tile row (`tx0 / 8`): the masks of the
     /// loads at offsets 0, 8, 2 and 10, and whether all four are full.
     masks: Vec<([__m256i; 4], bool)>,
-    tiles: Tiles,
-    first_row: usize,
+    /// Per group of the chunk: its image, tile row and first tile column.
+    groups: Vec<(usize, usize, usize)>,
     w: usize,
     h: usize,
     image_len: usize,
@@ -176,8 +176,7 @@ impl RowLoads {
             .collect();
         Some(RowLoads {
             masks,
-            tiles: *tiles,
-            first_row: rows.start,
+            groups: group_positions(tiles, rows),
             w: g.w,
             h: g.h,
             image_len: g.image_len(),
@@ -185,15 +184,15 @@ impl RowLoads {
         })
     }
 
-    /// Pixels `(k, 0..4)` of the 8 tiles from the chunk's tile `t0` on
-    /// (one tile row), in channel 0's `plane` moved to the channel: zeros
-    /// where the input row or a column lies in the padding.
+    /// Pixels `(k, 0..4)` of the chunk's group `gi` of 8 tiles (one tile
+    /// row), in channel 0's `plane` moved to the channel: zeros where the
+    /// input row or a column lies in the padding.
     ///
     /// # Safety
     /// AVX2; the tiles' image lies inside the buffer `plane` points into.
     #[target_feature(enable = "avx2")]
-    unsafe fn pixels(&self, plane: *const f32, t0: usize, k: usize) -> [__m256; 4] {
-        let (n, ty, tx0) = self.tiles.position(self.first_row, t0);
+    unsafe fn pixels(&self, plane: *const f32, gi: usize, k: usize) -> [__m256; 4] {
+        let (n, ty, tx0) = self.groups[gi];
         let iy = (2 * ty + k).wrapping_sub(self.pad.0);
         if iy >= self.h {
             return [_mm256_setzero_ps(); 4];
@@ -226,6 +225,28 @@ impl RowLoads {
     }
 }
 
+/// Image, tile row and first tile column of each group of 8 tiles of the
+/// chunk of tile rows `rows` (worked out once per chunk, not per channel).
+fn group_positions(tiles: &Tiles, rows: &Range<usize>) -> Vec<(usize, usize, usize)> {
+    (0..rows.len() * tiles.tw)
+        .step_by(LANES)
+        .map(|t0| tiles.position(rows.start, t0))
+        .collect()
+}
+
+/// Where the input transform reads its pixels: rows, or gathers.
+enum PixelSource {
+    Rows(RowLoads),
+    Gathers(Groups<16>),
+}
+
+/// Where the output transform writes its pixels: rows of 8 tiles (their
+/// [`group_positions`]), or value by value.
+enum PixelSink {
+    Rows(Vec<(usize, usize, usize)>),
+    Scatter(Groups<4>),
+}
+
 /// `V = Bᵀ d B` for the tiles of tile rows `rows`, every input channel,
 /// into `v[e·stride + c·tb + t]` as the portable transform lays it out.
 ///
@@ -242,10 +263,19 @@ pub(super) unsafe fn transform_input(
 ) {
     let (c_n, tb) = (g.c_in, rows.len() * tiles.tw);
     let stride = matrix_stride(c_n, tb);
-    let groups = Groups::<16>::new(tiles, &rows, 4, (g.h, g.w), g.padding, g.image_len());
     assert!(x.len() >= g.n * g.image_len() && v.len() >= matrices_len(c_n, tb));
     let vp = v.as_mut_ptr();
-    let rows_of = RowLoads::new(g, tiles, &rows);
+    let source = match RowLoads::new(g, tiles, &rows) {
+        Some(r) => PixelSource::Rows(r),
+        None => PixelSource::Gathers(Groups::new(
+            tiles,
+            &rows,
+            4,
+            (g.h, g.w),
+            g.padding,
+            g.image_len(),
+        )),
+    };
     for c in 0..c_n {
         let plane = x.as_ptr().wrapping_add(c * g.h * g.w);
         for (gi, t0) in (0..tb).step_by(LANES).enumerate() {
@@ -253,9 +283,9 @@ pub(super) unsafe fn transform_input(
             // Safety: lanes inside the plane read inside the image of
             // channel c (offsets from `Groups`, or rows and masks from
             // `RowLoads`, inside x.len()).
-            let d: [[__m256; 4]; 4] = match &rows_of {
-                Some(r) => std::array::from_fn(|k| unsafe { r.pixels(plane, t0, k) }),
-                None => std::array::from_fn(|k| {
+            let d: [[__m256; 4]; 4] = match &source {
+                PixelSource::Rows(r) => std::array::from_fn(|k| unsafe { r.pixels(plane, gi, k) }),
+                PixelSource::Gathers(groups) => std::array::from_fn(|k| {
                     std::array::from_fn(|j| unsafe { groups.gather(plane, gi, 4 * k + j) })
                 }),
             };
@@ -287,12 +317,22 @@ pub(super) unsafe fn transform_output(
 ) {
     let (o_n, tb) = (g.c_out, rows.len() * tiles.tw);
     let stride = matrix_stride(o_n, tb);
-    let groups = Groups::<4>::new(tiles, &rows, 2, (g.oh, g.ow), (0, 0), g.out_image_len());
     assert!(m.len() >= matrices_len(o_n, tb));
     let mp = m.as_ptr();
     // Groups of 8 tiles in one tile row write 16 columns of two output
     // rows with vector stores instead of 32 scalar ones.
-    let rows_out = tiles.tw.is_multiple_of(LANES);
+    let sink = if tiles.tw.is_multiple_of(LANES) {
+        PixelSink::Rows(group_positions(tiles, &rows))
+    } else {
+        PixelSink::Scatter(Groups::new(
+            tiles,
+            &rows,
+            2,
+            (g.oh, g.ow),
+            (0, 0),
+            g.out_image_len(),
+        ))
+    };
     for o in 0..o_n {
         let bias_o = _mm256_set1_ps(bias.map_or(0.0, |b| b[o]));
         let plane = out.0.wrapping_add(o * g.oh * g.ow).cast::<f32>();
@@ -303,12 +343,15 @@ pub(super) unsafe fn transform_output(
                 _mm256_maskload_ps(mp.add(e * stride + o * tb + t0), lanes)
             });
             let y = output_tile(&m_e, bias_o);
-            if rows_out {
-                // Safety: output rows of these tiles' image, channel o,
-                // which only this task writes.
-                unsafe { store_rows(plane, g, tiles, rows.start, t0, &y) };
-                continue;
-            }
+            let groups = match &sink {
+                PixelSink::Rows(positions) => {
+                    // Safety: output rows of these tiles' image, channel
+                    // o, which only this task writes.
+                    unsafe { store_rows(plane, g, positions[gi], &y) };
+                    continue;
+                }
+                PixelSink::Scatter(groups) => groups,
+            };
             for (p, value) in y.iter().flatten().enumerate() {
                 let mut v = [0f32; LANES];
                 // Safety: 8 f32.
@@ -326,8 +369,8 @@ pub(super) unsafe fn transform_output(
     }
 }
 
-/// Writes the outputs `y[a][b]` of the 8 tiles from the chunk's tile `t0`
-/// on (one tile row: [`transform_output`] where tile rows are a multiple
+/// Writes the outputs `y[a][b]` of a group of 8 tiles at `(n, ty, tx0)`
+/// (one tile row: [`transform_output`] where tile rows are a multiple
 /// of 8 tiles): output row `2·ty + a` (when inside the output) gets
 /// `y[a][0]` and `y[a][1]` interleaved at columns `2·tx0 ..`, up to the
 /// output's width.
@@ -339,12 +382,9 @@ pub(super) unsafe fn transform_output(
 unsafe fn store_rows(
     plane: *mut f32,
     g: &ConvGeom,
-    tiles: &Tiles,
-    first_row: usize,
-    t0: usize,
+    (n, ty, tx0): (usize, usize, usize),
     y: &[[__m256; 2]; 2],
 ) {
-    let (n, ty, tx0) = tiles.position(first_row, t0);
     let cols = g.ow.saturating_sub(2 * tx0).min(2 * LANES);
     for (a, [y0, y1]) in y.iter().enumerate() {
         let oy = 2 * ty + a;
