@@ -108,7 +108,7 @@ impl<const P: usize> Groups<P> {
 
 /// Lanes `0..n` of a vector (n ≤ 8) as a mask.
 #[target_feature(enable = "avx2")]
-fn first_lanes(n: usize) -> __m256i {
+pub(super) fn first_lanes(n: usize) -> __m256i {
     _mm256_cmpgt_epi32(
         _mm256_set1_epi32(n as i32),
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
