@@ -3,7 +3,7 @@
 //! packed layout where the CPU has one.
 
 #[cfg(target_arch = "x86_64")]
-use super::{f32_slice, packed_weights};
+use super::{f32_slice, f32_slice_mut, packed_weights};
 use super::{ConvGeom, SharedMut, POS};
 use crate::backend::cpu::pool::take_empty;
 use crate::error::Result;
@@ -92,10 +92,29 @@ pub(super) fn transform_weights<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T
 
 /// `dg = Gᵀ dU G`: the adjoint of [`transform_weights`], from 16 O × C
 /// matrices back to the O×C×3×3 weight layout. Output channels run in
-/// parallel, each on whole arrays of C as in the forward transform.
+/// parallel, each on whole arrays of C as in the forward transform (f32
+/// with AVX2: eight channels per vector, `avx2::untransform_channel`,
+/// same bits).
 pub(super) fn untransform_weights<T: Float>(du: &[T], g: &ConvGeom) -> Vec<T> {
     let (o_n, c_n) = (g.c_out, g.c_in);
     let mut dw = vec![T::ZERO; o_n * c_n * 9];
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(du), true) = (f32_slice(du), super::avx2::available()) {
+        dw.par_chunks_mut(c_n * 9)
+            .enumerate()
+            .for_each(|(o, dw_o)| {
+                let dw_o = f32_slice_mut(dw_o).expect("T is f32");
+                // Safety: the CPU has AVX2 and FMA (checked).
+                unsafe { super::avx2::untransform_channel(du, (o, o_n, c_n), dw_o) }
+            });
+        return dw;
+    }
+    untransform_portable(du, g, dw)
+}
+
+/// [`untransform_weights`] in plain arithmetic, into `dw` (zeros).
+fn untransform_portable<T: Float>(du: &[T], g: &ConvGeom, mut dw: Vec<T>) -> Vec<T> {
+    let (o_n, c_n) = (g.c_out, g.c_in);
     dw.par_chunks_mut(c_n * 9).enumerate().for_each_init(
         || vec![T::ZERO; 12 * c_n],
         |rows, (o, dw_o)| {
@@ -160,4 +179,31 @@ pub(super) fn weights_packed_directly<T: Gemm>(
     }
     let _ = (w, g, orientation);
     None
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::ops::conv::Conv2dParams;
+
+    #[test]
+    fn vector_untransform_gives_the_portable_bits() {
+        if !super::super::avx2::available() {
+            return;
+        }
+        // Input channels a multiple of 8, with a remainder, and fewer
+        // than 8.
+        for (o, c) in [(3, 16), (20, 13), (5, 5), (2, 300)] {
+            let g = ConvGeom::new([1, c, 4, 4], [o, c, 3, 3], &Conv2dParams::default()).unwrap();
+            let du: Vec<f32> = (0..16 * o * c)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let fast = untransform_weights(&du, &g);
+            let portable = untransform_portable(&du, &g, vec![0.0; o * c * 9]);
+            assert_eq!(fast.len(), portable.len());
+            for (i, (a, b)) in fast.iter().zip(&portable).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{o}x{c}: value {i}");
+            }
+        }
+    }
 }
