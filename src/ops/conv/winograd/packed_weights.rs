@@ -2,8 +2,9 @@
 //! packed layout of ferrite's sgemm (`PackedA`), with AVX2 gathers.
 
 use super::avx2::first_lanes;
+use crate::backend::cpu::simd::VectorIsa;
 use crate::ops::conv::geom::ConvGeom;
-use crate::ops::matmul::sgemm::{Kernel, PackedA, Panel, MR};
+use crate::ops::matmul::sgemm::{PackedA, Panel, MR};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
@@ -36,13 +37,8 @@ use std::mem::MaybeUninit;
 /// earlier version did, needed a scalar `MR × 16` transpose per matrix:
 /// 4–5 ms per call for ResNet-18's 512 × 512 layer on one thread, `perf`;
 /// this takes about 2, most of it the 26 MB read and written.) The
-/// gathers are AVX2's, which every CPU of `kernel` runs.
-pub(super) fn packed_weights(
-    kernel: Kernel,
-    w: &[f32],
-    g: &ConvGeom,
-    flipped: bool,
-) -> Option<Vec<PackedA>> {
+/// gathers are AVX2's: `None` on a CPU without AVX2 and FMA.
+pub(super) fn packed_weights(w: &[f32], g: &ConvGeom, flipped: bool) -> Option<Vec<PackedA>> {
     let (o_n, c_n) = (g.c_out, g.c_in);
     let (rows, cols, row_stride) = if flipped {
         (c_n, o_n, 9)
@@ -50,11 +46,13 @@ pub(super) fn packed_weights(
         (o_n, c_n, 9 * c_n)
     };
     i32::try_from(row_stride * MR).ok()?;
-    assert!(kernel.cpu_has());
+    if !VectorIsa::Avx2.cpu_has() {
+        return None;
+    }
     // Safety: the fills write all `depth × MR` values of each of the 16
     // slices (every (column, row) of the panel's block, zeros for the rows
-    // past `panel.rows` included), and every CPU that runs an sgemm kernel
-    // has AVX2 and FMA (asserted above).
+    // past `panel.rows` included), and the CPU has AVX2 and FMA (checked
+    // above).
     unsafe {
         PackedA::from_panels(super::POS, rows, cols, |panel, outs| {
             if flipped {
@@ -208,11 +206,11 @@ mod tests {
     use super::*;
     use crate::ops::conv::winograd::weights::transform_weights;
     use crate::ops::conv::Conv2dParams;
-    use crate::ops::matmul::sgemm::{self, kernels_on_this_cpu};
+    use crate::ops::matmul::sgemm;
 
     #[test]
     fn packs_the_bits_of_the_portable_transform() {
-        if !sgemm::available() {
+        if !(sgemm::available() && VectorIsa::Avx2.cpu_has()) {
             return;
         }
         // Channel counts off the blocks: rows past one 192-row block and
@@ -242,17 +240,15 @@ mod tests {
                         unsafe { PackedA::new(rows, cols, at, strides) }.unwrap()
                     })
                     .collect();
-                for kernel in kernels_on_this_cpu() {
-                    let packed = packed_weights(kernel, &w, &g, flipped).expect("memory");
-                    for (m, (a, b)) in packed.iter().zip(&expected).enumerate() {
-                        assert_eq!(a.values().len(), b.values().len());
-                        let same = a
-                            .values()
-                            .iter()
-                            .zip(b.values())
-                            .all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(same, "{o}x{c} flipped {flipped}: matrix {m} differs");
-                    }
+                let packed = packed_weights(&w, &g, flipped).expect("AVX2 and memory");
+                for (m, (a, b)) in packed.iter().zip(&expected).enumerate() {
+                    assert_eq!(a.values().len(), b.values().len());
+                    let same = a
+                        .values()
+                        .iter()
+                        .zip(b.values())
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{o}x{c} flipped {flipped}: matrix {m} differs");
                 }
             }
         }

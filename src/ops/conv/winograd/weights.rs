@@ -164,9 +164,9 @@ pub(super) fn weights_packed_directly<T: Gemm>(
     orientation: Orientation,
 ) -> Option<Vec<PackedLhs<'static, T>>> {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(w), Some(kernel)) = (f32_slice(w), Kernel::detect()) {
+    if let (Some(w), true) = (f32_slice(w), Kernel::detect().is_some()) {
         let flipped = orientation == Orientation::Flipped;
-        let packed = packed_weights::packed_weights(kernel, w, g, flipped)?;
+        let packed = packed_weights::packed_weights(w, g, flipped)?;
         return packed
             .into_iter()
             .map(|p| {
