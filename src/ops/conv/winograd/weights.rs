@@ -97,18 +97,23 @@ pub(super) fn transform_weights<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T
 /// same bits).
 pub(super) fn untransform_weights<T: Float>(du: &[T], g: &ConvGeom) -> Vec<T> {
     let (o_n, c_n) = (g.c_out, g.c_in);
-    let mut dw = vec![T::ZERO; o_n * c_n * 9];
+    let dw = vec![T::ZERO; o_n * c_n * 9];
     #[cfg(target_arch = "x86_64")]
-    if let (Some(du), true) = (f32_slice(du), super::avx2::available()) {
-        dw.par_chunks_mut(c_n * 9)
-            .enumerate()
-            .for_each(|(o, dw_o)| {
-                let dw_o = f32_slice_mut(dw_o).expect("T is f32");
-                // Safety: the CPU has AVX2 and FMA (checked).
-                unsafe { super::avx2::untransform_channel(du, (o, o_n, c_n), dw_o) }
-            });
-        return dw;
-    }
+    let dw = {
+        let mut dw = dw;
+        if super::avx2::available() {
+            if let (Some(du), Some(dw32)) = (f32_slice(du), f32_slice_mut(&mut dw)) {
+                dw32.par_chunks_mut(c_n * 9)
+                    .enumerate()
+                    .for_each(|(o, dw_o)| {
+                        // Safety: the CPU has AVX2 and FMA (checked).
+                        unsafe { super::avx2::untransform_channel(du, (o, o_n, c_n), dw_o) }
+                    });
+                return dw;
+            }
+        }
+        dw
+    };
     untransform_portable(du, g, dw)
 }
 
