@@ -126,7 +126,9 @@ fn shifted_plane<T: Float>(
 /// strided 1×1 kernel that reaches one pixel in four) the taps are added
 /// into the plane directly. Either way the terms of a pixel are added one
 /// at a time from zero in the order of the taps, row by row, so the two
-/// give the same bits.
+/// give the same bits. The ResNets' strided 3×3 layers (padding 1, even
+/// planes) skip both: [`col2im_even_stride2_3x3`] writes each pixel's
+/// known terms' sum directly, in the same order.
 ///
 /// Measured on the input gradients of the CIFAR ResNets' strided 3×3
 /// layers (batch 32, one thread, `ferrite bench --conv-layers`, three
