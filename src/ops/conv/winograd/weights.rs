@@ -97,28 +97,27 @@ pub(super) fn transform_weights<T: Float>(w: &[T], g: &ConvGeom) -> Result<Vec<T
 /// same bits).
 pub(super) fn untransform_weights<T: Float>(du: &[T], g: &ConvGeom) -> Vec<T> {
     let (o_n, c_n) = (g.c_out, g.c_in);
-    let dw = vec![T::ZERO; o_n * c_n * 9];
+    let mut dw = vec![T::ZERO; o_n * c_n * 9];
     #[cfg(target_arch = "x86_64")]
-    let dw = {
-        let mut dw = dw;
-        if super::avx2::available() {
-            if let (Some(du), Some(dw32)) = (f32_slice(du), f32_slice_mut(&mut dw)) {
-                dw32.par_chunks_mut(c_n * 9)
-                    .enumerate()
-                    .for_each(|(o, dw_o)| {
-                        // Safety: the CPU has AVX2 and FMA (checked).
-                        unsafe { super::avx2::untransform_channel(du, (o, o_n, c_n), dw_o) }
-                    });
-                return dw;
-            }
-        }
-        dw
-    };
-    untransform_portable(du, g, dw)
+    if let (true, Some(du), Some(dw32)) = (
+        super::avx2::available(),
+        f32_slice(du),
+        f32_slice_mut(&mut dw),
+    ) {
+        dw32.par_chunks_mut(c_n * 9)
+            .enumerate()
+            .for_each(|(o, dw_o)| {
+                // Safety: the CPU has AVX2 and FMA (checked).
+                unsafe { super::avx2::untransform_channel(du, (o, o_n, c_n), dw_o) }
+            });
+        return dw;
+    }
+    untransform_portable(du, g, &mut dw);
+    dw
 }
 
-/// [`untransform_weights`] in plain arithmetic, into `dw` (zeros).
-fn untransform_portable<T: Float>(du: &[T], g: &ConvGeom, mut dw: Vec<T>) -> Vec<T> {
+/// [`untransform_weights`] in plain arithmetic, into `dw`.
+fn untransform_portable<T: Float>(du: &[T], g: &ConvGeom, dw: &mut [T]) {
     let (o_n, c_n) = (g.c_out, g.c_in);
     dw.par_chunks_mut(c_n * 9).enumerate().for_each_init(
         || vec![T::ZERO; 12 * c_n],
@@ -146,7 +145,6 @@ fn untransform_portable<T: Float>(du: &[T], g: &ConvGeom, mut dw: Vec<T>) -> Vec
             }
         },
     );
-    dw
 }
 
 /// Which transformed weights to pack: those of `w` as it is (the forward
@@ -204,7 +202,8 @@ mod tests {
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
                 .collect();
             let fast = untransform_weights(&du, &g);
-            let portable = untransform_portable(&du, &g, vec![0.0; o * c * 9]);
+            let mut portable = vec![0.0; o * c * 9];
+            untransform_portable(&du, &g, &mut portable);
             assert_eq!(fast.len(), portable.len());
             for (i, (a, b)) in fast.iter().zip(&portable).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{o}x{c}: value {i}");
