@@ -111,8 +111,14 @@ const PLANS_KEPT_LOADS: usize = 16 << 10;
 /// Large plans are not kept: a plan is read whole for every channel, and
 /// the 7×7 stem's (7 runs of 2048 pixels, 100–200 KB of loads each)
 /// read from beyond L2 made its forward 17 % slower than built anew.
+///
+/// With an order ([`Plans::in_order`]), the runs are of product columns
+/// whose pixels the order names.
 #[derive(Default)]
-pub(super) struct Plans(Vec<((usize, usize, Layout), RunPlan)>);
+pub(super) struct Plans {
+    kept: Vec<((usize, usize, Layout), RunPlan)>,
+    order: Option<Vec<u32>>,
+}
 
 impl Plans {
     /// The plan of `RunPlan::new(g, q0, len, layout)`, built unless kept.
@@ -121,25 +127,34 @@ impl Plans {
     /// every call.
     pub(super) fn get(&mut self, g: &ConvGeom, q0: usize, len: usize, layout: Layout) -> &RunPlan {
         let key = (q0, len, layout);
-        let at = match self.0.iter().position(|(k, _)| *k == key) {
+        let at = match self.kept.iter().position(|(k, _)| *k == key) {
             Some(at) => at,
             None => {
-                let plan = RunPlan::new(g, q0, len, layout);
-                let kept: usize = self.0.iter().map(|(_, p)| p.loads.len()).sum();
+                let plan = RunPlan::new(g, q0, len, layout, self.order.as_deref());
+                let kept: usize = self.kept.iter().map(|(_, p)| p.loads.len()).sum();
                 if kept + plan.loads.len() > PLANS_KEPT_LOADS {
-                    self.0.clear();
+                    self.kept.clear();
                 }
-                self.0.push((key, plan));
-                self.0.len() - 1
+                self.kept.push((key, plan));
+                self.kept.len() - 1
             }
         };
-        &self.0[at].1
+        &self.kept[at].1
+    }
+
+    /// Plans of runs of product columns rather than of pixels: column `j`
+    /// is pixel `order[j]` (numbered as in [`RunPlan::new`]).
+    pub(super) fn in_order(order: Vec<u32>) -> Self {
+        Plans {
+            kept: Vec::new(),
+            order: Some(order),
+        }
     }
 
     /// The plans kept.
     #[cfg(test)]
     pub(super) fn kept(&self) -> usize {
-        self.0.len()
+        self.kept.len()
     }
 }
 
@@ -165,8 +180,20 @@ impl RunPlan {
     /// the input that [`RunPlan::fill`] is given (from the group of the
     /// run's first image on). Panics unless the stride is
     /// [`stride_supported`].
-    pub(super) fn new(g: &ConvGeom, q0: usize, len: usize, layout: Layout) -> Self {
+    ///
+    /// With an `order`, the run is of positions `q0 .. q0 + len` whose
+    /// pixels are `order[q]`: a part then takes the pixels of consecutive
+    /// positions that follow each other along an output row. Panics when
+    /// the order is shorter than the run.
+    pub(super) fn new(
+        g: &ConvGeom,
+        q0: usize,
+        len: usize,
+        layout: Layout,
+        order: Option<&[u32]>,
+    ) -> Self {
         assert!(stride_supported(g.stride.1));
+        let pixel = |q: usize| order.map_or(q, |o| o[q] as usize);
         let (cols, sw) = (g.col_cols(), g.stride.1);
         // A 1×1 layer at stride 1 without padding reads each image's
         // plane in order, so a part runs on across output rows to the
@@ -193,11 +220,15 @@ impl RunPlan {
             starts.push(parts.len());
             let mut lane = 0;
             while lane < room {
-                let p = q + lane;
+                let p = pixel(q + lane);
                 let (i, at) = (p / cols, p % cols);
                 let (oy, ox) = (at / g.ow, at % g.ow);
                 let row_left = if plane_in_order { cols - at } else { g.ow - ox };
-                let pixels = row_left.min(room - lane);
+                let most = row_left.min(room - lane);
+                let pixels = 1
+                    + (1..most)
+                        .take_while(|&d| pixel(q + lane + d) == p + d)
+                        .count();
                 parts.push(Part {
                     base: i * g.image_len(),
                     y0: (oy * g.stride.0) as isize - g.padding.0 as isize,

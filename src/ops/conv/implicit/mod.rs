@@ -39,6 +39,7 @@
 //! same terms in the same order (tested bit for bit).
 
 mod gather;
+mod padding_skip;
 #[cfg(test)]
 mod tests;
 mod weights;
@@ -170,6 +171,9 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     g: &ConvGeom,
 ) -> Result<Vec<f32>> {
+    if padding_skip::pays(g) {
+        return padding_skip::conv2d_forward(x, w, bias, g);
+    }
     forward_in_order(x, w, WeightOrder::Rows, bias, g)
 }
 
@@ -336,6 +340,7 @@ pub(super) fn route(g: &ConvGeom, pass: Pass) -> &'static str {
             return "implicit gemm per image, transposed"
         }
         Pass::WeightGrad => g.col_cols() >= DIRECT_MIN_INNER,
+        Pass::Forward if padding_skip::pays(g) => return "implicit gemm tiles, padding skipped",
         _ => writes_planes_directly(g),
     };
     if per_image {

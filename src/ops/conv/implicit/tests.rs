@@ -104,7 +104,7 @@ fn gathered_rows_are_the_unrolled_matrix() {
             (pixels / 3, 32.min(pixels - pixels / 3)),
         ];
         for (q0, len) in runs.into_iter().chain([(0, pixels)]) {
-            let plan = RunPlan::new(&g, q0, len, Layout::Run);
+            let plan = RunPlan::new(&g, q0, len, Layout::Run, None);
             for (k0, kernel) in [0, k / 2]
                 .into_iter()
                 .flat_map(|k0| kernels().into_iter().map(move |kn| (k0, kn)))
@@ -139,25 +139,28 @@ fn segments_fill_vectors_across_rows_and_images() {
         geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
         geom([2, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
     ] {
-        let plan = RunPlan::new(&g, 0, 32, panels);
+        let plan = RunPlan::new(&g, 0, 32, panels, None);
         assert_eq!(plan.segment_pixels(), [16, 16], "{g:?}");
     }
     // A run of 40 pixels in panels of 32: 16, 16, then the next panel's 8.
     let g = geom([2, 8, 4, 4], [16, 1, 1], (1, 1), (0, 0), (1, 1), 1);
-    let plan = RunPlan::new(&g, 0, 40, panels);
+    let plan = RunPlan::new(&g, 0, 40, panels, None);
     assert_eq!(plan.segment_pixels(), [16, 16, 8]);
     // From the middle of the first image: its last 4 pixels and the next
     // image's first 12 in one segment.
-    let plan = RunPlan::new(&g, 12, 20, Layout::Run);
+    let plan = RunPlan::new(&g, 12, 20, Layout::Run, None);
     assert_eq!(plan.segment_pixels(), [16, 4]);
     // A 1×1 layer at stride 1 without padding reads a plane in order: a
     // part per image in a segment (two where one crosses into the next
     // image), where a 3×3 layer on the same planes has one per output row.
     let pointwise = geom([4, 8, 7, 7], [16, 1, 1], (1, 1), (0, 0), (1, 1), 1);
-    assert_eq!(RunPlan::new(&pointwise, 0, 98, Layout::Run).most_parts(), 2);
+    assert_eq!(
+        RunPlan::new(&pointwise, 0, 98, Layout::Run, None).most_parts(),
+        2
+    );
     let three_by_three = geom([4, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1);
     assert_eq!(
-        RunPlan::new(&three_by_three, 0, 98, Layout::Run).most_parts(),
+        RunPlan::new(&three_by_three, 0, 98, Layout::Run, None).most_parts(),
         4
     );
 }
@@ -207,6 +210,7 @@ fn gathered_panels_are_the_unrolled_matrix() {
                 width: 32,
                 depth: 5,
             },
+            None,
         );
         let rows = 5.min(g.cg() * g.kh * g.kw);
         for kernel in kernels() {

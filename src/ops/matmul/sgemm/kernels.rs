@@ -86,6 +86,67 @@ pub(super) unsafe fn kernel_avx512<const R: usize, const H: usize>(
             b = b.add(NR);
         }
     }
+    // Safety: the caller's contract.
+    unsafe { store_tile(&acc, &t) };
+}
+
+/// [`kernel_avx512`] for a full `MR × NR` tile whose depth runs channel
+/// by channel, 9 steps (taps) each, leaving out the taps whose bits
+/// `SKIP` sets: a convolution's taps that read padding for every column
+/// of the panel (`drive::Skip`). The other steps run in order, so each
+/// sum is the full kernel's minus zero terms.
+///
+/// # Safety
+/// As [`kernel_avx512`], with `kc` a multiple of 9.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn kernel_avx512_skipping<const SKIP: u32>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    t: Tile,
+) {
+    const TAPS: usize = 9;
+    debug_assert!(kc.is_multiple_of(TAPS) && t.rows <= MR && t.cols <= NR);
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    prefetch_tile(&t);
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc / TAPS {
+        for tap in 0..TAPS {
+            if SKIP >> tap & 1 == 1 {
+                continue;
+            }
+            // Safety: the packed panels hold kc steps of MR and NR values.
+            unsafe {
+                let (at, bt) = (a.add(tap * MR), b.add(tap * NR));
+                let bh = [_mm512_load_ps(bt), _mm512_load_ps(bt.add(16))];
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm512_set1_ps(*at.add(i));
+                    for (acc, bv) in row.iter_mut().zip(bh) {
+                        *acc = _mm512_fmadd_ps(ai, bv, *acc);
+                    }
+                }
+            }
+        }
+        // Safety: still inside the panels (kc steps).
+        unsafe {
+            a = a.add(TAPS * MR);
+            b = b.add(TAPS * NR);
+        }
+    }
+    // Safety: the caller's contract.
+    unsafe { store_tile(&acc, &t) };
+}
+
+/// Writes (or adds, `t.accumulate`) the accumulators of a micro-kernel
+/// call to its tile of `c`: row `i`, half `h` holds columns `16h ..
+/// 16h + 16`, of which those inside the tile are written.
+///
+/// # Safety
+/// AVX-512F; the tile's `rows × cols` elements are writable, `t.rows ≤ R`
+/// and `t.cols ≤ 16·H`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tile<const R: usize, const H: usize>(acc: &[[__m512; H]; R], t: &Tile) {
     // Masks of the tile's columns in each half (all ones in a full tile).
     let lanes = |from: usize| -> __mmask16 {
         let n = t.cols.saturating_sub(from).min(16);

@@ -47,12 +47,14 @@
 //! results.
 
 use crate::backend::cpu::simd::VectorIsa;
-use kernels::{kernel_avx2, kernel_avx512, Tile};
+use drive::{drive, Dims};
 use std::cell::RefCell;
 
+mod drive;
 mod kernels;
 mod pack;
 mod packed_a;
+pub(crate) use drive::{sgemm_skipping, Skip};
 pub(crate) use pack::pack_runs;
 pub use packed_a::{PackedA, Panel};
 
@@ -427,76 +429,6 @@ pub(crate) unsafe fn sgemm_with(
             }
         }
     });
-}
-
-/// The sizes of a product: `a` is `m × k`, `b` is `k × n`.
-#[derive(Clone, Copy)]
-struct Dims {
-    m: usize,
-    k: usize,
-    n: usize,
-}
-
-/// The blocked loops shared by every entry point: has each `KC × NC`
-/// block of `b` packed by `b_block` (which returns the packed panel), asks
-/// `a_block(ic, pc, mc, kc)` for the packed `mc × kc` block of `a` at rows
-/// `ic..`, depth `pc..`, and runs the micro-kernel over the tiles.
-/// `add_to_c`: add the product to `c` (beta 1) rather than overwrite it
-/// (beta 0).
-unsafe fn drive(
-    kernel: Kernel,
-    Dims { m, k, n }: Dims,
-    mut a_block: impl FnMut(usize, usize, usize, usize) -> *const f32,
-    b_block: &mut impl FnMut(&BBlock) -> *const f32,
-    add_to_c: bool,
-    c: *mut f32,
-    ldc: isize,
-) {
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let b_pack = b_block(&BBlock { pc, kc, jc, nc });
-            let accumulate = pc > 0 || add_to_c;
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                let a_pack = a_block(ic, pc, mc, kc);
-                for jr in (0..nc).step_by(NR) {
-                    for ir in (0..mc).step_by(MR) {
-                        // Safety (this block): the tile lies inside `c`; the
-                        // packed panels hold kc steps of the tile's rows and
-                        // columns.
-                        unsafe {
-                            let tile = c.offset((ic + ir) as isize * ldc + (jc + jr) as isize);
-                            let t = Tile {
-                                c: tile,
-                                ldc,
-                                rows: MR.min(mc - ir),
-                                cols: NR.min(nc - jr),
-                                accumulate,
-                            };
-                            if jr + NR < nc {
-                                kernels::prefetch_rows(tile.wrapping_add(NR), ldc, t.rows);
-                            }
-                            let (a, b) = (a_pack.add(ir * kc), b_pack.add(jr * kc));
-                            // A panel of the last rows or columns runs the
-                            // AVX-512 kernel for the fewest rows and
-                            // half-panels that cover them.
-                            match (kernel, t.rows, t.cols) {
-                                (Kernel::Avx2, ..) => kernel_avx2(kc, a, b, t),
-                                (_, 1..=4, 1..=16) => kernel_avx512::<4, 1>(kc, a, b, t),
-                                (_, 5..=8, 1..=16) => kernel_avx512::<8, 1>(kc, a, b, t),
-                                (_, _, 1..=16) => kernel_avx512::<MR, 1>(kc, a, b, t),
-                                (_, 1..=4, _) => kernel_avx512::<4, 2>(kc, a, b, t),
-                                (_, 5..=8, _) => kernel_avx512::<8, 2>(kc, a, b, t),
-                                _ => kernel_avx512::<MR, 2>(kc, a, b, t),
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// What both entry points do before packing: nothing when `c` is empty;

@@ -396,3 +396,65 @@ fn same_bits_as_matrixmultiply() {
         assert!(same, "{m}x{k}x{n} beta {beta} {kernel:?}");
     }
 }
+
+/// A product whose micro-panels of `b` leave out the zero steps that
+/// their pattern names: the same bits as running every step (the left-out
+/// terms are zeros), and the values of the f64 product. `b` has 9 steps
+/// per channel (`k = 9·60`, past one depth block of 252); panel `p` of its
+/// 100 columns (past `NR`, with a partial last panel) gets pattern `p %
+/// 4`, and its columns are zeros at those taps; 30 rows of `a` (a partial
+/// last row panel, which runs every step).
+#[test]
+fn skipping_product_leaves_out_zero_steps() {
+    if skip() || !Kernel::Avx512.cpu_has() {
+        return;
+    }
+    let (m, k, n) = (30, 9 * 60, 100);
+    let patterns = [Skip::None, Skip::TopRow, Skip::LeftColumn, Skip::Corner];
+    let pattern = |col: usize| patterns[col / NR % 4];
+    let a = Strided::random(m, k, false, 1, 91);
+    let mut b = Strided::random(k, n, false, 1, 92);
+    for p in 0..k {
+        for j in 0..n {
+            if pattern(j).taps() >> (p % 9) & 1 == 1 {
+                b.data[p * n + j] = 0.0;
+            }
+        }
+    }
+    let run = |skip: &dyn Fn(usize) -> Skip| {
+        let mut c = vec![f32::NAN; m * n];
+        let lhs = Lhs::Strided {
+            m,
+            k,
+            a: a.data.as_ptr(),
+            strides: (k as isize, 1),
+        };
+        // Safety: AVX-512 (checked); a and b hold their elements, c holds
+        // m × n; the panels' patterns name zeros of b.
+        unsafe {
+            let pack = strided_b(Kernel::Avx512, b.data.as_ptr(), (n as isize, 1));
+            sgemm_skipping(
+                Kernel::Avx512,
+                lhs,
+                n,
+                pack,
+                skip,
+                c.as_mut_ptr(),
+                n as isize,
+            )
+        };
+        c
+    };
+    let (skipped, every) = (run(&pattern), run(&|_| Skip::None));
+    assert!(skipped == every, "leaving out zero steps changed the bits");
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k).map(|p| a.at(i, p) * b.at(p, j)).sum();
+            let got = skipped[i * n + j] as f64;
+            assert!(
+                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "c[{i}][{j}] {got} vs {want}"
+            );
+        }
+    }
+}
