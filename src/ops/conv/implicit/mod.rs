@@ -36,7 +36,10 @@
 //!
 //! Summation order is im2col's (each output a sum over taps in order, per
 //! `KC` block), so results match the im2col route to rounding of the
-//! same terms in the same order (tested bit for bit).
+//! same terms in the same order (tested bit for bit). The exception is
+//! `padding_skip`, the forward of small-plane 3×3 tiles with the
+//! padding's products left out (AVX-512): its depth blocks are 252
+//! steps, so its bits differ from im2col's by rounding.
 
 mod gather;
 mod padding_skip;
