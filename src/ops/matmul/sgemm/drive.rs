@@ -4,7 +4,7 @@
 //! zeros in all their columns (a convolution's padding).
 
 use super::kernels::{self, kernel_avx2, kernel_avx512, kernel_avx512_skipping, Tile};
-use super::{pack, reserve, BBlock, Kernel, Lhs, KC, MC, MR, NC, NR, PACK};
+use super::{apply_beta, pack, reserve, BBlock, Kernel, Lhs, KC, MC, MR, NC, NR, PACK};
 
 /// The sizes of a product: `a` is `m × k`, `b` is `k × n`.
 #[derive(Clone, Copy)]
@@ -60,36 +60,6 @@ const LEFT_COLUMN: u32 = 0b001_001_001;
 
 /// Taps per input channel of the depth order [`Skip`] describes.
 pub(crate) const SKIP_TAPS: usize = 9;
-
-/// The blocked loops shared by the strided and packed entry points: depth
-/// in blocks of `KC`, nothing skipped.
-///
-/// # Safety
-/// As [`drive_blocks`].
-pub(super) unsafe fn drive(
-    kernel: Kernel,
-    dims: Dims,
-    a_block: impl FnMut(usize, usize, usize, usize) -> *const f32,
-    b_block: &mut impl FnMut(&BBlock) -> *const f32,
-    add_to_c: bool,
-    c: *mut f32,
-    ldc: isize,
-) {
-    // Safety: the caller's contract.
-    unsafe {
-        drive_blocks(
-            kernel,
-            dims,
-            KC,
-            a_block,
-            b_block,
-            |_| Skip::None,
-            add_to_c,
-            c,
-            ldc,
-        )
-    }
-}
 
 /// The blocked loops: for each `NC` columns and each `depth`-deep block
 /// `(pc, kc)` of the depth (`depth` ≤ `KC`), has `b_block` pack that
@@ -197,59 +167,141 @@ pub(crate) unsafe fn sgemm_skipping(
     kernel: Kernel,
     lhs: Lhs,
     n: usize,
-    mut pack_b: impl FnMut(&BBlock, &mut [f32]),
+    pack_b: impl FnMut(&BBlock, &mut [f32]),
     skip: impl Fn(usize) -> Skip,
     c: *mut f32,
     ldc: isize,
 ) {
-    let Lhs::Strided { m, k, a, strides } = lhs else {
-        panic!("sgemm_skipping packs a strided left operand");
-    };
     assert!(
-        k.is_multiple_of(SKIP_TAPS),
+        matches!(lhs, Lhs::Strided { .. }),
+        "sgemm_skipping packs a strided left operand"
+    );
+    assert!(
+        lhs.dims().1.is_multiple_of(SKIP_TAPS),
         "a depth of whole channels of 9 taps"
     );
+    let depth = KC - KC % SKIP_TAPS;
+    // Safety: the caller's contract; the depth blocks are whole channels.
+    unsafe { product(kernel, lhs, n, pack_b, depth, skip, 0.0, c, ldc) }
+}
+
+/// `c = lhs · b + beta · c` for [`super::sgemm_with`] (depth blocks of
+/// `KC`, nothing skipped) and [`sgemm_skipping`]: the packing buffers of
+/// this thread, the left operand packed block by block (or read packed),
+/// `depth`-deep blocks (at most `KC`; a [`Lhs::Packed`] operand is packed
+/// in blocks of `KC`, so it needs `depth` = `KC`), and the steps `skip`
+/// names left out of full AVX-512 tiles ([`drive_blocks`]).
+///
+/// # Safety
+/// As [`super::sgemm_with`], and as [`drive_blocks`] for `skip`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn product(
+    kernel: Kernel,
+    lhs: Lhs,
+    n: usize,
+    mut pack_b: impl FnMut(&BBlock, &mut [f32]),
+    depth: usize,
+    skip: impl Fn(usize) -> Skip,
+    beta: f32,
+    c: *mut f32,
+    ldc: isize,
+) {
+    assert!(0 < depth && depth <= KC && (depth == KC || !matches!(lhs, Lhs::Packed(_))));
+    let (m, k) = lhs.dims();
     let dims = Dims { m, k, n };
-    // Safety: `c` holds m × n (the caller's contract).
-    if !unsafe { super::apply_beta(dims, 0.0, c, ldc) } {
+    if !unsafe { apply_beta(dims, beta, c, ldc) } {
         return;
     }
-    let depth = KC - KC % SKIP_TAPS;
     PACK.with(|pack| {
         let mut pack = pack.borrow_mut();
         let (a_buf, b_buf) = &mut *pack;
         let b_len = depth.min(k) * NC.min(n.next_multiple_of(NR));
         reserve(b_buf, b_len);
-        // Safety: `reserve` made `b_buf` hold b_len initialised f32.
+        // Safety: `reserve` made `b_buf` hold b_len initialised f32 (a
+        // `Line` is 16 plain f32).
         let b_pack = unsafe { std::slice::from_raw_parts_mut(b_buf.as_mut_ptr().cast(), b_len) };
-        let mut b_block = |blk: &BBlock| {
+        let mut pack_b_block = |blk: &BBlock| {
             let len = blk.kc * blk.nc.next_multiple_of(NR);
             pack_b(blk, &mut b_pack[..len]);
             b_pack.as_ptr()
         };
-        let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * depth.min(k));
-        let a_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
-            // Safety: the block lies inside `a`; `a_pack` holds MC × depth.
-            unsafe {
-                let block = a.offset(ic as isize * strides.0 + pc as isize * strides.1);
-                pack::pack_a(kernel, mc, kc, block, strides, a_pack);
+        match lhs {
+            Lhs::Strided { a, strides, .. } => {
+                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * depth.min(k));
+                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+                    // Safety: the block lies inside `a`; `a_pack` holds MC × depth.
+                    unsafe {
+                        let block = a.offset(ic as isize * strides.0 + pc as isize * strides.1);
+                        pack::pack_a(kernel, mc, kc, block, strides, a_pack);
+                    }
+                    a_pack.cast_const()
+                };
+                unsafe {
+                    drive_blocks(
+                        kernel,
+                        dims,
+                        depth,
+                        pack_block,
+                        &mut pack_b_block,
+                        &skip,
+                        beta != 0.0,
+                        c,
+                        ldc,
+                    )
+                };
             }
-            a_pack.cast_const()
-        };
-        // Safety: the caller's contract; blocks are `depth` deep, a
-        // multiple of SKIP_TAPS.
-        unsafe {
-            drive_blocks(
-                kernel,
-                dims,
-                depth,
-                a_block,
-                &mut b_block,
-                skip,
-                false,
-                c,
-                ldc,
-            )
-        };
+            Lhs::Planes {
+                cols,
+                a,
+                row_stride,
+                plane_stride,
+                ..
+            } => {
+                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * depth.min(k));
+                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+                    // Safety: the block lies inside the planes; `a_pack`
+                    // holds MC × depth.
+                    unsafe {
+                        let planes = pack::Planes {
+                            a: a.offset(ic as isize * row_stride),
+                            cols,
+                            row_stride,
+                            plane_stride,
+                        };
+                        pack::pack_a_planes(kernel, mc, (pc, kc), planes, a_pack);
+                    }
+                    a_pack.cast_const()
+                };
+                unsafe {
+                    drive_blocks(
+                        kernel,
+                        dims,
+                        depth,
+                        pack_block,
+                        &mut pack_b_block,
+                        &skip,
+                        beta != 0.0,
+                        c,
+                        ldc,
+                    )
+                };
+            }
+            Lhs::Packed(a) => {
+                let block = |ic: usize, pc: usize, _: usize, _: usize| a.block(ic, pc);
+                unsafe {
+                    drive_blocks(
+                        kernel,
+                        dims,
+                        depth,
+                        block,
+                        &mut pack_b_block,
+                        &skip,
+                        beta != 0.0,
+                        c,
+                        ldc,
+                    )
+                };
+            }
+        }
     });
 }

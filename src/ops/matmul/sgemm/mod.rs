@@ -47,7 +47,7 @@
 //! results.
 
 use crate::backend::cpu::simd::VectorIsa;
-use drive::{drive, Dims};
+use drive::Dims;
 use std::cell::RefCell;
 
 mod drive;
@@ -343,92 +343,13 @@ pub(crate) unsafe fn sgemm_with(
     kernel: Kernel,
     lhs: Lhs,
     n: usize,
-    mut pack_b: impl FnMut(&BBlock, &mut [f32]),
+    pack_b: impl FnMut(&BBlock, &mut [f32]),
     beta: f32,
     c: *mut f32,
     ldc: isize,
 ) {
-    let (m, k) = lhs.dims();
-    let dims = Dims { m, k, n };
-    if !unsafe { apply_beta(dims, beta, c, ldc) } {
-        return;
-    }
-    PACK.with(|pack| {
-        let mut pack = pack.borrow_mut();
-        let (a_buf, b_buf) = &mut *pack;
-        let b_len = KC.min(k) * NC.min(n.next_multiple_of(NR));
-        reserve(b_buf, b_len);
-        // Safety: `reserve` made `b_buf` hold b_len initialised f32 (a
-        // `Line` is 16 plain f32).
-        let b_pack = unsafe { std::slice::from_raw_parts_mut(b_buf.as_mut_ptr().cast(), b_len) };
-        let mut pack_b_block = |blk: &BBlock| {
-            let len = blk.kc * blk.nc.next_multiple_of(NR);
-            pack_b(blk, &mut b_pack[..len]);
-            b_pack.as_ptr()
-        };
-        match lhs {
-            Lhs::Strided { a, strides, .. } => {
-                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * KC.min(k));
-                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
-                    // Safety: the block lies inside `a`; `a_pack` holds MC × KC.
-                    unsafe {
-                        let block = a.offset(ic as isize * strides.0 + pc as isize * strides.1);
-                        pack::pack_a(kernel, mc, kc, block, strides, a_pack);
-                    }
-                    a_pack.cast_const()
-                };
-                unsafe {
-                    drive(
-                        kernel,
-                        dims,
-                        pack_block,
-                        &mut pack_b_block,
-                        beta != 0.0,
-                        c,
-                        ldc,
-                    )
-                };
-            }
-            Lhs::Planes {
-                cols,
-                a,
-                row_stride,
-                plane_stride,
-                ..
-            } => {
-                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * KC.min(k));
-                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
-                    // Safety: the block lies inside the planes; `a_pack`
-                    // holds MC × KC.
-                    unsafe {
-                        let planes = pack::Planes {
-                            a: a.offset(ic as isize * row_stride),
-                            cols,
-                            row_stride,
-                            plane_stride,
-                        };
-                        pack::pack_a_planes(kernel, mc, (pc, kc), planes, a_pack);
-                    }
-                    a_pack.cast_const()
-                };
-                unsafe {
-                    drive(
-                        kernel,
-                        dims,
-                        pack_block,
-                        &mut pack_b_block,
-                        beta != 0.0,
-                        c,
-                        ldc,
-                    )
-                };
-            }
-            Lhs::Packed(a) => {
-                let block = |ic: usize, pc: usize, _: usize, _: usize| a.block(ic, pc);
-                unsafe { drive(kernel, dims, block, &mut pack_b_block, beta != 0.0, c, ldc) };
-            }
-        }
-    });
+    // Safety: the caller's contract.
+    unsafe { drive::product(kernel, lhs, n, pack_b, KC, |_| Skip::None, beta, c, ldc) }
 }
 
 /// What both entry points do before packing: nothing when `c` is empty;
