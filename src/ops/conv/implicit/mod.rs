@@ -174,8 +174,8 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     g: &ConvGeom,
 ) -> Result<Vec<f32>> {
-    if padding_skip::pays(g) {
-        return padding_skip::conv2d_forward(x, w, bias, g);
+    if let Some(orders) = padding_skip::orders_if_it_pays(g) {
+        return padding_skip::forward_in(orders, x, w, bias, g);
     }
     forward_in_order(x, w, WeightOrder::Rows, bias, g)
 }

@@ -47,16 +47,43 @@ const MIN_SKIPPED_SHARE: f64 = 0.05;
 /// channels, on the AVX-512 kernel, where the tile order leaves out at
 /// least [`MIN_SKIPPED_SHARE`] of the products.
 pub(super) fn pays(g: &ConvGeom) -> bool {
-    if !super::supports(g)
-        || Kernel::current() != Kernel::Avx512
-        || (g.kh, g.kw, g.dilation, g.groups) != (3, 3, (1, 1), 1)
-        || g.cg() < MIN_CHANNELS
-        || writes_planes_directly(g)
-    {
-        return false;
+    orders_if_it_pays(g).is_some()
+}
+
+/// The tile orders of `g` ([`tile_orders`]) where [`pays`] holds (judged
+/// on the largest tile), for [`forward_in`]; `None` otherwise.
+pub(super) fn orders_if_it_pays(g: &ConvGeom) -> Option<TileOrders> {
+    if !runs_here(g) || g.cg() < MIN_CHANNELS || writes_planes_directly(g) {
+        return None;
     }
-    let t = image_tiles(g).iter().map(|&(_, t)| t).max().unwrap_or(0);
-    TileOrder::new(g, t).is_some_and(|o| o.skipped_share() >= MIN_SKIPPED_SHARE)
+    let orders = tile_orders(g)?;
+    let (_, largest) = orders.last()?;
+    (largest.skipped_share() >= MIN_SKIPPED_SHARE).then_some(orders)
+}
+
+/// Whether this route can compute `g` at all: the implicit GEMM supports
+/// it, the CPU runs the AVX-512 kernel, and the kernel is 3×3 without
+/// dilation or groups.
+fn runs_here(g: &ConvGeom) -> bool {
+    super::supports(g)
+        && Kernel::current() == Kernel::Avx512
+        && (g.kh, g.kw, g.dilation, g.groups) == (3, 3, (1, 1), 1)
+}
+
+/// One [`TileOrder`] per tile size of `g`'s tiles (`image_tiles`), by
+/// increasing size.
+pub(super) type TileOrders = Vec<(usize, TileOrder)>;
+
+/// The [`TileOrders`] of a 3×3 `g`; `None` when one does not fit the
+/// gathers' 32-bit numbers.
+fn tile_orders(g: &ConvGeom) -> Option<TileOrders> {
+    let mut sizes: Vec<usize> = image_tiles(g).iter().map(|&(_, t)| t).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .map(|t| TileOrder::new(g, t).map(|o| (t, o)))
+        .collect()
 }
 
 /// For each output pixel of an image, the taps that read inside the
@@ -281,10 +308,29 @@ impl TileOrder {
 /// Forward of a 3×3 layer (dilation 1, one group): `x` (N×C×H×W), `w`
 /// (O×C×3×3), optional `bias` (O), all contiguous; returns N×O×oh×ow,
 /// with the products over padding left out where whole micro-panels share
-/// them. Errors unless the implicit GEMM supports `g` on the AVX-512
-/// kernel with such a kernel, when a buffer is shorter than the geometry
-/// needs, or when memory runs out.
-pub(super) fn conv2d_forward(
+/// them, on any such geometry (the tests' entry; the forward takes this
+/// route through [`orders_if_it_pays`] and [`forward_in`]). Errors unless
+/// the route runs `g`, when a buffer is shorter than the geometry needs,
+/// or when memory runs out.
+#[cfg(test)]
+fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Result<Vec<f32>> {
+    check_supported(g)?;
+    let orders = runs_here(g).then(|| tile_orders(g)).flatten();
+    let orders = orders.ok_or_else(|| {
+        Error::invalid(
+            "conv2d",
+            "the padding skip takes 3×3 kernels without dilation or groups, on AVX-512, \
+             with tiles whose pixels fit 32-bit offsets",
+        )
+    })?;
+    forward_in(orders, x, w, bias, g)
+}
+
+/// [`conv2d_forward`] with `g`'s tile orders built ([`orders_if_it_pays`]).
+/// Errors unless the route runs `g`, when a buffer is shorter than the
+/// geometry needs, or when memory runs out.
+pub(super) fn forward_in(
+    orders: TileOrders,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -293,22 +339,14 @@ pub(super) fn conv2d_forward(
     check_supported(g)?;
     let (x, w, bias) = g.forward_operands(x, w, bias)?;
     let kernel = Kernel::current();
-    if kernel != Kernel::Avx512 || (g.kh, g.kw, g.dilation, g.groups) != (3, 3, (1, 1), 1) {
+    if !runs_here(g) {
         return Err(Error::invalid(
             "conv2d",
             "the padding skip takes 3×3 kernels without dilation or groups, on AVX-512",
         ));
     }
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
-    let oom = || Error::out_of_memory::<u32>(g.n * cols);
     let tiles = image_tiles(g);
-    let orders: Vec<(usize, TileOrder)> = {
-        let mut sizes: Vec<usize> = tiles.iter().map(|&(_, t)| t).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
-        let order = |t| TileOrder::new(g, t).map(|o| (t, o)).ok_or_else(oom);
-        sizes.into_iter().map(order).collect::<Result<_>>()?
-    };
     let len = g.n * g.out_image_len();
     let mut out = take_empty::<f32>(len)?;
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
@@ -363,25 +401,14 @@ pub(super) fn conv2d_forward(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::random;
     use super::*;
     use crate::ops::conv::cpu::{conv2d_direct, conv2d_forward_im2col, parallel};
-    use crate::ops::conv::Conv2dParams;
-    use rand::{Rng, SeedableRng};
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
 
     /// A 3×3 layer: `[n, c, h, w]` input, `o` outputs, stride, padding.
-    fn geom([n, c, h, w]: [usize; 4], o: usize, stride: usize, padding: usize) -> ConvGeom {
-        let p = Conv2dParams {
-            stride: (stride, stride),
-            padding: (padding, padding),
-            dilation: (1, 1),
-            groups: 1,
-        };
-        ConvGeom::new([n, c, h, w], [o, c, 3, 3], &p).expect("a valid geometry")
+    fn geom(input: [usize; 4], o: usize, stride: usize, padding: usize) -> ConvGeom {
+        let (s, p) = ((stride, stride), (padding, padding));
+        super::super::tests::geom(input, [o, 3, 3], s, p, (1, 1), 1)
     }
 
     /// The route runs the AVX-512 kernel only.
@@ -489,13 +516,8 @@ mod tests {
         for g in [unpadded, few_channels, per_image] {
             assert!(!pays(&g), "{g:?}");
         }
-        let p = Conv2dParams {
-            stride: (2, 2),
-            padding: (0, 0),
-            dilation: (1, 1),
-            groups: 1,
-        };
-        let pointwise = ConvGeom::new([32, 256, 8, 8], [512, 256, 1, 1], &p).unwrap();
+        let pointwise =
+            super::super::tests::geom([32, 256, 8, 8], [512, 1, 1], (2, 2), (0, 0), (1, 1), 1);
         assert!(!pays(&pointwise));
     }
 }

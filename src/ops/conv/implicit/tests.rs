@@ -8,14 +8,14 @@ use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d
 use crate::ops::conv::Conv2dParams;
 use rand::{Rng, SeedableRng};
 
-fn random(len: usize, seed: u64) -> Vec<f32> {
+pub(super) fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 /// A geometry: `[n, c, h, w]` input, `[o, k_h, k_w]` kernel, stride,
 /// padding, dilation (rows, columns) and groups.
-fn geom(
+pub(super) fn geom(
     [n, c, h, w]: [usize; 4],
     [o, kh, kw]: [usize; 3],
     stride: (usize, usize),
