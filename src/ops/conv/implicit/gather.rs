@@ -21,9 +21,14 @@
 //! ([`RunPlan`]): where each part's values start and which lanes fall
 //! inside the plane (masks; the others, padding, are zeros). Filling a
 //! row is then a masked load or two per part, a permute at stride 2, and
-//! a store per segment.
+//! a store per segment. The per-image weight gradients at stride 2 read a
+//! column-split copy of each image instead ([`Plans::per_image`],
+//! `split_columns`): one masked load per part, as at stride 1.
 
 use super::super::geom::ConvGeom;
+use super::split_columns::{
+    inside_every_other, reads_split_columns, split_columns, split_position, Source,
+};
 use crate::backend::cpu::simd::avx2::{even_lanes, lane_mask};
 use crate::ops::matmul::sgemm::Kernel;
 use std::arch::x86_64::*;
@@ -114,10 +119,21 @@ const PLANS_KEPT_LOADS: usize = 16 << 10;
 ///
 /// With an order ([`Plans::in_order`]), the runs are of product columns
 /// whose pixels the order names.
-#[derive(Default)]
 pub(super) struct Plans {
     kept: Vec<((usize, usize, Layout), RunPlan)>,
     order: Option<Vec<u32>>,
+    source: Source,
+}
+
+impl Default for Plans {
+    /// Plans of runs of pixels over the planes as they are.
+    fn default() -> Self {
+        Plans {
+            kept: Vec::new(),
+            order: None,
+            source: Source::Planes,
+        }
+    }
 }
 
 impl Plans {
@@ -130,7 +146,7 @@ impl Plans {
         let at = match self.kept.iter().position(|(k, _)| *k == key) {
             Some(at) => at,
             None => {
-                let plan = RunPlan::new(g, q0, len, layout, self.order.as_deref());
+                let plan = RunPlan::new(g, q0, len, layout, self.order.as_deref(), self.source);
                 let kept: usize = self.kept.iter().map(|(_, p)| p.loads.len()).sum();
                 if kept + plan.loads.len() > PLANS_KEPT_LOADS {
                     self.kept.clear();
@@ -146,9 +162,42 @@ impl Plans {
     /// is pixel `order[j]` (numbered as in [`RunPlan::new`]).
     pub(super) fn in_order(order: Vec<u32>) -> Self {
         Plans {
-            kept: Vec::new(),
             order: Some(order),
+            ..Plans::default()
         }
+    }
+
+    /// Plans of runs of pixels of one image at a time, over its
+    /// column-split copy where [`reads_split_columns`] (see
+    /// [`Plans::image`]).
+    pub(super) fn per_image(g: &ConvGeom) -> Self {
+        let source = if reads_split_columns(g) {
+            Source::SplitColumns
+        } else {
+            Source::Planes
+        };
+        Plans {
+            source,
+            ..Plans::default()
+        }
+    }
+
+    /// The input the plans read for one image's group `x` (its `cg`
+    /// planes first): `x` itself, or its column-split copy written into
+    /// `copy` for [`Source::SplitColumns`].
+    pub(super) fn image<'a>(
+        &self,
+        x: &'a [f32],
+        g: &ConvGeom,
+        copy: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        if self.source == Source::Planes {
+            return x;
+        }
+        let len = g.cg() * g.h * g.w;
+        copy.resize(len, 0.0);
+        split_columns(&x[..len], g.w, copy);
+        copy
     }
 
     /// The plans kept.
@@ -185,14 +234,20 @@ impl RunPlan {
     /// pixels are `order[q]`: a part then takes the pixels of consecutive
     /// positions that follow each other along an output row. Panics when
     /// the order is shorter than the run.
+    ///
+    /// The loads read the input as `source` lays it out; a
+    /// [`Source::SplitColumns`] plan needs a horizontal stride of 2.
     pub(super) fn new(
         g: &ConvGeom,
         q0: usize,
         len: usize,
         layout: Layout,
         order: Option<&[u32]>,
+        source: Source,
     ) -> Self {
         assert!(stride_supported(g.stride.1));
+        let split = source == Source::SplitColumns;
+        assert!(!split || g.stride.1 == 2, "split columns at stride 2 only");
         let pixel = |q: usize| order.map_or(q, |o| o[q] as usize);
         let (cols, sw) = (g.col_cols(), g.stride.1);
         // A 1×1 layer at stride 1 without padding reads each image's
@@ -261,8 +316,10 @@ impl RunPlan {
             for kj in 0..g.kw {
                 let (dy, dx) = ((ki * g.dilation.0) as isize, (kj * g.dilation.1) as isize);
                 // A part covers lanes sw·lane .. sw·(lane + pixels) of the
-                // vector (stride 1) or of the pair (stride 2); the ones
-                // whose input column lies inside the plane are read.
+                // vector (stride 1) or of the pair (stride 2), or lanes
+                // lane .. lane + pixels of the vector over split columns;
+                // the ones whose input column lies inside the plane are
+                // read.
                 loads.extend(slots.iter().map(|slot| {
                     let Some(p) = slot else {
                         return Load {
@@ -270,17 +327,32 @@ impl RunPlan {
                             lanes: 0,
                         };
                     };
-                    let (iy, ix, from) = (p.y0 + dy, p.x0 + dx, sw * p.lane);
+                    let (iy, ix) = (p.y0 + dy, p.x0 + dx);
+                    let row = p.base as isize + iy * g.w as isize;
+                    let in_rows = (0..g.h as isize).contains(&iy);
+                    if split {
+                        // Lane l reads column ix + 2l, at split_position(ix) + l.
+                        let lanes = if in_rows {
+                            inside_every_other(ix, p.pixels, g.w) << p.lane
+                        } else {
+                            0
+                        };
+                        return Load {
+                            offset: row + split_position(ix, g.w) - p.lane as isize,
+                            lanes,
+                        };
+                    }
+                    let from = sw * p.lane;
                     let lanes = if plane_in_order {
                         ((1u32 << p.pixels) - 1) << from
-                    } else if (0..g.h as isize).contains(&iy) {
+                    } else if in_rows {
                         inside(ix, sw * p.pixels, g.w) << from
                     } else {
                         0
                     };
                     // Lane 0 reads the input column ix - from.
                     Load {
-                        offset: p.base as isize + iy * g.w as isize + ix - from as isize,
+                        offset: row + ix - from as isize,
                         lanes,
                     }
                 }));
@@ -300,7 +372,7 @@ impl RunPlan {
             read_end,
             taps: g.kh * g.kw,
             plane: g.h * g.w,
-            stride2: sw == 2,
+            stride2: sw == 2 && !split,
         }
     }
 

@@ -25,7 +25,9 @@
 //!   GEMM's tiles better (fewer unrolled rows than a panel's 32 columns,
 //!   or e.g. 144 × 32 against 32 × 144), it runs as `dW[g]ᵀ += X ·
 //!   dY[g]ᵀ` instead, `X` gathered whole per image
-//!   (`transposes_weight_gradient`).
+//!   (`transposes_weight_gradient`). Per image at stride 2, with
+//!   AVX-512, `X` is gathered from a copy of the image whose rows hold
+//!   their even columns, then their odd ones (`split_columns`).
 //!
 //! A run's gathers are planned once (`RunPlan`: per tap and run of
 //! pixels, where the values start and which lanes are padding), kept for
@@ -43,6 +45,7 @@
 
 mod gather;
 mod padding_skip;
+mod split_columns;
 #[cfg(test)]
 mod tests;
 mod weights;
@@ -407,12 +410,18 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     let direct = cols >= DIRECT_MIN_INNER;
     // Adds the weight gradient of the `t` images from `n0` on to `dw`.
     let add_tile = |mut dw: Vec<f32>, &(n0, t): &(usize, usize)| {
-        let mut plans = Plans::default();
+        let mut plans = if direct {
+            Plans::per_image(g)
+        } else {
+            Plans::default()
+        };
+        let mut copy = Vec::new();
         for gi in 0..g.groups {
             let dw_g = &mut dw[gi * og * k..(gi + 1) * og * k];
             if direct {
                 for n in n0..n0 + t {
                     let x = &x[group_base(g, n, gi)..];
+                    let x = plans.image(x, g, &mut copy);
                     weight_product(dy, (n, 1), gi, x, g, dw_g, &mut plans);
                 }
             } else {

@@ -3,6 +3,7 @@
 //! convolution (f64) and, bit for bit, against the im2col route, which
 //! sums the same terms in the same order.
 use super::gather::{Layout, Plans, RunPlan};
+use super::split_columns::{reads_split_columns, split_columns, Source};
 use super::*;
 use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d_forward_im2col};
 use crate::ops::conv::Conv2dParams;
@@ -73,7 +74,34 @@ fn shapes() -> Vec<ConvGeom> {
         // the halves of the loaded pair (14×14 → 7×7).
         geom([3, 16, 8, 8], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         geom([2, 8, 14, 14], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        // Per-image weight gradients at stride 2, which gather from
+        // column-split copies on AVX-512: odd widths, groups, padding 2,
+        // and a dilated kernel at vertical stride 1.
+        geom([2, 6, 33, 35], [8, 3, 3], (2, 2), (2, 1), (1, 1), 2),
+        geom([1, 4, 34, 37], [4, 3, 3], (1, 2), (1, 2), (1, 2), 1),
     ]
+}
+
+/// The per-image weight gradients of the stride-2 shapes above read
+/// column-split copies where the kernel is AVX-512 (their bits are
+/// checked against im2col with the other shapes), and 1×1 and stride-1
+/// layers never do.
+#[test]
+fn stride_2_weight_gradients_gather_from_split_columns() {
+    let avx512 = Kernel::current() == Kernel::Avx512;
+    for g in shapes().iter().filter(|g| g.col_cols() >= DIRECT_MIN_INNER) {
+        let expected = avx512 && g.stride.1 == 2 && g.kw == 3;
+        assert_eq!(reads_split_columns(g), expected, "{g:?}");
+    }
+    let pointwise = geom([2, 17, 8, 8], [19, 1, 1], (2, 2), (0, 0), (1, 1), 1);
+    assert!(!reads_split_columns(&pointwise));
+    let per_image = [
+        geom([2, 6, 33, 35], [8, 3, 3], (2, 2), (2, 1), (1, 1), 2),
+        geom([8, 24, 32, 32], [16, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+    ];
+    for g in &per_image {
+        assert!(!transposes_weight_gradient(g) && g.col_cols() >= DIRECT_MIN_INNER);
+    }
 }
 
 fn skip() -> bool {
@@ -104,22 +132,37 @@ fn gathered_rows_are_the_unrolled_matrix() {
             (pixels / 3, 32.min(pixels - pixels / 3)),
         ];
         for (q0, len) in runs.into_iter().chain([(0, pixels)]) {
-            let plan = RunPlan::new(&g, q0, len, Layout::Run, None);
-            for (k0, kernel) in [0, k / 2]
-                .into_iter()
-                .flat_map(|k0| kernels().into_iter().map(move |kn| (k0, kn)))
-            {
-                let rows = k - k0;
-                let mut got = vec![f32::NAN; rows * len];
-                plan.fill(kernel, &x, (k0, rows), &mut got, len);
-                for (i, &v) in got.iter().enumerate() {
-                    let (k, q) = (k0 + i / len, q0 + i % len);
-                    let want = unrolled(&x, &g, k, q);
-                    assert_eq!(v, want, "{g:?} {kernel:?}: row {k}, pixel {q}");
+            for (source, input) in sources(&g, &x) {
+                let plan = RunPlan::new(&g, q0, len, Layout::Run, None, source);
+                for (k0, kernel) in [0, k / 2]
+                    .into_iter()
+                    .flat_map(|k0| kernels().into_iter().map(move |kn| (k0, kn)))
+                {
+                    let rows = k - k0;
+                    let mut got = vec![f32::NAN; rows * len];
+                    plan.fill(kernel, &input, (k0, rows), &mut got, len);
+                    for (i, &v) in got.iter().enumerate() {
+                        let (k, q) = (k0 + i / len, q0 + i % len);
+                        let want = unrolled(&x, &g, k, q);
+                        assert_eq!(v, want, "{g:?} {source:?} {kernel:?}: row {k}, pixel {q}");
+                    }
                 }
             }
         }
     }
+}
+
+/// The inputs a plan of `g` may read, with their sources: `x` as it is,
+/// and at a horizontal stride of 2 its column-split copy (every row
+/// split, which is what splitting each image's planes gives).
+fn sources(g: &ConvGeom, x: &[f32]) -> Vec<(Source, Vec<f32>)> {
+    let mut all = vec![(Source::Planes, x.to_vec())];
+    if g.stride.1 == 2 && Kernel::Avx512.cpu_has() {
+        let mut split = vec![f32::NAN; x.len()];
+        split_columns(x, g.w, &mut split);
+        all.push((Source::SplitColumns, split));
+    }
+    all
 }
 
 /// Segments take whole vectors of pixels across output rows and images
@@ -139,28 +182,28 @@ fn segments_fill_vectors_across_rows_and_images() {
         geom([16, 40, 4, 4], [36, 1, 1], (1, 1), (0, 0), (1, 1), 1),
         geom([2, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1),
     ] {
-        let plan = RunPlan::new(&g, 0, 32, panels, None);
+        let plan = RunPlan::new(&g, 0, 32, panels, None, Source::Planes);
         assert_eq!(plan.segment_pixels(), [16, 16], "{g:?}");
     }
     // A run of 40 pixels in panels of 32: 16, 16, then the next panel's 8.
     let g = geom([2, 8, 4, 4], [16, 1, 1], (1, 1), (0, 0), (1, 1), 1);
-    let plan = RunPlan::new(&g, 0, 40, panels, None);
+    let plan = RunPlan::new(&g, 0, 40, panels, None, Source::Planes);
     assert_eq!(plan.segment_pixels(), [16, 16, 8]);
     // From the middle of the first image: its last 4 pixels and the next
     // image's first 12 in one segment.
-    let plan = RunPlan::new(&g, 12, 20, Layout::Run, None);
+    let plan = RunPlan::new(&g, 12, 20, Layout::Run, None, Source::Planes);
     assert_eq!(plan.segment_pixels(), [16, 4]);
     // A 1×1 layer at stride 1 without padding reads a plane in order: a
     // part per image in a segment (two where one crosses into the next
     // image), where a 3×3 layer on the same planes has one per output row.
     let pointwise = geom([4, 8, 7, 7], [16, 1, 1], (1, 1), (0, 0), (1, 1), 1);
     assert_eq!(
-        RunPlan::new(&pointwise, 0, 98, Layout::Run, None).most_parts(),
+        RunPlan::new(&pointwise, 0, 98, Layout::Run, None, Source::Planes).most_parts(),
         2
     );
     let three_by_three = geom([4, 8, 7, 7], [16, 3, 3], (1, 1), (1, 1), (1, 1), 1);
     assert_eq!(
-        RunPlan::new(&three_by_three, 0, 98, Layout::Run, None).most_parts(),
+        RunPlan::new(&three_by_three, 0, 98, Layout::Run, None, Source::Planes).most_parts(),
         4
     );
 }
@@ -202,27 +245,25 @@ fn gathered_panels_are_the_unrolled_matrix() {
     for g in shapes() {
         let x = random(g.n * g.image_len(), 2);
         let len = 70.min(g.n * g.col_cols());
-        let plan = RunPlan::new(
-            &g,
-            0,
-            len,
-            Layout::Panels {
-                width: 32,
-                depth: 5,
-            },
-            None,
-        );
+        let panels = Layout::Panels {
+            width: 32,
+            depth: 5,
+        };
         let rows = 5.min(g.cg() * g.kh * g.kw);
-        for kernel in kernels() {
+        for ((source, input), kernel) in sources(&g, &x)
+            .into_iter()
+            .flat_map(|s| kernels().into_iter().map(move |k| (s.clone(), k)))
+        {
+            let plan = RunPlan::new(&g, 0, len, panels, None, source);
             let mut got = vec![f32::NAN; len.div_ceil(32) * 32 * 5];
-            plan.fill(kernel, &x, (0, rows), &mut got, 32);
+            plan.fill(kernel, &input, (0, rows), &mut got, 32);
             for r in 0..rows {
                 for q in 0..len {
                     let v = got[q / 32 * 32 * 5 + r * 32 + q % 32];
                     assert_eq!(
                         v,
                         unrolled(&x, &g, r, q),
-                        "{g:?} {kernel:?}: row {r}, pixel {q}"
+                        "{g:?} {source:?} {kernel:?}: row {r}, pixel {q}"
                     );
                 }
                 for q in len..len.div_ceil(32) * 32 {
