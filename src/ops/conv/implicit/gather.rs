@@ -213,7 +213,7 @@ pub(super) fn stride_supported(sw: usize) -> bool {
 }
 
 /// The lanes `l < lanes` with `0 ≤ ix0 + l < w`, as a bit mask.
-fn inside(ix0: isize, lanes: usize, w: usize) -> u32 {
+pub(super) fn inside(ix0: isize, lanes: usize, w: usize) -> u32 {
     let lo = (-ix0).clamp(0, lanes as isize);
     let hi = (w as isize - ix0).clamp(0, lanes as isize);
     if hi <= lo {

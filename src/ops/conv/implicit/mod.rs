@@ -46,6 +46,7 @@
 mod gather;
 mod padding_skip;
 mod split_columns;
+mod tap_triples;
 #[cfg(test)]
 mod tests;
 mod weights;
@@ -59,7 +60,9 @@ use super::winograd::f32_slice;
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
-use crate::ops::matmul::sgemm::{self, pack_runs, sgemm_with, strided_on, BBlock, Kernel, Lhs};
+use crate::ops::matmul::sgemm::{
+    self, pack_runs, sgemm_with, strided_on, ABlock, BBlock, Kernel, Lhs,
+};
 use gather::{Layout, Plans};
 use std::any::TypeId;
 use std::mem::MaybeUninit;
@@ -444,7 +447,9 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
 /// channels fill the columns and `X`'s few rows are the packed side.
 /// Same sums in the same order (pixels in blocks of `KC`, images in
 /// order, the threads' partial sums over the same tiles of images), so
-/// the same bits on any thread count.
+/// the same bits on any thread count. For 3-wide kernels on AVX-512 `X`
+/// is packed into the GEMM's panels straight from the planes
+/// (`tap_triples`, the same values), not gathered then packed.
 fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
     let (og, k, cols) = (g.og(), g.col_rows(), g.col_cols());
     // The untransposed route's tiles of images (one image at a time
@@ -452,15 +457,42 @@ fn backward_weight_transposed(x: &[f32], dy: &[f32], g: &ConvGeom) -> Result<Vec
     let tiles = image_tiles(g);
     let add_tile = |mut dwt: Vec<f32>, &(n0, t): &(usize, usize)| {
         let mut plans = Plans::default();
-        with_scratch(k * cols, |col: &mut [f32]| {
-            let col = &mut col[..k * cols];
+        let packs_planes = tap_triples::applies(g);
+        let col_len = if packs_planes { 0 } else { k * cols };
+        with_scratch(col_len, |col: &mut [f32]| {
             for (n, gi) in (n0..n0 + t).flat_map(|n| (0..g.groups).map(move |gi| (n, gi))) {
-                let plan = plans.get(g, 0, cols, Layout::Run);
                 let x = &x[group_base(g, n, gi)..];
-                plan.fill(Kernel::current(), x, (0, k), col, cols);
                 let at = n * g.out_image_len() + gi * og * cols;
                 let grad = &dy[at..at + og * cols];
                 let dwt_g = &mut dwt[gi * og * k..(gi + 1) * og * k];
+                if packs_planes {
+                    let pack =
+                        |blk: &ABlock, out: &mut [f32]| tap_triples::pack_block(x, g, blk, out);
+                    let lhs = Lhs::Blocks {
+                        m: k,
+                        k: cols,
+                        pack: &pack,
+                    };
+                    // Safety: the sgemm is available (`supports`); `grad`
+                    // holds og × cols values (read transposed), `dwt_g` k ×
+                    // og, row stride og, its own buffer.
+                    unsafe {
+                        strided_on(
+                            Kernel::current(),
+                            lhs,
+                            og,
+                            grad.as_ptr(),
+                            (1, cols as isize),
+                            1.0,
+                            dwt_g.as_mut_ptr(),
+                            og as isize,
+                        )
+                    };
+                    continue;
+                }
+                let col = &mut col[..k * cols];
+                let plan = plans.get(g, 0, cols, Layout::Run);
+                plan.fill(Kernel::current(), x, (0, k), col, cols);
                 // Safety: the sgemm is available (`supports`); `col` holds
                 // k × cols values, `grad` og × cols (read transposed), and
                 // `dwt_g` k × og, row stride og, its own buffer.

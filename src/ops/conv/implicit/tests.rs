@@ -536,3 +536,53 @@ fn pointwise_input_gradient_reads_the_weights_transposed() {
         }
     });
 }
+
+/// The transposed weight gradient's left operand packed straight from the
+/// planes (`tap_triples`) holds the unrolled matrix by the definition,
+/// in the sgemm's micro-panels, zeros past its rows: strides 1 and 2
+/// (vertical 3), padding 0 to 2, kernel heights 1, 3 and 5, vertical
+/// dilation, rows of 5, 7 and 16 pixels (partial chunks), blocks that
+/// start inside an output row, and last panels of 1 to 3 triples.
+#[test]
+fn tap_triples_pack_the_unrolled_matrix() {
+    use super::tap_triples::{applies, pack_block};
+    if !Kernel::Avx512.cpu_has() || Kernel::current() != Kernel::Avx512 {
+        eprintln!("skipped: the tap-triple packer runs on AVX-512");
+        return;
+    }
+    for g in [
+        geom([1, 16, 32, 32], [32, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        geom([1, 3, 9, 11], [8, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+        geom([1, 5, 14, 14], [4, 5, 3], (3, 2), (2, 2), (2, 1), 1),
+        geom([1, 2, 6, 10], [4, 1, 3], (1, 2), (0, 0), (1, 1), 1),
+        geom([1, 7, 13, 15], [4, 3, 3], (2, 1), (0, 2), (1, 1), 1),
+    ] {
+        assert!(applies(&g), "{g:?}");
+        let x = random(g.image_len(), 7);
+        let (k, cols) = (g.col_rows(), g.col_cols());
+        let blocks = [
+            (0, k, 0, cols),
+            (3, k - 3, 5.min(cols - 1), cols - 5.min(cols - 1)),
+        ];
+        for (ic, mc, pc, kc) in blocks {
+            let blk = ABlock { ic, mc, pc, kc };
+            let mut out = vec![f32::NAN; mc.next_multiple_of(sgemm::MR) * kc];
+            pack_block(&x, &g, &blk, &mut out);
+            for (at, &v) in out.iter().enumerate() {
+                let (panel, p, i) = (at / (sgemm::MR * kc), at / sgemm::MR % kc, at % sgemm::MR);
+                let row = ic + panel * sgemm::MR + i;
+                let want = if row < ic + mc {
+                    unrolled(&x, &g, row, pc + p)
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    v.to_bits(),
+                    want.to_bits(),
+                    "{g:?} block {ic}+{mc}, {pc}+{kc}: row {row}, pixel {}",
+                    pc + p
+                );
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! zeros in all their columns (a convolution's padding).
 
 use super::kernels::{self, kernel_avx2, kernel_avx512, kernel_avx512_skipping, Tile};
-use super::{apply_beta, pack, reserve, BBlock, Kernel, Lhs, KC, MC, MR, NC, NR, PACK};
+use super::{apply_beta, pack, reserve, ABlock, BBlock, Kernel, Lhs, KC, MC, MR, NC, NR, PACK};
 
 /// The sizes of a product: `a` is `m × k`, `b` is `k × n`.
 #[derive(Clone, Copy)]
@@ -270,6 +270,30 @@ pub(super) unsafe fn product(
                         };
                         pack::pack_a_planes(kernel, mc, (pc, kc), planes, a_pack);
                     }
+                    a_pack.cast_const()
+                };
+                unsafe {
+                    drive_blocks(
+                        kernel,
+                        dims,
+                        depth,
+                        pack_block,
+                        &mut pack_b_block,
+                        &skip,
+                        beta != 0.0,
+                        c,
+                        ldc,
+                    )
+                };
+            }
+            Lhs::Blocks { pack, .. } => {
+                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * depth.min(k));
+                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+                    let len = mc.next_multiple_of(MR) * kc;
+                    // Safety: `a_pack` holds MC × depth initialised f32
+                    // (`reserve`), at least `len`.
+                    let out = unsafe { std::slice::from_raw_parts_mut(a_pack, len) };
+                    pack(&ABlock { ic, mc, pc, kc }, out);
                     a_pack.cast_const()
                 };
                 unsafe {

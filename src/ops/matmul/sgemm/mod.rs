@@ -293,6 +293,33 @@ pub enum Lhs<'a> {
     },
     /// Packed once by [`PackedA`].
     Packed(&'a PackedA),
+    /// Packed block by block by the caller: `pack(&block, out)` writes
+    /// the block's rows and columns as [`sgemm`] packs them, micro-panels
+    /// of [`MR`] rows one after another (`out[ir·kc + p·MR + i]` = row
+    /// `ic + ir + i`, column `pc + p`; rows past `m` zeros). A weight
+    /// gradient's unrolled input, packed straight from the planes.
+    Blocks {
+        /// Rows.
+        m: usize,
+        /// Columns (the inner dimension).
+        k: usize,
+        /// The packer.
+        pack: &'a dyn Fn(&ABlock, &mut [f32]),
+    },
+}
+
+/// A block of the left operand for the packer of [`Lhs::Blocks`]: rows
+/// `ic .. ic + mc`, columns (depth) `pc .. pc + kc`. The packer fills
+/// `mc.next_multiple_of(MR) × kc` values.
+pub struct ABlock {
+    /// First row.
+    pub ic: usize,
+    /// Rows in the block.
+    pub mc: usize,
+    /// First column.
+    pub pc: usize,
+    /// Columns in the block (at most 256).
+    pub kc: usize,
 }
 
 impl Lhs<'_> {
@@ -304,6 +331,7 @@ impl Lhs<'_> {
                 m, cols, planes, ..
             } => (m, cols * planes),
             Lhs::Packed(p) => (p.rows(), p.cols()),
+            Lhs::Blocks { m, k, .. } => (m, k),
         }
     }
 }

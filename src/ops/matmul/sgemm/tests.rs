@@ -352,6 +352,63 @@ fn planes_left_operand_matches_the_row_major_copy_bit_for_bit() {
     }
 }
 
+/// A left operand packed block by block by the caller (`Lhs::Blocks`,
+/// here with the strided packer) gives the bits of the strided product,
+/// and (with `n` under one `NC` block) its packer sees every block of
+/// `MC` rows and `KC` columns once, rows past the matrix's included in
+/// the padded panels: 5 to `MC + 13` rows and depths across a `KC` block
+/// boundary.
+#[test]
+fn caller_packed_left_operand_matches_the_strided_product_bit_for_bit() {
+    if skip() {
+        return;
+    }
+    for &(m, k, n) in &[(5, 7, 33), (MC + 13, KC + 9, 20), (36, 256, 32)] {
+        let a = Strided::random(m, k, false, 1, 21);
+        let b = Strided::random(k, n, false, 1, 22);
+        for kernel in kernels_on_this_cpu() {
+            let mut want = vec![0.5f32; m * n];
+            let mut got = want.clone();
+            product(kernel, &a, &b, (m, k, n), 1.0, &mut want, n);
+            let blocks = std::cell::RefCell::new(Vec::new());
+            let pack = |blk: &ABlock, out: &mut [f32]| {
+                assert_eq!(out.len(), blk.mc.next_multiple_of(MR) * blk.kc);
+                blocks.borrow_mut().push((blk.ic, blk.mc, blk.pc, blk.kc));
+                // Safety: the block lies inside `a`; `out` holds its panels.
+                unsafe {
+                    let block = a.data.as_ptr().add(blk.ic * k + blk.pc);
+                    pack::pack_a(
+                        kernel,
+                        blk.mc,
+                        blk.kc,
+                        block,
+                        (k as isize, 1),
+                        out.as_mut_ptr(),
+                    )
+                };
+            };
+            let lhs = Lhs::Blocks { m, k, pack: &pack };
+            let (bp, cp) = (b.data.as_ptr(), got.as_mut_ptr());
+            // Safety: b holds k × n values, got m × n.
+            unsafe { strided_on(kernel, lhs, n, bp, (n as isize, 1), 1.0, cp, n as isize) };
+            assert!(
+                want.iter()
+                    .zip(&got)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}x{k}x{n} {kernel:?}"
+            );
+            let mut seen = blocks.into_inner();
+            seen.sort_unstable();
+            let expected: Vec<_> = (0..m)
+                .step_by(MC)
+                .flat_map(|ic| (0..k).step_by(KC).map(move |pc| (ic, pc)))
+                .map(|(ic, pc)| (ic, MC.min(m - ic), pc, KC.min(k - pc)))
+                .collect();
+            assert_eq!(seen, expected, "{m}x{k}x{n}");
+        }
+    }
+}
+
 #[test]
 fn same_bits_as_matrixmultiply() {
     if skip() {
