@@ -546,6 +546,7 @@ fn pointwise_input_gradient_reads_the_weights_transposed() {
 #[test]
 fn tap_triples_pack_the_unrolled_matrix() {
     use super::tap_triples::{applies, pack_block};
+    use crate::ops::matmul::sgemm::ABlock;
     if !Kernel::Avx512.cpu_has() || Kernel::current() != Kernel::Avx512 {
         eprintln!("skipped: the tap-triple packer runs on AVX-512");
         return;

@@ -225,30 +225,39 @@ pub(super) unsafe fn product(
             pack_b(blk, &mut b_pack[..len]);
             b_pack.as_ptr()
         };
+        // Runs the blocked loops with `a_block` giving the left operand's
+        // blocks; called once per block of MC rows and KC steps, so the
+        // dynamic dispatch costs nothing.
+        let mut drive = |a_block: &mut dyn FnMut(usize, usize, usize, usize) -> *const f32| {
+            // Safety: the caller's contract; `a_block` packs (or reads
+            // packed) the rows and steps asked for.
+            unsafe {
+                drive_blocks(
+                    kernel,
+                    dims,
+                    depth,
+                    a_block,
+                    &mut pack_b_block,
+                    &skip,
+                    beta != 0.0,
+                    c,
+                    ldc,
+                )
+            }
+        };
+        let a_len = MC.min(m.next_multiple_of(MR)) * depth.min(k);
         match lhs {
             Lhs::Strided { a, strides, .. } => {
-                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * depth.min(k));
-                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
-                    // Safety: the block lies inside `a`; `a_pack` holds MC × depth.
+                let a_pack = reserve(a_buf, a_len);
+                drive(&mut |ic, pc, mc, kc| {
+                    // Safety: the block lies inside `a`; `a_pack` holds MC ×
+                    // depth.
                     unsafe {
                         let block = a.offset(ic as isize * strides.0 + pc as isize * strides.1);
                         pack::pack_a(kernel, mc, kc, block, strides, a_pack);
                     }
                     a_pack.cast_const()
-                };
-                unsafe {
-                    drive_blocks(
-                        kernel,
-                        dims,
-                        depth,
-                        pack_block,
-                        &mut pack_b_block,
-                        &skip,
-                        beta != 0.0,
-                        c,
-                        ldc,
-                    )
-                };
+                })
             }
             Lhs::Planes {
                 cols,
@@ -257,8 +266,8 @@ pub(super) unsafe fn product(
                 plane_stride,
                 ..
             } => {
-                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * depth.min(k));
-                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+                let a_pack = reserve(a_buf, a_len);
+                drive(&mut |ic, pc, mc, kc| {
                     // Safety: the block lies inside the planes; `a_pack`
                     // holds MC × depth.
                     unsafe {
@@ -271,61 +280,20 @@ pub(super) unsafe fn product(
                         pack::pack_a_planes(kernel, mc, (pc, kc), planes, a_pack);
                     }
                     a_pack.cast_const()
-                };
-                unsafe {
-                    drive_blocks(
-                        kernel,
-                        dims,
-                        depth,
-                        pack_block,
-                        &mut pack_b_block,
-                        &skip,
-                        beta != 0.0,
-                        c,
-                        ldc,
-                    )
-                };
+                })
             }
             Lhs::Blocks { pack, .. } => {
-                let a_pack = reserve(a_buf, MC.min(m.next_multiple_of(MR)) * depth.min(k));
-                let pack_block = |ic: usize, pc: usize, mc: usize, kc: usize| {
+                let a_pack = reserve(a_buf, a_len);
+                drive(&mut |ic, pc, mc, kc| {
                     let len = mc.next_multiple_of(MR) * kc;
                     // Safety: `a_pack` holds MC × depth initialised f32
                     // (`reserve`), at least `len`.
                     let out = unsafe { std::slice::from_raw_parts_mut(a_pack, len) };
                     pack(&ABlock { ic, mc, pc, kc }, out);
                     a_pack.cast_const()
-                };
-                unsafe {
-                    drive_blocks(
-                        kernel,
-                        dims,
-                        depth,
-                        pack_block,
-                        &mut pack_b_block,
-                        &skip,
-                        beta != 0.0,
-                        c,
-                        ldc,
-                    )
-                };
+                })
             }
-            Lhs::Packed(a) => {
-                let block = |ic: usize, pc: usize, _: usize, _: usize| a.block(ic, pc);
-                unsafe {
-                    drive_blocks(
-                        kernel,
-                        dims,
-                        depth,
-                        block,
-                        &mut pack_b_block,
-                        &skip,
-                        beta != 0.0,
-                        c,
-                        ldc,
-                    )
-                };
-            }
+            Lhs::Packed(a) => drive(&mut |ic, pc, _, _| a.block(ic, pc)),
         }
     });
 }
