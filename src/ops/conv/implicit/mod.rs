@@ -45,6 +45,7 @@
 
 mod gather;
 mod padding_skip;
+mod plans;
 mod split_columns;
 mod tap_triples;
 #[cfg(test)]
@@ -62,7 +63,8 @@ use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;
 use crate::error::{Error, Result};
 use crate::ops::matmul::sgemm::{self, pack_runs, sgemm_with, strided_on, BBlock, Kernel, Lhs};
-use gather::{Layout, Plans};
+use gather::Layout;
+use plans::Plans;
 use std::any::TypeId;
 use std::mem::MaybeUninit;
 use transposed::{backward_weight_transposed, transposes_weight_gradient};

@@ -24,7 +24,8 @@
 //! but in blocks of 252 rather than 256 steps: other bits (tested against
 //! the naive convolution), the same on any thread count.
 
-use super::gather::{Layout, Plans};
+use super::gather::Layout;
+use super::plans::Plans;
 use super::{check_supported, group_base, writes_planes_directly, NR};
 use crate::backend::cpu::pool::take_empty;
 use crate::backend::cpu::scratch::with_scratch;

@@ -2,7 +2,8 @@
 //! scalar reading of the definition, and both passes against the naive
 //! convolution (f64) and, bit for bit, against the im2col route, which
 //! sums the same terms in the same order.
-use super::gather::{Layout, Plans, RunPlan};
+use super::gather::{Layout, RunPlan};
+use super::plans::Plans;
 use super::split_columns::{reads_split_columns, split_columns, Source};
 use super::*;
 use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d_forward_im2col};

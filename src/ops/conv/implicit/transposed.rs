@@ -4,7 +4,8 @@
 
 use super::super::cpu::{image_tiles, parallel, sum_in_fixed_runs};
 use super::super::geom::ConvGeom;
-use super::gather::{Layout, Plans};
+use super::gather::Layout;
+use super::plans::Plans;
 use super::{group_base, is_pointwise, tap_triples, NR};
 use crate::backend::cpu::pool::{recycle, take_empty};
 use crate::backend::cpu::scratch::with_scratch;
