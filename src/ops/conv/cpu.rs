@@ -150,8 +150,10 @@ fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatR
 /// Forward: `x` (N×C×H×W), `w` (O×C/g×kh×kw), optional `bias` (O), all
 /// contiguous; returns N×O×oh×ow. 3×3 stride-1 kernels with enough
 /// channels go to [`winograd`], 3×3 stride-2 kernels with many channels on
-/// large planes to [`winograd_stride2`], f32 on AVX2 or AVX-512 to the
-/// implicit GEMM (`implicit`), the rest to im2col + GEMM.
+/// large planes to [`winograd_stride2`], f32 3×3 stride-2 kernels on
+/// small planes with AVX-512 to the direct channel-lane kernel
+/// (`channel_lanes`), other f32 on AVX2 or AVX-512 to the implicit GEMM
+/// (`implicit`), the rest to im2col + GEMM.
 /// Errors when a buffer is shorter than the geometry needs.
 pub fn conv2d_forward<T: Gemm>(
     x: &[T],
@@ -164,6 +166,10 @@ pub fn conv2d_forward<T: Gemm>(
     }
     if winograd_stride2::applies(g) {
         return winograd_stride2::conv2d_forward(x, w, bias, g);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) = super::channel_lanes::try_forward(x, w, bias, g) {
+        return out;
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(out) = super::implicit::try_forward(x, w, bias, g) {

@@ -16,6 +16,8 @@
 //! outputs on a GPU. Output and gradients are f32, the bias is added in
 //! f32, and the backward runs in the precision its forward ran in.
 
+#[cfg(target_arch = "x86_64")]
+mod channel_lanes;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;

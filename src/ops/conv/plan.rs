@@ -111,6 +111,15 @@ fn implicit(g: &ConvGeom, pass: Pass) -> Option<&'static str> {
     None
 }
 
+/// Whether the channel-lane kernels (`channel_lanes`) compute the forward
+/// of `g` (f32).
+fn channel_lanes(g: &ConvGeom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::channel_lanes::pays(g);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Whether the pixel-lane kernels (`pixel_lanes`) compute the weight
 /// gradient of `g` (f32).
 fn pixel_lanes(g: &ConvGeom) -> bool {
@@ -135,6 +144,8 @@ fn forward_name(g: &ConvGeom) -> &'static str {
         "winograd F(2x2,3x3)"
     } else if super::winograd_stride2::applies(g) {
         "winograd stride 2"
+    } else if channel_lanes(g) {
+        "direct, channel lanes"
     } else if let Some(route) = implicit(g, Pass::Forward) {
         route
     } else if g.col_cols() >= DIRECT_MIN_COLUMNS {

@@ -49,7 +49,7 @@ mod plans;
 mod split_columns;
 mod tap_triples;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 mod transposed;
 mod weights;
 
@@ -118,12 +118,27 @@ pub(super) fn try_forward<T: 'static>(
     bias: Option<&[T]>,
     g: &ConvGeom,
 ) -> Option<Result<Vec<T>>> {
+    forward_in_f32(x, w, bias, supports(g), |x, w, bias| {
+        conv2d_forward(x, w, bias, g)
+    })
+}
+
+/// `f(x, w, bias)` on the operands seen as f32, its result seen as `T`,
+/// when `T` is f32 and the route `applies`; `None` otherwise (the caller
+/// takes another route). Shared by the f32-only forward routes.
+pub(super) fn forward_in_f32<T: 'static>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    applies: bool,
+    f: impl FnOnce(&[f32], &[f32], Option<&[f32]>) -> Result<Vec<f32>>,
+) -> Option<Result<Vec<T>>> {
     let (x, w) = (f32_slice(x)?, f32_slice(w)?);
     let bias = match bias {
         Some(b) => Some(f32_slice(b)?),
         None => None,
     };
-    supports(g).then(|| conv2d_forward(x, w, bias, g).map(into_vec_of))
+    applies.then(|| f(x, w, bias).map(into_vec_of))
 }
 
 /// [`conv2d_backward_input_pointwise`] when `T` is f32, [`supports`]

@@ -10,14 +10,14 @@ use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d
 use crate::ops::conv::Conv2dParams;
 use rand::{Rng, SeedableRng};
 
-pub(super) fn random(len: usize, seed: u64) -> Vec<f32> {
+pub(in crate::ops::conv) fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 /// A geometry: `[n, c, h, w]` input, `[o, k_h, k_w]` kernel, stride,
 /// padding, dilation (rows, columns) and groups.
-pub(super) fn geom(
+pub(in crate::ops::conv) fn geom(
     [n, c, h, w]: [usize; 4],
     [o, kh, kw]: [usize; 3],
     stride: (usize, usize),

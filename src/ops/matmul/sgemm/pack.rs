@@ -213,7 +213,7 @@ unsafe fn pack_runs_avx512<const W: usize>(
 /// (4 × 4 blocks within each 128-bit lane), then the lanes are gathered
 /// across the four groups of four rows: 64 shuffles.
 #[target_feature(enable = "avx512f")]
-fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+pub(crate) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     let t: [__m512; 16] = std::array::from_fn(|i| {
         let (a, b) = (r[i & !1], r[i | 1]);
         if i % 2 == 0 {

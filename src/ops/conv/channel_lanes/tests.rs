@@ -1,0 +1,188 @@
+use super::*;
+use crate::ops::conv::cpu::{conv2d_direct, conv2d_forward_im2col};
+use crate::ops::conv::implicit::tests::{geom as any_geom, random};
+
+/// A 3×3 layer with padding 1: `[n, c, h, w]` input, `o` outputs,
+/// stride `(rows, columns)`.
+fn geom(input: [usize; 4], o: usize, stride: (usize, usize)) -> ConvGeom {
+    any_geom(input, [o, 3, 3], stride, (1, 1), (1, 1), 1)
+}
+
+/// The route runs on AVX-512 only.
+fn skip() -> bool {
+    if !supports(&geom([1, 1, 4, 4], 1, (2, 2))) {
+        eprintln!("skipped: the CPU does not run the AVX-512 kernels");
+        return true;
+    }
+    false
+}
+
+/// Stride 2 on even planes (padding above and left only) and odd ones
+/// (below and right too), stride 1 (both sides of every row), a vertical
+/// stride of 3, rows of 1–16 pixels (tiles of 1 to 5, a lone pixel with
+/// both edges), non-square planes, 1 and 3 input channels, output channels
+/// that fill 1, 2 or 3 vectors of a block or run into a second block.
+fn shapes() -> Vec<ConvGeom> {
+    vec![
+        geom([2, 8, 8, 8], 64, (2, 2)),
+        geom([3, 19, 7, 9], 13, (2, 2)),
+        geom([2, 5, 6, 11], 40, (1, 1)),
+        geom([2, 3, 10, 12], 70, (3, 2)),
+        geom([1, 1, 1, 1], 20, (1, 1)),
+        geom([2, 4, 2, 2], 33, (2, 2)),
+        geom([2, 16, 32, 32], 32, (2, 2)),
+        geom([2, 6, 5, 13], 130, (1, 2)),
+    ]
+}
+
+#[test]
+fn forward_matches_the_definition_and_im2col() {
+    if skip() {
+        return;
+    }
+    for (s, g) in shapes().into_iter().enumerate() {
+        let x = random(g.n * g.image_len(), 10 + s as u64);
+        let w = random(g.c_out * g.col_rows(), 20 + s as u64);
+        let b = random(g.c_out, 30 + s as u64);
+        let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        for bias in [Some(&b[..]), None] {
+            let got = conv2d_forward(&x, &w, bias, &g).unwrap();
+            let im2col = conv2d_forward_im2col(&x, &w, bias, &g).unwrap();
+            let want = conv2d_direct(&wide(&x), &wide(&w), bias.map(wide).as_deref(), &g).unwrap();
+            assert_eq!((got.len(), im2col.len()), (want.len(), want.len()), "{g:?}");
+            for (i, ((&a, &c), &e)) in got.iter().zip(&im2col).zip(&want).enumerate() {
+                let tol = 1e-4 * (1.0 + e.abs());
+                assert!((a as f64 - e).abs() < tol, "{g:?}: y[{i}] {a} vs {e}");
+                assert!(
+                    ((a - c).abs() as f64) < tol,
+                    "{g:?}: y[{i}] {a} vs im2col {c}"
+                );
+            }
+        }
+    }
+}
+
+/// Each output is one chain of sums in a fixed order: the same bits on
+/// any number of threads.
+#[test]
+fn bits_do_not_depend_on_threads() {
+    if skip() {
+        return;
+    }
+    let g = geom([8, 64, 16, 16], 96, (2, 2));
+    assert!(parallel(&g));
+    let (x, w) = (
+        random(g.n * g.image_len(), 7),
+        random(g.c_out * g.col_rows(), 8),
+    );
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| conv2d_forward(&x, &w, None, &g).unwrap())
+    };
+    assert!(run(1) == run(3), "not the same bits on 1 and 3 threads");
+}
+
+/// Kernels other than 3×3 with padding 1 (and dilation, groups, a
+/// horizontal stride of 3) are refused with an error.
+#[test]
+fn other_geometries_are_refused() {
+    if skip() {
+        return;
+    }
+    let refused = [
+        any_geom([1, 4, 8, 8], [4, 3, 3], (1, 1), (0, 0), (1, 1), 1),
+        any_geom([1, 4, 8, 8], [4, 3, 3], (1, 1), (2, 2), (1, 1), 1),
+        any_geom([1, 4, 8, 8], [4, 1, 1], (1, 1), (1, 1), (1, 1), 1),
+        any_geom([1, 4, 8, 8], [4, 3, 3], (1, 1), (1, 1), (2, 2), 1),
+        any_geom([1, 4, 8, 8], [4, 3, 3], (1, 1), (1, 1), (1, 1), 2),
+        any_geom([1, 4, 8, 8], [4, 3, 3], (1, 3), (1, 1), (1, 1), 1),
+    ];
+    for g in refused {
+        let x = random(g.n * g.image_len(), 1);
+        let w = random(g.c_out * g.col_rows(), 2);
+        assert!(!supports(&g), "{g:?}");
+        let err = conv2d_forward(&x, &w, None, &g).unwrap_err().to_string();
+        assert!(err.contains("channel-lane"), "{g:?}: {err}");
+    }
+}
+
+/// Buffers shorter than the geometry are refused, not read past.
+#[test]
+fn short_buffers_are_refused() {
+    if skip() {
+        return;
+    }
+    let g = geom([2, 4, 6, 6], 8, (2, 2));
+    let (x, w) = (
+        random(g.n * g.image_len(), 1),
+        random(g.c_out * g.col_rows(), 2),
+    );
+    assert!(conv2d_forward(&x[1..], &w, None, &g).is_err());
+    assert!(conv2d_forward(&x, &w[1..], None, &g).is_err());
+    assert!(conv2d_forward(&x, &w, Some(&[0.0; 7]), &g).is_err());
+}
+
+/// The row tiles cover each row once, at most 5 pixels each, within one
+/// of each other; the kernel rows inside are those whose input row is.
+#[test]
+fn tiles_and_rows_inside() {
+    for ow in 1..40 {
+        let tiles: Vec<_> = row_tiles(ow).collect();
+        let covered: Vec<usize> = tiles.iter().flat_map(|&(x, n)| x..x + n).collect();
+        assert_eq!(covered, (0..ow).collect::<Vec<_>>());
+        let (lo, hi) = (
+            tiles.iter().map(|t| t.1).min(),
+            tiles.iter().map(|t| t.1).max(),
+        );
+        assert!(
+            hi.unwrap() <= MOST_PIXELS && hi.unwrap() - lo.unwrap() <= 1,
+            "{ow}"
+        );
+    }
+    for (h, sh) in [(1, 1), (2, 2), (7, 2), (8, 2), (10, 3), (5, 1)] {
+        let g = geom([1, 1, h, 4], 1, (sh, 1));
+        for oy in 0..g.oh {
+            let inside: Vec<usize> = (0..3)
+                .filter(|&i| (oy * sh + i).checked_sub(1).is_some_and(|iy| iy < h))
+                .collect();
+            let (first, rows) = rows_inside(&g, oy);
+            assert_eq!(
+                (first..first + rows).collect::<Vec<_>>(),
+                inside,
+                "h {h} oy {oy}"
+            );
+        }
+    }
+}
+
+/// The CIFAR ResNets' stride-2 3×3 layers run here; 7-pixel output rows,
+/// inputs beyond L2 and stride 1 keep the other routes.
+#[test]
+fn the_route_takes_small_stride_2_layers() {
+    if skip() {
+        return;
+    }
+    for (c, hw, o) in [
+        (16, 32, 32),
+        (32, 16, 64),
+        (64, 32, 128),
+        (128, 16, 256),
+        (256, 8, 512),
+    ] {
+        let g = geom([32, c, hw, hw], o, (2, 2));
+        assert!(pays(&g), "{g:?}");
+        assert_eq!(
+            crate::ops::conv::plan::algorithm(&g, crate::ops::conv::plan::Pass::Forward),
+            "direct, channel lanes"
+        );
+    }
+    let seven_wide = geom([32, 256, 14, 14], 512, (2, 2));
+    let large_input = geom([32, 64, 56, 56], 128, (2, 2));
+    let stride_1 = geom([32, 64, 8, 8], 64, (1, 1));
+    for g in [seven_wide, large_input, stride_1] {
+        assert!(!pays(&g), "{g:?}");
+    }
+}
