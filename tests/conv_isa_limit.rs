@@ -1,8 +1,9 @@
 //! The f32 convolution paths of every vector instruction set the CPU runs,
 //! selected with `simd::set_isa_limit` (AVX-512, AVX2 + FMA, baseline):
 //! forward and both gradients against f64 on shapes that take each route
-//! (implicit GEMM, im2col, Winograd, pixel lanes), and the same bits on every set that
-//! takes the same route (the kernels sum the same terms in the same order).
+//! (implicit GEMM, channel lanes, im2col, Winograd, pixel lanes), and the
+//! same bits on every set that takes the same route (the kernels sum the
+//! same terms in the same order).
 //!
 //! The limit is process-wide, so this file holds a single test that sets
 //! it in turn (other test binaries run in other processes).

@@ -151,7 +151,7 @@ fn image_columns<'a, T>(col: &'a [T], g: &ConvGeom, i: usize, ld: usize) -> MatR
 /// contiguous; returns N×O×oh×ow. 3×3 stride-1 kernels with enough
 /// channels go to [`winograd`], 3×3 stride-2 kernels with many channels on
 /// large planes to [`winograd_stride2`], f32 3×3 stride-2 kernels on
-/// small planes with AVX-512 to the direct channel-lane kernel
+/// small planes on AVX2 or AVX-512 to the direct channel-lane kernels
 /// (`channel_lanes`), other f32 on AVX2 or AVX-512 to the implicit GEMM
 /// (`implicit`), the rest to im2col + GEMM.
 /// Errors when a buffer is shorter than the geometry needs.

@@ -1,5 +1,5 @@
 //! The forward of a 3×3 convolution with padding 1 computed directly,
-//! with output channels in the vector lanes (f32, AVX-512).
+//! with output channels in the vector lanes (f32, AVX-512 or AVX2).
 //!
 //! `y[n, o, oy, ox] = b[o] + Σ_{c, i, j} W[o, c, i, j] · x[n, c, sh·oy + i − 1, sw·ox + j − 1]`.
 //! The implicit GEMM computes this as `W · X` with the unrolled input `X`
@@ -15,17 +15,25 @@
 //! planes (a broadcast reads any address, so a stride costs nothing and
 //! nothing is gathered or copied). A tile is up to 5 pixels of one output
 //! row × 64 output channels in 20 zmm accumulators: per input channel and
-//! tap, 4 loads of weights and 5 broadcasts feed 20 fused multiply-adds.
-//! The kernel rows that fall on padding (above the first output row,
+//! tap, 4 loads of weights and 5 broadcasts feed 20 fused multiply-adds
+//! (AVX2: 16 channels in 2 ymm vectors per pixel, a block's 64 channels
+//! as four tiles). The kernel rows that fall on padding (above the first output row,
 //! below the last) are left out of the loop, and the left or right kernel
 //! column of a row's first or last pixel out of the unrolled taps, so no
 //! product with padding is computed. The sums, plus the bias, are
-//! transposed in registers and stored as rows of the output planes.
+//! transposed in registers and stored as rows of the output planes. The
+//! work is one task per group of images and block of weights.
+//!
+//! Taken by the stride-2 layers of small planes (`pays`): on every
+//! stride-2 3×3 layer of the CIFAR ResNet-8/20/18 it measured 0.82–0.95×
+//! the implicit GEMM's time with AVX-512 and 0.84–0.98× with AVX2, one
+//! or two threads (`benches/RESULTS.md`, sixteenth round).
 //!
 //! Summation order: each output sums its terms channel by channel, taps
 //! in order, in one chain (the GEMM routes add blocks of 256 terms), so
 //! results agree with the other routes to rounding (tested against the
-//! f64 reference), the same on any thread count.
+//! f64 reference), the same on any thread count and either instruction
+//! set.
 
 mod kernels;
 #[cfg(test)]
@@ -68,10 +76,9 @@ const MIN_TILE_PIXELS: usize = 4;
 
 /// Whether this route can compute the f32 forward of `g`: a 3×3 kernel
 /// with padding 1, dilation 1 and one group, a horizontal stride of 1 or
-/// 2, on a CPU that runs the AVX-512 kernels.
+/// 2, on a CPU that runs ferrite's sgemm (AVX-512, or AVX2 and FMA).
 pub(super) fn supports(g: &ConvGeom) -> bool {
     sgemm::available()
-        && Kernel::current() == Kernel::Avx512
         && (g.kh, g.kw, g.padding, g.dilation, g.groups) == (3, 3, (1, 1), (1, 1), 1)
         && matches!(g.stride.1, 1 | 2)
 }
@@ -113,11 +120,23 @@ pub(super) fn conv2d_forward(
         return Err(Error::invalid(
             "conv2d",
             "the channel-lane forward takes 3×3 kernels with padding 1, no dilation or \
-             groups, a horizontal stride of 1 or 2, on AVX-512",
+             groups, a horizontal stride of 1 or 2, on AVX-512 or AVX2 and FMA",
         ));
     }
+    forward_on(Kernel::current(), x, w, bias, g)
+}
+
+/// [`conv2d_forward`] on the kernels of `isa`, which the CPU runs.
+fn forward_on(
+    isa: Kernel,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+) -> Result<Vec<f32>> {
+    assert!(isa.cpu_has(), "{isa:?} kernels on this CPU");
     let (x, w, bias) = g.forward_operands(x, w, bias)?;
-    let packed = PackedWeights::new(w, bias, g)?;
+    let packed = PackedWeights::new(isa, w, bias, g)?;
     let len = g.n * g.out_image_len();
     let mut out = take_empty::<f32>(len)?;
     let out_ptr = SharedMut(out.spare_capacity_mut().as_mut_ptr());
@@ -135,7 +154,7 @@ pub(super) fn conv2d_forward(
                 // images and blocks are disjoint).
                 let y = unsafe { out_ptr.slice(n * g.out_image_len(), g.out_image_len()) };
                 let x = &x[n * g.image_len()..][..g.image_len()];
-                forward_image(x, &packed, block, g, y, sums);
+                forward_image(isa, x, &packed, block, g, y, sums);
             }
         })
     };
@@ -189,9 +208,9 @@ struct PackedWeights {
 }
 
 impl PackedWeights {
-    /// Packs `w` (O×C×3×3) and `bias` (O) of `g`, the blocks on the
-    /// threads where the convolution runs in parallel.
-    fn new(w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Result<Self> {
+    /// Packs `w` (O×C×3×3) and `bias` (O) of `g` on the kernels of `isa`,
+    /// the blocks on the threads where the convolution runs in parallel.
+    fn new(isa: Kernel, w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Result<Self> {
         let (o, k) = (g.c_out, g.col_rows());
         let blocks = o.div_ceil(BLOCK);
         let block_len = k * BLOCK;
@@ -210,10 +229,10 @@ impl PackedWeights {
                     zeros.as_ptr()
                 }
             };
-            // Safety: the CPU runs the AVX-512 kernel (`supports`); every
+            // Safety: the CPU runs `isa` (asserted); every
             // run holds k values (a row of `w`, which `forward_operands`
             // sized, or `zeros`); `out` holds k × BLOCK, all written.
-            unsafe { pack_runs::<BLOCK>(Kernel::Avx512, k, run, out.as_mut_ptr().cast()) };
+            unsafe { pack_runs::<BLOCK>(isa, k, run, out.as_mut_ptr().cast()) };
         };
         let (head, rest) = spare.split_at_mut(start);
         let (blocks_out, tail) = rest.split_at_mut(len);
@@ -271,12 +290,14 @@ fn row_tiles(ow: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..tiles).map(move |i| (i * base + i.min(extra), base + usize::from(i < extra)))
 }
 
-/// Output channels `block·BLOCK ..` (up to [`BLOCK`]) of one image: `x`
+/// Output channels `block·BLOCK ..` (up to [`BLOCK`]) of one image on the
+/// kernels of `isa`: `x`
 /// its input planes, `y` its output planes, `sums` room for the sums of
 /// every pixel ([`BLOCK`] each): every tile sums all input
 /// channels in registers (the block's weights stream from L2), then the
 /// sums are stored as the output planes.
 fn forward_image(
+    isa: Kernel,
     x: &[f32],
     packed: &PackedWeights,
     block: usize,
@@ -289,7 +310,6 @@ fn forward_image(
     assert!(sums.len() >= out_plane * BLOCK);
     let (sh, sw) = g.stride;
     let out_channels = BLOCK.min(g.c_out - block * BLOCK);
-    let vectors = out_channels.div_ceil(16);
     let w = packed.block(block, g);
     let bias = &packed.bias[block * BLOCK..][..BLOCK];
     let y0 = block * BLOCK * out_plane;
@@ -306,74 +326,85 @@ fn forward_image(
             if ox + pixels == g.ow && sw * (g.ow - 1) + 1 >= g.w {
                 edges |= RIGHT;
             }
-            let t = Tile {
-                x: x[iy * g.w..].as_ptr().wrapping_add(sw * ox).wrapping_sub(1),
-                plane: g.h * g.w,
-                row: g.w,
-                channels: g.c_in,
-                rows,
-                w: w[first * 3 * BLOCK..].as_ptr(),
-                sums: sums[(oy * g.ow + ox) * BLOCK..].as_mut_ptr(),
+            // The block's channels in one tile of up to 4 vectors
+            // (AVX-512), or tiles of 16 channels in up to 2 (AVX2).
+            let (per_tile, lanes) = match isa {
+                Kernel::Avx512 => (BLOCK, 16),
+                Kernel::Avx2 => (16, 8),
             };
-            // Safety: the CPU runs AVX-512 (`supports`, checked by the
-            // caller); the tile reads the input's rows iy..
-            // (first..first + rows of the kernel lie inside the
-            // planes), columns sw·ox − 1 + j of its pixels but the
-            // padding columns `edges` names, in the image's planes;
-            // the block's weights from kernel row `first`;
-            // and its pixels' running sums in `sums`.
-            unsafe { run_tile(pixels, vectors, sw, edges, &t) };
+            for c0 in (0..out_channels).step_by(per_tile) {
+                let vectors = (out_channels - c0).min(per_tile).div_ceil(lanes);
+                let t = Tile {
+                    x: x[iy * g.w..].as_ptr().wrapping_add(sw * ox).wrapping_sub(1),
+                    plane: g.h * g.w,
+                    row: g.w,
+                    channels: g.c_in,
+                    rows,
+                    w: w[first * 3 * BLOCK + c0..].as_ptr(),
+                    sums: sums[(oy * g.ow + ox) * BLOCK + c0..].as_mut_ptr(),
+                };
+                // Safety: the CPU runs `isa` (asserted by `forward_on`);
+                // the tile reads the input's rows iy..
+                // (first..first + rows of the kernel lie inside the
+                // planes), columns sw·ox − 1 + j of its pixels but the
+                // padding columns `edges` names, in the image's planes;
+                // `vectors` of channels c0.. of the block's weights from
+                // kernel row `first`; and writes them in its pixels' sums.
+                unsafe { run_tile(isa, pixels, vectors, sw, edges, &t) };
+            }
         }
     }
-    // Safety: the CPU runs AVX-512; `sums` holds every pixel's BLOCK sums
+    // Safety: the CPU runs `isa`; `sums` holds every pixel's BLOCK sums
     // (asserted), `bias` BLOCK values, and `y` the block's out_channels
     // planes from y0 (inside the image's output: block·BLOCK +
     // out_channels ≤ c_out).
     unsafe {
         let y = y[y0..].as_mut_ptr().cast();
-        kernels::store_block(
-            sums.as_ptr(),
-            bias.as_ptr(),
-            out_plane,
-            out_channels,
-            y,
-            out_plane,
-        );
+        let (s, b) = (sums.as_ptr(), bias.as_ptr());
+        match isa {
+            Kernel::Avx512 => {
+                kernels::store_block_avx512(s, b, out_plane, out_channels, y, out_plane)
+            }
+            Kernel::Avx2 => kernels::store_block_avx2(s, b, out_plane, out_channels, y, out_plane),
+        }
     }
 }
 
-/// Runs the kernel for `pixels` (1–5) pixels, `vectors` (1–4) vectors of
-/// output channels, horizontal stride `sw` (1 or 2) and `edges`.
+/// Runs the kernel of `isa` for `pixels` (1–5) pixels, `vectors` of
+/// output channels (1–4 with AVX-512, 1–2 with AVX2), horizontal stride
+/// `sw` (1 or 2) and `edges`.
 ///
 /// # Safety
-/// As [`kernels::tile`].
-unsafe fn run_tile(pixels: usize, vectors: usize, sw: usize, edges: u8, t: &Tile) {
+/// The CPU runs `isa`, and as [`kernels::tile_avx512`].
+unsafe fn run_tile(isa: Kernel, pixels: usize, vectors: usize, sw: usize, edges: u8, t: &Tile) {
     macro_rules! by_edges {
-        ($p:literal, $v:literal, $s:literal) => {
+        ($k:ident, $p:literal, $v:literal, $s:literal) => {
             match edges {
-                0 => kernels::tile::<$p, $v, $s, 0>(t),
-                LEFT => kernels::tile::<$p, $v, $s, LEFT>(t),
-                RIGHT => kernels::tile::<$p, $v, $s, RIGHT>(t),
-                _ => kernels::tile::<$p, $v, $s, { LEFT | RIGHT }>(t),
+                0 => kernels::$k::<$p, $v, $s, 0>(t),
+                LEFT => kernels::$k::<$p, $v, $s, LEFT>(t),
+                RIGHT => kernels::$k::<$p, $v, $s, RIGHT>(t),
+                _ => kernels::$k::<$p, $v, $s, { LEFT | RIGHT }>(t),
             }
         };
     }
     macro_rules! by_stride {
-        ($p:literal, $v:literal) => {
+        ($k:ident, $p:literal, $v:literal) => {
             if sw == 1 {
-                by_edges!($p, $v, 1)
+                by_edges!($k, $p, $v, 1)
             } else {
-                by_edges!($p, $v, 2)
+                by_edges!($k, $p, $v, 2)
             }
         };
     }
     macro_rules! by_vectors {
         ($p:literal) => {
-            match vectors {
-                1 => by_stride!($p, 1),
-                2 => by_stride!($p, 2),
-                3 => by_stride!($p, 3),
-                _ => by_stride!($p, 4),
+            match (isa, vectors) {
+                (Kernel::Avx512, 1) => by_stride!(tile_avx512, $p, 1),
+                (Kernel::Avx512, 2) => by_stride!(tile_avx512, $p, 2),
+                (Kernel::Avx512, 3) => by_stride!(tile_avx512, $p, 3),
+                (Kernel::Avx512, _) => by_stride!(tile_avx512, $p, 4),
+                (Kernel::Avx2, 1) => by_stride!(tile_avx2, $p, 1),
+                (Kernel::Avx2, _) => by_stride!(tile_avx2, $p, 2),
             }
         };
     }

@@ -8,13 +8,35 @@ fn geom(input: [usize; 4], o: usize, stride: (usize, usize)) -> ConvGeom {
     any_geom(input, [o, 3, 3], stride, (1, 1), (1, 1), 1)
 }
 
-/// The route runs on AVX-512 only.
+/// The route runs where ferrite's sgemm does.
 fn skip() -> bool {
     if !supports(&geom([1, 1, 4, 4], 1, (2, 2))) {
-        eprintln!("skipped: the CPU does not run the AVX-512 kernels");
+        eprintln!("skipped: the CPU has neither AVX2 and FMA nor AVX-512");
         return true;
     }
     false
+}
+
+/// The kernels this CPU runs (each is tested).
+fn kernels() -> Vec<Kernel> {
+    crate::ops::matmul::sgemm::kernels_on_this_cpu()
+}
+
+/// Every output is one chain of sums in the same order on every
+/// instruction set: AVX-512 and AVX2 give the same bits.
+#[test]
+fn instruction_sets_give_the_same_bits() {
+    if skip() || kernels().len() < 2 {
+        return;
+    }
+    for (s, g) in shapes().into_iter().enumerate() {
+        let x = random(g.n * g.image_len(), 40 + s as u64);
+        let w = random(g.c_out * g.col_rows(), 50 + s as u64);
+        let b = random(g.c_out, 60 + s as u64);
+        let [wide, narrow] = [Kernel::Avx512, Kernel::Avx2]
+            .map(|isa| forward_on(isa, &x, &w, Some(&b), &g).unwrap());
+        assert!(wide == narrow, "{g:?}: AVX-512 and AVX2 differ");
+    }
 }
 
 /// Stride 2 on even planes (padding above and left only) and odd ones
@@ -45,8 +67,11 @@ fn forward_matches_the_definition_and_im2col() {
         let w = random(g.c_out * g.col_rows(), 20 + s as u64);
         let b = random(g.c_out, 30 + s as u64);
         let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
-        for bias in [Some(&b[..]), None] {
-            let got = conv2d_forward(&x, &w, bias, &g).unwrap();
+        for (isa, bias) in kernels()
+            .into_iter()
+            .flat_map(|k| [(k, Some(&b[..])), (k, None)])
+        {
+            let got = forward_on(isa, &x, &w, bias, &g).unwrap();
             let im2col = conv2d_forward_im2col(&x, &w, bias, &g).unwrap();
             let want = conv2d_direct(&wide(&x), &wide(&w), bias.map(wide).as_deref(), &g).unwrap();
             assert_eq!((got.len(), im2col.len()), (want.len(), want.len()), "{g:?}");

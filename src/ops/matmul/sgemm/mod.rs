@@ -55,7 +55,7 @@ mod kernels;
 mod pack;
 mod packed_a;
 pub(crate) use drive::{sgemm_skipping, Skip};
-pub(crate) use pack::{pack_runs, transpose16};
+pub(crate) use pack::{pack_runs, transpose16, transpose8};
 pub use packed_a::{PackedA, Panel};
 
 /// Rows of the `c` tile a micro-kernel call computes (broadcast from `a`).

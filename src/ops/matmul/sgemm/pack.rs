@@ -304,7 +304,7 @@ unsafe fn pack_runs_avx2<const W: usize>(
 /// then pairs of pairs (4 × 4 blocks within each 128-bit lane), then the
 /// lanes are exchanged: 24 shuffles.
 #[target_feature(enable = "avx2")]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(crate) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     let t: [__m256; 8] = std::array::from_fn(|i| {
         let (a, b) = (r[i & !1], r[i | 1]);
         if i % 2 == 0 {
