@@ -217,7 +217,10 @@ pub fn compare_with(
             configs.push((dir, config));
         }
     }
+    // Only now, with every argument checked, is anything written.
     if writer {
+        std::fs::create_dir_all(out_dir)
+            .map_err(|e| Error::io(out_dir, "creating the folder", e))?;
         crate::checkpoint::remove_stale_temp_files(out_dir)?;
     }
     let mut configs = configs.into_iter();

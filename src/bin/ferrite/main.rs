@@ -408,10 +408,6 @@ fn run_compare(
         .to_config(first.loss, seeds.first().copied().unwrap_or(0))
         .map_err(|e| e.to_string())?;
     refuse(args::without_effect(&given, &base))?;
-    if job.is_writer() {
-        std::fs::create_dir_all(&out)
-            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    }
     let mut observers = |label: &str| observer(job, label);
     compare_with(
         &base,
