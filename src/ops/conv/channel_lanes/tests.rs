@@ -1,25 +1,12 @@
 use super::*;
-use crate::ops::conv::cpu::{conv2d_direct, conv2d_forward_im2col};
-use crate::ops::conv::implicit::tests::{geom as any_geom, random};
+use crate::ops::conv::implicit::tests::{
+    assert_forward_matches, geom as any_geom, kernels, on_threads, random, skip,
+};
 
 /// A 3×3 layer with padding 1: `[n, c, h, w]` input, `o` outputs,
 /// stride `(rows, columns)`.
 fn geom(input: [usize; 4], o: usize, stride: (usize, usize)) -> ConvGeom {
     any_geom(input, [o, 3, 3], stride, (1, 1), (1, 1), 1)
-}
-
-/// The route runs where ferrite's sgemm does.
-fn skip() -> bool {
-    if !supports(&geom([1, 1, 4, 4], 1, (2, 2))) {
-        eprintln!("skipped: the CPU has neither AVX2 and FMA nor AVX-512");
-        return true;
-    }
-    false
-}
-
-/// The kernels this CPU runs (each is tested).
-fn kernels() -> Vec<Kernel> {
-    crate::ops::matmul::sgemm::kernels_on_this_cpu()
 }
 
 /// Every output is one chain of sums in the same order on every
@@ -66,23 +53,12 @@ fn forward_matches_the_definition_and_im2col() {
         let x = random(g.n * g.image_len(), 10 + s as u64);
         let w = random(g.c_out * g.col_rows(), 20 + s as u64);
         let b = random(g.c_out, 30 + s as u64);
-        let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
         for (isa, bias) in kernels()
             .into_iter()
             .flat_map(|k| [(k, Some(&b[..])), (k, None)])
         {
             let got = forward_on(isa, &x, &w, bias, &g).unwrap();
-            let im2col = conv2d_forward_im2col(&x, &w, bias, &g).unwrap();
-            let want = conv2d_direct(&wide(&x), &wide(&w), bias.map(wide).as_deref(), &g).unwrap();
-            assert_eq!((got.len(), im2col.len()), (want.len(), want.len()), "{g:?}");
-            for (i, ((&a, &c), &e)) in got.iter().zip(&im2col).zip(&want).enumerate() {
-                let tol = 1e-4 * (1.0 + e.abs());
-                assert!((a as f64 - e).abs() < tol, "{g:?}: y[{i}] {a} vs {e}");
-                assert!(
-                    ((a - c).abs() as f64) < tol,
-                    "{g:?}: y[{i}] {a} vs im2col {c}"
-                );
-            }
+            assert_forward_matches(&got, (&x, &w, bias), &g, &format!("{g:?} on {isa:?}"));
         }
     }
 }
@@ -100,13 +76,7 @@ fn bits_do_not_depend_on_threads() {
         random(g.n * g.image_len(), 7),
         random(g.c_out * g.col_rows(), 8),
     );
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| conv2d_forward(&x, &w, None, &g).unwrap())
-    };
+    let run = |threads: usize| on_threads(threads, || conv2d_forward(&x, &w, None, &g).unwrap());
     assert!(run(1) == run(3), "not the same bits on 1 and 3 threads");
 }
 

@@ -402,9 +402,9 @@ pub(super) fn forward_in(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::random;
+    use super::super::tests::{assert_forward_matches, on_threads, random};
     use super::*;
-    use crate::ops::conv::cpu::{conv2d_direct, conv2d_forward_im2col, parallel};
+    use crate::ops::conv::cpu::parallel;
 
     /// A 3×3 layer: `[n, c, h, w]` input, `o` outputs, stride, padding.
     fn geom(input: [usize; 4], o: usize, stride: usize, padding: usize) -> ConvGeom {
@@ -452,18 +452,7 @@ mod tests {
             let w = random(g.c_out * g.col_rows(), 200 + s as u64);
             let b = random(g.c_out, 300 + s as u64);
             let got = conv2d_forward(&x, &w, Some(&b), &g).unwrap();
-            let im2col = conv2d_forward_im2col(&x, &w, Some(&b), &g).unwrap();
-            let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
-            let want = conv2d_direct(&wide(&x), &wide(&w), Some(&wide(&b)), &g).unwrap();
-            assert_eq!((got.len(), im2col.len()), (want.len(), want.len()));
-            for (i, ((&a, &c), &e)) in got.iter().zip(&im2col).zip(&want).enumerate() {
-                let tol = 1e-4 * (1.0 + e.abs());
-                assert!((a as f64 - e).abs() < tol, "{g:?}: y[{i}] {a} vs {e}");
-                assert!(
-                    ((a - c).abs() as f64) < tol,
-                    "{g:?}: y[{i}] {a} vs im2col {c}"
-                );
-            }
+            assert_forward_matches(&got, (&x, &w, Some(&b)), &g, &format!("{g:?}"));
         }
     }
 
@@ -481,11 +470,9 @@ mod tests {
             random(g.c_out * g.col_rows(), 8),
         );
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| (image_tiles(&g), conv2d_forward(&x, &w, None, &g).unwrap()))
+            on_threads(threads, || {
+                (image_tiles(&g), conv2d_forward(&x, &w, None, &g).unwrap())
+            })
         };
         let (one, three) = (run(1), run(3));
         assert_ne!(one.0, three.0, "the tiles should differ");

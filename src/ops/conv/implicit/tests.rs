@@ -15,6 +15,42 @@ pub(in crate::ops::conv) fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
+/// `f()` on a pool of `threads` threads.
+pub(in crate::ops::conv) fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool");
+    pool.install(f)
+}
+
+/// Asserts that `got`, a forward of `g` with `x`, `w` and `bias`, is the
+/// f64 definition's result and the im2col route's, within 1e-4 relative
+/// (`label` names the case).
+pub(in crate::ops::conv) fn assert_forward_matches(
+    got: &[f32],
+    (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
+    g: &ConvGeom,
+    label: &str,
+) {
+    let im2col = conv2d_forward_im2col(x, w, bias, g).unwrap();
+    let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let want = conv2d_direct(&wide(x), &wide(w), bias.map(wide).as_deref(), g).unwrap();
+    assert_eq!(
+        (got.len(), im2col.len()),
+        (want.len(), want.len()),
+        "{label}"
+    );
+    for (i, ((&a, &c), &e)) in got.iter().zip(&im2col).zip(&want).enumerate() {
+        let tol = 1e-4 * (1.0 + e.abs());
+        assert!((a as f64 - e).abs() < tol, "{label}: y[{i}] {a} vs {e}");
+        assert!(
+            ((a - c).abs() as f64) < tol,
+            "{label}: y[{i}] {a} vs im2col {c}"
+        );
+    }
+}
+
 /// A geometry: `[n, c, h, w]` input, `[o, k_h, k_w]` kernel, stride,
 /// padding, dilation (rows, columns) and groups.
 pub(in crate::ops::conv) fn geom(
@@ -105,7 +141,7 @@ fn stride_2_weight_gradients_gather_from_split_columns() {
     }
 }
 
-fn skip() -> bool {
+pub(in crate::ops::conv) fn skip() -> bool {
     if !available() {
         eprintln!("skipped: the CPU has neither AVX2 and FMA nor AVX-512");
         return true;
@@ -114,7 +150,7 @@ fn skip() -> bool {
 }
 
 /// The gather kernels this CPU runs (each is tested).
-fn kernels() -> Vec<Kernel> {
+pub(in crate::ops::conv) fn kernels() -> Vec<Kernel> {
     crate::ops::matmul::sgemm::kernels_on_this_cpu()
 }
 
