@@ -97,6 +97,14 @@ fn cases() -> Vec<Case> {
             params: p((3, 3), (2, 2), (1, 1), 1),
             bias: false,
         },
+        // A stride-2 3×3 layer on small planes: the f32 forward runs
+        // directly with output channels in the vector lanes (rows of 4).
+        Case {
+            x: [2, 5, 8, 8],
+            w: [6, 5, 3, 3],
+            params: p((2, 2), (1, 1), (1, 1), 1),
+            bias: true,
+        },
         // Stride 1 with output rows as long as the input's: im2col copies
         // shifted planes; kernel rows 0 and 4 see only padding.
         Case {
@@ -139,6 +147,39 @@ fn im2col_gemm_matches_the_definition() {
             1e-4,
             1e-4,
         );
+    }
+}
+
+/// No input channels (or no output channels): the output is the bias
+/// (or empty), on the shapes each route takes, f32 and f64.
+#[test]
+fn empty_channel_counts() {
+    for (x, w) in [
+        ([2, 0, 8, 8], [4, 0, 3, 3]),
+        ([2, 0, 32, 32], [8, 0, 3, 3]),
+        ([2, 3, 8, 8], [0, 3, 3, 3]),
+    ] {
+        for dtype in [DType::F32, DType::F64] {
+            let (xt, wt) = (
+                randn(&x, 1).to_dtype(dtype).unwrap(),
+                randn(&w, 2).to_dtype(dtype).unwrap(),
+            );
+            let b = randn(&[w[0]], 3).to_dtype(dtype).unwrap();
+            for stride in [1, 2] {
+                let params = p((stride, stride), (1, 1), (1, 1), 1);
+                let y = xt.conv2d(&wt, Some(&b), params).unwrap();
+                let plane = y.shape()[2] * y.shape()[3];
+                let want: Vec<f64> = (0..x[0])
+                    .flat_map(|_| b.to_f64_vec().unwrap())
+                    .flat_map(|v| std::iter::repeat_n(v, plane))
+                    .collect();
+                assert_eq!(
+                    y.to_f64_vec().unwrap(),
+                    want,
+                    "{x:?} {w:?} s{stride} {dtype:?}"
+                );
+            }
+        }
     }
 }
 

@@ -156,7 +156,7 @@ fn forward_name(g: &ConvGeom) -> &'static str {
 }
 
 /// What computes `pass` of the f32 convolution `g` on the CPU (f64 runs
-/// im2col where this says implicit or pixel lanes), in words
+/// im2col where this says implicit, channel lanes or pixel lanes), in words
 /// (e.g. `flipped: winograd F(2x2,3x3)`, `gemm+col2im`).
 pub fn algorithm(g: &ConvGeom, pass: Pass) -> String {
     match pass {

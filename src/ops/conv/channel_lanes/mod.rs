@@ -76,11 +76,14 @@ const MIN_TILE_PIXELS: usize = 4;
 
 /// Whether this route can compute the f32 forward of `g`: a 3×3 kernel
 /// with padding 1, dilation 1 and one group, a horizontal stride of 1 or
-/// 2, on a CPU that runs ferrite's sgemm (AVX-512, or AVX2 and FMA).
+/// 2, at least one input and one output channel, on a CPU that runs
+/// ferrite's sgemm (AVX-512, or AVX2 and FMA).
 pub(super) fn supports(g: &ConvGeom) -> bool {
     sgemm::available()
         && (g.kh, g.kw, g.padding, g.dilation, g.groups) == (3, 3, (1, 1), (1, 1), 1)
         && matches!(g.stride.1, 1 | 2)
+        && g.c_in > 0
+        && g.c_out > 0
 }
 
 /// Whether the forward of `g` runs here (f32): where [`supports`] holds,
@@ -120,7 +123,8 @@ pub(super) fn conv2d_forward(
         return Err(Error::invalid(
             "conv2d",
             "the channel-lane forward takes 3×3 kernels with padding 1, no dilation or \
-             groups, a horizontal stride of 1 or 2, on AVX-512 or AVX2 and FMA",
+             groups, a horizontal stride of 1 or 2 and channels in and out, on AVX-512 or \
+             AVX2 and FMA",
         ));
     }
     forward_on(Kernel::current(), x, w, bias, g)
@@ -197,8 +201,8 @@ fn image_groups(g: &ConvGeom, blocks: usize) -> impl Iterator<Item = (usize, usi
 }
 
 /// The weights in blocks of [`BLOCK`] output channels, `[block][channel]
-/// [tap][BLOCK]` (zeros past the last output channel), 64-byte aligned,
-/// and the bias in blocks of [`BLOCK`].
+/// [tap][BLOCK]` (zeros past the last output channel), 64-byte aligned
+/// where the allocator allows, and the bias in blocks of [`BLOCK`].
 struct PackedWeights {
     /// The packed weights, from `start`.
     buf: Vec<f32>,

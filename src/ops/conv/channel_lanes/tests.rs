@@ -81,7 +81,8 @@ fn bits_do_not_depend_on_threads() {
 }
 
 /// Kernels other than 3×3 with padding 1 (and dilation, groups, a
-/// horizontal stride of 3) are refused with an error.
+/// horizontal stride of 3, no input or no output channels) are refused
+/// with an error.
 #[test]
 fn other_geometries_are_refused() {
     if skip() {
@@ -94,6 +95,8 @@ fn other_geometries_are_refused() {
         any_geom([1, 4, 8, 8], [4, 3, 3], (1, 1), (1, 1), (2, 2), 1),
         any_geom([1, 4, 8, 8], [4, 3, 3], (1, 1), (1, 1), (1, 1), 2),
         any_geom([1, 4, 8, 8], [4, 3, 3], (1, 3), (1, 1), (1, 1), 1),
+        any_geom([2, 0, 8, 8], [4, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        any_geom([2, 4, 8, 8], [0, 3, 3], (2, 2), (1, 1), (1, 1), 1),
     ];
     for g in refused {
         let x = random(g.n * g.image_len(), 1);
