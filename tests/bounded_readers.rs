@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The system allocator, refusing single allocations above the calling
 /// thread's limit.
@@ -75,16 +75,34 @@ fn with_alloc_limit<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ferrite-bounded-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A file the test wrote into the system's temporary folder, removed
+/// when dropped (its name carries the process id).
+struct TempFile(PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
 }
 
-fn write_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = temp_path(name);
+impl AsRef<Path> for TempFile {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_file(name: &str, bytes: &[u8]) -> TempFile {
+    let name = format!("ferrite-bounded-{}-{name}", std::process::id());
+    let path = std::env::temp_dir().join(name);
     std::fs::write(&path, bytes).unwrap();
-    path
+    TempFile(path)
 }
 
 fn message(r: Result<impl std::fmt::Debug, Error>) -> String {
