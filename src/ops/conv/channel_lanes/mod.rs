@@ -17,10 +17,10 @@
 //! row × 64 output channels in 20 zmm accumulators: per input channel and
 //! tap, 4 loads of weights and 5 broadcasts feed 20 fused multiply-adds
 //! (AVX2: 16 channels in 2 ymm vectors per pixel, a block's 64 channels
-//! as four tiles). The kernel rows that fall on padding (above the first output row,
-//! below the last) are left out of the loop, and the left or right kernel
-//! column of a row's first or last pixel out of the unrolled taps, so no
-//! product with padding is computed. The sums, plus the bias, are
+//! as four tiles). The kernel rows that fall on padding (above the first
+//! output row, below the last) are left out of the loop, and the left or
+//! right kernel column of a row's first or last pixel out of the unrolled
+//! taps, so no product with padding is computed. The sums, plus the bias, are
 //! transposed in registers and stored as rows of the output planes. The
 //! work is one task per group of images and block of weights.
 //!
