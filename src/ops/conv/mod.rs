@@ -30,6 +30,8 @@ pub mod params;
 #[cfg(target_arch = "x86_64")]
 pub mod pixel_lanes;
 pub mod plan;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod test_support;
 mod unroll;
 pub mod winograd;
 pub mod winograd_stride2;

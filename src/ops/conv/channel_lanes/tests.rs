@@ -1,5 +1,5 @@
 use super::*;
-use crate::ops::conv::implicit::tests::{
+use crate::ops::conv::test_support::{
     assert_forward_matches, geom as any_geom, kernels, on_threads, random, skip,
 };
 

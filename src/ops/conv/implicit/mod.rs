@@ -49,7 +49,7 @@ mod plans;
 mod split_columns;
 mod tap_triples;
 #[cfg(test)]
-pub(super) mod tests;
+mod tests;
 mod transposed;
 mod weights;
 

@@ -402,14 +402,16 @@ pub(super) fn forward_in(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_forward_matches, on_threads, random};
     use super::*;
     use crate::ops::conv::cpu::parallel;
+    use crate::ops::conv::test_support::{
+        assert_forward_matches, geom as any_geom, on_threads, random,
+    };
 
     /// A 3×3 layer: `[n, c, h, w]` input, `o` outputs, stride, padding.
     fn geom(input: [usize; 4], o: usize, stride: usize, padding: usize) -> ConvGeom {
         let (s, p) = ((stride, stride), (padding, padding));
-        super::super::tests::geom(input, [o, 3, 3], s, p, (1, 1), 1)
+        any_geom(input, [o, 3, 3], s, p, (1, 1), 1)
     }
 
     /// The route runs the AVX-512 kernel only.
@@ -504,8 +506,7 @@ mod tests {
         for g in [unpadded, few_channels, per_image] {
             assert!(!pays(&g), "{g:?}");
         }
-        let pointwise =
-            super::super::tests::geom([32, 256, 8, 8], [512, 1, 1], (2, 2), (0, 0), (1, 1), 1);
+        let pointwise = any_geom([32, 256, 8, 8], [512, 1, 1], (2, 2), (0, 0), (1, 1), 1);
         assert!(!pays(&pointwise));
     }
 }

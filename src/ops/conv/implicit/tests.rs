@@ -7,68 +7,7 @@ use super::plans::Plans;
 use super::split_columns::{reads_split_columns, split_columns, Source};
 use super::*;
 use crate::ops::conv::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d_forward_im2col};
-use crate::ops::conv::Conv2dParams;
-use rand::{Rng, SeedableRng};
-
-pub(in crate::ops::conv) fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
-/// `f()` on a pool of `threads` threads.
-pub(in crate::ops::conv) fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("a thread pool");
-    pool.install(f)
-}
-
-/// Asserts that `got`, a forward of `g` with `x`, `w` and `bias`, is the
-/// f64 definition's result and the im2col route's, within 1e-4 relative
-/// (`label` names the case).
-pub(in crate::ops::conv) fn assert_forward_matches(
-    got: &[f32],
-    (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
-    g: &ConvGeom,
-    label: &str,
-) {
-    let im2col = conv2d_forward_im2col(x, w, bias, g).unwrap();
-    let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
-    let want = conv2d_direct(&wide(x), &wide(w), bias.map(wide).as_deref(), g).unwrap();
-    assert_eq!(
-        (got.len(), im2col.len()),
-        (want.len(), want.len()),
-        "{label}"
-    );
-    for (i, ((&a, &c), &e)) in got.iter().zip(&im2col).zip(&want).enumerate() {
-        let tol = 1e-4 * (1.0 + e.abs());
-        assert!((a as f64 - e).abs() < tol, "{label}: y[{i}] {a} vs {e}");
-        assert!(
-            ((a - c).abs() as f64) < tol,
-            "{label}: y[{i}] {a} vs im2col {c}"
-        );
-    }
-}
-
-/// A geometry: `[n, c, h, w]` input, `[o, k_h, k_w]` kernel, stride,
-/// padding, dilation (rows, columns) and groups.
-pub(in crate::ops::conv) fn geom(
-    [n, c, h, w]: [usize; 4],
-    [o, kh, kw]: [usize; 3],
-    stride: (usize, usize),
-    padding: (usize, usize),
-    dilation: (usize, usize),
-    groups: usize,
-) -> ConvGeom {
-    let p = Conv2dParams {
-        stride,
-        padding,
-        dilation,
-        groups,
-    };
-    ConvGeom::new([n, c, h, w], [o, c / groups, kh, kw], &p).expect("a valid geometry")
-}
+use crate::ops::conv::test_support::{geom, kernels, random, skip};
 
 /// Stride 1 and 2 (and a vertical stride of 3), padding 0, 1 and 2,
 /// non-square planes, 1×1 kernels, output rows wider than a vector (so
@@ -139,19 +78,6 @@ fn stride_2_weight_gradients_gather_from_split_columns() {
     for g in &per_image {
         assert!(!transposes_weight_gradient(g) && g.col_cols() >= DIRECT_MIN_INNER);
     }
-}
-
-pub(in crate::ops::conv) fn skip() -> bool {
-    if !available() {
-        eprintln!("skipped: the CPU has neither AVX2 and FMA nor AVX-512");
-        return true;
-    }
-    false
-}
-
-/// The gather kernels this CPU runs (each is tested).
-pub(in crate::ops::conv) fn kernels() -> Vec<Kernel> {
-    crate::ops::matmul::sgemm::kernels_on_this_cpu()
 }
 
 #[test]
