@@ -317,6 +317,12 @@ fn forward_image(
     let w = packed.block(block, g);
     let bias = &packed.bias[block * BLOCK..][..BLOCK];
     let y0 = block * BLOCK * out_plane;
+    // The block's channels in one tile of up to 4 vectors (AVX-512), or
+    // tiles of 16 channels in up to 2 (AVX2).
+    let (per_tile, lanes) = match isa {
+        Kernel::Avx512 => (BLOCK, 16),
+        Kernel::Avx2 => (16, 8),
+    };
     for oy in 0..g.oh {
         // At least one kernel row lies inside: padding 1 and a 3-high
         // kernel put row sh·oy, which is below h, under kernel row 1.
@@ -330,12 +336,6 @@ fn forward_image(
             if ox + pixels == g.ow && sw * (g.ow - 1) + 1 >= g.w {
                 edges |= RIGHT;
             }
-            // The block's channels in one tile of up to 4 vectors
-            // (AVX-512), or tiles of 16 channels in up to 2 (AVX2).
-            let (per_tile, lanes) = match isa {
-                Kernel::Avx512 => (BLOCK, 16),
-                Kernel::Avx2 => (16, 8),
-            };
             for c0 in (0..out_channels).step_by(per_tile) {
                 let vectors = (out_channels - c0).min(per_tile).div_ceil(lanes);
                 let t = Tile {
