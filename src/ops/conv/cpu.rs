@@ -139,6 +139,16 @@ impl<T> SharedMut<T> {
     pub(super) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
+
+    /// The pointer `offset` elements on, for tasks whose parts interleave
+    /// (rows' runs) where a slice of each part's span would overlap
+    /// another's.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer (or one past its end).
+    pub(super) unsafe fn add(&self, offset: usize) -> *mut T {
+        self.0.add(offset)
+    }
 }
 
 /// The `cg·kh·kw × oh·ow` columns of image `i` of a tile inside `col`,
@@ -455,18 +465,25 @@ fn conv2d_backward_input_col2im<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Res
 const COL2IM_TILE_COLUMNS: usize = 256;
 
 /// Weight gradient: `x` and `dy` → `dw` (O×C/g×kh×kw), summed over images.
-/// Geometries that [`winograd::applies`] to go there; f32 on AVX2 or
-/// AVX-512 to the pixel-lane kernels where `pixel_lanes::applies`
-/// (3-wide stride-1 layers with few channels), else to the implicit GEMM
-/// (`implicit`); the rest through im2col + GEMM. Errors when a buffer is
-/// shorter than the geometry needs.
+/// f32 on AVX2 or AVX-512 goes to the pixel-lane kernels where
+/// `pixel_lanes::applies` (3-wide stride-1 layers with few channels), to
+/// the channel-lane kernels where they pay (`channel_lanes`: 3×3
+/// stride-2 layers on small planes, and small stride-1 ones with
+/// AVX-512); then geometries that [`winograd::applies`] to go there, other
+/// f32 on AVX2 or AVX-512 to the implicit GEMM (`implicit`), the rest
+/// through im2col + GEMM. Errors when a buffer is shorter than the
+/// geometry needs.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Result<Vec<T>> {
-    if winograd::applies(g) {
-        return winograd::conv2d_backward_weight(x, dy, g);
-    }
     #[cfg(target_arch = "x86_64")]
     if let Some(dw) = super::pixel_lanes::try_backward_weight(x, dy, g) {
         return dw;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(dw) = super::channel_lanes::try_backward_weight(x, dy, g) {
+        return dw;
+    }
+    if winograd::applies(g) {
+        return winograd::conv2d_backward_weight(x, dy, g);
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(dw) = super::implicit::try_backward_weight(x, dy, g) {

@@ -120,6 +120,15 @@ fn channel_lanes(g: &ConvGeom) -> bool {
     false
 }
 
+/// Whether the channel-lane kernels (`channel_lanes`) compute the weight
+/// gradient of `g` (f32).
+fn channel_lanes_weight_grad(g: &ConvGeom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::channel_lanes::pays_weight_grad(g);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Whether the pixel-lane kernels (`pixel_lanes`) compute the weight
 /// gradient of `g` (f32).
 fn pixel_lanes(g: &ConvGeom) -> bool {
@@ -168,10 +177,12 @@ pub fn algorithm(g: &ConvGeom, pass: Pass) -> String {
             Some(t) => format!("flipped: {}", forward_name(&t)),
             None => "gemm+col2im".to_string(),
         },
-        Pass::WeightGrad => if winograd::applies(g) {
-            "winograd F(2x2,3x3)"
-        } else if pixel_lanes(g) {
+        Pass::WeightGrad => if pixel_lanes(g) {
             "direct, pixel lanes"
+        } else if channel_lanes_weight_grad(g) {
+            "direct, channel lanes"
+        } else if winograd::applies(g) {
+            "winograd F(2x2,3x3)"
         } else if let Some(route) = implicit(g, Pass::WeightGrad) {
             route
         } else if g.col_cols() >= DIRECT_MIN_INNER {

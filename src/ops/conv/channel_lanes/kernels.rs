@@ -115,17 +115,20 @@ tile_kernel!(
     _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps
 );
 
-/// Output channels `0..channels` (≤ [`BLOCK`]) of `pixels` output pixels
-/// from their sums (`sums[p·BLOCK + ch]`) plus `bias` (`BLOCK` values):
-/// blocks of 16 pixels × 16 channels transposed in registers and stored
-/// as runs of each channel's plane (`y + ch·out_plane`).
+/// Output channels `0..channels` of `pixels` output pixels from their
+/// sums (`sums[p·row + ch]`) plus `bias`: blocks of 16 pixels × 16
+/// channels transposed in registers and stored as runs of each channel's
+/// plane (`y + ch·out_plane`). (The weight gradient stores its sums, taps
+/// × output channels, as rows of `dW` the same way.)
 ///
 /// # Safety
-/// AVX-512F; `sums` holds `pixels · BLOCK` values, `bias` [`BLOCK`], and
-/// `y` `channels` planes of `pixels` writable values `out_plane` apart.
+/// AVX-512F; `sums` holds `pixels` runs of `channels` values (rounded up
+/// to 16) `row` apart, `bias` as many values, and `y` `channels` planes
+/// of `pixels` writable values `out_plane` apart.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn store_block_avx512(
     sums: *const f32,
+    row: usize,
     bias: *const f32,
     pixels: usize,
     channels: usize,
@@ -140,10 +143,7 @@ pub(super) unsafe fn store_block_avx512(
             let b = unsafe { _mm512_loadu_ps(bias.add(c0)) };
             let rows: [__m512; 16] = std::array::from_fn(|i| {
                 if i < count {
-                    _mm512_add_ps(
-                        unsafe { _mm512_loadu_ps(sums.add((q0 + i) * BLOCK + c0)) },
-                        b,
-                    )
+                    _mm512_add_ps(unsafe { _mm512_loadu_ps(sums.add((q0 + i) * row + c0)) }, b)
                 } else {
                     _mm512_setzero_ps()
                 }
@@ -161,10 +161,11 @@ pub(super) unsafe fn store_block_avx512(
 /// run AVX2's masked stores as slow microcode).
 ///
 /// # Safety
-/// AVX2, and as [`store_block_avx512`].
+/// AVX2, and as [`store_block_avx512`] (channels rounded up to 8).
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn store_block_avx2(
     sums: *const f32,
+    row: usize,
     bias: *const f32,
     pixels: usize,
     channels: usize,
@@ -178,10 +179,7 @@ pub(super) unsafe fn store_block_avx2(
             let b = unsafe { _mm256_loadu_ps(bias.add(c0)) };
             let rows: [__m256; 8] = std::array::from_fn(|i| {
                 if i < count {
-                    _mm256_add_ps(
-                        unsafe { _mm256_loadu_ps(sums.add((q0 + i) * BLOCK + c0)) },
-                        b,
-                    )
+                    _mm256_add_ps(unsafe { _mm256_loadu_ps(sums.add((q0 + i) * row + c0)) }, b)
                 } else {
                     _mm256_setzero_ps()
                 }

@@ -29,6 +29,9 @@
 //! the implicit GEMM's time with AVX-512 and 0.84–0.98× with AVX2, one
 //! or two threads (`benches/RESULTS.md`, sixteenth round).
 //!
+//! The weight gradient with output channels in the lanes, on the same
+//! layers and more, is in `weight_grad` (its kernels in `weight_kernels`).
+//!
 //! Summation order: each output sums its terms channel by channel, taps
 //! in order, in one chain (the GEMM routes add blocks of 256 terms), so
 //! results agree with the other routes to rounding (tested against the
@@ -38,6 +41,10 @@
 mod kernels;
 #[cfg(test)]
 mod tests;
+mod weight_grad;
+mod weight_kernels;
+
+pub(super) use weight_grad::{pays as pays_weight_grad, try_backward_weight};
 
 use super::cpu::{parallel, SharedMut};
 use super::geom::ConvGeom;
@@ -367,9 +374,11 @@ fn forward_image(
         let (s, b) = (sums.as_ptr(), bias.as_ptr());
         match isa {
             Kernel::Avx512 => {
-                kernels::store_block_avx512(s, b, out_plane, out_channels, y, out_plane)
+                kernels::store_block_avx512(s, BLOCK, b, out_plane, out_channels, y, out_plane)
             }
-            Kernel::Avx2 => kernels::store_block_avx2(s, b, out_plane, out_channels, y, out_plane),
+            Kernel::Avx2 => {
+                kernels::store_block_avx2(s, BLOCK, b, out_plane, out_channels, y, out_plane)
+            }
         }
     }
 }

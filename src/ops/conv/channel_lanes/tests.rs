@@ -1,4 +1,5 @@
 use super::*;
+use crate::ops::conv::cpu::conv2d_backward_weight_im2col;
 use crate::ops::conv::test_support::{
     assert_forward_matches, geom as any_geom, kernels, on_threads, random, skip,
 };
@@ -182,5 +183,139 @@ fn the_route_takes_small_stride_2_layers() {
     let stride_1 = geom([32, 64, 8, 8], 64, (1, 1));
     for g in [seven_wide, large_input, stride_1] {
         assert!(!pays(&g), "{g:?}");
+    }
+}
+
+/// The weight gradient's shapes: those of [`shapes`], plus a batch that
+/// spans two groups of images, a lone output pixel whose right kernel
+/// column lies on padding, and 8 output channels (one AVX2 tile).
+fn weight_grad_shapes() -> Vec<ConvGeom> {
+    let mut all = shapes();
+    all.extend([
+        geom([20, 3, 32, 32], 40, (2, 2)),
+        geom([3, 2, 1, 1], 5, (2, 2)),
+        geom([2, 7, 9, 9], 8, (2, 2)),
+    ]);
+    all
+}
+
+#[test]
+fn weight_grad_matches_im2col_in_f64() {
+    if skip() {
+        return;
+    }
+    let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    for (s, g) in weight_grad_shapes().into_iter().enumerate() {
+        let x = random(g.n * g.image_len(), 70 + s as u64);
+        let dy = random(g.n * g.out_image_len(), 80 + s as u64);
+        let want = conv2d_backward_weight_im2col(&wide(&x), &wide(&dy), &g).unwrap();
+        for isa in kernels() {
+            let got = weight_grad::backward_weight_on(isa, &x, &dy, &g).unwrap();
+            assert_eq!(got.len(), want.len(), "{g:?}");
+            for (i, (&a, &e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
+                    "{g:?} on {isa:?}: dw[{i}] {a} vs {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Each weight sums its terms in one order whatever the instruction set
+/// and the threads: the same bits on AVX-512 and AVX2, and on 1 and 3
+/// threads.
+#[test]
+fn weight_grad_bits_do_not_depend_on_the_set_or_threads() {
+    if skip() {
+        return;
+    }
+    for (s, g) in weight_grad_shapes().into_iter().enumerate() {
+        let x = random(g.n * g.image_len(), 90 + s as u64);
+        let dy = random(g.n * g.out_image_len(), 100 + s as u64);
+        let on = |isa: Kernel, threads: usize| {
+            on_threads(threads, || {
+                weight_grad::backward_weight_on(isa, &x, &dy, &g).unwrap()
+            })
+        };
+        let isas = kernels();
+        let first = on(isas[0], 1);
+        assert!(first == on(isas[0], 3), "{g:?}: 1 and 3 threads differ");
+        for &isa in &isas[1..] {
+            assert!(
+                first == on(isa, 1),
+                "{g:?}: {:?} and {isa:?} differ",
+                isas[0]
+            );
+        }
+    }
+}
+
+/// The weight gradient refuses what the forward refuses, and short
+/// buffers.
+#[test]
+fn weight_grad_refuses_other_geometries_and_short_buffers() {
+    if skip() {
+        return;
+    }
+    let refused = [
+        any_geom([1, 4, 8, 8], [4, 3, 3], (2, 2), (0, 0), (1, 1), 1),
+        any_geom([1, 4, 8, 8], [4, 3, 3], (2, 2), (1, 1), (1, 1), 2),
+        any_geom([1, 4, 8, 8], [4, 3, 3], (1, 3), (1, 1), (1, 1), 1),
+        any_geom([2, 4, 8, 8], [0, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+    ];
+    for g in refused {
+        let x = random(g.n * g.image_len(), 1);
+        let dy = random(g.n * g.out_image_len(), 2);
+        let err = weight_grad::conv2d_backward_weight(&x, &dy, &g)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channel-lane weight gradient"), "{g:?}: {err}");
+        assert!(try_backward_weight(&x, &dy, &g).is_none(), "{g:?}");
+    }
+    let g = geom([2, 4, 6, 6], 8, (2, 2));
+    let x = random(g.n * g.image_len(), 1);
+    let dy = random(g.n * g.out_image_len(), 2);
+    assert!(weight_grad::conv2d_backward_weight(&x[1..], &dy, &g).is_err());
+    assert!(weight_grad::conv2d_backward_weight(&x, &dy[1..], &g).is_err());
+    // Not f32: the caller takes another route.
+    let (x, dy) = (vec![0.0f64; x.len()], vec![0.0f64; dy.len()]);
+    assert!(try_backward_weight(&x, &dy, &g).is_none());
+}
+
+/// With AVX-512, the CIFAR ResNets' stride-2 3×3 weight gradients run
+/// here, and their stride-1 ones of at most 32 KB of input per image and
+/// rows of 8 pixels or more; larger stride-1 inputs and 4-pixel rows keep
+/// Winograd, and inputs beyond L2 the implicit GEMM. With AVX2, the
+/// stride-2 layers of at most 32 input channels.
+#[test]
+fn the_route_takes_its_weight_gradients() {
+    if skip() {
+        return;
+    }
+    let wide = Kernel::current() == Kernel::Avx512;
+    let cases = [
+        (geom([32, 16, 32, 32], 32, (2, 2)), true),
+        (geom([32, 32, 16, 16], 64, (2, 2)), true),
+        (geom([32, 64, 32, 32], 128, (2, 2)), wide),
+        (geom([32, 128, 16, 16], 256, (2, 2)), wide),
+        (geom([32, 256, 8, 8], 512, (2, 2)), wide),
+        (geom([32, 32, 16, 16], 32, (1, 1)), wide),
+        (geom([32, 64, 8, 8], 64, (1, 1)), wide),
+        (geom([32, 512, 4, 4], 512, (1, 1)), false),
+        (geom([32, 64, 56, 56], 128, (2, 2)), false),
+        (geom([32, 64, 32, 32], 64, (1, 1)), false),
+        (geom([32, 128, 16, 16], 128, (1, 1)), false),
+        (geom([32, 256, 8, 8], 256, (1, 1)), false),
+        (geom([32, 4, 8, 8], 4, (1, 2)), false),
+    ];
+    for (g, taken) in cases {
+        assert_eq!(pays_weight_grad(&g), taken, "{g:?}");
+        if taken {
+            assert_eq!(
+                crate::ops::conv::plan::algorithm(&g, crate::ops::conv::plan::Pass::WeightGrad),
+                "direct, channel lanes"
+            );
+        }
     }
 }
