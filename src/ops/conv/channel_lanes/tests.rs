@@ -286,8 +286,8 @@ fn weight_grad_refuses_other_geometries_and_short_buffers() {
 /// With AVX-512, the CIFAR ResNets' stride-2 3×3 weight gradients run
 /// here, and their stride-1 ones of at most 32 KB of input per image and
 /// rows of 8 pixels or more; larger stride-1 inputs and 4-pixel rows keep
-/// Winograd, and inputs beyond L2 the implicit GEMM. With AVX2, the
-/// stride-2 layers of at most 32 input channels.
+/// Winograd, and inputs beyond L2 and 7-wide rows the implicit GEMM. With
+/// AVX2, the stride-2 layers of at most 32 input channels.
 #[test]
 fn the_route_takes_its_weight_gradients() {
     if skip() {
@@ -304,6 +304,7 @@ fn the_route_takes_its_weight_gradients() {
         (geom([32, 64, 8, 8], 64, (1, 1)), wide),
         (geom([32, 512, 4, 4], 512, (1, 1)), false),
         (geom([32, 64, 56, 56], 128, (2, 2)), false),
+        (geom([32, 256, 14, 14], 512, (2, 2)), false),
         (geom([32, 64, 32, 32], 64, (1, 1)), false),
         (geom([32, 128, 16, 16], 128, (1, 1)), false),
         (geom([32, 256, 8, 8], 256, (1, 1)), false),
@@ -317,5 +318,19 @@ fn the_route_takes_its_weight_gradients() {
                 "direct, channel lanes"
             );
         }
+    }
+}
+
+/// A batch of no images has a zero weight gradient (no tile runs).
+#[test]
+fn an_empty_batch_has_a_zero_weight_gradient() {
+    if skip() {
+        return;
+    }
+    let g = geom([0, 5, 8, 8], 40, (2, 2));
+    for isa in kernels() {
+        let dw = weight_grad::backward_weight_on(isa, &[], &[], &g).unwrap();
+        assert_eq!(dw.len(), 40 * 5 * 9);
+        assert!(dw.iter().all(|&v| v == 0.0), "{isa:?}");
     }
 }

@@ -37,7 +37,7 @@
 
 use super::kernels::{store_block_avx2, store_block_avx512};
 use super::weight_kernels::{self, WeightTile};
-use super::{supports, TAPS};
+use super::{pays as forward_pays, supports, TAPS};
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::{recycle, take_empty, take_zeroed};
 use crate::backend::cpu::scratch::with_scratch;
@@ -51,10 +51,6 @@ use std::mem::MaybeUninit;
 
 /// Output channels per pixel of the transposed output gradient.
 pub(super) const GRAD_BLOCK: usize = 32;
-
-/// Largest input image (bytes) that [`pays`] takes at stride 2 (as the
-/// forward's).
-const MAX_IMAGE_BYTES: usize = 256 << 10;
 
 /// Largest input image (bytes) that [`pays`] takes at stride 1 (AVX-512),
 /// where Winograd's F(2×2, 3×3) otherwise runs: 32 KB holds the CIFAR
@@ -76,20 +72,22 @@ const MIN_STRIDE_1_ROW: usize = 8;
 const MAX_AVX2_CHANNELS: usize = 32;
 
 /// Whether the f32 weight gradient of `g` runs here: where the forward's
-/// [`supports`] holds, with AVX-512 for stride-2 layers with images of
-/// at most [`MAX_IMAGE_BYTES`] of input and stride-1 layers with images
-/// of at most [`MAX_STRIDE_1_IMAGE_BYTES`] and rows of at least
-/// [`MIN_STRIDE_1_ROW`] output pixels; with AVX2 for stride-2 layers of
-/// at most [`MAX_AVX2_CHANNELS`] input channels.
+/// [`supports`] holds, at stride 2 where the forward runs here too
+/// ([`forward_pays`]: small planes, rows in tiles of at least 4 pixels;
+/// ImageNet's 7-wide rows measured 1.05–1.08× the implicit GEMM's time
+/// here as well), with AVX2 only for at most [`MAX_AVX2_CHANNELS`] input
+/// channels; at stride 1 with AVX-512 for images of at most
+/// [`MAX_STRIDE_1_IMAGE_BYTES`] and rows of at least
+/// [`MIN_STRIDE_1_ROW`] output pixels.
 pub(in crate::ops::conv) fn pays(g: &ConvGeom) -> bool {
     if !supports(g) {
         return false;
     }
     let image = g.image_len() * std::mem::size_of::<f32>();
     match (Kernel::current(), g.stride) {
-        (Kernel::Avx512, (2, 2)) => image <= MAX_IMAGE_BYTES,
+        (Kernel::Avx512, (2, 2)) => forward_pays(g),
         (Kernel::Avx512, (1, 1)) => image <= MAX_STRIDE_1_IMAGE_BYTES && g.ow >= MIN_STRIDE_1_ROW,
-        (Kernel::Avx2, (2, 2)) => image <= MAX_IMAGE_BYTES && g.c_in <= MAX_AVX2_CHANNELS,
+        (Kernel::Avx2, (2, 2)) => forward_pays(g) && g.c_in <= MAX_AVX2_CHANNELS,
         _ => false,
     }
 }
