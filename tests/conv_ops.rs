@@ -532,6 +532,32 @@ fn winograd_layers_match_the_definition() {
     }
 }
 
+#[test]
+fn small_stride_1_weight_gradients_in_f32() {
+    // 3×3 stride-1 layers on inputs of at most 32 KB per image with rows of
+    // 8+ pixels: with AVX-512 the f32 weight gradient runs directly with
+    // output channels in the vector lanes (ahead of Winograd), elsewhere
+    // Winograd or the implicit GEMM; every route's f32 gradients against
+    // f64. A batch over two groups of images, 8 and 13 pixels a row.
+    for (i, (n, c, h, w, o)) in [(3, 32, 16, 16, 32), (40, 8, 11, 13, 70)]
+        .into_iter()
+        .enumerate()
+    {
+        let x = randn(&[n, c, h, w], 700 + i as u64);
+        let k = randn(&[o, c, 3, 3], 710 + i as u64);
+        let params = Conv2dParams::default().padding(1);
+        let g = ConvGeom::new([n, c, h, w], [o, c, 3, 3], &params).unwrap();
+        let route = plan::algorithm(&g, plan::Pass::WeightGrad);
+        check_f32_gradients(
+            &format!("stride 1 ({route})"),
+            &x,
+            &k,
+            params,
+            720 + i as u64,
+        );
+    }
+}
+
 /// Checks `conv2d` against `conv2d_reference`: the forward output, and the
 /// input and weight gradients. `L(x, w) = Σ conv(x, w)·r` is linear in x
 /// and in w, so its gradients are checked exactly along random
