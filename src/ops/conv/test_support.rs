@@ -1,8 +1,9 @@
 //! Helpers shared by the unit tests of the CPU convolution routes: random
-//! operands, geometries, a thread pool, the check of a forward against
-//! the definition and im2col, and the kernels this CPU runs.
+//! operands, geometries, a thread pool, the checks of a forward against
+//! the definition and im2col and of a weight gradient against im2col in
+//! f64, and the kernels this CPU runs.
 
-use super::cpu::{conv2d_direct, conv2d_forward_im2col};
+use super::cpu::{conv2d_backward_weight_im2col, conv2d_direct, conv2d_forward_im2col};
 use super::geom::ConvGeom;
 use super::Conv2dParams;
 use crate::ops::matmul::sgemm::Kernel;
@@ -46,6 +47,26 @@ pub(super) fn assert_forward_matches(
         assert!(
             ((a - c).abs() as f64) < tol,
             "{label}: y[{i}] {a} vs im2col {c}"
+        );
+    }
+}
+
+/// Asserts that `got`, a weight gradient of `g` with `x` and `dy`, is the
+/// f64 im2col route's result within 1e-4 relative (`label` names the
+/// case).
+pub(super) fn assert_weight_grad_matches(
+    got: &[f32],
+    (x, dy): (&[f32], &[f32]),
+    g: &ConvGeom,
+    label: &str,
+) {
+    let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let want = conv2d_backward_weight_im2col(&wide(x), &wide(dy), g).unwrap();
+    assert_eq!(got.len(), want.len(), "{label}");
+    for (i, (&a, &e)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
+            "{label}: dw[{i}] {a} vs {e}"
         );
     }
 }

@@ -1,8 +1,9 @@
 //! The register-blocked kernels of the channel-lane weight gradient
 //! (AVX-512 and AVX2, one body written once): for one input channel, the
-//! nine taps × `V` vectors of output channels, summed over every output
-//! pixel of a group of images in `9·V` registers and added to the sums in
-//! memory.
+//! taps of kernel rows `R0..R0 + KR` (all nine, or on AVX2 rows 0–1 and
+//! row 2 in two passes) × `V` vectors of output channels, summed over
+//! every output pixel of a group of images in registers and added to the
+//! sums in memory.
 
 use super::weight_grad::GRAD_BLOCK;
 use super::TAPS;
@@ -184,11 +185,13 @@ macro_rules! weight_kernels {
 
 weight_kernels!(
     /// The weight gradient of one input channel of a group of images for
-    /// `16·V` output channels: for every output pixel of each image (rows `t.sh` apart,
-    /// columns `S`), `V` vectors of its gradient (16 output channels
-    /// each) are multiplied by the input value under each of the nine
-    /// taps (broadcast from the plane; taps on padding are left out) and
-    /// summed in `9·V` zmm registers, which are then added to `t.sums`.
+    /// `16·V` output channels and the taps of kernel rows `R0..R0 + KR`
+    /// (`R0 + KR ≤ 3`): for every output pixel of each image (rows `t.sh`
+    /// apart, columns `S`), `V` vectors of its gradient (16 output
+    /// channels each) are multiplied by the input value under each of
+    /// those taps (broadcast from the plane; taps on padding are left
+    /// out) and summed in `3·KR·V` zmm registers, which are then added to
+    /// those taps' runs of `t.sums`.
     ///
     /// # Safety
     /// AVX-512F; for each image `m < images`, `x + m·x_image` holds
@@ -203,8 +206,8 @@ weight_kernels!(
 );
 
 weight_kernels!(
-    /// [`tile_avx512`] in 8-lane vectors: `8·V` output channels in `9·V`
-    /// ymm registers.
+    /// [`tile_avx512`] in 8-lane vectors: `8·V` output channels in
+    /// `3·KR·V` ymm registers.
     ///
     /// # Safety
     /// AVX2 and FMA, and as [`tile_avx512`] with `8·V` channels.

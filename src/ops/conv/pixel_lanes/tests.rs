@@ -9,14 +9,8 @@
 //! parallel; and layers with no channels.
 
 use super::*;
-use crate::ops::conv::cpu::conv2d_backward_weight_im2col;
+use crate::ops::conv::test_support::{assert_weight_grad_matches, random};
 use crate::ops::conv::Conv2dParams;
-use rand::{Rng, SeedableRng};
-
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
 
 /// `[n, c, h, w]` input, `[o, kh]` kernel (3 wide), padding, groups.
 fn geom(
@@ -72,20 +66,12 @@ fn every_set_matches_im2col_in_f64() {
         eprintln!("skipped: the CPU has neither AVX2 and FMA nor AVX-512");
         return;
     }
-    let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
     for (s, g) in shapes().into_iter().enumerate() {
         let x = random(g.n * g.image_len(), 10 + s as u64);
         let dy = random(g.n * g.out_image_len(), 20 + s as u64);
-        let want = conv2d_backward_weight_im2col(&wide(&x), &wide(&dy), &g).unwrap();
         for isa in sets() {
             let got = backward_weight_on(isa, &x, &dy, &g).unwrap();
-            assert_eq!(got.len(), want.len());
-            for (i, (&a, &e)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
-                    "{g:?} on {isa:?}: dw[{i}] {a} vs {e}"
-                );
-            }
+            assert_weight_grad_matches(&got, (&x, &dy), &g, &format!("{g:?} on {isa:?}"));
         }
     }
 }
