@@ -232,18 +232,7 @@ impl PackedWeights {
         let start = spare.as_ptr().align_offset(64).min(16);
         let zeros = take_zeroed::<f32>(k)?;
         let pack = |(b, out): (usize, &mut [MaybeUninit<f32>])| {
-            let rows = BLOCK.min(o - b * BLOCK);
-            let run = |i: usize| {
-                if i < rows {
-                    w[(b * BLOCK + i) * k..].as_ptr()
-                } else {
-                    zeros.as_ptr()
-                }
-            };
-            // Safety: the CPU runs `isa` (asserted); every
-            // run holds k values (a row of `w`, which `forward_operands`
-            // sized, or `zeros`); `out` holds k × BLOCK, all written.
-            unsafe { pack_runs::<BLOCK>(isa, k, run, out.as_mut_ptr().cast()) };
+            pack_block_rows::<BLOCK>(isa, (w, o, k), b, &zeros, out);
         };
         let (head, rest) = spare.split_at_mut(start);
         let (blocks_out, tail) = rest.split_at_mut(len);
@@ -281,6 +270,34 @@ impl PackedWeights {
         let len = g.col_rows() * BLOCK;
         &self.buf[self.start + b * len..][..len]
     }
+}
+
+/// Packs rows `b·W ..` (up to `W`; zeros past the last) of the row-major
+/// matrix `src` (`rows` rows of `len` values) into `out` as `[len][W]`:
+/// the blocks of packed weights of the forward, and of the transposed
+/// output gradient of the weight gradient (`weight_grad`), on the
+/// kernels of `isa`, which the CPU runs. `zeros` holds at least `len`
+/// zeros.
+fn pack_block_rows<const W: usize>(
+    isa: Kernel,
+    (src, rows, len): (&[f32], usize, usize),
+    b: usize,
+    zeros: &[f32],
+    out: &mut [MaybeUninit<f32>],
+) {
+    assert!(isa.cpu_has() && src.len() >= rows * len && zeros.len() >= len);
+    assert!(out.len() >= len * W && b * W < rows);
+    let inside = W.min(rows - b * W);
+    let run = |i: usize| {
+        if i < inside {
+            src[(b * W + i) * len..].as_ptr()
+        } else {
+            zeros.as_ptr()
+        }
+    };
+    // Safety: the CPU runs `isa`; every run holds `len` values (a row of
+    // `src` or `zeros`, asserted); `out` holds len × W, all written.
+    unsafe { pack_runs::<W>(isa, len, run, out.as_mut_ptr().cast()) };
 }
 
 /// The kernel rows of output row `oy` that lie inside the input: the

@@ -37,7 +37,7 @@
 
 use super::kernels::{store_block_avx2, store_block_avx512};
 use super::weight_kernels::{self, WeightTile};
-use super::{pays as forward_pays, supports, TAPS};
+use super::{pack_block_rows, pays as forward_pays, supports, TAPS};
 use crate::backend::cpu::num_threads;
 use crate::backend::cpu::pool::{recycle, take_empty, take_zeroed};
 use crate::backend::cpu::scratch::with_scratch;
@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::ops::conv::cpu::{parallel, SharedMut};
 use crate::ops::conv::geom::ConvGeom;
 use crate::ops::conv::implicit::weight_grad_in_f32;
-use crate::ops::matmul::sgemm::{pack_runs, Kernel};
+use crate::ops::matmul::sgemm::Kernel;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -194,20 +194,8 @@ fn transposed_gradient(isa: Kernel, dy: &[f32], g: &ConvGeom) -> Result<Vec<f32>
     let panel = pixels * GRAD_BLOCK;
     let pack = |(i, out): (usize, &mut [MaybeUninit<f32>])| {
         let (b, n) = (i / g.n, i % g.n);
-        let rows = GRAD_BLOCK.min(o - b * GRAD_BLOCK);
         let dy = &dy[n * g.out_image_len()..][..g.out_image_len()];
-        let run = |i: usize| {
-            if i < rows {
-                dy[(b * GRAD_BLOCK + i) * pixels..].as_ptr()
-            } else {
-                zeros.as_ptr()
-            }
-        };
-        // Safety: the CPU runs `isa` (asserted by the caller); each run
-        // holds `pixels` values (a plane of image n's gradient, which
-        // `weight_grad_operands` sized, or `zeros`); `out` holds pixels ×
-        // GRAD_BLOCK, all written.
-        unsafe { pack_runs::<GRAD_BLOCK>(isa, pixels, run, out.as_mut_ptr().cast()) };
+        pack_block_rows::<GRAD_BLOCK>(isa, (dy, o, pixels), b, &zeros, out);
     };
     let out = &mut dyt.spare_capacity_mut()[..len];
     if parallel(g) {
